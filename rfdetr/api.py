@@ -1,0 +1,198 @@
+"""The user-facing model classes: build or load an RF-DETR model, then `predict()`.
+
+`RFDETRNano()` with no argument loads the official COCO-pretrained weights of that size (from
+the cache folder, else downloaded and checksum-verified); ``pretrain_weights=PATH`` loads a
+checkpoint of ours or of upstream's; ``pretrain_weights=None`` starts from random weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import supervision as sv
+import torch
+
+from rfdetr.config import ModelConfig
+from rfdetr.hub import resolve_pretrained
+from rfdetr.inference import ImageInput, is_batch, preprocess, to_float_chw
+from rfdetr.models.build import build_model
+from rfdetr.models.detector import RFDETR
+from rfdetr.models.postprocess import PostProcess
+from rfdetr.presets import get_preset
+from rfdetr.weights import LoadedCheckpoint, load_weights, read_checkpoint
+
+logger = logging.getLogger(__name__)
+
+# Architecture fields read from an upstream checkpoint's args when present (same names as ours).
+_UPSTREAM_ARCH_FIELDS = (
+    "encoder",
+    "out_feature_indexes",
+    "patch_size",
+    "num_windows",
+    "positional_encoding_size",
+    "resolution",
+    "projector_scale",
+    "hidden_dim",
+    "sa_nheads",
+    "ca_nheads",
+    "dec_n_points",
+    "dec_layers",
+    "num_queries",
+    "num_select",
+    "mask_downsample_ratio",
+)
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "<official pretrained weights>"
+
+
+DEFAULT_WEIGHTS: Any = _Default()
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class RFDETRModel:
+    """An RF-DETR model of one size, ready for `predict()`.
+
+    Args:
+        pretrain_weights: a checkpoint path, a published name (e.g. ``"rf-detr-nano.pth"``),
+            ``None`` for random initialisation, or omitted for the official COCO weights.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
+        num_classes: foreground classes. When it differs from the checkpoint's, the class head
+            is re-initialised (logged) and the checkpoint's class names are dropped.
+        class_names: a name per 0-based class id; sets ``num_classes`` when that is not given.
+        **overrides: any `ModelConfig` field, e.g. ``resolution=640``.
+    """
+
+    size: ClassVar[str] = "nano"
+
+    def __init__(
+        self,
+        pretrain_weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
+        *,
+        device: str | torch.device | None = None,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        **overrides: Any,
+    ) -> None:
+        if class_names is not None and num_classes is None:
+            num_classes = len(class_names)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names but num_classes is {num_classes}"
+            )
+        checkpoint = self._read_weights(pretrain_weights)
+        config = self._resolve_config(checkpoint, num_classes, overrides)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model: RFDETR = build_model(config)
+        label_to_logit = None
+        if checkpoint is not None:
+            checkpoint = load_weights(
+                self.model,
+                checkpoint,
+                num_classes=config.num_classes,
+                num_queries=config.num_queries,
+                group_detr=config.group_detr,
+            )
+            label_to_logit = checkpoint.label_to_logit
+            class_names = class_names or checkpoint.class_names
+        self.config = config
+        self.class_names = list(class_names or [f"class_{i}" for i in range(config.num_classes)])
+        self.postprocess = PostProcess(config.num_select, class_columns=label_to_logit)
+        self.model.to(self.device).eval()
+
+    @classmethod
+    def _read_weights(cls, weights: Any) -> LoadedCheckpoint | None:
+        if weights is None:
+            logger.warning(
+                "pretrain_weights=None: %s starts from random weights (expect a long training)",
+                cls.__name__,
+            )
+            return None
+        if weights is DEFAULT_WEIGHTS:
+            weights = cls.size
+        return read_checkpoint(resolve_pretrained(weights))
+
+    def _resolve_config(
+        self, checkpoint: LoadedCheckpoint | None, num_classes: int | None, overrides: dict
+    ) -> ModelConfig:
+        config = get_preset(self.size)
+        if checkpoint is not None:
+            config = config.with_overrides(**architecture_from(checkpoint))
+            config = config.with_overrides(num_classes=checkpoint.num_classes)
+        if num_classes is not None:
+            if checkpoint is not None and num_classes != checkpoint.num_classes:
+                logger.info(
+                    "re-initialising the class head for %d classes (checkpoint has %d)",
+                    num_classes,
+                    checkpoint.num_classes,
+                )
+            overrides = {**overrides, "num_classes": num_classes}
+        return config.with_overrides(**overrides)
+
+    @property
+    def resolution(self) -> int:
+        """Square input side used by `predict()`."""
+        return self.config.resolution
+
+    def predict(
+        self, images: ImageInput | list[ImageInput], threshold: float = 0.5, batch_size: int = 8
+    ) -> sv.Detections | list[sv.Detections]:
+        """Detect objects in one image or a list of images.
+
+        Args:
+            images: a path, PIL image, ``[H, W, 3]`` RGB uint8 array, ``[3, H, W]`` float
+                tensor in [0, 1], or a list of them.
+            threshold: minimum confidence kept.
+            batch_size: images per forward pass.
+
+        Returns:
+            For each image, `supervision.Detections` with ``xyxy`` in original-image pixels,
+            ``confidence``, 0-based ``class_id``, ``mask`` (``[N, H, W]`` bool, Seg models) and
+            ``data["class_name"]``; a single object for a single image, else a list.
+        """
+        single = not is_batch(images)
+        items = [images] if single else list(images)
+        tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
+        detections: list[sv.Detections] = []
+        for start in range(0, len(tensors), batch_size):
+            batch, sizes = preprocess(tensors[start : start + batch_size], self.resolution, self.device)
+            with torch.inference_mode():
+                results = self.postprocess(self.model(batch), sizes, threshold=threshold)
+            detections.extend(self._to_detections(result) for result in results)
+        return detections[0] if single else detections
+
+    def _to_detections(self, result: dict[str, torch.Tensor]) -> sv.Detections:
+        class_id = result["labels"].cpu().numpy().astype(int)
+        names = np.array([self.class_names[i] for i in class_id], dtype=object)
+        masks = result.get("masks")
+        return sv.Detections(
+            xyxy=result["boxes"].float().cpu().numpy(),
+            confidence=result["scores"].float().cpu().numpy(),
+            class_id=class_id,
+            mask=masks.cpu().numpy() if masks is not None else None,
+            data={"class_name": names},
+        )
+
+
+def architecture_from(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
+    """Architecture fields recorded in a checkpoint, as `ModelConfig` overrides."""
+    source = checkpoint.config or {}
+    if isinstance(source.get("model"), dict):  # our run config: the model section
+        source = source["model"]
+    if checkpoint.format == "rfdetr":
+        return {k: v for k, v in source.items() if k in ModelConfig.model_fields and k != "name"}
+    merged = {**(checkpoint.args or {}), **source}
+    return {k: merged[k] for k in _UPSTREAM_ARCH_FIELDS if merged.get(k) is not None}

@@ -1,0 +1,218 @@
+"""Checkpoint file formats: safe unpickling, format detection, class-id mapping.
+
+Private helpers of :mod:`rfdetr.weights`, which documents the formats. Everything here works on the
+object ``torch.load(weights_only=True)`` returned; no function loads with ``weights_only=False``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import re
+import types
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rfdetr.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES, COCO_NUM_LOGITS
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "rfdetr.checkpoint.v1"
+"""Value of the ``format`` key of the checkpoints this library writes."""
+
+UPSTREAM_SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace, types.SimpleNamespace)
+"""The only non-builtin Python types a checkpoint may contain.
+
+``argparse.Namespace``: the ``args`` of the official hosted weights and of every upstream 1.4.x
+checkpoint; confirmed by writing such files with the upstream package (``torch.serialization.
+get_unsafe_globals_in_checkpoint`` reports exactly this one global). Its values are plain (None,
+bool, int, float, str, lists and dicts of them); no ``pathlib`` or ``numpy`` types occur.
+``types.SimpleNamespace``: upstream's own safe loader admits it because some upstream-trained
+``checkpoint_best_total.pth`` files store ``args`` that way. Both are attribute bags whose
+unpickling only sets ``__dict__``: no code runs. Upstream 1.11.x ``.pth`` files need neither.
+"""
+
+_ONE_LINE_LIMIT = 160
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable checkpoint, or does not fit the model. The message is one line."""
+
+
+def safe_load(file: Path) -> Any:
+    """``torch.load(weights_only=True)`` with the scoped allow-list; one-line errors."""
+    if file.stat().st_size == 0:
+        raise CheckpointError(f"{file}: the file is empty; download or copy it again")
+    try:
+        allowed = list(UPSTREAM_SAFE_GLOBALS)
+        with warnings.catch_warnings(), torch.serialization.safe_globals(allowed):
+            # Foreign pickles make torch warn about the protocol before it fails; we raise instead.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found:
+            names = ", ".join(f"{t.__module__}.{t.__qualname__}" for t in UPSTREAM_SAFE_GLOBALS)
+            raise CheckpointError(
+                f"{file}: refused to load: the file needs the Python global '{found.group(1)}', "
+                f"which is not on the safe allow-list ({names}); re-save the weights as plain "
+                "data (tensors, dicts, lists, numbers, strings) with torch.save"
+            ) from None
+        raise CheckpointError(
+            f"{file}: not a PyTorch checkpoint (invalid or unsupported pickle data); check that "
+            "the file is a .pth written by torch.save, or download it again"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        reason = one_line(err) or type(err).__name__
+        raise CheckpointError(
+            f"{file}: cannot read checkpoint, it is truncated or corrupt ({reason}); "
+            "download or copy it again"
+        ) from None
+
+
+def extract_state_dict(raw: dict[str, Any], file: Path) -> tuple[str, dict[str, Any]]:
+    """Find the weights and name the format."""
+    model = raw.get("model")
+    if isinstance(model, dict):
+        if raw.get("format") == CHECKPOINT_FORMAT or ("config" in raw and "args" not in raw):
+            return "rfdetr", dict(model)
+        if isinstance(raw.get("args"), (argparse.Namespace, types.SimpleNamespace)):
+            return "upstream-legacy", dict(model)
+        return "upstream", dict(model)
+    lightning = raw.get("state_dict")
+    if model is None and isinstance(lightning, dict):
+        weights = {}
+        for key, value in lightning.items():
+            if isinstance(key, str) and key.startswith("model."):
+                weights[key.removeprefix("model.").removeprefix("_orig_mod.")] = value
+        if weights:
+            return "upstream-lightning", weights
+    top = ", ".join(sorted(str(k) for k in raw)[:8]) or "nothing"
+    raise CheckpointError(
+        f"{file}: not an RF-DETR checkpoint: no 'model' state dict (top-level keys: {top}); "
+        "a bare state dict must be wrapped and re-saved as torch.save({'model': state_dict}, path)"
+    )
+
+
+def check_tensors(state_dict: dict[str, Any], file: Path) -> None:
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{file}: the 'model' state dict holds a {type(value).__name__} under {key!r}; "
+                "a state dict maps names to tensors only"
+            )
+
+
+def extract_config(
+    raw: dict[str, Any], fmt: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(model config, upstream args) as plain dicts."""
+    if fmt == "rfdetr":
+        config = raw.get("config")
+        return (dict(config) if isinstance(config, dict) else None), None
+    args_obj = raw.get("args") if fmt != "upstream-lightning" else raw.get("hyper_parameters")
+    if isinstance(args_obj, (argparse.Namespace, types.SimpleNamespace)):
+        args: dict[str, Any] | None = dict(vars(args_obj))
+    else:
+        args = dict(args_obj) if isinstance(args_obj, dict) else None
+    model_config = raw.get("model_config")
+    config = dict(model_config) if isinstance(model_config, dict) else args
+    return config, args
+
+
+def raw_class_names(raw: dict[str, Any], fmt: str, args: dict[str, Any] | None) -> Any:
+    if fmt == "rfdetr":
+        return raw.get("class_names")
+    return (args or {}).get("class_names")
+
+
+def class_mapping(
+    raw_names: Any, num_classes: int, fmt: str, args: dict[str, Any] | None, file: Path
+) -> tuple[list[str] | None, list[int] | None]:
+    """0-based class names and, where class id != logit column, the column of each class."""
+    num_logits = num_classes + 1
+    if isinstance(raw_names, dict) and raw_names:
+        return _names_from_id_dict(raw_names, num_logits, file)
+    if isinstance(raw_names, (list, tuple)) and raw_names:
+        names = [str(n) for n in raw_names]
+        if len(names) > num_logits:
+            logger.warning(
+                "%s: %d class names for a head of %d classes; ignoring the names",
+                file,
+                len(names),
+                num_classes,
+            )
+            return None, None
+        if names == COCO_CLASS_NAMES and num_logits == COCO_NUM_LOGITS:
+            return names, list(COCO_CATEGORY_IDS)
+        roboflow_coco = (args or {}).get("dataset_file") == "roboflow"
+        if fmt == "upstream-legacy" and roboflow_coco and len(names) + 2 == num_logits:
+            # Upstream 1.4.x trained COCO-format datasets on the raw category ids 1..N.
+            return names, list(range(1, len(names) + 1))
+        return names, None
+    if fmt != "rfdetr" and num_logits == COCO_NUM_LOGITS:
+        logger.info("%s: no class names stored; assuming the COCO-pretrained 91-way head", file)
+        return list(COCO_CLASS_NAMES), list(COCO_CATEGORY_IDS)
+    return None, None
+
+
+def _names_from_id_dict(
+    raw_names: dict[Any, Any], num_logits: int, file: Path
+) -> tuple[list[str] | None, list[int] | None]:
+    """``{category id: name}`` (upstream 1.4.x COCO training) -> names + logit columns."""
+    try:
+        pairs = sorted((int(k), str(v)) for k, v in raw_names.items())
+    except (TypeError, ValueError):
+        logger.warning("%s: class_names dict has non-integer ids; ignoring the names", file)
+        return None, None
+    ids = [i for i, _ in pairs]
+    names = [n for _, n in pairs]
+    if ids[0] < 0 or ids[-1] >= num_logits:
+        logger.warning(
+            "%s: class ids %d..%d do not fit a head of %d columns; ignoring the names",
+            file,
+            ids[0],
+            ids[-1],
+            num_logits,
+        )
+        return None, None
+    return names, (None if ids == list(range(len(ids))) else ids)
+
+
+def config_int(config: dict[str, Any] | None, args: dict[str, Any] | None, key: str) -> int | None:
+    """An integer setting from a flat upstream config, our nested ``model`` section, or args."""
+    for source in (config, (config or {}).get("model"), args):
+        if isinstance(source, dict):
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def require_plain(value: Any, where: str) -> None:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            require_plain(item, where)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"checkpoint {where}: key {key!r} is not a str or int")
+            require_plain(item, f"{where}.{key}")
+        return
+    raise TypeError(
+        f"checkpoint {where} holds a {type(value).__name__}; only plain data (None, bool, int, "
+        "float, str, list, dict) keeps checkpoints loadable with weights_only=True"
+    )
+
+
+def one_line(err: BaseException) -> str:
+    """The first sentence of an exception message, on one line and short."""
+    text = " ".join(str(err).split()).split(". ")[0]
+    return text if len(text) <= _ONE_LINE_LIMIT else text[: _ONE_LINE_LIMIT - 3] + "..."

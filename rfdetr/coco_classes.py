@@ -1,0 +1,103 @@
+"""The 80 COCO object categories on COCO's sparse 1..90 category-id space.
+
+The official COCO-pretrained RF-DETR weights have a 91-way head whose column ``k`` scores COCO
+category id ``k`` (columns 0 and the ten ids COCO never used stay untrained). Inside the library
+class ids are contiguous and 0-based, so these weights are described by two parallel lists:
+``COCO_CLASS_NAMES[i]`` is the name of class ``i`` and ``COCO_CATEGORY_IDS[i]`` is its COCO id,
+which is also its column in ``pred_logits``.
+"""
+
+from __future__ import annotations
+
+COCO_CLASSES: dict[int, str] = {
+    1: "person",
+    2: "bicycle",
+    3: "car",
+    4: "motorcycle",
+    5: "airplane",
+    6: "bus",
+    7: "train",
+    8: "truck",
+    9: "boat",
+    10: "traffic light",
+    11: "fire hydrant",
+    13: "stop sign",
+    14: "parking meter",
+    15: "bench",
+    16: "bird",
+    17: "cat",
+    18: "dog",
+    19: "horse",
+    20: "sheep",
+    21: "cow",
+    22: "elephant",
+    23: "bear",
+    24: "zebra",
+    25: "giraffe",
+    27: "backpack",
+    28: "umbrella",
+    31: "handbag",
+    32: "tie",
+    33: "suitcase",
+    34: "frisbee",
+    35: "skis",
+    36: "snowboard",
+    37: "sports ball",
+    38: "kite",
+    39: "baseball bat",
+    40: "baseball glove",
+    41: "skateboard",
+    42: "surfboard",
+    43: "tennis racket",
+    44: "bottle",
+    46: "wine glass",
+    47: "cup",
+    48: "fork",
+    49: "knife",
+    50: "spoon",
+    51: "bowl",
+    52: "banana",
+    53: "apple",
+    54: "sandwich",
+    55: "orange",
+    56: "broccoli",
+    57: "carrot",
+    58: "hot dog",
+    59: "pizza",
+    60: "donut",
+    61: "cake",
+    62: "chair",
+    63: "couch",
+    64: "potted plant",
+    65: "bed",
+    67: "dining table",
+    70: "toilet",
+    72: "tv",
+    73: "laptop",
+    74: "mouse",
+    75: "remote",
+    76: "keyboard",
+    77: "cell phone",
+    78: "microwave",
+    79: "oven",
+    80: "toaster",
+    81: "sink",
+    82: "refrigerator",
+    84: "book",
+    85: "clock",
+    86: "vase",
+    87: "scissors",
+    88: "teddy bear",
+    89: "hair drier",
+    90: "toothbrush",
+}
+"""COCO category id -> name (80 entries; ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 unused)."""
+
+COCO_CATEGORY_IDS: list[int] = sorted(COCO_CLASSES)
+"""The COCO category id of each contiguous class id 0..79."""
+
+COCO_CLASS_NAMES: list[str] = [COCO_CLASSES[i] for i in COCO_CATEGORY_IDS]
+"""The name of each contiguous class id 0..79."""
+
+COCO_NUM_LOGITS: int = 91
+"""Width of the head of COCO-pretrained weights: ``num_classes`` 90 plus one."""

@@ -1,0 +1,158 @@
+"""Typed configuration for RF-DETR models.
+
+Every default is written once, here or in a preset (`rfdetr.presets`). Unknown keys are rejected
+(`extra="forbid"`) so a misspelt override fails at once instead of being silently ignored.
+Modules never read this object: only the `build_*` functions in `rfdetr.models` do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ProjectorLevel = Literal["P3", "P4", "P5"]
+
+
+class EncoderSpec(BaseModel):
+    """Width, depth and head count of a windowed ViT encoder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int
+    depth: int
+    num_heads: int
+    mlp_ratio: int = 4
+
+
+# Upstream's encoder names map to DINOv2 sizes; `vit_windowed_toy` is ours, for CPU tests only.
+ENCODER_SPECS: dict[str, EncoderSpec] = {
+    "dinov2_windowed_small": EncoderSpec(width=384, depth=12, num_heads=6),
+    "dinov2_windowed_base": EncoderSpec(width=768, depth=12, num_heads=12),
+    "vit_windowed_toy": EncoderSpec(width=48, depth=4, num_heads=3),
+}
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys fail with the closest valid name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = set(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    raise ValueError(f"unknown {cls.__name__} option '{key}'{hint}")
+        return data
+
+
+class ModelConfig(StrictModel):
+    """Architecture of one RF-DETR model. Field names follow upstream's `ModelConfig`.
+
+    Attributes:
+        name: preset name this config came from (e.g. ``"nano"``), used for default weights.
+        encoder: windowed ViT backbone, a key of `ENCODER_SPECS`.
+        out_feature_indexes: encoder stages tapped for the projector (stage k = output of
+            block k-1); blocks not listed here and below the last tap use windowed attention.
+        patch_size: ViT patch size in pixels.
+        num_windows: windows per side; the input side must be divisible by
+            ``patch_size * num_windows``.
+        positional_encoding_size: side of the learned position-embedding grid stored in the
+            weights; it is interpolated to the runtime grid.
+        resolution: default square input side in pixels.
+        hidden_dim: decoder width.
+        dec_layers: number of decoder layers.
+        num_queries: detection slots per query group; `num_select`: detections kept by
+            post-processing (top-k over queries x classes).
+        group_detr: query groups used in training (Group DETR); inference uses group 0.
+        num_classes: number of foreground classes; the head has ``num_classes + 1`` outputs.
+    """
+
+    name: str = "custom"
+    encoder: str = "dinov2_windowed_small"
+    out_feature_indexes: list[int] = Field(default_factory=lambda: [3, 6, 9, 12])
+    patch_size: int = Field(16, ge=1)
+    num_windows: int = Field(2, ge=1)
+    positional_encoding_size: int = Field(24, ge=1)
+    resolution: int = Field(384, ge=1)
+    projector_scale: list[ProjectorLevel] = Field(default_factory=lambda: ["P4"])
+    layer_norm: bool = True
+    hidden_dim: int = Field(256, ge=1)
+    dim_feedforward: int = Field(2048, ge=1)
+    sa_nheads: int = Field(8, ge=1)
+    ca_nheads: int = Field(16, ge=1)
+    dec_n_points: int = Field(2, ge=1)
+    dec_layers: int = Field(2, ge=1)
+    num_queries: int = Field(300, ge=1)
+    num_select: int = Field(300, ge=1)
+    group_detr: int = Field(13, ge=1)
+    two_stage: bool = True
+    bbox_reparam: bool = True
+    lite_refpoint_refine: bool = True
+    segmentation_head: bool = False
+    mask_downsample_ratio: int = Field(4, ge=1)
+    num_classes: int = Field(90, ge=1)
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ModelConfig:
+        if self.encoder not in ENCODER_SPECS:
+            raise ValueError(
+                f"encoder '{self.encoder}' is unknown; choose one of {sorted(ENCODER_SPECS)}"
+            )
+        spec = self.encoder_spec
+        if self.out_feature_indexes != sorted(set(self.out_feature_indexes)):
+            raise ValueError("out_feature_indexes must be strictly increasing")
+        if self.out_feature_indexes[0] < 1 or self.out_feature_indexes[-1] > spec.depth:
+            raise ValueError(f"out_feature_indexes must lie in [1, {spec.depth}]")
+        if self.resolution % self.block_size:
+            raise ValueError(
+                f"resolution {self.resolution} must be divisible by patch_size * num_windows "
+                f"= {self.block_size}"
+            )
+        if self.projector_scale != sorted(set(self.projector_scale)):
+            raise ValueError("projector_scale must be ascending and unique, e.g. ['P3', 'P5']")
+        if self.hidden_dim % self.sa_nheads or self.hidden_dim % self.ca_nheads:
+            raise ValueError("hidden_dim must be divisible by sa_nheads and ca_nheads")
+        if not self.two_stage or not self.bbox_reparam or not self.lite_refpoint_refine:
+            raise ValueError(
+                "two_stage, bbox_reparam and lite_refpoint_refine must stay True: every RF-DETR "
+                "size uses them and no other variant is implemented"
+            )
+        return self
+
+    @property
+    def encoder_spec(self) -> EncoderSpec:
+        """Width, depth and heads of the backbone."""
+        return ENCODER_SPECS[self.encoder]
+
+    @property
+    def block_size(self) -> int:
+        """Input sides must be multiples of this many pixels."""
+        return self.patch_size * self.num_windows
+
+    @property
+    def num_feature_levels(self) -> int:
+        """Number of projector outputs fed to the decoder."""
+        return len(self.projector_scale)
+
+    @property
+    def window_block_indexes(self) -> list[int]:
+        """0-based encoder blocks that attend within windows (the others attend globally).
+
+        Upstream derives them as every block index up to the last tap that is not itself a tap
+        index, treating the stage numbers as block numbers; released weights depend on it.
+        """
+        taps = set(self.out_feature_indexes)
+        return [i for i in range(self.out_feature_indexes[-1] + 1) if i not in taps]
+
+    def with_overrides(self, **overrides: Any) -> ModelConfig:
+        """Return a validated copy with ``overrides`` applied (unknown keys fail)."""
+        return ModelConfig.model_validate({**self.model_dump(), **overrides})

@@ -1,0 +1,297 @@
+"""The official COCO-pretrained RF-DETR weights: where they are published, cached and verified.
+
+``RFDETRMedium()`` with no argument means upstream's COCO-pretrained Medium checkpoint, as in the
+upstream package. :func:`resolve_pretrained` turns a name into a local file:
+
+1. an existing path is used as it is;
+2. a known name (``"medium"``, or upstream's file name ``"rf-detr-medium.pth"``) is looked up in the
+   cache folder ``$RFDETR_CACHE_DIR`` (default ``~/.cache/rfdetr``) under upstream's file name;
+3. otherwise it is downloaded from upstream's published URL (or ``$RFDETR_WEIGHTS_BASE_URL/<file
+   name>`` for a mirror), streamed to a temporary file in the cache folder with a progress bar,
+   checked against upstream's published MD5 and only then renamed into place, so a partial or
+   corrupt download never sits under the final name.
+
+When that fails the error says exactly what to do instead: ``pretrain_weights=PATH`` or
+``pretrain_weights=None``. URLs, file names and checksums are the ones upstream ``rfdetr`` 1.11.2
+publishes in ``rfdetr/assets/model_weights.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CACHE_DIR_ENV",
+    "PRETRAINED",
+    "WEIGHTS_BASE_URL_ENV",
+    "PretrainedAsset",
+    "WeightsUnavailableError",
+    "default_cache_dir",
+    "download_verified",
+    "find_pretrained",
+    "resolve_pretrained",
+]
+
+CACHE_DIR_ENV = "RFDETR_CACHE_DIR"
+WEIGHTS_BASE_URL_ENV = "RFDETR_WEIGHTS_BASE_URL"
+_DEFAULT_CACHE_DIR = "~/.cache/rfdetr"
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60.0
+_SCHEMES = frozenset({"http", "https", "file"})
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be found, downloaded or verified. The message is one line."""
+
+
+@dataclass(frozen=True)
+class PretrainedAsset:
+    """One published checkpoint.
+
+    Attributes:
+        name: Our model name, e.g. ``"seg-nano"``.
+        filename: Upstream's file name for it, also its name in the cache folder.
+        url: Upstream's download URL.
+        md5: Upstream's published MD5 of the file (lower-case hex).
+    """
+
+    name: str
+    filename: str
+    url: str
+    md5: str
+
+
+_GCS = "https://storage.googleapis.com/rfdetr"
+
+PRETRAINED: dict[str, PretrainedAsset] = {
+    asset.name: asset
+    for asset in (
+        PretrainedAsset(
+            "nano",
+            "rf-detr-nano.pth",
+            f"{_GCS}/nano_coco/checkpoint_best_regular.pth",
+            "fb6504cce7fbdc783f7a46991f07639f",
+        ),
+        PretrainedAsset(
+            "small",
+            "rf-detr-small.pth",
+            f"{_GCS}/small_coco/checkpoint_best_regular.pth",
+            "fb37061c1af7bace359c91b723a8d5c1",
+        ),
+        PretrainedAsset(
+            "medium",
+            "rf-detr-medium.pth",
+            f"{_GCS}/medium_coco/checkpoint_best_regular.pth",
+            "7223f764a87b863f02eb8d52bf0ce2ee",
+        ),
+        PretrainedAsset(
+            "large",
+            "rf-detr-large-2026.pth",
+            f"{_GCS}/rf-detr-large-2026.pth",
+            "5cb72153541cbcb9aa6efa26222acc75",
+        ),
+        PretrainedAsset(
+            "base",
+            "rf-detr-base.pth",
+            f"{_GCS}/rf-detr-base-coco.pth",
+            "b4d3ce46099eaed50626ede388caf979",
+        ),
+        PretrainedAsset(
+            "seg-nano",
+            "rf-detr-seg-nano.pt",
+            f"{_GCS}/rf-detr-seg-n-ft.pth",
+            "9995497791d0ff1664a1d9ddee9cfd20",
+        ),
+        PretrainedAsset(
+            "seg-small",
+            "rf-detr-seg-small.pt",
+            f"{_GCS}/rf-detr-seg-s-ft.pth",
+            "0a2a3006381d0c42853907e700eadd08",
+        ),
+        PretrainedAsset(
+            "seg-medium",
+            "rf-detr-seg-medium.pt",
+            f"{_GCS}/rf-detr-seg-m-ft.pth",
+            "a49af1562c3719227ad43d0ca53b4c7a",
+        ),
+        PretrainedAsset(
+            "seg-large",
+            "rf-detr-seg-large.pt",
+            f"{_GCS}/rf-detr-seg-l-ft.pth",
+            "275f7b094909544ed2841c94a677d07e",
+        ),
+        PretrainedAsset(
+            "seg-xlarge",
+            "rf-detr-seg-xlarge.pt",
+            f"{_GCS}/rf-detr-seg-xl-ft.pth",
+            "3693b35d0eea86ebb3e0444f4a611fba",
+        ),
+        PretrainedAsset(
+            "seg-2xlarge",
+            "rf-detr-seg-xxlarge.pt",
+            f"{_GCS}/rf-detr-seg-2xl-ft.pth",
+            "040bc3412af840fa8a47e0ff69b552ba",
+        ),
+    )
+}
+"""Our model name -> the official COCO-pretrained checkpoint of that size."""
+
+
+def find_pretrained(name: str) -> PretrainedAsset | None:
+    """The published checkpoint called ``name`` (our name or upstream's file name), if any."""
+    if name in PRETRAINED:
+        return PRETRAINED[name]
+    return next((a for a in PRETRAINED.values() if a.filename == name), None)
+
+
+def default_cache_dir() -> Path:
+    """``$RFDETR_CACHE_DIR`` if set and not empty, else ``~/.cache/rfdetr`` (not created here)."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or _DEFAULT_CACHE_DIR).expanduser()
+
+
+def resolve_pretrained(
+    name_or_path: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    url_override: str | None = None,
+) -> Path:
+    """Turn ``pretrain_weights`` into a local, verified file.
+
+    Args:
+        name_or_path: An existing file, or a published name (see :data:`PRETRAINED`; upstream's
+            file names such as ``"rf-detr-nano.pth"`` work too).
+        cache_dir: Cache folder; default :func:`default_cache_dir`.
+        url_override: Download from this URL instead of the published one (same MD5 applies).
+
+    Returns:
+        The path of the checkpoint file.
+
+    Raises:
+        FileNotFoundError: Neither an existing file nor a published name.
+        WeightsUnavailableError: The cached file is corrupt, or the download failed (network,
+            HTTP error, checksum mismatch, disk). The message says what to pass instead.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    asset = find_pretrained(str(name_or_path))
+    if asset is None:
+        known = ", ".join(PRETRAINED)
+        raise FileNotFoundError(
+            f"pretrain_weights={str(name_or_path)!r}: no such file and not a published model name "
+            f"({known}); pass an existing checkpoint path, or pretrain_weights=None for random "
+            "initialisation"
+        )
+    target = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = target / asset.filename
+    if target.is_file():
+        digest = _md5_of(target)
+        if digest != asset.md5:
+            raise WeightsUnavailableError(
+                f"cached pretrained weights {target} are corrupt (MD5 {digest}, expected "
+                f"{asset.md5}); delete that file to download it again, pass "
+                "pretrain_weights=PATH to a good copy, or pretrain_weights=None for random "
+                "initialisation"
+            )
+        logger.debug("using cached pretrained weights %s", target)
+        return target
+    url = url_override or _mirror_url(asset) or asset.url
+    try:
+        download_verified(url, target, md5=asset.md5)
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        raise WeightsUnavailableError(_failure_message(asset, url, target, err)) from None
+    return target
+
+
+def download_verified(url: str, dest: Path, *, md5: str, timeout: float = _TIMEOUT_S) -> Path:
+    """Download ``url`` to ``dest`` atomically, keeping it only if its MD5 is ``md5``.
+
+    The bytes go to a temporary file next to ``dest`` (same file system, so the final
+    ``os.replace`` is atomic); on any failure the temporary file is removed and ``dest`` is left
+    as it was.
+
+    Args:
+        url: What to fetch (``http(s)://`` or ``file://``).
+        dest: Final path; its folder is created.
+        md5: Expected MD5 (hex).
+        timeout: Seconds to wait for the connection and for each read.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        urllib.error.URLError, urllib.error.HTTPError, TimeoutError, OSError: The transfer failed.
+        ValueError: The downloaded bytes have another MD5 (``ChecksumMismatch`` message).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            logger.info("downloading %s -> %s", url, dest)
+            digest = _stream(url, out, timeout=timeout, label=dest.name)
+        if digest != md5.lower():
+            raise ValueError(f"checksum mismatch: MD5 {digest}, expected {md5.lower()}")
+        os.replace(tmp_name, dest)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return dest
+
+
+def _stream(url: str, out: BinaryIO, *, timeout: float, label: str) -> str:
+    """Copy the body of ``url`` into ``out`` with a progress bar; return its MD5."""
+    digest = hashlib.md5(usedforsecurity=False)
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise ValueError(f"unsupported URL scheme {scheme!r} (use http, https or file)")
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label) as bar:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+        if total is not None and bar.n != total:
+            raise OSError(f"connection closed after {bar.n} of {total} bytes")
+    return digest.hexdigest()
+
+
+def _md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mirror_url(asset: PretrainedAsset) -> str | None:
+    base = os.environ.get(WEIGHTS_BASE_URL_ENV)
+    return f"{base.rstrip('/')}/{asset.filename}" if base else None
+
+
+def _failure_message(asset: PretrainedAsset, url: str, target: Path, err: BaseException) -> str:
+    if isinstance(err, urllib.error.HTTPError):
+        reason = f"HTTP {err.code} {err.reason}"
+    elif isinstance(err, urllib.error.URLError):
+        reason = f"network error: {err.reason}"
+    else:
+        reason = " ".join(str(err).split()) or type(err).__name__
+    return (
+        f"could not get the pretrained '{asset.name}' weights from {url} ({reason}); either fetch "
+        f"{asset.url} yourself (MD5 {asset.md5}) and pass pretrain_weights=PATH or save it as "
+        f"{target}, or pass pretrain_weights=None for random initialisation"
+    )

@@ -1,0 +1,109 @@
+"""Input handling for `predict()`: many image types in, one normalised batch out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+
+def is_batch(images: Any) -> bool:
+    """True when ``images`` is a list or tuple of images rather than one image."""
+    return isinstance(images, list | tuple)
+
+
+def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
+    """Convert one image to a ``[3, H, W]`` float tensor in [0, 1] (RGB).
+
+    Accepts a file path, a PIL image, an ``[H, W, 3]`` RGB uint8 (or [0, 1] float) numpy array,
+    or a ``[3, H, W]`` float tensor in [0, 1]. Anything else raises a one-line `ValueError`
+    naming the offending input.
+    """
+    where = f"image {index}"
+    if isinstance(image, str | Path):
+        return _from_pil(_open(Path(image)), where)
+    if isinstance(image, Image.Image):
+        return _from_pil(image, where)
+    if isinstance(image, np.ndarray):
+        return _from_numpy(image, where)
+    if isinstance(image, torch.Tensor):
+        return _from_tensor(image, where)
+    raise ValueError(
+        f"{where}: unsupported type {type(image).__name__}; pass a path, PIL image, "
+        "HxWx3 RGB numpy array or 3xHxW float tensor in [0, 1]"
+    )
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise ValueError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as handle:
+            return handle.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+
+
+def _from_pil(image: Image.Image, where: str) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return _from_numpy(array, where)
+
+
+def _from_numpy(array: np.ndarray, where: str) -> torch.Tensor:
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(
+            f"{where}: numpy image must be HxWx3 RGB, got shape {tuple(array.shape)}"
+        )
+    if array.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
+    if np.issubdtype(array.dtype, np.floating):
+        return _from_tensor(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), where)
+    raise ValueError(f"{where}: numpy image must be uint8 (or float in [0, 1]), got {array.dtype}")
+
+
+def _from_tensor(tensor: torch.Tensor, where: str) -> torch.Tensor:
+    if tensor.dim() != 3 or tensor.shape[0] != 3:
+        raise ValueError(f"{where}: tensor image must be 3xHxW RGB, got shape {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise ValueError(f"{where}: tensor image must be float in [0, 1], got {tensor.dtype}")
+    if tensor.numel() and (tensor.max() > 1 or tensor.min() < 0):
+        raise ValueError(
+            f"{where}: tensor values must lie in [0, 1] (got {tensor.min().item():.3g}.."
+            f"{tensor.max().item():.3g}); divide uint8 pixels by 255"
+        )
+    return tensor.float()
+
+
+def preprocess(
+    images: list[torch.Tensor], resolution: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Square-resize and normalise a list of ``[3, H_i, W_i]`` images in [0, 1].
+
+    The resize ignores aspect ratio and uses bilinear interpolation without antialiasing, as
+    upstream's `predict()` does, so predictions match theirs.
+
+    Returns:
+        ``([B, 3, R, R]`` ImageNet-normalised batch, ``[B, 2]`` original ``(h, w)``).
+    """
+    sizes = torch.tensor([list(img.shape[-2:]) for img in images], device=device)
+    batch = torch.stack(
+        [
+            F.interpolate(
+                img.to(device)[None], size=(resolution, resolution), mode="bilinear",
+                align_corners=False, antialias=False,
+            )[0]
+            for img in images
+        ]
+    )
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (batch - mean) / std, sizes

@@ -1,0 +1,212 @@
+"""Hungarian matching between predicted queries and ground-truth objects (DETR-style).
+
+For each image the matcher builds a ``[Q, T]`` cost matrix (Q queries, T targets) and solves the
+linear assignment with :func:`scipy.optimize.linear_sum_assignment`. With Group DETR the Q queries
+are ``group_detr`` independent groups of ``Q / group_detr``; each group is matched against all
+targets on its own, so every target gets exactly one query per group.
+
+Cost = ``cost_class`` x focal classification cost + ``cost_bbox`` x L1 (normalised cxcywh)
++ ``cost_giou`` x (-GIoU), plus for segmentation ``cost_mask_ce`` x mask BCE + ``cost_mask_dice`` x
+mask Dice, both on ``h * w / mask_point_sample_ratio`` uniformly random points shared by the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from rfdetr.models.point_sampling import (
+    MaskPrediction,
+    mask_logits_at_points,
+    mask_size,
+    point_sample,
+)
+from rfdetr.utils.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+
+logger = logging.getLogger(__name__)
+
+MatchIndices = list[tuple[Tensor, Tensor]]
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one assignment of queries to targets, per image and per query group.
+
+    Args:
+        cost_class: weight of the focal classification cost.
+        cost_bbox: weight of the L1 distance between normalised cxcywh boxes.
+        cost_giou: weight of the negative generalised IoU.
+        focal_alpha: focal-loss alpha of the classification cost.
+        focal_gamma: focal-loss gamma of the classification cost.
+        cost_mask_ce: weight of the mask sigmoid-BCE cost (used only when masks are present).
+        cost_mask_dice: weight of the mask Dice cost (used only when masks are present).
+        mask_point_sample_ratio: the mask costs use ``h * w // ratio`` random points of the
+            ``h x w`` predicted mask canvas.
+    """
+
+    def __init__(
+        self,
+        cost_class: float = 2.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        focal_alpha: float = 0.25,
+        *,
+        focal_gamma: float = 2.0,
+        cost_mask_ce: float = 5.0,
+        cost_mask_dice: float = 5.0,
+        mask_point_sample_ratio: int = 16,
+    ) -> None:
+        super().__init__()
+        if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
+            raise ValueError("HungarianMatcher: cost_class, cost_bbox and cost_giou are all 0")
+        self.cost_class = cost_class
+        self.cost_bbox = cost_bbox
+        self.cost_giou = cost_giou
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.cost_mask_ce = cost_mask_ce
+        self.cost_mask_dice = cost_mask_dice
+        self.mask_point_sample_ratio = mask_point_sample_ratio
+        self._warned_non_finite = False
+
+    @torch.no_grad()
+    def forward(
+        self, outputs: dict[str, Any], targets: list[dict[str, Tensor]], group_detr: int = 1
+    ) -> MatchIndices:
+        """Match queries to targets.
+
+        Args:
+            outputs: ``pred_logits`` ``[B, Q, K]`` raw logits (sigmoid per class), ``pred_boxes``
+                ``[B, Q, 4]`` normalised cxcywh and, for segmentation, ``pred_masks`` (dense
+                ``[B, Q, h, w]`` logits or the factored dict, see :mod:`point_sampling`).
+            targets: one dict per image: ``labels`` int64 ``[T]`` in ``[0, K)``, ``boxes``
+                ``[T, 4]`` normalised cxcywh and, for segmentation, ``masks`` ``[T, H, W]``
+                (bool or float) on the same canvas as the predicted masks.
+            group_detr: number of query groups; must divide Q.
+
+        Returns:
+            One ``(query_idx, target_idx)`` pair of int64 CPU tensors per image. Query indices
+            are global (``0 <= i < Q``); the groups' matches are concatenated in group order,
+            each group contributing ``min(Q / group_detr, T)`` pairs.
+        """
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        num_queries = logits.shape[1]
+        if num_queries % group_detr != 0:
+            raise ValueError(
+                f"num_queries ({num_queries}) is not divisible by group_detr ({group_detr})"
+            )
+        use_masks = "pred_masks" in outputs and bool(targets) and "masks" in targets[0]
+        mask_costs = self._mask_costs(outputs["pred_masks"], targets) if use_masks else None
+
+        blocks = []
+        for b, target in enumerate(targets):
+            cost = self._detection_cost(logits[b], boxes[b], target["labels"], target["boxes"])
+            if mask_costs is not None:
+                cost = cost + self.cost_mask_ce * mask_costs[b][0]
+                cost = cost + self.cost_mask_dice * mask_costs[b][1]
+            blocks.append(cost)
+        # One device-to-host copy for the whole batch; scipy needs host memory anyway.
+        cost_matrix = self._sanitize(torch.cat(blocks, dim=1).float().cpu())
+        sizes = [len(target["boxes"]) for target in targets]
+        return _solve(cost_matrix.numpy(), sizes, group_detr)
+
+    def _detection_cost(
+        self, logits: Tensor, boxes: Tensor, labels: Tensor, target_boxes: Tensor
+    ) -> Tensor:
+        """``[Q, T]`` weighted class + L1 + GIoU cost for one image."""
+        logits = logits.float()[:, labels]  # only the target classes' columns are ever used
+        prob = logits.sigmoid()
+        # Focal loss of "this query is class c" minus focal loss of "it is not"; logsigmoid keeps
+        # both terms finite for large logits.
+        pos = self.focal_alpha * (1 - prob) ** self.focal_gamma * -F.logsigmoid(logits)
+        neg = (1 - self.focal_alpha) * prob**self.focal_gamma * -F.logsigmoid(-logits)
+        class_cost = pos - neg
+        boxes, target_boxes = boxes.float(), target_boxes.to(boxes.device).float()
+        l1_cost = (boxes[:, None, :] - target_boxes[None, :, :]).abs().sum(-1)
+        giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes))
+        return self.cost_bbox * l1_cost + self.cost_class * class_cost - self.cost_giou * giou
+
+    def _mask_costs(
+        self, pred_masks: MaskPrediction, targets: list[dict[str, Tensor]]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Per image, ``[Q, T]`` mask BCE and Dice costs at one random point set for the batch."""
+        height, width = mask_size(pred_masks)
+        num_points = max(1, height * width // self.mask_point_sample_ratio)
+        source = pred_masks if isinstance(pred_masks, Tensor) else pred_masks["spatial_features"]
+        device = source.device
+        points = torch.rand(1, num_points, 2, device=device)
+        pred_points = mask_logits_at_points(pred_masks, points).float()  # [B, Q, P]
+        costs = []
+        for b, target in enumerate(targets):
+            masks = target["masks"].to(device=device, dtype=torch.float32)
+            tgt_points = point_sample(
+                masks.unsqueeze(1), points.expand(masks.shape[0], -1, -1), mode="nearest"
+            ).squeeze(1)  # [T, P]
+            costs.append(_pairwise_mask_costs(pred_points[b], tgt_points))
+        return costs
+
+    def _sanitize(self, cost: Tensor) -> Tensor:
+        """Replace NaN/inf costs by a finite value above every finite cost, so they lose."""
+        finite = torch.isfinite(cost)
+        if bool(finite.all()):
+            return cost
+        if not self._warned_non_finite:
+            logger.warning(
+                "matcher: non-finite matching costs replaced; check for unstable outputs"
+            )
+            self._warned_non_finite = True
+        top = torch.finfo(cost.dtype).max
+        if bool(finite.any()):
+            valid = cost[finite]
+            # max + max|c| + 1 stays above every finite entry even when they are all negative.
+            replacement = float(valid.max() + valid.abs().max() + 1.0)
+            replacement = min(replacement, top) if np.isfinite(replacement) else top
+        else:
+            replacement = top
+        return torch.where(finite, cost, torch.full_like(cost, replacement))
+
+
+def _pairwise_mask_costs(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean sigmoid-BCE and Dice cost of every prediction against every target.
+
+    Args:
+        pred: ``[Q, P]`` mask logits at P points.
+        target: ``[T, P]`` binary mask values at the same points.
+
+    Returns:
+        ``(bce, dice)``, both ``[Q, T]``.
+    """
+    num_points = pred.shape[1]
+    # BCE(x, y) = y * softplus(-x) + (1 - y) * softplus(x); both terms are matrix products.
+    bce = (F.softplus(-pred) @ target.T + F.softplus(pred) @ (1 - target).T) / num_points
+    prob = pred.sigmoid()
+    overlap = 2 * prob @ target.T
+    total = prob.sum(-1)[:, None] + target.sum(-1)[None, :]
+    dice = 1 - (overlap + 1) / (total + 1)
+    return bce, dice
+
+
+def _solve(cost: np.ndarray, sizes: list[int], group_detr: int) -> MatchIndices:
+    """Solve each (query group, image) block of a ``[Q, sum(sizes)]`` cost matrix."""
+    group_size = cost.shape[0] // group_detr
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    rows: list[list[np.ndarray]] = [[] for _ in sizes]
+    cols: list[list[np.ndarray]] = [[] for _ in sizes]
+    for g in range(group_detr):
+        group = cost[g * group_size : (g + 1) * group_size]
+        for b in range(len(sizes)):
+            r, c = linear_sum_assignment(group[:, offsets[b] : offsets[b + 1]])
+            rows[b].append(r + g * group_size)
+            cols[b].append(c)
+    return [
+        (
+            torch.as_tensor(np.concatenate(r), dtype=torch.int64),
+            torch.as_tensor(np.concatenate(c), dtype=torch.int64),
+        )
+        for r, c in zip(rows, cols, strict=True)
+    ]

@@ -1,0 +1,142 @@
+"""Point sampling for the mask cost and mask loss (PointRend-style, Kirillov et al., 2020).
+
+Mask losses are computed at a few sampled points instead of on full masks, which keeps memory flat
+when a Group-DETR model matches thousands of queries. Point coordinates are normalised ``(x, y)`` in
+``[0, 1]`` over the mask canvas, so predictions at 1/4 resolution and targets at full resolution are
+sampled at the same places without resizing either.
+
+Predicted masks come in one of two forms (see :data:`MaskPrediction`):
+
+- dense: a tensor ``[B, Q, h, w]`` of mask logits;
+- factored: a dict with ``spatial_features`` ``[B, C, h, w]``, ``query_features`` ``[B, Q, C]`` and
+  ``bias`` (``[]`` or ``[1]``), where the logits are ``einsum("bchw,bqc->bqhw") + bias``. This is
+  the form upstream's training forward returns, so that the ``Q x h x w`` logits are never built.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MaskPrediction = Tensor | dict[str, Tensor]
+
+
+def point_sample(
+    features: Tensor, points: Tensor, mode: str = "bilinear", padding_mode: str = "border"
+) -> Tensor:
+    """Sample feature maps at normalised points with ``grid_sample``.
+
+    Args:
+        features: ``[N, C, H, W]`` feature maps.
+        points: ``[N, P, 2]`` normalised ``(x, y)`` points in ``[0, 1]``.
+        mode: ``"bilinear"`` for logits, ``"nearest"`` for binary target masks.
+        padding_mode: ``"border"`` (the default) clamps points in the outer half-pixel to the edge
+            value instead of blending with zeros; upstream samples the same way.
+
+    Returns:
+        ``[N, C, P]`` sampled values.
+    """
+    grid = (2.0 * points - 1.0).unsqueeze(2)  # [N, P, 1, 2] in grid_sample's [-1, 1] convention
+    out = F.grid_sample(features, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    return out.squeeze(3)
+
+
+def uncertainty(logits: Tensor) -> Tensor:
+    """Point uncertainty: ``-|logit|``, highest where the mask logit is closest to the boundary."""
+    return -logits.abs()
+
+
+def sample_uncertain_points(
+    mask_logits: Tensor,
+    num_points: int,
+    oversample_ratio: int = 3,
+    importance_sample_ratio: float = 0.75,
+) -> Tensor:
+    """Choose points where the predicted masks are most uncertain, plus uniform random points.
+
+    ``num_points * oversample_ratio`` uniform candidates are drawn per mask; the
+    ``importance_sample_ratio`` share with the highest :func:`uncertainty` is kept and the rest of
+    the budget is filled with fresh uniform points. Uncertainty is measured on the *sampled*
+    logits, not on the coarse grid, so a point between a +1 and a -1 pixel counts as uncertain.
+
+    Args:
+        mask_logits: ``[N, 1, h, w]`` mask logits.
+        num_points: points per mask, ``P``.
+        oversample_ratio: candidate multiplier, ``>= 1``.
+        importance_sample_ratio: share of points chosen by uncertainty, in ``[0, 1]``.
+
+    Returns:
+        ``[N, P, 2]`` normalised ``(x, y)`` points.
+    """
+    if oversample_ratio < 1 or not 0.0 <= importance_sample_ratio <= 1.0:
+        raise ValueError("need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1")
+    n, device = mask_logits.shape[0], mask_logits.device
+    num_candidates = int(num_points * oversample_ratio)
+    candidates = torch.rand(n, num_candidates, 2, device=device)
+    scores = uncertainty(point_sample(mask_logits, candidates))[:, 0, :]  # [N, candidates]
+    num_uncertain = int(importance_sample_ratio * num_points)
+    top = scores.topk(num_uncertain, dim=1).indices
+    chosen = torch.gather(candidates, 1, top[..., None].expand(-1, -1, 2))
+    num_random = num_points - num_uncertain
+    if num_random > 0:
+        chosen = torch.cat([chosen, torch.rand(n, num_random, 2, device=device)], dim=1)
+    return chosen
+
+
+def mask_size(pred_masks: MaskPrediction) -> tuple[int, int]:
+    """``(h, w)`` of the predicted mask logits in either form."""
+    source = pred_masks if isinstance(pred_masks, Tensor) else pred_masks["spatial_features"]
+    return int(source.shape[-2]), int(source.shape[-1])
+
+
+def mask_logits_at_points(pred_masks: MaskPrediction, points: Tensor) -> Tensor:
+    """Logits of every query's mask at points shared by the whole batch.
+
+    Args:
+        pred_masks: dense ``[B, Q, h, w]`` logits or the factored dict (module docstring).
+        points: ``[P, 2]`` normalised ``(x, y)`` points.
+
+    Returns:
+        ``[B, Q, P]`` mask logits.
+    """
+    if isinstance(pred_masks, Tensor):
+        b, q = pred_masks.shape[:2]
+        flat = pred_masks.flatten(0, 1).unsqueeze(1)  # [B*Q, 1, h, w]
+        sampled = point_sample(flat, points.expand(b * q, -1, -1))
+        return sampled.view(b, q, -1)
+    spatial = pred_masks["spatial_features"]
+    # Logits are linear in the spatial features, so sampling features first and then taking the
+    # query dot product gives the same values without building [B, Q, h, w].
+    sampled = point_sample(spatial, points.expand(spatial.shape[0], -1, -1))  # [B, C, P]
+    return torch.einsum("bcp,bqc->bqp", sampled, pred_masks["query_features"]) + pred_masks["bias"]
+
+
+def gather_matched_masks(
+    pred_masks: MaskPrediction, batch_idx: Tensor, query_idx: Tensor
+) -> Tensor:
+    """Full-resolution logits of the matched queries' masks.
+
+    Args:
+        pred_masks: dense ``[B, Q, h, w]`` logits or the factored dict (module docstring).
+        batch_idx: ``[N]`` image index of each match, grouped by image in ascending order.
+        query_idx: ``[N]`` query index of each match.
+
+    Returns:
+        ``[N, h, w]`` mask logits, in the order of the matches.
+    """
+    if isinstance(pred_masks, Tensor):
+        return pred_masks[batch_idx, query_idx]
+    spatial = pred_masks["spatial_features"]
+    queries = pred_masks["query_features"]
+    bias = pred_masks["bias"]
+    if batch_idx.numel() == 0:
+        # Keep every head output in the graph: DDP fails on parameters that get no gradient.
+        zero = (spatial.sum() + queries.sum() + bias.sum()) * 0.0
+        return zero.expand(0, *spatial.shape[-2:])
+    # One image at a time, so only that image's matched masks exist at once.
+    chunks = []
+    for b in torch.unique_consecutive(batch_idx).tolist():
+        selected = queries[b, query_idx[batch_idx == b]]  # [n_b, C]
+        chunks.append(torch.einsum("chw,nc->nhw", spatial[b], selected) + bias)
+    return torch.cat(chunks)

@@ -1,0 +1,155 @@
+"""Two-stage query selection feeding the decoder (there is no transformer encoder).
+
+Every memory token proposes a fixed box (its cell centre, side 0.05 * 2^level). For each query
+group a Linear+LayerNorm and class/box heads score the tokens; the top ``num_queries`` tokens
+give the group's reference boxes (detached) and their encoder-side predictions (for the
+``*_enc`` losses).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rfdetr.models.decoder import Decoder
+from rfdetr.models.layers import MLP
+
+
+def apply_box_delta(delta: Tensor, reference: Tensor) -> Tensor:
+    """Re-parameterised box update: ``cxcy = d_xy * wh_ref + cxcy_ref``, ``wh = exp(d_wh) * wh_ref``.
+
+    Args:
+        delta: ``[..., 4]`` raw head output.
+        reference: ``[..., 4]`` normalised cxcywh (broadcastable to ``delta``).
+    """
+    cxcy = delta[..., :2] * reference[..., 2:] + reference[..., :2]
+    wh = delta[..., 2:].exp() * reference[..., 2:]
+    return torch.cat([cxcy, wh], dim=-1)
+
+
+def memory_proposals(
+    memory: Tensor, spatial_shapes: list[tuple[int, int]]
+) -> tuple[Tensor, Tensor]:
+    """Fixed proposal boxes for every memory token; tokens too near the border are zeroed.
+
+    Args:
+        memory: ``[B, S, C]`` flattened levels.
+        spatial_shapes: ``(h_l, w_l)`` of each level.
+
+    Returns:
+        ``(memory, proposals)``: ``[B, S, C]`` with invalid tokens zeroed, and ``[B, S, 4]``
+        normalised cxcywh proposals (zero where invalid).
+    """
+    batch = memory.shape[0]
+    proposals = []
+    for level, (h, w) in enumerate(spatial_shapes):
+        ys, xs = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32, device=memory.device),
+            torch.arange(w, dtype=torch.float32, device=memory.device),
+            indexing="ij",
+        )
+        centres = (torch.stack([xs, ys], -1) + 0.5) / torch.tensor(
+            [w, h], dtype=torch.float32, device=memory.device
+        )
+        sizes = torch.full_like(centres, 0.05 * 2.0**level)
+        proposals.append(torch.cat([centres, sizes], -1).reshape(1, h * w, 4))
+    boxes = torch.cat(proposals, dim=1).expand(batch, -1, -1)
+    valid = ((boxes > 0.01) & (boxes < 0.99)).all(-1, keepdim=True)
+    boxes = boxes.masked_fill(~valid, 0.0).to(memory.dtype)
+    return memory.masked_fill(~valid, 0.0), boxes
+
+
+class Transformer(nn.Module):
+    """Two-stage selection + decoder.
+
+    Args:
+        decoder: the decoder stack.
+        d_model: width.
+        num_queries: queries per group.
+        group_detr: query groups in training (one set of two-stage heads per group).
+        num_classes: foreground classes (heads output ``num_classes + 1`` logits).
+    """
+
+    def __init__(
+        self, decoder: Decoder, d_model: int, num_queries: int, group_detr: int, num_classes: int
+    ) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.enc_output = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(group_detr))
+        self.enc_output_norm = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(group_detr))
+        self.enc_out_class_embed = nn.ModuleList(
+            nn.Linear(d_model, num_classes + 1) for _ in range(group_detr)
+        )
+        self.enc_out_bbox_embed = nn.ModuleList(
+            MLP(d_model, d_model, 4, 3) for _ in range(group_detr)
+        )
+        self.d_model = d_model
+        self.num_queries = num_queries
+        self.group_detr = group_detr
+
+    def select_queries(
+        self, memory: Tensor, spatial_shapes: list[tuple[int, int]], groups: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-k two-stage selection for the first ``groups`` groups.
+
+        Returns:
+            ``(features, boxes, logits)`` of the selected tokens, groups concatenated along the
+            query axis: ``[B, G*K, C]`` (after the group's LayerNorm), ``[B, G*K, 4]``
+            normalised cxcywh (differentiable), ``[B, G*K, num_classes + 1]``.
+        """
+        memory, proposals = memory_proposals(memory, spatial_shapes)
+        top_k = min(self.num_queries, memory.shape[1])
+        features, boxes, logits = [], [], []
+        for g in range(groups):
+            projected = self.enc_output_norm[g](self.enc_output[g](memory))
+            token_logits = self.enc_out_class_embed[g](projected)
+            index = torch.topk(token_logits.max(-1).values, top_k, dim=1).indices[..., None]
+            selected = torch.gather(projected, 1, index.expand(-1, -1, self.d_model))
+            anchors = torch.gather(proposals, 1, index.expand(-1, -1, 4))
+            features.append(selected)
+            boxes.append(apply_box_delta(self.enc_out_bbox_embed[g](selected), anchors))
+            logits.append(
+                torch.gather(token_logits, 1, index.expand(-1, -1, token_logits.shape[-1]))
+            )
+        return torch.cat(features, 1), torch.cat(boxes, 1), torch.cat(logits, 1)
+
+    def forward(
+        self,
+        features: list[Tensor],
+        refpoint_embed: Tensor,
+        query_feat: Tensor,
+        all_layers: bool = True,
+    ) -> dict[str, Tensor]:
+        """Select queries and decode them.
+
+        Args:
+            features: projector maps ``[B, C, h_l, w_l]``.
+            refpoint_embed: ``[G*Q, 4]`` learned deltas on the selected boxes.
+            query_feat: ``[G*Q, C]`` learned content queries.
+            all_layers: return every decoder layer (training) or the last only.
+
+        Returns:
+            ``hs`` ``[L, B, G*Q, C]``, ``reference`` ``[B, G*Q, 4]`` (cxcywh), and the encoder
+            side ``enc_hs`` ``[B, G*K, C]``, ``enc_boxes`` ``[B, G*K, 4]``, ``enc_logits``.
+        """
+        spatial_shapes = [(f.shape[2], f.shape[3]) for f in features]
+        memory = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)
+        groups = query_feat.shape[0] // self.num_queries
+        enc_hs, enc_boxes, enc_logits = self.select_queries(memory, spatial_shapes, groups)
+        batch = memory.shape[0]
+        refpoints = refpoint_embed.unsqueeze(0).expand(batch, -1, -1)
+        selected = enc_boxes.shape[1]
+        # Learned deltas apply to the selected boxes; with fewer tokens than queries the
+        # remaining rows are used as raw boxes, exactly as upstream does.
+        reference = apply_box_delta(refpoints[:, :selected], enc_boxes.detach())
+        if selected < refpoints.shape[1]:
+            reference = torch.cat([reference, refpoints[:, selected:]], dim=1)
+        tgt = query_feat.unsqueeze(0).expand(batch, -1, -1)
+        hs = self.decoder(tgt, memory, reference, spatial_shapes, all_layers=all_layers)
+        return {
+            "hs": hs,
+            "reference": reference,
+            "enc_hs": enc_hs,
+            "enc_boxes": enc_boxes,
+            "enc_logits": enc_logits,
+        }

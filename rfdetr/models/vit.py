@@ -1,0 +1,191 @@
+"""Windowed DINOv2-style vision transformer (no register tokens).
+
+Submodule names follow Hugging Face's DINOv2 layout (``embeddings``, ``encoder.layer.N``,
+``attention.attention.query`` ...) because RF-DETR checkpoints store the backbone under those
+keys; the code itself is ours.
+
+Windowing: after the position embedding is added, the ``Hp x Wp`` patch grid is cut into
+``num_windows x num_windows`` windows that move into the batch dimension, each with its own copy
+of the CLS token. Windowed blocks attend within a window; global blocks fold the windows of an
+image back into one sequence (all CLS copies included) for their attention only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PatchEmbeddings(nn.Module):
+    """``[B, 3, H, W]`` pixels -> ``[B, H/p * W/p, width]`` patch tokens (row-major)."""
+
+    def __init__(self, width: int, patch_size: int, in_channels: int = 3) -> None:
+        super().__init__()
+        self.projection = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.projection(pixels).flatten(2).transpose(1, 2)
+
+
+class Embeddings(nn.Module):
+    """Patch tokens + CLS token + learned absolute position embedding, then windowing.
+
+    The position embedding is stored for a ``pe_size x pe_size`` grid (plus the CLS entry) and
+    bicubically interpolated to the runtime grid. Without autograd (inference, export) the
+    interpolated table is cached per grid, invalidated whenever the parameter changes.
+    """
+
+    def __init__(self, width: int, patch_size: int, pe_size: int, num_windows: int) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        # Unused in forward; kept because checkpoints carry it (DINOv2's masked-patch token).
+        self.mask_token = nn.Parameter(torch.zeros(1, width))
+        self.patch_embeddings = PatchEmbeddings(width, patch_size)
+        self.position_embeddings = nn.Parameter(torch.zeros(1, pe_size * pe_size + 1, width))
+        self.patch_size = patch_size
+        self.pe_size = pe_size
+        self.num_windows = num_windows
+        self._pe_cache: dict[tuple, Tensor] = {}
+
+    def position_embedding(self, grid_h: int, grid_w: int) -> Tensor:
+        """Position table ``[1, 1 + grid_h * grid_w, width]`` for a ``grid_h x grid_w`` grid."""
+        table = self.position_embeddings
+        if (grid_h, grid_w) == (self.pe_size, self.pe_size):
+            return table
+        if torch.is_grad_enabled() and table.requires_grad:
+            return self._interpolate(grid_h, grid_w)
+        key = (grid_h, grid_w, table.device, table.dtype, table._version)
+        cached = self._pe_cache.get(key)
+        if cached is None:
+            self._pe_cache = {key: self._interpolate(grid_h, grid_w).detach()}
+            cached = self._pe_cache[key]
+        return cached
+
+    def _interpolate(self, grid_h: int, grid_w: int) -> Tensor:
+        table = self.position_embeddings
+        width = table.shape[-1]
+        grid = table[:, 1:].reshape(1, self.pe_size, self.pe_size, width).permute(0, 3, 1, 2)
+        # fp32 and antialiasing as upstream, so interpolated tables match theirs exactly.
+        grid = F.interpolate(
+            grid.float(), size=(grid_h, grid_w), mode="bicubic", align_corners=False, antialias=True
+        ).to(table.dtype)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, width)
+        return torch.cat([table[:, :1], grid], dim=1)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` -> ``[B * nw^2, 1 + (H/p * W/p) / nw^2, width]``."""
+        batch, _, height, width_px = pixels.shape
+        grid_h, grid_w = height // self.patch_size, width_px // self.patch_size
+        tokens = self.patch_embeddings(pixels.to(self.patch_embeddings.projection.weight.dtype))
+        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
+        tokens = tokens + self.position_embedding(grid_h, grid_w)
+        nw = self.num_windows
+        if nw == 1:
+            return tokens
+        cls, patches = tokens[:, :1], tokens[:, 1:]
+        channels = patches.shape[-1]
+        patches = patches.reshape(batch, nw, grid_h // nw, nw, grid_w // nw, channels)
+        patches = patches.permute(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(batch * nw * nw, (grid_h // nw) * (grid_w // nw), channels)
+        cls = cls.repeat_interleave(nw * nw, dim=0)
+        return torch.cat([cls, patches], dim=1)
+
+
+class _QueryKeyValue(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(width, width)
+        self.key = nn.Linear(width, width)
+        self.value = nn.Linear(width, width)
+
+
+class _AttentionOutput(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over ``[N, T, width]`` with scaled dot-product attention."""
+
+    def __init__(self, width: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.attention = _QueryKeyValue(width)
+        self.output = _AttentionOutput(width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, t, c = x.shape
+        heads = self.num_heads
+
+        def split(proj: nn.Linear) -> Tensor:
+            return proj(x).view(n, t, heads, c // heads).transpose(1, 2)
+
+        qkv = self.attention
+        out = F.scaled_dot_product_attention(split(qkv.query), split(qkv.key), split(qkv.value))
+        return self.output.dense(out.transpose(1, 2).reshape(n, t, c))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, width: int, init: float = 1.0) -> None:
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.full((width,), init))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.lambda1
+
+
+class FeedForward(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability ``rate``."""
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block with LayerScale; windowed or global attention."""
+
+    def __init__(
+        self, width: int, num_heads: int, mlp_ratio: int, num_windows: int, drop_path_rate: float
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.attention = SelfAttention(width, num_heads)
+        self.layer_scale1 = LayerScale(width)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = FeedForward(width, width * mlp_ratio)
+        self.layer_scale2 = LayerScale(width)
+        self.num_windows = num_windows
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, x: Tensor, global_attention: bool) -> Tensor:
+        """``x``: ``[B * nw^2, T, width]``; global blocks attend across the windows of an image."""
+        attn_in = self.norm1(x)
+        if global_attention and self.num_windows > 1:
+            windows = self.num_windows**2
+            n, t, c = attn_in.shape
+            attn = self.attention(attn_in.reshape(n // windows, windows * t, c)).reshape(n, t, c)
+        else:
+            attn = self.attention(attn_in)
+        x = x + drop_path(self.layer_scale1(attn), self.drop_path_rate, self.training)
+        mlp = self.layer_scale2(self.mlp(self.norm2(x)))
+        return x + drop_path(mlp, self.drop_path_rate, self.training)
+
+
+class ViTLayers(nn.Module):
+    def __init__(self, blocks: list[ViTBlock]) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(blocks)

@@ -1,0 +1,166 @@
+"""Box conversions and overlap measures used by the matcher, the criterion and post-processing.
+
+Two box formats appear in this library:
+
+- ``cxcywh``: ``(centre x, centre y, width, height)``, normalised to ``[0, 1]`` by the image size.
+  The model predicts boxes in this format and targets carry them in it.
+- ``xyxy``: ``(x0, y0, x1, y1)``, either normalised or in pixels; IoU and GIoU are computed on it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Guards the two divisions below against 0/0 on degenerate (zero-area) boxes. It is applied as a
+# clamp, not an addition, so two identical non-degenerate boxes still give an IoU of exactly 1.
+_EPS = 1e-7
+
+
+def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """Convert ``cxcywh`` boxes to ``xyxy``.
+
+    Args:
+        boxes: ``[..., 4]`` boxes as ``(cx, cy, w, h)``.
+
+    Returns:
+        ``[..., 4]`` boxes as ``(x0, y0, x1, y1)`` in the same units. Negative widths or heights
+        (possible in raw predictions) are treated as zero so the result is never inverted.
+    """
+    cx, cy, w, h = boxes.unbind(-1)
+    half_w = 0.5 * w.clamp(min=0.0)
+    half_h = 0.5 * h.clamp(min=0.0)
+    return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=-1)
+
+
+def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    """Convert ``xyxy`` boxes to ``cxcywh``.
+
+    Args:
+        boxes: ``[..., 4]`` boxes as ``(x0, y0, x1, y1)``.
+
+    Returns:
+        ``[..., 4]`` boxes as ``(cx, cy, w, h)`` in the same units.
+    """
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Area of ``xyxy`` boxes.
+
+    Args:
+        boxes: ``[..., 4]`` boxes as ``(x0, y0, x1, y1)``.
+
+    Returns:
+        ``[...]`` areas, ``(x1 - x0) * (y1 - y0)``.
+    """
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Pairwise IoU of two sets of ``xyxy`` boxes.
+
+    Args:
+        boxes1: ``[N, 4]`` boxes, ``xyxy``.
+        boxes2: ``[M, 4]`` boxes, ``xyxy``, in the same units as ``boxes1``.
+
+    Returns:
+        ``(iou, union)``, both ``[N, M]``.
+    """
+    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    inter_wh = (rb - lt).clamp(min=0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
+    return inter / union.clamp(min=_EPS), union
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise generalised IoU (Rezatofighi et al., 2019) of two sets of ``xyxy`` boxes.
+
+    Args:
+        boxes1: ``[N, 4]`` boxes, ``xyxy``.
+        boxes2: ``[M, 4]`` boxes, ``xyxy``, in the same units as ``boxes1``.
+
+    Returns:
+        ``[N, M]`` GIoU values in ``[-1, 1]``; finite for degenerate boxes too.
+    """
+    iou, union = box_iou(boxes1, boxes2)
+    lt = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    hull_wh = (rb - lt).clamp(min=0)
+    hull = hull_wh[..., 0] * hull_wh[..., 1]
+    return iou - (hull - union) / hull.clamp(min=_EPS)
+
+
+def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """IoU of matched pairs ``(boxes1[i], boxes2[i])``: the diagonal of :func:`box_iou`.
+
+    Args:
+        boxes1: ``[N, 4]`` boxes, ``xyxy``.
+        boxes2: ``[N, 4]`` boxes, ``xyxy``.
+
+    Returns:
+        ``(iou, union)``, both ``[N]``.
+    """
+    _check_same_length(boxes1, boxes2)
+    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
+    inter_wh = (rb - lt).clamp(min=0)
+    inter = inter_wh[:, 0] * inter_wh[:, 1]
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    return inter / union.clamp(min=_EPS), union
+
+
+def elementwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """GIoU of pairs ``(boxes1[i], boxes2[i])``: the diagonal of :func:`generalized_box_iou`.
+
+    Args:
+        boxes1: ``[N, 4]`` boxes, ``xyxy``.
+        boxes2: ``[N, 4]`` boxes, ``xyxy``.
+
+    Returns:
+        ``[N]`` GIoU values.
+    """
+    iou, union = elementwise_box_iou(boxes1, boxes2)
+    lt = torch.min(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.max(boxes1[:, 2:], boxes2[:, 2:])
+    hull_wh = (rb - lt).clamp(min=0)
+    hull = hull_wh[:, 0] * hull_wh[:, 1]
+    return iou - (hull - union) / hull.clamp(min=_EPS)
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """Tight ``xyxy`` pixel boxes around binary masks.
+
+    Args:
+        masks: ``[N, H, W]`` masks (bool, or numeric where non-zero means foreground).
+
+    Returns:
+        ``[N, 4]`` float boxes ``(x_min, y_min, x_max, y_max)`` in pixel indices (inclusive, so a
+        single-pixel mask gives a zero-size box). Empty masks give all-zero boxes.
+    """
+    if masks.numel() == 0:
+        return torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
+    fg = masks.bool()
+    # Reduce over the other axis first so each coordinate is found on a 1-D occupancy profile.
+    cols = fg.any(dim=1)  # [N, W]
+    rows = fg.any(dim=2)  # [N, H]
+    xs = torch.arange(masks.shape[-1], device=masks.device, dtype=torch.float32)
+    ys = torch.arange(masks.shape[-2], device=masks.device, dtype=torch.float32)
+    big = float(max(masks.shape[-2:]))
+    x_min = torch.where(cols, xs, big).amin(dim=1)
+    x_max = torch.where(cols, xs, -1.0).amax(dim=1)
+    y_min = torch.where(rows, ys, big).amin(dim=1)
+    y_max = torch.where(rows, ys, -1.0).amax(dim=1)
+    boxes = torch.stack([x_min, y_min, x_max, y_max], dim=1)
+    return torch.where(cols.any(dim=1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
+def _check_same_length(boxes1: Tensor, boxes2: Tensor) -> None:
+    # A length-1 operand would silently broadcast and hide a matching bug.
+    if boxes1.shape[0] != boxes2.shape[0]:
+        raise ValueError(
+            f"elementwise box ops need equal lengths, got {boxes1.shape[0]} and {boxes2.shape[0]}"
+        )
