@@ -168,7 +168,9 @@ class RFDETRModel:
         tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
         detections: list[sv.Detections] = []
         for start in range(0, len(tensors), batch_size):
-            batch, sizes = preprocess(tensors[start : start + batch_size], self.resolution, self.device)
+            batch, sizes = preprocess(
+                tensors[start : start + batch_size], self.resolution, self.device
+            )
             with torch.inference_mode():
                 results = self.postprocess(self.model(batch), sizes, threshold=threshold)
             detections.extend(self._to_detections(result) for result in results)

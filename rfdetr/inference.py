@@ -60,19 +60,21 @@ def _from_pil(image: Image.Image, where: str) -> torch.Tensor:
 
 def _from_numpy(array: np.ndarray, where: str) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(
-            f"{where}: numpy image must be HxWx3 RGB, got shape {tuple(array.shape)}"
-        )
+        raise ValueError(f"{where}: numpy image must be HxWx3 RGB, got shape {tuple(array.shape)}")
     if array.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
+        pixels = np.require(array, requirements=["C", "W"])  # PIL arrays are read-only
+        return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
     if np.issubdtype(array.dtype, np.floating):
-        return _from_tensor(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), where)
+        pixels = np.require(array, requirements=["C", "W"])
+        return _from_tensor(torch.from_numpy(pixels).permute(2, 0, 1), where)
     raise ValueError(f"{where}: numpy image must be uint8 (or float in [0, 1]), got {array.dtype}")
 
 
 def _from_tensor(tensor: torch.Tensor, where: str) -> torch.Tensor:
     if tensor.dim() != 3 or tensor.shape[0] != 3:
-        raise ValueError(f"{where}: tensor image must be 3xHxW RGB, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{where}: tensor image must be 3xHxW RGB, got shape {tuple(tensor.shape)}"
+        )
     if not tensor.is_floating_point():
         raise ValueError(f"{where}: tensor image must be float in [0, 1], got {tensor.dtype}")
     if tensor.numel() and (tensor.max() > 1 or tensor.min() < 0):
@@ -98,8 +100,11 @@ def preprocess(
     batch = torch.stack(
         [
             F.interpolate(
-                img.to(device)[None], size=(resolution, resolution), mode="bilinear",
-                align_corners=False, antialias=False,
+                img.to(device)[None],
+                size=(resolution, resolution),
+                mode="bilinear",
+                align_corners=False,
+                antialias=False,
             )[0]
             for img in images
         ]

@@ -1,4 +1,4 @@
-"""The RF-DETR detector: backbone -> two-stage selection -> decoder -> class / box (/ mask) heads."""
+"""The RF-DETR detector: backbone -> two-stage selection -> decoder -> class, box, mask heads."""
 
 from __future__ import annotations
 

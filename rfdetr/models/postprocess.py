@@ -51,7 +51,7 @@ class PostProcess(nn.Module):
         else:
             columns = torch.as_tensor(self.class_columns, device=logits.device)
             logits = logits.index_select(-1, columns)
-        batch, queries, classes = logits.shape
+        batch, _, classes = logits.shape
         scores = logits.sigmoid().reshape(batch, -1)
         k = min(self.num_select, scores.shape[1])
         top_scores, top_index = torch.topk(scores, k, dim=1)

@@ -16,7 +16,9 @@ from rfdetr.models.layers import MLP
 
 
 def apply_box_delta(delta: Tensor, reference: Tensor) -> Tensor:
-    """Re-parameterised box update: ``cxcy = d_xy * wh_ref + cxcy_ref``, ``wh = exp(d_wh) * wh_ref``.
+    """Re-parameterised box update on a reference box.
+
+    ``cxcy = d_xy * wh_ref + cxcy_ref`` and ``wh = exp(d_wh) * wh_ref``.
 
     Args:
         delta: ``[..., 4]`` raw head output.

@@ -23,7 +23,7 @@ def bilinear_zero_padded(value: torch.Tensor, x: float, y: float) -> torch.Tenso
 
 def reference_loop(value, shapes, locations, weights):
     batch, _, heads, head_dim = value.shape
-    _, queries, _, levels, points, _ = locations.shape
+    _, queries, _, _, points, _ = locations.shape
     starts = [0]
     for h, w in shapes:
         starts.append(starts[-1] + h * w)
@@ -32,7 +32,9 @@ def reference_loop(value, shapes, locations, weights):
         for q in range(queries):
             for m in range(heads):
                 for lvl, (h, w) in enumerate(shapes):
-                    level_value = value[b, starts[lvl] : starts[lvl + 1], m].T.reshape(head_dim, h, w)
+                    level_value = value[b, starts[lvl] : starts[lvl + 1], m].T.reshape(
+                        head_dim, h, w
+                    )
                     for p in range(points):
                         x, y = locations[b, q, m, lvl, p].tolist()
                         sample = bilinear_zero_padded(level_value, x, y)

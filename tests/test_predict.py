@@ -1,0 +1,122 @@
+"""`predict()` on every input type, its outputs, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import supervision as sv
+import torch
+from PIL import Image
+
+from rfdetr import RFDETRNano, RFDETRSegNano
+from rfdetr.api import RFDETRModel
+from rfdetr.presets import get_preset, list_presets, toy_version
+
+
+class TinyDetector(RFDETRModel):
+    size = "tiny"
+
+
+class TinySegmenter(RFDETRModel):
+    size = "tiny-seg"
+
+
+@pytest.fixture(scope="module")
+def detector() -> TinyDetector:
+    return TinyDetector(pretrain_weights=None, device="cpu", class_names=["cat", "dog", "cow"])
+
+
+@pytest.fixture
+def rgb() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+
+
+def test_every_input_type_gives_the_same_detections(
+    detector: TinyDetector, rgb: np.ndarray, tmp_path: Path
+) -> None:
+    path = tmp_path / "img.png"
+    Image.fromarray(rgb).save(path)
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    inputs = [str(path), path, Image.fromarray(rgb), rgb, tensor]
+    results = [detector.predict(item, threshold=0.0) for item in inputs]
+    for det in results:
+        assert isinstance(det, sv.Detections)
+        assert len(det) == detector.config.num_select
+        np.testing.assert_allclose(det.xyxy, results[0].xyxy, atol=1e-3)
+    det = results[0]
+    assert (det.xyxy[:, [0, 2]] <= 70).all() and (det.xyxy[:, [1, 3]] <= 50).all()
+    assert (det.xyxy >= 0).all()
+    assert set(det.class_id) <= {0, 1, 2}
+    names = np.array(["cat", "dog", "cow"])[det.class_id]
+    assert (det.data["class_name"] == names).all()
+    assert ((det.confidence >= 0) & (det.confidence <= 1)).all()
+
+
+def test_a_list_gives_a_list_and_threshold_filters(detector: TinyDetector, rgb: np.ndarray) -> None:
+    out = detector.predict([rgb, rgb[:20]], threshold=0.0, batch_size=1)
+    assert isinstance(out, list) and len(out) == 2
+    strict = detector.predict(rgb, threshold=0.999)
+    assert len(strict) < len(out[0])
+    assert (strict.confidence > 0.999).all()
+
+
+def test_segmentation_masks_have_the_original_image_size(rgb: np.ndarray) -> None:
+    model = TinySegmenter(pretrain_weights=None, device="cpu")
+    det = model.predict(rgb, threshold=0.0)
+    assert det.mask is not None and det.mask.shape == (len(det), 50, 70)
+    assert det.mask.dtype == bool
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("missing.jpg", "image file not found"),
+        (torch.rand(3, 8, 8) * 2, "values must lie in \\[0, 1\\]"),
+        (torch.rand(4, 8, 8), "must be 3xHxW"),
+        (np.zeros((8, 8), dtype=np.uint8), "must be HxWx3"),
+        (np.zeros((8, 8, 4), dtype=np.uint8), "must be HxWx3"),
+        (torch.zeros(3, 8, 8, dtype=torch.uint8), "must be float"),
+        (12, "unsupported type int"),
+    ],
+)
+def test_bad_input_is_a_one_line_value_error(detector: TinyDetector, bad, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        detector.predict(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_a_file_that_is_not_an_image(detector: TinyDetector, tmp_path: Path) -> None:
+    path = tmp_path / "notes.jpg"
+    path.write_text("not pixels")
+    with pytest.raises(ValueError, match=r"notes\.jpg: not a readable image"):
+        detector.predict(path)
+
+
+def test_class_names_must_agree_with_num_classes() -> None:
+    with pytest.raises(ValueError, match="class_names has 2 names but num_classes is 3"):
+        TinyDetector(pretrain_weights=None, num_classes=3, class_names=["a", "b"])
+
+
+@pytest.mark.parametrize("size", [s for s in list_presets() if not s.startswith("tiny")])
+def test_every_public_size_predicts_at_toy_size(size: str, rgb: np.ndarray) -> None:
+    toy = toy_version(get_preset(size))
+
+    class Toy(RFDETRModel):
+        pass
+
+    Toy.size = size
+    model = Toy(pretrain_weights=None, device="cpu", **toy.model_dump(exclude={"name"}))
+    det = model.predict(rgb, threshold=0.0)
+    assert len(det) == toy.num_select
+    assert (det.mask is not None) == toy.segmentation_head
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [RFDETRNano, RFDETRSegNano])
+def test_full_size_predict(cls: type[RFDETRModel], rgb: np.ndarray) -> None:
+    model = cls(pretrain_weights=None, device="cpu")
+    det = model.predict(rgb, threshold=0.0)
+    assert len(det) == model.config.num_select
+    assert np.isfinite(det.xyxy).all()
