@@ -1,17 +1,21 @@
-"""Checkpoint file formats: safe unpickling, format detection, class-id mapping.
+"""Checkpoint file formats: writing ours, safe unpickling, format detection, class-id mapping.
 
-Private helpers of :mod:`rfdetr.weights`, which documents the formats. Everything here works on the
-object ``torch.load(weights_only=True)`` returned; no function loads with ``weights_only=False``.
+Helpers of :mod:`rfdetr.weights`, which documents the formats and re-exports the public names
+(:func:`save_checkpoint`, :class:`CheckpointError`). Reading works on what
+``torch.load(weights_only=True)`` returns; no function loads with ``weights_only=False``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pickle
 import re
+import tempfile
 import types
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,53 @@ class CheckpointError(ValueError):
     """A file is not a usable checkpoint, or does not fit the model. The message is one line."""
 
 
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    config: Mapping[str, Any],
+    class_names: list[str] | None,
+    epoch: int | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint in our format, atomically, as plain data.
+
+    Args:
+        path: Destination file; its folder is created.
+        state_dict: Model weights (copied to CPU).
+        config: The model/run config as JSON-like data, e.g. ``config.model_dump(mode="json")``.
+        class_names: Name of each 0-based class id, or None.
+        epoch: Epoch the weights come from.
+        metrics: Evaluation metrics (name -> number or plain data).
+
+    Returns:
+        The path written; it loads with ``torch.load(weights_only=True)`` and no allow-list.
+
+    Raises:
+        TypeError: ``config``, ``class_names`` or ``metrics`` hold something that is not plain data.
+    """
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "config": dict(config),
+        "class_names": list(class_names) if class_names is not None else None,
+        "epoch": epoch,
+        "metrics": dict(metrics) if metrics is not None else None,
+    }
+    for key in ("config", "class_names", "epoch", "metrics"):
+        require_plain(payload[key], key)
+    dest = Path(path).expanduser()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp_name)
+        os.replace(tmp_name, dest)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return dest
+
+
 def safe_load(file: Path) -> Any:
     """``torch.load(weights_only=True)`` with the scoped allow-list; one-line errors."""
     if file.stat().st_size == 0:
@@ -66,7 +117,7 @@ def safe_load(file: Path) -> Any:
             f"{file}: not a PyTorch checkpoint (invalid or unsupported pickle data); check that "
             "the file is a .pth written by torch.save, or download it again"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # any failure to parse the bytes means a damaged or foreign file
         reason = one_line(err) or type(err).__name__
         raise CheckpointError(
             f"{file}: cannot read checkpoint, it is truncated or corrupt ({reason}); "

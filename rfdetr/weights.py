@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +38,12 @@ import torch
 from torch import nn
 
 from rfdetr import checkpoint_format as fmt
-from rfdetr.checkpoint_format import CHECKPOINT_FORMAT, UPSTREAM_SAFE_GLOBALS, CheckpointError
+from rfdetr.checkpoint_format import (
+    CHECKPOINT_FORMAT,
+    UPSTREAM_SAFE_GLOBALS,
+    CheckpointError,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,53 +168,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     )
 
 
-def save_checkpoint(
-    path: str | os.PathLike[str],
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    config: Mapping[str, Any],
-    class_names: list[str] | None,
-    epoch: int | None = None,
-    metrics: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint in our format, atomically, as plain data.
-
-    Args:
-        path: Destination file; its folder is created.
-        state_dict: Model weights (copied to CPU).
-        config: The model/run config as JSON-like data, e.g. ``config.model_dump(mode="json")``.
-        class_names: Name of each 0-based class id, or None.
-        epoch: Epoch the weights come from.
-        metrics: Evaluation metrics (name -> number or plain data).
-
-    Returns:
-        The path written; it loads with ``torch.load(weights_only=True)`` and no allow-list.
-
-    Raises:
-        TypeError: ``config``, ``class_names`` or ``metrics`` hold something that is not plain data.
-    """
-    payload: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "model": {k: v.detach().cpu() for k, v in state_dict.items()},
-        "config": dict(config),
-        "class_names": list(class_names) if class_names is not None else None,
-        "epoch": epoch,
-        "metrics": dict(metrics) if metrics is not None else None,
-    }
-    for key in ("config", "class_names", "epoch", "metrics"):
-        fmt.require_plain(payload[key], key)
-    dest = Path(path).expanduser()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp_name)
-        os.replace(tmp_name, dest)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return dest
-
-
 def load_state_dict_strict(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -329,14 +286,15 @@ def _fit_query_tables(
         )
         if per_group:
             old_q, new_q = rows // checkpoint_group_detr, target_rows // group_detr
-            if new_q <= old_q:
-                pieces = [table[g * old_q : g * old_q + new_q] for g in range(group_detr)]
-                weights[key] = torch.cat(pieces, dim=0)
-                logger.info(
-                    "%s: %s cut from %d to %d rows (first %d queries of %d groups)",
-                    source, key, rows, target_rows, new_q, group_detr,
-                )  # fmt: skip
+            if new_q > old_q:  # more queries per group than trained: leave it to the shape check
                 continue
+            pieces = [table[g * old_q : g * old_q + new_q] for g in range(group_detr)]
+            weights[key] = torch.cat(pieces, dim=0)
+            logger.info(
+                "%s: %s cut from %d to %d rows (first %d queries of %d groups)",
+                source, key, rows, target_rows, new_q, group_detr,
+            )  # fmt: skip
+            continue
         weights[key] = table[:target_rows]
         logger.info("%s: %s cut from %d to its first %d rows", source, key, rows, target_rows)
 
