@@ -1,0 +1,116 @@
+"""Class ids: contiguous 0-based inside the library, mapped to and from the dataset's own ids.
+
+COCO category ids can be sparse (COCO-91) or start at 1, and Roboflow exports add a "superclass"
+category (supercategory ``none``, never annotated) as id 0. Inside the library every class is an
+index ``0 .. num_classes-1``; :class:`ClassMap` keeps the original ids and names so evaluation and
+export can report them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+SUPERCLASS_MARKER = "none"
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """The classes of a dataset.
+
+    Attributes:
+        names: class names; position = 0-based library id.
+        source_ids: the dataset's own id for each library id (COCO category id, YOLO class id).
+        skipped: ``(source_id, name)`` of Roboflow superclass categories left out.
+    """
+
+    names: tuple[str, ...]
+    source_ids: tuple[int, ...]
+    skipped: tuple[tuple[int, str], ...] = ()
+    _index: dict[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.source_ids):
+            raise ValueError("names and source_ids must have the same length")
+        if len(set(self.source_ids)) != len(self.source_ids):
+            raise ValueError(f"duplicate source ids in {self.source_ids}")
+        # frozen dataclass: the lookup table is derived state, set once here.
+        object.__setattr__(self, "_index", {s: i for i, s in enumerate(self.source_ids)})
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the detection head size, without a background logit)."""
+        return len(self.names)
+
+    def has_source_id(self, source_id: int) -> bool:
+        """True when ``source_id`` is one of the dataset's (kept) classes."""
+        return source_id in self._index
+
+    def index_of(self, source_id: int) -> int:
+        """Library id (0-based) of a dataset id.
+
+        Raises:
+            KeyError: ``source_id`` is not a kept class.
+        """
+        return self._index[source_id]
+
+    def source_id_of(self, index: int) -> int:
+        """Dataset id of a library id."""
+        return self.source_ids[index]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, stored in checkpoints and reports."""
+        return {
+            "names": list(self.names),
+            "source_ids": list(self.source_ids),
+            "skipped": [{"source_id": s, "name": n} for s, n in self.skipped],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassMap:
+        """Inverse of :meth:`to_dict`."""
+        skipped = tuple((int(s["source_id"]), str(s["name"])) for s in data.get("skipped", ()))
+        return cls(
+            tuple(str(n) for n in data["names"]),
+            tuple(int(i) for i in data["source_ids"]),
+            skipped,
+        )
+
+    @classmethod
+    def from_coco_categories(
+        cls, categories: Sequence[Mapping[str, Any]], annotated_ids: Iterable[int]
+    ) -> ClassMap:
+        """Classes from COCO ``categories``, sorted by id, superclasses skipped.
+
+        Args:
+            categories: dicts with int ``id``, str ``name`` and optional ``supercategory``.
+            annotated_ids: category ids that at least one annotation of the train split uses.
+
+        A category is a Roboflow superclass when its supercategory is ``"none"`` and no
+        annotation uses it; it is skipped unless that would leave no class at all.
+        """
+        annotated = set(annotated_ids)
+        ordered = sorted(categories, key=lambda c: c["id"])
+        kept = [c for c in ordered if not _is_superclass(c, annotated)]
+        if not kept:
+            kept = ordered
+        kept_ids = {c["id"] for c in kept}
+        skipped = tuple((c["id"], c["name"]) for c in ordered if c["id"] not in kept_ids)
+        return cls(tuple(c["name"] for c in kept), tuple(c["id"] for c in kept), skipped)
+
+    @classmethod
+    def from_yolo_names(cls, names: Sequence[str] | Mapping[int, str]) -> ClassMap:
+        """Classes from ``names`` in ``data.yaml``: a list (id = position) or a ``{id: name}`` dict.
+
+        Raises:
+            ValueError: ``names`` is empty.
+        """
+        pairs = sorted(names.items()) if isinstance(names, Mapping) else list(enumerate(names))
+        if not pairs:
+            raise ValueError("no class names given")
+        return cls(tuple(str(n) for _, n in pairs), tuple(int(i) for i, _ in pairs))
+
+
+def _is_superclass(category: Mapping[str, Any], annotated: set[int]) -> bool:
+    return category.get("supercategory") == SUPERCLASS_MARKER and category["id"] not in annotated

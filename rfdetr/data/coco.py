@@ -1,0 +1,339 @@
+"""Read and check one COCO annotation file (``<split>/_annotations.coco.json``).
+
+:func:`read_coco_split` is used both by validation (collect every problem) and by the loader
+(raise on the first error), so both agree. Annotations are kept as flat numpy arrays, not one
+dict per annotation, so that DataLoader workers do not copy a Python object graph per item.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rfdetr.data.images import unsafe_name_reason
+from rfdetr.data.problems import ProblemLog
+
+# Boxes that overhang the image by less than this many pixels are rounding noise, not a warning.
+OVERHANG_TOLERANCE_PX = 0.5
+
+
+@dataclass
+class CocoSplit:
+    """The checked contents of one COCO file. Entries with errors are left out.
+
+    Attributes:
+        json_path: the annotation file.
+        categories: ``{"id", "name", "supercategory"}`` dicts, as declared.
+        image_ids, widths, heights: int64 ``[I]``.
+        file_names: ``[I]`` names relative to the split folder.
+        ann_offsets: int64 ``[I+1]``; image ``i`` owns annotations
+            ``ann_offsets[i] : ann_offsets[i+1]``.
+        ann_ids, ann_category_ids: int64 ``[A]`` (category ids as in the file).
+        ann_boxes: float64 ``[A, 4]`` pixel ``[x, y, w, h]`` as written (not clipped).
+        ann_iscrowd: bool ``[A]``; ann_area: float64 ``[A]``.
+        segmentations: ``[A]`` raw COCO segmentations (polygons, RLE or None); only when asked for.
+    """
+
+    json_path: Path
+    categories: list[dict[str, Any]]
+    image_ids: np.ndarray
+    file_names: np.ndarray
+    widths: np.ndarray
+    heights: np.ndarray
+    ann_offsets: np.ndarray
+    ann_ids: np.ndarray
+    ann_category_ids: np.ndarray
+    ann_boxes: np.ndarray
+    ann_iscrowd: np.ndarray
+    ann_area: np.ndarray
+    segmentations: list[Any] | None = None
+
+    @property
+    def num_images(self) -> int:
+        """Number of (valid) images."""
+        return len(self.image_ids)
+
+    @property
+    def num_annotations(self) -> int:
+        """Number of (valid) annotations, crowd included."""
+        return len(self.ann_ids)
+
+    def annotated_category_ids(self) -> set[int]:
+        """Category ids used by at least one annotation."""
+        return {int(c) for c in np.unique(self.ann_category_ids)}
+
+
+def read_coco_split(
+    json_path: Path, log: ProblemLog, *, keep_segmentation: bool = False
+) -> CocoSplit | None:
+    """Parse and check a COCO annotation file; every problem goes to ``log``.
+
+    Returns:
+        The split without its faulty entries, or None when the file itself is unusable
+        (missing, unreadable, malformed JSON, or not a COCO object).
+    """
+    data = _load_json(json_path, log)
+    if data is None:
+        return None
+    categories = _read_categories(data, json_path, log)
+    images, bad_image_ids = _read_images(data, json_path, log)
+    raw_annotations = data.get("annotations")
+    if raw_annotations is None:
+        log.warning(json_path, "no 'annotations' list; every image has no objects")
+        raw_annotations = []
+    elif not isinstance(raw_annotations, list):
+        log.error(json_path, "'annotations' must be a list")
+        raw_annotations = []
+    reader = _AnnotationReader(json_path, log, images, {c["id"] for c in categories}, bad_image_ids)
+    for position, ann in enumerate(raw_annotations):
+        reader.read(position, ann, keep_segmentation)
+    return _assemble(json_path, categories, images, reader, keep_segmentation)
+
+
+def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
+    try:
+        with open(json_path, "rb") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        log.error(json_path, "annotation file is missing")
+        return None
+    except UnicodeDecodeError as exc:
+        log.error(json_path, f"annotation file is not UTF-8 text ({exc.reason})")
+        return None
+    except json.JSONDecodeError as exc:
+        log.error(json_path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        return None
+    except OSError as exc:
+        log.error(json_path, f"cannot read annotation file ({exc.strerror or exc})")
+        return None
+    if not isinstance(data, dict):
+        log.error(json_path, "not a COCO annotation file: the top level must be a JSON object")
+        return None
+    return data
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass; `true` as an id is a mistake, not the number 1.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_categories(data: dict[str, Any], path: Path, log: ProblemLog) -> list[dict[str, Any]]:
+    raw = data.get("categories")
+    if not isinstance(raw, list) or not raw:
+        log.error(path, "'categories' must be a non-empty list of {id, name}")
+        return []
+    categories: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for position, cat in enumerate(raw):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            log.error(path, f"categories[{position}]: needs an integer 'id'")
+            continue
+        if not isinstance(cat.get("name"), str):
+            log.error(path, f"category id {cat['id']}: needs a string 'name'")
+            continue
+        if cat["id"] in seen:
+            log.error(path, f"category id {cat['id']} is declared twice")
+            continue
+        seen.add(cat["id"])
+        categories.append(
+            {"id": cat["id"], "name": cat["name"], "supercategory": cat.get("supercategory")}
+        )
+    return categories
+
+
+def _read_images(
+    data: dict[str, Any], path: Path, log: ProblemLog
+) -> tuple[dict[int, tuple[str, int, int]], set[int]]:
+    """``{image_id: (file_name, width, height)}`` for good entries, and the ids of bad ones."""
+    raw = data.get("images")
+    if not isinstance(raw, list):
+        log.error(path, "'images' must be a list")
+        return {}, set()
+    images: dict[int, tuple[str, int, int]] = {}
+    bad: set[int] = set()
+    names: set[str] = set()
+    for position, img in enumerate(raw):
+        if not isinstance(img, dict) or not _is_int(img.get("id")):
+            log.error(path, f"images[{position}]: needs an integer 'id'")
+            continue
+        image_id = img["id"]
+        if image_id in images or image_id in bad:
+            log.error(path, f"image id {image_id} is used twice")
+            continue
+        name, width, height = img.get("file_name"), img.get("width"), img.get("height")
+        problem = _image_entry_problem(name, width, height)
+        if problem:
+            log.error(path, f"image id {image_id}: {problem}")
+            bad.add(image_id)
+            continue
+        if name in names:
+            log.warning(path, f"image id {image_id}: file name {name!r} is listed twice")
+        names.add(name)
+        images[image_id] = (name, width, height)
+    return images, bad
+
+
+def _image_entry_problem(name: Any, width: Any, height: Any) -> str | None:
+    if not isinstance(name, str):
+        return "needs a string 'file_name'"
+    reason = unsafe_name_reason(name)
+    if reason:
+        return reason
+    if not (_is_int(width) and _is_int(height)) or width <= 0 or height <= 0:
+        return f"width and height must be positive integers (got {width!r} x {height!r})"
+    return None
+
+
+class _AnnotationReader:
+    """Checks annotations one by one and accumulates the good ones column-wise."""
+
+    def __init__(
+        self,
+        path: Path,
+        log: ProblemLog,
+        images: dict[int, tuple[str, int, int]],
+        category_ids: set[int],
+        bad_image_ids: set[int],
+    ) -> None:
+        self.path, self.log, self.images = path, log, images
+        self.category_ids, self.bad_image_ids = category_ids, bad_image_ids
+        self.seen_ids: set[int] = set()
+        self.rows: list[tuple[int, int, int, float, float, float, float, bool, float]] = []
+        self.segmentations: list[Any] = []
+
+    def read(self, position: int, ann: Any, keep_segmentation: bool) -> None:
+        """Check one annotation; keep it when it has no error."""
+        if not isinstance(ann, dict) or not _is_int(ann.get("id")):
+            self.log.error(self.path, f"annotations[{position}]: needs an integer 'id'")
+            return
+        ann_id = ann["id"]
+        if ann_id in self.seen_ids:
+            self.log.error(self.path, f"annotation id {ann_id} is used twice")
+            return
+        self.seen_ids.add(ann_id)
+        image_id = ann.get("image_id")
+        if _is_int(image_id) and image_id in self.bad_image_ids:
+            return  # the image entry was already reported
+        where = f"annotation id {ann_id} (image id {image_id})"
+        image = self.images.get(image_id) if _is_int(image_id) else None
+        if image is None:
+            self.log.error(
+                self.path, f"annotation id {ann_id}: image_id {image_id!r} is not in images"
+            )
+            return
+        category_id = ann.get("category_id")
+        if not _is_int(category_id) or category_id not in self.category_ids:
+            self.log.error(self.path, f"{where}: category_id {category_id!r} is not declared")
+            return
+        box = self._check_box(where, ann.get("bbox"), image[1], image[2])
+        if box is None:
+            return
+        iscrowd = ann.get("iscrowd", 0)
+        if iscrowd not in (0, 1) or isinstance(iscrowd, float):
+            self.log.error(self.path, f"{where}: iscrowd must be 0 or 1 (got {iscrowd!r})")
+            return
+        segmentation = ann.get("segmentation")
+        segm_problem = segmentation_problem(segmentation, image[2], image[1])
+        if segm_problem:
+            self.log.error(self.path, f"{where}: {segm_problem}")
+            return
+        area = ann.get("area")
+        area = float(area) if _is_number(area) and math.isfinite(area) else box[2] * box[3]
+        self.rows.append((image_id, ann_id, category_id, *box, bool(iscrowd), area))
+        if keep_segmentation:
+            self.segmentations.append(segmentation or None)
+
+    def _check_box(
+        self, where: str, bbox: Any, width: int, height: int
+    ) -> tuple[float, float, float, float] | None:
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
+            self.log.error(self.path, f"{where}: bbox must be 4 numbers [x, y, width, height]")
+            return None
+        x, y, w, h = (float(v) for v in bbox)
+        if not all(map(math.isfinite, (x, y, w, h))):
+            self.log.error(
+                self.path, f"{where}: bbox {bbox} has a value that is not a finite number"
+            )
+            return None
+        if w <= 0 or h <= 0:
+            self.log.error(self.path, f"{where}: bbox {bbox} has zero or negative size")
+            return None
+        tol = OVERHANG_TOLERANCE_PX
+        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            self.log.error(
+                self.path, f"{where}: bbox {bbox} lies outside the {width}x{height} image"
+            )
+            return None
+        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+            self.log.warning(
+                self.path,
+                f"{where}: bbox {bbox} extends outside the {width}x{height} image; it is clipped",
+            )
+        return x, y, w, h
+
+
+def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
+    """Why a COCO ``segmentation`` value is unusable, or None (absent and empty are fine)."""
+    if segmentation is None or segmentation == []:
+        return None
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if not isinstance(counts, (str, list)):
+            return "RLE segmentation needs 'counts' (a string or a list of integers)"
+        if size != [height, width]:
+            return f"RLE size {size!r} differs from the image size [{height}, {width}] (h, w)"
+        return None
+    if not isinstance(segmentation, list):
+        return "segmentation must be a list of polygons or an RLE object"
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or not all(map(_is_number, polygon)):
+            return "each polygon must be a list of numbers [x1, y1, x2, y2, ...]"
+        if len(polygon) < 6 or len(polygon) % 2:
+            return f"polygon with {len(polygon)} values; needs an even number, at least 6"
+        if not all(map(math.isfinite, polygon)):
+            return "polygon has a coordinate that is not a finite number"
+    return None
+
+
+def _assemble(
+    json_path: Path,
+    categories: list[dict[str, Any]],
+    images: dict[int, tuple[str, int, int]],
+    reader: _AnnotationReader,
+    keep_segmentation: bool,
+) -> CocoSplit:
+    image_ids = np.fromiter(images.keys(), dtype=np.int64, count=len(images))
+    columns = list(zip(*reader.rows, strict=True)) if reader.rows else [()] * 9
+    ann_image = np.asarray(columns[0], dtype=np.int64)
+    # Group annotations by image (stable, so file order is kept within an image).
+    position_of = {image_id: i for i, image_id in enumerate(images)}
+    ann_pos = np.fromiter((position_of[i] for i in ann_image), dtype=np.int64, count=len(ann_image))
+    order = np.argsort(ann_pos, kind="stable")
+    counts = np.bincount(ann_pos, minlength=len(images))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    boxes = np.stack([np.asarray(c, dtype=np.float64) for c in columns[3:7]], axis=1)
+    segmentations = [reader.segmentations[i] for i in order] if keep_segmentation else None
+    return CocoSplit(
+        json_path=json_path,
+        categories=categories,
+        image_ids=image_ids,
+        file_names=np.array([v[0] for v in images.values()], dtype=str),
+        widths=np.array([v[1] for v in images.values()], dtype=np.int64),
+        heights=np.array([v[2] for v in images.values()], dtype=np.int64),
+        ann_offsets=offsets,
+        ann_ids=np.asarray(columns[1], dtype=np.int64)[order],
+        ann_category_ids=np.asarray(columns[2], dtype=np.int64)[order],
+        ann_boxes=boxes.reshape(-1, 4)[order],
+        ann_iscrowd=np.asarray(columns[7], dtype=bool)[order],
+        ann_area=np.asarray(columns[8], dtype=np.float64)[order],
+        segmentations=segmentations,
+    )

@@ -1,0 +1,214 @@
+"""The dataset class and :func:`build_dataset`, the one call that turns a folder into items."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from rfdetr.data.classes import ClassMap
+from rfdetr.data.coco import read_coco_split
+from rfdetr.data.formats import DatasetFormat, DatasetLayout, canonical_split, detect_format
+from rfdetr.data.images import load_rgb
+from rfdetr.data.problems import DatasetError, ProblemLog
+from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
+from rfdetr.data.transforms import Target, Transform, build_transforms, multi_scale_sizes
+from rfdetr.data.yolo import read_data_yaml, scan_split
+
+logger = logging.getLogger(__name__)
+
+
+class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
+    """Images and targets of one split, decoded lazily, one item at a time.
+
+    An item is ``(image, target)``: ``image`` float32 ``[3, S, S]`` ImageNet-normalised, and
+    ``target`` with ``labels`` int64 ``[N]`` (0-based), ``boxes`` float32 ``[N, 4]`` normalised
+    cxcywh in [0, 1], ``masks`` bool ``[N, S, S]`` (segmentation only), ``area`` float32 ``[N]``
+    (pixels of the output image), ``iscrowd`` int64 ``[N]`` (zeros: crowd regions are left out
+    of training targets), ``image_id`` int, ``orig_size`` int64 ``[2]`` and ``size`` int64
+    ``[2]``, both ``(h, w)``.
+
+    Augmentation is seeded per item from ``(seed, epoch, index)``; call :meth:`set_epoch` each
+    epoch (with non-persistent DataLoader workers, which receive a fresh copy every epoch).
+    """
+
+    def __init__(
+        self,
+        source: AnnotationSource,
+        transforms: Transform,
+        *,
+        segmentation: bool = False,
+        seed: int = 0,
+        sizes: list[int] | None = None,
+        dataset_format: DatasetFormat | None = None,
+        split: str = "",
+    ) -> None:
+        self.source = source
+        self.transforms = transforms
+        self.segmentation = segmentation
+        self.seed = seed
+        self.epoch = 0
+        self.sizes = sizes or []
+        self.format = dataset_format
+        self.split = split
+
+    @property
+    def class_map(self) -> ClassMap:
+        """Class names and the dataset's own ids for each 0-based label."""
+        return self.source.class_map
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return self.source.class_map.num_classes
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draws for a new epoch."""
+        self.epoch = epoch
+
+    def load_raw(self, index: int) -> tuple[torch.Tensor, Target]:
+        """The item before transforms: uint8 ``[3, H, W]`` and pixel xyxy ``boxes`` ``[N, 4]``.
+
+        Raises:
+            DatasetError: the image cannot be decoded, or its labels are invalid.
+        """
+        path = self.source.image_path(index)
+        image = load_rgb(path)
+        height, width = image.shape[-2:]
+        target: Target = self.source.objects(index, width, height, self.segmentation)
+        target["image_id"] = self.source.image_id(index)
+        target["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
+        return image, target
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        image, target = self.load_raw(index)
+        # An integer seed (not hash()) so every process derives the same stream for an item.
+        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + index)
+        return self.transforms(image, target, rng)
+
+
+def dataset_class_map(dataset_dir: str | Path) -> ClassMap:
+    """The classes of a dataset: COCO categories of the train split, or YOLO ``names``.
+
+    Raises:
+        DatasetError: the format is not detected or the annotation/data file is unusable.
+    """
+    layout = detect_format(dataset_dir)
+    if layout.format is DatasetFormat.YOLO:
+        return _yolo_class_map(layout)
+    log = ProblemLog()
+    split = read_coco_split(layout.coco_annotation_path("train"), log)
+    log.raise_on_error(_hint(layout))
+    if split is None:  # only when the log holds an error, so not reached
+        raise DatasetError(layout.coco_annotation_path("train"), "unusable annotation file")
+    return ClassMap.from_coco_categories(split.categories, split.annotated_category_ids())
+
+
+def build_dataset(
+    dataset_dir: str | Path,
+    split: str,
+    resolution: int,
+    *,
+    train: bool,
+    segmentation: bool = False,
+    scale_multiple: int | None = None,
+    expanded_scales: bool = False,
+    class_map: ClassMap | None = None,
+    seed: int = 0,
+) -> DetectionDataset:
+    """A dataset of ``split`` (``train``, ``valid``/``val`` or ``test``) of a COCO or YOLO folder.
+
+    Args:
+        dataset_dir: the dataset folder (format detected).
+        split: the split to read.
+        resolution: square input size for evaluation, and the base of the training sizes.
+        train: training augmentation (flip, resize/crop) or the plain validation resize.
+        segmentation: also produce ``masks`` ``[N, S, S]``.
+        scale_multiple: patch size x windows (e.g. 32). For training, enables multi-scale: the
+            dataset resizes to the largest of :func:`multi_scale_sizes` and ``dataset.sizes``
+            lists the per-step sizes. None: a single size, ``resolution``.
+        expanded_scales: the wider multi-scale range (-5..+5 multiples instead of -3..+4).
+        class_map: classes to use (e.g. from a checkpoint); default: the dataset's own.
+        seed: base seed of the augmentation.
+
+    Raises:
+        DatasetError: the folder, the split or its annotation files cannot be used (one line).
+    """
+    layout = detect_format(dataset_dir)
+    split_name = canonical_split(split)
+    split_dir = layout.split_dir(split_name)
+    if layout.format is DatasetFormat.COCO:
+        source: AnnotationSource = _coco_source(
+            layout, split_name, split_dir, class_map, segmentation
+        )
+    else:
+        files = scan_split(split_dir)
+        if not files.images:
+            raise DatasetError(files.images_dir, f"the {split_name} split has no images")
+        source = YoloSource(files, class_map or _yolo_class_map(layout))
+    sizes = [resolution]
+    if train and scale_multiple:
+        sizes = multi_scale_sizes(resolution, scale_multiple, expanded_scales)
+        logger.info("multi-scale training sizes: %s", sizes)
+    transforms = build_transforms(train, resolution, train_size=max(sizes))
+    logger.info(
+        "%s %s split: %d images, %d classes",
+        layout.format.value,
+        split_name,
+        len(source),
+        source.class_map.num_classes,
+    )
+    return DetectionDataset(
+        source,
+        transforms,
+        segmentation=segmentation,
+        seed=seed,
+        sizes=sizes,
+        dataset_format=layout.format,
+        split=split_name,
+    )
+
+
+def _hint(layout: DatasetLayout) -> str:
+    return f"; run `rfdetr validate {layout.root}` for the full list"
+
+
+def _yolo_class_map(layout: DatasetLayout) -> ClassMap:
+    log = ProblemLog()
+    yaml_path = layout.yaml_path or layout.root / "data.yaml"
+    class_map = read_data_yaml(yaml_path, log)
+    log.raise_on_error(_hint(layout))
+    if class_map is None:  # only when the log holds an error, so not reached
+        raise DatasetError(yaml_path, "unusable data file")
+    return class_map
+
+
+def _coco_source(
+    layout: DatasetLayout,
+    split_name: str,
+    split_dir: Path,
+    class_map: ClassMap | None,
+    segmentation: bool,
+) -> CocoSource:
+    log = ProblemLog()
+    json_path = layout.coco_annotation_path(split_name)
+    split = read_coco_split(json_path, log, keep_segmentation=segmentation)
+    log.raise_on_error(_hint(layout))
+    if split is None:  # only when the log holds an error, so not reached
+        raise DatasetError(json_path, "unusable annotation file")
+    if split.num_images == 0:
+        raise DatasetError(json_path, f"the {split_name} split has no images")
+    if class_map is None:
+        if split_name == "train":
+            class_map = ClassMap.from_coco_categories(
+                split.categories, split.annotated_category_ids()
+            )
+        else:
+            class_map = dataset_class_map(layout.root)
+    return CocoSource(split, split_dir, class_map)

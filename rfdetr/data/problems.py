@@ -1,0 +1,98 @@
+"""Problems found in a dataset: collected by validation, raised by the loaders.
+
+One parser serves both uses. Validation collects every problem into a :class:`ProblemLog`;
+the loaders use the same log and raise :class:`DatasetError` (one line, naming the file) when it
+holds an error, so ``rfdetr validate`` and training always agree on what is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+Severity = Literal["error", "warning"]
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used. ``str(error)`` is one line: ``path: problem``.
+
+    Attributes:
+        path: the offending file or folder, as the user would type it.
+        problem: what is wrong.
+    """
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a dataset.
+
+    Attributes:
+        severity: ``"error"`` makes the dataset unusable; ``"warning"`` is fixed up on load.
+        path: the offending file as the user would type it (dataset dir joined with the
+            relative path), with ``:LINE`` appended for a line of a YOLO label file.
+        message: what is wrong and, where useful, what to do.
+    """
+
+    severity: Severity
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.severity}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        """The problem as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class ProblemLog:
+    """Collects problems. Paths are shown as given: every path in this package is built from the
+    dataset folder as the user typed it, so messages name files the way the user knows them."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, path: Path | str, message: str) -> None:
+        """Record a problem that makes the dataset unusable."""
+        self.problems.append(Problem("error", str(path), message))
+
+    def warning(self, path: Path | str, message: str) -> None:
+        """Record a problem that the loader works around (e.g. by clipping a box)."""
+        self.problems.append(Problem("warning", str(path), message))
+
+    @property
+    def errors(self) -> list[Problem]:
+        """Only the errors."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """Only the warnings."""
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def raise_on_error(self, hint: str = "") -> None:
+        """Raise :class:`DatasetError` for the first error; log warnings once, summarised.
+
+        Args:
+            hint: appended to the error, e.g. "run `rfdetr validate DIR` for the full list".
+        """
+        errors = self.errors
+        if errors:
+            more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+            raise DatasetError(errors[0].path, f"{errors[0].message}{more}{hint}")
+        warnings = self.warnings
+        if warnings:
+            logger.warning(
+                "%d dataset warning(s), first: %s (run `rfdetr validate` for all)",
+                len(warnings),
+                warnings[0],
+            )

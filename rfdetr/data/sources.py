@@ -1,0 +1,177 @@
+"""Per-image annotations of one split, from COCO or YOLO files, in one pixel-space form.
+
+A source knows where each image is and returns its objects as pixel ``xyxy`` boxes clipped to
+the image, 0-based labels and, when asked, bool masks ``[N, H, W]``. Images are not read here;
+YOLO label files are parsed per item, so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from rfdetr.data.classes import ClassMap
+from rfdetr.data.coco import CocoSplit
+from rfdetr.data.masks import box_mask, coco_segmentation_to_mask, polygons_to_mask
+from rfdetr.data.problems import DatasetError
+from rfdetr.data.yolo import YoloLabels, YoloSplitFiles, read_labels_strict
+
+Objects = dict[str, torch.Tensor]
+
+
+class AnnotationSource(Protocol):
+    """What :class:`~rfdetr.data.dataset.DetectionDataset` needs from a format reader."""
+
+    class_map: ClassMap
+
+    def __len__(self) -> int: ...
+
+    def image_path(self, index: int) -> Path:
+        """The image file of item ``index``."""
+        ...
+
+    def image_id(self, index: int) -> int:
+        """The image id (COCO ``id``; the item index for YOLO)."""
+        ...
+
+    def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
+        """Training objects (crowd left out) of item ``index``; see :func:`make_objects`."""
+        ...
+
+
+def make_objects(
+    labels: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    width: int,
+    height: int,
+    masks: list[np.ndarray] | None,
+) -> Objects:
+    """Clip boxes to the image, drop the ones left without area, and build tensors.
+
+    Args:
+        labels: int64 ``[N]`` 0-based class ids.
+        boxes_xyxy: float ``[N, 4]`` pixel ``x1, y1, x2, y2`` (may overhang the image).
+        masks: ``N`` bool ``[H, W]`` arrays, or None for detection.
+
+    Returns:
+        ``labels`` int64 ``[M]``, ``boxes`` float32 ``[M, 4]`` pixel xyxy inside the image,
+        ``area`` float32 ``[M]``, ``iscrowd`` int64 ``[M]`` (zeros), and ``masks`` bool
+        ``[M, H, W]`` when masks were given.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4).copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes = boxes[keep]
+    objects = {
+        "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64)[keep]),
+        "boxes": torch.from_numpy(boxes),
+        "area": torch.from_numpy((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])),
+        "iscrowd": torch.zeros(len(boxes), dtype=torch.int64),
+    }
+    if masks is not None:
+        kept = [m for m, k in zip(masks, keep, strict=True) if k]
+        stacked = np.stack(kept) if kept else np.zeros((0, height, width), dtype=bool)
+        objects["masks"] = torch.from_numpy(stacked)
+    return objects
+
+
+class CocoSource:
+    """Items of a COCO split; annotation ``category_id`` values are mapped by ``class_map``."""
+
+    def __init__(self, split: CocoSplit, split_dir: Path, class_map: ClassMap) -> None:
+        unknown = sorted(split.annotated_category_ids() - set(class_map.source_ids))
+        if unknown:
+            raise DatasetError(
+                split.json_path, f"category ids {unknown} are not classes of the train split"
+            )
+        self.split, self.split_dir, self.class_map = split, split_dir, class_map
+
+    def __len__(self) -> int:
+        return self.split.num_images
+
+    def image_path(self, index: int) -> Path:
+        """``<split folder>/<file_name>``."""
+        return self.split_dir / str(self.split.file_names[index])
+
+    def image_id(self, index: int) -> int:
+        """The COCO image id."""
+        return int(self.split.image_ids[index])
+
+    def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
+        """Non-crowd annotations of the image; raises when the image size disagrees with the file.
+
+        Raises:
+            DatasetError: the decoded image is not the size the annotation file states.
+        """
+        split = self.split
+        expected = (int(split.widths[index]), int(split.heights[index]))
+        if (width, height) != expected:
+            raise DatasetError(
+                self.image_path(index),
+                f"image is {width}x{height} but {split.json_path.name} says "
+                f"{expected[0]}x{expected[1]}; run `rfdetr validate`",
+            )
+        start, stop = int(split.ann_offsets[index]), int(split.ann_offsets[index + 1])
+        rows = [i for i in range(start, stop) if not split.ann_iscrowd[i]]
+        labels = np.array(
+            [self.class_map.index_of(int(split.ann_category_ids[i])) for i in rows], dtype=np.int64
+        )
+        xywh = split.ann_boxes[rows].reshape(-1, 4)
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        masks = None
+        if with_masks:
+            if split.segmentations is None:
+                raise ValueError("the COCO split was read without segmentations")
+            masks = [
+                coco_segmentation_to_mask(split.segmentations[i], height, width, box)
+                for i, box in zip(rows, xyxy, strict=True)
+            ]
+        return make_objects(labels, xyxy, width, height, masks)
+
+
+class YoloSource:
+    """Items of a YOLO split; label files are read when an item is loaded."""
+
+    def __init__(self, files: YoloSplitFiles, class_map: ClassMap) -> None:
+        self.files, self.class_map = files, class_map
+        # Paths as a numpy string array: one buffer, not a list of objects that fork-started
+        # DataLoader workers would copy page by page as reference counts change.
+        self._images = np.array([str(p) for p in files.images], dtype=str)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image_path(self, index: int) -> Path:
+        """``<split>/images/...``."""
+        return Path(str(self._images[index]))
+
+    def image_id(self, index: int) -> int:
+        """YOLO has no image ids; the position in the sorted image list is used."""
+        return index
+
+    def labels(self, index: int) -> YoloLabels:
+        """The parsed label file of item ``index`` (dataset class ids, normalised)."""
+        return read_labels_strict(self.files.label_path(self.image_path(index)), self.class_map)
+
+    def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
+        """Objects of the image from its label file (none when the file is missing or empty)."""
+        parsed = self.labels(index)
+        labels = np.array([self.class_map.index_of(int(c)) for c in parsed.class_ids], np.int64)
+        scale = np.array([width, height, width, height], dtype=np.float64)
+        cx, cy, w, h = (parsed.boxes * scale).T
+        xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        masks = None
+        if with_masks:
+            masks = [
+                box_mask(box, height, width)
+                if polygon is None
+                else polygons_to_mask(
+                    [polygon * np.tile(scale[:2], len(polygon) // 2)], height, width
+                )
+                for box, polygon in zip(xyxy.clip(0, scale), parsed.polygons, strict=True)
+            ]
+        return make_objects(labels, xyxy, width, height, masks)

@@ -1,0 +1,299 @@
+"""Box- and mask-aware transforms with the upstream RF-DETR training recipe.
+
+Every transform is called as ``transform(image, target, rng)``:
+
+- ``image``: uint8 ``[3, H, W]`` until :class:`Normalize`, float32 ``[3, H, W]`` after it.
+- ``target``: ``boxes`` float32 ``[N, 4]`` **pixel xyxy** until :class:`Normalize`, which turns
+  them into **normalised cxcywh** in [0, 1]; ``labels`` int64 ``[N]``; ``area`` float32 ``[N]``;
+  ``iscrowd`` int64 ``[N]``; optional ``masks`` bool ``[N, H, W]``; ``image_id``; ``orig_size``.
+- ``rng``: a ``random.Random`` owned by the caller, so a seeded item is reproducible whatever
+  worker loads it.
+
+Training: horizontal flip (p=0.5), then one of (a) a square resize or (b) a shorter-side resize to
+400/500/600, a random 384-600 crop and a square resize; then ImageNet normalisation. Multi-scale
+sizes come from :func:`multi_scale_sizes`; the dataset resizes to the largest one and the training
+step resizes each batch to a size picked by :func:`pick_step_size` (:func:`resize_batch`).
+Validation: square resize to the resolution, then normalisation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+Target = dict[str, Any]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Keys holding one entry per object; a crop filters them all with the same mask.
+PER_OBJECT_KEYS = ("boxes", "labels", "area", "iscrowd", "masks")
+
+
+class Transform(Protocol):
+    """``(image, target, rng) -> (image, target)``; see the module docstring for the formats."""
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]: ...
+
+
+def hflip(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+    """Mirror left-right: pixel box ``[x1, y1, x2, y2]`` becomes ``[W - x2, y1, W - x1, y2]``."""
+    width = image.shape[-1]
+    target = dict(target)
+    boxes = target["boxes"]
+    target["boxes"] = torch.stack(
+        [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1
+    )
+    if "masks" in target:
+        target["masks"] = target["masks"].flip(-1)
+    return image.flip(-1), target
+
+
+def resize(
+    image: torch.Tensor, target: Target, height: int, width: int
+) -> tuple[torch.Tensor, Target]:
+    """Resize to ``height x width`` (bilinear, antialiased); boxes scale, masks use nearest."""
+    old_h, old_w = image.shape[-2:]
+    if (old_h, old_w) == (height, width):
+        return image, target
+    image = TF.resize(image, [height, width], antialias=True)
+    sx, sy = width / old_w, height / old_h
+    target = dict(target)
+    target["boxes"] = target["boxes"] * torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
+    if "area" in target:
+        target["area"] = target["area"] * (sx * sy)
+    if "masks" in target:
+        target["masks"] = resize_masks(target["masks"], height, width)
+    return image, target
+
+
+def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Nearest-neighbour resize of bool masks ``[N, H, W]`` to ``[N, height, width]``."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, height, width))
+    scaled = F.interpolate(
+        masks[:, None].to(torch.uint8), size=(height, width), mode="nearest-exact"
+    )
+    return scaled[:, 0].bool()
+
+
+def crop(
+    image: torch.Tensor, target: Target, top: int, left: int, height: int, width: int
+) -> tuple[torch.Tensor, Target]:
+    """Crop a window; boxes are shifted and clipped to it, masks cut the same way.
+
+    An object is dropped when its clipped box has no area or, with masks, its mask is empty in
+    the window, so boxes and masks always describe the same objects.
+    """
+    image = image[:, top : top + height, left : left + width]
+    target = dict(target)
+    offset = torch.tensor([left, top, left, top], dtype=torch.float32)
+    boxes = target["boxes"] - offset
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    target["boxes"] = boxes
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if "masks" in target:
+        target["masks"] = target["masks"][:, top : top + height, left : left + width]
+        keep &= target["masks"].flatten(1).any(1)
+    if "area" in target:
+        target["area"] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for key in PER_OBJECT_KEYS:
+        if key in target:
+            target[key] = target[key][keep]
+    return image, target
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]:
+        for transform in self.transforms:
+            image, target = transform(image, target, rng)
+        return image, target
+
+
+class RandomHorizontalFlip:
+    """Mirror with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]:
+        return hflip(image, target) if rng.random() < self.p else (image, target)
+
+
+class RandomSelect:
+    """Apply ``first`` with probability ``p``, otherwise ``second``."""
+
+    def __init__(self, first: Transform, second: Transform, p: float = 0.5) -> None:
+        self.first, self.second, self.p = first, second, p
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]:
+        chosen = self.first if rng.random() < self.p else self.second
+        return chosen(image, target, rng)
+
+
+class SquareResize:
+    """Resize to ``S x S`` (aspect ratio not kept, as upstream), ``S`` drawn from ``sizes``."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self.sizes = list(sizes)
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]:
+        size = self.sizes[0] if len(self.sizes) == 1 else rng.choice(self.sizes)
+        return resize(image, target, size, size)
+
+
+class RandomShortSideResize:
+    """Resize so the shorter side is drawn from ``sizes``, keeping the aspect ratio."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self.sizes = list(sizes)
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]:
+        short = rng.choice(self.sizes)
+        height, width = image.shape[-2:]
+        scale = short / min(height, width)
+        return resize(image, target, max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+class RandomSizeCrop:
+    """Crop a random window whose sides are drawn from ``[min_size, max_size]``.
+
+    Sides are capped by the image, so a small image is cropped to at most its own size.
+    """
+
+    def __init__(self, min_size: int, max_size: int) -> None:
+        self.min_size, self.max_size = min_size, max_size
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]:
+        height, width = image.shape[-2:]
+        crop_w = rng.randint(min(self.min_size, width), min(width, self.max_size))
+        crop_h = rng.randint(min(self.min_size, height), min(height, self.max_size))
+        top, left = rng.randint(0, height - crop_h), rng.randint(0, width - crop_w)
+        return crop(image, target, top, left, crop_h, crop_w)
+
+
+class Normalize:
+    """uint8 image to float ImageNet-normalised; pixel xyxy boxes to normalised cxcywh.
+
+    Sets ``target["size"]`` to int64 ``[2]`` ``(h, w)`` of the output image.
+    """
+
+    def __init__(
+        self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    ) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]:
+        height, width = image.shape[-2:]
+        image = (image.to(torch.float32) / 255.0 - self.mean) / self.std
+        target = dict(target)
+        target["boxes"] = xyxy_to_cxcywh(target["boxes"]) / torch.tensor(
+            [width, height, width, height], dtype=torch.float32
+        )
+        target["size"] = torch.tensor([height, width], dtype=torch.int64)
+        return image, target
+
+
+def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """``[N, 4]`` ``x1, y1, x2, y2`` -> ``cx, cy, w, h`` (same units)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """``[N, 4]`` ``cx, cy, w, h`` -> ``x1, y1, x2, y2`` (same units)."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def multi_scale_sizes(resolution: int, multiple: int, expanded: bool = False) -> list[int]:
+    """Square training sizes around ``resolution``, each a multiple of ``multiple``.
+
+    ``multiple`` is patch size x windows (32 for N/S/M/L). Offsets -3..+4 multiples (-5..+5
+    when ``expanded``) around ``resolution // multiple``; sizes below ``2 * multiple`` are dropped.
+    Example: ``multi_scale_sizes(384, 32)`` -> ``[288, 320, ..., 512]``.
+    """
+    if resolution <= 0 or multiple <= 0:
+        raise ValueError(f"resolution and multiple must be positive (got {resolution}, {multiple})")
+    base = resolution // multiple
+    offsets = range(-5, 6) if expanded else range(-3, 5)
+    return [(base + k) * multiple for k in offsets if (base + k) * multiple >= 2 * multiple]
+
+
+def build_transforms(
+    train: bool,
+    resolution: int,
+    train_size: int | None = None,
+    crop_short_sides: Sequence[int] = (400, 500, 600),
+    crop_range: tuple[int, int] = (384, 600),
+) -> Compose:
+    """The upstream recipe.
+
+    Args:
+        train: training augmentation, or the plain validation resize.
+        resolution: square size for validation (and for training when ``train_size`` is None).
+        train_size: square size of training images; with multi-scale, the largest scale.
+        crop_short_sides: shorter-side sizes before the random crop (branch b).
+        crop_range: ``(min, max)`` side of the random crop (branch b).
+    """
+    if not train:
+        return Compose([SquareResize([resolution]), Normalize()])
+    size = train_size or resolution
+    crop_branch = Compose(
+        [RandomShortSideResize(crop_short_sides), RandomSizeCrop(*crop_range), SquareResize([size])]
+    )
+    return Compose(
+        [RandomHorizontalFlip(0.5), RandomSelect(SquareResize([size]), crop_branch), Normalize()]
+    )
+
+
+def pick_step_size(sizes: Sequence[int], step: int, seed: int = 0) -> int:
+    """The multi-scale size for optimizer step ``step``: random, but the same for a given seed."""
+    return random.Random(seed * 1_000_003 + step).choice(list(sizes))
+
+
+def resize_batch(
+    images: torch.Tensor, targets: list[Target], size: int
+) -> tuple[torch.Tensor, list[Target]]:
+    """Resize a normalised batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear).
+
+    Boxes are normalised cxcywh, so they do not change; masks are resized (nearest) and
+    ``size`` updated. Run it on the device, per step, for multi-scale training.
+    """
+    if images.shape[-2:] == (size, size):
+        return images, targets
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    resized = []
+    for target in targets:
+        target = dict(target)
+        if "masks" in target:
+            target["masks"] = resize_masks(target["masks"], size, size)
+        target["size"] = torch.tensor([size, size], dtype=torch.int64)
+        resized.append(target)
+    return images, resized

@@ -1,0 +1,306 @@
+"""Validate a dataset folder without training on it: :func:`validate_dataset`.
+
+Reads every annotation and label file and every image *header* (never the pixels), and reports
+the format, per-split and per-class counts, and every problem found. The loaders use the same
+parsers, so a dataset that validates loads.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from rfdetr.data.classes import ClassMap
+from rfdetr.data.coco import CocoSplit, read_coco_split
+from rfdetr.data.formats import (
+    REQUIRED_SPLITS,
+    SPLIT_FOLDERS,
+    DatasetFormat,
+    DatasetFormatError,
+    DatasetLayout,
+    detect_format,
+)
+from rfdetr.data.images import escapes_root, read_image_size
+from rfdetr.data.problems import Problem, ProblemLog
+from rfdetr.data.yolo import orphan_labels, parse_label_file, read_data_yaml, scan_split
+
+
+@dataclass
+class SplitSummary:
+    """Counts for one split. ``class_counts`` maps the dataset's own class id to its objects;
+    it is reported per class by :meth:`DatasetReport.class_rows`."""
+
+    name: str
+    folder: str
+    images: int = 0
+    annotations: int = 0
+    crowd: int = 0
+    class_counts: Counter[int] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (per-class counts are in the report's ``classes``)."""
+        return {
+            "name": self.name,
+            "folder": self.folder,
+            "images": self.images,
+            "annotations": self.annotations,
+            "crowd": self.crowd,
+        }
+
+
+@dataclass
+class DatasetReport:
+    """What :func:`validate_dataset` found.
+
+    Attributes:
+        path: the dataset folder as given.
+        format: ``"coco"``, ``"yolo"`` or None when not detected.
+        splits: per split (``train``/``valid``/``test``) image and annotation counts.
+        class_map: the classes (0-based ids, dataset ids, names); None when unreadable.
+        problems: every problem, in the order found.
+    """
+
+    path: str
+    format: str | None = None
+    splits: dict[str, SplitSummary] = field(default_factory=dict)
+    class_map: ClassMap | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        """The problems that make the dataset unusable."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """The problems the loader works around."""
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def usable(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not self.errors
+
+    def class_rows(self) -> list[dict[str, Any]]:
+        """One row per class: 0-based ``id``, ``source_id``, ``name``, per-split ``counts``."""
+        if self.class_map is None:
+            return []
+        return [
+            {
+                "id": index,
+                "source_id": source_id,
+                "name": name,
+                "counts": {
+                    s: summary.class_counts[source_id] for s, summary in self.splits.items()
+                },
+            }
+            for index, (source_id, name) in enumerate(
+                zip(self.class_map.source_ids, self.class_map.names, strict=True)
+            )
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as printed by ``rfdetr validate --json``."""
+        skipped = self.class_map.skipped if self.class_map else ()
+        return {
+            "path": self.path,
+            "format": self.format,
+            "usable": self.usable,
+            "splits": {name: s.to_dict() for name, s in self.splits.items()},
+            "classes": self.class_rows(),
+            "skipped_classes": [{"source_id": i, "name": n} for i, n in skipped],
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def validate_dataset(path: str | Path) -> DatasetReport:
+    """Check a COCO or YOLO dataset folder and report what is in it and what is wrong.
+
+    Never raises for a problem in the dataset: every problem becomes a :class:`Problem` in the
+    report, and ``report.usable`` says whether training can use it.
+    """
+    log = ProblemLog()
+    report = DatasetReport(path=str(path))
+    try:
+        layout = detect_format(path)
+    except DatasetFormatError as exc:
+        log.error(exc.path, exc.problem)
+        report.problems = log.problems
+        return report
+    except OSError as exc:
+        log.error(path, f"cannot read the dataset folder ({exc.strerror or exc})")
+        report.problems = log.problems
+        return report
+    report.format = layout.format.value
+    for name in REQUIRED_SPLITS:
+        if name not in layout.splits:
+            looked = " or ".join(f"{f}/" for f in SPLIT_FOLDERS[name])
+            log.error(layout.root / name, f"the {name} split is missing (looked for {looked})")
+    root_real = os.path.realpath(layout.root)
+    with warnings.catch_warnings():
+        # Big images are fine for training (they are resized); only PIL's hard limit is an error.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if layout.format is DatasetFormat.COCO:
+            _validate_coco(layout, root_real, log, report)
+        else:
+            _validate_yolo(layout, root_real, log, report)
+    _warn_unused_classes(report, log)
+    report.problems = log.problems
+    return report
+
+
+def _validate_coco(
+    layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport
+) -> None:
+    train_categories: dict[int, str] = {}
+    for name, split_dir in layout.splits.items():
+        summary = SplitSummary(name, str(split_dir))
+        report.splits[name] = summary
+        if _split_escapes(split_dir, root_real, log):
+            continue
+        split = read_coco_split(layout.coco_annotation_path(name), log)
+        if split is None:
+            continue
+        if name == "train":
+            report.class_map = ClassMap.from_coco_categories(
+                split.categories, split.annotated_category_ids()
+            )
+            train_categories = {c["id"]: c["name"] for c in split.categories}
+        else:
+            _check_same_categories(split, train_categories, log)
+        _count_coco(split, summary, report.class_map, log)
+        if split.num_images == 0:
+            log.error(split.json_path, f"the {name} split has no images")
+        for i in range(split.num_images):
+            expected = (int(split.widths[i]), int(split.heights[i]))
+            check_image(split_dir / str(split.file_names[i]), root_real, log, expected)
+
+
+def _check_same_categories(split: CocoSplit, train: dict[int, str], log: ProblemLog) -> None:
+    for category in split.categories:
+        known = train.get(category["id"])
+        if train and known is not None and known != category["name"]:
+            log.error(
+                split.json_path,
+                f"category id {category['id']} is {category['name']!r} here but {known!r} in "
+                "the train split; every split must use the same categories",
+            )
+
+
+def _count_coco(
+    split: CocoSplit, summary: SplitSummary, class_map: ClassMap | None, log: ProblemLog
+) -> None:
+    summary.images = split.num_images
+    summary.annotations = split.num_annotations
+    summary.crowd = int(split.ann_iscrowd.sum())
+    summary.class_counts.update(int(c) for c in split.ann_category_ids)
+    if class_map is None:
+        return
+    for category_id in sorted(summary.class_counts):
+        if not class_map.has_source_id(category_id):
+            log.error(
+                split.json_path,
+                f"{summary.class_counts[category_id]} annotations use category id {category_id}, "
+                "which is not a class of the train split",
+            )
+
+
+def _validate_yolo(
+    layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport
+) -> None:
+    if layout.yaml_path is None:  # detect_format always sets it for YOLO
+        raise ValueError(f"{layout.root}: YOLO layout without a data file")
+    report.class_map = read_data_yaml(layout.yaml_path, log)
+    for name, split_dir in layout.splits.items():
+        summary = SplitSummary(name, str(split_dir))
+        report.splits[name] = summary
+        if _split_escapes(split_dir, root_real, log):
+            continue
+        files = scan_split(split_dir)
+        if not files.images_dir.is_dir():
+            log.error(files.images_dir, f"the {name} split has no images/ folder")
+            continue
+        for linked in files.linked_dirs:
+            _report_linked_dir(linked, root_real, log)
+        if not files.images:
+            log.error(files.images_dir, f"the {name} split has no images")
+            continue
+        if not files.labels_dir.is_dir():
+            log.warning(files.labels_dir, "no labels/ folder; every image has no objects")
+        summary.images = len(files.images)
+        for image in files.images:
+            check_image(image, root_real, log)
+            labels = parse_label_file(files.label_path(image), report.class_map, log)
+            summary.annotations += len(labels)
+            summary.class_counts.update(labels.class_ids.tolist())
+        for orphan in orphan_labels(files):
+            log.warning(orphan, "label file has no image with the same name; it is ignored")
+
+
+def _report_linked_dir(linked: Path, root_real: str, log: ProblemLog) -> None:
+    if escapes_root(linked, root_real):
+        log.error(linked, "symlinked folder points outside the dataset folder")
+    else:
+        log.warning(linked, "symlinked folder is not followed; its images are ignored")
+
+
+def _split_escapes(split_dir: Path, root_real: str, log: ProblemLog) -> bool:
+    if escapes_root(split_dir, root_real):
+        log.error(split_dir, "split folder is a symlink that points outside the dataset folder")
+        return True
+    return False
+
+
+def check_image(
+    path: Path, root_real: str, log: ProblemLog, expected: tuple[int, int] | None = None
+) -> tuple[int, int] | None:
+    """Check one image from its header: inside the dataset, decodable, of the expected size.
+
+    Args:
+        path: the image file.
+        root_real: ``os.path.realpath`` of the dataset folder.
+        expected: ``(width, height)`` from the annotation file, when it states one.
+
+    Returns:
+        ``(width, height)``, or None when the image is unusable (the problem is in ``log``).
+    """
+    if escapes_root(path, root_real):
+        log.error(path, "image is a symlink that points outside the dataset folder")
+        return None
+    try:
+        size = read_image_size(path)
+    except FileNotFoundError:
+        log.error(path, "image file is missing")
+        return None
+    except Image.DecompressionBombError:
+        log.error(path, "image has more pixels than PIL allows (decompression-bomb limit)")
+        return None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # PIL raises SyntaxError/ValueError for some broken headers.
+        log.error(path, f"not a decodable image ({exc})")
+        return None
+    if expected is not None and size != expected:
+        log.error(
+            path,
+            f"image is {size[0]}x{size[1]} but the annotation file says "
+            f"{expected[0]}x{expected[1]} (width x height)",
+        )
+        return None
+    return size
+
+
+def _warn_unused_classes(report: DatasetReport, log: ProblemLog) -> None:
+    train = report.splits.get("train")
+    if report.class_map is None or train is None or train.images == 0:
+        return
+    for source_id, name in zip(report.class_map.source_ids, report.class_map.names, strict=True):
+        if train.class_counts[source_id] == 0:
+            log.warning(train.folder, f"class {name!r} (id {source_id}) has no training examples")

@@ -1,0 +1,236 @@
+"""Read and check a YOLO dataset: ``data.yaml`` and the per-image label files.
+
+A label file has one object per line: ``class cx cy w h`` (a box, normalised to [0, 1]) or
+``class x1 y1 x2 y2 x3 y3 ...`` (a polygon, normalised). A missing or empty label file means the
+image has no objects. Label files are parsed when an item is loaded, never all kept in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rfdetr.data.classes import ClassMap
+from rfdetr.data.images import list_images
+from rfdetr.data.problems import DatasetError, ProblemLog
+
+# Exporters write values like 1.0000001; anything further out of [0, 1] is a real mistake.
+RANGE_TOLERANCE = 1e-6
+# A box whose edge passes the border by less than this (normalised) is not worth a warning.
+OVERHANG_TOLERANCE = 1e-4
+
+
+@dataclass
+class YoloLabels:
+    """The objects of one label file.
+
+    Attributes:
+        class_ids: int64 ``[N]`` class ids as written (the dataset's ids).
+        boxes: float64 ``[N, 4]`` normalised ``cx, cy, w, h`` (for polygons: their extent).
+        polygons: ``[N]`` flat normalised ``[x1, y1, x2, y2, ...]`` arrays, None for box lines.
+    """
+
+    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float64))
+    polygons: list[np.ndarray | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.class_ids)
+
+
+@dataclass
+class YoloSplitFiles:
+    """The files of one split: ``<split>/images/**`` and the matching ``<split>/labels/**.txt``."""
+
+    images_dir: Path
+    labels_dir: Path
+    images: list[Path]
+    linked_dirs: list[Path]
+
+    def label_path(self, image: Path) -> Path:
+        """``labels/<same relative folder>/<image stem>.txt``."""
+        relative = image.relative_to(self.images_dir)
+        return self.labels_dir / relative.with_suffix(".txt")
+
+
+def scan_split(split_dir: Path) -> YoloSplitFiles:
+    """List the images of a YOLO split folder (none when ``images/`` is missing)."""
+    images_dir, labels_dir = split_dir / "images", split_dir / "labels"
+    images, linked = list_images(images_dir) if images_dir.is_dir() else ([], [])
+    return YoloSplitFiles(images_dir, labels_dir, images, linked)
+
+
+def orphan_labels(files: YoloSplitFiles) -> list[Path]:
+    """Label files with no image of the same stem (usually a renamed or deleted image)."""
+    if not files.labels_dir.is_dir():
+        return []
+    expected = {files.label_path(image) for image in files.images}
+    orphans = []
+    for dirpath, _dirs, names in os.walk(files.labels_dir):
+        base = Path(dirpath)
+        orphans.extend(base / n for n in names if n.endswith(".txt") and base / n not in expected)
+    return sorted(orphans)
+
+
+def read_data_yaml(yaml_path: Path, log: ProblemLog) -> ClassMap | None:
+    """Class names from ``data.yaml``; problems go to ``log``; None when unusable.
+
+    ``names`` may be a list (id = position) or a ``{id: name}`` mapping; ``nc``, when present,
+    must equal the number of names.
+    """
+    try:
+        with open(yaml_path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        log.error(yaml_path, "data file is missing")
+        return None
+    except UnicodeDecodeError as exc:
+        log.error(yaml_path, f"not UTF-8 text ({exc.reason})")
+        return None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        log.error(yaml_path, f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}")
+        return None
+    except OSError as exc:
+        log.error(yaml_path, f"cannot read data file ({exc.strerror or exc})")
+        return None
+    if not isinstance(data, dict):
+        log.error(yaml_path, "must be a YAML mapping with a 'names' entry")
+        return None
+    return _class_map_from_yaml(data, yaml_path, log)
+
+
+def _class_map_from_yaml(data: dict[Any, Any], yaml_path: Path, log: ProblemLog) -> ClassMap | None:
+    names = data.get("names")
+    if isinstance(names, Mapping):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            log.error(yaml_path, "names: the keys of a names mapping must be integer class ids")
+            return None
+        names = {k: str(v) for k, v in names.items()}
+    elif isinstance(names, list):
+        names = [str(n) for n in names]
+    else:
+        log.error(yaml_path, "names: must be a list of class names or a {id: name} mapping")
+        return None
+    if not names:
+        log.error(yaml_path, "names: no classes declared")
+        return None
+    nc = data.get("nc")
+    if nc is not None and nc != len(names):
+        log.error(yaml_path, f"nc is {nc!r} but names lists {len(names)} classes")
+        return None
+    return ClassMap.from_yolo_names(names)
+
+
+def parse_label_file(path: Path, class_map: ClassMap | None, log: ProblemLog) -> YoloLabels:
+    """Parse and check one label file; problems go to ``log`` as ``path:LINE``.
+
+    A missing file means no objects. Lines with errors are left out of the result. With no
+    ``class_map`` (an unusable data file) class ids are not checked against the declared names.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return YoloLabels()
+    except UnicodeDecodeError as exc:
+        log.error(path, f"label file is not UTF-8 text ({exc.reason})")
+        return YoloLabels()
+    except OSError as exc:
+        log.error(path, f"cannot read label file ({exc.strerror or exc})")
+        return YoloLabels()
+    class_ids: list[int] = []
+    boxes: list[tuple[float, float, float, float]] = []
+    polygons: list[np.ndarray | None] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        parsed = _parse_line(tokens, class_map)
+        where = f"{path}:{number}"
+        if isinstance(parsed, str):
+            log.error(where, parsed)
+            continue
+        class_id, box, polygon, overhang = parsed
+        if overhang:
+            log.warning(where, "box extends outside the image; it is clipped")
+        class_ids.append(class_id)
+        boxes.append(box)
+        polygons.append(polygon)
+    return YoloLabels(
+        np.asarray(class_ids, dtype=np.int64),
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        polygons,
+    )
+
+
+def _parse_line(
+    tokens: list[str], class_map: ClassMap | None
+) -> str | tuple[int, tuple[float, float, float, float], np.ndarray | None, bool]:
+    """``(class_id, cxcywh, polygon or None, overhangs)`` or the reason the line is wrong."""
+    count = len(tokens)
+    if count != 5 and (count < 7 or count % 2 == 0):
+        return (
+            f"{count} values; expected 5 (class cx cy w h) "
+            "or a class and 3 or more x y pairs (polygon)"
+        )
+    try:
+        class_value = float(tokens[0])
+        values = [float(t) for t in tokens[1:]]
+    except ValueError:
+        bad = next(t for t in tokens if not _parses(t))
+        return f"value {bad!r} is not a number"
+    if not math.isfinite(class_value) or class_value != int(class_value):
+        return f"class id {tokens[0]!r} is not an integer"
+    class_id = int(class_value)
+    if class_map is not None and not class_map.has_source_id(class_id):
+        return f"class id {class_id} is not declared in the names of the data file"
+    if not all(map(math.isfinite, values)):
+        return "a coordinate is not a finite number"
+    low, high = min(values), max(values)
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        bad_value = low if low < -RANGE_TOLERANCE else high
+        return f"value {bad_value:g} is outside [0, 1]; YOLO coordinates are normalised"
+    if count == 5:
+        cx, cy, w, h = values
+        if w <= 0 or h <= 0:
+            return "box has zero or negative size"
+        tol = OVERHANG_TOLERANCE
+        overhang = min(cx - w / 2, cy - h / 2) < -tol or max(cx + w / 2, cy + h / 2) > 1 + tol
+        return class_id, (cx, cy, w, h), None, overhang
+    polygon = np.asarray(values, dtype=np.float64)
+    xs, ys = polygon[0::2], polygon[1::2]
+    x1, x2, y1, y2 = xs.min(), xs.max(), ys.min(), ys.max()
+    if x2 <= x1 or y2 <= y1:
+        return "polygon has zero width or height"
+    return class_id, ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), polygon, False
+
+
+def _parses(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def read_labels_strict(path: Path, class_map: ClassMap) -> YoloLabels:
+    """:func:`parse_label_file` for the loader: raises on the first error, logs warnings.
+
+    Raises:
+        DatasetError: one line naming ``path:LINE`` and the problem.
+    """
+    log = ProblemLog()
+    labels = parse_label_file(path, class_map, log)
+    if log.errors:
+        first = log.errors[0]
+        raise DatasetError(first.path, first.message)
+    return labels
