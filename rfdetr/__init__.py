@@ -1,44 +1,53 @@
 """RF-DETR: real-time detection and instance segmentation transformers, in plain PyTorch.
 
 >>> from rfdetr import RFDETRNano
->>> model = RFDETRNano(pretrain_weights=None)          # random weights; omit for COCO weights
->>> detections = model.predict("image.jpg", threshold=0.5)   # supervision.Detections
+>>> model = RFDETRNano(pretrain_weights=None)  # random weights; omit for COCO weights
+>>> detections = model.predict("image.jpg", threshold=0.5)  # supervision.Detections
+
+Public names are imported on first use, so light commands (``rfdetr validate``) start fast.
 """
 
-from rfdetr.api import RFDETRModel
-from rfdetr.config import ModelConfig
-from rfdetr.presets import get_preset, list_presets
-from rfdetr.variants import (
-    RFDETRBase,
-    RFDETRLarge,
-    RFDETRMedium,
-    RFDETRNano,
-    RFDETRSeg2XLarge,
-    RFDETRSegLarge,
-    RFDETRSegMedium,
-    RFDETRSegNano,
-    RFDETRSegSmall,
-    RFDETRSegXLarge,
-    RFDETRSmall,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ModelConfig",
-    "RFDETRBase",
-    "RFDETRLarge",
-    "RFDETRMedium",
-    "RFDETRModel",
-    "RFDETRNano",
-    "RFDETRSeg2XLarge",
-    "RFDETRSegLarge",
-    "RFDETRSegMedium",
-    "RFDETRSegNano",
-    "RFDETRSegSmall",
-    "RFDETRSegXLarge",
-    "RFDETRSmall",
-    "__version__",
-    "get_preset",
-    "list_presets",
-]
+_LAZY: dict[str, str] = {
+    "ModelConfig": "rfdetr.config",
+    "get_preset": "rfdetr.presets",
+    "list_presets": "rfdetr.presets",
+    "RFDETRModel": "rfdetr.api",
+    **{
+        name: "rfdetr.variants"
+        for name in (
+            "RFDETRNano",
+            "RFDETRSmall",
+            "RFDETRMedium",
+            "RFDETRBase",
+            "RFDETRLarge",
+            "RFDETRSegNano",
+            "RFDETRSegSmall",
+            "RFDETRSegMedium",
+            "RFDETRSegLarge",
+            "RFDETRSegXLarge",
+            "RFDETRSeg2XLarge",
+        )
+    },
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rfdetr' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -7,40 +7,43 @@
 - :class:`ClassMap`: 0-based library ids <-> the dataset's own ids and names.
 """
 
-from rfdetr.data.classes import ClassMap
-from rfdetr.data.dataset import DetectionDataset, build_dataset, dataset_class_map
-from rfdetr.data.formats import DatasetFormat, DatasetFormatError, DatasetLayout, detect_format
-from rfdetr.data.ground_truth import coco_ground_truth
-from rfdetr.data.loader import build_dataloader, collate_fn, make_train_sampler
-from rfdetr.data.problems import DatasetError, Problem
-from rfdetr.data.transforms import (
-    build_transforms,
-    multi_scale_sizes,
-    pick_step_size,
-    resize_batch,
-)
-from rfdetr.data.validation import DatasetReport, SplitSummary, validate_dataset
+from __future__ import annotations
 
-__all__ = [
-    "ClassMap",
-    "DatasetError",
-    "DatasetFormat",
-    "DatasetFormatError",
-    "DatasetLayout",
-    "DatasetReport",
-    "DetectionDataset",
-    "Problem",
-    "SplitSummary",
-    "build_dataloader",
-    "build_dataset",
-    "build_transforms",
-    "coco_ground_truth",
-    "collate_fn",
-    "dataset_class_map",
-    "detect_format",
-    "make_train_sampler",
-    "multi_scale_sizes",
-    "pick_step_size",
-    "resize_batch",
-    "validate_dataset",
-]
+import importlib
+from typing import Any
+
+# Imported on first use: validation needs no torch, so `rfdetr validate` starts fast.
+_LAZY: dict[str, str] = {
+    "ClassMap": "classes",
+    "DetectionDataset": "dataset",
+    "build_dataset": "dataset",
+    "dataset_class_map": "dataset",
+    "DatasetFormat": "formats",
+    "DatasetFormatError": "formats",
+    "DatasetLayout": "formats",
+    "detect_format": "formats",
+    "coco_ground_truth": "ground_truth",
+    "build_dataloader": "loader",
+    "collate_fn": "loader",
+    "make_train_sampler": "loader",
+    "DatasetError": "problems",
+    "Problem": "problems",
+    "build_transforms": "transforms",
+    "multi_scale_sizes": "transforms",
+    "pick_step_size": "transforms",
+    "resize_batch": "transforms",
+    "DatasetReport": "validation",
+    "SplitSummary": "validation",
+    "validate_dataset": "validation",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rfdetr.data' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"rfdetr.data.{module}"), name)
+    globals()[name] = value
+    return value

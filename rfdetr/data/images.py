@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from rfdetr.data.problems import DatasetError
+
+if TYPE_CHECKING:
+    import torch
 
 # The suffixes YOLO-style image folders are scanned for (lower case); COCO names its files itself.
 IMAGE_EXTENSIONS = frozenset(
@@ -67,6 +70,8 @@ def load_rgb(path: Path) -> torch.Tensor:
     except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         # PIL reports some corrupt files as SyntaxError/ValueError rather than OSError.
         raise DatasetError(path, f"cannot decode image ({exc})") from exc
+    import torch  # here, so that validation (header reads only) never imports torch
+
     array = np.asarray(rgb, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
