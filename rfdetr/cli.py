@@ -11,6 +11,7 @@ Exit codes: 0 success, 2 bad input (a dataset or arguments that cannot be used).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -87,6 +88,10 @@ def format_report(report: DatasetReport) -> list[str]:
 
 _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_validate,)
 
+# Sub-commands living in their own modules; each module defines ``add_parser(subparsers)`` and
+# keeps its heavy imports inside the handler.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-command per entry of :data:`_COMMANDS`."""
@@ -97,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_command in _COMMANDS:
         add_command(subparsers)
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).add_parser(subparsers)
     return parser
 
 
