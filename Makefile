@@ -9,7 +9,11 @@ EXTRAS ?= dev,onnx
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint pytest clean
+# Debian packages the tests use as real servers and browsers (installed only when missing).
+SYSTEM_PACKAGES ?= chromium prometheus-pushgateway
+SYSTEM_BINARIES ?= /usr/bin/chromium /usr/bin/prometheus-pushgateway
+
+.PHONY: help install system-deps test lint pytest clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,11 +29,20 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP) ## create .venv (if missing) and install the project with the test extras
 
+system-deps: ## install the Debian packages the tests need (root + apt-get), when missing
+	@missing=0; for b in $(SYSTEM_BINARIES); do [ -x "$$b" ] || missing=1; done; \
+	if [ $$missing = 0 ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	else \
+		echo "note: $(SYSTEM_PACKAGES) missing and cannot be installed here (needs root and apt-get); the tests that need them will be skipped with a reason"; \
+	fi
+
 lint: install ## ruff on the whole tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-pytest: install ## the test suite only
+pytest: install system-deps ## the test suite only
 	$(VENV)/bin/pytest -q
 
 test: lint pytest ## install, lint and run every test (what CI runs)
