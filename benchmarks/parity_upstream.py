@@ -16,6 +16,7 @@ Without ``--upstream-venv`` the script creates ``.upstream-venv`` beside the rep
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
 import tempfile
@@ -91,11 +92,11 @@ def compare(size: str, reference: dict) -> dict[str, float]:
     model.load_state_dict(state, strict=True)
     with torch.no_grad():
         ours = model(reference["images"])
-    return {
-        key: (ours[key] - reference[key]).abs().max().item()
-        for key in ("pred_logits", "pred_boxes", "pred_masks")
-        if key in reference
-    }
+    keys = [k for k in ("pred_logits", "pred_boxes", "pred_masks") if k in reference]
+    for key in keys:
+        scale = reference[key].abs().max().item()
+        logging.info("%s %s: max |upstream| = %.3g", size, key, scale)
+    return {key: (ours[key] - reference[key]).abs().max().item() for key in keys}
 
 
 def main() -> int:
@@ -105,6 +106,7 @@ def main() -> int:
     args = parser.parse_args()
     python = ensure_upstream_venv(args.upstream_venv)
     torch.set_num_threads(2)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
