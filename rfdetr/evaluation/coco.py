@@ -1,0 +1,334 @@
+"""COCO evaluation of a model on a dataset, with named metrics (the training loop's evaluator).
+
+Scoring happens in the library's 0-based class ids (the ground truth of
+:func:`~rfdetr.data.coco_ground_truth` uses them, and so does the model); every per-class result
+carries the dataset's **original** category id and name, taken from that ground truth's
+``source_id`` and ``name``. Summary numbers are pycocotools' own (see :mod:`.cocoeval`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from rfdetr.data.dataset import DetectionDataset
+from rfdetr.data.ground_truth import coco_ground_truth
+from rfdetr.evaluation import analysis
+from rfdetr.evaluation.cocoeval import (
+    DEFAULT_MAX_DETS,
+    Backend,
+    resolve_backend,
+    run_cocoeval,
+    run_matching,
+)
+from rfdetr.evaluation.cocoeval import summary_value as _value
+from rfdetr.evaluation.predictions import ImagePredictions, predict_dataset, to_coco_results
+from rfdetr.models.postprocess import PostProcess
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CocoMetrics:
+    """COCO summary of one IoU type (``bbox`` or ``segm``); floats in [0, 1], -1 when there is
+    no ground truth to score. AP and the area ARs count up to ``max_dets`` detections per image.
+    """
+
+    map_50_95: float
+    map_50: float
+    map_75: float
+    map_small: float
+    map_medium: float
+    map_large: float
+    ar_1: float
+    ar_10: float
+    ar_100: float
+    ar_small: float = -1.0
+    ar_medium: float = -1.0
+    ar_large: float = -1.0
+
+    def to_dict(self) -> dict[str, float]:
+        """Field name -> value."""
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+    def as_stats(self) -> list[float]:
+        """The 12 numbers in pycocotools' ``stats`` order."""
+        return list(self.to_dict().values())
+
+    @classmethod
+    def from_cocoeval(cls, coco_eval: Any) -> CocoMetrics:
+        """Read an accumulated COCOeval, as its ``summarize()`` would (without printing)."""
+        return cls(
+            map_50_95=_value(coco_eval, ap=True),
+            map_50=_value(coco_eval, ap=True, iou=0.5),
+            map_75=_value(coco_eval, ap=True, iou=0.75),
+            map_small=_value(coco_eval, ap=True, area="small"),
+            map_medium=_value(coco_eval, ap=True, area="medium"),
+            map_large=_value(coco_eval, ap=True, area="large"),
+            ar_1=_value(coco_eval, ap=False, max_dets=1),
+            ar_10=_value(coco_eval, ap=False, max_dets=10),
+            ar_100=_value(coco_eval, ap=False, max_dets=100),
+            ar_small=_value(coco_eval, ap=False, area="small"),
+            ar_medium=_value(coco_eval, ap=False, area="medium"),
+            ar_large=_value(coco_eval, ap=False, area="large"),
+        )
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """Results of one class.
+
+    Attributes:
+        class_id: the library's 0-based id (the model's label).
+        category_id: the dataset's own id (COCO category id, YOLO class id).
+        name: the class name.
+        num_gt: non-crowd ground-truth objects.
+        ap_50_95, ap_50: box AP (-1 without ground truth).
+        mask_ap_50_95, mask_ap_50: mask AP for Seg models, else None.
+        precision, recall, f1: at the chosen confidence threshold, IoU 0.5 (masks for Seg).
+    """
+
+    class_id: int
+    category_id: int
+    name: str
+    num_gt: int
+    ap_50_95: float
+    ap_50: float
+    mask_ap_50_95: float | None
+    mask_ap_50: float | None
+    precision: float
+    recall: float
+    f1: float
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Data behind the report's plots (primary IoU type, IoU 0.5).
+
+    Attributes:
+        recall_points: ``[R]`` recall values of the PR curves (COCO's 101 points).
+        pr_precision: ``[C][R]`` interpolated precision per class (-1: no ground truth).
+        thresholds: ``[S]`` confidence thresholds of the sweep.
+        macro_precision, macro_recall, macro_f1: ``[S]`` macro values per threshold.
+        class_f1: ``[C][S]`` F1 per class and threshold.
+    """
+
+    recall_points: list[float]
+    pr_precision: list[list[float]]
+    thresholds: list[float]
+    macro_precision: list[float]
+    macro_recall: list[float]
+    macro_f1: list[float]
+    class_f1: list[list[float]]
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Everything one evaluation measured.
+
+    Attributes:
+        bbox: box metrics.
+        segm: mask metrics (Seg models), else None.
+        per_class: one entry per class, in class-id order.
+        confidence_threshold: the threshold maximising macro F1 (IoU 0.5).
+        precision, recall, f1: macro values at that threshold.
+        confusion_matrix: ``[C+1][C+1]`` counts at that threshold; rows = ground truth, columns
+            = prediction, last row/column = background (see :func:`analysis.confusion_matrix`).
+        curves: PR and threshold-sweep curves for plots.
+        num_images: images evaluated.
+        max_dets: detections per image counted by COCOeval.
+        backend: ``pycocotools`` or ``faster-coco-eval``.
+    """
+
+    bbox: CocoMetrics
+    segm: CocoMetrics | None
+    per_class: tuple[ClassMetrics, ...]
+    confidence_threshold: float
+    precision: float
+    recall: float
+    f1: float
+    confusion_matrix: list[list[int]]
+    curves: Curves
+    num_images: int
+    max_dets: int
+    backend: str
+
+    @property
+    def primary(self) -> CocoMetrics:
+        """The metrics that rank models: ``segm`` for Seg models, else ``bbox``."""
+        return self.segm if self.segm is not None else self.bbox
+
+    @property
+    def iou_type(self) -> str:
+        """``segm`` or ``bbox``: the type of :attr:`primary`, the sweep and the confusion matrix."""
+        return "segm" if self.segm is not None else "bbox"
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in class-id order."""
+        return [c.name for c in self.per_class]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-able); ``segm`` is None for detection models."""
+        data = asdict(self)
+        data["iou_type"] = self.iou_type
+        data["per_class"] = [asdict(c) for c in self.per_class]
+        return data
+
+
+def score_predictions(
+    ground_truth: dict[str, Any],
+    predictions: list[ImagePredictions],
+    *,
+    segmentation: bool = False,
+    max_dets: int = DEFAULT_MAX_DETS,
+    backend: Backend = "auto",
+) -> EvaluationResult:
+    """Score detections against a COCO ground truth with 0-based category ids ``0..C-1``.
+
+    Args:
+        ground_truth: from :func:`~rfdetr.data.coco_ground_truth`; each category may carry a
+            ``source_id`` (the dataset's id, reported per class; defaults to the id).
+        predictions: per image, labels as 0-based class ids, pixel xyxy boxes.
+        segmentation: also score masks (each prediction needs ``masks``, the ground truth
+            ``segmentation``); masks then rank the model, the sweep and the confusion matrix.
+        max_dets: detections per image COCOeval counts (upstream: 500).
+        backend: COCOeval implementation (:func:`.cocoeval.resolve_backend`).
+    """
+    categories = sorted(ground_truth["categories"], key=lambda c: c["id"])
+    if [c["id"] for c in categories] != list(range(len(categories))):
+        raise ValueError("ground-truth category ids must be 0..C-1 (use coco_ground_truth)")
+    if segmentation and any(p.masks is None for p in predictions):
+        raise ValueError("segmentation=True but some predictions have no masks")
+    backend_name = resolve_backend(backend)
+    evals, results = {}, {}
+    for iou_type in ("bbox", "segm") if segmentation else ("bbox",):
+        results[iou_type] = to_coco_results(predictions, segmentation=iou_type == "segm")
+        evals[iou_type] = run_cocoeval(
+            ground_truth, results[iou_type], iou_type, max_dets=max_dets, backend=backend_name
+        )
+    primary_type = "segm" if segmentation else "bbox"
+    primary = evals[primary_type]
+    # faster-coco-eval keeps its per-image matches out of reach: match once more for the sweep
+    matches = primary
+    if backend_name != "pycocotools":
+        matches = run_matching(ground_truth, results[primary_type], primary_type, max_dets=max_dets)
+    sweep = analysis.sweep_thresholds(matches)
+    best = sweep.best_index
+    return EvaluationResult(
+        bbox=CocoMetrics.from_cocoeval(evals["bbox"]),
+        segm=CocoMetrics.from_cocoeval(evals["segm"]) if segmentation else None,
+        per_class=_per_class(categories, ground_truth, evals, sweep),
+        confidence_threshold=sweep.best_threshold,
+        precision=float(sweep.macro_precision[best]),
+        recall=float(sweep.macro_recall[best]),
+        f1=float(sweep.macro_f1[best]),
+        confusion_matrix=analysis.confusion_matrix(matches, sweep.best_threshold).tolist(),
+        curves=_curves(primary, sweep),
+        num_images=len(ground_truth["images"]),
+        max_dets=max_dets,
+        backend=backend_name,
+    )
+
+
+def _per_class(
+    categories: list[dict[str, Any]],
+    ground_truth: dict[str, Any],
+    evals: dict[str, Any],
+    sweep: analysis.ThresholdSweep,
+) -> tuple[ClassMetrics, ...]:
+    """One ClassMetrics per category; ``category_id`` is the dataset's id (``source_id``)."""
+    box_ap, box_ap50 = analysis.per_class_ap(evals["bbox"])
+    mask_ap, mask_ap50 = analysis.per_class_ap(evals["segm"]) if "segm" in evals else (None, None)
+    total_gt = analysis.count_ground_truth(ground_truth)
+    best = sweep.best_index
+    return tuple(
+        ClassMetrics(
+            class_id=k,
+            category_id=int(c.get("source_id", c["id"])),
+            name=str(c["name"]),
+            num_gt=int(total_gt[k]),
+            ap_50_95=box_ap[k],
+            ap_50=box_ap50[k],
+            mask_ap_50_95=None if mask_ap is None else mask_ap[k],
+            mask_ap_50=None if mask_ap50 is None else mask_ap50[k],
+            precision=float(sweep.precision[k, best]),
+            recall=float(sweep.recall[k, best]),
+            f1=float(sweep.f1[k, best]),
+        )
+        for k, c in enumerate(categories)
+    )
+
+
+def _curves(primary: Any, sweep: analysis.ThresholdSweep) -> Curves:
+    recall_points, pr_precision = analysis.pr_curves(primary)
+    return Curves(
+        recall_points=recall_points,
+        pr_precision=pr_precision,
+        thresholds=sweep.thresholds.tolist(),
+        macro_precision=sweep.macro_precision.tolist(),
+        macro_recall=sweep.macro_recall.tolist(),
+        macro_f1=sweep.macro_f1.tolist(),
+        class_f1=sweep.f1.tolist(),
+    )
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: DetectionDataset,
+    *,
+    postprocess: PostProcess,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4,
+    num_workers: int = 0,
+    segmentation: bool = False,
+    max_dets: int = DEFAULT_MAX_DETS,
+    backend: Backend = "auto",
+) -> EvaluationResult:
+    """COCO-evaluate ``model`` on a validation ``dataset`` (built with ``train=False``).
+
+    Runs the model (an ``RFDETR``, or anything with its outputs) in eval mode, batched, under
+    ``torch.inference_mode`` on ``device`` (it is moved there; its train/eval mode is restored
+    afterwards); ``postprocess`` scales detections to original image size; COCOeval scores them
+    against :func:`~rfdetr.data.coco_ground_truth` (crowd regions kept: detections on them are
+    ignored, not false positives). ``segmentation`` also scores masks (Seg models, with a
+    dataset built with ``segmentation=True``). ``max_dets`` and ``backend``: see
+    :func:`score_predictions`.
+
+    Raises:
+        ValueError: ``segmentation`` is asked of a dataset or model without masks.
+    """
+    if segmentation and not dataset.segmentation:
+        raise ValueError("segmentation=True needs a dataset built with segmentation=True")
+    was_training = model.training
+    try:
+        predictions = predict_dataset(
+            model,
+            dataset,
+            postprocess=postprocess,
+            device=device,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            segmentation=segmentation,
+        )
+    finally:
+        model.train(was_training)
+    result = score_predictions(
+        coco_ground_truth(dataset),
+        predictions,
+        segmentation=segmentation,
+        max_dets=max_dets,
+        backend=backend,
+    )
+    logger.debug(
+        "%s: mAP50:95 %.4f, mAP50 %.4f over %d images",
+        result.iou_type,
+        result.primary.map_50_95,
+        result.primary.map_50,
+        result.num_images,
+    )
+    return result

@@ -1,0 +1,172 @@
+"""COCOeval runs: pycocotools (or faster-coco-eval when installed) with named summary numbers.
+
+Every summary number is read from COCOeval's accumulated ``precision`` / ``recall`` arrays the
+same way pycocotools' ``summarize()`` reads them, so they are identical to ``stats`` without the
+printing. The one difference from stock ``summarize()`` is upstream RF-DETR's: the AP numbers
+and the area-range ARs use the largest ``maxDets`` (500 by default, not 100), so a model that
+keeps 300 detections per image is not cut at 100. AR@1/10/100 are always reported as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from typing import Any, Literal
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "pycocotools", "faster-coco-eval"]
+IouType = Literal["bbox", "segm"]
+
+DEFAULT_MAX_DETS = 500  # upstream RF-DETR's eval_max_dets
+
+
+def faster_available() -> bool:
+    """True when the optional ``faster-coco-eval`` package can be imported."""
+    try:
+        import faster_coco_eval  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: Backend) -> str:
+    """The backend to use: ``auto`` picks faster-coco-eval when installed."""
+    if backend == "auto":
+        return "faster-coco-eval" if faster_available() else "pycocotools"
+    if backend == "faster-coco-eval" and not faster_available():
+        raise ValueError(
+            "backend 'faster-coco-eval' is not installed; pip install faster-coco-eval, "
+            "or use backend='pycocotools'"
+        )
+    if backend not in ("pycocotools", "faster-coco-eval"):
+        raise ValueError(
+            f"unknown COCO backend {backend!r}; use auto, pycocotools or faster-coco-eval"
+        )
+    return backend
+
+
+def _classes(backend: str) -> tuple[Any, Any]:
+    if backend == "faster-coco-eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return COCO, COCOeval
+
+
+def max_dets_list(max_dets: int) -> list[int]:
+    """COCOeval ``maxDets``: 1, 10, 100 and ``max_dets`` (>= 100), ascending."""
+    if max_dets < 100:
+        raise ValueError(f"max_dets must be at least 100 (AR@100 is reported), got {max_dets}")
+    return sorted({1, 10, 100, max_dets})
+
+
+def run_cocoeval(
+    ground_truth: dict[str, Any],
+    results: list[dict[str, Any]],
+    iou_type: IouType,
+    *,
+    max_dets: int = DEFAULT_MAX_DETS,
+    backend: Backend = "auto",
+) -> Any:
+    """Evaluate and accumulate one IoU type; returns the COCOeval object.
+
+    Args:
+        ground_truth: a COCO dict (``images``, ``annotations``, ``categories``); crowd kept.
+        results: COCO result dicts (``image_id``, ``category_id``, ``bbox`` xywh pixels,
+            ``score``, and ``segmentation`` RLE for ``segm``), category ids as in
+            ``ground_truth``.
+        iou_type: ``bbox`` or ``segm``.
+        max_dets: detections per image counted, by score (upstream: 500).
+        backend: ``pycocotools``, ``faster-coco-eval`` or ``auto``.
+    """
+    name = resolve_backend(backend)
+    coco_cls, eval_cls = _classes(name)
+    # pycocotools prints progress to stdout; a library logs instead.
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = coco_cls()
+        coco_gt.dataset = ground_truth
+        coco_gt.createIndex()
+        coco_dt = _load_results(coco_cls, coco_gt, results)
+        extra = {"print_function": logger.debug} if name == "faster-coco-eval" else {}
+        coco_eval = eval_cls(coco_gt, coco_dt, iou_type, **extra)
+        coco_eval.params.maxDets = max_dets_list(max_dets)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    logger.debug("%s %s: %d detections scored", name, iou_type, len(results))
+    return coco_eval
+
+
+def run_matching(
+    ground_truth: dict[str, Any],
+    results: list[dict[str, Any]],
+    iou_type: IouType,
+    *,
+    max_dets: int = DEFAULT_MAX_DETS,
+) -> Any:
+    """pycocotools' per-image matching (``evalImgs``) at IoU 0.5, area ``all`` only.
+
+    faster-coco-eval keeps its per-image matches in C++, out of Python's reach; the confidence
+    sweep and the confusion matrix then read this cheaper pass (one IoU, one area range), which
+    matches detections exactly as the full evaluation does.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = ground_truth
+        coco_gt.createIndex()
+        coco_eval = COCOeval(coco_gt, _load_results(COCO, coco_gt, results), iou_type)
+        coco_eval.params.maxDets = [max_dets]
+        coco_eval.params.iouThrs = np.array([0.5])
+        coco_eval.params.areaRng = [coco_eval.params.areaRng[0]]
+        coco_eval.params.areaRngLbl = ["all"]
+        coco_eval.evaluate()
+    return coco_eval
+
+
+def _load_results(coco_cls: Any, coco_gt: Any, results: list[dict[str, Any]]) -> Any:
+    if results:
+        return coco_gt.loadRes(results)
+    # loadRes cannot take an empty list; an empty result set scores 0 AP on every class.
+    empty = coco_cls()
+    empty.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "categories": list(coco_gt.dataset["categories"]),
+        "annotations": [],
+    }
+    empty.createIndex()
+    return empty
+
+
+def summary_value(
+    coco_eval: Any,
+    *,
+    ap: bool,
+    iou: float | None = None,
+    area: str = "all",
+    max_dets: int | None = None,
+) -> float:
+    """One summary number, exactly as pycocotools' ``summarize()`` computes it.
+
+    The mean of the accumulated precision (``ap``) or recall over every IoU threshold (or just
+    ``iou``), every class and, for precision, every recall point, ignoring -1 entries; -1 when
+    no entry is valid (no ground truth). ``max_dets`` None means the largest ``maxDets``.
+    """
+    params = coco_eval.params
+    area_index = list(params.areaRngLbl).index(area)
+    dets = params.maxDets[-1] if max_dets is None else max_dets
+    det_index = list(params.maxDets).index(dets)
+    values = coco_eval.eval["precision" if ap else "recall"]
+    if iou is not None:
+        values = values[np.where(np.isclose(params.iouThrs, iou))[0]]
+    values = values[..., area_index, det_index]
+    valid = values[values > -1]
+    return float(np.mean(valid)) if valid.size else -1.0

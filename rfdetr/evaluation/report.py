@@ -1,0 +1,309 @@
+"""The evaluation report: ``metrics.json``, ``report.md`` and a self-contained ``report.html``.
+
+The HTML page embeds every chart and sample image as a base64 ``data:`` URI, so it is one file
+that opens anywhere (a browser, the Kubeflow UI, an e-mail attachment). The charts are also
+written as PNG files under ``plots/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Mapping
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from rfdetr.evaluation import plots
+from rfdetr.evaluation.coco import CocoMetrics, EvaluationResult
+from rfdetr.evaluation.samples import MAX_DRAWN, SampleImage
+
+logger = logging.getLogger(__name__)
+
+_SUMMARY_ROWS = (
+    ("map_50_95", "mAP 50:95"),
+    ("map_50", "mAP 50"),
+    ("map_75", "mAP 75"),
+    ("map_small", "mAP small"),
+    ("map_medium", "mAP medium"),
+    ("map_large", "mAP large"),
+    ("ar_1", "AR @1"),
+    ("ar_10", "AR @10"),
+    ("ar_100", "AR @100"),
+    ("ar_small", "AR small"),
+    ("ar_medium", "AR medium"),
+    ("ar_large", "AR large"),
+)
+_CHARTS = (
+    ("per_class_ap", "Per-class AP", plots.per_class_ap_chart),
+    ("pr_curves", "Precision-recall curves", plots.pr_curves_chart),
+    ("f1_confidence", "F1 versus confidence", plots.f1_confidence_chart),
+    ("confusion_matrix", "Confusion matrix", plots.confusion_matrix_chart),
+)
+
+
+def fmt(value: float | None) -> str:
+    """A metric for a table: 3 decimals, ``n/a`` for -1 (nothing to score) or None."""
+    return "n/a" if value is None or value < 0 else f"{value:.3f}"
+
+
+def write_report(
+    result: EvaluationResult,
+    output_dir: str | Path,
+    *,
+    samples: list[SampleImage] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``metrics.json``, ``report.md``, ``report.html`` and ``plots/*.png``.
+
+    Args:
+        result: what to report.
+        output_dir: folder to write into (created).
+        samples: drawn sample images for the HTML page.
+        meta: context shown at the top and stored in ``metrics.json`` (model, dataset, split...).
+
+    Returns:
+        ``{"metrics": ..., "markdown": ..., "html": ..., <chart name>: ...}`` paths.
+    """
+    out = Path(output_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    meta = dict(meta or {})
+    paths: dict[str, Path] = {}
+    charts: list[tuple[str, str, bytes]] = []
+    for key, title, draw in _CHARTS:
+        png = draw(result)
+        paths[key] = out / "plots" / f"{key}.png"
+        paths[key].write_bytes(png)
+        charts.append((key, title, png))
+    paths["metrics"] = out / "metrics.json"
+    paths["metrics"].write_text(json.dumps({"meta": meta, **result.to_dict()}, indent=2))
+    paths["markdown"] = out / "report.md"
+    paths["markdown"].write_text(markdown_report(result, meta))
+    paths["html"] = out / "report.html"
+    paths["html"].write_text(html_report(result, meta, charts, samples or []), encoding="utf-8")
+    logger.info("evaluation report written to %s", paths["html"])
+    return paths
+
+
+def _summary_columns(result: EvaluationResult) -> list[tuple[str, CocoMetrics]]:
+    columns = [("box", result.bbox)]
+    if result.segm is not None:
+        columns.append(("mask", result.segm))
+    return columns
+
+
+def markdown_report(result: EvaluationResult, meta: Mapping[str, Any]) -> str:
+    """The summary and per-class tables in Markdown."""
+    columns = _summary_columns(result)
+    lines = ["# Evaluation report", ""]
+    lines += [f"- **{k}**: {v}" for k, v in meta.items()]
+    lines += [
+        f"- **images**: {result.num_images}, **max detections per image**: {result.max_dets}",
+        f"- **confidence threshold** (max macro F1, IoU 0.5, {result.iou_type}): "
+        f"{result.confidence_threshold:.2f} -> precision {result.precision:.3f}, "
+        f"recall {result.recall:.3f}, F1 {result.f1:.3f}",
+        "",
+        "## COCO metrics",
+        "",
+        "| metric | " + " | ".join(name for name, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for key, label in _SUMMARY_ROWS:
+        values = " | ".join(fmt(getattr(m, key)) for _, m in columns)
+        lines.append(f"| {label} | {values} |")
+    header = _class_header(result)
+    lines += ["", "## Per class", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---" if h == "name" else "---:" for h in header) + "|")
+    for c in result.per_class:
+        cells = [cell.replace("|", "\\|") for cell in _class_cells(result, c)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *_confusion_md(result), "## Charts", ""]
+    lines += [f"![{title}](plots/{key}.png)" for key, title, _ in _CHARTS]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _confusion_md(result: EvaluationResult) -> list[str]:
+    """The confusion matrix as a table (rows: true class, columns: predicted)."""
+    labels = [n.replace("|", "\\|") for n in result.class_names] + ["background"]
+    lines = [
+        f"## Confusion matrix (confidence {result.confidence_threshold:.2f}, IoU 0.5)",
+        "",
+        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+    for label, row in zip(labels, result.confusion_matrix, strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    return [*lines, ""]
+
+
+def _class_header(result: EvaluationResult) -> list[str]:
+    head = ["id", "dataset id", "name", "objects", "box AP50:95", "box AP50"]
+    if result.segm is not None:
+        head += ["mask AP50:95", "mask AP50"]
+    return [*head, "precision", "recall", "F1"]
+
+
+def _class_cells(result: EvaluationResult, c: Any) -> list[str]:
+    cells = [
+        str(c.class_id),
+        str(c.category_id),
+        c.name,
+        str(c.num_gt),
+        fmt(c.ap_50_95),
+        fmt(c.ap_50),
+    ]
+    if result.segm is not None:
+        cells += [fmt(c.mask_ap_50_95), fmt(c.mask_ap_50)]
+    if c.num_gt == 0:
+        return cells + ["n/a"] * 3
+    return [*cells, fmt(c.precision), fmt(c.recall), fmt(c.f1)]
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def html_report(
+    result: EvaluationResult,
+    meta: Mapping[str, Any],
+    charts: list[tuple[str, str, bytes]],
+    samples: list[SampleImage],
+) -> str:
+    """The self-contained HTML page (inline CSS, images as data URIs, no scripts)."""
+    return _PAGE.format(
+        cards=_cards_html(result),
+        meta=_meta_html(result, meta),
+        summary=_summary_html(result),
+        per_class=_per_class_html(result),
+        charts="".join(_figure_html(title, png, "chart") for _, title, png in charts),
+        samples=_samples_html(result, samples),
+        iou_type=result.iou_type,
+        threshold=f"{result.confidence_threshold:.2f}",
+    )
+
+
+def _cards_html(result: EvaluationResult) -> str:
+    primary = result.primary
+    kind = "mask" if result.segm is not None else "box"
+    cards = [
+        (f"{kind} mAP 50:95", fmt(primary.map_50_95)),
+        (f"{kind} mAP 50", fmt(primary.map_50)),
+        ("best confidence", f"{result.confidence_threshold:.2f}"),
+        ("precision", fmt(result.precision)),
+        ("recall", fmt(result.recall)),
+        ("F1", fmt(result.f1)),
+    ]
+    return "".join(
+        f'<div class="card"><div class="value">{v}</div><div class="label">{escape(k)}</div></div>'
+        for k, v in cards
+    )
+
+
+def _meta_html(result: EvaluationResult, meta: Mapping[str, Any]) -> str:
+    rows = [*((str(k), str(v)) for k, v in meta.items()), ("images", str(result.num_images))]
+    rows.append(("COCO backend", f"{result.backend}, maxDets {result.max_dets}"))
+    return "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+
+
+def _row(cells: list[str], tag: str = "td", name_column: int | None = None) -> str:
+    return (
+        "<tr>"
+        + "".join(
+            f'<{tag} class="{"name" if i == name_column else "num"}">{escape(v)}</{tag}>'
+            for i, v in enumerate(cells)
+        )
+        + "</tr>"
+    )
+
+
+def _summary_html(result: EvaluationResult) -> str:
+    columns = _summary_columns(result)
+    rows = [_row(["metric", *(n for n, _ in columns)], "th", name_column=0)]
+    for key, label in _SUMMARY_ROWS:
+        values = [fmt(getattr(m, key)) for _, m in columns]
+        rows.append(_row([label, *values], name_column=0))
+    return "".join(rows)
+
+
+def _per_class_html(result: EvaluationResult) -> str:
+    rows = [_row(_class_header(result), "th", name_column=2)]
+    rows += [_row(_class_cells(result, c), name_column=2) for c in result.per_class]
+    return "".join(rows)
+
+
+def _figure_html(caption: str, png: bytes, kind: str) -> str:
+    return (
+        f'<figure class="{kind}"><img alt="{escape(caption)}" src="{_data_uri(png)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
+
+
+def _samples_html(result: EvaluationResult, samples: list[SampleImage]) -> str:
+    if not samples:
+        return ""
+    figures = "".join(
+        _figure_html(
+            f"{s.file_name}: {s.num_gt} objects, {s.num_predicted} predicted", s.png, "sample"
+        )
+        for s in samples
+    )
+    return (
+        "<h2>Sample images</h2><p class='note'>Left: ground truth. Right: predictions scoring at "
+        f"least {result.confidence_threshold:.2f} (at most {MAX_DRAWN} per image).</p>"
+        f'<div class="samples">{figures}</div>'
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>RF-DETR evaluation report</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
+  background: #f4f6f9; color: #1f2933; }}
+header {{ background: #1f2a44; color: white; padding: 18px 32px; }}
+header h1 {{ margin: 0; font-size: 22px; }}
+main {{ padding: 20px 32px 40px; max-width: 1400px; }}
+h2 {{ font-size: 18px; margin: 28px 0 10px; border-bottom: 2px solid #d8dee6;
+  padding-bottom: 4px; }}
+.cards {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+.card {{ background: white; border-radius: 8px; padding: 12px 18px; min-width: 120px;
+  box-shadow: 0 1px 3px rgba(0,0,0,.12); }}
+.card .value {{ font-size: 26px; font-weight: 600; color: #1f4e8c; }}
+.card .label {{ font-size: 13px; color: #5b6673; }}
+.tables {{ display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }}
+table {{ border-collapse: collapse; background: white; box-shadow: 0 1px 3px rgba(0,0,0,.12);
+  font-size: 13px; }}
+th, td {{ padding: 5px 10px; border-bottom: 1px solid #e6e9ee; text-align: left; }}
+th.num {{ text-align: right; }}
+th {{ background: #eef1f5; font-weight: 600; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 16px; }}
+figure {{ margin: 0; background: white; border-radius: 8px; padding: 10px;
+  box-shadow: 0 1px 3px rgba(0,0,0,.12); }}
+figure img {{ max-width: 100%; height: auto; display: block; margin: 0 auto; }}
+figcaption {{ font-size: 12px; color: #5b6673; margin-top: 6px; text-align: center; }}
+.samples {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr));
+  gap: 14px; }}
+.note {{ color: #5b6673; font-size: 13px; }}
+</style></head>
+<body>
+<header><h1>RF-DETR evaluation report</h1></header>
+<main>
+<div class="cards">{cards}</div>
+<h2>Run</h2>
+<table class="meta">{meta}</table>
+<div class="tables">
+<div><h2>COCO metrics</h2><table>{summary}</table></div>
+<div><h2>Per class</h2>
+<p class="note">Precision, recall and F1 at confidence {threshold} (IoU 0.5, {iou_type});
+"dataset id" is the class id in the dataset's own files.</p>
+<table>{per_class}</table></div>
+</div>
+<h2>Charts</h2>
+<div class="charts">{charts}</div>
+{samples}
+</main></body></html>
+"""

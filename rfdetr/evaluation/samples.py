@@ -1,0 +1,141 @@
+"""Sample images for the report: ground truth and predictions drawn with supervision."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import supervision as sv
+from PIL import Image, ImageDraw, ImageFont
+
+from rfdetr.data.dataset import DetectionDataset
+from rfdetr.evaluation.predictions import ImagePredictions
+
+PANEL_SIDE = 360  # longer side of each drawn panel, in pixels: readable labels for any image
+MAX_DRAWN = 50  # predictions drawn per image at most (highest scores first)
+_CAPTION = 26
+
+
+@dataclass(frozen=True)
+class SampleImage:
+    """One drawn sample: a PNG of ground truth (left) and predictions (right) side by side."""
+
+    image_id: int
+    file_name: str
+    png: bytes
+    num_gt: int
+    num_predicted: int
+
+
+def pick_samples(count: int, total: int) -> list[int]:
+    """``count`` dataset indices spread evenly over ``total`` images (deterministic)."""
+    if count <= 0 or total <= 0:
+        return []
+    return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
+
+
+def draw_samples(
+    dataset: DetectionDataset,
+    predictions: list[ImagePredictions],
+    class_names: list[str],
+    threshold: float,
+    count: int = 12,
+) -> list[SampleImage]:
+    """Draw ``count`` images of ``dataset`` with their ground truth and the predictions scoring
+    ``>= threshold`` (masks too for Seg models); ``predictions[i]`` belongs to item ``i``."""
+    samples = []
+    for index in pick_samples(count, len(predictions)):
+        image, target = dataset.load_raw(index)
+        rgb = image.permute(1, 2, 0).numpy()
+        truth = _truth_detections(target, dataset.segmentation)
+        predicted = _predicted_detections(predictions[index], threshold)
+        left = _draw(rgb, truth, class_names, "ground truth", scores=False)
+        right = _draw(rgb, predicted, class_names, f"predictions >= {threshold:.2f}", scores=True)
+        canvas = Image.new("RGB", (left.width + right.width + 8, left.height), "white")
+        canvas.paste(left, (0, 0))
+        canvas.paste(right, (left.width + 8, 0))
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="PNG", optimize=True)
+        samples.append(
+            SampleImage(
+                image_id=predictions[index].image_id,
+                file_name=dataset.source.image_path(index).name,
+                png=buffer.getvalue(),
+                num_gt=len(truth),
+                num_predicted=len(predicted),
+            )
+        )
+    return samples
+
+
+def _truth_detections(target: dict, segmentation: bool) -> sv.Detections:
+    boxes = target["boxes"].numpy().astype(np.float32).reshape(-1, 4)
+    masks = target.get("masks")
+    return sv.Detections(
+        xyxy=boxes,
+        class_id=target["labels"].numpy().astype(int),
+        mask=masks.numpy().astype(bool) if segmentation and masks is not None else None,
+    )
+
+
+def _predicted_detections(pred: ImagePredictions, threshold: float) -> sv.Detections:
+    keep = np.flatnonzero(pred.scores >= threshold)[:MAX_DRAWN]
+    masks = pred.decoded_masks() if pred.masks is not None else None
+    return sv.Detections(
+        xyxy=pred.boxes[keep].reshape(-1, 4),
+        confidence=pred.scores[keep],
+        class_id=pred.labels[keep].astype(int),
+        mask=masks[keep] if masks is not None else None,
+    )
+
+
+def _draw(
+    rgb: np.ndarray, detections: sv.Detections, names: list[str], caption: str, *, scores: bool
+) -> Image.Image:
+    height, width = rgb.shape[:2]
+    scale = PANEL_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    scene = Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR)
+    if len(detections):
+        detections = _scaled(detections, scale, size)
+        if detections.mask is not None:
+            scene = sv.MaskAnnotator(opacity=0.45).annotate(scene, detections)
+        scene = sv.BoxAnnotator(thickness=2).annotate(scene, detections)
+        labels = [
+            f"{names[c] if c < len(names) else c}" + (f" {s:.2f}" if scores else "")
+            for c, s in zip(detections.class_id, _confidences(detections), strict=True)
+        ]
+        scene = sv.LabelAnnotator(text_scale=0.45, text_padding=4).annotate(
+            scene, detections, labels=labels
+        )
+    framed = Image.new("RGB", (scene.width, scene.height + _CAPTION), "white")
+    framed.paste(scene, (0, _CAPTION))
+    font = ImageFont.load_default(size=15)
+    ImageDraw.Draw(framed).text(
+        (4, 4), f"{caption} ({len(detections)})", fill=(40, 40, 40), font=font
+    )
+    return framed
+
+
+def _confidences(detections: sv.Detections) -> np.ndarray:
+    if detections.confidence is None:
+        return np.zeros(len(detections))
+    return detections.confidence
+
+
+def _scaled(detections: sv.Detections, scale: float, size: tuple[int, int]) -> sv.Detections:
+    mask = None
+    if detections.mask is not None:
+        mask = np.stack(
+            [
+                np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(size)) > 127
+                for m in detections.mask
+            ]
+        )
+    return sv.Detections(
+        xyxy=detections.xyxy * scale,
+        confidence=detections.confidence,
+        class_id=detections.class_id,
+        mask=mask,
+    )
