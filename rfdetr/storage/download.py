@@ -1,0 +1,259 @@
+"""Verified downloads from an S3-API object store.
+
+Objects are streamed to a temp file next to the target and renamed only after the size, the
+ETag (plain MD5; multipart when a plausible part size reproduces it; skipped for encrypted
+objects, whose ETags are not MD5s) and the ``x-amz-meta-sha256`` metadata (when present) match,
+and, when the prefix has a ``manifest.json``, every file matches it (no missing, extra or altered
+file). Keys that would escape the target folder are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rfdetr.storage.config import ObjectStore, s3_errors
+from rfdetr.storage.errors import IntegrityError, ObjectNotFoundError, StorageError, UnsafeKeyError
+from rfdetr.storage.manifest import (
+    CHUNK_SIZE,
+    MANIFEST_NAME,
+    MIB,
+    Manifest,
+    compare_digests,
+    digest_file,
+    part_size_for,
+    read_local_manifest,
+)
+from rfdetr.storage.upload import (
+    SHA256_HEADER,
+    clean_etag,
+    object_uri,
+    require_bucket,
+    resolve_store,
+)
+from rfdetr.storage.uris import ObjectURI, is_object_uri, parse_uri, relative_key
+
+logger = logging.getLogger(__name__)
+
+_ENCRYPTION_HEADERS = (
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-server-side-encryption-aws-kms-key-id",
+)
+# Part sizes other common clients use; tried to verify a multipart ETag we did not create.
+_COMMON_PART_SIZES = (
+    5 * MIB,
+    8 * MIB,
+    10 * MIB,
+    15 * MIB,
+    16 * MIB,
+    32 * MIB,
+    64 * MIB,
+    100 * MIB,
+    128 * MIB,
+)
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """Files written under ``local_dir`` (relative ``/`` paths) and the prefix's manifest."""
+
+    uri: str
+    local_dir: Path
+    files: tuple[str, ...]
+    total_bytes: int
+    manifest: Manifest | None
+
+
+def _multipart_matches(path: Path, etag: str) -> bool | None:
+    """Whether some plausible part size reproduces the multipart ``etag`` (None: none fits)."""
+    parts = int(etag.rsplit("-", 1)[1])
+    size = path.stat().st_size
+    candidates = {part_size_for(size), *_COMMON_PART_SIZES, -(-size // parts // MIB) * MIB}
+    tried = False
+    for part in sorted(c for c in candidates if c > 0 and -(-size // c) == parts):
+        tried = True
+        if digest_file(path, part).etag == etag:
+            return True
+    return False if tried else None
+
+
+def _check_etag(etag: str, md5_hex: str, path: Path, headers: Any, where: str) -> str:
+    """Compare the server ETag with the downloaded bytes; returns the check used."""
+    encrypted = any(headers.get(name) for name in _ENCRYPTION_HEADERS) or (
+        (headers.get("x-amz-server-side-encryption") or "").startswith("aws:kms")
+    )
+    if encrypted:
+        return "size"  # ETags of SSE-KMS / SSE-C objects are not MD5s of the data
+    if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag):
+        if etag != md5_hex:
+            raise IntegrityError(f"{where}: downloaded bytes do not match the ETag (MD5) {etag}")
+        return "etag"
+    if "-" in etag and etag.rsplit("-", 1)[1].isdigit():
+        if _multipart_matches(path, etag):
+            return "etag"
+        # Unknown part size (or an altered object): the sha256 metadata or manifest decides.
+        logger.debug("%s: no known part size reproduces the multipart ETag %s", where, etag)
+    return "size"
+
+
+def _download_object(
+    store: ObjectStore, target: ObjectURI, dest: Path, expected_size: int | None
+) -> tuple[int, str]:
+    """Stream one object to ``dest`` atomically after verification; returns (size, sha256)."""
+    if dest.is_dir():
+        raise StorageError(f"{target}: cannot write {dest}: a folder is in the way")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
+        with os.fdopen(fd, "wb") as handle, s3_errors(store, "downloading", target):
+            response = store.client.get_object(target.bucket, target.key)
+            try:
+                headers = response.headers
+                for chunk in response.stream(CHUNK_SIZE):
+                    handle.write(chunk)
+                    sha.update(chunk)
+                    md5.update(chunk)
+                    size += len(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+        if expected_size is not None and size != expected_size:
+            raise IntegrityError(
+                f"{target}: downloaded {size} bytes, the listing says {expected_size}"
+            )
+        check = _check_etag(
+            clean_etag(headers.get("ETag")), md5.hexdigest(), tmp, headers, str(target)
+        )
+        stored_sha = headers.get(SHA256_HEADER)
+        if stored_sha is not None:
+            if stored_sha.lower() != sha.hexdigest():
+                raise IntegrityError(f"{target}: downloaded bytes do not match its sha256 metadata")
+            check = "sha256"
+        if check == "size":
+            logger.info(
+                "%s: ETag not verifiable and no sha256 metadata; verified the size only", target
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size, sha.hexdigest()
+
+
+def download_file(
+    uri: str | ObjectURI, path: str | os.PathLike[str], *, store: ObjectStore | None = None
+) -> Path:
+    """Download the object ``uri`` to ``path`` (verified, atomic); returns the path."""
+    target = object_uri(uri)
+    _download_object(resolve_store(store), target, Path(path), None)
+    return Path(path)
+
+
+def _plan(store: ObjectStore, prefix: ObjectURI) -> list[tuple[str, str, int]]:
+    """(key, relative path, size) of every object under ``prefix``, all keys checked first."""
+    with s3_errors(store, "listing", prefix):
+        objects = list(
+            store.client.list_objects(prefix.bucket, prefix=prefix.prefix, recursive=True)
+        )
+    plan = []
+    for obj in objects:
+        key = obj.object_name
+        if key.endswith("/") and not obj.size:  # folder marker written by some tools
+            continue
+        plan.append((key, relative_key(prefix, key), int(obj.size)))
+    rels = {rel for _, rel, _ in plan}
+    for rel in rels:  # "a" and "a/b" cannot both be files
+        parent = rel.rsplit("/", 1)[0] if "/" in rel else None
+        while parent:
+            if parent in rels:
+                raise UnsafeKeyError(
+                    f"{prefix}: key {parent!r} is both a file and a folder of {rel!r}"
+                )
+            parent = parent.rsplit("/", 1)[0] if "/" in parent else None
+    if not plan:
+        single = bool(prefix.key) and exists(prefix, store=store)
+        hint = "; it names one object: use download_file" if single else ""
+        raise ObjectNotFoundError(f"{prefix}: no objects under this prefix at {store.url}{hint}")
+    return sorted(plan, key=lambda item: item[1])
+
+
+def download_prefix(
+    uri: str | ObjectURI, local_dir: str | os.PathLike[str], *, store: ObjectStore | None = None
+) -> DownloadResult:
+    """Download every object under the prefix ``uri`` into ``local_dir``, verifying each.
+
+    Keys escaping the prefix (``..``, absolute, empty segments) are refused before any file is
+    written. When the prefix has a ``manifest.json``, the downloaded files must match it exactly
+    (no missing, extra or altered file). Files already in ``local_dir`` are overwritten only when
+    an object has the same path; others are left alone.
+    """
+    prefix, root = parse_uri(uri), Path(local_dir)
+    store = resolve_store(store)
+    require_bucket(store, prefix)
+    plan = _plan(store, prefix)
+    root.mkdir(parents=True, exist_ok=True)
+    digests: dict[str, tuple[int, str]] = {}
+    for key, rel, size in plan:
+        digests[rel] = _download_object(
+            store, ObjectURI(prefix.scheme, prefix.bucket, key), root / rel, size
+        )
+    manifest = None
+    if MANIFEST_NAME in digests:
+        manifest = read_local_manifest(root / MANIFEST_NAME)
+        compare_digests(
+            manifest, {k: v for k, v in digests.items() if k != MANIFEST_NAME}, str(prefix), True
+        )
+    total = sum(size for size, _ in digests.values())
+    logger.info(
+        "downloaded %d object(s), %d bytes, from %s to %s (verified)",
+        len(plan),
+        total,
+        prefix,
+        root,
+    )
+    return DownloadResult(str(prefix), root, tuple(digests), total, manifest)
+
+
+def read_bytes(
+    uri: str | ObjectURI, *, store: ObjectStore | None = None, max_bytes: int = 64 * MIB
+) -> bytes:
+    """The content of a (small) object, verified like a download."""
+    target, store = object_uri(uri), resolve_store(store)
+    with s3_errors(store, "reading", target):
+        size = store.client.stat_object(target.bucket, target.key).size
+    if size > max_bytes:
+        raise StorageError(
+            f"{target}: {size} bytes is over the {max_bytes}-byte limit of read_bytes"
+        )
+    with tempfile.TemporaryDirectory(prefix="rfdetr-read-") as tmp:
+        dest = Path(tmp, "object")
+        _download_object(store, target, dest, size)
+        return dest.read_bytes()
+
+
+def exists(uri: str | ObjectURI, *, store: ObjectStore | None = None) -> bool:
+    """Whether the object ``uri`` exists (its bucket must exist)."""
+    target, store = object_uri(uri), resolve_store(store)
+    try:
+        with s3_errors(store, "checking", target):
+            store.client.stat_object(target.bucket, target.key)
+    except ObjectNotFoundError:
+        return False
+    return True
+
+
+def read_manifest(source: str | os.PathLike[str], *, store: ObjectStore | None = None) -> Manifest:
+    """Read a manifest from a local folder/file or from an object-store prefix or object URI."""
+    if not is_object_uri(source):
+        return read_local_manifest(source)
+    target = parse_uri(os.fspath(source))
+    if target.name != MANIFEST_NAME:
+        target = target.child(MANIFEST_NAME)
+    return Manifest.from_json(read_bytes(target, store=store), str(target))

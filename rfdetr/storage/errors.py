@@ -1,0 +1,39 @@
+"""Exceptions of :mod:`rfdetr.storage`; every message is one line naming the URI or file."""
+
+from __future__ import annotations
+
+
+class StorageError(RuntimeError):
+    """Base of every object-store error."""
+
+
+class InvalidURIError(StorageError, ValueError):
+    """A malformed ``s3://`` / ``minio://`` URI (bad input: CLIs exit with code 2)."""
+
+
+class StorageConfigError(StorageError):
+    """The endpoint or the credentials are missing or invalid in the environment."""
+
+
+class StorageUnavailableError(StorageError):
+    """The endpoint cannot be reached (refused, timed out, DNS)."""
+
+
+class StorageAuthError(StorageError):
+    """The server rejected the credentials or the request."""
+
+
+class BucketNotFoundError(StorageError):
+    """The bucket named in the URI does not exist."""
+
+
+class ObjectNotFoundError(StorageError):
+    """No object (or no object under a prefix) at the URI."""
+
+
+class UnsafeKeyError(StorageError):
+    """An object key that would escape the download folder (``..``, absolute, empty segments)."""
+
+
+class IntegrityError(StorageError):
+    """Size, ETag, sha256 or manifest mismatch: the bytes are not what was written."""

@@ -1,0 +1,249 @@
+"""Manifests (sha256 and size of every file of a published folder) and local file digests.
+
+``manifest.json`` sits at the root of an uploaded prefix and is written last, so its presence means
+the upload completed::
+
+    {"format": "rfdetr-manifest", "version": 1, "created": "2026-01-01T00:00:00Z",
+     "files": [{"path": "onnx/model.onnx", "size": 123, "sha256": "..."}, ...]}
+
+Paths are ``/``-separated, relative to the prefix, sorted, and never include the manifest itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rfdetr.storage.errors import IntegrityError, StorageError, UnsafeKeyError
+from rfdetr.storage.uris import safe_relative_path
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "rfdetr-manifest"
+MANIFEST_VERSION = 1
+
+MIB = 1024 * 1024
+PART_SIZE = 16 * MIB  # multipart part size of our uploads; fixes the expected multipart ETag
+_MAX_PARTS = 10_000  # S3 limit
+CHUNK_SIZE = MIB
+
+
+def part_size_for(size: int) -> int:
+    """The multipart part size our uploads use for a file of ``size`` bytes (whole MiB)."""
+    return max(PART_SIZE, math.ceil(size / _MAX_PARTS / MIB) * MIB)
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """Size, sha256 and the S3 ETag the file gets when uploaded with :func:`part_size_for`."""
+
+    size: int
+    sha256: str
+    etag: str
+
+
+def digest_file(path: str | os.PathLike[str], part_size: int | None = None) -> FileDigest:
+    """Hash ``path`` in one pass: sha256, plus the MD5 (single part) or multipart ETag."""
+    size = os.path.getsize(path)
+    part = part_size or part_size_for(size)
+    sha, whole, part_md5 = hashlib.sha256(), hashlib.md5(), hashlib.md5()
+    part_digests: list[bytes] = []
+    filled = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            sha.update(chunk)
+            whole.update(chunk)
+            while chunk:  # split chunks at part boundaries
+                take = chunk[: part - filled]
+                part_md5.update(take)
+                filled += len(take)
+                chunk = chunk[len(take) :]
+                if filled == part:
+                    part_digests.append(part_md5.digest())
+                    part_md5, filled = hashlib.md5(), 0
+    if filled:
+        part_digests.append(part_md5.digest())
+    return FileDigest(size, sha.hexdigest(), multipart_etag(whole.hexdigest(), part_digests))
+
+
+def multipart_etag(md5_hex: str, part_digests: list[bytes]) -> str:
+    """S3's ETag: the MD5 for one part, else ``md5(concat(part MD5s))-N``."""
+    if len(part_digests) <= 1:
+        return md5_hex
+    return f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file: ``/``-separated path relative to the manifest's folder, size, sha256 (hex)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The files of an uploaded folder, sorted by path."""
+
+    files: tuple[ManifestEntry, ...]
+    created: str
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self.files)
+
+    def by_path(self) -> dict[str, ManifestEntry]:
+        return {entry.path: entry for entry in self.files}
+
+    def to_json(self) -> str:
+        files = [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in self.files]
+        doc = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "created": self.created,
+            "files": files,
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[ManifestEntry]) -> Manifest:
+        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cls(tuple(sorted(entries, key=lambda e: e.path)), created)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str) -> Manifest:
+        """Parse and validate a manifest; ``source`` names it in the one-line error."""
+        try:
+            doc = json.loads(text)
+            if doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
+                raise ValueError(f"expected format {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}")
+            entries = []
+            for item in doc["files"]:
+                path, size, sha = item["path"], item["size"], item["sha256"]
+                safe_relative_path(path)
+                if (
+                    not isinstance(size, int)
+                    or size < 0
+                    or len(sha) != 64
+                    or not isinstance(sha, str)
+                ):
+                    raise ValueError(f"bad size or sha256 for {path!r}")
+                entries.append(ManifestEntry(path, size, sha.lower()))
+            return cls(tuple(sorted(entries, key=lambda e: e.path)), str(doc["created"]))
+        except (ValueError, KeyError, TypeError, AttributeError, UnsafeKeyError) as exc:
+            raise StorageError(f"{source}: not a valid {MANIFEST_NAME}: {exc}") from None
+
+
+def list_files(root: Path) -> list[str]:
+    """Sorted ``/``-separated paths of the files under ``root``, the top-level manifest excluded.
+
+    Symlinked files are followed (their content is what a reader sees); symlinked folders are not
+    walked, matching ``os.walk``'s default.
+    """
+    found = []
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            full = Path(folder, name)
+            rel = full.relative_to(root).as_posix()
+            if rel != MANIFEST_NAME and full.is_file():
+                found.append(rel)
+    return sorted(found)
+
+
+def build_manifest(local_dir: str | os.PathLike[str]) -> Manifest:
+    """Hash every file under ``local_dir`` into a :class:`Manifest` (nothing is written)."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise StorageError(f"{root}: not a directory")
+    entries = []
+    for rel in list_files(root):
+        digest = digest_file(root / rel)
+        entries.append(ManifestEntry(rel, digest.size, digest.sha256))
+    return Manifest.from_entries(entries)
+
+
+def read_local_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read ``path`` (a manifest file, or a folder holding ``manifest.json``)."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / MANIFEST_NAME
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(f"{file}: cannot read the manifest: {exc.strerror or exc}") from None
+    return Manifest.from_json(text, str(file))
+
+
+def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
+    """Write ``manifest`` to ``path`` atomically (temp file + rename); returns the path."""
+    target = Path(path)
+    atomic_write_bytes(target, manifest.to_json().encode("utf-8"))
+    return target
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def compare_digests(
+    manifest: Manifest, actual: dict[str, tuple[int, str]], where: str, strict: bool
+) -> None:
+    """Raise IntegrityError unless ``actual`` ({path: (size, sha256)}) matches ``manifest``.
+
+    ``strict`` also rejects paths absent from the manifest.
+    """
+    problems = []
+    for entry in manifest.files:
+        got = actual.get(entry.path)
+        if got is None:
+            problems.append(f"{entry.path}: missing")
+        elif got[0] != entry.size:
+            problems.append(f"{entry.path}: size {got[0]} != {entry.size}")
+        elif got[1] != entry.sha256:
+            problems.append(f"{entry.path}: sha256 mismatch")
+    if strict:
+        listed = manifest.by_path()
+        problems += [
+            f"{path}: not in the manifest" for path in sorted(actual) if path not in listed
+        ]
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise IntegrityError(
+            f"{where}: {len(problems)} file(s) do not match {MANIFEST_NAME}: {shown}"
+        )
+
+
+def verify_manifest(
+    local_dir: str | os.PathLike[str], manifest: Manifest | None = None, *, strict: bool = True
+) -> Manifest:
+    """Check the files under ``local_dir`` against ``manifest`` (default: its ``manifest.json``).
+
+    Every listed file must exist with the listed size and sha256; with ``strict`` no other file
+    may exist. Raises :class:`IntegrityError` naming the first mismatches; returns the manifest.
+    """
+    root = Path(local_dir)
+    manifest = manifest or read_local_manifest(root)
+    actual = {}
+    for rel in list_files(root):
+        if strict or rel in manifest.by_path():
+            digest = digest_file(root / rel)
+            actual[rel] = (digest.size, digest.sha256)
+    compare_digests(manifest, actual, str(root), strict)
+    return manifest

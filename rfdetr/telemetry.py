@@ -1,0 +1,256 @@
+"""Prometheus metrics of pipeline steps, pushed to a Pushgateway (optional).
+
+>>> metrics = StepMetrics("rfdetr-train", "train")
+>>> with metrics.observe_duration():          # duration, success/failure time, then push
+...     metrics.set_epoch(3)
+...     metrics.set_images_per_second(41.5)
+...     metrics.set_losses({"loss": 1.2, "loss_bbox": 0.3})
+...     metrics.set_map({"map_50_95": 0.41, "map_50": 0.62})
+
+Pushing happens when ``PUSHGATEWAY_URL`` is set (``http://pushgateway.monitoring:9091``;
+``PUSHGATEWAY_USERNAME`` / ``PUSHGATEWAY_PASSWORD`` add basic auth). Unset, every call is a
+no-op (one debug log line) and ``prometheus_client`` is never imported. A failed push is logged
+as a warning and never fails the step.
+
+Series are grouped by ``job="rfdetr"``, ``pipeline`` and ``step`` (not by run id, since the
+Pushgateway never expires groups); each push replaces the step's group (HTTP PUT). The run id,
+when given, is the ``run_id`` label of ``rfdetr_step_info``. Names get the ``rfdetr_`` prefix:
+
+==========================================  ======================================================
+``rfdetr_step_duration_seconds``             wall time of the last ``observe_duration`` block
+``rfdetr_step_last_success_timestamp_seconds``  Unix time the step last succeeded
+``rfdetr_step_last_failure_timestamp_seconds``  Unix time the step last failed
+``rfdetr_step_success``                      1 after success, 0 after failure
+``rfdetr_epoch``, ``rfdetr_images_per_second``  training progress and throughput
+``rfdetr_loss{loss="..."}``                  loss terms (``set_losses``)
+``rfdetr_eval_metric{metric="..."}``         mAP and recall figures (``set_map``)
+==========================================  ======================================================
+
+A long step can also serve ``/metrics`` for Prometheus to scrape (:meth:`StepMetrics.serve`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PUSHGATEWAY_ENV = "PUSHGATEWAY_URL"
+JOB = "rfdetr"
+PREFIX = "rfdetr_"
+_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _metric_name(name: str) -> str:
+    full = name if name.startswith(PREFIX) else PREFIX + name
+    if not _NAME_RE.match(full):
+        raise ValueError(f"invalid Prometheus metric name {full!r}")
+    return full
+
+
+class StepMetrics:
+    """Gauges of one pipeline step, pushed as the group ``{job, pipeline, step}``.
+
+    Values are kept in plain Python and only turned into Prometheus families when pushed or
+    scraped, so the class costs nothing when no Pushgateway is configured. Thread-safe.
+    ``gateway`` defaults to ``$PUSHGATEWAY_URL``; ``gateway=""`` turns pushing off.
+    """
+
+    def __init__(
+        self,
+        pipeline: str,
+        step: str,
+        *,
+        run_id: str | None = None,
+        gateway: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if not pipeline or not step:
+            raise ValueError("StepMetrics needs a pipeline and a step name")
+        self.pipeline, self.step, self.run_id = pipeline, step, run_id
+        self.gateway = (
+            gateway if gateway is not None else os.environ.get(PUSHGATEWAY_ENV, "").strip()
+        )
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        # name -> (help, label names, {label values: value})
+        self._gauges: dict[str, tuple[str, tuple[str, ...], dict[tuple[str, ...], float]]] = {}
+        if run_id:
+            self.set_gauge(
+                "step_info", 1.0, "Run that last pushed this step", labels={"run_id": run_id}
+            )
+
+    @property
+    def grouping_key(self) -> dict[str, str]:
+        return {"pipeline": self.pipeline, "step": self.step}
+
+    def set_gauge(
+        self, name: str, value: float, help: str = "", labels: Mapping[str, str] | None = None
+    ) -> None:
+        """Set gauge ``rfdetr_<name>`` (prefix added when missing) to ``value``.
+
+        One metric name always takes the same label names; NaN and infinite values are skipped
+        (a diverged loss is logged, not pushed as a poisoned series).
+        """
+        full = _metric_name(name)
+        labels = dict(labels or {})
+        keys = tuple(sorted(labels))
+        for key in keys:
+            if not _LABEL_RE.match(key) or key in ("job", "pipeline", "step"):
+                raise ValueError(f"metric {full}: invalid or reserved label name {key!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            logger.debug("metric %s%s is %s; not recorded", full, labels, value)
+            return
+        with self._lock:
+            old = self._gauges.get(full)
+            if old is not None and old[1] != keys:
+                raise ValueError(f"metric {full} has labels {list(old[1])}, not {list(keys)}")
+            entry = old or (help or full, keys, {})
+            entry[2][tuple(labels[k] for k in keys)] = value
+            self._gauges[full] = entry
+
+    def set_epoch(self, epoch: int) -> None:
+        self.set_gauge("epoch", epoch, "Last finished training epoch")
+
+    def set_images_per_second(self, value: float) -> None:
+        self.set_gauge("images_per_second", value, "Training or evaluation throughput")
+
+    def set_losses(self, losses: Mapping[str, float]) -> None:
+        for name, value in losses.items():
+            self.set_gauge("loss", value, "Loss terms of the last epoch", labels={"loss": name})
+
+    def set_map(self, metrics: Mapping[str, float]) -> None:
+        """COCO figures (``map_50_95``, ``map_50``, ``ar_100``, ...), as ``rfdetr_eval_metric``."""
+        for name, value in metrics.items():
+            self.set_gauge("eval_metric", value, "COCO evaluation metrics", labels={"metric": name})
+
+    def values(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """A snapshot: {metric name: {((label, value), ...): value}} (for tests and logs)."""
+        with self._lock:
+            return {
+                name: {tuple(zip(keys, lv, strict=True)): v for lv, v in series.items()}
+                for name, (_, keys, series) in self._gauges.items()
+            }
+
+    @contextmanager
+    def observe_duration(self, push: bool = True) -> Iterator[StepMetrics]:
+        """Time the block; record success or failure time; push at the end (even on failure)."""
+        start = time.monotonic()
+        try:
+            yield self
+        except BaseException:
+            self.set_gauge(
+                "step_last_failure_timestamp_seconds", time.time(), "Last failure (Unix)"
+            )
+            self.set_gauge("step_success", 0, "1 when the last attempt succeeded")
+            raise
+        else:
+            self.set_gauge(
+                "step_last_success_timestamp_seconds", time.time(), "Last success (Unix)"
+            )
+            self.set_gauge("step_success", 1, "1 when the last attempt succeeded")
+        finally:
+            self.set_gauge("step_duration_seconds", time.monotonic() - start, "Step wall time")
+            if push:
+                self.push()
+
+    def collector(self) -> Any:
+        """A ``prometheus_client`` collector exposing the current values."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        metrics = self
+
+        class _Collector:
+            def collect(self) -> Iterator[GaugeMetricFamily]:
+                with metrics._lock:
+                    gauges = {n: (h, k, dict(s)) for n, (h, k, s) in metrics._gauges.items()}
+                for name, (help_text, keys, series) in sorted(gauges.items()):
+                    family = GaugeMetricFamily(name, help_text, labels=list(keys))
+                    for label_values, value in series.items():
+                        family.add_metric(list(label_values), value)
+                    yield family
+
+        return _Collector()
+
+    def push(self) -> bool:
+        """Replace this step's group on the Pushgateway; False when skipped or failed (logged)."""
+        if not self.gateway:
+            logger.debug(
+                "%s not set; metrics of %s/%s not pushed", PUSHGATEWAY_ENV, self.pipeline, self.step
+            )
+            return False
+        try:
+            from prometheus_client import CollectorRegistry, push_to_gateway
+        except ImportError:
+            logger.warning(
+                "%s is set but prometheus-client is not installed; metrics not pushed",
+                PUSHGATEWAY_ENV,
+            )
+            return False
+        registry = CollectorRegistry()
+        registry.register(self.collector())
+        try:
+            push_to_gateway(
+                self.gateway,
+                job=JOB,
+                registry=registry,
+                grouping_key=self.grouping_key,
+                timeout=self.timeout,
+                handler=_auth_handler(),
+            )
+        except Exception as exc:  # any network or HTTP failure: metrics must never fail a step
+            logger.warning(
+                "pushing metrics of %s/%s to %s failed: %s",
+                self.pipeline,
+                self.step,
+                self.gateway,
+                exc,
+            )
+            return False
+        logger.debug("pushed metrics of %s/%s to %s", self.pipeline, self.step, self.gateway)
+        return True
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
+        """Serve these metrics on ``http://addr:port/metrics`` from a daemon thread.
+
+        Returns the HTTP server; call ``.shutdown()`` on it to stop. Use it for a long training
+        step scraped by Prometheus (e.g. through a PodMonitor) while it runs.
+        """
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        registry.register(self.collector())
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+        logger.info(
+            "serving metrics of %s/%s on http://%s:%d/metrics", self.pipeline, self.step, addr, port
+        )
+        return server
+
+
+def _auth_handler() -> Any:
+    """push_to_gateway's handler: basic auth from PUSHGATEWAY_USERNAME/PASSWORD when set."""
+    from prometheus_client.exposition import basic_auth_handler, default_handler
+
+    user, password = os.environ.get("PUSHGATEWAY_USERNAME"), os.environ.get("PUSHGATEWAY_PASSWORD")
+    if not user:
+        return default_handler
+
+    def handler(url: str, method: str, timeout: float | None, headers: list, data: bytes) -> Any:
+        return basic_auth_handler(url, method, timeout, headers, data, user, password or "")
+
+    return handler
+
+
+def serve_metrics(metrics: StepMetrics, port: int, addr: str = "0.0.0.0") -> Any:
+    """Module-level alias of :meth:`StepMetrics.serve`."""
+    return metrics.serve(port, addr)
