@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 SYSTEM_PACKAGES ?= chromium prometheus-pushgateway
 SYSTEM_BINARIES ?= /usr/bin/chromium /usr/bin/prometheus-pushgateway
 
-.PHONY: help install system-deps test lint pytest clean
+.PHONY: help install system-deps test lint pytest demo clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,13 @@ pytest: install system-deps ## the test suite only
 	$(VENV)/bin/pytest -q
 
 test: lint pytest ## install, lint and run every test (what CI runs)
+
+# `make demo DATASET=path-or-s3-uri MODEL=nano EPOCHS=5`; the default generates a dataset.
+DATASET ?=
+MODEL ?= tiny
+EPOCHS ?= 20
+demo: install ## the whole pipeline on this machine (CPU): object store, data, train ... publish
+	$(PY) -m pipelines.demo --dataset "$(DATASET)" --model "$(MODEL)" --epochs "$(EPOCHS)"
 
 clean: ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -25,6 +25,8 @@ Subparsers = Any  # argparse's _SubParsersAction is private
 
 # Sub-command modules, in --help order. The pipeline's own commands (compile, run-local) go here.
 COMMAND_MODULES: list[str] = [
+    "pipelines.compile",
+    "pipelines.run_local",
     "pipelines.objectstore",
     "pipelines.deploy",
 ]
@@ -42,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every module of :data:`COMMAND_MODULES` registered."""
     parser = argparse.ArgumentParser(
         prog="rfdetr-pipeline",
-        description="RF-DETR training pipeline on Kubeflow: local object store, submit, schedule.",
+        description=(
+            "RF-DETR training pipeline on Kubeflow: compile, run locally, local object store, "
+            "submit, schedule."
+        ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -1,0 +1,190 @@
+"""Where the pipeline's steps run on Kubernetes: GPUs, resources, secrets, retries, caching.
+
+The pipeline body (:mod:`pipelines.training_pipeline`) only wires steps together; everything
+about the cluster is here, in one :class:`Platform` value that ``rfdetr-pipeline compile`` fills
+from its options. Kubernetes-only settings (secrets, tolerations, node selectors, volumes) go
+through ``kfp-kubernetes`` into the compiled file's ``platforms.kubernetes`` document.
+
+``Platform.for_local()`` is what ``run-local`` uses: the same wiring, but no CPU/memory/GPU
+requests (kfp.local ignores them with a warning), no object-store endpoint variables (they
+would override the local store's, which the local run takes from its own environment) and a
+one-second retry backoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kfp.dsl import PipelineTask
+
+DEFAULT_SECRET = "mlpipeline-minio-artifact"  # KFP's own object-store credentials
+SECRET_KEYS: dict[str, str] = {
+    "accesskey": "AWS_ACCESS_KEY_ID",
+    "secretkey": "AWS_SECRET_ACCESS_KEY",
+}
+DEFAULT_STORE_HOST = "minio-service.kubeflow"  # KFP's store (SeaweedFS or MinIO) from any namespace
+DEFAULT_STORE_PORT = 9000
+
+
+@dataclass(frozen=True)
+class Toleration:
+    """A Kubernetes toleration (``operator="Exists"`` tolerates any value of ``key``)."""
+
+    key: str
+    operator: str = "Exists"
+    value: str | None = None
+    effect: str | None = "NoSchedule"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPU and memory requests (and optional limits) of one kind of step."""
+
+    cpu: str
+    memory: str
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Cluster settings of every step.
+
+    Attributes:
+        image: replaces every component's image (e.g. a CI-built ``registry/rfdetr:<sha>``);
+            None keeps :data:`pipelines.components.RFDETR_IMAGE`.
+        accelerator_type: the GPU resource name.
+        train_gpus, eval_gpus: GPUs of the ``train`` and ``evaluate`` steps; 0 runs them on CPU
+            (and drops the GPU node selector and tolerations).
+        gpu_node_selector: node labels a GPU step requires.
+        gpu_tolerations: taints a GPU step tolerates.
+        shm_size: size of the memory-backed ``/dev/shm`` of the train and evaluate steps
+            (PyTorch DataLoader workers pass batches through shared memory).
+        train, evaluate, export, light: resources of the train step, the evaluate step, the
+            fetch and export steps, and the other (seconds-long) steps.
+        secret_name: Kubernetes secret with the object-store keys (``accesskey``,
+            ``secretkey``), given as ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
+        store_host, store_port, store_secure: the object-store endpoint for the steps that read
+            or write it directly (``OBJECTSTORECONFIG_*`` variables).
+        pushgateway_url: ``PUSHGATEWAY_URL`` of every step (None: no metrics pushed).
+        train_retries, retry_backoff, retry_backoff_factor, retry_backoff_max: the train
+            step's retry policy (a retry resumes from the last checkpoint).
+        train_timeout_s: the train step's deadline (None: none).
+        local: settings for ``kfp.local`` (see the module docstring).
+    """
+
+    image: str | None = None
+    accelerator_type: str = "nvidia.com/gpu"
+    train_gpus: int = 1
+    eval_gpus: int = 1
+    gpu_node_selector: dict[str, str] = field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
+    )
+    gpu_tolerations: tuple[Toleration, ...] = (Toleration("nvidia.com/gpu"),)
+    shm_size: str = "16Gi"
+    train: Resources = Resources("8", "32Gi", memory_limit="64Gi")
+    evaluate: Resources = Resources("4", "16Gi", memory_limit="32Gi")
+    export: Resources = Resources("2", "8Gi", memory_limit="16Gi")
+    light: Resources = Resources("500m", "1Gi", memory_limit="4Gi")
+    secret_name: str = DEFAULT_SECRET
+    store_host: str = DEFAULT_STORE_HOST
+    store_port: int = DEFAULT_STORE_PORT
+    store_secure: bool = False
+    pushgateway_url: str | None = None
+    train_retries: int = 2
+    retry_backoff: str = "120s"
+    retry_backoff_factor: float = 2.0
+    retry_backoff_max: str = "3600s"
+    train_timeout_s: int | None = None
+    local: bool = False
+
+    @classmethod
+    def for_local(cls) -> Platform:
+        """Settings for ``kfp.local.SubprocessRunner`` runs."""
+        return cls(local=True, retry_backoff="1s")
+
+    def with_changes(self, **changes: object) -> Platform:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+def common(task: PipelineTask, platform: Platform, resources: Resources) -> PipelineTask:
+    """What every step gets: the image, resources, unbuffered logs, the Pushgateway URL."""
+    if platform.image:
+        task.set_container_image(platform.image)
+    task.set_env_variable("PYTHONUNBUFFERED", "1")
+    if platform.local:
+        return task
+    task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
+    if resources.cpu_limit:
+        task.set_cpu_limit(resources.cpu_limit)
+    if resources.memory_limit:
+        task.set_memory_limit(resources.memory_limit)
+    if platform.pushgateway_url:
+        task.set_env_variable("PUSHGATEWAY_URL", platform.pushgateway_url)
+    return task
+
+
+def use_object_store(task: PipelineTask, platform: Platform) -> PipelineTask:
+    """Object-store credentials from the secret as env vars, and the endpoint."""
+    from kfp import kubernetes
+
+    kubernetes.use_secret_as_env(
+        task, secret_name=platform.secret_name, secret_key_to_env=dict(SECRET_KEYS)
+    )
+    if not platform.local:
+        task.set_env_variable("OBJECTSTORECONFIG_HOST", platform.store_host)
+        task.set_env_variable("OBJECTSTORECONFIG_PORT", str(platform.store_port))
+        task.set_env_variable("OBJECTSTORECONFIG_SECURE", str(platform.store_secure).lower())
+    return task
+
+
+def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask:
+    """``count`` GPUs (none: CPU), on GPU nodes, with a memory-backed ``/dev/shm``."""
+    from kfp import kubernetes
+
+    kubernetes.empty_dir_mount(
+        task,
+        volume_name="dshm",
+        mount_path="/dev/shm",
+        medium="Memory",
+        size_limit=platform.shm_size,
+    )
+    if count <= 0:
+        return task
+    if not platform.local:
+        task.set_accelerator_type(platform.accelerator_type).set_accelerator_limit(str(count))
+    for key, value in platform.gpu_node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in platform.gpu_tolerations:
+        kubernetes.add_toleration(
+            task,
+            key=toleration.key,
+            operator=toleration.operator,
+            value=toleration.value,
+            effect=toleration.effect,
+        )
+    return task
+
+
+def retry_training(task: PipelineTask, platform: Platform) -> PipelineTask:
+    """Retries with exponential backoff (each attempt resumes), and the optional deadline."""
+    from kfp import kubernetes
+
+    if platform.train_retries > 0:
+        task.set_retry(
+            num_retries=platform.train_retries,
+            backoff_duration=platform.retry_backoff,
+            backoff_factor=platform.retry_backoff_factor,
+            backoff_max_duration=platform.retry_backoff_max,
+        )
+    if platform.train_timeout_s:
+        kubernetes.set_timeout(task, seconds=platform.train_timeout_s)
+    return task
+
+
+def no_cache(task: PipelineTask) -> PipelineTask:
+    """Always run: the step reads mutable external data or writes to external storage."""
+    return task.set_caching_options(enable_caching=False)

@@ -1,0 +1,202 @@
+"""``rfdetr-pipeline compile``: write the pipeline YAML that Kubeflow runs.
+
+The file has two YAML documents: the KFP ``PipelineSpec`` and ``platforms.kubernetes`` (GPU
+node selection, tolerations, ``/dev/shm``, the object-store secret). Cluster settings come from
+the options (see :class:`pipelines._platform.Platform`); ``submit`` and ``schedule`` upload it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipelines.cli import EXIT_OK, CommandError, Subparsers
+
+if TYPE_CHECKING:
+    from pipelines._platform import Platform, Toleration
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = "pipeline.yaml"
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compile",
+        help="compile the training pipeline to a Kubeflow Pipelines YAML",
+        description=(
+            "Write the RF-DETR training pipeline (KFP v2) for a cluster. Steps run on the image "
+            "tagged with this package's version ($RFDETR_PIPELINE_IMAGE or --image to change "
+            "it); train and evaluate request GPUs; object-store keys come from a Kubernetes "
+            "secret."
+        ),
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path(DEFAULT_OUTPUT),
+        help=f"file to write (default {DEFAULT_OUTPUT})",
+    )
+    parser.add_argument("--image", help="container image of every step (e.g. a CI-built tag)")
+    gpu = parser.add_argument_group("GPUs")
+    gpu.add_argument("--accelerator", default=None, help="GPU resource (default nvidia.com/gpu)")
+    gpu.add_argument("--train-gpus", type=int, default=None, help="GPUs of train (default 1)")
+    gpu.add_argument(
+        "--eval-gpus", type=int, default=None, help="GPUs of evaluate (default 1; 0: CPU)"
+    )
+    gpu.add_argument(
+        "--node-selector",
+        action="append",
+        default=None,
+        metavar="LABEL=VALUE",
+        help="node label GPU steps require (repeatable; replaces the default "
+        "nvidia.com/gpu.present=true)",
+    )
+    gpu.add_argument(
+        "--toleration",
+        action="append",
+        default=None,
+        metavar="KEY[=VALUE]:EFFECT",
+        help="taint GPU steps tolerate (repeatable; replaces the default "
+        "nvidia.com/gpu:NoSchedule)",
+    )
+    gpu.add_argument("--shm-size", default=None, help="memory /dev/shm size (default 16Gi)")
+    res = parser.add_argument_group("resources and retries")
+    res.add_argument("--train-cpu", default=None, help="CPU request of train (default 8)")
+    res.add_argument("--train-memory", default=None, help="memory request of train (32Gi)")
+    res.add_argument(
+        "--train-retries",
+        type=int,
+        default=None,
+        help="retries of train, each resuming (default 2)",
+    )
+    res.add_argument("--retry-backoff", default=None, help="first retry delay (default 120s)")
+    res.add_argument(
+        "--train-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="deadline of one train attempt (default none)",
+    )
+    store = parser.add_argument_group("object store and metrics")
+    store.add_argument(
+        "--secret",
+        default=None,
+        help="secret with accesskey/secretkey (default mlpipeline-minio-artifact)",
+    )
+    store.add_argument(
+        "--store-host", default=None, help="object-store host (default minio-service.kubeflow)"
+    )
+    store.add_argument("--store-port", type=int, default=None, help="default 9000")
+    store.add_argument("--store-secure", action="store_true", help="use TLS to the store")
+    store.add_argument(
+        "--pushgateway-url",
+        default=None,
+        help="Prometheus Pushgateway every step pushes to (default none)",
+    )
+    parser.set_defaults(handler=_run)
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"{what} {item!r}: expected LABEL=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def _toleration(text: str) -> Toleration:
+    from pipelines._platform import Toleration
+
+    spec, sep, effect = text.rpartition(":")
+    if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise CommandError(
+            f"--toleration {text!r}: expected KEY[=VALUE]:EFFECT with EFFECT one of "
+            "NoSchedule, PreferNoSchedule, NoExecute"
+        )
+    key, has_value, value = spec.partition("=")
+    if not key:
+        raise CommandError(f"--toleration {text!r}: the key is empty")
+    if has_value:
+        return Toleration(key, "Equal", value, effect)
+    return Toleration(key, "Exists", None, effect)
+
+
+def platform_from_args(args: argparse.Namespace) -> Platform:
+    """A :class:`~pipelines._platform.Platform` from the options (defaults where not given)."""
+    from pipelines._platform import Platform, Resources
+
+    base = Platform()
+    changes: dict[str, object] = {}
+    simple = {
+        "image": "image",
+        "accelerator": "accelerator_type",
+        "train_gpus": "train_gpus",
+        "eval_gpus": "eval_gpus",
+        "shm_size": "shm_size",
+        "train_retries": "train_retries",
+        "retry_backoff": "retry_backoff",
+        "train_timeout": "train_timeout_s",
+        "secret": "secret_name",
+        "store_host": "store_host",
+        "store_port": "store_port",
+        "pushgateway_url": "pushgateway_url",
+    }
+    for option, name in simple.items():
+        value = getattr(args, option)
+        if value is not None:
+            changes[name] = value
+    for option in ("train_gpus", "eval_gpus", "train_retries"):
+        if (getattr(args, option) or 0) < 0:
+            raise CommandError(f"--{option.replace('_', '-')}: expected 0 or more")
+    if args.store_secure:
+        changes["store_secure"] = True
+    if args.node_selector is not None:
+        changes["gpu_node_selector"] = _pairs(args.node_selector, "--node-selector")
+    if args.toleration is not None:
+        changes["gpu_tolerations"] = tuple(_toleration(t) for t in args.toleration)
+    if args.train_cpu or args.train_memory:
+        changes["train"] = Resources(
+            args.train_cpu or base.train.cpu,
+            args.train_memory or base.train.memory,
+            base.train.cpu_limit,
+            None if args.train_memory else base.train.memory_limit,
+        )
+    return base.with_changes(**changes)
+
+
+def compile_pipeline(output: str | Path, platform: Platform | None = None) -> Path:
+    """Compile the pipeline with ``platform`` (default cluster settings) to ``output``."""
+    from kfp import compiler
+
+    from pipelines.training_pipeline import build_pipeline
+
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(platform), str(path))
+    return path
+
+
+def _run(args: argparse.Namespace) -> int:
+    platform = platform_from_args(args)
+    try:
+        path = compile_pipeline(args.output, platform)
+    except (ValueError, TypeError) as exc:  # kfp rejects a setting (e.g. a resource string)
+        raise CommandError(f"cannot compile: {' '.join(str(exc).split())}") from None
+    from pipelines.components import RFDETR_IMAGE
+
+    print(f"wrote {path}")
+    print(f"image:     {platform.image or RFDETR_IMAGE}")
+    print(
+        f"train:     {platform.train_gpus} x {platform.accelerator_type}, "
+        f"{platform.train_retries} retries, cpu {platform.train.cpu}, "
+        f"memory {platform.train.memory}"
+    )
+    print(f"secret:    {platform.secret_name} -> {platform.store_host}:{platform.store_port}")
+    print(f"next:      rfdetr-pipeline submit {path} --host URL --param dataset_uri=s3://...")
+    return EXIT_OK

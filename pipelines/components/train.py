@@ -1,0 +1,48 @@
+"""The ``train`` component: the GPU training step."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from pipelines.components._image import RFDETR_IMAGE
+
+
+@dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)
+def train(
+    run_config: Input[Artifact],
+    dataset: Input[Dataset],
+    checkpoints: Output[Model],
+    metrics: Output[Metrics],
+    checkpoint_mirror_uri: str = "",
+    run_id: str = "",
+):
+    """Train RF-DETR (gradient accumulation, EMA, mixed precision on CUDA) as the config says.
+
+    A retried attempt resumes: from ``checkpoint.pth`` in its output folder when the runner
+    kept it, else from the previous attempt's files mirrored under ``checkpoint_mirror_uri``.
+
+    Args:
+        run_config: the resolved run config (JSON).
+        dataset: the validated dataset folder.
+        checkpoints: output; the run folder: checkpoint.pth (resume point),
+            checkpoint_best_regular.pth, checkpoint_best_ema.pth, checkpoint_best_total.pth,
+            periodic checkpoint_<N>.pth, log.txt, results.json, run.yaml, metrics_plot.png.
+        metrics: output; best mAP50:95 and mAP50 (and their epoch), epochs completed, whether
+            early stopping ended the run, and the last epoch's loss and validation mAP.
+        checkpoint_mirror_uri: object-store prefix for the resume files while training (the
+            run id is appended); empty: no mirror.
+        run_id: the pipeline run's id (for the mirror and telemetry).
+    """
+    from pipelines.steps.common import step_errors
+    from pipelines.steps.train import train_run
+
+    with step_errors("train"):
+        outcome = train_run(
+            run_config.path,
+            dataset.path,
+            checkpoints.path,
+            mirror_root=checkpoint_mirror_uri,
+            run_id=run_id,
+        )
+    for name, value in outcome.metrics().items():
+        metrics.log_metric(name, value)
+    checkpoints.metadata.update(outcome.model_metadata())

@@ -1,0 +1,267 @@
+"""Run the training pipeline on this machine with ``kfp.local`` (``rfdetr-pipeline run-local``).
+
+The same pipeline as on Kubeflow (:func:`pipelines.training_pipeline.build_pipeline` with
+:meth:`Platform.for_local`), executed by ``kfp.local.SubprocessRunner(use_venv=False)``: every
+step runs as a subprocess of this interpreter, which must have the project installed. Things
+that differ from a cluster (kfp.local 2.17):
+
+- Artifacts land under ``<pipeline_root>/rfdetr-training-<timestamp>/<task>/<output>``; the
+  pipeline's own ``pipeline_root`` is ignored.
+- Kubernetes settings (secrets, GPUs, tolerations, ``/dev/shm``) are ignored: object-store
+  endpoint and keys come from this process's environment (``eval "$(rfdetr-pipeline
+  objectstore env)"``).
+- A retried step reuses its output folder, so training resumes from its own ``checkpoint.pth``;
+  the checkpoint mirror is off unless asked for.
+- kfp.local cannot pass a "missing" optional parameter (it fails on None), so the promoted
+  knobs left unset are filled with the values the preset resolves to (:func:`local_arguments`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = "local_outputs"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK_LINE = re.compile(r"(Executing task '([\w-]+)'|Task '([\w-]+)' finished with status (\w+))")
+_ERROR_LINE = re.compile(r"^\s*([\w_]+): error: (.*)$")
+
+
+class LocalRunError(RuntimeError):
+    """The local run failed; ``task`` is the failed step; the message is its error."""
+
+    def __init__(self, message: str, task: str | None, log_path: Path | None) -> None:
+        super().__init__(message)
+        self.task = task
+        self.log_path = log_path
+
+
+@dataclass
+class LocalRun:
+    """Where a finished local run put its results."""
+
+    run_dir: Path
+    model: Path
+    onnx_model: Path
+    report: Path
+    map_50_95: float
+    published_uri: str
+    log_path: Path | None
+    tasks: list[str] = field(default_factory=list)
+
+    @property
+    def onnx_file(self) -> Path | None:
+        return next(iter(sorted(self.onnx_model.glob("*.onnx"))), None)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return next(iter(sorted(self.model.glob("*.pth"))), None)
+
+    @property
+    def publish_decision(self) -> dict[str, Any]:
+        """The publish step's ``decision.json``: published or not, and why."""
+        path = self.run_dir / "publish" / "published" / "decision.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def local_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """``arguments`` with every unset optional parameter filled, as kfp.local needs.
+
+    Unset promoted knobs get the value the run config resolves to for this model size (the
+    preset's), ``overrides`` an empty dict and the checkpoint mirror is off.
+
+    Raises:
+        ConfigError: the arguments do not make a valid run config (the run would fail first
+            thing anyway).
+    """
+    from pipelines.steps.config import PROMOTED, resolve_run_config
+
+    args = dict(arguments)
+    args.setdefault("model_size", "nano")
+    args.setdefault("checkpoint_mirror_uri", "")
+    overrides = args.get("overrides") or {}
+    args["overrides"] = overrides
+    knobs = {k: args.get(k) for k in PROMOTED if k != "pretrain_weights"}
+    if any(value is None for value in knobs.values()):
+        resolved = resolve_run_config(
+            str(args.get("dataset_uri", "")), str(args["model_size"]), knobs, overrides
+        )
+        sections = {"resolution": resolved.model}
+        for key, value in knobs.items():
+            if value is None:
+                args[key] = getattr(sections.get(key, resolved.train), key)
+    return args
+
+
+class _ProgressTee(io.TextIOBase):
+    """Stdout replacement: everything to the log file; step start/end lines to ``console``.
+
+    kfp.local prints each step's output through ``print`` in this process, so the full log ends
+    up in the file while the console shows a short progress trail. Error lines of our steps
+    (``<step>: error: ...``) are remembered for the failure message.
+    """
+
+    def __init__(self, log: TextIO, console: TextIO | None) -> None:
+        self.log, self.console = log, console
+        self.step_errors: list[str] = []
+        self.tasks: list[str] = []
+        self._pending = ""
+        self._collecting: list[str] | None = None
+        self._started = time.monotonic()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        error = _ERROR_LINE.match(line)
+        if error:
+            self._collecting = [f"{error.group(1)}: {error.group(2)}"]
+            self.step_errors.append(self._collecting[0])
+        elif self._collecting is not None and line.startswith("    ") and line.strip():
+            self._collecting.append(line[4:])  # the rest of a multi-line error, unindented
+            self.step_errors[-1] = "\n".join(self._collecting)
+        else:
+            self._collecting = None
+        match = _TASK_LINE.search(line)
+        if match is None:
+            return
+        if match.group(2):
+            self.tasks.append(match.group(2))
+            self._started = time.monotonic()
+            text = f"  {match.group(2):<18} "
+        else:
+            seconds = time.monotonic() - self._started
+            text = f"{match.group(4).lower():<8} {seconds:6.1f} s\n"
+        if self.console is not None:
+            self.console.write(text)
+            self.console.flush()
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+@contextlib.contextmanager
+def _captured(log_path: Path | None, console: TextIO | None) -> Iterator[_ProgressTee]:
+    """Redirect stdout into a :class:`_ProgressTee` writing ``log_path`` (an anonymous
+    temporary file when None)."""
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(log_path, "w") if log_path is not None else tempfile.TemporaryFile("w+") as sink,
+        contextlib.redirect_stdout(_ProgressTee(sink, console)) as tee,
+    ):
+        yield tee
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """kfp.local logs its progress at INFO through its own handler (into the log file) and a
+    few lines more through the root logger's; keep the latter off the console."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def run_local(
+    arguments: Mapping[str, Any],
+    *,
+    pipeline_root: str | Path = DEFAULT_ROOT,
+    log_path: str | Path | None = None,
+    console: TextIO | None = sys.stderr,
+) -> LocalRun:
+    """Run the pipeline with ``arguments`` (pipeline parameter -> value) through kfp.local.
+
+    Args:
+        arguments: at least ``dataset_uri``; unset optional parameters are filled by
+            :func:`local_arguments`.
+        pipeline_root: where kfp.local writes the run folder.
+        log_path: file receiving every step's output (None: a temporary file, removed).
+        console: where progress lines go (None: silent).
+
+    Raises:
+        LocalRunError: a step failed; the message is the step's error.
+        ConfigError: the arguments make no valid run config.
+    """
+    from kfp import local
+
+    from pipelines._platform import Platform
+    from pipelines.training_pipeline import build_pipeline
+
+    args = local_arguments(arguments)
+    pipeline = build_pipeline(Platform.for_local())
+    root = Path(pipeline_root).absolute()
+    log = Path(log_path).absolute() if log_path is not None else None
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    with warnings.catch_warnings(), _quiet_root_logger(), _captured(log, console) as tee:
+        # Our image is not named "python..."; kfp.local warns about that for every step.
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task")
+        try:
+            task = pipeline(**args)
+        except RuntimeError as exc:
+            failed = re.search(r"Inner task failed: '?([\w-]+)", _ANSI.sub("", str(exc)))
+            name = failed.group(1) if failed else None
+            message = tee.step_errors[-1] if tee.step_errors else _ANSI.sub("", str(exc))
+            hint = f" (full log: {log})" if log else ""
+            raise LocalRunError(f"{message}{hint}", name, log) from None
+    return _result(task.outputs, log, tee.tasks)
+
+
+def _result(outputs: Mapping[str, Any], log: Path | None, tasks: list[str]) -> LocalRun:
+    model = Path(outputs["model"].path)
+    return LocalRun(
+        run_dir=model.parent.parent,
+        model=model,
+        onnx_model=Path(outputs["onnx_model"].path),
+        report=Path(outputs["report"].path),
+        map_50_95=float(outputs["map_50_95"]),
+        published_uri=str(outputs["published_uri"]),
+        log_path=log,
+        tasks=tasks,
+    )
+
+
+def summary_lines(run: LocalRun) -> list[str]:
+    """A short human summary of a finished run."""
+    metrics = json.loads((run.report / "metrics.json").read_text())
+    split = metrics.get("meta", {}).get("split", "?")
+    lines = [
+        f"mAP50:95 {run.map_50_95:.3f} on the {split} split "
+        f"(mAP50 {metrics.get(metrics.get('iou_type', 'bbox'), {}).get('map_50', -1):.3f})",
+        f"checkpoint: {run.checkpoint}",
+        f"onnx:       {run.onnx_file}",
+        f"report:     {run.report / 'report.html'}",
+    ]
+    if run.published_uri:
+        root = run.published_uri.rstrip("/").rsplit("/", 1)[0]
+        lines.append(f"published:  {run.published_uri}/ (now {root}/latest.json)")
+    else:
+        reason = run.publish_decision.get("reason", "unknown reason")
+        lines.append(f"published:  nothing ({reason})")
+    if run.log_path:
+        lines.append(f"log:        {run.log_path}")
+    return lines

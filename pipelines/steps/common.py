@@ -1,0 +1,110 @@
+"""Shared pieces of the pipeline steps: names, telemetry, one-line step errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rfdetr.telemetry import StepMetrics
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_NAME = "rfdetr-training"
+CONFIG_FILE = "run_config.json"
+REPORT_FILE = "report.md"
+
+
+class StepError(RuntimeError):
+    """A step cannot go on; the message says what is wrong and what to do (shown in the UI)."""
+
+
+@contextmanager
+def step_metrics(step: str, run_id: str | None = None) -> Iterator[StepMetrics]:
+    """Time the block as pipeline step ``step`` and push its metrics at the end.
+
+    Pushing happens only when ``PUSHGATEWAY_URL`` is set, and a failed push never fails the
+    step (see :mod:`rfdetr.telemetry`). Failures are recorded too, then re-raised.
+    """
+    metrics = StepMetrics(PIPELINE_NAME, step, run_id=run_id or None)
+    with metrics.observe_duration():
+        yield metrics
+
+
+def plain_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite real number (metadata must be plain data)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def single_file(folder: str | Path, pattern: str, what: str) -> Path:
+    """The one file matching ``pattern`` in ``folder``; a StepError naming the folder otherwise."""
+    matches = sorted(Path(folder).glob(pattern))
+    if len(matches) != 1:
+        found = ", ".join(p.name for p in matches) or "nothing"
+        raise StepError(f"{folder}: expected one {what} ({pattern}), found {found}")
+    return matches[0]
+
+
+def link_or_copy(source: str | Path, dest: str | Path) -> Path:
+    """Hard-link ``source`` to ``dest`` (big checkpoints are not copied), copying when links
+    are impossible (another file system)."""
+    target = Path(dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
+# Errors whose message tells the user what to fix: shown without a traceback. Matched by
+# class name within our packages (no imports needed, and robust to modules moving).
+USER_ERRORS = frozenset(
+    {
+        "StepError",
+        "ConfigError",
+        "DatasetError",
+        "CheckpointError",
+        "StorageError",
+        "EvaluationError",
+        "ExportError",
+        "NonFiniteLossError",
+        "LoggerUnavailableError",
+        "WeightsUnavailableError",
+    }
+)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is (a subclass of) one of :data:`USER_ERRORS` of rfdetr or pipelines."""
+    return any(
+        cls.__name__ in USER_ERRORS and cls.__module__.split(".")[0] in ("rfdetr", "pipelines")
+        for cls in type(exc).__mro__
+    )
+
+
+@contextmanager
+def step_errors(step: str) -> Iterator[None]:
+    """Set up logging for a component, and end it with the message of a user error.
+
+    A user error (:data:`USER_ERRORS`) exits the process with ``<step>: error: <message>`` on
+    stderr and status 1, so the Kubeflow UI and ``run-local`` show the message rather than a
+    traceback; any other exception propagates with its traceback (a bug to report).
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        yield
+    except Exception as exc:
+        if is_user_error(exc):
+            logger.debug("%s failed", step, exc_info=True)
+            raise SystemExit(f"{step}: error: {exc}") from None
+        raise

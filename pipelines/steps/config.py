@@ -1,0 +1,116 @@
+"""Pipeline parameters -> one validated ``RunConfig`` (the ``resolve_config`` step).
+
+The promoted knobs (:data:`PROMOTED`) default to None, meaning "the preset's value", so every
+default stays written once, in :mod:`rfdetr.config` and :mod:`rfdetr.presets`. ``overrides``
+takes any other option, flat (``"warmup_epochs"``) or dotted (``"train.warmup_epochs"``).
+A knob and an override naming the same option must agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.steps.common import step_metrics
+from rfdetr.config import FLAT_KEYS, ConfigError, RunConfig
+
+logger = logging.getLogger(__name__)
+
+PROMOTED: tuple[str, ...] = (
+    "epochs",
+    "batch_size",
+    "grad_accum_steps",
+    "lr",
+    "resolution",
+    "use_ema",
+    "early_stopping",
+    "pretrain_weights",
+)
+
+
+def _dotted(key: str) -> str:
+    """``"epochs"`` -> ``"train.epochs"``; dotted keys unchanged."""
+    return key if "." in key else f"{FLAT_KEYS.get(key, '?')}.{key}"
+
+
+def check_conflicts(knobs: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Raise ConfigError when a knob and an override set one option to different values."""
+    given = {_dotted(k): (k, v) for k, v in knobs.items() if v is not None}
+    for key, value in overrides.items():
+        hit = given.get(_dotted(key))
+        if hit is not None and hit[1] != value:
+            raise ConfigError(
+                f"{hit[0]}={hit[1]!r} and overrides[{key!r}]={value!r} disagree; set one of them"
+            )
+
+
+def resolve_run_config(
+    dataset_uri: str,
+    model_size: str,
+    knobs: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """The run config of a pipeline run.
+
+    Args:
+        dataset_uri: recorded as ``data.dataset_dir`` (the train step points it at the
+            downloaded copy).
+        model_size: a preset name (``nano``, ``small``, ``seg-medium``, ``tiny``...).
+        knobs: promoted parameters (:data:`PROMOTED`); None values mean "the preset's".
+        overrides: any other options by flat or dotted name.
+
+    Raises:
+        ConfigError: an unknown size or option (with the closest valid name), an invalid value,
+            or a knob contradicting an override.
+    """
+    knobs, overrides = dict(knobs or {}), dict(overrides or {})
+    unknown = sorted(set(knobs) - set(PROMOTED))
+    if unknown:
+        raise ConfigError(f"unknown promoted parameter(s) {unknown}; pass them in overrides")
+    check_conflicts(knobs, overrides)
+    given = {k: v for k, v in knobs.items() if v is not None and v != ""}
+    config = RunConfig.from_kwargs(model_size, dataset_dir=dataset_uri, **given)
+    return config.with_overrides(overrides) if overrides else config
+
+
+def write_run_config(
+    dest: str | Path,
+    dataset_uri: str,
+    model_size: str,
+    knobs: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve the config (see :func:`resolve_run_config`) and write it as JSON to ``dest``."""
+    with step_metrics("resolve_config"):
+        config = resolve_run_config(dataset_uri, model_size, knobs, overrides)
+        path = Path(dest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
+    logger.info(
+        "run config: %s, %d epochs, batch %d x %d, lr %g, resolution %d",
+        config.model.name,
+        config.train.epochs,
+        config.train.batch_size,
+        config.train.grad_accum_steps,
+        config.train.lr,
+        config.model.resolution,
+    )
+    return config
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """Read the JSON written by :func:`write_run_config`, validated again.
+
+    (KFP artifact paths have no suffix, so :meth:`RunConfig.from_file` would take it for YAML.)
+    """
+    file = Path(path)
+    try:
+        return RunConfig.model_validate(json.loads(file.read_text()))
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read the run config ({err.strerror})") from None
+    except ValueError as err:  # JSONDecodeError and pydantic's ValidationError
+        message = " ".join(str(err).split())
+        raise ConfigError(f"{file}: not a valid run config: {message[:300]}") from None

@@ -1,0 +1,127 @@
+"""Evaluate the selected model and write its reports (the ``evaluate`` step)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.steps.common import single_file, step_metrics
+from pipelines.steps.config import read_run_config
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND = "background"
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    """What the evaluate step reports.
+
+    Attributes:
+        split: ``test`` or ``valid``.
+        report_dir: ``metrics.json``, ``report.md``, ``report.html``, ``plots/``.
+        metrics: flat figures for a ``Metrics`` artifact.
+        confusion_labels: class names then ``background``.
+        confusion_matrix: ``[C+1][C+1]`` counts, rows = ground truth, columns = prediction.
+    """
+
+    split: str
+    report_dir: Path
+    metrics: dict[str, float]
+    confusion_labels: list[str]
+    confusion_matrix: list[list[int]]
+
+    @property
+    def map_50_95(self) -> float:
+        return self.metrics["map_50_95"]
+
+
+def evaluation_split(dataset_dir: str | Path) -> str:
+    """``test`` when the dataset has a test split, else ``valid``."""
+    from rfdetr.data.formats import detect_format
+
+    return "test" if "test" in detect_format(dataset_dir).splits else "valid"
+
+
+def _metric_key(name: str) -> str:
+    """A class name as a metric-name fragment (letters, digits, ``_``)."""
+    return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "class"
+
+
+def flat_metrics(result: Any) -> dict[str, float]:
+    """The primary COCO figures, the F1-optimal operating point and per-class AP."""
+    figures = {k: float(v) for k, v in result.primary.to_dict().items()}
+    if result.segm is not None:
+        figures |= {f"bbox_{k}": float(v) for k, v in result.bbox.to_dict().items()}
+    figures |= {
+        "confidence_threshold": float(result.confidence_threshold),
+        "precision": float(result.precision),
+        "recall": float(result.recall),
+        "f1": float(result.f1),
+        "num_images": float(result.num_images),
+    }
+    for item in result.per_class:
+        value = item.mask_ap_50_95 if result.segm is not None else item.ap_50_95
+        figures[f"ap_50_95_{_metric_key(item.name)}"] = float(value)
+    return figures
+
+
+def evaluate_checkpoint(
+    checkpoint_dir: str | Path,
+    dataset_dir: str | Path,
+    report_dir: str | Path,
+    run_config: str | Path | None = None,
+    *,
+    device: str | None = None,
+) -> EvaluationOutcome:
+    """COCO-evaluate the checkpoint in ``checkpoint_dir`` on the dataset's test split (valid
+    when there is none), writing the reports into ``report_dir``.
+
+    The batch size and DataLoader workers are the run config's (``eval.eval_batch_size``, else
+    ``train.batch_size``; ``data.num_workers``); without a config, 4 and none.
+
+    Raises:
+        EvaluationError: the model's classes are not the dataset's.
+        DatasetError, CheckpointError: unusable inputs.
+    """
+    from rfdetr.evaluation.api import evaluate
+
+    checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
+    split = evaluation_split(dataset_dir)
+    batch_size, workers = 4, 0
+    if run_config is not None:
+        config = read_run_config(run_config)
+        batch_size = config.eval.eval_batch_size or config.train.batch_size
+        workers = config.data.num_workers
+    with step_metrics("evaluate") as metrics:
+        started = time.perf_counter()
+        result = evaluate(
+            checkpoint,
+            dataset_dir,
+            split=split,
+            output_dir=report_dir,
+            batch_size=batch_size,
+            num_workers=workers,
+            device=device,
+        )
+        seconds = time.perf_counter() - started
+        figures = flat_metrics(result)
+        metrics.set_map({k: figures[k] for k in ("map_50_95", "map_50", "map_75", "ar_100")})
+        metrics.set_images_per_second(result.num_images / max(seconds, 1e-9))
+    logger.info(
+        "%s split: mAP50:95 %.4f, mAP50 %.4f",
+        split,
+        result.primary.map_50_95,
+        result.primary.map_50,
+    )
+    return EvaluationOutcome(
+        split=split,
+        report_dir=Path(report_dir),
+        metrics=figures,
+        confusion_labels=[*result.class_names, BACKGROUND],
+        confusion_matrix=[[int(v) for v in row] for row in result.confusion_matrix],
+    )

@@ -1,0 +1,146 @@
+"""Pick the model to ship and export it (the ``select_checkpoint`` and ``export_onnx`` steps)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.steps.common import (
+    StepError,
+    link_or_copy,
+    plain_number,
+    single_file,
+    step_metrics,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SelectedModel:
+    """The stripped best checkpoint and where it came from."""
+
+    path: Path
+    source: str  # "regular" or "ema"
+    epoch: int | None
+    map_50_95: float | None
+    map_50: float | None
+    model_size: str | None
+    class_names: list[str]
+
+    def metadata(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "file": self.path.name,
+            "source": self.source,
+            "framework": "pytorch",
+            "class_names": list(self.class_names),
+        }
+        optional = {
+            "epoch": self.epoch,
+            "map_50_95": self.map_50_95,
+            "map_50": self.map_50,
+            "model_size": self.model_size,
+        }
+        data.update({k: v for k, v in optional.items() if v is not None})
+        return data
+
+
+def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedModel:
+    """Write the better of the run's best regular and EMA models, stripped to weights + config
+    + class names + metrics, as ``dest_dir/checkpoint_best_total.pth``.
+
+    The choice is :func:`rfdetr.training.checkpoint.select_best`'s (EMA only when strictly
+    better). The run folder, an input artifact, is never written to: the two candidates are
+    staged in a scratch folder next to ``dest_dir``.
+
+    Raises:
+        CheckpointError: the run folder holds neither best file.
+    """
+    import torch
+
+    from rfdetr.training import checkpoint as files
+
+    run, dest = Path(run_dir), Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    with step_metrics("select_checkpoint") as metrics:
+        with tempfile.TemporaryDirectory(prefix=".select-", dir=dest.parent) as tmp:
+            for name in (files.BEST_REGULAR, files.BEST_EMA):
+                if (run / name).is_file():
+                    link_or_copy(run / name, Path(tmp, name))
+            chosen = files.select_best(tmp)
+            target = dest / files.BEST_TOTAL
+            shutil.move(str(chosen), target)
+        state = torch.load(target, map_location="cpu", weights_only=True)
+        found = state.get("metrics") or {}
+        config = state.get("config") or {}
+        model_section = config.get("model") if isinstance(config.get("model"), dict) else {}
+        selected = SelectedModel(
+            path=target,
+            source=str(found.get("source", "regular")),
+            epoch=int(found["epoch"]) if isinstance(found.get("epoch"), int) else None,
+            map_50_95=plain_number(found.get("map_50_95")),
+            map_50=plain_number(found.get("map_50")),
+            model_size=model_section.get("name"),
+            class_names=list(state.get("class_names") or []),
+        )
+        if selected.map_50_95 is not None:
+            metrics.set_map({"map_50_95": selected.map_50_95})
+    logger.info(
+        "selected the %s model of epoch %s (mAP50:95 %s)",
+        selected.source,
+        selected.epoch,
+        selected.map_50_95,
+    )
+    return selected
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """A verified ONNX file and what it holds."""
+
+    path: Path
+    opset: int
+    input_shape: tuple[int, int]
+    class_names: list[str]
+    max_abs_diff: dict[str, float]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "file": self.path.name,
+            "framework": "onnx",
+            "opset": self.opset,
+            "input_shape": [1, 3, *self.input_shape],
+            "class_names": list(self.class_names),
+            "verified_max_abs_diff": dict(self.max_abs_diff),
+        }
+
+
+def export_checkpoint(
+    checkpoint_dir: str | Path, dest_dir: str | Path, *, opset: int = 17
+) -> ExportedModel:
+    """Export the checkpoint in ``checkpoint_dir`` to ``dest_dir/rfdetr-<size>.onnx``.
+
+    The file is verified against PyTorch with ONNX Runtime (batch 1 and 2) before it is kept.
+
+    Raises:
+        ExportVerificationError: ONNX Runtime and PyTorch disagree beyond the tolerance.
+        ExportError, CheckpointError: the checkpoint cannot be exported.
+    """
+    from rfdetr.export.exporter import export_model, model_from_checkpoint
+
+    checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
+    with step_metrics("export_onnx") as metrics:
+        result = export_model(model_from_checkpoint(checkpoint), dest_dir, opset_version=opset)
+        if not result.reports or not all(report.passed for report in result.reports):
+            raise StepError(f"{result.path}: ONNX Runtime verification did not pass")
+        diffs: dict[str, float] = {}
+        for report in result.reports:
+            for name, value in report.max_abs_diff.items():
+                diffs[name] = max(diffs.get(name, 0.0), float(value))
+        metrics.set_gauge("onnx_bytes", result.path.stat().st_size, "Exported ONNX file size")
+    meta = result.metadata
+    return ExportedModel(result.path, opset, tuple(meta.input_shape), list(meta.class_names), diffs)

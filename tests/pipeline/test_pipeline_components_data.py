@@ -1,0 +1,169 @@
+"""The first steps through ``.python_func``: resolve_config, fetch_dataset, validate_dataset
+(artifacts in ``tmp_path``; the object store is a real SeaweedFS)."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kfp.dsl import Artifact, Dataset, Markdown, Metrics
+
+from pipelines.components import fetch_dataset, resolve_config, validate_dataset
+from pipelines.steps.config import read_run_config
+from rfdetr import storage
+from rfdetr.presets import get_preset
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files_a = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
+
+
+def test_pipeline_resolve_config_applies_knobs_over_the_preset(artifact) -> None:
+    out = artifact(Artifact, "run_config")
+    resolve_config.python_func(
+        dataset_uri="s3://datasets/shapes",
+        model_size="tiny",
+        run_config=out,
+        epochs=3,
+        lr=2e-4,
+        use_ema=False,
+        overrides={"train.warmup_epochs": 1, "num_workers": 0},
+    )
+    config = read_run_config(out.path)
+    preset = get_preset("tiny")
+    assert (config.train.epochs, config.train.lr, config.train.use_ema) == (3, 2e-4, False)
+    assert config.train.warmup_epochs == 1 and config.data.num_workers == 0
+    assert config.data.dataset_dir == "s3://datasets/shapes"
+    # knobs left unset keep the preset's (and the config's) own defaults
+    assert config.model.resolution == preset.resolution
+    assert config.train.batch_size == type(config.train)().batch_size
+    assert out.metadata["model_size"] == "tiny" and out.metadata["epochs"] == 3
+    assert json.loads(Path(out.path).read_text())["model"]["name"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"overrides": {"train.epoch": 3}},
+            "unknown option 'train.epoch'; did you mean 'train.epochs'",
+        ),
+        ({"epochs": 5, "overrides": {"epochs": 7}}, "epochs=5 and overrides['epochs']=7 disagree"),
+        ({"resolution": 70}, "resolution 70 must be divisible by"),
+        ({"model_size": "huge"}, "huge"),
+    ],
+)
+def test_pipeline_resolve_config_fails_fast_with_one_line(artifact, kwargs, message) -> None:
+    args = {"dataset_uri": "s3://d/x", "model_size": "tiny", **kwargs}
+    with pytest.raises(SystemExit) as failed:
+        resolve_config.python_func(run_config=artifact(Artifact, "run_config"), **args)
+    text = str(failed.value.code)
+    assert text.startswith("resolve_config: error: ") and message in text
+    assert "\n" not in text
+
+
+def test_pipeline_fetch_dataset_from_the_store_is_verified(artifact, shapes, bucket) -> None:
+    manifest = storage.upload_dir(shapes, f"s3://{bucket}/shapes")
+    out = artifact(Dataset, "dataset")
+    fetch_dataset.python_func(dataset_uri=f"minio://{bucket}/shapes", dataset=out)
+    fetched = Path(out.path)
+    assert out.metadata["manifest_verified"] is True
+    assert out.metadata["files"] == len(manifest.files) + 1  # and manifest.json
+    (fetched / storage.MANIFEST_NAME).unlink()
+    assert _same_tree(shapes, fetched)
+    # an object altered behind the manifest's back is refused
+    storage.upload_bytes(b"not an image", f"s3://{bucket}/shapes/train/train_00000.jpg")
+    with pytest.raises(SystemExit, match=r"fetch_dataset: error: .*manifest"):
+        fetch_dataset.python_func(
+            dataset_uri=f"s3://{bucket}/shapes", dataset=artifact(Dataset, "again")
+        )
+
+
+def test_pipeline_fetch_dataset_refuses_keys_escaping_the_prefix(
+    artifact, bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.upload_bytes(b"ok", f"s3://{bucket}/data/train/a.txt")
+    real = storage.ObjectStore.from_env()
+
+    class Listing:  # real servers normalise such keys, so the listing is where they can appear
+        def __getattr__(self, name: str) -> object:
+            return getattr(real.client, name)
+
+        def list_objects(self, bucket_name: str, prefix: str = "", recursive: bool = False):
+            from minio.datatypes import Object
+
+            found = list(real.client.list_objects(bucket_name, prefix=prefix, recursive=True))
+            return [*found, Object(bucket_name, "data/../../etc/cron.d/x", size=1, etag="0" * 32)]
+
+    store = storage.ObjectStore(Listing(), real.url)
+    monkeypatch.setattr(storage.ObjectStore, "from_env", classmethod(lambda cls: store))
+    out = artifact(Dataset, "dataset")
+    with pytest.raises(SystemExit, match=r"refusing key '\.\./\.\./etc/cron\.d/x'"):
+        fetch_dataset.python_func(dataset_uri=f"s3://{bucket}/data", dataset=out)
+    assert not Path(out.path).exists(), "nothing may be written"
+
+
+def test_pipeline_fetch_dataset_copies_a_local_folder(artifact, shapes) -> None:
+    out = artifact(Dataset, "dataset")
+    fetch_dataset.python_func(dataset_uri=str(shapes), dataset=out)
+    assert _same_tree(shapes, Path(out.path))
+    assert out.metadata["manifest_verified"] is False and out.metadata["source"] == str(shapes)
+    with pytest.raises(SystemExit, match="not a folder, nor an s3:// or minio:// URI"):
+        fetch_dataset.python_func(dataset_uri="/no/such/dir", dataset=artifact(Dataset, "x"))
+
+
+def test_pipeline_validate_dataset_reports_counts_and_markdown(artifact, shapes) -> None:
+    dataset = artifact(Dataset, "dataset", shapes, {"source": "s3://datasets/shapes"})
+    report, counts = artifact(Markdown, "report"), artifact(Metrics, "counts")
+    fmt = validate_dataset.python_func(dataset=dataset, report=report, counts=counts)
+    assert fmt == "coco"
+    assert counts.metadata["train_images"] == 8 and counts.metadata["test_images"] == 2
+    assert counts.metadata["classes"] == 3 and counts.metadata["errors"] == 0
+    text = Path(report.path).read_text()
+    assert text.startswith("# Dataset validation: `s3://datasets/shapes`")
+    assert "| train | 8 |" in text and "| 0 | 1 | circle |" in text
+
+
+def test_pipeline_validate_dataset_fails_with_the_report(artifact, broken_shapes) -> None:
+    dataset = artifact(Dataset, "dataset", broken_shapes, {"source": "s3://datasets/broken"})
+    report = artifact(Markdown, "report")
+    with pytest.raises(SystemExit) as failed:
+        validate_dataset.python_func(
+            dataset=dataset, report=report, counts=artifact(Metrics, "counts")
+        )
+    message = str(failed.value.code)
+    assert message.startswith(
+        "validate_dataset: error: dataset s3://datasets/broken is not usable: 1 error(s)"
+    )
+    # the report, with paths under the source URI rather than the local copy
+    assert "s3://datasets/broken/train/train_00000.jpg: error: image file is missing" in message
+    assert "result: NOT usable" in message and str(dataset.path) not in message
+    assert "**NOT usable**" in Path(report.path).read_text()
+
+
+def test_pipeline_steps_push_their_metrics(
+    artifact, shapes, pushgateway: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv("PUSHGATEWAY_URL", pushgateway)
+    dataset = artifact(Dataset, "dataset", shapes)
+    validate_dataset.python_func(
+        dataset=dataset, report=artifact(Markdown, "r"), counts=artifact(Metrics, "c")
+    )
+    with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=5) as response:
+        families = text_string_to_metric_families(response.read().decode())
+    samples = {
+        (s.name, s.labels.get("step")): s.value
+        for family in families
+        for s in family.samples
+        if s.labels.get("pipeline") == "rfdetr-training"
+    }
+    assert samples[("rfdetr_step_success", "validate_dataset")] == 1
+    assert samples[("rfdetr_dataset_train_images", "validate_dataset")] == 8
+    assert 0 < samples[("rfdetr_step_duration_seconds", "validate_dataset")] < 60
