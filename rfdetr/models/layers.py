@@ -40,8 +40,10 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
+        # A Python int, not x.shape[-1]: the ONNX tracer cannot export a traced normalized_shape.
+        self.channels = channels
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        x = F.layer_norm(x, (self.channels,), self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)

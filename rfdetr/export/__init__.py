@@ -1,0 +1,46 @@
+"""ONNX export and ONNX Runtime inference for RF-DETR models.
+
+>>> from rfdetr import RFDETRNano
+>>> path = RFDETRNano().export("output")            # output/rfdetr-nano.onnx, verified
+>>> from rfdetr.export import ONNXRuntimeModel
+>>> detections = ONNXRuntimeModel(path).predict("image.jpg")
+
+Names are imported on first use, so importing this package loads neither onnx nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "ExportModule": "rfdetr.export.graph",
+    "TopKPostProcess": "rfdetr.export.graph",
+    "ExportError": "rfdetr.export.onnx",
+    "export_onnx": "rfdetr.export.onnx",
+    "simplify_onnx": "rfdetr.export.onnx",
+    "ExportVerificationError": "rfdetr.export.verify",
+    "VerifyReport": "rfdetr.export.verify",
+    "verify_onnx": "rfdetr.export.verify",
+    "ExportResult": "rfdetr.export.exporter",
+    "export_model": "rfdetr.export.exporter",
+    "ExportMetadata": "rfdetr.export.metadata",
+    "MetadataError": "rfdetr.export.metadata",
+    "read_metadata": "rfdetr.export.metadata",
+    "ONNXRuntimeModel": "rfdetr.export.runtime",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rfdetr.export' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,191 @@
+"""What an exported ONNX file says about itself (``metadata_props``): consumers need nothing else.
+
+Every value is a string; lists and numbers are JSON. Keys:
+
+``rfdetr_version``, ``model_name`` (preset, e.g. ``nano``), ``task`` (``detection`` or
+``segmentation``), ``class_names`` (name of each 0-based class id), ``dataset_ids`` (the dataset's
+own id of each class id, e.g. COCO category ids; absent when unknown), ``logit_columns`` (column of
+``labels`` that scores each class id; absent when class id ``i`` is column ``i``), ``input_shape``
+(``[H, W]``), ``resolution``, ``mean`` / ``std`` (ImageNet normalisation of RGB in [0, 1]),
+``num_queries``, ``num_select``, ``patch_size``, ``dynamic_batch``, ``with_postprocess``,
+``box_format`` and ``outputs`` (a human-readable description of each output).
+
+This module needs neither ``onnx`` nor ``onnxruntime`` at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rfdetr.weights import LoadedCheckpoint
+
+_OUTPUTS = {
+    False: {
+        "dets": "[B, Q, 4] boxes, normalised cxcywh",
+        "labels": "[B, Q, C+1] class logits (sigmoid per class; see logit_columns)",
+        "masks": "[B, Q, H/4, W/4] mask logits (segmentation)",
+    },
+    True: {
+        "boxes": "[B, K, 4] pixel xyxy in the original image (input orig_size = [B, 2] h, w)",
+        "scores": "[B, K] confidence, sorted descending (no threshold applied)",
+        "class_ids": "[B, K] int64, 0-based class id (index into class_names)",
+        "masks": "[B, K, H/4, W/4] mask logits of the kept detections (segmentation)",
+    },
+}
+
+
+class MetadataError(ValueError):
+    """An ONNX file lacks the metadata this package writes (not an rfdetr export)."""
+
+
+@dataclass(frozen=True)
+class ExportMetadata:
+    """The self-description of an exported model (see the module docstring for the keys)."""
+
+    model_name: str
+    task: str
+    class_names: list[str]
+    input_shape: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_queries: int
+    num_select: int
+    patch_size: int
+    dynamic_batch: bool
+    with_postprocess: bool
+    rfdetr_version: str
+    dataset_ids: list[int] | None = None
+    logit_columns: list[int] | None = None
+
+    @property
+    def resolution(self) -> int:
+        """Input height (the side of the square input for every standard export)."""
+        return self.input_shape[0]
+
+    @property
+    def segmentation(self) -> bool:
+        """True for instance-segmentation models (a ``masks`` output)."""
+        return self.task == "segmentation"
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` entries, all strings."""
+        props = {
+            "rfdetr_version": self.rfdetr_version,
+            "model_name": self.model_name,
+            "task": self.task,
+            "class_names": json.dumps(self.class_names),
+            "input_shape": json.dumps(list(self.input_shape)),
+            "resolution": str(self.resolution),
+            "mean": json.dumps(list(self.mean)),
+            "std": json.dumps(list(self.std)),
+            "num_queries": str(self.num_queries),
+            "num_select": str(self.num_select),
+            "patch_size": str(self.patch_size),
+            "dynamic_batch": json.dumps(self.dynamic_batch),
+            "with_postprocess": json.dumps(self.with_postprocess),
+            "box_format": "pixel xyxy" if self.with_postprocess else "normalised cxcywh",
+        }
+        outputs = dict(_OUTPUTS[self.with_postprocess])
+        if not self.segmentation:
+            outputs.pop("masks")
+        props["outputs"] = json.dumps(outputs)
+        if self.dataset_ids is not None:
+            props["dataset_ids"] = json.dumps(self.dataset_ids)
+        if self.logit_columns is not None:
+            props["logit_columns"] = json.dumps(self.logit_columns)
+        return props
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> ExportMetadata:
+        """Parse ``metadata_props`` written by :meth:`to_props`.
+
+        Raises:
+            MetadataError: a key is missing or malformed (one line naming ``source``).
+        """
+        try:
+            return cls(
+                model_name=props["model_name"],
+                task=props["task"],
+                class_names=[str(n) for n in json.loads(props["class_names"])],
+                input_shape=_pair(json.loads(props["input_shape"])),
+                mean=_triple(json.loads(props["mean"])),
+                std=_triple(json.loads(props["std"])),
+                num_queries=int(props["num_queries"]),
+                num_select=int(props["num_select"]),
+                patch_size=int(props["patch_size"]),
+                dynamic_batch=bool(json.loads(props["dynamic_batch"])),
+                with_postprocess=bool(json.loads(props["with_postprocess"])),
+                rfdetr_version=props["rfdetr_version"],
+                dataset_ids=_optional_ints(props.get("dataset_ids")),
+                logit_columns=_optional_ints(props.get("logit_columns")),
+            )
+        except KeyError as missing:
+            raise MetadataError(
+                f"{source}: no {missing} in the ONNX metadata; not a file exported by rfdetr"
+            ) from None
+        except (TypeError, ValueError) as error:
+            raise MetadataError(f"{source}: malformed rfdetr ONNX metadata ({error})") from None
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    height, width = (int(v) for v in value)
+    return height, width
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in value)
+    return a, b, c
+
+
+def _optional_ints(text: str | None) -> list[int] | None:
+    return None if text is None else [int(v) for v in json.loads(text)]
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ExportMetadata:
+    """The metadata of an exported ``.onnx`` file (weights are not loaded).
+
+    Raises:
+        FileNotFoundError: no such file. MetadataError: not an rfdetr export.
+    """
+    import onnx
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such ONNX file")
+    model = onnx.load(str(file), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    return ExportMetadata.from_props(props, source=str(file))
+
+
+def dataset_ids_from(checkpoint: LoadedCheckpoint) -> list[int] | None:
+    """The dataset's own id of each 0-based class id, when the checkpoint records it.
+
+    Sources, in order: the logit columns of COCO-id heads (official weights, upstream 1.4 COCO
+    training: the column is the category id), then a ``class_map`` (``ClassMap.to_dict()``)
+    anywhere in the checkpoint's config.
+    """
+    if checkpoint.label_to_logit is not None:
+        return list(checkpoint.label_to_logit)
+    found = _find_class_map(checkpoint.config)
+    if found is None:
+        return None
+    ids = [int(i) for i in found["source_ids"]]
+    return ids if len(ids) == checkpoint.num_classes else None
+
+
+def _find_class_map(config: Any, depth: int = 0) -> Mapping[str, Any] | None:
+    if not isinstance(config, Mapping) or depth > 3:
+        return None
+    candidate = config.get("class_map")
+    if isinstance(candidate, Mapping) and isinstance(candidate.get("source_ids"), list):
+        return candidate
+    for value in config.values():
+        found = _find_class_map(value, depth + 1)
+        if found is not None:
+            return found
+    return None

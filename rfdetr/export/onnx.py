@@ -1,0 +1,194 @@
+"""Trace an `RFDETR` model to ONNX through `ExportModule`, embed metadata, check, simplify.
+
+The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) is used on purpose: with
+torch 2.14 it writes a clean graph at the requested opset (17 by default) with only standard
+ONNX ops, whereas the dynamo exporter needs ``onnxscript`` and moves the graph to opset 18
+(upstream issue #473).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from rfdetr.export.graph import ExportModule, TopKPostProcess
+from rfdetr.export.metadata import ExportMetadata
+from rfdetr.models.detector import RFDETR
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 17  # LayerNormalization (17) and GridSample (16) are single ops from here on
+MAX_OPSET = 20  # the TorchScript exporter's newest opset in torch 2.14
+
+
+class ExportError(ValueError):
+    """Export arguments or a model that cannot be exported; the message is one line."""
+
+
+def check_shape(
+    shape: tuple[int, int] | list[int] | None, default: int, block: int
+) -> tuple[int, int]:
+    """Validate an export ``(height, width)`` (None: the model's square resolution).
+
+    Raises:
+        ExportError: not two positive ints, or a side not divisible by ``block``
+            (``patch_size * num_windows``).
+    """
+    if shape is None:
+        return default, default
+    try:
+        height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ExportError(f"shape must be two integers (height, width), got {shape!r}") from None
+    if height <= 0 or width <= 0 or height % block or width % block:
+        raise ExportError(
+            f"shape {height}x{width} must be positive and divisible by patch_size * num_windows "
+            f"= {block} (e.g. {max(block, height // block * block)}x"
+            f"{max(block, width // block * block)})"
+        )
+    return height, width
+
+
+def check_opset(opset_version: int) -> int:
+    """Validate the ONNX opset; raises `ExportError` outside ``[MIN_OPSET, MAX_OPSET]``."""
+    if not isinstance(opset_version, int) or not MIN_OPSET <= opset_version <= MAX_OPSET:
+        raise ExportError(
+            f"opset_version {opset_version!r} is not supported; use {MIN_OPSET}..{MAX_OPSET} "
+            f"(default 17)"
+        )
+    return opset_version
+
+
+def export_onnx(
+    model: RFDETR,
+    output: str | os.PathLike[str],
+    *,
+    shape: tuple[int, int],
+    metadata: ExportMetadata,
+    opset_version: int = 17,
+    dynamic_batch: bool = True,
+    batch_size: int = 1,
+    class_columns: list[int] | None = None,
+) -> Path:
+    """Write the inference graph of ``model`` to ``output`` and return the path.
+
+    Args:
+        model: an eval-mode model on the CPU (not modified).
+        output: the ``.onnx`` file to write (its folder is created).
+        shape: input ``(height, width)``, already validated (`check_shape`).
+        metadata: written into ``metadata_props``; ``metadata.with_postprocess`` appends top-k
+            post-processing (input ``orig_size``, outputs ``boxes``/``scores``/``class_ids``).
+        opset_version: ONNX opset (`check_opset`).
+        dynamic_batch: symbolic batch axis ``batch``; else the batch is fixed to ``batch_size``.
+        class_columns: logit column of each class id for the post-processing graph.
+
+    Raises:
+        ExportError: a bad opset or batch size.
+    """
+    import onnx
+
+    check_opset(opset_version)
+    if batch_size < 1:
+        raise ExportError(f"batch_size must be >= 1, got {batch_size}")
+    postprocess = None
+    if metadata.with_postprocess:
+        ratio = model.segmentation_head.downsample_ratio if model.segmentation_head else 4
+        postprocess = TopKPostProcess(
+            metadata.num_select,
+            model.num_queries,
+            model.class_embed.out_features,
+            class_columns,
+            mask_size=(shape[0] // ratio, shape[1] // ratio) if model.segmentation_head else None,
+        )
+    module = ExportModule(model, shape, postprocess).eval()
+    images = torch.randn(batch_size, 3, *shape)
+    args: tuple[torch.Tensor, ...] = (images,)
+    if postprocess is not None:
+        args = (images, torch.tensor([[shape[0], shape[1]]] * batch_size, dtype=torch.long))
+    names_in, names_out = module.input_names, module.output_names
+    axes = {name: {0: "batch"} for name in names_in + names_out} if dynamic_batch else None
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracer notes about Python ints taken from shapes are expected: the spatial size is
+        # fixed by design, and the legacy-exporter deprecation note is the documented choice.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=names_in,
+            output_names=names_out,
+            opset_version=opset_version,
+            dynamic_axes=axes,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    _set_output_shapes(proto, module.output_shapes, batch_size, dynamic_batch)
+    _set_metadata(proto, metadata)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    logger.info("exported %s (%.1f MB, opset %d)", path, path.stat().st_size / 1e6, opset_version)
+    return path
+
+
+def _set_output_shapes(
+    proto: object, shapes: list[tuple[int, ...]], batch_size: int, dynamic_batch: bool
+) -> None:
+    """Write the static output dims the tracer leaves symbolic next to a dynamic batch axis
+    (consumers such as TensorRT and the checker's shape inference then see them)."""
+    for output, shape in zip(proto.graph.output, shapes, strict=True):
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        batch = dims.add()
+        if dynamic_batch:
+            batch.dim_param = "batch"
+        else:
+            batch.dim_value = batch_size
+        for size in shape:
+            dims.add().dim_value = size
+
+
+def _set_metadata(proto: object, metadata: ExportMetadata) -> None:
+    del proto.metadata_props[:]
+    for key, value in metadata.to_props().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "rfdetr"
+    proto.producer_version = metadata.rfdetr_version
+    proto.doc_string = (
+        f"RF-DETR {metadata.model_name} ({metadata.task}); input 'input' [B, 3, "
+        f"{metadata.input_shape[0]}, {metadata.input_shape[1]}] float32 RGB normalised with "
+        "ImageNet mean/std; see metadata_props for classes and outputs."
+    )
+
+
+def simplify_onnx(source: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    """Simplify ``source`` with onnxslim into ``output``, keeping its metadata; returns ``output``.
+
+    Raises:
+        ExportError: onnxslim is not installed (the ``onnx`` extra provides it).
+    """
+    import onnx
+
+    try:
+        import onnxslim
+    except ImportError:
+        raise ExportError(
+            "simplify=True needs onnxslim; install it with: pip install 'rfdetr[onnx]'"
+        ) from None
+    original = onnx.load(str(source))
+    slim = onnxslim.slim(original)
+    del slim.metadata_props[:]
+    slim.metadata_props.extend(original.metadata_props)
+    slim.producer_name, slim.producer_version = original.producer_name, original.producer_version
+    slim.doc_string = original.doc_string
+    onnx.checker.check_model(slim, full_check=True)
+    path = Path(output)
+    onnx.save(slim, str(path))
+    return path

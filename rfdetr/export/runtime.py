@@ -1,0 +1,173 @@
+"""Run an exported RF-DETR ONNX file with ONNX Runtime, with nothing but the file.
+
+`ONNXRuntimeModel` reads the file's metadata (classes, input size, normalisation), runs batches
+(splitting or padding them for a fixed-batch file) and gives the same `supervision.Detections`
+as ``RFDETRModel.predict()``. `runtime_for` serves ``predict(backend="onnxruntime")``: it exports
+the model once into a private temporary folder (or opens a given file) and caches the session
+until the weights change.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import supervision as sv
+import torch
+import torch.nn.functional as F
+
+from rfdetr.export.metadata import ExportMetadata
+from rfdetr.export.verify import make_session
+from rfdetr.inference import ImageInput, is_batch, to_float_chw
+from rfdetr.models.postprocess import PostProcess
+
+if TYPE_CHECKING:
+    from rfdetr.api import RFDETRModel
+
+_RAW_NAMES = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
+
+
+class ONNXRuntimeModel:
+    """An exported RF-DETR model under ONNX Runtime (CPU execution provider).
+
+    Args:
+        path: a raw-output ``.onnx`` file written by ``export()`` (not ``--with-postprocess``).
+        threads: intra-op threads; None lets ONNX Runtime use every core.
+
+    Raises:
+        FileNotFoundError: no such file. MetadataError: the file is not an rfdetr export.
+        ValueError: the file is a post-processing graph (use its outputs directly).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such ONNX file")
+        self.session = make_session(self.path, threads)
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = ExportMetadata.from_props(props, source=str(self.path))
+        if self.metadata.with_postprocess:
+            raise ValueError(
+                f"{self.path}: a --with-postprocess graph; ONNXRuntimeModel needs the raw-output "
+                "export (its boxes/scores/class_ids outputs are already final)"
+            )
+        batch = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.postprocess = PostProcess(self.metadata.num_select, self.metadata.logit_columns)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Name of each 0-based class id."""
+        return self.metadata.class_names
+
+    def run(self, images: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        """Raw outputs by ONNX name for a normalised ``[B, 3, H, W]`` batch of any size."""
+        array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        step = self.fixed_batch or len(array)
+        chunks: list[list[np.ndarray]] = []
+        for start in range(0, len(array), max(step, 1)):
+            part = array[start : start + step]
+            real = len(part)
+            if self.fixed_batch and real < self.fixed_batch:  # pad a short last chunk
+                pad = np.zeros((self.fixed_batch - real, *part.shape[1:]), np.float32)
+                part = np.concatenate([part, pad])
+            outputs = self.session.run(self.output_names, {"input": part})
+            chunks.append([o[:real] for o in outputs])
+        return {
+            name: np.concatenate([c[i] for c in chunks]) for i, name in enumerate(self.output_names)
+        }
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Like the eager model in eval mode: ``pred_boxes``, ``pred_logits`` (, ``pred_masks``)."""
+        outputs = self.run(images)
+        return {
+            _RAW_NAMES[name]: torch.from_numpy(value).to(images.device)
+            for name, value in outputs.items()
+        }
+
+    def preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[3, H_i, W_i]`` images in [0, 1] -> ``([B, 3, h, w]`` normalised, ``[B, 2]`` sizes)."""
+        meta = self.metadata
+        sizes = torch.tensor([list(img.shape[-2:]) for img in images])
+        batch = torch.cat(
+            [
+                F.interpolate(
+                    img[None], size=meta.input_shape, mode="bilinear", align_corners=False
+                )
+                for img in images
+            ]
+        )
+        mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
+        std = torch.tensor(meta.std).view(1, 3, 1, 1)
+        return (batch - mean) / std, sizes
+
+    def predict(
+        self, images: ImageInput | list[ImageInput], threshold: float = 0.5, batch_size: int = 8
+    ) -> sv.Detections | list[sv.Detections]:
+        """Detect objects; the same inputs and results as ``RFDETRModel.predict()``."""
+        single = not is_batch(images)
+        items = [images] if single else list(images)
+        tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
+        detections = []
+        for start in range(0, len(tensors), batch_size):
+            batch, sizes = self.preprocess(tensors[start : start + batch_size])
+            results = self.postprocess(self(batch), sizes, threshold=threshold)
+            detections.extend(to_detections(result, self.class_names) for result in results)
+        return detections[0] if single else detections
+
+
+def to_detections(result: dict[str, torch.Tensor], class_names: list[str]) -> sv.Detections:
+    """One image's `PostProcess` result -> `supervision.Detections` with ``class_name`` data."""
+    class_id = result["labels"].cpu().numpy().astype(int)
+    names = np.array([class_names[i] for i in class_id], dtype=object)
+    masks = result.get("masks")
+    return sv.Detections(
+        xyxy=result["boxes"].float().cpu().numpy(),
+        confidence=result["scores"].float().cpu().numpy(),
+        class_id=class_id,
+        mask=masks.cpu().numpy() if masks is not None else None,
+        data={"class_name": names},
+    )
+
+
+def runtime_for(
+    owner: RFDETRModel, onnx_path: str | os.PathLike[str] | None = None
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """The ONNX Runtime forward for ``owner.predict(backend="onnxruntime")``, cached on ``owner``.
+
+    With ``onnx_path`` that file is used (it must be a raw-output export of the same input
+    size). Without, the model is exported (and verified) once into a temporary folder that lives
+    as long as ``owner``; any in-place change to the weights (training, loading) re-exports.
+    """
+    key: tuple[Any, ...]
+    if onnx_path is not None:
+        file = Path(onnx_path)
+        key = ("file", str(file.resolve()), file.stat().st_mtime_ns if file.is_file() else None)
+    else:
+        versions = sum(p._version for p in owner.model.parameters())
+        key = ("export", id(owner.model), versions, owner.resolution)
+    cached = getattr(owner, "_onnx_runtime", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    if onnx_path is None:
+        from rfdetr.export.exporter import export_model
+
+        folder = tempfile.TemporaryDirectory(prefix="rfdetr-onnx-")
+        file = export_model(owner, folder.name).path
+    else:
+        folder = None
+    runtime = ONNXRuntimeModel(file)
+    expected = (owner.resolution, owner.resolution)
+    if runtime.metadata.input_shape != expected:
+        raise ValueError(
+            f"{file}: exported for input {runtime.metadata.input_shape}, but the model predicts "
+            f"at {expected}; export it again or pass the matching file"
+        )
+    owner._onnx_runtime = (key, runtime, folder)  # the folder object keeps the file alive
+    return runtime

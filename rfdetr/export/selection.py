@@ -1,0 +1,103 @@
+"""Two-stage query selection during verification: compare like with like at near-ties.
+
+RF-DETR picks its queries with a top-k over the encoder tokens' best class logit, and the rank
+of a token decides which learned query it is paired with. Two tokens whose logits differ by less
+than the float noise between ONNX Runtime and PyTorch (~1e-5; with random weights such near-ties
+occur in about half of all inputs) may come out in either order, and the two orders give
+different, equally valid outputs. So verification reads ONNX Runtime's selection (the first
+``TopK`` node's indices, exposed as an extra output of an in-memory copy of the file), checks it
+is a top-k of PyTorch's own logits within a small tolerance, and runs the PyTorch model with that
+selection (a forward hook on the group-0 class head of the two-stage selection; its output
+feeds nothing but the top-k in eval mode). The outputs are then compared exactly as usual.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rfdetr.models.detector import RFDETR
+
+
+@dataclass
+class SelectionCheck:
+    """What the forced selection found for one batch.
+
+    Attributes:
+        forced: the hook ran (False if the model no longer calls that head module).
+        reordered: ranks where ONNX Runtime's order differs from PyTorch's own top-k.
+        violations: ranks where that order contradicts PyTorch's logits beyond the tolerance.
+        worst_gap: largest such contradiction (logit units).
+    """
+
+    forced: bool = False
+    reordered: int = 0
+    violations: int = 0
+    worst_gap: float = 0.0
+
+
+def selection_session(path: str | os.PathLike[str], options: object) -> tuple[object, str] | None:
+    """An ONNX Runtime session of ``path`` that also returns the two-stage top-k indices.
+
+    Returns ``(session, output name)``, or None when the graph has no ``TopK`` node.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(path))
+    topk = next((node for node in proto.graph.node if node.op_type == "TopK"), None)
+    if topk is None:
+        return None
+    name = topk.output[1]
+    proto.graph.output.append(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None)
+    )
+    session = ort.InferenceSession(
+        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session, name
+
+
+@contextmanager
+def forced_selection(model: RFDETR, index: Tensor, tolerance: float) -> Iterator[SelectionCheck]:
+    """Make ``model``'s two-stage top-k return ``index`` ``[B, K]`` (in that order).
+
+    The check compares that selection with the model's own logits: every selected token must
+    score at least as high as the next one and as every token left out, up to ``tolerance``.
+    """
+    head = model.transformer.enc_out_class_embed[0]
+    check = SelectionCheck()
+
+    def hook(module: torch.nn.Module, args: tuple, output: Tensor) -> Tensor:
+        check.forced = True
+        scores = output.amax(-1)  # [B, S]
+        _check(scores, index, tolerance, check)
+        batch, _, columns = output.shape
+        ranks = torch.arange(index.shape[1], 0, -1, dtype=output.dtype, device=output.device)
+        forced = output.new_full(output.shape, -1e9)
+        values = ranks[None, :, None].expand(batch, -1, columns)
+        return forced.scatter(1, index[..., None].expand(-1, -1, columns), values)
+
+    handle = head.register_forward_hook(hook)
+    try:
+        yield check
+    finally:
+        handle.remove()
+
+
+def _check(scores: Tensor, index: Tensor, tolerance: float, check: SelectionCheck) -> None:
+    picked = scores.gather(1, index)  # [B, K] in ONNX Runtime's order
+    own = torch.topk(scores, index.shape[1], dim=1).indices
+    check.reordered += int((own != index).sum())
+    gaps = [(picked[:, 1:] - picked[:, :-1]).clamp(min=0).flatten()]  # a later rank scoring higher
+    left_out = scores.scatter(1, index, float("-inf")).amax(1)  # best token not selected
+    gaps.append((left_out - picked.amin(1)).clamp(min=0))
+    excess = torch.cat(gaps)
+    check.violations += int((excess > tolerance).sum())
+    if excess.numel():
+        check.worst_gap = max(check.worst_gap, float(excess.max()))

@@ -1,0 +1,233 @@
+"""Check an exported ONNX file against the eager PyTorch model with ONNX Runtime.
+
+Both run on the same random inputs (batch 1 and 2 for a dynamic-batch file); the report gives the
+largest absolute difference per output. The tolerance is ``atol`` (1e-4, fp32), absolute for
+boxes (normalised), class logits and scores. Two outputs are not on a unit scale and get it
+relative to their largest magnitude: mask logits, which reach tens (float32 itself is no closer
+there: the eager fp32 Seg-Nano is 1.1e-4 away from an fp64 evaluation of the same model), and
+the post-processing graph's pixel boxes.
+
+Near-ties in the two-stage top-k are handled as `rfdetr.export.selection` explains: PyTorch
+runs with ONNX Runtime's (checked) query selection.
+
+For a post-processing graph the reference is `PostProcess` (what ``predict()`` uses): scores are
+compared as sorted lists, class ids and boxes at every rank whose score is not tied (within the
+tolerance) with a neighbour, since ONNX Runtime and PyTorch may order exact ties differently.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rfdetr.export.onnx import ExportError
+from rfdetr.export.selection import SelectionCheck, forced_selection, selection_session
+from rfdetr.models.detector import RFDETR
+from rfdetr.models.postprocess import PostProcess
+
+DEFAULT_ATOL = 1e-4
+_RELATIVE = ("masks", "boxes")  # outputs not on a unit scale (see the module docstring)
+_RAW = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
+
+
+class ExportVerificationError(ExportError):
+    """ONNX Runtime and PyTorch disagree beyond the tolerance."""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of `verify_onnx`.
+
+    Attributes:
+        path: the file checked.
+        batch_sizes: batch sizes run.
+        max_abs_diff: output name -> largest ``|onnx - torch|`` over all batches.
+        tolerance: output name -> allowed difference.
+        mismatched: output name -> elements (class ids) differing at untied ranks, and
+            ``selection``: two-stage ranks where ONNX Runtime's choice contradicts PyTorch.
+        reordered_ties: two-stage ranks ONNX Runtime ordered differently from PyTorch's own
+            top-k (near-ties; PyTorch then ran with ONNX Runtime's order).
+        selection_forced: PyTorch ran with ONNX Runtime's selection (see the module docstring).
+    """
+
+    path: Path
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: dict[str, float]
+    tolerance: dict[str, float]
+    mismatched: dict[str, int] = field(default_factory=dict)
+    reordered_ties: int = 0
+    selection_forced: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """True when every difference is within tolerance and nothing mismatched."""
+        within = all(self.max_abs_diff[k] <= self.tolerance[k] for k in self.max_abs_diff)
+        return within and not any(self.mismatched.values())
+
+    def summary(self) -> str:
+        """One line: the worst difference per output and the verdict."""
+        parts = [f"{k} {v:.1e} (tol {self.tolerance[k]:.0e})" for k, v in self.max_abs_diff.items()]
+        parts += [f"{k} mismatched {n}" for k, n in self.mismatched.items() if n]
+        if self.reordered_ties:
+            parts.append(f"{self.reordered_ties} near-tie query ranks reordered")
+        verdict = "OK" if self.passed else "FAILED"
+        batches = ",".join(map(str, self.batch_sizes))
+        where = f"{self.path.name}: onnxruntime vs torch, batch {batches}"
+        return f"{where}: {'; '.join(parts)}: {verdict}"
+
+
+def session_options(threads: int | None = None) -> object:
+    """ONNX Runtime session options: full graph optimisation, ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return options
+
+
+def make_session(path: str | os.PathLike[str], threads: int | None = None) -> object:
+    """An ONNX Runtime CPU session of ``path`` (see `session_options`)."""
+    import onnxruntime as ort
+
+    options = session_options(threads)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify_onnx(
+    path: str | os.PathLike[str],
+    model: RFDETR,
+    *,
+    postprocess: PostProcess | None = None,
+    batch_sizes: tuple[int, ...] | None = None,
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+) -> VerifyReport:
+    """Run ``path`` with ONNX Runtime and ``model`` with PyTorch on the same random inputs.
+
+    Args:
+        path: an exported file.
+        model: the eager model it came from, eval mode, on the CPU.
+        postprocess: the reference post-processing for a ``with_postprocess`` file.
+        batch_sizes: default ``(1, 2)`` for a dynamic batch, else the file's fixed batch.
+        atol: tolerance; absolute, relative for mask logits and pixel boxes.
+        raise_on_failure: raise `ExportVerificationError` instead of returning a failed report.
+    """
+    session = make_session(path)
+    picker = selection_session(path, session_options())
+    inputs = session.get_inputs()
+    batch_dim, _, height, width = inputs[0].shape
+    fixed = isinstance(batch_dim, int)
+    sizes = batch_sizes or ((batch_dim,) if fixed else (1, 2))
+    generator = torch.Generator().manual_seed(seed)
+    names = [o.name for o in session.get_outputs()]
+    if len(inputs) > 1 and postprocess is None:
+        raise ExportError(f"{path}: a post-processing graph needs postprocess= to verify")
+    diffs: dict[str, float] = {}
+    scales: dict[str, float] = {}
+    mismatched: dict[str, int] = {"selection": 0}
+    selection = SelectionCheck()
+    for batch in sizes:
+        images = torch.randn(batch, 3, height, width, generator=generator)
+        feed = {inputs[0].name: images.numpy()}
+        if len(inputs) > 1:
+            orig = torch.randint(32, 1024, (batch, 2), generator=generator)
+            feed[inputs[1].name] = orig.numpy()
+        got = dict(zip(names, session.run(None, feed), strict=True))
+        reference = _reference(model, images, picker, feed, 10 * atol, selection)
+        if len(inputs) > 1:
+            expected = _postprocessed(reference, orig, postprocess)
+            _compare_topk(got, expected, atol, diffs, scales, mismatched)
+        else:
+            for name in names:
+                _update(diffs, scales, name, got[name], reference[_RAW[name]].numpy())
+    tolerance = {k: atol * (max(1.0, scales[k]) if k in _RELATIVE else 1.0) for k in diffs}
+    mismatched["selection"] = selection.violations
+    report = VerifyReport(
+        Path(path),
+        tuple(sizes),
+        diffs,
+        tolerance,
+        mismatched,
+        reordered_ties=selection.reordered,
+        selection_forced=selection.forced,
+    )
+    if raise_on_failure and not report.passed:
+        raise ExportVerificationError(report.summary() + "; the file is kept for inspection")
+    return report
+
+
+def _reference(
+    model: RFDETR,
+    images: torch.Tensor,
+    picker: tuple[object, str] | None,
+    feed: dict,
+    tolerance: float,
+    total: SelectionCheck,
+) -> dict:
+    """The eager outputs, with ONNX Runtime's two-stage selection when the graph exposes it."""
+    if picker is None:
+        with torch.inference_mode():
+            return model(images)
+    session, name = picker
+    index = torch.from_numpy(session.run([name], feed)[0])
+    with forced_selection(model, index, tolerance) as check, torch.inference_mode():
+        reference = model(images)
+    total.forced = total.forced or check.forced
+    total.reordered += check.reordered
+    total.violations += check.violations
+    return reference
+
+
+def _update(diffs: dict, scales: dict, name: str, got: np.ndarray, expected: np.ndarray) -> None:
+    diff = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max(initial=0.0))
+    diffs[name] = max(diffs.get(name, 0.0), diff)
+    scales[name] = max(scales.get(name, 0.0), float(np.abs(expected).max(initial=0.0)))
+
+
+def _postprocessed(outputs: dict, orig: torch.Tensor, postprocess: PostProcess) -> dict:
+    """`PostProcess` results (batched) plus the kept queries' raw masks and next-best scores."""
+    results = postprocess(outputs, orig, threshold=None)
+    expected = {
+        "scores": torch.stack([r["scores"] for r in results]).numpy(),
+        "class_ids": torch.stack([r["labels"] for r in results]).numpy(),
+        "boxes": torch.stack([r["boxes"] for r in results]).numpy(),
+    }
+    logits = outputs["pred_logits"]
+    columns = postprocess.class_columns
+    logits = logits[..., :-1] if columns is None else logits[..., columns]
+    scores = logits.sigmoid().flatten(1)
+    k = expected["scores"].shape[1]
+    ranked = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    expected["_next"] = ranked.values[:, k:].numpy()  # the first score left out, if any
+    if "pred_masks" in outputs:
+        query = ranked.indices[:, :k] // logits.shape[-1]
+        expected["masks"] = torch.stack(
+            [outputs["pred_masks"][i][query[i]] for i in range(len(results))]
+        ).numpy()
+    return expected
+
+
+def _compare_topk(
+    got: dict, expected: dict, atol: float, diffs: dict, scales: dict, mismatched: dict
+) -> None:
+    """Sorted scores compared directly; ids, boxes and masks only at untied ranks."""
+    scores = expected["scores"]
+    _update(diffs, scales, "scores", -np.sort(-got["scores"], axis=1), scores)
+    padded = np.concatenate([scores[:, :1] + 1, scores, expected["_next"]], axis=1)
+    if expected["_next"].shape[1] == 0:
+        padded = np.concatenate([padded, scores[:, -1:] - 1], axis=1)
+    gaps = np.minimum(padded[:, 1:-1] - padded[:, 2:], padded[:, :-2] - padded[:, 1:-1])
+    untied = gaps > 10 * atol
+    ids_wrong = (got["class_ids"] != expected["class_ids"]) & untied
+    mismatched["class_ids"] = mismatched.get("class_ids", 0) + int(ids_wrong.sum())
+    for name in ("boxes", "masks"):
+        if name in got:
+            _update(diffs, scales, name, got[name][untied], expected[name][untied])
