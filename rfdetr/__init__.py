@@ -19,6 +19,11 @@ _LAZY: dict[str, str] = {
     "get_preset": "rfdetr.presets",
     "list_presets": "rfdetr.presets",
     "RFDETRModel": "rfdetr.api",
+    "RunConfig": "rfdetr.run_config",
+    "fit": "rfdetr.training.loop",
+    "evaluate": "rfdetr.evaluation.api",
+    "plot_training_curves": "rfdetr.evaluation.plots",
+    "ONNXRuntimeModel": "rfdetr.export.runtime",
     **{
         name: "rfdetr.variants"
         for name in (

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import supervision as sv
 import torch
 
 from rfdetr.config import ModelConfig
+from rfdetr.export.metadata import dataset_ids_from
 from rfdetr.hub import resolve_pretrained
 from rfdetr.inference import ImageInput, is_batch, preprocess, to_float_chw
 from rfdetr.models.build import build_model
@@ -23,6 +25,9 @@ from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 from rfdetr.presets import get_preset
 from rfdetr.weights import LoadedCheckpoint, load_weights, read_checkpoint
+
+if TYPE_CHECKING:
+    from rfdetr.training.loop import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +113,10 @@ class RFDETRModel:
             )
             label_to_logit = checkpoint.label_to_logit
             class_names = class_names or checkpoint.class_names
+        # The dataset's own id of each class id (COCO category ids...), for export metadata.
+        self.dataset_ids: list[int] | None = (
+            dataset_ids_from(checkpoint) if checkpoint is not None else None
+        )
         self.config = config
         self.class_names = list(class_names or [f"class_{i}" for i in range(config.num_classes)])
         self.postprocess = PostProcess(config.num_select, class_columns=label_to_logit)
@@ -148,7 +157,13 @@ class RFDETRModel:
         return self.config.resolution
 
     def predict(
-        self, images: ImageInput | list[ImageInput], threshold: float = 0.5, batch_size: int = 8
+        self,
+        images: ImageInput | list[ImageInput],
+        threshold: float = 0.5,
+        batch_size: int = 8,
+        *,
+        backend: str = "torch",
+        onnx_path: str | os.PathLike[str] | None = None,
     ) -> sv.Detections | list[sv.Detections]:
         """Detect objects in one image or a list of images.
 
@@ -157,6 +172,11 @@ class RFDETRModel:
                 tensor in [0, 1], or a list of them.
             threshold: minimum confidence kept.
             batch_size: images per forward pass.
+            backend: ``"torch"`` (eager, ``torch.inference_mode``) or ``"onnxruntime"``: the
+                model is exported once (verified, cached until the weights change) and run
+                with ONNX Runtime on the CPU; the detections are the same.
+            onnx_path: with ``backend="onnxruntime"``, an exported raw-output file to run
+                instead of exporting.
 
         Returns:
             For each image, `supervision.Detections` with ``xyxy`` in original-image pixels,
@@ -166,15 +186,105 @@ class RFDETRModel:
         single = not is_batch(images)
         items = [images] if single else list(images)
         tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
+        forward = self._forward_for(backend, onnx_path)
         detections: list[sv.Detections] = []
         for start in range(0, len(tensors), batch_size):
             batch, sizes = preprocess(
                 tensors[start : start + batch_size], self.resolution, self.device
             )
             with torch.inference_mode():
-                results = self.postprocess(self.model(batch), sizes, threshold=threshold)
+                results = self.postprocess(forward(batch), sizes, threshold=threshold)
             detections.extend(self._to_detections(result) for result in results)
         return detections[0] if single else detections
+
+    def _forward_for(self, backend: str, onnx_path: str | os.PathLike[str] | None) -> Any:
+        if backend == "torch":
+            return self.model
+        if backend == "onnxruntime":
+            from rfdetr.export.runtime import runtime_for
+
+            return runtime_for(self, onnx_path)
+        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+
+    def export(
+        self,
+        output_dir: str | os.PathLike[str] = "output",
+        *,
+        opset_version: int = 17,
+        dynamic_batch: bool = True,
+        batch_size: int = 1,
+        simplify: bool = False,
+        shape: tuple[int, int] | None = None,
+        with_postprocess: bool = False,
+        verify: bool = True,
+    ) -> Path:
+        """Export to ONNX (``output_dir/rfdetr-<size>.onnx``), verified against PyTorch.
+
+        The graph takes ``input`` ``[B, 3, H, W]`` float32 (RGB, ImageNet-normalised) and
+        returns ``dets`` ``[B, Q, 4]`` normalised cxcywh, ``labels`` ``[B, Q, C+1]`` logits and,
+        for Seg models, ``masks`` ``[B, Q, H/4, W/4]`` logits. Class names, dataset ids,
+        input size, normalisation and version are in the file's ``metadata_props``.
+
+        Args:
+            output_dir: folder for the files (created).
+            opset_version: ONNX opset, 17..20.
+            dynamic_batch: symbolic batch axis; False fixes it to ``batch_size``.
+            batch_size: the fixed batch when ``dynamic_batch=False``.
+            simplify: also write ``rfdetr-<size>.sim.onnx`` with onnxslim (verified too) and
+                return its path.
+            shape: input ``(height, width)``; default the model's resolution. Each side must be
+                divisible by ``patch_size * num_windows``.
+            with_postprocess: a graph with a second input ``orig_size`` ``[B, 2]`` (height,
+                width) returning ``boxes`` (pixel xyxy), ``scores`` and ``class_ids`` after
+                top-k, as ``predict()`` computes them (no threshold).
+            verify: run ONNX Runtime and PyTorch on random inputs (batch 1 and 2) and fail
+                above 1e-4 (``ExportVerificationError``).
+
+        Returns:
+            The path of the file to use (`pathlib.Path`).
+        """
+        from rfdetr.export.exporter import export_model
+
+        result = export_model(
+            self,
+            output_dir,
+            opset_version=opset_version,
+            dynamic_batch=dynamic_batch,
+            batch_size=batch_size,
+            simplify=simplify,
+            shape=shape,
+            with_postprocess=with_postprocess,
+            verify=verify,
+        )
+        return result.path
+
+    def train(self, **options: Any) -> TrainResult:
+        """Fine-tune on a COCO or YOLO dataset folder, as upstream's ``model.train(...)``.
+
+        Args:
+            **options: ``dataset_dir`` (required), ``epochs``, ``batch_size``,
+                ``grad_accum_steps``, ``lr``, ``output_dir``, ``resume`` and every other
+                `RunConfig` option by its name (see ``rfdetr.config``); a misspelt name fails
+                at once, naming the closest valid one.
+
+        Returns:
+            The run's outputs (``best_checkpoint``, ``best_metrics``, ``history``, ...). The
+            instance then holds the best weights (``checkpoint_best_total.pth``) and the
+            dataset's class names, so ``predict()`` works right away.
+        """
+        from rfdetr.training.loop import fit
+        from rfdetr.training.setup import instance_run_config
+
+        result = fit(instance_run_config(self.config, options), model=self.model)
+        if result.best_checkpoint is not None:
+            checkpoint = read_checkpoint(result.best_checkpoint)
+            config = self.config.with_overrides(**architecture_from(checkpoint))
+            model = build_model(config)
+            load_weights(model, checkpoint)
+            self.model, self.config = model.to(self.device).eval(), config
+            self.class_names = list(checkpoint.class_names or result.class_names)
+            self.postprocess = PostProcess(config.num_select)
+        return result
 
     def _to_detections(self, result: dict[str, torch.Tensor]) -> sv.Detections:
         class_id = result["labels"].cpu().numpy().astype(int)

@@ -90,7 +90,11 @@ _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_validate,)
 
 # Sub-commands living in their own modules; each module defines ``add_parser(subparsers)`` and
 # keeps its heavy imports inside the handler.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = (
+    "rfdetr.evaluation.cli",
+    "rfdetr.training.cli",
+    "rfdetr.export.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

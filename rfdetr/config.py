@@ -1,4 +1,5 @@
-"""Typed configuration for RF-DETR models.
+"""Typed configuration: `ModelConfig` (architecture) here; `RunConfig` (one training run, in
+:mod:`rfdetr.run_config`) is importable from here too.
 
 Every default is written once, here or in a preset (`rfdetr.presets`). Unknown keys are rejected
 (`extra="forbid"`) so a misspelt override fails at once instead of being silently ignored.
@@ -156,3 +157,25 @@ class ModelConfig(StrictModel):
     def with_overrides(self, **overrides: Any) -> ModelConfig:
         """Return a validated copy with ``overrides`` applied (unknown keys fail)."""
         return ModelConfig.model_validate({**self.model_dump(), **overrides})
+
+
+# The run configuration lives in `rfdetr.run_config` (it imports this module); its public names
+# are served from here too, loaded on first use.
+_RUN_CONFIG_NAMES = (
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "FLAT_KEYS",
+    "LogConfig",
+    "RunConfig",
+    "SECTIONS",
+    "TrainConfig",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RUN_CONFIG_NAMES:
+        import rfdetr.run_config
+
+        return getattr(rfdetr.run_config, name)
+    raise AttributeError(f"module 'rfdetr.config' has no attribute '{name}'")

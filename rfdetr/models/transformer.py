@@ -9,6 +9,7 @@ give the group's reference boxes (detached) and their encoder-side predictions (
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rfdetr.models.decoder import Decoder
@@ -101,6 +102,8 @@ class Transformer(nn.Module):
         """
         memory, proposals = memory_proposals(memory, spatial_shapes)
         top_k = min(self.num_queries, memory.shape[1])
+        if groups > 1:
+            return self._select_batched(memory, proposals, groups, top_k)
         features, boxes, logits = [], [], []
         for g in range(groups):
             projected = self.enc_output_norm[g](self.enc_output[g](memory))
@@ -114,6 +117,43 @@ class Transformer(nn.Module):
                 torch.gather(token_logits, 1, index.expand(-1, -1, token_logits.shape[-1]))
             )
         return torch.cat(features, 1), torch.cat(boxes, 1), torch.cat(logits, 1)
+
+    def _select_batched(
+        self, memory: Tensor, proposals: Tensor, groups: int, top_k: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`select_queries` for several groups at once (training): the same per-group
+        Linear/LayerNorm/heads, as batched matrix products over stacked group weights instead
+        of ``groups`` rounds of small ones.
+        """
+        batch, tokens, width = memory.shape
+        g = range(groups)
+        flat = memory.reshape(1, batch * tokens, width).expand(groups, -1, -1)
+        projected = _group_linear(flat, [self.enc_output[i] for i in g])
+        norms = [self.enc_output_norm[i] for i in g]
+        projected = F.layer_norm(projected, (width,), eps=norms[0].eps)
+        projected = projected * torch.stack([n.weight for n in norms])[:, None]
+        projected = projected + torch.stack([n.bias for n in norms])[:, None]
+        token_logits = _group_linear(projected, [self.enc_out_class_embed[i] for i in g])
+        projected = projected.view(groups, batch, tokens, width)
+        token_logits = token_logits.view(groups, batch, tokens, -1)
+        index = torch.topk(token_logits.max(-1).values, top_k, dim=2).indices[..., None]
+        selected = torch.gather(projected, 2, index.expand(-1, -1, -1, width))
+        anchors = torch.gather(
+            proposals.unsqueeze(0).expand(groups, -1, -1, -1), 2, index.expand(-1, -1, -1, 4)
+        )
+        logits = torch.gather(token_logits, 2, index.expand(-1, -1, -1, token_logits.shape[-1]))
+        hidden = selected.reshape(groups, batch * top_k, width)
+        mlps = [self.enc_out_bbox_embed[i] for i in g]
+        for layer in range(len(mlps[0].layers)):
+            hidden = _group_linear(hidden, [mlp.layers[layer] for mlp in mlps])
+            if layer < len(mlps[0].layers) - 1:
+                hidden = F.relu(hidden)
+        boxes = apply_box_delta(hidden.view(groups, batch, top_k, 4), anchors)
+
+        def by_image(t: Tensor) -> Tensor:  # [G, B, K, D] -> [B, G*K, D], group-major queries
+            return t.permute(1, 0, 2, 3).reshape(batch, groups * top_k, t.shape[-1])
+
+        return by_image(selected), by_image(boxes), by_image(logits)
 
     def forward(
         self,
@@ -155,3 +195,11 @@ class Transformer(nn.Module):
             "enc_boxes": enc_boxes,
             "enc_logits": enc_logits,
         }
+
+
+def _group_linear(x: Tensor, layers: list[nn.Linear]) -> Tensor:
+    """``layers[g](x[g])`` for every group ``g`` in one batched product: ``[G, N, in]`` ->
+    ``[G, N, out]``."""
+    weight = torch.stack([layer.weight for layer in layers])  # [G, out, in]
+    bias = torch.stack([layer.bias for layer in layers])  # [G, out]
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))

@@ -1,0 +1,293 @@
+"""Training-step throughput on the CPU: ours vs upstream rfdetr 1.11.2, interleaved.
+
+One step = forward, loss (matcher + set criterion), backward, gradient clipping (0.1) and an
+AdamW step with the layer-decay parameter groups, on a fixed random batch with the same targets
+for both implementations. Both run as long-lived worker processes (the two packages are both
+named ``rfdetr``) that take turns step by step, so background load on a shared machine hits
+both alike. Settings are identical on both sides: the same size preset (all 13 query groups and
+300 queries), resolution, batch, fp32, same number of threads.
+
+Printed per resolution, for each side: images/s of the best step and of the median step, the
+median CPU time per step (user + system, all threads; robust when other processes compete for
+the cores) and peak RSS of the worker; the speed-up by best step time and by median CPU time;
+and our step's FLOPs (``torch.utils.flop_counter.FlopCounterMode``) over the best step time,
+against a square fp32 matmul peak measured in the same run.
+
+Usage::
+
+    .venv/bin/python benchmarks/train_throughput.py [--size nano] [--resolutions 384 192]
+        [--batch 2] [--steps 8] [--threads 2] [--upstream-python /work/upstream-venv/bin/python]
+
+``--upstream-python ''`` measures ours only. ``--allocator default`` runs our side without the
+training loop's allocator tuning (:func:`rfdetr.training.runtime.tune_allocator`), and
+``--upstream-allocator tuned`` gives upstream the same tuning, for like-for-like comparisons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+UPSTREAM_CLASSES = {"nano": "RFDETRNano", "small": "RFDETRSmall", "medium": "RFDETRMedium"}
+NUM_CLASSES = 90
+SEED = 0
+
+
+def make_batch(resolution: int, batch: int) -> tuple[Any, list[dict[str, Any]]]:
+    """The fixed images ``[B, 3, R, R]`` and targets (4 boxes per image, normalised cxcywh)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(SEED)
+    images = torch.randn(batch, 3, resolution, resolution, generator=generator)
+    targets = []
+    for _ in range(batch):
+        centres = 0.25 + 0.5 * torch.rand(4, 2, generator=generator)
+        sizes = 0.05 + 0.3 * torch.rand(4, 2, generator=generator)
+        labels = torch.randint(0, NUM_CLASSES, (4,), generator=generator)
+        targets.append({"labels": labels, "boxes": torch.cat([centres, sizes], 1)})
+    return images, targets
+
+
+def _ours(size: str, resolution: int, allocator: str) -> Any:
+    import torch
+
+    from rfdetr.config import RunConfig
+    from rfdetr.models.build import build_model
+    from rfdetr.models.criterion import count_boxes, reduce_num_boxes
+    from rfdetr.training.optim import build_optimizer
+    from rfdetr.training.runtime import tune_allocator
+    from rfdetr.training.setup import build_criterion
+    from rfdetr.training.step import accumulate_gradients
+
+    if allocator == "tuned":
+        tune_allocator(torch.device("cpu"))
+    config = RunConfig.from_kwargs(
+        size, dataset_dir="-", resolution=resolution, num_classes=NUM_CLASSES
+    )
+    torch.manual_seed(SEED)
+    model = build_model(config.model).train()
+    criterion = build_criterion(config).train()
+    optimizer = build_optimizer(model, config.train, config.model, torch.device("cpu"))
+    group_detr = config.model.group_detr
+
+    def step(images: Any, targets: list[dict[str, Any]]) -> None:
+        normaliser = reduce_num_boxes(count_boxes(targets) * group_detr, images.device)
+        accumulate_gradients(
+            model, criterion, images, targets, micro_batch=images.shape[0], num_boxes=normaliser
+        )
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1, foreach=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _upstream(size: str, resolution: int, allocator: str) -> Any:
+    from types import SimpleNamespace
+
+    import torch
+    from rfdetr.models.lwdetr import build_criterion_and_postprocessors
+    from rfdetr.training.param_groups import get_param_dict
+
+    import rfdetr
+
+    if allocator == "tuned":
+        _tune_glibc()
+    torch.manual_seed(SEED)
+    wrapper = getattr(rfdetr, UPSTREAM_CLASSES[size])(
+        pretrain_weights=None, device="cpu", resolution=resolution, num_classes=NUM_CLASSES
+    )
+    model = wrapper.model.model.train()
+    mc = wrapper.model_config
+    args = SimpleNamespace(
+        device="cpu", num_classes=NUM_CLASSES, dec_layers=mc.dec_layers, aux_loss=True,
+        two_stage=True, group_detr=mc.group_detr, segmentation_head=False, focal_alpha=0.25,
+        set_cost_class=2.0, set_cost_bbox=5.0, set_cost_giou=2.0, cls_loss_coef=1.0,
+        bbox_loss_coef=5.0, giou_loss_coef=2.0, mask_ce_loss_coef=5.0, mask_dice_loss_coef=5.0,
+        mask_point_sample_ratio=16, ia_bce_loss=True, use_varifocal_loss=False,
+        use_position_supervised_loss=False, sum_group_losses=False, num_select=mc.num_select,
+        lr=1e-4, lr_encoder=1.5e-4, weight_decay=1e-4, lr_vit_layer_decay=0.8,
+        lr_component_decay=0.7, out_feature_indexes=mc.out_feature_indexes,
+    )  # fmt: skip
+    criterion, _ = build_criterion_and_postprocessors(args)
+    criterion.train()
+    optimizer = torch.optim.AdamW(get_param_dict(args, model), lr=1e-4, weight_decay=1e-4)
+    weights = criterion.weight_dict
+
+    def step(images: Any, targets: list[dict[str, Any]]) -> None:
+        losses = criterion(model(images), targets)
+        sum(losses[k] * weights[k] for k in losses if k in weights).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _tune_glibc() -> None:
+    """The same malloc settings as ``rfdetr.training.runtime.tune_allocator`` (for upstream)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-4, 0)  # M_MMAP_MAX
+    libc.mallopt(-1, 2**62)  # M_TRIM_THRESHOLD
+
+
+def _matmul_peak(threads: int) -> float:
+    """Best GFLOP/s of a 2048^3 fp32 matmul (same thread count as the steps)."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = 0.0
+    for _ in range(6):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def worker(kind: str, size: str, resolution: int, batch: int, threads: int, alloc: str) -> None:
+    """Serve ``step`` / ``flops`` / ``peak`` / ``rss`` requests on stdin, one JSON line each."""
+    import torch
+
+    torch.set_num_threads(threads)
+    step = (_ours if kind == "ours" else _upstream)(size, resolution, alloc)
+    images, targets = make_batch(resolution, batch)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "step":
+            start, cpu = time.perf_counter(), time.process_time()
+            step(images, targets)
+            reply: dict[str, Any] = {
+                "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu,
+            }
+        elif command == "flops":
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as counter:
+                step(images, targets)
+            reply = {"flops": counter.get_total_flops()}
+        elif command == "peak":
+            reply = {"gflops": _matmul_peak(threads)}
+        elif command == "rss":
+            reply = {"rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+        else:
+            return
+        print(json.dumps(reply), flush=True)
+
+
+class Worker:
+    """A worker process and its request/reply pipe."""
+
+    def __init__(self, python: str, kind: str, args: argparse.Namespace, resolution: int) -> None:
+        allocator = args.allocator if kind == "ours" else args.upstream_allocator
+        command = [python, "-W", "ignore", str(Path(__file__).resolve()), "--worker", kind]
+        command += ["--size", args.size, "--batch", str(args.batch), "--threads", str(args.threads)]
+        command += ["--resolutions", str(resolution), "--allocator", allocator]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        # Passive OpenMP waiting: an idle worker's threads sleep instead of spinning, so they
+        # neither slow the stepping worker down nor count as CPU time.
+        env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
+        env |= {"OMP_WAIT_POLICY": "PASSIVE"}
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+        self.read()
+
+    def read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError(f"worker exited with code {self.process.wait()}")
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+def measure(args: argparse.Namespace, resolution: int) -> None:
+    """Interleaved steps of both sides at one resolution; prints one block of figures."""
+    sides = {"ours": Worker(sys.executable, "ours", args, resolution)}
+    if args.upstream_python:
+        sides["upstream"] = Worker(args.upstream_python, "upstream", args, resolution)
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    for round_index in range(args.warmup + args.steps):
+        for name, side in sides.items():
+            reply = side.ask("step")
+            if round_index >= args.warmup:
+                times[name].append(reply["seconds"])
+                cpu[name].append(reply["cpu_seconds"])
+    flops = sides["ours"].ask("flops")["flops"]
+    peak = max(sides["ours"].ask("peak")["gflops"] for _ in range(2))
+    print(f"\n{args.size} @ {resolution}, batch {args.batch}, {args.threads} threads, fp32:")
+    best, cpu_median = {}, {}
+    for name, side in sides.items():
+        rss = side.ask("rss")["rss_gb"]
+        median, best[name] = statistics.median(times[name]), min(times[name])
+        cpu_median[name] = statistics.median(cpu[name])
+        print(
+            f"  {name:9s} {args.batch / best[name]:6.2f} img/s best step ({best[name]:5.2f} s), "
+            f"{args.batch / median:6.2f} img/s median ({median:5.2f} s), "
+            f"{cpu_median[name]:5.2f} CPU-s/step, peak RSS {rss:5.2f} GB"
+        )
+        side.close()
+    achieved = flops / best["ours"] / 1e9
+    print(
+        f"  ours: {flops / 1e9:.1f} GFLOP/step -> {achieved:.1f} GFLOP/s at the best step, "
+        f"{100 * achieved / peak:.0f}% of the {peak:.1f} GFLOP/s matmul peak measured now"
+    )
+    if "upstream" in best:
+        print(
+            f"  speed-up upstream/ours: {best['upstream'] / best['ours']:.2f}x (best step time), "
+            f"{cpu_median['upstream'] / cpu_median['ours']:.2f}x (median CPU time per step)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="nano", choices=sorted(UPSTREAM_CLASSES))
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[384, 192])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per side")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--upstream-python", default="/work/upstream-venv/bin/python")
+    parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned")
+    parser.add_argument("--upstream-allocator", choices=["tuned", "default"], default="default")
+    parser.add_argument("--worker", choices=["ours", "upstream"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(
+            args.worker, args.size, args.resolutions[0], args.batch, args.threads, args.allocator
+        )
+        return
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    for resolution in args.resolutions:
+        measure(args, resolution)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""``rfdetr train``: the training command, with every `RunConfig` option and ``--config``.
+
+Options are generated from the config sections, so the command always offers exactly what
+``model.train(...)`` accepts: ``--epochs 50 --batch-size 8 --lr 2e-4 --no-multi-scale``.
+``--config run.yaml`` loads a saved run config (``run.yaml`` of an earlier run works); options
+given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+import typing
+from typing import Any
+
+from rfdetr.run_config import FLAT_KEYS, SECTIONS
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+_NOT_ON_COMMAND_LINE = ("class_map",)  # structured data: give it in --config
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``rfdetr train``."""
+    parser = subparsers.add_parser(
+        "train",
+        allow_abbrev=False,  # "--epoch" must fail, not silently mean "--epochs"
+        help="train (fine-tune) an RF-DETR model on a COCO or YOLO dataset",
+        description=(
+            "Train an RF-DETR model. Every training option of model.train() is available "
+            "(--epochs, --batch-size, --grad-accum-steps, --lr, --output-dir, --resume, ...); "
+            "--config reads a YAML/JSON run config, which command-line options override. "
+            "Exit code 0 on success, 2 for unusable options or data, 1 when training fails."
+        ),
+    )
+    parser.add_argument("dataset_dir", nargs="?", help="dataset folder (or data.dataset_dir)")
+    parser.add_argument("--config", metavar="FILE", help="a run config (YAML or JSON)")
+    parser.add_argument(
+        "--model",
+        metavar="SIZE",
+        help="model size preset, e.g. nano, small, seg-nano (default nano)",
+    )
+    for name, section in FLAT_KEYS.items():
+        if name in _NOT_ON_COMMAND_LINE or name == "dataset_dir":
+            continue
+        _add_option(parser, name, section)
+    parser.set_defaults(handler=run)
+
+
+def _add_option(parser: argparse.ArgumentParser, name: str, section: str) -> None:
+    field = SECTIONS[section].model_fields[name]
+    flag = "--" + name.replace("_", "-")
+    annotation = field.annotation
+    default = "the --model preset's" if section == "model" else field.default
+    help_text = f"[{section}] default: {default}"
+    kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+    args = typing.get_args(annotation)
+    base = [a for a in args if a is not type(None)] if _is_union(annotation) else [annotation]
+    kind = base[0] if base else str
+    if kind is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+    elif typing.get_origin(kind) is typing.Literal:
+        parser.add_argument(flag, choices=list(typing.get_args(kind)), **kwargs)
+    elif typing.get_origin(kind) is list:
+        item = typing.get_args(kind)[0]
+        parser.add_argument(flag, nargs="+", type=item if item in (int, str) else str, **kwargs)
+    elif kind in (int, float):
+        parser.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kwargs)
+    else:
+        parser.add_argument(flag, type=str, metavar="VALUE", **kwargs)
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the run config from ``--config`` and the options, then train."""
+    from rfdetr.checkpoint_format import CheckpointError
+    from rfdetr.data.problems import DatasetError
+    from rfdetr.run_config import ConfigError, RunConfig
+    from rfdetr.training.loggers import LoggerUnavailableError
+    from rfdetr.training.loop import fit
+    from rfdetr.training.step import NonFiniteLossError
+
+    options = {k: v for k, v in vars(args).items() if k in FLAT_KEYS and k != "dataset_dir"}
+    if args.dataset_dir:
+        options["dataset_dir"] = args.dataset_dir
+    try:
+        if args.config:
+            config = RunConfig.from_file(args.config)
+            if args.model:  # another size: its preset replaces the file's model section
+                config = RunConfig.model_validate({**config.model_dump(), "model": args.model})
+            config = config.with_overrides(options)
+        else:
+            config = RunConfig.from_kwargs(args.model or "nano", **options)
+        result = fit(config)
+    except (ConfigError, DatasetError, CheckpointError, LoggerUnavailableError) as err:
+        print(f"rfdetr train: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as err:
+        print(f"rfdetr train: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("rfdetr train: interrupted; resume with --resume .../checkpoint.pth", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    summary = {
+        "output_dir": str(result.output_dir),
+        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+        "map_50_95": (result.best_metrics or {}).get("map_50_95"),
+        "epochs_completed": result.epochs_completed,
+        "stopped_early": result.stopped_early,
+        "already_finished": result.already_finished,
+    }
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK

@@ -1,0 +1,149 @@
+"""Multi-process training helpers (``torchrun``): process group, barriers, the epoch sampler.
+
+Started by ``torchrun --nproc_per_node N script.py``, each process reads ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment; :func:`setup_distributed` joins the
+process group (NCCL on CUDA, gloo on CPU). Only rank 0 writes files; the others wait at
+:func:`barrier` until rank 0 has written them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from rfdetr.data.loader import MIN_STEPS_PER_EPOCH
+
+logger = logging.getLogger(__name__)
+
+# Rank 0 evaluates and writes checkpoints while the others wait; give it time on large sets.
+_PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job.
+
+    Attributes:
+        rank: global rank (0 when not distributed).
+        world_size: number of processes.
+        local_rank: rank on this machine (selects the GPU).
+        owns_group: this call created the process group, so :func:`cleanup` destroys it.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and logs."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when more than one process trains."""
+        return self.world_size > 1
+
+
+def setup_distributed(use_cuda: bool) -> DistInfo:
+    """Join the process group described by the ``torchrun`` environment, if any.
+
+    Args:
+        use_cuda: train on CUDA (selects NCCL and this process's GPU) rather than the CPU (gloo).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False)
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend=backend, timeout=_PROCESS_GROUP_TIMEOUT)
+    logger.info("distributed training: rank %d of %d (%s)", rank, world, backend)
+    return DistInfo(rank, world, local_rank, owns_group=True)
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op when not distributed)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def broadcast_bool(value: bool, info: DistInfo) -> bool:
+    """Rank 0's ``value`` on every process (e.g. the early-stopping decision)."""
+    if not info.enabled:
+        return value
+    flag = [value]
+    dist.broadcast_object_list(flag, src=0)
+    return bool(flag[0])
+
+
+def cleanup(info: DistInfo) -> None:
+    """Leave the process group when this module created it."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class DistributedTrainSampler(Sampler[int]):
+    """Each rank's share of an epoch's training indices; the same on every rank for an epoch.
+
+    The distributed counterpart of :func:`rfdetr.data.make_train_sampler`: a shuffled epoch
+    when the split holds at least ``global_batch * min_steps_per_epoch`` images, otherwise that
+    many draws with replacement (upstream's tiny-dataset rule). All ranks draw the same sequence
+    from ``seed`` and ``epoch`` and take every ``world_size``-th index, so they never overlap
+    and each gets the same count.
+
+    Args:
+        num_items: images in the training split.
+        global_batch: images per optimizer step over all ranks (batch x accumulation x world).
+        rank, world_size: this process and the number of processes.
+        seed: base seed; :meth:`set_epoch` changes the draw every epoch.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        global_batch: int,
+        rank: int,
+        world_size: int,
+        seed: int = 0,
+        min_steps_per_epoch: int = MIN_STEPS_PER_EPOCH,
+    ) -> None:
+        if num_items <= 0:
+            raise ValueError("the training split is empty")
+        self.num_items = num_items
+        self.rank, self.world_size = rank, world_size
+        self.seed = seed
+        self.epoch = 0
+        wanted = global_batch * min_steps_per_epoch
+        self.replacement = num_items < wanted
+        total = wanted if self.replacement else num_items
+        self.per_rank = total // world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the draw of ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.replacement:
+            order = torch.randint(
+                self.num_items, (self.per_rank * self.world_size,), generator=generator
+            )
+        else:
+            order = torch.randperm(self.num_items, generator=generator)
+        share = order[self.rank : self.per_rank * self.world_size : self.world_size]
+        return iter(share.tolist())

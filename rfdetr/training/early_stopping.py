@@ -1,0 +1,61 @@
+"""Early stopping on the validation mAP, as upstream.
+
+The monitored value is ``max(regular mAP, EMA mAP)``, or the EMA mAP alone with ``use_ema``
+(mAP50:95, bbox for detection, segm for Seg). An epoch improves when the value exceeds the best
+so far by more than ``min_delta``; after ``patience`` epochs without improvement training stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EarlyStopping:
+    """Counts epochs without improvement.
+
+    Attributes:
+        patience: epochs without improvement before stopping.
+        min_delta: the margin an improvement must exceed.
+        use_ema: monitor the EMA model only.
+        best: best monitored value so far (None before the first epoch).
+        bad_epochs: epochs since the last improvement.
+    """
+
+    patience: int
+    min_delta: float
+    use_ema: bool = False
+    best: float | None = None
+    bad_epochs: int = 0
+
+    def update(self, regular: float | None, ema: float | None) -> bool:
+        """Record one epoch's mAPs; True when training should stop."""
+        candidates = [ema] if self.use_ema and ema is not None else [regular, ema]
+        values = [v for v in candidates if v is not None]
+        if not values:
+            return False
+        current = max(values)
+        if self.best is None or current > self.best + self.min_delta:
+            self.best, self.bad_epochs = current, 0
+            return False
+        self.bad_epochs += 1
+        logger.info(
+            "early stopping: no improvement over %.4f for %d of %d epochs",
+            self.best,
+            self.bad_epochs,
+            self.patience,
+        )
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint."""
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the counters (patience and margin stay the configured ones)."""
+        self.best = state.get("best")
+        self.bad_epochs = int(state.get("bad_epochs", 0))

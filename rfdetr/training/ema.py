@@ -1,0 +1,79 @@
+"""Exponential moving average of the model weights, with upstream's warm-up ramp.
+
+After update ``n`` (1-based) the decay is ``decay * (1 - exp(-n / tau))``: close to 0 at first,
+so the average follows the fast-changing early weights, then rising to ``decay``. Only
+floating-point entries are averaged; integer buffers (counters, indices) are copied, since an
+average of them means nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ModelEMA:
+    """A frozen copy of a model whose weights follow the trained ones.
+
+    Args:
+        model: the trained module (not a DDP or compiled wrapper).
+        decay: the decay reached after the warm-up.
+        tau: warm-up length in updates; 0 disables the ramp.
+
+    Attributes:
+        module: the averaged model, in eval mode, without gradients; evaluate it like any model.
+        updates: number of :meth:`update` calls so far.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.993, tau: float = 100.0) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self.decay = decay
+        self.tau = tau
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        """The decay the next :meth:`update` will use."""
+        if self.tau == 0:
+            return self.decay
+        return self.decay * (1.0 - math.exp(-(self.updates + 1) / self.tau))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """``ema = d * ema + (1 - d) * model`` for float entries; integer entries are copied."""
+        decay = self.current_decay()
+        averaged, targets, copied, sources = [], [], [], []
+        current = model.state_dict()
+        for name, ema_value in self.module.state_dict().items():
+            value = current[name]
+            if ema_value.is_floating_point():
+                averaged.append(ema_value)
+                targets.append(value.to(ema_value.dtype))
+            else:
+                copied.append(ema_value)
+                sources.append(value)
+        if averaged:
+            # lerp(ema, w, 1 - d) = ema + (1 - d)(w - ema) = d * ema + (1 - d) * w, one kernel.
+            torch._foreach_lerp_(averaged, targets, 1.0 - decay)
+        for destination, source in zip(copied, sources, strict=True):
+            destination.copy_(source)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint: the averaged weights and the update count."""
+        return {
+            "module": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            "updates": self.updates,
+            "decay": self.decay,
+            "tau": self.tau,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (decay and tau stay the configured ones)."""
+        self.module.load_state_dict(state["module"], strict=True)
+        self.updates = int(state["updates"])

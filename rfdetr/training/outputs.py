@@ -1,0 +1,233 @@
+"""What happens after each training epoch: evaluate, track the best models, write the files.
+
+Only the main process calls :func:`finish_epoch`; the loop makes the other processes wait.
+Write order matters for a run killed at any moment: best files, then the ``log.txt`` line, then
+``checkpoint.pth`` last, so the resume point never claims an epoch whose outputs are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rfdetr.models.detector import RFDETR
+from rfdetr.training import checkpoint as files
+from rfdetr.training.early_stopping import EarlyStopping
+from rfdetr.training.loggers import RunLogger
+from rfdetr.training.runtime import capture_rng_state, eval_mode, restore_rng_state
+from rfdetr.training.step import TrainSession
+from rfdetr.training.validation import (
+    checkpoint_metrics,
+    evaluate,
+    metric_record,
+    selection_score,
+)
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        output_dir: the run folder.
+        best_checkpoint: ``checkpoint_best_total.pth`` (None if no epoch finished).
+        best_metrics: metrics stored in it (``map_50_95``, ``source``, ``epoch``, ...).
+        class_names: the classes trained, 0-based.
+        epochs_completed: epochs finished in total (including before a resume).
+        stopped_early: early stopping ended the run.
+        already_finished: ``resume`` pointed at a run with nothing left to train.
+        history: the ``log.txt`` records.
+        model: the trained (last-epoch) model; None when nothing was trained.
+    """
+
+    output_dir: Path
+    best_checkpoint: Path | None
+    best_metrics: dict[str, Any] | None
+    class_names: list[str]
+    epochs_completed: int
+    stopped_early: bool = False
+    already_finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model: RFDETR | None = None
+
+
+@dataclass
+class BestTracker:
+    """Best validation scores so far of the trained (``regular``) and EMA models.
+
+    ``total`` is the source of ``checkpoint_best_total.pth``: EMA only when strictly better.
+    """
+
+    regular: float | None = None
+    regular_epoch: int | None = None
+    ema: float | None = None
+    ema_epoch: int | None = None
+    total: str | None = None
+
+    def improve(self, source: str, score: float, epoch: int) -> bool:
+        """Record ``score``; True when it beats the best of ``source`` (or is the first)."""
+        best = getattr(self, source)
+        if best is not None and not score > best:
+            return False
+        setattr(self, source, score)
+        setattr(self, f"{source}_epoch", epoch)
+        return True
+
+    def winner(self) -> str:
+        """``ema`` when its best is strictly higher than the regular best, else ``regular``."""
+        if self.ema is not None and (self.regular is None or self.ema > self.regular):
+            return "ema"
+        return "regular"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint."""
+        return asdict(self)
+
+
+@dataclass
+class EpochOutcome:
+    """What :func:`finish_epoch` decided."""
+
+    record: dict[str, Any]
+    stop: bool = False
+    best_changed: list[str] = field(default_factory=list)
+
+
+def finish_epoch(
+    session: TrainSession,
+    epoch: int,
+    train_stats: dict[str, float],
+    *,
+    valid: Any,
+    tracker: BestTracker,
+    stopper: EarlyStopping | None,
+    run_logger: RunLogger | None,
+    rng_states: list[dict[str, Any]],
+    class_names: list[str],
+    started: float,
+) -> EpochOutcome:
+    """Evaluate, update the best files, log, and write ``checkpoint.pth`` for ``epoch``."""
+    config = session.config
+    out = Path(config.train.output_dir)
+    results = _evaluate_models(session, valid)
+    record: dict[str, Any] = {"epoch": epoch}
+    record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
+    for source, result in results.items():
+        record |= metric_record("val_" if source == "regular" else "val_ema_", result)
+    changed = [s for s, r in results.items() if tracker.improve(s, selection_score(r), epoch)]
+    run_config = config.model_dump(mode="json")
+    for source in changed:
+        _write_best(session, source, results[source], epoch, run_config, class_names, out, tracker)
+    stop = False
+    if stopper is not None:
+        regular = results.get("regular")
+        ema = results.get("ema")
+        stop = stopper.update(
+            selection_score(regular) if regular else None, selection_score(ema) if ema else None
+        )
+    record["epoch_time_s"] = time.perf_counter() - started
+    record["n_parameters"] = sum(p.numel() for p in session.model.parameters())
+    if run_logger is not None:
+        run_logger.epoch(record)
+    state = training_state(session, epoch, tracker, stopper, rng_states, class_names, record)
+    state["stopped_early"] = stop
+    files.save_training_checkpoint(out / files.LAST, state)
+    if (epoch + 1) % config.train.checkpoint_interval == 0:
+        files.save_training_checkpoint(out / files.periodic_name(epoch), state)
+    return EpochOutcome(record, stop, changed)
+
+
+def _evaluate_models(session: TrainSession, valid: Any) -> dict[str, Any]:
+    config = session.config
+    kwargs = {
+        "num_select": config.model.num_select,
+        "device": session.device,
+        "batch_size": config.eval.eval_batch_size or config.train.batch_size,
+        "num_workers": config.data.num_workers,
+        "segmentation": config.model.segmentation_head,
+    }
+    # Evaluation must not consume the training random streams: a resumed run restores the
+    # streams saved after the epoch, and they must equal those an uninterrupted run continues with.
+    streams = capture_rng_state()
+    try:
+        with eval_mode(session.model):
+            results = {"regular": evaluate(session.model, valid, **kwargs)}
+            if session.ema is not None:
+                results["ema"] = evaluate(session.ema.module, valid, **kwargs)
+    finally:
+        restore_rng_state(streams)
+    return results
+
+
+def _write_best(
+    session: TrainSession,
+    source: str,
+    result: Any,
+    epoch: int,
+    run_config: dict[str, Any],
+    class_names: list[str],
+    out: Path,
+    tracker: BestTracker,
+) -> None:
+    module = session.ema.module if source == "ema" and session.ema else session.model
+    weights = module.state_dict()
+    metrics = checkpoint_metrics(result, source, epoch)
+    kwargs = {"config": run_config, "class_names": class_names, "epoch": epoch, "metrics": metrics}
+    name = files.BEST_EMA if source == "ema" else files.BEST_REGULAR
+    files.save_weights(out / name, weights, **kwargs)
+    if tracker.winner() == source:
+        files.save_weights(out / files.BEST_TOTAL, weights, **kwargs)
+        tracker.total = source
+        logger.info(
+            "epoch %d: new best %s model, mAP50:95 %.4f -> %s",
+            epoch,
+            source,
+            metrics["map_50_95"],
+            files.BEST_TOTAL,
+        )
+
+
+def training_state(
+    session: TrainSession,
+    epoch: int,
+    tracker: BestTracker,
+    stopper: EarlyStopping | None,
+    rng_states: list[dict[str, Any]],
+    class_names: list[str],
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """The content of ``checkpoint.pth`` after ``epoch`` (see :mod:`checkpoint`)."""
+    return {
+        "model": {k: v.detach().cpu() for k, v in session.model.state_dict().items()},
+        "ema": session.ema.state_dict() if session.ema is not None else None,
+        "optimizer": session.optimizer.state_dict(),
+        "scheduler": session.scheduler.state_dict(),
+        "scaler": session.scaler.state_dict() if session.scaler.is_enabled() else None,
+        "epoch": epoch,
+        "global_step": session.global_step,
+        "rng": rng_states,
+        "trackers": {
+            "best": tracker.state_dict(),
+            "early_stopping": stopper.state_dict() if stopper is not None else None,
+        },
+        "config": session.config.model_dump(mode="json"),
+        "class_names": class_names,
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+    }
+
+
+def write_results(out: Path, summary: dict[str, Any]) -> Path:
+    """``results.json``: the best model's validation (and test) metrics and the run summary."""
+    path = out / RESULTS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(path)
+    return path

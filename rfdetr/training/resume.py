@@ -1,0 +1,112 @@
+"""Resuming a run from ``checkpoint.pth``: compatibility checks, finished runs, restoring state.
+
+A resume restores everything that makes the continuation identical to an uninterrupted run:
+model, EMA, optimizer, schedule position, grad scaler, best-so-far trackers, early-stopping
+counters and every process's random streams. The loader order depends only on (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rfdetr.run_config import ConfigError, RunConfig
+from rfdetr.training import checkpoint as files
+from rfdetr.training.distributed import DistInfo
+from rfdetr.training.early_stopping import EarlyStopping
+from rfdetr.training.ema import ModelEMA
+from rfdetr.training.loggers import read_log
+from rfdetr.training.outputs import BestTracker, TrainResult
+from rfdetr.training.runtime import restore_rng_state
+from rfdetr.training.step import TrainSession
+
+logger = logging.getLogger(__name__)
+
+# Fields that change how a model trains, not its weights: a resume may change them.
+RUNTIME_MODEL_FIELDS = ("gradient_checkpointing", "drop_path", "resolution", "num_select")
+
+
+def check_resume_matches(state: dict[str, Any], config: RunConfig) -> None:
+    saved = RunConfig.model_validate(state["config"])
+    for key, value in config.model.model_dump().items():
+        if key not in RUNTIME_MODEL_FIELDS and getattr(saved.model, key) != value:
+            raise ConfigError(
+                f"{config.train.resume}: the checkpoint's model has {key}="
+                f"{getattr(saved.model, key)!r}, this run {value!r}; resume with the same model"
+            )
+    if saved.data.class_map != config.data.class_map:
+        raise ConfigError(
+            f"{config.train.resume}: the checkpoint was trained on other classes "
+            f"({saved.data.class_map}); resume on the same dataset classes"
+        )
+
+
+def is_finished(state: dict[str, Any], config: RunConfig) -> bool:
+    return bool(state.get("stopped_early")) or int(state["epoch"]) + 1 >= config.train.epochs
+
+
+def finished_result(
+    state: dict[str, Any], config: RunConfig, class_names: list[str]
+) -> TrainResult:
+    done = int(state["epoch"]) + 1
+    reason = "stopped early" if state.get("stopped_early") else f"epochs={config.train.epochs}"
+    logger.warning(
+        "%s: the run already finished (%d epochs completed, %s); nothing to train. Pass a "
+        "larger epochs to continue it.",
+        config.train.resume,
+        done,
+        reason,
+    )
+    output_dir = Path(config.train.resume).parent
+    best = output_dir / files.BEST_TOTAL
+    metrics = None
+    if best.is_file():
+        metrics = torch.load(best, map_location="cpu", weights_only=True).get("metrics")
+    return TrainResult(
+        output_dir=output_dir,
+        best_checkpoint=best if best.is_file() else None,
+        best_metrics=metrics,
+        class_names=class_names,
+        epochs_completed=done,
+        stopped_early=bool(state.get("stopped_early")),
+        already_finished=True,
+        history=read_log(output_dir / "log.txt"),
+    )
+
+
+def restore(
+    session: TrainSession,
+    tracker: BestTracker,
+    stopper: EarlyStopping | None,
+    state: dict[str, Any],
+    info: DistInfo,
+) -> int:
+    """Load a resume checkpoint into the session; returns the first epoch to train."""
+    session.model.load_state_dict(state["model"], strict=True)
+    if session.ema is not None:
+        if state.get("ema"):
+            session.ema.load_state_dict(state["ema"])
+        else:
+            logger.warning("the checkpoint has no EMA weights; the EMA restarts from the model")
+            session.ema = ModelEMA(session.model, session.ema.decay, session.ema.tau)
+    session.optimizer.load_state_dict(state["optimizer"])
+    schedule = session.scheduler.lr_lambdas
+    session.scheduler.load_state_dict(state["scheduler"])
+    session.scheduler.lr_lambdas = schedule  # this run's schedule (e.g. a longer cosine)
+    if state.get("scaler") and session.scaler.is_enabled():
+        session.scaler.load_state_dict(state["scaler"])
+    session.global_step = int(state["global_step"])
+    trackers = state.get("trackers") or {}
+    for key, value in (trackers.get("best") or {}).items():
+        setattr(tracker, key, value)
+    if stopper is not None and trackers.get("early_stopping"):
+        stopper.load_state_dict(trackers["early_stopping"])
+    streams = state.get("rng") or []
+    if streams:
+        restore_rng_state(streams[info.rank] if info.rank < len(streams) else streams[0])
+    epoch = int(state["epoch"]) + 1
+    logger.info("resuming from %s at epoch %d", session.config.train.resume, epoch)
+    return epoch

@@ -1,0 +1,219 @@
+"""One optimizer step with gradient accumulation, and one training epoch.
+
+A step receives ``batch_size * grad_accum_steps`` images, resizes them to the step's multi-scale
+size, and runs them as ``grad_accum_steps`` micro-batches. Every micro-batch loss is normalised
+by the box count of the **whole step** (times ``group_detr``, averaged over processes), and the
+micro-batch losses are summed without a ``1 / grad_accum_steps`` factor; so the gradient equals
+that of one batch of all the step's images, whatever the split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from rfdetr.data.transforms import Target, pick_step_size, resize_batch
+from rfdetr.models.criterion import SetCriterion, count_boxes, reduce_num_boxes
+from rfdetr.models.detector import RFDETR
+from rfdetr.run_config import RunConfig
+from rfdetr.training.distributed import DistInfo
+from rfdetr.training.ema import ModelEMA
+from rfdetr.training.loggers import RunLogger, progress_bar
+from rfdetr.training.runtime import Precision
+
+logger = logging.getLogger(__name__)
+
+# Logged every step: the weighted total and the final-layer terms (aux copies stay internal).
+_LOGGED_LOSSES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask_ce", "loss_mask_dice")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before applying that step."""
+
+
+@dataclass
+class TrainSession:
+    """Everything the training steps act on.
+
+    Attributes:
+        model: the detector being trained (unwrapped; its state dict is what is saved).
+        forward_model: what runs the forward pass: ``model``, or its DDP / compiled wrapper.
+        sizes: multi-scale training sizes; empty for a single size.
+        global_step: optimizer steps taken so far in the run.
+    """
+
+    config: RunConfig
+    model: RFDETR
+    forward_model: nn.Module
+    criterion: SetCriterion
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | None
+    precision: Precision
+    device: torch.device
+    dist: DistInfo
+    sizes: list[int] = field(default_factory=list)
+    global_step: int = 0
+
+
+def accumulate_gradients(
+    model: nn.Module,
+    criterion: SetCriterion,
+    images: Tensor,
+    targets: list[Target],
+    *,
+    micro_batch: int,
+    num_boxes: Tensor,
+    precision: Precision | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict[str, Tensor]:
+    """Forward and backward one optimizer step's images in micro-batches of ``micro_batch``.
+
+    Args:
+        model: the module to run (DDP wrappers skip the gradient all-reduce until the last
+            micro-batch).
+        criterion: computes the loss dict; its ``total_loss`` is back-propagated.
+        images: ``[N, 3, S, S]`` normalised images of the whole step.
+        targets: ``N`` target dicts (``labels`` ``[T]``, ``boxes`` ``[T, 4]`` normalised cxcywh).
+        micro_batch: images per forward pass.
+        num_boxes: the step's normaliser (:func:`reduce_num_boxes` of the step's box count x
+            ``group_detr``), the same for every micro-batch.
+        precision: autocast settings (default fp32).
+        scaler: scales the loss for fp16 (default none).
+
+    Returns:
+        Detached sums over micro-batches: ``loss`` (weighted total) and every loss term;
+        ``class_error`` is averaged instead.
+    """
+    precision = precision or Precision(images.device.type)
+    chunks = range(0, images.shape[0], micro_batch)
+    sums: dict[str, Tensor] = {}
+    for index, start in enumerate(chunks):
+        last = index == len(chunks) - 1
+        sync = (
+            contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        )
+        with sync:
+            with precision.autocast():
+                outputs = model(images[start : start + micro_batch])
+            loss_dict = criterion(
+                outputs, targets[start : start + micro_batch], num_boxes=num_boxes
+            )
+            loss = criterion.total_loss(loss_dict)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        sums["loss"] = sums.get("loss", 0) + loss.detach()
+        for key, value in loss_dict.items():
+            weight = 1.0 / len(chunks) if key == "class_error" else 1.0
+            sums[key] = sums.get(key, 0) + value.detach() * weight
+    return sums
+
+
+def optimizer_step(
+    session: TrainSession, images: Tensor, targets: list[Target], epoch: int, step: int
+) -> dict[str, float]:
+    """One full optimizer step on a step's batch; returns the logged values.
+
+    Raises:
+        NonFiniteLossError: the step's loss is NaN/inf (the weights are left untouched).
+    """
+    train = session.config.train
+    device = session.device
+    images = images.to(device, non_blocking=True)
+    targets = [{k: _to(v, device) for k, v in t.items()} for t in targets]
+    if session.sizes:
+        seed = train.seed
+        images, targets = resize_batch(
+            images, targets, pick_step_size(session.sizes, session.global_step, seed)
+        )
+    num_boxes = reduce_num_boxes(count_boxes(targets) * session.criterion.group_detr, device)
+    sums = accumulate_gradients(
+        session.forward_model,
+        session.criterion,
+        images,
+        targets,
+        micro_batch=train.batch_size,
+        num_boxes=num_boxes,
+        precision=session.precision,
+        scaler=session.scaler,
+    )
+    _check_finite(session, sums, epoch, step)
+    _apply_gradients(session)
+    values = {k: float(v) for k, v in sums.items() if k == "loss" or k in _LOGGED_LOSSES}
+    if "class_error" in sums:
+        values["class_error"] = float(sums["class_error"])
+    values["lr"] = max(group["lr"] for group in session.optimizer.param_groups)
+    return values
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
+
+
+def _check_finite(session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int) -> None:
+    finite = torch.isfinite(sums["loss"]).to(torch.float32)
+    if session.dist.enabled:  # every rank must stop together, or the others would hang
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if bool(finite):
+        return
+    bad = [k for k, v in sums.items() if k != "class_error" and not bool(torch.isfinite(v))]
+    output = session.config.train.output_dir
+    raise NonFiniteLossError(
+        f"non-finite loss at epoch {epoch}, step {step} (optimizer step {session.global_step}): "
+        f"{', '.join(bad) or 'on another process'}; training stopped before applying it; the "
+        f"last good state is {output}/checkpoint.pth (try a lower lr, or amp=False)"
+    )
+
+
+def _apply_gradients(session: TrainSession) -> None:
+    """Unscale, clip, step the optimizer, the schedule and the EMA."""
+    optimizer, scaler = session.optimizer, session.scaler
+    max_norm = session.config.train.clip_max_norm
+    if max_norm > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(session.model.parameters(), max_norm, foreach=True)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    session.scheduler.step()
+    if session.ema is not None:
+        session.ema.update(session.model)
+    session.global_step += 1
+
+
+def train_one_epoch(
+    session: TrainSession, loader: Any, epoch: int, run_logger: RunLogger | None
+) -> dict[str, float]:
+    """Run every step of one epoch; returns the epoch means (``loss``, terms, ``lr``, speed)."""
+    session.forward_model.train()
+    session.criterion.train()
+    bar = progress_bar(len(loader), f"epoch {epoch}", session.config.log.progress_bar)
+    totals: dict[str, float] = {}
+    started, images_seen = time.perf_counter(), 0
+    try:
+        for step, (images, targets) in enumerate(loader):
+            values = optimizer_step(session, images, targets, epoch, step)
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value
+            images_seen += images.shape[0] * session.dist.world_size
+            speed = images_seen / max(time.perf_counter() - started, 1e-9)
+            if run_logger is not None:
+                run_logger.step(session.global_step, values)
+            bar.set_postfix(
+                loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.1e}", img_s=f"{speed:.1f}"
+            )
+            bar.update()
+    finally:
+        bar.close()
+    steps = max(len(loader), 1)
+    means = {key: value / steps for key, value in totals.items()}
+    means["lr"] = max(group["lr"] for group in session.optimizer.param_groups)
+    means["images_per_s"] = images_seen / max(time.perf_counter() - started, 1e-9)
+    return means
