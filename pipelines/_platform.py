@@ -54,7 +54,7 @@ class Platform:
 
     Attributes:
         image: replaces every component's image (e.g. a CI-built ``registry/rfdetr:<sha>``);
-            None keeps :data:`pipelines.components.RFDETR_IMAGE`.
+            None keeps :data:`components.RFDETR_IMAGE`.
         accelerator_type: the GPU resource name.
         train_gpus, eval_gpus: GPUs of the ``train`` and ``evaluate`` steps; 0 runs them on CPU
             (and drops the GPU node selector and tolerations).

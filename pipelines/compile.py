@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         path = compile_pipeline(args.output, platform)
     except (ValueError, TypeError) as exc:  # kfp rejects a setting (e.g. a resource string)
         raise CommandError(f"cannot compile: {' '.join(str(exc).split())}") from None
-    from pipelines.components import RFDETR_IMAGE
+    from components import RFDETR_IMAGE
 
     print(f"wrote {path}")
     print(f"image:     {platform.image or RFDETR_IMAGE}")

@@ -1,4 +1,4 @@
-"""The RF-DETR training pipeline: wiring only (the steps are :mod:`pipelines.components`,
+"""The RF-DETR training pipeline: wiring only (the steps are :mod:`components`,
 the cluster settings :mod:`pipelines._platform`).
 
     resolve_config -> fetch_dataset -> validate_dataset -> train -> select_checkpoint
@@ -18,9 +18,7 @@ from kfp import dsl
 from kfp.dsl import Artifact, Model, PipelineTask
 from kfp.dsl.graph_component import GraphComponent
 
-from pipelines import _platform as platform_settings
-from pipelines._platform import Platform
-from pipelines.components import (
+from components import (
     evaluate,
     export_onnx,
     fetch_dataset,
@@ -30,6 +28,8 @@ from pipelines.components import (
     train,
     validate_dataset,
 )
+from pipelines import _platform as platform_settings
+from pipelines._platform import Platform
 from pipelines.steps.common import PIPELINE_NAME
 
 DESCRIPTION = (

@@ -124,8 +124,8 @@ def test_pipeline_compile_caching_is_off_for_fetch_and_publish(compiled: tuple) 
 def test_pipeline_compile_components_use_the_versioned_image_and_install_nothing(
     compiled: tuple,
 ) -> None:
-    from pipelines.components import RFDETR_IMAGE
-    from pipelines.components._image import package_version
+    from components import RFDETR_IMAGE
+    from components._image import package_version
 
     spec, _ = compiled
     assert RFDETR_IMAGE.endswith(f":{package_version()}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kfp.dsl import Artifact, Dataset, Markdown, Metrics
 
-from pipelines.components import fetch_dataset, resolve_config, validate_dataset
+from components import fetch_dataset, resolve_config, validate_dataset
 from pipelines.steps.config import read_run_config
 from rfdetr import storage
 from rfdetr.presets import get_preset

@@ -14,7 +14,7 @@ import torch
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 from pipeline_helpers import TINY_PARAMS
 
-from pipelines.components import (
+from components import (
     evaluate,
     export_onnx,
     publish,

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from pipelines.components._image import RFDETR_IMAGE
+from components._image import RFDETR_IMAGE
 
 
 @dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)

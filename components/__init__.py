@@ -1,6 +1,6 @@
 """The pipeline's KFP components: one lightweight Python component per step.
 
-Each runs on :data:`~pipelines.components._image.RFDETR_IMAGE` (the image that has this package
+Each runs on :data:`~components._image.RFDETR_IMAGE` (the image that has this package
 installed; ``install_kfp_package=False``, nothing installed at run time), and is a thin shell:
 read the input artifacts, call one function of :mod:`pipelines.steps`, write outputs and
 metadata. Importing this package imports kfp but never torch.
@@ -10,15 +10,15 @@ Steps, in pipeline order: :func:`resolve_config`, :func:`fetch_dataset`,
 :func:`export_onnx`, :func:`publish`. Each one's plain function is ``<component>.python_func``.
 """
 
-from pipelines.components._image import RFDETR_IMAGE
-from pipelines.components.evaluate import evaluate
-from pipelines.components.export_onnx import export_onnx
-from pipelines.components.fetch_dataset import fetch_dataset
-from pipelines.components.publish import publish
-from pipelines.components.resolve_config import resolve_config
-from pipelines.components.select_checkpoint import select_checkpoint
-from pipelines.components.train import train
-from pipelines.components.validate_dataset import validate_dataset
+from components._image import RFDETR_IMAGE
+from components.evaluate import evaluate
+from components.export_onnx import export_onnx
+from components.fetch_dataset import fetch_dataset
+from components.publish import publish
+from components.resolve_config import resolve_config
+from components.select_checkpoint import select_checkpoint
+from components.train import train
+from components.validate_dataset import validate_dataset
 
 __all__ = [
     "RFDETR_IMAGE",

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from pipelines.components._image import RFDETR_IMAGE
+from components._image import RFDETR_IMAGE
 
 
 @dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)

@@ -8,7 +8,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from pipelines.components._image import RFDETR_IMAGE
+from components._image import RFDETR_IMAGE
 
 
 @dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)

@@ -13,7 +13,7 @@ from kfp.dsl import (
     Output,
 )
 
-from pipelines.components._image import RFDETR_IMAGE
+from components._image import RFDETR_IMAGE
 
 
 @dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)
