@@ -283,6 +283,8 @@ class RFDETRModel:
             load_weights(model, checkpoint)
             self.model, self.config = model.to(self.device).eval(), config
             self.class_names = list(checkpoint.class_names or result.class_names)
+            # The dataset's own class ids replace the pretrained ones (e.g. COCO's).
+            self.dataset_ids = dataset_ids_from(checkpoint)
             self.postprocess = PostProcess(config.num_select)
         return result
 

@@ -136,6 +136,7 @@ def test_training_model_train_reinitialises_head_and_predicts_after(
         result = model.train(**tiny_options(shapes_coco, tmp_path / "out", epochs=1))
     assert "re-initialising the class head: the model has 5 classes, the dataset 3" in caplog.text
     assert model.config.num_classes == 3 and model.class_names == CLASSES
+    assert model.dataset_ids == [1, 2, 3]  # the dataset's own ids (superclass 0 skipped)
     assert result.best_checkpoint is not None
     best = read_checkpoint(result.best_checkpoint)
     for key, value in best.state_dict.items():  # the instance holds the best weights
