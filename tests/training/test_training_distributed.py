@@ -19,14 +19,17 @@ WORKER = textwrap.dedent(
     torch.set_num_threads(1)
     from rfdetr.config import RunConfig
     from rfdetr.training import fit
-    options = json.loads(sys.argv[1])
+    options, results_dir = json.loads(sys.argv[1]), sys.argv[2]
     result = fit(RunConfig.from_kwargs("tiny", **options))
     best = result.best_checkpoint
-    print("RESULT " + json.dumps({
-        "rank": int(os.environ["RANK"]),
-        "epochs": result.epochs_completed,
-        "best_exists": best is not None and best.is_file(),
-    }), flush=True)
+    rank = int(os.environ["RANK"])
+    # One file per rank: the two processes share stdout, where lines can interleave.
+    with open(os.path.join(results_dir, f"rank{rank}.json"), "w") as handle:
+        json.dump({
+            "rank": rank,
+            "epochs": result.epochs_completed,
+            "best_exists": best is not None and best.is_file(),
+        }, handle)
     """
 )
 
@@ -39,13 +42,13 @@ def test_training_ddp_two_gloo_processes_write_one_set_of_files(
     script.write_text(WORKER)
     options = json.dumps(tiny_options(shapes_coco, out))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc_per_node", "2", str(script), options]
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    command += ["--nproc_per_node", "2", str(script), options, str(results_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = [
-        json.loads(line[7:]) for line in done.stdout.splitlines() if line.startswith("RESULT ")
-    ]
+    results = [json.loads(path.read_text()) for path in sorted(results_dir.glob("rank*.json"))]
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert all(r["epochs"] == 2 and r["best_exists"] for r in results)
     names = sorted(p.name for p in out.iterdir())
