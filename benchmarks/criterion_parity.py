@@ -152,7 +152,7 @@ def upstream_worker(workdir: Path) -> None:
     """Runs under the upstream interpreter: upstream's own builder makes matcher and criterion."""
     from rfdetr.models.lwdetr import build_criterion_and_postprocessors
 
-    cases = torch.load(workdir / "cases.pt", weights_only=False)
+    cases = torch.load(workdir / "cases.pt", weights_only=True)
     results = {}
     for name, case in cases.items():
         spec = case["spec"]
@@ -229,7 +229,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
         cmd = [args.upstream_python, "-W", "ignore", __file__, "--worker", str(workdir)]
         subprocess.run(cmd, check=True, env=env, cwd=tmp)
-        upstream = torch.load(workdir / "upstream.pt", weights_only=False)
+        upstream = torch.load(workdir / "upstream.pt", weights_only=True)
     import rfdetr
 
     print(f"upstream: {upstream.pop('__source__')}")
