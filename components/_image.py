@@ -8,20 +8,16 @@ before compiling, or passes ``rfdetr-pipeline compile --image REF``, which overr
 from __future__ import annotations
 
 import os
-from importlib import metadata
 
 IMAGE_ENV = "RFDETR_PIPELINE_IMAGE"
 IMAGE_REPOSITORY = "ghcr.io/rfdetr-pipelines/rfdetr"
 
 
 def package_version() -> str:
-    """The installed ``rfdetr`` version (the source tree's when not installed)."""
-    try:
-        return metadata.version("rfdetr")
-    except metadata.PackageNotFoundError:
-        from rfdetr import __version__  # light: the package imports its modules lazily
+    """The installed ``rfdetr`` version (``rfdetr.__version__`` reads the package metadata)."""
+    from rfdetr import __version__  # light: the package imports its modules lazily
 
-        return __version__
+    return __version__
 
 
 def default_image() -> str:

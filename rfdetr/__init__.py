@@ -10,9 +10,13 @@ Public names are imported on first use, so light commands (``rfdetr validate``) 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata as _metadata
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # one source of truth: the version in pyproject.toml, as installed
+    __version__ = _metadata.version("rfdetr")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+source"
 
 _LAZY: dict[str, str] = {
     "ModelConfig": "rfdetr.config",

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Build (and optionally push) the rfdetr images. The tag comes from one place: the package version in
+# pyproject.toml; the repository from components/_image.py (IMAGE_REPOSITORY), so the images built
+# here are the ones compiled pipelines reference (<repo>:<version>, CPU image <repo>:<version>-cpu).
+#
+#   containers/build.sh [--print] [--push] [--tag TAG]
+#     --print  print the image references and exit (no engine needed)
+#     --push   push after building
+#     --tag    tag instead of the package version (CI: the git SHA)
+# Without docker or podman it explains and exits 0, so `make images` never fails for that reason.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+version="$(sed -n 's/^version = "\([^"]*\)"$/\1/p' "$root/pyproject.toml" | head -n 1)"
+repository="$(sed -n 's/^IMAGE_REPOSITORY = "\([^"]*\)"$/\1/p' "$root/components/_image.py" | head -n 1)"
+if [[ -z "$version" || -z "$repository" ]]; then
+    echo "error: cannot read version from pyproject.toml or IMAGE_REPOSITORY from components/_image.py" >&2
+    exit 2
+fi
+
+print=0 push=0 tag="$version"
+while (($#)); do
+    case "$1" in
+        --print) print=1 ;;
+        --push) push=1 ;;
+        --tag) tag="${2:?--tag needs a value}"; shift ;;
+        *) echo "error: unknown option $1 (use --print, --push, --tag TAG)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+gpu_image="$repository:$tag"
+cpu_image="$repository:$tag-cpu"
+if ((print)); then
+    echo "VERSION=$version"
+    echo "GPU_IMAGE=$gpu_image"
+    echo "CPU_IMAGE=$cpu_image"
+    exit 0
+fi
+
+engine=""
+for candidate in docker podman; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" info >/dev/null 2>&1; then
+        engine="$candidate"
+        break
+    fi
+done
+if [[ -z "$engine" ]]; then
+    echo "make images: no working container engine (docker or podman with a reachable daemon) here;"
+    echo "  nothing built. Install one, or let CI build them (.github/workflows/deploy.yml)."
+    echo "  Would build: $gpu_image (containers/Dockerfile.gpu), $cpu_image (containers/Dockerfile.cpu)"
+    exit 0
+fi
+
+revision="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)"
+for pair in "gpu:$gpu_image" "cpu:$cpu_image"; do
+    kind="${pair%%:*}" image="${pair#*:}"
+    echo "building $image with $engine"
+    "$engine" build --file "$root/containers/Dockerfile.$kind" \
+        --build-arg "VERSION=$version" --build-arg "VCS_REF=$revision" \
+        --tag "$image" "$root"
+    if ((push)); then
+        "$engine" push "$image"
+    fi
+done

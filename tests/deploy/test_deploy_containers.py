@@ -1,0 +1,112 @@
+"""Dockerfiles pass hadolint; their final stages are non-root, unbuffered and labelled; the image
+tag comes from the package version everywhere (build script, kustomize, components/_image.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from deploy_helpers import MANIFESTS, ROOT, tool
+
+CONTAINERS = ROOT / "containers"
+DOCKERFILES = [CONTAINERS / "Dockerfile.gpu", CONTAINERS / "Dockerfile.cpu"]
+
+
+def _pyproject_version() -> str:
+    text = (ROOT / "pyproject.toml").read_text()  # no tomllib: the project supports Python 3.10
+    return re.search(r'^version = "([^"]+)"$', text, flags=re.MULTILINE).group(1)
+
+
+def _build_script(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path} if path is not None else None
+    return subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(CONTAINERS / "build.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def _final_stage(dockerfile: Path) -> str:
+    return re.split(r"^FROM ", dockerfile.read_text(), flags=re.MULTILINE)[-1]
+
+
+def test_deploy_hadolint_passes_both_dockerfiles(tmp_path: Path):
+    hadolint = tool("hadolint")
+    config = CONTAINERS / ".hadolint.yaml"
+    assert yaml.safe_load(config.read_text())["ignored"] == []
+    result = subprocess.run(
+        [hadolint, "--config", str(config), *map(str, DOCKERFILES)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install kfp\n")
+    result = subprocess.run(
+        [hadolint, "--config", str(config), str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "DL3007" in result.stdout
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_deploy_final_stage_is_non_root_unbuffered_and_labelled(dockerfile: Path):
+    text = dockerfile.read_text()
+    assert len(re.findall(r"^FROM ", text, flags=re.MULTILINE)) == 2, "multi-stage: build + final"
+    final = _final_stage(dockerfile)
+    assert "COPY --from=build /opt/venv /opt/venv" in final
+    assert not re.search(r"\b(apt-get|gcc|build-essential|pip install)\b", final)
+    user = re.findall(r"^USER (\S+)", final, flags=re.MULTILINE)
+    assert user and user[-1].split(":")[0] not in {"0", "root"}
+    assert "PYTHONUNBUFFERED=1" in final
+    assert 'org.opencontainers.image.version="${VERSION}"' in final
+    extras = "pipeline,gpu" if dockerfile.name.endswith("gpu") else "pipeline,onnx"
+    assert f'".[{extras}]"' in text
+    base = re.findall(r"^ARG \w+_IMAGE=(\S+)", text, flags=re.MULTILINE)
+    assert base and all(":" in b and not b.endswith(":latest") for b in base)
+
+
+def test_deploy_image_tag_is_the_package_version_everywhere(monkeypatch):
+    from components import _image
+
+    monkeypatch.delenv(_image.IMAGE_ENV, raising=False)
+    version = _pyproject_version()
+    printed = dict(
+        line.split("=", 1) for line in _build_script("--print").stdout.strip().splitlines()
+    )
+    assert printed["VERSION"] == version
+    assert printed["GPU_IMAGE"] == _image.default_image() == f"{_image.IMAGE_REPOSITORY}:{version}"
+    assert printed["CPU_IMAGE"] == f"{_image.IMAGE_REPOSITORY}:{version}-cpu"
+    import rfdetr
+
+    assert rfdetr.__version__ == version, "rfdetr/__init__.py __version__ differs from pyproject"
+    expected = {"base": f"{version}-cpu", "training": version}
+    for directory, tag in expected.items():
+        kustomization = yaml.safe_load((MANIFESTS / directory / "kustomization.yaml").read_text())
+        (image,) = kustomization["images"]
+        assert image == {"name": _image.IMAGE_REPOSITORY, "newTag": tag}, directory
+
+
+def test_deploy_build_script_tag_override_and_bad_option():
+    result = _build_script("--print", "--tag", "abc123")
+    assert "GPU_IMAGE=ghcr.io/rfdetr-pipelines/rfdetr:abc123\n" in result.stdout
+    result = _build_script("--frobnicate")
+    assert result.returncode == 2 and "unknown option --frobnicate" in result.stderr
+
+
+def test_deploy_make_images_without_an_engine_explains_and_succeeds(tmp_path: Path):
+    bin_dir = tmp_path / "bin"  # a PATH with the script's tools but no docker or podman
+    bin_dir.mkdir()
+    for name in ("sed", "head", "dirname", "git"):
+        found = shutil.which(name)
+        if found:
+            (bin_dir / name).symlink_to(found)
+    result = _build_script(path=str(bin_dir))
+    assert result.returncode == 0, result.stderr
+    assert "no working container engine" in result.stdout
+    assert "Dockerfile.gpu" in result.stdout and "Dockerfile.cpu" in result.stdout

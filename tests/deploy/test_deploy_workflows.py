@@ -1,0 +1,64 @@
+"""The GitHub workflows validate against the Actions schema, pass yamllint, run `make test`, and
+the deploy workflow takes every credential from the secret store."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+from deploy_helpers import ROOT, tool
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+FILES = [WORKFLOWS / "ci.yml", WORKFLOWS / "deploy.yml"]
+
+
+def _check(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_deploy_workflows_match_the_github_actions_schema(tmp_path: Path):
+    result = _check(*FILES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    runs_on: ubuntu-24.04\n    steps: []\n")
+    assert _check(broken).returncode != 0
+
+
+def test_deploy_workflows_pass_yamllint():
+    result = subprocess.run(
+        [tool("yamllint"), "--strict", "-c", str(ROOT / ".yamllint.yaml"), *map(str, FILES)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _steps(workflow: dict, job: str) -> str:
+    return "\n".join(str(step.get("run", "")) for step in workflow["jobs"][job]["steps"])
+
+
+def test_deploy_ci_runs_make_test_and_deploy_releases_by_sha():
+    ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    assert "make test" in _steps(ci, "test")
+    deploy_text = (WORKFLOWS / "deploy.yml").read_text()
+    deploy = yaml.safe_load(deploy_text)
+    triggers = deploy[True]  # YAML 1.1 reads the bare `on` key as a boolean
+    assert triggers["push"]["tags"] and "workflow_dispatch" in triggers
+    assert deploy["jobs"]["release"]["needs"] == "test"
+    release = _steps(deploy, "release")
+    assert 'containers/build.sh --push --tag "${{ steps.tag.outputs.sha }}"' in release
+    assert '--image "$IMAGE_REPOSITORY:${{ steps.tag.outputs.sha }}"' in release
+    assert "rfdetr-pipeline submit" in release and "wait_for_run_completion" in release
+    assert re.search(r"rfdetr-pipeline schedule .*--replace", release, flags=re.DOTALL)
+    for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN"):
+        values = set(re.findall(rf"{name}: (.+)", deploy_text))
+        assert values and all(v.startswith("${{ secrets.") for v in values), name
