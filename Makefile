@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 SYSTEM_PACKAGES ?= chromium prometheus-pushgateway
 SYSTEM_BINARIES ?= /usr/bin/chromium /usr/bin/prometheus-pushgateway
 
-.PHONY: help install system-deps test lint pytest demo clean images
+.PHONY: help install system-deps test lint pytest demo clean set-version images
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,11 @@ MODEL ?= tiny
 EPOCHS ?= 20
 demo: install ## the whole pipeline on this machine (CPU): object store, data, train ... publish
 	$(PY) -m pipelines.demo --dataset "$(DATASET)" --model "$(MODEL)" --epochs "$(EPOCHS)"
+
+set-version: ## set the version everywhere (VERSION=x.y.z): pyproject and every image tag
+	@test -n "$(VERSION)" || { echo 'usage: make set-version VERSION=x.y.z'; exit 2; }
+	$(PY) containers/set_version.py "$(VERSION)"
+	$(PIP) install --quiet --no-deps -e .
 
 images: ## build the GPU and CPU images (tag: package version) where docker or podman works
 	containers/build.sh

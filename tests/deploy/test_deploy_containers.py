@@ -110,3 +110,29 @@ def test_deploy_make_images_without_an_engine_explains_and_succeeds(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "no working container engine" in result.stdout
     assert "Dockerfile.gpu" in result.stdout and "Dockerfile.cpu" in result.stdout
+
+
+def test_deploy_set_version_moves_every_image_tag(tmp_path: Path) -> None:
+    """`make set-version` is the one command: pyproject and every kustomize tag follow it."""
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(MANIFESTS, tmp_path / "manifests")
+    script = [shutil.which("python3") or "python3", str(CONTAINERS / "set_version.py")]
+    done = subprocess.run(
+        [*script, "9.8.7", "--root", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'version = "9.8.7"' in (tmp_path / "pyproject.toml").read_text()
+    kubectl = tool("kubectl")
+    for directory, tag in (("overlays/dev", "9.8.7-cpu"), ("training", "9.8.7")):
+        rendered = subprocess.run(
+            [kubectl, "kustomize", str(tmp_path / "manifests" / directory)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"rfdetr:{tag}" in rendered, directory
+        assert _pyproject_version() not in rendered.replace("9.8.7", ""), directory
+    bad = subprocess.run(
+        [*script, "next", "--root", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2 and "is not of the form" in bad.stderr
