@@ -2,7 +2,7 @@
 
 Helpers of :mod:`rfdetr.weights`, which documents the formats and re-exports the public names
 (:func:`save_checkpoint`, :class:`CheckpointError`). Reading works on what
-``torch.load(weights_only=True)`` returns; no function loads with ``weights_only=False``.
+``torch.load(weights_only=True)`` returns; nothing here unpickles arbitrary objects.
 """
 
 from __future__ import annotations

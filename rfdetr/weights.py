@@ -1,8 +1,8 @@
 """Load our checkpoints and the upstream RF-DETR ``.pth`` files, strictly, as plain data.
 
 Every file goes through ``torch.load(weights_only=True)``. Upstream files that pickle their training
-arguments as a Namespace load through a scoped allow-list (:data:`UPSTREAM_SAFE_GLOBALS`); nothing
-ever loads with ``weights_only=False``.
+arguments as a Namespace load through a scoped allow-list (:data:`UPSTREAM_SAFE_GLOBALS`); no
+file is ever unpickled without that restriction.
 
 Formats recognised by :func:`read_checkpoint` (the ``format`` of the result):
 

@@ -54,6 +54,11 @@ class Problem:
         return asdict(self)
 
 
+def of_severity(problems: list[Problem], severity: Severity) -> list[Problem]:
+    """The problems of one severity, in the order found."""
+    return [p for p in problems if p.severity == severity]
+
+
 @dataclass
 class ProblemLog:
     """Collects problems. Paths are shown as given: every path in this package is built from the
@@ -72,12 +77,12 @@ class ProblemLog:
     @property
     def errors(self) -> list[Problem]:
         """Only the errors."""
-        return [p for p in self.problems if p.severity == "error"]
+        return of_severity(self.problems, "error")
 
     @property
     def warnings(self) -> list[Problem]:
         """Only the warnings."""
-        return [p for p in self.problems if p.severity == "warning"]
+        return of_severity(self.problems, "warning")
 
     def raise_on_error(self, hint: str = "") -> None:
         """Raise :class:`DatasetError` for the first error; log warnings once, summarised.

@@ -27,7 +27,7 @@ from rfdetr.data.formats import (
     detect_format,
 )
 from rfdetr.data.images import escapes_root, read_image_size
-from rfdetr.data.problems import Problem, ProblemLog
+from rfdetr.data.problems import Problem, ProblemLog, of_severity
 from rfdetr.data.yolo import orphan_labels, parse_label_file, read_data_yaml, scan_split
 
 
@@ -75,12 +75,12 @@ class DatasetReport:
     @property
     def errors(self) -> list[Problem]:
         """The problems that make the dataset unusable."""
-        return [p for p in self.problems if p.severity == "error"]
+        return of_severity(self.problems, "error")
 
     @property
     def warnings(self) -> list[Problem]:
         """The problems the loader works around."""
-        return [p for p in self.problems if p.severity == "warning"]
+        return of_severity(self.problems, "warning")
 
     @property
     def usable(self) -> bool:
