@@ -3,16 +3,24 @@
 The file has two YAML documents: the KFP ``PipelineSpec`` and ``platforms.kubernetes`` (GPU
 node selection, tolerations, ``/dev/shm``, the object-store secret). Cluster settings come from
 the options (see :class:`pipelines._platform.Platform`); ``submit`` and ``schedule`` upload it.
+
+With ``--kubernetes-manifest`` it writes the same pipeline as ``Pipeline`` and
+``PipelineVersion`` resources (``pipelines.kubeflow.org/v2beta1``) instead, for KFP installs
+that keep pipelines as Kubernetes objects (the API server's Kubernetes-native mode): apply them
+with ``kubectl apply -f`` or GitOps instead of uploading.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.cli import EXIT_OK, CommandError, Subparsers
+from pipelines.steps.common import PIPELINE_NAME
 
 if TYPE_CHECKING:
     from pipelines._platform import Platform, Toleration
@@ -20,6 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = "pipeline.yaml"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -41,6 +51,19 @@ def add_parser(subparsers: Subparsers) -> None:
         help=f"file to write (default {DEFAULT_OUTPUT})",
     )
     parser.add_argument("--image", help="container image of every step (e.g. a CI-built tag)")
+    native = parser.add_argument_group("Kubernetes-native pipeline resources")
+    native.add_argument(
+        "--kubernetes-manifest",
+        action="store_true",
+        help="write Pipeline + PipelineVersion resources to kubectl apply instead of a YAML "
+        "to upload (KFP's Kubernetes-native API mode)",
+    )
+    native.add_argument(
+        "--version-name",
+        help="PipelineVersion name, e.g. rfdetr-training-<git sha> (default: "
+        "rfdetr-training-<package version>); lowercase letters, digits, '-' and '.'",
+    )
+    native.add_argument("--namespace", help="namespace of the resources (default: kubectl's)")
     gpu = parser.add_argument_group("GPUs")
     gpu.add_argument("--accelerator", default=None, help="GPU resource (default nvidia.com/gpu)")
     gpu.add_argument("--train-gpus", type=int, default=None, help="GPUs of train (default 1)")
@@ -170,22 +193,67 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     return base.with_changes(**changes)
 
 
-def compile_pipeline(output: str | Path, platform: Platform | None = None) -> Path:
-    """Compile the pipeline with ``platform`` (default cluster settings) to ``output``."""
+def compile_pipeline(
+    output: str | Path, platform: Platform | None = None, native: NativeResources | None = None
+) -> Path:
+    """Compile the pipeline with ``platform`` (default cluster settings) to ``output``.
+
+    With ``native``, the file holds ``Pipeline`` / ``PipelineVersion`` resources instead.
+    """
     from kfp import compiler
 
     from pipelines.training_pipeline import build_pipeline
 
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(platform), str(path))
+    options = {}
+    if native is not None:
+        from kfp.compiler import KubernetesManifestOptions
+
+        options = {
+            "kubernetes_manifest_format": True,
+            "kubernetes_manifest_options": KubernetesManifestOptions(
+                pipeline_version_name=native.version_name,
+                namespace=native.namespace,
+                include_pipeline_manifest=True,
+            ),
+        }
+    compiler.Compiler().compile(build_pipeline(platform), str(path), **options)
     return path
+
+
+@dataclass(frozen=True)
+class NativeResources:
+    """Names of the Kubernetes-native ``PipelineVersion`` (and its namespace)."""
+
+    version_name: str
+    namespace: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> NativeResources | None:
+        """From ``--kubernetes-manifest``/``--version-name``/``--namespace``; names checked."""
+        if not args.kubernetes_manifest:
+            if args.version_name or args.namespace:
+                raise CommandError("--version-name and --namespace need --kubernetes-manifest")
+            return None
+        from rfdetr import __version__
+
+        name = args.version_name or f"{PIPELINE_NAME}-{__version__}"
+        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+            raise CommandError(
+                f"--version-name {name!r}: a Kubernetes name needs lowercase letters, digits, "
+                "'-' and '.', starting and ending with a letter or digit (at most 253)"
+            )
+        if args.namespace is not None and not _DNS_LABEL.match(args.namespace):
+            raise CommandError(f"--namespace {args.namespace!r}: not a Kubernetes namespace name")
+        return cls(name, args.namespace)
 
 
 def _run(args: argparse.Namespace) -> int:
     platform = platform_from_args(args)
+    native = NativeResources.from_args(args)
     try:
-        path = compile_pipeline(args.output, platform)
+        path = compile_pipeline(args.output, platform, native)
     except (ValueError, TypeError) as exc:  # kfp rejects a setting (e.g. a resource string)
         raise CommandError(f"cannot compile: {' '.join(str(exc).split())}") from None
     from components import RFDETR_IMAGE
@@ -198,5 +266,9 @@ def _run(args: argparse.Namespace) -> int:
         f"memory {platform.train.memory}"
     )
     print(f"secret:    {platform.secret_name} -> {platform.store_host}:{platform.store_port}")
-    print(f"next:      rfdetr-pipeline submit {path} --host URL --param dataset_uri=s3://...")
+    if native is not None:
+        print(f"resources: Pipeline {PIPELINE_NAME}, PipelineVersion {native.version_name}")
+        print(f"next:      kubectl apply -f {path}")
+    else:
+        print(f"next:      rfdetr-pipeline submit {path} --host URL --param dataset_uri=s3://...")
     return EXIT_OK

@@ -1,9 +1,11 @@
 """``rfdetr-pipeline submit`` and ``rfdetr-pipeline schedule``: deploy a compiled pipeline YAML.
 
 Both upload the YAML as a new version of the pipeline (creating the pipeline the first time) in
-an experiment they create or reuse; ``submit`` then starts one run, ``schedule`` a recurring run
-on that version. Credentials come from the environment (see :mod:`pipelines.kfp_api`). Inputs
-(YAML, parameters, cron) are checked before the server is contacted.
+an experiment they create or reuse; ``submit`` then starts one run (and with ``--wait`` follows
+it to its end), ``schedule`` a recurring run on that version. ``--reuse-version`` lets a second
+command (or a re-run of a release) use the version the first one uploaded, when it holds the same
+YAML. Credentials come from the environment (see :mod:`pipelines.kfp_api`). Inputs (YAML,
+parameters, cron) are checked before the server is contacted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipelines.cli import EXIT_OK, CommandError, Subparsers
+from pipelines.cli import EXIT_FAILURE, EXIT_OK, CommandError, Subparsers
 
 DEFAULT_EXPERIMENT = "rfdetr"
 
@@ -30,6 +32,21 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     _add_common(submit)
     submit.add_argument("--run-name", help="run display name (default: '<pipeline> <UTC time>')")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the run to its end; exit 0 only when it SUCCEEDED (1 otherwise)",
+    )
+    submit.add_argument(
+        "--timeout",
+        type=_duration,
+        default=_duration("3h"),
+        metavar="DURATION",
+        help="with --wait: give up after this long, e.g. 90m, 3h, 600s (default 3h; exit 1)",
+    )
+    submit.add_argument(
+        "--poll", type=_duration, default=15.0, metavar="DURATION", help=argparse.SUPPRESS
+    )
     submit.set_defaults(handler=_run_submit)
 
     schedule = subparsers.add_parser(
@@ -74,6 +91,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="new version's name, e.g. a git SHA (default: '<pipeline>-<UTC time>')",
     )
     parser.add_argument(
+        "--reuse-version",
+        action="store_true",
+        help="when --version-name exists and holds this same YAML (sha256), use it instead of "
+        "refusing (one upload per release for submit + schedule, safe re-runs)",
+    )
+    parser.add_argument(
         "--param",
         action="append",
         default=[],
@@ -87,25 +110,44 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service-account", help="Kubernetes service account for the run")
 
 
+def _duration(text: str) -> float:
+    """Seconds from '600', '600s', '90m' or '3h' (argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    scale = units.get(value[-1:])
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 600s, 90m or 3h") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive duration")
+    return seconds
+
+
 def _prepare(args: argparse.Namespace) -> tuple:
     """Checks that need no server, then connects, ensures the experiment and uploads."""
     from pipelines import kfp_api
+    from pipelines.kfp_package import PipelinePackage, build_params
 
     host = kfp_api.resolve_host(args.host)
-    package = kfp_api.PipelinePackage.load(args.package)
-    params = kfp_api.build_params(package, args.param, args.params_file)
+    package = PipelinePackage.load(args.package)
+    params = build_params(package, args.param, args.params_file)
     name = args.pipeline_name or package.name
     version_name = args.version_name or kfp_api.default_version_name(name)
     client = kfp_api.connect(host, args.namespace, args.ca_cert)
     experiment_id = kfp_api.ensure_experiment(client, args.experiment, args.namespace, host)
-    version = kfp_api.upload_version(client, package, name, version_name, host)
+    version = kfp_api.upload_version(
+        client, package, name, version_name, host, reuse=args.reuse_version
+    )
     created = (
         " (new pipeline; its first version takes the pipeline's name)"
         if version.new_pipeline
         else ""
     )
     print(f"pipeline:   {name} ({version.pipeline_id}){created}")
-    print(f"version:    {version.version_name} ({version.version_id})")
+    reused = " (existing, same YAML)" if version.reused else ""
+    print(f"version:    {version.version_name} ({version.version_id}){reused}")
     print(f"experiment: {args.experiment} ({experiment_id})")
     return client, host, experiment_id, version, params, name
 
@@ -125,14 +167,19 @@ def _run_submit(args: argparse.Namespace) -> int:
         pipeline_root=args.pipeline_root,
         service_account=args.service_account,
     )
-    print(f"run:        {run_id}  {host}/#/runs/details/{run_id}")
-    return EXIT_OK
+    print(f"run:        {run_id}  {host}/#/runs/details/{run_id}", flush=True)
+    if not args.wait:
+        return EXIT_OK
+    state = kfp_api.wait_for_run(client, host, run_id, args.timeout, poll_s=args.poll)
+    print(f"state:      {state}")
+    return EXIT_OK if state == "SUCCEEDED" else EXIT_FAILURE
 
 
 def _run_schedule(args: argparse.Namespace) -> int:
     from pipelines import kfp_api
+    from pipelines.kfp_package import validate_cron
 
-    cron = kfp_api.validate_cron(args.cron)  # before any upload
+    cron = validate_cron(args.cron)  # before any upload
     if args.max_concurrency < 1:
         raise CommandError(f"--max-concurrency {args.max_concurrency}: expected 1 or more")
     client, host, experiment_id, version, params, name = _prepare(args)

@@ -15,23 +15,25 @@ Authentication comes only from the environment:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import json
 import logging
 import os
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.cli import EXIT_FAILURE, CommandError
+from pipelines.kfp_package import validate_cron
 
 if TYPE_CHECKING:
     import kfp
+
+    from pipelines.kfp_package import PipelinePackage
 
 logger = logging.getLogger(__name__)
 
@@ -39,148 +41,6 @@ TOKEN_ENV = "KF_PIPELINES_TOKEN"
 COOKIE_ENV = "KF_PIPELINES_COOKIE"
 SA_TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 HOST_ENV = "KF_PIPELINES_ENDPOINT"
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#\-]+$")
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One pipeline parameter of the compiled YAML (``root.inputDefinitions.parameters``)."""
-
-    name: str
-    type: str  # STRING, NUMBER_INTEGER, NUMBER_DOUBLE, BOOLEAN, LIST, STRUCT
-    required: bool
-
-
-@dataclass(frozen=True)
-class PipelinePackage:
-    """A compiled pipeline YAML: its path, ``pipelineInfo.name`` and parameters."""
-
-    path: Path
-    name: str
-    parameters: dict[str, ParamSpec]
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PipelinePackage:
-        import yaml
-
-        file = Path(path)
-        try:
-            docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
-        except OSError as exc:
-            raise CommandError(f"{file}: cannot read: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise CommandError(f"{file}: not YAML: {str(exc).splitlines()[0]}") from None
-        spec = next((d for d in docs if isinstance(d, dict) and "pipelineInfo" in d), None)
-        if spec is None or "root" not in spec:
-            raise CommandError(f"{file}: not a compiled KFP v2 pipeline (no pipelineInfo/root)")
-        raw = spec["root"].get("inputDefinitions", {}).get("parameters", {}) or {}
-        params = {
-            name: ParamSpec(
-                name,
-                str(item.get("parameterType", "STRING")),
-                "defaultValue" not in item and not item.get("isOptional", False),
-            )
-            for name, item in raw.items()
-        }
-        return cls(file, str(spec["pipelineInfo"]["name"]), params)
-
-
-def _coerce(spec: ParamSpec, value: Any, from_text: bool) -> Any:
-    """``value`` as the JSON type of ``spec``; CLI text is parsed, file values are checked."""
-    kind = spec.type
-    try:
-        if kind == "STRING":
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            return value
-        if kind == "BOOLEAN":
-            if isinstance(value, bool):
-                return value
-            if from_text and value.strip().lower() in _BOOLS:
-                return _BOOLS[value.strip().lower()]
-            raise ValueError("expected true or false")
-        if from_text:
-            value = json.loads(value)
-        if kind == "NUMBER_INTEGER":
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError("expected an integer")
-            return value
-        if kind == "NUMBER_DOUBLE":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError("expected a number")
-            return float(value)
-        if (kind == "LIST" and isinstance(value, list)) or (
-            kind == "STRUCT" and isinstance(value, dict)
-        ):
-            return value
-        raise ValueError(f"expected a JSON {'list' if kind == 'LIST' else 'object'}")
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise CommandError(f"parameter {spec.name}={value!r}: {exc}") from None
-
-
-def build_params(
-    package: PipelinePackage, cli_pairs: list[str], params_file: Path | None = None
-) -> dict[str, Any]:
-    """Pipeline arguments from ``--params-file`` (JSON/YAML mapping) then ``--param k=v``.
-
-    Names are checked against the compiled pipeline (with a close-match hint), values coerced to
-    the declared types, and required parameters without a default must be given.
-    """
-    values: dict[str, tuple[Any, bool]] = {}
-    if params_file is not None:
-        import yaml
-
-        try:
-            doc = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise CommandError(f"{params_file}: cannot read parameters: {exc}") from None
-        if not isinstance(doc, dict):
-            raise CommandError(f"{params_file}: expected a mapping of parameter names to values")
-        values.update({str(k): (v, False) for k, v in doc.items()})
-    for pair in cli_pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise CommandError(f"--param {pair!r}: expected NAME=VALUE")
-        values[name.strip()] = (text, True)
-    known = package.parameters
-    params = {}
-    for name, (value, from_text) in values.items():
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            hint = (
-                f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
-            )
-            raise CommandError(f"unknown pipeline parameter {name!r}{hint}")
-        params[name] = _coerce(known[name], value, from_text)
-    missing = sorted(n for n, s in known.items() if s.required and n not in params)
-    if missing:
-        raise CommandError(f"missing required pipeline parameter(s): {', '.join(missing)}")
-    return params
-
-
-def validate_cron(expression: str) -> str:
-    """Return ``expression`` when it is a 6-field KFP cron (seconds first); else CommandError."""
-    fields = expression.split()
-    if len(fields) == 5:
-        raise CommandError(
-            f"cron {expression!r} has 5 fields, but KFP's cron has 6, seconds first "
-            f"(a 5-field expression would fire far more often than meant); "
-            f"did you mean '0 {expression.strip()}'?"
-        )
-    if len(fields) != 6:
-        raise CommandError(
-            f"cron {expression!r} has {len(fields)} field(s); KFP's cron has 6: "
-            "second minute hour day-of-month month day-of-week, e.g. '0 0 3 * * 1' (Mondays 03:00)"
-        )
-    bad = [f for f in fields if not _CRON_FIELD.match(f)]
-    if bad:
-        raise CommandError(
-            f"cron {expression!r}: field {bad[0]!r} has characters cron does not use"
-        )
-    return " ".join(fields)
 
 
 @contextlib.contextmanager
@@ -265,10 +125,22 @@ def connect(
 
 @dataclass(frozen=True)
 class UploadedVersion:
+    """The pipeline version a run or schedule uses; ``reused``: it existed with this content."""
+
     pipeline_id: str
     version_id: str
     version_name: str
     new_pipeline: bool
+    reused: bool = False
+
+
+CONTENT_MARK = "content sha256:"
+_CONTENT_HASH = re.compile(re.escape(CONTENT_MARK) + r"([0-9a-f]{64})")
+
+
+def content_description(package: PipelinePackage) -> str:
+    """The description every upload carries: it names the YAML's sha256 for ``--reuse-version``."""
+    return f"rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
 
 
 def default_version_name(pipeline_name: str) -> str:
@@ -288,41 +160,103 @@ def ensure_experiment(client: kfp.Client, name: str, namespace: str | None, host
 
 
 def upload_version(
-    client: kfp.Client, package: PipelinePackage, pipeline_name: str, version_name: str, host: str
+    client: kfp.Client,
+    package: PipelinePackage,
+    pipeline_name: str,
+    version_name: str,
+    host: str,
+    *,
+    reuse: bool = False,
 ) -> UploadedVersion:
-    """Upload ``package`` as a new version of ``pipeline_name``, creating the pipeline if needed.
+    """Upload ``package`` as version ``version_name`` of ``pipeline_name`` (created if needed).
 
     A new pipeline gets its first version from the upload itself (KFP names it after the
-    pipeline). An existing version name is refused: KFP versions are immutable, so re-using a
-    name would silently run the old spec.
+    pipeline). KFP versions are immutable, so an existing version name is refused, unless
+    ``reuse`` is set and that version holds this very YAML (same sha256 in its description).
+    With ``reuse``, a version of any name that holds this YAML is used too (say, the pipeline's
+    first version, or an earlier release being rolled back to): a release's submit and
+    schedule, or a re-run of a failed deploy, share one version instead of uploading twice.
     """
     with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"), _quiet_kfp():
         pipeline_id = client.get_pipeline_id(pipeline_name)
         if pipeline_id is None:
-            pipeline = client.upload_pipeline(str(package.path), pipeline_name=pipeline_name)
-            listing = client.list_pipeline_versions(
-                pipeline.pipeline_id, page_size=1, sort_by="created_at desc"
+            pipeline = client.upload_pipeline(
+                str(package.path),
+                pipeline_name=pipeline_name,
+                description=content_description(package),
             )
-            if not listing.pipeline_versions:
-                raise CommandError(
-                    f"KFP at {host} created pipeline {pipeline.pipeline_id} without a version",
-                    EXIT_FAILURE,
-                )
-            first = listing.pipeline_versions[0]
+            first = _newest_version(client, pipeline.pipeline_id, host)
             return UploadedVersion(
                 pipeline.pipeline_id, first.pipeline_version_id, first.display_name, True
             )
         existing = client.list_pipeline_versions(pipeline_id, filter=_name_filter(version_name))
         if existing.pipeline_versions:
-            raise CommandError(
-                f"pipeline {pipeline_name!r} already has a version {version_name!r} "
-                f"(id {existing.pipeline_versions[0].pipeline_version_id}); "
-                "pass another --version-name"
+            found = existing.pipeline_versions[0]
+            _check_reusable(found, package, pipeline_name, version_name, reuse)
+            return UploadedVersion(
+                pipeline_id, found.pipeline_version_id, version_name, False, reused=True
+            )
+        same = _version_holding(client, pipeline_id, package.sha256) if reuse else None
+        if same is not None:
+            return UploadedVersion(
+                pipeline_id, same.pipeline_version_id, same.display_name, False, reused=True
             )
         version = client.upload_pipeline_version(
-            str(package.path), pipeline_version_name=version_name, pipeline_id=pipeline_id
+            str(package.path),
+            pipeline_version_name=version_name,
+            pipeline_id=pipeline_id,
+            description=content_description(package),
         )
         return UploadedVersion(pipeline_id, version.pipeline_version_id, version_name, False)
+
+
+def _version_holding(client: kfp.Client, pipeline_id: str, sha256: str) -> Any | None:
+    """The newest version of the pipeline whose description names ``sha256``, if any."""
+    token = ""
+    while True:
+        page = client.list_pipeline_versions(
+            pipeline_id, page_token=token, page_size=100, sort_by="created_at desc"
+        )
+        for version in page.pipeline_versions or []:
+            match = _CONTENT_HASH.search(version.description or "")
+            if match and match.group(1) == sha256:
+                return version
+        token = page.next_page_token or ""
+        if not token:
+            return None
+
+
+def _newest_version(client: kfp.Client, pipeline_id: str, host: str) -> Any:
+    listing = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
+    if not listing.pipeline_versions:
+        raise CommandError(
+            f"KFP at {host} created pipeline {pipeline_id} without a version", EXIT_FAILURE
+        )
+    return listing.pipeline_versions[0]
+
+
+def _check_reusable(
+    found: Any, package: PipelinePackage, pipeline_name: str, version_name: str, reuse: bool
+) -> None:
+    """Refuse an existing version unless ``reuse`` and it holds the same YAML."""
+    where = f"pipeline {pipeline_name!r} already has a version {version_name!r}"
+    where += f" (id {found.pipeline_version_id})"
+    if not reuse:
+        raise CommandError(
+            f"{where}; pass another --version-name, or --reuse-version to use it when it holds "
+            "this same YAML"
+        )
+    match = _CONTENT_HASH.search(found.description or "")
+    if match is None:
+        raise CommandError(
+            f"{where} that was not uploaded by rfdetr-pipeline (no content hash in its "
+            "description), so it cannot be known to hold this YAML; pass another --version-name"
+        )
+    if match.group(1) != package.sha256:
+        raise CommandError(
+            f"{where} holding a different YAML (sha256 {match.group(1)[:12]}..., this file "
+            f"{package.sha256[:12]}...); pass another --version-name"
+        )
 
 
 def start_run(
@@ -348,6 +282,35 @@ def start_run(
             service_account=service_account,
         )
     return str(run.run_id)
+
+
+TERMINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
+
+
+def wait_for_run(
+    client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float = 15.0
+) -> str:
+    """Poll run ``run_id`` until it ends; returns its final state (one of TERMINAL_RUN_STATES).
+
+    kfp's own ``wait_for_run_completion`` does not stop on CANCELED, so a cancelled smoke run
+    would hold CI until the timeout; this loop does. A run still going after ``timeout_s``
+    is a CommandError (exit 1) naming its last state.
+    """
+    deadline = time.monotonic() + timeout_s
+    last = "UNKNOWN"
+    while True:
+        with kfp_errors(host, f"waiting for run {run_id}"), _quiet_kfp():
+            last = str(client.get_run(run_id).state or "PENDING").upper()
+        if last in TERMINAL_RUN_STATES:
+            return last
+        if time.monotonic() + poll_s > deadline:
+            raise CommandError(
+                f"run {run_id} still {last} after {timeout_s:.0f} s: "
+                f"{host}/#/runs/details/{run_id}",
+                EXIT_FAILURE,
+            )
+        logger.info("run %s: %s", run_id, last)
+        time.sleep(poll_s)
 
 
 def create_schedule(

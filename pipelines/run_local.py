@@ -69,13 +69,13 @@ def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline arguments: --params-file, DATASET_URI, --param, then the named options."""
     import tempfile
 
-    from pipelines import kfp_api
     from pipelines.compile import compile_pipeline
+    from pipelines.kfp_package import PipelinePackage, build_params
 
     with tempfile.TemporaryDirectory() as tmp:
-        package = kfp_api.PipelinePackage.load(compile_pipeline(Path(tmp, "pipeline.yaml")))
+        package = PipelinePackage.load(compile_pipeline(Path(tmp, "pipeline.yaml")))
     pairs = [f"dataset_uri={args.dataset_uri}", *args.param]
-    params = kfp_api.build_params(package, pairs, args.params_file)
+    params = build_params(package, pairs, args.params_file)
     named = {
         "model_size": args.model_size,
         "epochs": args.epochs,

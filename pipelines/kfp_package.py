@@ -1,0 +1,170 @@
+"""A compiled pipeline YAML and the arguments, versions and crons given for it on the command line.
+
+Everything here is checked before any server is contacted: the package is a KFP v2 pipeline,
+parameter names exist and values have the declared types, a cron has KFP's six fields.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.cli import CommandError
+
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#\-]+$")
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One pipeline parameter of the compiled YAML (``root.inputDefinitions.parameters``)."""
+
+    name: str
+    type: str  # STRING, NUMBER_INTEGER, NUMBER_DOUBLE, BOOLEAN, LIST, STRUCT
+    required: bool
+
+
+@dataclass(frozen=True)
+class PipelinePackage:
+    """A compiled pipeline YAML: its path, ``pipelineInfo.name``, parameters and content hash.
+
+    ``sha256`` is the hex digest of the file's bytes: the identity of what a pipeline version
+    holds (recorded in the version's description so that a re-deploy can recognise it).
+    """
+
+    path: Path
+    name: str
+    parameters: dict[str, ParamSpec]
+    sha256: str
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PipelinePackage:
+        import yaml
+
+        file = Path(path)
+        try:
+            content = file.read_bytes()
+            docs = list(yaml.safe_load_all(content.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise CommandError(f"{file}: not YAML: not UTF-8 text") from None
+        except OSError as exc:
+            raise CommandError(f"{file}: cannot read: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise CommandError(f"{file}: not YAML: {str(exc).splitlines()[0]}") from None
+        spec = next((d for d in docs if isinstance(d, dict) and "pipelineInfo" in d), None)
+        if spec is None or "root" not in spec:
+            raise CommandError(f"{file}: not a compiled KFP v2 pipeline (no pipelineInfo/root)")
+        raw = spec["root"].get("inputDefinitions", {}).get("parameters", {}) or {}
+        params = {
+            name: ParamSpec(
+                name,
+                str(item.get("parameterType", "STRING")),
+                "defaultValue" not in item and not item.get("isOptional", False),
+            )
+            for name, item in raw.items()
+        }
+        digest = hashlib.sha256(content).hexdigest()
+        return cls(file, str(spec["pipelineInfo"]["name"]), params, digest)
+
+
+def _coerce(spec: ParamSpec, value: Any, from_text: bool) -> Any:
+    """``value`` as the JSON type of ``spec``; CLI text is parsed, file values are checked."""
+    kind = spec.type
+    try:
+        if kind == "STRING":
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if kind == "BOOLEAN":
+            if isinstance(value, bool):
+                return value
+            if from_text and value.strip().lower() in _BOOLS:
+                return _BOOLS[value.strip().lower()]
+            raise ValueError("expected true or false")
+        if from_text:
+            value = json.loads(value)
+        if kind == "NUMBER_INTEGER":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError("expected an integer")
+            return value
+        if kind == "NUMBER_DOUBLE":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError("expected a number")
+            return float(value)
+        if (kind == "LIST" and isinstance(value, list)) or (
+            kind == "STRUCT" and isinstance(value, dict)
+        ):
+            return value
+        raise ValueError(f"expected a JSON {'list' if kind == 'LIST' else 'object'}")
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CommandError(f"parameter {spec.name}={value!r}: {exc}") from None
+
+
+def build_params(
+    package: PipelinePackage, cli_pairs: list[str], params_file: Path | None = None
+) -> dict[str, Any]:
+    """Pipeline arguments from ``--params-file`` (JSON/YAML mapping) then ``--param k=v``.
+
+    Names are checked against the compiled pipeline (with a close-match hint), values coerced to
+    the declared types, and required parameters without a default must be given.
+    """
+    values: dict[str, tuple[Any, bool]] = {}
+    if params_file is not None:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise CommandError(f"{params_file}: cannot read parameters: {exc}") from None
+        if not isinstance(doc, dict):
+            raise CommandError(f"{params_file}: expected a mapping of parameter names to values")
+        values.update({str(k): (v, False) for k, v in doc.items()})
+    for pair in cli_pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--param {pair!r}: expected NAME=VALUE")
+        values[name.strip()] = (text, True)
+    known = package.parameters
+    params = {}
+    for name, (value, from_text) in values.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
+            )
+            raise CommandError(f"unknown pipeline parameter {name!r}{hint}")
+        params[name] = _coerce(known[name], value, from_text)
+    missing = sorted(n for n, s in known.items() if s.required and n not in params)
+    if missing:
+        raise CommandError(f"missing required pipeline parameter(s): {', '.join(missing)}")
+    return params
+
+
+def validate_cron(expression: str) -> str:
+    """Return ``expression`` when it is a 6-field KFP cron (seconds first); else CommandError."""
+    fields = expression.split()
+    if len(fields) == 5:
+        raise CommandError(
+            f"cron {expression!r} has 5 fields, but KFP's cron has 6, seconds first "
+            f"(a 5-field expression would fire far more often than meant); "
+            f"did you mean '0 {expression.strip()}'?"
+        )
+    if len(fields) != 6:
+        raise CommandError(
+            f"cron {expression!r} has {len(fields)} field(s); KFP's cron has 6: "
+            "second minute hour day-of-month month day-of-week, e.g. '0 0 3 * * 1' (Mondays 03:00)"
+        )
+    bad = [f for f in fields if not _CRON_FIELD.match(f)]
+    if bad:
+        raise CommandError(
+            f"cron {expression!r}: field {bad[0]!r} has characters cron does not use"
+        )
+    return " ".join(fields)
