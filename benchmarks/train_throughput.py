@@ -21,6 +21,13 @@ Usage::
 ``--upstream-python ''`` measures ours only. ``--allocator default`` runs our side without the
 training loop's allocator tuning (:func:`rfdetr.training.runtime.tune_allocator`), and
 ``--upstream-allocator tuned`` gives upstream the same tuning, for like-for-like comparisons.
+
+``--precision bf16`` runs our step as training does with ``amp_dtype: bf16`` on a CPU with
+native bf16 (forward under bf16 autocast, losses in fp32, fp32 weights and optimizer): a
+setting upstream does not offer on the CPU, so upstream stays fp32 unless
+``--upstream-precision bf16`` wraps its forward and loss in the same autocast by hand (as close
+to a like-for-like bf16 comparison as upstream allows). The FLOP figure is then set against a
+bf16 matmul peak.
 """
 
 from __future__ import annotations
@@ -56,14 +63,14 @@ def make_batch(resolution: int, batch: int) -> tuple[Any, list[dict[str, Any]]]:
     return images, targets
 
 
-def _ours(size: str, resolution: int, allocator: str) -> Any:
+def _ours(size: str, resolution: int, allocator: str, precision: str) -> Any:
     import torch
 
     from rfdetr.config import RunConfig
     from rfdetr.models.build import build_model
     from rfdetr.models.criterion import count_boxes, reduce_num_boxes
     from rfdetr.training.optim import build_optimizer
-    from rfdetr.training.runtime import tune_allocator
+    from rfdetr.training.runtime import Precision, tune_allocator
     from rfdetr.training.setup import build_criterion
     from rfdetr.training.step import accumulate_gradients
 
@@ -77,11 +84,18 @@ def _ours(size: str, resolution: int, allocator: str) -> Any:
     criterion = build_criterion(config).train()
     optimizer = build_optimizer(model, config.train, config.model, torch.device("cpu"))
     group_detr = config.model.group_detr
+    autocast = Precision("cpu", torch.bfloat16 if precision == "bf16" else None)
 
     def step(images: Any, targets: list[dict[str, Any]]) -> None:
         normaliser = reduce_num_boxes(count_boxes(targets) * group_detr, images.device)
         accumulate_gradients(
-            model, criterion, images, targets, micro_batch=images.shape[0], num_boxes=normaliser
+            model,
+            criterion,
+            images,
+            targets,
+            micro_batch=images.shape[0],
+            num_boxes=normaliser,
+            precision=autocast,
         )
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1, foreach=True)
         optimizer.step()
@@ -90,7 +104,8 @@ def _ours(size: str, resolution: int, allocator: str) -> Any:
     return step
 
 
-def _upstream(size: str, resolution: int, allocator: str) -> Any:
+def _upstream(size: str, resolution: int, allocator: str, precision: str) -> Any:
+    import contextlib
     from types import SimpleNamespace
 
     import torch
@@ -122,9 +137,16 @@ def _upstream(size: str, resolution: int, allocator: str) -> Any:
     optimizer = torch.optim.AdamW(get_param_dict(args, model), lr=1e-4, weight_decay=1e-4)
     weights = criterion.weight_dict
 
+    def autocast() -> Any:
+        if precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step(images: Any, targets: list[dict[str, Any]]) -> None:
-        losses = criterion(model(images), targets)
-        sum(losses[k] * weights[k] for k in losses if k in weights).backward()
+        with autocast():  # upstream runs its model and criterion under one autocast on CUDA
+            losses = criterion(model(images), targets)
+            total = sum(losses[k] * weights[k] for k in losses if k in weights)
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -141,11 +163,12 @@ def _tune_glibc() -> None:
     libc.mallopt(-1, 2**62)  # M_TRIM_THRESHOLD
 
 
-def _matmul_peak(threads: int) -> float:
-    """Best GFLOP/s of a 2048^3 fp32 matmul (same thread count as the steps)."""
+def _matmul_peak(threads: int, precision: str = "fp32") -> float:
+    """Best GFLOP/s of a 2048^3 matmul in ``precision`` (same thread count as the steps)."""
     import torch
 
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
     best = 0.0
     for _ in range(6):
         start = time.perf_counter()
@@ -154,12 +177,14 @@ def _matmul_peak(threads: int) -> float:
     return best
 
 
-def worker(kind: str, size: str, resolution: int, batch: int, threads: int, alloc: str) -> None:
+def worker(kind: str, args: argparse.Namespace) -> None:
     """Serve ``step`` / ``flops`` / ``peak`` / ``rss`` requests on stdin, one JSON line each."""
     import torch
 
+    threads, resolution, batch = args.threads, args.resolutions[0], args.batch
     torch.set_num_threads(threads)
-    step = (_ours if kind == "ours" else _upstream)(size, resolution, alloc)
+    build = _ours if kind == "ours" else _upstream
+    step = build(args.size, resolution, args.allocator, args.precision)
     images, targets = make_batch(resolution, batch)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -178,7 +203,7 @@ def worker(kind: str, size: str, resolution: int, batch: int, threads: int, allo
                 step(images, targets)
             reply = {"flops": counter.get_total_flops()}
         elif command == "peak":
-            reply = {"gflops": _matmul_peak(threads)}
+            reply = {"gflops": _matmul_peak(threads, args.precision)}
         elif command == "rss":
             reply = {"rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
         else:
@@ -191,9 +216,11 @@ class Worker:
 
     def __init__(self, python: str, kind: str, args: argparse.Namespace, resolution: int) -> None:
         allocator = args.allocator if kind == "ours" else args.upstream_allocator
+        precision = args.precision if kind == "ours" else args.upstream_precision
         command = [python, "-W", "ignore", str(Path(__file__).resolve()), "--worker", kind]
         command += ["--size", args.size, "--batch", str(args.batch), "--threads", str(args.threads)]
         command += ["--resolutions", str(resolution), "--allocator", allocator]
+        command += ["--precision", precision]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         # Passive OpenMP waiting: an idle worker's threads sleep instead of spinning, so they
         # neither slow the stepping worker down nor count as CPU time.
@@ -241,7 +268,10 @@ def measure(args: argparse.Namespace, resolution: int) -> None:
                 cpu[name].append(reply["cpu_seconds"])
     flops = sides["ours"].ask("flops")["flops"]
     peak = max(sides["ours"].ask("peak")["gflops"] for _ in range(2))
-    print(f"\n{args.size} @ {resolution}, batch {args.batch}, {args.threads} threads, fp32:")
+    print(
+        f"\n{args.size} @ {resolution}, batch {args.batch}, {args.threads} threads, "
+        f"ours {args.precision}, upstream {args.upstream_precision}:"
+    )
     best, cpu_median = {}, {}
     for name, side in sides.items():
         rss = side.ask("rss")["rss_gb"]
@@ -256,7 +286,8 @@ def measure(args: argparse.Namespace, resolution: int) -> None:
     achieved = flops / best["ours"] / 1e9
     print(
         f"  ours: {flops / 1e9:.1f} GFLOP/step -> {achieved:.1f} GFLOP/s at the best step, "
-        f"{100 * achieved / peak:.0f}% of the {peak:.1f} GFLOP/s matmul peak measured now"
+        f"{100 * achieved / peak:.0f}% of the {peak:.1f} GFLOP/s {args.precision} matmul peak "
+        "measured now"
     )
     if "upstream" in best:
         print(
@@ -276,12 +307,12 @@ def main() -> None:
     parser.add_argument("--upstream-python", default="/work/upstream-venv/bin/python")
     parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned")
     parser.add_argument("--upstream-allocator", choices=["tuned", "default"], default="default")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--upstream-precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--worker", choices=["ours", "upstream"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(
-            args.worker, args.size, args.resolutions[0], args.batch, args.threads, args.allocator
-        )
+        worker(args.worker, args)
         return
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     for resolution in args.resolutions:

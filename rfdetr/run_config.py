@@ -54,7 +54,9 @@ class TrainConfig(StrictModel):
     ``grad_accum_steps`` defaults to 4 as in the documented training parameters (effective batch
     16 with ``batch_size=4``). ``cls_loss_coef=None`` means 1.0 for detection, 5.0 for Seg.
     ``pretrain_weights`` is read only when training builds the model itself (CLI, pipeline);
-    ``device=None`` picks CUDA when available, else the CPU.
+    ``device=None`` picks CUDA when available, else the CPU. ``amp`` autocasts the forward pass
+    on CUDA (bf16 where supported, else fp16; ``amp_dtype`` forces one); on the CPU only an
+    explicit ``amp_dtype="bf16"`` does, and only on a CPU with native bf16 (AVX512-BF16, AMX).
     """
 
     epochs: int = Field(100, ge=1)

@@ -104,6 +104,8 @@ def accumulate_gradients(
         with sync:
             with precision.autocast():
                 outputs = model(images[start : start + micro_batch])
+            if precision.dtype is not None:  # losses and matching in fp32, as the weights are
+                outputs = _to_float32(outputs)
             loss_dict = criterion(
                 outputs, targets[start : start + micro_batch], num_boxes=num_boxes
             )
@@ -114,6 +116,17 @@ def accumulate_gradients(
             weight = 1.0 / len(chunks) if key == "class_error" else 1.0
             sums[key] = sums.get(key, 0) + value.detach() * weight
     return sums
+
+
+def _to_float32(value: Any) -> Any:
+    """``value`` with every floating tensor (in nested dicts and lists) cast to fp32."""
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {key: _to_float32(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float32(item) for item in value)
+    return value
 
 
 def optimizer_step(
