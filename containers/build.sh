@@ -3,10 +3,18 @@
 # pyproject.toml; the repository from components/_image.py (IMAGE_REPOSITORY), so the images built
 # here are the ones compiled pipelines reference (<repo>:<version>, CPU image <repo>:<version>-cpu).
 #
-#   containers/build.sh [--print] [--push] [--tag TAG]
-#     --print  print the image references and exit (no engine needed)
-#     --push   push after building
-#     --tag    tag instead of the package version (CI: the git SHA)
+#   containers/build.sh [--print] [--push] [--tag TAG] [--only gpu|cpu] [--engine docker|podman]
+#                       [--build-arg KEY=VALUE]... [--volume SRC:DST[:OPTS]]... [--network MODE]
+#     --print      print the image references and exit (no engine needed)
+#     --push       push after building
+#     --tag        tag instead of the package version (CI: the git SHA)
+#     --only       build only the GPU or only the CPU image
+#     --engine     use this engine instead of the first working one of docker, podman
+#     --build-arg  passed to every build (e.g. BASE_IMAGE=..., PYTHON_IMAGE=..., TORCH_INDEX_URL=...)
+#     --volume     bind mount for the build's RUN steps (podman/buildah only; docker has none)
+#     --network    network mode of the build's RUN steps (e.g. host)
+# containers/verify_local.sh uses the pass-through options to build both images with podman and
+# stand-in base images, then smoke-tests them.
 # Without docker or podman it explains and exits 0, so `make images` never fails for that reason.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,13 +26,24 @@ if [[ -z "$version" || -z "$repository" ]]; then
     exit 2
 fi
 
-print=0 push=0 tag="$version"
+print=0 push=0 tag="$version" only="" engine=""
+extra=()  # pass-through build options
 while (($#)); do
     case "$1" in
         --print) print=1 ;;
         --push) push=1 ;;
         --tag) tag="${2:?--tag needs a value}"; shift ;;
-        *) echo "error: unknown option $1 (use --print, --push, --tag TAG)" >&2; exit 2 ;;
+        --only)
+            only="${2:?--only needs gpu or cpu}"; shift
+            [[ "$only" == gpu || "$only" == cpu ]] || { echo "error: --only takes gpu or cpu" >&2; exit 2; }
+            ;;
+        --engine) engine="${2:?--engine needs docker or podman}"; shift ;;
+        --build-arg | --volume | --network) extra+=("$1" "${2:?$1 needs a value}"); shift ;;
+        *)
+            echo "error: unknown option $1 (use --print, --push, --tag TAG, --only gpu|cpu," \
+                "--engine NAME, --build-arg K=V, --volume SPEC, --network MODE)" >&2
+            exit 2
+            ;;
     esac
     shift
 done
@@ -38,11 +57,16 @@ if ((print)); then
     exit 0
 fi
 
-engine=""
+if [[ -n "$engine" ]]; then
+    if ! command -v "$engine" >/dev/null 2>&1 || ! "$engine" info >/dev/null 2>&1; then
+        echo "error: --engine $engine: not installed or not working (\`$engine info\` fails)" >&2
+        exit 2
+    fi
+fi
 for candidate in docker podman; do
+    [[ -z "$engine" ]] || break
     if command -v "$candidate" >/dev/null 2>&1 && "$candidate" info >/dev/null 2>&1; then
         engine="$candidate"
-        break
     fi
 done
 if [[ -z "$engine" ]]; then
@@ -55,10 +79,11 @@ fi
 revision="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)"
 for pair in "gpu:$gpu_image" "cpu:$cpu_image"; do
     kind="${pair%%:*}" image="${pair#*:}"
+    [[ -z "$only" || "$only" == "$kind" ]] || continue
     echo "building $image with $engine"
     "$engine" build --file "$root/containers/Dockerfile.$kind" \
         --build-arg "VERSION=$version" --build-arg "VCS_REF=$revision" \
-        --tag "$image" "$root"
+        ${extra[@]+"${extra[@]}"} --tag "$image" "$root"
     if ((push)); then
         "$engine" push "$image"
     fi

@@ -34,6 +34,11 @@ def _build_script(*args: str, path: str | None = None) -> subprocess.CompletedPr
     )
 
 
+def _printed_images() -> dict[str, str]:
+    out = _build_script("--print").stdout
+    return dict(line.split("=", 1) for line in out.strip().splitlines())
+
+
 def _final_stage(dockerfile: Path) -> str:
     return re.split(r"^FROM ", dockerfile.read_text(), flags=re.MULTILINE)[-1]
 
@@ -97,6 +102,37 @@ def test_deploy_build_script_tag_override_and_bad_option():
     assert "GPU_IMAGE=ghcr.io/rfdetr-pipelines/rfdetr:abc123\n" in result.stdout
     result = _build_script("--frobnicate")
     assert result.returncode == 2 and "unknown option --frobnicate" in result.stderr
+
+
+def test_deploy_build_script_passes_build_options_to_the_engine(tmp_path: Path):
+    """--engine/--only/--build-arg/--volume/--network reach `<engine> build` (a fake podman)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    engine = bin_dir / "podman"
+    engine.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n')
+    engine.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    options = ["--engine", "podman", "--only", "cpu", "--network", "host"]
+    options += ["--build-arg", "PYTHON_IMAGE=localhost/py:1", "--volume", "/opt/w:/mnt:ro"]
+    result = _build_script(*options, path=path)
+    assert result.returncode == 0, result.stderr
+    info, build = log.read_text().splitlines()
+    assert info == "info"
+    assert "--file " + str(CONTAINERS / "Dockerfile.cpu") in build, "--only cpu: the CPU image"
+    assert "Dockerfile.gpu" not in build
+    for option in ("--network host", "--build-arg PYTHON_IMAGE=localhost/py:1", "--volume /opt/w"):
+        assert option in build
+    assert f"--tag {_printed_images()['CPU_IMAGE']} {ROOT}" in build
+    result = _build_script("--only", "xpu")
+    assert result.returncode == 2 and "--only takes gpu or cpu" in result.stderr
+
+
+def test_deploy_cpu_image_torch_index_defaults_to_pytorch_cpu_wheels():
+    """Only containers/verify_local.sh points TORCH_INDEX_URL elsewhere (no pytorch.org there)."""
+    text = (CONTAINERS / "Dockerfile.cpu").read_text()
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu\n" in text
+    assert '--index-url "${TORCH_INDEX_URL}"' in text
 
 
 def test_deploy_make_images_without_an_engine_explains_and_succeeds(tmp_path: Path):
