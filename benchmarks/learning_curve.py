@@ -45,6 +45,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the model")
     parser.add_argument("--num-workers", type=int, default=1, help="data-loading processes")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument(
+        "--amp-dtype",
+        choices=["auto", "bf16"],
+        default="auto",
+        help="bf16: bf16 autocast on a CPU with native bf16 (default auto: fp32 on the CPU)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -73,6 +79,7 @@ def main() -> int:
         "tensorboard": False,
         "progress_bar": False,
         "run_test": False,
+        "amp_dtype": args.amp_dtype,
     }
     config = RunConfig.from_kwargs("tiny", **options)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
