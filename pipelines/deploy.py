@@ -93,8 +93,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reuse-version",
         action="store_true",
-        help="when --version-name exists and holds this same YAML (sha256), use it instead of "
-        "refusing (one upload per release for submit + schedule, safe re-runs)",
+        help="use a version that already holds this same YAML (sha256): the one named "
+        "--version-name, else any, instead of uploading it again (one version per release for "
+        "submit + schedule, safe re-runs and rollbacks); a different YAML under that name is "
+        "still refused",
     )
     parser.add_argument(
         "--param",
