@@ -32,22 +32,29 @@ _RAW_NAMES = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_mask
 
 
 class ONNXRuntimeModel:
-    """An exported RF-DETR model under ONNX Runtime (CPU execution provider).
+    """An exported RF-DETR model under ONNX Runtime.
 
     Args:
         path: a raw-output ``.onnx`` file written by ``export()`` (not ``--with-postprocess``).
         threads: intra-op threads; None lets ONNX Runtime use every core.
+        device: ``"cpu"``, or a CUDA device for the CUDA execution provider (onnxruntime-gpu;
+            see :func:`rfdetr.export.verify.execution_providers`).
 
     Raises:
         FileNotFoundError: no such file. MetadataError: the file is not an rfdetr export.
         ValueError: the file is a post-processing graph (use its outputs directly).
     """
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX file")
-        self.session = make_session(self.path, threads)
+        self.session = make_session(self.path, threads, device)
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ExportMetadata.from_props(props, source=str(self.path))
         if self.metadata.with_postprocess:
@@ -148,10 +155,11 @@ def runtime_for(
     key: tuple[Any, ...]
     if onnx_path is not None:
         file = Path(onnx_path)
-        key = ("file", str(file.resolve()), file.stat().st_mtime_ns if file.is_file() else None)
+        stamp = file.stat().st_mtime_ns if file.is_file() else None
+        key = ("file", str(file.resolve()), stamp, str(owner.device))
     else:
         versions = sum(p._version for p in owner.model.parameters())
-        key = ("export", id(owner.model), versions, owner.resolution)
+        key = ("export", id(owner.model), versions, owner.resolution, str(owner.device))
     cached = getattr(owner, "_onnx_runtime", None)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -162,7 +170,7 @@ def runtime_for(
         file = export_model(owner, folder.name).path
     else:
         folder = None
-    runtime = ONNXRuntimeModel(file)
+    runtime = ONNXRuntimeModel(file, device=owner.device)
     expected = (owner.resolution, owner.resolution)
     if runtime.metadata.input_shape != expected:
         raise ValueError(

@@ -17,9 +17,11 @@ tolerance) with a neighbour, since ONNX Runtime and PyTorch may order exact ties
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +30,8 @@ from rfdetr.export.onnx import ExportError
 from rfdetr.export.selection import SelectionCheck, forced_selection, selection_session
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ATOL = 1e-4
 _RELATIVE = ("masks", "boxes")  # outputs not on a unit scale (see the module docstring)
@@ -92,12 +96,40 @@ def session_options(threads: int | None = None) -> object:
     return options
 
 
-def make_session(path: str | os.PathLike[str], threads: int | None = None) -> object:
-    """An ONNX Runtime CPU session of ``path`` (see `session_options`)."""
+def execution_providers(device: str | torch.device = "cpu") -> list[Any]:
+    """ONNX Runtime providers for ``device``: CUDA (then CPU) for a CUDA device, else the CPU.
+
+    A CUDA device with an onnxruntime that has no CUDA provider (the CPU package) falls back
+    to the CPU with a warning. With ``onnxruntime-gpu`` the CUDA and cuDNN libraries usually
+    come from the ``nvidia-*`` pip packages next to torch, which the loader does not search:
+    ``onnxruntime.preload_dlls()`` (onnxruntime >= 1.21) loads them first.
+    """
+    import onnxruntime as ort
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        logger.warning(
+            "onnxruntime %s has no CUDA provider (install onnxruntime-gpu, the `gpu` extra); "
+            "running the ONNX model on the CPU",
+            ort.__version__,
+        )
+        return ["CPUExecutionProvider"]
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    cuda = ("CUDAExecutionProvider", {"device_id": device.index or 0})
+    return [cuda, "CPUExecutionProvider"]
+
+
+def make_session(
+    path: str | os.PathLike[str], threads: int | None = None, device: str | torch.device = "cpu"
+) -> object:
+    """An ONNX Runtime session of ``path`` on ``device`` (see `session_options`)."""
     import onnxruntime as ort
 
     options = session_options(threads)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=execution_providers(device))
 
 
 def verify_onnx(

@@ -77,3 +77,37 @@ def test_bad_backend_and_missing_file(
         detector.predict(rgb, backend="tensorrt")
     with pytest.raises(FileNotFoundError, match="no such ONNX file"):
         detector.predict(rgb, backend="onnxruntime", onnx_path=tmp_path / "missing.onnx")
+
+
+def test_cuda_device_selects_the_cuda_provider_when_onnxruntime_has_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import onnxruntime as ort
+
+    from rfdetr.export.verify import execution_providers
+
+    preloaded: list[bool] = []
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(ort, "preload_dlls", lambda: preloaded.append(True), raising=False)
+    assert execution_providers("cuda:1") == [
+        ("CUDAExecutionProvider", {"device_id": 1}),
+        "CPUExecutionProvider",
+    ]
+    assert preloaded == [True]  # CUDA libraries from the nvidia-* wheels, before the session
+    assert execution_providers(torch.device("cpu")) == ["CPUExecutionProvider"]
+    assert preloaded == [True]
+
+
+def test_cuda_device_without_a_cuda_provider_runs_on_the_cpu_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnxruntime as ort
+
+    from rfdetr.export.verify import execution_providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with caplog.at_level("WARNING", logger="rfdetr.export.verify"):
+        assert execution_providers("cuda") == ["CPUExecutionProvider"]
+    assert "no CUDA provider (install onnxruntime-gpu" in caplog.text
