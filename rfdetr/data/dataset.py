@@ -148,7 +148,7 @@ def build_dataset(
             layout, split_name, split_dir, class_map, segmentation
         )
     else:
-        files = scan_split(split_dir)
+        files = scan_split(*layout.yolo_dirs(split_name))
         if not files.images:
             raise DatasetError(files.images_dir, f"the {split_name} split has no images")
         source = YoloSource(files, class_map or _yolo_class_map(layout))

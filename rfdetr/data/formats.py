@@ -1,22 +1,40 @@
 """Detect a dataset's format (COCO or YOLO) and where its splits live.
 
-Layouts (the Roboflow export layouts, which upstream RF-DETR also reads):
+Layouts:
 
-- COCO: ``train/_annotations.coco.json`` exists; each split folder holds its annotation file and
-  its images (``file_name`` is relative to the split folder).
-- YOLO: ``data.yaml`` (or ``data.yml``) exists and so does ``train/images/``; each split folder
-  holds ``images/`` and ``labels/`` (one ``.txt`` per image, same relative path and stem).
+- COCO (Roboflow export): ``train/_annotations.coco.json`` exists; each split folder holds its
+  annotation file and its images (``file_name`` is relative to the split folder).
+- YOLO, Roboflow export: ``data.yaml`` (or ``data.yml``) exists and so does ``train/images/``;
+  each split folder holds ``images/`` and ``labels/`` (one ``.txt`` per image, same relative path
+  and stem). Split folders are ``train``, ``valid`` (or ``val``) and an optional ``test``; the
+  paths written in ``data.yaml`` are ignored.
+- YOLO, Ultralytics: no ``train/images/``, and ``data.yaml`` names the image folders:
+  ``train:``, ``val:`` (or ``valid:``) and an optional ``test:``, e.g. ``images/train``. They are
+  relative to the optional ``path:`` key (itself relative to the yaml's folder; ignored with a
+  warning when it is absolute or leaves the dataset folder, as Ultralytics' own values often do),
+  else to the yaml's folder. Labels live where the last path component named ``images`` is
+  replaced by ``labels`` (``images/train/a.jpg`` -> ``labels/train/a.txt``). Every split path
+  must stay inside the dataset folder (no absolute paths, no ``..`` out of it): the folder is
+  uploaded and fetched as a whole. Lists of folders and ``.txt`` image lists are not supported yet.
 
-Splits are ``train``, ``valid`` (a ``val`` folder is accepted too) and an optional ``test``.
+COCO wins when both a COCO and a YOLO layout are present; the Roboflow YOLO layout wins over
+the Ultralytics one. :class:`DatasetLayout` gives, for YOLO, each split's images and labels
+folders (:meth:`DatasetLayout.yolo_dirs`), whatever the layout.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rfdetr.data.problems import DatasetError
+from rfdetr.data.problems import DatasetError, ProblemLog
+from rfdetr.data.yolo import load_data_yaml
+
+logger = logging.getLogger(__name__)
 
 COCO_ANNOTATION_FILE = "_annotations.coco.json"
 YOLO_YAML_NAMES = ("data.yaml", "data.yml")
@@ -26,6 +44,12 @@ SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
     "test": ("test",),
 }
 REQUIRED_SPLITS = ("train", "valid")
+# Ultralytics data.yaml keys of each split, first match wins.
+YAML_SPLIT_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "valid": ("val", "valid"),
+    "test": ("test",),
+}
 
 
 class DatasetFormat(str, enum.Enum):
@@ -47,27 +71,48 @@ class DatasetLayout:
         root: the dataset folder as given by the user (not resolved, so messages show it as typed).
         format: COCO or YOLO.
         splits: canonical split name (``train``/``valid``/``test``) -> split folder, for the
-            split folders that exist.
+            splits that exist. For the Ultralytics YOLO layout, the split's images folder.
         yaml_path: the YOLO ``data.yaml``/``data.yml``; None for COCO.
+        yolo_split_dirs: YOLO only: canonical split name -> ``(images_dir, labels_dir)``, the
+            same splits as ``splits``; empty for COCO.
+        yaml_splits: True for the Ultralytics layout (splits named by ``data.yaml`` keys).
     """
 
     root: Path
     format: DatasetFormat
     splits: dict[str, Path] = field(default_factory=dict)
     yaml_path: Path | None = None
+    yolo_split_dirs: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    yaml_splits: bool = False
 
     def split_dir(self, split: str) -> Path:
         """The folder of ``split`` (``val`` and ``valid`` are the same split).
 
         Raises:
             ValueError: the split name is unknown.
-        DatasetError: the split has no folder.
+            DatasetError: the split has no folder.
         """
         name = canonical_split(split)
         if name not in self.splits:
+            if self.yaml_splits and self.yaml_path is not None:
+                keys = " or ".join(f"{k}:" for k in YAML_SPLIT_KEYS[name])
+                raise DatasetError(self.yaml_path, f"no {name} split (no {keys} key)")
             looked = " or ".join(f"{f}/" for f in SPLIT_FOLDERS[name])
             raise DatasetError(self.root, f"no {name} split (looked for {looked})")
         return self.splits[name]
+
+    def yolo_dirs(self, split: str) -> tuple[Path, Path]:
+        """``(images_dir, labels_dir)`` of a YOLO split, in either YOLO layout.
+
+        Raises:
+            ValueError: the split name is unknown, or the dataset is not YOLO.
+            DatasetError: the split does not exist.
+        """
+        name = canonical_split(split)
+        self.split_dir(name)
+        if name not in self.yolo_split_dirs:
+            raise ValueError(f"{self.root}: not a YOLO dataset")
+        return self.yolo_split_dirs[name]
 
     def coco_annotation_path(self, split: str) -> Path:
         """``<split>/_annotations.coco.json``."""
@@ -89,11 +134,14 @@ def canonical_split(split: str) -> str:
 def detect_format(dataset_dir: str | Path) -> DatasetLayout:
     """Detect the format of ``dataset_dir`` and list its split folders.
 
-    COCO wins when both layouts are present, as upstream does.
+    COCO wins when both layouts are present, as upstream does; then the Roboflow YOLO layout
+    (``train/images/``), then the Ultralytics one (``data.yaml`` names the image folders).
 
     Raises:
-        DatasetFormatError: the folder does not exist, or matches neither layout; the message says
-            what was looked for and what was found.
+        DatasetFormatError: the folder does not exist, or matches no layout (the message says
+            what was looked for and what was found), or its ``data.yaml`` is unreadable or names
+            folders that are missing, outside the dataset folder or not supported (the message
+            names ``data.yaml``, the key and the problem).
     """
     root = Path(dataset_dir)
     if not root.exists():
@@ -106,12 +154,143 @@ def detect_format(dataset_dir: str | Path) -> DatasetLayout:
         return DatasetLayout(root, DatasetFormat.COCO, splits)
     yaml_path = next((root / n for n in YOLO_YAML_NAMES if (root / n).is_file()), None)
     if yaml_path is not None and (root / "train" / "images").is_dir():
-        return DatasetLayout(root, DatasetFormat.YOLO, splits, yaml_path)
+        dirs = {name: (folder / "images", folder / "labels") for name, folder in splits.items()}
+        return DatasetLayout(root, DatasetFormat.YOLO, splits, yaml_path, dirs)
+    if yaml_path is not None:
+        data = _load_yaml_or_raise(yaml_path)
+        if _names_split_keys(data) and not _is_roboflow_export_yaml(data):
+            dirs = _yaml_split_dirs(root, yaml_path, data)
+            images = {name: pair[0] for name, pair in dirs.items()}
+            return DatasetLayout(root, DatasetFormat.YOLO, images, yaml_path, dirs, True)
     raise DatasetFormatError(
         root,
         f"no dataset format detected; looked for COCO (train/{COCO_ANNOTATION_FILE}) "
-        f"and YOLO (data.yaml or data.yml, with train/images/); found: {_describe(root)}",
+        "and YOLO (data.yaml or data.yml, with train/images/ or with train: and val: image "
+        f"folders); found: {_describe(root)}",
     )
+
+
+def _names_split_keys(data: dict[Any, Any]) -> bool:
+    return any(key in data for keys in YAML_SPLIT_KEYS.values() for key in keys)
+
+
+def _is_roboflow_export_yaml(data: dict[Any, Any]) -> bool:
+    """``train: ../train/images`` as a Roboflow export writes: its folders are not where it says.
+
+    Such a file in a folder without ``train/images/`` is a wrong or incomplete export, best
+    reported as "no format detected" with a listing of the folder.
+    """
+    train = data.get("train")
+    return isinstance(train, str) and train.replace("\\", "/").rstrip("/") == "../train/images"
+
+
+def _load_yaml_or_raise(yaml_path: Path) -> dict[Any, Any]:
+    log = ProblemLog()
+    data = load_data_yaml(yaml_path, log)
+    if data is None:
+        first = log.errors[0]
+        raise DatasetFormatError(first.path, first.message)
+    return data
+
+
+def _yaml_split_dirs(
+    root: Path, yaml_path: Path, data: dict[Any, Any]
+) -> dict[str, tuple[Path, Path]]:
+    """Split -> ``(images_dir, labels_dir)`` from the Ultralytics keys of ``data.yaml``."""
+    base = _yaml_base(root, yaml_path, data.get("path"))
+    dirs: dict[str, tuple[Path, Path]] = {}
+    for name, keys in YAML_SPLIT_KEYS.items():
+        key = next((k for k in keys if data.get(k) not in (None, "")), None)
+        if key is None:
+            if name in REQUIRED_SPLITS:
+                what, example = ("training", "train") if name == "train" else ("validation", "val")
+                raise DatasetFormatError(
+                    yaml_path,
+                    f"{keys[0]}: missing; name the {what} image folder "
+                    f"(e.g. {keys[0]}: images/{example})",
+                )
+            continue
+        value = data[key]
+        if isinstance(value, list):
+            raise DatasetFormatError(
+                yaml_path,
+                f"{key}: a list of image folders is not supported yet; give one image folder",
+            )
+        if not isinstance(value, str):
+            raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
+        if value.endswith(".txt"):
+            raise DatasetFormatError(
+                yaml_path,
+                f"{key}: {value}: a .txt list of image files is not supported yet; "
+                "give an image folder",
+            )
+        images_dir = _inside_root(root, yaml_path, key, value, base)
+        dirs[name] = (images_dir, _labels_dir(root, yaml_path, key, value, images_dir))
+    return dirs
+
+
+def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
+    """The folder the split keys are relative to: ``path:`` when it names one inside ``root``.
+
+    Ultralytics writes ``path:`` as the dataset's location on the author's machine (absolute, or
+    relative to its own datasets folder, e.g. ``../datasets/coco8``); once the folder has moved
+    that means nothing, so such a value is ignored (with a warning) and the yaml's folder is used.
+    """
+    base = yaml_path.parent
+    if value in (None, "") or not isinstance(value, str):
+        return base
+    folder = Path(os.path.normpath(base / value))
+    relative = os.path.relpath(folder, os.path.normpath(root))
+    outside = relative == ".." or relative.startswith(".." + os.sep)
+    if Path(value).is_absolute() or outside or not folder.is_dir():
+        logger.warning(
+            "%s: path: %s is not a folder inside the dataset; split folders are read relative "
+            "to %s",
+            yaml_path,
+            value,
+            base,
+        )
+        return base
+    return folder
+
+
+def _inside_root(root: Path, yaml_path: Path, key: str, value: Any, base: Path) -> Path:
+    """``base / value`` as an existing folder inside ``root``, or a one-line error."""
+    if not isinstance(value, str):
+        raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
+    if os.path.isabs(value) or Path(value).is_absolute():
+        raise DatasetFormatError(
+            yaml_path,
+            f"{key}: {value}: absolute paths are not allowed; the dataset folder must be "
+            "self-contained, so give a path relative to it",
+        )
+    folder = Path(os.path.normpath(base / value))
+    relative = os.path.relpath(folder, os.path.normpath(root))
+    if relative == ".." or relative.startswith(".." + os.sep):
+        raise DatasetFormatError(
+            yaml_path,
+            f"{key}: {value}: points outside the dataset folder; the dataset folder must be "
+            "self-contained",
+        )
+    if not folder.exists():
+        raise DatasetFormatError(yaml_path, f"{key}: {value}: no such folder")
+    if not folder.is_dir():
+        raise DatasetFormatError(yaml_path, f"{key}: {value}: not a folder")
+    return folder
+
+
+def _labels_dir(root: Path, yaml_path: Path, key: str, value: str, images_dir: Path) -> Path:
+    """The labels folder: the last component named ``images`` replaced by ``labels``."""
+    parts = list(Path(os.path.relpath(images_dir, os.path.normpath(root))).parts)
+    if "images" not in parts:
+        raise DatasetFormatError(
+            yaml_path,
+            f"{key}: {value}: the image folder path has no 'images' component, so its labels "
+            "folder cannot be found (expected e.g. images/train with labels/train)",
+        )
+    index = len(parts) - 1 - parts[::-1].index("images")
+    parts[index] = "labels"
+    return root.joinpath(*parts)
 
 
 def _split_folders(root: Path) -> dict[str, Path]:

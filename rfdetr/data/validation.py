@@ -224,7 +224,7 @@ def _validate_yolo(
         report.splits[name] = summary
         if _split_escapes(split_dir, root_real, log):
             continue
-        files = scan_split(split_dir)
+        files = scan_split(*layout.yolo_dirs(name))
         if not files.images_dir.is_dir():
             log.error(files.images_dir, f"the {name} split has no images/ folder")
             continue

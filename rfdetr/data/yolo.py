@@ -47,7 +47,7 @@ class YoloLabels:
 
 @dataclass
 class YoloSplitFiles:
-    """The files of one split: ``<split>/images/**`` and the matching ``<split>/labels/**.txt``."""
+    """The files of one split: ``images_dir/**`` and the matching ``labels_dir/**.txt``."""
 
     images_dir: Path
     labels_dir: Path
@@ -60,9 +60,11 @@ class YoloSplitFiles:
         return self.labels_dir / relative.with_suffix(".txt")
 
 
-def scan_split(split_dir: Path) -> YoloSplitFiles:
-    """List the images of a YOLO split folder (none when ``images/`` is missing)."""
-    images_dir, labels_dir = split_dir / "images", split_dir / "labels"
+def scan_split(images_dir: Path, labels_dir: Path) -> YoloSplitFiles:
+    """List the images of a YOLO split (none when ``images_dir`` is missing).
+
+    The folders come from :meth:`rfdetr.data.formats.DatasetLayout.yolo_dirs`, for either layout.
+    """
     images, linked = list_images(images_dir) if images_dir.is_dir() else ([], [])
     return YoloSplitFiles(images_dir, labels_dir, images, linked)
 
@@ -85,6 +87,14 @@ def read_data_yaml(yaml_path: Path, log: ProblemLog) -> ClassMap | None:
     ``names`` may be a list (id = position) or a ``{id: name}`` mapping; ``nc``, when present,
     must equal the number of names.
     """
+    data = load_data_yaml(yaml_path, log)
+    if data is None:
+        return None
+    return _class_map_from_yaml(data, yaml_path, log)
+
+
+def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
+    """The mapping in ``data.yaml``; problems go to ``log``; None when unusable."""
     try:
         with open(yaml_path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
@@ -105,7 +115,7 @@ def read_data_yaml(yaml_path: Path, log: ProblemLog) -> ClassMap | None:
     if not isinstance(data, dict):
         log.error(yaml_path, "must be a YAML mapping with a 'names' entry")
         return None
-    return _class_map_from_yaml(data, yaml_path, log)
+    return data
 
 
 def _class_map_from_yaml(data: dict[Any, Any], yaml_path: Path, log: ProblemLog) -> ClassMap | None:
