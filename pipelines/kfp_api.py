@@ -138,6 +138,12 @@ CONTENT_MARK = "content sha256:"
 _CONTENT_HASH = re.compile(re.escape(CONTENT_MARK) + r"([0-9a-f]{64})")
 
 
+def _content_hash(version: Any) -> str | None:
+    """The YAML sha256 an upload recorded in ``version``'s description, if any."""
+    match = _CONTENT_HASH.search(version.description or "")
+    return match.group(1) if match else None
+
+
 def content_description(package: PipelinePackage) -> str:
     """The description every upload carries: it names the YAML's sha256 for ``--reuse-version``."""
     return f"rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
@@ -218,8 +224,7 @@ def _version_holding(client: kfp.Client, pipeline_id: str, sha256: str) -> Any |
             pipeline_id, page_token=token, page_size=100, sort_by="created_at desc"
         )
         for version in page.pipeline_versions or []:
-            match = _CONTENT_HASH.search(version.description or "")
-            if match and match.group(1) == sha256:
+            if _content_hash(version) == sha256:
                 return version
         token = page.next_page_token or ""
         if not token:
@@ -246,15 +251,15 @@ def _check_reusable(
             f"{where}; pass another --version-name, or --reuse-version to use it when it holds "
             "this same YAML"
         )
-    match = _CONTENT_HASH.search(found.description or "")
-    if match is None:
+    recorded = _content_hash(found)
+    if recorded is None:
         raise CommandError(
             f"{where} that was not uploaded by rfdetr-pipeline (no content hash in its "
             "description), so it cannot be known to hold this YAML; pass another --version-name"
         )
-    if match.group(1) != package.sha256:
+    if recorded != package.sha256:
         raise CommandError(
-            f"{where} holding a different YAML (sha256 {match.group(1)[:12]}..., this file "
+            f"{where} holding a different YAML (sha256 {recorded[:12]}..., this file "
             f"{package.sha256[:12]}...); pass another --version-name"
         )
 

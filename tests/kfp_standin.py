@@ -195,29 +195,15 @@ def serve() -> Iterator[KfpStandIn]:
         server.server_close()
 
 
+def _deploy(command: str, state: KfpStandIn, package: Path, extra: tuple[str, ...]) -> int:
+    """``rfdetr-pipeline <command>`` against the stand-in, with the required dataset_uri."""
+    base = [command, str(package), "--host", state.url, "--param", "dataset_uri=s3://data/coco"]
+    return main([*base, *extra])
+
+
 def submit(state: KfpStandIn, package: Path, *extra: str) -> int:
-    return main(
-        [
-            "submit",
-            str(package),
-            "--host",
-            state.url,
-            "--param",
-            "dataset_uri=s3://data/coco",
-            *extra,
-        ]
-    )
+    return _deploy("submit", state, package, extra)
 
 
 def schedule(state: KfpStandIn, package: Path, *extra: str) -> int:
-    return main(
-        [
-            "schedule",
-            str(package),
-            "--host",
-            state.url,
-            "--param",
-            "dataset_uri=s3://data/coco",
-            *extra,
-        ]
-    )
+    return _deploy("schedule", state, package, extra)

@@ -229,6 +229,12 @@ def _yaml_split_dirs(
     return dirs
 
 
+def _outside(folder: Path, root: Path) -> bool:
+    """Whether the normalised ``folder`` lies outside ``root`` (by path, links not followed)."""
+    relative = os.path.relpath(folder, os.path.normpath(root))
+    return relative == ".." or relative.startswith(".." + os.sep)
+
+
 def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
     """The folder the split keys are relative to: ``path:`` when it names one inside ``root``.
 
@@ -240,9 +246,7 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
     if value in (None, "") or not isinstance(value, str):
         return base
     folder = Path(os.path.normpath(base / value))
-    relative = os.path.relpath(folder, os.path.normpath(root))
-    outside = relative == ".." or relative.startswith(".." + os.sep)
-    if Path(value).is_absolute() or outside or not folder.is_dir():
+    if Path(value).is_absolute() or _outside(folder, root) or not folder.is_dir():
         logger.warning(
             "%s: path: %s is not a folder inside the dataset; split folders are read relative "
             "to %s",
@@ -265,8 +269,7 @@ def _inside_root(root: Path, yaml_path: Path, key: str, value: Any, base: Path) 
             "self-contained, so give a path relative to it",
         )
     folder = Path(os.path.normpath(base / value))
-    relative = os.path.relpath(folder, os.path.normpath(root))
-    if relative == ".." or relative.startswith(".." + os.sep):
+    if _outside(folder, root):
         raise DatasetFormatError(
             yaml_path,
             f"{key}: {value}: points outside the dataset folder; the dataset folder must be "
