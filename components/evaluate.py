@@ -21,7 +21,7 @@ def evaluate(
     model: Input[Model],
     dataset: Input[Dataset],
     run_config: Input[Artifact],
-    metrics: Output[Metrics],
+    eval_metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     html_report: Output[HTML],
     markdown_report: Output[Markdown],
@@ -33,7 +33,7 @@ def evaluate(
         model: the selected checkpoint folder.
         dataset: the dataset folder.
         run_config: the run config (evaluation batch size, DataLoader workers).
-        metrics: output; mAP50:95, mAP50, mAP75, size-wise mAP and AR (masks for Seg models),
+        eval_metrics: output; mAP50:95, mAP50, mAP75, size-wise mAP and AR (masks for Seg models),
             precision/recall/F1 at the F1-optimal confidence, and AP50:95 per class.
         confusion: output; the confusion matrix at that confidence (IoU 0.5), with a
             ``background`` row and column for misses and false detections.
@@ -52,10 +52,10 @@ def evaluate(
     with step_errors("evaluate"):
         outcome = evaluate_checkpoint(model.path, dataset.path, report.path, run_config.path)
     for name, value in outcome.metrics.items():
-        metrics.log_metric(name, value)
+        eval_metrics.log_metric(name, value)
     confusion.log_confusion_matrix(outcome.confusion_labels, outcome.confusion_matrix)
     shutil.copyfile(outcome.report_dir / "report.html", html_report.path)
     shutil.copyfile(outcome.report_dir / "report.md", markdown_report.path)
     report.metadata["split"] = outcome.split
-    metrics.metadata["split"] = outcome.split
+    eval_metrics.metadata["split"] = outcome.split
     return outcome.map_50_95

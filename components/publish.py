@@ -21,7 +21,7 @@ def publish(
     min_map: float = 0.0,
     require_improvement: bool = False,
     run_id: str = "",
-) -> NamedTuple("PublishOutputs", [("uri", str), ("version", str), ("published", bool)]):
+) -> NamedTuple("PublishOutputs", [("uri", str), ("version", str), ("was_published", bool)]):
     """Upload the stripped checkpoint, ONNX file, metrics and report to
     ``s3://<bucket>/<model_name>/<version>/`` with a manifest (sha256 of every file), verify
     each upload, then point ``s3://<bucket>/<model_name>/latest.json`` at the new version.
@@ -35,15 +35,15 @@ def publish(
             (published or not, and why).
         bucket: destination bucket (must exist); empty: do not publish.
         model_name: the model's folder in the bucket; empty: ``rfdetr-<model size>``.
-        version: the version's folder; empty: ``YYYYMMDD-HHMMSS-<run id>``. Existing versions
-            are never overwritten.
+        version: the version's folder (never overwritten); empty: ``YYYYMMDD-HHMMSS-<run id>``.
         min_map: publish only when mAP50:95 is at least this.
         require_improvement: publish only when mAP50:95 also beats the published model's.
         run_id: the pipeline run's id (recorded in ``model.json``).
 
     Returns:
-        uri: the published prefix (empty when not published); version: its version;
-        published: whether the model was published.
+        uri: the published prefix (empty when not published).
+        version: the version folder chosen for this model.
+        was_published: whether the model was published.
     """
     from collections import namedtuple
     from pathlib import Path
@@ -71,5 +71,7 @@ def publish(
             },
         )
     published.metadata.update(result.metadata())
-    outputs = namedtuple("PublishOutputs", ["uri", "version", "published"])
+    # Not "published": a field named like an output artifact is declared as "published_2" by
+    # the compiler while the executor writes "published", and KFP's launcher then fails.
+    outputs = namedtuple("PublishOutputs", ["uri", "version", "was_published"])
     return outputs(result.uri, result.version, result.published)

@@ -33,8 +33,7 @@ def resolve_config(
 
     Args:
         dataset_uri: where the dataset comes from (recorded as ``data.dataset_dir``).
-        model_size: model preset: nano, small, medium, large, base, seg-nano ... seg-2xlarge,
-            or tiny (CPU tests).
+        model_size: preset: nano, small, medium, large, base, seg-nano ... seg-2xlarge, tiny.
         run_config: output; the resolved ``RunConfig`` as JSON (model, data, train, eval, log).
         epochs: training epochs; None: the preset's.
         batch_size: images per step and device; None: the preset's.
@@ -43,10 +42,8 @@ def resolve_config(
         resolution: input side in pixels (a multiple of patch size x windows); None: preset's.
         use_ema: keep an exponential moving average of the weights; None: the preset's.
         early_stopping: stop when validation mAP stops improving; None: the preset's.
-        pretrain_weights: checkpoint to start from: an s3:// or minio:// URI, a path in the
-            image, or an official weights name; empty: random initialisation.
-        overrides: any other RunConfig option, flat ("warmup_epochs") or dotted
-            ("train.warmup_epochs").
+        pretrain_weights: s3:// or minio:// URI, image path or official name; empty: random init.
+        overrides: other RunConfig options, flat ("warmup_epochs") or dotted ("train.lr").
     """
     from pipelines.steps.common import step_errors
     from pipelines.steps.config import write_run_config

@@ -11,7 +11,7 @@ def train(
     run_config: Input[Artifact],
     dataset: Input[Dataset],
     checkpoints: Output[Model],
-    metrics: Output[Metrics],
+    train_metrics: Output[Metrics],
     checkpoint_mirror_uri: str = "",
     run_id: str = "",
 ):
@@ -26,14 +26,13 @@ def train(
         checkpoints: output; the run folder: checkpoint.pth (resume point),
             checkpoint_best_regular.pth, checkpoint_best_ema.pth, checkpoint_best_total.pth,
             periodic checkpoint_<N>.pth, log.txt, results.json, run.yaml, metrics_plot.png.
-        metrics: output; best mAP50:95 and mAP50 (and their epoch), epochs completed, whether
+        train_metrics: output; best mAP50:95 and mAP50 (and their epoch), epochs completed, whether
             early stopping ended the run, and the last epoch's loss and validation mAP.
-        checkpoint_mirror_uri: object-store prefix for the resume files while training (the
-            run id is appended); empty: no mirror.
+        checkpoint_mirror_uri: object-store prefix for the resume files (+ run id); empty: off.
         run_id: the pipeline run's id (for the mirror and telemetry).
     """
     from pipelines.steps.common import step_errors
-    from pipelines.steps.train import train_run
+    from pipelines.steps.train import check_run_id, train_run
 
     with step_errors("train"):
         outcome = train_run(
@@ -41,8 +40,8 @@ def train(
             dataset.path,
             checkpoints.path,
             mirror_root=checkpoint_mirror_uri,
-            run_id=run_id,
+            run_id=check_run_id(run_id),
         )
     for name, value in outcome.metrics().items():
-        metrics.log_metric(name, value)
+        train_metrics.log_metric(name, value)
     checkpoints.metadata.update(outcome.model_metadata())

@@ -26,6 +26,8 @@ SECRET_KEYS: dict[str, str] = {
 }
 DEFAULT_STORE_HOST = "minio-service.kubeflow"  # KFP's store (SeaweedFS or MinIO) from any namespace
 DEFAULT_STORE_PORT = 9000
+STEP_TIMEOUT_S = 7 * 24 * 3600  # a week: above any training run this pipeline is sized for
+RETRY_WINDOW = "7d"  # Argo's retry window (from the first attempt's start): the same week
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class Platform:
         accelerator_type: the GPU resource name.
         train_gpus, eval_gpus: GPUs of the ``train`` and ``evaluate`` steps; 0 runs them on CPU
             (and drops the GPU node selector and tolerations).
-        gpu_node_selector: node labels a GPU step requires.
+        gpu_node_selector: node labels a GPU step requires (default none: the GPU limit and the
+            toleration place it; ``nvidia.com/gpu.present`` exists only with GPU Feature Discovery).
         gpu_tolerations: taints a GPU step tolerates.
         shm_size: size of the memory-backed ``/dev/shm`` of the train and evaluate steps
             (PyTorch DataLoader workers pass batches through shared memory).
@@ -70,8 +73,13 @@ class Platform:
             or write it directly (``OBJECTSTORECONFIG_*`` variables).
         pushgateway_url: ``PUSHGATEWAY_URL`` of every step (None: no metrics pushed).
         train_retries, retry_backoff, retry_backoff_factor, retry_backoff_max: the train
-            step's retry policy (a retry resumes from the last checkpoint).
-        train_timeout_s: the train step's deadline (None: none).
+            step's retry policy (a retry resumes from the mirror). Argo counts
+            ``retry_backoff_max`` from the first attempt's start and uses it as every retried
+            pod's deadline, so it must exceed the worst-case training time; the factor must be
+            an integer (KFP 2.5+ and Argo truncate it).
+        train_timeout_s, eval_timeout_s: each train/evaluate attempt's deadline in seconds
+            (``activeDeadlineSeconds``, counted from the pod's start; None: none).
+        display_names: give the tasks display names (KFP before 2.14 loses producer tasks).
         local: settings for ``kfp.local`` (see the module docstring).
     """
 
@@ -79,9 +87,7 @@ class Platform:
     accelerator_type: str = "nvidia.com/gpu"
     train_gpus: int = 1
     eval_gpus: int = 1
-    gpu_node_selector: dict[str, str] = field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
-    )
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
     gpu_tolerations: tuple[Toleration, ...] = (Toleration("nvidia.com/gpu"),)
     shm_size: str = "16Gi"
     train: Resources = Resources("8", "32Gi", memory_limit="64Gi")
@@ -95,15 +101,17 @@ class Platform:
     pushgateway_url: str | None = None
     train_retries: int = 2
     retry_backoff: str = "120s"
-    retry_backoff_factor: float = 2.0
-    retry_backoff_max: str = "3600s"
-    train_timeout_s: int | None = None
+    retry_backoff_factor: int = 2
+    retry_backoff_max: str = RETRY_WINDOW
+    train_timeout_s: int | None = STEP_TIMEOUT_S
+    eval_timeout_s: int | None = STEP_TIMEOUT_S
+    display_names: bool = True
     local: bool = False
 
     @classmethod
     def for_local(cls) -> Platform:
         """Settings for ``kfp.local.SubprocessRunner`` runs."""
-        return cls(local=True, retry_backoff="1s")
+        return cls(local=True, retry_backoff="1s", display_names=False)
 
     def with_changes(self, **changes: object) -> Platform:
         """A copy with some fields replaced."""
@@ -170,9 +178,7 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
 
 
 def retry_training(task: PipelineTask, platform: Platform) -> PipelineTask:
-    """Retries with exponential backoff (each attempt resumes), and the optional deadline."""
-    from kfp import kubernetes
-
+    """Retries with exponential backoff (each attempt resumes from the mirror)."""
     if platform.train_retries > 0:
         task.set_retry(
             num_retries=platform.train_retries,
@@ -180,8 +186,15 @@ def retry_training(task: PipelineTask, platform: Platform) -> PipelineTask:
             backoff_factor=platform.retry_backoff_factor,
             backoff_max_duration=platform.retry_backoff_max,
         )
-    if platform.train_timeout_s:
-        kubernetes.set_timeout(task, seconds=platform.train_timeout_s)
+    return task
+
+
+def deadline(task: PipelineTask, platform: Platform, seconds: int | None) -> PipelineTask:
+    """Each attempt's deadline (``activeDeadlineSeconds``); none when ``seconds`` is falsy."""
+    from kfp import kubernetes
+
+    if seconds and not platform.local:
+        kubernetes.set_timeout(task, seconds=seconds)
     return task
 
 

@@ -75,8 +75,8 @@ def add_parser(subparsers: Subparsers) -> None:
         action="append",
         default=None,
         metavar="LABEL=VALUE",
-        help="node label GPU steps require (repeatable; replaces the default "
-        "nvidia.com/gpu.present=true)",
+        help="node label GPU steps require (repeatable; default none: the GPU limit and the "
+        "toleration place them)",
     )
     gpu.add_argument(
         "--toleration",
@@ -98,11 +98,32 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     res.add_argument("--retry-backoff", default=None, help="first retry delay (default 120s)")
     res.add_argument(
-        "--train-timeout",
-        type=int,
+        "--retry-window",
+        type=_duration,
         default=None,
-        metavar="SECONDS",
-        help="deadline of one train attempt (default none)",
+        metavar="DURATION",
+        help="Argo's retry window, counted from the first train attempt's start and the deadline "
+        "of every retry; keep it above the longest training (default 7d)",
+    )
+    res.add_argument(
+        "--train-timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="deadline of each train attempt, e.g. 36h, 7d or seconds (default 7d; 0: none)",
+    )
+    res.add_argument(
+        "--eval-timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="deadline of the evaluate step (default 7d; 0: none)",
+    )
+    res.add_argument(
+        "--no-display-names",
+        action="store_true",
+        help="no task display names (for KFP backends before 2.14, which lose producer tasks "
+        "that have one; 2.15+ is the supported minimum)",
     )
     store = parser.add_argument_group("object store and metrics")
     store.add_argument(
@@ -121,6 +142,18 @@ def add_parser(subparsers: Subparsers) -> None:
         help="Prometheus Pushgateway every step pushes to (default none)",
     )
     parser.set_defaults(handler=_run)
+
+
+_DURATION = re.compile(r"^(\d+)([smhdw]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(text: str) -> int:
+    """Seconds of ``text``: an integer with an optional unit ``s m h d w`` (KFP's units)."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 3600, 90m, 36h or 7d")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -165,6 +198,7 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
         "train_retries": "train_retries",
         "retry_backoff": "retry_backoff",
         "train_timeout": "train_timeout_s",
+        "eval_timeout": "eval_timeout_s",
         "secret": "secret_name",
         "store_host": "store_host",
         "store_port": "store_port",
@@ -179,6 +213,12 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
             raise CommandError(f"--{option.replace('_', '-')}: expected 0 or more")
     if args.store_secure:
         changes["store_secure"] = True
+    if args.retry_window is not None:
+        if args.retry_window <= 0:
+            raise CommandError("--retry-window: expected a duration above 0")
+        changes["retry_backoff_max"] = f"{args.retry_window}s"
+    if args.no_display_names:
+        changes["display_names"] = False
     if args.node_selector is not None:
         changes["gpu_node_selector"] = _pairs(args.node_selector, "--node-selector")
     if args.toleration is not None:
@@ -262,8 +302,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"image:     {platform.image or RFDETR_IMAGE}")
     print(
         f"train:     {platform.train_gpus} x {platform.accelerator_type}, "
-        f"{platform.train_retries} retries, cpu {platform.train.cpu}, "
-        f"memory {platform.train.memory}"
+        f"{platform.train_retries} retries within {platform.retry_backoff_max}, "
+        f"cpu {platform.train.cpu}, memory {platform.train.memory}"
     )
     print(f"secret:    {platform.secret_name} -> {platform.store_host}:{platform.store_port}")
     if native is not None:

@@ -74,26 +74,23 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
         """Train, evaluate, export and publish an RF-DETR model.
 
         Args:
-            dataset_uri: s3://bucket/prefix (or minio://) of a COCO or YOLO dataset with
-                train/ and valid/ (test/ is used for the final evaluation when present).
-            model_size: nano, small, medium, large, base, seg-nano ... seg-2xlarge (tiny: CPU
-                tests).
-            epochs: None: the preset's (as for every knob below).
-            batch_size: images per step per GPU.
-            grad_accum_steps: steps per optimizer update.
-            lr: learning rate.
-            resolution: input side in pixels.
-            use_ema: keep an EMA of the weights (the better of the two is shipped).
-            early_stopping: stop when validation mAP50:95 stops improving.
+            dataset_uri: s3:// or minio:// prefix of a COCO/YOLO dataset (train/, valid/, test/)
+            model_size: nano, small, medium, large, base, seg-nano ... seg-2xlarge; tiny: CPU tests.
+            epochs: training epochs; blank: the model preset's.
+            batch_size: images per step per GPU; blank: the model preset's.
+            grad_accum_steps: steps per optimizer update; blank: the model preset's.
+            lr: learning rate; blank: the model preset's.
+            resolution: input side in pixels; blank: the model preset's.
+            use_ema: keep an EMA of the weights (the better one is shipped); blank: preset's.
+            early_stopping: stop when validation mAP50:95 stops improving; blank: preset's.
             overrides: any other training option, e.g. {"train.warmup_epochs": 1}.
             pretrain_weights: checkpoint to fine-tune from (s3:// URI, path or official name).
-            publish_bucket: where the model is published; empty: not published.
-            model_name: folder in the bucket; empty: rfdetr-<model_size>.
-            model_version: version folder; empty: YYYYMMDD-HHMMSS-<run id>.
+            publish_bucket: bucket the model is published to; empty: not published.
+            model_name: the model's folder in the bucket; empty: rfdetr-<model_size>.
+            model_version: the version's folder; empty: YYYYMMDD-HHMMSS-<run id>.
             min_map: publish only when the evaluation mAP50:95 is at least this.
             require_improvement: publish only when it also beats the published model.
-            checkpoint_mirror_uri: object-store prefix where a training attempt mirrors its
-                resume files, so a retried attempt on a new pod resumes; empty: off.
+            checkpoint_mirror_uri: where training mirrors its resume files for retries; empty: off.
         """
         config = resolve_config(
             dataset_uri=dataset_uri,
@@ -174,7 +171,7 @@ DISPLAY_NAMES: dict[str, str] = {
 def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     """Display names and :mod:`pipelines._platform` settings of each task."""
     ps = platform_settings
-    if not p.local:  # kfp.local warns that display names do nothing there
+    if p.display_names and not p.local:  # kfp.local warns that they do nothing there
         for key, name in DISPLAY_NAMES.items():
             tasks[key].set_display_name(name)
     for key in ("config", "checked", "selected", "published"):
@@ -188,6 +185,8 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     ps.use_gpus(tasks["trained"], p, p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)
     ps.retry_training(tasks["trained"], p)
+    ps.deadline(tasks["trained"], p, p.train_timeout_s)
+    ps.deadline(tasks["evaluated"], p, p.eval_timeout_s)
     ps.no_cache(tasks["fetched"])
     ps.no_cache(tasks["published"])
 

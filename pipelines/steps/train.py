@@ -76,6 +76,17 @@ def mirror_folder(run_id: str) -> str:
     return cleaned or f"run-{uuid.uuid4().hex[:12]}"
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id``, unless it is an unresolved placeholder: a KFP backend before 2.5 passes
+    ``{{$.pipeline_job_uuid}}`` literally, and every run would then share one mirror folder."""
+    if "{{" in run_id:
+        raise StepError(
+            f"run_id {run_id!r} is an unresolved KFP placeholder: the KFP backend is too old "
+            "for this pipeline (it needs 2.15 or later)"
+        )
+    return run_id
+
+
 def _pretrained(weights: str | None, scratch: Path) -> str | None:
     """A local file for ``pretrain_weights`` given as an object URI (downloaded, verified)."""
     if not weights or not is_object_uri(weights):

@@ -67,7 +67,10 @@ def test_pipeline_compile_train_and_evaluate_request_gpus(compiled: tuple) -> No
         accelerator = _container(spec, task)["resources"]["accelerator"]
         assert accelerator["resourceType"] == "nvidia.com/gpu"
         assert accelerator["resourceCount"] == "1"
-        assert k8s[f"exec-{task}"]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        # no node selector by default: the GPU limit and the toleration place the pod (a label
+        # like nvidia.com/gpu.present exists only where GPU Feature Discovery runs)
+        assert "nodeSelector" not in k8s[f"exec-{task}"]
+        assert k8s[f"exec-{task}"]["activeDeadlineSeconds"] == str(7 * 24 * 3600)
         assert k8s[f"exec-{task}"]["tolerations"] == [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         ]
@@ -89,7 +92,7 @@ def test_pipeline_compile_train_retries_with_backoff(compiled: tuple) -> None:
         "maxRetryCount": 2,
         "backoffDuration": "120s",
         "backoffFactor": 2.0,
-        "backoffMaxDuration": "3600s",
+        "backoffMaxDuration": f"{7 * 24 * 3600}s",
     }
     assert [name for name, task in tasks.items() if "retryPolicy" in task] == ["train"]
 
@@ -202,6 +205,11 @@ def test_pipeline_compile_cli_options_change_the_platform(tmp_path: Path) -> Non
             "http://pgw:9091",
             "--train-retries",
             "0",
+            "--train-timeout",
+            "36h",
+            "--eval-timeout",
+            "0",
+            "--no-display-names",
         ]
     )
     assert code == 0
@@ -224,6 +232,10 @@ def test_pipeline_compile_cli_options_change_the_platform(tmp_path: Path) -> Non
     assert env["OBJECTSTORECONFIG_SECURE"] == "true"
     assert env["PUSHGATEWAY_URL"] == "http://pgw:9091"
     assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["train"]
+    assert k8s["exec-train"]["activeDeadlineSeconds"] == str(36 * 3600)
+    assert "activeDeadlineSeconds" not in k8s["exec-evaluate"]  # --eval-timeout 0: none
+    tasks = spec["root"]["dag"]["tasks"]
+    assert all(task["taskInfo"]["name"] == name for name, task in tasks.items())
     evaluate = _container(spec, "evaluate")
     assert "accelerator" not in evaluate["resources"]  # --eval-gpus 0: CPU
     assert "nodeSelector" not in k8s["exec-evaluate"]
@@ -236,6 +248,8 @@ def test_pipeline_compile_cli_options_change_the_platform(tmp_path: Path) -> Non
         (["--toleration", "nvidia.com/gpu"], "expected KEY[=VALUE]:EFFECT"),
         (["--node-selector", "no-value"], "expected LABEL=VALUE"),
         (["--train-gpus", "-1"], "expected 0 or more"),
+        (["--train-timeout", "a week"], "expected e.g. 3600, 90m, 36h or 7d"),
+        (["--retry-window", "0"], "--retry-window: expected a duration above 0"),
     ],
 )
 def test_pipeline_compile_cli_rejects_bad_options(

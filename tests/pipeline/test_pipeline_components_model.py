@@ -35,10 +35,10 @@ def _config(folder: Path, dataset: Path, **changes) -> Artifact:
 
 def _train(folder: Path, config: Artifact, dataset: Path, **kwargs) -> SimpleNamespace:
     checkpoints = Model(name="checkpoints", uri=str(folder / "checkpoints"))
-    metrics = Metrics(name="metrics", uri=str(folder / "metrics"))
+    metrics = Metrics(name="train_metrics", uri=str(folder / "metrics"))
     data = Dataset(name="dataset", uri=str(dataset))
     train.python_func(
-        run_config=config, dataset=data, checkpoints=checkpoints, metrics=metrics, **kwargs
+        run_config=config, dataset=data, checkpoints=checkpoints, train_metrics=metrics, **kwargs
     )
     return SimpleNamespace(checkpoints=checkpoints, metrics=metrics)
 
@@ -56,7 +56,7 @@ def run(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespa
         model = Model(name="model", uri=str(root / "model"))
         map_valid = select_checkpoint.python_func(checkpoints=trained.checkpoints, model=model)
         outputs = {
-            "metrics": Metrics(name="metrics", uri=str(root / "eval_metrics")),
+            "eval_metrics": Metrics(name="eval_metrics", uri=str(root / "eval_metrics")),
             "confusion": ClassificationMetrics(name="confusion", uri=str(root / "confusion")),
             "html_report": HTML(name="html_report", uri=str(root / "report.html")),
             "markdown_report": Markdown(name="markdown_report", uri=str(root / "report.md")),
@@ -176,7 +176,7 @@ def test_pipeline_select_checkpoint_strips_the_best_model(run: SimpleNamespace) 
 
 
 def test_pipeline_evaluate_reports_on_the_test_split(run: SimpleNamespace) -> None:
-    metrics = run.metrics.metadata
+    metrics = run.eval_metrics.metadata
     assert metrics["map_50_95"] == run.map_test and metrics["num_images"] == 2
     assert {"map_50", "map_75", "f1", "ap_50_95_circle", "ap_50_95_triangle"} <= set(metrics)
     assert run.report.metadata["split"] == "test"
@@ -220,7 +220,7 @@ def test_pipeline_publish_uploads_verified_files_with_a_manifest(
     run: SimpleNamespace, tmp_path: Path, bucket: str
 ) -> None:
     result, published = _publish(run, tmp_path, bucket, version="v1", run_id="run-7")
-    assert result.published and result.uri == f"s3://{bucket}/shapes/v1"
+    assert result.was_published and result.uri == f"s3://{bucket}/shapes/v1"
     manifest = storage.read_manifest(result.uri)
     paths = {e.path for e in manifest.files}
     assert {
@@ -249,17 +249,17 @@ def test_pipeline_publish_gates_on_min_map_and_the_published_model(
     run: SimpleNamespace, tmp_path: Path, bucket: str
 ) -> None:
     result, published = _publish(run, tmp_path / "a", bucket, min_map=0.9)
-    assert not result.published and result.uri == ""
+    assert not result.was_published and result.uri == ""
     decision = json.loads((Path(published.path) / "decision.json").read_text())
     assert decision["reason"] == "mAP50:95 0.5000 is below min_map 0.9000"
     assert not storage.exists(f"s3://{bucket}/shapes/latest.json")
     first, _ = _publish(run, tmp_path / "b", bucket, require_improvement=True)
-    assert first.published  # nothing published yet: any model beats none
+    assert first.was_published  # nothing published yet: any model beats none
     second, out = _publish(run, tmp_path / "c", bucket, require_improvement=True)
-    assert not second.published
+    assert not second.was_published
     assert "does not beat the published 0.5000" in out.metadata["reason"]
     off, _ = _publish(run, tmp_path / "d", "")
-    assert not off.published and "publishing is off" in _reason(tmp_path / "d")
+    assert not off.was_published and "publishing is off" in _reason(tmp_path / "d")
 
 
 def _reason(folder: Path) -> str:
