@@ -26,6 +26,7 @@ SECRET_KEYS: dict[str, str] = {
 }
 DEFAULT_STORE_HOST = "minio-service.kubeflow"  # KFP's store (SeaweedFS or MinIO) from any namespace
 DEFAULT_STORE_PORT = 9000
+MINIMUM_KFP_BACKEND = "2.15.0"  # display names (2.14+) and SecretAsEnv.optional (2.15+)
 STEP_TIMEOUT_S = 7 * 24 * 3600  # a week: above any training run this pipeline is sized for
 RETRY_WINDOW = "7d"  # Argo's retry window (from the first attempt's start): the same week
 
