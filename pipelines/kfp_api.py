@@ -145,8 +145,10 @@ def _content_hash(version: Any) -> str | None:
 
 
 def content_description(package: PipelinePackage) -> str:
-    """The description every upload carries: it names the YAML's sha256 for ``--reuse-version``."""
-    return f"rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
+    """The description every upload carries (the UI shows it): usage, and the YAML's sha256
+    for ``--reuse-version``."""
+    mark = f"rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
+    return f"{package.usage()} {mark}"
 
 
 def default_version_name(pipeline_name: str) -> str:

@@ -42,6 +42,20 @@ class PipelinePackage:
     name: str
     parameters: dict[str, ParamSpec]
     sha256: str
+    description: str = ""  # pipelineInfo.description
+
+    def usage(self) -> str:
+        """What a Kubeflow UI user needs to start a run: the UI shows the upload's description
+        but never a parameter's own (KFP 2.17 frontend NewRunParametersV2.tsx l.164)."""
+        required = sorted(name for name, spec in self.parameters.items() if spec.required)
+        parts = [self.description.strip()] if self.description.strip() else []
+        if required:
+            parts.append(f"Required: {', '.join(required)}.")
+        parts.append(
+            "Blank fields keep their defaults (training knobs: the model preset's); "
+            "parameter help: README, 'The Kubeflow pipeline'."
+        )
+        return " ".join(parts)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelinePackage:
@@ -70,7 +84,8 @@ class PipelinePackage:
             for name, item in raw.items()
         }
         digest = hashlib.sha256(content).hexdigest()
-        return cls(file, str(spec["pipelineInfo"]["name"]), params, digest)
+        info = spec["pipelineInfo"]
+        return cls(file, str(info["name"]), params, digest, str(info.get("description") or ""))
 
 
 def _coerce(spec: ParamSpec, value: Any, from_text: bool) -> Any:

@@ -374,6 +374,18 @@ class Backend:
         return produced
 
 
+def embedded_function(container: dict[str, Any]) -> Any:
+    """The Python function the IR's command runs: the program text it writes to
+    ``ephemeral_component.py`` (``$0``), executed, then ``--function_to_execute``."""
+    program = container["command"][-1]
+    args = container["args"]
+    name = args[args.index("--function_to_execute") + 1]
+    namespace: dict[str, Any] = {"__name__": "ephemeral_component"}
+    exec(compile(program, "ephemeral_component.py", "exec", dont_inherit=True), namespace)
+    func = namespace[name]
+    return getattr(func, "python_func", func)
+
+
 def schedule(tasks: dict[str, dict[str, Any]]) -> list[str]:
     """The root DAG's tasks in an order that respects ``dependentTasks`` (Argo's DAG order)."""
     order: list[str] = []

@@ -19,7 +19,7 @@ from google.protobuf import json_format, struct_pb2
 from kfp import compiler, dsl
 from kfp.dsl import Artifact, Output
 from kfp.dsl.types import type_annotations
-from kfp_backend_double import Backend, LauncherError, schedule
+from kfp_backend_double import Backend, LauncherError, embedded_function, schedule
 
 from rfdetr import storage
 
@@ -40,18 +40,6 @@ _METADATA_ONLY = {"system.Metrics", "system.ClassificationMetrics"}
 def _executors(spec: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
     """``{component name: (executor label, component spec)}`` of every container component."""
     return {name: (c["executorLabel"], c) for name, c in spec["components"].items()}
-
-
-def _embedded_function(container: dict[str, Any]) -> Any:
-    """The Python function the IR's command runs: the program text it writes to
-    ``ephemeral_component.py`` (``$0``), executed, then ``--function_to_execute``."""
-    program = container["command"][-1]
-    args = container["args"]
-    name = args[args.index("--function_to_execute") + 1]
-    namespace: dict[str, Any] = {"__name__": "ephemeral_component"}
-    exec(compile(program, "ephemeral_component.py", "exec", dont_inherit=True), namespace)
-    func = namespace[name]
-    return getattr(func, "python_func", func)
 
 
 def _parameters_the_executor_writes(func: Any) -> set[str]:
@@ -76,7 +64,7 @@ def test_every_declared_output_parameter_is_one_the_executor_writes(ir: tuple) -
     assert len(spec["components"]) >= 8
     for name, (label, component) in _executors(spec).items():
         container = spec["deploymentSpec"]["executors"][label]["container"]
-        func = _embedded_function(container)
+        func = embedded_function(container)
         declared = set(component.get("outputDefinitions", {}).get("parameters", {}))
         written = _parameters_the_executor_writes(func)
         assert declared == written, f"{name}: declares {sorted(declared)}, writes {sorted(written)}"

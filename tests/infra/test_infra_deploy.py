@@ -42,10 +42,12 @@ def test_submit_creates_experiment_pipeline_and_run(
     ]
     assert kfp_api.requests[2].body == {"display_name": "rfdetr", "namespace": ""}
     digest = hashlib.sha256(package.read_bytes()).hexdigest()
-    assert kfp_api.requests[4].query == {
-        "name": "rfdetr-standin",
-        "description": f"rfdetr-pipeline upload of pipeline.yaml; content sha256:{digest}",
-    }
+    upload = kfp_api.requests[4].query
+    assert set(upload) == {"name", "description"} and upload["name"] == "rfdetr-standin"
+    assert upload["description"].startswith("Required: dataset_uri.")  # usage, for the UI
+    assert upload["description"].endswith(
+        f"rfdetr-pipeline upload of pipeline.yaml; content sha256:{digest}"
+    )
     assert kfp_api.uploads == [package.read_bytes()]  # the YAML, byte for byte
     run = kfp_api.requests[-1].body
     assert run["experiment_id"] == "exp-1" and run["display_name"] == "nightly"
