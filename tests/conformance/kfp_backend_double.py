@@ -275,6 +275,8 @@ class Backend:
         task = self.spec["root"]["dag"]["tasks"][name]
         component = self.spec["components"][task["componentRef"]["name"]]
         container = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]
+        if "importer" in container:
+            return self._import(name, task, container["importer"])
         pod = self.root / "pods" / name
         outputs_spec = component.get("outputDefinitions", {})
         executor_input = {
@@ -285,16 +287,39 @@ class Backend:
         self._execute(name, pod, container["container"], executor_input, component, secret_tasks)
         return executor_input
 
+    def _import(self, name: str, task: dict[str, Any], importer: dict[str, Any]) -> dict:
+        """An importer task (no pod): the launcher's importer mode records an artifact at the
+        given URI (a constant or the task's ``uri`` parameter) with the given type/metadata."""
+        inputs = resolve_inputs(task, self.run_params, self.produced, self.job_id)
+        source = importer["artifactUri"]
+        uri = source.get("constant") or inputs["parameterValues"][source["runtimeParameter"]]
+        artifact = {
+            "uri": uri,
+            "type": importer["typeSchema"],
+            "metadata": importer.get("metadata", {}),
+        }
+        self.produced[name] = Produced(artifacts={"artifact": artifact})
+        return {"inputs": inputs, "outputs": {}}
+
+    def _download(self, uri: str, target: Path) -> None:
+        """``DownloadBlob``: from the run's store, or (an imported artifact) the object store."""
+        source = self.store_path(uri)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        elif source.is_file():
+            shutil.copy2(source, target)
+        else:
+            from rfdetr import storage
+
+            storage.download_prefix(uri, target)
+
     def _stage_inputs(self, pod: Path, executor_input: dict[str, Any]) -> None:
         """``downloadArtifacts`` into a fresh pod, then ``prepareOutputFolders``."""
         for items in executor_input["inputs"]["artifacts"].values():
             uri = items["artifacts"][0]["uri"]
-            source, target = self.store_path(uri), pod / local_path_for_uri(uri).lstrip("/")
+            target = pod / local_path_for_uri(uri).lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, target)
-            elif source.is_file():
-                shutil.copy2(source, target)
+            self._download(uri, target)
         for param in executor_input["outputs"]["parameters"].values():
             Path(param["outputFile"]).parent.mkdir(parents=True, exist_ok=True)
         for items in executor_input["outputs"]["artifacts"].values():

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from google.protobuf import json_format, struct_pb2
 from kfp import compiler, dsl
-from kfp.dsl import Artifact, Output
+from kfp.dsl import Artifact, Dataset, Input, Output
 from kfp.dsl.types import type_annotations
 from kfp_backend_double import Backend, LauncherError, embedded_function, schedule
 
@@ -102,6 +102,34 @@ def test_the_double_fails_a_return_field_named_like_an_output_artifact(tmp_path:
     with pytest.raises(LauncherError, match=r'failed to read output parameter name="published_2"'):
         backend.run_task("clash", secret_tasks=set())
     assert "Traceback" not in backend.logs["clash"]  # the component itself succeeded
+
+
+def test_the_double_stages_an_imported_artifact_from_the_object_store(
+    tmp_path: Path, bucket: str, store_env: dict[str, str]
+) -> None:
+    """An importer task (``dsl.importer``, e.g. a dataset referenced in place) records the URI;
+    the consumer's launcher downloads it from the object store into the pod."""
+
+    @dsl.component(base_image="python:3.11", install_kfp_package=False)
+    def count(data: Input[Dataset]) -> int:
+        import os
+
+        return len(os.listdir(data.path))
+
+    @dsl.pipeline(name="imported")
+    def imported(uri: str) -> None:
+        found = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
+        count(data=found.output)
+
+    storage.upload_bytes(b"a", f"s3://{bucket}/data/a.txt")
+    storage.upload_bytes(b"b", f"s3://{bucket}/data/b.txt")
+    path = tmp_path / "imported.yaml"
+    compiler.Compiler().compile(imported, str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    backend = Backend(tmp_path / "run", spec, {"uri": f"s3://{bucket}/data"}, store_env)
+    for name in schedule(spec["root"]["dag"]["tasks"]):
+        backend.run_task(name, secret_tasks={"count"})
+    assert backend.produced["count"].parameters == {"Output": 2}
 
 
 def _secret_tasks(spec: dict[str, Any], platform: dict[str, Any]) -> set[str]:
