@@ -87,7 +87,28 @@ def add_parser(subparsers: Subparsers) -> None:
         "nvidia.com/gpu:NoSchedule)",
     )
     gpu.add_argument("--shm-size", default=None, help="memory /dev/shm size (default 16Gi)")
-    res = parser.add_argument_group("resources and retries")
+    _add_retry_options(parser.add_argument_group("resources, retries and deadlines"))
+    store = parser.add_argument_group("object store and metrics")
+    store.add_argument(
+        "--secret",
+        default=None,
+        help="secret with accesskey/secretkey (default mlpipeline-minio-artifact)",
+    )
+    store.add_argument(
+        "--store-host", default=None, help="object-store host (default minio-service.kubeflow)"
+    )
+    store.add_argument("--store-port", type=int, default=None, help="default 9000")
+    store.add_argument("--store-secure", action="store_true", help="use TLS to the store")
+    store.add_argument(
+        "--pushgateway-url",
+        default=None,
+        help="Prometheus Pushgateway every step pushes to (default none)",
+    )
+    parser.set_defaults(handler=_run)
+
+
+def _add_retry_options(res: argparse._ArgumentGroup) -> None:
+    """Train resources, its retry policy, the train/evaluate deadlines, display names."""
     res.add_argument("--train-cpu", default=None, help="CPU request of train (default 8)")
     res.add_argument("--train-memory", default=None, help="memory request of train (32Gi)")
     res.add_argument(
@@ -125,23 +146,6 @@ def add_parser(subparsers: Subparsers) -> None:
         help="no task display names (for KFP backends before 2.14, which lose producer tasks "
         "that have one; 2.15+ is the supported minimum)",
     )
-    store = parser.add_argument_group("object store and metrics")
-    store.add_argument(
-        "--secret",
-        default=None,
-        help="secret with accesskey/secretkey (default mlpipeline-minio-artifact)",
-    )
-    store.add_argument(
-        "--store-host", default=None, help="object-store host (default minio-service.kubeflow)"
-    )
-    store.add_argument("--store-port", type=int, default=None, help="default 9000")
-    store.add_argument("--store-secure", action="store_true", help="use TLS to the store")
-    store.add_argument(
-        "--pushgateway-url",
-        default=None,
-        help="Prometheus Pushgateway every step pushes to (default none)",
-    )
-    parser.set_defaults(handler=_run)
 
 
 _DURATION = re.compile(r"^(\d+)([smhdw]?)$")

@@ -1,26 +1,19 @@
-"""A double of the KFP v2 backend for container tasks: the driver's executor input, the launcher's
-placeholders, artifact staging and output collection, re-created from kubeflow/pipelines' Go code.
+"""A double of the KFP v2 backend: the driver's executor input, the launcher's placeholders,
+artifact staging and output collection, re-created from kubeflow/pipelines' Go code.
 
 Each function names the Go function it follows. Sources (read with the search tool):
-
-* launcher: ``backend/src/v2/component/launcher_v2.go`` (``executeV2``, ``addDefaultParams``,
-  ``getPlaceholders``, ``downloadArtifacts``, ``prepareOutputFolders``, ``execute``,
-  ``getExecutorOutputFile``, ``collectOutputParameters``, ``uploadOutputArtifacts``,
-  ``LocalPathForURI``) as stored at kubeflow/pipelines@0045064; ``collectOutputParameters`` is
-  the same code at tags 2.4.0, 2.5.0, 2.15.0 and 2.17.0 (l.484-513 at 2.17.0, per
-  shared/reference/kfp-backend-contract.md §1.2).
-* driver: ``provisionOutputs`` (``backend/src/v2/driver``; output parameter files
-  ``/tmp/kfp/outputs/<name>``, artifact URIs ``<pipeline root>/<task>/<salt>/<name>``), input
-  resolution with null optional parameters skipped (2.17.0 ``backend/src/v2/driver/resolve.go``
-  l.334-344) and ``{{$.pipeline_job_uuid}}`` resolved (2.17.0 ``resolve.go`` l.440).
-* ``metadata.TextToPbValue`` (``backend/src/v2/metadata``): how an output file's text becomes a
-  typed value.
+launcher ``backend/src/v2/component/launcher_v2.go`` as stored at kubeflow/pipelines@0045064
+(``collectOutputParameters`` is the same at tags 2.4.0-2.17.0: l.484-513 at 2.17.0, per
+shared/reference/kfp-backend-contract.md §1.2); driver ``provisionOutputs`` (output parameter
+files ``/tmp/kfp/outputs/<name>``, artifact URIs ``<pipeline root>/<task>/<salt>/<name>``), null
+optional inputs skipped (2.17.0 ``backend/src/v2/driver/resolve.go`` l.334-344),
+``{{$.pipeline_job_uuid}}`` resolved (``resolve.go`` l.440); ``metadata.TextToPbValue``.
 
 A pod is a fresh folder (``pods/<task>``) standing in for ``/``: the driver's absolute paths are
 rooted there, and ``pod/sitecustomize.py`` moves the SDK's ``/minio/``, ``/s3/``, ``/gcs/``
-mount points there too (on a cluster they are emptyDirs). The object store behind the launcher's
-uploads and downloads is the folder ``store/``. The command is the IR's own, with ``python3``
-found on ``PATH`` (a shim for this interpreter, as the image's ``/opt/venv`` is first on PATH).
+mount points there too (emptyDirs on a cluster). The launcher's object store for pipeline-root
+artifacts is the folder ``store/``. The command is the IR's own; ``python3`` on ``PATH`` is this
+interpreter (in the image, ``/opt/venv`` is first on PATH).
 """
 
 from __future__ import annotations
@@ -42,6 +35,10 @@ PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"  # KFP's default pipeline root
 JOB_ID_PLACEHOLDER = "{{$.pipeline_job_uuid}}"
 _MOUNTS = (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/"))
 _POD_SITE = Path(__file__).parent / "pod"
+_GO_TRUE, _GO_FALSE = (
+    ("1", "t", "T", "TRUE", "true", "True"),
+    ("0", "f", "F", "FALSE", "false", "False"),
+)
 
 
 class LauncherError(AssertionError):
@@ -144,14 +141,11 @@ def placeholders(executor_input: dict[str, Any]) -> dict[str, str]:
     """``getPlaceholders``: ``{{$}}`` (the executor input as protojson) and the path/URI ones."""
     message = json_format.ParseDict(executor_input, pipeline_spec_pb2.ExecutorInput())
     found = {"{{$}}": protojson(message)}
-    for name, items in executor_input["inputs"].get("artifacts", {}).items():
-        uri = items["artifacts"][0]["uri"]
-        found[f"{{{{$.inputs.artifacts['{name}'].uri}}}}"] = uri
-        found[f"{{{{$.inputs.artifacts['{name}'].path}}}}"] = local_path_for_uri(uri)
-    for name, items in executor_input["outputs"].get("artifacts", {}).items():
-        uri = items["artifacts"][0]["uri"]
-        found[f"{{{{$.outputs.artifacts['{name}'].uri}}}}"] = uri
-        found[f"{{{{$.outputs.artifacts['{name}'].path}}}}"] = local_path_for_uri(uri)
+    for side in ("inputs", "outputs"):
+        for name, items in executor_input[side].get("artifacts", {}).items():
+            uri, key = items["artifacts"][0]["uri"], f"{{{{$.{side}.artifacts['{name}']"
+            found[f"{key}.uri}}}}"] = uri
+            found[f"{key}.path}}}}"] = local_path_for_uri(uri)
     for name, value in executor_input["inputs"].get("parameterValues", {}).items():
         found[f"{{{{$.inputs.parameters['{name}']}}}}"] = _text(value)
     for name, param in executor_input["outputs"].get("parameters", {}).items():
@@ -175,11 +169,6 @@ def protojson(message: Any) -> str:
     return json.dumps(go_numbers(json_format.MessageToDict(message)), separators=(",", ":"))
 
 
-def _q(text: str) -> str:
-    """Go's ``%q`` for plain text."""
-    return json.dumps(text)
-
-
 def _text(value: Any) -> str:
     """A parameter value as getPlaceholders writes it (Go FormatFloat 'f' -1, FormatBool)."""
     if isinstance(value, str):
@@ -201,14 +190,13 @@ def text_to_pb_value(text: str, parameter_type: str) -> Any:
         if parameter_type == "NUMBER_DOUBLE":
             return float(text.strip())
         if parameter_type == "BOOLEAN":  # Go's strconv.ParseBool
-            return {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
-                    "0": False, "f": False, "F": False, "FALSE": False, "false": False,
-                    "False": False}[text.strip()]  # fmt: skip
+            return {**dict.fromkeys(_GO_TRUE, True), **dict.fromkeys(_GO_FALSE, False)}[
+                text.strip()
+            ]
         return json.loads(text)  # LIST, STRUCT
     except (ValueError, KeyError) as exc:
-        raise LauncherError(
-            f"TextToPbValue(text={_q(text)}, type={_q(parameter_type)}) failed: {exc}"
-        ) from None
+        quoted = f"text={json.dumps(text)}, type={json.dumps(parameter_type)}"
+        raise LauncherError(f"TextToPbValue({quoted}) failed: {exc}") from None
 
 
 def read_executor_output(path: Path) -> dict[str, Any]:
@@ -238,15 +226,15 @@ def collect_output_parameters(
             continue
         if name not in declared:
             raise LauncherError(
-                f"failed to find output parameter name={_q(name)} in component spec"
+                f"failed to find output parameter name={json.dumps(name)} in component spec"
             )
         kind, path = declared[name]["parameterType"], param["outputFile"]
         try:
             text = Path(path).read_text()
         except FileNotFoundError:
+            quoted = f"name={json.dumps(name)} type={json.dumps(kind)} path={json.dumps(path)}"
             raise LauncherError(
-                f"failed to read output parameter name={_q(name)} type={_q(kind)} path={_q(path)}: "
-                f"open {path}: no such file or directory"
+                f"failed to read output parameter {quoted}: open {path}: no such file or directory"
             ) from None
         values[name] = text_to_pb_value(text, kind)
 
@@ -271,12 +259,14 @@ class Backend:
         return self.root / "store" / local_path_for_uri(uri).lstrip("/")
 
     def run_task(self, name: str, secret_tasks: set[str]) -> dict[str, Any]:
-        """Drive and launch task ``name`` of the root DAG; returns its executor input."""
+        """Drive task ``name`` of the root DAG, then launch it as ``executeV2`` does (inputs
+        staged, placeholders, the command in a clean directory, outputs collected and
+        uploaded). Returns its executor input."""
         task = self.spec["root"]["dag"]["tasks"][name]
         component = self.spec["components"][task["componentRef"]["name"]]
-        container = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]
-        if "importer" in container:
-            return self._import(name, task, container["importer"])
+        executor = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]
+        if "importer" in executor:
+            return self._import(name, task, executor["importer"])
         pod = self.root / "pods" / name
         outputs_spec = component.get("outputDefinitions", {})
         executor_input = {
@@ -284,7 +274,26 @@ class Backend:
             "outputs": provision_outputs(pod, self.pipeline_root, name, outputs_spec, "1"),
         }
         self._stage_inputs(pod, executor_input)
-        self._execute(name, pod, container["container"], executor_input, component, secret_tasks)
+        container = executor["container"]
+        argv = [*container["command"], *container.get("args", [])]
+        for key, value in placeholders(add_default_params(executor_input, component)).items():
+            argv = [arg.replace(key, value) for arg in argv]
+        (pod / "workdir").mkdir(parents=True)
+        done = subprocess.run(
+            argv,
+            cwd=pod / "workdir",
+            env=self._pod_env(pod, container, name in secret_tasks),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        self.logs[name] = done.stdout + done.stderr
+        if done.returncode != 0:
+            raise LauncherError(f"task {name} exited {done.returncode}:\n{self.logs[name][-3000:]}")
+        output = read_executor_output(Path(executor_input["outputs"]["outputFile"]))
+        collect_output_parameters(executor_input, output, component)
+        self.produced[name] = self._upload(pod, executor_input, output)
         return executor_input
 
     def _import(self, name: str, task: dict[str, Any], importer: dict[str, Any]) -> dict:
@@ -326,40 +335,10 @@ class Backend:
             local = pod / local_path_for_uri(items["artifacts"][0]["uri"]).lstrip("/")
             local.parent.mkdir(parents=True, exist_ok=True)
 
-    def _execute(
-        self,
-        name: str,
-        pod: Path,
-        container: dict[str, Any],
-        executor_input: dict[str, Any],
-        component: dict[str, Any],
-        secret_tasks: set[str],
-    ) -> None:
-        """``executeV2``: placeholders, the command in a clean directory, outputs collected."""
-        found = placeholders(add_default_params(executor_input, component))
-        argv = [*container["command"], *container.get("args", [])]
-        for key, value in found.items():
-            argv = [arg.replace(key, value) for arg in argv]
-        workdir = pod / "workdir"
-        workdir.mkdir(parents=True)
-        env = self._pod_env(pod, container, name in secret_tasks)
-        done = subprocess.run(
-            argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900, check=False
-        )
-        self.logs[name] = done.stdout + done.stderr
-        if done.returncode != 0:
-            raise LauncherError(f"task {name} exited {done.returncode}:\n{self.logs[name][-3000:]}")
-        output = read_executor_output(Path(executor_input["outputs"]["outputFile"]))
-        collect_output_parameters(executor_input, output, component)
-        self.produced[name] = self._upload(pod, executor_input, output)
-
     def _pod_env(self, pod: Path, container: dict[str, Any], with_secret: bool) -> dict[str, str]:
         """The pod's environment: the IR's ``env``; the store only where the secret is mounted."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("OBJECTSTORECONFIG_", "AWS_", "PUSHGATEWAY_", "NVIDIA_"))
-        }
+        drop = ("OBJECTSTORECONFIG_", "AWS_", "PUSHGATEWAY_", "NVIDIA_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         env.update({e["name"]: e["value"] for e in container.get("env", [])})
         if with_secret:
             env.update(self.store_env)
