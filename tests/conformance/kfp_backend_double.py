@@ -337,7 +337,7 @@ class Backend:
 
     def _pod_env(self, pod: Path, container: dict[str, Any], with_secret: bool) -> dict[str, str]:
         """The pod's environment: the IR's ``env``; the store only where the secret is mounted."""
-        drop = ("OBJECTSTORECONFIG_", "AWS_", "PUSHGATEWAY_", "NVIDIA_")
+        drop = ("OBJECTSTORECONFIG_", "AWS_", "MINIO_SERVICE_", "PUSHGATEWAY_", "NVIDIA_")
         env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         env.update({e["name"]: e["value"] for e in container.get("env", [])})
         if with_secret:

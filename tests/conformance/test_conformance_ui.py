@@ -21,7 +21,7 @@ from kfp_backend_double import embedded_function
 from pipelines.kfp_api import _content_hash, content_description
 from pipelines.kfp_package import PipelinePackage
 
-_GARBLED = re.compile(r"\n|\s{2,}|^None\b|^[^a-zA-Z0-9`s]")
+_GARBLED = re.compile(r"\n|\s{2,}|^None\b|^[^a-zA-Z0-9`]")
 
 
 def _input_parameters(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
