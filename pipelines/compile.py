@@ -50,7 +50,19 @@ def add_parser(subparsers: Subparsers) -> None:
         default=Path(DEFAULT_OUTPUT),
         help=f"file to write (default {DEFAULT_OUTPUT})",
     )
-    parser.add_argument("--image", help="container image of every step (e.g. a CI-built tag)")
+    parser.add_argument("--image", help="container image of the GPU steps (e.g. a CI-built tag)")
+    parser.add_argument(
+        "--cpu-image",
+        help="image of the steps without GPUs (default: the --image tag + '-cpu', as "
+        "containers/build.sh names it)",
+    )
+    parser.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=None,
+        metavar="SECRET",
+        help="Kubernetes secret the step pods pull images with (repeatable; e.g. regcred)",
+    )
     native = parser.add_argument_group("Kubernetes-native pipeline resources")
     native.add_argument(
         "--kubernetes-manifest",
@@ -158,6 +170,7 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     changes: dict[str, object] = {}
     simple = {
         "image": "image",
+        "cpu_image": "cpu_image",
         "accelerator": "accelerator_type",
         "train_gpus": "train_gpus",
         "eval_gpus": "eval_gpus",
@@ -179,6 +192,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
             raise CommandError(f"--{option.replace('_', '-')}: expected 0 or more")
     if args.store_secure:
         changes["store_secure"] = True
+    if args.image_pull_secret:
+        changes["image_pull_secrets"] = tuple(args.image_pull_secret)
     if args.node_selector is not None:
         changes["gpu_node_selector"] = _pairs(args.node_selector, "--node-selector")
     if args.toleration is not None:

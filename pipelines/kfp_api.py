@@ -173,6 +173,7 @@ def upload_version(
     host: str,
     *,
     reuse: bool = False,
+    namespace: str | None = None,
 ) -> UploadedVersion:
     """Upload ``package`` as version ``version_name`` of ``pipeline_name`` (created if needed).
 
@@ -182,14 +183,20 @@ def upload_version(
     With ``reuse``, a version of any name that holds this YAML is used too (say, the pipeline's
     first version, or an earlier release being rolled back to): a release's submit and
     schedule, or a re-run of a failed deploy, share one version instead of uploading twice.
+
+    With ``namespace`` the pipeline is looked up and created in that namespace (a private
+    pipeline): multi-user KFP authorizes a pipeline without one in its own system namespace
+    (``PipelineUploadServer.canUploadVersionedPipeline``), where a namespaced submitter Role grants
+    nothing.
     """
     with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"), _quiet_kfp():
-        pipeline_id = client.get_pipeline_id(pipeline_name)
+        pipeline_id = _pipeline_id(client, pipeline_name, namespace)
         if pipeline_id is None:
             pipeline = client.upload_pipeline(
                 str(package.path),
                 pipeline_name=pipeline_name,
                 description=content_description(package),
+                namespace=namespace,
             )
             first = _newest_version(client, pipeline.pipeline_id, host)
             return UploadedVersion(
@@ -214,6 +221,15 @@ def upload_version(
             description=content_description(package),
         )
         return UploadedVersion(pipeline_id, version.pipeline_version_id, version_name, False)
+
+
+def _pipeline_id(client: kfp.Client, name: str, namespace: str | None) -> str | None:
+    """The id of pipeline ``name`` in ``namespace`` (shared pipelines when None), if any."""
+    found = client.list_pipelines(filter=_name_filter(name), page_size=2, namespace=namespace)
+    pipelines = found.pipelines or []
+    if len(pipelines) > 1:
+        raise ValueError(f"more than one pipeline is named {name!r}; pass --pipeline-name")
+    return pipelines[0].pipeline_id if pipelines else None
 
 
 def _version_holding(client: kfp.Client, pipeline_id: str, sha256: str) -> Any | None:
@@ -293,14 +309,32 @@ TERMINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
 def wait_for_run(
-    client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float = 15.0
+    client: kfp.Client,
+    host: str,
+    run_id: str,
+    timeout_s: float,
+    poll_s: float = 15.0,
+    *,
+    terminate_on_abort: bool = False,
 ) -> str:
     """Poll run ``run_id`` until it ends; returns its final state (one of TERMINAL_RUN_STATES).
 
     kfp's own ``wait_for_run_completion`` does not stop on CANCELED, so a cancelled smoke run
     would hold CI until the timeout; this loop does. A run still going after ``timeout_s``
-    is a CommandError (exit 1) naming its last state.
+    is a CommandError (exit 1) naming its last state. With ``terminate_on_abort``, a wait that
+    ends before the run does (the timeout, Ctrl-C, or SIGTERM from a cancelled CI job) first
+    asks KFP to terminate the run, so that nothing keeps running (and holding GPUs) unwatched.
     """
+    try:
+        with _sigterm_as_interrupt():
+            return _poll_run(client, host, run_id, timeout_s, poll_s)
+    except (CommandError, KeyboardInterrupt):
+        if terminate_on_abort:
+            _terminate(client, host, run_id)
+        raise
+
+
+def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
     deadline = time.monotonic() + timeout_s
     last = "UNKNOWN"
     while True:
@@ -318,6 +352,32 @@ def wait_for_run(
         time.sleep(poll_s)
 
 
+def _terminate(client: kfp.Client, host: str, run_id: str) -> None:
+    with kfp_errors(host, f"terminating run {run_id}"), _quiet_kfp():
+        client.terminate_run(run_id)
+    logger.warning("terminated run %s (the wait for it ended first)", run_id)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled or timed-out CI job) raises KeyboardInterrupt inside the block."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def create_schedule(
     client: kfp.Client,
     host: str,
@@ -332,11 +392,13 @@ def create_schedule(
     pipeline_root: str | None = None,
     service_account: str | None = None,
     replace: bool = False,
+    delete_old: bool = False,
 ) -> tuple[str, list[str]]:
-    """Create a recurring run on ``version``; returns (its id, ids of the ones it disabled).
+    """Create a recurring run on ``version``; returns (its id, ids of the ones it replaced).
 
     With ``replace``, enabled recurring runs of the same name in the experiment are disabled
-    after the new one exists (so a failure never leaves no schedule at all).
+    after the new one exists (so a failure never leaves no schedule at all); with ``delete_old``
+    too, every other recurring run of that name (enabled or not) is deleted instead.
     """
     with kfp_errors(host, f"scheduling {name!r}"), _quiet_kfp():
         previous = []
@@ -345,7 +407,9 @@ def create_schedule(
                 experiment_id=experiment_id, filter=_name_filter(name), page_size=100
             )
             previous = [
-                r.recurring_run_id for r in listing.recurring_runs or [] if r.mode != "DISABLE"
+                r.recurring_run_id
+                for r in listing.recurring_runs or []
+                if delete_old or r.mode != "DISABLE"
             ]
         job = client.create_recurring_run(
             experiment_id=experiment_id,
@@ -360,5 +424,8 @@ def create_schedule(
             service_account=service_account,
         )
         for old in previous:
-            client.disable_recurring_run(old)
+            if delete_old:
+                client.delete_recurring_run(old)
+            else:
+                client.disable_recurring_run(old)
     return str(job.recurring_run_id), previous

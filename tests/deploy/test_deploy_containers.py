@@ -22,8 +22,14 @@ def _pyproject_version() -> str:
     return re.search(r'^version = "([^"]+)"$', text, flags=re.MULTILINE).group(1)
 
 
-def _build_script(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": path} if path is not None else None
+def _build_script(
+    *args: str, path: str | None = None, repository: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "IMAGE_REPOSITORY"}
+    if path is not None:
+        env["PATH"] = path
+    if repository is not None:
+        env["IMAGE_REPOSITORY"] = repository
     return subprocess.run(
         [shutil.which("bash") or "/bin/bash", str(CONTAINERS / "build.sh"), *args],
         capture_output=True,

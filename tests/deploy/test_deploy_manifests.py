@@ -36,11 +36,13 @@ def test_deploy_every_overlay_renders_the_expected_kinds(rendered_docs):
             "Role",
             "RoleBinding",
             "CronJob",
-            "PersistentVolumeClaim",
+            "NetworkPolicy",
         ):
             assert (overlay, kind) in kinds, f"{overlay} renders no {kind}"
     assert ("overlays/prod", "ServiceMonitor") in kinds
     assert ("training", "PyTorchJob") in kinds
+    assert ("training", "PersistentVolumeClaim") in kinds  # only the PyTorchJob uses the cache
+    assert not any(k == "PersistentVolumeClaim" for d, k in kinds if d.startswith("overlays"))
     for overlay, namespace in (("overlays/dev", "rfdetr-dev"), ("overlays/prod", "rfdetr")):
         docs = [doc for d, doc in rendered_docs if d == overlay]
         assert {doc["metadata"].get("namespace") for doc in docs} == {None, namespace}

@@ -29,10 +29,13 @@ _EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
 def _expressions(kfp_url: str, smoke: bool) -> dict[str, str]:
     return {
         "steps.tag.outputs.sha": SHA,
+        "steps.tag.outputs.version": "",
         "vars.IMAGE_REPOSITORY || 'ghcr.io/rfdetr-pipelines/rfdetr'": IMAGE_REPOSITORY,
         "secrets.KFP_HOST": kfp_url,
         "secrets.KFP_TOKEN": "ci-token",
         "vars.KFP_NAMESPACE": "",
+        "vars.KFP_NAMESPACE || 'kubeflow'": "kubeflow",
+        "vars.IMAGE_PULL_SECRET": "regcred",
         "vars.DATASET_URI": "s3://datasets/rfdetr/latest",
         "vars.PIPELINE_ROOT": "s3://mlpipeline/rfdetr",
         "vars.OBJECT_STORE_HOST || 'minio-service.kubeflow'": "minio.example.com",
@@ -56,7 +59,8 @@ def _resolve(text: str, table: dict[str, str]) -> str:
 def _run_release_steps(workdir: Path, table: dict[str, str]) -> list[str]:
     """Run the chosen steps in order; returns the names of the steps that ran."""
     workflow = yaml.safe_load(DEPLOY.read_text())
-    top_env = {k: _resolve(str(v), table) for k, v in workflow.get("env", {}).items()}
+    job_env = {**workflow.get("env", {}), **workflow["jobs"]["release"].get("env", {})}
+    top_env = {k: _resolve(str(v), table) for k, v in job_env.items()}
     ran = []
     for step in workflow["jobs"]["release"]["steps"]:
         name = step.get("name", "")
@@ -84,6 +88,7 @@ def _run_release_steps(workdir: Path, table: dict[str, str]) -> list[str]:
 def workdir(tmp_path: Path) -> Path:
     """A checkout-like folder whose .venv is this interpreter's environment."""
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    (tmp_path / "manifests").symlink_to(ROOT / "manifests")
     return tmp_path
 
 
@@ -110,11 +115,19 @@ def test_deploy_release_uploads_one_version_smokes_it_and_moves_the_schedule(
     (smoke,) = kfp.runs
     assert smoke["display_name"] == f"smoke {SHA}"
     assert smoke["runtime_config"]["parameters"]["epochs"] == 1
+    assert smoke["runtime_config"]["parameters"]["publish_bucket"] == ""  # never publishes
     assert ("GET", f"/apis/v2beta1/runs/{smoke['run_id']}") in kfp.calls()  # it waited
     old, new = kfp.recurring
     assert (old["recurring_run_id"], old["mode"]) == ("job-old", "DISABLE")
     assert new["pipeline_version_reference"] == smoke["pipeline_version_reference"]
     assert new["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * 1"}}
+    # The same arguments (and publishing gate) as the retrain CronJob's, bar the dataset.
+    shared = yaml.safe_load((ROOT / "manifests/base/retrain-params.yaml").read_text())
+    scheduled = new["runtime_config"]["parameters"]
+    assert {k: scheduled[k] for k in shared if k != "dataset_uri"} == {
+        k: v for k, v in shared.items() if k != "dataset_uri"
+    }
+    assert scheduled["require_improvement"] is True
     assert {r.headers.get("authorization") for r in kfp.requests} == {"Bearer ci-token"}
 
 

@@ -27,13 +27,20 @@ def _overlay(rendered_docs: list[tuple[str, dict]], overlay: str) -> tuple[dict,
     return cronjob, configmaps
 
 
-def _pod_environment(container: dict, configmaps: dict[str, dict]) -> dict[str, str]:
+def _pod_environment(
+    container: dict, configmaps: dict[str, dict], namespace: str
+) -> dict[str, str]:
+    """The container's env as the kubelet resolves it (values, ConfigMap keys, downward API)."""
     env = {}
     for item in container["env"]:
+        source = item.get("valueFrom", {})
         if "value" in item:
             env[item["name"]] = item["value"]
+        elif "fieldRef" in source:
+            assert source["fieldRef"]["fieldPath"] == "metadata.namespace", item
+            env[item["name"]] = namespace
         else:
-            ref = item["valueFrom"]["configMapKeyRef"]
+            ref = source["configMapKeyRef"]
             env[item["name"]] = configmaps[ref["name"]][ref["key"]]  # KeyError: a dangling ref
     return env
 
@@ -78,27 +85,40 @@ def test_deploy_retrain_cronjob_compiles_for_the_overlay_store_and_submits(
     import subprocess
 
     cronjob, configmaps = _overlay(rendered_docs, overlay)
+    namespace = cronjob["metadata"]["namespace"]
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     mounts = _materialise_volumes(pod, configmaps, tmp_path / "volumes")
-    env = {k: _localise(v, mounts) for k, v in _pod_environment(container, configmaps).items()}
+    pod_env = _pod_environment(container, configmaps, namespace)
+    env = {k: _localise(v, mounts) for k, v in pod_env.items()}
     command = [_localise(part, mounts) for part in container["command"]]
     assert command[:2] == ["/bin/sh", "-c"]
     with serve() as kfp:
+        kfp.multi_user = True
         env |= {
             "KF_PIPELINES_ENDPOINT": kfp.url,
             "HOME": str(tmp_path / "home"),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # this checkout, if set
         }
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
+        for _tick in range(2):  # two ticks of the schedule
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, result.stderr[-2000:]
     launcher = configmaps["kfp-launcher"]
     s3 = yaml.safe_load(launcher["providers"])["s3"]["default"]
     settings = configmaps["rfdetr-pipeline-settings"]
     assert s3["endpoint"] == f"{settings['store-host']}:{settings['store-port']}"
     assert s3["disableSSL"] == (settings["store-secure"] != "true")
 
-    assert len(kfp.uploads) == 1
+    assert len(kfp.uploads) == 1, "the second tick reuses the version holding the same YAML"
+    assert len(kfp.runs) == 2
+    assert {run["pipeline_version_reference"]["pipeline_version_id"] for run in kfp.runs} == {
+        kfp.versions[0]["pipeline_version_id"]
+    }
+    # Multi-user KFP: the experiment, the pipeline (so its versions) and hence the runs live in
+    # the CronJob's own namespace, where the submitter Role is bound.
+    assert {e["namespace"] for e in kfp.experiments} == {namespace}
+    assert {p["namespace"] for p in kfp.pipelines} == {namespace}
     store_steps = [e for e in _executor_env(kfp.uploads[0]) if "OBJECTSTORECONFIG_HOST" in e]
     assert store_steps, "no step of the uploaded pipeline reads the object store"
     for step_env in store_steps:
@@ -108,7 +128,8 @@ def test_deploy_retrain_cronjob_compiles_for_the_overlay_store_and_submits(
         assert step_env["PUSHGATEWAY_URL"] == settings["pushgateway-url"]
     run = kfp.runs[-1]
     params = yaml.safe_load(configmaps["rfdetr-retrain-params"]["params.yaml"])
-    assert run["runtime_config"]["parameters"] == params
+    mirror = f"s3://mlpipeline/private-artifacts/{namespace}/rfdetr/checkpoint-mirror"
+    assert run["runtime_config"]["parameters"] == {**params, "checkpoint_mirror_uri": mirror}
     assert run["display_name"] == "rfdetr weekly retrain"
     auth = {r.headers.get("authorization") for r in kfp.requests}
     assert auth == {"Bearer projected-sa-token"}
