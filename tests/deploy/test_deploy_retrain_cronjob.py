@@ -8,68 +8,14 @@ pipeline it uploads must reach the object store the overlay's kfp-launcher names
 
 from __future__ import annotations
 
-import os
-import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from deploy_helpers import cronjob_and_configmaps, run_cronjob
 from kfp_standin import serve
 
 OVERLAYS = ("overlays/dev", "overlays/prod")
-
-
-def _overlay(rendered_docs: list[tuple[str, dict]], overlay: str) -> tuple[dict, dict[str, dict]]:
-    docs = [doc for d, doc in rendered_docs if d == overlay]
-    cronjob = next(doc for doc in docs if doc["kind"] == "CronJob")
-    configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
-    return cronjob, configmaps
-
-
-def _pod_environment(
-    container: dict, configmaps: dict[str, dict], namespace: str
-) -> dict[str, str]:
-    """The container's env as the kubelet resolves it (values, ConfigMap keys, downward API)."""
-    env = {}
-    for item in container["env"]:
-        source = item.get("valueFrom", {})
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        elif "fieldRef" in source:
-            assert source["fieldRef"]["fieldPath"] == "metadata.namespace", item
-            env[item["name"]] = namespace
-        else:
-            ref = source["configMapKeyRef"]
-            env[item["name"]] = configmaps[ref["name"]][ref["key"]]  # KeyError: a dangling ref
-    return env
-
-
-def _materialise_volumes(pod: dict, configmaps: dict[str, dict], root: Path) -> dict[str, Path]:
-    """Mount path -> a local folder holding what the volume would hold."""
-    container = pod["containers"][0]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = {}
-    for mount in container["volumeMounts"]:
-        folder = root / mount["name"]
-        folder.mkdir(parents=True)
-        volume = volumes[mount["name"]]
-        if "configMap" in volume:
-            for key, text in configmaps[volume["configMap"]["name"]].items():
-                (folder / key).write_text(text)
-        for source in volume.get("projected", {}).get("sources", []):
-            token = source.get("serviceAccountToken")
-            if token:
-                (folder / token["path"]).write_text("projected-sa-token")
-        mounts[mount["mountPath"]] = folder
-    return mounts
-
-
-def _localise(text: str, mounts: dict[str, Path]) -> str:
-    """``text`` with every mount path replaced by its local folder (one pass, longest first)."""
-    paths = sorted(mounts, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(p) for p in paths))
-    return pattern.sub(lambda m: str(mounts[m.group(0)]), text)
 
 
 def _executor_env(pipeline_yaml: bytes) -> list[dict[str, str]]:
@@ -82,28 +28,13 @@ def _executor_env(pipeline_yaml: bytes) -> list[dict[str, str]]:
 def test_deploy_retrain_cronjob_compiles_for_the_overlay_store_and_submits(
     rendered_docs: list[tuple[str, dict]], tmp_path: Path, overlay: str
 ) -> None:
-    import subprocess
-
-    cronjob, configmaps = _overlay(rendered_docs, overlay)
-    namespace = cronjob["metadata"]["namespace"]
-    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    mounts = _materialise_volumes(pod, configmaps, tmp_path / "volumes")
-    pod_env = _pod_environment(container, configmaps, namespace)
-    env = {k: _localise(v, mounts) for k, v in pod_env.items()}
-    command = [_localise(part, mounts) for part in container["command"]]
-    assert command[:2] == ["/bin/sh", "-c"]
     with serve() as kfp:
         kfp.multi_user = True
-        env |= {
-            "KF_PIPELINES_ENDPOINT": kfp.url,
-            "HOME": str(tmp_path / "home"),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # this checkout, if set
-        }
         for _tick in range(2):  # two ticks of the schedule
-            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+            result = run_cronjob(rendered_docs, overlay, kfp.url, tmp_path / f"tick{_tick}")
             assert result.returncode == 0, result.stderr[-2000:]
+    cronjob, configmaps = cronjob_and_configmaps(rendered_docs, overlay)
+    namespace = cronjob["metadata"]["namespace"]
     launcher = configmaps["kfp-launcher"]
     s3 = yaml.safe_load(launcher["providers"])["s3"]["default"]
     settings = configmaps["rfdetr-pipeline-settings"]
