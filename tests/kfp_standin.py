@@ -46,6 +46,7 @@ class KfpStandIn:
     versions: list[dict] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
     recurring: list[dict] = field(default_factory=list)
+    deleted_recurring: list[dict] = field(default_factory=list)
     uploads: list[bytes] = field(default_factory=list)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     url: str = ""
@@ -149,9 +150,10 @@ def _route(state: KfpStandIn, req: Request) -> tuple[int, dict]:
                 return 200, {}
     if method == "DELETE" and path.startswith(f"{API}/recurringruns/"):
         job_id = path.rsplit("/", 1)[1]
-        kept = [job for job in state.recurring if job["recurring_run_id"] != job_id]
-        if len(kept) < len(state.recurring):
-            state.recurring[:] = kept
+        gone = [job for job in state.recurring if job["recurring_run_id"] == job_id]
+        if gone:
+            state.recurring.remove(gone[0])
+            state.deleted_recurring.append(gone[0])
             return 200, {}
     return 404, {"error": "not found", "code": 5, "message": f"no route {method} {path}"}
 
@@ -221,3 +223,21 @@ def submit(state: KfpStandIn, package: Path, *extra: str) -> int:
 
 def schedule(state: KfpStandIn, package: Path, *extra: str) -> int:
     return _deploy("schedule", state, package, extra)
+
+
+def isolate_kfp_client(monkeypatch: Any, home: Path) -> None:
+    """No credentials or endpoint from this machine's environment; kfp's context file in ``home``.
+
+    ``monkeypatch``: pytest's fixture (undone after the test).
+    """
+    monkeypatch.setenv("HOME", str(home))
+    for name in (
+        "KF_PIPELINES_TOKEN",
+        "KF_PIPELINES_COOKIE",
+        "KF_PIPELINES_SA_TOKEN_PATH",
+        "KF_PIPELINES_ENDPOINT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    import kfp.client.client as kfp_client
+
+    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT", str(home / "context.json"))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -129,3 +130,78 @@ def run_cronjob(
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # this checkout, if set
     }
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+# deploy.yml's release job, run with bash (see tests/deploy/test_deploy_release_workflow.py)
+DEPLOY = ROOT / ".github" / "workflows" / "deploy.yml"
+RUN_STEPS = ("Compile", "Smoke run", "Point the weekly recurring run")
+SHA = "0123456789ab"
+IMAGE_REPOSITORY = "ghcr.io/rfdetr-pipelines/rfdetr"
+_EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
+
+
+def release_expressions(kfp_url: str, smoke: bool, namespace: str = "") -> dict[str, str]:
+    """Test values of every ``${{ ... }}`` expression deploy.yml's release job uses."""
+    return {
+        "steps.tag.outputs.sha": SHA,
+        "steps.tag.outputs.version": "",
+        "vars.IMAGE_REPOSITORY || 'ghcr.io/rfdetr-pipelines/rfdetr'": IMAGE_REPOSITORY,
+        "secrets.KFP_HOST": kfp_url,
+        "secrets.KFP_TOKEN": "ci-token",
+        "vars.KFP_NAMESPACE": namespace,
+        "vars.KFP_NAMESPACE || 'kubeflow'": namespace or "kubeflow",
+        "vars.IMAGE_PULL_SECRET": "regcred",
+        "vars.DATASET_URI": "s3://datasets/rfdetr/latest",
+        "vars.PIPELINE_ROOT": "s3://mlpipeline/rfdetr",
+        "vars.OBJECT_STORE_HOST || 'minio-service.kubeflow'": "minio.example.com",
+        "vars.OBJECT_STORE_PORT || '9000'": "443",
+        "vars.OBJECT_STORE_SECURE || 'false'": "true",
+        "vars.PUSHGATEWAY_URL": "http://pushgateway.rfdetr:9091",
+        "inputs.cron || '0 0 3 * * 1'": "0 0 3 * * 1",
+        "github.event_name == 'push' || inputs.smoke_run": "true" if smoke else "false",
+    }
+
+
+def resolve_expressions(text: str, table: dict[str, str]) -> str:
+    def lookup(match: re.Match[str]) -> str:
+        if match.group(1) not in table:
+            pytest.fail(f"deploy.yml uses ${{{{ {match.group(1)} }}}}; add it to the test table")
+        return table[match.group(1)]
+
+    return _EXPRESSION.sub(lookup, text)
+
+
+def run_release_steps(workdir: Path, table: dict[str, str]) -> list[str]:
+    """Run the chosen steps in order; returns the names of the steps that ran."""
+    workflow = yaml.safe_load(DEPLOY.read_text())
+    job_env = {**workflow.get("env", {}), **workflow["jobs"]["release"].get("env", {})}
+    top_env = {k: resolve_expressions(str(v), table) for k, v in job_env.items()}
+    ran = []
+    for step in workflow["jobs"]["release"]["steps"]:
+        name = step.get("name", "")
+        if not name.startswith(RUN_STEPS):
+            continue
+        if "if" in step and resolve_expressions(step["if"], table) != "true":
+            continue
+        env = {
+            **os.environ,
+            **top_env,
+            **{k: resolve_expressions(str(v), table) for k, v in step.get("env", {}).items()},
+            "HOME": str(workdir / "home"),
+        }
+        script = resolve_expressions(step["run"], table)
+        result = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", script],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, f"step {name!r}: {result.stderr[-2000:]}"
+        ran.append(name)
+    return ran
+
+
+def release_workdir(root: Path) -> Path:
+    """A checkout-like folder for the release steps: .venv is this interpreter's environment."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    (root / "manifests").symlink_to(ROOT / "manifests")
+    return root
