@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -140,11 +141,13 @@ IMAGE_REPOSITORY = "ghcr.io/rfdetr-pipelines/rfdetr"
 _EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
 
 
-def release_expressions(kfp_url: str, smoke: bool, namespace: str = "") -> dict[str, str]:
+def release_expressions(
+    kfp_url: str, smoke: bool, namespace: str = "", version: str = ""
+) -> dict[str, str]:
     """Test values of every ``${{ ... }}`` expression deploy.yml's release job uses."""
     return {
         "steps.tag.outputs.sha": SHA,
-        "steps.tag.outputs.version": "",
+        "steps.tag.outputs.version": version,
         "vars.IMAGE_REPOSITORY || 'ghcr.io/rfdetr-pipelines/rfdetr'": IMAGE_REPOSITORY,
         "secrets.KFP_HOST": kfp_url,
         "secrets.KFP_TOKEN": "ci-token",
@@ -171,15 +174,25 @@ def resolve_expressions(text: str, table: dict[str, str]) -> str:
     return _EXPRESSION.sub(lookup, text)
 
 
-def run_release_steps(workdir: Path, table: dict[str, str]) -> list[str]:
-    """Run the chosen steps in order; returns the names of the steps that ran."""
+def run_release_steps(
+    workdir: Path,
+    table: dict[str, str],
+    steps: tuple[str, ...] = RUN_STEPS,
+    extra_env: dict[str, str] | None = None,
+    edit: Callable[[str], str] = str,
+) -> dict[str, str]:
+    """Run the release steps whose names start with one of ``steps``, in order, in ``workdir``.
+
+    ``edit`` rewrites each step's script first (e.g. a dry-run flag); returns {name: stdout} of
+    the steps that ran.
+    """
     workflow = yaml.safe_load(DEPLOY.read_text())
     job_env = {**workflow.get("env", {}), **workflow["jobs"]["release"].get("env", {})}
     top_env = {k: resolve_expressions(str(v), table) for k, v in job_env.items()}
-    ran = []
+    ran = {}
     for step in workflow["jobs"]["release"]["steps"]:
         name = step.get("name", "")
-        if not name.startswith(RUN_STEPS):
+        if not name.startswith(steps):
             continue
         if "if" in step and resolve_expressions(step["if"], table) != "true":
             continue
@@ -188,14 +201,15 @@ def run_release_steps(workdir: Path, table: dict[str, str]) -> list[str]:
             **top_env,
             **{k: resolve_expressions(str(v), table) for k, v in step.get("env", {}).items()},
             "HOME": str(workdir / "home"),
+            **(extra_env or {}),
         }
-        script = resolve_expressions(step["run"], table)
+        script = edit(resolve_expressions(step["run"], table))
         result = subprocess.run(
             ["bash", "-eo", "pipefail", "-c", script],
             cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, f"step {name!r}: {result.stderr[-2000:]}"
-        ran.append(name)
+        ran[name] = result.stdout
     return ran
 
 
@@ -203,5 +217,6 @@ def release_workdir(root: Path) -> Path:
     """A checkout-like folder for the release steps: .venv is this interpreter's environment."""
     root.mkdir(parents=True, exist_ok=True)
     (root / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    (root / "manifests").symlink_to(ROOT / "manifests")
+    for name in ("manifests", "containers", "components", "pyproject.toml"):
+        (root / name).symlink_to(ROOT / name)
     return root
