@@ -145,8 +145,11 @@ def _content_hash(version: Any) -> str | None:
 
 
 def content_description(package: PipelinePackage) -> str:
-    """The description every upload carries: it names the YAML's sha256 for ``--reuse-version``."""
-    return f"rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
+    """What the UI shows beside a pipeline/version: the pipeline's usage, its required parameters
+    and the YAML's sha256 (what ``--reuse-version`` recognises)."""
+    required = ", ".join(sorted(n for n, p in package.parameters.items() if p.required))
+    usage = f"{package.description} Required: {required or 'nothing'}. ".lstrip()
+    return f"{usage}rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
 
 
 def default_version_name(pipeline_name: str) -> str:
@@ -183,11 +186,8 @@ def upload_version(
     With ``reuse``, a version of any name that holds this YAML is used too (say, the pipeline's
     first version, or an earlier release being rolled back to): a release's submit and
     schedule, or a re-run of a failed deploy, share one version instead of uploading twice.
-
-    With ``namespace`` the pipeline is looked up and created in that namespace (a private
-    pipeline): multi-user KFP authorizes a pipeline without one in its own system namespace
-    (``PipelineUploadServer.canUploadVersionedPipeline``), where a namespaced submitter Role grants
-    nothing.
+    With ``namespace``, a private pipeline there: multi-user KFP authorizes a shared one in its own
+    namespace (``canUploadVersionedPipeline``), where the submitter's Role grants nothing.
     """
     with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"), _quiet_kfp():
         pipeline_id = _pipeline_id(client, pipeline_name, namespace)
@@ -319,19 +319,27 @@ def wait_for_run(
 ) -> str:
     """Poll run ``run_id`` until it ends; returns its final state (one of TERMINAL_RUN_STATES).
 
-    kfp's own ``wait_for_run_completion`` does not stop on CANCELED, so a cancelled smoke run
-    would hold CI until the timeout; this loop does. A run still going after ``timeout_s``
-    is a CommandError (exit 1) naming its last state. With ``terminate_on_abort``, a wait that
-    ends before the run does (the timeout, Ctrl-C, or SIGTERM from a cancelled CI job) first
-    asks KFP to terminate the run, so that nothing keeps running (and holding GPUs) unwatched.
+    Unlike kfp's ``wait_for_run_completion``, it stops on CANCELED. A run still going after
+    ``timeout_s`` is a CommandError (exit 1). With ``terminate_on_abort``, a wait ending first
+    (timeout, Ctrl-C, SIGTERM of a cancelled CI job) terminates the run: no GPU run goes unwatched.
     """
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job gets SIGTERM
     try:
-        with _sigterm_as_interrupt():
-            return _poll_run(client, host, run_id, timeout_s, poll_s)
+        return _poll_run(client, host, run_id, timeout_s, poll_s)
     except (CommandError, KeyboardInterrupt):
         if terminate_on_abort:
-            _terminate(client, host, run_id)
+            with kfp_errors(host, f"terminating run {run_id}"), _quiet_kfp():
+                client.terminate_run(run_id)
+            logger.warning("terminated run %s (the wait for it ended first)", run_id)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
@@ -352,32 +360,6 @@ def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll
         time.sleep(poll_s)
 
 
-def _terminate(client: kfp.Client, host: str, run_id: str) -> None:
-    with kfp_errors(host, f"terminating run {run_id}"), _quiet_kfp():
-        client.terminate_run(run_id)
-    logger.warning("terminated run %s (the wait for it ended first)", run_id)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled or timed-out CI job) raises KeyboardInterrupt inside the block."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def create_schedule(
     client: kfp.Client,
     host: str,
@@ -396,9 +378,8 @@ def create_schedule(
 ) -> tuple[str, list[str]]:
     """Create a recurring run on ``version``; returns (its id, ids of the ones it replaced).
 
-    With ``replace``, enabled recurring runs of the same name in the experiment are disabled
-    after the new one exists (so a failure never leaves no schedule at all); with ``delete_old``
-    too, every other recurring run of that name (enabled or not) is deleted instead.
+    With ``replace``, enabled recurring runs of that name in the experiment are disabled once the
+    new one exists (never no schedule); ``delete_old`` deletes all of them instead (any state).
     """
     with kfp_errors(host, f"scheduling {name!r}"), _quiet_kfp():
         previous = []

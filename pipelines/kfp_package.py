@@ -42,6 +42,7 @@ class PipelinePackage:
     name: str
     parameters: dict[str, ParamSpec]
     sha256: str
+    description: str = ""  # pipelineInfo.description
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelinePackage:
@@ -70,7 +71,8 @@ class PipelinePackage:
             for name, item in raw.items()
         }
         digest = hashlib.sha256(content).hexdigest()
-        return cls(file, str(spec["pipelineInfo"]["name"]), params, digest)
+        info = spec["pipelineInfo"]
+        return cls(file, str(info["name"]), params, digest, str(info.get("description") or ""))
 
 
 def _coerce(spec: ParamSpec, value: Any, from_text: bool) -> Any:
