@@ -220,3 +220,24 @@ def release_workdir(root: Path) -> Path:
     for name in ("manifests", "containers", "components", "pyproject.toml"):
         (root / name).symlink_to(ROOT / name)
     return root
+
+
+# What a profile namespace's own object-store keys may touch with the SeaweedFS bundled from KFP
+# 2.15: kubeflow/pipelines@2.17.0 manifests/kustomize/base/installs/multi-user/
+# pipelines-profile-controller/sync.py l.484-487 (s3:Put*/Get*/List*/DeleteObject on these
+# resources; "*" matches any characters, "/" included, as in S3 policy resources).
+PROFILE_POLICY_RESOURCES = (
+    "mlpipeline/artifacts/*",
+    "mlpipeline/private-artifacts/{namespace}/*",
+    "mlpipeline/private/{namespace}/*",
+    "mlpipeline/shared/*",
+)
+
+
+def profile_policy_allows(uri: str, namespace: str) -> bool:
+    """Whether the namespace's keys may write the object ``uri`` (s3:// or minio://)."""
+    import fnmatch
+
+    key = re.sub(r"^(s3|minio)://", "", uri)
+    patterns = [p.format(namespace=namespace) for p in PROFILE_POLICY_RESOURCES]
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)

@@ -80,6 +80,8 @@ def test_deploy_final_stage_is_non_root_unbuffered_and_labelled(dockerfile: Path
     assert f'".[{extras}]"' in text
     base = re.findall(r"^ARG \w+_IMAGE=(\S+)", text, flags=re.MULTILINE)
     assert base and all(":" in b and not b.endswith(":latest") for b in base)
+    # A forced UID (OpenShift restricted SCC, KFP defaultRunAsUser) still has a writable HOME.
+    assert "chmod 1777 /home/rfdetr" in final and "chmod -R a+rwX /home/rfdetr/.cache" in final
 
 
 def test_deploy_image_tag_is_the_package_version_everywhere(monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_helpers import cronjob_and_configmaps, run_cronjob
+from deploy_helpers import cronjob_and_configmaps, profile_policy_allows, run_cronjob
 from kfp_standin import serve
 
 OVERLAYS = ("overlays/dev", "overlays/prod")
@@ -61,6 +61,7 @@ def test_deploy_retrain_cronjob_compiles_for_the_overlay_store_and_submits(
     params = yaml.safe_load(configmaps["rfdetr-retrain-params"]["params.yaml"])
     mirror = f"s3://mlpipeline/private-artifacts/{namespace}/rfdetr/checkpoint-mirror"
     assert run["runtime_config"]["parameters"] == {**params, "checkpoint_mirror_uri": mirror}
+    assert profile_policy_allows(f"{mirror}/run-1/checkpoint.pth", namespace)
     assert run["display_name"] == "rfdetr weekly retrain"
     auth = {r.headers.get("authorization") for r in kfp.requests}
     assert auth == {"Bearer projected-sa-token"}
