@@ -76,6 +76,9 @@ class Platform:
         cpu_image: image of the steps without GPUs (None: the CPU image built beside ``image``,
             ``<repo>:<tag>-cpu``); see :func:`step_image`.
         image_pull_secrets: Kubernetes secrets every step pod pulls its image with.
+        run_as_user: UID (and GID) of every step's container, with ``runAsNonRoot`` (None: not
+            set; the images' user is 1000). KFP >= 2.17 reads it; older backends' protos lack
+            the field and their drivers drop it.
     """
 
     image: str | None = None
@@ -104,6 +107,7 @@ class Platform:
     local: bool = False
     cpu_image: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
+    run_as_user: int | None = None
 
     @classmethod
     def for_local(cls) -> Platform:
@@ -197,9 +201,6 @@ def no_cache(task: PipelineTask) -> PipelineTask:
     return task.set_caching_options(enable_caching=False)
 
 
-STEP_UID = 1000  # the images' USER (containers/Dockerfile.*)
-
-
 def step_image(platform: Platform, gpu: bool) -> str:
     """The image of a step: the GPU image, or for a step without GPUs the CPU image."""
     from components import RFDETR_IMAGE
@@ -210,7 +211,7 @@ def step_image(platform: Platform, gpu: bool) -> str:
 
 
 def pod_settings(task: PipelineTask, platform: Platform, gpu: bool) -> PipelineTask:
-    """Image (CPU or GPU), pull secrets and a non-root security context of a step's pod.
+    """Image (CPU or GPU), pull secrets and (when asked) a non-root security context of a step.
 
     kfp-kubernetes 2.17 can set only ``runAsUser``/``runAsGroup``/``runAsNonRoot`` of the user
     container; a backend that reads it also drops all capabilities. Seccomp, read-only root and
@@ -221,7 +222,9 @@ def pod_settings(task: PipelineTask, platform: Platform, gpu: bool) -> PipelineT
     task.set_container_image(step_image(platform, gpu))
     if platform.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
-    kubernetes.set_security_context(
-        task, run_as_user=STEP_UID, run_as_group=STEP_UID, run_as_non_root=True
-    )
+    if platform.run_as_user is not None:
+        uid = platform.run_as_user
+        kubernetes.set_security_context(
+            task, run_as_user=uid, run_as_group=uid, run_as_non_root=True
+        )
     return task

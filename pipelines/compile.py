@@ -63,6 +63,14 @@ def add_parser(subparsers: Subparsers) -> None:
         metavar="SECRET",
         help="Kubernetes secret the step pods pull images with (repeatable; e.g. regcred)",
     )
+    parser.add_argument(
+        "--run-as-user",
+        type=int,
+        default=None,
+        metavar="UID",
+        help="run every step as this non-root UID/GID (the images' is 1000); KFP backends from "
+        "2.17 read it, older ones drop it",
+    )
     native = parser.add_argument_group("Kubernetes-native pipeline resources")
     native.add_argument(
         "--kubernetes-manifest",
@@ -171,6 +179,7 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     simple = {
         "image": "image",
         "cpu_image": "cpu_image",
+        "run_as_user": "run_as_user",
         "accelerator": "accelerator_type",
         "train_gpus": "train_gpus",
         "eval_gpus": "eval_gpus",
@@ -190,6 +199,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     for option in ("train_gpus", "eval_gpus", "train_retries"):
         if (getattr(args, option) or 0) < 0:
             raise CommandError(f"--{option.replace('_', '-')}: expected 0 or more")
+    if args.run_as_user is not None and args.run_as_user <= 0:
+        raise CommandError(f"--run-as-user {args.run_as_user}: expected a non-root UID (1 or more)")
     if args.store_secure:
         changes["store_secure"] = True
     if args.image_pull_secret:

@@ -145,11 +145,8 @@ def _content_hash(version: Any) -> str | None:
 
 
 def content_description(package: PipelinePackage) -> str:
-    """What the UI shows beside a pipeline/version: the pipeline's usage, its required parameters
-    and the YAML's sha256 (what ``--reuse-version`` recognises)."""
-    required = ", ".join(sorted(n for n, p in package.parameters.items() if p.required))
-    usage = f"{package.description} Required: {required or 'nothing'}. ".lstrip()
-    return f"{usage}rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
+    """The description every upload carries: it names the YAML's sha256 for ``--reuse-version``."""
+    return f"rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
 
 
 def default_version_name(pipeline_name: str) -> str:

@@ -42,7 +42,6 @@ class PipelinePackage:
     name: str
     parameters: dict[str, ParamSpec]
     sha256: str
-    description: str = ""  # pipelineInfo.description
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PipelinePackage:
@@ -71,8 +70,7 @@ class PipelinePackage:
             for name, item in raw.items()
         }
         digest = hashlib.sha256(content).hexdigest()
-        info = spec["pipelineInfo"]
-        return cls(file, str(info["name"]), params, digest, str(info.get("description") or ""))
+        return cls(file, str(spec["pipelineInfo"]["name"]), params, digest)
 
 
 def _coerce(spec: ParamSpec, value: Any, from_text: bool) -> Any:

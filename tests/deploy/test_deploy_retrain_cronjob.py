@@ -57,6 +57,15 @@ def test_deploy_retrain_cronjob_compiles_for_the_overlay_store_and_submits(
         assert endpoint == s3["endpoint"]
         assert step_env["OBJECTSTORECONFIG_SECURE"] == settings["store-secure"]
         assert step_env["PUSHGATEWAY_URL"] == settings["pushgateway-url"]
+    # The pods of the runs it submits: the CronJob's pull secret, a non-root user.
+    platform = list(yaml.safe_load_all(kfp.uploads[0]))[1]["platforms"]["kubernetes"]
+    pod_names = [
+        s["name"]
+        for s in cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["imagePullSecrets"]
+    ]
+    for config in platform["deploymentSpec"]["executors"].values():
+        assert [s["secretName"] for s in config["imagePullSecret"]] == pod_names
+        assert config["securityContext"]["runAsNonRoot"] is True
     run = kfp.runs[-1]
     params = yaml.safe_load(configmaps["rfdetr-retrain-params"]["params.yaml"])
     mirror = f"s3://mlpipeline/private-artifacts/{namespace}/rfdetr/checkpoint-mirror"

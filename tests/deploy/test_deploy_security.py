@@ -123,12 +123,14 @@ def test_deploy_only_the_namespace_kfp_runs_and_prometheus_reach_the_pushgateway
 
 
 def test_deploy_compiled_steps_run_as_non_root_and_pull_with_the_secret(tmp_path: Path):
-    """kfp-kubernetes 2.17 can set runAsUser/runAsGroup/runAsNonRoot only (see docs/deploy.md)."""
+    """kfp-kubernetes 2.17 can set runAsUser/runAsGroup/runAsNonRoot only (see docs/deploy.md);
+    opt-in, as the minimum backend's (2.15) protos have no securityContext field."""
     from google.protobuf import json_format
     from kfp.kubernetes import kubernetes_executor_config_pb2 as pb
 
     out = tmp_path / "pipeline.yaml"
-    assert main(["compile", "--output", str(out), "--image-pull-secret", "regcred"]) == 0
+    options = ["--image-pull-secret", "regcred", "--run-as-user", "1000"]
+    assert main(["compile", "--output", str(out), *options]) == 0
     _, platform = yaml.safe_load_all(out.read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert len(executors) == 8
@@ -137,6 +139,10 @@ def test_deploy_compiled_steps_run_as_non_root_and_pull_with_the_secret(tmp_path
         context = config["securityContext"]
         assert context["runAsNonRoot"] is True and int(context["runAsUser"]) != 0, name
         assert [s["secretName"] for s in config["imagePullSecret"]] == ["regcred"], name
+    plain = tmp_path / "plain.yaml"
+    assert main(["compile", "--output", str(plain)]) == 0
+    assert "securityContext" not in plain.read_text() and "imagePullSecret" not in plain.read_text()
+    assert main(["compile", "--output", str(plain), "--run-as-user", "0"]) == 2
 
 
 def _locked(kind: str) -> dict[str, str]:

@@ -44,8 +44,7 @@ def test_submit_creates_experiment_pipeline_and_run(
     digest = hashlib.sha256(package.read_bytes()).hexdigest()
     assert kfp_api.requests[4].query == {
         "name": "rfdetr-standin",
-        "description": "Required: dataset_uri. "
-        f"rfdetr-pipeline upload of pipeline.yaml; content sha256:{digest}",
+        "description": f"rfdetr-pipeline upload of pipeline.yaml; content sha256:{digest}",
     }
     assert kfp_api.uploads == [package.read_bytes()]  # the YAML, byte for byte
     run = kfp_api.requests[-1].body
