@@ -32,7 +32,7 @@ from deploy_helpers import (
 )
 
 GPU_STEPS = {"exec-train", "exec-evaluate"}
-RENDERED = ("overlays/dev", "overlays/prod", "training")
+RENDERED = ("overlays/dev", "overlays/prod", "overlays/profile", "training")
 
 
 def _printed(*args: str, repository: str | None = None) -> dict[str, str]:

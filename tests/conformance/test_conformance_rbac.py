@@ -62,7 +62,7 @@ KFP_RESOURCES = {"pipelines", "experiments", "runs", "jobs", "viewers", "visuali
                  "scheduledworkflows", "workflows"}  # fmt: skip
 KFP_VERBS = {"create", "get", "list", "update", "delete", "archive", "unarchive", "retry",
              "terminate", "enable", "disable", "reportMetrics", "readArtifact"}  # fmt: skip
-OVERLAYS = ("overlays/dev", "overlays/prod")
+OVERLAYS = ("overlays/dev", "overlays/prod", "overlays/profile")
 
 _ID = r"([^/:]+)"
 # (method, path pattern, resource, verb, whose namespace: see _namespace)
