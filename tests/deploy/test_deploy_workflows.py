@@ -89,3 +89,13 @@ def test_deploy_smoke_wait_ends_before_the_job_and_terminates_the_run():
     assert _seconds(timeout) + 3600 < release["timeout-minutes"] * 60
     assert "--terminate-on-abort" in smoke["run"]
     assert "--param publish_bucket= " in smoke["run"]  # a smoke run never publishes
+
+
+def test_deploy_workflow_actions_are_pinned_by_commit():
+    """A tag can be moved to other code; a full commit SHA cannot (the comment names the tag)."""
+    for path in FILES:
+        uses = re.findall(r"uses: (\S+)(.*)", path.read_text())
+        assert uses, path
+        for action, comment in uses:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", action), (path.name, action)
+            assert re.fullmatch(r"\s+# v\d+\.\d+\.\d+", comment), (path.name, action)
