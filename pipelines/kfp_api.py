@@ -322,7 +322,8 @@ def wait_for_run(
     """
     import signal
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a cancelled CI job gets SIGTERM
+    # A cancelled CI job's step gets SIGTERM: raise KeyboardInterrupt as for Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _poll_run(client, host, run_id, timeout_s, poll_s)
     except (CommandError, KeyboardInterrupt):
@@ -333,10 +334,6 @@ def wait_for_run(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
@@ -384,11 +381,8 @@ def create_schedule(
             listing = client.list_recurring_runs(
                 experiment_id=experiment_id, filter=_name_filter(name), page_size=100
             )
-            previous = [
-                r.recurring_run_id
-                for r in listing.recurring_runs or []
-                if delete_old or r.mode != "DISABLE"
-            ]
+            runs = listing.recurring_runs or []
+            previous = [r.recurring_run_id for r in runs if delete_old or r.mode != "DISABLE"]
         job = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=name,
