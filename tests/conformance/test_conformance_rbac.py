@@ -9,8 +9,7 @@ rendered Role with Kubernetes' RBAC rule matching. The submitters: ``rfdetr-pipe
 and ``schedule`` (pipelines/deploy.py, pipelines/kfp_api.py) in every mode they have, the
 retrain CronJob's script (rendered from the overlay) and deploy.yml's release steps.
 
-KFP sources re-created (kubeflow/pipelines@2.17.0 unless noted; lines as in
-docs of this repo's reference, /work/shared/reference/kfp-backend-contract.md section 1.11):
+KFP sources re-created (kubeflow/pipelines@2.17.0 unless noted):
 
 * resource and verb names: ``backend/src/apiserver/common/const.go`` l.19-20 (group, version),
   l.23-30 (resources), l.32-45 (verbs);
@@ -21,8 +20,9 @@ docs of this repo's reference, /work/shared/reference/kfp-backend-contract.md se
 * pipelines and their versions are ``pipelines``: ``server/pipeline_server.go``
   ``canAccessPipeline`` l.1275-1313 (list pipelines in the query's namespace, list versions in
   the pipeline's), version create l.782-787; uploads ``server/pipeline_upload_server.go``
-  ``canUploadVersionedPipeline``: create in the upload's namespace, a version in its pipeline's,
-  and an empty namespace (a shared pipeline) in KFP's own namespace (``GetPodNamespace``);
+  ``canUploadVersionedPipeline`` (read at master 0029bf5; 2.17.0 l.151, l.331 are the upload
+  handlers): create in the upload's namespace, a version in its pipeline's, and an empty
+  namespace (a shared pipeline) in KFP's own namespace (``common.GetPodNamespace``);
 * runs: ``server/run_server.go`` (create in the experiment's namespace; get and terminate via
   ``canAccessRun`` in the run's);
 * experiments: ``server/experiment_server.go`` (create, list in the request's namespace);
