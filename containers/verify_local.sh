@@ -310,13 +310,13 @@ import onnxruntime as ort
 p = ort.get_available_providers(); print(ort.__version__, p)
 assert "CPUExecutionProvider" in p and "CUDAExecutionProvider" not in p'
     fi
-    check "compiled pipeline images are $repository:$version" run_in "$image" sh -c "
+    check "compiled pipeline images are $repository:$version(-cpu)" run_in "$image" sh -c "
 rfdetr-pipeline compile --output /tmp/p.yaml >/dev/null && python - <<'EOF'
 import yaml
 docs = [d for d in yaml.safe_load_all(open('/tmp/p.yaml')) if d]
 images = {e['container']['image'] for e in docs[0]['deploymentSpec']['executors'].values()}
 print(len(docs[0]['deploymentSpec']['executors']), 'executors, images', sorted(images))
-assert images == {'$repository:$version'}, images
+assert images == {'$repository:$version', '$repository:$version-cpu'}, images
 EOF"
     check "no compiler (gcc, cc, g++, clang)" run_in "$image" sh -c '
 for c in gcc cc c++ g++ clang; do if command -v "$c"; then exit 1; fi; done

@@ -82,6 +82,12 @@ class Platform:
             (``activeDeadlineSeconds``, counted from the pod's start; None: none).
         display_names: give the tasks display names (KFP before 2.14 loses producer tasks).
         local: settings for ``kfp.local`` (see the module docstring).
+        cpu_image: image of the steps without GPUs (None: the CPU image built beside ``image``,
+            ``<repo>:<tag>-cpu``); see :func:`step_image`.
+        image_pull_secrets: Kubernetes secrets every step pod pulls its image with.
+        run_as_user: UID (and GID) of every step's container, with ``runAsNonRoot`` (None: not
+            set; the images' user is 1000). KFP >= 2.17 reads it; older backends' protos lack
+            the field and their drivers drop it.
     """
 
     image: str | None = None
@@ -108,6 +114,9 @@ class Platform:
     eval_timeout_s: int | None = STEP_TIMEOUT_S
     display_names: bool = True
     local: bool = False
+    cpu_image: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    run_as_user: int | None = None
 
     @classmethod
     def for_local(cls) -> Platform:
@@ -126,6 +135,7 @@ def common(task: PipelineTask, platform: Platform, resources: Resources) -> Pipe
     task.set_env_variable("PYTHONUNBUFFERED", "1")
     if platform.local:
         return task
+    pod_settings(task, platform, gpu=False)
     task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
     if resources.cpu_limit:
         task.set_cpu_limit(resources.cpu_limit)
@@ -165,6 +175,7 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
         return task
     if not platform.local:
         task.set_accelerator_type(platform.accelerator_type).set_accelerator_limit(str(count))
+        task.set_container_image(step_image(platform, gpu=True))
     for key, value in platform.gpu_node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in platform.gpu_tolerations:
@@ -202,3 +213,32 @@ def deadline(task: PipelineTask, platform: Platform, seconds: int | None) -> Pip
 def no_cache(task: PipelineTask) -> PipelineTask:
     """Always run: the step reads mutable external data or writes to external storage."""
     return task.set_caching_options(enable_caching=False)
+
+
+def step_image(platform: Platform, gpu: bool) -> str:
+    """The image of a step: the GPU image, or for a step without GPUs the CPU image."""
+    from components import RFDETR_IMAGE
+    from components._image import cpu_image_of
+
+    image = platform.image or RFDETR_IMAGE
+    return image if gpu else platform.cpu_image or cpu_image_of(image)
+
+
+def pod_settings(task: PipelineTask, platform: Platform, gpu: bool) -> PipelineTask:
+    """Image (CPU or GPU), pull secrets and (when asked) a non-root security context of a step.
+
+    kfp-kubernetes 2.17 can set only ``runAsUser``/``runAsGroup``/``runAsNonRoot`` of the user
+    container; a backend that reads it also drops all capabilities. Seccomp, read-only root and
+    ``allowPrivilegeEscalation`` are not expressible (docs/deploy.md, "Security").
+    """
+    from kfp import kubernetes
+
+    task.set_container_image(step_image(platform, gpu))
+    if platform.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
+    if platform.run_as_user is not None:
+        uid = platform.run_as_user
+        kubernetes.set_security_context(
+            task, run_as_user=uid, run_as_group=uid, run_as_non_root=True
+        )
+    return task

@@ -50,7 +50,27 @@ def add_parser(subparsers: Subparsers) -> None:
         default=Path(DEFAULT_OUTPUT),
         help=f"file to write (default {DEFAULT_OUTPUT})",
     )
-    parser.add_argument("--image", help="container image of every step (e.g. a CI-built tag)")
+    parser.add_argument("--image", help="container image of the GPU steps (e.g. a CI-built tag)")
+    parser.add_argument(
+        "--cpu-image",
+        help="image of the steps without GPUs (default: the --image tag + '-cpu', as "
+        "containers/build.sh names it)",
+    )
+    parser.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=None,
+        metavar="SECRET",
+        help="Kubernetes secret the step pods pull images with (repeatable; e.g. regcred)",
+    )
+    parser.add_argument(
+        "--run-as-user",
+        type=int,
+        default=None,
+        metavar="UID",
+        help="run every step as this non-root UID/GID (the images' is 1000); KFP backends from "
+        "2.17 read it, older ones drop it",
+    )
     native = parser.add_argument_group("Kubernetes-native pipeline resources")
     native.add_argument(
         "--kubernetes-manifest",
@@ -195,6 +215,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     changes: dict[str, object] = {}
     simple = {
         "image": "image",
+        "cpu_image": "cpu_image",
+        "run_as_user": "run_as_user",
         "accelerator": "accelerator_type",
         "train_gpus": "train_gpus",
         "eval_gpus": "eval_gpus",
@@ -215,6 +237,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     for option in ("train_gpus", "eval_gpus", "train_retries"):
         if (getattr(args, option) or 0) < 0:
             raise CommandError(f"--{option.replace('_', '-')}: expected 0 or more")
+    if args.run_as_user is not None and args.run_as_user <= 0:
+        raise CommandError(f"--run-as-user {args.run_as_user}: expected a non-root UID (1 or more)")
     if args.store_secure:
         changes["store_secure"] = True
     if args.retry_window is not None:
@@ -223,6 +247,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
         changes["retry_backoff_max"] = f"{args.retry_window}s"
     if args.no_display_names:
         changes["display_names"] = False
+    if args.image_pull_secret:
+        changes["image_pull_secrets"] = tuple(args.image_pull_secret)
     if args.node_selector is not None:
         changes["gpu_node_selector"] = _pairs(args.node_selector, "--node-selector")
     if args.toleration is not None:

@@ -45,6 +45,12 @@ def add_parser(subparsers: Subparsers) -> None:
         help="with --wait: give up after this long, e.g. 90m, 3h, 600s (default 3h; exit 1)",
     )
     submit.add_argument(
+        "--terminate-on-abort",
+        action="store_true",
+        help="with --wait: terminate the run when the wait ends first (timeout, Ctrl-C, SIGTERM "
+        "of a cancelled CI job)",
+    )
+    submit.add_argument(
         "--poll", type=_duration, default=15.0, metavar="DURATION", help=argparse.SUPPRESS
     )
     submit.set_defaults(handler=_run_submit)
@@ -71,6 +77,12 @@ def add_parser(subparsers: Subparsers) -> None:
         "--replace",
         action="store_true",
         help="disable enabled recurring runs of the same name in the experiment once created",
+    )
+    schedule.add_argument(
+        "--delete-old",
+        action="store_true",
+        help="with --replace: delete the other recurring runs of that name (enabled or disabled) "
+        "instead of disabling them",
     )
     schedule.set_defaults(handler=_run_schedule)
 
@@ -140,7 +152,13 @@ def _prepare(args: argparse.Namespace) -> tuple:
     client = kfp_api.connect(host, args.namespace, args.ca_cert)
     experiment_id = kfp_api.ensure_experiment(client, args.experiment, args.namespace, host)
     version = kfp_api.upload_version(
-        client, package, name, version_name, host, reuse=args.reuse_version
+        client,
+        package,
+        name,
+        version_name,
+        host,
+        reuse=args.reuse_version,
+        namespace=args.namespace,
     )
     created = (
         " (new pipeline; its first version takes the pipeline's name)"
@@ -172,7 +190,9 @@ def _run_submit(args: argparse.Namespace) -> int:
     print(f"run:        {run_id}  {host}/#/runs/details/{run_id}", flush=True)
     if not args.wait:
         return EXIT_OK
-    state = kfp_api.wait_for_run(client, host, run_id, args.timeout, poll_s=args.poll)
+    state = kfp_api.wait_for_run(
+        client, host, run_id, args.timeout, args.poll, terminate_on_abort=args.terminate_on_abort
+    )
     print(f"state:      {state}")
     return EXIT_OK if state == "SUCCEEDED" else EXIT_FAILURE
 
@@ -184,6 +204,8 @@ def _run_schedule(args: argparse.Namespace) -> int:
     cron = validate_cron(args.cron)  # before any upload
     if args.max_concurrency < 1:
         raise CommandError(f"--max-concurrency {args.max_concurrency}: expected 1 or more")
+    if args.delete_old and not args.replace:
+        raise CommandError("--delete-old needs --replace")
     client, host, experiment_id, version, params, name = _prepare(args)
     job_id, disabled = kfp_api.create_schedule(
         client,
@@ -198,8 +220,10 @@ def _run_schedule(args: argparse.Namespace) -> int:
         pipeline_root=args.pipeline_root,
         service_account=args.service_account,
         replace=args.replace,
+        delete_old=args.delete_old,
     )
     print(f"recurring:  {job_id} cron '{cron}'  {host}/#/recurringrun/details/{job_id}")
     if disabled:
-        print(f"disabled:   {', '.join(disabled)}")
+        label = "deleted:" if args.delete_old else "disabled:"
+        print(f"{label:<12}{', '.join(disabled)}")
     return EXIT_OK

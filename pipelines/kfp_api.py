@@ -175,6 +175,7 @@ def upload_version(
     host: str,
     *,
     reuse: bool = False,
+    namespace: str | None = None,
 ) -> UploadedVersion:
     """Upload ``package`` as version ``version_name`` of ``pipeline_name`` (created if needed).
 
@@ -184,14 +185,17 @@ def upload_version(
     With ``reuse``, a version of any name that holds this YAML is used too (say, the pipeline's
     first version, or an earlier release being rolled back to): a release's submit and
     schedule, or a re-run of a failed deploy, share one version instead of uploading twice.
+    With ``namespace``, a private pipeline there: multi-user KFP authorizes a shared one in its own
+    namespace (``canUploadVersionedPipeline``), where the submitter's Role grants nothing.
     """
     with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"), _quiet_kfp():
-        pipeline_id = client.get_pipeline_id(pipeline_name)
+        pipeline_id = _pipeline_id(client, pipeline_name, namespace)
         if pipeline_id is None:
             pipeline = client.upload_pipeline(
                 str(package.path),
                 pipeline_name=pipeline_name,
                 description=content_description(package),
+                namespace=namespace,
             )
             first = _newest_version(client, pipeline.pipeline_id, host)
             return UploadedVersion(
@@ -216,6 +220,15 @@ def upload_version(
             description=content_description(package),
         )
         return UploadedVersion(pipeline_id, version.pipeline_version_id, version_name, False)
+
+
+def _pipeline_id(client: kfp.Client, name: str, namespace: str | None) -> str | None:
+    """The id of pipeline ``name`` in ``namespace`` (shared pipelines when None), if any."""
+    found = client.list_pipelines(filter=_name_filter(name), page_size=2, namespace=namespace)
+    pipelines = found.pipelines or []
+    if len(pipelines) > 1:
+        raise ValueError(f"more than one pipeline is named {name!r}; pass --pipeline-name")
+    return pipelines[0].pipeline_id if pipelines else None
 
 
 def _version_holding(client: kfp.Client, pipeline_id: str, sha256: str) -> Any | None:
@@ -295,14 +308,37 @@ TERMINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
 def wait_for_run(
-    client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float = 15.0
+    client: kfp.Client,
+    host: str,
+    run_id: str,
+    timeout_s: float,
+    poll_s: float = 15.0,
+    *,
+    terminate_on_abort: bool = False,
 ) -> str:
     """Poll run ``run_id`` until it ends; returns its final state (one of TERMINAL_RUN_STATES).
 
-    kfp's own ``wait_for_run_completion`` does not stop on CANCELED, so a cancelled smoke run
-    would hold CI until the timeout; this loop does. A run still going after ``timeout_s``
-    is a CommandError (exit 1) naming its last state.
+    Unlike kfp's ``wait_for_run_completion``, it stops on CANCELED. A run still going after
+    ``timeout_s`` is a CommandError (exit 1). With ``terminate_on_abort``, a wait ending first
+    (timeout, Ctrl-C, SIGTERM of a cancelled CI job) terminates the run: no GPU run goes unwatched.
     """
+    import signal
+
+    # A cancelled CI job's step gets SIGTERM: raise KeyboardInterrupt as for Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _poll_run(client, host, run_id, timeout_s, poll_s)
+    except (CommandError, KeyboardInterrupt):
+        if terminate_on_abort:
+            with kfp_errors(host, f"terminating run {run_id}"), _quiet_kfp():
+                client.terminate_run(run_id)
+            logger.warning("terminated run %s (the wait for it ended first)", run_id)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
     deadline = time.monotonic() + timeout_s
     last = "UNKNOWN"
     while True:
@@ -334,11 +370,12 @@ def create_schedule(
     pipeline_root: str | None = None,
     service_account: str | None = None,
     replace: bool = False,
+    delete_old: bool = False,
 ) -> tuple[str, list[str]]:
-    """Create a recurring run on ``version``; returns (its id, ids of the ones it disabled).
+    """Create a recurring run on ``version``; returns (its id, ids of the ones it replaced).
 
-    With ``replace``, enabled recurring runs of the same name in the experiment are disabled
-    after the new one exists (so a failure never leaves no schedule at all).
+    With ``replace``, enabled recurring runs of that name in the experiment are disabled once the
+    new one exists (never no schedule); ``delete_old`` deletes all of them instead (any state).
     """
     with kfp_errors(host, f"scheduling {name!r}"), _quiet_kfp():
         previous = []
@@ -346,9 +383,8 @@ def create_schedule(
             listing = client.list_recurring_runs(
                 experiment_id=experiment_id, filter=_name_filter(name), page_size=100
             )
-            previous = [
-                r.recurring_run_id for r in listing.recurring_runs or [] if r.mode != "DISABLE"
-            ]
+            runs = listing.recurring_runs or []
+            previous = [r.recurring_run_id for r in runs if delete_old or r.mode != "DISABLE"]
         job = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=name,
@@ -362,5 +398,8 @@ def create_schedule(
             service_account=service_account,
         )
         for old in previous:
-            client.disable_recurring_run(old)
+            if delete_old:
+                client.delete_recurring_run(old)
+            else:
+                client.disable_recurring_run(old)
     return str(job.recurring_run_id), previous

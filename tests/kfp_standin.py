@@ -46,10 +46,12 @@ class KfpStandIn:
     versions: list[dict] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
     recurring: list[dict] = field(default_factory=list)
+    deleted_recurring: list[dict] = field(default_factory=list)
     uploads: list[bytes] = field(default_factory=list)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     url: str = ""
     run_outcome: str = "SUCCEEDED"  # the state a run reports when asked for it
+    multi_user: bool = False  # what /healthz reports
 
     def calls(self) -> list[tuple[str, str]]:
         return [(r.method, r.path) for r in self.requests]
@@ -77,7 +79,7 @@ def _listing(key: str, items: list[dict], query: dict[str, str]) -> dict:
 def _route(state: KfpStandIn, req: Request) -> tuple[int, dict]:
     path, method, q = req.path, req.method, req.query
     if (method, path) == ("GET", f"{API}/healthz"):
-        return 200, {"multi_user": False}
+        return 200, {"multi_user": state.multi_user}
     if path == f"{API}/experiments":
         if method == "GET":
             return 200, _listing("experiments", state.experiments, q)
@@ -91,6 +93,7 @@ def _route(state: KfpStandIn, req: Request) -> tuple[int, dict]:
             "pipeline_id": state.new_id("pipe"),
             "display_name": q["name"],
             "description": q.get("description", ""),
+            "namespace": q.get("namespace", ""),
             "created_at": NOW,
         }
         state.pipelines.append(pipeline)
@@ -120,7 +123,13 @@ def _route(state: KfpStandIn, req: Request) -> tuple[int, dict]:
         run_id = path.rsplit("/", 1)[1]
         for run in state.runs:
             if run["run_id"] == run_id:
-                return 200, {**run, "state": state.run_outcome, "finished_at": NOW}
+                return 200, {**run, "state": run.get("final") or state.run_outcome}
+    if method == "POST" and path.startswith(f"{API}/runs/") and path.endswith(":terminate"):
+        run_id = path.rsplit("/", 1)[1].split(":")[0]
+        for run in state.runs:
+            if run["run_id"] == run_id:
+                run["final"] = "CANCELED"
+                return 200, {}
     if path == f"{API}/recurringruns":
         if method == "GET":
             mine = [r for r in state.recurring if r["experiment_id"] == q.get("experiment_id")]
@@ -139,6 +148,13 @@ def _route(state: KfpStandIn, req: Request) -> tuple[int, dict]:
             if job["recurring_run_id"] == job_id:
                 job["mode"], job["status"] = "DISABLE", "DISABLED"
                 return 200, {}
+    if method == "DELETE" and path.startswith(f"{API}/recurringruns/"):
+        job_id = path.rsplit("/", 1)[1]
+        gone = [job for job in state.recurring if job["recurring_run_id"] == job_id]
+        if gone:
+            state.recurring.remove(gone[0])
+            state.deleted_recurring.append(gone[0])
+            return 200, {}
     return 404, {"error": "not found", "code": 5, "message": f"no route {method} {path}"}
 
 
@@ -207,3 +223,21 @@ def submit(state: KfpStandIn, package: Path, *extra: str) -> int:
 
 def schedule(state: KfpStandIn, package: Path, *extra: str) -> int:
     return _deploy("schedule", state, package, extra)
+
+
+def isolate_kfp_client(monkeypatch: Any, home: Path) -> None:
+    """No credentials or endpoint from this machine's environment; kfp's context file in ``home``.
+
+    ``monkeypatch``: pytest's fixture (undone after the test).
+    """
+    monkeypatch.setenv("HOME", str(home))
+    for name in (
+        "KF_PIPELINES_TOKEN",
+        "KF_PIPELINES_COOKIE",
+        "KF_PIPELINES_SA_TOKEN_PATH",
+        "KF_PIPELINES_ENDPOINT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    import kfp.client.client as kfp_client
+
+    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT", str(home / "context.json"))

@@ -90,6 +90,7 @@ def compile_in_image(client: docker.DockerClient, run: Run, store: Store, epochs
     os.chown(out, run.uid, run.gid)
     options = [
         f"--image={run.image}",
+        f"--cpu-image={run.image}",  # every step in the image under test
         "--train-gpus=0",
         "--eval-gpus=0",
         "--train-retries=0",

@@ -22,8 +22,14 @@ def _pyproject_version() -> str:
     return re.search(r'^version = "([^"]+)"$', text, flags=re.MULTILINE).group(1)
 
 
-def _build_script(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": path} if path is not None else None
+def _build_script(
+    *args: str, path: str | None = None, repository: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "IMAGE_REPOSITORY"}
+    if path is not None:
+        env["PATH"] = path
+    if repository is not None:
+        env["IMAGE_REPOSITORY"] = repository
     return subprocess.run(
         [shutil.which("bash") or "/bin/bash", str(CONTAINERS / "build.sh"), *args],
         capture_output=True,
@@ -74,6 +80,8 @@ def test_deploy_final_stage_is_non_root_unbuffered_and_labelled(dockerfile: Path
     assert f'".[{extras}]"' in text
     base = re.findall(r"^ARG \w+_IMAGE=(\S+)", text, flags=re.MULTILINE)
     assert base and all(":" in b and not b.endswith(":latest") for b in base)
+    # A forced UID (OpenShift restricted SCC, KFP defaultRunAsUser) still has a writable HOME.
+    assert "chmod 1777 /home/rfdetr" in final and "chmod -R a+rwX /home/rfdetr/.cache" in final
 
 
 def test_deploy_image_tag_is_the_package_version_everywhere(monkeypatch):

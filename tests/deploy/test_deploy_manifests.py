@@ -36,11 +36,18 @@ def test_deploy_every_overlay_renders_the_expected_kinds(rendered_docs):
             "Role",
             "RoleBinding",
             "CronJob",
-            "PersistentVolumeClaim",
+            "NetworkPolicy",
         ):
             assert (overlay, kind) in kinds, f"{overlay} renders no {kind}"
     assert ("overlays/prod", "ServiceMonitor") in kinds
     assert ("training", "PyTorchJob") in kinds
+    assert ("training", "PersistentVolumeClaim") in kinds  # only the PyTorchJob uses the cache
+    # A Profile's namespace: the profile controller owns the Namespace and its kfp-launcher.
+    profile = [doc for d, doc in rendered_docs if d == "overlays/profile"]
+    assert {d["kind"] for d in profile} >= {"CronJob", "Role", "Deployment", "NetworkPolicy"}
+    assert not [d for d in profile if d["kind"] == "Namespace"]
+    assert not [d for d in profile if d["metadata"]["name"] == "kfp-launcher"]
+    assert not any(k == "PersistentVolumeClaim" for d, k in kinds if d.startswith("overlays"))
     for overlay, namespace in (("overlays/dev", "rfdetr-dev"), ("overlays/prod", "rfdetr")):
         docs = [doc for d, doc in rendered_docs if d == overlay]
         assert {doc["metadata"].get("namespace") for doc in docs} == {None, namespace}

@@ -8,61 +8,14 @@ pipeline it uploads must reach the object store the overlay's kfp-launcher names
 
 from __future__ import annotations
 
-import os
-import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from deploy_helpers import cronjob_and_configmaps, profile_policy_allows, run_cronjob
 from kfp_standin import serve
 
 OVERLAYS = ("overlays/dev", "overlays/prod")
-
-
-def _overlay(rendered_docs: list[tuple[str, dict]], overlay: str) -> tuple[dict, dict[str, dict]]:
-    docs = [doc for d, doc in rendered_docs if d == overlay]
-    cronjob = next(doc for doc in docs if doc["kind"] == "CronJob")
-    configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
-    return cronjob, configmaps
-
-
-def _pod_environment(container: dict, configmaps: dict[str, dict]) -> dict[str, str]:
-    env = {}
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            ref = item["valueFrom"]["configMapKeyRef"]
-            env[item["name"]] = configmaps[ref["name"]][ref["key"]]  # KeyError: a dangling ref
-    return env
-
-
-def _materialise_volumes(pod: dict, configmaps: dict[str, dict], root: Path) -> dict[str, Path]:
-    """Mount path -> a local folder holding what the volume would hold."""
-    container = pod["containers"][0]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = {}
-    for mount in container["volumeMounts"]:
-        folder = root / mount["name"]
-        folder.mkdir(parents=True)
-        volume = volumes[mount["name"]]
-        if "configMap" in volume:
-            for key, text in configmaps[volume["configMap"]["name"]].items():
-                (folder / key).write_text(text)
-        for source in volume.get("projected", {}).get("sources", []):
-            token = source.get("serviceAccountToken")
-            if token:
-                (folder / token["path"]).write_text("projected-sa-token")
-        mounts[mount["mountPath"]] = folder
-    return mounts
-
-
-def _localise(text: str, mounts: dict[str, Path]) -> str:
-    """``text`` with every mount path replaced by its local folder (one pass, longest first)."""
-    paths = sorted(mounts, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(p) for p in paths))
-    return pattern.sub(lambda m: str(mounts[m.group(0)]), text)
 
 
 def _executor_env(pipeline_yaml: bytes) -> list[dict[str, str]]:
@@ -75,30 +28,28 @@ def _executor_env(pipeline_yaml: bytes) -> list[dict[str, str]]:
 def test_deploy_retrain_cronjob_compiles_for_the_overlay_store_and_submits(
     rendered_docs: list[tuple[str, dict]], tmp_path: Path, overlay: str
 ) -> None:
-    import subprocess
-
-    cronjob, configmaps = _overlay(rendered_docs, overlay)
-    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    mounts = _materialise_volumes(pod, configmaps, tmp_path / "volumes")
-    env = {k: _localise(v, mounts) for k, v in _pod_environment(container, configmaps).items()}
-    command = [_localise(part, mounts) for part in container["command"]]
-    assert command[:2] == ["/bin/sh", "-c"]
     with serve() as kfp:
-        env |= {
-            "KF_PIPELINES_ENDPOINT": kfp.url,
-            "HOME": str(tmp_path / "home"),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        }
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
+        kfp.multi_user = True
+        for _tick in range(2):  # two ticks of the schedule
+            result = run_cronjob(rendered_docs, overlay, kfp.url, tmp_path / f"tick{_tick}")
+            assert result.returncode == 0, result.stderr[-2000:]
+    cronjob, configmaps = cronjob_and_configmaps(rendered_docs, overlay)
+    namespace = cronjob["metadata"]["namespace"]
     launcher = configmaps["kfp-launcher"]
     s3 = yaml.safe_load(launcher["providers"])["s3"]["default"]
     settings = configmaps["rfdetr-pipeline-settings"]
     assert s3["endpoint"] == f"{settings['store-host']}:{settings['store-port']}"
     assert s3["disableSSL"] == (settings["store-secure"] != "true")
 
-    assert len(kfp.uploads) == 1
+    assert len(kfp.uploads) == 1, "the second tick reuses the version holding the same YAML"
+    assert len(kfp.runs) == 2
+    assert {run["pipeline_version_reference"]["pipeline_version_id"] for run in kfp.runs} == {
+        kfp.versions[0]["pipeline_version_id"]
+    }
+    # Multi-user KFP: the experiment, the pipeline (so its versions) and hence the runs live in
+    # the CronJob's own namespace, where the submitter Role is bound.
+    assert {e["namespace"] for e in kfp.experiments} == {namespace}
+    assert {p["namespace"] for p in kfp.pipelines} == {namespace}
     store_steps = [e for e in _executor_env(kfp.uploads[0]) if "OBJECTSTORECONFIG_HOST" in e]
     assert store_steps, "no step of the uploaded pipeline reads the object store"
     for step_env in store_steps:
@@ -106,9 +57,20 @@ def test_deploy_retrain_cronjob_compiles_for_the_overlay_store_and_submits(
         assert endpoint == s3["endpoint"]
         assert step_env["OBJECTSTORECONFIG_SECURE"] == settings["store-secure"]
         assert step_env["PUSHGATEWAY_URL"] == settings["pushgateway-url"]
+    # The pods of the runs it submits: the CronJob's pull secret, a non-root user.
+    platform = list(yaml.safe_load_all(kfp.uploads[0]))[1]["platforms"]["kubernetes"]
+    pod_names = [
+        s["name"]
+        for s in cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["imagePullSecrets"]
+    ]
+    for config in platform["deploymentSpec"]["executors"].values():
+        assert [s["secretName"] for s in config["imagePullSecret"]] == pod_names
+        assert config["securityContext"]["runAsNonRoot"] is True
     run = kfp.runs[-1]
     params = yaml.safe_load(configmaps["rfdetr-retrain-params"]["params.yaml"])
-    assert run["runtime_config"]["parameters"] == params
+    mirror = f"s3://mlpipeline/private-artifacts/{namespace}/rfdetr/checkpoint-mirror"
+    assert run["runtime_config"]["parameters"] == {**params, "checkpoint_mirror_uri": mirror}
+    assert profile_policy_allows(f"{mirror}/run-1/checkpoint.pth", namespace)
     assert run["display_name"] == "rfdetr weekly retrain"
     auth = {r.headers.get("authorization") for r in kfp.requests}
     assert auth == {"Bearer projected-sa-token"}

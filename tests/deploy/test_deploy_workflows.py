@@ -60,3 +60,42 @@ def test_deploy_ci_runs_make_test_and_deploy_releases_by_sha():
     for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_TOKEN"):
         values = set(re.findall(rf"{name}: (.+)", deploy_text))
         assert values and all(v.startswith("${{ secrets.") for v in values), name
+
+
+def _seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
+def test_deploy_release_limits_permissions_and_installs_no_torch_to_compile():
+    deploy = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
+    assert deploy["permissions"] == {"contents": "read"}
+    jobs = deploy["jobs"]
+    assert "permissions" not in jobs["test"]  # the workflow's read-only default
+    assert jobs["release"]["permissions"] == {"contents": "read", "packages": "write"}
+    release = _steps(deploy, "release")
+    assert "make install" not in release  # that installs CUDA torch just to compile
+    assert '"kfp==2.17.0" "kfp-kubernetes==2.17.0"' in release and "--no-deps ." in release
+    pins = re.findall(r'"(kfp(?:-kubernetes)?==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert sorted(pins) == ["kfp-kubernetes==2.17.0", "kfp==2.17.0"]  # the same pins
+
+
+def test_deploy_smoke_wait_ends_before_the_job_and_terminates_the_run():
+    deploy = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
+    release = deploy["jobs"]["release"]
+    (smoke,) = [s for s in release["steps"] if s.get("name", "").startswith("Smoke run")]
+    timeout = re.search(r"--timeout (\S+)", smoke["run"]).group(1)
+    # builds (up to an hour) + the smoke wait must fit in the job, or GitHub kills it mid-wait
+    assert _seconds(timeout) + 3600 < release["timeout-minutes"] * 60
+    assert "--terminate-on-abort" in smoke["run"]
+    assert "--param publish_bucket= " in smoke["run"]  # a smoke run never publishes
+
+
+def test_deploy_workflow_actions_are_pinned_by_commit():
+    """A tag can be moved to other code; a full commit SHA cannot (the comment names the tag)."""
+    for path in FILES:
+        uses = re.findall(r"uses: (\S+)(.*)", path.read_text())
+        assert uses, path
+        for action, comment in uses:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", action), (path.name, action)
+            assert re.fullmatch(r"\s+# v\d+\.\d+\.\d+", comment), (path.name, action)

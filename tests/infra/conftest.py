@@ -6,25 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kfp_standin import KfpStandIn, serve
+from kfp_standin import KfpStandIn, isolate_kfp_client, serve
 
 
 @pytest.fixture
 def kfp_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[KfpStandIn]:
     """A running stand-in on 127.0.0.1; kfp's context file is kept out of the real home."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for name in (
-        "KF_PIPELINES_TOKEN",
-        "KF_PIPELINES_COOKIE",
-        "KF_PIPELINES_SA_TOKEN_PATH",
-        "KF_PIPELINES_ENDPOINT",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    import kfp.client.client as kfp_client
-
-    monkeypatch.setattr(
-        kfp_client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "home" / "context.json")
-    )
+    isolate_kfp_client(monkeypatch, tmp_path / "home")
     with serve() as state:
         yield state
 

@@ -272,3 +272,51 @@ def test_module_entry_point_runs_without_installation(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "KFP's cron has 6" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_cancelled_wait_terminates_the_run(kfp_api: KfpStandIn, package: Path) -> None:
+    """SIGTERM (what a cancelled or timed-out CI job's step gets) ends the wait: run terminated."""
+    import os
+    import signal
+    import time
+
+    kfp_api.run_outcome = "RUNNING"
+    command = [sys.executable, "-m", "pipelines", "submit", str(package), "--host", kfp_api.url,
+               "--param", "dataset_uri=s3://d/x", "--wait", "--poll", "0.05s",
+               "--terminate-on-abort"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(r.method == "GET" and "/runs/" in r.path for r in kfp_api.requests):
+        assert time.monotonic() < deadline and child.poll() is None, "never started waiting"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    (run,) = kfp_api.runs
+    assert ("POST", f"{API}/runs/{run['run_id']}:terminate") in kfp_api.calls()
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_a_timed_out_wait_terminates_only_when_asked(kfp_api: KfpStandIn, package: Path) -> None:
+    kfp_api.run_outcome = "RUNNING"
+    waiting = ("--wait", "--timeout", "0.2s", "--poll", "0.05s")
+    assert submit(kfp_api, package, *waiting) == 1
+    assert not any(path.endswith(":terminate") for _, path in kfp_api.calls())
+    assert submit(kfp_api, package, *waiting, "--terminate-on-abort") == 1
+    terminated = [path for _, path in kfp_api.calls() if path.endswith(":terminate")]
+    assert terminated == [f"{API}/runs/{kfp_api.runs[-1]['run_id']}:terminate"]
+
+
+def test_schedule_delete_old_deletes_instead_of_disabling(
+    kfp_api: KfpStandIn, package: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cron = ("--cron", "0 0 3 * * 1", "--name", "weekly")
+    assert schedule(kfp_api, package, *cron, "--delete-old") == 2
+    assert "--delete-old needs --replace" in capsys.readouterr().err
+    assert schedule(kfp_api, package, *cron) == 0
+    assert schedule(kfp_api, package, *cron, "--replace", "--reuse-version") == 0
+    first, second = (job["recurring_run_id"] for job in kfp_api.recurring)
+    assert schedule(kfp_api, package, *cron, "--replace", "--reuse-version", "--delete-old") == 0
+    assert [j["recurring_run_id"] for j in kfp_api.deleted_recurring] == [first, second]
+    assert len(kfp_api.recurring) == 1 and "deleted:    " in capsys.readouterr().out

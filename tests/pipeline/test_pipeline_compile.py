@@ -134,7 +134,8 @@ def test_pipeline_compile_components_use_the_versioned_image_and_install_nothing
     assert RFDETR_IMAGE.endswith(f":{package_version()}")
     for name in ORDER:
         container = _container(spec, name)
-        assert container["image"] == RFDETR_IMAGE
+        gpu = name in ("train", "evaluate")  # the others run on the CPU image built beside it
+        assert container["image"] == (RFDETR_IMAGE if gpu else f"{RFDETR_IMAGE}-cpu"), name
         command = " ".join(container["command"] + container.get("args", []))
         assert "pip install" not in command, name  # install_kfp_package=False, no packages
         assert "executor_main" in command

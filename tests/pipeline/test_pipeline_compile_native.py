@@ -43,7 +43,7 @@ def test_native_resources_hold_exactly_the_uploadable_pipeline(tmp_path: Path) -
     assert version["spec"]["pipelineSpec"] == spec
     assert version["spec"]["platformSpec"] == platform
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {IMAGE}
+    assert images == {IMAGE, f"{IMAGE}-cpu"}  # GPU steps, and the CPU image of the others
 
 
 def test_native_version_name_defaults_to_the_package_version(tmp_path: Path) -> None:
