@@ -43,8 +43,9 @@ def resolve_config(
         resolution: input side in pixels (a multiple of patch size x windows); None: preset's.
         use_ema: keep an exponential moving average of the weights; None: the preset's.
         early_stopping: stop when validation mAP stops improving; None: the preset's.
-        pretrain_weights: checkpoint to start from: an s3:// or minio:// URI, a path in the
-            image, or an official weights name; empty: random initialisation.
+        pretrain_weights: empty: the official COCO weights of the size, from the object
+            store's weights mirror (tiny: random); random: random initialisation; or an
+            s3:// URI, a path in the image, or an official weights name.
         overrides: any other RunConfig option, flat ("warmup_epochs") or dotted
             ("train.warmup_epochs").
     """

@@ -86,7 +86,8 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             use_ema: keep an EMA of the weights (the better of the two is shipped).
             early_stopping: stop when validation mAP50:95 stops improving.
             overrides: any other training option, e.g. {"train.warmup_epochs": 1}.
-            pretrain_weights: checkpoint to fine-tune from (s3:// URI, path or official name).
+            pretrain_weights: empty: the official COCO weights of the size (weights mirror in
+                the object store; tiny: random); random: random init; or s3:// URI, path.
             publish_bucket: where the model is published; empty: not published.
             model_name: folder in the bucket; empty: rfdetr-<model_size>.
             model_version: version folder; empty: YYYYMMDD-HHMMSS-<run id>.
