@@ -115,3 +115,17 @@ def test_pipeline_demo_uploads_a_dataset_folder(shapes: Path, store_env: dict) -
     assert dataset_uri("s3://elsewhere/data", Path("unused")) == "s3://elsewhere/data"
     with pytest.raises(SystemExit, match="neither a folder nor an s3:// URI"):
         dataset_uri("/no/such/folder", Path("unused"))
+
+
+def test_pipeline_demo_counts_artifact_bytes_per_consumer(tmp_path: Path) -> None:
+    """Each output is uploaded once; each step taking it downloads it whole (the dataset
+    reference by validate, train and evaluate; the train artifact by select-checkpoint only).
+    Files beside the artifacts (train's work folder) are not artifacts."""
+    from pipelines.demo import artifact_traffic, pipeline_spec
+
+    sizes = {"fetch-dataset/dataset/ref.json": 100, "train/checkpoints/best.pth": 1000}
+    sizes["train/checkpoints.work/checkpoint.pth"] = 50_000
+    for rel, size in sizes.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * size)
+    assert artifact_traffic(tmp_path, pipeline_spec()) == (100 + 1000, 3 * 100 + 1000)
