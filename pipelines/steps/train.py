@@ -44,6 +44,7 @@ KEPT: tuple[str, ...] = (
     "run.yaml",
     "metrics_plot.png",
 )
+TENSORBOARD_GLOB = "events.out.tfevents.*"  # TensorBoard's log, when that logger is on
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,9 @@ def work_folder(output_dir: str | Path) -> Path:
 
 
 def keep_outputs(work: Path, out: Path) -> list[str]:
-    """Link the :data:`KEPT` files of the run folder into the artifact folder."""
+    """Link the :data:`KEPT` files (and TensorBoard's) of the run folder into the artifact."""
     kept = [name for name in KEPT if (work / name).is_file()]
+    kept += sorted(p.name for p in work.glob(TENSORBOARD_GLOB) if p.is_file())
     for name in kept:
         (out / name).unlink(missing_ok=True)
         link_or_copy(work / name, out / name)
