@@ -6,6 +6,7 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import json
+import shutil
 import threading
 import urllib.request
 from pathlib import Path
@@ -99,7 +100,9 @@ def test_pipeline_fetch_dataset_passes_a_reference_not_a_copy(
     assert len({name for name in threads if name.startswith("download_")}) > 1
 
 
-def test_pipeline_dataset_reference_refuses_changed_data(artifact, shapes, bucket) -> None:
+def test_pipeline_dataset_reference_refuses_changed_data(
+    artifact, shapes, bucket, tmp_path: Path
+) -> None:
     storage.upload_dir(shapes, f"s3://{bucket}/shapes")
     out = artifact(Dataset, "dataset")
     fetch_dataset.python_func(dataset_uri=f"s3://{bucket}/shapes", dataset=out)
@@ -116,8 +119,10 @@ def test_pipeline_dataset_reference_refuses_changed_data(artifact, shapes, bucke
         fetch_dataset.python_func(
             dataset_uri=f"s3://{bucket}/shapes", dataset=artifact(Dataset, "again")
         )
-    # the manifest rewritten after the run pinned it: later steps refuse to read on
-    storage.upload_dir(shapes, f"s3://{bucket}/shapes")
+    # a new version of the dataset uploaded after the run pinned it: later steps refuse it
+    newer = Path(shutil.copytree(shapes, tmp_path / "v2"))
+    (newer / "README.txt").write_text("v2")
+    storage.upload_dir(newer, f"s3://{bucket}/shapes")
     with (
         pytest.raises(IntegrityError, match="changed since the run pinned it"),
         dataset_folder(out.path),
