@@ -224,3 +224,18 @@ def test_pipeline_steps_push_their_metrics(
     assert samples[("rfdetr_step_success", "validate_dataset")] == 1
     assert samples[("rfdetr_dataset_train_images", "validate_dataset")] == 8
     assert 0 < samples[("rfdetr_step_duration_seconds", "validate_dataset")] < 60
+
+
+def test_pipeline_dataset_upload_command_writes_the_manifest(
+    artifact, shapes, bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.cli import main
+
+    uri = f"s3://{bucket}/uploaded"
+    assert main(["dataset", "upload", str(shapes), uri]) == 0
+    assert "uploaded" in capsys.readouterr().out
+    out = artifact(Dataset, "dataset")
+    fetch_dataset.python_func(dataset_uri=uri, dataset=out)  # pinned: the manifest is there
+    assert out.metadata["by_reference"] is True
+    assert main(["dataset", "upload", str(tmp_path / "missing"), uri]) == 2
+    assert "not a folder" in capsys.readouterr().err
