@@ -85,9 +85,10 @@ def fetch_dataset(source: str, dest: str | Path) -> FetchResult:
 
 
 def dataset_reference(dataset_dir: str | Path) -> PrefixReference | None:
-    """The reference :func:`fetch_dataset` left in ``dataset_dir``, or None for a copy."""
+    """The reference :func:`fetch_dataset` left in ``dataset_dir`` (its only file), or None
+    for a copy."""
     file = Path(dataset_dir) / REFERENCE_FILE
-    if not file.is_file():
+    if not file.is_file() or len(list(Path(dataset_dir).iterdir())) != 1:
         return None
     return PrefixReference.from_json(file.read_text(encoding="utf-8"), str(file))
 
