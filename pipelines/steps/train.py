@@ -162,22 +162,21 @@ def train_run(
     if mirror_root:
         uri = f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train"
         mirror = CheckpointMirror(uri, mirror_interval)
-    with (
-        step_metrics("train", run_id) as metrics,
-        tempfile.TemporaryDirectory() as tmp,
-        dataset_folder(dataset_dir) as data,
-    ):
-        if mirror is not None:
-            mirror.restore(work)
-        config, resumed = _prepared(config, data, work, Path(tmp))
-        count = processes or visible_gpus()
-        with mirror.watching(work) if mirror is not None else contextlib.nullcontext():
-            if count > 1:
-                run_distributed(config, count, Path(tmp))
-            else:
-                from rfdetr.training.loop import fit
+    with step_metrics("train", run_id) as metrics, tempfile.TemporaryDirectory() as tmp:
+        # the weights first: a missing mirror fails before the dataset is downloaded
+        weights = resolve_weights(config.train.pretrain_weights, Path(tmp))
+        with dataset_folder(dataset_dir) as data:
+            if mirror is not None:
+                mirror.restore(work)
+            config, resumed = _prepared(config, data, work, weights)
+            count = processes or visible_gpus()
+            with mirror.watching(work) if mirror is not None else contextlib.nullcontext():
+                if count > 1:
+                    run_distributed(config, count, Path(tmp))
+                else:
+                    from rfdetr.training.loop import fit
 
-                fit(config)
+                    fit(config)
         outcome = outcome_from_folder(work, resumed)
         if mirror is not None:
             mirror.finish(work)
@@ -187,7 +186,7 @@ def train_run(
 
 
 def _prepared(
-    config: RunConfig, dataset_dir: str | Path, out: Path, scratch: Path
+    config: RunConfig, dataset_dir: str | Path, out: Path, weights: str | None
 ) -> tuple[RunConfig, int | None]:
     """The config pointed at the data, the run folder, its resume point and local weights."""
     overrides: dict[str, Any] = {"dataset_dir": str(dataset_dir), "output_dir": str(out)}
@@ -197,7 +196,7 @@ def _prepared(
         overrides["resume"] = str(last)
         resumed = _logged_epoch(out)
         logger.info("resuming from %s (epoch %s finished)", last, resumed)
-    overrides["pretrain_weights"] = resolve_weights(config.train.pretrain_weights, scratch)
+    overrides["pretrain_weights"] = weights
     return config.with_overrides(overrides), resumed
 
 

@@ -22,8 +22,10 @@ from components import (
     select_checkpoint,
     train,
 )
+from pipelines.steps.dataset import REFERENCE_FILE
 from pipelines.steps.train import work_folder
 from rfdetr import storage
+from rfdetr.storage.reference import PrefixReference
 from rfdetr.training.loggers import read_log
 
 
@@ -299,8 +301,12 @@ def test_pipeline_train_default_weights_need_the_mirror(
     monkeypatch.setenv("RFDETR_WEIGHTS_URI", f"s3://{bucket}/rfdetr-weights")
     monkeypatch.delenv("RFDETR_WEIGHTS_BASE_URL", raising=False)
     config = _config(tmp_path, shapes, model_size="nano")
+    # a reference to data that is not there: the weights are checked before any download
+    ref = PrefixReference(f"s3://{bucket}/no-data", "0" * 64, 1, 1)
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / REFERENCE_FILE).write_text(ref.to_json())
     with pytest.raises(SystemExit) as failed:
-        _train(tmp_path, config, shapes)
+        _train(tmp_path, config, tmp_path / "ref")
     assert str(failed.value.code) == (
         f"train: error: the official nano weights are not in the object store "
         f"(s3://{bucket}/rfdetr-weights/rf-detr-nano.pth): run `rfdetr-pipeline weights "
