@@ -31,7 +31,7 @@ def evaluate(
 
     Args:
         model: the selected checkpoint folder.
-        dataset: the dataset folder.
+        dataset: the fetched dataset (folder, or reference downloaded here).
         run_config: the run config (evaluation batch size, DataLoader workers).
         eval_metrics: output; mAP50:95, mAP50, mAP75, size-wise mAP and AR (masks for Seg models),
             precision/recall/F1 at the F1-optimal confidence, and AP50:95 per class.

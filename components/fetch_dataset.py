@@ -8,16 +8,17 @@ from components._image import RFDETR_IMAGE
 
 @dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)
 def fetch_dataset(dataset_uri: str, dataset: Output[Dataset]):
-    """Copy a COCO or YOLO dataset into the pipeline, verifying every file.
+    """Pin a COCO or YOLO dataset for the run: a reference, not a copy.
 
-    Object-store sources: each object's size, ETag and sha256 metadata are checked, and the
-    whole prefix against its ``manifest.json`` when it has one; keys that would escape the
-    prefix (``..``, absolute) are refused before anything is written. Credentials come from the
-    environment (the ``mlpipeline-minio-artifact`` secret on Kubeflow).
+    Object-store sources are not copied: the prefix's listing must match its ``manifest.json``
+    (required; keys escaping the prefix are refused), and the output holds the URI and the
+    manifest's sha256; validate, train and evaluate download the files themselves, in
+    parallel, each checked against that manifest. A local folder is copied. Credentials come
+    from the environment (the ``mlpipeline-minio-artifact`` secret on Kubeflow).
 
     Args:
         dataset_uri: ``s3://bucket/prefix``, ``minio://bucket/prefix`` or a local folder.
-        dataset: output; the dataset folder (train/, valid/, optional test/).
+        dataset: output; ``dataset-reference.json``, or the copied folder.
     """
     from pipelines.steps.common import step_errors
     from pipelines.steps.dataset import fetch_dataset as fetch

@@ -17,15 +17,17 @@ def train(
 ):
     """Train RF-DETR (gradient accumulation, EMA, mixed precision on CUDA) as the config says.
 
-    A retried attempt resumes: from ``checkpoint.pth`` in its output folder when the runner
-    kept it, else from the previous attempt's files mirrored under ``checkpoint_mirror_uri``.
+    A retried attempt resumes: from ``checkpoint.pth`` in its work folder when the runner
+    kept it, else from the previous attempt's files mirrored under ``checkpoint_mirror_uri``
+    (synced every minute, on failure and on SIGTERM).
 
     Args:
         run_config: the resolved run config (JSON).
-        dataset: the validated dataset folder.
-        checkpoints: output; the run folder: checkpoint.pth (resume point),
-            checkpoint_best_regular.pth, checkpoint_best_ema.pth, checkpoint_best_total.pth,
-            periodic checkpoint_<N>.pth, log.txt, results.json, run.yaml, metrics_plot.png.
+        dataset: the validated dataset (folder or reference).
+        checkpoints: output; what select-checkpoint uses and the run's record:
+            checkpoint_best_regular.pth, checkpoint_best_ema.pth (weights only), log.txt,
+            results.json, run.yaml, metrics_plot.png. checkpoint.pth and the periodic
+            checkpoint_<N>.pth stay in the mirror.
         train_metrics: output; best mAP50:95 and mAP50 (and their epoch), epochs completed, whether
             early stopping ended the run, and the last epoch's loss and validation mAP.
         checkpoint_mirror_uri: object-store prefix for the resume files (+ run id); empty: off.

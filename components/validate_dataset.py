@@ -16,7 +16,7 @@ def validate_dataset(
     run shows what to fix before any GPU is requested.
 
     Args:
-        dataset: the fetched dataset folder.
+        dataset: the fetched dataset (folder, or reference downloaded here).
         report: output; the validation report (splits, classes, problems) in Markdown.
         counts: output; images and annotations per split, classes, errors and warnings.
 

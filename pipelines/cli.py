@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "pipelines.compile",
     "pipelines.run_local",
     "pipelines.objectstore",
+    "pipelines.storage_commands",
     "pipelines.deploy",
 ]
 

@@ -6,7 +6,8 @@
 3. runs the pipeline with ``kfp.local`` (resolve config, fetch, validate, train, select,
    evaluate, export ONNX, publish to ``s3://models/<model-name>/<version>/``);
 4. downloads what was published and checks it against its manifest;
-5. prints a summary and stops the store (unless it was running before).
+5. prints a summary, the bytes the run moved (:func:`bytes_moved_line`), and stops the store
+   (unless it was running before).
 
     python -m pipelines.demo [--dataset PATH_OR_URI] [--model tiny] [--epochs 20]
 """
@@ -128,6 +129,65 @@ def verify_published(uri: str, dest: Path) -> list[str]:
     return [str(prefix.child(rel)) for rel in result.files]
 
 
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def artifact_traffic(run_dir: Path, spec: dict) -> tuple[int, int]:
+    """(uploaded, downloaded) bytes of the run's artifacts as KFP's launcher moves them.
+
+    On a cluster each task's launcher uploads every output artifact once and downloads every
+    input artifact in full (``kubeflow/pipelines@2.17.0 backend/src/v2/component/
+    launcher_v2.go``; ``objectstore/object_store.go l.111-205``). kfp.local reads them in
+    place, so this is computed: sizes of ``<run_dir>/<task>/<output>`` (the layout kfp.local
+    writes) over the compiled pipeline ``spec``'s tasks and artifact edges.
+    """
+    tasks = spec["root"]["dag"]["tasks"]
+    up = 0
+    for name, task in tasks.items():
+        component = spec["components"][task["componentRef"]["name"]]
+        for output in component.get("outputDefinitions", {}).get("artifacts", {}):
+            path = run_dir / name / output
+            up += _size(path) if path.exists() else 0
+    down = 0
+    for task in tasks.values():
+        for edge in task.get("inputs", {}).get("artifacts", {}).values():
+            source = edge.get("taskOutputArtifact")
+            if source:
+                path = run_dir / source["producerTask"] / source["outputArtifactKey"]
+                down += _size(path) if path.exists() else 0
+    return up, down
+
+
+def pipeline_spec() -> dict:
+    """The compiled pipeline (local settings) as a dict."""
+    from google.protobuf import json_format
+
+    from pipelines._platform import Platform
+    from pipelines.training_pipeline import build_pipeline
+
+    return json_format.MessageToDict(build_pipeline(Platform.for_local()).pipeline_spec)
+
+
+def bytes_moved_line(run_dir: Path, transfer_log: Path, spec: dict) -> str:
+    """One line: bytes moved by the run = the steps' own object-store transfers + artifacts."""
+    from rfdetr.storage.traffic import read_log
+
+    steps = read_log(transfer_log)
+    up, down = artifact_traffic(run_dir, spec)
+    total = steps.up_bytes + steps.down_bytes + up + down
+    return (
+        f"bytes moved by the run: {total / 1e6:.2f} MB = steps' object-store transfers "
+        f"{(steps.up_bytes + steps.down_bytes) / 1e6:.2f} MB (up {steps.up_bytes / 1e6:.2f}, "
+        f"down {steps.down_bytes / 1e6:.2f}; counted by rfdetr.storage) + artifacts "
+        f"{(up + down) / 1e6:.2f} MB (each output uploaded once, {up / 1e6:.2f}, and downloaded "
+        f"in full by each step that takes it, {down / 1e6:.2f}, as KFP's launcher does on a "
+        "cluster; kfp.local reads them in place)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="", help="folder or s3:// URI (default: generated)")
@@ -150,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         params = pipeline_arguments(uri, args.model, args.epochs, generated=not args.dataset)
         log = workdir / "pipeline.log"
         _say(f"pipeline: {args.model}, {args.epochs} epochs, kfp.local (step output: {log})")
+        from rfdetr.storage.traffic import TRANSFER_LOG_ENV
+
+        transfers = workdir / "transfers.log"
+        transfers.unlink(missing_ok=True)
+        os.environ[TRANSFER_LOG_ENV] = str(transfers)  # inherited by the steps' processes
         try:
             run = run_local(
                 params, pipeline_root=workdir / "runs", log_path=log, console=sys.stdout
@@ -157,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         except LocalRunError as exc:
             _say(f"demo: step {exc.task} failed: {exc}")
             return 1
+        finally:
+            del os.environ[TRANSFER_LOG_ENV]
+        moved = bytes_moved_line(run.run_dir, transfers, pipeline_spec())
         published = []
         if run.published_uri:
             stamp = run.published_uri.rstrip("/").rsplit("/", 1)[-1]
@@ -167,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"  {item}")
     if published:
         _say(f"  (downloaded again and checked against manifest.json: {workdir / 'published'})")
+    _say(moved)
     _say(f"demo finished in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -10,8 +10,11 @@ that differ from a cluster (kfp.local 2.17):
 - Kubernetes settings (secrets, GPUs, tolerations, ``/dev/shm``) are ignored: object-store
   endpoint and keys come from this process's environment (``eval "$(rfdetr-pipeline
   objectstore env)"``).
-- A retried step reuses its output folder, so training resumes from its own ``checkpoint.pth``;
-  the checkpoint mirror is off unless asked for.
+- A retried step reuses its folders, so training resumes from the ``checkpoint.pth`` in its work
+  folder (``<run>/train/checkpoints.work``, which also keeps the periodic checkpoints); the
+  checkpoint mirror is off unless asked for.
+- Artifacts are read in place; on a cluster KFP's launcher uploads and downloads them
+  (``make demo`` prints what that would move).
 - kfp.local cannot pass a "missing" optional parameter (it fails on None), so the promoted
   knobs left unset are filled with the values the preset resolves to (:func:`local_arguments`).
 """

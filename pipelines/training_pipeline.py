@@ -84,7 +84,7 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             use_ema: keep an EMA of the weights (the better one is shipped); blank: preset's.
             early_stopping: stop when validation mAP50:95 stops improving; blank: preset's.
             overrides: any other training option, e.g. {"train.warmup_epochs": 1}.
-            pretrain_weights: checkpoint to fine-tune from (s3:// URI, path or official name).
+            pretrain_weights: empty: official COCO weights of the size (tiny: random); random; or URI.
             publish_bucket: bucket the model is published to; empty: not published.
             model_name: the model's folder in the bucket; empty: rfdetr-<model_size>.
             model_version: the version's folder; empty: YYYYMMDD-HHMMSS-<run id>.
@@ -180,7 +180,7 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
         ps.common(tasks[key], p, p.export)
     ps.common(tasks["trained"], p, p.train)
     ps.common(tasks["evaluated"], p, p.evaluate)
-    for key in ("fetched", "trained", "published"):
+    for key in ("fetched", "checked", "trained", "evaluated", "published"):  # data by reference
         ps.use_object_store(tasks[key], p)
     ps.use_gpus(tasks["trained"], p, p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)

@@ -43,6 +43,7 @@ __all__ = [
     "default_cache_dir",
     "download_verified",
     "find_pretrained",
+    "md5_of",
     "resolve_pretrained",
 ]
 
@@ -199,7 +200,7 @@ def resolve_pretrained(
     target = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = target / asset.filename
     if target.is_file():
-        digest = _md5_of(target)
+        digest = md5_of(target)
         if digest != asset.md5:
             raise WeightsUnavailableError(
                 f"cached pretrained weights {target} are corrupt (MD5 {digest}, expected "
@@ -270,7 +271,8 @@ def _stream(url: str, out: BinaryIO, *, timeout: float, label: str) -> str:
     return digest.hexdigest()
 
 
-def _md5_of(path: Path) -> str:
+def md5_of(path: Path) -> str:
+    """The MD5 (hex) of the file ``path``, as upstream publishes its checksums."""
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):

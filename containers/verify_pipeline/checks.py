@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,20 +108,23 @@ def check_ownership(run: Run) -> str:
     return f"{len(files)} files/folders, all {run.uid}:{run.gid} (the image's user)"
 
 
-def check_dataset(run: Run) -> str:
-    """fetch_dataset's output is byte for byte the dataset uploaded."""
-    found = sorted(run.root.glob("*/fetch-dataset/dataset"))
-    expect(len(found) == 1, f"expected one fetch-dataset/dataset folder, found {found}")
-    fetched = found[0]
-    mismatched, count = [], 0
-    for path in sorted(p for p in run.dataset_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(run.dataset_dir)
-        copy = fetched / rel
-        count += 1
-        if not copy.is_file() or sha256_file(copy) != sha256_file(path):
-            mismatched.append(str(rel))
-    expect(not mismatched, f"{len(mismatched)} files differ or are missing: {mismatched[:5]}")
-    return f"{count} files of {run.dataset_uri} arrived byte-identical in {fetched.name}/"
+def check_dataset(run: Run, store: Store) -> str:
+    """fetch_dataset's output pins the dataset uploaded: its reference names the stored
+    manifest.json by sha256, and that manifest lists every local file with its sha256."""
+    found = sorted(run.root.glob("*/fetch-dataset/dataset/dataset-reference.json"))
+    expect(len(found) == 1, f"expected one fetch-dataset reference, found {found}")
+    ref = json.loads(found[0].read_text())
+    bucket, _, prefix = str(ref["uri"]).split("://", 1)[1].partition("/")
+    data = read_object(store.client(), bucket, f"{prefix}/manifest.json")
+    expect(hashlib.sha256(data).hexdigest() == ref["manifest_sha256"], "manifest sha256 differs")
+    listed = {e["path"]: e["sha256"] for e in json.loads(data)["files"]}
+    local = {
+        p.relative_to(run.dataset_dir).as_posix(): sha256_file(p)
+        for p in run.dataset_dir.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
+    expect(listed == local, f"the pinned manifest is not the local dataset ({len(listed)} files)")
+    return f"{len(local)} files of {run.dataset_uri} pinned by manifest sha256, not copied"
 
 
 def check_metrics(run: Run) -> str:
@@ -226,11 +230,13 @@ def check_published(run: Run, store: Store) -> tuple[str, list[str]]:
 
 
 def check_mirror(run: Run, store: Store) -> str:
-    """train cleared its checkpoint mirror in the store when it finished."""
+    """After success train's mirror keeps only the resume and periodic checkpoints."""
     client = store.client()
     bucket, _, prefix = MIRROR_ROOT.removeprefix("s3://").partition("/")
     left = [o.object_name for o in client.list_objects(bucket, prefix=prefix, recursive=True)]
-    expect(not left, f"the checkpoint mirror was not cleaned up: {left[:5]}")
+    names = {name.rsplit("/", 1)[-1] for name in left}
+    expect("checkpoint.pth" in names, f"no resume point in the checkpoint mirror: {left[:5]}")
+    others = sorted(n for n in names if not re.fullmatch(r"checkpoint(_\d+)?\.pth", n))
+    expect(not others, f"the checkpoint mirror kept more than checkpoints: {others[:5]}")
     expect(bool(run.outputs), "the pipeline did not finish")
-    # train restores from and finally clears the mirror (a sync runs only every 60 s).
-    return f"{MIRROR_ROOT}/ empty: train looked for a resume point there, then cleared it"
+    return f"{MIRROR_ROOT}/ holds {len(left)} checkpoint(s) only: the resume point (+ periodic)"

@@ -81,7 +81,7 @@ def verify_image(
     checks.run("one container per step, exit codes", lambda: check_containers(run))
     checks.run("object-store settings per step", lambda: check_store_env(run))
     checks.run("outputs written as the image's user", lambda: check_ownership(run))
-    checks.run("fetched dataset == uploaded dataset", lambda: check_dataset(run))
+    checks.run("fetched dataset pins the uploaded one", lambda: check_dataset(run, store))
     checks.run("evaluation report and mAP", lambda: check_metrics(run))
     checks.run("ONNX file (checker + onnxruntime)", lambda: check_onnx(run))
     listing: list[str] = []

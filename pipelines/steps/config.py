@@ -3,7 +3,9 @@
 The promoted knobs (:data:`PROMOTED`) default to None, meaning "the preset's value", so every
 default stays written once, in :mod:`rfdetr.config` and :mod:`rfdetr.presets`. ``overrides``
 takes any other option, flat (``"warmup_epochs"``) or dotted (``"train.warmup_epochs"``).
-A knob and an override naming the same option must agree.
+A knob and an override naming the same option must agree. ``pretrain_weights`` empty means the
+official COCO checkpoint of the size, ``random`` random initialisation
+(:func:`pipelines.steps.weights.pipeline_weights`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.steps.common import step_metrics
+from pipelines.steps.weights import pipeline_weights
 from rfdetr.config import FLAT_KEYS, ConfigError, RunConfig
 
 logger = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ def resolve_run_config(
         raise ConfigError(f"unknown promoted parameter(s) {unknown}; pass them in overrides")
     check_conflicts(knobs, overrides)
     given = {k: v for k, v in knobs.items() if v is not None and v != ""}
+    given["pretrain_weights"] = pipeline_weights(knobs.get("pretrain_weights"), model_size)
     config = RunConfig.from_kwargs(model_size, dataset_dir=dataset_uri, **given)
     return config.with_overrides(overrides) if overrides else config
 

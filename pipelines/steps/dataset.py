@@ -3,60 +3,70 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.steps.common import StepError, step_metrics
 from rfdetr.data.validation import DatasetReport, validate_dataset
-from rfdetr.storage import download_prefix, is_object_uri
+from rfdetr.storage import is_object_uri
+from rfdetr.storage.manifest import atomic_write_bytes
+from rfdetr.storage.reference import PrefixReference, download_reference, pin_prefix
 
 logger = logging.getLogger(__name__)
+
+REFERENCE_FILE = "dataset-reference.json"
 
 
 @dataclass(frozen=True)
 class FetchResult:
-    """What :func:`fetch_dataset` copied: file count, bytes, and whether a manifest vouched."""
+    """What :func:`fetch_dataset` passed on: a reference (object store) or a copy (a folder)."""
 
     source: str
     files: int
     total_bytes: int
-    manifest_verified: bool
+    manifest_sha256: str = ""
 
     def metadata(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "files": self.files,
             "bytes": self.total_bytes,
-            "manifest_verified": self.manifest_verified,
+            "by_reference": bool(self.manifest_sha256),
+            "manifest_sha256": self.manifest_sha256,
+            "manifest_verified": bool(self.manifest_sha256),
         }
 
 
 def fetch_dataset(source: str, dest: str | Path) -> FetchResult:
-    """Copy the dataset at ``source`` into the folder ``dest``.
+    """Pass the dataset at ``source`` on to the next steps, in the folder ``dest``.
 
     Args:
-        source: ``s3://bucket/prefix`` or ``minio://bucket/prefix`` (every object verified by
-            size, ETag and sha256 metadata, and against the prefix's ``manifest.json`` when it
-            has one; keys escaping the prefix are refused before anything is written), or a
-            local folder (copied; symbolic links are kept as links so validation can refuse
-            the ones that leave the dataset).
+        source: ``s3://bucket/prefix`` or ``minio://bucket/prefix``: not copied. The prefix
+            must hold a ``manifest.json`` its listing matches (keys escaping the prefix are
+            refused); ``dest`` gets :data:`REFERENCE_FILE` (the URI and the manifest's sha256),
+            and each step reading the data downloads it itself (:func:`dataset_folder`). Or a
+            local folder: copied (symbolic links kept as links so validation can refuse the
+            ones that leave the dataset).
         dest: the folder to fill (created).
 
     Raises:
-        StorageError: the store refused, a check failed, or a key is unsafe (one line).
+        StorageError: the store refused, no manifest, a listing that does not match it, or an
+            unsafe key (one line).
         StepError: a local source that is not a folder.
     """
     with step_metrics("fetch_dataset") as metrics:
         target = Path(dest)
         if is_object_uri(source):
-            result = download_prefix(source, target)
-            fetched = FetchResult(
-                source, len(result.files), result.total_bytes, result.manifest is not None
-            )
+            ref = pin_prefix(source)
+            atomic_write_bytes(target / REFERENCE_FILE, ref.to_json().encode())
+            fetched = FetchResult(source, ref.files, ref.total_bytes, ref.manifest_sha256)
         else:
             folder = Path(source).expanduser()
             if not folder.is_dir():
@@ -66,11 +76,40 @@ def fetch_dataset(source: str, dest: str | Path) -> FetchResult:
                 )
             shutil.copytree(folder, target, symlinks=True, dirs_exist_ok=True)
             files = [p for p in target.rglob("*") if p.is_file() and not p.is_symlink()]
-            fetched = FetchResult(source, len(files), sum(p.stat().st_size for p in files), False)
-        metrics.set_gauge("dataset_bytes", fetched.total_bytes, "Bytes fetched")
-        metrics.set_gauge("dataset_files", fetched.files, "Files fetched")
-    logger.info("fetched %s: %d files, %d bytes", source, fetched.files, fetched.total_bytes)
+            fetched = FetchResult(source, len(files), sum(p.stat().st_size for p in files))
+        metrics.set_gauge("dataset_bytes", fetched.total_bytes, "Bytes of the dataset")
+        metrics.set_gauge("dataset_files", fetched.files, "Files of the dataset")
+    how = "pinned by reference" if fetched.manifest_sha256 else "copied"
+    logger.info("%s %s: %d files, %d bytes", how, source, fetched.files, fetched.total_bytes)
     return fetched
+
+
+def dataset_reference(dataset_dir: str | Path) -> PrefixReference | None:
+    """The reference :func:`fetch_dataset` left in ``dataset_dir`` (its only file), or None
+    for a copy."""
+    file = Path(dataset_dir) / REFERENCE_FILE
+    if not file.is_file() or len(list(Path(dataset_dir).iterdir())) != 1:
+        return None
+    return PrefixReference.from_json(file.read_text(encoding="utf-8"), str(file))
+
+
+@contextlib.contextmanager
+def dataset_folder(dataset_dir: str | Path) -> Iterator[Path]:
+    """The fetched dataset as a local folder for the block.
+
+    A reference is downloaded (in parallel, each file checked against the pinned manifest)
+    into a temporary folder removed afterwards; a copied dataset is used where it is.
+    """
+    ref = dataset_reference(dataset_dir)
+    if ref is None:
+        yield Path(dataset_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="rfdetr-dataset-") as tmp:
+        result = download_reference(ref, tmp)
+        logger.info(
+            "downloaded %s: %d files, %d bytes", ref.uri, len(result.files), result.total_bytes
+        )
+        yield Path(tmp)
 
 
 @dataclass(frozen=True)
@@ -110,8 +149,8 @@ def validate_fetched(
     """
     from rfdetr.cli import format_report
 
-    local = str(dataset_dir)
-    with step_metrics("validate_dataset") as metrics:
+    with step_metrics("validate_dataset") as metrics, dataset_folder(dataset_dir) as folder:
+        local = str(folder)
         report = validate_dataset(local)
         counts = report_counts(report)
         for name, value in counts.items():

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipelines.steps.common import single_file, step_metrics
 from pipelines.steps.config import read_run_config
+from pipelines.steps.dataset import dataset_folder
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def evaluate_checkpoint(
     device: str | None = None,
 ) -> EvaluationOutcome:
     """COCO-evaluate the checkpoint in ``checkpoint_dir`` on the dataset's test split (valid
-    when there is none), writing the reports into ``report_dir``.
+    when there is none), writing the reports into ``report_dir``. ``dataset_dir`` is the
+    fetched dataset: a folder, or a reference downloaded here (:func:`dataset_folder`).
 
     The batch size and DataLoader workers are the run config's (``eval.eval_batch_size``, else
     ``train.batch_size``; ``data.num_workers``); without a config, 4 and none.
@@ -91,17 +93,17 @@ def evaluate_checkpoint(
     from rfdetr.evaluation.api import evaluate
 
     checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
-    split = evaluation_split(dataset_dir)
     batch_size, workers = 4, 0
     if run_config is not None:
         config = read_run_config(run_config)
         batch_size = config.eval.eval_batch_size or config.train.batch_size
         workers = config.data.num_workers
-    with step_metrics("evaluate") as metrics:
+    with step_metrics("evaluate") as metrics, dataset_folder(dataset_dir) as data:
+        split = evaluation_split(data)
         started = time.perf_counter()
         result = evaluate(
             checkpoint,
-            dataset_dir,
+            data,
             split=split,
             output_dir=report_dir,
             batch_size=batch_size,

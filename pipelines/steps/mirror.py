@@ -2,10 +2,13 @@
 
 On Kubeflow a retried step runs in a new pod whose output folder starts empty, so a resume file
 written only there dies with the pod. :class:`CheckpointMirror` copies the resume point
-(``checkpoint.pth``), the best-model files and ``log.txt`` to ``<prefix>/`` every
-``interval`` seconds and when training fails; the retried step restores them before training,
-and :func:`rfdetr.training.loop.fit` resumes from ``checkpoint.pth``. After a successful run the
-mirror is deleted (the step's output artifact holds everything).
+(``checkpoint.pth``), the best-model files, ``log.txt`` and the periodic ``checkpoint_<N>.pth``
+to ``<prefix>/`` every ``interval`` seconds, when training fails and on SIGTERM (deadline,
+drain, preemption); the retried step restores the resume set (not the periodic files) before
+training, and :func:`rfdetr.training.loop.fit` resumes from ``checkpoint.pth``. After a
+successful run the mirror keeps only ``checkpoint.pth`` and the periodic checkpoints (the
+step's output artifact holds the rest); :func:`prune` deletes run folders older than a cutoff
+(``rfdetr-pipeline mirror prune --older-than 7d``), failed runs' included.
 
 Consistency: training writes the best files, then ``log.txt``, then ``checkpoint.pth`` (each
 atomically, by rename). A sync hard-links (or copies) the files into a private snapshot, best
@@ -18,14 +21,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from rfdetr.storage import ObjectStore, download_prefix, parse_uri, upload_file
+from rfdetr.storage import ObjectStore, download_file, parse_uri, upload_file
 from rfdetr.storage.config import s3_errors
 from rfdetr.storage.errors import ObjectNotFoundError, StorageError
 from rfdetr.training import checkpoint as files
@@ -42,6 +48,16 @@ MIRRORED: tuple[str, ...] = (
     files.LAST,
 )
 DEFAULT_INTERVAL_S = 60.0
+_PERIODIC_NAME = r"checkpoint_\d+\.pth"
+SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived while training (raised in the main thread by :meth:`watching`)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(SIGTERM_EXIT)
 
 
 def _signature(path: Path) -> tuple[int, int] | None:
@@ -79,14 +95,18 @@ class CheckpointMirror:
         folder = Path(run_dir)
         if (folder / files.LAST).is_file():
             return False
-        try:
-            result = download_prefix(self.uri, folder, store=self.store)
-        except ObjectNotFoundError:
-            return False  # first attempt: nothing mirrored yet
-        if files.LAST not in result.files:
-            logger.warning("%s holds no %s; starting from scratch", self.uri, files.LAST)
+        restored = []
+        for name in MIRRORED:  # the resume set only: periodic checkpoints stay in the mirror
+            try:
+                download_file(self.uri.child(name), folder / name, store=self.store)
+            except ObjectNotFoundError:
+                continue  # first attempt: nothing mirrored yet; or no EMA file
+            restored.append(name)
+        if files.LAST not in restored:
+            if restored:
+                logger.warning("%s holds no %s; starting from scratch", self.uri, files.LAST)
             return False
-        for rel in result.files:
+        for rel in restored:
             self._uploaded[rel] = _signature(folder / rel) or (0, 0)
         logger.info("restored the resume point of a previous attempt from %s", self.uri)
         return True
@@ -112,7 +132,10 @@ class CheckpointMirror:
         for _ in range(10):
             before = _signature(folder / files.LAST)
             taken = []
-            for name in MIRRORED:
+            periodic = sorted(
+                p.name for p in folder.iterdir() if re.fullmatch(_PERIODIC_NAME, p.name)
+            )
+            for name in (*MIRRORED[:-1], *periodic, files.LAST):
                 source, target = folder / name, dest / name
                 target.unlink(missing_ok=True)
                 signature = _signature(source)
@@ -129,22 +152,35 @@ class CheckpointMirror:
                 return taken
         raise StorageError(f"{folder}: {files.LAST} kept changing; cannot take a snapshot")
 
-    def clear(self) -> None:
-        """Delete the mirror (after a successful run)."""
+    def clear(self, keep: tuple[str, ...] = ()) -> None:
+        """Delete the mirror, but for the file names matched by ``keep`` (regexes)."""
         client = self.store.client
         with s3_errors(self.store, "deleting the checkpoint mirror", self.uri):
             for obj in client.list_objects(self.uri.bucket, self.uri.prefix, recursive=True):
-                client.remove_object(self.uri.bucket, obj.object_name)
-        self._uploaded.clear()
+                name = obj.object_name[len(self.uri.prefix) :]
+                if not any(re.fullmatch(pattern, name) for pattern in keep):
+                    client.remove_object(self.uri.bucket, obj.object_name)
+                    self._uploaded.pop(name, None)
+
+    def finish(self, run_dir: str | Path) -> None:
+        """After success: a last sync, then keep only ``checkpoint.pth`` and the periodic
+        checkpoints (the step's artifact holds the best files and the log)."""
+        self.sync(run_dir)
+        self.clear(keep=(re.escape(files.LAST), _PERIODIC_NAME))
 
     @contextmanager
     def watching(self, run_dir: str | Path) -> Iterator[CheckpointMirror]:
         """Sync in the background while the block runs; a last sync when the block fails.
 
-        A failed background sync is logged and retried at the next interval: it must never
-        stop training.
+        In the main thread, SIGTERM (Kubernetes: deadline, drain, preemption) raises
+        :class:`Terminated` there, so the last sync runs and the process exits with status
+        :data:`SIGTERM_EXIT`. A failed background sync is logged and retried at the next
+        interval: it must never stop training.
         """
         stop = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
 
         def loop() -> None:
             while not stop.wait(self.interval):
@@ -157,13 +193,48 @@ class CheckpointMirror:
         thread.start()
         try:
             yield self
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Terminated):
+                logger.warning("SIGTERM: mirroring the resume point before exiting")
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut it
             stop.set()
             thread.join()
             try:
                 self.sync(run_dir)  # the retry resumes from the latest epoch
-            except (StorageError, OSError) as exc:  # keep the training error, not this one
-                logger.warning("last checkpoint mirror sync failed: %s", exc)
+            except (StorageError, OSError) as err:  # keep the training error, not this one
+                logger.warning("last checkpoint mirror sync failed: %s", err)
             raise
-        stop.set()
-        thread.join()
+        finally:
+            stop.set()
+            thread.join()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def prune(
+    root: str,
+    older_than: timedelta,
+    *,
+    now: datetime | None = None,
+    store: ObjectStore | None = None,
+    dry_run: bool = False,
+) -> list[str]:
+    """Delete the run folders under the mirror ``root`` whose newest object is older than
+    ``older_than`` (at ``now``, default the current time); returns their URIs.
+
+    A run folder is the first key segment under ``root`` (``<root>/<run id>/train/...``).
+    """
+    uri, store = parse_uri(root), store or ObjectStore.from_env()
+    cutoff = (now or datetime.now(timezone.utc)) - older_than
+    runs: dict[str, list[tuple[str, datetime]]] = {}
+    client = store.client
+    with s3_errors(store, "listing the checkpoint mirrors", uri):
+        for obj in client.list_objects(uri.bucket, uri.prefix, recursive=True):
+            run = obj.object_name[len(uri.prefix) :].split("/", 1)[0]
+            runs.setdefault(run, []).append((obj.object_name, obj.last_modified))
+    old = sorted(run for run, objs in runs.items() if max(t for _, t in objs) < cutoff)
+    with s3_errors(store, "deleting old checkpoint mirrors", uri):
+        for run in [] if dry_run else old:
+            for key, _ in runs[run]:
+                client.remove_object(uri.bucket, key)
+    return [str(uri.child(run)) for run in old]

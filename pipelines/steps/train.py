@@ -1,8 +1,11 @@
 """Train one run of the pipeline (the ``train`` step).
 
-A retried step resumes: from ``checkpoint.pth`` already in its output folder (the local runner
-reuses the folder), else from the object-store mirror of the previous attempt
-(:mod:`pipelines.steps.mirror`; a new pod starts with an empty folder).
+Training writes its run folder next to the output artifact (``<output>.work``); the artifact
+gets only what later steps use (:data:`KEPT`: the best weights, log, results). The resume point
+``checkpoint.pth`` and the periodic ``checkpoint_<N>.pth`` stay in the run's object-store mirror
+(:mod:`pipelines.steps.mirror`). A retried step resumes: from ``checkpoint.pth`` already in its
+work folder (the local runner reuses it), else from the mirror of the previous attempt (a new
+pod starts with an empty folder).
 """
 
 from __future__ import annotations
@@ -19,16 +22,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.steps.common import StepError, plain_number, step_metrics
+from pipelines.steps.common import StepError, link_or_copy, plain_number, step_metrics
 from pipelines.steps.config import read_run_config
+from pipelines.steps.dataset import dataset_folder
 from pipelines.steps.mirror import DEFAULT_INTERVAL_S, LOG_FILE, CheckpointMirror
+from pipelines.steps.weights import resolve_weights
+from rfdetr.training import checkpoint as files
 
 if TYPE_CHECKING:
     from rfdetr.config import RunConfig
     from rfdetr.telemetry import StepMetrics
-from rfdetr.storage import download_file, is_object_uri, parse_uri
 
 logger = logging.getLogger(__name__)
+
+# What the output artifact holds: what select_checkpoint reads, and the run's record.
+KEPT: tuple[str, ...] = (
+    files.BEST_REGULAR,
+    files.BEST_EMA,
+    LOG_FILE,
+    "results.json",
+    "run.yaml",
+    "metrics_plot.png",
+)
+TENSORBOARD_GLOB = "events.out.tfevents.*"  # TensorBoard's log, when that logger is on
 
 
 @dataclass(frozen=True)
@@ -87,15 +103,21 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def _pretrained(weights: str | None, scratch: Path) -> str | None:
-    """A local file for ``pretrain_weights`` given as an object URI (downloaded, verified)."""
-    if not weights or not is_object_uri(weights):
-        return weights
-    target = parse_uri(weights)
-    local = scratch / target.name
-    download_file(target, local)
-    logger.info("pretrained weights %s -> %s", weights, local)
-    return str(local)
+def work_folder(output_dir: str | Path) -> Path:
+    """The run folder training writes: ``<output>.work``, next to the artifact (same file
+    system, so the kept files are hard-linked, and kept across local retries)."""
+    out = Path(output_dir)
+    return out.with_name(f"{out.name}.work")
+
+
+def keep_outputs(work: Path, out: Path) -> list[str]:
+    """Link the :data:`KEPT` files (and TensorBoard's) of the run folder into the artifact."""
+    kept = [name for name in KEPT if (work / name).is_file()]
+    kept += sorted(p.name for p in work.glob(TENSORBOARD_GLOB) if p.is_file())
+    for name in kept:
+        (out / name).unlink(missing_ok=True)
+        link_or_copy(work / name, out / name)
+    return kept
 
 
 def _last_record(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -126,11 +148,13 @@ def train_run(
 
     Args:
         run_config: the ``resolve_config`` step's JSON.
-        dataset_dir: the fetched, validated dataset.
-        output_dir: the run folder (``checkpoint*.pth``, ``log.txt``, ``results.json``, ...).
+        dataset_dir: the fetched, validated dataset (a folder, or a reference downloaded here).
+        output_dir: the artifact folder: gets :data:`KEPT` (the run folder itself is
+            :func:`work_folder`).
         mirror_root: object-store prefix under which the resume files are mirrored while
             training, as ``<mirror_root>/<run_id>/train/`` (stable across retries of the step);
-            empty: no mirror.
+            after success it keeps ``checkpoint.pth`` and the periodic checkpoints; empty: no
+            mirror (they stay in the work folder only).
         mirror_interval: seconds between mirror syncs.
         run_id: the pipeline run (the mirror's folder; telemetry).
         processes: training processes; None: one per visible CUDA device. More than one runs
@@ -141,34 +165,39 @@ def train_run(
         StepError: a distributed run failed (its last output lines are in the message).
         StorageError: the mirror or the pretrained weights could not be read.
     """
-    out = Path(output_dir)
+    out, work = Path(output_dir), work_folder(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     config = read_run_config(run_config)
     mirror = None
     if mirror_root:
         uri = f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train"
         mirror = CheckpointMirror(uri, mirror_interval)
     with step_metrics("train", run_id) as metrics, tempfile.TemporaryDirectory() as tmp:
-        if mirror is not None:
-            mirror.restore(out)
-        config, resumed = _prepared(config, dataset_dir, out, Path(tmp))
-        count = processes or visible_gpus()
-        with mirror.watching(out) if mirror is not None else contextlib.nullcontext():
-            if count > 1:
-                run_distributed(config, count, Path(tmp))
-            else:
-                from rfdetr.training.loop import fit
+        # the weights first: a missing mirror fails before the dataset is downloaded
+        weights = resolve_weights(config.train.pretrain_weights, Path(tmp))
+        with dataset_folder(dataset_dir) as data:
+            if mirror is not None:
+                mirror.restore(work)
+            config, resumed = _prepared(config, data, work, weights)
+            count = processes or visible_gpus()
+            with mirror.watching(work) if mirror is not None else contextlib.nullcontext():
+                if count > 1:
+                    run_distributed(config, count, Path(tmp))
+                else:
+                    from rfdetr.training.loop import fit
 
-                fit(config)
+                    fit(config)
+        outcome = outcome_from_folder(work, resumed)
         if mirror is not None:
-            mirror.clear()
-        outcome = outcome_from_folder(out, resumed)
+            mirror.finish(work)
+        keep_outputs(work, out)
         _record(metrics, outcome)
     return outcome
 
 
 def _prepared(
-    config: RunConfig, dataset_dir: str | Path, out: Path, scratch: Path
+    config: RunConfig, dataset_dir: str | Path, out: Path, weights: str | None
 ) -> tuple[RunConfig, int | None]:
     """The config pointed at the data, the run folder, its resume point and local weights."""
     overrides: dict[str, Any] = {"dataset_dir": str(dataset_dir), "output_dir": str(out)}
@@ -178,7 +207,7 @@ def _prepared(
         overrides["resume"] = str(last)
         resumed = _logged_epoch(out)
         logger.info("resuming from %s (epoch %s finished)", last, resumed)
-    overrides["pretrain_weights"] = _pretrained(config.train.pretrain_weights, scratch)
+    overrides["pretrain_weights"] = weights
     return config.with_overrides(overrides), resumed
 
 
@@ -213,9 +242,13 @@ def run_distributed(config: RunConfig, processes: int, scratch: Path) -> None:
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            tail.append(line.rstrip())
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                tail.append(line.rstrip())
+        except BaseException:  # SIGTERM (see mirror.watching) or a crash: stop the workers
+            proc.terminate()
+            raise
         code = proc.wait()
     if code != 0:
         errors = [line for line in tail if "rfdetr train:" in line] or list(tail)[-5:]

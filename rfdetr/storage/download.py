@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from rfdetr.storage.manifest import (
     part_size_for,
     read_local_manifest,
 )
+from rfdetr.storage.traffic import record
 from rfdetr.storage.upload import (
     SHA256_HEADER,
     clean_etag,
@@ -102,9 +104,16 @@ def _check_etag(etag: str, md5_hex: str, path: Path, headers: Any, where: str) -
 
 
 def _download_object(
-    store: ObjectStore, target: ObjectURI, dest: Path, expected_size: int | None
+    store: ObjectStore,
+    target: ObjectURI,
+    dest: Path,
+    expected_size: int | None,
+    expected_sha256: str | None = None,
 ) -> tuple[int, str]:
-    """Stream one object to ``dest`` atomically after verification; returns (size, sha256)."""
+    """Stream one object to ``dest`` atomically after verification; returns (size, sha256).
+
+    ``expected_sha256`` (a manifest's) is checked before the file gets its final name.
+    """
     if dest.is_dir():
         raise StorageError(f"{target}: cannot write {dest}: a folder is in the way")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +145,9 @@ def _download_object(
             if stored_sha.lower() != sha.hexdigest():
                 raise IntegrityError(f"{target}: downloaded bytes do not match its sha256 metadata")
             check = "sha256"
-        if check == "size":
+        if expected_sha256 is not None and expected_sha256 != sha.hexdigest():
+            raise IntegrityError(f"{target}: downloaded bytes do not match the manifest's sha256")
+        if check == "size" and expected_sha256 is None:
             logger.info(
                 "%s: ETag not verifiable and no sha256 metadata; verified the size only", target
             )
@@ -144,7 +155,32 @@ def _download_object(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    record("down", size, target)
     return size, sha.hexdigest()
+
+
+DEFAULT_WORKERS = 8  # the minio client's connection pool holds 10
+
+
+def _download_all(
+    store: ObjectStore, jobs: list[tuple[ObjectURI, Path, int | None, str | None]], workers: int
+) -> list[tuple[int, str]]:
+    """Run :func:`_download_object` for every (uri, dest, size, sha256) on ``workers`` threads.
+
+    Returns (size, sha256) per job, in order. The first failure cancels what has not started
+    and is raised once the running downloads end (each removes its own partial file).
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [_download_object(store, *job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
+        futures = [pool.submit(_download_object, store, *job) for job in jobs]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            for future in futures:
+                future.cancel()
+            raise failed.exception()  # type: ignore[misc]
+        return [future.result() for future in futures]
 
 
 def download_file(
@@ -185,9 +221,14 @@ def _plan(store: ObjectStore, prefix: ObjectURI) -> list[tuple[str, str, int]]:
 
 
 def download_prefix(
-    uri: str | ObjectURI, local_dir: str | os.PathLike[str], *, store: ObjectStore | None = None
+    uri: str | ObjectURI,
+    local_dir: str | os.PathLike[str],
+    *,
+    store: ObjectStore | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> DownloadResult:
-    """Download every object under the prefix ``uri`` into ``local_dir``, verifying each.
+    """Download every object under the prefix ``uri`` into ``local_dir``, verifying each
+    (``workers`` objects at a time).
 
     Keys escaping the prefix (``..``, absolute, empty segments) are refused before any file is
     written. When the prefix has a ``manifest.json``, the downloaded files must match it exactly
@@ -199,11 +240,12 @@ def download_prefix(
     require_bucket(store, prefix)
     plan = _plan(store, prefix)
     root.mkdir(parents=True, exist_ok=True)
-    digests: dict[str, tuple[int, str]] = {}
-    for key, rel, size in plan:
-        digests[rel] = _download_object(
-            store, ObjectURI(prefix.scheme, prefix.bucket, key), root / rel, size
-        )
+    jobs: list[tuple[ObjectURI, Path, int | None, str | None]] = [
+        (ObjectURI(prefix.scheme, prefix.bucket, key), root / rel, size, None)
+        for key, rel, size in plan
+    ]
+    results = _download_all(store, jobs, workers)
+    digests = {rel: result for (_, rel, _), result in zip(plan, results, strict=True)}
     manifest = None
     if MANIFEST_NAME in digests:
         manifest = read_local_manifest(root / MANIFEST_NAME)

@@ -29,6 +29,7 @@ from rfdetr.storage.manifest import (
     list_files,
     part_size_for,
 )
+from rfdetr.storage.traffic import record
 from rfdetr.storage.uris import ObjectURI, parse_uri
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def _upload_verified(
             part_size=part_size_for(digest.size),
         )
     etag, check = _verify_upload(store, target, digest)
+    record("up", digest.size, target)
     logger.debug("uploaded %s -> %s (%d bytes, %s)", path, target, digest.size, check)
     return UploadedObject(str(target), digest.size, digest.sha256, etag, check)
 

@@ -164,3 +164,42 @@ def test_unreachable_endpoint_is_a_one_line_error(
     with pytest.raises(StorageUnavailableError, match="cannot reach the object store") as info:
         storage.exists("s3://mlpipeline/x")
     assert "\n" not in str(info.value)
+
+
+def test_transfers_are_counted_in_the_transfer_log(
+    tmp_path: Path, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rfdetr.storage.traffic import TRANSFER_LOG_ENV, read_log
+
+    files = _make_tree(tmp_path / "src")
+    log = tmp_path / "transfers.log"
+    monkeypatch.setenv(TRANSFER_LOG_ENV, str(log))
+    manifest = storage.upload_dir(tmp_path / "src", f"s3://{bucket}/counted")
+    manifest_size = len(manifest.to_json().encode())
+    up = read_log(log)
+    assert up.up_objects == len(files) + 1 and up.down_objects == 0
+    assert up.up_bytes == sum(len(data) for data in files.values()) + manifest_size
+    storage.download_prefix(f"s3://{bucket}/counted", tmp_path / "dst", workers=3)
+    both = read_log(log)
+    assert (both.down_bytes, both.down_objects) == (up.up_bytes, up.up_objects)
+
+
+def test_parallel_download_failure_leaves_no_partial_file(
+    tmp_path: Path, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rfdetr.storage import download
+
+    _make_tree(tmp_path / "src")
+    storage.upload_dir(tmp_path / "src", f"s3://{bucket}/d")
+    real = download._download_object
+
+    def failing(store, target, dest, *args):
+        if target.name == "inference_model.onnx":
+            raise IntegrityError(f"{target}: simulated mismatch")
+        return real(store, target, dest, *args)
+
+    monkeypatch.setattr(download, "_download_object", failing)
+    with pytest.raises(IntegrityError, match="simulated mismatch"):
+        storage.download_prefix(f"s3://{bucket}/d", tmp_path / "dst", workers=4)
+    leftovers = [p.name for p in (tmp_path / "dst").rglob("*") if p.name.endswith(".part")]
+    assert leftovers == []

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import json
+import shutil
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -13,8 +16,10 @@ from kfp.dsl import Artifact, Dataset, Markdown, Metrics
 
 from components import fetch_dataset, resolve_config, validate_dataset
 from pipelines.steps.config import read_run_config
+from pipelines.steps.dataset import REFERENCE_FILE, dataset_folder
 from rfdetr import storage
 from rfdetr.presets import get_preset
+from rfdetr.storage import IntegrityError, download
 
 
 def _same_tree(a: Path, b: Path) -> bool:
@@ -67,21 +72,73 @@ def test_pipeline_resolve_config_fails_fast_with_one_line(artifact, kwargs, mess
     assert "\n" not in text
 
 
-def test_pipeline_fetch_dataset_from_the_store_is_verified(artifact, shapes, bucket) -> None:
+def test_pipeline_fetch_dataset_passes_a_reference_not_a_copy(
+    artifact, shapes, bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manifest = storage.upload_dir(shapes, f"s3://{bucket}/shapes")
     out = artifact(Dataset, "dataset")
     fetch_dataset.python_func(dataset_uri=f"minio://{bucket}/shapes", dataset=out)
-    fetched = Path(out.path)
-    assert out.metadata["manifest_verified"] is True
-    assert out.metadata["files"] == len(manifest.files) + 1  # and manifest.json
-    (fetched / storage.MANIFEST_NAME).unlink()
-    assert _same_tree(shapes, fetched)
-    # an object altered behind the manifest's back is refused
-    storage.upload_bytes(b"not an image", f"s3://{bucket}/shapes/train/train_00000.jpg")
-    with pytest.raises(SystemExit, match=r"fetch_dataset: error: .*manifest"):
+    assert [p.name for p in Path(out.path).iterdir()] == [REFERENCE_FILE]
+    manifest_bytes = storage.read_bytes(f"s3://{bucket}/shapes/{storage.MANIFEST_NAME}")
+    assert out.metadata["by_reference"] is True and out.metadata["manifest_verified"] is True
+    assert out.metadata["manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
+    assert out.metadata["files"] == len(manifest.files)
+    assert out.metadata["bytes"] == manifest.total_bytes
+    # a reading step downloads it in parallel, every file checked against the manifest
+    threads: set[str] = set()
+    real = download._download_object
+
+    def recorded(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(download, "_download_object", recorded)
+    with dataset_folder(out.path) as local:
+        assert _same_tree(shapes, local)
+    assert not local.exists(), "the downloaded copy is removed after the step"
+    # (the manifest is read on the main thread, the files on the pool's)
+    assert len({name for name in threads if name.startswith("download_")}) > 1
+
+
+def test_pipeline_dataset_reference_refuses_changed_data(
+    artifact, shapes, bucket, tmp_path: Path
+) -> None:
+    storage.upload_dir(shapes, f"s3://{bucket}/shapes")
+    out = artifact(Dataset, "dataset")
+    fetch_dataset.python_func(dataset_uri=f"s3://{bucket}/shapes", dataset=out)
+    key = f"s3://{bucket}/shapes/train/train_00000.jpg"
+    original = storage.read_bytes(key)
+    # same size, other bytes, behind the manifest's back: the download refuses it
+    storage.upload_bytes(bytes(reversed(original)), key)
+    refused = r"train_00000\.jpg: downloaded bytes do not match"
+    with pytest.raises(IntegrityError, match=refused), dataset_folder(out.path):
+        pass
+    # another size: fetch already refuses (the listing no longer matches the manifest)
+    storage.upload_bytes(b"not an image", key)
+    with pytest.raises(SystemExit, match=r"fetch_dataset: error: .*do not match manifest.json"):
         fetch_dataset.python_func(
             dataset_uri=f"s3://{bucket}/shapes", dataset=artifact(Dataset, "again")
         )
+    # a new version of the dataset uploaded after the run pinned it: later steps refuse it
+    newer = Path(shutil.copytree(shapes, tmp_path / "v2"))
+    (newer / "README.txt").write_text("v2")
+    storage.upload_dir(newer, f"s3://{bucket}/shapes")
+    with (
+        pytest.raises(IntegrityError, match="changed since the run pinned it"),
+        dataset_folder(out.path),
+    ):
+        pass
+
+
+def test_pipeline_fetch_dataset_needs_a_manifest(artifact, bucket) -> None:
+    storage.upload_bytes(b"{}", f"s3://{bucket}/bare/train/_annotations.coco.json")
+    with pytest.raises(SystemExit) as failed:
+        fetch_dataset.python_func(dataset_uri=f"s3://{bucket}/bare", dataset=artifact(Dataset, "d"))
+    message = str(failed.value.code)
+    assert message == (
+        f"fetch_dataset: error: s3://{bucket}/bare: no manifest.json, so the data cannot be "
+        "pinned and verified; upload the folder with `rfdetr-pipeline dataset upload FOLDER URI`"
+    )
 
 
 def test_pipeline_fetch_dataset_refuses_keys_escaping_the_prefix(
@@ -112,7 +169,7 @@ def test_pipeline_fetch_dataset_copies_a_local_folder(artifact, shapes) -> None:
     out = artifact(Dataset, "dataset")
     fetch_dataset.python_func(dataset_uri=str(shapes), dataset=out)
     assert _same_tree(shapes, Path(out.path))
-    assert out.metadata["manifest_verified"] is False and out.metadata["source"] == str(shapes)
+    assert out.metadata["by_reference"] is False and out.metadata["source"] == str(shapes)
     with pytest.raises(SystemExit, match="not a folder, nor an s3:// or minio:// URI"):
         fetch_dataset.python_func(dataset_uri="/no/such/dir", dataset=artifact(Dataset, "x"))
 
@@ -167,3 +224,18 @@ def test_pipeline_steps_push_their_metrics(
     assert samples[("rfdetr_step_success", "validate_dataset")] == 1
     assert samples[("rfdetr_dataset_train_images", "validate_dataset")] == 8
     assert 0 < samples[("rfdetr_step_duration_seconds", "validate_dataset")] < 60
+
+
+def test_pipeline_dataset_upload_command_writes_the_manifest(
+    artifact, shapes, bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.cli import main
+
+    uri = f"s3://{bucket}/uploaded"
+    assert main(["dataset", "upload", str(shapes), uri]) == 0
+    assert "uploaded" in capsys.readouterr().out
+    out = artifact(Dataset, "dataset")
+    fetch_dataset.python_func(dataset_uri=uri, dataset=out)  # pinned: the manifest is there
+    assert out.metadata["by_reference"] is True
+    assert main(["dataset", "upload", str(tmp_path / "missing"), uri]) == 2
+    assert "not a folder" in capsys.readouterr().err

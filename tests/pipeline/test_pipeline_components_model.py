@@ -22,7 +22,10 @@ from components import (
     select_checkpoint,
     train,
 )
+from pipelines.steps.dataset import REFERENCE_FILE
+from pipelines.steps.train import work_folder
 from rfdetr import storage
+from rfdetr.storage.reference import PrefixReference
 from rfdetr.training.loggers import read_log
 
 
@@ -85,18 +88,24 @@ def run(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespa
     )
 
 
-def test_pipeline_train_outputs_the_run_folder_and_metrics(run: SimpleNamespace) -> None:
+def test_pipeline_train_outputs_only_what_later_steps_use(run: SimpleNamespace) -> None:
+    """The artifact (uploaded by the launcher, downloaded by select-checkpoint) holds the best
+    weights and the run's record; resume and periodic checkpoints stay out of it."""
     folder = Path(run.trained.checkpoints.path)
-    for name in (
-        "checkpoint.pth",
-        "checkpoint_best_regular.pth",
+    tensorboard = [n for n in run.files_after_train if n.startswith("events.out.tfevents.")]
+    assert sorted(set(run.files_after_train) - set(tensorboard)) == [
         "checkpoint_best_ema.pth",
-        "checkpoint_best_total.pth",
+        "checkpoint_best_regular.pth",
         "log.txt",
+        "metrics_plot.png",
         "results.json",
         "run.yaml",
-    ):
-        assert (folder / name).is_file(), name
+    ]
+    work = work_folder(folder)  # the run folder training wrote, next to the artifact
+    assert (work / "checkpoint.pth").is_file() and (work / "checkpoint_best_total.pth").is_file()
+    for name in ("checkpoint_best_regular.pth", "checkpoint_best_ema.pth"):
+        state = torch.load(folder / name, map_location="cpu", weights_only=True)
+        assert "optimizer" not in state and "model" in state
     metrics = run.trained.metrics.metadata
     assert metrics["epochs_completed"] == 1 and metrics["stopped_early"] == 0
     assert 0 <= metrics["best_map_50_95"] <= 1 and "last_train_loss" in metrics
@@ -108,10 +117,10 @@ def test_pipeline_train_outputs_the_run_folder_and_metrics(run: SimpleNamespace)
 def test_pipeline_train_resumes_from_the_checkpoint_in_its_output(
     run: SimpleNamespace, shapes: Path, tmp_path: Path
 ) -> None:
-    """A retried attempt finds the previous attempt's files in its output (kfp.local keeps the
-    folder) and continues from checkpoint.pth instead of starting over."""
-    shutil.copytree(run.trained.checkpoints.path, tmp_path / "checkpoints")
-    first = read_log(tmp_path / "checkpoints" / "log.txt")
+    """A retried attempt finds the previous attempt's files in its work folder (kfp.local keeps
+    it) and continues from checkpoint.pth instead of starting over."""
+    shutil.copytree(work_folder(run.trained.checkpoints.path), tmp_path / "checkpoints.work")
+    first = read_log(tmp_path / "checkpoints.work" / "log.txt")
     again = _train(tmp_path, _config(tmp_path, shapes, epochs=2), shapes)
     records = read_log(Path(again.checkpoints.path) / "log.txt")
     assert [r["epoch"] for r in records] == [0, 1]
@@ -156,8 +165,11 @@ def test_pipeline_train_mirror_lets_a_new_pod_resume(
     assert again.checkpoints.metadata["resumed_from_epoch"] == 0
     assert [r["epoch"] for r in read_log(Path(again.checkpoints.path) / "log.txt")] == [0, 1]
     client = storage.ObjectStore.from_env().client
-    remaining = list(client.list_objects(bucket, "mirror/", recursive=True))
-    assert remaining == [], "a finished run deletes its mirror"
+    remaining = {o.object_name for o in client.list_objects(bucket, "mirror/", recursive=True)}
+    # a finished run keeps only its resume point there (what the artifact lacks)
+    assert remaining == {"mirror/r-1/train/checkpoint.pth"}
+    final = storage.read_bytes(f"{mirror}/r-1/train/checkpoint.pth")
+    assert final == (work_folder(again.checkpoints.path) / "checkpoint.pth").read_bytes()
 
 
 def test_pipeline_select_checkpoint_strips_the_best_model(run: SimpleNamespace) -> None:
@@ -277,4 +289,27 @@ def test_pipeline_train_runs_ddp_when_given_several_processes(
     assert outcome.epochs_completed == 1 and outcome.resumed_from_epoch is None
     assert outcome.class_names == ["circle", "square", "triangle"]
     assert 0 <= outcome.best["map_50_95"] <= 1
-    assert (tmp_path / "ddp" / "checkpoint_best_total.pth").is_file()
+    assert (tmp_path / "ddp.work" / "checkpoint_best_total.pth").is_file()
+    assert (tmp_path / "ddp" / "checkpoint_best_regular.pth").is_file()
+
+
+def test_pipeline_train_default_weights_need_the_mirror(
+    shapes: Path, tmp_path: Path, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nano with pretrain_weights left empty fine-tunes from the official weights: without
+    them in the store the step stops at once with the command that seeds them."""
+    monkeypatch.setenv("RFDETR_WEIGHTS_URI", f"s3://{bucket}/rfdetr-weights")
+    monkeypatch.delenv("RFDETR_WEIGHTS_BASE_URL", raising=False)
+    config = _config(tmp_path, shapes, model_size="nano")
+    # a reference to data that is not there: the weights are checked before any download
+    ref = PrefixReference(f"s3://{bucket}/no-data", "0" * 64, 1, 1)
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / REFERENCE_FILE).write_text(ref.to_json())
+    with pytest.raises(SystemExit) as failed:
+        _train(tmp_path, config, tmp_path / "ref")
+    assert str(failed.value.code) == (
+        f"train: error: the official nano weights are not in the object store "
+        f"(s3://{bucket}/rfdetr-weights/rf-detr-nano.pth): run `rfdetr-pipeline weights "
+        "mirror --size nano` once, set RFDETR_WEIGHTS_BASE_URL to download them, or pass "
+        "pretrain_weights=random"
+    )

@@ -68,8 +68,13 @@ def test_pipeline_mirror_uploads_changed_files_resume_point_last(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(module, "upload_file", record)
-        assert mirror.sync(run) == 3
-        assert uploaded == ["checkpoint_best_regular.pth", "log.txt", "checkpoint.pth"]
+        assert mirror.sync(run) == 4
+        assert uploaded == [
+            "checkpoint_best_regular.pth",
+            "log.txt",
+            "checkpoint_3.pth",
+            "checkpoint.pth",
+        ]
         assert mirror.sync(run) == 0  # nothing changed
         (run / "log.txt").write_text("epoch 1")
         os.utime(run / "log.txt", ns=(1, 1))
@@ -78,7 +83,11 @@ def test_pipeline_mirror_uploads_changed_files_resume_point_last(
     fresh = tmp_path / "new-pod"
     assert CheckpointMirror(mirror.uri.__str__(), interval=3600).restore(fresh)
     assert (fresh / "log.txt").read_text() == "epoch 1"
-    assert not (fresh / "checkpoint_3.pth").exists()  # periodic copies are not mirrored
+    assert not (fresh / "checkpoint_3.pth").exists()  # periodic copies are not restored
+    mirror.finish(run)  # after success: only the resume point and the periodic copies stay
+    client = storage.ObjectStore.from_env().client
+    left = {o.object_name for o in client.list_objects(bucket, "m/", recursive=True)}
+    assert left == {"m/run-1/train/checkpoint.pth", "m/run-1/train/checkpoint_3.pth"}
     mirror.clear()
     assert not CheckpointMirror(str(mirror.uri)).restore(tmp_path / "empty")
 
@@ -106,3 +115,17 @@ def test_pipeline_demo_uploads_a_dataset_folder(shapes: Path, store_env: dict) -
     assert dataset_uri("s3://elsewhere/data", Path("unused")) == "s3://elsewhere/data"
     with pytest.raises(SystemExit, match="neither a folder nor an s3:// URI"):
         dataset_uri("/no/such/folder", Path("unused"))
+
+
+def test_pipeline_demo_counts_artifact_bytes_per_consumer(tmp_path: Path) -> None:
+    """Each output is uploaded once; each step taking it downloads it whole (the dataset
+    reference by validate, train and evaluate; the train artifact by select-checkpoint only).
+    Files beside the artifacts (train's work folder) are not artifacts."""
+    from pipelines.demo import artifact_traffic, pipeline_spec
+
+    sizes = {"fetch-dataset/dataset/ref.json": 100, "train/checkpoints/best.pth": 1000}
+    sizes["train/checkpoints.work/checkpoint.pth"] = 50_000
+    for rel, size in sizes.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * size)
+    assert artifact_traffic(tmp_path, pipeline_spec()) == (100 + 1000, 3 * 100 + 1000)

@@ -1,0 +1,124 @@
+"""The weights a pipeline run fine-tunes from, resolved without the internet by default.
+
+The ``pretrain_weights`` pipeline parameter:
+
+- ``""`` (default): the official COCO checkpoint of the chosen size (:data:`rfdetr.hub.PRETRAINED`);
+  ``tiny`` has none and starts from random weights (logged);
+- ``"random"`` or ``"none"``: random initialisation;
+- an official name (``"nano"``, ``"rf-detr-nano.pth"``), an ``s3://``/``minio://`` URI, or a path.
+
+Official checkpoints are read from the weights mirror in the object store
+(``$RFDETR_WEIGHTS_URI``, default :data:`DEFAULT_WEIGHTS_URI`, one object per upstream file
+name), seeded once by ``rfdetr-pipeline weights mirror --size SIZE``. Only when the mirror lacks
+the file and ``$RFDETR_WEIGHTS_BASE_URL`` is set does the step download it from there. The
+upstream MD5 is checked either way.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+from pathlib import Path
+
+from pipelines.steps.common import StepError
+from rfdetr.hub import (
+    PRETRAINED,
+    WEIGHTS_BASE_URL_ENV,
+    PretrainedAsset,
+    download_verified,
+    find_pretrained,
+    md5_of,
+)
+from rfdetr.storage import download_file, is_object_uri, parse_uri
+from rfdetr.storage.config import ObjectStore
+from rfdetr.storage.errors import BucketNotFoundError, ObjectNotFoundError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS_URI = "s3://mlpipeline/rfdetr-weights"
+WEIGHTS_URI_ENV = "RFDETR_WEIGHTS_URI"
+RANDOM_INIT = frozenset({"random", "none"})
+
+
+def weights_prefix() -> str:
+    """Where official checkpoints are mirrored: ``$RFDETR_WEIGHTS_URI`` or the default."""
+    return os.environ.get(WEIGHTS_URI_ENV) or DEFAULT_WEIGHTS_URI
+
+
+def mirror_command(asset: PretrainedAsset) -> str:
+    return f"rfdetr-pipeline weights mirror --size {asset.name}"
+
+
+def pipeline_weights(value: str | None, model_size: str) -> str | None:
+    """The run config's ``train.pretrain_weights`` for the pipeline parameter ``value``.
+
+    Empty: the official file name of ``model_size`` (None, random, for a size without one);
+    ``random``/``none`` (any case): None; anything else unchanged.
+    """
+    if not value:
+        asset = PRETRAINED.get(model_size)
+        if asset is None:
+            logger.info("%s has no official COCO weights: training starts from random", model_size)
+            return None
+        return asset.filename
+    return None if value.strip().lower() in RANDOM_INIT else value
+
+
+def resolve_weights(
+    value: str | None, scratch: Path, *, store: ObjectStore | None = None
+) -> str | None:
+    """A local file for ``train.pretrain_weights`` (None: random initialisation).
+
+    Order: an object URI (downloaded, verified); an existing path; an official name: the
+    weights mirror, then ``$RFDETR_WEIGHTS_BASE_URL``; never upstream's internet URL.
+
+    Raises:
+        StepError: an official checkpoint neither mirrored nor downloadable (one line naming the
+            mirror command), a bad MD5, or a value that is none of the above.
+    """
+    if not value:
+        return None
+    if is_object_uri(value):
+        local = scratch / parse_uri(value).name
+        download_file(value, local, store=store)
+        return str(local)
+    if Path(value).expanduser().is_file():
+        return str(Path(value).expanduser())
+    asset = find_pretrained(value)
+    if asset is None:
+        known = ", ".join(PRETRAINED)
+        raise StepError(
+            f"pretrain_weights={value!r}: not an s3:// URI, a file in the image, nor an official "
+            f"name ({known}); pass pretrain_weights=random for random initialisation"
+        )
+    return str(_official(asset, scratch / asset.filename, store))
+
+
+def _official(asset: PretrainedAsset, local: Path, store: ObjectStore | None) -> Path:
+    source = parse_uri(weights_prefix()).child(asset.filename)
+    try:
+        download_file(source, local, store=store)
+    except (ObjectNotFoundError, BucketNotFoundError):
+        base = os.environ.get(WEIGHTS_BASE_URL_ENV)
+        if not base:
+            raise StepError(
+                f"the official {asset.name} weights are not in the object store ({source}): run "
+                f"`{mirror_command(asset)}` once, set {WEIGHTS_BASE_URL_ENV} to download them, "
+                "or pass pretrain_weights=random"
+            ) from None
+        url = f"{base.rstrip('/')}/{asset.filename}"
+        try:
+            download_verified(url, local, md5=asset.md5)
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            raise StepError(f"could not get the {asset.name} weights from {url}: {err}") from None
+        logger.info("pretrained %s weights from %s (MD5 verified)", asset.name, url)
+        return local
+    digest = md5_of(local)
+    if digest != asset.md5:
+        raise StepError(
+            f"{source}: MD5 {digest} is not the official {asset.md5}; seed it again with "
+            f"`{mirror_command(asset)}`"
+        )
+    logger.info("pretrained %s weights from %s (MD5 verified)", asset.name, source)
+    return local
