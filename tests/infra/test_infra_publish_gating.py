@@ -1,0 +1,91 @@
+"""Publish gating a UI user can rely on (issue 12, finding M4): with defaults, a run never
+replaces a better published model; a smoke run with ``publish_bucket=`` publishes nothing.
+Also: a store that ignores conditional writes is refused, never trusted (issue 13)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import publish as publish_component
+from pipelines.compile import compile_pipeline
+from pipelines.kfp_package import PipelinePackage, build_params
+from pipelines.steps.publish import LATEST, publish_model
+from rfdetr import storage
+from rfdetr.storage import ObjectStore
+from rfdetr.storage.conditional import create_object
+
+
+def _inputs(folder: Path) -> dict[str, Path]:
+    (folder / "report").mkdir(parents=True)
+    (folder / "model.pth").write_bytes(os.urandom(1000))
+    (folder / "model.onnx").write_bytes(os.urandom(1000))
+    (folder / "report" / "metrics.json").write_text("{}")
+    return {
+        "checkpoint": folder / "model.pth",
+        "onnx": folder / "model.onnx",
+        "report_dir": folder / "report",
+        "staging": folder / "staging",
+    }
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> PipelinePackage:
+    return PipelinePackage.load(compile_pipeline(tmp_path_factory.mktemp("c") / "pipeline.yaml"))
+
+
+def test_defaults_require_improvement_in_the_pipeline_the_component_and_the_step(
+    package: PipelinePackage,
+) -> None:
+    spec = next(yaml.safe_load_all(Path(package.path).read_text()))
+    compiled = spec["root"]["inputDefinitions"]["parameters"]["require_improvement"]
+    assert compiled["defaultValue"] is True
+    signature = inspect.signature(publish_component.python_func)
+    assert signature.parameters["require_improvement"].default is True
+    assert inspect.signature(publish_model).parameters["require_improvement"].default is True
+
+
+def test_a_default_run_does_not_replace_a_better_published_model(
+    tmp_path: Path, bucket: str
+) -> None:
+    best = publish_model(**_inputs(tmp_path / "a"), bucket=bucket, model_name="m", map_50_95=0.8)
+    assert best.published
+    worse = publish_model(**_inputs(tmp_path / "b"), bucket=bucket, model_name="m", map_50_95=0.3)
+    assert not worse.published
+    assert "does not beat the published 0.8000" in worse.reason
+    latest = json.loads(storage.read_bytes(f"s3://{bucket}/m/{LATEST}"))
+    assert latest["version"] == best.version and latest["map_50_95"] == 0.8
+
+
+def test_a_smoke_run_with_an_empty_publish_bucket_publishes_nothing(
+    package: PipelinePackage, tmp_path: Path, bucket: str
+) -> None:
+    params = build_params(package, ["dataset_uri=s3://d/x", "epochs=1", "publish_bucket="])
+    assert params["publish_bucket"] == ""
+    result = publish_model(**_inputs(tmp_path), bucket=params["publish_bucket"], map_50_95=0.9)
+    assert not result.published and result.uri == ""
+    decision = json.loads((tmp_path / "staging" / "decision.json").read_text())
+    assert decision == {"published": False, "reason": result.reason, "uri": ""}
+    assert "publishing is off" in result.reason
+
+
+def test_a_store_that_ignores_if_none_match_is_refused(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real SeaweedFS behind a client that drops the condition header, as a server that
+    ignores it would: the second create succeeds, and create_object must say so."""
+    store = ObjectStore.from_env()
+    real_put = store.client._put_object
+
+    def put_ignoring_conditions(bucket_name, object_name, data, headers, **kwargs):
+        kept = {k: v for k, v in headers.items() if k.lower() != "if-none-match"}
+        return real_put(bucket_name, object_name, data, kept, **kwargs)
+
+    monkeypatch.setattr(store.client, "_put_object", put_ignoring_conditions)
+    with pytest.raises(storage.StorageError, match="ignores If-None-Match"):
+        create_object(b"{}", f"s3://{bucket}/claim.json", store=store)
