@@ -150,12 +150,19 @@ def extract_state_dict(raw: dict[str, Any], file: Path) -> tuple[str, dict[str, 
 
 
 def check_tensors(state_dict: dict[str, Any], file: Path) -> None:
+    """Names map to tensors, and every floating tensor is finite (a NaN model is no model)."""
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(
                 f"{file}: the 'model' state dict holds a {type(value).__name__} under {key!r}; "
                 "a state dict maps names to tensors only"
             )
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise CheckpointError(
+            f"{file}: weights are not finite (NaN or inf) in {len(bad)} tensor(s), first "
+            f"{bad[0]!r}; the run diverged; use an earlier checkpoint or retrain"
+        )
 
 
 def extract_config(
