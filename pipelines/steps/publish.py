@@ -40,6 +40,7 @@ from rfdetr.storage import (
 )
 from rfdetr.storage.conditional import create_object, read_json_object, replace_object
 from rfdetr.storage.errors import PreconditionFailedError
+from rfdetr.storage.uris import check_bucket_name
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +264,7 @@ def _publish(
 ) -> PublishResult:
     if not bucket:
         return PublishResult(False, "publishing is off (no bucket given)")
+    check_bucket_name(bucket, "publish bucket")
     check_name(model_name, "model name")
     version = check_name(version or default_version(run_id), "version")
     model_root = f"s3://{bucket}/{model_name}"

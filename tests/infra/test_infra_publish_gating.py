@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from components import publish as publish_component
 from pipelines.compile import compile_pipeline
 from pipelines.kfp_package import PipelinePackage, build_params
+from pipelines.steps.common import StepError
 from pipelines.steps.publish import LATEST, publish_model
 from rfdetr import storage
 from rfdetr.storage import ObjectStore
@@ -89,3 +91,21 @@ def test_a_store_that_ignores_if_none_match_is_refused(
     monkeypatch.setattr(store.client, "_put_object", put_ignoring_conditions)
     with pytest.raises(storage.StorageError, match="ignores If-None-Match"):
         create_object(b"{}", f"s3://{bucket}/claim.json", store=store)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["mlpipeline/sub", "mlpipeline/../other", "UPPER", "ab", "a" * 64, "xn--bucket",
+     "sthree-bucket", "bucket-s3alias", "bucket--ol-s3", "b..c", "192.168.1.1", "bucket "],
+)  # fmt: skip
+def test_a_publish_bucket_that_is_not_a_bucket_name_is_refused_before_any_write(
+    name: str, tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    """AWS bucket naming rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules
+    .html); ``mlpipeline/sub`` used to pass as bucket ``mlpipeline``, key ``sub/...``."""
+    model = f"m-{uuid.uuid4().hex[:8]}"
+    with pytest.raises((StepError, storage.InvalidURIError), match="bucket"):
+        publish_model(**_inputs(tmp_path), bucket=name, model_name=model, map_50_95=0.9)
+    client = ObjectStore.from_env().client
+    assert not list(client.list_objects("mlpipeline", prefix=f"sub/{model}", recursive=True))
+    assert not (tmp_path / "staging" / "model.json").exists()
