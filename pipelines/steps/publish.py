@@ -139,15 +139,20 @@ def claim_version(model_root: str, version: str, run_id: str) -> None:
     claim = parse_uri(model_root).child(f"{CLAIMS}/{version}.json")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {"version": version, "run_id": run_id, "claimed": stamp, "token": uuid.uuid4().hex}
+    manifest = parse_uri(model_root).child(f"{version}/{MANIFEST_NAME}")
     try:
         create_object(json.dumps(body).encode(), claim)
     except PreconditionFailedError:
         owner = (read_json_object(claim) or ({}, ""))[0]
+        if run_id and owner.get("run_id") == run_id and not exists(manifest):
+            # a retry of this run's publish step (KFP "Retry" keeps the run id): its own claim
+            logger.warning("%s: resuming the unfinished publish of run %s", claim, run_id)
+            return
         raise StepError(
             f"{model_root}/{version}: this version is published already (claimed by run "
             f"{owner.get('run_id') or '?'} at {owner.get('claimed') or '?'}); pick another version"
         ) from None
-    if exists(parse_uri(model_root).child(f"{version}/{MANIFEST_NAME}")):  # from before claims
+    if exists(manifest):  # published before claims existed
         raise StepError(f"{model_root}/{version}: this version is published already")
 
 

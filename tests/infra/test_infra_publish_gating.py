@@ -109,3 +109,22 @@ def test_a_publish_bucket_that_is_not_a_bucket_name_is_refused_before_any_write(
     client = ObjectStore.from_env().client
     assert not list(client.list_objects("mlpipeline", prefix=f"sub/{model}", recursive=True))
     assert not (tmp_path / "staging" / "model.json").exists()
+
+
+def test_a_retry_of_the_same_run_finishes_its_own_unfinished_publish(
+    tmp_path: Path, bucket: str
+) -> None:
+    """KFP's "Retry" re-runs a failed step with the same run id: an attempt that claimed the
+    version and died before the manifest may finish it; any other run is still refused."""
+    root = f"s3://{bucket}/m"
+    claim = {"version": "v1", "run_id": "run-a", "claimed": "2026-01-01T00:00:00Z"}
+    create_object(json.dumps(claim).encode(), f"{root}/.claims/v1.json")
+    common = {"bucket": bucket, "model_name": "m", "version": "v1", "map_50_95": 0.5}
+    with pytest.raises(StepError, match="claimed by run run-a"):
+        publish_model(**_inputs(tmp_path / "other"), run_id="run-b", **common)
+    retried = publish_model(**_inputs(tmp_path / "retry"), run_id="run-a", **common)
+    assert retried.published and storage.exists(f"{root}/v1/manifest.json")
+    with pytest.raises(StepError, match="published already"):
+        publish_model(
+            **_inputs(tmp_path / "again"), run_id="run-a", require_improvement=False, **common
+        )
