@@ -11,10 +11,14 @@ start (mode 0600, fresh random keys and certificates):
   client certificate signed by that CA (mutual TLS); the CA's key is never written;
 - ``[access] ui = false``.
 
-What stays open (SeaweedFS 4.48): the master's HTTP status page and its admin paths (``/dir/*``,
-``/vol/*``, ``/col/*``). Its IP white list would close them, but ``weed mini`` applies the same
-list to its in-process unix-socket gRPC calls (peer ``@``) and then cannot grow volumes, so it is
-not used; ``/dir/assign`` file ids are useless without the volume's JWT.
+What stays open (SeaweedFS 4.48, measured): the master's HTTP port, unauthenticated, serves its
+status page and admin paths: ``/dir/assign`` (file ids, useless without the volume's JWT) but
+also ``/vol/grow``, ``/vol/vacuum`` and ``/col/delete?collection=<bucket>``, which deletes a
+bucket's data. SeaweedFS guards these only with an IP white list (``[guard] white_list``), and
+``weed mini`` applies the same list to its in-process unix-socket gRPC (peer ``@``) and to the
+filer's HTTP uploads to the volume server from 127.0.0.1: any list that lets the store work lets
+every local user in. So the local store is for a single-user development machine; a shared
+machine or a cluster uses MinIO or KFP's own store (``manifests/``).
 """
 
 from __future__ import annotations
