@@ -159,3 +159,15 @@ def test_stale_temporaries_are_removed_at_the_next_start(
     fit(tiny_config(shapes_coco, out, epochs=1))
     assert not any(path.exists() for path in stale)
     assert unrelated.exists()
+
+
+@pytest.mark.parametrize("damage", [_truncated, _hostile], ids=["truncated", "hostile"])
+def test_the_select_checkpoint_step_names_the_run_file_not_its_scratch_copy(
+    run_copy: Path, tmp_path: Path, damage: Callable[[Path], Path]
+) -> None:
+    from pipelines.steps.model import select_checkpoint
+
+    bad = damage(run_copy / files.BEST_REGULAR)
+    with pytest.raises(CheckpointError) as caught:
+        select_checkpoint(run_copy, tmp_path / "model")
+    _one_line_naming(caught.value, bad)
