@@ -109,7 +109,12 @@ def decide(
     map_50_95: float, min_map: float, require_improvement: bool, model_root: str
 ) -> PublishDecision:
     """Publish when mAP50:95 is at least ``min_map`` and, with ``require_improvement``, higher
-    than the published model's (any model beats none)."""
+    than the published model's (any model beats none). A NaN or infinite figure never passes
+    (``nan < min_map`` is False, so it would)."""
+    if plain_number(min_map) is None:
+        raise StepError(f"min_map {min_map!r}: expected a finite number")
+    if plain_number(map_50_95) is None:
+        return PublishDecision(False, f"mAP50:95 {map_50_95!r} is not a finite number")
     if map_50_95 < min_map:
         return PublishDecision(False, f"mAP50:95 {map_50_95:.4f} is below min_map {min_map:.4f}")
     if not require_improvement:

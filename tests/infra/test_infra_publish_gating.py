@@ -128,3 +128,17 @@ def test_a_retry_of_the_same_run_finishes_its_own_unfinished_publish(
         publish_model(
             **_inputs(tmp_path / "again"), run_id="run-a", require_improvement=False, **common
         )
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_map_never_publishes(value: float, tmp_path: Path, bucket: str) -> None:
+    """``nan < min_map`` is False: the gate used to let a NaN evaluation through."""
+    for require_improvement in (True, False):
+        result = publish_model(
+            **_inputs(tmp_path / str(require_improvement)), bucket=bucket, model_name="m",
+            map_50_95=value, require_improvement=require_improvement,
+        )  # fmt: skip
+        assert not result.published and "not a finite number" in result.reason
+    assert not storage.exists(f"s3://{bucket}/m/{LATEST}")
+    with pytest.raises(StepError, match="min_map"):
+        publish_model(**_inputs(tmp_path / "m"), bucket=bucket, map_50_95=0.5, min_map=value)
