@@ -30,7 +30,8 @@ MAX_SMALL_OBJECT = 1024 * 1024
 
 
 def _put(store: ObjectStore, target: ObjectURI, data: bytes, condition: dict[str, str]) -> str:
-    """PUT ``data`` with the ``condition`` header; the server's ETag, checked against the MD5."""
+    """PUT ``data`` (a JSON document) with the ``condition`` header; returns the server's ETag,
+    checked against the MD5 of ``data`` (race-free: no read-back another writer could change)."""
     from minio.error import S3Error
 
     headers = {
