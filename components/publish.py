@@ -19,7 +19,7 @@ def publish(
     model_name: str,
     version: str = "",
     min_map: float = 0.0,
-    require_improvement: bool = False,
+    require_improvement: bool = True,
     run_id: str = "",
 ) -> NamedTuple("PublishOutputs", [("uri", str), ("version", str), ("was_published", bool)]):
     """Upload the stripped checkpoint, ONNX file, metrics and report to

@@ -42,7 +42,7 @@ def resolve_config(
         resolution: input side in pixels (a multiple of patch size x windows); None: preset's.
         use_ema: keep an exponential moving average of the weights; None: the preset's.
         early_stopping: stop when validation mAP stops improving; None: the preset's.
-        pretrain_weights: empty: official COCO weights of the size (tiny: random); random; or URI/path.
+        pretrain_weights: empty: official COCO weights (tiny: random); random; or a URI/path.
         overrides: other RunConfig options, flat ("warmup_epochs") or dotted ("train.lr").
     """
     from pipelines.steps.common import step_errors

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 from pipelines import seaweedfs
@@ -26,7 +27,8 @@ def add_parser(subparsers: Subparsers) -> None:
             "SECRETACCESSKEY or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else a generated "
             "local-only pair in DATA_DIR/credentials.json), wait until it answers and create the "
             "buckets; stop: stop it by PID; status: print endpoint and buckets (exit 1 when not "
-            "running); env: print the shell exports clients need: "
+            "running); env: print the shell exports clients need (with AWS_ENDPOINT_URL and "
+            "AWS_* keys for aws/boto3): "
             'eval "$(rfdetr-pipeline objectstore env)".'
         ),
     )
@@ -74,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_OK
         info = seaweedfs.status(data_dir)
         if info is None:
-            print(f"not running ({data_dir})")
+            # env's stdout goes to `eval`: the message must not land there
+            print(f"not running ({data_dir})", file=sys.stderr if args.action == "env" else None)
             return EXIT_FAILURE
         if args.action == "env":
             print(_exports(info, seaweedfs.store_config(info)))
@@ -108,12 +111,16 @@ def _exports(info: ServerInfo, config: StoreConfig) -> str:
         f"export OBJECTSTORECONFIG_HOST={info.endpoint.split(':')[0]}",
         f"export OBJECTSTORECONFIG_PORT={info.port}",
         "export OBJECTSTORECONFIG_SECURE=false",
+        f"export AWS_ENDPOINT_URL={info.url}",  # for aws / boto3 as they are
     ]
     if info.credentials_source == "environment":
         lines.append("# keys: the server uses the ones already in your environment")
     else:
+        access, secret = shlex.quote(config.access_key), shlex.quote(config.secret_key)
         lines += [
-            f"export OBJECTSTORECONFIG_ACCESSKEY={shlex.quote(config.access_key)}",
-            f"export OBJECTSTORECONFIG_SECRETACCESSKEY={shlex.quote(config.secret_key)}",
+            f"export OBJECTSTORECONFIG_ACCESSKEY={access}",
+            f"export OBJECTSTORECONFIG_SECRETACCESSKEY={secret}",
+            f"export AWS_ACCESS_KEY_ID={access}",
+            f"export AWS_SECRET_ACCESS_KEY={secret}",
         ]
     return "\n".join(lines)

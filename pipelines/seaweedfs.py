@@ -9,6 +9,8 @@ Data folder layout (default ``.objectstore/``, or ``$RFDETR_OBJECTSTORE_DIR``), 
     weed.pid           PID of the running server
     state.json         endpoint, internal ports, buckets, where the keys came from
     credentials.json   generated local-only key pair (0600), when none is in the environment
+    security.toml, tls/  JWT keys and mutual-TLS certificates, new at every start (0600; see
+                       :mod:`pipelines.store_security`): only S3 with the keys reaches objects
     weed.log           server output
 
 Keys: the environment's (``OBJECTSTORECONFIG_ACCESSKEY`` / ``..._SECRETACCESSKEY`` or
@@ -37,6 +39,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.store_security import write_security_config
 from rfdetr.storage.config import StoreConfig, keys_from_env
 
 logger = logging.getLogger(__name__)
@@ -250,6 +253,7 @@ def start(
         )
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     access, secret, source = local_credentials(data_dir)
+    write_security_config(data_dir)  # only S3 with the keys reaches objects
     ports = _pick_ports(_read_state(data_dir).get("ports", {}), {port, port + _GRPC_OFFSET})
     s3_grpc = port + _GRPC_OFFSET
     if s3_grpc > 65535 or s3_grpc in _all_ports(ports) or not _port_free(s3_grpc):

@@ -68,7 +68,7 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
         model_name: str = "",
         model_version: str = "",
         min_map: float = 0.0,
-        require_improvement: bool = False,
+        require_improvement: bool = True,
         checkpoint_mirror_uri: str = "s3://mlpipeline/rfdetr/checkpoint-mirror",
     ) -> PipelineOutputs:
         """Train, evaluate, export and publish an RF-DETR model.

@@ -8,6 +8,7 @@ Helpers of :mod:`rfdetr.weights`, which documents the formats and re-exports the
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import pickle
@@ -82,15 +83,53 @@ def save_checkpoint(
     }
     for key in ("config", "class_names", "epoch", "metrics"):
         require_plain(payload[key], key)
+    return atomic_save(payload, path)
+
+
+def _os_error_in(failure: BaseException) -> OSError | None:
+    """The OSError behind ``failure``: torch's zip writer replaces a failed write's OSError
+    with its own RuntimeError while closing, keeping the OSError as the context."""
+    seen: BaseException | None = failure
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+TMP_SUFFIX = ".tmp"  # temporaries are ".<name>.<random>.tmp" beside the destination
+
+
+def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A crash or a full disk mid-write leaves the previous file intact, never a truncated one.
+
+    Raises:
+        CheckpointError: the write failed (one line with the errno name, e.g. ENOSPC, and
+            the file); the previous ``path`` is untouched and the temporary removed.
+    """
     dest = Path(path).expanduser()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp_name = ""
     try:
-        torch.save(payload, tmp_name)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=TMP_SUFFIX)
+        with os.fdopen(fd, "wb") as handle:  # a file object: write errors keep their errno
+            torch.save(dict(payload), handle)
         os.replace(tmp_name, dest)
+    except (OSError, RuntimeError) as failure:
+        err = _os_error_in(failure)
+        if err is None:
+            raise
+        code = errno.errorcode.get(err.errno or 0, "error")
+        hint = f"; free space in {dest.parent}" if err.errno == errno.ENOSPC else ""
+        raise CheckpointError(
+            f"{dest}: cannot write checkpoint: {code} ({err.strerror or err}){hint}; "
+            "the previous file is unchanged"
+        ) from None
     finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
     return dest
 
 
@@ -150,12 +189,19 @@ def extract_state_dict(raw: dict[str, Any], file: Path) -> tuple[str, dict[str, 
 
 
 def check_tensors(state_dict: dict[str, Any], file: Path) -> None:
+    """Names map to tensors, and every floating tensor is finite (a NaN model is no model)."""
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(
                 f"{file}: the 'model' state dict holds a {type(value).__name__} under {key!r}; "
                 "a state dict maps names to tensors only"
             )
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise CheckpointError(
+            f"{file}: weights are not finite (NaN or inf) in {len(bad)} tensor(s), first "
+            f"{bad[0]!r}; the run diverged; use an earlier checkpoint or retrain"
+        )
 
 
 def extract_config(

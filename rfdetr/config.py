@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ProjectorLevel = Literal["P3", "P4", "P5"]
 
+# Upper bounds: far above every preset, below what fails only later on a GPU node (a value
+# past them is a typo or an attack, and the error names the field at once).
+MAX_RESOLUTION = 4096
+MAX_CLASSES = 20_000  # LVIS has 1,203; COCO evaluation of 200,000 classes crashes
+
 
 class EncoderSpec(BaseModel):
     """Width, depth and head count of a windowed ViT encoder."""
@@ -38,7 +43,9 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys fail with the closest valid name."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -78,27 +85,27 @@ class ModelConfig(StrictModel):
     name: str = "custom"
     encoder: str = "dinov2_windowed_small"
     out_feature_indexes: list[int] = Field(default_factory=lambda: [3, 6, 9, 12])
-    patch_size: int = Field(16, ge=1)
-    num_windows: int = Field(2, ge=1)
-    positional_encoding_size: int = Field(24, ge=1)
-    resolution: int = Field(384, ge=1)
+    patch_size: int = Field(16, ge=1, le=64)
+    num_windows: int = Field(2, ge=1, le=64)
+    positional_encoding_size: int = Field(24, ge=1, le=1024)
+    resolution: int = Field(384, ge=1, le=MAX_RESOLUTION)
     projector_scale: list[ProjectorLevel] = Field(default_factory=lambda: ["P4"])
     layer_norm: bool = True
-    hidden_dim: int = Field(256, ge=1)
-    dim_feedforward: int = Field(2048, ge=1)
-    sa_nheads: int = Field(8, ge=1)
-    ca_nheads: int = Field(16, ge=1)
-    dec_n_points: int = Field(2, ge=1)
-    dec_layers: int = Field(2, ge=1)
-    num_queries: int = Field(300, ge=1)
-    num_select: int = Field(300, ge=1)
-    group_detr: int = Field(13, ge=1)
+    hidden_dim: int = Field(256, ge=1, le=4096)
+    dim_feedforward: int = Field(2048, ge=1, le=16384)
+    sa_nheads: int = Field(8, ge=1, le=128)
+    ca_nheads: int = Field(16, ge=1, le=128)
+    dec_n_points: int = Field(2, ge=1, le=64)
+    dec_layers: int = Field(2, ge=1, le=64)
+    num_queries: int = Field(300, ge=1, le=10_000)
+    num_select: int = Field(300, ge=1, le=10_000)
+    group_detr: int = Field(13, ge=1, le=64)
     two_stage: bool = True
     bbox_reparam: bool = True
     lite_refpoint_refine: bool = True
     segmentation_head: bool = False
-    mask_downsample_ratio: int = Field(4, ge=1)
-    num_classes: int = Field(90, ge=1)
+    mask_downsample_ratio: int = Field(4, ge=1, le=64)
+    num_classes: int = Field(90, ge=1, le=MAX_CLASSES)
     drop_path: float = Field(0.0, ge=0.0, lt=1.0)
     gradient_checkpointing: bool = False
 

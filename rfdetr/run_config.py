@@ -43,7 +43,7 @@ class DataConfig(StrictModel):
     class_map: dict[str, Any] | None = None
     multi_scale: bool = True
     expanded_scales: bool = True
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(2, ge=0, le=256)
 
 
 class TrainConfig(StrictModel):
@@ -59,18 +59,18 @@ class TrainConfig(StrictModel):
     explicit ``amp_dtype="bf16"`` does, and only on a CPU with native bf16 (AVX512-BF16, AMX).
     """
 
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(4, ge=1)
-    grad_accum_steps: int = Field(4, ge=1)
+    epochs: int = Field(100, ge=1, le=100_000)
+    batch_size: int = Field(4, ge=1, le=4096)
+    grad_accum_steps: int = Field(4, ge=1, le=4096)
     lr: float = Field(1e-4, gt=0)
     lr_encoder: float = Field(1.5e-4, ge=0)
     weight_decay: float = Field(1e-4, ge=0)
     lr_vit_layer_decay: float = Field(0.8, gt=0, le=1)
     lr_component_decay: float = Field(0.7, gt=0, le=1)
     lr_scheduler: Literal["step", "cosine"] = "step"
-    lr_drop: int = Field(100, ge=1)
+    lr_drop: int = Field(100, ge=1, le=100_000)
     lr_min_factor: float = Field(0.0, ge=0, le=1)
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0, le=100_000)
     clip_max_norm: float = Field(0.1, ge=0)
     use_ema: bool = True
     ema_decay: float = Field(0.993, ge=0, lt=1)
@@ -79,13 +79,13 @@ class TrainConfig(StrictModel):
     amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"
     compile: bool = False
     device: str | None = None
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's seed range
     output_dir: str = "output"
     resume: str | None = None
     pretrain_weights: str | None = None
-    checkpoint_interval: int = Field(10, ge=1)
+    checkpoint_interval: int = Field(10, ge=1, le=100_000)
     early_stopping: bool = False
-    early_stopping_patience: int = Field(10, ge=1)
+    early_stopping_patience: int = Field(10, ge=1, le=100_000)
     early_stopping_min_delta: float = Field(0.001, ge=0)
     early_stopping_use_ema: bool = False
     ia_bce_loss: bool = True
@@ -99,7 +99,7 @@ class TrainConfig(StrictModel):
     set_cost_class: float = Field(2.0, ge=0)
     set_cost_bbox: float = Field(5.0, ge=0)
     set_cost_giou: float = Field(2.0, ge=0)
-    mask_point_sample_ratio: int = Field(16, ge=1)
+    mask_point_sample_ratio: int = Field(16, ge=1, le=1024)
 
 
 class EvalConfig(StrictModel):
@@ -110,7 +110,7 @@ class EvalConfig(StrictModel):
         run_test: after training, evaluate the best model on ``test/`` when that split exists.
     """
 
-    eval_batch_size: int | None = Field(None, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1, le=4096)
     run_test: bool = True
 
 

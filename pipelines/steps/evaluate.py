@@ -67,7 +67,8 @@ def flat_metrics(result: Any) -> dict[str, float]:
     }
     for item in result.per_class:
         value = item.mask_ap_50_95 if result.segm is not None else item.ap_50_95
-        figures[f"ap_50_95_{_metric_key(item.name)}"] = float(value)
+        if value is not None and value >= 0:  # COCO's -1: no ground truth in this split
+            figures[f"ap_50_95_{_metric_key(item.name)}"] = float(value)
     return figures
 
 

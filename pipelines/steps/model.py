@@ -60,8 +60,7 @@ def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedMode
     Raises:
         CheckpointError: the run folder holds neither best file.
     """
-    import torch
-
+    from rfdetr.checkpoint_format import CheckpointError
     from rfdetr.training import checkpoint as files
 
     run, dest = Path(run_dir), Path(dest_dir)
@@ -71,10 +70,13 @@ def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedMode
             for name in (files.BEST_REGULAR, files.BEST_EMA):
                 if (run / name).is_file():
                     link_or_copy(run / name, Path(tmp, name))
-            chosen = files.select_best(tmp)
+            try:
+                chosen = files.select_best(tmp)
+            except CheckpointError as err:  # name the run's file, not its scratch link
+                raise CheckpointError(str(err).replace(tmp, str(run))) from None
             target = dest / files.BEST_TOTAL
             shutil.move(str(chosen), target)
-        state = torch.load(target, map_location="cpu", weights_only=True)
+        state = files.read_state(target)
         found = state.get("metrics") or {}
         config = state.get("config") or {}
         model_section = config.get("model") if isinstance(config.get("model"), dict) else {}

@@ -8,9 +8,14 @@ Layout of ``s3://<bucket>/<model-name>/``::
     <version>/model.json                  what this version is (figures, classes, files, run)
     <version>/manifest.json               size and sha256 of every file above (written last)
     latest.json                           the current version: {"version", "uri", "map_50_95"}
+    .claims/<version>.json                which run owns the version (created once)
 
-A version is written once: publishing to an existing version fails. ``latest.json`` moves only
-after every file of the new version was uploaded and verified.
+A version is written once, by one run: the run first creates ``.claims/<version>.json`` with a
+conditional PUT (``If-None-Match: *``); every other run publishing that version is refused, and
+only the owner uploads files. ``latest.json`` moves only after every file of the new version was
+uploaded and verified, and only by compare-and-swap (``If-Match`` on the ETag read, or
+``If-None-Match`` when absent), re-checking the gate against the value it replaces. Which S3
+servers honour these headers: :mod:`rfdetr.storage.conditional`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,13 +34,13 @@ from rfdetr.storage import (
     MANIFEST_NAME,
     exists,
     parse_uri,
-    read_bytes,
     read_manifest,
-    upload_bytes,
     upload_dir,
     write_manifest,
 )
-from rfdetr.storage.errors import ObjectNotFoundError
+from rfdetr.storage.conditional import create_object, read_json_object, replace_object
+from rfdetr.storage.errors import PreconditionFailedError
+from rfdetr.storage.uris import check_bucket_name
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ LATEST = "latest.json"
 MODEL_CARD = "model.json"
 DECISION = "decision.json"  # local only: the artifact says why it holds nothing
 REPORT_FILES = ("metrics.json", "report.md", "report.html")
+CLAIMS = ".claims"
+CAS_ATTEMPTS = 50
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -93,25 +101,29 @@ def default_version(run_id: str = "", now: datetime | None = None) -> str:
 
 def current_model(model_root: str) -> dict[str, Any] | None:
     """The ``latest.json`` under ``model_root`` (``s3://bucket/model-name``), or None."""
-    try:
-        data = json.loads(read_bytes(parse_uri(model_root).child(LATEST)))
-    except ObjectNotFoundError:
-        return None
-    except ValueError as exc:
-        raise StepError(f"{model_root}/{LATEST}: not valid JSON ({exc})") from None
-    return data if isinstance(data, dict) else None
+    found = read_json_object(parse_uri(model_root).child(LATEST))
+    return found[0] if found else None
 
 
 def decide(
     map_50_95: float, min_map: float, require_improvement: bool, model_root: str
 ) -> PublishDecision:
     """Publish when mAP50:95 is at least ``min_map`` and, with ``require_improvement``, higher
-    than the published model's (any model beats none)."""
+    than the published model's (any model beats none). A NaN or infinite figure never passes
+    (``nan < min_map`` is False, so it would)."""
+    if plain_number(min_map) is None:
+        raise StepError(f"min_map {min_map!r}: expected a finite number")
+    if plain_number(map_50_95) is None:
+        return PublishDecision(False, f"mAP50:95 {map_50_95!r} is not a finite number")
     if map_50_95 < min_map:
         return PublishDecision(False, f"mAP50:95 {map_50_95:.4f} is below min_map {min_map:.4f}")
     if not require_improvement:
         return PublishDecision(True, f"mAP50:95 {map_50_95:.4f} >= min_map {min_map:.4f}")
-    current = current_model(model_root)
+    return improves(map_50_95, current_model(model_root))
+
+
+def improves(map_50_95: float, current: dict[str, Any] | None) -> PublishDecision:
+    """Whether ``map_50_95`` beats the published model ``current`` (any model beats none)."""
     best = plain_number((current or {}).get("map_50_95"))
     if best is None:
         return PublishDecision(True, "no model published yet", current)
@@ -121,6 +133,57 @@ def decide(
     version = (current or {}).get("version")
     reason = f"mAP50:95 {map_50_95:.4f} does not beat the published {best:.4f} ({version})"
     return PublishDecision(False, reason, current)
+
+
+def claim_version(model_root: str, version: str, run_id: str) -> None:
+    """Make this run the only writer of ``version``: create ``.claims/<version>.json`` once.
+
+    Raises:
+        StepError: another run claimed (or published) the version first.
+    """
+    claim = parse_uri(model_root).child(f"{CLAIMS}/{version}.json")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {"version": version, "run_id": run_id, "claimed": stamp, "token": uuid.uuid4().hex}
+    manifest = parse_uri(model_root).child(f"{version}/{MANIFEST_NAME}")
+    try:
+        create_object(json.dumps(body).encode(), claim)
+    except PreconditionFailedError:
+        owner = (read_json_object(claim) or ({}, ""))[0]
+        if run_id and owner.get("run_id") == run_id and not exists(manifest):
+            # a retry of this run's publish step (KFP "Retry" keeps the run id): its own claim
+            logger.warning("%s: resuming the unfinished publish of run %s", claim, run_id)
+            return
+        raise StepError(
+            f"{model_root}/{version}: this version is published already (claimed by run "
+            f"{owner.get('run_id') or '?'} at {owner.get('claimed') or '?'}); pick another version"
+        ) from None
+    if exists(manifest):  # published before claims existed
+        raise StepError(f"{model_root}/{version}: this version is published already")
+
+
+def promote(model_root: str, pointer: dict[str, Any], require_improvement: bool) -> PublishDecision:
+    """Point ``latest.json`` at ``pointer`` by compare-and-swap, re-checking the gate each try.
+
+    Returns the gate's decision against the value finally replaced (``publish`` False: a better
+    model was promoted concurrently and ``latest.json`` stays on it).
+    """
+    target = parse_uri(model_root).child(LATEST)
+    data = json.dumps(pointer, indent=2).encode()
+    for _ in range(CAS_ATTEMPTS):
+        found = read_json_object(target)
+        current = found[0] if found else None
+        decision = improves(pointer["map_50_95"], current)
+        if require_improvement and not decision.publish:
+            return decision
+        try:
+            if found is None:
+                create_object(data, target, probe=False)
+            else:
+                replace_object(data, target, found[1])
+        except PreconditionFailedError:
+            continue  # moved since read: read again and re-check
+        return decision
+    raise StepError(f"{target}: changed {CAS_ATTEMPTS} times while publishing; run again")
 
 
 def stage_files(
@@ -150,7 +213,7 @@ def publish_model(
     version: str = "",
     map_50_95: float,
     min_map: float = 0.0,
-    require_improvement: bool = False,
+    require_improvement: bool = True,
     run_id: str = "",
     extra: dict[str, Any] | None = None,
 ) -> PublishResult:
@@ -211,6 +274,7 @@ def _publish(
 ) -> PublishResult:
     if not bucket:
         return PublishResult(False, "publishing is off (no bucket given)")
+    check_bucket_name(bucket, "publish bucket")
     check_name(model_name, "model name")
     version = check_name(version or default_version(run_id), "version")
     model_root = f"s3://{bucket}/{model_name}"
@@ -221,8 +285,7 @@ def _publish(
         if not decision.publish:
             logger.info("not publishing %s: %s", prefix, decision.reason)
             return PublishResult(False, decision.reason, version=version)
-        if exists(prefix.child(MANIFEST_NAME)):
-            raise StepError(f"{prefix}: this version is published already; pick another version")
+        claim_version(model_root, version, run_id)
         card = {
             "model_name": model_name,
             "version": version,
@@ -242,8 +305,13 @@ def _publish(
         if remote.by_path() != manifest.by_path():
             raise StepError(f"{prefix}/{MANIFEST_NAME} differs from the files just uploaded")
         pointer = {"version": version, "uri": str(prefix), "map_50_95": map_50_95}
-        upload_bytes(json.dumps(pointer, indent=2).encode(), parse_uri(model_root).child(LATEST))
+        moved = promote(model_root, pointer, require_improvement)
         metrics.set_gauge("published_bytes", manifest.total_bytes, "Bytes published")
+        if not moved.publish:
+            reason = f"{prefix} was stored, but {LATEST} stays: {moved.reason}"
+            logger.info("not promoting %s: %s", prefix, reason)
+            metrics.set_gauge("published", 0.0, "1 when the model was published")
+            return PublishResult(False, reason, version=version)
     logger.info("published %s (%d files, %s)", prefix, len(manifest.files), decision.reason)
     return PublishResult(
         True,

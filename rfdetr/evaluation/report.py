@@ -3,6 +3,12 @@
 The HTML page embeds every chart and sample image as a base64 ``data:`` URI, so it is one file
 that opens anywhere (a browser, the Kubeflow UI, an e-mail attachment). The charts are also
 written as PNG files under ``plots/``.
+
+The Markdown report is shown by the Kubeflow UI's Markdown viewer (markdown-to-jsx; kubeflow/
+pipelines ``frontend/src/components/viewers/MarkdownViewer.tsx``), where a relative image link
+has nothing to resolve against: its charts are ``data:image/png`` URIs too (markdown-to-jsx's URL
+sanitizer keeps ``data:image``), as many as fit in the viewer's 400,000 characters. Every name
+and value from the dataset or the caller is escaped, so it stays text there.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Mapping
 from html import escape
 from pathlib import Path
@@ -41,6 +48,17 @@ _CHARTS = (
     ("f1_confidence", "F1 versus confidence", plots.f1_confidence_chart),
     ("confusion_matrix", "Confusion matrix", plots.confusion_matrix_chart),
 )
+
+
+KFP_MARKDOWN_LIMIT = 50 * 1000 * 8  # MarkdownViewer.tsx MAX_MARKDOWN_STR_LENGTH: cut beyond
+_MD_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~$#!])")
+
+
+def md_text(value: object) -> str:
+    """``value`` as literal Markdown text: one line, HTML-escaped, Markdown syntax escaped."""
+    text = _MD_CONTROL.sub(" ", str(value))
+    return _MD_SPECIAL.sub(r"\\\1", escape(text, quote=False))
 
 
 def fmt(value: float | None) -> str:
@@ -77,13 +95,23 @@ def write_report(
         paths[key].write_bytes(png)
         charts.append((key, title, png))
     paths["metrics"] = out / "metrics.json"
-    paths["metrics"].write_text(json.dumps({"meta": meta, **result.to_dict()}, indent=2))
+    paths["metrics"].write_text(json.dumps({"meta": meta, **_metrics_data(result)}, indent=2))
     paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text(markdown_report(result, meta))
+    paths["markdown"].write_text(markdown_report(result, meta, charts))
     paths["html"] = out / "report.html"
     paths["html"].write_text(html_report(result, meta, charts, samples or []), encoding="utf-8")
     logger.info("evaluation report written to %s", paths["html"])
     return paths
+
+
+def _metrics_data(result: EvaluationResult) -> dict[str, Any]:
+    """``result.to_dict()`` with a class's AP null where COCO reports -1 (no ground truth)."""
+    data = result.to_dict()
+    for entry in data["per_class"]:
+        for key in ("ap_50_95", "ap_50", "mask_ap_50_95", "mask_ap_50"):
+            if isinstance(entry.get(key), float) and entry[key] < 0:
+                entry[key] = None
+    return data
 
 
 def _summary_columns(result: EvaluationResult) -> list[tuple[str, CocoMetrics]]:
@@ -93,11 +121,15 @@ def _summary_columns(result: EvaluationResult) -> list[tuple[str, CocoMetrics]]:
     return columns
 
 
-def markdown_report(result: EvaluationResult, meta: Mapping[str, Any]) -> str:
-    """The summary and per-class tables in Markdown."""
+def markdown_report(
+    result: EvaluationResult,
+    meta: Mapping[str, Any],
+    charts: list[tuple[str, str, bytes]] | None = None,
+) -> str:
+    """The summary and per-class tables in Markdown, then ``charts`` (key, title, PNG) inline."""
     columns = _summary_columns(result)
     lines = ["# Evaluation report", ""]
-    lines += [f"- **{k}**: {v}" for k, v in meta.items()]
+    lines += [f"- **{md_text(k)}**: {md_text(v)}" for k, v in meta.items()]
     lines += [
         f"- **images**: {result.num_images}, **max detections per image**: {result.max_dets}",
         f"- **confidence threshold** (max macro F1, IoU 0.5, {result.iou_type}): "
@@ -116,17 +148,29 @@ def markdown_report(result: EvaluationResult, meta: Mapping[str, Any]) -> str:
     lines += ["", "## Per class", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "|".join("---" if h == "name" else "---:" for h in header) + "|")
     for c in result.per_class:
-        cells = [cell.replace("|", "\\|") for cell in _class_cells(result, c)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(md_text(cell) for cell in _class_cells(result, c)) + " |")
     lines += ["", *_confusion_md(result), "## Charts", ""]
-    lines += [f"![{title}](plots/{key}.png)" for key, title, _ in _CHARTS]
-    lines.append("")
-    return "\n".join(lines)
+    return _with_charts("\n".join(lines), charts or [])
+
+
+def _with_charts(text: str, charts: list[tuple[str, str, bytes]]) -> str:
+    """``text`` plus each chart as a data URI while the whole fits the KFP viewer's limit."""
+    parts = [text]
+    used = len(text) + 1
+    for key, title, png in charts:
+        image = f"![{md_text(title)}]({_data_uri(png)})\n"
+        if used + len(image) + 200 * len(charts) > KFP_MARKDOWN_LIMIT:
+            image = (
+                f"*{md_text(title)}: too large to show here; see report.html or plots/{key}.png*\n"
+            )
+        parts.append(image)
+        used += len(image)
+    return "\n".join(parts) + "\n"
 
 
 def _confusion_md(result: EvaluationResult) -> list[str]:
     """The confusion matrix as a table (rows: true class, columns: predicted)."""
-    labels = [n.replace("|", "\\|") for n in result.class_names] + ["background"]
+    labels = [md_text(n) for n in result.class_names] + ["background"]
     lines = [
         f"## Confusion matrix (confidence {result.confidence_threshold:.2f}, IoU 0.5)",
         "",

@@ -18,6 +18,7 @@ tolerance) with a neighbour, since ONNX Runtime and PyTorch may order exact ties
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,7 @@ def verify_onnx(
             feed[inputs[1].name] = orig.numpy()
         got = dict(zip(names, session.run(None, feed), strict=True))
         reference = _reference(model, images, picker, feed, 10 * atol, selection)
+        _require_finite(reference, path)
         if len(inputs) > 1:
             expected = _postprocessed(reference, orig, postprocess)
             _compare_topk(got, expected, atol, diffs, scales, mismatched)
@@ -218,8 +220,22 @@ def _reference(
     return reference
 
 
+def _require_finite(reference: dict, path: str | os.PathLike[str]) -> None:
+    """PyTorch's own outputs must be finite: else there is nothing to verify against."""
+    for name, value in reference.items():
+        floating = isinstance(value, torch.Tensor) and value.is_floating_point()
+        if floating and not value.isfinite().all():
+            raise ExportError(
+                f"{path}: the PyTorch model's {name} are not finite (NaN or inf); "
+                "its weights are broken; export from a finite checkpoint"
+            )
+
+
 def _update(diffs: dict, scales: dict, name: str, got: np.ndarray, expected: np.ndarray) -> None:
-    diff = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max(initial=0.0))
+    """Fold one output's worst difference in; NaN or inf anywhere counts as an infinite one
+    (Python's ``max(prev, nan)`` would keep ``prev`` and pass a NaN model)."""
+    delta = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    diff = float(delta.max(initial=0.0)) if np.isfinite(delta).all() else math.inf
     diffs[name] = max(diffs.get(name, 0.0), diff)
     scales[name] = max(scales.get(name, 0.0), float(np.abs(expected).max(initial=0.0)))
 

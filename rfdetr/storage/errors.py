@@ -37,3 +37,7 @@ class UnsafeKeyError(StorageError):
 
 class IntegrityError(StorageError):
     """Size, ETag, sha256 or manifest mismatch: the bytes are not what was written."""
+
+
+class PreconditionFailedError(StorageError):
+    """A conditional write was refused: the object exists (create) or changed (compare-and-swap)."""

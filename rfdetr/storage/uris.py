@@ -96,17 +96,39 @@ def parse_uri(uri: str | ObjectURI) -> ObjectURI:
 def _check_bucket(bucket: str, uri: str) -> None:
     if not bucket:
         raise InvalidURIError(f"{uri!r}: no bucket name; {_EXAMPLE}")
-    problem = None
-    if not _BUCKET_RE.match(bucket):
-        problem = (
-            "3-63 characters of lowercase letters, digits, '.' and '-', alphanumeric at both ends"
-        )
-    elif ".." in bucket:
-        problem = "no two adjacent dots"
-    elif _is_ip(bucket):
-        problem = "not an IP address"
+    problem = bucket_name_problem(bucket)
     if problem:
         raise InvalidURIError(f"{uri!r}: invalid bucket name {bucket!r} (S3 rule: {problem})")
+
+
+# Reserved by AWS (general purpose bucket naming rules, docs.aws.amazon.com/AmazonS3/latest/
+# userguide/bucketnamingrules.html): access-point aliases, Outposts, MRAP, directory buckets.
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_name_problem(bucket: str) -> str | None:
+    """Which S3 bucket naming rule ``bucket`` breaks, or None when it is a valid name."""
+    if not _BUCKET_RE.match(bucket):
+        return (
+            "3-63 characters of lowercase letters, digits, '.' and '-', alphanumeric at both ends"
+        )
+    if ".." in bucket:
+        return "no two adjacent dots"
+    if _is_ip(bucket):
+        return "not an IP address"
+    if bucket.startswith(_RESERVED_PREFIXES) or bucket.endswith(_RESERVED_SUFFIXES):
+        return f"no reserved prefix {_RESERVED_PREFIXES} or suffix {_RESERVED_SUFFIXES}"
+    return None
+
+
+def check_bucket_name(bucket: str, what: str = "bucket") -> str:
+    """``bucket`` when it is a valid S3 bucket name (no key: ``a/b`` is refused), else
+    :class:`InvalidURIError` naming ``what``."""
+    problem = bucket_name_problem(bucket)
+    if problem:
+        raise InvalidURIError(f"{what} {bucket!r}: not a bucket name (S3 rule: {problem})")
+    return bucket
 
 
 def _is_ip(text: str) -> bool:

@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rfdetr.checkpoint_format import CHECKPOINT_FORMAT, CheckpointError, one_line, require_plain
+from rfdetr.checkpoint_format import (
+    CHECKPOINT_FORMAT,
+    TMP_SUFFIX,
+    CheckpointError,
+    atomic_save,
+    one_line,
+    require_plain,
+)
 from rfdetr.weights import save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -47,21 +53,35 @@ def periodic_name(epoch: int) -> str:
     return f"checkpoint_{epoch}.pth"
 
 
-def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """One of our checkpoint files as a dict (``weights_only=True``).
 
-    A crash mid-write leaves the previous file intact, never a truncated one.
+    Raises:
+        CheckpointError: missing, truncated, hostile (a pickle ``weights_only`` refuses) or not
+            a dict; one line naming the file.
     """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CheckpointError(f"{file}: no such checkpoint file")
     try:
-        torch.save(dict(payload), tmp_name)
-        os.replace(tmp_name, dest)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return dest
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # any parse failure means a damaged or foreign file
+        raise CheckpointError(f"{file}: cannot read checkpoint ({one_line(err)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: not a checkpoint (holds a {type(state).__name__})")
+    return state
+
+
+def remove_stale_temporaries(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete ``.checkpoint*.pth.<random>.tmp`` files a killed writer left in ``output_dir``.
+
+    Call only at the start of a run (no writer of this folder is running then).
+    """
+    stale = sorted(Path(output_dir).glob(f".checkpoint*.pth.*{TMP_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+        logger.info("removed %s, left by an interrupted checkpoint write", path)
+    return stale
 
 
 def save_training_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
@@ -95,11 +115,8 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise CheckpointError(f"{file}: no such checkpoint file to resume from")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # any parse failure means a damaged or foreign file
-        raise CheckpointError(f"{file}: cannot read checkpoint ({one_line(err)})") from None
-    if not isinstance(state, dict) or any(key not in state for key in TRAINING_KEYS):
+    state = read_state(file)
+    if any(key not in state for key in TRAINING_KEYS):
         raise CheckpointError(
             f"{file}: not a resumable training checkpoint (no optimizer state); resume from "
             f"{LAST} or a checkpoint_<N>.pth, or pass this file as pretrain_weights instead"
@@ -133,11 +150,10 @@ def strip_checkpoint(
         use_ema: take the EMA weights of a training checkpoint instead of the trained ones.
     """
     file = Path(source)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # any parse failure means a damaged or foreign file
-        raise CheckpointError(f"{file}: cannot read checkpoint ({one_line(err)})") from None
-    weights = state["model"]
+    state = read_state(file)
+    weights = state.get("model")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{file}: holds no 'model' state dict")
     if use_ema:
         if not state.get("ema"):
             raise CheckpointError(f"{file}: holds no EMA weights")
@@ -174,8 +190,7 @@ def select_best(output_dir: str | os.PathLike[str]) -> Path:
     for name in (BEST_REGULAR, BEST_EMA):  # regular first: it wins ties
         file = folder / name
         if file.is_file():
-            state = torch.load(file, map_location="cpu", weights_only=True)
-            score = score_of(state.get("metrics"))
+            score = score_of(read_state(file).get("metrics"))
             candidates.append((score if score is not None else float("-inf"), file))
     if not candidates:
         raise CheckpointError(f"{folder}: neither {BEST_REGULAR} nor {BEST_EMA} exists")

@@ -185,6 +185,7 @@ def _start_outputs(
     if not info.is_main:
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
+    files.remove_stale_temporaries(output_dir)
     config.to_file(output_dir / CONFIG_FILE)
     resume_epoch = start_epoch - 1 if config.train.resume else None
     return RunLogger(output_dir, config.log, config.model_dump(mode="json"), resume_epoch)
@@ -249,7 +250,7 @@ def _final_result(
     history = read_log(output_dir / "log.txt")
     metrics = None
     if best.is_file():
-        metrics = torch.load(best, map_location="cpu", weights_only=True).get("metrics")
+        metrics = files.read_state(best).get("metrics")
     return TrainResult(
         output_dir=output_dir,
         best_checkpoint=best if best.is_file() else None,
@@ -271,7 +272,7 @@ def _summary(
 ) -> dict[str, Any]:
     """The content of ``results.json``; evaluates the best model on ``test/`` when present."""
     config = session.config
-    state = torch.load(best, map_location="cpu", weights_only=True)
+    state = files.read_state(best)
     metrics = state.get("metrics") or {}
     test = None
     if datasets.test is not None:

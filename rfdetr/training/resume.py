@@ -11,8 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rfdetr.run_config import ConfigError, RunConfig
 from rfdetr.training import checkpoint as files
 from rfdetr.training.distributed import DistInfo
@@ -64,7 +62,7 @@ def finished_result(
     best = output_dir / files.BEST_TOTAL
     metrics = None
     if best.is_file():
-        metrics = torch.load(best, map_location="cpu", weights_only=True).get("metrics")
+        metrics = files.read_state(best).get("metrics")
     return TrainResult(
         output_dir=output_dir,
         best_checkpoint=best if best.is_file() else None,

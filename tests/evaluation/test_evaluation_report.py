@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -104,4 +105,83 @@ def test_evaluation_report_escapes_class_names(tmp_path, fixed_case) -> None:
     html = paths["html"].read_text()
     assert "$cash &lt;b&gt;&amp;" in html and "<b>&" not in html
     assert "&lt;hand-made&gt;" in html
-    assert "| 0 | 3 | $cash <b>& |" in paths["markdown"].read_text()
+    markdown = paths["markdown"].read_text()
+    assert "<b>" not in markdown and "<hand-made>" not in markdown  # no raw HTML reaches KFP
+    assert "| 0 | 3 | \\$cash &lt;b&gt;&amp; |" in markdown
+    assert "&lt;hand\\-made&gt;" in markdown or "&lt;hand-made&gt;" in markdown
+
+
+def test_markdown_report_is_safe_for_the_kfp_markdown_viewer(tmp_path, fixed_case) -> None:
+    """KFP renders the Markdown output with markdown-to-jsx (kubeflow/pipelines
+    frontend/src/components/viewers/MarkdownViewer.tsx, master): raw HTML in a class name must
+    arrive as text, a newline in a name must not start a forged line, and the charts must be
+    inline ``data:image`` URIs (markdown-to-jsx's sanitizer keeps ``data:image``, a relative
+    ``plots/*.png`` has nothing to resolve against in the UI)."""
+    from rfdetr.evaluation.coco import score_predictions
+    from rfdetr.evaluation.report import KFP_MARKDOWN_LIMIT, write_report
+
+    gt, predictions = fixed_case
+    gt["categories"][1]["name"] = "dog\n# forged heading <img src=x onerror=alert(1)>"
+    result = score_predictions(gt, predictions, backend="pycocotools")
+    paths = write_report(result, tmp_path / "report", meta={"dataset": "a\r\n## forged"})
+    markdown = paths["markdown"].read_text()
+    assert not any(line.startswith(("# forged", "## forged")) for line in markdown.splitlines())
+    assert "<img" not in markdown and "onerror" in markdown  # as text
+    images = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", markdown)
+    assert len(images) == 4 and "](plots/" not in markdown
+    keys = ("per_class_ap", "pr_curves", "f1_confidence", "confusion_matrix")
+    for uri, key in zip(images, keys, strict=True):
+        assert uri.startswith("data:image/png;base64,")
+        assert base64.b64decode(uri.split(",", 1)[1]) == paths[key].read_bytes()
+    assert len(markdown) <= KFP_MARKDOWN_LIMIT
+
+
+def test_markdown_report_stays_within_the_kfp_viewer_limit(
+    tmp_path, fixed_case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MarkdownViewer.tsx truncates at MAX_MARKDOWN_STR_LENGTH (400,000 characters): charts that
+    do not fit are named, with the file to open, instead of being cut mid-URI."""
+    import os
+
+    from rfdetr.evaluation import report as report_module
+    from rfdetr.evaluation.coco import score_predictions
+
+    big = os.urandom(150_000)  # ~200,000 base64 characters each
+    charts = tuple((k, t, lambda _result: big) for k, t, _ in report_module._CHARTS)
+    monkeypatch.setattr(report_module, "_CHARTS", charts)
+    gt, predictions = fixed_case
+    result = score_predictions(gt, predictions, backend="pycocotools")
+    paths = report_module.write_report(result, tmp_path / "report")
+    markdown = paths["markdown"].read_text()
+    assert len(markdown) <= report_module.KFP_MARKDOWN_LIMIT
+    assert markdown.count("data:image/png;base64,") == 1
+    assert markdown.count("report.html") >= 3
+
+
+def test_per_class_ap_of_a_class_absent_from_the_split_is_null(tmp_path, fixed_case) -> None:
+    from rfdetr.evaluation.coco import score_predictions
+    from rfdetr.evaluation.report import write_report
+
+    gt, predictions = fixed_case
+    gt["categories"].append({"id": 3, "name": "ghost", "source_id": 11})
+    result = score_predictions(gt, predictions, backend="pycocotools")
+    paths = write_report(result, tmp_path / "report")
+    per_class = json.loads(paths["metrics"].read_text())["per_class"]
+    ghost = next(c for c in per_class if c["name"] == "ghost")
+    assert ghost["num_gt"] == 0 and ghost["ap_50_95"] is None and ghost["ap_50"] is None
+    assert all(c["ap_50_95"] is not None for c in per_class if c["num_gt"] > 0)
+    assert "| 3 | 11 | ghost | 0 | n/a | n/a |" in paths["markdown"].read_text()
+
+
+def test_kfp_metrics_leave_out_classes_without_ground_truth(fixed_case) -> None:
+    """A KFP Metrics value must be a number: a class absent from the split is left out rather
+    than shown as AP -1 in the UI (issue 12, m3)."""
+    from pipelines.steps.evaluate import flat_metrics
+    from rfdetr.evaluation.coco import score_predictions
+
+    gt, predictions = fixed_case
+    result = score_predictions(gt, predictions, backend="pycocotools")
+    figures = flat_metrics(result)
+    assert "ap_50_95_bird" not in figures  # no bird in the split
+    assert {"ap_50_95_cat", "ap_50_95_dog"} <= set(figures)
+    assert all(v >= 0 for k, v in figures.items() if k.startswith("ap_50_95_"))

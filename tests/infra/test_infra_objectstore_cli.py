@@ -132,3 +132,28 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
     assert f"port {port} on 127.0.0.1 is in use" in result.stderr
     assert "Traceback" not in result.stderr
     assert _cli("start", "--port", "70000").returncode == 2
+
+
+def test_env_with_the_store_stopped_prints_nothing_to_eval(tmp_path: Path) -> None:
+    result = _cli("env", "--data-dir", str(tmp_path / "none"))
+    assert result.returncode != 0 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and "not running" in result.stderr
+    shell = subprocess.run(
+        ["bash", "-c", f'eval "$({sys.executable} -m pipelines objectstore env '
+         f'--data-dir {tmp_path / "none"})"; echo "status=$?"'],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert "syntax error" not in shell.stderr and "command not found" not in shell.stderr
+    assert shell.stdout.strip() == "status=0"  # eval of nothing: the caller checks the exit
+
+
+def test_env_also_exports_the_aws_names(tmp_path: Path, closed_port: int) -> None:
+    data = tmp_path / "store"
+    assert _cli("start", "--data-dir", str(data), "--port", str(closed_port)).returncode == 0
+    try:
+        exports = _env_exports(_cli("env", "--data-dir", str(data)).stdout)
+    finally:
+        assert _cli("stop", "--data-dir", str(data)).returncode == 0
+    assert exports["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{closed_port}"
+    assert exports["AWS_ACCESS_KEY_ID"] == exports["OBJECTSTORECONFIG_ACCESSKEY"]
+    assert exports["AWS_SECRET_ACCESS_KEY"] == exports["OBJECTSTORECONFIG_SECRETACCESSKEY"]

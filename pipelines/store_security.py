@@ -1,0 +1,120 @@
+"""Lock down the local SeaweedFS so objects are reachable only through S3 with the keys.
+
+SeaweedFS reads ``security.toml`` from its working folder (the data folder). Written at every
+start (mode 0600, fresh random keys and certificates):
+
+- ``[jwt.signing]`` / ``[jwt.signing.read]``: the volume server's HTTP port reads and writes only
+  with a token signed by the master (which hands them out over gRPC only);
+- ``[jwt.filer_signing]`` / ``[jwt.filer_signing.read]``: the same for the filer's HTTP port, so
+  its GET/PUT/list no longer serve objects to anyone on the machine;
+- ``[grpc]`` with a private CA: every gRPC port (master, volume, filer, S3, admin, ...) demands a
+  client certificate signed by that CA (mutual TLS); the CA's key is never written;
+- ``[access] ui = false``.
+
+What stays open (SeaweedFS 4.48, measured): the master's HTTP port, unauthenticated, serves its
+status page and admin paths: ``/dir/assign`` (file ids, useless without the volume's JWT) but
+also ``/vol/grow``, ``/vol/vacuum`` and ``/col/delete?collection=<bucket>``, which deletes a
+bucket's data. SeaweedFS guards these only with an IP white list (``[guard] white_list``), and
+``weed mini`` applies the same list to its in-process unix-socket gRPC (peer ``@``) and to the
+filer's HTTP uploads to the volume server from 127.0.0.1: any list that lets the store work lets
+every local user in. So the local store is for a single-user development machine; a shared
+machine or a cluster uses MinIO or KFP's own store (``manifests/``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import secrets
+from pathlib import Path
+
+TLS_DIR = "tls"
+CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "node.crt", "node.key"
+COMMON_NAME = "rfdetr-local-objectstore"
+_GRPC_SERVICES = (
+    "master",
+    "volume",
+    "filer",
+    "s3",
+    "admin",
+    "worker",
+    "msg_broker",
+    "msg_agent",
+    "mq",
+)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _certificates(folder: Path) -> None:
+    """A throw-away CA and one certificate (server and client use) for 127.0.0.1, in ``folder``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def builder(subject: str, issuer: str, public_key: object) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+        )
+
+    ca_key, node_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca_name = f"{COMMON_NAME}-ca"
+    ca = (
+        builder(ca_name, ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    node = (
+        builder(COMMON_NAME, ca_name, node_key.public_key())
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    _write_private(folder / CA_FILE, ca.public_bytes(pem))
+    _write_private(folder / CERT_FILE, node.public_bytes(pem))
+    key_format = serialization.PrivateFormat.PKCS8
+    _write_private(
+        folder / KEY_FILE,
+        node_key.private_bytes(pem, key_format, serialization.NoEncryption()),
+    )
+
+
+def write_security_config(data_dir: Path) -> Path:
+    """Write ``data_dir/security.toml`` and ``data_dir/tls/`` (see the module docstring)."""
+    tls = data_dir / TLS_DIR
+    tls.mkdir(mode=0o700, exist_ok=True)
+    _certificates(tls)
+    ca, cert, key = (json.dumps(str(tls / name)) for name in (CA_FILE, CERT_FILE, KEY_FILE))
+    lines = []
+    for section in ("signing", "signing.read", "filer_signing", "filer_signing.read"):
+        lines += [f"[jwt.{section}]", f'key = "{secrets.token_urlsafe(32)}"', ""]
+    lines += ["[access]", "ui = false", "", "[grpc]", f"ca = {ca}", ""]
+    for service in _GRPC_SERVICES:
+        names = f'allowed_commonNames = "{COMMON_NAME}"'
+        lines += [f"[grpc.{service}]", f"cert = {cert}", f"key = {key}", names, ""]
+    lines += ["[grpc.client]", f"cert = {cert}", f"key = {key}", ""]
+    path = data_dir / "security.toml"
+    _write_private(path, "\n".join(lines).encode())
+    return path

@@ -1,0 +1,134 @@
+"""The local store serves objects only through the S3 API with credentials (issue 13): every other
+port SeaweedFS opens refuses an unauthenticated read and write.
+
+The ports come from the server's own ``state.json``: the S3 port, the master, volume, filer and
+admin HTTP ports, their gRPC ports (HTTP port + 10000) and the S3 gRPC port. HTTP ports are tried
+with plain GET/PUT/POST; gRPC ports with a plaintext gRPC call and a TLS call without a client
+certificate (SeaweedFS's ``security.toml`` ``[grpc]`` mutual TLS), each against a control call
+that does carry the store's client certificate, so a refusal is the server's and not a dead port.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from rfdetr import storage
+
+SECRET = b"only-through-s3-with-keys"
+_PROBE_METHOD = "/rfdetr.Probe/Ping"  # no server has it: UNIMPLEMENTED means "it answered"
+
+
+def _http(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    """(status, body); status 0 when the port does not speak HTTP/1.1 at all."""
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return 0, b""
+
+
+def _ports(objectstore: object) -> dict[str, int]:
+    state = json.loads((Path(objectstore.data_dir) / "state.json").read_text())
+    http = {name: port for name, port in state["ports"].items() if name != "s3_grpc"}
+    ports = {"s3": state["port"], "s3_grpc": state["ports"]["s3_grpc"], **http}
+    ports.update({f"{name}_grpc": port + 10_000 for name, port in http.items()})
+    return ports
+
+
+def _grpc_code(port: int, credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
+    target = f"127.0.0.1:{port}"
+    channel = (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    )
+    with channel:
+        call = channel.unary_unary(_PROBE_METHOD)
+        try:
+            call(b"", timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+def _tls(data_dir: Path, with_client_cert: bool) -> grpc.ChannelCredentials:
+    tls = data_dir / "tls"
+    ca = (tls / "ca.crt").read_bytes()
+    if not with_client_cert:
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+    return grpc.ssl_channel_credentials(
+        ca, (tls / "node.key").read_bytes(), (tls / "node.crt").read_bytes()
+    )
+
+
+@pytest.fixture
+def stored(bucket: str) -> str:
+    storage.upload_bytes(SECRET, f"s3://{bucket}/private/a.bin")
+    return f"{bucket}/private/a.bin"
+
+
+def test_every_http_port_refuses_an_unauthenticated_read_and_write(
+    objectstore: object, stored: str, bucket: str
+) -> None:
+    for name, port in _ports(objectstore).items():
+        base = f"http://127.0.0.1:{port}"
+        for path in (f"/buckets/{stored}", f"/{stored}", f"/buckets/{bucket}/private/"):
+            status, body = _http("GET", base + path)
+            assert not 200 <= status < 300 or (SECRET not in body and b"a.bin" not in body), (
+                f"{name} port {port}: GET {path} -> {status}"
+            )
+            assert SECRET not in body
+        for method in ("PUT", "POST"):
+            for path in (f"/buckets/{bucket}/evil-{name}", f"/{bucket}/evil-{name}"):
+                status, _ = _http(method, base + path, b"evil")
+                assert not 200 <= status < 300, f"{name} port {port}: {method} {path} -> {status}"
+    keys = {
+        o.object_name
+        for o in storage.ObjectStore.from_env().client.list_objects(bucket, recursive=True)
+    }
+    assert keys == {"private/a.bin"}
+    assert storage.read_bytes(f"s3://{stored}") == SECRET  # S3 with the keys still works
+
+
+def test_a_file_id_from_the_master_does_not_let_anyone_write_to_the_volume(
+    objectstore: object,
+) -> None:
+    ports = _ports(objectstore)
+    status, body = _http("GET", f"http://127.0.0.1:{ports['master']}/dir/assign")
+    if 200 <= status < 300:
+        assigned = json.loads(body)
+        write, _ = _http("PUT", f"http://{assigned['url']}/{assigned['fid']}", b"evil")
+        read, _ = _http("GET", f"http://{assigned['url']}/{assigned['fid']}")
+        assert (write, read) == (401, 401)
+    else:
+        assert status in (401, 403)
+
+
+def test_every_grpc_port_refuses_callers_without_the_client_certificate(
+    objectstore: object,
+) -> None:
+    data_dir = Path(objectstore.data_dir)
+    for name, port in _ports(objectstore).items():
+        if not name.endswith("_grpc"):
+            continue
+        trusted = _grpc_code(port, _tls(data_dir, with_client_cert=True))
+        assert trusted == grpc.StatusCode.UNIMPLEMENTED, f"{name} {port}: control call {trusted}"
+        assert _grpc_code(port, None) == grpc.StatusCode.UNAVAILABLE, f"{name} {port}: plaintext"
+        anonymous = _grpc_code(port, _tls(data_dir, with_client_cert=False))
+        assert anonymous == grpc.StatusCode.UNAVAILABLE, f"{name} {port}: TLS without a cert"
+
+
+def test_s3_refuses_anonymous_requests(objectstore: object, stored: str) -> None:
+    status, body = _http("GET", f"{objectstore.url}/{stored}")
+    assert status == 403 and SECRET not in body
+    status, _ = _http("PUT", f"{objectstore.url}/{stored}", b"evil")
+    assert status == 403

@@ -1,0 +1,173 @@
+"""Checkpoint files under hostile conditions (issue 13): a full disk, truncated or hostile best
+files, and temporaries left by kills. Each is a one-line error naming the file, and nothing that
+was on disk before is lost."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from rfdetr.checkpoint_format import CheckpointError
+from rfdetr.config import RunConfig
+from rfdetr.training import checkpoint as files
+from rfdetr.training import fit
+
+MARKER = "/tmp/rfdetr-hostile-pickle-ran"
+
+
+class _Evil:
+    """Unpickles as a call to ``os.system``: weights_only loading must refuse it."""
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {MARKER}",))
+
+
+def _truncated(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+def _hostile(path: Path) -> Path:
+    path.write_bytes(pickle.dumps({"model": _Evil()}, protocol=2))
+    return path
+
+
+def _one_line_naming(error: BaseException, path: Path) -> None:
+    message = str(error)
+    assert "\n" not in message and str(path) in message, message
+
+
+@pytest.fixture(scope="module")
+def finished_run(shapes_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 1-epoch tiny run (best regular, EMA and total files)."""
+    from training_helpers import tiny_options
+
+    out = tmp_path_factory.mktemp("finished")
+    torch.set_num_threads(1)
+    fit(RunConfig.from_kwargs("tiny", **tiny_options(shapes_coco, out, epochs=1)))
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for file in finished_run.iterdir():
+        if file.is_file():
+            (copy / file.name).write_bytes(file.read_bytes())
+    return copy
+
+
+@pytest.mark.parametrize("damage", [_truncated, _hostile], ids=["truncated", "hostile"])
+def test_select_best_on_a_damaged_best_file_names_it(
+    run_copy: Path, damage: Callable[[Path], Path]
+) -> None:
+    bad = damage(run_copy / files.BEST_EMA)
+    with pytest.raises(CheckpointError) as caught:
+        files.select_best(run_copy)
+    _one_line_naming(caught.value, bad)
+    assert not Path(MARKER).exists()
+
+
+@pytest.mark.parametrize("damage", [_truncated, _hostile], ids=["truncated", "hostile"])
+def test_resuming_a_finished_run_with_a_damaged_best_file_names_it(
+    run_copy: Path, shapes_coco: Path, tiny_config: Callable[..., RunConfig],
+    damage: Callable[[Path], Path],
+) -> None:  # fmt: skip
+    bad = damage(run_copy / files.BEST_TOTAL)
+    config = tiny_config(shapes_coco, run_copy, epochs=1, resume=str(run_copy / files.LAST))
+    with pytest.raises(CheckpointError) as caught:
+        fit(config)
+    _one_line_naming(caught.value, bad)
+    assert not Path(MARKER).exists()
+
+
+def _enospc_save(obj: object, handle: object, *args: object, **kwargs: object) -> None:
+    handle.write(b"PK\x03\x04 partial")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _check_disk_full(folder: Path, save: Callable[[Path], object], *patches: Callable) -> None:
+    previous = folder / "checkpoint.pth"
+    files.atomic_save({"epoch": 1, "w": torch.ones(3)}, previous)
+    for patch in patches:
+        patch()
+    with pytest.raises(CheckpointError) as caught:
+        save(previous)
+    for patch in patches:
+        patch(undo=True)
+    _one_line_naming(caught.value, previous)
+    assert "ENOSPC" in str(caught.value)
+    kept = torch.load(previous, map_location="cpu", weights_only=True)  # nothing lost
+    assert kept["epoch"] == 1 and torch.equal(kept["w"], torch.ones(3))
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_disk_full_at_a_checkpoint_write_is_one_line_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's own file object raises ENOSPC (as a full disk does; see the tmpfs test)."""
+    real_save = torch.save
+
+    def patch(undo: bool = False) -> None:
+        monkeypatch.setattr(torch, "save", real_save if undo else _enospc_save)
+
+    _check_disk_full(tmp_path, lambda p: files.atomic_save({"epoch": 2}, p), patch)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs root: mount); skipped where it cannot be mounted."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], check=True)  # a leaked handle: detach
+            pytest.fail(f"{mount}: still busy after the test (a file handle was left open)")
+
+
+def test_a_real_full_disk_at_a_checkpoint_write(tiny_disk: Path) -> None:
+    big = {"epoch": 2, "w": torch.zeros(1_000_000)}  # 4 MB into 1 MiB
+    _check_disk_full(tiny_disk, lambda p: files.atomic_save(big, p))
+
+
+def test_stale_temporaries_are_removed_at_the_next_start(
+    shapes_coco: Path, tmp_path: Path, tiny_config: Callable[..., RunConfig]
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [out / ".checkpoint.pth.abc123.tmp", out / ".checkpoint_best_ema.pth.x9.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    unrelated = out / ".notes.tmp"
+    unrelated.write_text("not ours")
+    fit(tiny_config(shapes_coco, out, epochs=1))
+    assert not any(path.exists() for path in stale)
+    assert unrelated.exists()
+
+
+@pytest.mark.parametrize("damage", [_truncated, _hostile], ids=["truncated", "hostile"])
+def test_the_select_checkpoint_step_names_the_run_file_not_its_scratch_copy(
+    run_copy: Path, tmp_path: Path, damage: Callable[[Path], Path]
+) -> None:
+    from pipelines.steps.model import select_checkpoint
+
+    bad = damage(run_copy / files.BEST_REGULAR)
+    with pytest.raises(CheckpointError) as caught:
+        select_checkpoint(run_copy, tmp_path / "model")
+    _one_line_naming(caught.value, bad)
