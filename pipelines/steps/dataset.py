@@ -112,7 +112,7 @@ def validate_fetched(
 
     local = str(dataset_dir)
     with step_metrics("validate_dataset") as metrics:
-        report = validate_dataset(local)
+        report = validate_dataset(local, deep=True)  # decode as training will
         counts = report_counts(report)
         for name, value in counts.items():
             metrics.set_gauge(f"dataset_{name}", value, "Dataset validation counts")

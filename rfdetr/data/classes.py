@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SUPERCLASS_MARKER = "none"
+# More classes than any public detection dataset uses (LVIS: 1,203); far beyond this, evaluation
+# (one COCOeval pass per class) and the per-class report stop being meaningful or fast.
+MAX_CLASSES = 10_000
+
+
+def too_many_classes(count: int) -> str | None:
+    """The problem with declaring ``count`` classes, or None when it is within the limit."""
+    if count > MAX_CLASSES:
+        return f"{count} classes declared; at most {MAX_CLASSES} classes are supported"
+    return None
 
 
 @dataclass(frozen=True)

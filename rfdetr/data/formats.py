@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rfdetr.data.images import escapes_root
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.yolo import load_data_yaml
 
@@ -230,9 +231,9 @@ def _yaml_split_dirs(
 
 
 def _outside(folder: Path, root: Path) -> bool:
-    """Whether the normalised ``folder`` lies outside ``root`` (by path, links not followed)."""
-    relative = os.path.relpath(folder, os.path.normpath(root))
-    return relative == ".." or relative.startswith(".." + os.sep)
+    """Whether ``folder`` lies outside ``root`` once symlinks are followed (see
+    :func:`rfdetr.data.images.escapes_root`, the one test of "inside the dataset")."""
+    return escapes_root(folder, os.path.realpath(root))
 
 
 def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:

@@ -17,18 +17,51 @@ logger = logging.getLogger(__name__)
 Severity = Literal["error", "warning"]
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``...), so a file name or a
+    class name cannot break a message or a report line, or forge one."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class DatasetError(ValueError):
     """A dataset cannot be used. ``str(error)`` is one line: ``path: problem``.
+
+    It survives DataLoader workers: torch re-raises a worker's exception as
+    ``type(exc)(text)``, where ``text`` is the worker's formatted traceback
+    (``torch/utils/_utils.py``, ``ExceptionWrapper.reraise``, torch 2.4-2.9); given one argument,
+    this class recovers its own one-line message from the last line of that traceback. Pickling
+    keeps both fields (:meth:`__reduce__`).
 
     Attributes:
         path: the offending file or folder, as the user would type it.
         problem: what is wrong.
     """
 
-    def __init__(self, path: Path | str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+    def __init__(self, path: Path | str, problem: str | None = None) -> None:
+        if problem is None:
+            path, problem = self._recover(str(path))
         self.path = str(path)
         self.problem = problem
+        super().__init__(one_line(f"{path}: {problem}" if path else problem))
+
+    def __reduce__(self) -> tuple[type[DatasetError], tuple[str, str]]:
+        return type(self), (self.path, self.problem)
+
+    @classmethod
+    def _recover(cls, text: str) -> tuple[str, str]:
+        """``(path, problem)`` from a message, or from a traceback that ends with one.
+
+        The path is not always separable (it may contain ``": "``), so the whole recovered line
+        is kept as the problem and the path left empty; ``str(error)`` is that line.
+        """
+        prefix = f"{cls.__module__}.{cls.__qualname__}: "
+        for line in reversed(text.splitlines()):
+            if line.startswith(prefix):
+                return "", line[len(prefix) :]
+        lines = text.strip().splitlines()
+        return "", lines[-1] if lines else "dataset error"
 
 
 @dataclass(frozen=True)
@@ -47,7 +80,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.severity}: {self.message}"
+        return one_line(f"{self.path}: {self.severity}: {self.message}")
 
     def to_dict(self) -> dict[str, str]:
         """The problem as a JSON-ready dict."""
