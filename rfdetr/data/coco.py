@@ -153,6 +153,9 @@ def _read_categories(data: dict[str, Any], path: Path, log: ProblemLog) -> list[
         if not isinstance(cat.get("name"), str):
             log.error(path, f"category id {cat['id']}: needs a string 'name'")
             continue
+        if not cat["name"].isprintable():
+            log.error(path, f"category id {cat['id']}: name {cat['name']!r} has control characters")
+            continue
         if cat["id"] in seen:
             log.error(path, f"category id {cat['id']} is declared twice")
             continue

@@ -95,17 +95,19 @@ def of_severity(problems: list[Problem], severity: Severity) -> list[Problem]:
 @dataclass
 class ProblemLog:
     """Collects problems. Paths are shown as given: every path in this package is built from the
-    dataset folder as the user typed it, so messages name files the way the user knows them."""
+    dataset folder as the user typed it, so messages name files the way the user knows them.
+    Control characters in paths and messages are escaped (:func:`one_line`) as they are
+    recorded, so no report (text, JSON, Markdown) can be given a forged line."""
 
     problems: list[Problem] = field(default_factory=list)
 
     def error(self, path: Path | str, message: str) -> None:
         """Record a problem that makes the dataset unusable."""
-        self.problems.append(Problem("error", str(path), message))
+        self.problems.append(Problem("error", one_line(str(path)), one_line(message)))
 
     def warning(self, path: Path | str, message: str) -> None:
         """Record a problem that the loader works around (e.g. by clipping a box)."""
-        self.problems.append(Problem("warning", str(path), message))
+        self.problems.append(Problem("warning", one_line(str(path)), one_line(message)))
 
     @property
     def errors(self) -> list[Problem]:

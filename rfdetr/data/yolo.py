@@ -183,6 +183,8 @@ def _names_problem(pairs: list[tuple[Any, Any]]) -> str | None:
                 f"class {class_id} is {name!r}, not a name; write class names as text "
                 "(quote names like yes, no, null or 1.5)"
             )
+        if isinstance(name, str) and not name.isprintable():
+            return f"class {class_id} name {name!r} has control characters"
     return None
 
 

@@ -8,10 +8,6 @@ annotations); ``cat`` (id 1) and ``dog`` (id 2) are the real classes.
 from __future__ import annotations
 
 import json
-import os
-import resource
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -164,30 +160,4 @@ def build() -> SimpleNamespace:
         edit_json=edit_json,
         width=WIDTH,
         height=HEIGHT,
-    )
-
-
-def run_limited(
-    argv: list[str], *, address_space_mb: int, timeout: float = 60.0
-) -> subprocess.CompletedProcess[str]:
-    """``rfdetr ARGV`` in a child process under ``RLIMIT_AS`` and a wall-clock timeout.
-
-    A hang fails the test through ``subprocess.TimeoutExpired``; a crash (signal) shows as a
-    negative return code. Importing torch maps ~3-4 GB of address space (CUDA libraries) for
-    ~1 GB resident, so commands that import torch need a larger ``address_space_mb``.
-    """
-    limit = address_space_mb << 20
-
-    def limit_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    code = "import sys; from rfdetr.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run(
-        [sys.executable, "-c", code, *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=limit_memory,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        check=False,
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_limited
+from hostile_helpers import run_limited, run_python_limited
 
 from rfdetr.data.validation import validate_dataset
 
@@ -64,7 +64,7 @@ def test_mask_code_refuses_far_polygons_before_pycocotools(coordinate: float) ->
         "except ValueError as exc:\n"
         "    print('refused:', exc)\n"
     )
-    result = _python_limited(code, VALIDATE_MEMORY_MB)
+    result = run_python_limited(code, address_space_mb=VALIDATE_MEMORY_MB)
     assert result.returncode == 0 and "refused:" in result.stdout, result.stderr[-500:]
 
 
@@ -91,7 +91,7 @@ def test_bad_rle_is_an_error_in_validation_and_in_the_mask_code(
         "except ValueError as exc:\n"
         "    print('refused:', exc)\n"
     )
-    result = _python_limited(code, VALIDATE_MEMORY_MB)
+    result = run_python_limited(code, address_space_mb=VALIDATE_MEMORY_MB)
     assert result.returncode == 0 and "refused:" in result.stdout, result.stderr[-500:]
 
 
@@ -106,25 +106,6 @@ def test_rle_counts_checker_agrees_with_pycocotools_on_real_masks() -> None:
         rle = mask_utils.encode(mask.astype(np.uint8))
         rle = {"size": rle["size"], "counts": rle["counts"].decode()}
         assert np.array_equal(coco_segmentation_to_mask(rle, 30, 41, [0, 0, 1, 1]), mask)
-
-
-def _python_limited(code: str, memory_mb: int) -> Any:
-    import resource
-    import subprocess
-    import sys
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=limit,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-        check=False,
-    )
 
 
 def _alias_bomb(levels: int = 9, fanout: int = 9) -> str:
@@ -255,3 +236,17 @@ def test_control_characters_in_file_names_cannot_forge_report_lines(
     lines = output.splitlines()
     assert "result: usable" not in lines and not any(line.startswith("\x1b") for line in lines)
     assert "\r" not in output and "\x1b" not in output
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_class_names_with_control_characters_are_errors(
+    tmp_path: Path, build: SimpleNamespace, fmt: str
+) -> None:
+    forged = "cat\nresult: usable"
+    if fmt == "coco":
+        root = build.make_coco(tmp_path / "d")
+        build.edit_json(_train_json(root), lambda d: d["categories"][1].update(name=forged))
+    else:
+        root = build.make_yolo(tmp_path / "d")
+        (root / "data.yaml").write_text('names: ["cat\\nresult: usable", dog]\n')
+    assert any("control characters" in e for e in _errors(root))

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import run_limited
+from hostile_helpers import run_limited
 from PIL import Image
 
 from rfdetr.data.dataset import build_dataset
