@@ -16,24 +16,27 @@ import io
 import json
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
 
 def run_one(argv: list[str]) -> dict[str, object]:
-    """``rfdetr ARGV`` in this process: ``{"argv", "code", "out", "err", "traceback"}``."""
+    """``rfdetr ARGV`` in this process: its ``code``, ``out``, ``err``, ``traceback`` (of an
+    exception that escaped ``main``, else empty) and ``seconds``, with its ``argv``."""
     from rfdetr.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     logging.root.handlers.clear()  # main's basicConfig then logs into this case's stderr
     code, trace = None, ""
+    start = time.monotonic()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(argv)
         except BaseException:  # recording what escaped is the point
             trace = traceback.format_exc()
     return {"argv": argv, "code": code, "out": out.getvalue(), "err": err.getvalue(),
-            "traceback": trace}  # fmt: skip
+            "traceback": trace, "seconds": time.monotonic() - start}  # fmt: skip
 
 
 def main() -> None:
