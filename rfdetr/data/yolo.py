@@ -27,6 +27,7 @@ RANGE_TOLERANCE = 1e-6
 OVERHANG_TOLERANCE = 1e-4
 # A data file is a few lines; anything this big is not one (and is not parsed).
 MAX_YAML_BYTES = 1 << 20
+MAX_YAML_EVENTS = 50_000
 # Class ids are stored as int64 and used as indices: keep them well inside.
 MAX_CLASS_ID = 2**31 - 1
 
@@ -97,23 +98,30 @@ def read_data_yaml(yaml_path: Path, log: ProblemLog) -> ClassMap | None:
     return _class_map_from_yaml(data, yaml_path, log)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases (``*name``): a data file never needs them, and
-    nested aliases expand a few hundred bytes into gigabytes (a "billion laughs" file)."""
+class _RefusedYaml(Exception):
+    """A data file refused before it is built into Python objects."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"alias *{event.anchor} is not allowed in a data file", event.start_mark
-            )
-        return super().compose_node(parent, index)
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` after one pass over the parser's events (libyaml when available),
+    refusing aliases (``*name``: a data file never needs them, and nested aliases expand a few
+    hundred bytes into gigabytes, a "billion laughs" file) and more than
+    :data:`MAX_YAML_EVENTS` nodes, before anything is built."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for count, event in enumerate(yaml.parse(text, Loader=loader)):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise _RefusedYaml(f"YAML alias *{event.anchor} at line {line} is not allowed")
+        if count > MAX_YAML_EVENTS:
+            raise _RefusedYaml(f"more than {MAX_YAML_EVENTS} YAML nodes; not a data file")
+    return yaml.load(text, Loader=loader)
 
 
 def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
     """The mapping in ``data.yaml``; problems go to ``log``; None when unusable.
 
-    The file must be a regular file of at most :data:`MAX_YAML_BYTES`, without YAML aliases.
+    The file must be a regular file of at most :data:`MAX_YAML_BYTES`, without YAML aliases
+    and with at most :data:`MAX_YAML_EVENTS` nodes (see :func:`_parse_yaml`).
     """
     try:
         with open_regular(yaml_path) as handle:
@@ -121,7 +129,7 @@ def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
         if len(raw) > MAX_YAML_BYTES:
             log.error(yaml_path, f"data file is larger than {MAX_YAML_BYTES} bytes")
             return None
-        data = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader)  # a SafeLoader subclass
+        data = _parse_yaml(raw.decode("utf-8"))
     except FileNotFoundError:
         log.error(yaml_path, "data file is missing")
         return None
@@ -135,6 +143,9 @@ def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
         return None
     except RecursionError:
         log.error(yaml_path, "malformed YAML: nested too deeply")
+        return None
+    except _RefusedYaml as exc:
+        log.error(yaml_path, str(exc))
         return None
     except OSError as exc:
         log.error(yaml_path, f"cannot read data file ({exc.strerror or exc})")

@@ -217,8 +217,10 @@ def test_too_many_classes_is_a_clear_error(tmp_path: Path, build: SimpleNamespac
     from rfdetr.data.classes import MAX_CLASSES
 
     root = build.make_yolo(tmp_path / "y")
-    (root / "data.yaml").write_text(f"names: [{', '.join(['c'] * 200_000)}]\n")
+    (root / "data.yaml").write_text(f"names: [{', '.join(['c'] * (MAX_CLASSES + 1))}]\n")
     assert any(f"at most {MAX_CLASSES}" in e for e in _errors(root))
+    (root / "data.yaml").write_text(f"names: [{', '.join(['c'] * 200_000)}]\n")
+    assert any("data.yaml: error: more than" in e for e in _errors(root))  # refused unbuilt
     coco = build.make_coco(tmp_path / "c")
     categories = [{"id": i, "name": f"c{i}"} for i in range(200_000)]
     build.edit_json(_train_json(coco), lambda d: d.update(categories=categories))
