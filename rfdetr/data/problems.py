@@ -28,11 +28,12 @@ def one_line(text: str) -> str:
 class DatasetError(ValueError):
     """A dataset cannot be used. ``str(error)`` is one line: ``path: problem``.
 
-    It survives DataLoader workers: torch re-raises a worker's exception as
-    ``type(exc)(text)``, where ``text`` is the worker's formatted traceback
-    (``torch/utils/_utils.py``, ``ExceptionWrapper.reraise``, torch 2.4-2.9); given one argument,
-    this class recovers its own one-line message from the last line of that traceback. Pickling
-    keeps both fields (:meth:`__reduce__`).
+    It survives DataLoader workers: the worker sends only the exception's type and formatted
+    traceback, and the main process re-raises ``type(exc)(text)``, or a ``RuntimeError`` when
+    that call fails (``torch/_utils.py``, ``ExceptionWrapper.reraise``, as of torch 2.14). Given
+    one argument, this class recovers its own one-line message from the last line of that
+    traceback, so the CLI and the pipeline see a ``DatasetError`` again. Pickling keeps both
+    fields (:meth:`__reduce__`).
 
     Attributes:
         path: the offending file or folder, as the user would type it.

@@ -151,6 +151,20 @@ def test_validation_reports_every_load_error(
     assert not any("hunter2" in str(p) for p in report.problems)
 
 
+def test_pipeline_sees_a_worker_dataset_error_as_a_user_error(
+    tmp_path: Path, build: SimpleNamespace
+) -> None:
+    from pipelines.steps.common import is_user_error
+
+    root = build.make_coco(tmp_path / "d")
+    coco_truncated(root, build)
+    dataset = build_dataset(root, "train", 64, train=False)
+    with pytest.raises(Exception) as caught:
+        next(iter(build_dataloader(dataset, 1, train=False, num_workers=2)))
+    assert is_user_error(caught.value), repr(caught.value)
+    assert "train_0.jpg" in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_dataset_error_survives_pickling() -> None:
     error = DatasetError(Path("d/a: b.jpg"), "cannot decode image")
     again = pickle.loads(pickle.dumps(error))
