@@ -69,12 +69,14 @@ class NotRegularFileError(OSError):
 def open_regular(path: Path) -> BinaryIO:
     """Open a file for reading, refusing anything but a regular file (FIFO, device, socket).
 
-    ``O_NONBLOCK`` makes opening a FIFO return at once instead of waiting for a writer; the
-    check is on the opened descriptor, so the file cannot be swapped in between.
+    The path is checked before it is opened, and the opened descriptor again (so a file
+    swapped in between is caught); ``O_NONBLOCK`` keeps even that open from waiting on a FIFO.
 
     Raises:
         OSError: as ``open`` does; :class:`NotRegularFileError` for anything not a regular file.
     """
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before open: some devices act on open
+        raise NotRegularFileError(errno.EINVAL, "not a regular file", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
