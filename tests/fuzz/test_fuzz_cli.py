@@ -1,6 +1,6 @@
 """Fuzz `rfdetr validate`, `validate --deep`, `export` and `eval` with hostile inputs (issue 13).
 
-Seeded cases (:mod:`cases`): mutated COCO JSON, random YOLO label lines, hostile ``data.yaml``
+Seeded cases (:mod:`fuzz_cases`): mutated COCO JSON, random YOLO label lines, hostile ``data.yaml``
 files and random ``torch.save`` payloads given as ``--weights``. They run in child processes
 (:mod:`driver`) under ``RLIMIT_AS`` and a timeout, and every command must end with exit 0, or
 exit 2 and a one-line error: no traceback, no crash, no hang, bounded memory. Seed and size:
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cases import checkpoint_case, coco_case, yaml_case, yolo_case
+from fuzz_cases import checkpoint_case, coco_case, yaml_case, yolo_case
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -116,12 +116,12 @@ def test_fuzz_dataset_files_with_validate(tmp_path: Path) -> None:
 
 
 def test_fuzz_checkpoints_with_export_and_eval_and_deep_validate(tmp_path: Path) -> None:
-    from cases import _valid_coco
+    from fuzz_cases import valid_coco
 
     dataset = tmp_path / "dataset"
     for split in ("train", "valid"):
         (dataset / split).mkdir(parents=True)
-        data = _valid_coco(split)
+        data = valid_coco(split)
         (dataset / split / "_annotations.coco.json").write_text(json.dumps(data))
         for image in data["images"]:
             from PIL import Image

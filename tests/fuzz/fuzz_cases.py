@@ -67,7 +67,7 @@ def _image(path: Path, rng: random.Random) -> None:
     Image.new("RGB", (SIZE, SIZE), tuple(rng.randrange(256) for _ in range(3))).save(path)
 
 
-def _valid_coco(split: str) -> dict[str, Any]:
+def valid_coco(split: str) -> dict[str, Any]:
     images = [
         {"id": i, "file_name": f"{split}{i}.png", "width": SIZE, "height": SIZE} for i in (1, 2)
     ]
@@ -108,7 +108,7 @@ def _mutate(node: Any, rng: random.Random) -> Any:
 def coco_case(root: Path, rng: random.Random) -> list[list[str]]:
     """A COCO dataset whose annotation files carry 0 to 3 mutations each."""
     for split in ("train", "valid"):
-        data = _valid_coco(split)
+        data = valid_coco(split)
         for image in data["images"]:
             _image(root / split / image["file_name"], rng)
         for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
