@@ -84,11 +84,22 @@ def _symlink_out(image: Path, b: SimpleNamespace) -> None:
     image.symlink_to(outside)
 
 
-def _big_png(image: Path, b: SimpleNamespace) -> None:
-    shared = image.parents[2] / "big.png"
-    if not shared.exists():
-        Image.new("1", (12_000, 12_000)).save(shared, format="PNG")
-    os.link(shared, image)
+def _say_12000(data: dict) -> None:
+    for image in data["images"]:
+        image.update(width=12_000, height=12_000)
+    data["annotations"] = [a for a in data["annotations"] if not a["iscrowd"]]  # its RLE is 64x48
+
+
+def _big_pngs(tmp: Path, b: SimpleNamespace) -> tuple[Path, str, str]:
+    """12000x12000 images (below PIL's bomb limit), which the annotation file agrees with."""
+    root = b.make_coco(tmp)
+    shared = tmp / "big.png"
+    Image.new("1", (12_000, 12_000)).save(shared, format="PNG")
+    for index in range(3):
+        (root / "train" / f"train_{index}.jpg").unlink()
+        os.link(shared, root / "train" / f"train_{index}.jpg")
+    b.edit_json(_train_json(root), _say_12000)
+    return root, "tiny", "_annotations.coco.json"
 
 
 def _float_tiff(image: Path, b: SimpleNamespace) -> None:
@@ -141,7 +152,7 @@ CASES: dict[str, Case] = {
     "classes_200000": _yaml(f"names: [{', '.join(['c'] * 200_000)}]\n"),
     "truncated_jpeg": _every_coco_image(_truncated),
     "float_tiff": _every_coco_image(_float_tiff),
-    "png_12000": _every_coco_image(_big_png),
+    "png_12000": _big_pngs,
     "missing_images": _every_coco_image(lambda image, b: None),
     "images_symlinked_out": _every_coco_image(_symlink_out),
     "split_symlinked_out": _split_symlink_out,
