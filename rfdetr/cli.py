@@ -39,13 +39,19 @@ def _add_validate(subparsers: Subparsers) -> None:
     )
     parser.add_argument("dataset_dir", metavar="DATASET_DIR", help="the dataset folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="also decode every image and mask exactly as training does (finds truncated or "
+        "corrupt pixel data; slower, imports torch)",
+    )
     parser.set_defaults(handler=_run_validate)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
     from rfdetr.data.validation import validate_dataset
 
-    report = validate_dataset(args.dataset_dir)
+    report = validate_dataset(args.dataset_dir, deep=args.deep)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -54,8 +60,14 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def format_report(report: DatasetReport) -> list[str]:
-    """The human-readable report of ``rfdetr validate``, as lines."""
-    lines = [f"dataset: {report.path} ({report.format or 'format not detected'})"]
+    """The human-readable report of ``rfdetr validate``, as lines.
+
+    Every line is one line: control characters in paths and class names are escaped
+    (:func:`~rfdetr.data.problems.one_line`), so a file name cannot forge a report line.
+    """
+    from rfdetr.data.problems import one_line
+
+    lines = [one_line(f"dataset: {report.path} ({report.format or 'format not detected'})")]
     if report.splits:
         lines.append("splits:")
         for name, split in report.splits.items():
@@ -72,11 +84,12 @@ def format_report(report: DatasetReport) -> list[str]:
         )
         for row in rows:
             counts = "".join(f"{row['counts'][s]:>9}" for s in splits)
-            lines.append(f"  {row['id']:>4} {row['source_id']:>10}  {row['name']:<20}{counts}")
+            name = one_line(row["name"])
+            lines.append(f"  {row['id']:>4} {row['source_id']:>10}  {name:<20}{counts}")
     if report.class_map is not None:
         for source_id, name in report.class_map.skipped:
             lines.append(
-                f"skipped: category id {source_id} {name!r} (Roboflow superclass: "
+                f"skipped: category id {source_id} {one_line(repr(name))} (Roboflow superclass: "
                 "supercategory 'none', no annotations of its own)"
             )
     errors, warnings = len(report.errors), len(report.warnings)
@@ -123,4 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return int(args.handler(args))
+    from rfdetr.data.problems import DatasetError
+
+    try:
+        return int(args.handler(args))
+    except DatasetError as err:  # any command: bad data is one line and exit 2, never a traceback
+        print(f"rfdetr {args.command}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT

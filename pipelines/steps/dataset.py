@@ -151,7 +151,7 @@ def validate_fetched(
 
     with step_metrics("validate_dataset") as metrics, dataset_folder(dataset_dir) as folder:
         local = str(folder)
-        report = validate_dataset(local)
+        report = validate_dataset(local, deep=True)  # decode as training will
         counts = report_counts(report)
         for name, value in counts.items():
             metrics.set_gauge(f"dataset_{name}", value, "Dataset validation counts")

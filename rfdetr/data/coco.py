@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from rfdetr.data.images import unsafe_name_reason
+from rfdetr.data.classes import too_many_classes
+from rfdetr.data.images import PIXEL_LIMIT_ENV, max_image_pixels, open_regular, unsafe_name_reason
+from rfdetr.data.masks import polygon_problem, rle_problem
 from rfdetr.data.problems import ProblemLog
 
 # Boxes that overhang the image by less than this many pixels are rounding noise, not a warning.
 OVERHANG_TOLERANCE_PX = 0.5
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
@@ -97,7 +100,7 @@ def read_coco_split(
 
 def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
     try:
-        with open(json_path, "rb") as handle:
+        with open_regular(json_path) as handle:
             data = json.load(handle)
     except FileNotFoundError:
         log.error(json_path, "annotation file is missing")
@@ -107,6 +110,9 @@ def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
         return None
     except json.JSONDecodeError as exc:
         log.error(json_path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        return None
+    except RecursionError:
+        log.error(json_path, "malformed JSON: nested too deeply")
         return None
     except OSError as exc:
         log.error(json_path, f"cannot read annotation file ({exc.strerror or exc})")
@@ -118,12 +124,16 @@ def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
 
 
 def _is_int(value: Any) -> bool:
-    # bool is an int subclass; `true` as an id is a mistake, not the number 1.
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An int that fits int64 (ids are stored as int64). bool is an int subclass; `true` as an
+    id is a mistake, not the number 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return INT64_MIN <= value <= INT64_MAX
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A float, or an int within int64 (a bigger JSON integer overflows a float or an array)."""
+    return isinstance(value, float) or _is_int(value)
 
 
 def _read_categories(data: dict[str, Any], path: Path, log: ProblemLog) -> list[dict[str, Any]]:
@@ -131,6 +141,9 @@ def _read_categories(data: dict[str, Any], path: Path, log: ProblemLog) -> list[
     if not isinstance(raw, list) or not raw:
         log.error(path, "'categories' must be a non-empty list of {id, name}")
         return []
+    too_many = too_many_classes(len(raw))
+    if too_many:
+        log.error(path, f"categories: {too_many}")
     categories: list[dict[str, Any]] = []
     seen: set[int] = set()
     for position, cat in enumerate(raw):
@@ -139,6 +152,9 @@ def _read_categories(data: dict[str, Any], path: Path, log: ProblemLog) -> list[
             continue
         if not isinstance(cat.get("name"), str):
             log.error(path, f"category id {cat['id']}: needs a string 'name'")
+            continue
+        if not cat["name"].isprintable():
+            log.error(path, f"category id {cat['id']}: name {cat['name']!r} has control characters")
             continue
         if cat["id"] in seen:
             log.error(path, f"category id {cat['id']} is declared twice")
@@ -190,6 +206,11 @@ def _image_entry_problem(name: Any, width: Any, height: Any) -> str | None:
         return reason
     if not (_is_int(width) and _is_int(height)) or width <= 0 or height <= 0:
         return f"width and height must be positive integers (got {width!r} x {height!r})"
+    if width * height > max_image_pixels():
+        return (
+            f"{width}x{height} is more pixels than the limit of {max_image_pixels()} "
+            f"(raise {PIXEL_LIMIT_ENV} for larger images)"
+        )
     return None
 
 
@@ -286,21 +307,15 @@ def segmentation_problem(segmentation: Any, height: int, width: int) -> str | No
     if segmentation is None or segmentation == []:
         return None
     if isinstance(segmentation, dict):
-        size, counts = segmentation.get("size"), segmentation.get("counts")
-        if not isinstance(counts, (str, list)):
-            return "RLE segmentation needs 'counts' (a string or a list of integers)"
-        if size != [height, width]:
-            return f"RLE size {size!r} differs from the image size [{height}, {width}] (h, w)"
-        return None
+        return rle_problem(segmentation, height, width)
     if not isinstance(segmentation, list):
         return "segmentation must be a list of polygons or an RLE object"
     for polygon in segmentation:
         if not isinstance(polygon, list) or not all(map(_is_number, polygon)):
             return "each polygon must be a list of numbers [x1, y1, x2, y2, ...]"
-        if len(polygon) < 6 or len(polygon) % 2:
-            return f"polygon with {len(polygon)} values; needs an even number, at least 6"
-        if not all(map(math.isfinite, polygon)):
-            return "polygon has a coordinate that is not a finite number"
+        problem = polygon_problem(polygon, height, width)
+        if problem:
+            return problem
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from torch.utils.data import Dataset
 from rfdetr.data.classes import ClassMap
 from rfdetr.data.coco import read_coco_split
 from rfdetr.data.formats import DatasetFormat, DatasetLayout, canonical_split, detect_format
-from rfdetr.data.images import load_rgb
+from rfdetr.data.images import check_inside, load_rgb
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
 from rfdetr.data.transforms import Target, Transform, build_transforms, multi_scale_sizes
@@ -78,19 +79,34 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         Raises:
             DatasetError: the image cannot be decoded, or its labels are invalid.
         """
-        path = self.source.image_path(index)
-        image = load_rgb(path)
-        height, width = image.shape[-2:]
-        target: Target = self.source.objects(index, width, height, self.segmentation)
-        target["image_id"] = self.source.image_id(index)
-        target["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
-        return image, target
+        return load_raw_item(self.source, index, self.segmentation)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         image, target = self.load_raw(index)
         # An integer seed (not hash()) so every process derives the same stream for an item.
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + index)
         return self.transforms(image, target, rng)
+
+
+def load_raw_item(
+    source: AnnotationSource, index: int, segmentation: bool
+) -> tuple[torch.Tensor, Target]:
+    """Decode item ``index`` of ``source`` as training does (and ``rfdetr validate --deep``).
+
+    Returns:
+        uint8 ``[3, H, W]`` and the target before transforms (pixel xyxy ``boxes`` ``[N, 4]``,
+        ``masks`` bool ``[N, H, W]`` when ``segmentation``).
+
+    Raises:
+        DatasetError: the image cannot be decoded or is outside the dataset, or its labels
+            are invalid.
+    """
+    image = load_rgb(source.image_path(index))
+    height, width = image.shape[-2:]
+    target: Target = source.objects(index, width, height, segmentation)
+    target["image_id"] = source.image_id(index)
+    target["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
+    return image, target
 
 
 def dataset_class_map(dataset_dir: str | Path) -> ClassMap:
@@ -142,16 +158,7 @@ def build_dataset(
     """
     layout = detect_format(dataset_dir)
     split_name = canonical_split(split)
-    split_dir = layout.split_dir(split_name)
-    if layout.format is DatasetFormat.COCO:
-        source: AnnotationSource = _coco_source(
-            layout, split_name, split_dir, class_map, segmentation
-        )
-    else:
-        files = scan_split(*layout.yolo_dirs(split_name))
-        if not files.images:
-            raise DatasetError(files.images_dir, f"the {split_name} split has no images")
-        source = YoloSource(files, class_map or _yolo_class_map(layout))
+    source = build_source(layout, split_name, class_map, segmentation)
     sizes = [resolution]
     if train and scale_multiple:
         sizes = multi_scale_sizes(resolution, scale_multiple, expanded_scales)
@@ -173,6 +180,25 @@ def build_dataset(
         dataset_format=layout.format,
         split=split_name,
     )
+
+
+def build_source(
+    layout: DatasetLayout, split_name: str, class_map: ClassMap | None, segmentation: bool
+) -> AnnotationSource:
+    """The annotation source of one split; the split folder must stay inside the dataset.
+
+    Raises:
+        DatasetError: the split is missing, outside the dataset folder, empty or unusable.
+    """
+    split_dir = layout.split_dir(split_name)
+    root_real = os.path.realpath(layout.root)
+    check_inside(split_dir, root_real, "split folder")
+    if layout.format is DatasetFormat.COCO:
+        return _coco_source(layout, split_name, split_dir, class_map, segmentation)
+    files = scan_split(*layout.yolo_dirs(split_name))
+    if not files.images:
+        raise DatasetError(files.images_dir, f"the {split_name} split has no images")
+    return YoloSource(files, class_map or _yolo_class_map(layout), root_real)
 
 
 def _hint(layout: DatasetLayout) -> str:
@@ -211,4 +237,4 @@ def _coco_source(
             )
         else:
             class_map = dataset_class_map(layout.root)
-    return CocoSource(split, split_dir, class_map)
+    return CocoSource(split, split_dir, class_map, os.path.realpath(layout.root))

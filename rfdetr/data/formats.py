@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rfdetr.data.images import escapes_root
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.yolo import load_data_yaml
 
@@ -230,9 +231,9 @@ def _yaml_split_dirs(
 
 
 def _outside(folder: Path, root: Path) -> bool:
-    """Whether the normalised ``folder`` lies outside ``root`` (by path, links not followed)."""
-    relative = os.path.relpath(folder, os.path.normpath(root))
-    return relative == ".." or relative.startswith(".." + os.sep)
+    """Whether ``folder`` lies outside ``root`` once symlinks are followed (see
+    :func:`rfdetr.data.images.escapes_root`, the one test of "inside the dataset")."""
+    return escapes_root(folder, os.path.realpath(root))
 
 
 def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
@@ -243,7 +244,7 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
     that means nothing, so such a value is ignored (with a warning) and the yaml's folder is used.
     """
     base = yaml_path.parent
-    if value in (None, "") or not isinstance(value, str):
+    if value in (None, "") or not isinstance(value, str) or "\x00" in value:
         return base
     folder = Path(os.path.normpath(base / value))
     if Path(value).is_absolute() or _outside(folder, root) or not folder.is_dir():
@@ -260,7 +261,7 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
 
 def _inside_root(root: Path, yaml_path: Path, key: str, value: Any, base: Path) -> Path:
     """``base / value`` as an existing folder inside ``root``, or a one-line error."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "\x00" in value:
         raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
     if os.path.isabs(value) or Path(value).is_absolute():
         raise DatasetFormatError(

@@ -1,13 +1,25 @@
-"""Instance masks from COCO polygons / RLE and from YOLO polygons, via pycocotools."""
+"""Instance masks from COCO polygons / RLE and from YOLO polygons, via pycocotools.
+
+pycocotools trusts its input: a polygon far outside the image costs time and memory in
+proportion to its length (and crashes it beyond int range), and RLE counts that do not add up
+to ``h * w`` make it write out of bounds. :func:`polygon_problem` and :func:`rle_problem` check
+both first; validation reports what they find, and the mask functions refuse it.
+"""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+# Polygon points may overhang the image (annotation tools do), by at most this many image sizes.
+POLYGON_MARGIN = 1.0
+# One count of a compressed RLE string is at most this many characters (5 bits each).
+_MAX_RLE_CHARS = 13
 
 
 def box_mask(box_xyxy: Sequence[float], height: int, width: int) -> np.ndarray:
@@ -24,6 +36,70 @@ def box_mask(box_xyxy: Sequence[float], height: int, width: int) -> np.ndarray:
     return mask
 
 
+def polygon_problem(polygon: Sequence[float], height: int, width: int) -> str | None:
+    """Why a pixel polygon ``[x1, y1, x2, y2, ...]`` cannot be rasterised, or None."""
+    if len(polygon) < 6 or len(polygon) % 2:
+        return f"polygon with {len(polygon)} values; needs an even number, at least 6"
+    if not all(map(math.isfinite, polygon)):
+        return "polygon has a coordinate that is not a finite number"
+    xs, ys = polygon[0::2], polygon[1::2]
+    for values, size in ((xs, width), (ys, height)):
+        low, high = -POLYGON_MARGIN * size, (1 + POLYGON_MARGIN) * size
+        bad = next((v for v in values if not low <= v <= high), None)
+        if bad is not None:
+            return f"polygon coordinate {bad:g} lies far outside the {width}x{height} image"
+    return None
+
+
+def rle_counts(counts: str | list[Any]) -> list[int] | None:
+    """The run lengths of an RLE (a COCO compressed string or a list), or None when malformed.
+
+    The string form is pycocotools' (``maskApi.c``, ``rleFrString``): each count is 5-bit
+    groups in characters ``'0'..'o'`` (``0x20`` = more groups follow, ``0x10`` in the last group
+    = negative); from the third count on, each is stored as the difference to the one two
+    places back.
+    """
+    if isinstance(counts, list):
+        ok = all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        return list(counts) if ok else None
+    values: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts) or shift >= 5 * _MAX_RLE_CHARS:
+                return None
+            code = ord(counts[position]) - 48
+            if not 0 <= code < 64:
+                return None
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position, shift = position + 1, shift + 5
+            if not more and code & 0x10:
+                value -= 1 << shift
+        if len(values) > 2:
+            value += values[-2]
+        if value < 0:
+            return None
+        values.append(value)
+    return values
+
+
+def rle_problem(rle: dict[str, Any], height: int, width: int) -> str | None:
+    """Why a COCO RLE (``{"size": [h, w], "counts": ...}``) cannot be decoded, or None."""
+    size, counts = rle.get("size"), rle.get("counts")
+    if not isinstance(counts, (str, list)):
+        return "RLE segmentation needs 'counts' (a string or a list of integers)"
+    if size != [height, width]:
+        return f"RLE size {size!r} differs from the image size [{height}, {width}] (h, w)"
+    runs = rle_counts(counts)
+    if runs is None:
+        return "RLE counts are malformed (not a COCO RLE string or a list of counts >= 0)"
+    if sum(runs) != height * width:
+        return f"RLE counts add up to {sum(runs)} pixels, not {height}x{width} = {height * width}"
+    return None
+
+
 def _decode(rle: dict[str, Any]) -> np.ndarray:
     """Decode one RLE into bool ``[H, W]``."""
     with warnings.catch_warnings():
@@ -33,8 +109,17 @@ def _decode(rle: dict[str, Any]) -> np.ndarray:
 
 
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """Rasterise pixel polygons ``[[x1, y1, x2, y2, ...], ...]`` (union) into bool ``[H, W]``."""
-    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
+    """Rasterise pixel polygons ``[[x1, y1, x2, y2, ...], ...]`` (union) into bool ``[H, W]``.
+
+    Raises:
+        ValueError: a polygon fails :func:`polygon_problem` (never handed to pycocotools).
+    """
+    floats = [[float(v) for v in p] for p in polygons]
+    for polygon in floats:
+        problem = polygon_problem(polygon, height, width)
+        if problem:
+            raise ValueError(problem)
+    rles = mask_utils.frPyObjects(floats, height, width)
     return _decode(mask_utils.merge(rles))
 
 
@@ -46,11 +131,17 @@ def coco_segmentation_to_mask(
     Args:
         segmentation: a list of pixel polygons, an RLE dict (``counts`` string or list), or None.
         box_xyxy: pixel ``[x1, y1, x2, y2]`` used when there is no segmentation.
+
+    Raises:
+        ValueError: a malformed RLE or polygon (see :func:`rle_problem`, :func:`polygon_problem`).
     """
     if not segmentation:
         return box_mask(box_xyxy, height, width)
     if isinstance(segmentation, dict):
-        rle = segmentation
+        problem = rle_problem(segmentation, height, width)
+        if problem:
+            raise ValueError(problem)
+        rle = dict(segmentation)
         if isinstance(rle["counts"], list):  # uncompressed RLE
             rle = mask_utils.frPyObjects(rle, height, width)
         return _decode(rle)

@@ -17,18 +17,52 @@ logger = logging.getLogger(__name__)
 Severity = Literal["error", "warning"]
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``...), so a file name or a
+    class name cannot break a message or a report line, or forge one."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class DatasetError(ValueError):
     """A dataset cannot be used. ``str(error)`` is one line: ``path: problem``.
+
+    It survives DataLoader workers: the worker sends only the exception's type and formatted
+    traceback, and the main process re-raises ``type(exc)(text)``, or a ``RuntimeError`` when
+    that call fails (``torch/_utils.py``, ``ExceptionWrapper.reraise``, as of torch 2.14). Given
+    one argument, this class recovers its own one-line message from the last line of that
+    traceback, so the CLI and the pipeline see a ``DatasetError`` again. Pickling keeps both
+    fields (:meth:`__reduce__`).
 
     Attributes:
         path: the offending file or folder, as the user would type it.
         problem: what is wrong.
     """
 
-    def __init__(self, path: Path | str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+    def __init__(self, path: Path | str, problem: str | None = None) -> None:
+        if problem is None:
+            path, problem = self._recover(str(path))
         self.path = str(path)
         self.problem = problem
+        super().__init__(one_line(f"{path}: {problem}" if path else problem))
+
+    def __reduce__(self) -> tuple[type[DatasetError], tuple[str, str]]:
+        return type(self), (self.path, self.problem)
+
+    @classmethod
+    def _recover(cls, text: str) -> tuple[str, str]:
+        """``(path, problem)`` from a message, or from a traceback that ends with one.
+
+        The path is not always separable (it may contain ``": "``), so the whole recovered line
+        is kept as the problem and the path left empty; ``str(error)`` is that line.
+        """
+        prefix = f"{cls.__module__}.{cls.__qualname__}: "
+        for line in reversed(text.splitlines()):
+            if line.startswith(prefix):
+                return "", line[len(prefix) :]
+        lines = text.strip().splitlines()
+        return "", lines[-1] if lines else "dataset error"
 
 
 @dataclass(frozen=True)
@@ -47,7 +81,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.severity}: {self.message}"
+        return one_line(f"{self.path}: {self.severity}: {self.message}")
 
     def to_dict(self) -> dict[str, str]:
         """The problem as a JSON-ready dict."""
@@ -62,17 +96,19 @@ def of_severity(problems: list[Problem], severity: Severity) -> list[Problem]:
 @dataclass
 class ProblemLog:
     """Collects problems. Paths are shown as given: every path in this package is built from the
-    dataset folder as the user typed it, so messages name files the way the user knows them."""
+    dataset folder as the user typed it, so messages name files the way the user knows them.
+    Control characters in paths and messages are escaped (:func:`one_line`) as they are
+    recorded, so no report (text, JSON, Markdown) can be given a forged line."""
 
     problems: list[Problem] = field(default_factory=list)
 
     def error(self, path: Path | str, message: str) -> None:
         """Record a problem that makes the dataset unusable."""
-        self.problems.append(Problem("error", str(path), message))
+        self.problems.append(Problem("error", one_line(str(path)), one_line(message)))
 
     def warning(self, path: Path | str, message: str) -> None:
         """Record a problem that the loader works around (e.g. by clipping a box)."""
-        self.problems.append(Problem("warning", str(path), message))
+        self.problems.append(Problem("warning", one_line(str(path)), one_line(message)))
 
     @property
     def errors(self) -> list[Problem]:

@@ -15,6 +15,7 @@ import torch
 
 from rfdetr.data.classes import ClassMap
 from rfdetr.data.coco import CocoSplit
+from rfdetr.data.images import check_inside
 from rfdetr.data.masks import box_mask, coco_segmentation_to_mask, polygons_to_mask
 from rfdetr.data.problems import DatasetError
 from rfdetr.data.yolo import YoloLabels, YoloSplitFiles, read_labels_strict
@@ -82,20 +83,29 @@ def make_objects(
 class CocoSource:
     """Items of a COCO split; annotation ``category_id`` values are mapped by ``class_map``."""
 
-    def __init__(self, split: CocoSplit, split_dir: Path, class_map: ClassMap) -> None:
+    def __init__(
+        self, split: CocoSplit, split_dir: Path, class_map: ClassMap, root_real: str
+    ) -> None:
         unknown = sorted(split.annotated_category_ids() - set(class_map.source_ids))
         if unknown:
             raise DatasetError(
                 split.json_path, f"category ids {unknown} are not classes of the train split"
             )
         self.split, self.split_dir, self.class_map = split, split_dir, class_map
+        self.root_real = root_real
 
     def __len__(self) -> int:
         return self.split.num_images
 
     def image_path(self, index: int) -> Path:
-        """``<split folder>/<file_name>``."""
-        return self.split_dir / str(self.split.file_names[index])
+        """``<split folder>/<file_name>``, checked to stay inside the dataset folder.
+
+        Raises:
+            DatasetError: the file resolves (through a symlink) outside the dataset folder.
+        """
+        path = self.split_dir / str(self.split.file_names[index])
+        check_inside(path, self.root_real, "image")
+        return path
 
     def image_id(self, index: int) -> int:
         """The COCO image id."""
@@ -126,18 +136,21 @@ class CocoSource:
         if with_masks:
             if split.segmentations is None:
                 raise ValueError("the COCO split was read without segmentations")
-            masks = [
-                coco_segmentation_to_mask(split.segmentations[i], height, width, box)
-                for i, box in zip(rows, xyxy, strict=True)
-            ]
+            try:
+                masks = [
+                    coco_segmentation_to_mask(split.segmentations[i], height, width, box)
+                    for i, box in zip(rows, xyxy, strict=True)
+                ]
+            except ValueError as exc:  # validation reports these; never reach pycocotools
+                raise DatasetError(split.json_path, str(exc)) from exc
         return make_objects(labels, xyxy, width, height, masks)
 
 
 class YoloSource:
     """Items of a YOLO split; label files are read when an item is loaded."""
 
-    def __init__(self, files: YoloSplitFiles, class_map: ClassMap) -> None:
-        self.files, self.class_map = files, class_map
+    def __init__(self, files: YoloSplitFiles, class_map: ClassMap, root_real: str) -> None:
+        self.files, self.class_map, self.root_real = files, class_map, root_real
         # Paths as a numpy string array: one buffer, not a list of objects that fork-started
         # DataLoader workers would copy page by page as reference counts change.
         self._images = np.array([str(p) for p in files.images], dtype=str)
@@ -146,8 +159,14 @@ class YoloSource:
         return len(self._images)
 
     def image_path(self, index: int) -> Path:
-        """``<split>/images/...``."""
-        return Path(str(self._images[index]))
+        """``<split>/images/...``, checked to stay inside the dataset folder.
+
+        Raises:
+            DatasetError: the file resolves (through a symlink) outside the dataset folder.
+        """
+        path = Path(str(self._images[index]))
+        check_inside(path, self.root_real, "image")
+        return path
 
     def image_id(self, index: int) -> int:
         """YOLO has no image ids; the position in the sorted image list is used."""
@@ -155,7 +174,8 @@ class YoloSource:
 
     def labels(self, index: int) -> YoloLabels:
         """The parsed label file of item ``index`` (dataset class ids, normalised)."""
-        return read_labels_strict(self.files.label_path(self.image_path(index)), self.class_map)
+        image = Path(str(self._images[index]))
+        return read_labels_strict(self.files.label_path(image), self.class_map, self.root_real)
 
     def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
         """Objects of the image from its label file (none when the file is missing or empty)."""

@@ -26,8 +26,8 @@ from rfdetr.data.formats import (
     DatasetLayout,
     detect_format,
 )
-from rfdetr.data.images import escapes_root, read_image_size
-from rfdetr.data.problems import Problem, ProblemLog, of_severity
+from rfdetr.data.images import NotRegularFileError, check_inside, escapes_root, read_image_size
+from rfdetr.data.problems import DatasetError, Problem, ProblemLog, of_severity
 from rfdetr.data.yolo import orphan_labels, parse_label_file, read_data_yaml, scan_split
 
 
@@ -121,11 +121,17 @@ class DatasetReport:
         }
 
 
-def validate_dataset(path: str | Path) -> DatasetReport:
+def validate_dataset(path: str | Path, *, deep: bool = False) -> DatasetReport:
     """Check a COCO or YOLO dataset folder and report what is in it and what is wrong.
 
     Never raises for a problem in the dataset: every problem becomes a :class:`Problem` in the
     report, and ``report.usable`` says whether training can use it.
+
+    Args:
+        path: the dataset folder.
+        deep: also decode every image and build every mask, through the very function training
+            uses (:func:`rfdetr.data.dataset.load_raw_item`); finds truncated or corrupt pixel
+            data that a header read cannot. Imports torch.
     """
     log = ProblemLog()
     report = DatasetReport(path=str(path))
@@ -149,16 +155,16 @@ def validate_dataset(path: str | Path) -> DatasetReport:
         # Big images are fine for training (they are resized); only PIL's hard limit is an error.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         if layout.format is DatasetFormat.COCO:
-            _validate_coco(layout, root_real, log, report)
+            _validate_coco(layout, root_real, log, report, deep)
         else:
-            _validate_yolo(layout, root_real, log, report)
+            _validate_yolo(layout, root_real, log, report, deep)
     _warn_unused_classes(report, log)
     report.problems = log.problems
     return report
 
 
 def _validate_coco(
-    layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport
+    layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport, deep: bool
 ) -> None:
     train_categories: dict[int, str] = {}
     for name, split_dir in layout.splits.items():
@@ -166,7 +172,7 @@ def _validate_coco(
         report.splits[name] = summary
         if _split_escapes(split_dir, root_real, log):
             continue
-        split = read_coco_split(layout.coco_annotation_path(name), log)
+        split = read_coco_split(layout.coco_annotation_path(name), log, keep_segmentation=deep)
         if split is None:
             continue
         if name == "train":
@@ -179,9 +185,13 @@ def _validate_coco(
         _count_coco(split, summary, report.class_map, log)
         if split.num_images == 0:
             log.error(split.json_path, f"the {name} split has no images")
+        good = []
         for i in range(split.num_images):
             expected = (int(split.widths[i]), int(split.heights[i]))
-            check_image(split_dir / str(split.file_names[i]), root_real, log, expected)
+            if check_image(split_dir / str(split.file_names[i]), root_real, log, expected):
+                good.append(i)
+        if deep and report.class_map is not None:
+            _decode_items(("coco", split, split_dir), report.class_map, root_real, good, log)
 
 
 def _check_same_categories(split: CocoSplit, train: dict[int, str], log: ProblemLog) -> None:
@@ -214,7 +224,7 @@ def _count_coco(
 
 
 def _validate_yolo(
-    layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport
+    layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport, deep: bool
 ) -> None:
     if layout.yaml_path is None:  # detect_format always sets it for YOLO
         raise ValueError(f"{layout.root}: YOLO layout without a data file")
@@ -236,11 +246,17 @@ def _validate_yolo(
         if not files.labels_dir.is_dir():
             log.warning(files.labels_dir, "no labels/ folder; every image has no objects")
         summary.images = len(files.images)
-        for image in files.images:
-            check_image(image, root_real, log)
-            labels = parse_label_file(files.label_path(image), report.class_map, log)
+        good = []
+        for index, image in enumerate(files.images):
+            errors = len(log.problems)
+            size = check_image(image, root_real, log)
+            labels = parse_label_file(files.label_path(image), report.class_map, log, root_real)
             summary.annotations += len(labels)
             summary.class_counts.update(labels.class_ids.tolist())
+            if size and not of_severity(log.problems[errors:], "error"):
+                good.append(index)
+        if deep and report.class_map is not None:
+            _decode_items(("yolo", files, None), report.class_map, root_real, good, log)
         for orphan in orphan_labels(files):
             log.warning(orphan, "label file has no image with the same name; it is ignored")
 
@@ -262,7 +278,8 @@ def _split_escapes(split_dir: Path, root_real: str, log: ProblemLog) -> bool:
 def check_image(
     path: Path, root_real: str, log: ProblemLog, expected: tuple[int, int] | None = None
 ) -> tuple[int, int] | None:
-    """Check one image from its header: inside the dataset, decodable, of the expected size.
+    """Check one image from its header: inside the dataset, a regular file, decodable, within
+    the pixel limit, of a mode training can read, of the expected size.
 
     Args:
         path: the image file.
@@ -272,13 +289,17 @@ def check_image(
     Returns:
         ``(width, height)``, or None when the image is unusable (the problem is in ``log``).
     """
-    if escapes_root(path, root_real):
-        log.error(path, "image is a symlink that points outside the dataset folder")
-        return None
     try:
+        check_inside(path, root_real, "image")
         size = read_image_size(path)
+    except DatasetError as exc:
+        log.error(exc.path, exc.problem)
+        return None
     except FileNotFoundError:
         log.error(path, "image file is missing")
+        return None
+    except NotRegularFileError:
+        log.error(path, "not a regular file (a FIFO, device or socket); refused unread")
         return None
     except Image.DecompressionBombError:
         log.error(path, "image has more pixels than PIL allows (decompression-bomb limit)")
@@ -295,6 +316,38 @@ def check_image(
         )
         return None
     return size
+
+
+def _decode_items(
+    what: tuple[str, Any, Path | None],
+    class_map: ClassMap,
+    root_real: str,
+    indices: list[int],
+    log: ProblemLog,
+) -> None:
+    """``--deep``: decode each item (image and masks) exactly as training does.
+
+    Args:
+        what: ``("coco", CocoSplit, split_dir)`` or ``("yolo", YoloSplitFiles, None)``.
+        indices: the items whose header and labels passed (the others are reported already).
+    """
+    from rfdetr.data.dataset import load_raw_item  # imports torch: only for --deep
+    from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
+
+    kind, files, split_dir = what
+    source: AnnotationSource
+    try:
+        if kind == "coco" and split_dir is not None:
+            source = CocoSource(files, split_dir, class_map, root_real)
+        else:
+            source = YoloSource(files, class_map, root_real)
+    except DatasetError:  # unknown category ids: reported by the header pass
+        return
+    for index in indices:
+        try:
+            load_raw_item(source, index, segmentation=True)
+        except DatasetError as exc:
+            log.error(exc.path, exc.problem)
 
 
 def _warn_unused_classes(report: DatasetReport, log: ProblemLog) -> None:

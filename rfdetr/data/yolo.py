@@ -17,14 +17,19 @@ from typing import Any
 import numpy as np
 import yaml
 
-from rfdetr.data.classes import ClassMap
-from rfdetr.data.images import list_images
+from rfdetr.data.classes import ClassMap, too_many_classes
+from rfdetr.data.images import check_inside, list_images, open_regular
 from rfdetr.data.problems import DatasetError, ProblemLog
 
 # Exporters write values like 1.0000001; anything further out of [0, 1] is a real mistake.
 RANGE_TOLERANCE = 1e-6
 # A box whose edge passes the border by less than this (normalised) is not worth a warning.
 OVERHANG_TOLERANCE = 1e-4
+# A data file is a few lines; anything this big is not one (and is not parsed).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_EVENTS = 50_000
+# Class ids are stored as int64 and used as indices: keep them well inside.
+MAX_CLASS_ID = 2**31 - 1
 
 
 @dataclass
@@ -93,11 +98,38 @@ def read_data_yaml(yaml_path: Path, log: ProblemLog) -> ClassMap | None:
     return _class_map_from_yaml(data, yaml_path, log)
 
 
+class _RefusedYaml(Exception):
+    """A data file refused before it is built into Python objects."""
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` after one pass over the parser's events (libyaml when available),
+    refusing aliases (``*name``: a data file never needs them, and nested aliases expand a few
+    hundred bytes into gigabytes, a "billion laughs" file) and more than
+    :data:`MAX_YAML_EVENTS` nodes, before anything is built."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for count, event in enumerate(yaml.parse(text, Loader=loader)):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise _RefusedYaml(f"YAML alias *{event.anchor} at line {line} is not allowed")
+        if count > MAX_YAML_EVENTS:
+            raise _RefusedYaml(f"more than {MAX_YAML_EVENTS} YAML nodes; not a data file")
+    return yaml.load(text, Loader=loader)
+
+
 def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
-    """The mapping in ``data.yaml``; problems go to ``log``; None when unusable."""
+    """The mapping in ``data.yaml``; problems go to ``log``; None when unusable.
+
+    The file must be a regular file of at most :data:`MAX_YAML_BYTES`, without YAML aliases
+    and with at most :data:`MAX_YAML_EVENTS` nodes (see :func:`_parse_yaml`).
+    """
     try:
-        with open(yaml_path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+        with open_regular(yaml_path) as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            log.error(yaml_path, f"data file is larger than {MAX_YAML_BYTES} bytes")
+            return None
+        data = _parse_yaml(raw.decode("utf-8"))
     except FileNotFoundError:
         log.error(yaml_path, "data file is missing")
         return None
@@ -108,6 +140,12 @@ def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         log.error(yaml_path, f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}")
+        return None
+    except RecursionError:
+        log.error(yaml_path, "malformed YAML: nested too deeply")
+        return None
+    except _RefusedYaml as exc:
+        log.error(yaml_path, str(exc))
         return None
     except OSError as exc:
         log.error(yaml_path, f"cannot read data file ({exc.strerror or exc})")
@@ -124,32 +162,62 @@ def _class_map_from_yaml(data: dict[Any, Any], yaml_path: Path, log: ProblemLog)
         if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
             log.error(yaml_path, "names: the keys of a names mapping must be integer class ids")
             return None
-        names = {k: str(v) for k, v in names.items()}
+        pairs = list(names.items())
     elif isinstance(names, list):
-        names = [str(n) for n in names]
+        pairs = list(enumerate(names))
     else:
         log.error(yaml_path, "names: must be a list of class names or a {id: name} mapping")
         return None
-    if not names:
-        log.error(yaml_path, "names: no classes declared")
+    problem = _names_problem(pairs)
+    if problem:
+        log.error(yaml_path, f"names: {problem}")
         return None
     nc = data.get("nc")
-    if nc is not None and nc != len(names):
-        log.error(yaml_path, f"nc is {nc!r} but names lists {len(names)} classes")
+    if nc is not None and nc != len(pairs):
+        log.error(yaml_path, f"nc is {nc!r} but names lists {len(pairs)} classes")
         return None
-    return ClassMap.from_yolo_names(names)
+    return ClassMap.from_yolo_names({k: str(v) for k, v in pairs})
 
 
-def parse_label_file(path: Path, class_map: ClassMap | None, log: ProblemLog) -> YoloLabels:
+def _names_problem(pairs: list[tuple[Any, Any]]) -> str | None:
+    if not pairs:
+        return "no classes declared"
+    too_many = too_many_classes(len(pairs))
+    if too_many:
+        return too_many
+    for class_id, name in pairs:
+        if not 0 <= class_id <= MAX_CLASS_ID:
+            return f"class id {class_id} is out of range (0..{MAX_CLASS_ID})"
+        # bool first: YAML 1.1 reads an unquoted yes/no/on/off as a bool, an int subclass.
+        if isinstance(name, bool) or not isinstance(name, (str, int)):
+            return (
+                f"class {class_id} is {name!r}, not a name; write class names as text "
+                "(quote names like yes, no, null or 1.5)"
+            )
+        if isinstance(name, str) and not name.isprintable():
+            return f"class {class_id} name {name!r} has control characters"
+    return None
+
+
+def parse_label_file(
+    path: Path, class_map: ClassMap | None, log: ProblemLog, root_real: str | None = None
+) -> YoloLabels:
     """Parse and check one label file; problems go to ``log`` as ``path:LINE``.
 
     A missing file means no objects. Lines with errors are left out of the result. With no
     ``class_map`` (an unusable data file) class ids are not checked against the declared names.
+    With ``root_real`` (the dataset folder's realpath), a label file that resolves outside it
+    is refused unread.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        if root_real is not None:
+            check_inside(path, root_real, "label file")
+        with open_regular(path) as handle:
+            text = handle.read().decode("utf-8")
     except FileNotFoundError:
+        return YoloLabels()
+    except DatasetError as exc:
+        log.error(exc.path, exc.problem)
         return YoloLabels()
     except UnicodeDecodeError as exc:
         log.error(path, f"label file is not UTF-8 text ({exc.reason})")
@@ -200,6 +268,8 @@ def _parse_line(
         return f"value {bad!r} is not a number"
     if not math.isfinite(class_value) or class_value != int(class_value):
         return f"class id {tokens[0]!r} is not an integer"
+    if not 0 <= class_value <= MAX_CLASS_ID:
+        return f"class id {tokens[0]!r} is out of range (0..{MAX_CLASS_ID})"
     class_id = int(class_value)
     if class_map is not None and not class_map.has_source_id(class_id):
         return f"class id {class_id} is not declared in the names of the data file"
@@ -232,14 +302,14 @@ def _parses(token: str) -> bool:
     return True
 
 
-def read_labels_strict(path: Path, class_map: ClassMap) -> YoloLabels:
+def read_labels_strict(path: Path, class_map: ClassMap, root_real: str | None = None) -> YoloLabels:
     """:func:`parse_label_file` for the loader: raises on the first error, logs warnings.
 
     Raises:
         DatasetError: one line naming ``path:LINE`` and the problem.
     """
     log = ProblemLog()
-    labels = parse_label_file(path, class_map, log)
+    labels = parse_label_file(path, class_map, log, root_real)
     if log.errors:
         first = log.errors[0]
         raise DatasetError(first.path, first.message)
