@@ -24,6 +24,7 @@ from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 from rfdetr.presets import get_preset
+from rfdetr.training.runtime import configure_tf32
 from rfdetr.weights import LoadedCheckpoint, load_weights, read_checkpoint
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class RFDETRModel:
         checkpoint = self._read_weights(pretrain_weights)
         config = self._resolve_config(checkpoint, num_classes, overrides)
         self.device = torch.device(device) if device is not None else default_device()
+        configure_tf32(self.device)  # fp32 inference on TF32 tensor cores (RFDETR_TF32=0: off)
         self.model: RFDETR = build_model(config)
         label_to_logit = None
         if checkpoint is not None:
