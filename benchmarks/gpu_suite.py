@@ -1,0 +1,255 @@
+"""GPU suite: ours vs upstream rfdetr 1.11.2 on one CUDA machine, within a time budget.
+
+Started by ``benchmarks/gpu_suite.sh`` (which checks CUDA and prepares the upstream venv).
+Prints:
+
+1. Training, bf16 autocast (as ``amp`` picks on Ampere and later): images/s (median of the
+   timed steps) and peak GPU memory (``torch.cuda.max_memory_allocated``) for Nano 384 and
+   Medium 576 at batch 8 and 16, eager, ``torch.compile`` and ``torch.compile`` with CUDA graphs
+   (mode ``reduce-overhead``). One step = forward, losses, backward, clipping, AdamW (see
+   ``train_throughput.py``, whose workers run here: one process per side, started together,
+   warmed up together (compilation), then timed step by step in turn).
+2. ONNX Runtime CUDA execution provider latency, batch 1 and 8, of both Nano 384 exports
+   (dynamic batch, same weights), timed interleaved with host inputs and outputs, as
+   ``session.run`` gives them. A session that fell back to the CPU fails the suite.
+
+Items run cheapest-first (eager, ONNX Runtime, compile, CUDA graphs); an item whose estimated
+cost (the last measured one of its kind, else a guess) no longer fits ``--budget-s`` is printed
+as skipped. Exit code 1 when an item failed (a worker crashed, ran out of memory, or the CUDA
+provider did not start).
+
+``--device cpu --dry-run`` runs the same code at toy size on the CPU, ours only (the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_throughput import Worker
+
+TRAIN_SIZES = (("nano", 384), ("medium", 576))
+BATCHES = (8, 16)
+MODES = ("none", "default", "cudagraphs")
+MODE_NAMES = {"none": "eager", "default": "compile", "cudagraphs": "compile+cudagraphs"}
+GUESS_S = {"none": 40.0, "default": 150.0, "cudagraphs": 180.0, "ort": 120.0}
+
+
+class Budget:
+    """Seconds left, and per kind of item the last measured cost."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        self.cost: dict[str, float] = {}
+
+    def fits(self, kind: str) -> bool:
+        return time.monotonic() + self.cost.get(kind, GUESS_S[kind]) <= self.end
+
+    def spent(self, kind: str, started: float) -> None:
+        self.cost[kind] = time.monotonic() - started
+
+
+def _pair_args(args: argparse.Namespace, size: str, batch: int, mode: str) -> argparse.Namespace:
+    precision = "fp32" if args.device == "cpu" else "bf16"
+    return argparse.Namespace(
+        size=size, batch=batch, threads=args.threads, allocator="default",
+        upstream_allocator="default", precision=precision, upstream_precision=precision,
+        device=args.device, compile=mode,
+    )  # fmt: skip
+
+
+def _broadcast(workers: dict[str, Worker], command: str) -> dict[str, dict[str, Any]]:
+    """Send ``command`` to every worker first, then collect the replies (they run together)."""
+    for worker in workers.values():
+        assert worker.process.stdin is not None
+        worker.process.stdin.write(command + "\n")
+        worker.process.stdin.flush()
+    return {name: worker.read() for name, worker in workers.items()}
+
+
+def train_pair(
+    args: argparse.Namespace, pythons: dict[str, str], size: str, res: int, batch: int, mode: str
+) -> dict[str, dict[str, Any]]:
+    """One configuration for every side: ``{side: {"img_s", "gb"} or {"error"}}``."""
+    pair = _pair_args(args, size, batch, mode)
+    workers: dict[str, Worker] = {}
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for name, python in pythons.items():
+            workers[name] = Worker(python, name, pair, res, wait=False)
+        for name in list(workers):
+            _ready_or_error(workers, results, name, "ready")
+        for _ in range(args.warmup):
+            for name, reply in _replies(workers, "step").items():
+                if "error" in reply:
+                    results[name] = reply
+                    workers.pop(name).close()
+        times: dict[str, list[float]] = {name: [] for name in workers}
+        for _ in range(args.steps):
+            for name in list(workers):
+                reply = _ask(workers, name, "step")
+                if "error" in reply:
+                    results[name] = reply
+                    workers.pop(name).close()
+                else:
+                    times[name].append(reply["seconds"])
+        for name in list(workers):
+            peak = _ask(workers, name, "rss").get("gpu_peak_gb")
+            results[name] = {"img_s": batch / statistics.median(times[name]), "gb": peak}
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return results
+
+
+def _ready_or_error(
+    workers: dict[str, Worker], results: dict[str, dict[str, Any]], name: str, what: str
+) -> None:
+    try:
+        workers[name].read()
+    except RuntimeError as err:  # the worker died while loading
+        results[name] = {"error": f"{what}: {err}"}
+        workers.pop(name)
+
+
+def _replies(workers: dict[str, Worker], command: str) -> dict[str, dict[str, Any]]:
+    try:
+        return _broadcast(workers, command)
+    except RuntimeError as err:
+        return {name: {"error": str(err)} for name in workers}
+
+
+def _ask(workers: dict[str, Worker], name: str, command: str) -> dict[str, Any]:
+    try:
+        return workers[name].ask(command)
+    except (RuntimeError, BrokenPipeError) as err:
+        return {"error": str(err)}
+
+
+def _cell(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return f"{'-':>16s}"
+    if "error" in result:
+        return f"{'FAILED':>16s}"
+    gb = f"{result['gb']:.1f} GB" if result.get("gb") is not None else "-"
+    return f"{result['img_s']:7.1f} {gb:>8s}"
+
+
+def training(
+    args: argparse.Namespace, pythons: dict[str, str], budget: Budget, modes: tuple[str, ...]
+) -> bool:
+    """Section 1 for ``modes``; returns whether every measured item succeeded."""
+    sizes = (("nano", 128),) if args.dry_run else TRAIN_SIZES
+    batches = (2,) if args.dry_run else BATCHES
+    print("\ntraining, bf16 autocast (fp32 on the CPU): img/s (median step) and peak GPU memory")
+    sides = "".join(f"{name + ' img/s  mem':>18s}" for name in pythons)
+    print(f"  {'size':8s}{'res':>5s}{'batch':>6s}  {'mode':20s}{sides}{'ours/upstream':>15s}")
+    ok = True
+    for mode in modes:
+        for size, res in sizes:
+            for batch in batches:
+                label = f"  {size:8s}{res:5d}{batch:6d}  {MODE_NAMES[mode]:20s}"
+                if not budget.fits(mode):
+                    print(f"{label}skipped: over the time budget")
+                    continue
+                started = time.monotonic()
+                results = train_pair(args, pythons, size, res, batch, mode)
+                budget.spent(mode, started)
+                cells = "".join(f"  {_cell(results.get(name))}" for name in pythons)
+                ratio = ""
+                if all("img_s" in results.get(n, {}) for n in ("ours", "upstream")):
+                    ratio = f"{results['ours']['img_s'] / results['upstream']['img_s']:13.2f}x"
+                print(f"{label}{cells}{ratio}", flush=True)
+                for name, result in results.items():
+                    if "error" in result:
+                        ok = False
+                        print(f"    {name}: {result['error']}")
+    return ok
+
+
+def onnx_latency(
+    args: argparse.Namespace, upstream: str | None, budget: Budget, folder: Path
+) -> bool:
+    """Section 2; returns False when a CUDA session fell back to the CPU."""
+    import numpy as np
+    from inference_latency import our_model, time_interleaved, upstream_export
+
+    from rfdetr.export.exporter import export_model
+    from rfdetr.export.runtime import active_providers
+    from rfdetr.export.verify import make_session
+
+    size = "tiny" if args.dry_run else "nano"
+    print(f"\nONNX Runtime latency on {args.device}, {size}, dynamic-batch exports, ms (median)")
+    if not budget.fits("ort"):
+        print("  skipped: over the time budget")
+        return True
+    started = time.monotonic()
+    files: dict[str, Path] = {}
+    state = None
+    if upstream:
+        state, _, files["upstream"] = upstream_export(Path(upstream), size, folder / "upstream")
+    files["ours"] = export_model(our_model(size, state), folder / "ours").path
+    sessions, ok = {}, True
+    for name, path in sorted(files.items()):
+        sessions[name] = make_session(path, None, args.device)
+        providers = active_providers(sessions[name], args.device, str(path))
+        print(f"  {name}: providers {providers}")
+        if args.device != "cpu" and providers[0] != "CUDAExecutionProvider":
+            print(f"  {name}: FAILED, the CUDA provider did not start (see the warning above)")
+            ok = False
+    res = int(sessions["ours"].get_inputs()[0].shape[-1])
+    for batch in (1, 8):
+        image = np.random.default_rng(0).standard_normal((batch, 3, res, res), dtype=np.float32)
+        runners = {
+            name: (lambda s=session, x=image: s.run(None, {s.get_inputs()[0].name: x}))
+            for name, session in sessions.items()
+        }
+        times = time_interleaved(runners, args.ort_runs)
+        medians = {name: float(np.median(t)) for name, t in times.items()}
+        shown = "   ".join(f"{name} {ms:7.2f}" for name, ms in medians.items())
+        ratio = f"   ours/upstream {medians['ours'] / medians['upstream']:.2f}" if upstream else ""
+        print(f"  batch {batch}: {shown}{ratio}")
+    budget.spent("ort", started)
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream-python", default="", help="'' measures ours only")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--budget-s", type=float, default=420.0)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per side and item")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--ort-runs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=8, help="CPU threads per worker")
+    parser.add_argument("--dry-run", action="store_true", help="toy sizes (tests, on the CPU)")
+    args = parser.parse_args()
+    import torch
+
+    if args.device != "cpu" and not torch.cuda.is_available():
+        print("gpu_suite: CUDA is not usable here (torch.cuda.is_available() is False)")
+        return 2
+    where = torch.cuda.get_device_name() if args.device != "cpu" else "CPU"
+    print(f"gpu_suite on {where}: torch {torch.__version__}, budget {args.budget_s:.0f} s")
+    budget = Budget(args.budget_s)
+    pythons = {"ours": sys.executable}
+    if args.upstream_python:
+        pythons["upstream"] = args.upstream_python
+    ok = training(args, pythons, budget, ("none",))
+    with tempfile.TemporaryDirectory() as tmp:
+        ok &= onnx_latency(args, args.upstream_python or None, budget, Path(tmp))
+    if not args.dry_run:  # compilation on the CPU takes minutes: not in the toy run
+        ok &= training(args, pythons, budget, MODES[1:])
+    print(f"\ngpu_suite: {'done' if ok else 'FAILED items above'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
