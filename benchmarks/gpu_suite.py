@@ -3,6 +3,8 @@
 Started by ``benchmarks/gpu_suite.sh`` (which checks CUDA and prepares the upstream venv).
 Prints:
 
+0. Checks: ``amp`` auto's choice, ``tiny`` runs with multi-scale and a resume (auto and fp16
+   precision), one CUDA RNG state per checkpoint, TF32 on from compute capability 8.0.
 1. Training, bf16 autocast (as ``amp`` picks on Ampere and later): images/s (median of the
    timed steps) and peak GPU memory (``torch.cuda.max_memory_allocated``) for Nano 384 and
    Medium 576 at batch 8 and 16, eager, ``torch.compile`` and ``torch.compile`` with CUDA graphs
@@ -220,6 +222,51 @@ def onnx_latency(
     return ok
 
 
+def checks(args: argparse.Namespace, folder: Path) -> bool:
+    """Section 0: the GPU decisions of training, end to end on this device (``tiny`` runs).
+
+    A check that only means something on CUDA prints ``n/a`` on the CPU.
+    """
+    import torch
+
+    from rfdetr.config import RunConfig
+    from rfdetr.data.synthetic import make_shapes_dataset
+    from rfdetr.training import fit
+    from rfdetr.training.runtime import cuda_has_native_bf16, resolve_precision
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    data = make_shapes_dataset(folder / "shapes", splits={"train": 8, "valid": 4}, image_size=96)
+    results: dict[str, bool | None] = {}
+    native = cuda and cuda_has_native_bf16(device)
+    chosen = resolve_precision(RunConfig.from_kwargs("tiny", dataset_dir="-").train, device)
+    print(f"\nchecks on {device}: amp auto -> {chosen.name}")
+    wanted = "bf16" if native else "fp16"
+    results["amp auto: bf16 from compute capability 8.0, else fp16"] = (
+        chosen.name == wanted if cuda else None
+    )
+    for amp_dtype in ("auto", "fp16") if cuda else ("auto",):
+        out = folder / f"run-{amp_dtype}"
+        options = {"dataset_dir": str(data), "output_dir": str(out), "epochs": 1, "batch_size": 4}
+        options |= {"grad_accum_steps": 1, "num_workers": 2, "multi_scale": True}
+        options |= {"device": args.device, "amp_dtype": amp_dtype, "progress_bar": False}
+        options |= {"tensorboard": False, "run_test": False}
+        fit(RunConfig.from_kwargs("tiny", **options))
+        state = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)
+        rng = state["rng"][0].get("cuda")
+        results[f"{amp_dtype}: one CUDA RNG state saved"] = (
+            isinstance(rng, torch.Tensor) if cuda else None
+        )
+        options |= {"epochs": 2, "resume": str(out / "checkpoint.pth")}
+        resumed = fit(RunConfig.from_kwargs("tiny", **options))
+        results[f"{amp_dtype}: multi-scale run, resumed"] = resumed.epochs_completed == 2
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    results["TF32 on from compute capability 8.0"] = tf32 is native if cuda else None
+    for name, passed in results.items():
+        print(f"  {'n/a ' if passed is None else 'PASS' if passed else 'FAIL'}  {name}")
+    return all(passed is not False for passed in results.values())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--upstream-python", default="", help="'' measures ours only")
@@ -242,8 +289,9 @@ def main() -> int:
     pythons = {"ours": sys.executable}
     if args.upstream_python:
         pythons["upstream"] = args.upstream_python
-    ok = training(args, pythons, budget, ("none",))
     with tempfile.TemporaryDirectory() as tmp:
+        ok = checks(args, Path(tmp))
+        ok &= training(args, pythons, budget, ("none",))
         ok &= onnx_latency(args, args.upstream_python or None, budget, Path(tmp))
     if not args.dry_run:  # compilation on the CPU takes minutes: not in the toy run
         ok &= training(args, pythons, budget, MODES[1:])

@@ -8,7 +8,8 @@
 #   PYTHON         our interpreter (default: .venv/bin/python, else python3)
 #   UPSTREAM_VENV  the upstream venv, created when missing
 #                  (default: ~/.cache/rfdetr-bench/upstream-1.11.2)
-#   WHEELHOUSE     install upstream from this folder of wheels only (an offline machine)
+#   WHEELHOUSE     install upstream (rfdetr[train,onnx]==1.11.2: its training step and
+#                  its export) from this folder of wheels only, on an offline machine
 #   TOTAL_S        the whole run's budget in seconds, setup included (default 450)
 #
 # The upstream venv shares our interpreter's torch (a path line in a .pth file, which does not
@@ -22,6 +23,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 [[ -x "$PYTHON" ]] || PYTHON=python3
 UPSTREAM_VENV=${UPSTREAM_VENV:-$HOME/.cache/rfdetr-bench/upstream-1.11.2}
 TOTAL_S=${TOTAL_S:-450}
+UPSTREAM_VENV=$(realpath -m "$UPSTREAM_VENV")
 
 fail() {
     echo "gpu_suite: $*" >&2
@@ -47,7 +49,7 @@ if [[ ! -x "$upstream" ]]; then
     if [[ -n "${WHEELHOUSE:-}" ]]; then
         pip_args+=(--no-index --find-links "$WHEELHOUSE")
     fi
-    "$upstream" -m pip install "${pip_args[@]}" "rfdetr==1.11.2" \
+    "$upstream" -m pip install "${pip_args[@]}" "rfdetr[train,onnx]==1.11.2" \
         || fail "could not install rfdetr==1.11.2 into $UPSTREAM_VENV (no network? set WHEELHOUSE)"
 fi
 "$upstream" - "$UPSTREAM_VENV" <<'EOF' || fail "$UPSTREAM_VENV does not import upstream rfdetr 1.11.2 with CUDA; delete it to rebuild"

@@ -82,13 +82,14 @@ def _ours(args: argparse.Namespace, resolution: int) -> Any:
     from rfdetr.models.build import build_model
     from rfdetr.models.criterion import count_boxes, reduce_num_boxes
     from rfdetr.training.optim import build_optimizer
-    from rfdetr.training.runtime import Precision, tune_allocator
+    from rfdetr.training.runtime import Precision, configure_tf32, tune_allocator
     from rfdetr.training.setup import build_criterion
     from rfdetr.training.step import accumulate_gradients
 
     device = torch.device(args.device)
     if args.allocator == "tuned":
         tune_allocator(device)
+    configure_tf32(device)  # as fit() does: TF32 for the fp32 work on Ampere and later
     config = RunConfig.from_kwargs(
         args.size, dataset_dir="-", resolution=resolution, num_classes=NUM_CLASSES
     )

@@ -63,6 +63,7 @@ def test_gpu_suite_driver_dry_run_on_the_cpu() -> None:
     command += ["--steps", "1", "--warmup", "1", "--ort-runs", "2", "--threads", "1"]
     done = subprocess.run(command, env=_no_cuda_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS  auto: multi-scale run, resumed" in done.stdout
     row = re.search(r"^\s+nano\s+128\s+2\s+eager\s+([0-9.]+)\s", done.stdout, re.MULTILINE)
     assert row is not None and float(row.group(1)) > 0, done.stdout
     for batch in (1, 8):
