@@ -44,11 +44,12 @@ def assigned_gpus() -> str | None:
     return None if value.lower() in _NO_GPU_ASSIGNED else value
 
 
-def _cuda_unusable(what: str) -> ConfigError:
+def cuda_unusable(what: str) -> ConfigError:
+    """The one-line error of a GPU that was asked for (``what``) while CUDA cannot be used."""
     build = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}"
     return ConfigError(
         f"{what}, but CUDA is not usable here ({build}: no GPU visible, or a driver too old for "
-        "this CUDA); fix the GPU node or driver, or set device: cpu to train on the CPU"
+        "this CUDA); fix the GPU node or driver, or set device: cpu to run on the CPU"
     )
 
 
@@ -66,7 +67,7 @@ def resolve_device(requested: str | None, info: DistInfo) -> torch.device:
         if torch.cuda.is_available():
             requested = "cuda"
         elif assigned_gpus() is not None:
-            raise _cuda_unusable(f"NVIDIA_VISIBLE_DEVICES={assigned_gpus()} assigns a GPU")
+            raise cuda_unusable(f"NVIDIA_VISIBLE_DEVICES={assigned_gpus()} assigns a GPU")
         else:
             requested = "cpu"
     try:
@@ -75,7 +76,7 @@ def resolve_device(requested: str | None, info: DistInfo) -> torch.device:
         raise ConfigError(f"device '{requested}': not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise _cuda_unusable(f"device '{requested}' asks for a GPU")
+            raise cuda_unusable(f"device '{requested}' asks for a GPU")
         if info.enabled:
             device = torch.device("cuda", info.local_rank)
     return device

@@ -284,3 +284,18 @@ def test_training_resize_batch_keeps_sizes_on_the_images_device() -> None:
     targets = [{"size": torch.tensor([64, 64])}, {"size": torch.tensor([64, 64])}]
     _, resized = resize_batch(images, targets, 96)
     assert all(t["size"].device == images.device for t in resized)
+
+
+def test_training_model_default_device_refuses_an_assigned_gpu_without_cuda(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The evaluate step and ``predict`` pick their device here when none is given."""
+    from rfdetr.api import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "GPU-0")
+    with pytest.raises(ConfigError, match="NVIDIA_VISIBLE_DEVICES=GPU-0 assigns a GPU"):
+        default_device()
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
+    assert default_device() == torch.device("cpu")
