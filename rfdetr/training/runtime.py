@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 
 
 # NVIDIA_VISIBLE_DEVICES values that assign no particular GPU. CUDA base images set "all" in
-# their environment whether or not the container got a GPU; the Kubernetes device plugin sets
-# the assigned GPUs' UUIDs (or indices), which is the signal that a GPU was requested.
+# their environment whether or not the container got a GPU; NVIDIA's Kubernetes device plugin
+# sets the allocated GPUs' UUIDs or indices (or, with volume-mounts, a folder), the signal that
+# a GPU was requested. Its CDI-only strategies set nothing, so they go undetected here.
 _NO_GPU_ASSIGNED = {"", "all", "none", "void"}
 
 

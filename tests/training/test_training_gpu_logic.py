@@ -190,10 +190,23 @@ def test_training_tf32_on_ampere_and_later_with_an_off_switch(
     assert torch.backends.cuda.matmul.allow_tf32  # the CPU path leaves the switches alone
 
 
-@pytest.mark.parametrize("visible", ["GPU-6f1c2b3a-0000-4a5b-8c9d-0123456789ab", "0", "1,2"])
+@pytest.mark.parametrize(
+    "visible",
+    [
+        "GPU-6f1c2b3a-0000-4a5b-8c9d-0123456789ab",
+        "0",
+        "1,2",
+        "/var/run/nvidia-container-devices",
+    ],
+)
 def test_training_assigned_gpu_without_cuda_is_an_error(
     monkeypatch: pytest.MonkeyPatch, visible: str
 ) -> None:
+    """The values NVIDIA's Kubernetes device plugin gives a container it allocated GPUs to
+    (NVIDIA/k8s-device-plugin ``internal/plugin/server.go`` at f32cd532,
+    ``updateResponseForDeviceListEnvVar``: the device IDs joined by commas, UUIDs or indices
+    per ``deviceIDStrategy``; ``updateResponseForDeviceMounts``: the volume-mounts strategy's
+    folder). CDI-only strategies set no variable: not detectable this way."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", visible)
     with pytest.raises(ConfigError, match="CUDA is not usable") as err:
