@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,12 +69,31 @@ def _pair_args(args: argparse.Namespace, size: str, batch: int, mode: str) -> ar
 
 
 def _broadcast(workers: dict[str, Worker], command: str) -> dict[str, dict[str, Any]]:
-    """Send ``command`` to every worker first, then collect the replies (they run together)."""
-    for worker in workers.values():
-        assert worker.process.stdin is not None
-        worker.process.stdin.write(command + "\n")
-        worker.process.stdin.flush()
-    return {name: worker.read() for name, worker in workers.items()}
+    """Send ``command`` to every worker first, then collect the replies (they run together);
+    a worker that died replies ``{"error": ...}``."""
+    replies: dict[str, dict[str, Any]] = {}
+    for name, worker in workers.items():
+        try:
+            assert worker.process.stdin is not None
+            worker.process.stdin.write(command + "\n")
+            worker.process.stdin.flush()
+        except (BrokenPipeError, OSError) as err:
+            replies[name] = {"error": f"{command}: {err}"}
+    for name, worker in workers.items():
+        if name not in replies:
+            try:
+                replies[name] = worker.read()
+            except RuntimeError as err:
+                replies[name] = {"error": f"{command}: {err}"}
+    return replies
+
+
+def _drop(workers: dict[str, Worker], name: str) -> None:
+    """Stop a worker that failed (it may already have exited)."""
+    worker = workers.pop(name)
+    if worker.process.poll() is None:
+        worker.process.kill()
+    worker.process.wait()
 
 
 def train_pair(
@@ -89,25 +109,25 @@ def train_pair(
         for name in list(workers):
             _ready_or_error(workers, results, name, "ready")
         for _ in range(args.warmup):
-            for name, reply in _replies(workers, "step").items():
+            for name, reply in _broadcast(workers, "step").items():
                 if "error" in reply:
                     results[name] = reply
-                    workers.pop(name).close()
+                    _drop(workers, name)
         times: dict[str, list[float]] = {name: [] for name in workers}
         for _ in range(args.steps):
             for name in list(workers):
                 reply = _ask(workers, name, "step")
                 if "error" in reply:
                     results[name] = reply
-                    workers.pop(name).close()
+                    _drop(workers, name)
                 else:
                     times[name].append(reply["seconds"])
         for name in list(workers):
             peak = _ask(workers, name, "rss").get("gpu_peak_gb")
             results[name] = {"img_s": batch / statistics.median(times[name]), "gb": peak}
     finally:
-        for worker in workers.values():
-            worker.close()
+        for name in list(workers):
+            _drop(workers, name)
     return results
 
 
@@ -118,14 +138,7 @@ def _ready_or_error(
         workers[name].read()
     except RuntimeError as err:  # the worker died while loading
         results[name] = {"error": f"{what}: {err}"}
-        workers.pop(name)
-
-
-def _replies(workers: dict[str, Worker], command: str) -> dict[str, dict[str, Any]]:
-    try:
-        return _broadcast(workers, command)
-    except RuntimeError as err:
-        return {name: {"error": str(err)} for name in workers}
+        _drop(workers, name)
 
 
 def _ask(workers: dict[str, Worker], name: str, command: str) -> dict[str, Any]:
@@ -151,7 +164,7 @@ def training(
     sizes = (("nano", 128),) if args.dry_run else TRAIN_SIZES
     batches = (2,) if args.dry_run else BATCHES
     print("\ntraining, bf16 autocast (fp32 on the CPU): img/s (median step) and peak GPU memory")
-    sides = "".join(f"{name + ' img/s  mem':>18s}" for name in pythons)
+    sides = "".join(f"{name + ' img/s  mem':>20s}" for name in pythons)
     print(f"  {'size':8s}{'res':>5s}{'batch':>6s}  {'mode':20s}{sides}{'ours/upstream':>15s}")
     ok = True
     for mode in modes:
@@ -164,7 +177,7 @@ def training(
                 started = time.monotonic()
                 results = train_pair(args, pythons, size, res, batch, mode)
                 budget.spent(mode, started)
-                cells = "".join(f"  {_cell(results.get(name))}" for name in pythons)
+                cells = "".join(f"    {_cell(results.get(name))}" for name in pythons)
                 ratio = ""
                 if all("img_s" in results.get(n, {}) for n in ("ours", "upstream")):
                     ratio = f"{results['ours']['img_s'] / results['upstream']['img_s']:13.2f}x"
@@ -181,7 +194,12 @@ def onnx_latency(
 ) -> bool:
     """Section 2; returns False when a CUDA session fell back to the CPU."""
     import numpy as np
-    from inference_latency import our_model, time_interleaved, upstream_export
+    from inference_latency import (
+        UPSTREAM_CLASSES,
+        our_model,
+        time_interleaved,
+        upstream_export,
+    )
 
     from rfdetr.export.exporter import export_model
     from rfdetr.export.runtime import active_providers
@@ -195,10 +213,19 @@ def onnx_latency(
     started = time.monotonic()
     files: dict[str, Path] = {}
     state = None
+    ok = True
+    if upstream and size not in UPSTREAM_CLASSES:
+        print(f"  upstream: has no {size} model; ours only")
+        upstream = None
     if upstream:
-        state, _, files["upstream"] = upstream_export(Path(upstream), size, folder / "upstream")
+        (folder / "up").mkdir()
+        try:
+            state, _, files["upstream"] = upstream_export(Path(upstream), size, folder / "up")
+        except (subprocess.CalledProcessError, OSError) as err:
+            print(f"  upstream: FAILED to export ({err})")
+            ok = False
     files["ours"] = export_model(our_model(size, state), folder / "ours").path
-    sessions, ok = {}, True
+    sessions = {}
     for name, path in sorted(files.items()):
         sessions[name] = make_session(path, None, args.device)
         providers = active_providers(sessions[name], args.device, str(path))
@@ -216,7 +243,9 @@ def onnx_latency(
         times = time_interleaved(runners, args.ort_runs)
         medians = {name: float(np.median(t)) for name, t in times.items()}
         shown = "   ".join(f"{name} {ms:7.2f}" for name, ms in medians.items())
-        ratio = f"   ours/upstream {medians['ours'] / medians['upstream']:.2f}" if upstream else ""
+        ratio = ""
+        if "upstream" in medians:
+            ratio = f"   ours/upstream {medians['ours'] / medians['upstream']:.2f}"
         print(f"  batch {batch}: {shown}{ratio}")
     budget.spent("ort", started)
     return ok

@@ -59,10 +59,15 @@ def test_gpu_suite_driver_refuses_cuda_without_it() -> None:
 
 @pytest.mark.slow
 def test_gpu_suite_driver_dry_run_on_the_cpu() -> None:
+    """Ours measured end to end; an upstream interpreter that dies (``false``) is reported for
+    its item and fails the suite without stopping it."""
     command = [sys.executable, str(BENCHMARKS / "gpu_suite.py"), "--device", "cpu", "--dry-run"]
     command += ["--steps", "1", "--warmup", "1", "--ort-runs", "2", "--threads", "1"]
+    command += ["--upstream-python", shutil.which("false") or "/bin/false"]
     done = subprocess.run(command, env=_no_cuda_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "upstream: ready: worker exited" in done.stdout
+    assert "upstream: has no tiny model; ours only" in done.stdout
     assert "PASS  auto: multi-scale run, resumed" in done.stdout
     row = re.search(r"^\s+nano\s+128\s+2\s+eager\s+([0-9.]+)\s", done.stdout, re.MULTILINE)
     assert row is not None and float(row.group(1)) > 0, done.stdout
@@ -70,7 +75,7 @@ def test_gpu_suite_driver_dry_run_on_the_cpu() -> None:
         latency = re.search(rf"batch {batch}: ours\s+([0-9.]+)", done.stdout)
         assert latency is not None and float(latency.group(1)) > 0, done.stdout
     assert "providers ['CPUExecutionProvider']" in done.stdout
-    assert done.stdout.rstrip().endswith("gpu_suite: done")
+    assert done.stdout.rstrip().endswith("gpu_suite: FAILED items above")
 
 
 def test_train_throughput_matmul_accounting_matches_the_shapes(
