@@ -25,12 +25,10 @@ Usage::
 ``--upstream-python ''`` measures ours only. ``--allocator default`` runs our side without
 :func:`rfdetr.training.runtime.tune_allocator`; ``--upstream-allocator tuned`` gives upstream it.
 
-``--precision bf16`` runs our step as training does with ``amp_dtype: bf16`` on a CPU with
-native bf16 (forward under bf16 autocast, losses in fp32, fp32 weights and optimizer): a
-setting upstream does not offer on the CPU, so upstream stays fp32 unless
-``--upstream-precision bf16`` wraps its forward and loss in the same autocast by hand (as close
-to a like-for-like bf16 comparison as upstream allows). The FLOP figure is then set against a
-bf16 matmul peak.
+``--precision bf16`` runs our step as training does with ``amp_dtype: bf16`` (bf16 autocast,
+fp32 losses, weights and optimizer), which upstream lacks on the CPU: ``--upstream-precision
+bf16`` wraps upstream's forward and loss in the same autocast by hand. The FLOPs are then set
+against a bf16 matmul peak.
 """
 
 from __future__ import annotations
