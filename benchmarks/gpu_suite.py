@@ -189,19 +189,35 @@ def training(
     return ok
 
 
+def _exports(size: str, upstream: str | None, folder: Path) -> tuple[dict[str, Path], bool]:
+    """Both dynamic-batch ONNX files of ``size`` on the same (upstream's perturbed) weights."""
+    from inference_latency import UPSTREAM_CLASSES, our_model, upstream_export
+
+    from rfdetr.export.exporter import export_model
+
+    files: dict[str, Path] = {}
+    state, ok = None, True
+    if upstream and size not in UPSTREAM_CLASSES:
+        print(f"  upstream: has no {size} model; ours only")
+    elif upstream:
+        (folder / "up").mkdir()
+        try:
+            state, _, files["upstream"] = upstream_export(Path(upstream), size, folder / "up")
+        except (subprocess.CalledProcessError, OSError) as err:
+            print(f"  upstream: FAILED to export ({err})")
+            ok = False
+    files["ours"] = export_model(our_model(size, state), folder / "ours").path
+    return files, ok
+
+
 def onnx_latency(
     args: argparse.Namespace, upstream: str | None, budget: Budget, folder: Path
 ) -> bool:
-    """Section 2; returns False when a CUDA session fell back to the CPU."""
+    """Section 2; returns False when an export failed or a CUDA session fell back to the CPU."""
     import numpy as np
-    from inference_latency import (
-        UPSTREAM_CLASSES,
-        our_model,
-        time_interleaved,
-        upstream_export,
-    )
+    import onnxruntime as ort
+    from inference_latency import time_interleaved
 
-    from rfdetr.export.exporter import export_model
     from rfdetr.export.runtime import active_providers
     from rfdetr.export.verify import make_session
 
@@ -210,21 +226,11 @@ def onnx_latency(
     if not budget.fits("ort"):
         print("  skipped: over the time budget")
         return True
+    if args.device != "cpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        print(f"  FAILED: onnxruntime {ort.__version__} has no CUDA provider (the gpu extra)")
+        return False
     started = time.monotonic()
-    files: dict[str, Path] = {}
-    state = None
-    ok = True
-    if upstream and size not in UPSTREAM_CLASSES:
-        print(f"  upstream: has no {size} model; ours only")
-        upstream = None
-    if upstream:
-        (folder / "up").mkdir()
-        try:
-            state, _, files["upstream"] = upstream_export(Path(upstream), size, folder / "up")
-        except (subprocess.CalledProcessError, OSError) as err:
-            print(f"  upstream: FAILED to export ({err})")
-            ok = False
-    files["ours"] = export_model(our_model(size, state), folder / "ours").path
+    files, ok = _exports(size, upstream, folder)
     sessions = {}
     for name, path in sorted(files.items()):
         sessions[name] = make_session(path, None, args.device)

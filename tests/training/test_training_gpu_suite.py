@@ -97,3 +97,29 @@ def test_train_throughput_matmul_accounting_matches_the_shapes(
     assert split["flops"] == split["matmul_flops"]
     assert 0 < split["matmul_s"] <= split["total_s"]
     assert split["attention_s"] == 0
+
+
+def test_gpu_suite_onnx_section_fails_when_the_cuda_provider_falls_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """onnxruntime-gpu lists its CUDA provider even when it cannot start; listing it on the CPU
+    package makes ONNX Runtime take that same fallback (see tests/export/test_export_providers)."""
+    import argparse
+
+    import onnxruntime as ort
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from gpu_suite import Budget, onnx_latency
+
+    args = argparse.Namespace(device="cuda", dry_run=True, ort_runs=1)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert onnx_latency(args, None, Budget(600), tmp_path / "a") is False
+    assert "FAILED: onnxruntime" in capsys.readouterr().out
+    cuda_listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: cuda_listed)
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    (tmp_path / "b").mkdir()
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"):  # onnxruntime's own
+        assert onnx_latency(args, None, Budget(600), tmp_path / "b") is False
+    out = capsys.readouterr().out
+    assert "ours: FAILED, the CUDA provider did not start" in out and "batch 8: ours" in out
