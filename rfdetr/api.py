@@ -24,6 +24,7 @@ from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 from rfdetr.presets import get_preset
+from rfdetr.training.runtime import assigned_gpus, configure_tf32, cuda_unusable
 from rfdetr.weights import LoadedCheckpoint, load_weights, read_checkpoint
 
 if TYPE_CHECKING:
@@ -60,9 +61,16 @@ DEFAULT_WEIGHTS: Any = _Default()
 
 
 def default_device() -> torch.device:
-    """CUDA when available, else Apple's MPS, else the CPU."""
+    """CUDA when available, else Apple's MPS, else the CPU.
+
+    Raises:
+        ConfigError: the container was assigned GPUs (``NVIDIA_VISIBLE_DEVICES``) that CUDA
+            cannot use: an error rather than a silent CPU run.
+    """
     if torch.cuda.is_available():
         return torch.device("cuda")
+    if assigned_gpus() is not None:
+        raise cuda_unusable(f"NVIDIA_VISIBLE_DEVICES={assigned_gpus()} assigns a GPU")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -101,6 +109,7 @@ class RFDETRModel:
         checkpoint = self._read_weights(pretrain_weights)
         config = self._resolve_config(checkpoint, num_classes, overrides)
         self.device = torch.device(device) if device is not None else default_device()
+        configure_tf32(self.device)  # fp32 inference on TF32 tensor cores (RFDETR_TF32=0: off)
         self.model: RFDETR = build_model(config)
         label_to_logit = None
         if checkpoint is not None:

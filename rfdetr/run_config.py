@@ -54,9 +54,12 @@ class TrainConfig(StrictModel):
     ``grad_accum_steps`` defaults to 4 as in the documented training parameters (effective batch
     16 with ``batch_size=4``). ``cls_loss_coef=None`` means 1.0 for detection, 5.0 for Seg.
     ``pretrain_weights`` is read only when training builds the model itself (CLI, pipeline);
-    ``device=None`` picks CUDA when available, else the CPU. ``amp`` autocasts the forward pass
-    on CUDA (bf16 where supported, else fp16; ``amp_dtype`` forces one); on the CPU only an
-    explicit ``amp_dtype="bf16"`` does, and only on a CPU with native bf16 (AVX512-BF16, AMX).
+    ``device=None`` picks CUDA when available, else the CPU (a GPU assigned to the container
+    with CUDA unusable is an error). ``amp`` autocasts the forward pass on CUDA (bf16 from
+    compute capability 8.0, else fp16; ``amp_dtype`` forces one); on the CPU only an explicit
+    ``amp_dtype="bf16"`` does, and only on a CPU with native bf16 (AVX512-BF16, AMX).
+    ``tf32`` runs the fp32 matmuls (validation, matcher, losses) on TF32 tensor cores on an
+    Ampere or later GPU; ``compile`` on CUDA needs a C compiler (Triton builds kernels).
     """
 
     epochs: int = Field(100, ge=1, le=100_000)
@@ -78,6 +81,7 @@ class TrainConfig(StrictModel):
     amp: bool = True
     amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"
     compile: bool = False
+    tf32: bool = True
     device: str | None = None
     seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's seed range
     output_dir: str = "output"

@@ -294,6 +294,6 @@ def resize_batch(
         target = dict(target)
         if "masks" in target:
             target["masks"] = resize_masks(target["masks"], size, size)
-        target["size"] = torch.tensor([size, size], dtype=torch.int64)
+        target["size"] = torch.tensor([size, size], dtype=torch.int64, device=images.device)
         resized.append(target)
     return images, resized

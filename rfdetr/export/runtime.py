@@ -9,6 +9,7 @@ until the weights change.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -28,7 +29,33 @@ from rfdetr.models.postprocess import PostProcess
 if TYPE_CHECKING:
     from rfdetr.api import RFDETRModel
 
+logger = logging.getLogger(__name__)
+
 _RAW_NAMES = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
+
+
+def active_providers(session: Any, device: str | torch.device, source: str) -> list[str]:
+    """The execution providers ``session`` really runs with; warns when a CUDA ``device`` got none.
+
+    ``onnxruntime.get_available_providers()`` lists the CUDA provider of onnxruntime-gpu
+    whenever the package has it, even when it cannot start (a build for another CUDA major than
+    the libraries found, a driver too old, missing cuDNN); the session then runs on the CPU. Only
+    ``session.get_providers()`` tells.
+    """
+    import onnxruntime as ort
+
+    active = list(session.get_providers())
+    wanted = torch.device(device).type == "cuda"
+    listed = "CUDAExecutionProvider" in ort.get_available_providers()
+    if wanted and listed and "CUDAExecutionProvider" not in active:
+        logger.warning(
+            "%s: ONNX Runtime could not start its CUDA provider and runs on the CPU "
+            "(onnxruntime-gpu %s; it needs the CUDA major it was built for, its cuDNN and "
+            "a driver for that CUDA: see the README's GPU notes)",
+            source,
+            ort.__version__,
+        )
+    return active
 
 
 class ONNXRuntimeModel:
@@ -43,6 +70,10 @@ class ONNXRuntimeModel:
     Raises:
         FileNotFoundError: no such file. MetadataError: the file is not an rfdetr export.
         ValueError: the file is a post-processing graph (use its outputs directly).
+
+    Attributes:
+        providers: the execution providers the session runs with (CPU only when the CUDA
+            provider could not start: logged as a warning).
     """
 
     def __init__(
@@ -55,6 +86,7 @@ class ONNXRuntimeModel:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX file")
         self.session = make_session(self.path, threads, device)
+        self.providers = active_providers(self.session, device, str(self.path))
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ExportMetadata.from_props(props, source=str(self.path))
         if self.metadata.with_postprocess:

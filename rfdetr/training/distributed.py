@@ -63,10 +63,10 @@ def setup_distributed(use_cuda: bool) -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:  # also under a caller's group: NCCL and the CUDA RNG state use this device
+        torch.cuda.set_device(local_rank)
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False)
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
     backend = "nccl" if use_cuda else "gloo"
     dist.init_process_group(backend=backend, timeout=_PROCESS_GROUP_TIMEOUT)
     logger.info("distributed training: rank %d of %d (%s)", rank, world, backend)
@@ -88,10 +88,24 @@ def broadcast_bool(value: bool, info: DistInfo) -> bool:
     return bool(flag[0])
 
 
-def cleanup(info: DistInfo) -> None:
-    """Leave the process group when this module created it."""
-    if info.owns_group and dist.is_initialized():
+def cleanup(info: DistInfo, failed: bool = False) -> None:
+    """Leave the process group when this module created it.
+
+    After a failure on this process (``failed``) the other ranks may be waiting in a collective
+    this one will never join; destroying an NCCL group then waits for that work until the
+    process-group timeout (hours). The group is aborted instead (NCCL), or left for the process
+    exit to release (other backends): the launcher stops the other ranks.
+    """
+    if not info.owns_group or not dist.is_initialized():
+        return
+    if not failed:
         dist.destroy_process_group()
+        return
+    from torch.distributed import distributed_c10d
+
+    abort = getattr(distributed_c10d, "_abort_process_group", None)
+    if dist.get_backend() == "nccl" and abort is not None:
+        abort()
 
 
 class DistributedTrainSampler(Sampler[int]):

@@ -34,6 +34,8 @@ from rfdetr.training.outputs import BestTracker, TrainResult, finish_epoch, writ
 from rfdetr.training.resume import check_resume_matches, finished_result, is_finished, restore
 from rfdetr.training.runtime import (
     capture_rng_state,
+    check_compile,
+    configure_tf32,
     resolve_device,
     resolve_precision,
     seed_everything,
@@ -76,13 +78,18 @@ def fit(config: RunConfig, *, model: RFDETR | None = None) -> TrainResult:
     info = setup_distributed(use_cuda=_wants_cuda(config))
     try:
         with tuned_allocator(resolve_device(config.train.device, info)):
-            return _fit(config, model, info)
-    finally:
-        cleanup(info)
+            result = _fit(config, model, info)
+    except BaseException:
+        cleanup(info, failed=True)
+        raise
+    cleanup(info)
+    return result
 
 
 def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult:
     device = resolve_device(config.train.device, info)
+    check_compile(config.train, device)
+    configure_tf32(device, config.train.tf32)
     check_loggers(config.log)
     resume = files.load_training_checkpoint(config.train.resume) if config.train.resume else None
     datasets = build_datasets(config)
@@ -99,7 +106,7 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
             return finished_result(resume, config, class_names)
     seed_everything(config.train.seed + info.rank)
     model = prepare_model(config, model, datasets.class_map.num_classes).to(device)
-    batches = TrainBatches(datasets.train, config, info)
+    batches = TrainBatches(datasets.train, config, info, device)
     session = _build_session(config, model, datasets, batches, device, info)
     tracker = BestTracker()
     stopper = _early_stopping(config)
@@ -124,8 +131,10 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
 
 def _wants_cuda(config: RunConfig) -> bool:
     requested = config.train.device
+    if not torch.cuda.is_available():  # resolve_device reports a GPU asked for in vain
+        return False
     if requested is None:
-        return torch.cuda.is_available()
+        return True
     try:
         return torch.device(requested).type == "cuda"
     except RuntimeError:  # not a device string: resolve_device reports it
@@ -204,7 +213,7 @@ def _end_epoch(
 ) -> bool:
     """Main process evaluates and writes; every process then learns whether to stop."""
     info = session.dist
-    rng_states = _gather_rng_states(info)
+    rng_states = _gather_rng_states(info, session.device)
     stop = False
     if info.is_main:
         outcome = finish_epoch(
@@ -226,8 +235,8 @@ def _plot(records: list[dict[str, Any]], output_dir: Path) -> None:
     plot_training_curves(records, output_dir / PLOT_FILE)
 
 
-def _gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
-    state = capture_rng_state()
+def _gather_rng_states(info: DistInfo, device: torch.device) -> list[dict[str, Any]]:
+    state = capture_rng_state(device)
     if not info.enabled:
         return [state]
     gathered: list[Any] = [None] * info.world_size

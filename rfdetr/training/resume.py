@@ -104,7 +104,8 @@ def restore(
         stopper.load_state_dict(trackers["early_stopping"])
     streams = state.get("rng") or []
     if streams:
-        restore_rng_state(streams[info.rank] if info.rank < len(streams) else streams[0])
+        stream = streams[info.rank] if info.rank < len(streams) else streams[0]
+        restore_rng_state(stream, session.device)
     epoch = int(state["epoch"]) + 1
     logger.info("resuming from %s at epoch %d", session.config.train.resume, epoch)
     return epoch

@@ -14,7 +14,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import random
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,20 +31,53 @@ from rfdetr.training.distributed import DistInfo
 logger = logging.getLogger(__name__)
 
 
+# NVIDIA_VISIBLE_DEVICES values that assign no particular GPU. CUDA base images set "all" in
+# their environment whether or not the container got a GPU; NVIDIA's Kubernetes device plugin
+# sets the allocated GPUs' UUIDs or indices (or, with volume-mounts, a folder), the signal that
+# a GPU was requested. Its CDI-only strategies set nothing, so they go undetected here.
+_NO_GPU_ASSIGNED = {"", "all", "none", "void"}
+
+
+def assigned_gpus() -> str | None:
+    """The GPUs the container runtime assigned to this container (``NVIDIA_VISIBLE_DEVICES``),
+    or None when it names none in particular."""
+    value = os.environ.get("NVIDIA_VISIBLE_DEVICES", "").strip()
+    return None if value.lower() in _NO_GPU_ASSIGNED else value
+
+
+def cuda_unusable(what: str) -> ConfigError:
+    """The one-line error of a GPU that was asked for (``what``) while CUDA cannot be used."""
+    build = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}"
+    return ConfigError(
+        f"{what}, but CUDA is not usable here ({build}: no GPU visible, or a driver too old for "
+        "this CUDA); fix the GPU node or driver, or set device: cpu to run on the CPU"
+    )
+
+
 def resolve_device(requested: str | None, info: DistInfo) -> torch.device:
     """The training device: as requested, else CUDA when available, else the CPU.
 
-    Under ``torchrun`` on CUDA each process takes the GPU of its local rank.
+    A GPU that was asked for (``device`` cuda, or GPUs assigned through
+    ``NVIDIA_VISIBLE_DEVICES``) with CUDA unusable is an error, never a silent CPU run. Under
+    ``torchrun`` on CUDA each process takes the GPU of its local rank.
+
+    Raises:
+        ConfigError: not a device, or a GPU requested that CUDA cannot use.
     """
     if requested is None:
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif assigned_gpus() is not None:
+            raise cuda_unusable(f"NVIDIA_VISIBLE_DEVICES={assigned_gpus()} assigns a GPU")
+        else:
+            requested = "cpu"
     try:
         device = torch.device(requested)
     except RuntimeError:
         raise ConfigError(f"device '{requested}': not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device '{requested}': CUDA is not available on this machine")
+            raise cuda_unusable(f"device '{requested}' asks for a GPU")
         if info.enabled:
             device = torch.device("cuda", info.local_rank)
     return device
@@ -77,10 +112,44 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Whether ``device``'s GPU computes bf16 (and TF32) natively: compute capability 8.0
+    (Ampere) or later.
+
+    ``torch.cuda.is_bf16_supported()`` also counts the emulated bf16 of older GPUs (T4, V100),
+    which is slower than fp16 and has no tensor-core path there.
+    """
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+def configure_tf32(device: torch.device, enabled: bool = True) -> bool:
+    """TF32 tensor cores for the fp32 matmuls and convolutions on an Ampere or later GPU.
+
+    The fp32 work (validation, predict, the matcher, the losses, fp32 training) then runs at
+    tensor-core speed with a 10-bit mantissa in the products (fp32 accumulation), which changes
+    results at about 1e-3 relative. Process-wide, as torch's switches are. ``enabled`` False or
+    the environment variable ``RFDETR_TF32=0`` turn it off (IEEE fp32). A no-op off CUDA.
+
+    Returns:
+        Whether TF32 is now on.
+    """
+    if device.type != "cuda":
+        return False
+    on = enabled and os.environ.get("RFDETR_TF32", "1") != "0" and cuda_has_native_bf16(device)
+    # The legacy switches: mixing them with the newer ``fp32_precision`` API makes
+    # ``torch.get_float32_matmul_precision()`` (read by torch.compile) raise.
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+    logger.debug("TF32 for fp32 matmuls and convolutions on %s: %s", device, on)
+    return on
+
+
 def resolve_precision(train: TrainConfig, device: torch.device) -> Precision:
     """``amp``/``amp_dtype`` for ``device``.
 
-    CUDA: bf16 where the GPU supports it, else fp16 (``amp_dtype`` forces one). CPU: fp32,
+    CUDA: bf16 on a GPU of compute capability 8.0 or later, else fp16 with a ``GradScaler``
+    (``amp_dtype`` forces one; forced bf16 on an older GPU warns). CPU: fp32,
     or bf16 autocast when ``amp_dtype="bf16"`` and the CPU has native bf16 (else fp32, with a
     warning: emulated bf16 is slower than fp32).
     """
@@ -99,9 +168,40 @@ def resolve_precision(train: TrainConfig, device: torch.device) -> Precision:
         return Precision(device.type)
     if train.amp_dtype == "fp16":
         return Precision("cuda", torch.float16)
-    if train.amp_dtype == "bf16" or torch.cuda.is_bf16_supported():
+    native = cuda_has_native_bf16(device)
+    if train.amp_dtype == "bf16":
+        if not native:
+            logger.warning(
+                "amp_dtype bf16: %s has no native bf16 (compute capability < 8.0), where bf16 "
+                "is emulated and slow; amp_dtype auto would use fp16",
+                torch.cuda.get_device_name(device),
+            )
         return Precision("cuda", torch.bfloat16)
-    return Precision("cuda", torch.float16)
+    return Precision("cuda", torch.bfloat16 if native else torch.float16)
+
+
+def check_compile(train: TrainConfig, device: torch.device) -> None:
+    """Refuse ``compile`` on CUDA up front when Triton would find no C compiler.
+
+    Triton compiles a small C launcher per kernel with ``$CC``, else ``gcc`` or ``clang`` on the
+    PATH (``triton/runtime/build.py``, ``_find_compiler``); without one the first compiled step
+    fails deep inside torch.compile, after the datasets and model were built.
+
+    Raises:
+        ConfigError: ``compile`` is on, the device is CUDA and no C compiler is found.
+    """
+    if not train.compile or device.type != "cuda":
+        return
+    cc = os.environ.get("CC")
+    if cc is not None:
+        if shutil.which(cc) is None:
+            raise ConfigError(f"compile: true needs a C compiler for Triton; CC={cc} is not found")
+        return
+    if shutil.which("gcc") is None and shutil.which("clang") is None:
+        raise ConfigError(
+            "compile: true on CUDA needs a C compiler for Triton (gcc or clang on the PATH, or "
+            "CC); install one (e.g. apt-get install gcc) or set compile: false"
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -111,8 +211,25 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Every global generator's state as plain data (tensors, ints, lists)."""
+def _rng_cuda_device(device: torch.device | None) -> torch.device | None:
+    """The CUDA device whose generator this process saves: ``device``, or (None) the current one."""
+    if device is None:
+        if not torch.cuda.is_available():
+            return None
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.type != "cuda":
+        return None
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Every generator this process uses, as plain data (tensors, ints, lists).
+
+    Args:
+        device: the training device; on CUDA only its generator is saved (never every visible
+            GPU's, which a resume on fewer GPUs could not restore). None: the current CUDA
+            device when CUDA is available.
+    """
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -120,20 +237,39 @@ def capture_rng_state() -> dict[str, Any]:
         "python": [version, list(internal), gauss],
         "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    cuda = _rng_cuda_device(device)
+    if cuda is not None:
+        state["cuda"] = torch.cuda.get_rng_state(cuda)
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+def restore_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Inverse of :func:`capture_rng_state`, onto ``device``'s CUDA generator.
+
+    Checkpoints written before the one-device format hold a list of every visible GPU's state:
+    the entry of this device's index is used, or none (with a warning) when there is no such
+    entry, e.g. on resuming on another GPU layout.
+    """
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    cuda = _rng_cuda_device(device) if saved is not None else None
+    if cuda is None:
+        return
+    if isinstance(saved, (list, tuple)):  # the old format: every visible GPU
+        if cuda.index >= len(saved):
+            logger.warning(
+                "the checkpoint has no CUDA random state for GPU %d (it saved %d); that GPU's "
+                "random stream restarts from the seed",
+                cuda.index,
+                len(saved),
+            )
+            return
+        saved = saved[cuda.index]
+    torch.cuda.set_rng_state(saved, cuda)
 
 
 @contextlib.contextmanager

@@ -172,12 +172,21 @@ class TrainBatches:
 
     Shuffling depends only on ``(seed, epoch)``, so a resumed run sees the same batches as an
     uninterrupted one; tiny splits are repeated to at least five steps (upstream's rule, via
-    :func:`rfdetr.data.make_train_sampler` or its distributed counterpart).
+    :func:`rfdetr.data.make_train_sampler` or its distributed counterpart). Batches are pinned
+    when ``device`` is a GPU.
     """
 
-    def __init__(self, dataset: DetectionDataset, config: RunConfig, info: DistInfo) -> None:
+    def __init__(
+        self,
+        dataset: DetectionDataset,
+        config: RunConfig,
+        info: DistInfo,
+        device: torch.device | None = None,
+    ) -> None:
         train = config.train
         self.dataset = dataset
+        # Pinned host memory only helps copies to a GPU; pinning for a CPU run wastes memory.
+        self.pin_memory = device is not None and device.type == "cuda"
         self.seed = train.seed
         self.num_workers = config.data.num_workers
         self.step_images = train.batch_size * train.grad_accum_steps
@@ -214,7 +223,7 @@ class TrainBatches:
             collate_fn=collate_fn,
             num_workers=self.num_workers,
             drop_last=True,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(seed),
         )
 

@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 _LOGGED_LOSSES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask_ce", "loss_mask_dice")
 
 
+# With fp16 loss scaling a few skipped steps are routine (the scale settles from 2**16 down);
+# this many in a row means the run itself diverged.
+MAX_SKIPPED_STEPS = 25
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped before applying that step."""
 
@@ -47,6 +52,7 @@ class TrainSession:
         forward_model: what runs the forward pass: ``model``, or its DDP / compiled wrapper.
         sizes: multi-scale training sizes; empty for a single size.
         global_step: optimizer steps taken so far in the run.
+        skipped_in_a_row: consecutive steps the fp16 ``GradScaler`` skipped (inf/NaN gradients).
     """
 
     config: RunConfig
@@ -62,6 +68,7 @@ class TrainSession:
     dist: DistInfo
     sizes: list[int] = field(default_factory=list)
     global_step: int = 0
+    skipped_in_a_row: int = 0
 
 
 def accumulate_gradients(
@@ -157,8 +164,11 @@ def optimizer_step(
         precision=session.precision,
         scaler=session.scaler,
     )
-    _check_finite(session, sums, epoch, step)
-    _apply_gradients(session)
+    finite = _check_finite(session, sums, epoch, step)
+    if not _apply_gradients(session, finite):
+        _note_skipped(session, sums, epoch, step)
+    else:
+        session.skipped_in_a_row = 0
     values = {k: float(v) for k, v in sums.items() if k == "loss" or k in _LOGGED_LOSSES}
     if "class_error" in sums:
         values["class_error"] = float(sums["class_error"])
@@ -170,24 +180,68 @@ def _to(value: Any, device: torch.device) -> Any:
     return value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
 
 
-def _check_finite(session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int) -> None:
+def _check_finite(session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int) -> bool:
+    """Whether the step's loss is finite on every process.
+
+    Raises:
+        NonFiniteLossError: it is not, and no fp16 ``GradScaler`` is there to skip the step.
+    """
     finite = torch.isfinite(sums["loss"]).to(torch.float32)
-    if session.dist.enabled:  # every rank must stop together, or the others would hang
+    if session.dist.enabled:  # every rank must decide together, or the others would hang
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     if bool(finite):
-        return
+        return True
+    if session.scaler.is_enabled():
+        return False
+    raise NonFiniteLossError(_non_finite_message(session, sums, epoch, step))
+
+
+def _non_finite_message(
+    session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int, streak: str = ""
+) -> str:
     bad = [k for k, v in sums.items() if k != "class_error" and not bool(torch.isfinite(v))]
     output = session.config.train.output_dir
-    raise NonFiniteLossError(
-        f"non-finite loss at epoch {epoch}, step {step} (optimizer step {session.global_step}): "
-        f"{', '.join(bad) or 'on another process'}; training stopped before applying it; the "
-        f"last good state is {output}/checkpoint.pth (try a lower lr, or amp=False)"
+    return (
+        f"non-finite loss at epoch {epoch}, step {step} (optimizer step {session.global_step})"
+        f"{streak}: {', '.join(bad) or 'on another process'}; training stopped before applying "
+        f"it; the last good state is {output}/checkpoint.pth (try a lower lr, or amp=False)"
     )
 
 
-def _apply_gradients(session: TrainSession) -> None:
-    """Unscale, clip, step the optimizer, the schedule and the EMA."""
+def _note_skipped(session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int) -> None:
+    """Count a step the scaler skipped; stop when too many in a row were.
+
+    Raises:
+        NonFiniteLossError: the ``MAX_SKIPPED_STEPS``-th skipped step in a row.
+    """
+    session.skipped_in_a_row += 1
+    if session.skipped_in_a_row >= MAX_SKIPPED_STEPS:
+        streak = f", {session.skipped_in_a_row} skipped fp16 steps in a row"
+        raise NonFiniteLossError(_non_finite_message(session, sums, epoch, step, streak))
+    logger.info(
+        "fp16: step %d of epoch %d skipped (inf/NaN gradients), loss scale now %g",
+        step,
+        epoch,
+        session.scaler.get_scale(),
+    )
+
+
+def _apply_gradients(session: TrainSession, finite: bool = True) -> bool:
+    """Unscale, clip, step the optimizer, then the schedule and the EMA.
+
+    Under fp16 the ``GradScaler`` skips a step whose gradients hold inf/NaN and lowers its
+    scale; such a step (or one whose loss is not ``finite``) leaves the weights, the schedule,
+    the EMA and ``global_step`` as they were.
+
+    Returns:
+        Whether the optimizer step was applied.
+    """
     optimizer, scaler = session.optimizer, session.scaler
+    if not finite:  # only reached with a scaler: skip the step and back off as it would
+        scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    scale = scaler.get_scale() if scaler.is_enabled() else None
     max_norm = session.config.train.clip_max_norm
     if max_norm > 0:
         scaler.unscale_(optimizer)
@@ -195,10 +249,13 @@ def _apply_gradients(session: TrainSession) -> None:
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    if scale is not None and scaler.get_scale() < scale:  # the scaler skipped this step
+        return False
     session.scheduler.step()
     if session.ema is not None:
         session.ema.update(session.model)
     session.global_step += 1
+    return True
 
 
 def train_one_epoch(

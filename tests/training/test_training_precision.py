@@ -94,7 +94,10 @@ def test_training_cpu_bf16_run_end_to_end(
     ("amp_dtype", "dtype", "scaler"),
     [("bf16", torch.bfloat16, False), ("fp16", torch.float16, True)],
 )
-def test_training_cuda_precision_choice(amp_dtype: str, dtype: torch.dtype, scaler: bool) -> None:
+def test_training_cuda_precision_choice(
+    monkeypatch: pytest.MonkeyPatch, amp_dtype: str, dtype: torch.dtype, scaler: bool
+) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     precision = resolve_precision(TrainConfig(amp_dtype=amp_dtype), torch.device("cuda"))
     assert precision.dtype == dtype and precision.needs_scaler is scaler
     off = resolve_precision(TrainConfig(amp=False, amp_dtype=amp_dtype), torch.device("cuda"))
