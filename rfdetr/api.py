@@ -217,6 +217,9 @@ class RFDETRModel:
         shape: tuple[int, int] | None = None,
         with_postprocess: bool = False,
         verify: bool = True,
+        quantize: str | None = None,
+        calibration: str | os.PathLike[str] | None = None,
+        format: str = "onnx",
     ) -> Path:
         """Export to ONNX (``output_dir/rfdetr-<size>.onnx``), verified against PyTorch.
 
@@ -239,6 +242,13 @@ class RFDETRModel:
                 top-k, as ``predict()`` computes them (no threshold).
             verify: run ONNX Runtime and PyTorch on random inputs (batch 1 and 2) and fail
                 above 1e-4 (``ExportVerificationError``).
+            quantize: ``"int8"`` also writes ``rfdetr-<size>.int8.onnx`` (static QDQ,
+                per-channel weights, sensitive layers kept fp32) and returns it.
+            calibration: a dataset folder of the model's classes: its train images calibrate
+                int8, its valid images measure any derived file against fp32 (mAP50:95 delta,
+                box/score deviations) into ``<file>.accuracy.json`` and the file's metadata.
+            format: ``"onnx"`` or ``"openvino"`` (an IR ``.xml``/``.bin``, fp32, or int8 with
+                ``quantize``; the ``openvino`` extra).
 
         Returns:
             The path of the file to use (`pathlib.Path`).
@@ -255,6 +265,9 @@ class RFDETRModel:
             shape=shape,
             with_postprocess=with_postprocess,
             verify=verify,
+            quantize=quantize,
+            calibration=calibration,
+            format=format,
         )
         return result.path
 

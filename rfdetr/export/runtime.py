@@ -57,15 +57,22 @@ class ONNXRuntimeModel:
         self.session = make_session(self.path, threads, device)
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ExportMetadata.from_props(props, source=str(self.path))
-        if self.metadata.with_postprocess:
-            raise ValueError(
-                f"{self.path}: a --with-postprocess graph; ONNXRuntimeModel needs the raw-output "
-                "export (its boxes/scores/class_ids outputs are already final)"
-            )
+        self.props = dict(props)
         batch = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch if isinstance(batch, int) else None
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._setup_postprocess()
+
+    def _setup_postprocess(self) -> None:
+        if self.metadata.with_postprocess:
+            raise ValueError(
+                f"{self.path}: a --with-postprocess graph; {type(self).__name__} needs the "
+                "raw-output export (its boxes/scores/class_ids outputs are already final)"
+            )
         self.postprocess = PostProcess(self.metadata.num_select, self.metadata.logit_columns)
+
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {"input": batch})
 
     @property
     def class_names(self) -> list[str]:
@@ -84,7 +91,7 @@ class ONNXRuntimeModel:
             if self.fixed_batch and real < self.fixed_batch:  # pad a short last chunk
                 pad = np.zeros((self.fixed_batch - real, *part.shape[1:]), np.float32)
                 part = np.concatenate([part, pad])
-            outputs = self.session.run(self.output_names, {"input": part})
+            outputs = self._infer(part)
             chunks.append([o[:real] for o in outputs])
         return {
             name: np.concatenate([c[i] for c in chunks]) for i, name in enumerate(self.output_names)
