@@ -95,15 +95,19 @@ def test_int8_file_is_quantized_and_agrees_with_fp32(
     result = int8_export
     assert result.path.name == "rfdetr-tiny.int8.onnx"
     graph = onnx.load(str(result.path)).graph
-    quantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    fed = [n for n in graph.node if n.op_type in QUANTIZED_OPS and set(n.input) & quantized]
-    assert fed, "no Conv/MatMul/Gemm reads a dequantized tensor"
-    kept_fp32 = {
-        name for g in result.quantized.excluded for name in node_groups(result.onnx_path)[g]
+    weights = {t.name for t in graph.initializer}
+    int8_weights = {
+        n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
     }
-    for node in graph.node:  # the groups the sensitivity pass kept in fp32 read no QDQ tensors
-        if node.name in kept_fp32:
-            assert not set(node.input) & quantized, node.name
+    fed = {n.name for n in graph.node if n.op_type in QUANTIZED_OPS and set(n.input) & int8_weights}
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    softmax = [n for n in graph.node if n.op_type == "Softmax"]
+    assert softmax and not any(set(n.input) & dequantized for n in softmax)
+    groups = node_groups(result.onnx_path)
+    kept_fp32 = {name for g in result.quantized.excluded for name in groups[g]}
+    weighted = {name for names in groups.values() for name in names}
+    # int8 weights exactly where intended: every weight op but those of the groups kept fp32
+    assert fed == weighted - kept_fp32
     with_index, name = _with_selection(result.path, tmp_path)
     _check_int8(ONNXRuntimeModel(with_index), name, model, _valid_inputs(shapes, result.onnx_path))
     assert result.quantized.error <= result.quantized.error_full  # the pass never makes it worse
@@ -193,3 +197,31 @@ def test_cli_bad_calibration_exits_2_with_one_line(
         assert main([*argv, "--quantize", "int8", *extra]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith("rfdetr export: error:") and "\n" not in error
+
+
+def test_pipeline_export_step_offers_int8(model: RFDETRModel, shapes: Path, tmp_path: Path) -> None:
+    from kfp.dsl import Dataset, Model
+
+    from components.export_onnx import export_onnx
+
+    config = {"model": model.config.model_dump(mode="json")}
+    save_checkpoint(
+        tmp_path / "model" / "checkpoint_best_total.pth",
+        model.model.state_dict(),
+        config=config,
+        class_names=SHAPES,
+    )
+    onnx_model = Model(name="onnx_model", uri=str(tmp_path / "onnx_model"))
+    export_onnx.python_func(
+        model=Model(name="model", uri=str(tmp_path / "model")),
+        onnx_model=onnx_model,
+        quantize="int8",
+        dataset=Dataset(name="dataset", uri=str(shapes)),
+    )
+    meta = onnx_model.metadata
+    folder = Path(onnx_model.path)
+    assert [p.name for p in folder.glob("*.onnx")] == ["rfdetr-tiny.onnx"]  # what publish ships
+    assert (folder / meta["int8"]["file"]).is_file()
+    report = json.loads((folder / "int8" / "rfdetr-tiny.int8.onnx.accuracy.json").read_text())
+    assert meta["int8"]["accuracy"] == report
+    assert meta["int8_map_50_95_delta"] == report["map50_95_delta"]
