@@ -174,9 +174,11 @@ class RFDETRModel:
             batch_size: images per forward pass.
             backend: ``"torch"`` (eager, ``torch.inference_mode``) or ``"onnxruntime"``: the
                 model is exported once (verified, cached until the weights change) and run
-                with ONNX Runtime on the CPU; the detections are the same.
+                with ONNX Runtime on the CPU; the detections are the same. ``"openvino"``:
+                the same, converted to an fp32 OpenVINO IR (the ``openvino`` extra).
             onnx_path: with ``backend="onnxruntime"``, an exported raw-output file to run
-                instead of exporting.
+                instead of exporting (an int8 file too); with ``"openvino"``, such a file or
+                its IR (``.xml``).
 
         Returns:
             For each image, `supervision.Detections` with ``xyxy`` in original-image pixels,
@@ -200,11 +202,11 @@ class RFDETRModel:
     def _forward_for(self, backend: str, onnx_path: str | os.PathLike[str] | None) -> Any:
         if backend == "torch":
             return self.model
-        if backend == "onnxruntime":
+        if backend in ("onnxruntime", "openvino"):
             from rfdetr.export.runtime import runtime_for
 
-            return runtime_for(self, onnx_path)
-        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+            return runtime_for(self, onnx_path, backend)
+        raise ValueError(f"backend must be 'torch', 'onnxruntime' or 'openvino', got {backend!r}")
 
     def export(
         self,

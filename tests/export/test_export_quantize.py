@@ -225,3 +225,13 @@ def test_pipeline_export_step_offers_int8(model: RFDETRModel, shapes: Path, tmp_
     report = json.loads((folder / "int8" / "rfdetr-tiny.int8.onnx.accuracy.json").read_text())
     assert meta["int8"]["accuracy"] == report
     assert meta["int8_map_50_95_delta"] == report["map50_95_delta"]
+
+
+def test_predict_with_the_openvino_backend_matches_torch(model: RFDETRModel) -> None:
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    image = np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    want = model.predict(image, threshold=0.0)
+    got = model.predict(image, threshold=0.0, backend="openvino")
+    assert len(got) == len(want) == model.config.num_select
+    order_w, order_g = np.argsort(-want.confidence), np.argsort(-got.confidence)
+    assert np.abs(got.confidence[order_g] - want.confidence[order_w]).max() <= 1e-3
