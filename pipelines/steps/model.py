@@ -152,7 +152,7 @@ def export_checkpoint(
             dest_dir,
             opset_version=opset,
             quantize=quantize or None,
-            calibration=dataset_dir,
+            calibration=dataset_dir if quantize else None,
         )
         if not result.reports or not all(report.passed for report in result.reports):
             raise StepError(f"{result.path}: ONNX Runtime verification did not pass")

@@ -117,7 +117,11 @@ def compare_on_dataset(
     results, predictions = [], []
     for runtime in (reference, candidate):
         found = predict_dataset(
-            _Module(runtime), dataset, postprocess=runtime.postprocess, batch_size=1
+            _Module(runtime),
+            dataset,
+            postprocess=runtime.postprocess,
+            batch_size=1,
+            segmentation=meta.segmentation,
         )
         predictions.append(found)
         scored = score_predictions(ground_truth, found, segmentation=meta.segmentation)

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if result.accuracy is not None:
         print(result.accuracy.summary())
     meta = result.metadata
-    size_mb = result.path.stat().st_size / 1e6
+    weights = result.path.with_suffix(".bin") if result.path.suffix == ".xml" else result.path
+    size_mb = weights.stat().st_size / 1e6
     print(
         f"wrote {result.path} ({size_mb:.1f} MB; {meta.task}, {len(meta.class_names)} classes, "
         f"input {meta.input_shape[0]}x{meta.input_shape[1]})"

@@ -64,6 +64,11 @@ def check_target(
             "quantize='int8' needs a calibration dataset (--calibration DATASET_DIR): its train "
             "images calibrate the ranges, its valid images measure the mAP change"
         )
+    if calibration is not None and quantize is None and fmt == "onnx":
+        raise ExportError(
+            "calibration= is only used with quantize='int8' or format='openvino'; drop it or "
+            "add one of them"
+        )
     if fmt == "openvino":
         from rfdetr.export.openvino import _openvino
 

@@ -11,6 +11,7 @@ within 1 logit is checked too.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -167,6 +168,8 @@ def test_deviations_match_detections_by_class_and_iou() -> None:
 def test_calibration_refuses_bad_datasets(model: RFDETRModel, shapes: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="needs a calibration dataset"):
         model.export(tmp_path / "a", quantize="int8")
+    with pytest.raises(ExportError, match="only used with quantize='int8' or format='openvino'"):
+        model.export(tmp_path / "a", calibration=shapes)
     other = make_shapes_dataset(tmp_path / "other", classes=["a", "b", "c"], splits={"train": 2})
     with pytest.raises(CalibrationError, match="class 0 is 'circle' in the model but 'a'"):
         model.export(tmp_path / "b", quantize="int8", calibration=other)
@@ -184,36 +187,41 @@ def test_calibration_refuses_bad_datasets(model: RFDETRModel, shapes: Path, tmp_
     assert not any((tmp_path / name).exists() for name in "abcd")  # refused before exporting
 
 
-def test_cli_bad_calibration_exits_2_with_one_line(
-    model: RFDETRModel, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+@pytest.fixture(scope="module")
+def checkpoint(model: RFDETRModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy model as training writes it, alone in a folder."""
     config = {"model": model.config.model_dump(mode="json")}
-    weights = save_checkpoint(
-        tmp_path / "model.pth", model.model.state_dict(), config=config, class_names=SHAPES
-    )
+    path = tmp_path_factory.mktemp("checkpoint") / "checkpoint_best_total.pth"
+    return save_checkpoint(path, model.model.state_dict(), config=config, class_names=SHAPES)
+
+
+def test_cli_int8_openvino_and_bad_calibration(
+    checkpoint: Path, shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     other = make_shapes_dataset(tmp_path / "other", classes=["a", "b", "c"], splits={"train": 2})
-    argv = ["export", "--weights", str(weights), "--output-dir", str(tmp_path / "out")]
+    argv = ["export", "--weights", str(checkpoint), "--output-dir", str(tmp_path / "out")]
     for extra in (["--calibration", str(other)], ["--calibration", str(tmp_path / "nowhere")]):
         assert main([*argv, "--quantize", "int8", *extra]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith("rfdetr export: error:") and "\n" not in error
+    assert not (tmp_path / "out").exists()
+    if importlib.util.find_spec("openvino") is None:
+        return
+    good = ["--quantize", "int8", "--calibration", str(shapes), "--format", "openvino"]
+    assert main([*argv, *good]) == 0
+    printed = capsys.readouterr().out
+    assert "rfdetr-tiny.int8.xml vs rfdetr-tiny.onnx on 4 valid images: mAP50:95" in printed
+    assert (tmp_path / "out" / "rfdetr-tiny.int8.xml.accuracy.json").is_file()
 
 
-def test_pipeline_export_step_offers_int8(model: RFDETRModel, shapes: Path, tmp_path: Path) -> None:
+def test_pipeline_export_step_offers_int8(checkpoint: Path, shapes: Path, tmp_path: Path) -> None:
     from kfp.dsl import Dataset, Model
 
     from components.export_onnx import export_onnx
 
-    config = {"model": model.config.model_dump(mode="json")}
-    save_checkpoint(
-        tmp_path / "model" / "checkpoint_best_total.pth",
-        model.model.state_dict(),
-        config=config,
-        class_names=SHAPES,
-    )
     onnx_model = Model(name="onnx_model", uri=str(tmp_path / "onnx_model"))
     export_onnx.python_func(
-        model=Model(name="model", uri=str(tmp_path / "model")),
+        model=Model(name="model", uri=str(checkpoint.parent)),
         onnx_model=onnx_model,
         quantize="int8",
         dataset=Dataset(name="dataset", uri=str(shapes)),
