@@ -5,7 +5,8 @@ perturbed by N(0, 0.02), as benchmarks/inference_latency.py does) is exported th
 ``export_model(quantize="int8", calibration=...)`` (calibrated on a synthetic shapes set made
 here; random weights make its accuracy meaningless, only speed is read from it), then converted
 to OpenVINO IRs. Timed interleaved in one loop, ``--threads`` intra-op threads, batch 1, one
-fixed normalised image: ONNX Runtime fp32 and int8 (QDQ), OpenVINO fp32 (``f32`` precision
+fixed normalised image: ONNX Runtime fp32 and int8 (QDQ; also the int8 file without the
+sensitivity pass, every weight op quantized), OpenVINO fp32 (``f32`` precision
 hint), OpenVINO bf16 (the same IR with the ``bf16`` hint) and OpenVINO int8 (the QDQ file
 converted). With ``--upstream-venv`` (a venv with ``rfdetr==1.11.2``) upstream's own fp32 export
 of the same size runs in the same loop (benchmarks/inference_latency.py makes it).
@@ -42,6 +43,7 @@ from rfdetr.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
 from rfdetr.evaluation.api import model_class
 from rfdetr.export.exporter import export_model, model_from_checkpoint
 from rfdetr.export.openvino import OpenVINOModel, export_openvino
+from rfdetr.export.quantize import calibration_images, preprocessed, quantize_onnx
 
 
 def perturbed(size: str) -> object:
@@ -68,13 +70,18 @@ def bench_size(size: str, args: argparse.Namespace, folder: Path) -> None:
     result = export_model(model, folder / size, quantize="int8", calibration=dataset)
     quantize_s = time.perf_counter() - started
     fp32, int8 = result.onnx_path, result.path
+    files = calibration_images(dataset, list(SHAPE_CLASSES))
+    inputs = preprocessed(files, fp32)
+    every = quantize_onnx(fp32, int8.with_name("all.int8.onnx"), inputs, sensitivity=False).path
     ov_fp32, ov_int8 = export_openvino(fp32), export_openvino(int8)
     image = np.random.default_rng(0).standard_normal((1, 3, side, side)).astype(np.float32)
     ort_fp32, _ = ort_runner(fp32, args.threads)
     ort_int8, _ = ort_runner(int8, args.threads)
+    ort_every, _ = ort_runner(every, args.threads)
     runs = {
         "ORT fp32": lambda: ort_fp32(image),
         "ORT int8 (QDQ)": lambda: ort_int8(image),
+        "ORT int8, no fp32 kept": lambda: ort_every(image),
         "OpenVINO fp32": (lambda run: lambda: run(image))(ov_runner(ov_fp32, args.threads, "f32")),
         "OpenVINO bf16 hint": (lambda run: lambda: run(image))(
             ov_runner(ov_fp32, args.threads, "bf16")
