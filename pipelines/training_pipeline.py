@@ -70,6 +70,7 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
         min_map: float = 0.0,
         require_improvement: bool = True,
         checkpoint_mirror_uri: str = "s3://mlpipeline/rfdetr/checkpoint-mirror",
+        quantize: str = "",
     ) -> PipelineOutputs:
         """Train, evaluate, export and publish an RF-DETR model.
 
@@ -91,6 +92,7 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             min_map: publish only when the evaluation mAP50:95 is at least this.
             require_improvement: publish only when it also beats the published model.
             checkpoint_mirror_uri: where training mirrors its resume files for retries; empty: off.
+            quantize: int8: also an int8 ONNX file calibrated on train images; empty: off.
         """
         config = resolve_config(
             dataset_uri=dataset_uri,
@@ -119,7 +121,9 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             dataset=fetched.outputs["dataset"],
             run_config=config.outputs["run_config"],
         )
-        exported = export_onnx(model=selected.outputs["model"])
+        exported = export_onnx(
+            model=selected.outputs["model"], dataset=fetched.outputs["dataset"], quantize=quantize
+        )
         published = publish(
             model=selected.outputs["model"],
             onnx_model=exported.outputs["onnx_model"],

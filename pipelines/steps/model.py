@@ -109,9 +109,10 @@ class ExportedModel:
     input_shape: tuple[int, int]
     class_names: list[str]
     max_abs_diff: dict[str, float]
+    int8: dict[str, Any] | None = None  # file, fp32-kept groups, accuracy vs fp32 (valid split)
 
     def metadata(self) -> dict[str, Any]:
-        return {
+        data = {
             "file": self.path.name,
             "framework": "onnx",
             "opset": self.opset,
@@ -119,14 +120,26 @@ class ExportedModel:
             "class_names": list(self.class_names),
             "verified_max_abs_diff": dict(self.max_abs_diff),
         }
+        if self.int8 is not None:
+            data["int8"] = self.int8
+            data["int8_map_50_95_delta"] = self.int8["accuracy"]["map50_95_delta"]
+        return data
 
 
 def export_checkpoint(
-    checkpoint_dir: str | Path, dest_dir: str | Path, *, opset: int = 17
+    checkpoint_dir: str | Path,
+    dest_dir: str | Path,
+    *,
+    opset: int = 17,
+    quantize: str | None = None,
+    dataset_dir: str | Path | None = None,
 ) -> ExportedModel:
     """Export the checkpoint in ``checkpoint_dir`` to ``dest_dir/rfdetr-<size>.onnx``.
 
     The file is verified against PyTorch with ONNX Runtime (batch 1 and 2) before it is kept.
+    ``quantize="int8"`` also writes ``dest_dir/int8/rfdetr-<size>.int8.onnx`` (calibrated on
+    ``dataset_dir``'s train images, its accuracy report measured on the valid images beside
+    it); the fp32 file stays the one ``dest_dir`` holds at its top level.
 
     Raises:
         ExportVerificationError: ONNX Runtime and PyTorch disagree beyond the tolerance.
@@ -136,7 +149,13 @@ def export_checkpoint(
 
     checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
     with step_metrics("export_onnx") as metrics:
-        result = export_model(model_from_checkpoint(checkpoint), dest_dir, opset_version=opset)
+        result = export_model(
+            model_from_checkpoint(checkpoint),
+            dest_dir,
+            opset_version=opset,
+            quantize=quantize or None,
+            calibration=dataset_dir if quantize else None,
+        )
         if not result.reports or not all(report.passed for report in result.reports):
             raise StepError(f"{result.path}: ONNX Runtime verification did not pass")
         diffs: dict[str, float] = {}
@@ -145,4 +164,20 @@ def export_checkpoint(
                 diffs[name] = max(diffs.get(name, 0.0), float(value))
         metrics.set_gauge("onnx_bytes", result.path.stat().st_size, "Exported ONNX file size")
     meta = result.metadata
-    return ExportedModel(result.path, opset, tuple(meta.input_shape), list(meta.class_names), diffs)
+    int8 = _move_int8(result, Path(dest_dir)) if result.quantized else None
+    shape = tuple(meta.input_shape)
+    return ExportedModel(result.onnx_path, opset, shape, list(meta.class_names), diffs, int8)
+
+
+def _move_int8(result: Any, dest: Path) -> dict[str, Any]:
+    """Move the int8 file and its report into ``dest/int8/``; their summary for metadata."""
+    folder = dest / "int8"
+    folder.mkdir(exist_ok=True)
+    report = result.path.with_name(result.path.name + ".accuracy.json")
+    for file in (result.path, report):
+        file.replace(folder / file.name)
+    return {
+        "file": f"int8/{result.path.name}",
+        "fp32_kept": list(result.quantized.excluded),
+        "accuracy": result.accuracy.to_dict(),
+    }

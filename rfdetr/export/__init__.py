@@ -28,6 +28,13 @@ _LAZY: dict[str, str] = {
     "MetadataError": "rfdetr.export.metadata",
     "read_metadata": "rfdetr.export.metadata",
     "ONNXRuntimeModel": "rfdetr.export.runtime",
+    "OpenVINOModel": "rfdetr.export.openvino",
+    "export_openvino": "rfdetr.export.openvino",
+    "CalibrationError": "rfdetr.export.quantize",
+    "QuantizeResult": "rfdetr.export.quantize",
+    "quantize_onnx": "rfdetr.export.quantize",
+    "AccuracyReport": "rfdetr.export.accuracy",
+    "compare_on_dataset": "rfdetr.export.accuracy",
 }
 
 __all__ = sorted(_LAZY)

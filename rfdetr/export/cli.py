@@ -2,7 +2,7 @@
 
     rfdetr export --weights output/checkpoint_best_total.pth --output-dir exported \\
         [--size nano] [--opset 17] [--no-dynamic-batch] [--simplify] [--shape H W] \\
-        [--with-postprocess]
+        [--with-postprocess] [--quantize int8 --calibration DATASET_DIR] [--format openvino]
 
 Exit codes: 0 written and verified, 1 ONNX Runtime disagrees with PyTorch, 2 bad input.
 """
@@ -45,6 +45,18 @@ def add_parser(subparsers: Any) -> None:
         help="add top-k post-processing: input orig_size, outputs boxes/scores/class_ids",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    parser.add_argument(
+        "--quantize", choices=["int8"], default=None, help="also write an int8 (QDQ) file"
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="DATASET_DIR",
+        help="dataset of the model's classes: train images calibrate int8, valid images "
+        "measure the export against fp32 (mAP50:95 delta, written beside the file)",
+    )
+    parser.add_argument(
+        "--format", choices=["onnx", "openvino"], default="onnx", help="onnx or an OpenVINO IR"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -71,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
             shape=tuple(args.shape) if args.shape else None,
             with_postprocess=args.with_postprocess,
             verify=not args.no_verify,
+            quantize=args.quantize,
+            calibration=args.calibration,
+            format=args.format,
         )
     except ExportVerificationError as error:
         print(f"rfdetr export: verification failed: {error}", file=sys.stderr)
@@ -80,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     for report in result.reports:
         print(report.summary())
+    if result.accuracy is not None:
+        print(result.accuracy.summary())
     meta = result.metadata
-    size_mb = result.path.stat().st_size / 1e6
+    weights = result.path.with_suffix(".bin") if result.path.suffix == ".xml" else result.path
+    size_mb = weights.stat().st_size / 1e6
     print(
         f"wrote {result.path} ({size_mb:.1f} MB; {meta.task}, {len(meta.class_names)} classes, "
         f"input {meta.input_shape[0]}x{meta.input_shape[1]})"

@@ -3,7 +3,8 @@
 Shape and opset checks, a CPU copy of the model, the ONNX file with its metadata, verification
 against PyTorch with ONNX Runtime, and optionally an onnxslim-simplified copy, verified the same
 way. Files are named after the model: ``rfdetr-<size>.onnx`` (``-postprocess`` for the
-post-processing graph, ``.sim.onnx`` for the simplified copy).
+post-processing graph, ``.sim.onnx`` for the simplified copy). ``quantize``/``format`` derive
+an int8 file and/or an OpenVINO IR from it (`rfdetr.export.targets`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rfdetr import __version__
+from rfdetr.export.accuracy import AccuracyReport
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.onnx import ExportError, check_opset, check_shape, export_onnx, simplify_onnx
+from rfdetr.export.quantize import QuantizeResult
+from rfdetr.export.targets import build_target, check_target
 from rfdetr.export.verify import VerifyReport, verify_onnx
 from rfdetr.inference import IMAGENET_MEAN, IMAGENET_STD
 from rfdetr.presets import list_presets
@@ -40,6 +44,8 @@ class ExportResult:
         simplified_path: the onnxslim output, or None.
         reports: verification of each file written (empty when ``verify=False``).
         metadata: what the files' ``metadata_props`` hold.
+        quantized: the int8 quantization (``quantize="int8"``), or None.
+        accuracy: the derived file against the fp32 one on the validation images, or None.
     """
 
     path: Path
@@ -47,6 +53,8 @@ class ExportResult:
     simplified_path: Path | None
     reports: tuple[VerifyReport, ...]
     metadata: ExportMetadata
+    quantized: QuantizeResult | None = None
+    accuracy: AccuracyReport | None = None
 
 
 def export_model(
@@ -60,6 +68,9 @@ def export_model(
     shape: tuple[int, int] | None = None,
     with_postprocess: bool = False,
     verify: bool = True,
+    quantize: str | None = None,
+    calibration: str | os.PathLike[str] | None = None,
+    format: str = "onnx",
 ) -> ExportResult:
     """Export ``source`` (a public model object) to ONNX in ``output_dir``.
 
@@ -72,6 +83,9 @@ def export_model(
     config = source.config
     size = check_shape(shape, config.resolution, config.block_size)
     check_opset(opset_version)
+    target = check_target(quantize, calibration, format, list(source.class_names))
+    if target.derived and with_postprocess:
+        raise ExportError("quantize / format='openvino' need the raw-output graph (no postprocess)")
     model = copy.deepcopy(source.model).cpu().eval()
     columns = source.postprocess.class_columns
     metadata = ExportMetadata(
@@ -110,7 +124,12 @@ def export_model(
         simplified = simplify_onnx(path, path.with_name(f"{stem}.sim.onnx"))
         if verify:
             reports.append(_checked(simplified, model, reference))
-    return ExportResult(simplified or path, path, simplified, tuple(reports), metadata)
+    final, quantized, accuracy = simplified or path, None, None
+    if target.derived:
+        final, quantized, accuracy = build_target(final, target)
+    return ExportResult(
+        final, path, simplified, tuple(reports), metadata, quantized=quantized, accuracy=accuracy
+    )
 
 
 def _dataset_ids(source: RFDETRModel) -> list[int] | None:

@@ -2,7 +2,8 @@
 
 `ONNXRuntimeModel` reads the file's metadata (classes, input size, normalisation), runs batches
 (splitting or padding them for a fixed-batch file) and gives the same `supervision.Detections`
-as ``RFDETRModel.predict()``. `runtime_for` serves ``predict(backend="onnxruntime")``: it exports
+as ``RFDETRModel.predict()``; `rfdetr.export.openvino.OpenVINOModel` does the same for an
+OpenVINO IR. `runtime_for` serves ``predict(backend="onnxruntime" | "openvino")``: it exports
 the model once into a private temporary folder (or opens a given file) and caches the session
 until the weights change.
 """
@@ -89,15 +90,22 @@ class ONNXRuntimeModel:
         self.providers = active_providers(self.session, device, str(self.path))
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = ExportMetadata.from_props(props, source=str(self.path))
-        if self.metadata.with_postprocess:
-            raise ValueError(
-                f"{self.path}: a --with-postprocess graph; ONNXRuntimeModel needs the raw-output "
-                "export (its boxes/scores/class_ids outputs are already final)"
-            )
+        self.props = dict(props)
         batch = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch if isinstance(batch, int) else None
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._setup_postprocess()
+
+    def _setup_postprocess(self) -> None:
+        if self.metadata.with_postprocess:
+            raise ValueError(
+                f"{self.path}: a --with-postprocess graph; {type(self).__name__} needs the "
+                "raw-output export (its boxes/scores/class_ids outputs are already final)"
+            )
         self.postprocess = PostProcess(self.metadata.num_select, self.metadata.logit_columns)
+
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {"input": batch})
 
     @property
     def class_names(self) -> list[str]:
@@ -116,7 +124,7 @@ class ONNXRuntimeModel:
             if self.fixed_batch and real < self.fixed_batch:  # pad a short last chunk
                 pad = np.zeros((self.fixed_batch - real, *part.shape[1:]), np.float32)
                 part = np.concatenate([part, pad])
-            outputs = self.session.run(self.output_names, {"input": part})
+            outputs = self._infer(part)
             chunks.append([o[:real] for o in outputs])
         return {
             name: np.concatenate([c[i] for c in chunks]) for i, name in enumerate(self.output_names)
@@ -176,33 +184,42 @@ def to_detections(result: dict[str, torch.Tensor], class_names: list[str]) -> sv
 
 
 def runtime_for(
-    owner: RFDETRModel, onnx_path: str | os.PathLike[str] | None = None
+    owner: RFDETRModel,
+    onnx_path: str | os.PathLike[str] | None = None,
+    backend: str = "onnxruntime",
 ) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    """The ONNX Runtime forward for ``owner.predict(backend="onnxruntime")``, cached on ``owner``.
+    """The forward for ``owner.predict(backend=...)`` (``onnxruntime`` or ``openvino``), cached
+    on ``owner``.
 
     With ``onnx_path`` that file is used (it must be a raw-output export of the same input
-    size). Without, the model is exported (and verified) once into a temporary folder that lives
-    as long as ``owner``; any in-place change to the weights (training, loading) re-exports.
+    size; for OpenVINO an ``.onnx`` file is converted). Without, the model is exported (and
+    verified) once into a temporary folder that lives as long as ``owner``; any in-place change
+    to the weights (training, loading) re-exports.
     """
     key: tuple[Any, ...]
     if onnx_path is not None:
         file = Path(onnx_path)
         stamp = file.stat().st_mtime_ns if file.is_file() else None
-        key = ("file", str(file.resolve()), stamp, str(owner.device))
+        key = ("file", str(file.resolve()), stamp, str(owner.device), backend)
     else:
         versions = sum(p._version for p in owner.model.parameters())
-        key = ("export", id(owner.model), versions, owner.resolution, str(owner.device))
+        key = ("export", id(owner.model), versions, owner.resolution, str(owner.device), backend)
     cached = getattr(owner, "_onnx_runtime", None)
     if cached is not None and cached[0] == key:
         return cached[1]
+    folder = tempfile.TemporaryDirectory(prefix="rfdetr-onnx-")  # lives as long as the cache
     if onnx_path is None:
         from rfdetr.export.exporter import export_model
 
-        folder = tempfile.TemporaryDirectory(prefix="rfdetr-onnx-")
         file = export_model(owner, folder.name).path
+    if backend == "openvino":
+        from rfdetr.export.openvino import OpenVINOModel, export_openvino
+
+        if file.suffix == ".onnx":
+            file = export_openvino(file, Path(folder.name) / f"{file.stem}.xml")
+        runtime: ONNXRuntimeModel = OpenVINOModel(file, device=owner.device)
     else:
-        folder = None
-    runtime = ONNXRuntimeModel(file, device=owner.device)
+        runtime = ONNXRuntimeModel(file, device=owner.device)
     expected = (owner.resolution, owner.resolution)
     if runtime.metadata.input_shape != expected:
         raise ValueError(

@@ -72,7 +72,7 @@ def test_bad_backend_and_missing_file(
     detector: RFDETRModel, rgb: np.ndarray, tmp_path: Path
 ) -> None:
     with pytest.raises(
-        ValueError, match="backend must be 'torch' or 'onnxruntime', got 'tensorrt'"
+        ValueError, match="backend must be 'torch', 'onnxruntime' or 'openvino', got 'tensorrt'"
     ):
         detector.predict(rgb, backend="tensorrt")
     with pytest.raises(FileNotFoundError, match="no such ONNX file"):

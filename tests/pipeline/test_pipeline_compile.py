@@ -55,7 +55,7 @@ def test_pipeline_compile_tasks_run_in_order(compiled: tuple) -> None:
     assert "validate-dataset" in deps["train"]  # no GPU before the data is known good
     assert deps["select-checkpoint"] == {"train"}
     assert "select-checkpoint" in deps["evaluate"]
-    assert deps["export-onnx"] == {"select-checkpoint"}
+    assert deps["export-onnx"] == {"select-checkpoint", "fetch-dataset"}  # int8 calibration
     assert {"evaluate", "export-onnx", "select-checkpoint"} <= deps["publish"]
     # every task's dependencies come earlier in ORDER: the listed order is a valid schedule
     for name, needs in deps.items():

@@ -1,0 +1,200 @@
+"""What a lower-precision or other-runtime export costs: it against the fp32 ONNX file, on the
+dataset's validation images (never used for calibration).
+
+Both files run through the evaluation code (`rfdetr.evaluation.predictions.predict_dataset`,
+COCO eval by `score_predictions`), so the mAP50:95 delta is the one ``rfdetr eval`` would show.
+Deviations are measured on detections: every fp32 detection scoring at least ``threshold`` is
+matched to the other file's detection of the same class with the highest IoU (at least 0.5);
+the report gives the largest box-corner difference in original-image pixels and the largest
+score difference over the matched pairs, and counts the unmatched ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """One export against the fp32 ONNX file on a dataset split (see the module docstring).
+
+    Attributes:
+        file: the export measured; reference: the fp32 file.
+        split: the split; images: its image count.
+        threshold: fp32 detections at or above it are matched.
+        matched, unmatched: fp32 detections with / without a match in ``file``.
+        max_box_px: largest ``|d x1|, |d y1|, |d x2|, |d y2|`` of a matched pair (pixels).
+        max_score: largest ``|d score|`` of a matched pair.
+        map50_95_reference, map50_95: COCO mAP50:95 (boxes) of the fp32 file and of ``file``.
+        map50_95_delta: ``map50_95 - map50_95_reference`` (negative: ``file`` is worse).
+        map50_delta: the same at IoU 0.5.
+        seconds: wall time of the comparison.
+    """
+
+    file: str
+    reference: str
+    split: str
+    images: int
+    threshold: float
+    matched: int
+    unmatched: int
+    max_box_px: float
+    max_score: float
+    map50_95_reference: float
+    map50_95: float
+    map50_95_delta: float
+    map50_delta: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        return (
+            f"{self.file} vs {self.reference} on {self.images} {self.split} images: mAP50:95 "
+            f"{self.map50_95:.4f} vs {self.map50_95_reference:.4f} (delta "
+            f"{self.map50_95_delta:+.4f}); max box deviation {self.max_box_px:.2f} px, max score "
+            f"deviation {self.max_score:.4f} over {self.matched} detections >= {self.threshold}, "
+            f"{self.unmatched} unmatched"
+        )
+
+
+class _Module:
+    """A runtime seen as the eval-mode module `predict_dataset` expects."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def eval(self) -> _Module:
+        return self
+
+    def to(self, *_: Any, **__: Any) -> _Module:
+        return self
+
+    def __call__(self, images: Any) -> Any:
+        return self.runtime(images)
+
+
+def compare_on_dataset(
+    reference: Any,
+    candidate: Any,
+    dataset_dir: str | os.PathLike[str],
+    *,
+    split: str = "valid",
+    threshold: float = 0.3,
+) -> AccuracyReport:
+    """Run both runtimes (`ONNXRuntimeModel`-like) on ``split`` and compare (module docstring).
+
+    Raises:
+        DatasetError: the split is missing or unusable.
+    """
+    from rfdetr.data import build_dataset, coco_ground_truth, dataset_class_map
+    from rfdetr.evaluation.coco import score_predictions
+    from rfdetr.evaluation.predictions import predict_dataset
+
+    started = time.perf_counter()
+    meta = reference.metadata
+    dataset = build_dataset(
+        dataset_dir,
+        split,
+        meta.resolution,
+        train=False,
+        segmentation=meta.segmentation,
+        class_map=dataset_class_map(dataset_dir),
+    )
+    ground_truth = coco_ground_truth(dataset)
+    results, predictions = [], []
+    for runtime in (reference, candidate):
+        found = predict_dataset(
+            _Module(runtime),
+            dataset,
+            postprocess=runtime.postprocess,
+            batch_size=1,
+            segmentation=meta.segmentation,
+        )
+        predictions.append(found)
+        scored = score_predictions(ground_truth, found, segmentation=meta.segmentation)
+        results.append(scored.bbox)
+    matched, unmatched, box, score = _deviations(*predictions, threshold)
+    return AccuracyReport(
+        file=candidate.path.name,
+        reference=reference.path.name,
+        split=dataset.split,
+        images=len(dataset),
+        threshold=threshold,
+        matched=matched,
+        unmatched=unmatched,
+        max_box_px=box,
+        max_score=score,
+        map50_95_reference=results[0].map_50_95,
+        map50_95=results[1].map_50_95,
+        map50_95_delta=results[1].map_50_95 - results[0].map_50_95,
+        map50_delta=results[1].map_50 - results[0].map_50,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def _deviations(
+    reference: list, candidate: list, threshold: float
+) -> tuple[int, int, float, float]:
+    matched = unmatched = 0
+    box = score = 0.0
+    for ref, got in zip(reference, candidate, strict=True):
+        for i in np.flatnonzero(ref.scores >= threshold):
+            same = np.flatnonzero(got.labels == ref.labels[i])
+            ious = _iou(ref.boxes[i], got.boxes[same]) if len(same) else np.zeros(0)
+            if not len(ious) or ious.max() < MATCH_IOU:
+                unmatched += 1
+                continue
+            j = same[int(ious.argmax())]
+            matched += 1
+            box = max(box, float(np.abs(ref.boxes[i] - got.boxes[j]).max()))
+            score = max(score, abs(float(ref.scores[i]) - float(got.scores[j])))
+    return matched, unmatched, box, score
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one pixel xyxy ``box`` ``[4]`` with ``boxes`` ``[N, 4]``."""
+    low = np.maximum(box[:2], boxes[:, :2])
+    high = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(high - low, 0, None).prod(axis=1)
+    area = (box[2:] - box[:2]).prod() + (boxes[:, 2:] - boxes[:, :2]).prod(axis=1) - inter
+    return inter / np.maximum(area, 1e-12)
+
+
+def write_report(report: AccuracyReport, model_path: Path) -> Path:
+    """Write ``report`` beside the model (``<file>.accuracy.json``, atomically) and into its
+    metadata under ``accuracy`` (ONNX ``metadata_props``, OpenVINO ``rt_info``); returns the
+    JSON path."""
+    text = json.dumps(report.to_dict(), indent=2)
+    target = model_path.with_name(model_path.name + ".accuracy.json")
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text + "\n")
+    os.replace(partial, target)
+    if model_path.suffix == ".xml":
+        from rfdetr.export.openvino import add_rt_info
+
+        add_rt_info(model_path, {"accuracy": json.dumps(report.to_dict())})
+    if model_path.suffix == ".onnx":
+        import onnx
+
+        from rfdetr.export.quantize import set_props
+
+        model = onnx.load(str(model_path))
+        props = {p.key: p.value for p in model.metadata_props}
+        set_props(model, props | {"accuracy": json.dumps(report.to_dict())})
+        staged = model_path.with_name(f".{model_path.name}.partial")
+        onnx.save(model, str(staged))
+        os.replace(staged, model_path)
+    return target
