@@ -30,9 +30,16 @@ class MicroBatcher:
         forward: the runtime; every output's first dimension is the batch.
         max_batch: most images per runtime call (a bigger single request still runs, alone).
         max_latency_s: longest a request waits for others to join its batch.
+        on_batch: called with the number of images of every runtime call (metrics).
     """
 
-    def __init__(self, forward: Forward, max_batch: int = 8, max_latency_s: float = 0.005) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        max_batch: int = 8,
+        max_latency_s: float = 0.005,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         if max_batch < 1 or max_latency_s < 0:
             raise ValueError(
                 f"max_batch must be >= 1 and max_latency_s >= 0, got {max_batch}, {max_latency_s}"
@@ -40,7 +47,7 @@ class MicroBatcher:
         self.forward = forward
         self.max_batch = max_batch
         self.max_latency_s = max_latency_s
-        self.calls = 0  # runtime calls made, for tests and logs
+        self.on_batch = on_batch
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rfdetr-runtime")
@@ -94,7 +101,8 @@ class MicroBatcher:
                 if not future.done():
                     future.set_exception(error)
             return
-        self.calls += 1
+        if self.on_batch is not None:
+            self.on_batch(len(joined))
         start = 0
         for batch, future in items:
             rows = slice(start, start + len(batch))

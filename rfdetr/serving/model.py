@@ -21,6 +21,7 @@ from typing import Any
 from kserve import Model
 from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferRequest, InferResponse
+from prometheus_client import Histogram
 
 from rfdetr.export.runtime import ONNXRuntimeModel, to_detections
 from rfdetr.serving import codec
@@ -29,6 +30,12 @@ from rfdetr.serving.batcher import MicroBatcher
 logger = logging.getLogger(__name__)
 
 _NOT_SERVED = ("-postprocess.onnx", ".sim.onnx")
+# On KServe's /metrics (the default registry): how well dynamic batching fills runtime calls.
+BATCH_IMAGES = Histogram(
+    "rfdetr_serve_batch_images",
+    "Images per ONNX Runtime call (dynamic batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
 
 class ModelSourceError(ValueError):
@@ -118,7 +125,7 @@ class RFDETRServedModel(Model):
     def load(self) -> bool:
         """Open the ONNX Runtime session; the model is ready afterwards."""
         self.runtime = ONNXRuntimeModel(self.onnx_path, threads=self.threads)
-        self.batcher = MicroBatcher(self.runtime, *self.batcher_args)
+        self.batcher = MicroBatcher(self.runtime, *self.batcher_args, BATCH_IMAGES.observe)
         meta = self.runtime.metadata
         logger.info(
             "model %r: %s %s, input %s, %d classes, batching up to %d within %.1f ms",

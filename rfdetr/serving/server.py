@@ -38,6 +38,7 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
+from starlette.exceptions import HTTPException
 
 from rfdetr.serving.codec import Limits
 from rfdetr.serving.model import RFDETRServedModel
@@ -91,6 +92,11 @@ async def _reply_400(send: Send, message: str) -> None:
 
 
 async def _bad_request(_: Request, error: Exception) -> JSONResponse:
+    if isinstance(
+        error, HTTPException
+    ):  # FastAPI's own refusals ({"detail"}), e.g. unparsable JSON
+        text = f"malformed request: {error.detail}" if error.status_code == 400 else error.detail
+        return JSONResponse({"error": text}, status_code=error.status_code, headers=error.headers)
     if isinstance(error, RequestValidationError):
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -176,7 +182,8 @@ class _RESTServer(RESTServer):
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
-        for kind in (RequestValidationError, KeyError, ValueError, TypeError, IndexError):
+        kinds = (HTTPException, RequestValidationError, KeyError, ValueError, TypeError, IndexError)
+        for kind in kinds:
             app.add_exception_handler(kind, _bad_request)
 
 
