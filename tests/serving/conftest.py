@@ -19,8 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from serve_helpers import Server
+from serve_helpers import Server, perturbed_model
 
 from rfdetr.api import RFDETRModel
 
@@ -28,17 +27,9 @@ CLASS_NAMES = ["cat", "dog", "cow"]
 MODEL_NAME = "tiny-test"
 
 
-class TinyDetector(RFDETRModel):
-    size = "tiny"
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[RFDETRModel, Path]:
-    torch.manual_seed(3)
-    model = TinyDetector(pretrain_weights=None, device="cpu", class_names=CLASS_NAMES)
-    with torch.no_grad():
-        for parameter in model.model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model = perturbed_model("tiny", CLASS_NAMES, seed=3)
     return model, model.export(tmp_path_factory.mktemp("onnx"), verify=False)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from rfdetr.api import RFDETRModel
@@ -48,3 +49,19 @@ def sample_images() -> list[np.ndarray]:
     return [
         rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((50, 70), (64, 64), (33, 90))
     ]
+
+
+def perturbed_model(size: str, class_names: list[str], seed: int = 0) -> RFDETRModel:
+    """A ``size`` model on the CPU with every weight perturbed by N(0, 0.05) (random init has
+    zero layers that would make every box alike)."""
+
+    class Model(RFDETRModel):
+        pass
+
+    Model.size = size
+    torch.manual_seed(seed)
+    model = Model(pretrain_weights=None, device="cpu", class_names=class_names)
+    with torch.no_grad():
+        for parameter in model.model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return model
