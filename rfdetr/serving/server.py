@@ -50,12 +50,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-class BodyTooLarge(InvalidInput):
-    """A request body over the byte limit (answered 400 like every bad request)."""
-
-
 class BodyLimit:
-    """ASGI wrapper: refuse a body over ``max_bytes`` (by Content-Length, or while it streams)."""
+    """ASGI wrapper: refuse a body over ``max_bytes`` with a 400, by its Content-Length or, for
+    a chunked body, while reading it (at most ``max_bytes`` are held, then replayed)."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app = app
@@ -66,20 +63,27 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _reply_400(send, self._message(int(declared)))
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_bytes:
+                await _reply_400(send, self._message(int(declared)))
+                return
+            await self.app(scope, receive, send)
             return
-        seen = 0
-
-        async def counted() -> MutableMapping[str, Any]:
-            nonlocal seen
+        messages, seen = [], 0
+        while True:
             message = await receive()
+            messages.append(message)
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise BodyTooLarge(self._message(seen))
-            return message
+                await _reply_400(send, self._message(seen))
+                return
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
 
-        await self.app(scope, counted, send)
+        async def replay() -> MutableMapping[str, Any]:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
     def _message(self, size: int) -> str:
         return f"request body of {size}+ bytes is over the limit of {self.max_bytes} bytes"

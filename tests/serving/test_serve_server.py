@@ -194,7 +194,7 @@ def _huge_png(width: int, height: int) -> bytes:
     )
 
 
-def test_hostile_requests_get_400_and_the_server_keeps_answering(server: Server) -> None:
+def test_hostile_requests_get_400_and_the_server_keeps_answering(server: Server, tmp_path) -> None:
     url = f"http://{server.http}/v2/models/{server.name}/infer"
     client = httpclient.InferenceServerClient(server.http)
     huge = _huge_png(20000, 20000)
@@ -233,6 +233,16 @@ def test_hostile_requests_get_400_and_the_server_keeps_answering(server: Server)
         assert reply.status_code == 400, f"{what}: {reply.status_code} {reply.text[:200]}"
         assert reply.json()["error"], f"{what}: {reply.text[:300]}"
         assert server.alive(), f"server died after {what}"
+    chunked = tmp_path / "chunked.json"  # no Content-Length: the limit counts while reading
+    chunked.write_bytes(big_json)
+    out = subprocess.run(
+        ["curl", "-sS", "-H", "Transfer-Encoding: chunked", "-H", "Content-Type: application/json",
+         "--data-binary", f"@{chunked}", "-w", "\n%{http_code}", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    body, code = out.stdout.rsplit("\n", 1)
+    assert code == "400" and "over the limit" in json.loads(body)["error"], out.stdout[-300:]
+    assert server.alive()
     grpc = grpcclient.InferenceServerClient(server.grpc)
     with pytest.raises(InferenceServerException) as caught:
         grpc.infer(server.name, [_raw_images_input([garbage], grpcclient)])
