@@ -1,6 +1,7 @@
 """``rfdetr serve`` for real: tritonclient (HTTP and gRPC) and curl against a running server.
 
-The server (tests/serving/conftest.py) serves a perturbed ``tiny`` model it downloaded from a
+The gRPC client runs in a subprocess (tests/serving/grpc_probe.py says why). The server
+(tests/serving/conftest.py) serves a perturbed ``tiny`` model it downloaded from a
 published ``s3://`` version on the test SeaweedFS. Its detections are compared with the same
 model's ``predict()``: with ``backend="onnxruntime"`` on the same ONNX file (same arithmetic) to
 1e-4, and with the PyTorch backend to the export check's tolerances (1e-3 px, 1e-5 score).
@@ -13,20 +14,20 @@ import json
 import re
 import struct
 import subprocess
+import sys
 import threading
 import urllib.request
 import zlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import requests
 import supervision as sv
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from serve_helpers import Server, png_bytes, sample_images
 from tritonclient.utils import InferenceServerException
-
-from rfdetr.inference import preprocess, to_float_chw
 
 THRESHOLD = 0.0  # every kept query: the most rows to compare
 
@@ -59,18 +60,19 @@ def _expected(server: Server, images: list[np.ndarray]) -> tuple[list, list]:
     return ort, eager
 
 
-def _images_input(module: object, images: list[np.ndarray]) -> object:
-    item = module.InferInput("images", [len(images)], "BYTES")
+def _images_input(images: list[np.ndarray]) -> object:
+    item = httpclient.InferInput("images", [len(images)], "BYTES")
     item.set_data_from_numpy(np.array([png_bytes(i) for i in images], dtype=object))
     return item
 
 
-def test_serve_starts_in_seconds_and_reports_health_and_metadata(server: Server) -> None:
+def test_serve_starts_in_seconds_and_reports_health_and_metadata(
+    server: Server, grpc_probe: SimpleNamespace
+) -> None:
     assert server.startup_s < 90, f"startup took {server.startup_s:.1f} s"
     http = httpclient.InferenceServerClient(server.http)
-    grpc = grpcclient.InferenceServerClient(server.grpc)
     assert http.is_server_live() and http.is_server_ready() and http.is_model_ready(server.name)
-    assert grpc.is_server_live() and grpc.is_server_ready() and grpc.is_model_ready(server.name)
+    assert grpc_probe.report["health"] == [True, True, True]
     meta = http.get_model_metadata(server.name)
     assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {
         "images": "BYTES", "input": "FP32", "orig_size": "INT64"
@@ -79,7 +81,7 @@ def test_serve_starts_in_seconds_and_reports_health_and_metadata(server: Server)
     assert {o["name"] for o in meta["outputs"]} == {
         "boxes", "scores", "class_ids", "class_names", "batch_index"
     }  # fmt: skip
-    grpc_meta = grpc.get_model_metadata(server.name, as_json=True)
+    grpc_meta = grpc_probe.report["metadata"]
     assert [o["name"] for o in grpc_meta["outputs"]] == [o["name"] for o in meta["outputs"]]
     for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{server.name}"):
         out = subprocess.run(
@@ -92,31 +94,47 @@ def test_serve_starts_in_seconds_and_reports_health_and_metadata(server: Server)
 def test_http_images_equal_predict(server: Server) -> None:
     images = sample_images()
     client = httpclient.InferenceServerClient(server.http)
-    result = client.infer(
-        server.name, [_images_input(httpclient, images)], parameters={"threshold": THRESHOLD}
-    )
+    result = client.infer(server.name, [_images_input(images)], parameters={"threshold": THRESHOLD})
     ort, eager = _expected(server, images)
     for index in range(len(images)):
         _assert_same(_rows(result, index), ort[index], 1e-4, 1e-4)
         _assert_same(_rows(result, index), eager[index], 1e-3, 1e-5)
 
 
-def test_grpc_images_and_preprocessed_tensor_equal_predict(server: Server) -> None:
-    images = sample_images()
-    client = grpcclient.InferenceServerClient(server.grpc)
-    # KServe's gRPC InferParameter has no double: a float threshold travels as a string.
-    params = {"threshold": str(THRESHOLD)}
-    by_image = client.infer(server.name, [_images_input(grpcclient, images)], parameters=params)
-    batch, sizes = preprocess([to_float_chw(i) for i in images], 64, server.model.device)
-    tensor = grpcclient.InferInput("input", list(batch.shape), "FP32")
-    tensor.set_data_from_numpy(batch.numpy())
-    orig = grpcclient.InferInput("orig_size", [len(images), 2], "INT64")
-    orig.set_data_from_numpy(sizes.numpy().astype(np.int64))
-    by_tensor = client.infer(server.name, [tensor, orig], parameters=params)
-    ort, _ = _expected(server, images)
-    for index in range(len(images)):
-        _assert_same(_rows(by_image, index), ort[index], 1e-4, 1e-4)
-        _assert_same(_rows(by_tensor, index), ort[index], 1e-4, 1e-4)
+@pytest.fixture(scope="module")
+def grpc_probe(server: Server, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """What tests/serving/grpc_probe.py saw over gRPC (health, metadata, calls, a refusal)."""
+    out = tmp_path_factory.mktemp("grpc")
+    script = Path(__file__).with_name("grpc_probe.py")
+    run = subprocess.run(
+        [sys.executable, str(script), server.grpc, server.name, str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    with np.load(out / "probe.npz") as arrays:
+        calls = {key: arrays[key] for key in arrays.files}
+    return SimpleNamespace(report=json.loads((out / "probe.json").read_text()), calls=calls)
+
+
+class _Rows:
+    """One probe call's outputs with the ``as_numpy`` of a client result."""
+
+    def __init__(self, calls: dict[str, np.ndarray], call: str) -> None:
+        self.calls, self.call = calls, call
+
+    def as_numpy(self, name: str) -> np.ndarray:
+        return self.calls[f"{self.call}/{name}"]
+
+
+def test_grpc_images_and_preprocessed_tensor_equal_predict(
+    server: Server, grpc_probe: SimpleNamespace
+) -> None:
+    ort, _ = _expected(server, sample_images())
+    for call in ("images", "tensor"):
+        for index in range(len(ort)):
+            _assert_same(_rows(_Rows(grpc_probe.calls, call), index), ort[index], 1e-4, 1e-4)
+    garbage = grpc_probe.report["garbage"]
+    assert "INVALID_ARGUMENT" in garbage["status"] and "not an image" in garbage["message"]
 
 
 def test_curl_json_request_with_base64_image(server: Server, tmp_path) -> None:
@@ -150,7 +168,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(server: Serv
         gate.wait(timeout=60)
         results[index] = client.infer(
             server.name,
-            [_images_input(httpclient, [images[index]])],
+            [_images_input([images[index]])],
             parameters={"threshold": THRESHOLD},
         )
 
@@ -243,20 +261,16 @@ def test_hostile_requests_get_400_and_the_server_keeps_answering(server: Server,
     body, code = out.stdout.rsplit("\n", 1)
     assert code == "400" and "over the limit" in json.loads(body)["error"], out.stdout[-300:]
     assert server.alive()
-    grpc = grpcclient.InferenceServerClient(server.grpc)
-    with pytest.raises(InferenceServerException) as caught:
-        grpc.infer(server.name, [_raw_images_input([garbage], grpcclient)])
-    assert "INVALID_ARGUMENT" in caught.value.status()
     # and a good request still works
     image = sample_images()[1]
     result = client.infer(
-        server.name, [_images_input(httpclient, [image])], parameters={"threshold": THRESHOLD}
+        server.name, [_images_input([image])], parameters={"threshold": THRESHOLD}
     )
     ort, _ = _expected(server, [image])
     _assert_same(_rows(result, 0), ort[0], 1e-4, 1e-4)
 
 
-def _raw_images_input(files: list[bytes], module: object = httpclient) -> object:
-    item = module.InferInput("images", [len(files)], "BYTES")
+def _raw_images_input(files: list[bytes]) -> object:
+    item = httpclient.InferInput("images", [len(files)], "BYTES")
     item.set_data_from_numpy(np.array(files, dtype=object))
     return item
