@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -51,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``rfdetr serve``; returns the exit code once the server stops."""
-    problem = _check(args)
+    problem = _check(args) or _ports_taken(args.host, (args.port, args.grpc_port))
     if problem:
         print(f"rfdetr serve: error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -73,18 +76,31 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         default_threshold=args.threshold,
     )
-    try:
-        path = fetch_model(args.model)
-        name = args.name or path.stem
-        model = RFDETRServedModel(
-            name, path, limits, args.max_batch, args.max_latency_ms / 1000, args.threads
-        )
-        model.load()
-    except (ModelSourceError, MetadataError, StorageError, FileNotFoundError, ValueError) as error:
-        print(f"rfdetr serve: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    serve(model, host=args.host, http_port=args.port, grpc_port=args.grpc_port)
+    with tempfile.TemporaryDirectory(prefix="rfdetr-serve-") as downloads:  # s3:// files
+        try:
+            path = fetch_model(args.model, Path(downloads))
+            name = args.name or path.stem
+            model = RFDETRServedModel(
+                name, path, limits, args.max_batch, args.max_latency_ms / 1000, args.threads
+            )
+            model.load()
+        except (ModelSourceError, MetadataError, StorageError, OSError, ValueError) as error:
+            print(f"rfdetr serve: error: {' '.join(str(error).split())}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        serve(model, host=args.host, http_port=args.port, grpc_port=args.grpc_port)
     return EXIT_OK
+
+
+def _ports_taken(host: str, ports: tuple[int, ...]) -> str | None:
+    """A one-line problem when a port cannot be bound now (the servers would die mid-start)."""
+    for port in (p for p in ports if p):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and gRPC do
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                return f"cannot listen on {host}:{port} ({error.strerror or error})"
+    return None
 
 
 def _check(args: argparse.Namespace) -> str | None:

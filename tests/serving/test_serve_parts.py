@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -158,8 +159,17 @@ def test_fetch_model_from_s3_follows_latest_and_checks_the_manifest(
 def test_cli_serve_bad_model_is_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
     assert main(["serve", "--model", str(tmp_path / "none")]) == 2
     assert main(["serve", "--model", str(tmp_path), "--threshold", "3"]) == 2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert (
+            main(["serve", "--model", str(tmp_path), "--host", "127.0.0.1", "--port", str(port)])
+            == 2
+        )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("rfdetr serve: error: ") for line in err)
+    assert len(err) == 3 and all(line.startswith("rfdetr serve: error: ") for line in err)
+    assert f"cannot listen on 127.0.0.1:{port}" in err[2]
 
 
 def test_segmentation_masks_come_back_as_rle_equal_to_predict(tmp_path: Path) -> None:
