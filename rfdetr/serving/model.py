@@ -162,7 +162,10 @@ class RFDETRServedModel(Model):
             outputs = await self.batcher.submit(parsed.batch)
         except Exception as error:
             raise InferenceError(f"the runtime failed: {error}") from error
-        infer_outputs = await asyncio.to_thread(self._encode, outputs, parsed)
+        try:
+            infer_outputs = await asyncio.to_thread(self._encode, outputs, parsed)
+        except Exception as error:  # our failure, not the request's: a 500, not a 400
+            raise InferenceError(f"post-processing failed: {error}") from error
         if payload.from_grpc:  # raw contents: KServe's to_grpc cannot take numpy data as lists
             for output in infer_outputs:
                 output.set_data_from_numpy(output.data, binary_data=True)
