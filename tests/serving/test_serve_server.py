@@ -250,6 +250,7 @@ def test_hostile_requests_get_400_and_the_server_keeps_answering(server: Server,
         )
         assert reply.status_code == 400, f"{what}: {reply.status_code} {reply.text[:200]}"
         assert reply.json()["error"], f"{what}: {reply.text[:300]}"
+        assert ("over the limit" in reply.json()["error"]) == (what == "10 MB JSON"), what
         assert server.alive(), f"server died after {what}"
     chunked = tmp_path / "chunked.json"  # no Content-Length: the limit counts while reading
     chunked.write_bytes(big_json)
