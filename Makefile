@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # torch and torchvision are installed first, pinned, so the resolver never pulls a newer (CUDA, multi-GB) build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,onnx,openvino,pipeline,logging
+EXTRAS ?= dev,onnx,openvino,pipeline,logging,serve
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help

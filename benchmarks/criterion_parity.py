@@ -161,7 +161,7 @@ def upstream_worker(workdir: Path) -> None:
             device="cpu", num_classes=COMMON["num_classes"], dec_layers=COMMON["dec_layers"],
             aux_loss=True, two_stage=True, group_detr=spec["groups"], segmentation_head=seg,
             focal_alpha=0.25, set_cost_class=2.0, set_cost_bbox=5.0, set_cost_giou=2.0,
-            cls_loss_coef=5.0 if seg else 1.0, bbox_loss_coef=5.0, giou_loss_coef=2.0,
+            cls_loss_coef=1.0, bbox_loss_coef=5.0, giou_loss_coef=2.0,  # 1.0 for Seg too (1.11.2)
             mask_ce_loss_coef=5.0, mask_dice_loss_coef=5.0, mask_point_sample_ratio=16,
             ia_bce_loss=True, use_varifocal_loss=False, use_position_supervised_loss=False,
             sum_group_losses=False, num_select=100,

@@ -19,7 +19,15 @@ import torch
 from rfdetr.config import ModelConfig
 from rfdetr.export.metadata import dataset_ids_from
 from rfdetr.hub import resolve_pretrained
-from rfdetr.inference import ImageInput, is_batch, preprocess, to_float_chw
+from rfdetr.inference import (
+    DEFAULT_THRESHOLD,
+    ImageInput,
+    Thresholds,
+    is_batch,
+    preprocess,
+    resolve_thresholds,
+    to_float_chw,
+)
 from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
@@ -168,7 +176,7 @@ class RFDETRModel:
     def predict(
         self,
         images: ImageInput | list[ImageInput],
-        threshold: float = 0.5,
+        threshold: Thresholds = DEFAULT_THRESHOLD,
         batch_size: int = 8,
         *,
         backend: str = "torch",
@@ -179,7 +187,8 @@ class RFDETRModel:
         Args:
             images: a path, PIL image, ``[H, W, 3]`` RGB uint8 array, ``[3, H, W]`` float
                 tensor in [0, 1], or a list of them.
-            threshold: minimum confidence kept.
+            threshold: minimum confidence kept; or per class, ``{"dog": 0.7, 0: 0.3, "*": 0.5}``
+                (class names or ids; ``"*"`` every other class, default 0.5).
             batch_size: images per forward pass.
             backend: ``"torch"`` (eager, ``torch.inference_mode``) or ``"onnxruntime"``: the
                 model is exported once (verified, cached until the weights change) and run
@@ -197,6 +206,7 @@ class RFDETRModel:
         single = not is_batch(images)
         items = [images] if single else list(images)
         tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
+        threshold = resolve_thresholds(threshold, self.class_names)
         forward = self._forward_for(backend, onnx_path)
         detections: list[sv.Detections] = []
         for start in range(0, len(tensors), batch_size):

@@ -107,6 +107,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rfdetr.evaluation.cli",
     "rfdetr.training.cli",
     "rfdetr.export.cli",
+    "rfdetr.serving.cli",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,39 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
+# One confidence threshold, or one per class: {class name or 0-based id: threshold}, with "*"
+# for every class not listed (0.5 when "*" is absent).
+Thresholds = float | Mapping[str | int, float]
+DEFAULT_THRESHOLD = 0.5
+
+
+def resolve_thresholds(threshold: Thresholds, class_names: list[str]) -> float | torch.Tensor:
+    """``threshold`` as `PostProcess` takes it: a float, or a ``[C]`` tensor (one per class id).
+
+    Raises:
+        ValueError: a key that is no class name or id, or a value outside [0, 1] (one line).
+    """
+    if not isinstance(threshold, Mapping):
+        value = float(threshold)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        return value
+    ids = {name: index for index, name in enumerate(class_names)}
+    default = threshold.get("*", DEFAULT_THRESHOLD)
+    per_class = torch.full((len(class_names),), float(default))
+    for key, value in threshold.items():
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"threshold for {key!r} must be in [0, 1], got {value}")
+        if key == "*":
+            continue
+        index = key if isinstance(key, int) and not isinstance(key, bool) else ids.get(key)
+        if index is None or not 0 <= index < len(class_names):
+            raise ValueError(
+                f"threshold for {key!r}: not a class name or id of this model "
+                f"(classes: {', '.join(class_names)})"
+            )
+        per_class[index] = float(value)
+    return per_class
 
 
 def is_batch(images: Any) -> bool:

@@ -52,7 +52,7 @@ class TrainConfig(StrictModel):
     Defaults are upstream's (the `TrainConfig` fields plus the hidden ``populate_args`` values:
     ``clip_max_norm=0.1``, ``lr_scheduler='step'``, ``seed=42`` and the loss weights).
     ``grad_accum_steps`` defaults to 4 as in the documented training parameters (effective batch
-    16 with ``batch_size=4``). ``cls_loss_coef=None`` means 1.0 for detection, 5.0 for Seg.
+    16 with ``batch_size=4``). ``cls_loss_coef=None`` means 1.0, Seg included (upstream 1.11.2).
     ``pretrain_weights`` is read only when training builds the model itself (CLI, pipeline);
     ``device=None`` picks CUDA when available, else the CPU (a GPU assigned to the container
     with CUDA unusable is an error). ``amp`` autocasts the forward pass on CUDA (bf16 from

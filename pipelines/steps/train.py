@@ -131,7 +131,10 @@ def _last_record(history: list[dict[str, Any]]) -> dict[str, float]:
         "train_images_per_s",
     )
     record = history[-1]
-    return {k: float(record[k]) for k in wanted if plain_number(record.get(k)) is not None}
+    terms = sorted(k for k in record if k.startswith("train_loss_"))  # loss_ce, loss_bbox, ...
+    return {
+        k: float(record[k]) for k in (*wanted, *terms) if plain_number(record.get(k)) is not None
+    }
 
 
 def train_run(
@@ -284,7 +287,10 @@ def _record(metrics: StepMetrics, outcome: TrainOutcome) -> None:
     metrics.set_epoch(outcome.epochs_completed)
     if "train_images_per_s" in outcome.last_epoch:
         metrics.set_images_per_second(outcome.last_epoch["train_images_per_s"])
-    metrics.set_losses({"loss": outcome.last_epoch.get("train_loss", float("nan"))})
+    losses = {
+        k[len("train_") :]: v for k, v in outcome.last_epoch.items() if k.startswith("train_loss")
+    }
+    metrics.set_losses(losses or {"loss": float("nan")})  # the total and every term
     best = {k: plain_number(outcome.best.get(k)) for k in ("map_50_95", "map_50")}
     metrics.set_map({k: v for k, v in best.items() if v is not None})
 

@@ -27,7 +27,8 @@ from rfdetr.weights import LoadedCheckpoint
 _OUTPUTS = {
     False: {
         "dets": "[B, Q, 4] boxes, normalised cxcywh",
-        "labels": "[B, Q, C+1] class logits (sigmoid per class; see logit_columns)",
+        "labels": "[B, Q, C+1] class logits (sigmoid per class; column i is class id i, "
+        "the last column is no class)",
         "masks": "[B, Q, H/4, W/4] mask logits (segmentation)",
     },
     True: {
@@ -93,6 +94,10 @@ class ExportMetadata:
         outputs = dict(_OUTPUTS[self.with_postprocess])
         if not self.segmentation:
             outputs.pop("masks")
+        if self.logit_columns is not None and "labels" in outputs:  # the key is written below
+            outputs["labels"] = (
+                "[B, Q, K] class logits (sigmoid; class id i is column logit_columns[i])"
+            )
         props["outputs"] = json.dumps(outputs)
         if self.dataset_ids is not None:
             props["dataset_ids"] = json.dumps(self.dataset_ids)

@@ -24,7 +24,14 @@ import torch.nn.functional as F
 
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.verify import make_session
-from rfdetr.inference import ImageInput, is_batch, to_float_chw
+from rfdetr.inference import (
+    DEFAULT_THRESHOLD,
+    ImageInput,
+    Thresholds,
+    is_batch,
+    resolve_thresholds,
+    to_float_chw,
+)
 from rfdetr.models.postprocess import PostProcess
 
 if TYPE_CHECKING:
@@ -155,12 +162,16 @@ class ONNXRuntimeModel:
         return (batch - mean) / std, sizes
 
     def predict(
-        self, images: ImageInput | list[ImageInput], threshold: float = 0.5, batch_size: int = 8
+        self,
+        images: ImageInput | list[ImageInput],
+        threshold: Thresholds = DEFAULT_THRESHOLD,
+        batch_size: int = 8,
     ) -> sv.Detections | list[sv.Detections]:
         """Detect objects; the same inputs and results as ``RFDETRModel.predict()``."""
         single = not is_batch(images)
         items = [images] if single else list(images)
         tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
+        threshold = resolve_thresholds(threshold, self.class_names)
         detections = []
         for start in range(0, len(tensors), batch_size):
             batch, sizes = self.preprocess(tensors[start : start + batch_size])

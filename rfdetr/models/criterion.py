@@ -334,14 +334,16 @@ def build_weight_dict(
         two_stage: add ``_enc`` keys for the encoder proposals.
         segmentation: add the mask loss weights.
         aux_loss: add the ``_{i}`` and ``_enc`` copies at all.
-        cls_loss_coef: weight of ``loss_ce``; None means 1.0 for detection, 5.0 for segmentation.
+        cls_loss_coef: weight of ``loss_ce``; None means 1.0 for detection and segmentation
+            alike (upstream 1.11.2's ``SegmentationTrainConfig``: the 5.0 activated in v1.7 was a
+            regression; pass 5.0 to reproduce it).
         bbox_loss_coef, giou_loss_coef, mask_ce_loss_coef, mask_dice_loss_coef: loss weights.
 
     Returns:
         Loss key -> weight.
     """
     if cls_loss_coef is None:
-        cls_loss_coef = 5.0 if segmentation else 1.0
+        cls_loss_coef = 1.0
     base = {"loss_ce": cls_loss_coef, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
     if segmentation:
         base |= {"loss_mask_ce": mask_ce_loss_coef, "loss_mask_dice": mask_dice_loss_coef}

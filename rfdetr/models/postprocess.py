@@ -30,7 +30,10 @@ class PostProcess(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, outputs: dict[str, Tensor], target_sizes: Tensor, threshold: float | None = None
+        self,
+        outputs: dict[str, Tensor],
+        target_sizes: Tensor,
+        threshold: float | Tensor | None = None,
     ) -> list[dict[str, Tensor]]:
         """Post-process a batch.
 
@@ -39,7 +42,8 @@ class PostProcess(nn.Module):
                 cxcywh, optionally ``pred_masks`` ``[B, Q, h, w]`` logits.
             target_sizes: ``[B, 2]`` original ``(height, width)`` of each image.
             threshold: drop detections scoring at or below it (masks are then resized only
-                for the kept ones); None keeps all ``num_select``.
+                for the kept ones); a ``[C]`` tensor holds one per class id; None keeps all
+                ``num_select``.
 
         Returns:
             Per image: ``scores`` ``[K]``, ``labels`` ``[K]`` int64, ``boxes`` ``[K, 4]`` pixel
@@ -64,7 +68,12 @@ class PostProcess(nn.Module):
         boxes = torch.minimum((boxes * scale).clamp(min=0), scale)
         results = []
         for i in range(batch):
-            keep = slice(None) if threshold is None else top_scores[i] > threshold
+            if threshold is None:
+                keep = slice(None)
+            elif isinstance(threshold, Tensor):  # per class: each row against its class's
+                keep = top_scores[i] > threshold.to(top_scores.device)[labels[i]]
+            else:
+                keep = top_scores[i] > threshold
             result = {
                 "scores": top_scores[i][keep],
                 "labels": labels[i][keep],

@@ -81,10 +81,14 @@ class RunLogger:
             )
 
     def step(self, global_step: int, values: dict[str, float]) -> None:
-        """Per-optimizer-step training values (TensorBoard only; W&B gets epochs)."""
+        """Per-optimizer-step training values (TensorBoard only; W&B gets epochs).
+
+        Tagged ``train_step/<key>`` (x = optimizer step): the epoch means go to ``train/<key>``
+        (x = epoch), and one tag must not mix the two x axes.
+        """
         if self.tensorboard is not None:
             for key, value in values.items():
-                self.tensorboard.add_scalar(f"train/{key}", value, global_step)
+                self.tensorboard.add_scalar(f"train_step/{key}", value, global_step)
 
     def epoch(self, record: dict[str, Any]) -> None:
         """One epoch's record: a ``log.txt`` line, TensorBoard scalars, a W&B log call."""

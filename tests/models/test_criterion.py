@@ -91,9 +91,11 @@ def test_weight_dict_layout() -> None:
     assert det["loss_ce"] == 1.0 and det["loss_bbox_2"] == 5.0 and det["loss_giou_enc"] == 2.0
     assert "loss_ce_3" not in det and "loss_mask_ce" not in det
     seg = build_weight_dict(2, segmentation=True)
-    assert (
-        seg["loss_ce"] == 5.0 and seg["loss_mask_dice_0"] == 5.0 and seg["loss_mask_ce_enc"] == 5.0
-    )
+    # upstream 1.11.2 SegmentationTrainConfig.cls_loss_coef = 1.0 (rfdetr/config.py, the v1.7
+    # 5.0 called a regression there); the mask weights stay 5.0
+    assert seg["loss_ce"] == 1.0 and seg["loss_ce_0"] == 1.0
+    assert seg["loss_mask_dice_0"] == 5.0 and seg["loss_mask_ce_enc"] == 5.0
+    assert build_weight_dict(2, segmentation=True, cls_loss_coef=5.0)["loss_ce"] == 5.0
     assert set(build_weight_dict(3, aux_loss=False)) == {"loss_ce", "loss_bbox", "loss_giou"}
     assert "loss_ce_enc" not in build_weight_dict(3, two_stage=False)
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from rfdetr.config import RunConfig
+from rfdetr.run_config import LogConfig
 from rfdetr.training import fit
 from rfdetr.training import loggers as loggers_module
-from rfdetr.training.loggers import LoggerUnavailableError, progress_bar
+from rfdetr.training.loggers import LoggerUnavailableError, RunLogger, progress_bar
 
 
 def test_training_tensorboard_and_wandb_offline(
@@ -63,3 +64,20 @@ def test_training_progress_bar_off_when_not_a_terminal(
     shown.update(2)
     shown.close()
     assert "epoch 1" in capsys.readouterr().err
+
+
+def test_training_tensorboard_steps_and_epochs_never_share_a_tag(tmp_path: Path) -> None:
+    """Per-step values (x = optimizer step) and epoch means (x = epoch) are separate series."""
+    pytest.importorskip("tensorboard", reason="the 'logging' extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = RunLogger(tmp_path, LogConfig(tensorboard=True, wandb=False), {})
+    for step in range(10, 40, 10):
+        run.step(step, {"loss": 1.0 / step, "loss_ce": 0.5})
+    run.epoch({"epoch": 0, "train_loss": 0.05, "train_loss_ce": 0.5})
+    run.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    steps = {name: [e.step for e in events.Scalars(name)] for name in events.Tags()["scalars"]}
+    assert steps["train_step/loss"] == [10, 20, 30] and steps["train_step/loss_ce"] == [10, 20, 30]
+    assert steps["train/loss"] == [0] and steps["train/loss_ce"] == [0]

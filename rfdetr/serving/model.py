@@ -1,0 +1,185 @@
+"""The served model: an exported ONNX file under ONNX Runtime behind a ``kserve.Model``.
+
+Where the file comes from (:func:`fetch_model`): a local ``.onnx`` file, a local folder holding
+one raw-output export, or a published version ``s3://<bucket>/<model>/<version>/`` (its
+``manifest.json`` names the ONNX file, which is downloaded with the storage layer's verified
+download and checked against the manifest's sha256); a model root holding ``latest.json`` is
+followed to the version it points at. Credentials come from the environment only
+(:mod:`rfdetr.storage.config`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kserve import Model
+from kserve.errors import InferenceError
+from kserve.protocol.infer_type import InferRequest, InferResponse
+from prometheus_client import Histogram
+
+from rfdetr.export.runtime import ONNXRuntimeModel, to_detections
+from rfdetr.serving import codec
+from rfdetr.serving.batcher import MicroBatcher
+
+logger = logging.getLogger(__name__)
+
+_NOT_SERVED = ("-postprocess.onnx", ".sim.onnx")
+# On KServe's /metrics (the default registry): how well dynamic batching fills runtime calls.
+BATCH_IMAGES = Histogram(
+    "rfdetr_serve_batch_images",
+    "Images per ONNX Runtime call (dynamic batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+
+
+class ModelSourceError(ValueError):
+    """The ``--model`` source holds no servable ONNX file (one line says why)."""
+
+
+def _pick_onnx(names: list[str], where: str) -> str:
+    """The one raw-output export among ``names`` (post-processing and simplified copies skipped)."""
+    found = sorted(n for n in names if n.endswith(".onnx") and not n.endswith(_NOT_SERVED))
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ({', '.join(found)})"
+        raise ModelSourceError(f"{where}: {what} raw-output .onnx file(s); need exactly one")
+    return found[0]
+
+
+def fetch_model(source: str, cache_dir: Path | None = None) -> Path:
+    """The local ONNX file for ``source`` (file, folder, or ``s3://`` version / model root).
+
+    Raises:
+        ModelSourceError: nothing servable there. StorageError: the download or its check failed.
+    """
+    from rfdetr import storage
+    from rfdetr.storage.manifest import digest_file
+
+    if not storage.is_object_uri(source):
+        path = Path(source)
+        if path.is_file():
+            return path
+        if not path.is_dir():
+            raise ModelSourceError(f"{source}: no such file or folder")
+        return path / _pick_onnx([p.name for p in path.iterdir() if p.is_file()], source)
+    prefix = storage.parse_uri(source)
+    if not storage.exists(prefix.child(storage.MANIFEST_NAME)):
+        pointer = prefix.child("latest.json")
+        if not storage.exists(pointer):
+            raise ModelSourceError(
+                f"{source}: neither manifest.json (a published version) nor latest.json (a model "
+                "root); give the version's prefix"
+            )
+        try:
+            prefix = storage.parse_uri(json.loads(storage.read_bytes(pointer))["uri"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ModelSourceError(f"{pointer}: not a publish pointer ({error})") from None
+        logger.info("%s/latest.json points at %s", source.rstrip("/"), prefix)
+    manifest = storage.read_manifest(str(prefix))
+    name = _pick_onnx([entry.path for entry in manifest.files], str(prefix))
+    folder = cache_dir or Path(tempfile.mkdtemp(prefix="rfdetr-serve-"))
+    local = storage.download_file(prefix.child(name), folder / Path(name).name)
+    digest, entry = digest_file(local), manifest.by_path()[name]
+    if (digest.size, digest.sha256) != (entry.size, entry.sha256):
+        local.unlink()
+        raise storage.IntegrityError(
+            f"{prefix.child(name)}: downloaded file differs from manifest.json"
+        )
+    logger.info("downloaded %s (%d bytes, sha256 checked against the manifest)", name, entry.size)
+    return local
+
+
+class RFDETRServedModel(Model):
+    """An RF-DETR ONNX export served over the Open Inference Protocol v2 (see :mod:`.codec`).
+
+    Args:
+        name: the model's name in the URL paths (``/v2/models/<name>``).
+        onnx_path: a raw-output export (``export()``), its metadata giving classes and sizes.
+        limits: request limits (bytes, pixels, images) and the default threshold.
+        max_batch, max_latency_s: dynamic batching (see :class:`MicroBatcher`).
+        threads: ONNX Runtime intra-op threads (None: all cores).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        onnx_path: Path,
+        limits: codec.Limits,
+        max_batch: int = 8,
+        max_latency_s: float = 0.005,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.onnx_path = onnx_path
+        self.limits = limits
+        self.threads = threads
+        self.batcher_args = (max_batch, max_latency_s)
+        self.runtime: ONNXRuntimeModel | None = None
+        self.batcher: MicroBatcher | None = None
+
+    def load(self) -> bool:
+        """Open the ONNX Runtime session; the model is ready afterwards."""
+        self.runtime = ONNXRuntimeModel(self.onnx_path, threads=self.threads)
+        self.batcher = MicroBatcher(self.runtime, *self.batcher_args, BATCH_IMAGES.observe)
+        meta = self.runtime.metadata
+        logger.info(
+            "model %r: %s %s, input %s, %d classes, batching up to %d within %.1f ms",
+            self.name,
+            meta.model_name,
+            meta.task,
+            list(meta.input_shape),
+            len(meta.class_names),
+            self.batcher.max_batch,
+            self.batcher.max_latency_s * 1000,
+        )
+        self.ready = True
+        return self.ready
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        assert self.runtime is not None
+        return codec.input_types(self.runtime.metadata)
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        assert self.runtime is not None
+        return codec.output_types(self.runtime.metadata)
+
+    async def predict(
+        self,
+        payload: InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> InferResponse:
+        """Decode, run (batched with concurrent requests), post-process, encode."""
+        assert self.runtime is not None and self.batcher is not None
+        runtime = self.runtime
+        parsed = await asyncio.to_thread(codec.parse_request, payload, runtime, self.limits)
+        try:
+            outputs = await self.batcher.submit(parsed.batch)
+        except Exception as error:
+            raise InferenceError(f"the runtime failed: {error}") from error
+        try:
+            infer_outputs = await asyncio.to_thread(self._encode, outputs, parsed)
+        except Exception as error:  # our failure, not the request's: a 500, not a 400
+            raise InferenceError(f"post-processing failed: {error}") from error
+        if payload.from_grpc:  # raw contents: KServe's to_grpc cannot take numpy data as lists
+            for output in infer_outputs:
+                output.set_data_from_numpy(output.data, binary_data=True)
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()),
+            model_name=self.name,
+            infer_outputs=infer_outputs,
+            use_binary_outputs=payload.use_binary_outputs,
+            requested_outputs=payload.request_outputs,
+        )
+
+    def _encode(self, outputs: dict[str, Any], parsed: codec.ParsedRequest) -> list[Any]:
+        """Raw outputs of one request -> detections (the runtime's post-processing) -> tensors."""
+        assert self.runtime is not None
+        results = self.runtime.postprocess(outputs, parsed.sizes, threshold=parsed.threshold)
+        detections = [to_detections(result, self.runtime.class_names) for result in results]
+        return codec.encode_detections(detections, self.runtime.metadata.segmentation)
