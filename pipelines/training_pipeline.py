@@ -85,7 +85,7 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             use_ema: keep an EMA of the weights (the better one is shipped); blank: preset's.
             early_stopping: stop when validation mAP50:95 stops improving; blank: preset's.
             overrides: any other training option, e.g. {"train.warmup_epochs": 1}.
-            pretrain_weights: empty: official COCO weights of the size (tiny: random); random; or URI.
+            pretrain_weights: empty: official COCO weights (tiny: random); random; or a URI/path.
             publish_bucket: bucket the model is published to; empty: not published.
             model_name: the model's folder in the bucket; empty: rfdetr-<model_size>.
             model_version: the version's folder; empty: YYYYMMDD-HHMMSS-<run id>.
