@@ -179,34 +179,42 @@ def report_counts(report: DatasetReport) -> dict[str, float]:
 
 
 def report_markdown(report: DatasetReport, title: str) -> str:
-    """The validation report as Markdown (rendered by the Kubeflow UI)."""
+    """The validation report as Markdown (rendered by the Kubeflow UI); every dataset-given
+    string (title, class names, paths, messages) is escaped, so no HTML or Markdown gets through."""
+    from rfdetr.evaluation.report import md_text
+
     verdict = "usable" if report.usable else "**NOT usable**"
     lines = [
-        f"# Dataset validation: `{title}`",
+        f"# Dataset validation: {md_text(title)}",
         "",
-        f"Format: **{report.format or 'not detected'}**; result: {verdict} "
+        f"Format: **{md_text(report.format or 'not detected')}**; result: {verdict} "
         f"({len(report.errors)} error(s), {len(report.warnings)} warning(s)).",
         "",
     ]
     if report.splits:
         lines += ["| split | images | annotations | crowd |", "|---|---:|---:|---:|"]
         lines += [
-            f"| {n} | {s.images} | {s.annotations} | {s.crowd} |" for n, s in report.splits.items()
+            f"| {md_text(n)} | {s.images} | {s.annotations} | {s.crowd} |"
+            for n, s in report.splits.items()
         ]
         lines.append("")
     rows = report.class_rows()
     if rows:
         splits = list(report.splits)
-        lines.append("| id | dataset id | class | " + " | ".join(splits) + " |")
+        lines.append("| id | dataset id | class | " + " | ".join(map(md_text, splits)) + " |")
         lines.append("|---:|---:|---|" + "---:|" * len(splits))
         for row in rows:
             counts = " | ".join(str(row["counts"][s]) for s in splits)
-            lines.append(f"| {row['id']} | {row['source_id']} | {row['name']} | {counts} |")
+            name, source_id = md_text(row["name"]), md_text(row["source_id"])
+            lines.append(f"| {row['id']} | {source_id} | {name} | {counts} |")
         lines.append("")
     if report.problems:
         lines.append("## Problems")
         lines.append("")
-        lines += [f"- **{p.severity}** `{p.path}`: {p.message}" for p in report.problems[:200]]
+        lines += [
+            f"- **{p.severity}** {md_text(p.path)}: {md_text(p.message)}"
+            for p in report.problems[:200]
+        ]
         if len(report.problems) > 200:
             lines.append(f"- ... and {len(report.problems) - 200} more")
     return "\n".join(lines) + "\n"

@@ -182,8 +182,30 @@ def test_pipeline_validate_dataset_reports_counts_and_markdown(artifact, shapes)
     assert counts.metadata["train_images"] == 8 and counts.metadata["test_images"] == 2
     assert counts.metadata["classes"] == 3 and counts.metadata["errors"] == 0
     text = Path(report.path).read_text()
-    assert text.startswith("# Dataset validation: `s3://datasets/shapes`")
+    assert text.startswith("# Dataset validation: s3://datasets/shapes")
     assert "| train | 8 |" in text and "| 0 | 1 | circle |" in text
+
+
+def test_pipeline_validate_dataset_markdown_escapes_dataset_strings(
+    artifact, shapes, tmp_path
+) -> None:
+    """Class names are the dataset's: HTML or Markdown in them must reach KFP's Markdown viewer
+    as text (``frontend/src/components/viewers/MarkdownViewer.tsx`` renders raw HTML)."""
+    hostile = "<img src=x onerror=alert(1)>|`x`"
+    copy = tmp_path / "hostile"
+    shutil.copytree(shapes, copy)
+    for ann_file in copy.glob("*/_ann_file.coco.json"):
+        data = json.loads(ann_file.read_text())
+        for category in data["categories"]:
+            if category["name"] == "triangle":
+                category["name"] = hostile
+        ann_file.write_text(json.dumps(data))
+    dataset = artifact(Dataset, "dataset", copy, {"source": "s3://datasets/<b>x</b>"})
+    report = artifact(Markdown, "report")
+    validate_dataset.python_func(dataset=dataset, report=report, counts=artifact(Metrics, "c"))
+    text = Path(report.path).read_text()
+    assert "<img" not in text and "<b>" not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;\\|\\`x\\`" in text
 
 
 def test_pipeline_validate_dataset_fails_with_the_report(artifact, broken_shapes) -> None:
