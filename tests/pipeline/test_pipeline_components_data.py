@@ -194,7 +194,7 @@ def test_pipeline_validate_dataset_markdown_escapes_dataset_strings(
     hostile = "<img src=x onerror=alert(1)>|`x`"
     copy = tmp_path / "hostile"
     shutil.copytree(shapes, copy)
-    for ann_file in copy.glob("*/_ann_file.coco.json"):
+    for ann_file in copy.glob("*/_annotations.coco.json"):
         data = json.loads(ann_file.read_text())
         for category in data["categories"]:
             if category["name"] == "triangle":
