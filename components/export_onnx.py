@@ -29,9 +29,7 @@ def export_onnx(
         onnx_model: output; a folder with ``rfdetr-<size>.onnx``; metadata: opset, input shape,
             class names, largest ONNX Runtime vs PyTorch difference per output.
         opset: ONNX opset version (17 to 20).
-        quantize: ``int8`` also writes ``int8/rfdetr-<size>.int8.onnx`` calibrated on
-            ``dataset``; metadata then has ``int8`` (its accuracy against fp32 on the valid
-            split) and ``int8_map_50_95_delta``. Empty: fp32 only.
+        quantize: int8: also an int8 file calibrated on the dataset (mAP delta in metadata).
         dataset: the dataset folder (needed for ``quantize``).
     """
     from pipelines.steps.common import step_errors

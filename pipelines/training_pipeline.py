@@ -184,7 +184,7 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
         ps.common(tasks[key], p, p.export)
     ps.common(tasks["trained"], p, p.train)
     ps.common(tasks["evaluated"], p, p.evaluate)
-    for key in ("fetched", "checked", "trained", "evaluated", "published"):  # data by reference
+    for key in ("fetched", "checked", "trained", "evaluated", "exported", "published"):  # by ref.
         ps.use_object_store(tasks[key], p)
     ps.use_gpus(tasks["trained"], p, p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)

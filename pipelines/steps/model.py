@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,16 +146,18 @@ def export_checkpoint(
         ExportVerificationError: ONNX Runtime and PyTorch disagree beyond the tolerance.
         ExportError, CheckpointError: the checkpoint cannot be exported.
     """
+    from pipelines.steps.dataset import dataset_folder
     from rfdetr.export.exporter import export_model, model_from_checkpoint
 
     checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
-    with step_metrics("export_onnx") as metrics:
+    calibration = dataset_folder(dataset_dir) if quantize and dataset_dir else nullcontext(None)
+    with step_metrics("export_onnx") as metrics, calibration as folder:
         result = export_model(
             model_from_checkpoint(checkpoint),
             dest_dir,
             opset_version=opset,
             quantize=quantize or None,
-            calibration=dataset_dir if quantize else None,
+            calibration=folder,
         )
         if not result.reports or not all(report.passed for report in result.reports):
             raise StepError(f"{result.path}: ONNX Runtime verification did not pass")
