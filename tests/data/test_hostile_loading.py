@@ -129,10 +129,13 @@ def test_load_errors_keep_their_type_and_line_through_workers(
     root = _make(fmt, tmp_path / "d", build)
     name = breaker(root, build)
     dataset = build_dataset(root, "train", 64, train=False)
-    loader = build_dataloader(dataset, 1, train=False, num_workers=num_workers)
-    with pytest.raises(DatasetError) as caught:
-        for _ in loader:
-            pass
+    batches = iter(build_dataloader(dataset, 1, train=False, num_workers=num_workers))
+    try:
+        with pytest.raises(DatasetError) as caught:
+            for _ in batches:
+                pass
+    finally:  # the traceback keeps the iterator alive: stop its workers now, not at a later GC
+        getattr(batches, "_shutdown_workers", lambda: None)()
     message = str(caught.value)
     assert name in message and "\n" not in message and "Traceback" not in message
     assert "hunter2" not in message
@@ -157,8 +160,12 @@ def test_pipeline_sees_a_worker_dataset_error_as_a_user_error(
     root = build.make_coco(tmp_path / "d")
     coco_truncated(root, build)
     dataset = build_dataset(root, "train", 64, train=False)
-    with pytest.raises(Exception) as caught:
-        next(iter(build_dataloader(dataset, 1, train=False, num_workers=2)))
+    batches = iter(build_dataloader(dataset, 1, train=False, num_workers=2))
+    try:
+        with pytest.raises(Exception) as caught:
+            next(batches)
+    finally:
+        batches._shutdown_workers()
     assert is_user_error(caught.value), repr(caught.value)
     assert "train_0.jpg" in str(caught.value) and "\n" not in str(caught.value)
 

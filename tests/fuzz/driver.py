@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import logging
+import resource
 import sys
 import time
 import traceback
@@ -40,7 +41,12 @@ def run_one(argv: list[str]) -> dict[str, object]:
 
 
 def main() -> None:
-    cases_file, results_file, progress = (Path(a) for a in sys.argv[1:4])
+    cases_file, results_file, progress, memory_mb = sys.argv[1:5]
+    # the address-space cap is set here, not by a preexec_fn: the parent test process has
+    # threads (ONNX Runtime, OpenVINO, servers), and forking it to run Python code is unsafe
+    limit = int(memory_mb) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    cases_file, results_file, progress = Path(cases_file), Path(results_file), Path(progress)
     results = []
     for index, argv in enumerate(json.loads(cases_file.read_text())):
         progress.write_text(str(index))
