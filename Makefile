@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
 # Debian packages the tests use as real servers and browsers (installed only when missing).
-SYSTEM_PACKAGES ?= chromium prometheus-pushgateway
-SYSTEM_BINARIES ?= /usr/bin/chromium /usr/bin/prometheus-pushgateway
+SYSTEM_PACKAGES ?= chromium prometheus-pushgateway curl
+SYSTEM_BINARIES ?= /usr/bin/chromium /usr/bin/prometheus-pushgateway /usr/bin/curl
 
 .PHONY: help install system-deps test lint pytest demo clean set-version images
 
