@@ -181,7 +181,7 @@ def test_rfdetr_train_on_every_reproduction(tmp_path: Path, build: SimpleNamespa
     (tmp_path / "cases.json").write_text(json.dumps(argvs))
     results_file, progress = tmp_path / "results.json", tmp_path / "at"
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    limit = 8000 << 20  # address space: torch maps ~4 GB for ~1 GB resident
+    limit_mb = 8000  # address space (set by the driver itself): torch maps ~4 GB for ~1 GB resident
 
     child = subprocess.run(
         [
@@ -190,11 +190,11 @@ def test_rfdetr_train_on_every_reproduction(tmp_path: Path, build: SimpleNamespa
             str(tmp_path / "cases.json"),
             str(results_file),
             str(progress),
+            str(limit_mb),
         ],
         capture_output=True,
         text=True,
         timeout=60 * len(argvs),
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
         env={**os.environ, "PYTHONPATH": str(DRIVER.parents[2])},
         check=False,
     )
