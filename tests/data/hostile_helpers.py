@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -22,16 +21,13 @@ def run_python_limited(
     ~1 GB resident, so code that imports torch needs a larger ``address_space_mb``.
     """
     limit = address_space_mb << 20
-
-    def limit_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
+    # the child caps itself first: a preexec_fn would run Python in a fork of this threaded process
+    capped = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n{code}"
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-c", capped, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        preexec_fn=limit_memory,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         check=False,
     )
