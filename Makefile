@@ -42,9 +42,14 @@ lint: install ## ruff on the whole tree
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# One pytest process per test folder: the merged suite in one process died with SIGSEGV after
+# tests/export (OpenVINO, ONNX Runtime loaded); each folder passes on its own. Cause not found yet.
+TEST_GROUPS ?= tests/conformance tests/data tests/deploy tests/evaluation tests/export tests/fuzz \
+	tests/infra tests/models tests/pipeline tests/serving tests/training "tests/test_*.py"
 pytest: install system-deps ## the test suite only
-	$(VENV)/bin/pytest -q --ignore=tests/fuzz
-	$(VENV)/bin/pytest -q tests/fuzz  # own process: after the rest of the suite, it crashed (SIGSEGV)
+	@set -e; failed=""; for group in $(TEST_GROUPS); do \
+		echo "== pytest $$group"; $(VENV)/bin/pytest -q $$group || failed="$$failed $$group"; \
+	done; if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 test: lint pytest ## install, lint and run every test (what CI runs)
 
