@@ -119,7 +119,8 @@ def test_pipeline_demo_uploads_a_dataset_folder(shapes: Path, store_env: dict) -
 
 def test_pipeline_demo_counts_artifact_bytes_per_consumer(tmp_path: Path) -> None:
     """Each output is uploaded once; each step taking it downloads it whole (the dataset
-    reference by validate, train and evaluate; the train artifact by select-checkpoint only).
+    reference by validate, train, evaluate and export, which calibrates int8 on it; the train
+    artifact by select-checkpoint only).
     Files beside the artifacts (train's work folder) are not artifacts."""
     from pipelines.demo import artifact_traffic, pipeline_spec
 
@@ -128,4 +129,4 @@ def test_pipeline_demo_counts_artifact_bytes_per_consumer(tmp_path: Path) -> Non
     for rel, size in sizes.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x" * size)
-    assert artifact_traffic(tmp_path, pipeline_spec()) == (100 + 1000, 3 * 100 + 1000)
+    assert artifact_traffic(tmp_path, pipeline_spec()) == (100 + 1000, 4 * 100 + 1000)
