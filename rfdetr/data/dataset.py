@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -32,8 +34,9 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     of training targets), ``image_id`` int, ``orig_size`` int64 ``[2]`` and ``size`` int64
     ``[2]``, both ``(h, w)``.
 
-    Augmentation is seeded per item from ``(seed, epoch, index)``; call :meth:`set_epoch` each
-    epoch (with non-persistent DataLoader workers, which receive a fresh copy every epoch).
+    Augmentation is seeded per item from ``(seed, epoch, index)``. The epoch comes with the key
+    (``dataset[(epoch, index)]``, as :class:`rfdetr.data.loader.EpochSampler` sends it to
+    persistent workers) or, for a plain index, from :meth:`set_epoch`.
     """
 
     def __init__(
@@ -81,11 +84,32 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         """
         return load_raw_item(self.source, index, self.segmentation)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        image, target = self.load_raw(index)
-        # An integer seed (not hash()) so every process derives the same stream for an item.
-        rng = random.Random((self.seed * 1_000_003 + self.epoch) * 1_000_000_007 + index)
-        return self.transforms(image, target, rng)
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, Target]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        with _one_thread():
+            image, target = self.load_raw(index)
+            # An integer seed (not hash()) so every process derives the same stream for an item.
+            rng = random.Random((self.seed * 1_000_003 + epoch) * 1_000_000_007 + index)
+            return self.transforms(image, target, rng)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run an item's tensor work on one intra-op thread, as DataLoader workers always do.
+
+    In the main process (``num_workers=0``) a second OpenMP thread gains little on one image,
+    and when another process holds the other core its threads spin-wait on each other: item
+    loading measured 4-6x slower then (issue 17) unless ``OMP_WAIT_POLICY=PASSIVE`` was set.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def load_raw_item(

@@ -1,12 +1,19 @@
-"""Batching: the collate function, the tiny-dataset sampler and a DataLoader builder."""
+"""Batching: the collate function, the training samplers and loader, and the evaluation loader."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    default_collate,
+)
 
 from rfdetr.data.transforms import Target
 
@@ -19,6 +26,10 @@ MIN_STEPS_PER_EPOCH = 5
 def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
     """Stack items into ``images`` ``[B, 3, H, W]`` and a list of ``B`` target dicts.
 
+    In a DataLoader worker the images are stacked straight into shared memory (torch's
+    ``default_collate`` does that), which the batch must reach anyway to cross to the main
+    process: one copy of the pixels instead of two.
+
     Raises:
         ValueError: the images differ in size (training and evaluation resize to a square, so
             this means the transforms were not applied).
@@ -27,7 +38,7 @@ def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tens
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) > 1:
         raise ValueError(f"cannot batch images of different shapes {sorted(shapes)}")
-    return torch.stack(images), [target for _, target in batch]
+    return default_collate(images), [target for _, target in batch]
 
 
 def make_train_sampler(
@@ -67,37 +78,72 @@ def make_train_sampler(
     )
 
 
-def build_dataloader(
-    dataset: Dataset[tuple[torch.Tensor, Target]],
-    batch_size: int,
-    *,
-    train: bool,
-    num_workers: int = 0,
-    grad_accum_steps: int = 1,
-    seed: int = 0,
-) -> DataLoader[tuple[torch.Tensor, Target]]:
-    """A DataLoader with :func:`collate_fn`.
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` for each index of ``sampler``.
 
-    Training shuffles (seeded), repeats tiny datasets (:func:`make_train_sampler`) and drops the
-    last incomplete batch; evaluation keeps order and every image.
+    The epoch travels with every index to the worker, so persistent DataLoader workers, whose
+    dataset copy never sees ``set_epoch``, augment each epoch exactly as fresh workers would
+    (:class:`rfdetr.data.dataset.DetectionDataset` accepts such keys).
     """
-    sampler: Sampler[int]
-    if train:
-        generator = torch.Generator().manual_seed(seed)
-        sampler = make_train_sampler(
-            len(dataset),  # type: ignore[arg-type]
-            batch_size * grad_accum_steps,
-            generator=generator,
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch  # read once, when the epoch's iteration starts
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+
+class EpochLoader:
+    """One training DataLoader for the whole run: worker processes start once, not per epoch.
+
+    :meth:`epoch` tags the indices with the epoch (:class:`EpochSampler`); the caller re-seeds
+    ``sampler`` for the epoch before iterating, as the draw happens when iteration starts.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[tuple[torch.Tensor, Target]],
+        sampler: Sampler[int],
+        batch_size: int,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.sampler = EpochSampler(sampler)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,  # type: ignore[arg-type]
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            drop_last=True,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+            # The loader's own generator: iterating never draws from the global torch RNG.
+            generator=torch.Generator().manual_seed(seed),
         )
-    else:
-        sampler = SequentialSampler(range(len(dataset)))  # type: ignore[arg-type]
+
+    def epoch(self, epoch: int) -> DataLoader[tuple[torch.Tensor, Target]]:
+        """The loader, set to augment as ``epoch``."""
+        self.sampler.epoch = epoch
+        return self.loader
+
+
+def build_dataloader(
+    dataset: Dataset[tuple[torch.Tensor, Target]], batch_size: int, *, num_workers: int = 0
+) -> DataLoader[tuple[torch.Tensor, Target]]:
+    """The evaluation DataLoader: dataset order, every image, :func:`collate_fn` batches."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=SequentialSampler(range(len(dataset))),  # type: ignore[arg-type]
         collate_fn=collate_fn,
         num_workers=num_workers,
-        drop_last=train,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
     )

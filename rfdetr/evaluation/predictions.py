@@ -107,7 +107,7 @@ def predict_dataset(
     """
     device = torch.device(device)
     model.eval().to(device)
-    loader = build_dataloader(dataset, batch_size, train=False, num_workers=num_workers)
+    loader = build_dataloader(dataset, batch_size, num_workers=num_workers)
     predictions: list[ImagePredictions] = []
     for images, targets in loader:
         outputs = model(images.to(device, non_blocking=True))

@@ -14,7 +14,7 @@ from rfdetr.config import ModelConfig
 from rfdetr.data.classes import ClassMap
 from rfdetr.data.dataset import DetectionDataset, build_dataset, dataset_class_map
 from rfdetr.data.formats import DatasetFormat, detect_format
-from rfdetr.data.loader import collate_fn, make_train_sampler
+from rfdetr.data.loader import EpochLoader, make_train_sampler
 from rfdetr.models.backbone import WindowedViT
 from rfdetr.models.build import build_model
 from rfdetr.models.criterion import SetCriterion, build_weight_dict
@@ -168,7 +168,7 @@ def build_criterion(config: RunConfig) -> SetCriterion:
 
 
 class TrainBatches:
-    """Data loaders of the training split, one per epoch, each batch a whole optimizer step.
+    """The training split's loader (workers kept across epochs), each batch a whole optimizer step.
 
     Shuffling depends only on ``(seed, epoch)``, so a resumed run sees the same batches as an
     uninterrupted one; tiny splits are repeated to at least five steps (upstream's rule, via
@@ -204,6 +204,15 @@ class TrainBatches:
             self.sampler = make_train_sampler(
                 len(dataset), self.step_images, generator=self.generator
             )
+        # Workers persist across epochs; each index carries its epoch to them.
+        self.loader = EpochLoader(
+            dataset,
+            self.sampler,
+            self.step_images,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            seed=self.seed,
+        )
 
     def __len__(self) -> int:
         """Optimizer steps per epoch."""
@@ -211,21 +220,10 @@ class TrainBatches:
 
     def epoch(self, epoch: int) -> DataLoader:
         """The loader of ``epoch`` (re-seeds the shuffling and the augmentation)."""
-        seed = self.seed * 1_000_003 + epoch
-        self.dataset.set_epoch(epoch)
-        self.generator.manual_seed(seed)
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
         if isinstance(self.sampler, DistributedTrainSampler):
             self.sampler.set_epoch(epoch)
-        return DataLoader(
-            self.dataset,
-            batch_size=self.step_images,
-            sampler=self.sampler,
-            collate_fn=collate_fn,
-            num_workers=self.num_workers,
-            drop_last=True,
-            pin_memory=self.pin_memory,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        return self.loader.epoch(epoch)
 
 
 # Model fields ``model.train(...)`` may change on an existing model: they change how it trains,

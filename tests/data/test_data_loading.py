@@ -25,6 +25,7 @@ from rfdetr.data import (
     detect_format,
     make_train_sampler,
 )
+from rfdetr.data.loader import EpochLoader
 from rfdetr.data.transforms import cxcywh_to_xyxy
 
 # The two objects of every image (pixel xyxy in the 64x48 originals).
@@ -223,15 +224,13 @@ def test_tiny_dataset_is_repeated(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_dataloader_batches(coco_dir: Path) -> None:
     dataset = build_dataset(coco_dir, "train", 32, train=True, scale_multiple=32)
-    loader = build_dataloader(dataset, batch_size=2, train=True, seed=1)
-    batches = list(loader)
+    sampler = make_train_sampler(len(dataset), 2, generator=torch.Generator().manual_seed(1))
+    batches = list(EpochLoader(dataset, sampler, 2, seed=1).epoch(0))
     assert len(batches) == 5  # 3 images, repeated to 5 steps x 2
     images, targets = batches[0]
     assert images.shape == (2, 3, max(dataset.sizes), max(dataset.sizes))
     assert len(targets) == 2
-    eval_loader = build_dataloader(
-        build_dataset(coco_dir, "valid", 32, train=False), 2, train=False
-    )
+    eval_loader = build_dataloader(build_dataset(coco_dir, "valid", 32, train=False), 2)
     assert [len(t) for _, t in eval_loader] == [2]
 
 

@@ -129,7 +129,7 @@ def test_load_errors_keep_their_type_and_line_through_workers(
     root = _make(fmt, tmp_path / "d", build)
     name = breaker(root, build)
     dataset = build_dataset(root, "train", 64, train=False)
-    batches = iter(build_dataloader(dataset, 1, train=False, num_workers=num_workers))
+    batches = iter(build_dataloader(dataset, 1, num_workers=num_workers))
     try:
         with pytest.raises(DatasetError) as caught:
             for _ in batches:
@@ -160,7 +160,7 @@ def test_pipeline_sees_a_worker_dataset_error_as_a_user_error(
     root = build.make_coco(tmp_path / "d")
     coco_truncated(root, build)
     dataset = build_dataset(root, "train", 64, train=False)
-    batches = iter(build_dataloader(dataset, 1, train=False, num_workers=2))
+    batches = iter(build_dataloader(dataset, 1, num_workers=2))
     try:
         with pytest.raises(Exception) as caught:
             next(batches)
