@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from rfdetr.data.classes import ClassMap
 from rfdetr.data.coco import read_coco_split
 from rfdetr.data.formats import DatasetFormat, DatasetLayout, canonical_split, detect_format
 from rfdetr.data.images import check_inside, load_rgb
+from rfdetr.data.loader import one_thread
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
 from rfdetr.data.transforms import Target, Transform, build_transforms, multi_scale_sizes
@@ -86,30 +85,11 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, Target]:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
-        with _one_thread():
+        with one_thread():
             image, target = self.load_raw(index)
             # An integer seed (not hash()) so every process derives the same stream for an item.
             rng = random.Random((self.seed * 1_000_003 + epoch) * 1_000_000_007 + index)
             return self.transforms(image, target, rng)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run an item's tensor work on one intra-op thread, as DataLoader workers always do.
-
-    In the main process (``num_workers=0``) a second OpenMP thread gains little on one image,
-    and when another process holds the other core its threads spin-wait on each other: item
-    loading measured 4-6x slower then (issue 17) unless ``OMP_WAIT_POLICY=PASSIVE`` was set.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def load_raw_item(
