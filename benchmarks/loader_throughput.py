@@ -11,7 +11,9 @@ Each measurement runs in a fresh process (both packages are named ``rfdetr``): i
 loader, runs one untimed epoch (worker start-up, caches), then times ``--batches`` batches
 across as many epochs as that takes (a new epoch re-seeds the shuffle and augmentation, as in
 training) and reports images/s and the mean wait for an epoch's first batch. Rounds interleave
-sides and worker counts, so background load hits both alike; medians are printed.
+sides and worker counts, so background load hits both alike; medians are printed. The
+environment is the user's, less ``OMP_WAIT_POLICY`` (``--omp-passive`` sets it to PASSIVE for
+both sides; without it, OpenMP threads spin while they wait, the default).
 
 The default dataset is "the trees set": tiles (640 px, stride 320, JPEG q90) of the aerial tree
 images with Pascal VOC boxes that the ``deepforest`` wheel ships (``deepforest/data``), written
@@ -172,6 +174,8 @@ def measure(kind: str, dataset_dir: str, workers: int, batches: int) -> dict[str
 
 def run_one(python: str, kind: str, args: argparse.Namespace, workers: int) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_WAIT_POLICY")}
+    if args.omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     if kind == "ours":  # this checkout's rfdetr, not whichever one is installed
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     command = [python, "-W", "ignore", str(Path(__file__).resolve()), "--measure", kind]
@@ -207,6 +211,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", type=int, default=100, help="timed batches per measurement")
     parser.add_argument("--upstream-python", default=None, help="'' measures ours only")
+    parser.add_argument(
+        "--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for both sides"
+    )
     parser.add_argument("--measure", choices=["ours", "upstream"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -220,7 +227,8 @@ def main() -> None:
     if upstream:
         pythons["upstream"] = upstream
     print(f"dataset {args.dataset}, batch {BATCH}, Nano {RESOLUTION} multi-scale, "
-          f"{args.batches} batches x {args.rounds} rounds, {os.cpu_count()} CPUs")  # fmt: skip
+          f"{args.batches} batches x {args.rounds} rounds, {os.cpu_count()} CPUs, "
+          f"OMP_WAIT_POLICY={'PASSIVE' if args.omp_passive else 'unset'}")  # fmt: skip
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for round_index in range(args.rounds):
         for workers in args.workers:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch.utils.data import (
     DataLoader,
@@ -22,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 # Upstream's rule: an epoch has at least this many optimizer steps, however small the dataset.
 MIN_STEPS_PER_EPOCH = 5
+# Target tensors under this size leave a worker as numpy arrays inside the pickled batch: as
+# tensors, each would get its own shared-memory segment and file descriptor to pass.
+INLINE_BYTES = 1 << 16
 
 
 @contextmanager
@@ -48,7 +52,8 @@ def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tens
 
     In a DataLoader worker the images are stacked straight into shared memory (torch's
     ``default_collate`` does that), which the batch must reach anyway to cross to the main
-    process: one copy of the pixels instead of two.
+    process: one copy of the pixels instead of two; small target tensors cross as numpy arrays
+    (:data:`INLINE_BYTES`), turned back into tensors by the loaders of this module.
 
     Raises:
         ValueError: the images differ in size (training and evaluation resize to a square, so
@@ -58,8 +63,33 @@ def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tens
     shapes = {tuple(image.shape) for image in images}
     if len(shapes) > 1:
         raise ValueError(f"cannot batch images of different shapes {sorted(shapes)}")
+    targets = [target for _, target in batch]
+    if torch.utils.data.get_worker_info() is not None:
+        targets = [{k: _inline(v) for k, v in target.items()} for target in targets]
     with one_thread():
-        return default_collate(images), [target for _, target in batch]
+        return default_collate(images), targets
+
+
+def _inline(value: object) -> object:
+    small = isinstance(value, torch.Tensor) and value.nbytes < INLINE_BYTES
+    return value.numpy() if small else value  # type: ignore[union-attr]
+
+
+class _Loader(DataLoader):
+    """A DataLoader that turns the numpy arrays of worker batches back into tensors."""
+
+    def __iter__(self) -> Iterator:  # type: ignore[override]
+        batches = super().__iter__()
+        if self.num_workers == 0:
+            return batches
+        return (
+            (images, [{k: _tensor(v) for k, v in target.items()} for target in targets])
+            for images, targets in batches
+        )
+
+
+def _tensor(value: object) -> object:
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
 def make_train_sampler(
@@ -137,7 +167,7 @@ class EpochLoader:
         seed: int = 0,
     ) -> None:
         self.sampler = EpochSampler(sampler)
-        self.loader = DataLoader(
+        self.loader = _Loader(
             dataset,
             batch_size=batch_size,
             sampler=self.sampler,  # type: ignore[arg-type]
@@ -160,7 +190,7 @@ def build_dataloader(
     dataset: Dataset[tuple[torch.Tensor, Target]], batch_size: int, *, num_workers: int = 0
 ) -> DataLoader[tuple[torch.Tensor, Target]]:
     """The evaluation DataLoader: dataset order, every image, :func:`collate_fn` batches."""
-    return DataLoader(
+    return _Loader(
         dataset,
         batch_size=batch_size,
         sampler=SequentialSampler(range(len(dataset))),  # type: ignore[arg-type]

@@ -5,7 +5,8 @@
   ``[3, H, W]`` copy (exact).
 - The fused normalisation ``x * scale - shift``: within 5e-7 of ``(x / 255 - mean) / std``
   (float32 rounding; stated in :class:`rfdetr.data.transforms.Normalize`).
-- Persistent workers: every epoch's batches equal those of a fresh single-process loader.
+- Persistent workers: every epoch's batches equal those of a fresh single-process loader, and
+  worker batches (small targets sent inline as numpy) equal single-process ones.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 
 from rfdetr.data.dataset import DetectionDataset, build_dataset
 from rfdetr.data.images import load_rgb
-from rfdetr.data.loader import EpochLoader, make_train_sampler
+from rfdetr.data.loader import EpochLoader, build_dataloader, collate_fn, make_train_sampler
 from rfdetr.data.synthetic import make_shapes_dataset
 from rfdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Compose
 
@@ -115,27 +116,46 @@ def test_main_process_items_use_one_thread(shapes: Path) -> None:
         torch.set_num_threads(before)
 
 
-def epoch_batches(loader: EpochLoader, generator: torch.Generator, epoch: int) -> list:
-    generator.manual_seed(100 + epoch)  # as TrainBatches re-seeds the shuffle per epoch
-    return list(loader.epoch(epoch))
+def assert_same_target(got: dict, want: dict) -> None:
+    """Same keys, same values, tensors stay tensors (worker batches inline small ones)."""
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert isinstance(got[key], torch.Tensor) and torch.equal(got[key], value), key
+        else:
+            assert got[key] == value, key
+
+
+def test_evaluation_batches_from_workers_equal_single_process(shapes: Path) -> None:
+    dataset = build_dataset(shapes, "train", 64, train=False, segmentation=True)
+    single, workers = (list(build_dataloader(dataset, 2, num_workers=n)) for n in (0, 2))
+    assert len(single) == len(workers) == 3
+    for (images, targets), (expected, expected_targets) in zip(workers, single, strict=True):
+        assert torch.equal(images, expected)
+        for got, want in zip(targets, expected_targets, strict=True):
+            assert_same_target(got, want)
 
 
 def test_persistent_workers_give_every_epoch_as_a_fresh_loader(shapes: Path) -> None:
+    """Reference: what the per-epoch loaders before issue 17 computed, ``set_epoch`` then
+    plain indices in the sampler's order."""
     dataset = build_dataset(shapes, "train", 64, train=True, scale_multiple=32, seed=2)
-    runs = {}
-    for workers in (0, 2):
-        generator = torch.Generator()
-        sampler = make_train_sampler(len(dataset), 2, generator=generator)
-        loader = EpochLoader(dataset, sampler, 2, num_workers=workers)
-        assert loader.loader.persistent_workers is (workers > 0)
-        runs[workers] = [epoch_batches(loader, generator, epoch) for epoch in range(3)]
-        if workers:  # the same worker processes served all three epochs
-            assert loader.loader._iterator is not None and loader.loader._iterator._workers
+    generator = torch.Generator()
+    sampler = make_train_sampler(len(dataset), 2, generator=generator)
+    loader = EpochLoader(dataset, sampler, 2, num_workers=2)
+    assert loader.loader.persistent_workers
     for epoch in range(3):
-        for (images, targets), (expected, expected_targets) in zip(
-            runs[2][epoch], runs[0][epoch], strict=True
-        ):
-            assert torch.equal(images, expected)
-            pairs = zip(targets, expected_targets, strict=True)
-            assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in pairs)
-    assert not torch.equal(runs[2][0][0][0], runs[2][1][0][0])  # epochs augment differently
+        generator.manual_seed(100 + epoch)  # as TrainBatches re-seeds the shuffle per epoch
+        batches = list(loader.epoch(epoch))
+        generator.manual_seed(100 + epoch)
+        order = list(sampler)
+        dataset.set_epoch(epoch)
+        expected = [collate_fn([dataset[i] for i in order[j : j + 2]]) for j in range(0, 10, 2)]
+        for (images, targets), (want_images, want_targets) in zip(batches, expected, strict=True):
+            assert torch.equal(images, want_images)
+            for got, want in zip(targets, want_targets, strict=True):
+                assert_same_target(got, want)
+        workers = loader.loader._iterator._workers  # type: ignore[union-attr]
+        if epoch == 0:
+            first_workers = [w.pid for w in workers]
+        assert [w.pid for w in workers] == first_workers  # the same processes every epoch
