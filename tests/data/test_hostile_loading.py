@@ -165,7 +165,7 @@ def test_pipeline_sees_a_worker_dataset_error_as_a_user_error(
         with pytest.raises(Exception) as caught:
             next(batches)
     finally:
-        batches._shutdown_workers()
+        batches.close()  # drops the DataLoader iterator, which shuts its workers down
     assert is_user_error(caught.value), repr(caught.value)
     assert "train_0.jpg" in str(caught.value) and "\n" not in str(caught.value)
 
