@@ -88,6 +88,11 @@ class Platform:
         run_as_user: UID (and GID) of every step's container, with ``runAsNonRoot`` (None: not
             set; the images' user is 1000). KFP >= 2.17 reads it; older backends' protos lack
             the field and their drivers drop it.
+        train_engine: ``pod`` (train in the step's pod), ``trainjob`` or ``pytorchjob`` (the
+            step creates a Kubeflow job: :mod:`pipelines.steps.train_job`); train_nodes and
+            gpus_per_node are then the defaults of the pipeline parameters of the same names,
+            train_runtime the TrainJob's ClusterTrainingRuntime, keep_train_job keeps a
+            succeeded job.
     """
 
     image: str | None = None
@@ -117,6 +122,11 @@ class Platform:
     cpu_image: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
     run_as_user: int | None = None
+    train_engine: str = "pod"
+    train_nodes: int = 1
+    gpus_per_node: int = 1
+    train_runtime: str = "torch-distributed"
+    keep_train_job: bool = False
 
     @classmethod
     def for_local(cls) -> Platform:
@@ -187,6 +197,20 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
             effect=toleration.effect,
         )
     return task
+
+
+def train_job_settings(platform: Platform) -> dict[str, object]:
+    """The ``cluster_job`` input of ``train``: what its TrainJob / PyTorchJob nodes get."""
+    return {
+        "image": step_image(platform, gpu=True),
+        "runtime": platform.train_runtime,
+        "cpu": platform.train.cpu,
+        "memory": platform.train.memory_limit or platform.train.memory,
+        "accelerator": platform.accelerator_type,
+        "secret": platform.secret_name,
+        "timeout_s": platform.train_timeout_s or STEP_TIMEOUT_S,
+        "delete": not platform.keep_train_job,
+    }
 
 
 def retry_training(task: PipelineTask, platform: Platform) -> PipelineTask:

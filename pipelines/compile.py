@@ -107,6 +107,26 @@ def add_parser(subparsers: Subparsers) -> None:
         "nvidia.com/gpu:NoSchedule)",
     )
     gpu.add_argument("--shm-size", default=None, help="memory /dev/shm size (default 16Gi)")
+    multi = parser.add_argument_group("multi-node training (docs/deploy.md)")
+    multi.add_argument(
+        "--train-engine",
+        choices=("pod", "trainjob", "pytorchjob"),
+        default=None,
+        help="pod: train in the step's pod (default); trainjob: a Kubeflow Trainer v2 TrainJob; "
+        "pytorchjob: a Training Operator v1 PyTorchJob, created and followed by the step",
+    )
+    multi.add_argument("--train-nodes", type=int, default=None, help="default of train_nodes")
+    multi.add_argument(
+        "--gpus-per-node", type=int, default=None, help="default of gpus_per_node (1)"
+    )
+    multi.add_argument(
+        "--train-runtime",
+        default=None,
+        help="TrainJob's ClusterTrainingRuntime (torch-distributed)",
+    )
+    multi.add_argument(
+        "--keep-train-job", action="store_true", help="do not delete a succeeded training job"
+    )
     _add_retry_options(parser.add_argument_group("resources, retries and deadlines"))
     store = parser.add_argument_group("object store and metrics")
     store.add_argument(
@@ -229,14 +249,24 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
         "store_host": "store_host",
         "store_port": "store_port",
         "pushgateway_url": "pushgateway_url",
+        "train_engine": "train_engine",
+        "train_nodes": "train_nodes",
+        "gpus_per_node": "gpus_per_node",
+        "train_runtime": "train_runtime",
     }
     for option, name in simple.items():
         value = getattr(args, option)
         if value is not None:
             changes[name] = value
-    for option in ("train_gpus", "eval_gpus", "train_retries"):
+    for option in ("train_gpus", "eval_gpus", "train_retries", "gpus_per_node"):
         if (getattr(args, option) or 0) < 0:
             raise CommandError(f"--{option.replace('_', '-')}: expected 0 or more")
+    if args.train_nodes is not None and args.train_nodes < 1:
+        raise CommandError(f"--train-nodes {args.train_nodes}: expected 1 or more")
+    if (args.train_nodes or 1) > 1 and args.train_engine in (None, "pod"):
+        raise CommandError("--train-nodes above 1 needs --train-engine trainjob or pytorchjob")
+    if args.keep_train_job:
+        changes["keep_train_job"] = True
     if args.run_as_user is not None and args.run_as_user <= 0:
         raise CommandError(f"--run-as-user {args.run_as_user}: expected a non-root UID (1 or more)")
     if args.store_secure:
@@ -335,6 +365,11 @@ def _run(args: argparse.Namespace) -> int:
         f"{platform.train_retries} retries within {platform.retry_backoff_max}, "
         f"cpu {platform.train.cpu}, memory {platform.train.memory}"
     )
+    if platform.train_engine != "pod":
+        print(
+            f"train job: {platform.train_engine}, {platform.train_nodes} node(s) x "
+            f"{platform.gpus_per_node} GPU(s) (parameters train_nodes, gpus_per_node)"
+        )
     print(f"secret:    {platform.secret_name} -> {platform.store_host}:{platform.store_port}")
     if native is not None:
         print(f"resources: Pipeline {PIPELINE_NAME}, PipelineVersion {native.version_name}")
