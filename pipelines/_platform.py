@@ -93,6 +93,9 @@ class Platform:
             gpus_per_node are then the defaults of the pipeline parameters of the same names,
             train_runtime the TrainJob's ClusterTrainingRuntime, keep_train_job keeps a
             succeeded job.
+        deploy: add the ``deploy`` step (a KServe InferenceService of the published version,
+            when publish published); serve_replicas its (min, max) predictor pods, serve the
+            predictor's resources.
     """
 
     image: str | None = None
@@ -127,6 +130,9 @@ class Platform:
     gpus_per_node: int = 1
     train_runtime: str = "torch-distributed"
     keep_train_job: bool = False
+    deploy: bool = False
+    serve_replicas: tuple[int, int] = (1, 1)
+    serve: Resources = Resources("2", "4Gi")
 
     @classmethod
     def for_local(cls) -> Platform:
@@ -210,6 +216,16 @@ def train_job_settings(platform: Platform) -> dict[str, object]:
         "secret": platform.secret_name,
         "timeout_s": platform.train_timeout_s or STEP_TIMEOUT_S,
         "delete": not platform.keep_train_job,
+    }
+
+
+def serving_settings(platform: Platform) -> dict[str, object]:
+    """The ``serving`` input of ``deploy``: the predictor's image, resources, secret."""
+    return {
+        "image": step_image(platform, gpu=False),
+        "cpu": platform.serve.cpu,
+        "memory": platform.serve.memory,
+        "secret": platform.secret_name,
     }
 
 

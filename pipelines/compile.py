@@ -127,6 +127,18 @@ def add_parser(subparsers: Subparsers) -> None:
     multi.add_argument(
         "--keep-train-job", action="store_true", help="do not delete a succeeded training job"
     )
+    serve = parser.add_argument_group("serving (docs/deploy.md)")
+    serve.add_argument(
+        "--deploy",
+        action="store_true",
+        help="add the deploy step: a KServe InferenceService of each published version",
+    )
+    serve.add_argument(
+        "--serve-replicas",
+        default=None,
+        metavar="MIN:MAX",
+        help="predictor pods of the InferenceService (default 1:1; MIN 0 scales to zero)",
+    )
     _add_retry_options(parser.add_argument_group("resources, retries and deadlines"))
     store = parser.add_argument_group("object store and metrics")
     store.add_argument(
@@ -210,6 +222,15 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
+def _replicas(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(":")
+    if not (sep and low.isdigit() and high.isdigit()) or int(high) < max(1, int(low)):
+        raise CommandError(
+            f"--serve-replicas {text!r}: expected MIN:MAX with 0 <= MIN <= MAX, MAX >= 1"
+        )
+    return int(low), int(high)
+
+
 def _toleration(text: str) -> Toleration:
     from pipelines._platform import Toleration
 
@@ -267,6 +288,10 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
         raise CommandError("--train-nodes above 1 needs --train-engine trainjob or pytorchjob")
     if args.keep_train_job:
         changes["keep_train_job"] = True
+    if args.deploy:
+        changes["deploy"] = True
+    if args.serve_replicas is not None:
+        changes["serve_replicas"] = _replicas(args.serve_replicas)
     if args.run_as_user is not None and args.run_as_user <= 0:
         raise CommandError(f"--run-as-user {args.run_as_user}: expected a non-root UID (1 or more)")
     if args.store_secure:

@@ -28,6 +28,11 @@ from pipelines.steps.common import StepError
 logger = logging.getLogger(__name__)
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+STORE_ENDPOINT_VARS = (
+    "OBJECTSTORECONFIG_HOST",
+    "OBJECTSTORECONFIG_PORT",
+    "OBJECTSTORECONFIG_SECURE",
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,25 @@ def reason_of(entry: dict[str, Any]) -> str:
     """``reason: message`` of a condition, on one line."""
     text = ": ".join(p for p in (entry.get("reason"), entry.get("message")) if p)
     return " ".join(text.split()) or entry.get("type", "")
+
+
+def object_store_env(secret: str) -> list[dict[str, Any]]:
+    """Container env for the object store: this pod's endpoint variables and the keys from
+    ``secret`` (``accesskey``/``secretkey``, as the pipeline's own steps get them)."""
+    env: list[dict[str, Any]] = [
+        {"name": k, "value": os.environ[k]} for k in STORE_ENDPOINT_VARS if k in os.environ
+    ]
+    for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
+        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    return env
+
+
+def requirements(cpu: str, memory: str, accelerator: str = "", count: int = 0) -> dict:
+    """A container's ``resources``: the same requests and limits (and ``count`` accelerators)."""
+    amounts: dict[str, str] = {"cpu": cpu, "memory": memory}
+    if count > 0:
+        amounts[accelerator] = str(count)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
 def current_namespace(default: str = "default") -> str:

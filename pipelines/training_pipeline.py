@@ -19,6 +19,7 @@ from kfp.dsl import Artifact, Model, PipelineTask
 from kfp.dsl.graph_component import GraphComponent
 
 from components import (
+    deploy,
     evaluate,
     export_onnx,
     fetch_dataset,
@@ -73,6 +74,8 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
         quantize: str = "",
         train_nodes: int = p.train_nodes,
         gpus_per_node: int = p.gpus_per_node,
+        deploy_name: str = "",
+        canary_traffic_percent: int = 0,
     ) -> PipelineOutputs:
         """Train, evaluate, export and publish an RF-DETR model.
 
@@ -97,6 +100,8 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             quantize: int8: also an int8 ONNX file calibrated on train images; empty: off.
             train_nodes: nodes of a multi-node train (compiled with --train-engine); 1: one pod.
             gpus_per_node: GPUs (processes) per node of a multi-node train.
+            deploy_name: InferenceService name (compiled with --deploy); empty: the model's.
+            canary_traffic_percent: traffic share of a newly deployed version; 0: all of it.
         """
         config = resolve_config(
             dataset_uri=dataset_uri,
@@ -144,6 +149,21 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             require_improvement=require_improvement,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
+        if p.deploy and not p.local:
+            with dsl.If(published.outputs["was_published"] == True, "published"):  # noqa: E712
+                served = deploy(
+                    published_uri=published.outputs["uri"],
+                    deploy_name=deploy_name,
+                    canary_traffic_percent=canary_traffic_percent,
+                    min_replicas=p.serve_replicas[0],
+                    max_replicas=p.serve_replicas[1],
+                    serving=platform_settings.serving_settings(p),
+                )
+                if p.display_names:
+                    served.set_display_name("Deploy")
+                platform_settings.common(served, p, p.light)
+                platform_settings.use_object_store(served, p)
+                platform_settings.no_cache(served)
         _configure(
             p,
             {

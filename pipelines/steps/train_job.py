@@ -30,7 +30,9 @@ from pipelines.k8s_resources import (
     Verdict,
     condition,
     current_namespace,
+    object_store_env,
     reason_of,
+    requirements,
 )
 from pipelines.steps.common import StepError
 from pipelines.steps.mirror import MIRRORED, CheckpointMirror
@@ -52,7 +54,6 @@ RANK0 = {
     "pytorchjob": "training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=master",
 }
 ENV_CONFIG, ENV_DATASET, ENV_MIRROR = "RFDETR_RUN_CONFIG", "RFDETR_DATASET_REF", "RFDETR_MIRROR"
-STORE_ENV = ("OBJECTSTORECONFIG_HOST", "OBJECTSTORECONFIG_PORT", "OBJECTSTORECONFIG_SECURE")
 RESULTS = tuple(name for name in KEPT if name not in MIRRORED)  # results.json, run.yaml, plot
 DEFAULTS: dict[str, Any] = {
     "image": "",
@@ -81,18 +82,8 @@ def _env(settings: dict[str, Any], config_json: str, reference: str, mirror: str
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": "/tmp"},  # writable whatever UID the cluster forces
     ]
-    env += [{"name": k, "value": os.environ[k]} for k in STORE_ENV if k in os.environ]
-    for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
-        ref = {"secretKeyRef": {"name": settings["secret"], "key": key}}
-        env.append({"name": var, "valueFrom": ref})
+    env += object_store_env(settings["secret"])
     return env
-
-
-def _resources(settings: dict[str, Any], gpus: int) -> dict[str, Any]:
-    amounts: dict[str, Any] = {"cpu": settings["cpu"], "memory": settings["memory"]}
-    if gpus > 0:
-        amounts[settings["accelerator"]] = str(gpus)
-    return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
 def render_job(
@@ -108,7 +99,9 @@ def render_job(
     kind, procs = KINDS[engine], max(1, gpus_per_node)
     command = [sys.executable if settings.get("local") else "python", "-m", __name__]
     meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
-    resources = _resources(settings, gpus_per_node)
+    resources = requirements(
+        settings["cpu"], settings["memory"], settings["accelerator"], gpus_per_node
+    )
     if engine == "trainjob":
         spec: dict[str, Any] = {
             "runtimeRef": {"name": settings["runtime"]},

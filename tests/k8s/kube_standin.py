@@ -42,6 +42,7 @@ class Call:
     path: str
     query: dict[str, str]
     body: Any
+    content_type: str = ""
 
 
 @dataclass
@@ -104,7 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        self.state.calls.append(Call(method, parts.path, query, body))
+        kind = self.headers.get("Content-Type", "")
+        self.state.calls.append(Call(method, parts.path, query, body, kind))
         segments = parts.path.strip("/").split("/")
         if segments[:2] == ["v2", "models"] and method == "POST":
             self.state.infer_requests.append(body)
@@ -147,6 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
                 obj["status"] = script.pop(0) if len(script) > 1 else script[0]
             return self._reply(200, obj)
         if method == "PATCH":
+            if self.headers.get("Content-Type") != "application/merge-patch+json":
+                message = (
+                    f"the stand-in speaks merge patch only, not {self.headers.get('Content-Type')}"
+                )
+                return self._reply(415, _status(415, "UnsupportedMediaType", message))
             before = json.dumps(obj.get("spec"), sort_keys=True)
             _merge(obj, body)
             if json.dumps(obj.get("spec"), sort_keys=True) != before:

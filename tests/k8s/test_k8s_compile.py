@@ -19,6 +19,12 @@ from test_conformance_ir import (
 from test_conformance_ir import (
     test_ir_parses_strictly_against_the_sdk_protos as parses_for_the_sdk,
 )
+from test_conformance_ui import (
+    test_every_input_parameter_has_one_clean_line_of_description as described_for_the_ui,
+)
+from test_conformance_ui import (
+    test_output_artifacts_do_not_take_a_return_fields_text as outputs_described_for_the_ui,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +39,7 @@ def multi_node_ir(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]
 def test_k8s_multi_node_ir_is_conformant(multi_node_ir: tuple[dict, dict]) -> None:
     parses_for_the_minimum_backend(multi_node_ir)
     parses_for_the_sdk(multi_node_ir)
+    described_for_the_ui(multi_node_ir)
 
 
 def test_k8s_multi_node_ir_wires_the_job_into_train(multi_node_ir: tuple[dict, dict]) -> None:
@@ -65,3 +72,31 @@ def test_k8s_compile_refuses_an_impossible_job(
     assert main(["compile", *args, "--output", str(tmp_path / "p.yaml")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_k8s_deploy_step_runs_only_when_publish_published(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    assert main(["compile", "--deploy", "--serve-replicas", "0:3", "--output", str(path)]) == 0
+    spec, platform = yaml.safe_load_all(path.read_text())
+    parses_for_the_minimum_backend((spec, platform))
+    parses_for_the_sdk((spec, platform))
+    # The UI checks, less the compiler's own channels of the dsl.If sub-DAG
+    # ("pipelinechannel--*" inputs of comp-condition-1, which have no docstring to describe them).
+    steps = {k: v for k, v in spec["components"].items() if not k.startswith("comp-condition")}
+    described_for_the_ui(({**spec, "components": steps}, platform))
+    outputs_described_for_the_ui(({**spec, "components": steps}, platform))
+    (branch,) = [t for n, t in spec["root"]["dag"]["tasks"].items() if n.startswith("condition")]
+    condition = branch["triggerPolicy"]["condition"]
+    assert "publish-was_published" in condition and "true" in condition
+    inner = spec["components"][branch["componentRef"]["name"]]["dag"]["tasks"]["deploy"]
+    params = inner["inputs"]["parameters"]
+    assert params["min_replicas"]["runtimeValue"]["constant"] == 0
+    assert params["max_replicas"]["runtimeValue"]["constant"] == 3
+    assert "canary_traffic_percent" in spec["root"]["inputDefinitions"]["parameters"]
+    executor = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-deploy"]
+    assert executor["secretAsEnv"]  # the predictor's and the step's object-store keys
+
+
+def test_k8s_no_deploy_step_unless_asked(multi_node_ir: tuple[dict, dict]) -> None:
+    spec, _ = multi_node_ir
+    assert "comp-deploy" not in spec["components"]

@@ -70,6 +70,18 @@ def job_flows(kube: KubeStandIn, api: Resources) -> None:
         api.delete(kind, name)
 
 
+def deploy_flows(kube: KubeStandIn, api: Resources) -> None:
+    """Deploy a version, then a newer one beside it (create, wait, update, wait)."""
+    from pipelines.steps.deploy import DEFAULTS, deploy_model
+
+    ready = {"observedGeneration": 9, "conditions": [{"type": "Ready", "status": "True"}],
+             "address": {"url": kube.url}}  # fmt: skip
+    kube.statuses[("inferenceservices", "rfdetr-nano")] = [ready]
+    settings = {**DEFAULTS, "image": "img", "poll_s": 0.01}
+    deploy_model("s3://b/rfdetr-nano/v1/", settings=settings, resources=api)
+    deploy_model("s3://b/rfdetr-nano/v2/", settings=settings, canary_percent=10, resources=api)
+
+
 def _role() -> dict:
     docs = [d for d in yaml.safe_load_all(render("pipeline-runner")) if d]
     (role,) = [d for d in docs if d["kind"] == "Role"]
@@ -80,15 +92,18 @@ def _role() -> dict:
     return role
 
 
-def test_k8s_every_job_control_call_is_granted_by_the_runner_role(kube, api) -> None:
+def test_k8s_every_job_and_deploy_call_is_granted_by_the_runner_role(kube, api) -> None:
     job_flows(kube, api)
+    deploy_flows(kube, api)
     role = _role()
     calls = [c for c in kube.calls if not (c.method == "GET" and c.path in PUBLIC)]
+    calls = [c for c in calls if not c.path.startswith("/v2/")]  # the model server, not the API
     required = {request_info(c.method, c.path, c.query) for c in calls}
     assert {(g, r, v) for _, g, r, v in required} >= {
         ("trainer.kubeflow.org", "trainjobs", "create"),
         ("kubeflow.org", "pytorchjobs", "delete"),
         ("", "pods/log", "get"),
+        ("serving.kserve.io", "inferenceservices", "patch"),
     }
     problems = [
         f"{verb} {group}/{resource} in {ns}"
