@@ -91,8 +91,8 @@ class Platform:
         train_engine: ``pod`` (train in the step's pod), ``trainjob`` or ``pytorchjob`` (the
             step creates a Kubeflow job: :mod:`pipelines.steps.train_job`); train_nodes and
             gpus_per_node are then the defaults of the pipeline parameters of the same names,
-            train_runtime the TrainJob's ClusterTrainingRuntime, keep_train_job keeps a
-            succeeded job.
+            train_runtime the TrainJob's runtime (``TrainingRuntime/NAME`` in the namespace,
+            or a ClusterTrainingRuntime's NAME), keep_train_job keeps a succeeded job.
         deploy: add the ``deploy`` step (a KServe InferenceService of the published version,
             when publish published); serve_replicas its (min, max) predictor pods, serve the
             predictor's resources.
@@ -128,7 +128,7 @@ class Platform:
     train_engine: str = "pod"
     train_nodes: int = 1
     gpus_per_node: int = 1
-    train_runtime: str = "torch-distributed"
+    train_runtime: str = "TrainingRuntime/rfdetr-torch-distributed"  # manifests/pipeline-runner
     keep_train_job: bool = False
     deploy: bool = False
     serve_replicas: tuple[int, int] = (1, 1)

@@ -57,7 +57,7 @@ ENV_CONFIG, ENV_DATASET, ENV_MIRROR = "RFDETR_RUN_CONFIG", "RFDETR_DATASET_REF",
 RESULTS = tuple(name for name in KEPT if name not in MIRRORED)  # results.json, run.yaml, plot
 DEFAULTS: dict[str, Any] = {
     "image": "",
-    "runtime": "torch-distributed",
+    "runtime": "TrainingRuntime/rfdetr-torch-distributed",
     "cpu": "8",
     "memory": "32Gi",
     "accelerator": "nvidia.com/gpu",
@@ -86,6 +86,13 @@ def _env(settings: dict[str, Any], config_json: str, reference: str, mirror: str
     return env
 
 
+def runtime_ref(runtime: str) -> dict[str, str]:
+    """``[TrainingRuntime/]NAME`` -> a TrainJob ``runtimeRef`` (a bare name: the cluster's
+    ClusterTrainingRuntime, the Trainer's default kind)."""
+    kind, _, name = runtime.rpartition("/")
+    return {"name": name, "kind": kind} if kind else {"name": name}
+
+
 def render_job(
     engine: str,
     name: str,
@@ -104,7 +111,7 @@ def render_job(
     )
     if engine == "trainjob":
         spec: dict[str, Any] = {
-            "runtimeRef": {"name": settings["runtime"]},
+            "runtimeRef": runtime_ref(settings["runtime"]),
             "activeDeadlineSeconds": int(settings["timeout_s"]),
             "trainer": {
                 "image": settings["image"],

@@ -18,7 +18,11 @@ MANIFESTS = ROOT / "manifests"
 KUBERNETES_VERSION = "1.32.0"  # the pinned API version the rendered manifests are validated against
 RENDERED_DIRS = ("overlays/dev", "overlays/prod", "overlays/profile", "training", "pipeline-runner")
 # Custom resources kubernetes-validate has no schema for; checked structurally in the tests instead.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kubeflow.org/v1", "PyTorchJob")}
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("kubeflow.org/v1", "PyTorchJob"),
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"),
+}
 
 
 def tool(name: str) -> str:

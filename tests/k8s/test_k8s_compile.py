@@ -51,7 +51,7 @@ def test_k8s_multi_node_ir_wires_the_job_into_train(multi_node_ir: tuple[dict, d
     assert train["train_engine"]["runtimeValue"]["constant"] == "trainjob"
     assert train["train_nodes"]["componentInputParameter"] == "train_nodes"
     job = train["cluster_job"]["runtimeValue"]["constant"]
-    assert job["runtime"] == "torch-distributed" and job["delete"] is True
+    assert job["runtime"] == "TrainingRuntime/rfdetr-torch-distributed" and job["delete"] is True
     executor = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
     assert "nodeSelector" not in executor and "tolerations" not in executor  # no GPU: it waits
     resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]

@@ -12,12 +12,18 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 from crd_schema import validate
 
-from pipelines.steps.train_job import DEFAULTS, job_name, render_job
+from pipelines.steps.train_job import DEFAULTS, job_name, render_job, runtime_ref
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+from deploy_helpers import render
 
 TRAINJOB_CRD = "trainer.kubeflow.org_trainjobs.pruned.yaml"
 RUN = "3f2b8a9e-1c4d-4e5f-9a7b-0c1d2e3f4a5b"
@@ -42,7 +48,10 @@ def test_k8s_trainjob_validates_against_the_trainer_crd(nodes: int, gpus: int) -
     job = _render("trainjob", nodes, gpus)
     validate(job, TRAINJOB_CRD, "v1alpha1")
     trainer = job["spec"]["trainer"]
-    assert job["spec"]["runtimeRef"] == {"name": "torch-distributed"}
+    assert job["spec"]["runtimeRef"] == {
+        "name": "rfdetr-torch-distributed",
+        "kind": "TrainingRuntime",
+    }
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (nodes, max(1, gpus))
     assert ("nvidia.com/gpu" in trainer["resourcesPerNode"]["limits"]) == (gpus > 0)
 
@@ -83,3 +92,47 @@ def test_k8s_pytorchjob_pod_templates_are_strict_core_pod_templates(nodes: int) 
             "template": replica["template"],
         }
         kv.validate(template, "1.32.0", strict=True)
+
+
+def test_k8s_a_cluster_runtime_is_referenced_by_name_only() -> None:
+    settings = {**DEFAULTS, "image": "img:1", "runtime": "torch-distributed"}
+    job = render_job(
+        "trainjob", "rfdetr-x-train", nodes=2, gpus_per_node=1, settings=settings, env=ENV
+    )
+    validate(job, TRAINJOB_CRD, "v1alpha1")
+    assert job["spec"]["runtimeRef"] == {"name": "torch-distributed"}  # ClusterTrainingRuntime
+
+
+def test_k8s_the_shipped_training_runtime_validates_and_fits_the_trainjob() -> None:
+    """manifests/pipeline-runner's TrainingRuntime: the pruned CRD, its Job template as a strict
+    batch/v1 Job, and what the Trainer's torch plugin looks for (kubeflow/trainer
+    manifests/base/runtimes/torch_distributed.yaml: ancestor label ``trainer``, container
+    ``node``), plus the settings the train nodes need (/dev/shm, GPU toleration)."""
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
+    docs = [d for d in yaml.safe_load_all(render("pipeline-runner")) if d]
+    (runtime,) = [d for d in docs if d["kind"] == "TrainingRuntime"]
+    validate(runtime, "trainer.kubeflow.org_trainingruntimes.pruned.yaml", "v1alpha1")
+    assert runtime_ref(DEFAULTS["runtime"]) == {
+        "name": runtime["metadata"]["name"],
+        "kind": "TrainingRuntime",
+    }
+    assert "torch" in runtime["spec"]["mlPolicy"]
+    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    template = node["template"]
+    assert (
+        template["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    )
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "node"}, **template}
+    job["metadata"] = {"name": "node", **template["metadata"]}
+    kv.validate(job, "1.32.0", strict=True)
+    pod = template["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["name"] == "node"
+    shm = {v["name"]: v for v in pod["volumes"]}["dshm"]
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert any(t["key"] == DEFAULTS["accelerator"] for t in pod["tolerations"])
+    broken = copy.deepcopy(runtime)
+    broken["spec"]["mlPolicy"]["torch"]["numProcPerNode"] = "all"
+    with pytest.raises(AssertionError, match="CEL rule"):
+        validate(broken, "trainer.kubeflow.org_trainingruntimes.pruned.yaml", "v1alpha1")
