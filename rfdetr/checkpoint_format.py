@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from rfdetr.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES, COCO_NUM_LOGITS
+from rfdetr.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ unpickling only sets ``__dict__``: no code runs. Upstream 1.11.x ``.pth`` files 
 _ONE_LINE_LIMIT = 160
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file is not a usable checkpoint, or does not fit the model. The message is one line."""
 
 

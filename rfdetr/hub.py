@@ -32,6 +32,8 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from rfdetr.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -55,7 +57,7 @@ _TIMEOUT_S = 60.0
 _SCHEMES = frozenset({"http", "https", "file"})
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained weights could not be found, downloaded or verified. The message is one line."""
 
 

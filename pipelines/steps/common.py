@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rfdetr.errors import UserError, message
 from rfdetr.telemetry import StepMetrics
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ CONFIG_FILE = "run_config.json"
 REPORT_FILE = "report.md"
 
 
-class StepError(RuntimeError):
+class StepError(UserError, RuntimeError):
     """A step cannot go on; the message says what is wrong and what to do (shown in the UI)."""
 
 
@@ -64,37 +65,11 @@ def link_or_copy(source: str | Path, dest: str | Path) -> Path:
     return target
 
 
-# Errors whose message tells the user what to fix: shown without a traceback. Matched by
-# class name within our packages (no imports needed, and robust to modules moving).
-USER_ERRORS = frozenset(
-    {
-        "StepError",
-        "ConfigError",
-        "DatasetError",
-        "CheckpointError",
-        "StorageError",
-        "EvaluationError",
-        "ExportError",
-        "NonFiniteLossError",
-        "LoggerUnavailableError",
-        "WeightsUnavailableError",
-    }
-)
-
-
-def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is (a subclass of) one of :data:`USER_ERRORS` of rfdetr or pipelines."""
-    return any(
-        cls.__name__ in USER_ERRORS and cls.__module__.split(".")[0] in ("rfdetr", "pipelines")
-        for cls in type(exc).__mro__
-    )
-
-
 @contextmanager
 def step_errors(step: str) -> Iterator[None]:
     """Set up logging for a component, and end it with the message of a user error.
 
-    A user error (:data:`USER_ERRORS`) exits the process with ``<step>: error: <message>`` on
+    A :class:`~rfdetr.errors.UserError` exits the process with ``<step>: error: <message>`` on
     stderr and status 1, so the Kubeflow UI and ``run-local`` show the message rather than a
     traceback; any other exception propagates with its traceback (a bug to report).
     """
@@ -103,8 +78,6 @@ def step_errors(step: str) -> Iterator[None]:
     )
     try:
         yield
-    except Exception as exc:
-        if is_user_error(exc):
-            logger.debug("%s failed", step, exc_info=True)
-            raise SystemExit(f"{step}: error: {exc}") from None
-        raise
+    except UserError as exc:
+        logger.debug("%s failed", step, exc_info=True)
+        raise SystemExit(f"{step}: error: {message(exc)}") from None

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rfdetr.errors import UserError
 from rfdetr.evaluation.cocoeval import DEFAULT_MAX_DETS, Backend
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """The model and the dataset cannot be evaluated together; the message is one line."""
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rfdetr.errors import UserError
 from rfdetr.weights import LoadedCheckpoint
 
 _OUTPUTS = {
@@ -40,7 +41,7 @@ _OUTPUTS = {
 }
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError, ValueError):
     """An ONNX file lacks the metadata this package writes (not an rfdetr export)."""
 
 

@@ -22,7 +22,7 @@ import supervision as sv
 import torch
 import torch.nn.functional as F
 
-from rfdetr.export.metadata import ExportMetadata
+from rfdetr.export.metadata import ExportMetadata, MetadataError
 from rfdetr.export.verify import make_session
 from rfdetr.inference import (
     DEFAULT_THRESHOLD,
@@ -105,7 +105,7 @@ class ONNXRuntimeModel:
 
     def _setup_postprocess(self) -> None:
         if self.metadata.with_postprocess:
-            raise ValueError(
+            raise MetadataError(
                 f"{self.path}: a --with-postprocess graph; {type(self).__name__} needs the "
                 "raw-output export (its boxes/scores/class_ids outputs are already final)"
             )

@@ -40,7 +40,9 @@ _RAW = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
 
 
 class ExportVerificationError(ExportError):
-    """ONNX Runtime and PyTorch disagree beyond the tolerance."""
+    """ONNX Runtime and PyTorch disagree beyond the tolerance (exit code 1: not bad input)."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
