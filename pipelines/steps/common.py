@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipelines.telemetry import StepMetrics
 from rfdetr.errors import UserError, message
-from rfdetr.telemetry import StepMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def step_metrics(step: str, run_id: str | None = None) -> Iterator[StepMetrics]:
     """Time the block as pipeline step ``step`` and push its metrics at the end.
 
     Pushing happens only when ``PUSHGATEWAY_URL`` is set, and a failed push never fails the
-    step (see :mod:`rfdetr.telemetry`). Failures are recorded too, then re-raised.
+    step (see :mod:`pipelines.telemetry`). Failures are recorded too, then re-raised.
     """
     metrics = StepMetrics(PIPELINE_NAME, step, run_id=run_id or None)
     with metrics.observe_duration():

@@ -30,8 +30,8 @@ from pipelines.steps.weights import resolve_weights
 from rfdetr.training import checkpoint as files
 
 if TYPE_CHECKING:
+    from pipelines.telemetry import StepMetrics
     from rfdetr.config import RunConfig
-    from rfdetr.telemetry import StepMetrics
 
 logger = logging.getLogger(__name__)
 
