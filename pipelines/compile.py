@@ -326,7 +326,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         path = compile_pipeline(args.output, platform, native)
     except (ValueError, TypeError) as exc:  # kfp rejects a setting (e.g. a resource string)
-        raise UserError(f"cannot compile: {' '.join(str(exc).split())}") from None
+        raise UserError(f"cannot compile: {exc}") from None
     from components import RFDETR_IMAGE
 
     print(f"wrote {path}")
