@@ -107,15 +107,30 @@ def test_a_user_error_is_one_stderr_line_and_exit_2(
     assert lines[0] == f"{prog} {argv[0]}: error: {expected}"
 
 
+def _failures() -> list[UserError]:
+    """Errors that are not the input's fault: exit code 1."""
+    from pipelines.seaweedfs import ObjectStoreServerError
+    from rfdetr.export.verify import ExportVerificationError
+    from rfdetr.storage.errors import StorageUnavailableError
+    from rfdetr.training.step import NonFiniteLossError
+
+    return [
+        StorageUnavailableError("s3://b: cannot reach"),
+        ExportVerificationError("m.onnx: batch 2: FAILED"),
+        NonFiniteLossError("epoch 3: the loss is NaN"),
+        ObjectStoreServerError("127.0.0.1:9000: did not start"),
+        UserError("KFP at http://kfp: answered 503", 1),
+    ]
+
+
+@pytest.mark.parametrize("error", _failures(), ids=lambda e: type(e).__name__)
 @pytest.mark.parametrize(("prog", "argv"), CASES[:1] + CASES[-3:-2])
 def test_failures_exit_1_and_bugs_keep_their_traceback(
-    prog: str, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: Any
+    prog: str, argv: list[str], error: UserError, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    from rfdetr.storage.errors import StorageUnavailableError
-
-    _raise_from_handlers(monkeypatch, StorageUnavailableError("s3://b: cannot reach"))
+    _raise_from_handlers(monkeypatch, error)
     assert MAINS[prog](argv) == 1
-    assert capsys.readouterr().err == f"{prog} {argv[0]}: error: s3://b: cannot reach\n"
+    assert capsys.readouterr().err == f"{prog} {argv[0]}: error: {error}\n"
     monkeypatch.undo()
     _raise_from_handlers(monkeypatch, KeyError("a bug"))
     with pytest.raises(KeyError, match="a bug"):
