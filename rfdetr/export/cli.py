@@ -64,17 +64,16 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``rfdetr export``; returns the exit code."""
     import logging
 
-    from rfdetr.checkpoint_format import CheckpointError
-    from rfdetr.export.exporter import export_model, model_from_checkpoint
+    from rfdetr.api import RFDETRModel
+    from rfdetr.checkpoints import CheckpointError
     from rfdetr.export.onnx import ExportError
     from rfdetr.export.verify import ExportVerificationError
 
     if not getattr(args, "verbose", False):  # the summaries below say it once, on stdout
         logging.getLogger("rfdetr.export").setLevel(logging.WARNING)
     try:
-        source = model_from_checkpoint(args.weights, args.size)
-        result = export_model(
-            source,
+        source = RFDETRModel.from_checkpoint(args.weights, size=args.size, device="cpu")
+        result = source.export_files(
             args.output_dir,
             opset_version=args.opset,
             dynamic_batch=not args.no_dynamic_batch,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rfdetr import checkpoints as files
 from rfdetr.checkpoint_format import CheckpointError
 from rfdetr.config import RunConfig
-from rfdetr.training import checkpoint as files
 from rfdetr.training import fit
 
 MARKER = "/tmp/rfdetr-hostile-pickle-ran"
