@@ -9,21 +9,18 @@ Upstream's file formats are parsed by :mod:`rfdetr.checkpoint_format`; tensors a
 a module by :mod:`rfdetr.weights`.
 """
 
-from rfdetr.checkpoint_format import CHECKPOINT_FORMAT, UPSTREAM_SAFE_GLOBALS, CheckpointError
+from rfdetr.checkpoint_format import CheckpointError
 from rfdetr.checkpoints.files import (
     BEST_EMA,
     BEST_REGULAR,
     BEST_TOTAL,
     LAST,
-    TMP_SUFFIX,
-    TRAINING_KEYS,
     atomic_save,
     load_training_checkpoint,
     periodic_name,
     remove_stale_temporaries,
     save_checkpoint,
     save_training_checkpoint,
-    score_of,
     select_best,
     strip_checkpoint,
 )
@@ -33,11 +30,7 @@ __all__ = [
     "BEST_EMA",
     "BEST_REGULAR",
     "BEST_TOTAL",
-    "CHECKPOINT_FORMAT",
     "LAST",
-    "TMP_SUFFIX",
-    "TRAINING_KEYS",
-    "UPSTREAM_SAFE_GLOBALS",
     "CheckpointError",
     "LoadedCheckpoint",
     "atomic_save",
@@ -49,7 +42,6 @@ __all__ = [
     "remove_stale_temporaries",
     "save_checkpoint",
     "save_training_checkpoint",
-    "score_of",
     "select_best",
     "strip_checkpoint",
 ]

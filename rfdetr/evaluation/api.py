@@ -57,9 +57,9 @@ def evaluate(
         num_samples: images drawn in the HTML report.
 
     Raises:
-        EvaluationError: the model's classes do not match the dataset's, or its size is unknown.
+        EvaluationError: the model's classes do not match the dataset's.
         DatasetError: the folder or the split is missing or unusable.
-        CheckpointError: the checkpoint cannot be read.
+        CheckpointError: the checkpoint cannot be read or records no size (pass ``size``).
     """
     from rfdetr.data import build_dataset, coco_ground_truth, dataset_class_map
     from rfdetr.evaluation.coco import score_predictions
