@@ -72,15 +72,12 @@ class TrainResult:
         results_file = out / RESULTS_FILE
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         history = read_log(out / LOG_FILE)
+        names = (checkpoint.class_names if checkpoint else None) or results.get("class_names")
         found = {
             "output_dir": out,
             "best_checkpoint": best if checkpoint is not None else None,
             "best_metrics": checkpoint.metrics if checkpoint is not None else None,
-            "class_names": list(
-                (checkpoint.class_names if checkpoint is not None else None)
-                or results.get("class_names")
-                or []
-            ),
+            "class_names": list(names or []),
             "epochs_completed": int(history[-1]["epoch"]) + 1 if history else 0,
             "stopped_early": bool(results.get("stopped_early", False)),
             "history": history,
