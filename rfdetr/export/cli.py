@@ -61,13 +61,12 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``rfdetr export``; returns the exit code."""
     import logging
 
-    from rfdetr.export.exporter import export_model, model_from_checkpoint
+    from rfdetr.api import RFDETRModel
 
     if not getattr(args, "verbose", False):  # the summaries below say it once, on stdout
         logging.getLogger("rfdetr.export").setLevel(logging.WARNING)
-    source = model_from_checkpoint(args.weights, args.size)
-    result = export_model(
-        source,
+    source = RFDETRModel.from_checkpoint(args.weights, size=args.size, device="cpu")
+    result = source.export_files(
         args.output_dir,
         opset_version=args.opset,
         dynamic_batch=not args.no_dynamic_batch,
