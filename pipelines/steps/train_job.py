@@ -37,7 +37,7 @@ from pipelines.k8s_resources import (
 from pipelines.steps.common import StepError
 from pipelines.steps.mirror import MIRRORED, CheckpointMirror
 from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, mirror_folder, work_folder
-from rfdetr.training import checkpoint as files
+from rfdetr import checkpoints as files
 
 logger = logging.getLogger(__name__)
 

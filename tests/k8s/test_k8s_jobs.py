@@ -167,7 +167,7 @@ def test_k8s_judges_follow_each_engine_s_condition_types() -> None:
 def _node_outputs(work: Path) -> None:
     """What node 0 of a finished job leaves in the run folder (written as training would)."""
     state = {
-        "model": {"w": torch.zeros(2)},
+        "model": {"class_embed.bias": torch.zeros(3)},  # 2 classes + no-object
         "class_names": ["a", "b"],
         "metrics": {"map_50_95": 0.42, "epoch": 1},
     }
@@ -179,7 +179,8 @@ def _node_outputs(work: Path) -> None:
         + json.dumps({"epoch": 1, "train_loss": 2.5})
         + "\n"
     )
-    (work / "results.json").write_text(json.dumps({"stopped_early": False}))
+    results = {"stopped_early": False, "class_names": ["a", "b"]}
+    (work / "results.json").write_text(json.dumps(results))
 
 
 @pytest.mark.parametrize("engine", ["trainjob", "pytorchjob"])
