@@ -5,8 +5,8 @@ training-operator@v1.9.0 ``pkg/controller.v1/pytorch/envvar.go`` l.43-128; Train
 plugin sets the same names) and the variables the step puts in the job. It fetches the dataset
 by reference from a real object store (SeaweedFS), trains the tiny preset under ``torchrun``,
 hands its files over through the mirror; then the step, following the job on the stand-in API
-server, builds the ``checkpoints`` artifact from them. The 2-node DDP run of the library itself
-is covered elsewhere (tests/training)."""
+server, builds the ``checkpoints`` artifact from them. One node only: a 2-node DDP run of the
+library is a separate test's subject."""
 
 from __future__ import annotations
 
