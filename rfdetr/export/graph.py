@@ -1,8 +1,10 @@
 """`ExportModule`: the eager `RFDETR` in inference mode, as a traceable module for one input size.
 
-The model's own ``forward`` runs (eval mode, no auxiliary outputs); the tracer records it with
-the spatial size fixed, so every input-independent quantity (the interpolated position
-embedding, the proposal boxes, the learned queries) becomes a constant that the exporter folds.
+The model's own ``forward`` runs (eval mode, no auxiliary outputs) on a copy whose ViT blocks
+have folded LayerScale and the attention scale into their weights (`ViTBlock.deploy`). The tracer
+records it with the spatial size fixed, so every input-independent quantity (the interpolated
+position embedding, the proposal boxes, the learned queries) becomes a constant that the
+exporter folds.
 
 Outputs (upstream's ONNX contract): ``dets`` ``[B, Q, 4]`` normalised cxcywh, ``labels``
 ``[B, Q, C+1]`` logits, and for Seg models ``masks`` ``[B, Q, H/4, W/4]`` logits. With a
@@ -12,6 +14,8 @@ returns ``boxes`` ``[B, K, 4]`` pixel xyxy, ``scores`` ``[B, K]``, ``class_ids``
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +30,7 @@ class ExportModule(nn.Module):
     """The inference graph of an `RFDETR` model for one input size (see the module docstring).
 
     Args:
-        model: the trained model, in eval mode (its ``forward`` and weights stay as they are).
+        model: the trained model (copied: its ``forward`` and weights stay as they are).
         shape: input ``(height, width)``; multiples of ``patch_size * num_windows``.
         postprocess: append top-k post-processing (a second input ``orig_size``).
     """
@@ -35,7 +39,7 @@ class ExportModule(nn.Module):
         self, model: RFDETR, shape: tuple[int, int], postprocess: TopKPostProcess | None = None
     ) -> None:
         super().__init__()
-        self.model = model
+        self.model = copy.deepcopy(model)
         self.queries = model.num_queries
         self.logits = model.class_embed.out_features
         head = model.segmentation_head
@@ -43,7 +47,9 @@ class ExportModule(nn.Module):
         if head is not None:
             self.mask_size = (shape[0] // head.downsample_ratio, shape[1] // head.downsample_ratio)
         self.postprocess = postprocess
-        vit = model.backbone[0].encoder.encoder
+        vit = self.model.backbone[0].encoder.encoder
+        for block in vit.encoder.layer:
+            block.deploy()
         with torch.no_grad():  # cache the interpolated position table: a constant when traced
             vit.embeddings.position_embedding(
                 shape[0] // vit.patch_size, shape[1] // vit.patch_size
