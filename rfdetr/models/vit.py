@@ -130,7 +130,7 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             split(qkv.query), split(qkv.key), split(qkv.value), scale=self.scale
         )
-        return self.output.dense(out.transpose(1, 2).reshape(n * t, c)).view(n, t, c)
+        return self.output.dense(out.transpose(1, 2).reshape(n * t, c)).view_as(x)
 
 
 class LayerScale(nn.Module):
@@ -150,7 +150,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])  # 2-D, as in `SelfAttention`
-        return self.fc2(F.gelu(self.fc1(rows))).view(x.shape)
+        return self.fc2(F.gelu(self.fc1(rows))).view_as(x)
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
