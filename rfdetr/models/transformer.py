@@ -104,19 +104,14 @@ class Transformer(nn.Module):
         top_k = min(self.num_queries, memory.shape[1])
         if groups > 1:
             return self._select_batched(memory, proposals, groups, top_k)
-        features, boxes, logits = [], [], []
-        for g in range(groups):
-            projected = self.enc_output_norm[g](self.enc_output[g](memory))
-            token_logits = self.enc_out_class_embed[g](projected)
-            index = torch.topk(token_logits.max(-1).values, top_k, dim=1).indices[..., None]
-            selected = torch.gather(projected, 1, index.expand(-1, -1, self.d_model))
-            anchors = torch.gather(proposals, 1, index.expand(-1, -1, 4))
-            features.append(selected)
-            boxes.append(apply_box_delta(self.enc_out_bbox_embed[g](selected), anchors))
-            logits.append(
-                torch.gather(token_logits, 1, index.expand(-1, -1, token_logits.shape[-1]))
-            )
-        return torch.cat(features, 1), torch.cat(boxes, 1), torch.cat(logits, 1)
+        projected = self.enc_output_norm[0](self.enc_output[0](memory))  # one group: inference
+        token_logits = self.enc_out_class_embed[0](projected)
+        index = torch.topk(token_logits.max(-1).values, top_k, dim=1).indices[..., None]
+        selected = torch.gather(projected, 1, index.expand(-1, -1, self.d_model))
+        anchors = torch.gather(proposals, 1, index.expand(-1, -1, 4))
+        boxes = apply_box_delta(self.enc_out_bbox_embed[0](selected), anchors)
+        logits = torch.gather(token_logits, 1, index.expand(-1, -1, token_logits.shape[-1]))
+        return selected, boxes, logits
 
     def _select_batched(
         self, memory: Tensor, proposals: Tensor, groups: int, top_k: int

@@ -30,7 +30,7 @@ from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer
-from rfdetr.training.outputs import BestTracker, TrainResult, finish_epoch, write_results
+from rfdetr.training.outputs import TrainResult, finish_epoch, write_results
 from rfdetr.training.resume import check_resume_matches, finished_result, is_finished, restore
 from rfdetr.training.runtime import (
     capture_rng_state,
@@ -99,34 +99,31 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
             "num_classes": datasets.class_map.num_classes,
         }
     )
-    class_names = list(datasets.class_map.names)
     if resume is not None:
         check_resume_matches(resume, config)
         if is_finished(resume, config):
-            return finished_result(resume, config, class_names)
+            return finished_result(resume, config, list(datasets.class_map.names))
     seed_everything(config.train.seed + info.rank)
     model = prepare_model(config, model, datasets.class_map.num_classes).to(device)
     batches = TrainBatches(datasets.train, config, info, device)
-    session = _build_session(config, model, datasets, batches, device, info)
-    tracker = BestTracker()
-    stopper = _early_stopping(config)
-    start_epoch = 0 if resume is None else restore(session, tracker, stopper, resume, info)
-    output_dir = Path(config.train.output_dir)
-    run_logger = _start_outputs(config, output_dir, info, start_epoch)
+    session = _build_session(config, model, datasets, len(batches), device, info)
+    start_epoch = 0
+    if resume is not None:
+        start_epoch = restore(session, session.tracker, session.stopper, resume, info)
+    session.run_logger = _start_outputs(config, info, start_epoch)
     stopped = False
     try:
         for epoch in range(start_epoch, config.train.epochs):
             started = time.perf_counter()
-            stats = train_one_epoch(session, batches.epoch(epoch), epoch, run_logger)
-            stopped = _end_epoch(session, epoch, stats, datasets, tracker, stopper, run_logger,
-                                 class_names, started)  # fmt: skip
+            stats = train_one_epoch(session, batches.epoch(epoch), epoch)
+            stopped = _end_epoch(session, epoch, stats, started)
             if stopped:
                 logger.info("early stopping after epoch %d", epoch)
                 break
     finally:
-        if run_logger is not None:
-            run_logger.close()
-    return _final_result(session, datasets, output_dir, class_names, stopped)
+        if session.run_logger is not None:
+            session.run_logger.close()
+    return _final_result(session, stopped)
 
 
 def _wants_cuda(config: RunConfig) -> bool:
@@ -141,25 +138,15 @@ def _wants_cuda(config: RunConfig) -> bool:
         return False
 
 
-def _early_stopping(config: RunConfig) -> EarlyStopping | None:
-    train = config.train
-    if not train.early_stopping:
-        return None
-    return EarlyStopping(
-        train.early_stopping_patience, train.early_stopping_min_delta, train.early_stopping_use_ema
-    )
-
-
 def _build_session(
     config: RunConfig,
     model: RFDETR,
     datasets: Datasets,
-    batches: TrainBatches,
+    steps_per_epoch: int,
     device: torch.device,
     info: DistInfo,
 ) -> TrainSession:
     train = config.train
-    precision = resolve_precision(train, device)
     optimizer = build_optimizer(model, train, config.model, device)
     forward_model: nn.Module = model
     if info.enabled:
@@ -172,57 +159,62 @@ def _build_session(
         )
     if train.compile:
         forward_model = torch.compile(forward_model)
+    precision = resolve_precision(train, device)
+    stopper = None
+    if train.early_stopping:
+        stopper = EarlyStopping(
+            train.early_stopping_patience,
+            train.early_stopping_min_delta,
+            train.early_stopping_use_ema,
+        )
     return TrainSession(
         config=config,
         model=model,
         forward_model=forward_model,
         criterion=build_criterion(config).to(device),
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, train, len(batches)),
+        scheduler=build_scheduler(optimizer, train, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=precision.needs_scaler),
         ema=ModelEMA(model, train.ema_decay, train.ema_tau) if train.use_ema else None,
         precision=precision,
         device=device,
         dist=info,
         sizes=list(datasets.train.sizes) if config.data.multi_scale else [],
+        stopper=stopper,
+        valid=datasets.valid,
+        test=datasets.test,
+        class_names=list(datasets.class_map.names),
     )
 
 
-def _start_outputs(
-    config: RunConfig, output_dir: Path, info: DistInfo, start_epoch: int
-) -> RunLogger | None:
+def _start_outputs(config: RunConfig, info: DistInfo, start_epoch: int) -> RunLogger | None:
     if not info.is_main:
         return None
+    train = config.train
+    logger.info(
+        "effective batch: %d images per optimizer step (batch_size %d x grad_accum_steps %d x "
+        "%d processes)",
+        config.effective_batch_size(info.world_size),
+        train.batch_size,
+        train.grad_accum_steps,
+        info.world_size,
+    )
+    output_dir = Path(train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     files.remove_stale_temporaries(output_dir)
     config.to_file(output_dir / CONFIG_FILE)
-    resume_epoch = start_epoch - 1 if config.train.resume else None
+    resume_epoch = start_epoch - 1 if train.resume else None
     return RunLogger(output_dir, config.log, config.model_dump(mode="json"), resume_epoch)
 
 
-def _end_epoch(
-    session: TrainSession,
-    epoch: int,
-    stats: dict[str, float],
-    datasets: Datasets,
-    tracker: BestTracker,
-    stopper: EarlyStopping | None,
-    run_logger: RunLogger | None,
-    class_names: list[str],
-    started: float,
-) -> bool:
+def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], started: float) -> bool:
     """Main process evaluates and writes; every process then learns whether to stop."""
     info = session.dist
     rng_states = _gather_rng_states(info, session.device)
     stop = False
-    if info.is_main:
-        outcome = finish_epoch(
-            session, epoch, stats, valid=datasets.valid, tracker=tracker, stopper=stopper,
-            run_logger=run_logger, rng_states=rng_states, class_names=class_names,
-            started=started,
-        )  # fmt: skip
-        _plot(read_log(run_logger.log_path), Path(session.config.train.output_dir))
-        stop = outcome.stop
+    if info.is_main and session.run_logger is not None:
+        stop = finish_epoch(session, epoch, stats, rng_states, started).stop
+        _plot(read_log(session.run_logger.log_path), Path(session.config.train.output_dir))
     barrier(info)  # the others wait here until rank 0 has written this epoch's files
     return broadcast_bool(stop, info)
 
@@ -244,17 +236,11 @@ def _gather_rng_states(info: DistInfo, device: torch.device) -> list[dict[str, A
     return gathered
 
 
-def _final_result(
-    session: TrainSession,
-    datasets: Datasets,
-    output_dir: Path,
-    class_names: list[str],
-    stopped: bool,
-) -> TrainResult:
+def _final_result(session: TrainSession, stopped: bool) -> TrainResult:
+    output_dir = Path(session.config.train.output_dir)
     best = output_dir / files.BEST_TOTAL
     if session.dist.is_main and best.is_file():
-        summary = _summary(session, datasets, best, class_names, stopped)
-        write_results(output_dir, summary)
+        write_results(output_dir, _summary(session, best, stopped))
     barrier(session.dist)  # nobody reads the best file before rank 0 has written it
     history = read_log(output_dir / "log.txt")
     metrics = None
@@ -264,7 +250,7 @@ def _final_result(
         output_dir=output_dir,
         best_checkpoint=best if best.is_file() else None,
         best_metrics=metrics,
-        class_names=class_names,
+        class_names=session.class_names,
         epochs_completed=(int(history[-1]["epoch"]) + 1) if history else 0,
         stopped_early=stopped,
         history=history,
@@ -272,24 +258,18 @@ def _final_result(
     )
 
 
-def _summary(
-    session: TrainSession,
-    datasets: Datasets,
-    best: Path,
-    class_names: list[str],
-    stopped: bool,
-) -> dict[str, Any]:
+def _summary(session: TrainSession, best: Path, stopped: bool) -> dict[str, Any]:
     """The content of ``results.json``; evaluates the best model on ``test/`` when present."""
     config = session.config
     state = files.read_state(best)
     metrics = state.get("metrics") or {}
     test = None
-    if datasets.test is not None:
+    if session.test is not None:
         model = build_model(config.model)
         load_state_dict_strict(model, state["model"], source=str(best))
         result = evaluate(
             model.to(session.device).eval(),
-            datasets.test,
+            session.test,
             num_select=config.model.num_select,
             device=session.device,
             batch_size=config.eval.eval_batch_size or config.train.batch_size,
@@ -305,7 +285,7 @@ def _summary(
         "map_50": metrics.get("map_50"),
         "valid": metrics.get("evaluation"),
         "test": test,
-        "class_names": class_names,
+        "class_names": session.class_names,
         "class_map": config.data.class_map,
         "stopped_early": stopped,
     }

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rfdetr.models.detector import RFDETR
 from rfdetr.training import checkpoint as files
-from rfdetr.training.early_stopping import EarlyStopping
-from rfdetr.training.loggers import RunLogger
 from rfdetr.training.runtime import capture_rng_state, eval_mode, restore_rng_state
 from rfdetr.training.step import TrainSession
 from rfdetr.training.validation import (
@@ -60,39 +58,6 @@ class TrainResult:
 
 
 @dataclass
-class BestTracker:
-    """Best validation scores so far of the trained (``regular``) and EMA models.
-
-    ``total`` is the source of ``checkpoint_best_total.pth``: EMA only when strictly better.
-    """
-
-    regular: float | None = None
-    regular_epoch: int | None = None
-    ema: float | None = None
-    ema_epoch: int | None = None
-    total: str | None = None
-
-    def improve(self, source: str, score: float, epoch: int) -> bool:
-        """Record ``score``; True when it beats the best of ``source`` (or is the first)."""
-        best = getattr(self, source)
-        if best is not None and not score > best:
-            return False
-        setattr(self, source, score)
-        setattr(self, f"{source}_epoch", epoch)
-        return True
-
-    def winner(self) -> str:
-        """``ema`` when its best is strictly higher than the regular best, else ``regular``."""
-        if self.ema is not None and (self.regular is None or self.ema > self.regular):
-            return "ema"
-        return "regular"
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain data for a checkpoint."""
-        return asdict(self)
-
-
-@dataclass
 class EpochOutcome:
     """What :func:`finish_epoch` decided."""
 
@@ -105,39 +70,31 @@ def finish_epoch(
     session: TrainSession,
     epoch: int,
     train_stats: dict[str, float],
-    *,
-    valid: Any,
-    tracker: BestTracker,
-    stopper: EarlyStopping | None,
-    run_logger: RunLogger | None,
     rng_states: list[dict[str, Any]],
-    class_names: list[str],
     started: float,
 ) -> EpochOutcome:
     """Evaluate, update the best files, log, and write ``checkpoint.pth`` for ``epoch``."""
-    config = session.config
+    config, tracker = session.config, session.tracker
     out = Path(config.train.output_dir)
-    results = _evaluate_models(session, valid)
+    results = _evaluate_models(session)
     record: dict[str, Any] = {"epoch": epoch}
     record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
     for source, result in results.items():
         record |= metric_record("val_" if source == "regular" else "val_ema_", result)
     changed = [s for s, r in results.items() if tracker.improve(s, selection_score(r), epoch)]
-    run_config = config.model_dump(mode="json")
     for source in changed:
-        _write_best(session, source, results[source], epoch, run_config, class_names, out, tracker)
+        _write_best(session, source, results[source], epoch)
     stop = False
-    if stopper is not None:
-        regular = results.get("regular")
-        ema = results.get("ema")
-        stop = stopper.update(
+    if session.stopper is not None:
+        regular, ema = results.get("regular"), results.get("ema")
+        stop = session.stopper.update(
             selection_score(regular) if regular else None, selection_score(ema) if ema else None
         )
     record["epoch_time_s"] = time.perf_counter() - started
     record["n_parameters"] = sum(p.numel() for p in session.model.parameters())
-    if run_logger is not None:
-        run_logger.epoch(record)
-    state = training_state(session, epoch, tracker, stopper, rng_states, class_names, record)
+    if session.run_logger is not None:
+        session.run_logger.epoch(record)
+    state = training_state(session, epoch, rng_states, record)
     state["stopped_early"] = stop
     files.save_training_checkpoint(out / files.LAST, state)
     if (epoch + 1) % config.train.checkpoint_interval == 0:
@@ -145,7 +102,7 @@ def finish_epoch(
     return EpochOutcome(record, stop, changed)
 
 
-def _evaluate_models(session: TrainSession, valid: Any) -> dict[str, Any]:
+def _evaluate_models(session: TrainSession) -> dict[str, Any]:
     config = session.config
     kwargs = {
         "num_select": config.model.num_select,
@@ -159,33 +116,30 @@ def _evaluate_models(session: TrainSession, valid: Any) -> dict[str, Any]:
     streams = capture_rng_state()
     try:
         with eval_mode(session.model):
-            results = {"regular": evaluate(session.model, valid, **kwargs)}
+            results = {"regular": evaluate(session.model, session.valid, **kwargs)}
             if session.ema is not None:
-                results["ema"] = evaluate(session.ema.module, valid, **kwargs)
+                results["ema"] = evaluate(session.ema.module, session.valid, **kwargs)
     finally:
         restore_rng_state(streams)
     return results
 
 
-def _write_best(
-    session: TrainSession,
-    source: str,
-    result: Any,
-    epoch: int,
-    run_config: dict[str, Any],
-    class_names: list[str],
-    out: Path,
-    tracker: BestTracker,
-) -> None:
+def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> None:
+    out = Path(session.config.train.output_dir)
     module = session.ema.module if source == "ema" and session.ema else session.model
     weights = module.state_dict()
     metrics = checkpoint_metrics(result, source, epoch)
-    kwargs = {"config": run_config, "class_names": class_names, "epoch": epoch, "metrics": metrics}
+    kwargs = {
+        "config": session.config.model_dump(mode="json"),
+        "class_names": session.class_names,
+        "epoch": epoch,
+        "metrics": metrics,
+    }
     name = files.BEST_EMA if source == "ema" else files.BEST_REGULAR
     files.save_weights(out / name, weights, **kwargs)
-    if tracker.winner() == source:
+    if session.tracker.winner() == source:
         files.save_weights(out / files.BEST_TOTAL, weights, **kwargs)
-        tracker.total = source
+        session.tracker.total = source
         logger.info(
             "epoch %d: new best %s model, mAP50:95 %.4f -> %s",
             epoch,
@@ -196,13 +150,7 @@ def _write_best(
 
 
 def training_state(
-    session: TrainSession,
-    epoch: int,
-    tracker: BestTracker,
-    stopper: EarlyStopping | None,
-    rng_states: list[dict[str, Any]],
-    class_names: list[str],
-    metrics: dict[str, Any],
+    session: TrainSession, epoch: int, rng_states: list[dict[str, Any]], metrics: dict[str, Any]
 ) -> dict[str, Any]:
     """The content of ``checkpoint.pth`` after ``epoch`` (see :mod:`checkpoint`)."""
     return {
@@ -215,11 +163,11 @@ def training_state(
         "global_step": session.global_step,
         "rng": rng_states,
         "trackers": {
-            "best": tracker.state_dict(),
-            "early_stopping": stopper.state_dict() if stopper is not None else None,
+            "best": session.tracker.state_dict(),
+            "early_stopping": session.stopper.state_dict() if session.stopper else None,
         },
         "config": session.config.model_dump(mode="json"),
-        "class_names": class_names,
+        "class_names": session.class_names,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
     }
 

@@ -14,10 +14,10 @@ from typing import Any
 from rfdetr.run_config import ConfigError, RunConfig
 from rfdetr.training import checkpoint as files
 from rfdetr.training.distributed import DistInfo
-from rfdetr.training.early_stopping import EarlyStopping
+from rfdetr.training.early_stopping import BestTracker, EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import read_log
-from rfdetr.training.outputs import BestTracker, TrainResult
+from rfdetr.training.outputs import TrainResult
 from rfdetr.training.runtime import restore_rng_state
 from rfdetr.training.step import TrainSession
 
