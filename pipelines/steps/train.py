@@ -221,25 +221,19 @@ def visible_gpus() -> int:
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
-def run_distributed(config: RunConfig, processes: int, scratch: Path) -> None:
-    """``torch.distributed.run --standalone`` with ``processes`` workers of ``rfdetr train``.
+def run_distributed(config: RunConfig, processes: int | None, scratch: Path) -> None:
+    """``torch.distributed.run`` with workers of ``rfdetr train``: ``--standalone`` with
+    ``processes`` workers, or (None) one node of a multi-node job, whose node count, node rank,
+    processes per node and master address torchrun reads from the operator's ``PET_*``
+    variables.
 
     Output streams through to this process's (the step's log); rank 0 writes the run folder.
     """
     path = config.to_file(scratch / "run.json")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes}",
-        "-m",
-        "rfdetr",
-        "train",
-        "--config",
-        str(path),
-    ]
-    logger.info("training with %d processes: %s", processes, " ".join(command))
+    launch = ["--standalone", f"--nproc_per_node={processes}"] if processes else []
+    command = [sys.executable, "-m", "torch.distributed.run", *launch]
+    command += ["-m", "rfdetr", "train", "--config", str(path)]
+    logger.info("training: %s", " ".join(command))
     tail: collections.deque[str] = collections.deque(maxlen=15)
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1

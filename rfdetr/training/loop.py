@@ -12,23 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from rfdetr.checkpoint_format import CheckpointError
 from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
 from rfdetr.run_config import RunConfig
 from rfdetr.training import checkpoint as files
 from rfdetr.training.distributed import (
     DistInfo,
-    barrier,
-    broadcast_bool,
+    broadcast,
     cleanup,
+    gather,
     setup_distributed,
 )
 from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
-from rfdetr.training.loggers import RunLogger, check_loggers, read_log
+from rfdetr.training.loggers import LOG_FILE, RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer
 from rfdetr.training.outputs import TrainResult, finish_epoch, write_results
 from rfdetr.training.resume import check_resume_matches, finished_result, is_finished, restore
@@ -92,6 +92,7 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
     configure_tf32(device, config.train.tf32)
     check_loggers(config.log)
     resume = files.load_training_checkpoint(config.train.resume) if config.train.resume else None
+    _check_same_resume(config, resume, info)
     datasets = build_datasets(config)
     config = config.with_overrides(
         {
@@ -210,13 +211,13 @@ def _start_outputs(config: RunConfig, info: DistInfo, start_epoch: int) -> RunLo
 def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], started: float) -> bool:
     """Main process evaluates and writes; every process then learns whether to stop."""
     info = session.dist
-    rng_states = _gather_rng_states(info, session.device)
+    rng_states = gather(capture_rng_state(session.device), info)
     stop = False
     if info.is_main and session.run_logger is not None:
         stop = finish_epoch(session, epoch, stats, rng_states, started).stop
         _plot(read_log(session.run_logger.log_path), Path(session.config.train.output_dir))
-    barrier(info)  # the others wait here until rank 0 has written this epoch's files
-    return broadcast_bool(stop, info)
+    # The others wait here until rank 0 has written this epoch's files.
+    return bool(broadcast(stop, info))
 
 
 def _plot(records: list[dict[str, Any]], output_dir: Path) -> None:
@@ -227,34 +228,43 @@ def _plot(records: list[dict[str, Any]], output_dir: Path) -> None:
     plot_training_curves(records, output_dir / PLOT_FILE)
 
 
-def _gather_rng_states(info: DistInfo, device: torch.device) -> list[dict[str, Any]]:
-    state = capture_rng_state(device)
-    if not info.enabled:
-        return [state]
-    gathered: list[Any] = [None] * info.world_size
-    dist.all_gather_object(gathered, state)
-    return gathered
+def _check_same_resume(config: RunConfig, resume: dict[str, Any] | None, info: DistInfo) -> None:
+    """Every process must continue from the same epoch: on several nodes each one reads its own
+    copy of the resume file (restored from the checkpoint mirror on every node).
+
+    Raises:
+        CheckpointError: on every process, when they would resume from different epochs.
+    """
+    epochs = gather(None if resume is None else int(resume["epoch"]), info)
+    if len(set(epochs)) > 1:
+        raise CheckpointError(
+            f"{config.train.resume}: the processes would resume after epochs {epochs} (by rank; "
+            "None: no checkpoint); give every node the same checkpoint.pth"
+        )
 
 
 def _final_result(session: TrainSession, stopped: bool) -> TrainResult:
     output_dir = Path(session.config.train.output_dir)
     best = output_dir / files.BEST_TOTAL
-    if session.dist.is_main and best.is_file():
-        write_results(output_dir, _summary(session, best, stopped))
-    barrier(session.dist)  # nobody reads the best file before rank 0 has written it
-    history = read_log(output_dir / "log.txt")
-    metrics = None
-    if best.is_file():
-        metrics = files.read_state(best).get("metrics")
+    outcome = None
+    if session.dist.is_main:
+        if best.is_file():
+            write_results(output_dir, _summary(session, best, stopped))
+        history = read_log(output_dir / LOG_FILE)
+        outcome = {
+            "best_checkpoint": best if best.is_file() else None,
+            "best_metrics": files.read_state(best).get("metrics") if best.is_file() else None,
+            "epochs_completed": (int(history[-1]["epoch"]) + 1) if history else 0,
+            "history": history,
+        }
+    # Only rank 0's node holds the files: every process returns what rank 0 read, once written.
+    outcome = broadcast(outcome, session.dist)
     return TrainResult(
         output_dir=output_dir,
-        best_checkpoint=best if best.is_file() else None,
-        best_metrics=metrics,
         class_names=session.class_names,
-        epochs_completed=(int(history[-1]["epoch"]) + 1) if history else 0,
         stopped_early=stopped,
-        history=history,
         model=session.model,
+        **outcome,
     )
 
 
