@@ -1,16 +1,11 @@
-"""One node of a multi-node training job: a Kubeflow ``TrainJob`` or ``PyTorchJob`` pod.
+"""One node (pod) of a multi-node ``TrainJob`` or ``PyTorchJob``:
+``python -m pipelines.steps.train_node RUN_CONFIG DATASET RUN_DIR --mirror URI``.
 
-Every pod runs ``python -m pipelines.steps.train_node RUN_CONFIG DATASET RUN_DIR --mirror URI``
-with the environment the operator injects (``PET_NNODES``, ``PET_NODE_RANK``,
-``PET_NPROC_PER_NODE``, ``PET_MASTER_ADDR``, ``PET_MASTER_PORT``; the Training Operator also
-sets ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE``, ``RANK``). Each node fetches the dataset
-and the resume point itself; ``torch.distributed.run`` then starts this node's workers.
-
-Pods restart after a node is lost, with empty folders: every node restores ``checkpoint.pth``
-from the checkpoint mirror before training, so all ranks resume from the same epoch. Only
-global rank 0 (on node 0) writes the run folder, so node 0 alone mirrors it: while training,
-when it fails, and a last time after success. The step that created the job reads the results
-from the mirror (and then clears it with :meth:`CheckpointMirror.finish`).
+torchrun reads the node count, node rank and master address from the operator's ``PET_*``
+variables. Pods come back after a node is lost with empty folders, so every node restores
+``checkpoint.pth`` from the checkpoint mirror and all ranks resume from the same epoch. Rank 0
+(node 0) alone writes the run folder, so node 0 alone mirrors it: while training, on failure or
+SIGTERM, and after success; the step that created the job reads the results from the mirror.
 """
 
 from __future__ import annotations
@@ -35,18 +30,11 @@ def train_node(
     dataset_dir: str | Path,
     run_dir: str | Path,
     mirror_uri: str,
-    *,
     interval: float = DEFAULT_INTERVAL_S,
 ) -> None:
-    """Train this node's share of the job: restore the mirror, run torchrun, mirror (node 0).
-
-    Args:
-        run_config: the ``resolve_config`` step's JSON.
-        dataset_dir: a dataset folder or reference (fetched and verified on every node).
-        run_dir: this node's run folder (written on node 0 only).
-        mirror_uri: the run's checkpoint mirror, ``s3://bucket/prefix``; empty: none (a lost
-            node then restarts the run from scratch).
-        interval: seconds between mirror syncs on node 0.
+    """Train this node's share: ``run_config`` (resolve_config's JSON) on ``dataset_dir`` (a
+    folder or reference, fetched here), into ``run_dir`` (written on node 0 only), mirrored
+    to ``mirror_uri`` every ``interval`` s (empty: no mirror; a lost node restarts the run).
 
     Raises:
         StepError: the node's workers failed; StorageError: the mirror or data could not be read.
@@ -72,16 +60,13 @@ def train_node(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.steps.train_node")
-    parser.add_argument("run_config")
-    parser.add_argument("dataset_dir")
-    parser.add_argument("run_dir")
+    for name in ("run_config", "dataset_dir", "run_dir"):
+        parser.add_argument(name)
     parser.add_argument("--mirror", default="", help="the run's checkpoint mirror URI")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S)
     args = parser.parse_args(argv)
     with step_errors("train-node"):
-        train_node(
-            args.run_config, args.dataset_dir, args.run_dir, args.mirror, interval=args.interval
-        )
+        train_node(args.run_config, args.dataset_dir, args.run_dir, args.mirror, args.interval)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import LOG_FILE, RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer
-from rfdetr.training.outputs import TrainResult, finish_epoch, write_results
+from rfdetr.training.outputs import TrainResult, evaluate_split, finish_epoch, write_results
 from rfdetr.training.resume import check_resume_matches, finished_result, is_finished, restore
 from rfdetr.training.runtime import (
     capture_rng_state,
@@ -50,7 +50,6 @@ from rfdetr.training.setup import (
     prepare_model,
 )
 from rfdetr.training.step import TrainSession, train_one_epoch
-from rfdetr.training.validation import evaluate
 from rfdetr.weights import load_state_dict_strict
 
 logger = logging.getLogger(__name__)
@@ -94,18 +93,16 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
     resume = files.load_training_checkpoint(config.train.resume) if config.train.resume else None
     _check_same_resume(config, resume, info)
     datasets = build_datasets(config)
+    classes = datasets.class_map
     config = config.with_overrides(
-        {
-            "data.class_map": datasets.class_map.to_dict(),
-            "num_classes": datasets.class_map.num_classes,
-        }
+        {"data.class_map": classes.to_dict(), "num_classes": classes.num_classes}
     )
     if resume is not None:
         check_resume_matches(resume, config)
         if is_finished(resume, config):
-            return finished_result(resume, config, list(datasets.class_map.names))
+            return finished_result(resume, config, list(classes.names))
     seed_everything(config.train.seed + info.rank)
-    model = prepare_model(config, model, datasets.class_map.num_classes).to(device)
+    model = prepare_model(config, model, classes.num_classes).to(device)
     batches = TrainBatches(datasets.train, config, info, device)
     session = _build_session(config, model, datasets, len(batches), device, info)
     start_epoch = 0
@@ -214,18 +211,15 @@ def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], start
     rng_states = gather(capture_rng_state(session.device), info)
     stop = False
     if info.is_main and session.run_logger is not None:
+        from rfdetr.evaluation.plots import plot_training_curves  # loss, mAP, lr per epoch
+
         stop = finish_epoch(session, epoch, stats, rng_states, started).stop
-        _plot(read_log(session.run_logger.log_path), Path(session.config.train.output_dir))
+        plot_training_curves(
+            read_log(session.run_logger.log_path),
+            Path(session.config.train.output_dir) / PLOT_FILE,
+        )
     # The others wait here until rank 0 has written this epoch's files.
     return bool(broadcast(stop, info))
-
-
-def _plot(records: list[dict[str, Any]], output_dir: Path) -> None:
-    """``metrics_plot.png`` (loss, mAP regular vs EMA, lr per epoch), drawn by the evaluation
-    package's plotting."""
-    from rfdetr.evaluation.plots import plot_training_curves
-
-    plot_training_curves(records, output_dir / PLOT_FILE)
 
 
 def _check_same_resume(config: RunConfig, resume: dict[str, Any] | None, info: DistInfo) -> None:
@@ -277,16 +271,7 @@ def _summary(session: TrainSession, best: Path, stopped: bool) -> dict[str, Any]
     if session.test is not None:
         model = build_model(config.model)
         load_state_dict_strict(model, state["model"], source=str(best))
-        result = evaluate(
-            model.to(session.device).eval(),
-            session.test,
-            num_select=config.model.num_select,
-            device=session.device,
-            batch_size=config.eval.eval_batch_size or config.train.batch_size,
-            num_workers=config.data.num_workers,
-            segmentation=config.model.segmentation_head,
-        )
-        test = result.to_dict()
+        test = evaluate_split(session, model.to(session.device), session.test).to_dict()
     return {
         "best_checkpoint": best.name,
         "best_source": metrics.get("source"),

@@ -1,5 +1,8 @@
 """What happens after each training epoch: evaluate, track the best models, write the files.
 
+Evaluation is :func:`rfdetr.evaluation.coco.evaluate_model`; this module decides what to
+evaluate and turns the results into the numbers training logs and selects on.
+
 Only the main process calls :func:`finish_epoch`; the loop makes the other processes wait.
 Write order matters for a run killed at any moment: best files, then the ``log.txt`` line, then
 ``checkpoint.pth`` last, so the resume point never claims an epoch whose outputs are missing.
@@ -12,18 +15,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
+from rfdetr.data.dataset import DetectionDataset
 from rfdetr.models.detector import RFDETR
+from rfdetr.models.postprocess import PostProcess
 from rfdetr.training import checkpoint as files
 from rfdetr.training.runtime import capture_rng_state, eval_mode, restore_rng_state
 from rfdetr.training.step import TrainSession
-from rfdetr.training.validation import (
-    checkpoint_metrics,
-    evaluate,
-    metric_record,
-    selection_score,
-)
+
+if TYPE_CHECKING:
+    from rfdetr.evaluation.coco import EvaluationResult
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +80,9 @@ def finish_epoch(
     """Evaluate, update the best files, log, and write ``checkpoint.pth`` for ``epoch``."""
     config, tracker = session.config, session.tracker
     out = Path(config.train.output_dir)
-    results = _evaluate_models(session)
+    results = {"regular": evaluate_split(session, session.model, session.valid)}
+    if session.ema is not None:
+        results["ema"] = evaluate_split(session, session.ema.module, session.valid)
     record: dict[str, Any] = {"epoch": epoch}
     record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
     for source, result in results.items():
@@ -102,33 +108,59 @@ def finish_epoch(
     return EpochOutcome(record, stop, changed)
 
 
-def _evaluate_models(session: TrainSession) -> dict[str, Any]:
+def evaluate_split(
+    session: TrainSession, model: nn.Module, dataset: DetectionDataset | None
+) -> EvaluationResult:
+    """COCO metrics of ``model`` on ``dataset`` (a ``train=False`` split): bbox, and segm for Seg.
+
+    The model's train/eval mode is restored afterwards, and so are the training random streams:
+    a resumed run restores the streams saved after the epoch, and they must equal those an
+    uninterrupted run continues with.
+    """
+    from rfdetr.evaluation.coco import evaluate_model
+
     config = session.config
-    kwargs = {
-        "num_select": config.model.num_select,
-        "device": session.device,
-        "batch_size": config.eval.eval_batch_size or config.train.batch_size,
-        "num_workers": config.data.num_workers,
-        "segmentation": config.model.segmentation_head,
-    }
-    # Evaluation must not consume the training random streams: a resumed run restores the
-    # streams saved after the epoch, and they must equal those an uninterrupted run continues with.
     streams = capture_rng_state()
     try:
-        with eval_mode(session.model):
-            results = {"regular": evaluate(session.model, session.valid, **kwargs)}
-            if session.ema is not None:
-                results["ema"] = evaluate(session.ema.module, session.valid, **kwargs)
+        with eval_mode(model):
+            return evaluate_model(
+                model,
+                dataset,
+                postprocess=PostProcess(config.model.num_select),
+                device=session.device,
+                batch_size=config.eval.eval_batch_size or config.train.batch_size,
+                num_workers=config.data.num_workers,
+                segmentation=config.model.segmentation_head,
+            )
     finally:
         restore_rng_state(streams)
-    return results
+
+
+def selection_score(result: EvaluationResult) -> float:
+    """What best-checkpoint selection and early stopping compare: primary mAP50:95."""
+    return float(result.primary.map_50_95)
+
+
+def metric_record(prefix: str, result: EvaluationResult) -> dict[str, float]:
+    """Flat ``{prefix}map_50_95``-style numbers for ``log.txt`` (``segm_`` keys for Seg)."""
+    record = {f"{prefix}{key}": value for key, value in result.bbox.to_dict().items()}
+    if result.segm is not None:
+        record |= {f"{prefix}segm_{key}": value for key, value in result.segm.to_dict().items()}
+    return record
 
 
 def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> None:
     out = Path(session.config.train.output_dir)
     module = session.ema.module if source == "ema" and session.ema else session.model
     weights = module.state_dict()
-    metrics = checkpoint_metrics(result, source, epoch)
+    metrics = {  # the selection score first, then the full result
+        "source": source,
+        "epoch": epoch,
+        "iou_type": "segm" if result.segm is not None else "bbox",
+        "map_50_95": float(result.primary.map_50_95),
+        "map_50": float(result.primary.map_50),
+        "evaluation": result.to_dict(),
+    }
     kwargs = {
         "config": session.config.model_dump(mode="json"),
         "class_names": session.class_names,
