@@ -188,6 +188,8 @@ def test_multinode_two_nodes_equal_one_process_and_only_rank0_writes(
     written = {p.name for p in node0.iterdir()}
     assert {"checkpoint.pth", "checkpoint_best_total.pth", "log.txt", "results.json"} <= written
     assert [p.name for p in node1.iterdir()] == []  # rank 1's node writes nothing
+    # ... yet its `rfdetr train` reports the run as rank 0 read it (broadcast, not its own disk)
+    assert '"epochs_completed": 2' in (two_nodes / "node1" / "node.log").read_text()
     assert "effective batch: 4 images per optimizer step" in logs(two_nodes)
     torch.set_num_threads(1)
     single = RunConfig.from_kwargs(
