@@ -22,7 +22,7 @@ from pipelines.steps.dataset import dataset_folder
 from pipelines.steps.mirror import DEFAULT_INTERVAL_S, CheckpointMirror
 from pipelines.steps.train import _prepared, run_distributed
 from pipelines.steps.weights import resolve_weights
-from rfdetr.training import checkpoint as files
+from rfdetr import checkpoints as files
 
 
 def train_node(

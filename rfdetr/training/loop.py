@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from rfdetr import checkpoints as files
 from rfdetr.checkpoint_format import CheckpointError
-from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
 from rfdetr.run_config import RunConfig
-from rfdetr.training import checkpoint as files
 from rfdetr.training.distributed import (
     DistInfo,
     broadcast,
@@ -28,7 +28,7 @@ from rfdetr.training.distributed import (
 )
 from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
-from rfdetr.training.loggers import LOG_FILE, RunLogger, check_loggers, read_log
+from rfdetr.training.loggers import RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer
 from rfdetr.training.outputs import TrainResult, evaluate_split, finish_epoch, write_results
 from rfdetr.training.resume import check_resume_matches, finished_result, is_finished, restore
@@ -50,7 +50,6 @@ from rfdetr.training.setup import (
     prepare_model,
 )
 from rfdetr.training.step import TrainSession, train_one_epoch
-from rfdetr.weights import load_state_dict_strict
 
 logger = logging.getLogger(__name__)
 
@@ -240,37 +239,25 @@ def _check_same_resume(config: RunConfig, resume: dict[str, Any] | None, info: D
 def _final_result(session: TrainSession, stopped: bool) -> TrainResult:
     output_dir = Path(session.config.train.output_dir)
     best = output_dir / files.BEST_TOTAL
-    outcome = None
+    result = None
     if session.dist.is_main:
         if best.is_file():
             write_results(output_dir, _summary(session, best, stopped))
-        history = read_log(output_dir / LOG_FILE)
-        outcome = {
-            "best_checkpoint": best if best.is_file() else None,
-            "best_metrics": files.read_state(best).get("metrics") if best.is_file() else None,
-            "epochs_completed": (int(history[-1]["epoch"]) + 1) if history else 0,
-            "history": history,
-        }
+        result = TrainResult.from_run_dir(
+            output_dir, class_names=session.class_names, stopped_early=stopped
+        )
     # Only rank 0's node holds the files: every process returns what rank 0 read, once written.
-    outcome = broadcast(outcome, session.dist)
-    return TrainResult(
-        output_dir=output_dir,
-        class_names=session.class_names,
-        stopped_early=stopped,
-        model=session.model,
-        **outcome,
-    )
+    return replace(broadcast(result, session.dist), model=session.model)
 
 
 def _summary(session: TrainSession, best: Path, stopped: bool) -> dict[str, Any]:
     """The content of ``results.json``; evaluates the best model on ``test/`` when present."""
     config = session.config
-    state = files.read_state(best)
-    metrics = state.get("metrics") or {}
+    checkpoint = files.read_checkpoint(best)
+    metrics = checkpoint.metrics or {}
     test = None
     if session.test is not None:
-        model = build_model(config.model)
-        load_state_dict_strict(model, state["model"], source=str(best))
+        model, _, _ = files.load_model(checkpoint, config.model)
         test = evaluate_split(session, model.to(session.device), session.test).to_dict()
     return {
         "best_checkpoint": best.name,
