@@ -220,19 +220,30 @@ def visible_gpus() -> int:
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
-def run_distributed(config: RunConfig, processes: int | None, scratch: Path) -> None:
-    """``torch.distributed.run`` with workers of ``rfdetr train``: ``--standalone`` with
-    ``processes`` workers, or (None) one node of a multi-node job, whose node count, node rank,
-    processes per node and master address torchrun reads from the operator's ``PET_*``
-    variables.
+def run_distributed(
+    config: RunConfig, processes: int, scratch: Path, launcher: tuple[str, ...] | None = None
+) -> None:
+    """``torch.distributed.run --standalone`` with ``processes`` workers of ``rfdetr train``
+    (``launcher``: other launcher options instead, e.g. none on a multi-node job's node, where
+    torchrun reads ``PET_NNODES``, ``PET_NODE_RANK``, ... from the environment).
 
     Output streams through to this process's (the step's log); rank 0 writes the run folder.
     """
     path = config.to_file(scratch / "run.json")
-    launch = ["--standalone", f"--nproc_per_node={processes}"] if processes else []
-    command = [sys.executable, "-m", "torch.distributed.run", *launch]
-    command += ["-m", "rfdetr", "train", "--config", str(path)]
-    logger.info("training: %s", " ".join(command))
+    if launcher is None:
+        launcher = ("--standalone", f"--nproc_per_node={processes}")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *launcher,
+        "-m",
+        "rfdetr",
+        "train",
+        "--config",
+        str(path),
+    ]
+    logger.info("training with %d processes: %s", processes, " ".join(command))
     tail: collections.deque[str] = collections.deque(maxlen=15)
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1

@@ -1,6 +1,7 @@
-"""Multi-node DDP for real: two "nodes" on 127.0.0.1, each one ``pipelines.steps.train_node``
-process that starts ``torch.distributed.run`` (one gloo worker per node, CPU) with exactly the
-environment a Kubeflow operator gives a pod, and nothing else to find the other node.
+"""Multi-node DDP for real: two "nodes" on 127.0.0.1, each one job-node process
+(``python -m pipelines.steps.train_job``: the dataset by reference from SeaweedFS, the resume
+point from the mirror, ``torch.distributed.run`` with one gloo worker, CPU) started with exactly
+the environment a Kubeflow operator gives a pod, and nothing else to find the other node.
 
 The environment contracts (the test's stand-in for a cluster DNS name is 127.0.0.1, and a free
 port replaces the operator's fixed one):
@@ -28,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,23 +89,24 @@ _LAUNCH_VARS = ("MASTER_", "WORLD_SIZE", "RANK", "LOCAL_RANK", "PET_", "TORCHELA
 
 
 def start_nodes(
-    root: Path, config: Path, dataset: Path, env_of: Any, mirror: str = ""
+    root: Path, config: Path, reference: str, env_of: Any, mirror: str
 ) -> list[subprocess.Popen[bytes]]:
-    """Both nodes, each in its own folder (its own "disk") and process group (its own pod)."""
+    """Both nodes, each in its own folder (its own "disk", as TMPDIR) and session (its pod)."""
+    from pipelines.steps.train_job import ENV_CONFIG, ENV_DATASET, ENV_MIRROR
+
     port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCH_VARS)}
     base |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    base |= {ENV_CONFIG: config.read_text(), ENV_DATASET: reference, ENV_MIRROR: mirror}
     procs = []
     for node in range(NODES):
         folder = root / f"node{node}"
         folder.mkdir(parents=True)
-        command = [sys.executable, "-m", "pipelines.steps.train_node", str(config), str(dataset)]
-        command += ["run", "--mirror", mirror, "--interval", "0.3"]
-        env = base | env_of(node, port)
+        env = base | env_of(node, port) | {"TMPDIR": str(folder)}
         with (folder / "node.log").open("wb") as log:  # the child keeps its own descriptor
             procs.append(
                 subprocess.Popen(
-                    command,
+                    [sys.executable, "-m", "pipelines.steps.train_job"],
                     cwd=folder,
                     env=env,
                     stdout=log,
@@ -149,10 +150,29 @@ def logs(root: Path) -> str:
     return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(root.glob("*/node.log")))
 
 
+def mirrored(mirror: str, tmp: Path, name: str) -> Path:
+    """``name`` downloaded from the mirror into ``tmp``."""
+    from rfdetr.storage import download_file, parse_uri
+
+    download_file(parse_uri(mirror).child(name), tmp / name)
+    return tmp / name
+
+
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     state = torch.load(run_dir / "checkpoint.pth", map_location="cpu", weights_only=True)
     assert state["global_step"] == 10  # 2 epochs x 5 steps of 4 images
     return {**state["model"], **{f"ema.{k}": v for k, v in state["ema"]["module"].items()}}
+
+
+def upload(dataset: Path, bucket: str, tmp: Path) -> str:
+    """The dataset reference the fetch step passes on (uploaded to the object store)."""
+    from pipelines.cli import main
+    from pipelines.steps.dataset import fetch_dataset
+
+    uri = f"s3://{bucket}/datasets/shapes"
+    assert main(["dataset", "upload", str(dataset), uri]) == 0
+    fetch_dataset(uri, tmp / "fetched")
+    return next((tmp / "fetched").iterdir()).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -171,67 +191,70 @@ def run_config(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def two_nodes(
-    run_config: Path, dataset: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
-    """An uninterrupted two-node run with the PyTorchJob environment (no mirror)."""
-    root = tmp_path_factory.mktemp("pytorchjob")
-    codes = wait_all(start_nodes(root, run_config, dataset, pytorchjob_env))
-    assert codes == [0, 0], logs(root)
-    yield root
+def one_process(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same run in one process with batch 4: the effective batch of 2 nodes x 2."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("one") / "run"
+    config = RunConfig.from_kwargs(
+        "tiny", dataset_dir=str(dataset), output_dir=str(out), batch_size=4, **OPTIONS
+    )
+    return weights(fit(config).output_dir)
+
+
+def assert_close(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=TOLERANCE, msg=name)
 
 
 def test_multinode_two_nodes_equal_one_process_and_only_rank0_writes(
-    two_nodes: Path, dataset: Path, tmp_path: Path
+    run_config: Path, dataset: Path, one_process: dict[str, Any], tmp_path: Path, bucket: str
 ) -> None:
-    node0, node1 = two_nodes / "node0" / "run", two_nodes / "node1" / "run"
-    written = {p.name for p in node0.iterdir()}
-    assert {"checkpoint.pth", "checkpoint_best_total.pth", "log.txt", "results.json"} <= written
-    assert [p.name for p in node1.iterdir()] == []  # rank 1's node writes nothing
+    """The Training Operator's environment; an uninterrupted run."""
+    mirror = f"s3://{bucket}/mirror/run/train"
+    codes = wait_all(start_nodes(tmp_path, run_config, upload(dataset, bucket, tmp_path),
+                                 pytorchjob_env, mirror))  # fmt: skip
+    assert codes == [0, 0], logs(tmp_path)
+    node0, node1 = ((tmp_path / f"node{i}" / "node.log").read_text() for i in range(NODES))
+    assert "effective batch: 4 images per optimizer step" in node0
+    assert "mirrored" in node0 and "mirrored" not in node1  # rank 1's node writes nothing
     # ... yet its `rfdetr train` reports the run as rank 0 read it (broadcast, not its own disk)
-    assert '"epochs_completed": 2' in (two_nodes / "node1" / "node.log").read_text()
-    assert "effective batch: 4 images per optimizer step" in logs(two_nodes)
-    torch.set_num_threads(1)
-    single = RunConfig.from_kwargs(
-        "tiny", dataset_dir=str(dataset), output_dir=str(tmp_path / "one"), batch_size=4, **OPTIONS
-    )
-    one = weights(fit(single).output_dir)
-    two = weights(node0)
-    assert one.keys() == two.keys()
-    for name, value in one.items():
-        torch.testing.assert_close(two[name], value, rtol=0, atol=TOLERANCE, msg=name)
+    assert '"epochs_completed": 2' in node1
+    log = mirrored(mirror, tmp_path, "log.txt").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [0, 1]
+    assert_close(weights(mirrored(mirror, tmp_path, "checkpoint.pth").parent), one_process)
 
 
 def test_multinode_node_lost_mid_epoch_resumes_from_the_mirror(
-    two_nodes: Path, run_config: Path, dataset: Path, tmp_path: Path, bucket: str
+    run_config: Path, dataset: Path, one_process: dict[str, Any], tmp_path: Path, bucket: str
 ) -> None:
-    """Node 1 dies in epoch 1; the job's pods are deleted (SIGTERM, as the kubelet sends) and
-    recreated with empty folders; both resume from epoch 0's checkpoint in the object-store
-    mirror, which node 0 kept current."""
+    """Trainer v2's environment. Node 1 dies in epoch 1; the job's pods are deleted (SIGTERM,
+    as the kubelet sends) and recreated with empty folders; both resume from epoch 0's
+    checkpoint in the object-store mirror, which node 0 kept current."""
     mirror = f"s3://{bucket}/mirror/run/train"
+    reference = upload(dataset, bucket, tmp_path)
     first = tmp_path / "first"
-    procs = start_nodes(first, run_config, dataset, trainjob_env, mirror)
-    log = first / "node0" / "run" / "log.txt"
+    procs = start_nodes(first, run_config, reference, trainjob_env, mirror)
     deadline = time.monotonic() + 120
-    while not (log.is_file() and log.read_text().strip()):  # epoch 0 written: epoch 1 runs
+    while not any(p.read_text().strip() for p in first.glob("node0/*/run/log.txt")):
         assert time.monotonic() < deadline and procs[0].poll() is None, logs(first)
-        time.sleep(0.05)
+        time.sleep(0.05)  # until epoch 0 is written: epoch 1 runs
     kill_node(procs[1])  # node 1 lost: its launcher and its worker
     try:
         procs[0].wait(timeout=15)  # its worker may see the lost peer and fail by itself
     except subprocess.TimeoutExpired:
         procs[0].send_signal(signal.SIGTERM)  # else the pod is deleted: SIGTERM to PID 1
     assert wait_all(procs, timeout=60)[0] != 0, logs(first)
-    first_log = log.read_text().splitlines()
+    first_log = mirrored(mirror, first, "log.txt").read_text().splitlines()
     assert len(first_log) == 1, "the kill came after epoch 1 ended; nothing left to resume"
 
     again = tmp_path / "again"
-    codes = wait_all(start_nodes(again, run_config, dataset, trainjob_env, mirror))
-    assert codes == [0, 0], logs(again)
-    run = again / "node0" / "run"
-    resumed_log = (run / "log.txt").read_text().splitlines()
+    assert wait_all(start_nodes(again, run_config, reference, trainjob_env, mirror)) == [0, 0], (
+        logs(again)
+    )
+    for node in range(NODES):
+        assert "restored the resume point" in (again / f"node{node}" / "node.log").read_text()
+    resumed_log = mirrored(mirror, again, "log.txt").read_text().splitlines()
     assert resumed_log[0] == first_log[0]  # epoch 0 restored from the mirror, not trained again
     assert [json.loads(line)["epoch"] for line in resumed_log] == [0, 1]
-    expected, got = weights(two_nodes / "node0" / "run"), weights(run)
-    for name, value in expected.items():  # a resumed run continues exactly
-        torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6, msg=name)
+    assert_close(weights(mirrored(mirror, again, "checkpoint.pth").parent), one_process)
