@@ -35,6 +35,7 @@ from rfdetr.checkpoint_format import (
     atomic_save,
     one_line,
     require_plain,
+    upstream_resume_state,
 )
 from rfdetr.weights import save_checkpoint
 
@@ -115,7 +116,7 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise CheckpointError(f"{file}: no such checkpoint file to resume from")
-    state = read_state(file)
+    state = upstream_resume_state(state := read_state(file), file) or state
     if any(key not in state for key in TRAINING_KEYS):
         raise CheckpointError(
             f"{file}: not a resumable training checkpoint (no optimizer state); resume from "
