@@ -432,11 +432,13 @@ def upstream_resume_mismatch(
     saved = state.get("model_config") or {}
     for key in set(UPSTREAM_MODEL_FIELDS) - {"resolution", "num_select"}:
         if key in saved and key in model and saved[key] != model[key]:
-            return f"the checkpoint's model has {key}={saved[key]!r}, this run {model[key]!r}"
+            wanted = f"{key}={saved[key]!r}"
+            return f"the checkpoint's model has {wanted}, this run {model[key]!r}; set {wanted} to resume it"
     names = state.get("class_names")
     if names is not None and list(names) != list(class_names):
         return (
-            f"the checkpoint was trained on the classes {list(names)}, this dataset {class_names}"
+            f"the checkpoint was trained on the classes {list(names)}, this dataset has "
+            f"{class_names}; resume on the same dataset classes"
         )
     return None
 

@@ -37,7 +37,7 @@ def check_resume_matches(state: dict[str, Any], config: RunConfig) -> None:
         names = (config.data.class_map or {}).get("names", [])
         problem = upstream_resume_mismatch(state, config.model.model_dump(mode="json"), names)
         if problem:
-            raise ConfigError(f"{config.train.resume}: {problem}; resume with the same model")
+            raise ConfigError(f"{config.train.resume}: {problem}")
         return
     saved = RunConfig.model_validate(state["config"])
     for key, value in config.model.model_dump().items():
