@@ -432,8 +432,8 @@ def upstream_resume_mismatch(
     saved = state.get("model_config") or {}
     for key in set(UPSTREAM_MODEL_FIELDS) - {"resolution", "num_select"}:
         if key in saved and key in model and saved[key] != model[key]:
-            wanted = f"{key}={saved[key]!r}"
-            return f"the checkpoint's model has {wanted}, this run {model[key]!r}; set {wanted} to resume it"
+            want = f"{key}={saved[key]!r}"
+            return f"the checkpoint's model has {want}, this run {model[key]!r}; set {want}"
     names = state.get("class_names")
     if names is not None and list(names) != list(class_names):
         return (
