@@ -35,8 +35,8 @@ from rfdetr.checkpoint_format import (
     atomic_save,
     one_line,
     require_plain,
-    upstream_resume_state,
 )
+from rfdetr.training.upstream_resume import upstream_resume_state
 from rfdetr.weights import save_checkpoint
 
 logger = logging.getLogger(__name__)

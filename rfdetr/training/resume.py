@@ -11,11 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rfdetr.checkpoint_format import (
-    UPSTREAM_RESUME,
-    upstream_optimizer_in,
-    upstream_resume_mismatch,
-)
 from rfdetr.run_config import ConfigError, RunConfig
 from rfdetr.training import checkpoint as files
 from rfdetr.training.distributed import DistInfo
@@ -25,6 +20,11 @@ from rfdetr.training.loggers import read_log
 from rfdetr.training.outputs import BestTracker, TrainResult
 from rfdetr.training.runtime import restore_rng_state
 from rfdetr.training.step import TrainSession
+from rfdetr.training.upstream_resume import (
+    UPSTREAM_RESUME,
+    upstream_optimizer_in,
+    upstream_resume_mismatch,
+)
 
 logger = logging.getLogger(__name__)
 
