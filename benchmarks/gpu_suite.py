@@ -193,8 +193,6 @@ def _exports(size: str, upstream: str | None, folder: Path) -> tuple[dict[str, P
     """Both dynamic-batch ONNX files of ``size`` on the same (upstream's perturbed) weights."""
     from inference_latency import UPSTREAM_CLASSES, our_model, upstream_export
 
-    from rfdetr.export.exporter import export_model
-
     files: dict[str, Path] = {}
     state, ok = None, True
     if upstream and size not in UPSTREAM_CLASSES:
@@ -206,7 +204,7 @@ def _exports(size: str, upstream: str | None, folder: Path) -> tuple[dict[str, P
         except (subprocess.CalledProcessError, OSError) as err:
             print(f"  upstream: FAILED to export ({err})")
             ok = False
-    files["ours"] = export_model(our_model(size, state), folder / "ours").path
+    files["ours"] = our_model(size, state).export_files(folder / "ours").path
     return files, ok
 
 

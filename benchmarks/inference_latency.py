@@ -43,7 +43,6 @@ import onnxruntime as ort
 import torch
 
 from rfdetr.api import RFDETRModel
-from rfdetr.export.exporter import export_model
 
 UPSTREAM_CLASSES = {"nano": "RFDETRNano", "small": "RFDETRSmall", "seg-nano": "RFDETRSegNano"}
 UPSTREAM_SCRIPT = textwrap.dedent(
@@ -86,8 +85,7 @@ def upstream_export(python: Path, size: str, folder: Path) -> tuple[dict, Path, 
 
 
 def our_model(size: str, state: dict | None) -> RFDETRModel:
-    model_class = type(f"Bench[{size}]", (RFDETRModel,), {"size": size})
-    model = model_class(pretrain_weights=None, device="cpu")
+    model = RFDETRModel(pretrain_weights=None, size=size, device="cpu")
     if state is not None:
         state = {k: v for k, v in state.items() if k != "_kp_active_mask"}
         model.model.load_state_dict(state, strict=True)
@@ -171,8 +169,8 @@ def bench_size(
     if python is not None:
         state, static, dynamic = upstream_export(python, size, folder)
     model = our_model(size, state)
-    ours = export_model(model, folder / "ours").path
-    ours_static = export_model(model, folder / "ours-static", dynamic_batch=False).path
+    ours = model.export_files(folder / "ours").path
+    ours_static = model.export_files(folder / "ours-static", dynamic_batch=False).path
     res = model.resolution
     image = np.random.default_rng(0).standard_normal((1, 3, res, res)).astype(np.float32)
     tensor = torch.from_numpy(image)

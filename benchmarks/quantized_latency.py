@@ -2,7 +2,7 @@
 
 Latency (per size, default Nano at 384 and Seg-Nano at 312): a random-weight model (every weight
 perturbed by N(0, 0.02), as benchmarks/inference_latency.py does) is exported through
-``export_model(quantize="int8", calibration=...)`` (calibrated on a synthetic shapes set made
+``export_files(quantize="int8", calibration=...)`` (calibrated on a synthetic shapes set made
 here; random weights make its accuracy meaningless, only speed is read from it), then converted
 to OpenVINO IRs. Timed interleaved in one loop, ``--threads`` intra-op threads, batch 1, one
 fixed normalised image: ONNX Runtime fp32 and int8 (QDQ; also the int8 file without the
@@ -39,16 +39,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference_latency import ort_runner, time_interleaved, upstream_export
 
+from rfdetr.api import RFDETRModel
 from rfdetr.data.synthetic import SHAPE_CLASSES, make_shapes_dataset
-from rfdetr.evaluation.api import model_class
-from rfdetr.export.exporter import export_model, model_from_checkpoint
 from rfdetr.export.openvino import OpenVINOModel, export_openvino
 from rfdetr.export.quantize import calibration_images, preprocessed, quantize_onnx
 
 
 def perturbed(size: str) -> object:
     torch.manual_seed(0)
-    model = model_class(size)(pretrain_weights=None, device="cpu", class_names=list(SHAPE_CLASSES))
+    names = list(SHAPE_CLASSES)
+    model = RFDETRModel(pretrain_weights=None, size=size, device="cpu", class_names=names)
     with torch.no_grad():
         for parameter in model.model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.02)
@@ -67,7 +67,7 @@ def bench_size(size: str, args: argparse.Namespace, folder: Path) -> None:
         folder / "shapes", splits={"train": 32, "valid": 8}, image_size=(side, 2 * side), seed=1
     )
     started = time.perf_counter()
-    result = export_model(model, folder / size, quantize="int8", calibration=dataset)
+    result = model.export_files(folder / size, quantize="int8", calibration=dataset)
     quantize_s = time.perf_counter() - started
     fp32, int8 = result.onnx_path, result.path
     files = calibration_images(dataset, list(SHAPE_CLASSES))
@@ -119,16 +119,14 @@ def bench_size(size: str, args: argparse.Namespace, folder: Path) -> None:
 
 
 def accuracy(checkpoint: Path, dataset: Path, folder: Path) -> None:
-    model = model_from_checkpoint(checkpoint)
+    model = RFDETRModel.from_checkpoint(checkpoint, device="cpu")
     print(f"\naccuracy of {checkpoint} ({model.config.name} at {model.resolution}) on {dataset}")
     for name, options in (
         ("ORT int8", {"quantize": "int8"}),
         ("OpenVINO fp32", {"format": "openvino"}),
         ("OpenVINO int8", {"quantize": "int8", "format": "openvino"}),
     ):
-        result = export_model(
-            model, folder / name.replace(" ", "-"), calibration=dataset, **options
-        )
+        result = model.export_files(folder / name.replace(" ", "-"), calibration=dataset, **options)
         if result.quantized is not None:
             print(f"  {name}: fp32 kept: {result.quantized.excluded or 'none'}")
         print(f"  {name}: {result.accuracy.summary()}")

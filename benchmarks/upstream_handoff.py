@@ -27,9 +27,9 @@ import torch
 from parity_upstream import ensure_upstream_venv
 
 from rfdetr import RFDETRNano
+from rfdetr.checkpoints import read_checkpoint, save_checkpoint
 from rfdetr.config import ConfigError
 from rfdetr.data.synthetic import make_shapes_dataset
-from rfdetr.weights import read_checkpoint, save_checkpoint
 
 CLASSES = ("red_box", "blue_box")
 SCORE_TOLERANCE = 1e-4

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.cli import EXIT_OK, CommandError, Subparsers
+from pipelines.cli import Subparsers
 from pipelines.steps.common import PIPELINE_NAME
+from rfdetr.errors import UserError
 
 if TYPE_CHECKING:
     from pipelines._platform import Platform, Toleration
@@ -185,7 +186,7 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CommandError(f"{what} {item!r}: expected LABEL=VALUE")
+            raise UserError(f"{what} {item!r}: expected LABEL=VALUE")
         pairs[key] = value
     return pairs
 
@@ -195,13 +196,13 @@ def _toleration(text: str) -> Toleration:
 
     spec, sep, effect = text.rpartition(":")
     if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-        raise CommandError(
+        raise UserError(
             f"--toleration {text!r}: expected KEY[=VALUE]:EFFECT with EFFECT one of "
             "NoSchedule, PreferNoSchedule, NoExecute"
         )
     key, has_value, value = spec.partition("=")
     if not key:
-        raise CommandError(f"--toleration {text!r}: the key is empty")
+        raise UserError(f"--toleration {text!r}: the key is empty")
     if has_value:
         return Toleration(key, "Equal", value, effect)
     return Toleration(key, "Exists", None, effect)
@@ -236,14 +237,14 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
             changes[name] = value
     for option in ("train_gpus", "eval_gpus", "train_retries"):
         if (getattr(args, option) or 0) < 0:
-            raise CommandError(f"--{option.replace('_', '-')}: expected 0 or more")
+            raise UserError(f"--{option.replace('_', '-')}: expected 0 or more")
     if args.run_as_user is not None and args.run_as_user <= 0:
-        raise CommandError(f"--run-as-user {args.run_as_user}: expected a non-root UID (1 or more)")
+        raise UserError(f"--run-as-user {args.run_as_user}: expected a non-root UID (1 or more)")
     if args.store_secure:
         changes["store_secure"] = True
     if args.retry_window is not None:
         if args.retry_window <= 0:
-            raise CommandError("--retry-window: expected a duration above 0")
+            raise UserError("--retry-window: expected a duration above 0")
         changes["retry_backoff_max"] = f"{args.retry_window}s"
     if args.no_display_names:
         changes["display_names"] = False
@@ -304,18 +305,18 @@ class NativeResources:
         """From ``--kubernetes-manifest``/``--version-name``/``--namespace``; names checked."""
         if not args.kubernetes_manifest:
             if args.version_name or args.namespace:
-                raise CommandError("--version-name and --namespace need --kubernetes-manifest")
+                raise UserError("--version-name and --namespace need --kubernetes-manifest")
             return None
         from rfdetr import __version__
 
         name = args.version_name or f"{PIPELINE_NAME}-{__version__}"
         if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-            raise CommandError(
+            raise UserError(
                 f"--version-name {name!r}: a Kubernetes name needs lowercase letters, digits, "
                 "'-' and '.', starting and ending with a letter or digit (at most 253)"
             )
         if args.namespace is not None and not _DNS_LABEL.match(args.namespace):
-            raise CommandError(f"--namespace {args.namespace!r}: not a Kubernetes namespace name")
+            raise UserError(f"--namespace {args.namespace!r}: not a Kubernetes namespace name")
         return cls(name, args.namespace)
 
 
@@ -325,7 +326,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         path = compile_pipeline(args.output, platform, native)
     except (ValueError, TypeError) as exc:  # kfp rejects a setting (e.g. a resource string)
-        raise CommandError(f"cannot compile: {' '.join(str(exc).split())}") from None
+        raise UserError(f"cannot compile: {exc}") from None
     from components import RFDETR_IMAGE
 
     print(f"wrote {path}")
@@ -341,4 +342,4 @@ def _run(args: argparse.Namespace) -> int:
         print(f"next:      kubectl apply -f {path}")
     else:
         print(f"next:      rfdetr-pipeline submit {path} --host URL --param dataset_uri=s3://...")
-    return EXIT_OK
+    return 0

@@ -14,7 +14,8 @@ import argparse
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipelines.cli import EXIT_FAILURE, EXIT_OK, CommandError, Subparsers
+from pipelines.cli import Subparsers
+from rfdetr.errors import EXIT_FAILED, UserError
 
 DEFAULT_EXPERIMENT = "rfdetr"
 
@@ -189,12 +190,12 @@ def _run_submit(args: argparse.Namespace) -> int:
     )
     print(f"run:        {run_id}  {host}/#/runs/details/{run_id}", flush=True)
     if not args.wait:
-        return EXIT_OK
+        return 0
     state = kfp_api.wait_for_run(
         client, host, run_id, args.timeout, args.poll, terminate_on_abort=args.terminate_on_abort
     )
     print(f"state:      {state}")
-    return EXIT_OK if state == "SUCCEEDED" else EXIT_FAILURE
+    return 0 if state == "SUCCEEDED" else EXIT_FAILED
 
 
 def _run_schedule(args: argparse.Namespace) -> int:
@@ -203,9 +204,9 @@ def _run_schedule(args: argparse.Namespace) -> int:
 
     cron = validate_cron(args.cron)  # before any upload
     if args.max_concurrency < 1:
-        raise CommandError(f"--max-concurrency {args.max_concurrency}: expected 1 or more")
+        raise UserError(f"--max-concurrency {args.max_concurrency}: expected 1 or more")
     if args.delete_old and not args.replace:
-        raise CommandError("--delete-old needs --replace")
+        raise UserError("--delete-old needs --replace")
     client, host, experiment_id, version, params, name = _prepare(args)
     job_id, disabled = kfp_api.create_schedule(
         client,
@@ -226,4 +227,4 @@ def _run_schedule(args: argparse.Namespace) -> int:
     if disabled:
         label = "deleted:" if args.delete_old else "disabled:"
         print(f"{label:<12}{', '.join(disabled)}")
-    return EXIT_OK
+    return 0

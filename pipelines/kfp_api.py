@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from pipelines.cli import EXIT_FAILURE, CommandError
 from pipelines.kfp_package import validate_cron
+from rfdetr.errors import EXIT_FAILED, UserError
 
 if TYPE_CHECKING:
     import kfp
@@ -45,7 +45,7 @@ HOST_ENV = "KF_PIPELINES_ENDPOINT"
 
 @contextlib.contextmanager
 def kfp_errors(host: str, action: str) -> Iterator[None]:
-    """One-line CommandErrors (exit 1) for API, network and kfp client errors."""
+    """One-line UserErrors (exit 1) for API, network and kfp client errors."""
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -56,16 +56,14 @@ def kfp_errors(host: str, action: str) -> Iterator[None]:
             (exc.body or b"").decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
         )
         detail = _api_message(body) or exc.reason
-        raise CommandError(
-            f"{action}: KFP API at {host} answered {exc.status}: {detail}", EXIT_FAILURE
+        raise UserError(
+            f"{action}: KFP API at {host} answered {exc.status}: {detail}", EXIT_FAILED
         ) from None
     except HTTPError as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise CommandError(
-            f"{action}: cannot reach KFP at {host}: {reason}", EXIT_FAILURE
-        ) from None
+        raise UserError(f"{action}: cannot reach KFP at {host}: {reason}", EXIT_FAILED) from None
     except (TimeoutError, ValueError) as exc:
-        raise CommandError(f"{action}: {exc}", EXIT_FAILURE) from None
+        raise UserError(f"{action}: {exc}", EXIT_FAILED) from None
 
 
 def _api_message(body: str | None) -> str:
@@ -95,7 +93,7 @@ def resolve_host(host: str | None) -> str:
     """``host`` (or $KF_PIPELINES_ENDPOINT) checked and without a trailing slash."""
     host = (host or os.environ.get(HOST_ENV, "")).strip()
     if not re.match(r"^https?://[^/\s]+", host):
-        raise CommandError(f"--host {host!r}: expected http(s)://host[:port] (or set {HOST_ENV})")
+        raise UserError(f"--host {host!r}: expected http(s)://host[:port] (or set {HOST_ENV})")
     return host.rstrip("/")
 
 
@@ -249,8 +247,8 @@ def _version_holding(client: kfp.Client, pipeline_id: str, sha256: str) -> Any |
 def _newest_version(client: kfp.Client, pipeline_id: str, host: str) -> Any:
     listing = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
     if not listing.pipeline_versions:
-        raise CommandError(
-            f"KFP at {host} created pipeline {pipeline_id} without a version", EXIT_FAILURE
+        raise UserError(
+            f"KFP at {host} created pipeline {pipeline_id} without a version", EXIT_FAILED
         )
     return listing.pipeline_versions[0]
 
@@ -262,18 +260,18 @@ def _check_reusable(
     where = f"pipeline {pipeline_name!r} already has a version {version_name!r}"
     where += f" (id {found.pipeline_version_id})"
     if not reuse:
-        raise CommandError(
+        raise UserError(
             f"{where}; pass another --version-name, or --reuse-version to use it when it holds "
             "this same YAML"
         )
     recorded = _content_hash(found)
     if recorded is None:
-        raise CommandError(
+        raise UserError(
             f"{where} that was not uploaded by rfdetr-pipeline (no content hash in its "
             "description), so it cannot be known to hold this YAML; pass another --version-name"
         )
     if recorded != package.sha256:
-        raise CommandError(
+        raise UserError(
             f"{where} holding a different YAML (sha256 {recorded[:12]}..., this file "
             f"{package.sha256[:12]}...); pass another --version-name"
         )
@@ -319,7 +317,7 @@ def wait_for_run(
     """Poll run ``run_id`` until it ends; returns its final state (one of TERMINAL_RUN_STATES).
 
     Unlike kfp's ``wait_for_run_completion``, it stops on CANCELED. A run still going after
-    ``timeout_s`` is a CommandError (exit 1). With ``terminate_on_abort``, a wait ending first
+    ``timeout_s`` is a UserError (exit 1). With ``terminate_on_abort``, a wait ending first
     (timeout, Ctrl-C, SIGTERM of a cancelled CI job) terminates the run: no GPU run goes unwatched.
     """
     import signal
@@ -328,7 +326,7 @@ def wait_for_run(
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _poll_run(client, host, run_id, timeout_s, poll_s)
-    except (CommandError, KeyboardInterrupt):
+    except (UserError, KeyboardInterrupt):
         if terminate_on_abort:
             with kfp_errors(host, f"terminating run {run_id}"), _quiet_kfp():
                 client.terminate_run(run_id)
@@ -347,10 +345,10 @@ def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll
         if last in TERMINAL_RUN_STATES:
             return last
         if time.monotonic() + poll_s > deadline:
-            raise CommandError(
+            raise UserError(
                 f"run {run_id} still {last} after {timeout_s:.0f} s: "
                 f"{host}/#/runs/details/{run_id}",
-                EXIT_FAILURE,
+                EXIT_FAILED,
             )
         logger.info("run %s: %s", run_id, last)
         time.sleep(poll_s)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import CommandError
+from rfdetr.errors import UserError
 
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#\-]+$")
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -66,14 +66,14 @@ class PipelinePackage:
             content = file.read_bytes()
             docs = list(yaml.safe_load_all(content.decode("utf-8")))
         except UnicodeDecodeError:
-            raise CommandError(f"{file}: not YAML: not UTF-8 text") from None
+            raise UserError(f"{file}: not YAML: not UTF-8 text") from None
         except OSError as exc:
-            raise CommandError(f"{file}: cannot read: {exc.strerror or exc}") from None
+            raise UserError(f"{file}: cannot read: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
-            raise CommandError(f"{file}: not YAML: {str(exc).splitlines()[0]}") from None
+            raise UserError(f"{file}: not YAML: {str(exc).splitlines()[0]}") from None
         spec = next((d for d in docs if isinstance(d, dict) and "pipelineInfo" in d), None)
         if spec is None or "root" not in spec:
-            raise CommandError(f"{file}: not a compiled KFP v2 pipeline (no pipelineInfo/root)")
+            raise UserError(f"{file}: not a compiled KFP v2 pipeline (no pipelineInfo/root)")
         raw = spec["root"].get("inputDefinitions", {}).get("parameters", {}) or {}
         params = {
             name: ParamSpec(
@@ -120,7 +120,7 @@ def _coerce(spec: ParamSpec, value: Any, from_text: bool) -> Any:
             return value
         raise ValueError(f"expected a JSON {'list' if kind == 'LIST' else 'object'}")
     except (ValueError, TypeError, AttributeError) as exc:
-        raise CommandError(f"parameter {spec.name}={value!r}: {exc}") from None
+        raise UserError(f"parameter {spec.name}={value!r}: {exc}") from None
 
 
 def build_params(
@@ -138,14 +138,14 @@ def build_params(
         try:
             doc = yaml.safe_load(params_file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
-            raise CommandError(f"{params_file}: cannot read parameters: {exc}") from None
+            raise UserError(f"{params_file}: cannot read parameters: {exc}") from None
         if not isinstance(doc, dict):
-            raise CommandError(f"{params_file}: expected a mapping of parameter names to values")
+            raise UserError(f"{params_file}: expected a mapping of parameter names to values")
         values.update({str(k): (v, False) for k, v in doc.items()})
     for pair in cli_pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
-            raise CommandError(f"--param {pair!r}: expected NAME=VALUE")
+            raise UserError(f"--param {pair!r}: expected NAME=VALUE")
         values[name.strip()] = (text, True)
     known = package.parameters
     params = {}
@@ -155,31 +155,29 @@ def build_params(
             hint = (
                 f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
             )
-            raise CommandError(f"unknown pipeline parameter {name!r}{hint}")
+            raise UserError(f"unknown pipeline parameter {name!r}{hint}")
         params[name] = _coerce(known[name], value, from_text)
     missing = sorted(n for n, s in known.items() if s.required and n not in params)
     if missing:
-        raise CommandError(f"missing required pipeline parameter(s): {', '.join(missing)}")
+        raise UserError(f"missing required pipeline parameter(s): {', '.join(missing)}")
     return params
 
 
 def validate_cron(expression: str) -> str:
-    """Return ``expression`` when it is a 6-field KFP cron (seconds first); else CommandError."""
+    """Return ``expression`` when it is a 6-field KFP cron (seconds first); else UserError."""
     fields = expression.split()
     if len(fields) == 5:
-        raise CommandError(
+        raise UserError(
             f"cron {expression!r} has 5 fields, but KFP's cron has 6, seconds first "
             f"(a 5-field expression would fire far more often than meant); "
             f"did you mean '0 {expression.strip()}'?"
         )
     if len(fields) != 6:
-        raise CommandError(
+        raise UserError(
             f"cron {expression!r} has {len(fields)} field(s); KFP's cron has 6: "
             "second minute hour day-of-month month day-of-week, e.g. '0 0 3 * * 1' (Mondays 03:00)"
         )
     bad = [f for f in fields if not _CRON_FIELD.match(f)]
     if bad:
-        raise CommandError(
-            f"cron {expression!r}: field {bad[0]!r} has characters cron does not use"
-        )
+        raise UserError(f"cron {expression!r}: field {bad[0]!r} has characters cron does not use")
     return " ".join(fields)

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from pipelines import seaweedfs
-from pipelines.cli import EXIT_FAILURE, EXIT_OK, CommandError, Subparsers
+from pipelines.cli import Subparsers
 from pipelines.seaweedfs import ServerInfo
+from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.storage.config import StoreConfig
 
 _ACTIONS = ("start", "stop", "status", "env")
@@ -57,35 +58,28 @@ def add_parser(subparsers: Subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.port is not None and not 0 < args.port < 65536:
-        raise CommandError(f"--port {args.port}: expected a TCP port number")
-    try:
-        data_dir = args.data_dir.absolute() if args.data_dir else seaweedfs.default_data_dir()
-        if args.action == "start":
-            buckets = tuple(args.bucket or seaweedfs.DEFAULT_BUCKETS)
-            info = seaweedfs.start(data_dir, args.port, buckets, timeout=args.timeout)
-            _print_info(info)
-            print('clients: eval "$(rfdetr-pipeline objectstore env)"')
-            return EXIT_OK
-        if args.action == "stop":
-            stopped = seaweedfs.stop(data_dir, timeout=args.timeout)
-            print(
-                f"stopped the object store in {data_dir}"
-                if stopped
-                else f"not running ({data_dir})"
-            )
-            return EXIT_OK
-        info = seaweedfs.status(data_dir)
-        if info is None:
-            # env's stdout goes to `eval`: the message must not land there
-            print(f"not running ({data_dir})", file=sys.stderr if args.action == "env" else None)
-            return EXIT_FAILURE
-        if args.action == "env":
-            print(_exports(info, seaweedfs.store_config(info)))
-        else:
-            _print_info(info, _live_buckets(info))
-        return EXIT_OK
-    except seaweedfs.ObjectStoreServerError as exc:
-        raise CommandError(str(exc), EXIT_FAILURE) from None
+        raise UserError(f"--port {args.port}: expected a TCP port number")
+    data_dir = args.data_dir.absolute() if args.data_dir else seaweedfs.default_data_dir()
+    if args.action == "start":
+        buckets = tuple(args.bucket or seaweedfs.DEFAULT_BUCKETS)
+        info = seaweedfs.start(data_dir, args.port, buckets, timeout=args.timeout)
+        _print_info(info)
+        print('clients: eval "$(rfdetr-pipeline objectstore env)"')
+        return 0
+    if args.action == "stop":
+        stopped = seaweedfs.stop(data_dir, timeout=args.timeout)
+        print(f"stopped the object store in {data_dir}" if stopped else f"not running ({data_dir})")
+        return 0
+    info = seaweedfs.status(data_dir)
+    if info is None:
+        # env's stdout goes to `eval`: the message must not land there
+        print(f"not running ({data_dir})", file=sys.stderr if args.action == "env" else None)
+        return EXIT_FAILED
+    if args.action == "env":
+        print(_exports(info, seaweedfs.store_config(info)))
+    else:
+        _print_info(info, _live_buckets(info))
+    return 0
 
 
 def _live_buckets(info: ServerInfo) -> list[str]:

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import EXIT_FAILURE, EXIT_OK, CommandError, Subparsers
+from pipelines.cli import Subparsers
+from rfdetr.errors import EXIT_FAILED, UserError
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -92,19 +93,16 @@ def _run(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from pipelines.local import LocalRunError, run_local, summary_lines
-    from rfdetr.config import ConfigError
 
     params = parameters_from_args(args)
     log = args.log or args.pipeline_root / f"run-{datetime.now():%Y%m%d-%H%M%S}.log"
     print(f"running the pipeline locally; step output: {log}", file=sys.stderr)
     try:
         run = run_local(params, pipeline_root=args.pipeline_root, log_path=log)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from None
     except LocalRunError as exc:
         bad_input = exc.task in ("resolve-config", "validate-dataset")
-        raise CommandError(
-            f"step {exc.task or '?'} failed: {exc}", 2 if bad_input else EXIT_FAILURE
+        raise UserError(
+            f"step {exc.task or '?'} failed: {exc}", 2 if bad_input else EXIT_FAILED
         ) from None
     print("\n".join(summary_lines(run)))
-    return EXIT_OK
+    return 0

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.store_security import write_security_config
+from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.storage.config import StoreConfig, keys_from_env
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ _GRPC_OFFSET = 10_000  # SeaweedFS derives some gRPC addresses as http port + 10
 _COMPONENTS = ("master", "volume", "filer", "admin")
 
 
-class ObjectStoreServerError(RuntimeError):
+class ObjectStoreServerError(UserError, RuntimeError):
     """The local server could not be started, stopped or inspected (one-line message)."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import supervision as sv
 import torch
 
-from rfdetr.config import ModelConfig
-from rfdetr.export.metadata import dataset_ids_from
+from rfdetr.checkpoints import LoadedCheckpoint, load_model, read_checkpoint
 from rfdetr.hub import resolve_pretrained
 from rfdetr.inference import (
     DEFAULT_THRESHOLD,
@@ -33,31 +33,12 @@ from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 from rfdetr.presets import get_preset
 from rfdetr.training.runtime import assigned_gpus, configure_tf32, cuda_unusable
-from rfdetr.weights import LoadedCheckpoint, load_weights, read_checkpoint
 
 if TYPE_CHECKING:
+    from rfdetr.export.exporter import ExportResult
     from rfdetr.training.loop import TrainResult
 
 logger = logging.getLogger(__name__)
-
-# Architecture fields read from an upstream checkpoint's args when present (same names as ours).
-_UPSTREAM_ARCH_FIELDS = (
-    "encoder",
-    "out_feature_indexes",
-    "patch_size",
-    "num_windows",
-    "positional_encoding_size",
-    "resolution",
-    "projector_scale",
-    "hidden_dim",
-    "sa_nheads",
-    "ca_nheads",
-    "dec_n_points",
-    "dec_layers",
-    "num_queries",
-    "num_select",
-    "mask_downsample_ratio",
-)
 
 
 class _Default:
@@ -94,79 +75,90 @@ class RFDETRModel:
         num_classes: foreground classes. When it differs from the checkpoint's, the class head
             is re-initialised (logged) and the checkpoint's class names are dropped.
         class_names: a name per 0-based class id; sets ``num_classes`` when that is not given.
+        size: the preset (``"seg-small"``...); default: the class's. A file path gives the
+            model of the file's size: `from_checkpoint`.
         **overrides: any `ModelConfig` field, e.g. ``resolution=640``.
     """
 
-    size: ClassVar[str] = "nano"
+    size: str = "nano"
 
     def __init__(
         self,
-        pretrain_weights: str | os.PathLike[str] | None = DEFAULT_WEIGHTS,
+        pretrain_weights: str | os.PathLike[str] | LoadedCheckpoint | None = DEFAULT_WEIGHTS,
         *,
         device: str | torch.device | None = None,
         num_classes: int | None = None,
         class_names: list[str] | None = None,
+        size: str | None = None,
         **overrides: Any,
     ) -> None:
+        self.size = size or self.size
         if class_names is not None and num_classes is None:
             num_classes = len(class_names)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
                 f"class_names has {len(class_names)} names but num_classes is {num_classes}"
             )
+        if num_classes is not None:
+            overrides = {**overrides, "num_classes": num_classes}
         checkpoint = self._read_weights(pretrain_weights)
-        config = self._resolve_config(checkpoint, num_classes, overrides)
+        base = get_preset(self.size)
         self.device = torch.device(device) if device is not None else default_device()
         configure_tf32(self.device)  # fp32 inference on TF32 tensor cores (RFDETR_TF32=0: off)
-        self.model: RFDETR = build_model(config)
-        label_to_logit = None
-        if checkpoint is not None:
-            checkpoint = load_weights(
-                self.model,
-                checkpoint,
-                num_classes=config.num_classes,
-                num_queries=config.num_queries,
-                group_detr=config.group_detr,
-            )
-            label_to_logit = checkpoint.label_to_logit
-            class_names = class_names or checkpoint.class_names
-        # The dataset's own id of each class id (COCO category ids...), for export metadata.
-        self.dataset_ids: list[int] | None = (
-            dataset_ids_from(checkpoint) if checkpoint is not None else None
-        )
-        self.config = config
-        self.class_names = list(class_names or [f"class_{i}" for i in range(config.num_classes)])
-        self.postprocess = PostProcess(config.num_select, class_columns=label_to_logit)
-        self.model.to(self.device).eval()
-
-    @classmethod
-    def _read_weights(cls, weights: Any) -> LoadedCheckpoint | None:
-        if weights is None:
-            logger.warning(
-                "pretrain_weights=None: %s starts from random weights (expect a long training)",
-                cls.__name__,
-            )
-            return None
-        if weights is DEFAULT_WEIGHTS:
-            weights = cls.size
-        return read_checkpoint(resolve_pretrained(weights))
-
-    def _resolve_config(
-        self, checkpoint: LoadedCheckpoint | None, num_classes: int | None, overrides: dict
-    ) -> ModelConfig:
-        config = get_preset(self.size)
-        if checkpoint is not None:
-            config = config.with_overrides(**architecture_from(checkpoint))
-            config = config.with_overrides(num_classes=checkpoint.num_classes)
-        if num_classes is not None:
-            if checkpoint is not None and num_classes != checkpoint.num_classes:
+        if checkpoint is None:
+            self.config = base.with_overrides(**overrides)
+            self.model: RFDETR = build_model(self.config)
+        else:
+            if num_classes is not None and num_classes != checkpoint.num_classes:
                 logger.info(
                     "re-initialising the class head for %d classes (checkpoint has %d)",
                     num_classes,
                     checkpoint.num_classes,
                 )
-            overrides = {**overrides, "num_classes": num_classes}
-        return config.with_overrides(**overrides)
+            self.model, self.config, checkpoint = load_model(checkpoint, base, **overrides)
+        # The dataset's own id of each class id (COCO category ids...), for export metadata.
+        self.dataset_ids = checkpoint.dataset_ids if checkpoint is not None else None
+        names = class_names or (checkpoint.class_names if checkpoint is not None else None)
+        self.class_names = list(names or [f"class_{i}" for i in range(self.config.num_classes)])
+        columns = checkpoint.label_to_logit if checkpoint is not None else None
+        self.postprocess = PostProcess(self.config.num_select, class_columns=columns)
+        self.model.to(self.device).eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        size: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> RFDETRModel:
+        """The model a checkpoint file holds (ours or upstream's), ready to predict and export.
+
+        Args:
+            path: the checkpoint file.
+            size: the preset that fills what the file does not record; default: the one the
+                file names (our config's ``name``, upstream's ``model_name``).
+            device: as for the constructor.
+
+        Raises:
+            CheckpointError: the file is missing or unreadable, or records no size and none
+                is given. ValueError: ``size`` is not a preset.
+        """
+        checkpoint = read_checkpoint(path)
+        return cls(checkpoint, size=size or checkpoint.require_size(), device=device)
+
+    def _read_weights(self, weights: Any) -> LoadedCheckpoint | None:
+        if weights is None:
+            logger.warning(
+                "pretrain_weights=None: %s starts from random weights (expect a long training)",
+                type(self).__name__,
+            )
+            return None
+        if isinstance(weights, LoadedCheckpoint):
+            return weights
+        if weights is DEFAULT_WEIGHTS:
+            weights = self.size
+        return read_checkpoint(resolve_pretrained(weights))
 
     @property
     def resolution(self) -> int:
@@ -219,13 +211,31 @@ class RFDETRModel:
         return detections[0] if single else detections
 
     def _forward_for(self, backend: str, onnx_path: str | os.PathLike[str] | None) -> Any:
+        """The eager model, or an ONNX Runtime / OpenVINO session on its export, cached until
+        the weights (or the given file) change."""
         if backend == "torch":
             return self.model
-        if backend in ("onnxruntime", "openvino"):
-            from rfdetr.export.runtime import runtime_for
+        if backend not in ("onnxruntime", "openvino"):
+            raise ValueError(
+                f"backend must be 'torch', 'onnxruntime' or 'openvino', got {backend!r}"
+            )
+        from rfdetr.export.exporter import open_runtime
 
-            return runtime_for(self, onnx_path, backend)
-        raise ValueError(f"backend must be 'torch', 'onnxruntime' or 'openvino', got {backend!r}")
+        if onnx_path is not None:
+            file = Path(onnx_path)
+            stamp = file.stat().st_mtime_ns if file.is_file() else None
+            key: tuple[Any, ...] = ("file", str(file.resolve()), stamp)
+        else:
+            versions = sum(p._version for p in self.model.parameters())
+            key = ("export", id(self.model), versions, self.resolution)
+        key += (str(self.device), backend)
+        cached = getattr(self, "_onnx_runtime", None)
+        if cached is None or cached[0] != key:
+            folder = tempfile.TemporaryDirectory(prefix="rfdetr-onnx-")  # lives with the cache
+            file = Path(onnx_path) if onnx_path is not None else self.export(folder.name)
+            runtime = open_runtime(file, backend, self.device, self.resolution, Path(folder.name))
+            self._onnx_runtime = cached = (key, runtime, folder)
+        return cached[1]
 
     def export(
         self,
@@ -274,10 +284,7 @@ class RFDETRModel:
         Returns:
             The path of the file to use (`pathlib.Path`).
         """
-        from rfdetr.export.exporter import export_model
-
-        result = export_model(
-            self,
+        result = self.export_files(
             output_dir,
             opset_version=opset_version,
             dynamic_batch=dynamic_batch,
@@ -291,6 +298,22 @@ class RFDETRModel:
             format=format,
         )
         return result.path
+
+    def export_files(
+        self, output_dir: str | os.PathLike[str] = "output", **options: Any
+    ) -> ExportResult:
+        """`export`, returning every file written and its verification (an `ExportResult`)."""
+        from rfdetr.export.exporter import export_model
+
+        return export_model(
+            self.model,
+            self.config,
+            self.class_names,
+            output_dir,
+            dataset_ids=self.dataset_ids,
+            class_columns=self.postprocess.class_columns,
+            **options,
+        )
 
     def train(self, **options: Any) -> TrainResult:
         """Fine-tune on a COCO or YOLO dataset folder, as upstream's ``model.train(...)``.
@@ -311,14 +334,11 @@ class RFDETRModel:
 
         result = fit(instance_run_config(self.config, options), model=self.model)
         if result.best_checkpoint is not None:
-            checkpoint = read_checkpoint(result.best_checkpoint)
-            config = self.config.with_overrides(**architecture_from(checkpoint))
-            model = build_model(config)
-            load_weights(model, checkpoint)
+            model, config, checkpoint = load_model(result.best_checkpoint, self.config)
             self.model, self.config = model.to(self.device).eval(), config
             self.class_names = list(checkpoint.class_names or result.class_names)
             # The dataset's own class ids replace the pretrained ones (e.g. COCO's).
-            self.dataset_ids = dataset_ids_from(checkpoint)
+            self.dataset_ids = checkpoint.dataset_ids
             self.postprocess = PostProcess(config.num_select)
         return result
 
@@ -333,14 +353,3 @@ class RFDETRModel:
             mask=masks.cpu().numpy() if masks is not None else None,
             data={"class_name": names},
         )
-
-
-def architecture_from(checkpoint: LoadedCheckpoint) -> dict[str, Any]:
-    """Architecture fields recorded in a checkpoint, as `ModelConfig` overrides."""
-    source = checkpoint.config or {}
-    if isinstance(source.get("model"), dict):  # our run config: the model section
-        source = source["model"]
-    if checkpoint.format == "rfdetr":
-        return {k: v for k, v in source.items() if k in ModelConfig.model_fields and k != "name"}
-    merged = {**(checkpoint.args or {}), **source}
-    return {k: merged[k] for k in _UPSTREAM_ARCH_FIELDS if merged.get(k) is not None}

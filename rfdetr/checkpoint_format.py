@@ -1,19 +1,15 @@
-"""Checkpoint file formats: writing ours, safe unpickling, format detection, class-id mapping.
+"""Checkpoint file formats: safe unpickling, format detection, class-id mapping.
 
-Helpers of :mod:`rfdetr.weights`, which documents the formats and re-exports the public names
-(:func:`save_checkpoint`, :class:`CheckpointError`). Reading works on what
-``torch.load(weights_only=True)`` returns; nothing here unpickles arbitrary objects.
+Helpers of :func:`rfdetr.checkpoints.read_checkpoint`, which documents the formats. Reading
+works on what a ``weights_only=True`` load returns; nothing here unpickles arbitrary objects.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import os
 import pickle
 import re
-import tempfile
 import types
 import warnings
 from collections.abc import Mapping
@@ -23,6 +19,7 @@ from typing import Any
 import torch
 
 from rfdetr.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES, COCO_NUM_LOGITS
+from rfdetr.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -44,47 +41,8 @@ unpickling only sets ``__dict__``: no code runs. Upstream 1.11.x ``.pth`` files 
 _ONE_LINE_LIMIT = 160
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file is not a usable checkpoint, or does not fit the model. The message is one line."""
-
-
-def save_checkpoint(
-    path: str | os.PathLike[str],
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    config: Mapping[str, Any],
-    class_names: list[str] | None,
-    epoch: int | None = None,
-    metrics: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint in our format, atomically, as plain data.
-
-    Args:
-        path: Destination file; its folder is created.
-        state_dict: Model weights (copied to CPU).
-        config: The model/run config as JSON-like data, e.g. ``config.model_dump(mode="json")``.
-        class_names: Name of each 0-based class id, or None.
-        epoch: Epoch the weights come from.
-        metrics: Evaluation metrics (name -> number or plain data).
-
-    Returns:
-        The path written; it loads with ``torch.load(weights_only=True)`` and no allow-list.
-
-    Raises:
-        TypeError: ``config``, ``class_names`` or ``metrics`` hold something that is not plain data.
-    """
-    payload: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "model": {k: v.detach().cpu() for k, v in state_dict.items()},
-        "config": dict(config),
-        "class_names": list(class_names) if class_names is not None else None,
-        "epoch": epoch,
-        "metrics": dict(metrics) if metrics is not None else None,
-        **upstream_fields(config, class_names),
-    }
-    for key in ("config", "class_names", "epoch", "metrics", "args", "model_config"):
-        require_plain(payload[key], key)
-    return atomic_save(payload, path)
 
 
 UPSTREAM_MODEL_FIELDS = (
@@ -139,53 +97,6 @@ def upstream_fields(config: Mapping[str, Any], class_names: list[str] | None) ->
             _UPSTREAM_CLASS_WORDS.get(w, w.title()) for w in words
         )
     return result
-
-
-def _os_error_in(failure: BaseException) -> OSError | None:
-    """The OSError behind ``failure``: torch's zip writer replaces a failed write's OSError
-    with its own RuntimeError while closing, keeping the OSError as the context."""
-    seen: BaseException | None = failure
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-TMP_SUFFIX = ".tmp"  # temporaries are ".<name>.<random>.tmp" beside the destination
-
-
-def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
-
-    A crash or a full disk mid-write leaves the previous file intact, never a truncated one.
-
-    Raises:
-        CheckpointError: the write failed (one line with the errno name, e.g. ENOSPC, and
-            the file); the previous ``path`` is untouched and the temporary removed.
-    """
-    dest = Path(path).expanduser()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = ""
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=TMP_SUFFIX)
-        with os.fdopen(fd, "wb") as handle:  # a file object: write errors keep their errno
-            torch.save(dict(payload), handle)
-        os.replace(tmp_name, dest)
-    except (OSError, RuntimeError) as failure:
-        err = _os_error_in(failure)
-        if err is None:
-            raise
-        code = errno.errorcode.get(err.errno or 0, "error")
-        hint = f"; free space in {dest.parent}" if err.errno == errno.ENOSPC else ""
-        raise CheckpointError(
-            f"{dest}: cannot write checkpoint: {code} ({err.strerror or err}){hint}; "
-            "the previous file is unchanged"
-        ) from None
-    finally:
-        if tmp_name:
-            Path(tmp_name).unlink(missing_ok=True)
-    return dest
 
 
 def safe_load(file: Path) -> Any:
@@ -335,35 +246,6 @@ def _names_from_id_dict(
         )
         return None, None
     return names, (None if ids == list(range(len(ids))) else ids)
-
-
-def config_int(config: dict[str, Any] | None, args: dict[str, Any] | None, key: str) -> int | None:
-    """An integer setting from a flat upstream config, our nested ``model`` section, or args."""
-    for source in (config, (config or {}).get("model"), args):
-        if isinstance(source, dict):
-            value = source.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    return None
-
-
-def require_plain(value: Any, where: str) -> None:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            require_plain(item, where)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, (str, int)):
-                raise TypeError(f"checkpoint {where}: key {key!r} is not a str or int")
-            require_plain(item, f"{where}.{key}")
-        return
-    raise TypeError(
-        f"checkpoint {where} holds a {type(value).__name__}; only plain data (None, bool, int, "
-        "float, str, list, dict) keeps checkpoints loadable with weights_only=True"
-    )
 
 
 def one_line(err: BaseException) -> str:

@@ -1,33 +1,29 @@
 """The ``rfdetr`` command line: ``rfdetr <command> ...``.
 
-Each command is a pair of functions: ``_add_<command>(subparsers)`` declares its arguments and
-sets ``handler``, and the handler takes the parsed arguments and returns the exit code. New
-commands (train, eval, predict, export) register the same way in :data:`_COMMANDS`; handlers
-import their heavy modules lazily so ``rfdetr --help`` stays fast.
+Each command lives in a module of :data:`COMMAND_MODULES` that defines ``add_parser(subparsers)``
+(``validate`` lives here); its handler takes the parsed arguments and returns the exit code, and
+imports its heavy modules lazily so ``rfdetr --help`` stays fast.
 
-Exit codes: 0 success, 2 bad input (a dataset or arguments that cannot be used).
+Exit codes: 0 success, 2 bad input (a dataset or arguments that cannot be used), 1 a failure
+that is not the input's; errors end as one line (:func:`rfdetr.errors.run_command`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import logging
-import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from rfdetr.errors import EXIT_BAD_INPUT, command_parser, run_command
 
 if TYPE_CHECKING:
     from rfdetr.data.validation import DatasetReport
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-
 Subparsers = Any  # argparse's _SubParsersAction is private; this alias keeps signatures readable
 
 
-def _add_validate(subparsers: Subparsers) -> None:
+def add_parser(subparsers: Subparsers) -> None:
+    """Register ``rfdetr validate``."""
     parser = subparsers.add_parser(
         "validate",
         help="check a COCO or YOLO dataset folder and report its problems",
@@ -56,16 +52,16 @@ def _run_validate(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print("\n".join(format_report(report)))
-    return EXIT_OK if report.usable else EXIT_BAD_INPUT
+    return 0 if report.usable else EXIT_BAD_INPUT
 
 
 def format_report(report: DatasetReport) -> list[str]:
     """The human-readable report of ``rfdetr validate``, as lines.
 
     Every line is one line: control characters in paths and class names are escaped
-    (:func:`~rfdetr.data.problems.one_line`), so a file name cannot forge a report line.
+    (:func:`~rfdetr.errors.one_line`), so a file name cannot forge a report line.
     """
-    from rfdetr.data.problems import one_line
+    from rfdetr.errors import one_line
 
     lines = [one_line(f"dataset: {report.path} ({report.format or 'format not detected'})")]
     if report.splits:
@@ -99,48 +95,17 @@ def format_report(report: DatasetReport) -> list[str]:
     return lines
 
 
-_COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_validate,)
-
-# Sub-commands living in their own modules; each module defines ``add_parser(subparsers)`` and
-# keeps its heavy imports inside the handler.
-_COMMAND_MODULES: tuple[str, ...] = (
+# Sub-command modules, in --help order.
+COMMAND_MODULES: tuple[str, ...] = (
+    "rfdetr.cli",
     "rfdetr.evaluation.cli",
     "rfdetr.training.cli",
     "rfdetr.export.cli",
     "rfdetr.serving.cli",
 )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-command per entry of :data:`_COMMANDS`."""
-    parser = argparse.ArgumentParser(
-        prog="rfdetr", description="RF-DETR detection and segmentation: datasets, training, export."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add_command in _COMMANDS:
-        add_command(subparsers)
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module).add_parser(subparsers)
-    return parser
+DESCRIPTION = "RF-DETR detection and segmentation: datasets, training, export."
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help (0) and on bad arguments (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    from rfdetr.data.problems import DatasetError
-
-    try:
-        return int(args.handler(args))
-    except DatasetError as err:  # any command: bad data is one line and exit 2, never a traceback
-        print(f"rfdetr {args.command}: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return run_command(command_parser("rfdetr", DESCRIPTION, COMMAND_MODULES), argv)

@@ -13,6 +13,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rfdetr.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration cannot be used; the message is one line naming the field."""
+
+
 ProjectorLevel = Literal["P3", "P4", "P5"]
 
 # Upper bounds: far above every preset, below what fails only later on a GPU node (a value
@@ -169,7 +176,6 @@ class ModelConfig(StrictModel):
 # The run configuration lives in `rfdetr.run_config` (it imports this module); its public names
 # are served from here too, loaded on first use.
 _RUN_CONFIG_NAMES = (
-    "ConfigError",
     "DataConfig",
     "EvalConfig",
     "FLAT_KEYS",

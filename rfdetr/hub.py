@@ -32,6 +32,8 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from rfdetr.errors import UserError, message
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -55,7 +57,7 @@ _TIMEOUT_S = 60.0
 _SCHEMES = frozenset({"http", "https", "file"})
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained weights could not be found, downloaded or verified. The message is one line."""
 
 
@@ -291,7 +293,7 @@ def _failure_message(asset: PretrainedAsset, url: str, target: Path, err: BaseEx
     elif isinstance(err, urllib.error.URLError):
         reason = f"network error: {err.reason}"
     else:
-        reason = " ".join(str(err).split()) or type(err).__name__
+        reason = message(err)
     return (
         f"could not get the pretrained '{asset.name}' weights from {url} ({reason}); either fetch "
         f"{asset.url} yourself (MD5 {asset.md5}) and pass pretrain_weights=PATH or save it as "

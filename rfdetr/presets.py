@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rfdetr.config import ModelConfig
+from rfdetr.config import ConfigError, ModelConfig
 
 _PRESETS: dict[str, Callable[[], ModelConfig]] = {}
 
@@ -36,7 +36,7 @@ def get_preset(name: str) -> ModelConfig:
     try:
         return _PRESETS[name]()
     except KeyError:
-        raise ValueError(f"unknown model size '{name}'; choose one of {list_presets()}") from None
+        raise ConfigError(f"unknown model size '{name}'; choose one of {list_presets()}") from None
 
 
 def _detection(name: str, **fields: object) -> ModelConfig:

@@ -16,11 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from rfdetr.config import ModelConfig, StrictModel
-
-
-class ConfigError(ValueError):
-    """A run configuration cannot be used; the message is one line naming the field."""
+from rfdetr.config import ConfigError, ModelConfig, StrictModel
 
 
 class DataConfig(StrictModel):

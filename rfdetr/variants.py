@@ -69,21 +69,3 @@ class RFDETRSeg2XLarge(RFDETRModel):
     """Instance segmentation, 768 px, 38.6 M parameters."""
 
     size = "seg-2xlarge"
-
-
-PUBLIC_CLASSES: dict[str, type[RFDETRModel]] = {
-    cls.size: cls
-    for cls in (
-        RFDETRNano,
-        RFDETRSmall,
-        RFDETRMedium,
-        RFDETRBase,
-        RFDETRLarge,
-        RFDETRSegNano,
-        RFDETRSegSmall,
-        RFDETRSegMedium,
-        RFDETRSegLarge,
-        RFDETRSegXLarge,
-        RFDETRSeg2XLarge,
-    )
-}

@@ -1,62 +1,27 @@
-"""Load our checkpoints and the upstream RF-DETR ``.pth`` files, strictly, as plain data.
+"""Strict loading of a checkpoint's tensors into a module (every key, every shape).
 
-Every file goes through ``torch.load(weights_only=True)``. Upstream files that pickle their training
-arguments as a Namespace load through a scoped allow-list (:data:`UPSTREAM_SAFE_GLOBALS`); no
-file is ever unpickled without that restriction.
-
-Formats recognised by :func:`read_checkpoint` (the ``format`` of the result):
-
-``"rfdetr"``
-    Ours: ``{"format", "model", "config", "class_names", "epoch", "metrics"}``, written by
-    :func:`save_checkpoint`.
-``"upstream-legacy"``
-    The official hosted weights and upstream 1.4.x training: ``{"model", "args", ...}`` where
-    ``args`` is a pickled ``argparse.Namespace`` (full files add optimizer, scheduler, epoch).
-``"upstream"``
-    Upstream 1.11.x ``checkpoint_best_*.pth`` / ``last_ema.pth``: ``args`` is a dict, with
-    ``model_name``, ``model_config`` and ``rfdetr_version`` alongside.
-``"upstream-lightning"``
-    Upstream 1.11.x Lightning ``.ckpt``: weights under ``state_dict`` with a ``model.`` prefix.
-
-:func:`load_state_dict_strict` then fills a module: every tensor consumed, every parameter and
-buffer filled, shapes checked. The two deliberate adaptations (fewer query rows, another class
-count) happen only when asked for, and are logged. Official pretrained files: :mod:`rfdetr.hub`.
+:func:`load_state_dict_strict` fills every parameter and buffer, checks shapes, and names the
+first mismatch in a one-line :class:`~rfdetr.checkpoint_format.CheckpointError`. The two
+deliberate adaptations (fewer query rows, another class count) happen only when asked for, and
+are logged. Reading files: :mod:`rfdetr.checkpoints`; official pretrained files: :mod:`rfdetr.hub`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from rfdetr import checkpoint_format as fmt
-from rfdetr.checkpoint_format import (
-    CHECKPOINT_FORMAT,
-    UPSTREAM_SAFE_GLOBALS,
-    CheckpointError,
-    save_checkpoint,
-)
+from rfdetr.checkpoint_format import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "UPSTREAM_SAFE_GLOBALS",
-    "CheckpointError",
-    "LoadedCheckpoint",
-    "load_state_dict_strict",
-    "load_weights",
-    "read_checkpoint",
-    "save_checkpoint",
-]
+__all__ = ["QUERY_TABLE_KEYS", "load_state_dict_strict"]
 
 QUERY_TABLE_KEYS = ("refpoint_embed.weight", "query_feat.weight")
 """Tables of ``num_queries * group_detr`` rows; group ``g`` owns rows ``[g*Q, (g+1)*Q)``."""
@@ -65,107 +30,6 @@ _CLASS_HEAD_KEY = re.compile(
     r"^(class_embed|transformer\.enc_out_class_embed\.\d+)\.(weight|bias)$"
 )
 _DROPPABLE_IF_EMPTY = ("_kp_active_mask",)  # upstream 1.11 keypoint buffer, (0, 0) in detectors
-
-
-@dataclass(frozen=True)
-class LoadedCheckpoint:
-    """What a checkpoint file holds, as plain data.
-
-    Attributes:
-        path: The file read.
-        format: ``"rfdetr"``, ``"upstream-legacy"``, ``"upstream"`` or ``"upstream-lightning"``.
-        state_dict: Parameter and buffer name -> tensor (on CPU), upstream key names.
-        num_classes: Classes of the detection head (``class_embed.bias`` has one row more).
-        class_names: Name of each contiguous 0-based class id, or None when the file has none.
-        label_to_logit: Column of ``pred_logits`` that scores each class id, or None when class id
-            ``i`` is column ``i``. Set for the COCO-pretrained weights (COCO category ids) and for
-            upstream 1.4.x COCO-format training (category ids 1..N).
-        config: Model configuration: ours ``config``, upstream ``model_config``, else upstream args.
-        args: Upstream training arguments as a dict (None for our format).
-        epoch: Epoch the weights come from, when recorded.
-        metrics: Evaluation metrics, when recorded (our format).
-        extras: Other scalar metadata, e.g. upstream ``model_name``, ``rfdetr_version``.
-    """
-
-    path: Path
-    format: str
-    state_dict: dict[str, torch.Tensor]
-    num_classes: int
-    class_names: list[str] | None = None
-    label_to_logit: list[int] | None = None
-    config: dict[str, Any] | None = None
-    args: dict[str, Any] | None = None
-    epoch: int | None = None
-    metrics: dict[str, Any] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_queries(self) -> int | None:
-        """Queries per group the weights were trained with, when the file records it."""
-        return fmt.config_int(self.config, self.args, "num_queries")
-
-    @property
-    def group_detr(self) -> int | None:
-        """Query groups the weights were trained with, when the file records it."""
-        return fmt.config_int(self.config, self.args, "group_detr")
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
-    """Read a checkpoint file safely and describe it; nothing is loaded into a model yet.
-
-    Args:
-        path: A ``.pth``/``.pt``/``.ckpt`` file in one of the formats in the module docstring.
-
-    Returns:
-        The weights and metadata.
-
-    Raises:
-        CheckpointError: The file is missing, empty, truncated, not a checkpoint, or needs a Python
-            global outside :data:`UPSTREAM_SAFE_GLOBALS`. The one-line message names the file.
-    """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise CheckpointError(
-            f"{file}: no such checkpoint file; pass the path of an existing .pth file, "
-            "or pretrain_weights=None for random initialisation"
-        )
-    raw = fmt.safe_load(file)
-    if not isinstance(raw, dict):
-        raise CheckpointError(
-            f"{file}: not an RF-DETR checkpoint: it holds a {type(raw).__name__}, not a dict with "
-            "a 'model' state dict; save checkpoints as torch.save({'model': state_dict, ...})"
-        )
-    kind, state_dict = fmt.extract_state_dict(raw, file)
-    fmt.check_tensors(state_dict, file)
-    head = state_dict.get("class_embed.bias")
-    if head is None or head.ndim != 1 or head.shape[0] < 2:
-        raise CheckpointError(
-            f"{file}: the state dict has no usable 'class_embed.bias' (the class head), so it is "
-            "not an RF-DETR detector checkpoint"
-        )
-    num_classes = int(head.shape[0]) - 1
-    config, args = fmt.extract_config(raw, kind)
-    raw_names = fmt.raw_class_names(raw, kind, args)
-    names, label_to_logit = fmt.class_mapping(raw_names, num_classes, kind, args, file)
-    epoch = raw.get("epoch")
-    metrics = raw.get("metrics")
-    return LoadedCheckpoint(
-        path=file,
-        format=kind,
-        state_dict=state_dict,
-        num_classes=num_classes,
-        class_names=names,
-        label_to_logit=label_to_logit,
-        config=config,
-        args=args,
-        epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-        metrics=dict(metrics) if isinstance(metrics, dict) else None,
-        extras={
-            k: raw[k]
-            for k in ("model_name", "rfdetr_version", "best_total_source", "global_step")
-            if isinstance(raw.get(k), (str, int))
-        },
-    )
 
 
 def load_state_dict_strict(
@@ -210,49 +74,6 @@ def load_state_dict_strict(
         _resize_class_heads(weights, reinit_head_for + 1, source)
     _check_against(expected, weights, source)
     model.load_state_dict(weights, strict=True, assign=assign)
-
-
-def load_weights(
-    model: nn.Module,
-    checkpoint: str | os.PathLike[str] | LoadedCheckpoint,
-    *,
-    num_classes: int | None = None,
-    num_queries: int | None = None,
-    group_detr: int | None = None,
-) -> LoadedCheckpoint:
-    """Read a checkpoint (or take one already read) and load it strictly into ``model``.
-
-    Args:
-        model: The module, built for ``num_classes`` / ``num_queries`` / ``group_detr``.
-        checkpoint: A file path or the result of :func:`read_checkpoint`.
-        num_classes: The model's class count. When it differs from the checkpoint's, the class
-            heads are resized (logged) and the checkpoint's class names no longer apply.
-        num_queries: The model's queries per group; with ``group_detr``, enables query truncation.
-        group_detr: The model's query groups.
-
-    Returns:
-        The checkpoint read (class names, config, metadata). When the head was resized its
-        ``num_classes`` is the model's and ``class_names``/``label_to_logit`` are None: the
-        checkpoint's names no longer describe the head.
-
-    Raises:
-        CheckpointError: As :func:`read_checkpoint` and :func:`load_state_dict_strict`.
-    """
-    loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else read_checkpoint(checkpoint)
-    reinit = num_classes if num_classes is not None and num_classes != loaded.num_classes else None
-    total = num_queries * group_detr if num_queries and group_detr else None
-    load_state_dict_strict(
-        model,
-        loaded.state_dict,
-        source=str(loaded.path),
-        num_queries_total=total,
-        reinit_head_for=reinit,
-        group_detr=group_detr,
-        checkpoint_group_detr=loaded.group_detr,
-    )
-    if reinit is None:
-        return loaded
-    return replace(loaded, num_classes=reinit, class_names=None, label_to_logit=None)
 
 
 def _drop_known_extras(weights: dict[str, Any], expected: Mapping[str, Any], source: str) -> None:

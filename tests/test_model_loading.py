@@ -12,9 +12,9 @@ import torch
 
 from rfdetr import RFDETRNano
 from rfdetr.api import RFDETRModel
+from rfdetr.checkpoints import CheckpointError, save_checkpoint
 from rfdetr.coco_classes import COCO_CLASS_NAMES, COCO_CLASSES
 from rfdetr.hub import WeightsUnavailableError
-from rfdetr.weights import CheckpointError, save_checkpoint
 
 
 class TinyDetector(RFDETRModel):

@@ -13,13 +13,13 @@ import pytest
 import torch
 from weights_helpers import assert_one_line, same_weights, tiny_detector
 
-from rfdetr.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES, COCO_CLASSES
-from rfdetr.weights import (
+from rfdetr.checkpoints import (
     CheckpointError,
     load_weights,
     read_checkpoint,
     save_checkpoint,
 )
+from rfdetr.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES, COCO_CLASSES
 
 # ---------------------------------------------------------------- reading: our format
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from weights_helpers import HIDDEN, assert_one_line, tiny_detector
 
-from rfdetr.weights import CheckpointError, load_state_dict_strict, load_weights, save_checkpoint
+from rfdetr.checkpoints import CheckpointError, load_weights, save_checkpoint
+from rfdetr.weights import load_state_dict_strict
 
 
 def test_missing_key_is_named() -> None:

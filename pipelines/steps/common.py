@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rfdetr.telemetry import StepMetrics
+from pipelines.telemetry import StepMetrics
+from rfdetr.errors import UserError, message
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ CONFIG_FILE = "run_config.json"
 REPORT_FILE = "report.md"
 
 
-class StepError(RuntimeError):
+class StepError(UserError, RuntimeError):
     """A step cannot go on; the message says what is wrong and what to do (shown in the UI)."""
 
 
@@ -28,7 +29,7 @@ def step_metrics(step: str, run_id: str | None = None) -> Iterator[StepMetrics]:
     """Time the block as pipeline step ``step`` and push its metrics at the end.
 
     Pushing happens only when ``PUSHGATEWAY_URL`` is set, and a failed push never fails the
-    step (see :mod:`rfdetr.telemetry`). Failures are recorded too, then re-raised.
+    step (see :mod:`pipelines.telemetry`). Failures are recorded too, then re-raised.
     """
     metrics = StepMetrics(PIPELINE_NAME, step, run_id=run_id or None)
     with metrics.observe_duration():
@@ -64,37 +65,11 @@ def link_or_copy(source: str | Path, dest: str | Path) -> Path:
     return target
 
 
-# Errors whose message tells the user what to fix: shown without a traceback. Matched by
-# class name within our packages (no imports needed, and robust to modules moving).
-USER_ERRORS = frozenset(
-    {
-        "StepError",
-        "ConfigError",
-        "DatasetError",
-        "CheckpointError",
-        "StorageError",
-        "EvaluationError",
-        "ExportError",
-        "NonFiniteLossError",
-        "LoggerUnavailableError",
-        "WeightsUnavailableError",
-    }
-)
-
-
-def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is (a subclass of) one of :data:`USER_ERRORS` of rfdetr or pipelines."""
-    return any(
-        cls.__name__ in USER_ERRORS and cls.__module__.split(".")[0] in ("rfdetr", "pipelines")
-        for cls in type(exc).__mro__
-    )
-
-
 @contextmanager
 def step_errors(step: str) -> Iterator[None]:
     """Set up logging for a component, and end it with the message of a user error.
 
-    A user error (:data:`USER_ERRORS`) exits the process with ``<step>: error: <message>`` on
+    A :class:`~rfdetr.errors.UserError` exits the process with ``<step>: error: <message>`` on
     stderr and status 1, so the Kubeflow UI and ``run-local`` show the message rather than a
     traceback; any other exception propagates with its traceback (a bug to report).
     """
@@ -103,8 +78,6 @@ def step_errors(step: str) -> Iterator[None]:
     )
     try:
         yield
-    except Exception as exc:
-        if is_user_error(exc):
-            logger.debug("%s failed", step, exc_info=True)
-            raise SystemExit(f"{step}: error: {exc}") from None
-        raise
+    except UserError as exc:
+        logger.debug("%s failed", step, exc_info=True)
+        raise SystemExit(f"{step}: error: {message(exc)}") from None

@@ -31,10 +31,10 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from rfdetr import checkpoints as files
 from rfdetr.storage import ObjectStore, download_file, parse_uri, upload_file
 from rfdetr.storage.config import s3_errors
 from rfdetr.storage.errors import ObjectNotFoundError, StorageError
-from rfdetr.training import checkpoint as files
 
 logger = logging.getLogger(__name__)
 

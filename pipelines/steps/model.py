@@ -54,15 +54,15 @@ def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedMode
     """Write the better of the run's best regular and EMA models, stripped to weights + config
     + class names + metrics, as ``dest_dir/checkpoint_best_total.pth``.
 
-    The choice is :func:`rfdetr.training.checkpoint.select_best`'s (EMA only when strictly
+    The choice is :func:`rfdetr.checkpoints.select_best`'s (EMA only when strictly
     better). The run folder, an input artifact, is never written to: the two candidates are
     staged in a scratch folder next to ``dest_dir``.
 
     Raises:
         CheckpointError: the run folder holds neither best file.
     """
-    from rfdetr.checkpoint_format import CheckpointError
-    from rfdetr.training import checkpoint as files
+    from rfdetr import checkpoints as files
+    from rfdetr.checkpoints import CheckpointError
 
     run, dest = Path(run_dir), Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -77,18 +77,16 @@ def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedMode
                 raise CheckpointError(str(err).replace(tmp, str(run))) from None
             target = dest / files.BEST_TOTAL
             shutil.move(str(chosen), target)
-        state = files.read_state(target)
-        found = state.get("metrics") or {}
-        config = state.get("config") or {}
-        model_section = config.get("model") if isinstance(config.get("model"), dict) else {}
+        checkpoint = files.read_checkpoint(target)
+        found = checkpoint.metrics or {}
         selected = SelectedModel(
             path=target,
             source=str(found.get("source", "regular")),
             epoch=int(found["epoch"]) if isinstance(found.get("epoch"), int) else None,
             map_50_95=plain_number(found.get("map_50_95")),
             map_50=plain_number(found.get("map_50")),
-            model_size=model_section.get("name"),
-            class_names=list(state.get("class_names") or []),
+            model_size=checkpoint.size,
+            class_names=list(checkpoint.class_names or []),
         )
         if selected.map_50_95 is not None:
             metrics.set_map({"map_50_95": selected.map_50_95})
@@ -147,13 +145,12 @@ def export_checkpoint(
         ExportError, CheckpointError: the checkpoint cannot be exported.
     """
     from pipelines.steps.dataset import dataset_folder
-    from rfdetr.export.exporter import export_model, model_from_checkpoint
+    from rfdetr.api import RFDETRModel
 
     checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
     calibration = dataset_folder(dataset_dir) if quantize and dataset_dir else nullcontext(None)
     with step_metrics("export_onnx") as metrics, calibration as folder:
-        result = export_model(
-            model_from_checkpoint(checkpoint),
+        result = RFDETRModel.from_checkpoint(checkpoint, device="cpu").export_files(
             dest_dir,
             opset_version=opset,
             quantize=quantize or None,

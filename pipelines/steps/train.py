@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import re
 import subprocess
@@ -27,11 +26,11 @@ from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_folder
 from pipelines.steps.mirror import DEFAULT_INTERVAL_S, LOG_FILE, CheckpointMirror
 from pipelines.steps.weights import resolve_weights
-from rfdetr.training import checkpoint as files
+from rfdetr import checkpoints as files
 
 if TYPE_CHECKING:
+    from pipelines.telemetry import StepMetrics
     from rfdetr.config import RunConfig
-    from rfdetr.telemetry import StepMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -259,27 +258,19 @@ def run_distributed(config: RunConfig, processes: int, scratch: Path) -> None:
 
 
 def outcome_from_folder(out: Path, resumed: int | None) -> TrainOutcome:
-    """What the run folder says about the finished run (``results.json``, ``log.txt`` and the
-    best checkpoint's metrics), the same whichever process wrote it."""
-    import torch
+    """What the run folder says about the finished run, the same whichever process wrote it."""
+    from rfdetr.training.outputs import TrainResult
 
-    from rfdetr.training import checkpoint as files
-    from rfdetr.training.loggers import read_log
-
-    best_file = out / files.BEST_TOTAL
-    if not best_file.is_file():
+    if not (out / files.BEST_TOTAL).is_file():
         raise StepError(f"{out}: training finished no epoch; nothing to select")
-    state = torch.load(best_file, map_location="cpu", weights_only=True)
-    history = read_log(out / LOG_FILE)
-    results_file = out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    result = TrainResult.from_run_dir(out)
     return TrainOutcome(
-        epochs_completed=int(history[-1]["epoch"]) + 1 if history else 0,
+        epochs_completed=result.epochs_completed,
         resumed_from_epoch=resumed,
-        stopped_early=bool(results.get("stopped_early", False)),
-        class_names=list(state.get("class_names") or results.get("class_names") or []),
-        best={k: v for k, v in (state.get("metrics") or {}).items() if k != "evaluation"},
-        last_epoch=_last_record(history),
+        stopped_early=result.stopped_early,
+        class_names=result.class_names,
+        best={k: v for k, v in (result.best_metrics or {}).items() if k != "evaluation"},
+        last_epoch=_last_record(result.history),
     )
 
 

@@ -12,20 +12,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rfdetr.errors import UserError, one_line
+
 logger = logging.getLogger(__name__)
 
 Severity = Literal["error", "warning"]
 
 
-def one_line(text: str) -> str:
-    """``text`` with control characters escaped (``\\n``, ``\\x1b``...), so a file name or a
-    class name cannot break a message or a report line, or forge one."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
-
-
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset cannot be used. ``str(error)`` is one line: ``path: problem``.
 
     It survives DataLoader workers: the worker sends only the exception's type and formatted

@@ -20,7 +20,7 @@ _LAZY: dict[str, str] = {
     "ImagePredictions": "predictions",
     "predict_dataset": "predictions",
     "evaluate": "api",
-    "EvaluationError": "api",
+    "EvaluationError": "coco",
     "write_report": "report",
     "plot_training_curves": "plots",
 }

@@ -9,20 +9,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rfdetr.evaluation.coco import check_classes
 from rfdetr.evaluation.cocoeval import DEFAULT_MAX_DETS, Backend
 
 if TYPE_CHECKING:
     from rfdetr.api import RFDETRModel
-    from rfdetr.data.classes import ClassMap
     from rfdetr.data.dataset import DetectionDataset
     from rfdetr.evaluation.coco import EvaluationResult
     from rfdetr.evaluation.predictions import ImagePredictions
 
 logger = logging.getLogger(__name__)
-
-
-class EvaluationError(ValueError):
-    """The model and the dataset cannot be evaluated together; the message is one line."""
 
 
 def evaluate(
@@ -61,19 +57,22 @@ def evaluate(
         num_samples: images drawn in the HTML report.
 
     Raises:
-        EvaluationError: the model's classes do not match the dataset's, or its size is unknown.
+        EvaluationError: the model's classes do not match the dataset's.
         DatasetError: the folder or the split is missing or unusable.
-        CheckpointError: the checkpoint cannot be read.
+        CheckpointError: the checkpoint cannot be read or records no size (pass ``size``).
     """
     from rfdetr.data import build_dataset, coco_ground_truth, dataset_class_map
     from rfdetr.evaluation.coco import score_predictions
     from rfdetr.evaluation.predictions import predict_dataset
 
     started = time.perf_counter()
-    model, source, names_known = load_model(model_or_checkpoint, size=size, device=device)
+    model, source = _model_for(model_or_checkpoint, size=size, device=device)
     class_map = dataset_class_map(dataset_dir)
+    # Placeholder names (a checkpoint without names, a model built with num_classes) are not
+    # compared, only counted.
+    known = model.class_names != [f"class_{i}" for i in range(len(model.class_names))]
     check_classes(
-        model.class_names, class_map, source=source, dataset=str(dataset_dir), known=names_known
+        model.class_names, class_map, source=source, dataset=str(dataset_dir), known=known
     )
     segmentation = bool(model.config.segmentation_head)
     dataset = build_dataset(
@@ -147,15 +146,11 @@ def _write_outputs(
     write_report(result, output_dir, samples=samples, meta=meta)
 
 
-def load_model(
-    model_or_checkpoint: Any, *, size: str | None = None, device: str | None = None
-) -> tuple[RFDETRModel, str, bool]:
-    """(the model, a description for reports, whether its class names are real).
-
-    An RFDETRModel is used as is (moved to ``device`` when given); a checkpoint is loaded
-    through the public class of its size. Class names are placeholders (``class_<i>``) when
-    the checkpoint records none or the model was built with only ``num_classes``.
-    """
+def _model_for(
+    model_or_checkpoint: Any, *, size: str | None, device: str | None
+) -> tuple[RFDETRModel, str]:
+    """(the model, a description for reports). A model is used as is (moved to ``device`` when
+    given); a checkpoint path loads through `RFDETRModel.from_checkpoint`."""
     from rfdetr.api import RFDETRModel
 
     if isinstance(model_or_checkpoint, RFDETRModel):
@@ -165,100 +160,6 @@ def load_model(
 
             model.device = torch.device(device)
             model.model.to(model.device)
-        placeholders = [f"class_{i}" for i in range(len(model.class_names))]
-        return (
-            model,
-            f"{type(model).__name__} ({model.config.name})",
-            model.class_names != placeholders,
-        )
-    from rfdetr.weights import read_checkpoint
-
+        return model, f"{type(model).__name__} ({model.config.name})"
     path = Path(model_or_checkpoint).expanduser()
-    checkpoint = read_checkpoint(path)  # one-line CheckpointError for missing or bad files
-    name = size or checkpoint_size(checkpoint)
-    if name is None:
-        raise EvaluationError(
-            f"{path}: the checkpoint does not record its model size; pass it with "
-            "size=... (CLI: --size), e.g. nano or seg-small"
-        )
-    model = model_class(name)(pretrain_weights=path, device=device)
-    return model, str(path), checkpoint.class_names is not None
-
-
-def checkpoint_size(checkpoint: Any) -> str | None:
-    """The preset name a checkpoint records: our config's ``name``, or upstream's class name
-    (``model_name`` such as ``RFDETRNano``)."""
-    from rfdetr.presets import list_presets
-
-    config = checkpoint.config or {}
-    if isinstance(config.get("model"), dict):  # a run config: the model section
-        config = config["model"]
-    name = config.get("name")
-    if isinstance(name, str) and name in list_presets():
-        return name
-    model_name = checkpoint.extras.get("model_name")
-    for cls in _variant_classes():
-        if model_name == cls.__name__:
-            return cls.size
-    return None
-
-
-def _variant_classes() -> list[type[RFDETRModel]]:
-    from rfdetr import variants
-    from rfdetr.api import RFDETRModel
-
-    return [
-        v
-        for v in vars(variants).values()
-        if isinstance(v, type) and issubclass(v, RFDETRModel) and v is not RFDETRModel
-    ]
-
-
-def model_class(size: str) -> type[RFDETRModel]:
-    """The public class of a size (``RFDETRNano`` for ``nano``); presets without one (the
-    test-sized ``tiny``) get a plain subclass of RFDETRModel.
-
-    Raises:
-        ValueError: the size is not a preset (the message lists them).
-    """
-    from rfdetr.api import RFDETRModel
-    from rfdetr.presets import get_preset
-
-    for cls in _variant_classes():
-        if cls.size == size:
-            return cls
-    get_preset(size)  # raises for unknown sizes, naming the valid ones
-    return type(f"RFDETR_{size.replace('-', '_')}", (RFDETRModel,), {"size": size})
-
-
-def check_classes(
-    names: list[str], class_map: ClassMap, *, source: str, dataset: str, known: bool = True
-) -> None:
-    """Refuse a model whose classes are not the dataset's: the count, then (when ``known``,
-    i.e. the model's names are real, not placeholders) the names in class-id order.
-
-    Raises:
-        EvaluationError: one line naming both sides and the first difference.
-    """
-    names = list(names)
-    wanted = list(class_map.names)
-    if len(names) != len(wanted):
-        raise EvaluationError(
-            f"{source}: the model has {len(names)} classes but {dataset} has {len(wanted)} "
-            f"({_preview(wanted)}); evaluate on the dataset the model was trained on"
-        )
-    if not known:
-        logger.warning("%s records no class names; assuming the dataset's order", source)
-        return
-    for i, (have, want) in enumerate(zip(names, wanted, strict=True)):
-        if have != want:
-            raise EvaluationError(
-                f"{source}: class {i} is {have!r} in the model but {want!r} in {dataset} "
-                f"(model: {_preview(names)}; dataset: {_preview(wanted)}); evaluate on the "
-                "dataset the model was trained on"
-            )
-
-
-def _preview(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+    return RFDETRModel.from_checkpoint(path, size=size, device=device), str(path)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import TYPE_CHECKING, Any
+
+from rfdetr.errors import UserError
 
 if TYPE_CHECKING:
     from rfdetr.evaluation.coco import EvaluationResult
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 
 
 def add_parser(subparsers: Any) -> None:
@@ -52,38 +50,29 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate; print a summary (or JSON); 2 with a one-line message for bad input."""
+    """Evaluate; print a summary (or JSON). Bad input raises a :class:`UserError`."""
     from rfdetr.evaluation.api import evaluate
 
     if args.batch_size < 1 or args.max_dets < 100 or args.samples < 0:
-        print(
-            "rfdetr eval: error: --batch-size must be >= 1, --max-dets >= 100, --samples >= 0",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
-    try:
-        result = evaluate(
-            args.weights,
-            args.dataset_dir,
-            split=args.split,
-            output_dir=args.output_dir,
-            size=args.size,
-            device=args.device,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            max_dets=args.max_dets,
-            backend=args.backend,
-            num_samples=args.samples,
-        )
-    except (ValueError, OSError) as err:  # DatasetError, CheckpointError, EvaluationError
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"rfdetr eval: error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UserError("--batch-size must be >= 1, --max-dets >= 100, --samples >= 0")
+    result = evaluate(
+        args.weights,
+        args.dataset_dir,
+        split=args.split,
+        output_dir=args.output_dir,
+        size=args.size,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        max_dets=args.max_dets,
+        backend=args.backend,
+        num_samples=args.samples,
+    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print("\n".join(summary_lines(result, args.output_dir)))
-    return EXIT_OK
+    return 0
 
 
 def summary_lines(result: EvaluationResult, output_dir: str | None) -> list[str]:

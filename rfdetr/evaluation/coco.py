@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rfdetr.data.classes import ClassMap
 from rfdetr.data.dataset import DetectionDataset
 from rfdetr.data.ground_truth import coco_ground_truth
+from rfdetr.errors import UserError
 from rfdetr.evaluation import analysis
 from rfdetr.evaluation.cocoeval import (
     DEFAULT_MAX_DETS,
@@ -30,6 +32,10 @@ from rfdetr.evaluation.predictions import ImagePredictions, predict_dataset, to_
 from rfdetr.models.postprocess import PostProcess
 
 logger = logging.getLogger(__name__)
+
+
+class EvaluationError(UserError, ValueError):
+    """The model and the dataset cannot be evaluated together; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -332,3 +338,36 @@ def evaluate_model(
         result.num_images,
     )
     return result
+
+
+def check_classes(
+    names: list[str], class_map: ClassMap, *, source: str, dataset: str, known: bool = True
+) -> None:
+    """Refuse a model whose classes are not the dataset's: the count, then (when ``known``,
+    i.e. the model's names are real, not placeholders) the names in class-id order.
+
+    Raises:
+        EvaluationError: one line naming both sides and the first difference.
+    """
+    names = list(names)
+    wanted = list(class_map.names)
+    if len(names) != len(wanted):
+        raise EvaluationError(
+            f"{source}: the model has {len(names)} classes but {dataset} has {len(wanted)} "
+            f"({_preview(wanted)}); evaluate on the dataset the model was trained on"
+        )
+    if not known:
+        logger.warning("%s records no class names; assuming the dataset's order", source)
+        return
+    for i, (have, want) in enumerate(zip(names, wanted, strict=True)):
+        if have != want:
+            raise EvaluationError(
+                f"{source}: class {i} is {have!r} in the model but {want!r} in {dataset} "
+                f"(model: {_preview(names)}; dataset: {_preview(wanted)}); evaluate on the "
+                "dataset the model was trained on"
+            )
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")

@@ -10,10 +10,7 @@ Exit codes: 0 written and verified, 1 ONNX Runtime disagrees with PyTorch, 2 bad
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
-
-EXIT_OK, EXIT_VERIFY_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def add_parser(subparsers: Any) -> None:
@@ -64,35 +61,24 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``rfdetr export``; returns the exit code."""
     import logging
 
-    from rfdetr.checkpoint_format import CheckpointError
-    from rfdetr.export.exporter import export_model, model_from_checkpoint
-    from rfdetr.export.onnx import ExportError
-    from rfdetr.export.verify import ExportVerificationError
+    from rfdetr.api import RFDETRModel
 
     if not getattr(args, "verbose", False):  # the summaries below say it once, on stdout
         logging.getLogger("rfdetr.export").setLevel(logging.WARNING)
-    try:
-        source = model_from_checkpoint(args.weights, args.size)
-        result = export_model(
-            source,
-            args.output_dir,
-            opset_version=args.opset,
-            dynamic_batch=not args.no_dynamic_batch,
-            batch_size=args.batch_size,
-            simplify=args.simplify,
-            shape=tuple(args.shape) if args.shape else None,
-            with_postprocess=args.with_postprocess,
-            verify=not args.no_verify,
-            quantize=args.quantize,
-            calibration=args.calibration,
-            format=args.format,
-        )
-    except ExportVerificationError as error:
-        print(f"rfdetr export: verification failed: {error}", file=sys.stderr)
-        return EXIT_VERIFY_FAILED
-    except (CheckpointError, ExportError, FileNotFoundError, ValueError) as error:
-        print(f"rfdetr export: error: {_one_line(error)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    source = RFDETRModel.from_checkpoint(args.weights, size=args.size, device="cpu")
+    result = source.export_files(
+        args.output_dir,
+        opset_version=args.opset,
+        dynamic_batch=not args.no_dynamic_batch,
+        batch_size=args.batch_size,
+        simplify=args.simplify,
+        shape=tuple(args.shape) if args.shape else None,
+        with_postprocess=args.with_postprocess,
+        verify=not args.no_verify,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        format=args.format,
+    )
     for report in result.reports:
         print(report.summary())
     if result.accuracy is not None:
@@ -104,8 +90,4 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {result.path} ({size_mb:.1f} MB; {meta.task}, {len(meta.class_names)} classes, "
         f"input {meta.input_shape[0]}x{meta.input_shape[1]})"
     )
-    return EXIT_OK
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or error.__class__.__name__
+    return 0

@@ -1,4 +1,4 @@
-"""`export_model`: what ``RFDETRModel.export()`` and ``rfdetr export`` run.
+"""`export_model`: what ``RFDETRModel.export()`` and ``rfdetr export`` run, on plain objects.
 
 Shape and opset checks, a CPU copy of the model, the ONNX file with its metadata, verification
 against PyTorch with ONNX Runtime, and optionally an onnxslim-simplified copy, verified the same
@@ -12,24 +12,24 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
 
 from rfdetr import __version__
+from rfdetr.config import ModelConfig
 from rfdetr.export.accuracy import AccuracyReport
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.onnx import ExportError, check_opset, check_shape, export_onnx, simplify_onnx
+from rfdetr.export.openvino import OpenVINOModel, export_openvino
 from rfdetr.export.quantize import QuantizeResult
+from rfdetr.export.runtime import ONNXRuntimeModel
 from rfdetr.export.targets import build_target, check_target
 from rfdetr.export.verify import VerifyReport, verify_onnx
 from rfdetr.inference import IMAGENET_MEAN, IMAGENET_STD
-from rfdetr.presets import list_presets
-from rfdetr.weights import LoadedCheckpoint, read_checkpoint
-
-if TYPE_CHECKING:
-    from rfdetr.api import RFDETRModel
+from rfdetr.models.detector import RFDETR
+from rfdetr.models.postprocess import PostProcess
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,13 @@ class ExportResult:
 
 
 def export_model(
-    source: RFDETRModel,
+    model: RFDETR,
+    config: ModelConfig,
+    class_names: list[str],
     output_dir: str | os.PathLike[str] = "output",
     *,
+    dataset_ids: list[int] | None = None,
+    class_columns: list[int] | None = None,
     opset_version: int = 17,
     dynamic_batch: bool = True,
     batch_size: int = 1,
@@ -72,26 +76,34 @@ def export_model(
     calibration: str | os.PathLike[str] | None = None,
     format: str = "onnx",
 ) -> ExportResult:
-    """Export ``source`` (a public model object) to ONNX in ``output_dir``.
+    """Export ``model`` (built from ``config``) to ONNX in ``output_dir``; it is not modified.
 
-    See `rfdetr.api.RFDETRModel.export` for the arguments.
+    Args:
+        model: the detector; a CPU copy in eval mode is exported.
+        config: its architecture (name, resolution, patch and window sizes, ``num_select``).
+        class_names: a name per 0-based class id (the file's metadata).
+        dataset_ids: the dataset's own id of each class id, when known (metadata; dropped when
+            it does not give one per class name).
+        class_columns: the ``pred_logits`` column of each class id when it is not the id
+            (COCO-id heads), as `PostProcess` takes it.
+        The other arguments: see `rfdetr.api.RFDETRModel.export`.
 
     Raises:
         ExportError: bad arguments (one line). ExportVerificationError: ONNX Runtime and
             PyTorch disagree beyond 1e-4.
     """
-    config = source.config
     size = check_shape(shape, config.resolution, config.block_size)
     check_opset(opset_version)
-    target = check_target(quantize, calibration, format, list(source.class_names))
+    target = check_target(quantize, calibration, format, list(class_names))
     if target.derived and with_postprocess:
         raise ExportError("quantize / format='openvino' need the raw-output graph (no postprocess)")
-    model = copy.deepcopy(source.model).cpu().eval()
-    columns = source.postprocess.class_columns
+    model = copy.deepcopy(model).cpu().eval()
+    if dataset_ids is not None and len(dataset_ids) != len(class_names):
+        dataset_ids = None  # the ids of another head (e.g. COCO's before a new class count)
     metadata = ExportMetadata(
         model_name=config.name,
         task="segmentation" if config.segmentation_head else "detection",
-        class_names=list(source.class_names),
+        class_names=list(class_names),
         input_shape=size,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
@@ -101,8 +113,8 @@ def export_model(
         dynamic_batch=dynamic_batch,
         with_postprocess=with_postprocess,
         rfdetr_version=__version__,
-        dataset_ids=_dataset_ids(source),
-        logit_columns=list(columns) if columns is not None else None,
+        dataset_ids=list(dataset_ids) if dataset_ids is not None else None,
+        logit_columns=list(class_columns) if class_columns is not None else None,
     )
     stem = f"rfdetr-{config.name}" + ("-postprocess" if with_postprocess else "")
     path = export_onnx(
@@ -113,10 +125,10 @@ def export_model(
         opset_version=opset_version,
         dynamic_batch=dynamic_batch,
         batch_size=batch_size,
-        class_columns=columns,
+        class_columns=class_columns,
     )
     reports = []
-    reference = source.postprocess if with_postprocess else None
+    reference = PostProcess(config.num_select, class_columns) if with_postprocess else None
     if verify:
         reports.append(_checked(path, model, reference))
     simplified = None
@@ -132,59 +144,31 @@ def export_model(
     )
 
 
-def _dataset_ids(source: RFDETRModel) -> list[int] | None:
-    """The model's dataset ids, when they still describe its classes (one per class name)."""
-    ids = getattr(source, "dataset_ids", None)
-    if ids is None or len(ids) != len(source.class_names):
-        return None
-    return list(ids)
-
-
 def _checked(path: Path, model: object, postprocess: object) -> VerifyReport:
     report = verify_onnx(path, model, postprocess=postprocess)
     logger.info(report.summary())
     return report
 
 
-def model_from_checkpoint(
-    weights: str | os.PathLike[str], size: str | None = None, device: str = "cpu"
-) -> RFDETRModel:
-    """A public model object from a checkpoint file alone (ours or upstream's).
-
-    The size (the preset that fills what the file does not record) comes from the file: our
-    config's ``name``, or upstream's ``model_name``; ``size`` overrides it.
+def open_runtime(
+    file: Path, backend: str, device: str | torch.device, resolution: int, scratch: Path
+) -> ONNXRuntimeModel:
+    """ONNX Runtime (``backend="onnxruntime"``) or OpenVINO (``"openvino"``; an ``.onnx`` file
+    is converted into ``scratch`` first) on a raw-output export, for ``predict(backend=...)``.
 
     Raises:
-        CheckpointError: the file is missing or unreadable. ExportError: the size is unknown.
+        ValueError: the file was exported for another input size than ``resolution``.
     """
-    from rfdetr.api import RFDETRModel
-
-    checkpoint = read_checkpoint(weights)
-    size = size or size_of(checkpoint)
-    if size is None and checkpoint.format == "rfdetr" and checkpoint.config:
-        size = "nano"  # our files hold the whole architecture; the preset only names a base
-    if size is None:
-        raise ExportError(
-            f"{checkpoint.path}: the file does not record the model size; pass it "
-            f"(--size / size=), one of {list_presets()}"
+    if backend == "openvino":
+        if file.suffix == ".onnx":
+            file = export_openvino(file, scratch / f"{file.stem}.xml")
+        runtime: ONNXRuntimeModel = OpenVINOModel(file, device=device)
+    else:
+        runtime = ONNXRuntimeModel(file, device=device)
+    expected = (resolution, resolution)
+    if runtime.metadata.input_shape != expected:
+        raise ValueError(
+            f"{file}: exported for input {runtime.metadata.input_shape}, but the model predicts "
+            f"at {expected}; export it again or pass the matching file"
         )
-    if size not in list_presets():
-        raise ExportError(f"unknown model size {size!r}; choose one of {list_presets()}")
-    model_class = type(f"RFDETR[{size}]", (RFDETRModel,), {"size": size})
-    return model_class(pretrain_weights=str(checkpoint.path), device=device)
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower()).removeprefix("rfdetr")
-
-
-def size_of(checkpoint: LoadedCheckpoint) -> str | None:
-    """The preset a checkpoint was trained from, when it says so."""
-    config = checkpoint.config or {}
-    section = config.get("model") if isinstance(config.get("model"), dict) else config
-    names = [section.get("name"), checkpoint.extras.get("model_name")]
-    presets = {_key(p): p for p in list_presets()}
-    for name in names:
-        if isinstance(name, str) and _key(name) in presets:
-            return presets[_key(name)]
-    return None
+    return runtime

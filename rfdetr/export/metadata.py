@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rfdetr.weights import LoadedCheckpoint
+from rfdetr.errors import UserError
 
 _OUTPUTS = {
     False: {
@@ -40,7 +40,7 @@ _OUTPUTS = {
 }
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError, ValueError):
     """An ONNX file lacks the metadata this package writes (not an rfdetr export)."""
 
 
@@ -165,32 +165,3 @@ def read_metadata(path: str | os.PathLike[str]) -> ExportMetadata:
     model = onnx.load(str(file), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     return ExportMetadata.from_props(props, source=str(file))
-
-
-def dataset_ids_from(checkpoint: LoadedCheckpoint) -> list[int] | None:
-    """The dataset's own id of each 0-based class id, when the checkpoint records it.
-
-    Sources, in order: the logit columns of COCO-id heads (official weights, upstream 1.4 COCO
-    training: the column is the category id), then a ``class_map`` (``ClassMap.to_dict()``)
-    anywhere in the checkpoint's config.
-    """
-    if checkpoint.label_to_logit is not None:
-        return list(checkpoint.label_to_logit)
-    found = _find_class_map(checkpoint.config)
-    if found is None:
-        return None
-    ids = [int(i) for i in found["source_ids"]]
-    return ids if len(ids) == checkpoint.num_classes else None
-
-
-def _find_class_map(config: Any, depth: int = 0) -> Mapping[str, Any] | None:
-    if not isinstance(config, Mapping) or depth > 3:
-        return None
-    candidate = config.get("class_map")
-    if isinstance(candidate, Mapping) and isinstance(candidate.get("source_ids"), list):
-        return candidate
-    for value in config.values():
-        found = _find_class_map(value, depth + 1)
-        if found is not None:
-            return found
-    return None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from rfdetr.errors import UserError
 from rfdetr.export.graph import ExportModule, TopKPostProcess
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.models.detector import RFDETR
@@ -25,7 +26,7 @@ MIN_OPSET = 17  # LayerNormalization (17) and GridSample (16) are single ops fro
 MAX_OPSET = 20  # the TorchScript exporter's newest opset in torch 2.14
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """Export arguments or a model that cannot be exported; the message is one line."""
 
 

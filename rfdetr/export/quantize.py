@@ -89,7 +89,7 @@ def calibration_images(
             order), or the split has no images. DatasetError: not a COCO/YOLO folder.
     """
     from rfdetr.data import build_dataset, dataset_class_map
-    from rfdetr.evaluation.api import EvaluationError, check_classes
+    from rfdetr.evaluation.coco import EvaluationError, check_classes
 
     class_map = dataset_class_map(dataset_dir)
     try:

@@ -3,26 +3,22 @@
 `ONNXRuntimeModel` reads the file's metadata (classes, input size, normalisation), runs batches
 (splitting or padding them for a fixed-batch file) and gives the same `supervision.Detections`
 as ``RFDETRModel.predict()``; `rfdetr.export.openvino.OpenVINOModel` does the same for an
-OpenVINO IR. `runtime_for` serves ``predict(backend="onnxruntime" | "openvino")``: it exports
-the model once into a private temporary folder (or opens a given file) and caches the session
-until the weights change.
+OpenVINO IR.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import supervision as sv
 import torch
 import torch.nn.functional as F
 
-from rfdetr.export.metadata import ExportMetadata
+from rfdetr.export.metadata import ExportMetadata, MetadataError
 from rfdetr.export.verify import make_session
 from rfdetr.inference import (
     DEFAULT_THRESHOLD,
@@ -33,9 +29,6 @@ from rfdetr.inference import (
     to_float_chw,
 )
 from rfdetr.models.postprocess import PostProcess
-
-if TYPE_CHECKING:
-    from rfdetr.api import RFDETRModel
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +98,7 @@ class ONNXRuntimeModel:
 
     def _setup_postprocess(self) -> None:
         if self.metadata.with_postprocess:
-            raise ValueError(
+            raise MetadataError(
                 f"{self.path}: a --with-postprocess graph; {type(self).__name__} needs the "
                 "raw-output export (its boxes/scores/class_ids outputs are already final)"
             )
@@ -192,50 +185,3 @@ def to_detections(result: dict[str, torch.Tensor], class_names: list[str]) -> sv
         mask=masks.cpu().numpy() if masks is not None else None,
         data={"class_name": names},
     )
-
-
-def runtime_for(
-    owner: RFDETRModel,
-    onnx_path: str | os.PathLike[str] | None = None,
-    backend: str = "onnxruntime",
-) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    """The forward for ``owner.predict(backend=...)`` (``onnxruntime`` or ``openvino``), cached
-    on ``owner``.
-
-    With ``onnx_path`` that file is used (it must be a raw-output export of the same input
-    size; for OpenVINO an ``.onnx`` file is converted). Without, the model is exported (and
-    verified) once into a temporary folder that lives as long as ``owner``; any in-place change
-    to the weights (training, loading) re-exports.
-    """
-    key: tuple[Any, ...]
-    if onnx_path is not None:
-        file = Path(onnx_path)
-        stamp = file.stat().st_mtime_ns if file.is_file() else None
-        key = ("file", str(file.resolve()), stamp, str(owner.device), backend)
-    else:
-        versions = sum(p._version for p in owner.model.parameters())
-        key = ("export", id(owner.model), versions, owner.resolution, str(owner.device), backend)
-    cached = getattr(owner, "_onnx_runtime", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    folder = tempfile.TemporaryDirectory(prefix="rfdetr-onnx-")  # lives as long as the cache
-    if onnx_path is None:
-        from rfdetr.export.exporter import export_model
-
-        file = export_model(owner, folder.name).path
-    if backend == "openvino":
-        from rfdetr.export.openvino import OpenVINOModel, export_openvino
-
-        if file.suffix == ".onnx":
-            file = export_openvino(file, Path(folder.name) / f"{file.stem}.xml")
-        runtime: ONNXRuntimeModel = OpenVINOModel(file, device=owner.device)
-    else:
-        runtime = ONNXRuntimeModel(file, device=owner.device)
-    expected = (owner.resolution, owner.resolution)
-    if runtime.metadata.input_shape != expected:
-        raise ValueError(
-            f"{file}: exported for input {runtime.metadata.input_shape}, but the model predicts "
-            f"at {expected}; export it again or pass the matching file"
-        )
-    owner._onnx_runtime = (key, runtime, folder)  # the folder object keeps the file alive
-    return runtime

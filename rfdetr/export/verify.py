@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rfdetr.errors import EXIT_FAILED
 from rfdetr.export.onnx import ExportError
 from rfdetr.export.selection import SelectionCheck, forced_selection, selection_session
 from rfdetr.models.detector import RFDETR
@@ -40,7 +41,9 @@ _RAW = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
 
 
 class ExportVerificationError(ExportError):
-    """ONNX Runtime and PyTorch disagree beyond the tolerance."""
+    """ONNX Runtime and PyTorch disagree beyond the tolerance (exit code 1: not bad input)."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
         [--grpc-port 8081] [--host 0.0.0.0] [--name NAME] [--max-batch 8] [--max-latency-ms 5]
 
 Needs the ``serve`` extra (kserve, onnxruntime). Exit codes: 0 stopped by a signal, 2 bad input
-(no servable model at ``--model``, bad arguments, a failed download).
+(no servable model at ``--model``, bad arguments), 1 the object store failed (unreachable,
+refused, or a download that does not match its manifest).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+from rfdetr.errors import UserError
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -56,20 +58,16 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``rfdetr serve``; returns the exit code once the server stops."""
     problem = _check(args) or _ports_taken(args.host, (args.port, args.grpc_port))
     if problem:
-        print(f"rfdetr serve: error: {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UserError(problem)
     # kserve parses sys.argv when imported (kserve/model_server.py, parse_known_args): it must
     # not read ours (argparse would take '--model' as an abbreviation of its '--model_name').
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         from rfdetr.serving.codec import Limits
-        from rfdetr.serving.model import ModelSourceError, RFDETRServedModel, fetch_model
+        from rfdetr.serving.model import RFDETRServedModel, fetch_model
         from rfdetr.serving.server import serve
     finally:
         sys.argv = argv
-    from rfdetr.export.metadata import MetadataError
-    from rfdetr.storage.errors import StorageError
-
     limits = Limits(
         max_request_bytes=int(args.max_request_mb * 1024 * 1024),
         max_image_pixels=args.max_image_pixels,
@@ -77,18 +75,14 @@ def run(args: argparse.Namespace) -> int:
         default_threshold=args.threshold,
     )
     with tempfile.TemporaryDirectory(prefix="rfdetr-serve-") as downloads:  # s3:// files
-        try:
-            path = fetch_model(args.model, Path(downloads))
-            name = args.name or path.stem
-            model = RFDETRServedModel(
-                name, path, limits, args.max_batch, args.max_latency_ms / 1000, args.threads
-            )
-            model.load()
-        except (ModelSourceError, MetadataError, StorageError, OSError, ValueError) as error:
-            print(f"rfdetr serve: error: {' '.join(str(error).split())}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        path = fetch_model(args.model, Path(downloads))
+        name = args.name or path.stem
+        model = RFDETRServedModel(
+            name, path, limits, args.max_batch, args.max_latency_ms / 1000, args.threads
+        )
+        model.load()
         serve(model, host=args.host, http_port=args.port, grpc_port=args.grpc_port)
-    return EXIT_OK
+    return 0
 
 
 def _ports_taken(host: str, ports: tuple[int, ...]) -> str | None:

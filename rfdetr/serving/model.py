@@ -23,6 +23,7 @@ from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from prometheus_client import Histogram
 
+from rfdetr.errors import UserError
 from rfdetr.export.runtime import ONNXRuntimeModel, to_detections
 from rfdetr.serving import codec
 from rfdetr.serving.batcher import MicroBatcher
@@ -38,7 +39,7 @@ BATCH_IMAGES = Histogram(
 )
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError, ValueError):
     """The ``--model`` source holds no servable ONNX file (one line says why)."""
 
 

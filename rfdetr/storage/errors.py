@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from rfdetr.errors import EXIT_BAD_INPUT, EXIT_FAILED, UserError
 
-class StorageError(RuntimeError):
-    """Base of every object-store error."""
+
+class StorageError(UserError, RuntimeError):
+    """Base of every object-store error; exit code 1 (the store failed) unless bad input."""
+
+    exit_code = EXIT_FAILED
 
 
 class InvalidURIError(StorageError, ValueError):
     """A malformed ``s3://`` / ``minio://`` URI (bad input: CLIs exit with code 2)."""
 
+    exit_code = EXIT_BAD_INPUT
+
 
 class StorageConfigError(StorageError):
     """The endpoint or the credentials are missing or invalid in the environment."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class StorageUnavailableError(StorageError):

@@ -2,9 +2,8 @@
 
 - :mod:`loop`: :func:`fit`, the driver; :mod:`step`: one optimizer step with accumulation.
 - :mod:`optim`, :mod:`schedule`, :mod:`ema`, :mod:`early_stopping`: the recipe.
-- :mod:`checkpoint`: the checkpoint files (save, strip, select_best); :mod:`outputs`: what
-  happens after each epoch; :mod:`loggers`: reports (``metrics_plot.png`` comes from
-  :mod:`rfdetr.evaluation.plots`).
+- :mod:`outputs`: what happens after each epoch (files: :mod:`rfdetr.checkpoints`);
+  :mod:`loggers`: reports (``metrics_plot.png`` comes from :mod:`rfdetr.evaluation.plots`).
 - :mod:`distributed`: ``torchrun`` (DDP) support; :mod:`runtime`: device, precision, RNG.
 """
 
@@ -17,8 +16,6 @@ _LAZY: dict[str, str] = {
     "fit": "loop",
     "TrainResult": "loop",
     "NonFiniteLossError": "step",
-    "select_best": "checkpoint",
-    "strip_checkpoint": "checkpoint",
 }
 
 __all__ = sorted(_LAZY)

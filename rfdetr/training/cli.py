@@ -18,7 +18,6 @@ from typing import Any
 
 from rfdetr.run_config import FLAT_KEYS, SECTIONS
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 _NOT_ON_COMMAND_LINE = ("class_map",)  # structured data: give it in --config
 
 logger = logging.getLogger(__name__)
@@ -80,12 +79,8 @@ def _is_union(annotation: Any) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Build the run config from ``--config`` and the options, then train."""
-    from rfdetr.checkpoint_format import CheckpointError
-    from rfdetr.data.problems import DatasetError
-    from rfdetr.run_config import ConfigError, RunConfig
-    from rfdetr.training.loggers import LoggerUnavailableError
+    from rfdetr.run_config import RunConfig
     from rfdetr.training.loop import fit
-    from rfdetr.training.step import NonFiniteLossError
 
     options = {k: v for k, v in vars(args).items() if k in FLAT_KEYS and k != "dataset_dir"}
     if args.dataset_dir:
@@ -99,15 +94,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             config = RunConfig.from_kwargs(args.model or "nano", **options)
         result = fit(config)
-    except (ConfigError, DatasetError, CheckpointError, LoggerUnavailableError) as err:
-        print(f"rfdetr train: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except NonFiniteLossError as err:
-        print(f"rfdetr train: {err}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         print("rfdetr train: interrupted; resume with --resume .../checkpoint.pth", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 130
     summary = {
         "output_dir": str(result.output_dir),
         "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
@@ -117,4 +106,4 @@ def run(args: argparse.Namespace) -> int:
         "already_finished": result.already_finished,
     }
     print(json.dumps(summary, indent=2))
-    return EXIT_OK
+    return 0

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rfdetr.errors import UserError
 from rfdetr.run_config import LogConfig
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "log.txt"
 
 
-class LoggerUnavailableError(RuntimeError):
+class LoggerUnavailableError(UserError, RuntimeError):
     """A logger was asked for but its package is not installed."""
 
 

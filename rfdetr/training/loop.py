@@ -15,10 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rfdetr.models.build import build_model
+from rfdetr import checkpoints as files
 from rfdetr.models.detector import RFDETR
 from rfdetr.run_config import RunConfig
-from rfdetr.training import checkpoint as files
 from rfdetr.training.distributed import (
     DistInfo,
     barrier,
@@ -51,7 +50,6 @@ from rfdetr.training.setup import (
 )
 from rfdetr.training.step import TrainSession, train_one_epoch
 from rfdetr.training.validation import evaluate
-from rfdetr.weights import load_state_dict_strict
 
 logger = logging.getLogger(__name__)
 
@@ -256,19 +254,8 @@ def _final_result(
         summary = _summary(session, datasets, best, class_names, stopped)
         write_results(output_dir, summary)
     barrier(session.dist)  # nobody reads the best file before rank 0 has written it
-    history = read_log(output_dir / "log.txt")
-    metrics = None
-    if best.is_file():
-        metrics = files.read_state(best).get("metrics")
-    return TrainResult(
-        output_dir=output_dir,
-        best_checkpoint=best if best.is_file() else None,
-        best_metrics=metrics,
-        class_names=class_names,
-        epochs_completed=(int(history[-1]["epoch"]) + 1) if history else 0,
-        stopped_early=stopped,
-        history=history,
-        model=session.model,
+    return TrainResult.from_run_dir(
+        output_dir, class_names=class_names, stopped_early=stopped, model=session.model
     )
 
 
@@ -281,12 +268,11 @@ def _summary(
 ) -> dict[str, Any]:
     """The content of ``results.json``; evaluates the best model on ``test/`` when present."""
     config = session.config
-    state = files.read_state(best)
-    metrics = state.get("metrics") or {}
+    checkpoint = files.read_checkpoint(best)
+    metrics = checkpoint.metrics or {}
     test = None
     if datasets.test is not None:
-        model = build_model(config.model)
-        load_state_dict_strict(model, state["model"], source=str(best))
+        model, _, _ = files.load_model(checkpoint, config.model)
         result = evaluate(
             model.to(session.device).eval(),
             datasets.test,

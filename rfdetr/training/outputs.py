@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rfdetr import checkpoints as files
 from rfdetr.models.detector import RFDETR
-from rfdetr.training import checkpoint as files
 from rfdetr.training.early_stopping import EarlyStopping
-from rfdetr.training.loggers import RunLogger
+from rfdetr.training.loggers import LOG_FILE, RunLogger, read_log
 from rfdetr.training.runtime import capture_rng_state, eval_mode, restore_rng_state
 from rfdetr.training.step import TrainSession
 from rfdetr.training.validation import (
@@ -57,6 +57,32 @@ class TrainResult:
     already_finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     model: RFDETR | None = None
+
+    @classmethod
+    def from_run_dir(cls, output_dir: str | Path, **known: Any) -> TrainResult:
+        """What a finished run folder says (the best checkpoint, ``log.txt``, ``results.json``),
+        the same whichever process wrote it; ``known`` fields (e.g. ``class_names``) win.
+
+        Raises:
+            CheckpointError: the best checkpoint cannot be read.
+        """
+        out = Path(output_dir)
+        best = out / files.BEST_TOTAL
+        checkpoint = files.read_checkpoint(best) if best.is_file() else None
+        results_file = out / RESULTS_FILE
+        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        history = read_log(out / LOG_FILE)
+        names = (checkpoint.class_names if checkpoint else None) or results.get("class_names")
+        found = {
+            "output_dir": out,
+            "best_checkpoint": best if checkpoint is not None else None,
+            "best_metrics": checkpoint.metrics if checkpoint is not None else None,
+            "class_names": list(names or []),
+            "epochs_completed": int(history[-1]["epoch"]) + 1 if history else 0,
+            "stopped_early": bool(results.get("stopped_early", False)),
+            "history": history,
+        }
+        return cls(**{**found, **known})
 
 
 @dataclass
@@ -182,9 +208,9 @@ def _write_best(
     metrics = checkpoint_metrics(result, source, epoch)
     kwargs = {"config": run_config, "class_names": class_names, "epoch": epoch, "metrics": metrics}
     name = files.BEST_EMA if source == "ema" else files.BEST_REGULAR
-    files.save_weights(out / name, weights, **kwargs)
+    files.save_checkpoint(out / name, weights, **kwargs)
     if tracker.winner() == source:
-        files.save_weights(out / files.BEST_TOTAL, weights, **kwargs)
+        files.save_checkpoint(out / files.BEST_TOTAL, weights, **kwargs)
         tracker.total = source
         logger.info(
             "epoch %d: new best %s model, mAP50:95 %.4f -> %s",

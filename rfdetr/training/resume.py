@@ -11,20 +11,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rfdetr.run_config import ConfigError, RunConfig
-from rfdetr.training import checkpoint as files
-from rfdetr.training.distributed import DistInfo
-from rfdetr.training.early_stopping import EarlyStopping
-from rfdetr.training.ema import ModelEMA
-from rfdetr.training.loggers import read_log
-from rfdetr.training.outputs import BestTracker, TrainResult
-from rfdetr.training.runtime import restore_rng_state
-from rfdetr.training.step import TrainSession
-from rfdetr.training.upstream_resume import (
+from rfdetr.checkpoints.upstream_resume import (
     UPSTREAM_RESUME,
     upstream_optimizer_in,
     upstream_resume_mismatch,
 )
+from rfdetr.run_config import ConfigError, RunConfig
+from rfdetr.training.distributed import DistInfo
+from rfdetr.training.early_stopping import EarlyStopping
+from rfdetr.training.ema import ModelEMA
+from rfdetr.training.outputs import BestTracker, TrainResult
+from rfdetr.training.runtime import restore_rng_state
+from rfdetr.training.step import TrainSession
 
 logger = logging.getLogger(__name__)
 
@@ -69,20 +67,12 @@ def finished_result(
         done,
         reason,
     )
-    output_dir = Path(config.train.resume).parent
-    best = output_dir / files.BEST_TOTAL
-    metrics = None
-    if best.is_file():
-        metrics = files.read_state(best).get("metrics")
-    return TrainResult(
-        output_dir=output_dir,
-        best_checkpoint=best if best.is_file() else None,
-        best_metrics=metrics,
+    return TrainResult.from_run_dir(
+        Path(config.train.resume).parent,
         class_names=class_names,
         epochs_completed=done,
         stopped_early=bool(state.get("stopped_early")),
         already_finished=True,
-        history=read_log(output_dir / "log.txt"),
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from rfdetr.checkpoints import load_weights, read_checkpoint
 from rfdetr.config import ModelConfig
 from rfdetr.data.classes import ClassMap
 from rfdetr.data.dataset import DetectionDataset, build_dataset, dataset_class_map
@@ -23,7 +24,7 @@ from rfdetr.models.matcher import HungarianMatcher
 from rfdetr.models.vit import ViTBlock
 from rfdetr.run_config import ConfigError, RunConfig
 from rfdetr.training.distributed import DistInfo, DistributedTrainSampler
-from rfdetr.weights import load_state_dict_strict, load_weights, read_checkpoint
+from rfdetr.weights import load_state_dict_strict
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from rfdetr.data.transforms import Target, pick_step_size, resize_batch
+from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.models.criterion import SetCriterion, count_boxes, reduce_num_boxes
 from rfdetr.models.detector import RFDETR
 from rfdetr.run_config import RunConfig
@@ -39,8 +40,10 @@ _LOGGED_LOSSES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask_ce", "loss_mas
 MAX_SKIPPED_STEPS = 25
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; training stopped before applying that step."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass

@@ -155,7 +155,7 @@ def test_validation_reports_every_load_error(
 def test_pipeline_sees_a_worker_dataset_error_as_a_user_error(
     tmp_path: Path, build: SimpleNamespace
 ) -> None:
-    from pipelines.steps.common import is_user_error
+    from rfdetr.errors import UserError
 
     root = build.make_coco(tmp_path / "d")
     coco_truncated(root, build)
@@ -166,7 +166,7 @@ def test_pipeline_sees_a_worker_dataset_error_as_a_user_error(
             next(batches)
     finally:
         batches._shutdown_workers()
-    assert is_user_error(caught.value), repr(caught.value)
+    assert isinstance(caught.value, UserError), repr(caught.value)
     assert "train_0.jpg" in str(caught.value) and "\n" not in str(caught.value)
 
 

@@ -194,9 +194,9 @@ def save_tiny_checkpoint(
     path: Path, *, segmentation: bool = False, class_names: list[str] | None = None, **config: Any
 ) -> Path:
     """A random-weight checkpoint of the ``tiny`` (or ``tiny-seg``) preset in our format."""
+    from rfdetr.checkpoints import save_checkpoint
     from rfdetr.models.build import build_model
     from rfdetr.presets import get_preset
-    from rfdetr.weights import save_checkpoint
 
     names = ["cat", "dog"] if class_names is None else class_names
     preset = get_preset("tiny-seg" if segmentation else "tiny")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 import rfdetr
+from rfdetr.api import RFDETRModel
 from rfdetr.cli import main
-from rfdetr.evaluation.api import EvaluationError, model_class
+from rfdetr.evaluation import EvaluationError
 
 
 @pytest.fixture
@@ -85,11 +86,11 @@ def test_evaluation_cli_size_needed_when_not_recorded(tmp_path, dataset, helpers
 
 def test_evaluation_evaluate_accepts_a_model(dataset) -> None:
     """A model built in Python; its placeholder class names are not compared, only the count."""
-    model = model_class("tiny")(pretrain_weights=None, num_classes=2, device="cpu")
+    model = RFDETRModel(pretrain_weights=None, size="tiny", num_classes=2, device="cpu")
     result = rfdetr.evaluate(model, dataset, backend="pycocotools")
     assert [c.name for c in result.per_class] == ["cat", "dog"]
     assert result.segm is None and result.num_images == 2
-    wrong = model_class("tiny")(pretrain_weights=None, num_classes=3, device="cpu")
+    wrong = RFDETRModel(pretrain_weights=None, size="tiny", num_classes=3, device="cpu")
     with pytest.raises(EvaluationError, match="the model has 3 classes but"):
         rfdetr.evaluate(wrong, dataset)
 

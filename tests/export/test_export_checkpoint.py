@@ -10,20 +10,19 @@ import pytest
 import torch
 
 from rfdetr.api import RFDETRModel
+from rfdetr.checkpoints import save_checkpoint
 from rfdetr.cli import main
 from rfdetr.coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
+from rfdetr.config import RunConfig
 from rfdetr.export import read_metadata, verify_onnx
-from rfdetr.export.exporter import model_from_checkpoint
-from rfdetr.weights import save_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(segmenter: RFDETRModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``checkpoint_best_total.pth`` as training writes it, with a COCO-style class map."""
-    config = {
-        "model": segmenter.config.model_dump(mode="json"),
-        "class_map": {"names": ["cat", "dog", "cow"], "source_ids": [1, 2, 5], "skipped": []},
-    }
+    class_map = {"names": ["cat", "dog", "cow"], "source_ids": [1, 2, 5], "skipped": []}
+    data = {"dataset_dir": "data", "class_map": class_map}
+    config = RunConfig(model=segmenter.config, data=data).model_dump(mode="json")
     path = tmp_path_factory.mktemp("run") / "checkpoint_best_total.pth"
     return save_checkpoint(
         path, segmenter.model.state_dict(), config=config, class_names=["cat", "dog", "cow"]
@@ -51,14 +50,15 @@ def test_simplify_and_static_batch_options(checkpoint: Path, tmp_path: Path) -> 
     simplified = tmp_path / "rfdetr-tiny-seg.sim.onnx"
     meta = read_metadata(simplified)
     assert meta.class_names == ["cat", "dog", "cow"] and not meta.dynamic_batch
-    source = model_from_checkpoint(checkpoint)
+    source = RFDETRModel.from_checkpoint(checkpoint)
     report = verify_onnx(simplified, source.model)
     assert report.passed and report.batch_sizes == (1,)
 
 
 def test_size_is_read_from_the_file_or_given(checkpoint: Path, tiny: SimpleNamespace) -> None:
-    assert model_from_checkpoint(checkpoint).config.name == "tiny-seg"
-    assert model_from_checkpoint(checkpoint, size="tiny-seg").class_names == tiny.class_names
+    assert RFDETRModel.from_checkpoint(checkpoint).config.name == "tiny-seg"
+    source = RFDETRModel.from_checkpoint(checkpoint, size="tiny-seg")
+    assert source.class_names == tiny.class_names
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_upstream_coco_checkpoint_keeps_coco_ids(
     torch.save({"model": source.model.state_dict(), "args": args}, weights)
     argv = ["export", "--weights", str(weights), "--output-dir", str(tmp_path / "out")]
     assert main(argv) == 2  # nothing in the file names the size
-    assert "does not record the model size; pass it" in capsys.readouterr().err
+    assert "does not record its model size; pass it" in capsys.readouterr().err
     assert main([*argv, "--size", "tiny", "--no-verify"]) == 0
     meta = read_metadata(tmp_path / "out" / "rfdetr-tiny.onnx")
     assert meta.class_names == COCO_CLASS_NAMES

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from rfdetr.api import RFDETRModel
+from rfdetr.checkpoints import save_checkpoint
 from rfdetr.cli import main
 from rfdetr.data.synthetic import make_shapes_dataset
 from rfdetr.export import verify_onnx
 from rfdetr.export.onnx import ExportError
-from rfdetr.weights import save_checkpoint
 
 
 def _poisoned(model: RFDETRModel, value: float) -> dict[str, torch.Tensor]:

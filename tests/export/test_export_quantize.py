@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from rfdetr.api import RFDETRModel
+from rfdetr.checkpoints import save_checkpoint
 from rfdetr.cli import main
 from rfdetr.data.synthetic import make_shapes_dataset
 from rfdetr.evaluation.predictions import ImagePredictions
@@ -36,7 +37,6 @@ from rfdetr.export.quantize import (
 )
 from rfdetr.export.runtime import ONNXRuntimeModel
 from rfdetr.export.selection import forced_selection
-from rfdetr.weights import save_checkpoint
 
 INT8_ATOL = 0.01
 SHAPES = ["circle", "square", "triangle"]
@@ -56,9 +56,7 @@ def model(detector: RFDETRModel) -> RFDETRModel:
 
 @pytest.fixture(scope="module")
 def int8_export(model: RFDETRModel, shapes: Path, tmp_path_factory: pytest.TempPathFactory):
-    from rfdetr.export.exporter import export_model
-
-    return export_model(model, tmp_path_factory.mktemp("int8"), quantize="int8", calibration=shapes)
+    return model.export_files(tmp_path_factory.mktemp("int8"), quantize="int8", calibration=shapes)
 
 
 def _valid_inputs(shapes: Path, fp32: Path) -> list[np.ndarray]:

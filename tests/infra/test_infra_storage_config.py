@@ -168,8 +168,8 @@ def test_manifest_round_trip_and_verification(tmp_path: Path) -> None:
 
 def test_importing_storage_and_telemetry_pulls_no_optional_package() -> None:
     code = (
-        "import sys, rfdetr.storage, rfdetr.telemetry; "
-        "m = rfdetr.telemetry.StepMetrics('p', 's', gateway=''); m.set_epoch(1); m.push(); "
+        "import sys, rfdetr.storage, pipelines.telemetry; "
+        "m = pipelines.telemetry.StepMetrics('p', 's', gateway=''); m.set_epoch(1); m.push(); "
         "bad = [n for n in ('minio', 'prometheus_client', 'urllib3', 'kfp') if n in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

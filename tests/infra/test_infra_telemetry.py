@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rfdetr.telemetry import StepMetrics
+from pipelines.telemetry import StepMetrics
 
 
 def _scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -87,7 +87,7 @@ def test_unset_gateway_is_a_logged_no_op(
 ) -> None:
     monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
     metrics = StepMetrics("p", "s")
-    with caplog.at_level(logging.DEBUG, logger="rfdetr.telemetry"), metrics.observe_duration():
+    with caplog.at_level(logging.DEBUG, logger="pipelines.telemetry"), metrics.observe_duration():
         metrics.set_epoch(1)
     assert metrics.push() is False
     assert "PUSHGATEWAY_URL not set" in caplog.text
@@ -98,7 +98,7 @@ def test_push_failure_is_a_warning_not_an_error(
     closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     metrics = StepMetrics("p", "s", gateway=f"http://127.0.0.1:{closed_port}", timeout=2)
-    with caplog.at_level(logging.WARNING, logger="rfdetr.telemetry"), metrics.observe_duration():
+    with caplog.at_level(logging.WARNING, logger="pipelines.telemetry"), metrics.observe_duration():
         metrics.set_epoch(1)
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "pushing metrics of p/s" in caplog.text

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.local import _ProgressTee
-from pipelines.steps.common import StepError, is_user_error
+from pipelines.steps.common import StepError
 from pipelines.steps.config import check_conflicts
 from pipelines.steps.mirror import CheckpointMirror
 from pipelines.steps.publish import check_name, default_version
@@ -42,11 +42,12 @@ def test_pipeline_knob_and_override_must_agree() -> None:
 
 def test_pipeline_user_errors_are_recognised_by_class() -> None:
     from rfdetr.config import ConfigError
+    from rfdetr.errors import UserError
     from rfdetr.storage import UnsafeKeyError
 
-    assert is_user_error(ConfigError("x")) and is_user_error(UnsafeKeyError("x"))
-    assert is_user_error(StepError("x"))
-    assert not is_user_error(ValueError("x")) and not is_user_error(KeyError("x"))
+    assert isinstance(ConfigError("x"), UserError) and isinstance(UnsafeKeyError("x"), UserError)
+    assert isinstance(StepError("x"), UserError)
+    assert not isinstance(ValueError("x"), UserError) and not isinstance(KeyError("x"), UserError)
 
 
 def test_pipeline_mirror_uploads_changed_files_resume_point_last(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipelines.steps.train import TrainOutcome, _last_record, _record
-from rfdetr.telemetry import StepMetrics
+from pipelines.telemetry import StepMetrics
 
 
 def test_pipeline_train_pushes_every_loss_term() -> None:

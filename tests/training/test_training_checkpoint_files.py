@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rfdetr import checkpoints as files
 from rfdetr.checkpoint_format import CheckpointError
 from rfdetr.config import RunConfig
-from rfdetr.training import checkpoint as files
 from rfdetr.training import fit
 
 MARKER = "/tmp/rfdetr-hostile-pickle-ran"
@@ -171,3 +171,23 @@ def test_the_select_checkpoint_step_names_the_run_file_not_its_scratch_copy(
     with pytest.raises(CheckpointError) as caught:
         select_checkpoint(run_copy, tmp_path / "model")
     _one_line_naming(caught.value, bad)
+
+
+def test_the_record_of_a_resume_checkpoint_and_its_ema(finished_run: Path, tmp_path: Path) -> None:
+    """``read_checkpoint(checkpoint.pth)``: weights, EMA weights, the run config, classes and
+    dataset ids as training wrote them; ``strip_checkpoint(use_ema=True)`` keeps the EMA weights
+    and ``load_model`` builds the model they fill."""
+    raw = torch.load(finished_run / files.LAST, map_location="cpu", weights_only=True)
+    record = files.read_checkpoint(finished_run / files.LAST)
+    assert (record.format, record.epoch, record.size) == ("rfdetr", raw["epoch"], "tiny")
+    assert record.run_config is not None and record.class_names == raw["class_names"]
+    assert record.run_config.data.class_map == raw["config"]["data"]["class_map"]
+    assert record.dataset_ids == raw["config"]["data"]["class_map"]["source_ids"]
+    ema = raw["ema"]["module"]
+    assert record.ema_state_dict is not None and record.ema_state_dict.keys() == ema.keys()
+    assert all(torch.equal(record.ema_state_dict[k], ema[k]) for k in ema)
+    assert all(torch.equal(record.state_dict[k], v) for k, v in raw["model"].items())
+    stripped = files.strip_checkpoint(finished_run / files.LAST, tmp_path / "ema.pth", use_ema=True)
+    model, config, loaded = files.load_model(stripped)
+    assert loaded.ema_state_dict is None and config == record.run_config.model
+    assert all(torch.equal(model.state_dict()[k], ema[k]) for k in ema)

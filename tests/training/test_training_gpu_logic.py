@@ -240,7 +240,7 @@ def test_training_cli_assigned_gpu_without_cuda_exits_2(
     argv = ["train", str(shapes_coco), "--model", "tiny", "--epochs", "1"]
     assert main([*argv, "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("rfdetr train: NVIDIA_VISIBLE_DEVICES=GPU-0") and "\n" not in err
+    assert err.startswith("rfdetr train: error: NVIDIA_VISIBLE_DEVICES=GPU-0") and "\n" not in err
     assert not (tmp_path / "out" / "checkpoint.pth").exists()
 
 

@@ -21,11 +21,11 @@ import pytest
 import torch
 
 from rfdetr.checkpoint_format import UPSTREAM_MODEL_FIELDS
+from rfdetr.checkpoints import read_checkpoint
 from rfdetr.config import ConfigError, RunConfig
 from rfdetr.models.build import build_model
 from rfdetr.training import fit
 from rfdetr.training.optim import param_groups
-from rfdetr.weights import read_checkpoint
 
 
 def _as_upstream_lightning(ours: dict[str, Any], config: RunConfig) -> dict[str, Any]:

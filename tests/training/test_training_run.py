@@ -13,11 +13,11 @@ import torch
 from training_helpers import tiny_options
 
 from rfdetr import RFDETRNano
+from rfdetr.checkpoints import read_checkpoint, select_best
 from rfdetr.config import RunConfig
 from rfdetr.presets import get_preset
-from rfdetr.training import fit, select_best
+from rfdetr.training import fit
 from rfdetr.training.loop import TrainResult
-from rfdetr.weights import read_checkpoint
 
 CLASSES = ["circle", "square", "triangle"]
 TRAINING_FILES = ["checkpoint.pth", "checkpoint_0.pth", "checkpoint_1.pth"]

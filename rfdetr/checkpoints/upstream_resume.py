@@ -1,7 +1,7 @@
 """Resuming a run from upstream rfdetr 1.11's Lightning ``last.ckpt``.
 
 :func:`upstream_resume_state` turns the file into the layout of our ``checkpoint.pth`` (see
-:mod:`rfdetr.training.checkpoint`); :mod:`rfdetr.training.resume` checks it with
+:mod:`rfdetr.checkpoints.files`); :mod:`rfdetr.training.resume` checks it with
 :func:`upstream_resume_mismatch` and renumbers its optimizer with :func:`upstream_optimizer_in`.
 """
 

@@ -249,8 +249,3 @@ def _auth_handler() -> Any:
         return basic_auth_handler(url, method, timeout, headers, data, user, password or "")
 
     return handler
-
-
-def serve_metrics(metrics: StepMetrics, port: int, addr: str = "0.0.0.0") -> Any:
-    """Module-level alias of :meth:`StepMetrics.serve`."""
-    return metrics.serve(port, addr)

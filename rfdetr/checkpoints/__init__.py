@@ -1,0 +1,47 @@
+"""Checkpoints: the one home of our checkpoint files and of loading any checkpoint.
+
+- :mod:`files`: the only writer (atomic, plain data, ``weights_only=True``-loadable), the run
+  folder's file names, resuming state, and selecting the best model.
+- :mod:`reader`: :func:`read_checkpoint` (ours and upstream's formats) into a
+  :class:`LoadedCheckpoint`, :func:`load_weights` and :func:`load_model`.
+
+Upstream's file formats are parsed by :mod:`rfdetr.checkpoint_format`; tensors are matched to
+a module by :mod:`rfdetr.weights`.
+"""
+
+from rfdetr.checkpoint_format import CheckpointError
+from rfdetr.checkpoints.files import (
+    BEST_EMA,
+    BEST_REGULAR,
+    BEST_TOTAL,
+    LAST,
+    atomic_save,
+    load_training_checkpoint,
+    periodic_name,
+    remove_stale_temporaries,
+    save_checkpoint,
+    save_training_checkpoint,
+    select_best,
+    strip_checkpoint,
+)
+from rfdetr.checkpoints.reader import LoadedCheckpoint, load_model, load_weights, read_checkpoint
+
+__all__ = [
+    "BEST_EMA",
+    "BEST_REGULAR",
+    "BEST_TOTAL",
+    "LAST",
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "atomic_save",
+    "load_model",
+    "load_training_checkpoint",
+    "load_weights",
+    "periodic_name",
+    "read_checkpoint",
+    "remove_stale_temporaries",
+    "save_checkpoint",
+    "save_training_checkpoint",
+    "select_best",
+    "strip_checkpoint",
+]

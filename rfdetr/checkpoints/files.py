@@ -1,0 +1,267 @@
+"""The only writer of our checkpoint files (atomic, plain data) and the run folder's layout.
+
+``checkpoint.pth``
+    Every epoch: everything a resume needs (model, EMA, optimizer, scheduler, grad scaler,
+    epoch, optimizer step, random states, best-so-far trackers) plus the run config, class names
+    and metrics, all as plain data.
+``checkpoint_<N>.pth``
+    The same, kept every ``checkpoint_interval`` epochs (``N``: 0-based epoch, as upstream).
+``checkpoint_best_regular.pth`` / ``checkpoint_best_ema.pth``
+    Weights of the best epoch of the trained / EMA model + config + class names + metrics.
+``checkpoint_best_total.pth``
+    The better of the two by validation mAP50:95 (bbox, or segm for Seg; EMA only when strictly
+    better, as upstream), stripped to weights + config + class names + metrics.
+
+Every file holds ``format``, ``model``, ``config`` (the run config: the architecture is under
+``config["model"]``, the dataset's classes under ``config["data"]["class_map"]``),
+``class_names``, ``epoch`` and ``metrics``; :func:`rfdetr.checkpoints.read_checkpoint` reads
+any of them.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rfdetr.checkpoint_format import CHECKPOINT_FORMAT, CheckpointError, safe_load, upstream_fields
+from rfdetr.checkpoints.reader import read_checkpoint
+from rfdetr.checkpoints.upstream_resume import upstream_resume_state
+
+logger = logging.getLogger(__name__)
+
+LAST = "checkpoint.pth"
+BEST_REGULAR = "checkpoint_best_regular.pth"
+BEST_EMA = "checkpoint_best_ema.pth"
+BEST_TOTAL = "checkpoint_best_total.pth"
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "config")
+TMP_SUFFIX = ".tmp"  # temporaries are ".<name>.<random>.tmp" beside the destination
+_PLAIN_KEYS = (
+    "config", "class_names", "epoch", "global_step", "metrics", "trackers", "args", "model_config",
+)  # fmt: skip
+
+
+def periodic_name(epoch: int) -> str:
+    """File name of the periodic checkpoint of 0-based ``epoch``."""
+    return f"checkpoint_{epoch}.pth"
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    config: Mapping[str, Any],
+    class_names: list[str] | None,
+    epoch: int | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a weights-only checkpoint (no optimizer), atomically, as plain data.
+
+    Args:
+        path: Destination file; its folder is created.
+        state_dict: Model weights (copied to CPU).
+        config: The run (or model) config as JSON-like data, ``config.model_dump(mode="json")``.
+        class_names: Name of each 0-based class id, or None.
+        epoch: Epoch the weights come from.
+        metrics: Evaluation metrics (name -> number or plain data).
+
+    Returns:
+        The path written; it loads with ``torch.load(weights_only=True)`` and no allow-list.
+
+    Raises:
+        TypeError: ``config``, ``class_names`` or ``metrics`` hold something that is not plain data.
+    """
+    payload: dict[str, Any] = {
+        "model": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "config": dict(config),
+        "class_names": list(class_names) if class_names is not None else None,
+        "epoch": epoch,
+        "metrics": dict(metrics) if metrics is not None else None,
+        **upstream_fields(config, class_names),  # what upstream rfdetr 1.11.2 reads
+    }
+    return _write(path, payload)
+
+
+def save_training_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    """Write a resumable checkpoint.
+
+    Args:
+        path: destination.
+        state: at least :data:`TRAINING_KEYS`; tensors, state dicts and plain data only
+            (``config``, ``class_names``, ``metrics`` and ``trackers`` are checked to be plain).
+
+    Raises:
+        KeyError: a required key is missing.
+        TypeError: a metadata entry is not plain data.
+    """
+    missing = [key for key in TRAINING_KEYS if key not in state]
+    if missing:
+        raise KeyError(f"training checkpoint lacks {missing}")
+    return _write(path, state)
+
+
+def _write(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
+    for key in _PLAIN_KEYS:
+        if key in state:
+            require_plain(state[key], key)
+    return atomic_save({"format": CHECKPOINT_FORMAT, **state}, path)
+
+
+def _os_error_in(failure: BaseException) -> OSError | None:
+    """The OSError behind ``failure``: torch's zip writer replaces a failed write's OSError
+    with its own RuntimeError while closing, keeping the OSError as the context."""
+    seen: BaseException | None = failure
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A crash or a full disk mid-write leaves the previous file intact, never a truncated one.
+
+    Raises:
+        CheckpointError: the write failed (one line with the errno name, e.g. ENOSPC, and
+            the file); the previous ``path`` is untouched and the temporary removed.
+    """
+    dest = Path(path).expanduser()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = ""
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=TMP_SUFFIX)
+        with os.fdopen(fd, "wb") as handle:  # a file object: write errors keep their errno
+            torch.save(dict(payload), handle)
+        os.replace(tmp_name, dest)
+    except (OSError, RuntimeError) as failure:
+        err = _os_error_in(failure)
+        if err is None:
+            raise
+        code = errno.errorcode.get(err.errno or 0, "error")
+        hint = f"; free space in {dest.parent}" if err.errno == errno.ENOSPC else ""
+        raise CheckpointError(
+            f"{dest}: cannot write checkpoint: {code} ({err.strerror or err}){hint}; "
+            "the previous file is unchanged"
+        ) from None
+    finally:
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
+    return dest
+
+
+def require_plain(value: Any, where: str) -> None:
+    """Raise TypeError unless ``value`` is plain data (what ``weights_only=True`` loads)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            require_plain(item, where)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"checkpoint {where}: key {key!r} is not a str or int")
+            require_plain(item, f"{where}.{key}")
+        return
+    raise TypeError(
+        f"checkpoint {where} holds a {type(value).__name__}; only plain data (None, bool, int, "
+        "float, str, list, dict) keeps checkpoints loadable with weights_only=True"
+    )
+
+
+def remove_stale_temporaries(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete ``.checkpoint*.pth.<random>.tmp`` files a killed writer left in ``output_dir``.
+
+    Call only at the start of a run (no writer of this folder is running then).
+    """
+    stale = sorted(Path(output_dir).glob(f".checkpoint*.pth.*{TMP_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+        logger.info("removed %s, left by an interrupted checkpoint write", path)
+    return stale
+
+
+def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything :func:`save_training_checkpoint` wrote, as a dict (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or holds weights only (a best or
+            stripped file cannot resume a run; it can start a new one as ``pretrain_weights``).
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CheckpointError(f"{file}: no such checkpoint file to resume from")
+    state = safe_load(file)
+    if isinstance(state, dict):  # upstream 1.11's Lightning last.ckpt, in our layout
+        state = upstream_resume_state(state, file) or state
+    if not isinstance(state, dict) or any(key not in state for key in TRAINING_KEYS):
+        raise CheckpointError(
+            f"{file}: not a resumable training checkpoint (no optimizer state); resume from "
+            f"{LAST} or a checkpoint_<N>.pth, or pass this file as pretrain_weights instead"
+        )
+    return state
+
+
+def strip_checkpoint(
+    source: str | os.PathLike[str], dest: str | os.PathLike[str], *, use_ema: bool = False
+) -> Path:
+    """Copy one of our checkpoints to ``dest`` as weights + config + class names + metrics.
+
+    Args:
+        source: any checkpoint this module wrote.
+        dest: the stripped file.
+        use_ema: take the EMA weights of a training checkpoint instead of the trained ones.
+    """
+    checkpoint = read_checkpoint(source)
+    weights = checkpoint.state_dict
+    if use_ema:
+        if checkpoint.ema_state_dict is None:
+            raise CheckpointError(f"{checkpoint.path}: holds no EMA weights")
+        weights = checkpoint.ema_state_dict
+    return save_checkpoint(
+        dest,
+        weights,
+        config=checkpoint.config or {},
+        class_names=checkpoint.class_names,
+        epoch=checkpoint.epoch,
+        metrics=checkpoint.metrics,
+    )
+
+
+def score_of(metrics: Mapping[str, Any] | None) -> float | None:
+    """The selection score stored in a best checkpoint's metrics (primary mAP50:95)."""
+    value = (metrics or {}).get("map_50_95")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def select_best(output_dir: str | os.PathLike[str]) -> Path:
+    """Write ``checkpoint_best_total.pth`` from the better of the best regular and EMA files.
+
+    The EMA file wins only when its mAP is strictly higher (upstream's rule). Training keeps
+    the file up to date itself; this is for pipelines that select in a separate step.
+
+    Raises:
+        CheckpointError: neither best file exists, or one cannot be read.
+    """
+    folder = Path(output_dir)
+    candidates = []
+    for name in (BEST_REGULAR, BEST_EMA):  # regular first: it wins ties
+        file = folder / name
+        if file.is_file():
+            score = score_of(read_checkpoint(file).metrics)
+            candidates.append((score if score is not None else float("-inf"), file))
+    if not candidates:
+        raise CheckpointError(f"{folder}: neither {BEST_REGULAR} nor {BEST_EMA} exists")
+    best_file = candidates[0][1]
+    if len(candidates) == 2 and candidates[1][0] > candidates[0][0]:
+        best_file = candidates[1][1]
+    logger.info("best total checkpoint: %s", best_file.name)
+    return strip_checkpoint(best_file, folder / BEST_TOTAL)
