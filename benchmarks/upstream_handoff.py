@@ -157,11 +157,11 @@ def upstream_to_ours(python: Path, dataset: Path, work: Path) -> None:
     model = RFDETRNano(pretrain_weights=None, device="cpu", resolution=192,
                        positional_encoding_size=12)  # fmt: skip
     result = model.train(output_dir=str(work / "ours_resumed"), **options)
-    last_epoch = result.history[-1]
+    trained = [record["epoch"] for record in result.history]
+    loss = result.history[-1]["train_loss"]
     print(
-        f"resume with positional_encoding_size=12: continued at epoch 2, "
-        f"{result.epochs_completed} epochs completed, epoch 2 train loss "
-        f"{last_epoch['train_loss']:.3f}"
+        f"resume with positional_encoding_size=12: trained epochs {trained} (upstream finished "
+        f"0-1), {result.epochs_completed} completed, train loss {loss:.3f}"
     )
 
 
