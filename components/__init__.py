@@ -7,10 +7,12 @@ metadata. Importing this package imports kfp but never torch.
 
 Steps, in pipeline order: :func:`resolve_config`, :func:`fetch_dataset`,
 :func:`validate_dataset`, :func:`train`, :func:`select_checkpoint`, :func:`evaluate`,
-:func:`export_onnx`, :func:`publish`. Each one's plain function is ``<component>.python_func``.
+:func:`export_onnx`, :func:`publish`, and (compiled with ``--deploy``) :func:`deploy`.
+Each one's plain function is ``<component>.python_func``.
 """
 
 from components._image import RFDETR_IMAGE
+from components.deploy import deploy
 from components.evaluate import evaluate
 from components.export_onnx import export_onnx
 from components.fetch_dataset import fetch_dataset
@@ -22,6 +24,7 @@ from components.validate_dataset import validate_dataset
 
 __all__ = [
     "RFDETR_IMAGE",
+    "deploy",
     "evaluate",
     "export_onnx",
     "fetch_dataset",

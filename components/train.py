@@ -14,6 +14,10 @@ def train(
     train_metrics: Output[Metrics],
     checkpoint_mirror_uri: str = "",
     run_id: str = "",
+    train_engine: str = "pod",
+    train_nodes: int = 1,
+    gpus_per_node: int = 1,
+    cluster_job: dict = {},  # noqa: B006 (a KFP constant input, never mutated)
 ):
     """Train RF-DETR (gradient accumulation, EMA, mixed precision on CUDA) as the config says.
 
@@ -32,18 +36,36 @@ def train(
             early stopping ended the run, and the last epoch's loss and validation mAP.
         checkpoint_mirror_uri: object-store prefix for the resume files (+ run id); empty: off.
         run_id: the pipeline run's id (for the mirror and telemetry).
+        train_engine: pod: train in this pod; trainjob / pytorchjob: a Kubeflow job, awaited.
+        train_nodes: nodes of that job (the pod engine takes 1).
+        gpus_per_node: GPUs (processes) on each node of that job.
+        cluster_job: the job's image, runtime, resources, secret and timeout (compile settings).
     """
     from pipelines.steps.common import step_errors
     from pipelines.steps.train import check_run_id, train_run
+    from pipelines.steps.train_job import train_on_cluster
 
     with step_errors("train"):
-        outcome = train_run(
-            run_config.path,
-            dataset.path,
-            checkpoints.path,
-            mirror_root=checkpoint_mirror_uri,
-            run_id=check_run_id(run_id),
-        )
+        if train_engine == "pod" and train_nodes == 1:
+            outcome = train_run(
+                run_config.path,
+                dataset.path,
+                checkpoints.path,
+                mirror_root=checkpoint_mirror_uri,
+                run_id=check_run_id(run_id),
+            )
+        else:
+            outcome = train_on_cluster(
+                run_config.path,
+                dataset.path,
+                checkpoints.path,
+                engine=train_engine,
+                nodes=train_nodes,
+                gpus_per_node=gpus_per_node,
+                settings=cluster_job,
+                mirror_root=checkpoint_mirror_uri,
+                run_id=check_run_id(run_id),
+            )
     for name, value in outcome.metrics().items():
         train_metrics.log_metric(name, value)
     checkpoints.metadata.update(outcome.model_metadata())

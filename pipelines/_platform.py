@@ -88,6 +88,14 @@ class Platform:
         run_as_user: UID (and GID) of every step's container, with ``runAsNonRoot`` (None: not
             set; the images' user is 1000). KFP >= 2.17 reads it; older backends' protos lack
             the field and their drivers drop it.
+        train_engine: ``pod`` (train in the step's pod), ``trainjob`` or ``pytorchjob`` (the
+            step creates a Kubeflow job: :mod:`pipelines.steps.train_job`); train_nodes and
+            gpus_per_node are then the defaults of the pipeline parameters of the same names,
+            train_runtime the TrainJob's runtime (``TrainingRuntime/NAME`` in the namespace,
+            or a ClusterTrainingRuntime's NAME), keep_train_job keeps a succeeded job.
+        deploy: add the ``deploy`` step (a KServe InferenceService of the published version,
+            when publish published); serve_replicas its (min, max) predictor pods, serve the
+            predictor's resources.
     """
 
     image: str | None = None
@@ -117,6 +125,14 @@ class Platform:
     cpu_image: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
     run_as_user: int | None = None
+    train_engine: str = "pod"
+    train_nodes: int = 1
+    gpus_per_node: int = 1
+    train_runtime: str = "TrainingRuntime/rfdetr-torch-distributed"  # manifests/pipeline-runner
+    keep_train_job: bool = False
+    deploy: bool = False
+    serve_replicas: tuple[int, int] = (1, 1)
+    serve: Resources = Resources("2", "4Gi")
 
     @classmethod
     def for_local(cls) -> Platform:
@@ -187,6 +203,30 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
             effect=toleration.effect,
         )
     return task
+
+
+def train_job_settings(platform: Platform) -> dict[str, object]:
+    """The ``cluster_job`` input of ``train``: what its TrainJob / PyTorchJob nodes get."""
+    return {
+        "image": step_image(platform, gpu=True),
+        "runtime": platform.train_runtime,
+        "cpu": platform.train.cpu,
+        "memory": platform.train.memory_limit or platform.train.memory,
+        "accelerator": platform.accelerator_type,
+        "secret": platform.secret_name,
+        "timeout_s": platform.train_timeout_s or STEP_TIMEOUT_S,
+        "delete": not platform.keep_train_job,
+    }
+
+
+def serving_settings(platform: Platform) -> dict[str, object]:
+    """The ``serving`` input of ``deploy``: the predictor's image, resources, secret."""
+    return {
+        "image": step_image(platform, gpu=False),
+        "cpu": platform.serve.cpu,
+        "memory": platform.serve.memory,
+        "secret": platform.secret_name,
+    }
 
 
 def retry_training(task: PipelineTask, platform: Platform) -> PipelineTask:

@@ -108,6 +108,38 @@ def add_parser(subparsers: Subparsers) -> None:
         "nvidia.com/gpu:NoSchedule)",
     )
     gpu.add_argument("--shm-size", default=None, help="memory /dev/shm size (default 16Gi)")
+    multi = parser.add_argument_group("multi-node training (docs/deploy.md)")
+    multi.add_argument(
+        "--train-engine",
+        choices=("pod", "trainjob", "pytorchjob"),
+        default=None,
+        help="pod: train in the step's pod (default); trainjob: a Kubeflow Trainer v2 TrainJob; "
+        "pytorchjob: a Training Operator v1 PyTorchJob, created and followed by the step",
+    )
+    multi.add_argument("--train-nodes", type=int, default=None, help="default of train_nodes")
+    multi.add_argument(
+        "--gpus-per-node", type=int, default=None, help="default of gpus_per_node (1)"
+    )
+    multi.add_argument(
+        "--train-runtime",
+        default=None,
+        help="TrainJob's ClusterTrainingRuntime (torch-distributed)",
+    )
+    multi.add_argument(
+        "--keep-train-job", action="store_true", help="do not delete a succeeded training job"
+    )
+    serve = parser.add_argument_group("serving (docs/deploy.md)")
+    serve.add_argument(
+        "--deploy",
+        action="store_true",
+        help="add the deploy step: a KServe InferenceService of each published version",
+    )
+    serve.add_argument(
+        "--serve-replicas",
+        default=None,
+        metavar="MIN:MAX",
+        help="predictor pods of the InferenceService (default 1:1; MIN 0 scales to zero)",
+    )
     _add_retry_options(parser.add_argument_group("resources, retries and deadlines"))
     store = parser.add_argument_group("object store and metrics")
     store.add_argument(
@@ -191,6 +223,15 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
+def _replicas(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(":")
+    if not (sep and low.isdigit() and high.isdigit()) or int(high) < max(1, int(low)):
+        raise UserError(
+            f"--serve-replicas {text!r}: expected MIN:MAX with 0 <= MIN <= MAX, MAX >= 1"
+        )
+    return int(low), int(high)
+
+
 def _toleration(text: str) -> Toleration:
     from pipelines._platform import Toleration
 
@@ -230,14 +271,28 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
         "store_host": "store_host",
         "store_port": "store_port",
         "pushgateway_url": "pushgateway_url",
+        "train_engine": "train_engine",
+        "train_nodes": "train_nodes",
+        "gpus_per_node": "gpus_per_node",
+        "train_runtime": "train_runtime",
     }
     for option, name in simple.items():
         value = getattr(args, option)
         if value is not None:
             changes[name] = value
-    for option in ("train_gpus", "eval_gpus", "train_retries"):
+    for option in ("train_gpus", "eval_gpus", "train_retries", "gpus_per_node"):
         if (getattr(args, option) or 0) < 0:
             raise UserError(f"--{option.replace('_', '-')}: expected 0 or more")
+    if args.train_nodes is not None and args.train_nodes < 1:
+        raise UserError(f"--train-nodes {args.train_nodes}: expected 1 or more")
+    if (args.train_nodes or 1) > 1 and args.train_engine in (None, "pod"):
+        raise UserError("--train-nodes above 1 needs --train-engine trainjob or pytorchjob")
+    if args.keep_train_job:
+        changes["keep_train_job"] = True
+    if args.deploy:
+        changes["deploy"] = True
+    if args.serve_replicas is not None:
+        changes["serve_replicas"] = _replicas(args.serve_replicas)
     if args.run_as_user is not None and args.run_as_user <= 0:
         raise UserError(f"--run-as-user {args.run_as_user}: expected a non-root UID (1 or more)")
     if args.store_secure:
@@ -336,6 +391,11 @@ def _run(args: argparse.Namespace) -> int:
         f"{platform.train_retries} retries within {platform.retry_backoff_max}, "
         f"cpu {platform.train.cpu}, memory {platform.train.memory}"
     )
+    if platform.train_engine != "pod":
+        print(
+            f"train job: {platform.train_engine}, {platform.train_nodes} node(s) x "
+            f"{platform.gpus_per_node} GPU(s) (parameters train_nodes, gpus_per_node)"
+        )
     print(f"secret:    {platform.secret_name} -> {platform.store_host}:{platform.store_port}")
     if native is not None:
         print(f"resources: Pipeline {PIPELINE_NAME}, PipelineVersion {native.version_name}")

@@ -19,6 +19,7 @@ from kfp.dsl import Artifact, Model, PipelineTask
 from kfp.dsl.graph_component import GraphComponent
 
 from components import (
+    deploy,
     evaluate,
     export_onnx,
     fetch_dataset,
@@ -71,6 +72,10 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
         require_improvement: bool = True,
         checkpoint_mirror_uri: str = "s3://mlpipeline/rfdetr/checkpoint-mirror",
         quantize: str = "",
+        train_nodes: int = p.train_nodes,
+        gpus_per_node: int = p.gpus_per_node,
+        deploy_name: str = "",
+        canary_traffic_percent: int = 0,
     ) -> PipelineOutputs:
         """Train, evaluate, export and publish an RF-DETR model.
 
@@ -93,6 +98,10 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             require_improvement: publish only when it also beats the published model.
             checkpoint_mirror_uri: where training mirrors its resume files for retries; empty: off.
             quantize: int8: also an int8 ONNX file calibrated on train images; empty: off.
+            train_nodes: nodes of a multi-node train (compiled with --train-engine); 1: one pod.
+            gpus_per_node: GPUs (processes) per node of a multi-node train.
+            deploy_name: InferenceService name (compiled with --deploy); empty: the model's.
+            canary_traffic_percent: traffic share of a newly deployed version; 0: all of it.
         """
         config = resolve_config(
             dataset_uri=dataset_uri,
@@ -114,6 +123,10 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             dataset=fetched.outputs["dataset"],
             checkpoint_mirror_uri=checkpoint_mirror_uri,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            train_engine=p.train_engine,
+            train_nodes=train_nodes,
+            gpus_per_node=gpus_per_node,
+            cluster_job=platform_settings.train_job_settings(p),
         ).after(checked)
         selected = select_checkpoint(checkpoints=trained.outputs["checkpoints"])
         evaluated = evaluate(
@@ -136,6 +149,21 @@ def build_pipeline(platform: Optional[Platform] = None) -> GraphComponent:
             require_improvement=require_improvement,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
+        if p.deploy and not p.local:
+            with dsl.If(published.outputs["was_published"] == True, "published"):  # noqa: E712
+                served = deploy(
+                    published_uri=published.outputs["uri"],
+                    deploy_name=deploy_name,
+                    canary_traffic_percent=canary_traffic_percent,
+                    min_replicas=p.serve_replicas[0],
+                    max_replicas=p.serve_replicas[1],
+                    serving=platform_settings.serving_settings(p),
+                )
+                if p.display_names:
+                    served.set_display_name("Deploy")
+                platform_settings.common(served, p, p.light)
+                platform_settings.use_object_store(served, p)
+                platform_settings.no_cache(served)
         _configure(
             p,
             {
@@ -182,11 +210,12 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
         ps.common(tasks[key], p, p.light)
     for key in ("fetched", "exported"):
         ps.common(tasks[key], p, p.export)
-    ps.common(tasks["trained"], p, p.train)
+    distributed = p.train_engine != "pod"  # the step pod only follows a job
+    ps.common(tasks["trained"], p, p.light if distributed else p.train)
     ps.common(tasks["evaluated"], p, p.evaluate)
     for key in ("fetched", "checked", "trained", "evaluated", "exported", "published"):  # by ref.
         ps.use_object_store(tasks[key], p)
-    ps.use_gpus(tasks["trained"], p, p.train_gpus)
+    ps.use_gpus(tasks["trained"], p, 0 if distributed else p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)
     ps.retry_training(tasks["trained"], p)
     ps.deadline(tasks["trained"], p, p.train_timeout_s)

@@ -162,10 +162,12 @@ class CheckpointMirror:
                     client.remove_object(self.uri.bucket, obj.object_name)
                     self._uploaded.pop(name, None)
 
-    def finish(self, run_dir: str | Path) -> None:
-        """After success: a last sync, then keep only ``checkpoint.pth`` and the periodic
-        checkpoints (the step's artifact holds the best files and the log)."""
-        self.sync(run_dir)
+    def finish(self, run_dir: str | Path, *, sync: bool = True) -> None:
+        """After success: a last sync (unless ``sync`` is False: another process trained),
+        then keep only ``checkpoint.pth`` and the periodic checkpoints (the step's artifact
+        holds the best files and the log)."""
+        if sync:
+            self.sync(run_dir)
         self.clear(keep=(re.escape(files.LAST), _PERIODIC_NAME))
 
     @contextmanager

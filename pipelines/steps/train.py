@@ -220,18 +220,23 @@ def visible_gpus() -> int:
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
-def run_distributed(config: RunConfig, processes: int, scratch: Path) -> None:
-    """``torch.distributed.run --standalone`` with ``processes`` workers of ``rfdetr train``.
+def run_distributed(
+    config: RunConfig, processes: int, scratch: Path, launcher: tuple[str, ...] | None = None
+) -> None:
+    """``torch.distributed.run --standalone`` with ``processes`` workers of ``rfdetr train``
+    (``launcher``: other launcher options instead, e.g. none on a multi-node job's node, where
+    torchrun reads ``PET_NNODES``, ``PET_NODE_RANK``, ... from the environment).
 
     Output streams through to this process's (the step's log); rank 0 writes the run folder.
     """
     path = config.to_file(scratch / "run.json")
+    if launcher is None:
+        launcher = ("--standalone", f"--nproc_per_node={processes}")
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={processes}",
+        *launcher,
         "-m",
         "rfdetr",
         "train",

@@ -1,64 +1,13 @@
-"""Output heads of the export graph: the mask head and top-k post-processing.
-
-`MaskGraph` computes the segmentation head for the last decoder layer only, with the 1x1 pixel
-projection folded into the query kernels (``Q x C x C`` multiply-adds instead of
-``H/4 x W/4 x C x C``). `TopKPostProcess` is `rfdetr.models.postprocess.PostProcess` as graph
+"""Top-k post-processing of the export graph: `rfdetr.models.postprocess.PostProcess` as graph
 ops (no threshold: the graph returns all ``num_select`` detections, sorted by score).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfdetr.export.graph_backbone import layer_norm_rows
-from rfdetr.models.detector import RFDETR
 from rfdetr.utils.box_ops import box_cxcywh_to_xyxy
-
-
-class MaskGraph(nn.Module):
-    """The segmentation head for the last decoder layer, pixel projection folded into kernels."""
-
-    def __init__(self, model: RFDETR, image_size: tuple[int, int]) -> None:
-        super().__init__()
-        head = model.segmentation_head
-        ratio = head.downsample_ratio
-        self.size = (image_size[0] // ratio, image_size[1] // ratio)
-        self.head = head
-        width = head.query_features_proj.out_features
-        with torch.no_grad():
-            # masks = k @ (Ws x + bs) + bias with k = Wq m + bq, i.e. (Ws^T Wq) m + Ws^T bq
-            # dotted with x, plus (bs . k + bias): one [C + 1, C] Gemm on the queries.
-            spatial = head.spatial_features_proj
-            ws = spatial.weight.reshape(width, width).double()
-            bs = spatial.bias.double()
-            wq = head.query_features_proj.weight.double()
-            bq = head.query_features_proj.bias.double()
-            weight = torch.cat([ws.t() @ wq, (bs @ wq)[None]])
-            bias = torch.cat([ws.t() @ bq, (bs @ bq + head.bias.double()).reshape(1)])
-            self.register_buffer("kernel_weight", weight.float())
-            self.register_buffer("kernel_bias", bias.float())
-        self.width = width
-
-    def forward(
-        self, spatial_rows: Tensor, grid: tuple[int, int], hs: Tensor, queries: int
-    ) -> Tensor:
-        """Projector rows ``[B * h * w, C]`` and decoder rows ``[B * Q, C]`` -> masks.
-
-        Returns ``[B, Q, H/r, W/r]`` logits.
-        """
-        width, (height, wide) = self.width, self.size
-        spatial = spatial_rows.reshape(-1, grid[0], grid[1], width).permute(0, 3, 1, 2)
-        x = F.interpolate(spatial, size=self.size, mode="bilinear", align_corners=False)
-        for block in self.head.blocks:
-            y = block.dwconv(x).permute(0, 2, 3, 1).reshape(-1, width)
-            y = F.gelu(block.pwconv1(layer_norm_rows(y, block.norm)))
-            x = x + y.reshape(-1, height, wide, width).permute(0, 3, 1, 2)
-        kernels = F.linear(self.head.query_features_block(hs), self.kernel_weight, self.kernel_bias)
-        kernels = kernels.reshape(-1, queries, width + 1)
-        masks = kernels[..., :width] @ x.reshape(-1, width, height * wide) + kernels[..., width:]
-        return masks.reshape(-1, queries, height, wide)
 
 
 class TopKPostProcess(nn.Module):

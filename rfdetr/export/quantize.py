@@ -9,7 +9,8 @@ QLinearMatMul + QLinearSoftmax, which made a Nano 384 int8 file 1.4x slower than
 weights only), and so do the elementwise work, layer norms and the deformable sampling.
 
 A **sensitivity pass** then measures which part of the network suffers most: the graph's nodes
-are grouped by module (``encoder/blocks.3``, ``projector``, decoder ``layers.1``, ``class_embed``
+are grouped by module (``encoder/encoder/layer.3``, ``projector/stages.0``, ``decoder/layers.1``,
+``class_embed``
 ...), each group alone is quantized (reusing the one calibration), and its output error against
 fp32 on a few calibration images is measured. Groups whose own error is at least
 ``SENSITIVE_SHARE`` of the fully quantized model's error (the worst ``max_excluded`` of them) are
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 SENSITIVE_SHARE = 0.15  # a group whose own error is this share of the whole model's is kept fp32
 _INDEXED = re.compile(r"^[A-Za-z_]+\.\d+$")  # "blocks.3", "layers.0": one repeated block
+_CONTAINERS = {"model", "backbone.0", "transformer"}  # node-name scopes that hold everything
 
 
 class CalibrationError(ExportError):
@@ -136,8 +138,8 @@ class _Reader:
 
 def node_groups(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Names of the nodes to quantize in ``path`` (`QUANTIZED_OPS` with a weight), grouped by
-    module (``encoder/blocks.3``, ``layers.0``, ``projector`` ...): the first name component,
-    plus the next one when it is a block index."""
+    module (``encoder/encoder/layer.3``, ``decoder/layers.0``, ``class_embed`` ...): the module
+    path below the model's containers, up to its first block index within three components."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -147,12 +149,9 @@ def node_groups(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     for node in graph.node:
         if node.op_type not in QUANTIZED_OPS or not constants.intersection(node.input):
             continue
-        parts = [p for p in node.name.split("/") if p][:-1] or ["graph"]
-        key = parts[0]
-        for part in parts[1:3]:
-            if _INDEXED.match(part):
-                key = f"{key}/{part}"
-                break
+        parts = [p for p in node.name.split("/")[:-1] if p and p not in _CONTAINERS]
+        indexed = [i for i, part in enumerate(parts[:3]) if _INDEXED.match(part)]
+        key = "/".join(parts[: indexed[0] + 1] if indexed else parts[:1]) or "graph"
         groups.setdefault(key, []).append(node.name)
     return groups
 

@@ -30,6 +30,16 @@ def apply_box_delta(delta: Tensor, reference: Tensor) -> Tensor:
     return torch.cat([cxcy, wh], dim=-1)
 
 
+def gather_rows(x: Tensor, index: Tensor) -> Tensor:
+    """``x[b, index[b, k]]``: ``[B, S, D]`` rows picked by ``[B, K]`` -> ``[B, K, D]``.
+
+    One index on the flattened rows, so ONNX export writes a plain ``Gather`` (not a
+    ``GatherElements`` on a ``[B, K, D]`` expanded index).
+    """
+    offsets = torch.arange(x.shape[0], device=index.device)[:, None] * x.shape[1]
+    return x.flatten(0, 1)[index + offsets]
+
+
 def memory_proposals(
     memory: Tensor, spatial_shapes: list[tuple[int, int]]
 ) -> tuple[Tensor, Tensor]:
@@ -108,14 +118,13 @@ class Transformer(nn.Module):
         for g in range(groups):
             projected = self.enc_output_norm[g](self.enc_output[g](memory))
             token_logits = self.enc_out_class_embed[g](projected)
-            index = torch.topk(token_logits.max(-1).values, top_k, dim=1).indices[..., None]
-            selected = torch.gather(projected, 1, index.expand(-1, -1, self.d_model))
-            anchors = torch.gather(proposals, 1, index.expand(-1, -1, 4))
+            index = torch.topk(token_logits.max(-1).values, top_k, dim=1).indices
+            selected = gather_rows(projected, index)
             features.append(selected)
-            boxes.append(apply_box_delta(self.enc_out_bbox_embed[g](selected), anchors))
-            logits.append(
-                torch.gather(token_logits, 1, index.expand(-1, -1, token_logits.shape[-1]))
+            boxes.append(
+                apply_box_delta(self.enc_out_bbox_embed[g](selected), gather_rows(proposals, index))
             )
+            logits.append(gather_rows(token_logits, index))
         return torch.cat(features, 1), torch.cat(boxes, 1), torch.cat(logits, 1)
 
     def _select_batched(
@@ -174,7 +183,9 @@ class Transformer(nn.Module):
             ``hs`` ``[L, B, G*Q, C]``, ``reference`` ``[B, G*Q, 4]`` (cxcywh), and the encoder
             side ``enc_hs`` ``[B, G*K, C]``, ``enc_boxes`` ``[B, G*K, 4]``, ``enc_logits``.
         """
-        spatial_shapes = [(f.shape[2], f.shape[3]) for f in features]
+        # Python ints even while tracing for export: the spatial size is fixed there, so the
+        # proposals and sampling shapes become constants.
+        spatial_shapes = [(int(f.shape[2]), int(f.shape[3])) for f in features]
         memory = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)
         groups = query_feat.shape[0] // self.num_queries
         enc_hs, enc_boxes, enc_logits = self.select_queries(memory, spatial_shapes, groups)

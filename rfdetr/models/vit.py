@@ -76,7 +76,9 @@ class Embeddings(nn.Module):
     def forward(self, pixels: Tensor) -> Tensor:
         """``[B, 3, H, W]`` -> ``[B * nw^2, 1 + (H/p * W/p) / nw^2, width]``."""
         batch, _, height, width_px = pixels.shape
-        grid_h, grid_w = height // self.patch_size, width_px // self.patch_size
+        # Python ints even while tracing for export (the spatial size is fixed there): the
+        # position table cached for that grid is then found, a constant of the graph.
+        grid_h, grid_w = int(height) // self.patch_size, int(width_px) // self.patch_size
         tokens = self.patch_embeddings(pixels.to(self.patch_embeddings.projection.weight.dtype))
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
         tokens = tokens + self.position_embedding(grid_h, grid_w)
@@ -114,17 +116,21 @@ class SelfAttention(nn.Module):
         self.num_heads = num_heads
         self.attention = _QueryKeyValue(width)
         self.output = _AttentionOutput(width)
+        self.scale: float | None = None  # None: 1 / sqrt(head dim); 1 once folded (`deploy`)
 
     def forward(self, x: Tensor) -> Tensor:
         n, t, c = x.shape
         heads = self.num_heads
+        rows = x.reshape(-1, c)  # 2-D rows: each Linear exports as one Gemm with its bias
 
         def split(proj: nn.Linear) -> Tensor:
-            return proj(x).view(n, t, heads, c // heads).transpose(1, 2)
+            return proj(rows).view(n, t, heads, c // heads).transpose(1, 2)
 
         qkv = self.attention
-        out = F.scaled_dot_product_attention(split(qkv.query), split(qkv.key), split(qkv.value))
-        return self.output.dense(out.transpose(1, 2).reshape(n, t, c))
+        out = F.scaled_dot_product_attention(
+            split(qkv.query), split(qkv.key), split(qkv.value), scale=self.scale
+        )
+        return self.output.dense(out.transpose(1, 2).reshape(n * t, c)).view_as(x)
 
 
 class LayerScale(nn.Module):
@@ -143,7 +149,8 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        rows = x.reshape(-1, x.shape[-1])  # 2-D, as in `SelfAttention`
+        return self.fc2(F.gelu(self.fc1(rows))).view_as(x)
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
@@ -170,6 +177,24 @@ class ViTBlock(nn.Module):
         self.layer_scale2 = LayerScale(width)
         self.num_windows = num_windows
         self.drop_path_rate = drop_path_rate
+
+    @torch.no_grad()
+    def deploy(self) -> None:
+        """Fold for inference export, in place and for good (call it on a copy): both
+        LayerScales into the Linear before them, the attention scale into the query projection.
+        """
+        for scale, linear in (
+            (self.layer_scale1, self.attention.output.dense),
+            (self.layer_scale2, self.mlp.fc2),
+        ):
+            linear.weight.mul_(scale.lambda1[:, None])
+            linear.bias.mul_(scale.lambda1)
+        self.layer_scale1, self.layer_scale2 = nn.Identity(), nn.Identity()
+        query = self.attention.attention.query
+        factor = (query.out_features // self.attention.num_heads) ** -0.5
+        query.weight.mul_(factor)
+        query.bias.mul_(factor)
+        self.attention.scale = 1.0
 
     def forward(self, x: Tensor, global_attention: bool) -> Tensor:
         """``x``: ``[B * nw^2, T, width]``; global blocks attend across the windows of an image."""

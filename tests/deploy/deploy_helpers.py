@@ -16,9 +16,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 KUBERNETES_VERSION = "1.32.0"  # the pinned API version the rendered manifests are validated against
-RENDERED_DIRS = ("overlays/dev", "overlays/prod", "overlays/profile", "training")
+RENDERED_DIRS = ("overlays/dev", "overlays/prod", "overlays/profile", "pipeline-runner")
 # Custom resources kubernetes-validate has no schema for; checked structurally in the tests instead.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kubeflow.org/v1", "PyTorchJob")}
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("trainer.kubeflow.org/v1alpha1", "TrainingRuntime"),
+}
 
 
 def tool(name: str) -> str:
@@ -44,15 +47,12 @@ def render(directory: str) -> str:
 
 
 def pod_specs(resource: dict) -> list[tuple[str, dict]]:
-    """(label, pod spec) of every pod template in a workload or PyTorchJob."""
+    """(label, pod spec) of every pod template in a workload."""
     kind, spec = resource["kind"], resource.get("spec", {})
     if kind in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
         return [(kind, spec["template"]["spec"])]
     if kind == "CronJob":
         return [(kind, spec["jobTemplate"]["spec"]["template"]["spec"])]
-    if kind == "PyTorchJob":
-        replicas = spec["pytorchReplicaSpecs"]
-        return [(f"{kind}/{role}", r["template"]["spec"]) for role, r in replicas.items()]
     return []
 
 

@@ -98,7 +98,7 @@ def test_deploy_image_tag_is_the_package_version_everywhere(monkeypatch):
     import rfdetr
 
     assert rfdetr.__version__ == version, "rfdetr/__init__.py __version__ differs from pyproject"
-    expected = {"base": f"{version}-cpu", "training": version}
+    expected = {"base": f"{version}-cpu"}
     for directory, tag in expected.items():
         kustomization = yaml.safe_load((MANIFESTS / directory / "kustomization.yaml").read_text())
         (image,) = kustomization["images"]
@@ -167,7 +167,7 @@ def test_deploy_set_version_moves_every_image_tag(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert 'version = "9.8.7"' in (tmp_path / "pyproject.toml").read_text()
     kubectl = tool("kubectl")
-    for directory, tag in (("overlays/dev", "9.8.7-cpu"), ("training", "9.8.7")):
+    for directory, tag in (("overlays/dev", "9.8.7-cpu"),):
         rendered = subprocess.run(
             [kubectl, "kustomize", str(tmp_path / "manifests" / directory)],
             capture_output=True,

@@ -40,8 +40,10 @@ def test_deploy_every_overlay_renders_the_expected_kinds(rendered_docs):
         ):
             assert (overlay, kind) in kinds, f"{overlay} renders no {kind}"
     assert ("overlays/prod", "ServiceMonitor") in kinds
-    assert ("training", "PyTorchJob") in kinds
-    assert ("training", "PersistentVolumeClaim") in kinds  # only the PyTorchJob uses the cache
+    # The pipeline's own RBAC and TrainJob runtime (their content: tests/k8s).
+    assert {"Role", "RoleBinding", "TrainingRuntime"} <= {
+        k for d, k in kinds if d == "pipeline-runner"
+    }
     # A Profile's namespace: the profile controller owns the Namespace and its kfp-launcher.
     profile = [doc for d, doc in rendered_docs if d == "overlays/profile"]
     assert {d["kind"] for d in profile} >= {"CronJob", "Role", "Deployment", "NetworkPolicy"}
@@ -69,27 +71,6 @@ def test_deploy_builtin_kinds_pass_strict_validation(rendered_docs):
             )
         checked += 1
     assert checked >= 20
-
-
-def test_deploy_crd_pod_templates_validate_as_core_pod_templates(rendered_docs):
-    """No PyTorchJob schema in kubernetes-validate: pod templates are checked as PodTemplates."""
-    jobs = [doc for _, doc in rendered_docs if doc["kind"] == "PyTorchJob"]
-    assert jobs
-    for job in jobs:
-        spec = job["spec"]
-        assert set(spec["pytorchReplicaSpecs"]) == {"Master", "Worker"}
-        gpus = spec["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
-        assert str(gpus["resources"]["limits"]["nvidia.com/gpu"]) == spec["nprocPerNode"]
-        for role, replica in spec["pytorchReplicaSpecs"].items():
-            template = {
-                "apiVersion": "v1",
-                "kind": "PodTemplate",
-                "metadata": {"name": f"{job['metadata']['name']}-{role.lower()}"},
-                "template": replica["template"],
-            }
-            _validate(template)
-            command = replica["template"]["spec"]["containers"][0]["command"]
-            assert command[:4] == ["torchrun", "--no-python", "rfdetr", "train"]
 
 
 def test_deploy_service_monitor_honours_labels_and_selects_the_pushgateway(rendered_docs):
@@ -266,15 +247,3 @@ def test_deploy_no_real_secret_values_are_committed(tmp_path: Path):
     assert any("not a placeholder" in p for p in problems)
     assert any("base64 credential" in p for p in problems)
     assert any("literal credential" in p for p in problems)
-
-
-def test_deploy_train_config_of_the_pytorchjob_is_a_valid_run_config(rendered_docs):
-    from rfdetr.run_config import RunConfig
-
-    (config,) = [
-        d
-        for _, d in rendered_docs
-        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rfdetr-train-config"
-    ]
-    run = RunConfig.model_validate(yaml.safe_load(config["data"]["train.yaml"]))
-    assert run.train.output_dir.startswith("/cache/")

@@ -155,7 +155,7 @@ def test_forced_selection_reproduces_the_model_and_flags_contradictions(
     [
         ("base", {}),  # patch 14, 4 windows, taps [2, 5, 8, 11]
         ("seg-nano", {}),  # one window: every block attends globally
-        ("tiny", {"projector_scale": ["P3", "P5"]}),  # two levels: eager projector fallback
+        ("tiny", {"projector_scale": ["P3", "P5"]}),  # two projector levels
     ],
 )
 def test_other_architectures_export_and_match(size: str, extra: dict, tmp_path: Path) -> None:

@@ -93,3 +93,20 @@ def test_input_must_fit_the_window_grid() -> None:
     backbone = build_backbone(get_preset("tiny"))
     with pytest.raises(ValueError, match="divisible by patch_size \\* num_windows = 16"):
         backbone(torch.randn(1, 3, 64, 72))
+
+
+def test_deploy_folds_the_scales_into_weights_and_keeps_the_outputs() -> None:
+    vit = make_vit(num_windows=2, window_blocks=[0, 2]).eval()
+    with torch.no_grad():  # LayerScale starts at 1: make the folding matter
+        for parameter in vit.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = vit(images)
+        for block in vit.encoder.layer:
+            block.deploy()
+        got = vit(images)
+    assert not [name for name, _ in vit.named_parameters() if "layer_scale" in name]
+    assert all(block.attention.scale == 1.0 for block in vit.encoder.layer)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,284 @@
+"""Kubernetes custom resources a pipeline step creates, follows and cleans up.
+
+One generic piece for every step that hands work to an operator (``train`` on the Trainer or
+the Training Operator, ``deploy`` on KServe): create the object (a retried step finds it by
+name, 409 ``AlreadyExists``, and attaches, or with ``update=True`` merge-patches it), poll it
+until a :data:`Judge` says it succeeded or failed, log each new condition in the step's log,
+stop at a timeout, delete it. Failures become one-line :class:`StepError` messages with the
+object's own reason.
+
+The calls are the namespaced custom-object REST calls of the ``kubernetes`` client (``POST``,
+``GET``, ``PATCH``, ``DELETE`` on ``/apis/<group>/<version>/namespaces/<ns>/<plural>``), plus
+``list`` pods and ``get`` ``pods/log`` for a worker's log; manifests/pipeline-runner/rbac.yaml
+grants exactly those.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.steps.common import StepError
+
+logger = logging.getLogger(__name__)
+
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+STORE_ENDPOINT_VARS = (
+    "OBJECTSTORECONFIG_HOST",
+    "OBJECTSTORECONFIG_PORT",
+    "OBJECTSTORECONFIG_SECURE",
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A custom resource type: API group, version, plural and kind."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a :data:`Judge` concluded: finished (``failed`` or not), with the object's reason."""
+
+    failed: bool
+    reason: str = ""
+
+
+Judge = Callable[[dict[str, Any]], "Verdict | None"]  # None: not finished yet
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The ``status.conditions`` entry of type ``kind`` whose status is ``"True"``, or None."""
+    for entry in (obj.get("status") or {}).get("conditions") or []:
+        if entry.get("type") == kind and entry.get("status") == "True":
+            return entry
+    return None
+
+
+def reason_of(entry: dict[str, Any]) -> str:
+    """``reason: message`` of a condition, on one line."""
+    text = ": ".join(p for p in (entry.get("reason"), entry.get("message")) if p)
+    return " ".join(text.split()) or entry.get("type", "")
+
+
+def object_store_env(secret: str) -> list[dict[str, Any]]:
+    """Container env for the object store: this pod's endpoint variables and the keys from
+    ``secret`` (``accesskey``/``secretkey``, as the pipeline's own steps get them)."""
+    env: list[dict[str, Any]] = [
+        {"name": k, "value": os.environ[k]} for k in STORE_ENDPOINT_VARS if k in os.environ
+    ]
+    for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
+        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    return env
+
+
+def requirements(cpu: str, memory: str, accelerator: str = "", count: int = 0) -> dict:
+    """A container's ``resources``: the same requests and limits (and ``count`` accelerators)."""
+    amounts: dict[str, str] = {"cpu": cpu, "memory": memory}
+    if count > 0:
+        amounts[accelerator] = str(count)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def current_namespace(default: str = "default") -> str:
+    """The pod's own namespace (its service-account mount), else ``default``."""
+    try:
+        return SA_NAMESPACE_FILE.read_text().strip() or default
+    except OSError:
+        return default
+
+
+def _api_client() -> Any:
+    """A client: in-cluster (the pod's service account) or from ``$KUBECONFIG``/~/.kube."""
+    from kubernetes import client, config
+
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+        else:  # the client reads $KUBECONFIG once, at import: pass it on
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    except config.ConfigException as exc:
+        raise StepError(f"no Kubernetes API access: {' '.join(str(exc).split())}") from None
+    return client.ApiClient()
+
+
+def _short(exc: Any) -> str:
+    """A one-line description of a ``kubernetes`` ``ApiException``."""
+    import json
+
+    try:
+        message = json.loads(exc.body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        message = ""
+    return f"HTTP {exc.status} {message or exc.reason}".strip()
+
+
+class Resources:
+    """Custom objects of one namespace, through the ``kubernetes`` client."""
+
+    def __init__(self, namespace: str, api_client: Any | None = None) -> None:
+        from kubernetes import client
+
+        self.namespace = namespace
+        self._client = api_client or _api_client()
+        self.custom = client.CustomObjectsApi(self._client)
+        self.core = client.CoreV1Api(self._client)
+        self._logs_denied = False
+        self._last_log = ""
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            raise StepError(f"{what} in namespace {self.namespace}: {_short(exc)}") from None
+        except HTTPError as exc:
+            raise StepError(f"{what}: Kubernetes API unreachable ({exc})") from None
+
+    def _args(self, kind: Kind) -> tuple[str, str, str, str]:
+        return kind.group, kind.version, self.namespace, kind.plural
+
+    def get(self, kind: Kind, name: str) -> dict[str, Any] | None:
+        """The object, or None when there is none (404)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(*self._args(kind), name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise StepError(f"reading {kind.kind} {name}: {_short(exc)}") from None
+
+    def create_or_attach(
+        self, kind: Kind, body: dict[str, Any], *, update: bool = False
+    ) -> dict[str, Any]:
+        """Create ``body``; if its name exists (409), attach to it (``update``: merge-patch it
+        with ``body``'s spec first). Returns the object as the API server has it."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = body["metadata"]["name"]
+        try:
+            created = self.custom.create_namespaced_custom_object(*self._args(kind), body)
+            logger.info("created %s %s/%s", kind.kind, self.namespace, name)
+            return created
+        except ApiException as exc:
+            if exc.status != 409:
+                raise StepError(f"creating {kind.kind} {name}: {_short(exc)}") from None
+        if update:
+            patch = {
+                "metadata": {"labels": body["metadata"].get("labels", {})},
+                "spec": body["spec"],
+            }
+            logger.info("%s %s exists: updating it", kind.kind, name)
+            return self._call(
+                f"updating {kind.kind} {name}",
+                self.custom.patch_namespaced_custom_object,
+                *self._args(kind),
+                name,
+                patch,
+            )
+        logger.info("%s %s exists (a retried step): attaching to it", kind.kind, name)
+        found = self.get(kind, name)
+        if found is None:  # deleted between the two calls: start over once
+            return self.create_or_attach(kind, body)
+        return found
+
+    def delete(self, kind: Kind, name: str) -> bool:
+        """Delete the object and its dependents (background); False when it was not there."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.delete_namespaced_custom_object(
+                *self._args(kind), name, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise StepError(f"deleting {kind.kind} {name}: {_short(exc)}") from None
+        logger.info("deleted %s %s/%s", kind.kind, self.namespace, name)
+        return True
+
+    def wait(
+        self,
+        kind: Kind,
+        name: str,
+        judge: Judge,
+        *,
+        timeout_s: float,
+        poll_s: float = 10.0,
+        log_selector: str = "",
+    ) -> dict[str, Any]:
+        """Poll the object until ``judge`` decides; returns it when it succeeded.
+
+        Each new condition is logged once; with ``log_selector`` (a pod label selector), new
+        lines of the first matching pod's log are copied into this log (skipped for good when
+        RBAC denies it).
+
+        Raises:
+            StepError: it failed (with its reason), vanished, or ``timeout_s`` passed.
+        """
+        deadline = time.monotonic() + timeout_s
+        seen: set[tuple[str, str, str]] = set()
+        last = ""
+        while True:
+            obj = self.get(kind, name)
+            if obj is None:
+                raise StepError(f"{kind.kind} {name} was deleted while the step waited for it")
+            for entry in (obj.get("status") or {}).get("conditions") or []:
+                key = (entry.get("type", ""), entry.get("status", ""), entry.get("reason", ""))
+                if key not in seen:
+                    seen.add(key)
+                    last = f"{key[0]}={key[1]} {reason_of(entry)}".strip()
+                    logger.info("%s %s: %s", kind.kind, name, last)
+            if log_selector:
+                self._copy_log(log_selector)
+            verdict = judge(obj)
+            if verdict is not None:
+                if verdict.failed:
+                    raise StepError(f"{kind.kind} {name} failed: {verdict.reason}")
+                return obj
+            if time.monotonic() >= deadline:
+                raise StepError(
+                    f"{kind.kind} {name}: not finished after {timeout_s:g}s (last condition: "
+                    f"{last or 'none'}); it is left running for inspection"
+                )
+            time.sleep(poll_s)
+
+    def _copy_log(self, selector: str) -> None:
+        """Print the log lines of the first pod matching ``selector`` not printed yet."""
+        from kubernetes.client.exceptions import ApiException
+
+        if self._logs_denied:
+            return
+        try:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+            if not pods:
+                return
+            pod = pods[0].metadata.name
+            text = self.core.read_namespaced_pod_log(
+                pod, self.namespace, timestamps=True, tail_lines=200
+            )
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                self._logs_denied = True
+                logger.info("no access to worker logs (%s); following conditions only", _short(exc))
+            return  # a pod not started yet (400) or gone: try again at the next poll
+        for line in (text or "").splitlines():
+            if line > self._last_log:  # RFC 3339 timestamps sort as text
+                logger.info("%s | %s", pod, line)
+                self._last_log = line

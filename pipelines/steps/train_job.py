@@ -1,0 +1,299 @@
+"""Multi-node training for the ``train`` step: a Kubeflow ``TrainJob`` or ``PyTorchJob``.
+
+With ``train_engine`` ``trainjob`` (Trainer v2, a ``torch-distributed`` runtime) or
+``pytorchjob`` (Training Operator v1), the step pod trains nothing: it creates the job through
+the Kubernetes API (:mod:`pipelines.k8s_resources`), follows it and waits. The job is named after
+the run (``rfdetr-<run id>-train``), so a retried step attaches to the job its previous attempt
+created. Each node runs ``python -m pipelines.steps.train_job`` (:func:`node_main`): it
+downloads and verifies the dataset reference itself, restores the resume point from the run's
+object-store mirror, and runs ``torchrun`` (which reads ``PET_NNODES``, ``PET_NPROC_PER_NODE``,
+``PET_NODE_RANK``, ``PET_MASTER_ADDR``, ``PET_MASTER_PORT``, set by the runtime or operator).
+Node 0 mirrors the run folder while it trains, so a restarted job resumes; it alone writes files.
+When the job has succeeded the step takes the kept files from the mirror into the same
+``checkpoints`` artifact as the single-pod path, and deletes the job (unless told to keep it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipelines.k8s_resources import (
+    Kind,
+    Resources,
+    Verdict,
+    condition,
+    current_namespace,
+    object_store_env,
+    reason_of,
+    requirements,
+)
+from pipelines.steps.common import StepError
+from pipelines.steps.mirror import MIRRORED, CheckpointMirror
+from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, mirror_folder, work_folder
+from rfdetr import checkpoints as files
+
+logger = logging.getLogger(__name__)
+
+TRAINJOB = Kind("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
+PYTORCHJOB = Kind("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
+KINDS = {"trainjob": TRAINJOB, "pytorchjob": PYTORCHJOB}
+ENGINES = ("pod", *KINDS)
+# Condition types: Trainer v2 pkg/apis/trainer/v1alpha1/trainjob_types.go (Complete, Failed);
+# Training Operator v1 pkg/apis/kubeflow.org/v1/common_types.go (Succeeded, Failed).
+DONE = {"trainjob": "Complete", "pytorchjob": "Succeeded"}
+# The first node's pod: JobSet labels (TrainJob) or the Training Operator's (PyTorchJob).
+RANK0 = {
+    "trainjob": "jobset.sigs.k8s.io/jobset-name={name},batch.kubernetes.io/job-completion-index=0",
+    "pytorchjob": "training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=master",
+}
+ENV_CONFIG, ENV_DATASET, ENV_MIRROR = "RFDETR_RUN_CONFIG", "RFDETR_DATASET_REF", "RFDETR_MIRROR"
+RESULTS = tuple(name for name in KEPT if name not in MIRRORED)  # results.json, run.yaml, plot
+DEFAULTS: dict[str, Any] = {
+    "image": "",
+    "runtime": "TrainingRuntime/rfdetr-torch-distributed",
+    "cpu": "8",
+    "memory": "32Gi",
+    "accelerator": "nvidia.com/gpu",
+    "secret": "mlpipeline-minio-artifact",
+    "timeout_s": 7 * 24 * 3600,
+    "poll_s": 15.0,
+    "delete": True,
+}
+
+
+def job_name(run_id: str) -> str:
+    """``rfdetr-<run id>-train``: an RFC 1035 label (TrainJob's rule), stable across retries."""
+    base = re.sub(r"[^a-z0-9-]", "-", mirror_folder(run_id).lower()).strip("-")[:48]
+    return f"rfdetr-{base}-train".replace("--", "-")
+
+
+def _env(settings: dict[str, Any], config_json: str, reference: str, mirror: str) -> list[dict]:
+    env = [
+        {"name": ENV_CONFIG, "value": config_json},
+        {"name": ENV_DATASET, "value": reference},
+        {"name": ENV_MIRROR, "value": mirror},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HOME", "value": "/tmp"},  # writable whatever UID the cluster forces
+    ]
+    env += object_store_env(settings["secret"])
+    return env
+
+
+def runtime_ref(runtime: str) -> dict[str, str]:
+    """``[TrainingRuntime/]NAME`` -> a TrainJob ``runtimeRef`` (a bare name: the cluster's
+    ClusterTrainingRuntime, the Trainer's default kind)."""
+    kind, _, name = runtime.rpartition("/")
+    return {"name": name, "kind": kind} if kind else {"name": name}
+
+
+def render_job(
+    engine: str,
+    name: str,
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    settings: dict[str, Any],
+    env: list[dict],
+) -> dict[str, Any]:
+    """The ``TrainJob`` or ``PyTorchJob`` of ``nodes`` x max(1, ``gpus_per_node``) processes."""
+    kind, procs = KINDS[engine], max(1, gpus_per_node)
+    command = [sys.executable if settings.get("local") else "python", "-m", __name__]
+    meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
+    resources = requirements(
+        settings["cpu"], settings["memory"], settings["accelerator"], gpus_per_node
+    )
+    if engine == "trainjob":
+        spec: dict[str, Any] = {
+            "runtimeRef": runtime_ref(settings["runtime"]),
+            "activeDeadlineSeconds": int(settings["timeout_s"]),
+            "trainer": {
+                "image": settings["image"],
+                "command": command,
+                "env": env,
+                "numNodes": nodes,
+                "numProcPerNode": procs,
+                "resourcesPerNode": resources,
+            },
+        }
+        return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta, "spec": spec}
+    container = {
+        "name": "pytorch",  # the name the Training Operator looks for
+        "image": settings["image"],
+        "command": command,
+        "env": env,
+        "resources": resources,
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    pod = {
+        "containers": [container],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
+    }
+    if gpus_per_node > 0:
+        pod["tolerations"] = [
+            {"key": settings["accelerator"], "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    replica = {"restartPolicy": "OnFailure", "template": {"spec": pod}}
+    replicas = {"Master": {"replicas": 1, **replica}}
+    if nodes > 1:
+        replicas["Worker"] = {"replicas": nodes - 1, **replica}
+    spec = {
+        "nprocPerNode": str(procs),
+        "runPolicy": {
+            "cleanPodPolicy": "Running",
+            "backoffLimit": 3,
+            "activeDeadlineSeconds": int(settings["timeout_s"]),
+        },
+        "pytorchReplicaSpecs": replicas,
+    }
+    return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta, "spec": spec}
+
+
+def judge_job(engine: str) -> Any:
+    """The :data:`~pipelines.k8s_resources.Judge` of a TrainJob or PyTorchJob."""
+
+    def judge(obj: dict[str, Any]) -> Verdict | None:
+        failed = condition(obj, "Failed")
+        if failed is not None:
+            return Verdict(True, reason_of(failed))
+        return Verdict(False) if condition(obj, DONE[engine]) is not None else None
+
+    return judge
+
+
+def train_on_cluster(
+    run_config: str | Path,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    engine: str,
+    nodes: int,
+    gpus_per_node: int,
+    settings: dict[str, Any],
+    mirror_root: str,
+    run_id: str,
+    resources: Resources | None = None,
+) -> TrainOutcome:
+    """Run training as a ``engine`` job of ``nodes`` nodes and wait for it (module docstring).
+
+    Raises:
+        StepError: no mirror or no dataset reference (the nodes could not share files), no API
+            access, the job failed (its reason), or it did not finish in ``timeout_s``.
+    """
+    from pipelines.steps.config import read_run_config
+    from pipelines.steps.dataset import dataset_reference
+    from pipelines.steps.train import outcome_from_folder
+
+    settings = {**DEFAULTS, **settings}
+    if engine not in KINDS or nodes < 1 or gpus_per_node < 0:
+        raise StepError(
+            f"train_engine {engine!r} with {nodes} node(s): expected one of "
+            f"{', '.join(KINDS)} and at least 1 node"
+        )
+    reference = dataset_reference(dataset_dir)
+    if reference is None or not mirror_root:
+        raise StepError(
+            "a multi-node train needs the dataset by reference (an s3:// dataset_uri) and a "
+            "checkpoint_mirror_uri: the nodes fetch the data and return their files through them"
+        )
+    config = read_run_config(run_config)
+    world = nodes * max(1, gpus_per_node)
+    logger.info(
+        "effective batch %d = batch_size %d x grad_accum_steps %d x world size %d (%d node(s) "
+        "x %d)",
+        config.train.batch_size * config.train.grad_accum_steps * world,
+        config.train.batch_size,
+        config.train.grad_accum_steps,
+        world,
+        nodes,
+        max(1, gpus_per_node),
+    )
+    mirror = CheckpointMirror(f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train")
+    name = job_name(run_id)
+    env = _env(settings, config.model_dump_json(), reference.to_json(), str(mirror.uri))
+    body = render_job(
+        engine, name, nodes=nodes, gpus_per_node=gpus_per_node, settings=settings, env=env
+    )
+    api = resources or Resources(current_namespace())
+    api.create_or_attach(KINDS[engine], body)
+    api.wait(
+        KINDS[engine],
+        name,
+        judge_job(engine),
+        timeout_s=float(settings["timeout_s"]),
+        poll_s=float(settings["poll_s"]),
+        log_selector=RANK0[engine].format(name=name),
+    )
+    out, work = Path(output_dir), work_folder(output_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    _collect(mirror, work)
+    outcome = outcome_from_folder(work, None)
+    mirror.finish(work, sync=False)
+    out.mkdir(parents=True, exist_ok=True)
+    keep_outputs(work, out)
+    if settings["delete"]:
+        api.delete(KINDS[engine], name)
+    return outcome
+
+
+def _collect(mirror: CheckpointMirror, work: Path) -> None:
+    """Download what node 0 left in the mirror (all but the resume point) into ``work``."""
+    from rfdetr.storage import download_file
+    from rfdetr.storage.errors import ObjectNotFoundError
+
+    for name in (*MIRRORED, *RESULTS):
+        if name == files.LAST:
+            continue
+        with contextlib.suppress(ObjectNotFoundError):  # no EMA file, no plot
+            download_file(mirror.uri.child(name), work / name, store=mirror.store)
+
+
+def hand_over(mirror: CheckpointMirror, work: Path) -> None:
+    """Node 0, after training: the last mirror sync, and the result files the step keeps."""
+    from rfdetr.storage import upload_file
+
+    mirror.sync(work)
+    for name in RESULTS:
+        if (work / name).is_file():
+            upload_file(work / name, mirror.uri.child(name), store=mirror.store)
+
+
+def node_main() -> int:
+    """One node of the job: fetch the data, restore the resume point, run ``torchrun``."""
+    from pipelines.steps.dataset import REFERENCE_FILE, dataset_folder
+    from pipelines.steps.train import _prepared, run_distributed
+    from pipelines.steps.weights import resolve_weights
+    from rfdetr.run_config import RunConfig
+
+    rank = int(os.environ.get("PET_NODE_RANK", "0"))
+    config = RunConfig.model_validate_json(os.environ[ENV_CONFIG])
+    mirror = CheckpointMirror(os.environ[ENV_MIRROR])
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch, work = Path(tmp), Path(tmp, "run")
+        (scratch / "data").mkdir()
+        (scratch / "data" / REFERENCE_FILE).write_text(os.environ[ENV_DATASET])
+        work.mkdir()
+        weights = resolve_weights(config.train.pretrain_weights, scratch)
+        with dataset_folder(scratch / "data") as data:
+            mirror.restore(work)  # every node loads the same resume point
+            config, _ = _prepared(config, data, work, weights)
+            watch = mirror.watching(work) if rank == 0 else contextlib.nullcontext()
+            with watch:
+                run_distributed(config, 0, scratch, launcher=())
+        if rank == 0:
+            hand_over(mirror, work)
+    logger.info("node %d finished", rank)
+    return 0
+
+
+if __name__ == "__main__":
+    from pipelines.steps.common import step_errors
+
+    with step_errors("train node"):
+        sys.exit(node_main())
