@@ -13,9 +13,9 @@ from __future__ import annotations
 import base64
 import copy
 
+import jsonschema
 import pytest
 from conftest import NAMESPACE
-import jsonschema
 from crd_schema import validate
 from model_schema import check
 
