@@ -47,11 +47,11 @@ def _pending() -> dict:
 
 @pytest.mark.parametrize("canary", [0, 20])
 def test_k8s_inference_service_is_strictly_valid_for_kserve_0_21(canary: int) -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
     isvc = render_isvc("rfdetr-nano", URI, settings=SETTINGS, min_replicas=0, max_replicas=3,
                        canary_percent=canary)  # fmt: skip
-    check(isvc, "V1beta1InferenceService")
     validate(isvc, ISVC_CRD, "v1beta1")
+    check(isvc, "V1beta1InferenceService")
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
     predictor = isvc["spec"]["predictor"]
     assert ("canaryTrafficPercent" in predictor) == bool(canary)
     pod = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "p"},

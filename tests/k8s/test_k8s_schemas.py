@@ -74,9 +74,9 @@ def test_k8s_the_trainjob_check_rejects_what_the_api_server_would() -> None:
 
 @pytest.mark.parametrize("nodes", [1, 3])
 def test_k8s_pytorchjob_validates_against_the_training_operator_crd(nodes: int) -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
     job = _render("pytorchjob", nodes)
     validate(job, PYTORCHJOB_CRD, "v1")
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
     spec = job["spec"]
     replicas = spec["pytorchReplicaSpecs"]
     assert spec["nprocPerNode"] == "8" and isinstance(spec["nprocPerNode"], str)
