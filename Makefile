@@ -45,7 +45,7 @@ lint: install ## ruff on the whole tree
 # One pytest process per test folder: the merged suite in one process died with SIGSEGV after
 # tests/export (OpenVINO, ONNX Runtime loaded); each folder passes on its own. Cause not found yet.
 TEST_GROUPS ?= tests/conformance tests/data tests/deploy tests/evaluation tests/export tests/fuzz \
-	tests/infra tests/k8s tests/models tests/pipeline tests/serving tests/training "tests/test_*.py"
+	tests/infra tests/k8s tests/models tests/multinode tests/pipeline tests/serving tests/training "tests/test_*.py"
 pytest: install system-deps ## the test suite only
 	@set -e; failed=""; for group in $(TEST_GROUPS); do \
 		echo "== pytest $$group"; $(VENV)/bin/pytest -q $$group || failed="$$failed $$group"; \

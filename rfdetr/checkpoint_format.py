@@ -12,6 +12,7 @@ import pickle
 import re
 import types
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,60 @@ _ONE_LINE_LIMIT = 160
 
 class CheckpointError(UserError, ValueError):
     """A file is not a usable checkpoint, or does not fit the model. The message is one line."""
+
+
+UPSTREAM_MODEL_FIELDS = (
+    "encoder", "out_feature_indexes", "patch_size", "num_windows", "positional_encoding_size",
+    "resolution", "projector_scale", "layer_norm", "hidden_dim", "sa_nheads", "ca_nheads",
+    "dec_n_points", "dec_layers", "num_queries", "num_select", "group_detr", "two_stage",
+    "bbox_reparam", "lite_refpoint_refine", "segmentation_head", "mask_downsample_ratio",
+    "num_classes",
+)  # fmt: skip
+"""`ModelConfig` fields that upstream rfdetr 1.11.2's ``ModelConfig`` has too, with the same
+meaning (its ``rfdetr/config.py``); ``dim_feedforward`` and ``drop_path`` are not among them."""
+
+_UPSTREAM_ARGS = ("num_classes", "num_queries", "group_detr", "patch_size", "segmentation_head")
+_UPSTREAM_CLASS_WORDS = {"seg": "Seg", "xlarge": "XLarge", "2xlarge": "2XLarge"}
+
+
+def upstream_fields(config: Mapping[str, Any], class_names: list[str] | None) -> dict[str, Any]:
+    """What upstream rfdetr 1.11.2 reads from a checkpoint, as plain data (no Namespace).
+
+    ``RFDETRNano(pretrain_weights=path)`` (upstream ``models/weights.py``
+    ``load_pretrain_weights``) takes the class names from ``args["class_names"]``, slices the
+    query tables by ``args["num_queries"]``/``args["group_detr"]`` and checks
+    ``args["patch_size"]``/``args["segmentation_head"]``; ``from_checkpoint(path)``
+    (``detr.py``) needs ``args``, picks the class by ``model_name`` and builds the model from
+    ``model_config`` (resolution, ``num_select``, ...). Upstream's constructor never reads the
+    resolution from a file: a model trained at another resolution than the class default needs
+    ``from_checkpoint`` or an explicit ``resolution=``.
+
+    Args:
+        config: Our run config (architecture under ``"model"``) or a bare model config.
+        class_names: Name of each 0-based class id, or None.
+
+    Returns:
+        ``args``, ``model_config`` and, for upstream's sizes, ``model_name`` (e.g.
+        ``"RFDETRNano"``); empty when ``config`` holds no model fields.
+    """
+    model = config.get("model", config)
+    if not isinstance(model, Mapping):
+        return {}
+    fields = {key: model[key] for key in UPSTREAM_MODEL_FIELDS if key in model}
+    if not fields:
+        return {}
+    args: dict[str, Any] = {key: fields[key] for key in _UPSTREAM_ARGS if key in fields}
+    if class_names is not None:
+        args["class_names"] = list(class_names)
+    result: dict[str, Any] = {"args": args, "model_config": fields}
+    words = str(model.get("name", "")).split("-")
+    if all(
+        w in {"nano", "small", "medium", "large", "base", *_UPSTREAM_CLASS_WORDS} for w in words
+    ):
+        result["model_name"] = "RFDETR" + "".join(
+            _UPSTREAM_CLASS_WORDS.get(w, w.title()) for w in words
+        )
+    return result
 
 
 def safe_load(file: Path) -> Any:
@@ -122,7 +177,9 @@ def extract_config(
     if fmt == "rfdetr":
         config = raw.get("config")
         return (dict(config) if isinstance(config, dict) else None), None
-    args_obj = raw.get("args") if fmt != "upstream-lightning" else raw.get("hyper_parameters")
+    args_obj = raw.get("args")
+    if fmt == "upstream-lightning" and args_obj is None:  # 1.11.0 and earlier: no "args"
+        args_obj = raw.get("hyper_parameters")
     if isinstance(args_obj, (argparse.Namespace, types.SimpleNamespace)):
         args: dict[str, Any] | None = dict(vars(args_obj))
     else:

@@ -30,8 +30,9 @@ from typing import Any
 
 import torch
 
-from rfdetr.checkpoint_format import CHECKPOINT_FORMAT, CheckpointError, safe_load
+from rfdetr.checkpoint_format import CHECKPOINT_FORMAT, CheckpointError, safe_load, upstream_fields
 from rfdetr.checkpoints.reader import read_checkpoint
+from rfdetr.checkpoints.upstream_resume import upstream_resume_state
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ BEST_EMA = "checkpoint_best_ema.pth"
 BEST_TOTAL = "checkpoint_best_total.pth"
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "config")
 TMP_SUFFIX = ".tmp"  # temporaries are ".<name>.<random>.tmp" beside the destination
-_PLAIN_KEYS = ("config", "class_names", "epoch", "global_step", "metrics", "trackers")
+_PLAIN_KEYS = (
+    "config", "class_names", "epoch", "global_step", "metrics", "trackers", "args", "model_config",
+)  # fmt: skip
 
 
 def periodic_name(epoch: int) -> str:
@@ -80,6 +83,7 @@ def save_checkpoint(
         "class_names": list(class_names) if class_names is not None else None,
         "epoch": epoch,
         "metrics": dict(metrics) if metrics is not None else None,
+        **upstream_fields(config, class_names),  # what upstream rfdetr 1.11.2 reads
     }
     return _write(path, payload)
 
@@ -196,6 +200,8 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{file}: no such checkpoint file to resume from")
     state = safe_load(file)
+    if isinstance(state, dict):  # upstream 1.11's Lightning last.ckpt, in our layout
+        state = upstream_resume_state(state, file) or state
     if not isinstance(state, dict) or any(key not in state for key in TRAINING_KEYS):
         raise CheckpointError(
             f"{file}: not a resumable training checkpoint (no optimizer state); resume from "

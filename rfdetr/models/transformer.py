@@ -114,18 +114,12 @@ class Transformer(nn.Module):
         top_k = min(self.num_queries, memory.shape[1])
         if groups > 1:
             return self._select_batched(memory, proposals, groups, top_k)
-        features, boxes, logits = [], [], []
-        for g in range(groups):
-            projected = self.enc_output_norm[g](self.enc_output[g](memory))
-            token_logits = self.enc_out_class_embed[g](projected)
-            index = torch.topk(token_logits.max(-1).values, top_k, dim=1).indices
-            selected = gather_rows(projected, index)
-            features.append(selected)
-            boxes.append(
-                apply_box_delta(self.enc_out_bbox_embed[g](selected), gather_rows(proposals, index))
-            )
-            logits.append(gather_rows(token_logits, index))
-        return torch.cat(features, 1), torch.cat(boxes, 1), torch.cat(logits, 1)
+        projected = self.enc_output_norm[0](self.enc_output[0](memory))  # one group: inference
+        token_logits = self.enc_out_class_embed[0](projected)
+        index = torch.topk(token_logits.max(-1).values, top_k, dim=1).indices
+        selected = gather_rows(projected, index)
+        boxes = apply_box_delta(self.enc_out_bbox_embed[0](selected), gather_rows(proposals, index))
+        return selected, boxes, gather_rows(token_logits, index)
 
     def _select_batched(
         self, memory: Tensor, proposals: Tensor, groups: int, top_k: int

@@ -1,9 +1,11 @@
-"""Multi-process training helpers (``torchrun``): process group, barriers, the epoch sampler.
+"""Multi-process training helpers (``torchrun``): process group, collectives, the epoch sampler.
 
 Started by ``torchrun --nproc_per_node N script.py``, each process reads ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment; :func:`setup_distributed` joins the
-process group (NCCL on CUDA, gloo on CPU). Only rank 0 writes files; the others wait at
-:func:`barrier` until rank 0 has written them.
+process group (NCCL on CUDA, gloo on CPU). On several nodes (a Kubeflow ``TrainJob`` or
+``PyTorchJob``) torchrun takes the node count, node rank and master address from the ``PET_*``
+variables the operator sets. Only rank 0 writes files (on its own node); the others wait in
+:func:`broadcast` until rank 0 has written them, and receive its decisions and results.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from rfdetr.data.loader import MIN_STEPS_PER_EPOCH
+from rfdetr.run_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,12 @@ def setup_distributed(use_cuda: bool) -> DistInfo:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
+        nodes = os.environ.get("PET_NNODES", "1")
+        if nodes != "1":  # torchrun reads PET_*; without it every node would train alone
+            raise ConfigError(
+                f"PET_NNODES={nodes}: started as one node of a multi-node job but not under "
+                "torchrun; run the command as `torchrun --no-python rfdetr train ...`"
+            )
         return DistInfo()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:  # also under a caller's group: NCCL and the CUDA RNG state use this device
@@ -73,19 +83,22 @@ def setup_distributed(use_cuda: bool) -> DistInfo:
     return DistInfo(rank, world, local_rank, owns_group=True)
 
 
-def barrier(info: DistInfo) -> None:
-    """Wait for every process (no-op when not distributed)."""
-    if info.enabled:
-        dist.barrier()
-
-
-def broadcast_bool(value: bool, info: DistInfo) -> bool:
+def broadcast(value: Any, info: DistInfo) -> Any:
     """Rank 0's ``value`` on every process (e.g. the early-stopping decision)."""
     if not info.enabled:
         return value
-    flag = [value]
-    dist.broadcast_object_list(flag, src=0)
-    return bool(flag[0])
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(value: Any, info: DistInfo) -> list[Any]:
+    """Every process's ``value``, in rank order, on every process."""
+    if not info.enabled:
+        return [value]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def cleanup(info: DistInfo, failed: bool = False) -> None:

@@ -1,6 +1,7 @@
-"""Early stopping on the validation mAP, as upstream.
+"""Early stopping and the best-so-far scores on the validation mAP, as upstream.
 
-The monitored value is ``max(regular mAP, EMA mAP)``, or the EMA mAP alone with ``use_ema``
+:class:`BestTracker` keeps the best score of the trained and EMA models (the best files).
+Early stopping monitors ``max(regular mAP, EMA mAP)``, or the EMA mAP alone with ``use_ema``
 (mAP50:95, bbox for detection, segm for Seg). An epoch improves when the value exceeds the best
 so far by more than ``min_delta``; after ``patience`` epochs without improvement training stops.
 """
@@ -59,3 +60,36 @@ class EarlyStopping:
         """Restore the counters (patience and margin stay the configured ones)."""
         self.best = state.get("best")
         self.bad_epochs = int(state.get("bad_epochs", 0))
+
+
+@dataclass
+class BestTracker:
+    """Best validation scores so far of the trained (``regular``) and EMA models.
+
+    ``total`` is the source of ``checkpoint_best_total.pth``: EMA only when strictly better.
+    """
+
+    regular: float | None = None
+    regular_epoch: int | None = None
+    ema: float | None = None
+    ema_epoch: int | None = None
+    total: str | None = None
+
+    def improve(self, source: str, score: float, epoch: int) -> bool:
+        """Record ``score``; True when it beats the best of ``source`` (or is the first)."""
+        best = getattr(self, source)
+        if best is not None and not score > best:
+            return False
+        setattr(self, source, score)
+        setattr(self, f"{source}_epoch", epoch)
+        return True
+
+    def winner(self) -> str:
+        """``ema`` when its best is strictly higher than the regular best, else ``regular``."""
+        if self.ema is not None and (self.regular is None or self.ema > self.regular):
+            return "ema"
+        return "regular"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint."""
+        return asdict(self)

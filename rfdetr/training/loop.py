@@ -8,28 +8,29 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from rfdetr import checkpoints as files
+from rfdetr.checkpoint_format import CheckpointError
 from rfdetr.models.detector import RFDETR
 from rfdetr.run_config import RunConfig
 from rfdetr.training.distributed import (
     DistInfo,
-    barrier,
-    broadcast_bool,
+    broadcast,
     cleanup,
+    gather,
     setup_distributed,
 )
 from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer
-from rfdetr.training.outputs import BestTracker, TrainResult, finish_epoch, write_results
+from rfdetr.training.outputs import TrainResult, evaluate_split, finish_epoch, write_results
 from rfdetr.training.resume import check_resume_matches, finished_result, is_finished, restore
 from rfdetr.training.runtime import (
     capture_rng_state,
@@ -49,7 +50,6 @@ from rfdetr.training.setup import (
     prepare_model,
 )
 from rfdetr.training.step import TrainSession, train_one_epoch
-from rfdetr.training.validation import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -90,41 +90,37 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
     configure_tf32(device, config.train.tf32)
     check_loggers(config.log)
     resume = files.load_training_checkpoint(config.train.resume) if config.train.resume else None
+    _check_same_resume(config, resume, info)
     datasets = build_datasets(config)
+    classes = datasets.class_map
     config = config.with_overrides(
-        {
-            "data.class_map": datasets.class_map.to_dict(),
-            "num_classes": datasets.class_map.num_classes,
-        }
+        {"data.class_map": classes.to_dict(), "num_classes": classes.num_classes}
     )
-    class_names = list(datasets.class_map.names)
     if resume is not None:
         check_resume_matches(resume, config)
         if is_finished(resume, config):
-            return finished_result(resume, config, class_names)
+            return finished_result(resume, config, list(classes.names))
     seed_everything(config.train.seed + info.rank)
-    model = prepare_model(config, model, datasets.class_map.num_classes).to(device)
+    model = prepare_model(config, model, classes.num_classes).to(device)
     batches = TrainBatches(datasets.train, config, info, device)
-    session = _build_session(config, model, datasets, batches, device, info)
-    tracker = BestTracker()
-    stopper = _early_stopping(config)
-    start_epoch = 0 if resume is None else restore(session, tracker, stopper, resume, info)
-    output_dir = Path(config.train.output_dir)
-    run_logger = _start_outputs(config, output_dir, info, start_epoch)
+    session = _build_session(config, model, datasets, len(batches), device, info)
+    start_epoch = 0
+    if resume is not None:
+        start_epoch = restore(session, session.tracker, session.stopper, resume, info)
+    session.run_logger = _start_outputs(config, info, start_epoch)
     stopped = False
     try:
         for epoch in range(start_epoch, config.train.epochs):
             started = time.perf_counter()
-            stats = train_one_epoch(session, batches.epoch(epoch), epoch, run_logger)
-            stopped = _end_epoch(session, epoch, stats, datasets, tracker, stopper, run_logger,
-                                 class_names, started)  # fmt: skip
+            stats = train_one_epoch(session, batches.epoch(epoch), epoch)
+            stopped = _end_epoch(session, epoch, stats, started)
             if stopped:
                 logger.info("early stopping after epoch %d", epoch)
                 break
     finally:
-        if run_logger is not None:
-            run_logger.close()
-    return _final_result(session, datasets, output_dir, class_names, stopped)
+        if session.run_logger is not None:
+            session.run_logger.close()
+    return _final_result(session, stopped)
 
 
 def _wants_cuda(config: RunConfig) -> bool:
@@ -139,25 +135,15 @@ def _wants_cuda(config: RunConfig) -> bool:
         return False
 
 
-def _early_stopping(config: RunConfig) -> EarlyStopping | None:
-    train = config.train
-    if not train.early_stopping:
-        return None
-    return EarlyStopping(
-        train.early_stopping_patience, train.early_stopping_min_delta, train.early_stopping_use_ema
-    )
-
-
 def _build_session(
     config: RunConfig,
     model: RFDETR,
     datasets: Datasets,
-    batches: TrainBatches,
+    steps_per_epoch: int,
     device: torch.device,
     info: DistInfo,
 ) -> TrainSession:
     train = config.train
-    precision = resolve_precision(train, device)
     optimizer = build_optimizer(model, train, config.model, device)
     forward_model: nn.Module = model
     if info.enabled:
@@ -170,119 +156,109 @@ def _build_session(
         )
     if train.compile:
         forward_model = torch.compile(forward_model)
+    precision = resolve_precision(train, device)
+    stopper = None
+    if train.early_stopping:
+        stopper = EarlyStopping(
+            train.early_stopping_patience,
+            train.early_stopping_min_delta,
+            train.early_stopping_use_ema,
+        )
     return TrainSession(
         config=config,
         model=model,
         forward_model=forward_model,
         criterion=build_criterion(config).to(device),
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, train, len(batches)),
+        scheduler=build_scheduler(optimizer, train, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=precision.needs_scaler),
         ema=ModelEMA(model, train.ema_decay, train.ema_tau) if train.use_ema else None,
         precision=precision,
         device=device,
         dist=info,
         sizes=list(datasets.train.sizes) if config.data.multi_scale else [],
+        stopper=stopper,
+        valid=datasets.valid,
+        test=datasets.test,
+        class_names=list(datasets.class_map.names),
     )
 
 
-def _start_outputs(
-    config: RunConfig, output_dir: Path, info: DistInfo, start_epoch: int
-) -> RunLogger | None:
+def _start_outputs(config: RunConfig, info: DistInfo, start_epoch: int) -> RunLogger | None:
     if not info.is_main:
         return None
+    train = config.train
+    logger.info(
+        "effective batch: %d images per optimizer step (batch_size %d x grad_accum_steps %d x "
+        "%d processes)",
+        config.effective_batch_size(info.world_size),
+        train.batch_size,
+        train.grad_accum_steps,
+        info.world_size,
+    )
+    output_dir = Path(train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     files.remove_stale_temporaries(output_dir)
     config.to_file(output_dir / CONFIG_FILE)
-    resume_epoch = start_epoch - 1 if config.train.resume else None
+    resume_epoch = start_epoch - 1 if train.resume else None
     return RunLogger(output_dir, config.log, config.model_dump(mode="json"), resume_epoch)
 
 
-def _end_epoch(
-    session: TrainSession,
-    epoch: int,
-    stats: dict[str, float],
-    datasets: Datasets,
-    tracker: BestTracker,
-    stopper: EarlyStopping | None,
-    run_logger: RunLogger | None,
-    class_names: list[str],
-    started: float,
-) -> bool:
+def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], started: float) -> bool:
     """Main process evaluates and writes; every process then learns whether to stop."""
     info = session.dist
-    rng_states = _gather_rng_states(info, session.device)
+    rng_states = gather(capture_rng_state(session.device), info)
     stop = False
-    if info.is_main:
-        outcome = finish_epoch(
-            session, epoch, stats, valid=datasets.valid, tracker=tracker, stopper=stopper,
-            run_logger=run_logger, rng_states=rng_states, class_names=class_names,
-            started=started,
-        )  # fmt: skip
-        _plot(read_log(run_logger.log_path), Path(session.config.train.output_dir))
-        stop = outcome.stop
-    barrier(info)  # the others wait here until rank 0 has written this epoch's files
-    return broadcast_bool(stop, info)
+    if info.is_main and session.run_logger is not None:
+        from rfdetr.evaluation.plots import plot_training_curves  # loss, mAP, lr per epoch
+
+        stop = finish_epoch(session, epoch, stats, rng_states, started).stop
+        plot_training_curves(
+            read_log(session.run_logger.log_path),
+            Path(session.config.train.output_dir) / PLOT_FILE,
+        )
+    # The others wait here until rank 0 has written this epoch's files.
+    return bool(broadcast(stop, info))
 
 
-def _plot(records: list[dict[str, Any]], output_dir: Path) -> None:
-    """``metrics_plot.png`` (loss, mAP regular vs EMA, lr per epoch), drawn by the evaluation
-    package's plotting."""
-    from rfdetr.evaluation.plots import plot_training_curves
+def _check_same_resume(config: RunConfig, resume: dict[str, Any] | None, info: DistInfo) -> None:
+    """Every process must continue from the same epoch: on several nodes each one reads its own
+    copy of the resume file (restored from the checkpoint mirror on every node).
 
-    plot_training_curves(records, output_dir / PLOT_FILE)
-
-
-def _gather_rng_states(info: DistInfo, device: torch.device) -> list[dict[str, Any]]:
-    state = capture_rng_state(device)
-    if not info.enabled:
-        return [state]
-    gathered: list[Any] = [None] * info.world_size
-    dist.all_gather_object(gathered, state)
-    return gathered
+    Raises:
+        CheckpointError: on every process, when they would resume from different epochs.
+    """
+    epochs = gather(None if resume is None else int(resume["epoch"]), info)
+    if len(set(epochs)) > 1:
+        raise CheckpointError(
+            f"{config.train.resume}: the processes would resume after epochs {epochs} (by rank; "
+            "None: no checkpoint); give every node the same checkpoint.pth"
+        )
 
 
-def _final_result(
-    session: TrainSession,
-    datasets: Datasets,
-    output_dir: Path,
-    class_names: list[str],
-    stopped: bool,
-) -> TrainResult:
+def _final_result(session: TrainSession, stopped: bool) -> TrainResult:
+    output_dir = Path(session.config.train.output_dir)
     best = output_dir / files.BEST_TOTAL
-    if session.dist.is_main and best.is_file():
-        summary = _summary(session, datasets, best, class_names, stopped)
-        write_results(output_dir, summary)
-    barrier(session.dist)  # nobody reads the best file before rank 0 has written it
-    return TrainResult.from_run_dir(
-        output_dir, class_names=class_names, stopped_early=stopped, model=session.model
-    )
+    result = None
+    if session.dist.is_main:
+        if best.is_file():
+            write_results(output_dir, _summary(session, best, stopped))
+        result = TrainResult.from_run_dir(
+            output_dir, class_names=session.class_names, stopped_early=stopped
+        )
+    # Only rank 0's node holds the files: every process returns what rank 0 read, once written.
+    return replace(broadcast(result, session.dist), model=session.model)
 
 
-def _summary(
-    session: TrainSession,
-    datasets: Datasets,
-    best: Path,
-    class_names: list[str],
-    stopped: bool,
-) -> dict[str, Any]:
+def _summary(session: TrainSession, best: Path, stopped: bool) -> dict[str, Any]:
     """The content of ``results.json``; evaluates the best model on ``test/`` when present."""
     config = session.config
     checkpoint = files.read_checkpoint(best)
     metrics = checkpoint.metrics or {}
     test = None
-    if datasets.test is not None:
+    if session.test is not None:
         model, _, _ = files.load_model(checkpoint, config.model)
-        result = evaluate(
-            model.to(session.device).eval(),
-            datasets.test,
-            num_select=config.model.num_select,
-            device=session.device,
-            batch_size=config.eval.eval_batch_size or config.train.batch_size,
-            num_workers=config.data.num_workers,
-            segmentation=config.model.segmentation_head,
-        )
-        test = result.to_dict()
+        test = evaluate_split(session, model.to(session.device), session.test).to_dict()
     return {
         "best_checkpoint": best.name,
         "best_source": metrics.get("source"),
@@ -291,7 +267,7 @@ def _summary(
         "map_50": metrics.get("map_50"),
         "valid": metrics.get("evaluation"),
         "test": test,
-        "class_names": class_names,
+        "class_names": session.class_names,
         "class_map": config.data.class_map,
         "stopped_early": stopped,
     }

@@ -1,5 +1,8 @@
 """What happens after each training epoch: evaluate, track the best models, write the files.
 
+Evaluation is :func:`rfdetr.evaluation.coco.evaluate_model`; this module decides what to
+evaluate and turns the results into the numbers training logs and selects on.
+
 Only the main process calls :func:`finish_epoch`; the loop makes the other processes wait.
 Write order matters for a run killed at any moment: best files, then the ``log.txt`` line, then
 ``checkpoint.pth`` last, so the resume point never claims an epoch whose outputs are missing.
@@ -10,22 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
 
 from rfdetr import checkpoints as files
+from rfdetr.data.dataset import DetectionDataset
 from rfdetr.models.detector import RFDETR
-from rfdetr.training.early_stopping import EarlyStopping
-from rfdetr.training.loggers import LOG_FILE, RunLogger, read_log
+from rfdetr.models.postprocess import PostProcess
+from rfdetr.training.loggers import LOG_FILE, read_log
 from rfdetr.training.runtime import capture_rng_state, eval_mode, restore_rng_state
 from rfdetr.training.step import TrainSession
-from rfdetr.training.validation import (
-    checkpoint_metrics,
-    evaluate,
-    metric_record,
-    selection_score,
-)
+
+if TYPE_CHECKING:
+    from rfdetr.evaluation.coco import EvaluationResult
 
 logger = logging.getLogger(__name__)
 
@@ -86,39 +89,6 @@ class TrainResult:
 
 
 @dataclass
-class BestTracker:
-    """Best validation scores so far of the trained (``regular``) and EMA models.
-
-    ``total`` is the source of ``checkpoint_best_total.pth``: EMA only when strictly better.
-    """
-
-    regular: float | None = None
-    regular_epoch: int | None = None
-    ema: float | None = None
-    ema_epoch: int | None = None
-    total: str | None = None
-
-    def improve(self, source: str, score: float, epoch: int) -> bool:
-        """Record ``score``; True when it beats the best of ``source`` (or is the first)."""
-        best = getattr(self, source)
-        if best is not None and not score > best:
-            return False
-        setattr(self, source, score)
-        setattr(self, f"{source}_epoch", epoch)
-        return True
-
-    def winner(self) -> str:
-        """``ema`` when its best is strictly higher than the regular best, else ``regular``."""
-        if self.ema is not None and (self.regular is None or self.ema > self.regular):
-            return "ema"
-        return "regular"
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain data for a checkpoint."""
-        return asdict(self)
-
-
-@dataclass
 class EpochOutcome:
     """What :func:`finish_epoch` decided."""
 
@@ -131,39 +101,33 @@ def finish_epoch(
     session: TrainSession,
     epoch: int,
     train_stats: dict[str, float],
-    *,
-    valid: Any,
-    tracker: BestTracker,
-    stopper: EarlyStopping | None,
-    run_logger: RunLogger | None,
     rng_states: list[dict[str, Any]],
-    class_names: list[str],
     started: float,
 ) -> EpochOutcome:
     """Evaluate, update the best files, log, and write ``checkpoint.pth`` for ``epoch``."""
-    config = session.config
+    config, tracker = session.config, session.tracker
     out = Path(config.train.output_dir)
-    results = _evaluate_models(session, valid)
+    results = {"regular": evaluate_split(session, session.model, session.valid)}
+    if session.ema is not None:
+        results["ema"] = evaluate_split(session, session.ema.module, session.valid)
     record: dict[str, Any] = {"epoch": epoch}
     record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
     for source, result in results.items():
         record |= metric_record("val_" if source == "regular" else "val_ema_", result)
     changed = [s for s, r in results.items() if tracker.improve(s, selection_score(r), epoch)]
-    run_config = config.model_dump(mode="json")
     for source in changed:
-        _write_best(session, source, results[source], epoch, run_config, class_names, out, tracker)
+        _write_best(session, source, results[source], epoch)
     stop = False
-    if stopper is not None:
-        regular = results.get("regular")
-        ema = results.get("ema")
-        stop = stopper.update(
+    if session.stopper is not None:
+        regular, ema = results.get("regular"), results.get("ema")
+        stop = session.stopper.update(
             selection_score(regular) if regular else None, selection_score(ema) if ema else None
         )
     record["epoch_time_s"] = time.perf_counter() - started
     record["n_parameters"] = sum(p.numel() for p in session.model.parameters())
-    if run_logger is not None:
-        run_logger.epoch(record)
-    state = training_state(session, epoch, tracker, stopper, rng_states, class_names, record)
+    if session.run_logger is not None:
+        session.run_logger.epoch(record)
+    state = training_state(session, epoch, rng_states, record)
     state["stopped_early"] = stop
     files.save_training_checkpoint(out / files.LAST, state)
     if (epoch + 1) % config.train.checkpoint_interval == 0:
@@ -171,47 +135,70 @@ def finish_epoch(
     return EpochOutcome(record, stop, changed)
 
 
-def _evaluate_models(session: TrainSession, valid: Any) -> dict[str, Any]:
+def evaluate_split(
+    session: TrainSession, model: nn.Module, dataset: DetectionDataset | None
+) -> EvaluationResult:
+    """COCO metrics of ``model`` on ``dataset`` (a ``train=False`` split): bbox, and segm for Seg.
+
+    The model's train/eval mode is restored afterwards, and so are the training random streams:
+    a resumed run restores the streams saved after the epoch, and they must equal those an
+    uninterrupted run continues with.
+    """
+    from rfdetr.evaluation.coco import evaluate_model
+
     config = session.config
-    kwargs = {
-        "num_select": config.model.num_select,
-        "device": session.device,
-        "batch_size": config.eval.eval_batch_size or config.train.batch_size,
-        "num_workers": config.data.num_workers,
-        "segmentation": config.model.segmentation_head,
-    }
-    # Evaluation must not consume the training random streams: a resumed run restores the
-    # streams saved after the epoch, and they must equal those an uninterrupted run continues with.
     streams = capture_rng_state()
     try:
-        with eval_mode(session.model):
-            results = {"regular": evaluate(session.model, valid, **kwargs)}
-            if session.ema is not None:
-                results["ema"] = evaluate(session.ema.module, valid, **kwargs)
+        with eval_mode(model):
+            return evaluate_model(
+                model,
+                dataset,
+                postprocess=PostProcess(config.model.num_select),
+                device=session.device,
+                batch_size=config.eval.eval_batch_size or config.train.batch_size,
+                num_workers=config.data.num_workers,
+                segmentation=config.model.segmentation_head,
+            )
     finally:
         restore_rng_state(streams)
-    return results
 
 
-def _write_best(
-    session: TrainSession,
-    source: str,
-    result: Any,
-    epoch: int,
-    run_config: dict[str, Any],
-    class_names: list[str],
-    out: Path,
-    tracker: BestTracker,
-) -> None:
+def selection_score(result: EvaluationResult) -> float:
+    """What best-checkpoint selection and early stopping compare: primary mAP50:95."""
+    return float(result.primary.map_50_95)
+
+
+def metric_record(prefix: str, result: EvaluationResult) -> dict[str, float]:
+    """Flat ``{prefix}map_50_95``-style numbers for ``log.txt`` (``segm_`` keys for Seg)."""
+    record = {f"{prefix}{key}": value for key, value in result.bbox.to_dict().items()}
+    if result.segm is not None:
+        record |= {f"{prefix}segm_{key}": value for key, value in result.segm.to_dict().items()}
+    return record
+
+
+def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> None:
+    out = Path(session.config.train.output_dir)
     module = session.ema.module if source == "ema" and session.ema else session.model
     weights = module.state_dict()
-    metrics = checkpoint_metrics(result, source, epoch)
-    kwargs = {"config": run_config, "class_names": class_names, "epoch": epoch, "metrics": metrics}
+    metrics = {  # the selection score first, then the full result
+        "source": source,
+        "epoch": epoch,
+        "iou_type": "segm" if result.segm is not None else "bbox",
+        "map_50_95": float(result.primary.map_50_95),
+        "map_50": float(result.primary.map_50),
+        "evaluation": result.to_dict(),
+    }
+    kwargs = {
+        "config": session.config.model_dump(mode="json"),
+        "class_names": session.class_names,
+        "epoch": epoch,
+        "metrics": metrics,
+    }
     name = files.BEST_EMA if source == "ema" else files.BEST_REGULAR
     files.save_checkpoint(out / name, weights, **kwargs)
-    if tracker.winner() == source:
+    if session.tracker.winner() == source:
         files.save_checkpoint(out / files.BEST_TOTAL, weights, **kwargs)
-        tracker.total = source
+        session.tracker.total = source
         logger.info(
             "epoch %d: new best %s model, mAP50:95 %.4f -> %s",
             epoch,
@@ -222,13 +209,7 @@ def _write_best(
 
 
 def training_state(
-    session: TrainSession,
-    epoch: int,
-    tracker: BestTracker,
-    stopper: EarlyStopping | None,
-    rng_states: list[dict[str, Any]],
-    class_names: list[str],
-    metrics: dict[str, Any],
+    session: TrainSession, epoch: int, rng_states: list[dict[str, Any]], metrics: dict[str, Any]
 ) -> dict[str, Any]:
     """The content of ``checkpoint.pth`` after ``epoch`` (see :mod:`checkpoint`)."""
     return {
@@ -241,11 +222,11 @@ def training_state(
         "global_step": session.global_step,
         "rng": rng_states,
         "trackers": {
-            "best": tracker.state_dict(),
-            "early_stopping": stopper.state_dict() if stopper is not None else None,
+            "best": session.tracker.state_dict(),
+            "early_stopping": session.stopper.state_dict() if session.stopper else None,
         },
         "config": session.config.model_dump(mode="json"),
-        "class_names": class_names,
+        "class_names": session.class_names,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
     }
 

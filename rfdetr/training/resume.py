@@ -11,11 +11,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rfdetr.checkpoints.upstream_resume import (
+    UPSTREAM_RESUME,
+    upstream_optimizer_in,
+    upstream_resume_mismatch,
+)
 from rfdetr.run_config import ConfigError, RunConfig
 from rfdetr.training.distributed import DistInfo
-from rfdetr.training.early_stopping import EarlyStopping
+from rfdetr.training.early_stopping import BestTracker, EarlyStopping
 from rfdetr.training.ema import ModelEMA
-from rfdetr.training.outputs import BestTracker, TrainResult
+from rfdetr.training.outputs import TrainResult
 from rfdetr.training.runtime import restore_rng_state
 from rfdetr.training.step import TrainSession
 
@@ -26,6 +31,12 @@ RUNTIME_MODEL_FIELDS = ("gradient_checkpointing", "drop_path", "resolution", "nu
 
 
 def check_resume_matches(state: dict[str, Any], config: RunConfig) -> None:
+    if state.get("format") == UPSTREAM_RESUME:  # no RunConfig inside: compare what it records
+        names = (config.data.class_map or {}).get("names", [])
+        problem = upstream_resume_mismatch(state, config.model.model_dump(mode="json"), names)
+        if problem:
+            raise ConfigError(f"{config.train.resume}: {problem}")
+        return
     saved = RunConfig.model_validate(state["config"])
     for key, value in config.model.model_dump().items():
         if key not in RUNTIME_MODEL_FIELDS and getattr(saved.model, key) != value:
@@ -73,6 +84,13 @@ def restore(
     info: DistInfo,
 ) -> int:
     """Load a resume checkpoint into the session; returns the first epoch to train."""
+    if state.get("format") == UPSTREAM_RESUME:
+        name_of = {id(p): n for n, p in session.model.named_parameters()}
+        groups = session.optimizer.param_groups
+        names = [name_of[id(p)] for group in groups for p in group["params"]]
+        current, source = session.optimizer.state_dict(), str(session.config.train.resume)
+        optimizer, scheduler = upstream_optimizer_in(state, current, names, source)
+        state = {**state, "optimizer": optimizer, "scheduler": scheduler}
     session.model.load_state_dict(state["model"], strict=True)
     if session.ema is not None:
         if state.get("ema"):

@@ -184,19 +184,19 @@ class TrainBatches:
         info: DistInfo,
         device: torch.device | None = None,
     ) -> None:
-        train = config.train
         self.dataset = dataset
         # Pinned host memory only helps copies to a GPU; pinning for a CPU run wastes memory.
         self.pin_memory = device is not None and device.type == "cuda"
-        self.seed = train.seed
+        self.seed = config.train.seed
         self.num_workers = config.data.num_workers
-        self.step_images = train.batch_size * train.grad_accum_steps
+        # A batch is one optimizer step of this process: grad_accum_steps micro-batches.
+        self.step_images = config.effective_batch_size()
         self.generator = torch.Generator()
         self.sampler: Sampler[int]
         if info.enabled:
             self.sampler = DistributedTrainSampler(
                 len(dataset),
-                self.step_images * info.world_size,
+                config.effective_batch_size(info.world_size),
                 info.rank,
                 info.world_size,
                 self.seed,

@@ -19,12 +19,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from rfdetr.data.dataset import DetectionDataset
 from rfdetr.data.transforms import Target, pick_step_size, resize_batch
 from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.models.criterion import SetCriterion, count_boxes, reduce_num_boxes
 from rfdetr.models.detector import RFDETR
 from rfdetr.run_config import RunConfig
 from rfdetr.training.distributed import DistInfo
+from rfdetr.training.early_stopping import BestTracker, EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, progress_bar
 from rfdetr.training.runtime import Precision
@@ -48,7 +50,7 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 @dataclass
 class TrainSession:
-    """Everything the training steps act on.
+    """The state of a training run, carried through every epoch and step.
 
     Attributes:
         model: the detector being trained (unwrapped; its state dict is what is saved).
@@ -56,6 +58,10 @@ class TrainSession:
         sizes: multi-scale training sizes; empty for a single size.
         global_step: optimizer steps taken so far in the run.
         skipped_in_a_row: consecutive steps the fp16 ``GradScaler`` skipped (inf/NaN gradients).
+        tracker, stopper: best-so-far scores and early stopping (None: off).
+        run_logger: the reports (main process only).
+        valid, test: the evaluation splits (``test`` None when absent or not wanted).
+        class_names: the classes trained, 0-based.
     """
 
     config: RunConfig
@@ -72,6 +78,12 @@ class TrainSession:
     sizes: list[int] = field(default_factory=list)
     global_step: int = 0
     skipped_in_a_row: int = 0
+    tracker: BestTracker = field(default_factory=BestTracker)
+    stopper: EarlyStopping | None = None
+    run_logger: RunLogger | None = None
+    valid: DetectionDataset | None = None
+    test: DetectionDataset | None = None
+    class_names: list[str] = field(default_factory=list)
 
 
 def accumulate_gradients(
@@ -93,9 +105,10 @@ def accumulate_gradients(
         criterion: computes the loss dict; its ``total_loss`` is back-propagated.
         images: ``[N, 3, S, S]`` normalised images of the whole step.
         targets: ``N`` target dicts (``labels`` ``[T]``, ``boxes`` ``[T, 4]`` normalised cxcywh).
-        micro_batch: images per forward pass.
-        num_boxes: the step's normaliser (:func:`reduce_num_boxes` of the step's box count x
-            ``group_detr``), the same for every micro-batch.
+        micro_batch: images per forward pass (``batch_size``; ``N / micro_batch`` is
+            ``grad_accum_steps``).
+        num_boxes: the whole step's normaliser (:func:`reduce_num_boxes` of the step's box
+            count x ``group_detr``), computed before the first micro-batch and shared by all.
         precision: autocast settings (default fp32).
         scaler: scales the loss for fp16 (default none).
 
@@ -104,26 +117,26 @@ def accumulate_gradients(
         ``class_error`` is averaged instead.
     """
     precision = precision or Precision(images.device.type)
-    chunks = range(0, images.shape[0], micro_batch)
+    starts = range(0, images.shape[0], micro_batch)
+    step_batches = [(images[i : i + micro_batch], targets[i : i + micro_batch]) for i in starts]
     sums: dict[str, Tensor] = {}
-    for index, start in enumerate(chunks):
-        last = index == len(chunks) - 1
+    for index, (micro_images, micro_targets) in enumerate(step_batches):
+        last = index == len(step_batches) - 1
+        # DDP all-reduces the gradients once, in the backward pass of the last micro-batch.
         sync = (
-            contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+            model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
         )
         with sync:
             with precision.autocast():
-                outputs = model(images[start : start + micro_batch])
+                outputs = model(micro_images)
             if precision.dtype is not None:  # losses and matching in fp32, as the weights are
                 outputs = _to_float32(outputs)
-            loss_dict = criterion(
-                outputs, targets[start : start + micro_batch], num_boxes=num_boxes
-            )
+            loss_dict = criterion(outputs, micro_targets, num_boxes=num_boxes)
             loss = criterion.total_loss(loss_dict)
             (scaler.scale(loss) if scaler is not None else loss).backward()
         sums["loss"] = sums.get("loss", 0) + loss.detach()
         for key, value in loss_dict.items():
-            weight = 1.0 / len(chunks) if key == "class_error" else 1.0
+            weight = 1.0 / len(step_batches) if key == "class_error" else 1.0
             sums[key] = sums.get(key, 0) + value.detach() * weight
     return sums
 
@@ -142,38 +155,29 @@ def _to_float32(value: Any) -> Any:
 def optimizer_step(
     session: TrainSession, images: Tensor, targets: list[Target], epoch: int, step: int
 ) -> dict[str, float]:
-    """One full optimizer step on a step's batch; returns the logged values.
+    """One full optimizer step on a step's batch (``grad_accum_steps`` micro-batches of
+    ``batch_size``); returns the logged values.
 
     Raises:
         NonFiniteLossError: the step's loss is NaN/inf (the weights are left untouched).
     """
-    train = session.config.train
-    device = session.device
+    train, device = session.config.train, session.device
     images = images.to(device, non_blocking=True)
     targets = [{k: _to(v, device) for k, v in t.items()} for t in targets]
     if session.sizes:
-        seed = train.seed
-        images, targets = resize_batch(
-            images, targets, pick_step_size(session.sizes, session.global_step, seed)
-        )
+        size = pick_step_size(session.sizes, session.global_step, train.seed)
+        images, targets = resize_batch(images, targets, size)
     num_boxes = reduce_num_boxes(count_boxes(targets) * session.criterion.group_detr, device)
     sums = accumulate_gradients(
-        session.forward_model,
-        session.criterion,
-        images,
-        targets,
-        micro_batch=train.batch_size,
-        num_boxes=num_boxes,
-        precision=session.precision,
-        scaler=session.scaler,
-    )
-    finite = _check_finite(session, sums, epoch, step)
-    if not _apply_gradients(session, finite):
-        _note_skipped(session, sums, epoch, step)
-    else:
+        session.forward_model, session.criterion, images, targets, micro_batch=train.batch_size,
+        num_boxes=num_boxes, precision=session.precision, scaler=session.scaler,
+    )  # fmt: skip
+    if _apply_gradients(session, _check_finite(session, sums, epoch, step)):
         session.skipped_in_a_row = 0
+    else:
+        _note_skipped(session, sums, epoch, step)
     values = {k: float(v) for k, v in sums.items() if k == "loss" or k in _LOGGED_LOSSES}
-    if "class_error" in sums:
+    if "class_error" in sums:  # last, as log.txt has always had it
         values["class_error"] = float(sums["class_error"])
     values["lr"] = max(group["lr"] for group in session.optimizer.param_groups)
     return values
@@ -261,9 +265,7 @@ def _apply_gradients(session: TrainSession, finite: bool = True) -> bool:
     return True
 
 
-def train_one_epoch(
-    session: TrainSession, loader: Any, epoch: int, run_logger: RunLogger | None
-) -> dict[str, float]:
+def train_one_epoch(session: TrainSession, loader: Any, epoch: int) -> dict[str, float]:
     """Run every step of one epoch; returns the epoch means (``loss``, terms, ``lr``, speed)."""
     session.forward_model.train()
     session.criterion.train()
@@ -277,8 +279,8 @@ def train_one_epoch(
                 totals[key] = totals.get(key, 0.0) + value
             images_seen += images.shape[0] * session.dist.world_size
             speed = images_seen / max(time.perf_counter() - started, 1e-9)
-            if run_logger is not None:
-                run_logger.step(session.global_step, values)
+            if session.run_logger is not None:
+                session.run_logger.step(session.global_step, values)
             bar.set_postfix(
                 loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.1e}", img_s=f"{speed:.1f}"
             )

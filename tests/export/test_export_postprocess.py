@@ -82,3 +82,38 @@ def test_logit_columns_of_coco_style_heads(
     expected = model.predict(rgb, threshold=0.0)
     np.testing.assert_array_equal(got["class_ids"][0], expected.class_id)
     np.testing.assert_allclose(got["scores"][0], expected.confidence, atol=1e-5)
+
+
+def test_num_select_above_300_agrees_with_onnx_runtime(
+    tiny: SimpleNamespace, rgb: np.ndarray, tmp_path: Path
+) -> None:
+    """``num_select=500`` (upstream #203, #1031: more than 300 detections per image).
+
+    200 queries x 3 classes give 600 candidate pairs, so all 500 are real top-k picks (no
+    clamping); predict(), the raw ONNX graph through ONNX Runtime and the post-processed graph
+    return the same 500 detections.
+    """
+    torch.manual_seed(7)
+    model = tiny.detector_class(
+        pretrain_weights=None,
+        device="cpu",
+        class_names=tiny.class_names,
+        num_queries=200,
+        num_select=500,
+    )
+    with torch.no_grad():
+        for parameter in model.model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    expected = model.predict(rgb, threshold=0.0)
+    assert len(expected) == 500
+    raw = model.export(tmp_path)  # verified against PyTorch by export itself
+    assert read_metadata(raw).num_select == 500
+    got = model.predict(rgb, threshold=0.0, backend="onnxruntime", onnx_path=raw)
+    np.testing.assert_array_equal(got.class_id, expected.class_id)
+    np.testing.assert_allclose(got.confidence, expected.confidence, atol=1e-5)
+    np.testing.assert_allclose(got.xyxy, expected.xyxy, atol=1e-3)
+    graph = _run(model.export(tmp_path, with_postprocess=True), model, [rgb])
+    assert graph["boxes"].shape == (1, 500, 4)
+    np.testing.assert_array_equal(graph["class_ids"][0], expected.class_id)
+    np.testing.assert_allclose(graph["scores"][0], expected.confidence, atol=1e-5)
+    np.testing.assert_allclose(graph["boxes"][0], expected.xyxy, atol=1e-3)

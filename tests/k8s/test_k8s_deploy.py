@@ -1,4 +1,5 @@
-"""The ``deploy`` step: its InferenceService validates strictly, and its create / wait / test
+"""The ``deploy`` step: its InferenceService validates strictly (KServe's vendored CRD, mapped
+by tests/k8s/crd_schema.py, and the kserve 0.21 SDK models), and its create / wait / test
 request / record logic runs against the stand-in Kubernetes API server (HTTP level).
 
 Ready semantics re-created from KServe (kserve/kserve v0.21 ``pkg/apis/serving/v1beta1``
@@ -12,8 +13,10 @@ from __future__ import annotations
 import base64
 import copy
 
+import jsonschema
 import pytest
 from conftest import NAMESPACE
+from crd_schema import validate
 from model_schema import check
 
 from pipelines.steps.common import StepError
@@ -21,6 +24,7 @@ from pipelines.steps.deploy import DEFAULTS, ISVC, MODEL_NAME, deploy_model, ren
 
 URI = "s3://mlpipeline/rfdetr-nano/20261204-120000-run1/"
 SETTINGS = {**DEFAULTS, "image": "ghcr.io/rfdetr-pipelines/rfdetr:1.0.0-cpu", "poll_s": 0.01}
+ISVC_CRD = "serving.kserve.io_inferenceservices.pruned.yaml"
 
 
 def _ready(generation: int, url: str) -> dict:
@@ -43,10 +47,11 @@ def _pending() -> dict:
 
 @pytest.mark.parametrize("canary", [0, 20])
 def test_k8s_inference_service_is_strictly_valid_for_kserve_0_21(canary: int) -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
     isvc = render_isvc("rfdetr-nano", URI, settings=SETTINGS, min_replicas=0, max_replicas=3,
                        canary_percent=canary)  # fmt: skip
+    validate(isvc, ISVC_CRD, "v1beta1")
     check(isvc, "V1beta1InferenceService")
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
     predictor = isvc["spec"]["predictor"]
     assert ("canaryTrafficPercent" in predictor) == bool(canary)
     pod = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "p"},
@@ -56,6 +61,8 @@ def test_k8s_inference_service_is_strictly_valid_for_kserve_0_21(canary: int) ->
     broken["spec"]["predictor"]["canaryTrafficPercentage"] = 10
     with pytest.raises(AssertionError, match="canaryTrafficPercentage"):
         check(broken, "V1beta1InferenceService")
+    with pytest.raises(jsonschema.ValidationError, match="canaryTrafficPercentage"):
+        validate(broken, ISVC_CRD, "v1beta1")
 
 
 def test_k8s_deploy_creates_waits_tests_and_records(kube, api) -> None:

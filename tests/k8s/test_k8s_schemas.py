@@ -2,11 +2,10 @@
 
 * ``TrainJob``: the vendored CRD (tests/k8s/vendor, SOURCE.md), mapped to JSON Schema as
   tests/k8s/crd_schema.py describes (unknown fields are errors, CEL name rules enforced).
-* ``PyTorchJob``: its pod templates are core ``PodTemplateSpec`` objects in the CRD (generated
-  from k8s.io/api core/v1), checked with kubernetes-validate --strict (Kubernetes 1.32) as the
-  deploy tests do; the fields around them are checked against the Training Operator's contract
-  (``nprocPerNode`` a string, container ``pytorch``: kubeflow/training-operator@v1.9.0
-  ``manifests/base/crds/kubeflow.org_pytorchjobs.yaml`` l.572-577, shared/reference §1.16).
+* ``PyTorchJob``: the vendored Training Operator v1 CRD, mapped the same way; its pod templates
+  also as core ``PodTemplate`` objects with kubernetes-validate --strict (Kubernetes 1.32), and
+  the operator's contract (``nprocPerNode`` a string, container ``pytorch``,
+  shared/reference §1.16).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 from deploy_helpers import render
 
 TRAINJOB_CRD = "trainer.kubeflow.org_trainjobs.pruned.yaml"
+PYTORCHJOB_CRD = "kubeflow.org_pytorchjobs.pruned.yaml"
 RUN = "3f2b8a9e-1c4d-4e5f-9a7b-0c1d2e3f4a5b"
 ENV = [
     {"name": "RFDETR_RUN_CONFIG", "value": "{}"},
@@ -73,9 +73,10 @@ def test_k8s_the_trainjob_check_rejects_what_the_api_server_would() -> None:
 
 
 @pytest.mark.parametrize("nodes", [1, 3])
-def test_k8s_pytorchjob_pod_templates_are_strict_core_pod_templates(nodes: int) -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
+def test_k8s_pytorchjob_validates_against_the_training_operator_crd(nodes: int) -> None:
     job = _render("pytorchjob", nodes)
+    validate(job, PYTORCHJOB_CRD, "v1")
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
     spec = job["spec"]
     replicas = spec["pytorchReplicaSpecs"]
     assert spec["nprocPerNode"] == "8" and isinstance(spec["nprocPerNode"], str)
@@ -92,6 +93,13 @@ def test_k8s_pytorchjob_pod_templates_are_strict_core_pod_templates(nodes: int) 
             "template": replica["template"],
         }
         kv.validate(template, "1.32.0", strict=True)
+
+
+def test_k8s_the_pytorchjob_check_rejects_a_misspelt_field() -> None:
+    job = _render("pytorchjob")
+    job["spec"]["pytorchReplicaSpecs"]["Worker"]["restartPolicies"] = "OnFailure"
+    with pytest.raises(jsonschema.ValidationError, match="restartPolicies"):
+        validate(job, PYTORCHJOB_CRD, "v1")
 
 
 def test_k8s_a_cluster_runtime_is_referenced_by_name_only() -> None:

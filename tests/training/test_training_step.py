@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from rfdetr.data import build_dataset, collate_fn
 from rfdetr.models.build import build_model
 from rfdetr.models.criterion import count_boxes, reduce_num_boxes
 from rfdetr.presets import get_preset
+from rfdetr.training import fit
 from rfdetr.training.distributed import DistributedTrainSampler
 from rfdetr.training.optim import build_optimizer, param_groups
 from rfdetr.training.schedule import build_scheduler
@@ -147,3 +150,31 @@ def test_training_gradient_checkpointing_keeps_gradients(shapes_coco: Path) -> N
     for name, parameter in model.named_parameters():
         if parameter.grad is not None:
             torch.testing.assert_close(parameter.grad, plain[name], rtol=1e-4, atol=1e-6)
+
+
+def test_training_fit_with_accumulation_equals_one_big_batch(
+    shapes_coco: Path, tmp_path: Path, tiny_config: Callable[..., RunConfig]
+) -> None:
+    """``fit`` with 2 micro-batches of 2 ends on the same weights as batches of 4.
+
+    Both runs see the same 4-image steps (the loader batch is ``batch_size x grad_accum_steps``)
+    and normalise by the whole step's box count, so only float summation order differs: the
+    gradient of 2 + 2 images vs 4 in one pass, about 1e-7 relative. Tolerance 1e-5 absolute on
+    every weight: a tenth of one AdamW step (lr 1e-4; Adam moves a weight by about lr per step),
+    far above rounding, far below a real change: the control run, a 1.5x learning rate, moves
+    weights by more than 1e-4.
+    """
+
+    def weights(name: str, **options: Any) -> dict[str, torch.Tensor]:
+        config = tiny_config(shapes_coco, tmp_path / name, epochs=1, **options)
+        state = torch.load(fit(config).output_dir / "checkpoint.pth", weights_only=True)
+        assert state["global_step"] == 5  # 6 images repeated to 5 steps of 4
+        return {**state["model"], **{f"ema.{k}": v for k, v in state["ema"]["module"].items()}}
+
+    accumulated = weights("accumulated", batch_size=2, grad_accum_steps=2)
+    whole = weights("whole", batch_size=4, grad_accum_steps=1)
+    control = weights("control", batch_size=4, grad_accum_steps=1, lr=1.5e-4)
+    assert accumulated.keys() == whole.keys()
+    for name, value in whole.items():
+        torch.testing.assert_close(accumulated[name], value, rtol=0, atol=1e-5, msg=name)
+    assert max(float((control[k] - whole[k]).abs().max()) for k in whole) > 1e-4
