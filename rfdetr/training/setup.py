@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from rfdetr.checkpoints import load_weights, read_checkpoint
-from rfdetr.config import RUNTIME_MODEL_FIELDS, ModelConfig
+from rfdetr.config import RUNTIME_MODEL_FIELDS, ConfigError, ModelConfig, RunConfig
 from rfdetr.data.classes import ClassMap
 from rfdetr.data.dataset import DetectionDataset, build_dataset, dataset_class_map
 from rfdetr.data.formats import DatasetFormat, detect_format
@@ -22,7 +22,6 @@ from rfdetr.models.criterion import SetCriterion, build_weight_dict
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.matcher import HungarianMatcher
 from rfdetr.models.vit import ViTBlock
-from rfdetr.run_config import ConfigError, RunConfig
 from rfdetr.training.distributed import DistInfo, DistributedTrainSampler
 from rfdetr.weights import load_state_dict_strict
 

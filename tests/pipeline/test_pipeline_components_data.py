@@ -19,7 +19,7 @@ from pipelines.parameters import KNOBS
 from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import REFERENCE_FILE, dataset_folder
 from rfdetr import storage
-from rfdetr.presets import get_preset
+from rfdetr.config import get_preset
 from rfdetr.storage import IntegrityError, download
 
 
