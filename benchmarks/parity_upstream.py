@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
+from rfdetr.config import get_preset
 from rfdetr.models.build import build_model
-from rfdetr.presets import get_preset
 
 UPSTREAM_CLASSES = {
     "nano": "RFDETRNano",

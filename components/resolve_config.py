@@ -1,73 +1,66 @@
-"""The ``resolve_config`` component: pipeline parameters -> validated ``RunConfig`` JSON."""
+"""The ``resolve_config`` component: pipeline parameters -> validated ``RunConfig`` JSON.
 
-# kfp 2.17 reads parameter types from typing.Optional, not from `int | None`.
-# ruff: noqa: UP045
+Its inputs are the ``CONFIG`` and ``KNOB`` parameters declared in :mod:`pipelines.parameters`.
+KFP copies a lightweight component's source text into the compiled pipeline and calls it with
+its annotated parameters (kfp 2.17 ``dsl/component_factory.py``
+``_get_function_source_definition``, ``dsl/executor.py`` ``Executor.execute``), so the function
+is rendered as source from that declaration and registered with :mod:`linecache`, where
+:func:`inspect.getsource` reads it (as attrs does for the methods it generates).
+"""
 
+import linecache
+import textwrap
 from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
 from components._image import RFDETR_IMAGE
+from pipelines.parameters import CONFIG_INPUTS, REQUIRED, Param, args_section
 
-
-@dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)
-def resolve_config(
-    dataset_uri: str,
-    model_size: str,
-    run_config: Output[Artifact],
-    epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    grad_accum_steps: Optional[int] = None,
-    lr: Optional[float] = None,
-    resolution: Optional[int] = None,
-    use_ema: Optional[bool] = None,
-    early_stopping: Optional[bool] = None,
-    pretrain_weights: str = "",
-    overrides: Optional[dict] = None,
+_SOURCE = '''def resolve_config(
+{parameters}
 ):
     """Resolve the run's training configuration; fails in seconds on a bad value.
 
     Runs on a CPU pod before any GPU is requested: an unknown option (the error names the
     closest valid one), an invalid value or a knob contradicting an override stops the run here.
 
-    Args:
-        dataset_uri: where the dataset comes from (recorded as ``data.dataset_dir``).
-        model_size: preset: nano, small, medium, large, base, seg-nano ... seg-2xlarge, tiny.
-        run_config: output; the resolved ``RunConfig`` as JSON (model, data, train, eval, log).
-        epochs: training epochs; None: the preset's.
-        batch_size: images per step and device; None: the preset's.
-        grad_accum_steps: steps accumulated per optimizer update; None: the preset's.
-        lr: learning rate; None: the preset's.
-        resolution: input side in pixels (a multiple of patch size x windows); None: preset's.
-        use_ema: keep an exponential moving average of the weights; None: the preset's.
-        early_stopping: stop when validation mAP stops improving; None: the preset's.
-        pretrain_weights: empty: official COCO weights (tiny: random); random; or a URI/path.
-        overrides: other RunConfig options, flat ("warmup_epochs") or dotted ("train.lr").
+{args}        run_config: output; the resolved RunConfig as JSON (model, data, train, eval, log)
     """
+    arguments = dict(locals())
     from pipelines.steps.common import step_errors
-    from pipelines.steps.config import write_run_config
+    from pipelines.steps.config import resolved_knobs, write_run_config
 
-    knobs = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "grad_accum_steps": grad_accum_steps,
-        "lr": lr,
-        "resolution": resolution,
-        "use_ema": use_ema,
-        "early_stopping": early_stopping,
-        "pretrain_weights": pretrain_weights or None,
-    }
     with step_errors("resolve_config"):
-        config = write_run_config(run_config.path, dataset_uri, model_size, knobs, overrides)
-    run_config.metadata.update(
-        {
-            "model_size": config.model.name,
-            "epochs": config.train.epochs,
-            "batch_size": config.train.batch_size,
-            "grad_accum_steps": config.train.grad_accum_steps,
-            "lr": config.train.lr,
-            "resolution": config.model.resolution,
-            "use_ema": config.train.use_ema,
-        }
+        config = write_run_config(arguments.pop("run_config").path, arguments)
+    run_config.metadata.update(resolved_knobs(config))
+'''
+
+
+def _declared(p: Param) -> str:
+    annotation = f"Optional[{p.type.__name__}]" if p.default is None else p.type.__name__
+    return f"    {p.name}: {annotation}" + ("" if p.default is REQUIRED else f" = {p.default!r}")
+
+
+def _define(name: str, source: str) -> object:
+    """Run ``source`` and return its function ``name``; its text stays readable by inspect."""
+    filename = f"<generated {__name__}.{name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"__name__": __name__, "Optional": Optional, "Output": Output, "Artifact": Artifact}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]
+
+
+_required = [_declared(p) for p in CONFIG_INPUTS if p.default is REQUIRED]
+_optional = [_declared(p) for p in CONFIG_INPUTS if p.default is not REQUIRED]
+_parameters = [*_required, "    run_config: Output[Artifact]", *_optional]  # no default: 2nd
+resolve_config = dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)(
+    _define(
+        "resolve_config",
+        _SOURCE.format(
+            parameters=",\n".join(_parameters) + ",",
+            args=textwrap.indent(args_section(CONFIG_INPUTS), "    "),
+        ),
     )
+)

@@ -15,8 +15,8 @@ that differ from a cluster (kfp.local 2.17):
   checkpoint mirror is off unless asked for.
 - Artifacts are read in place; on a cluster KFP's launcher uploads and downloads them
   (``make demo`` prints what that would move).
-- kfp.local cannot pass a "missing" optional parameter (it fails on None), so the promoted
-  knobs left unset are filled with the values the preset resolves to (:func:`local_arguments`).
+- kfp.local cannot pass a "missing" optional parameter (it fails on None), so the knobs left
+  unset are filled with the values the preset resolves to (:func:`local_arguments`).
 """
 
 from __future__ import annotations
@@ -83,29 +83,24 @@ class LocalRun:
 def local_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """``arguments`` with every unset optional parameter filled, as kfp.local needs.
 
-    Unset promoted knobs get the value the run config resolves to for this model size (the
-    preset's), ``overrides`` an empty dict and the checkpoint mirror is off.
+    Unset knobs (:data:`pipelines.parameters.KNOBS`) get the value the run config resolves to
+    for this model size (the preset's), ``overrides`` an empty dict and the checkpoint mirror
+    is off.
 
     Raises:
         ConfigError: the arguments do not make a valid run config (the run would fail first
             thing anyway).
     """
-    from pipelines.steps.config import PROMOTED, resolve_run_config
+    from pipelines.parameters import CONFIG_INPUTS, KNOBS, REQUIRED
+    from pipelines.steps.config import resolve_run_config, resolved_knobs
 
-    args = dict(arguments)
-    args.setdefault("model_size", "nano")
-    args.setdefault("checkpoint_mirror_uri", "")
-    overrides = args.get("overrides") or {}
-    args["overrides"] = overrides
-    knobs = {k: args.get(k) for k in PROMOTED if k != "pretrain_weights"}
-    if any(value is None for value in knobs.values()):
-        resolved = resolve_run_config(
-            str(args.get("dataset_uri", "")), str(args["model_size"]), knobs, overrides
-        )
-        sections = {"resolution": resolved.model}
-        for key, value in knobs.items():
-            if value is None:
-                args[key] = getattr(sections.get(key, resolved.train), key)
+    defaults = {p.name: p.default for p in CONFIG_INPUTS if p.default is not REQUIRED}
+    args = {**defaults, "checkpoint_mirror_uri": "", **arguments}
+    args["overrides"] = args["overrides"] or {}
+    if any(args[key] is None for key in KNOBS):
+        config = {p.name: args.get(p.name, "") for p in CONFIG_INPUTS}
+        resolved = resolved_knobs(resolve_run_config(config))
+        args.update({key: resolved[key] for key in KNOBS if args[key] is None})
     return args
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import Subparsers
+from pipelines.parameters import PARAMETERS
 from rfdetr.errors import EXIT_FAILED, UserError
 
 
@@ -27,21 +28,9 @@ def add_parser(subparsers: Subparsers) -> None:
         ),
     )
     parser.add_argument("dataset_uri", help="s3://bucket/prefix, minio://bucket/prefix or a folder")
-    parser.add_argument(
-        "--model",
-        dest="model_size",
-        default=None,
-        help="model size preset (default nano; tiny trains on a CPU in seconds)",
-    )
-    parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--lr", type=float, default=None, help="default: the preset's")
-    parser.add_argument(
-        "--publish-bucket",
-        default=None,
-        help="bucket to publish to (default mlpipeline; '' to skip publishing)",
-    )
-    parser.add_argument("--model-name", default=None, help="default: rfdetr-<model size>")
+    for p in PARAMETERS[1:]:  # --model-size (or --model), --epochs, ... as --param would
+        flags = [f"--{p.name.replace('_', '-')}", *(["--model"] if p.name == "model_size" else [])]
+        parser.add_argument(*flags, dest=p.name, metavar=p.type.__name__.upper(), help=p.help)
     parser.add_argument(
         "--param",
         action="append",
@@ -75,18 +64,10 @@ def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         package = PipelinePackage.load(compile_pipeline(Path(tmp, "pipeline.yaml")))
-    pairs = [f"dataset_uri={args.dataset_uri}", *args.param]
-    params = build_params(package, pairs, args.params_file)
-    named = {
-        "model_size": args.model_size,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "publish_bucket": args.publish_bucket,
-        "model_name": args.model_name,
-    }
-    params.update({k: v for k, v in named.items() if v is not None})
-    return params
+    values = {p.name: getattr(args, p.name) for p in PARAMETERS[1:]}
+    named = [f"{name}={value}" for name, value in values.items() if value is not None]
+    pairs = [f"dataset_uri={args.dataset_uri}", *args.param, *named]
+    return build_params(package, pairs, args.params_file)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -20,10 +20,10 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 
 _LAZY: dict[str, str] = {
     "ModelConfig": "rfdetr.config",
-    "get_preset": "rfdetr.presets",
-    "list_presets": "rfdetr.presets",
+    "get_preset": "rfdetr.config",
+    "list_presets": "rfdetr.config",
     "RFDETRModel": "rfdetr.api",
-    "RunConfig": "rfdetr.run_config",
+    "RunConfig": "rfdetr.config",
     "fit": "rfdetr.training.loop",
     "evaluate": "rfdetr.evaluation.api",
     "plot_training_curves": "rfdetr.evaluation.plots",

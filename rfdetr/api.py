@@ -18,6 +18,7 @@ import supervision as sv
 import torch
 
 from rfdetr.checkpoints import LoadedCheckpoint, load_model, read_checkpoint
+from rfdetr.config import get_preset
 from rfdetr.hub import resolve_pretrained
 from rfdetr.inference import (
     DEFAULT_THRESHOLD,
@@ -31,7 +32,6 @@ from rfdetr.inference import (
 from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
-from rfdetr.presets import get_preset
 from rfdetr.training.runtime import assigned_gpus, configure_tf32, cuda_unusable
 
 if TYPE_CHECKING:

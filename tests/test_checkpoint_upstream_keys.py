@@ -22,7 +22,7 @@ from weights_helpers import tiny_detector
 
 from rfdetr.checkpoint_format import upstream_fields
 from rfdetr.checkpoints import read_checkpoint, save_checkpoint
-from rfdetr.presets import get_preset
+from rfdetr.config import get_preset
 
 # Upstream 1.11.2 ModelConfig field -> Python type of its annotation (rfdetr/config.py).
 UPSTREAM_MODEL_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {

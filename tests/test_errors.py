@@ -55,9 +55,9 @@ def _user_errors() -> list[UserError]:
     """One instance of each kind of user error the library and the pipeline raise."""
     from pipelines.steps.common import StepError
     from rfdetr.checkpoint_format import CheckpointError
+    from rfdetr.config import ConfigError
     from rfdetr.data.problems import DatasetError
     from rfdetr.export.onnx import ExportError
-    from rfdetr.run_config import ConfigError
     from rfdetr.storage.errors import InvalidURIError
 
     return [

@@ -9,12 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "rfdetr"
-
-# Removed by the config package change (rfdetr/config/ ordered model -> presets -> run).
-ALLOWED_CYCLES = [{"rfdetr.config", "rfdetr.presets", "rfdetr.run_config"}]
 
 
 def module_files(package: Path) -> dict[str, Path]:
@@ -106,11 +101,5 @@ def test_the_cycle_finder_sees_deferred_and_type_checking_imports(tmp_path: Path
 def test_rfdetr_has_no_import_cycle() -> None:
     graph = import_graph(PACKAGE)
     assert "rfdetr.checkpoints.reader" in graph  # the walk found the package's modules
-    unexpected = [sorted(c) for c in cycles(graph) if c not in ALLOWED_CYCLES]
-    assert not unexpected, f"import cycles inside rfdetr/: {unexpected}"
-
-
-@pytest.mark.parametrize("allowed", ALLOWED_CYCLES, ids=lambda c: " <-> ".join(sorted(c)))
-def test_allowed_cycles_still_exist(allowed: set[str]) -> None:
-    """An allowed cycle that is gone must leave the list (so it cannot come back unseen)."""
-    assert allowed in cycles(import_graph(PACKAGE))
+    found = [sorted(c) for c in cycles(graph)]
+    assert not found, f"import cycles inside rfdetr/: {found}"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from rfdetr import RFDETRNano, RFDETRSegNano
 from rfdetr.api import RFDETRModel
-from rfdetr.presets import get_preset, list_presets, toy_version
+from rfdetr.config import get_preset, list_presets, toy_version
 
 
 class TinyDetector(RFDETRModel):

@@ -1,11 +1,10 @@
 """Pipeline parameters -> one validated ``RunConfig`` (the ``resolve_config`` step).
 
-The promoted knobs (:data:`PROMOTED`) default to None, meaning "the preset's value", so every
-default stays written once, in :mod:`rfdetr.config` and :mod:`rfdetr.presets`. ``overrides``
-takes any other option, flat (``"warmup_epochs"``) or dotted (``"train.warmup_epochs"``).
-A knob and an override naming the same option must agree. ``pretrain_weights`` empty means the
-official COCO checkpoint of the size, ``random`` random initialisation
-(:func:`pipelines.steps.weights.pipeline_weights`).
+The knobs (:data:`pipelines.parameters.KNOBS`) default to None, meaning "the preset's value", so
+every default stays written once, in :mod:`rfdetr.config`. ``overrides`` takes any other option,
+flat (``"warmup_epochs"``) or dotted (``"train.warmup_epochs"``). A knob and an override naming
+the same option must agree. ``pretrain_weights`` empty means the official COCO checkpoint of the
+size, ``random`` random initialisation (:func:`pipelines.steps.weights.pipeline_weights`).
 """
 
 from __future__ import annotations
@@ -16,22 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipelines.parameters import KNOBS
 from pipelines.steps.common import step_metrics
 from pipelines.steps.weights import pipeline_weights
 from rfdetr.config import FLAT_KEYS, ConfigError, RunConfig
 
 logger = logging.getLogger(__name__)
-
-PROMOTED: tuple[str, ...] = (
-    "epochs",
-    "batch_size",
-    "grad_accum_steps",
-    "lr",
-    "resolution",
-    "use_ema",
-    "early_stopping",
-    "pretrain_weights",
-)
 
 
 def _dotted(key: str) -> str:
@@ -50,58 +39,44 @@ def check_conflicts(knobs: Mapping[str, Any], overrides: Mapping[str, Any]) -> N
             )
 
 
-def resolve_run_config(
-    dataset_uri: str,
-    model_size: str,
-    knobs: Mapping[str, Any] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> RunConfig:
+def resolve_run_config(arguments: Mapping[str, Any]) -> RunConfig:
     """The run config of a pipeline run.
 
     Args:
-        dataset_uri: recorded as ``data.dataset_dir`` (the train step points it at the
-            downloaded copy).
-        model_size: a preset name (``nano``, ``small``, ``seg-medium``, ``tiny``...).
-        knobs: promoted parameters (:data:`PROMOTED`); None values mean "the preset's".
-        overrides: any other options by flat or dotted name.
+        arguments: ``dataset_uri`` (recorded as ``data.dataset_dir``; the train step points it
+            at the downloaded copy), ``model_size`` (a preset name: ``nano``, ``seg-medium``,
+            ``tiny``...), optionally ``pretrain_weights``, ``overrides`` (any option by flat or
+            dotted name) and knobs (:data:`~pipelines.parameters.KNOBS`; None: the preset's).
 
     Raises:
         ConfigError: an unknown size or option (with the closest valid name), an invalid value,
             or a knob contradicting an override.
     """
-    knobs, overrides = dict(knobs or {}), dict(overrides or {})
-    unknown = sorted(set(knobs) - set(PROMOTED))
-    if unknown:
-        raise ConfigError(f"unknown promoted parameter(s) {unknown}; pass them in overrides")
+    knobs = dict(arguments)
+    dataset_uri, model_size = str(knobs.pop("dataset_uri")), str(knobs.pop("model_size"))
+    overrides = dict(knobs.pop("overrides", None) or {})
+    knobs["pretrain_weights"] = knobs.get("pretrain_weights") or None
     check_conflicts(knobs, overrides)
-    given = {k: v for k, v in knobs.items() if v is not None and v != ""}
-    given["pretrain_weights"] = pipeline_weights(knobs.get("pretrain_weights"), model_size)
+    given = {k: v for k, v in knobs.items() if v is not None}
+    given["pretrain_weights"] = pipeline_weights(knobs["pretrain_weights"], model_size)
     config = RunConfig.from_kwargs(model_size, dataset_dir=dataset_uri, **given)
     return config.with_overrides(overrides) if overrides else config
 
 
-def write_run_config(
-    dest: str | Path,
-    dataset_uri: str,
-    model_size: str,
-    knobs: Mapping[str, Any] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> RunConfig:
+def resolved_knobs(config: RunConfig) -> dict[str, Any]:
+    """The model size and every knob's value in ``config`` (the preset's where it was unset)."""
+    values = {key: getattr(getattr(config, FLAT_KEYS[key]), key) for key in KNOBS}
+    return {"model_size": config.model.name, **values}
+
+
+def write_run_config(dest: str | Path, arguments: Mapping[str, Any]) -> RunConfig:
     """Resolve the config (see :func:`resolve_run_config`) and write it as JSON to ``dest``."""
     with step_metrics("resolve_config"):
-        config = resolve_run_config(dataset_uri, model_size, knobs, overrides)
+        config = resolve_run_config(arguments)
         path = Path(dest)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
-    logger.info(
-        "run config: %s, %d epochs, batch %d x %d, lr %g, resolution %d",
-        config.model.name,
-        config.train.epochs,
-        config.train.batch_size,
-        config.train.grad_accum_steps,
-        config.train.lr,
-        config.model.resolution,
-    )
+    logger.info("run config: %s", resolved_knobs(config))
     return config
 
 

@@ -269,7 +269,7 @@ def node_main() -> int:
     from pipelines.steps.dataset import REFERENCE_FILE, dataset_folder
     from pipelines.steps.train import _prepared, run_distributed
     from pipelines.steps.weights import resolve_weights
-    from rfdetr.run_config import RunConfig
+    from rfdetr.config import RunConfig
 
     rank = int(os.environ.get("PET_NODE_RANK", "0"))
     config = RunConfig.model_validate_json(os.environ[ENV_CONFIG])

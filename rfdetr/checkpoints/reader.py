@@ -29,10 +29,9 @@ import torch
 
 from rfdetr import checkpoint_format as fmt
 from rfdetr.checkpoint_format import CheckpointError
-from rfdetr.config import ModelConfig, RunConfig
+from rfdetr.config import ModelConfig, RunConfig, get_preset, list_presets
 from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
-from rfdetr.presets import get_preset, list_presets
 from rfdetr.weights import load_state_dict_strict
 
 # Architecture fields read from an upstream checkpoint's args when present (same names as ours).

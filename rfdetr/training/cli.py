@@ -16,7 +16,7 @@ import types
 import typing
 from typing import Any
 
-from rfdetr.run_config import FLAT_KEYS, SECTIONS
+from rfdetr.config import FLAT_KEYS, SECTIONS
 
 _NOT_ON_COMMAND_LINE = ("class_map",)  # structured data: give it in --config
 
@@ -79,7 +79,7 @@ def _is_union(annotation: Any) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Build the run config from ``--config`` and the options, then train."""
-    from rfdetr.run_config import RunConfig
+    from rfdetr.config import RunConfig
     from rfdetr.training.loop import fit
 
     options = {k: v for k, v in vars(args).items() if k in FLAT_KEYS and k != "dataset_dir"}

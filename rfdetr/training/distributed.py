@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from rfdetr.config import ConfigError
 from rfdetr.data.loader import MIN_STEPS_PER_EPOCH
-from rfdetr.run_config import ConfigError
 
 logger = logging.getLogger(__name__)
 

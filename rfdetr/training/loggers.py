@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rfdetr.config import LogConfig
 from rfdetr.errors import UserError
-from rfdetr.run_config import LogConfig
 
 logger = logging.getLogger(__name__)
 

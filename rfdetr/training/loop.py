@@ -17,8 +17,8 @@ from torch import nn
 
 from rfdetr import checkpoints as files
 from rfdetr.checkpoint_format import CheckpointError
+from rfdetr.config import RunConfig
 from rfdetr.models.detector import RFDETR
-from rfdetr.run_config import RunConfig
 from rfdetr.training.distributed import (
     DistInfo,
     broadcast,

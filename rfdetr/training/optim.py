@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfdetr.config import ModelConfig
-from rfdetr.run_config import TrainConfig
+from rfdetr.config import ModelConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from rfdetr.checkpoints.upstream_resume import (
     upstream_optimizer_in,
     upstream_resume_mismatch,
 )
-from rfdetr.run_config import ConfigError, RunConfig
+from rfdetr.config import RUNTIME_MODEL_FIELDS, ConfigError, RunConfig
 from rfdetr.training.distributed import DistInfo
 from rfdetr.training.early_stopping import BestTracker, EarlyStopping
 from rfdetr.training.ema import ModelEMA
@@ -25,9 +25,6 @@ from rfdetr.training.runtime import restore_rng_state
 from rfdetr.training.step import TrainSession
 
 logger = logging.getLogger(__name__)
-
-# Fields that change how a model trains, not its weights: a resume may change them.
-RUNTIME_MODEL_FIELDS = ("gradient_checkpointing", "drop_path", "resolution", "num_select")
 
 
 def check_resume_matches(state: dict[str, Any], config: RunConfig) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfdetr.run_config import ConfigError, TrainConfig
+from rfdetr.config import ConfigError, TrainConfig
 from rfdetr.training.distributed import DistInfo
 
 logger = logging.getLogger(__name__)

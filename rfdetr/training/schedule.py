@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rfdetr.run_config import TrainConfig
+from rfdetr.config import TrainConfig
 
 
 @dataclass

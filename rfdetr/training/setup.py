@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from rfdetr.checkpoints import load_weights, read_checkpoint
-from rfdetr.config import ModelConfig
+from rfdetr.config import RUNTIME_MODEL_FIELDS, ConfigError, ModelConfig, RunConfig
 from rfdetr.data.classes import ClassMap
 from rfdetr.data.dataset import DetectionDataset, build_dataset, dataset_class_map
 from rfdetr.data.formats import DatasetFormat, detect_format
@@ -22,7 +22,6 @@ from rfdetr.models.criterion import SetCriterion, build_weight_dict
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.matcher import HungarianMatcher
 from rfdetr.models.vit import ViTBlock
-from rfdetr.run_config import ConfigError, RunConfig
 from rfdetr.training.distributed import DistInfo, DistributedTrainSampler
 from rfdetr.weights import load_state_dict_strict
 
@@ -227,11 +226,6 @@ class TrainBatches:
         return self.loader.epoch(epoch)
 
 
-# Model fields ``model.train(...)`` may change on an existing model: they change how it trains,
-# not the shapes of its weights.
-TRAINABLE_MODEL_FIELDS = ("resolution", "gradient_checkpointing", "drop_path", "num_select")
-
-
 def instance_run_config(model_config: ModelConfig, options: dict[str, object]) -> RunConfig:
     """The `RunConfig` of ``model.train(**options)`` on a model built from ``model_config``.
 
@@ -251,7 +245,7 @@ def instance_run_config(model_config: ModelConfig, options: dict[str, object]) -
         )
     config = RunConfig.from_kwargs(model_config, **options)
     for key in ModelConfig.model_fields:
-        if key in TRAINABLE_MODEL_FIELDS or key == "name":
+        if key in RUNTIME_MODEL_FIELDS or key == "name":
             continue
         if getattr(config.model, key) != getattr(model_config, key):
             raise ConfigError(

@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from rfdetr.config import RunConfig
 from rfdetr.data.dataset import DetectionDataset
 from rfdetr.data.transforms import Target, pick_step_size, resize_batch
 from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.models.criterion import SetCriterion, count_boxes, reduce_num_boxes
 from rfdetr.models.detector import RFDETR
-from rfdetr.run_config import RunConfig
 from rfdetr.training.distributed import DistInfo
 from rfdetr.training.early_stopping import BestTracker, EarlyStopping
 from rfdetr.training.ema import ModelEMA

@@ -171,8 +171,8 @@ def write_coco_dataset(
 @pytest.fixture
 def seg_dataset(tmp_path: Path):
     """The validation split (3 images) of a COCO segmentation folder, at the tiny resolution."""
+    from rfdetr.config import get_preset
     from rfdetr.data import build_dataset
-    from rfdetr.presets import get_preset
 
     root = write_coco_dataset(tmp_path / "seg", {"train": 2, "valid": 3}, segmentation=True)
     resolution = get_preset("tiny-seg").resolution
@@ -182,9 +182,9 @@ def seg_dataset(tmp_path: Path):
 @pytest.fixture
 def tiny_seg_model():
     """(random tiny-seg RFDETR for 2 classes, its PostProcess)."""
+    from rfdetr.config import get_preset
     from rfdetr.models.build import build_model
     from rfdetr.models.postprocess import PostProcess
-    from rfdetr.presets import get_preset
 
     config = get_preset("tiny-seg").with_overrides(num_classes=2)
     return build_model(config), PostProcess(config.num_select)
@@ -195,8 +195,8 @@ def save_tiny_checkpoint(
 ) -> Path:
     """A random-weight checkpoint of the ``tiny`` (or ``tiny-seg``) preset in our format."""
     from rfdetr.checkpoints import save_checkpoint
+    from rfdetr.config import get_preset
     from rfdetr.models.build import build_model
-    from rfdetr.presets import get_preset
 
     names = ["cat", "dog"] if class_names is None else class_names
     preset = get_preset("tiny-seg" if segmentation else "tiny")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rfdetr.api import RFDETRModel
+from rfdetr.config import get_preset, toy_version
 from rfdetr.export import (
     ExportError,
     ExportVerificationError,
@@ -20,7 +21,6 @@ from rfdetr.export import (
 from rfdetr.export.graph import ExportModule
 from rfdetr.export.selection import forced_selection
 from rfdetr.inference import IMAGENET_MEAN, IMAGENET_STD
-from rfdetr.presets import get_preset, toy_version
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:

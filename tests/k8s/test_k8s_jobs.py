@@ -193,7 +193,7 @@ def test_k8s_train_on_cluster_creates_waits_collects_and_deletes(
     from rfdetr.storage.reference import PrefixReference
 
     config = tmp_path / "run_config"
-    write_run_config(config, "s3://data/set", "tiny")
+    write_run_config(config, {"dataset_uri": "s3://data/set", "model_size": "tiny"})
     dataset = tmp_path / "dataset"
     dataset.mkdir()
     ref = PrefixReference("s3://data/set", "ab" * 32, 3, 100)

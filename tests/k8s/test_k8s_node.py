@@ -48,8 +48,9 @@ def test_k8s_a_node_trains_from_the_reference_and_the_step_collects_its_files(
     fetched = tmp_path / "fetched"
     fetch_dataset(uri, fetched)  # what the fetch step passes on: a reference only
     config = tmp_path / "run_config"
-    knobs = {"epochs": 1, "batch_size": 2, "use_ema": False}
-    write_run_config(config, uri, "tiny", knobs, {"num_workers": 0, "train.warmup_epochs": 0})
+    knobs = {"epochs": 1, "batch_size": 2, "use_ema": False, "model_size": "tiny"}
+    overrides = {"num_workers": 0, "train.warmup_epochs": 0}
+    write_run_config(config, {"dataset_uri": uri, **knobs, "overrides": overrides})
     mirror_root = f"s3://{bucket}/mirror"
     reference = next(fetched.iterdir()).read_text()
     env = {

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rfdetr.config import get_preset
 from rfdetr.models.backbone import WindowedViT
 from rfdetr.models.build import build_backbone
-from rfdetr.presets import get_preset
 
 
 def make_vit(

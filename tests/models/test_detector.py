@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rfdetr.config import get_preset, list_presets, toy_version
 from rfdetr.models.build import build_model
-from rfdetr.presets import get_preset, list_presets, toy_version
 
 FULL_SIZE_PRESETS = [name for name in list_presets() if not name.startswith("tiny")]
 

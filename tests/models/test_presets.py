@@ -6,9 +6,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from rfdetr.config import ModelConfig
+from rfdetr.config import ModelConfig, get_preset, list_presets
 from rfdetr.models.build import build_model
-from rfdetr.presets import get_preset, list_presets
 
 # Upstream's benchmark table (training-time module, all query groups, 90 classes).
 PUBLISHED_PARAMS_MILLIONS = {

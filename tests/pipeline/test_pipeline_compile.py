@@ -15,6 +15,13 @@ import yaml
 
 from pipelines.cli import main
 from pipelines.compile import compile_pipeline
+from pipelines.parameters import (
+    CONFIG_INPUTS,
+    PARAMETERS,
+    REQUIRED,
+    markdown_table,
+    readme_table,
+)
 
 ORDER = [
     "resolve-config",
@@ -173,6 +180,30 @@ def test_pipeline_compile_parameters_default_to_the_preset(compiled: tuple) -> N
     # docstrings' Args reach the spec (shown in the UI)
     train_inputs = spec["components"]["comp-train"]["inputDefinitions"]["artifacts"]
     assert "validated dataset" in train_inputs["dataset"]["description"]
+
+
+def test_pipeline_compile_parameters_are_the_declared_ones(compiled: tuple) -> None:
+    """Pipeline inputs and resolve-config's inputs come from `pipelines.parameters`."""
+    spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert list(params) == sorted(p.name for p in PARAMETERS)
+    for p in PARAMETERS:
+        assert params[p.name]["description"] == p.help, p.name
+        unset = p.default is None or p.default is REQUIRED
+        assert params[p.name].get("defaultValue") == (None if unset else p.default), p.name
+    resolve = spec["components"]["comp-resolve-config"]["inputDefinitions"]["parameters"]
+    assert {name: value["description"] for name, value in resolve.items()} == {
+        p.name: p.help for p in CONFIG_INPUTS
+    }
+    task = spec["root"]["dag"]["tasks"]["resolve-config"]["inputs"]["parameters"]
+    assert {name: value["componentInputParameter"] for name, value in task.items()} == {
+        p.name: p.name for p in CONFIG_INPUTS
+    }
+
+
+def test_pipeline_readme_parameter_table_is_the_declaration() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert readme_table(readme) == markdown_table(), "run: python -m pipelines.parameters README.md"
 
 
 def test_pipeline_compile_parses_as_strict_protobuf(tmp_path: Path) -> None:

@@ -15,10 +15,11 @@ import pytest
 from kfp.dsl import Artifact, Dataset, Markdown, Metrics
 
 from components import fetch_dataset, resolve_config, validate_dataset
+from pipelines.parameters import KNOBS
 from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import REFERENCE_FILE, dataset_folder
 from rfdetr import storage
-from rfdetr.presets import get_preset
+from rfdetr.config import get_preset
 from rfdetr.storage import IntegrityError, download
 
 
@@ -48,6 +49,8 @@ def test_pipeline_resolve_config_applies_knobs_over_the_preset(artifact) -> None
     assert config.model.resolution == preset.resolution
     assert config.train.batch_size == type(config.train)().batch_size
     assert out.metadata["model_size"] == "tiny" and out.metadata["epochs"] == 3
+    assert set(out.metadata) == {"model_size", *KNOBS}  # every declared knob, as resolved
+    assert out.metadata["resolution"] == preset.resolution
     assert json.loads(Path(out.path).read_text())["model"]["name"] == "tiny"
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
-from rfdetr.config import FLAT_KEYS, ConfigError, RunConfig, TrainConfig
-from rfdetr.presets import get_preset
+import rfdetr.config
+from rfdetr.config import FLAT_KEYS, ConfigError, RunConfig, TrainConfig, get_preset
 from rfdetr.training.setup import instance_run_config
 
 
@@ -91,6 +92,27 @@ def test_training_yaml_typo_names_file_and_field(tmp_path: Path) -> None:
         RunConfig.from_file(path)
 
 
+def test_training_malformed_yaml_is_one_line_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("data: {dataset_dir: d}\ntrain: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: not valid YAML/JSON: "):
+        RunConfig.from_file(path)
+
+
+def test_training_config_package_imports_in_order_model_presets_run() -> None:
+    """model -> presets -> run: each imports only earlier ones of the package (no cycle)."""
+    order = ["model", "presets", "run"]
+    folder = Path(rfdetr.config.__file__).parent
+    for index, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rfdetr.config")
+        }
+        assert imported <= {f"rfdetr.config.{earlier}" for earlier in order[:index]}, name
+
+
 def test_training_every_flat_name_is_unique_and_routable() -> None:
     config = RunConfig.from_kwargs("tiny", dataset_dir="d")
     for name, section in FLAT_KEYS.items():
@@ -101,6 +123,9 @@ def test_training_instance_train_rejects_architecture_changes() -> None:
     base = get_preset("tiny")
     config = instance_run_config(base, {"dataset_dir": "d", "resolution": 96})
     assert config.model.resolution == 96
+    runtime = {"num_select": 5, "drop_path": 0.5, "gradient_checkpointing": True}  # marked
+    config = instance_run_config(base, {"dataset_dir": "d", **runtime})
+    assert {key: getattr(config.model, key) for key in runtime} == runtime
     with pytest.raises(ConfigError, match="option 'num_queries' changes the architecture"):
         instance_run_config(base, {"dataset_dir": "d", "num_queries": 20})
     with pytest.raises(ConfigError, match="pretrain_weights is a constructor argument"):

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rfdetr.config import ConfigError, RunConfig
-from rfdetr.presets import list_presets
+from rfdetr.config import ConfigError, RunConfig, list_presets
 
 UNBOUNDED = [
     ("hidden_dim", 10**9, "hidden_dim:"),

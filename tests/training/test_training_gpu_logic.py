@@ -17,9 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed import distributed_c10d
 
-from rfdetr.config import RunConfig, TrainConfig
+from rfdetr.config import ConfigError, RunConfig, TrainConfig
 from rfdetr.data.transforms import resize_batch
-from rfdetr.run_config import ConfigError
 from rfdetr.training import distributed, runtime
 from rfdetr.training.distributed import DistInfo, cleanup, setup_distributed
 from rfdetr.training.runtime import (

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rfdetr.config import RunConfig
-from rfdetr.run_config import LogConfig
+from rfdetr.config import LogConfig, RunConfig
 from rfdetr.training import fit
 from rfdetr.training import loggers as loggers_module
 from rfdetr.training.loggers import LoggerUnavailableError, RunLogger, progress_bar

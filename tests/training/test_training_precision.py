@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfdetr.config import RunConfig, TrainConfig
+from rfdetr.config import RunConfig, TrainConfig, get_preset
 from rfdetr.models.build import build_model
 from rfdetr.models.criterion import count_boxes, reduce_num_boxes
-from rfdetr.presets import get_preset
 from rfdetr.training import fit, runtime
 from rfdetr.training.runtime import Precision, resolve_precision
 from rfdetr.training.setup import build_criterion

@@ -14,8 +14,7 @@ from training_helpers import tiny_options
 
 from rfdetr import RFDETRNano
 from rfdetr.checkpoints import read_checkpoint, select_best
-from rfdetr.config import RunConfig
-from rfdetr.presets import get_preset
+from rfdetr.config import RunConfig, get_preset
 from rfdetr.training import fit
 from rfdetr.training.loop import TrainResult
 

@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from rfdetr.config import RunConfig, TrainConfig
+from rfdetr.config import RunConfig, TrainConfig, get_preset
 from rfdetr.data import build_dataset, collate_fn
 from rfdetr.models.build import build_model
 from rfdetr.models.criterion import count_boxes, reduce_num_boxes
-from rfdetr.presets import get_preset
 from rfdetr.training import fit
 from rfdetr.training.distributed import DistributedTrainSampler
 from rfdetr.training.optim import build_optimizer, param_groups

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from rfdetr.config import get_preset
 from rfdetr.models.build import build_model
 from rfdetr.models.transformer import apply_box_delta, memory_proposals
-from rfdetr.presets import get_preset
 
 
 def _per_group(transformer: torch.nn.Module, memory: torch.Tensor, shapes: list, groups: int):

@@ -3,8 +3,7 @@
 `RunConfig` has ``model`` (a `ModelConfig`), ``data``, ``train``, ``eval`` and ``log``. The upstream
 keyword API (``model.train(epochs=..., lr=...)``) builds one with :meth:`RunConfig.from_kwargs`;
 ``rfdetr train --config run.yaml`` reads one with :meth:`RunConfig.from_file`. Like every config
-section, unknown keys fail at once naming the closest valid one. The names are also available
-from :mod:`rfdetr.config`.
+section, unknown keys fail at once naming the closest valid one.
 """
 
 from __future__ import annotations
@@ -14,9 +13,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from rfdetr.config import ConfigError, ModelConfig, StrictModel
+from rfdetr.config.model import ConfigError, ModelConfig, StrictModel
+from rfdetr.config.presets import get_preset, list_presets
 
 
 class DataConfig(StrictModel):
@@ -141,12 +142,6 @@ class LogConfig(StrictModel):
         return value
 
 
-def _default_model() -> ModelConfig:
-    from rfdetr.presets import get_preset  # presets import this module
-
-    return get_preset("nano")
-
-
 class RunConfig(StrictModel):
     """One training run: ``model``, ``data``, ``train``, ``eval`` and ``log`` sections.
 
@@ -157,7 +152,7 @@ class RunConfig(StrictModel):
     :meth:`from_file` / :meth:`to_file`.
     """
 
-    model: ModelConfig = Field(default_factory=_default_model)
+    model: ModelConfig = Field(default_factory=lambda: get_preset("nano"))
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -169,8 +164,6 @@ class RunConfig(StrictModel):
         if not isinstance(data, dict):
             return data
         model = data.get("model")
-        from rfdetr.presets import get_preset, list_presets
-
         if isinstance(model, str):
             return {**data, "model": get_preset(model)}
         if isinstance(model, dict) and model.get("name") in list_presets():
@@ -182,11 +175,6 @@ class RunConfig(StrictModel):
         """Images per optimizer step over all processes: batch x accumulation x world size."""
         return self.train.batch_size * self.train.grad_accum_steps * world_size
 
-    @property
-    def segmentation(self) -> bool:
-        """True for Seg models (masks are trained and evaluated)."""
-        return self.model.segmentation_head
-
     @classmethod
     def from_kwargs(cls, model: ModelConfig | str | None = None, **options: Any) -> RunConfig:
         """Build from upstream-style keywords (``dataset_dir=..., epochs=..., lr=...``).
@@ -197,12 +185,7 @@ class RunConfig(StrictModel):
         options = _check_compat_options(options)
         base: dict[str, Any] = {"data": {}}
         if isinstance(model, str):
-            from rfdetr.presets import get_preset
-
-            try:
-                model = get_preset(model)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
+            model = get_preset(model)
         if model is not None:
             base["model"] = model.model_dump()
         return _validated(_apply(base, options), "training options")
@@ -220,13 +203,8 @@ class RunConfig(StrictModel):
         except OSError as err:
             raise ConfigError(f"{file}: cannot read the run config ({err.strerror})") from None
         try:
-            if file.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-        except ValueError as err:  # json.JSONDecodeError and yaml.YAMLError both subclass it
+            data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
             message = " ".join(str(err).split())
             raise ConfigError(f"{file}: not valid YAML/JSON: {message}") from None
         if not isinstance(data, dict):
@@ -240,8 +218,6 @@ class RunConfig(StrictModel):
         if file.suffix.lower() == ".json":
             text = json.dumps(data, indent=2) + "\n"
         else:
-            import yaml
-
             text = yaml.safe_dump(data, sort_keys=False)
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(text)

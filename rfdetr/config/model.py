@@ -1,9 +1,9 @@
-"""Typed configuration: `ModelConfig` (architecture) here; `RunConfig` (one training run, in
-:mod:`rfdetr.run_config`) is importable from here too.
+"""`ModelConfig`: the architecture of one model; `StrictModel`, the base of every section;
+`ConfigError`, raised for any configuration that cannot be used.
 
-Every default is written once, here or in a preset (`rfdetr.presets`). Unknown keys are rejected
-(`extra="forbid"`) so a misspelt override fails at once instead of being silently ignored.
-Modules never read this object: only the `build_*` functions in `rfdetr.models` do.
+Every default is written once, here or in a preset (:mod:`rfdetr.config.presets`). Unknown keys
+are rejected (`extra="forbid"`) so a misspelt override fails at once instead of being silently
+ignored. Modules never read this object: only the `build_*` functions in `rfdetr.models` do.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ class StrictModel(BaseModel):
         return data
 
 
+_RUNTIME = {"runtime": True}  # marks a `ModelConfig` field of `RUNTIME_MODEL_FIELDS`
+
+
 class ModelConfig(StrictModel):
     """Architecture of one RF-DETR model. Field names follow upstream's `ModelConfig`.
 
@@ -87,6 +90,9 @@ class ModelConfig(StrictModel):
             post-processing (top-k over queries x classes).
         group_detr: query groups used in training (Group DETR); inference uses group 0.
         num_classes: number of foreground classes; the head has ``num_classes + 1`` outputs.
+
+    ``resolution``, ``num_select``, ``drop_path`` and ``gradient_checkpointing`` are runtime
+    fields (:data:`RUNTIME_MODEL_FIELDS`); the others fix the weights' shapes.
     """
 
     name: str = "custom"
@@ -95,7 +101,7 @@ class ModelConfig(StrictModel):
     patch_size: int = Field(16, ge=1, le=64)
     num_windows: int = Field(2, ge=1, le=64)
     positional_encoding_size: int = Field(24, ge=1, le=1024)
-    resolution: int = Field(384, ge=1, le=MAX_RESOLUTION)
+    resolution: int = Field(384, ge=1, le=MAX_RESOLUTION, json_schema_extra=_RUNTIME)
     projector_scale: list[ProjectorLevel] = Field(default_factory=lambda: ["P4"])
     layer_norm: bool = True
     hidden_dim: int = Field(256, ge=1, le=4096)
@@ -105,7 +111,7 @@ class ModelConfig(StrictModel):
     dec_n_points: int = Field(2, ge=1, le=64)
     dec_layers: int = Field(2, ge=1, le=64)
     num_queries: int = Field(300, ge=1, le=10_000)
-    num_select: int = Field(300, ge=1, le=10_000)
+    num_select: int = Field(300, ge=1, le=10_000, json_schema_extra=_RUNTIME)
     group_detr: int = Field(13, ge=1, le=64)
     two_stage: bool = True
     bbox_reparam: bool = True
@@ -113,8 +119,8 @@ class ModelConfig(StrictModel):
     segmentation_head: bool = False
     mask_downsample_ratio: int = Field(4, ge=1, le=64)
     num_classes: int = Field(90, ge=1, le=MAX_CLASSES)
-    drop_path: float = Field(0.0, ge=0.0, lt=1.0)
-    gradient_checkpointing: bool = False
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0, json_schema_extra=_RUNTIME)
+    gradient_checkpointing: bool = Field(False, json_schema_extra=_RUNTIME)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
@@ -173,22 +179,8 @@ class ModelConfig(StrictModel):
         return ModelConfig.model_validate({**self.model_dump(), **overrides})
 
 
-# The run configuration lives in `rfdetr.run_config` (it imports this module); its public names
-# are served from here too, loaded on first use.
-_RUN_CONFIG_NAMES = (
-    "DataConfig",
-    "EvalConfig",
-    "FLAT_KEYS",
-    "LogConfig",
-    "RunConfig",
-    "SECTIONS",
-    "TrainConfig",
+# Fields that change how a model runs or trains, not the shapes of its weights: `model.train()`
+# and a resume may change them. They are marked on the field (`_RUNTIME`) and collected here.
+RUNTIME_MODEL_FIELDS: frozenset[str] = frozenset(
+    name for name, field in ModelConfig.model_fields.items() if field.json_schema_extra == _RUNTIME
 )
-
-
-def __getattr__(name: str) -> Any:
-    if name in _RUN_CONFIG_NAMES:
-        import rfdetr.run_config
-
-        return getattr(rfdetr.run_config, name)
-    raise AttributeError(f"module 'rfdetr.config' has no attribute '{name}'")

@@ -1,0 +1,137 @@
+"""The training pipeline's parameters, declared once.
+
+Everything else is derived from :data:`PARAMETERS`: the pipeline's signature and the per-input
+descriptions KFP compiles from its docstring (:mod:`pipelines.training_pipeline`), the
+``resolve_config`` component's signature (:mod:`components.resolve_config`, which receives every
+``CONFIG`` and ``KNOB`` parameter), the unset knobs the local runner fills
+(:func:`pipelines.local.local_arguments`) and the README's parameter table (a test compares it).
+
+To add a parameter, add one ``Param`` line below. A ``KNOB`` (a `RunConfig` option by its flat
+name, unset = the preset's value) and a ``CONFIG`` parameter reach ``resolve_config`` by
+themselves; any other parameter is passed to its step in ``training_pipeline.py``
+(``params["name"]``). A ``PLATFORM`` parameter's default is the compiled
+:class:`~pipelines._platform.Platform` field of the same name (a ``compile`` option). Then
+``python -m pipelines.parameters README.md`` rewrites the README table.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+REQUIRED: Any = inspect.Parameter.empty
+KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD
+KNOB = "knob"  # a RunConfig option; None = the model preset's value (resolve_config)
+CONFIG = "config"  # another input of resolve_config
+PLATFORM = "platform"  # default: the compiled Platform's field of the same name
+
+
+@dataclass(frozen=True)
+class Param:
+    """One pipeline parameter: ``help`` is one line, at most 100 characters (the KFP UI)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    kind: str = ""
+
+    @property
+    def annotation(self) -> Any:
+        # kfp 2.17 reads an optional type from typing.Optional, not from `int | None`.
+        return Optional[self.type] if self.default is None else self.type  # noqa: UP045
+
+
+# One line per parameter (E501 is off for this file): name, type, default, help[, kind].
+# fmt: off
+PARAMETERS: tuple[Param, ...] = (
+    Param("dataset_uri", str, REQUIRED, "s3:// or minio:// prefix of a COCO/YOLO dataset (train/, valid/, test/)", CONFIG),
+    Param("model_size", str, "nano", "nano, small, medium, large, base, seg-nano ... seg-2xlarge; tiny: CPU tests.", CONFIG),
+    Param("epochs", int, None, "training epochs; blank: the model preset's.", KNOB),
+    Param("batch_size", int, None, "images per step per GPU; blank: the model preset's.", KNOB),
+    Param("grad_accum_steps", int, None, "steps per optimizer update; blank: the model preset's.", KNOB),
+    Param("lr", float, None, "learning rate; blank: the model preset's.", KNOB),
+    Param("resolution", int, None, "input side in pixels; blank: the model preset's.", KNOB),
+    Param("use_ema", bool, None, "keep an EMA of the weights (the better one is shipped); blank: preset's.", KNOB),
+    Param("early_stopping", bool, None, "stop when validation mAP50:95 stops improving; blank: preset's.", KNOB),
+    Param("overrides", dict, None, 'any other training option, e.g. {"train.warmup_epochs": 1}.', CONFIG),
+    Param("pretrain_weights", str, "", "empty: official COCO weights (tiny: random); random; or a URI/path.", CONFIG),
+    Param("publish_bucket", str, "mlpipeline", "bucket the model is published to; empty: not published."),
+    Param("model_name", str, "", "the model's folder in the bucket; empty: rfdetr-<model_size>."),
+    Param("model_version", str, "", "the version's folder; empty: YYYYMMDD-HHMMSS-<run id>."),
+    Param("min_map", float, 0.0, "publish only when the evaluation mAP50:95 is at least this."),
+    Param("require_improvement", bool, True, "publish only when it also beats the published model."),
+    Param("checkpoint_mirror_uri", str, "s3://mlpipeline/rfdetr/checkpoint-mirror", "where training mirrors its resume files for retries; empty: off."),
+    Param("quantize", str, "", "int8: also an int8 ONNX file calibrated on train images; empty: off."),
+    Param("train_nodes", int, 1, "nodes of a multi-node train (compiled with --train-engine); 1: one pod.", PLATFORM),
+    Param("gpus_per_node", int, 1, "GPUs (processes) per node of a multi-node train.", PLATFORM),
+    Param("deploy_name", str, "", "InferenceService name (compiled with --deploy); empty: the model's."),
+    Param("canary_traffic_percent", int, 0, "traffic share of a newly deployed version; 0: all of it."),
+)
+# fmt: on
+
+KNOBS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.kind == KNOB)
+CONFIG_INPUTS: tuple[Param, ...] = tuple(p for p in PARAMETERS if p.kind in (KNOB, CONFIG))
+
+
+def args_section(params: tuple[Param, ...]) -> str:
+    """A Google-style ``Args:`` block; KFP compiles each line into the input's description."""
+    return "Args:\n" + "".join(f"    {p.name}: {p.help}\n" for p in params)
+
+
+# KFP reads the pipeline's inputs from its signature and their descriptions from its docstring.
+DOCSTRING = f"Train, evaluate, export and publish an RF-DETR model.\n\n{args_section(PARAMETERS)}"
+
+
+def pipeline_signature(return_annotation: Any, platform: object) -> inspect.Signature:
+    """The pipeline function's signature; ``PLATFORM`` defaults are read from ``platform``."""
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                p.name,
+                KEYWORD,
+                default=getattr(platform, p.name) if p.kind == PLATFORM else p.default,
+                annotation=p.annotation,
+            )
+            for p in PARAMETERS
+        ],
+        return_annotation=return_annotation,
+    )
+
+
+def _shown(value: Any) -> str:
+    if value is REQUIRED or value is None:
+        return "required" if value is REQUIRED else "unset"
+    return f"`{json.dumps(value) if isinstance(value, bool) or value == '' else value}`"
+
+
+def markdown_table() -> str:
+    """The README's parameter table."""
+    # "\\<": CommonMark would read <model_size> as an HTML tag
+    rows = [
+        f"| `{p.name}` | {_shown(p.default)}{' (compile option)' if p.kind == PLATFORM else ''} "
+        f"| {p.help} |".replace("<", "\\<")
+        for p in PARAMETERS
+    ]
+    return "\n".join(["| parameter | default | meaning |", "|---|---|---|", *rows]) + "\n"
+
+
+_TABLE = re.compile(r"(<!-- parameters: start -->\n).*?(<!-- parameters: end -->)", re.DOTALL)
+
+
+def readme_table(text: str) -> str | None:
+    """The generated table in ``text`` (between the ``<!-- parameters -->`` markers), or None."""
+    match = _TABLE.search(text)
+    return text[match.end(1) : match.start(2)] if match else None
+
+
+if __name__ == "__main__":  # python -m pipelines.parameters README.md
+    path = Path(sys.argv[1])
+    path.write_text(
+        _TABLE.sub(lambda m: m.group(1) + markdown_table() + m.group(2), path.read_text())
+    )
