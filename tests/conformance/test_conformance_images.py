@@ -32,7 +32,7 @@ from deploy_helpers import (
 )
 
 GPU_STEPS = {"exec-train", "exec-evaluate"}
-RENDERED = ("overlays/dev", "overlays/prod", "overlays/profile", "training")
+RENDERED = ("overlays/dev", "overlays/prod", "overlays/profile")
 
 
 def _printed(*args: str, repository: str | None = None) -> dict[str, str]:
@@ -102,7 +102,10 @@ def test_conformance_what_ci_compiles_and_kustomize_renders_is_what_ci_pushes(
         for doc in yaml.safe_load_all(render(directory)):
             for _, pod in pod_specs(doc or {}):
                 rendered |= {c["image"] for c in pod["containers"] if "rfdetr" in c["image"]}
-    assert len(rendered) == 2 and rendered <= pushed, rendered - pushed
+    # The CronJob and the Pushgateway side render the CPU image; the GPU image reaches the cluster
+    # through the compiled steps (and, multi-node, the TrainJob/PyTorchJob the train step creates
+    # with its own image), not through a manifest (the TrainingRuntime's image is replaced).
+    assert rendered and rendered <= pushed, rendered - pushed
 
 
 def test_conformance_a_release_tag_that_is_not_the_package_version_is_refused(
