@@ -1,7 +1,7 @@
 """Strict loading of a checkpoint's tensors into a module (every key, every shape).
 
 :func:`load_state_dict_strict` fills every parameter and buffer, checks shapes, and names the
-first mismatch in a one-line :class:`~rfdetr.checkpoint_format.CheckpointError`. The two
+first mismatch in a one-line :class:`~rfdetr.checkpoints.formats.CheckpointError`. The two
 deliberate adaptations (fewer query rows, another class count) happen only when asked for, and
 are logged. Reading files: :mod:`rfdetr.checkpoints`; official pretrained files: :mod:`rfdetr.hub`.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfdetr.checkpoint_format import CheckpointError
+from rfdetr.checkpoints.formats import CheckpointError
 
 logger = logging.getLogger(__name__)
 

@@ -28,6 +28,6 @@ def torch_calls(root: Path, name: str) -> set[str]:
 
 def test_one_reader_and_one_writer_of_checkpoint_files() -> None:
     # safe_load: torch.load(weights_only=True) with the upstream allow-list, for every format.
-    assert torch_calls(ROOT, "load") == {"rfdetr/checkpoint_format.py"}
+    assert torch_calls(ROOT, "load") == {"rfdetr/checkpoints/formats.py"}
     # atomic_save: the only writer, behind save_checkpoint / save_training_checkpoint.
     assert torch_calls(ROOT, "save") == {"rfdetr/checkpoints/files.py"}

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from weights_helpers import tiny_detector
 
-from rfdetr.checkpoint_format import upstream_fields
 from rfdetr.checkpoints import read_checkpoint, save_checkpoint
+from rfdetr.checkpoints.formats import upstream_fields
 from rfdetr.config import get_preset
 
 # Upstream 1.11.2 ModelConfig field -> Python type of its annotation (rfdetr/config.py).

@@ -54,7 +54,7 @@ CASES = [(prog, argv) for prog, argvs in COMMANDS.items() for argv in argvs]
 def _user_errors() -> list[UserError]:
     """One instance of each kind of user error the library and the pipeline raise."""
     from pipelines.steps.common import StepError
-    from rfdetr.checkpoint_format import CheckpointError
+    from rfdetr.checkpoints.formats import CheckpointError
     from rfdetr.config import ConfigError
     from rfdetr.data.problems import DatasetError
     from rfdetr.export.onnx import ExportError

@@ -5,11 +5,10 @@
 - :mod:`reader`: :func:`read_checkpoint` (ours and upstream's formats) into a
   :class:`LoadedCheckpoint`, :func:`load_weights` and :func:`load_model`.
 
-Upstream's file formats are parsed by :mod:`rfdetr.checkpoint_format`; tensors are matched to
+Upstream's file formats are parsed by :mod:`rfdetr.checkpoints.formats`; tensors are matched to
 a module by :mod:`rfdetr.weights`.
 """
 
-from rfdetr.checkpoint_format import CheckpointError
 from rfdetr.checkpoints.files import (
     BEST_EMA,
     BEST_REGULAR,
@@ -24,6 +23,7 @@ from rfdetr.checkpoints.files import (
     select_best,
     strip_checkpoint,
 )
+from rfdetr.checkpoints.formats import CheckpointError
 from rfdetr.checkpoints.reader import LoadedCheckpoint, load_model, load_weights, read_checkpoint
 
 __all__ = [

@@ -30,7 +30,12 @@ from typing import Any
 
 import torch
 
-from rfdetr.checkpoint_format import CHECKPOINT_FORMAT, CheckpointError, safe_load, upstream_fields
+from rfdetr.checkpoints.formats import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    safe_load,
+    upstream_fields,
+)
 from rfdetr.checkpoints.reader import read_checkpoint
 from rfdetr.checkpoints.upstream_resume import upstream_resume_state
 

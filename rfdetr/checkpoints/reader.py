@@ -1,6 +1,6 @@
 """Read any checkpoint (ours or upstream's) into one record, and build the model it describes.
 
-Every file goes through ``torch.load(weights_only=True)`` (:func:`rfdetr.checkpoint_format.
+Every file goes through ``torch.load(weights_only=True)`` (:func:`rfdetr.checkpoints.formats.
 safe_load`); upstream files that pickle their arguments as a Namespace load through a scoped
 allow-list. Formats (the record's ``format``):
 
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from rfdetr import checkpoint_format as fmt
-from rfdetr.checkpoint_format import CheckpointError
+from rfdetr.checkpoints import formats as fmt
+from rfdetr.checkpoints.formats import CheckpointError
 from rfdetr.config import ModelConfig, RunConfig, get_preset, list_presets
 from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rfdetr.checkpoint_format import (
+from rfdetr.checkpoints.formats import (
     CHECKPOINT_FORMAT,
     UPSTREAM_MODEL_FIELDS,
     CheckpointError,

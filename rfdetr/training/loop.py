@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rfdetr import checkpoints as files
-from rfdetr.checkpoint_format import CheckpointError
+from rfdetr.checkpoints.formats import CheckpointError
 from rfdetr.config import RunConfig
 from rfdetr.models.detector import RFDETR
 from rfdetr.training.distributed import (

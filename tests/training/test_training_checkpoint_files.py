@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from rfdetr import checkpoints as files
-from rfdetr.checkpoint_format import CheckpointError
+from rfdetr.checkpoints.formats import CheckpointError
 from rfdetr.config import RunConfig
 from rfdetr.training import fit
 

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from training_helpers import tiny_options
 
-from rfdetr.checkpoint_format import CheckpointError
+from rfdetr.checkpoints.formats import CheckpointError
 from rfdetr.config import RunConfig
 
 WORKER = textwrap.dedent(

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import torch
 
-from rfdetr.checkpoint_format import UPSTREAM_MODEL_FIELDS
 from rfdetr.checkpoints import read_checkpoint
+from rfdetr.checkpoints.formats import UPSTREAM_MODEL_FIELDS
 from rfdetr.config import ConfigError, RunConfig
 from rfdetr.models.build import build_model
 from rfdetr.training import fit
