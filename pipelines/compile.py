@@ -88,9 +88,7 @@ def add_parser(subparsers: Subparsers) -> None:
     gpu = parser.add_argument_group("GPUs")
     gpu.add_argument("--accelerator", default=None, help="GPU resource (default nvidia.com/gpu)")
     gpu.add_argument("--train-gpus", type=int, default=None, help="GPUs of train (default 1)")
-    gpu.add_argument(
-        "--eval-gpus", type=int, default=None, help="GPUs of evaluate (default 1; 0: CPU)"
-    )
+    gpu.add_argument("--eval-gpus", type=int, help="GPUs of evaluate (default 1; 0: CPU)")
     gpu.add_argument(
         "--node-selector",
         action="append",
@@ -117,17 +115,13 @@ def add_parser(subparsers: Subparsers) -> None:
         "pytorchjob: a Training Operator v1 PyTorchJob, created and followed by the step",
     )
     multi.add_argument("--train-nodes", type=int, default=None, help="default of train_nodes")
-    multi.add_argument(
-        "--gpus-per-node", type=int, default=None, help="default of gpus_per_node (1)"
-    )
+    multi.add_argument("--gpus-per-node", type=int, help="default of gpus_per_node (1)")
     multi.add_argument(
         "--train-runtime",
-        default=None,
-        help="TrainJob's ClusterTrainingRuntime (torch-distributed)",
+        help="TrainJob's runtime: TrainingRuntime/NAME, or a ClusterTrainingRuntime's NAME "
+        "(default TrainingRuntime/rfdetr-torch-distributed, manifests/pipeline-runner)",
     )
-    multi.add_argument(
-        "--keep-train-job", action="store_true", help="do not delete a succeeded training job"
-    )
+    multi.add_argument("--keep-train-job", action="store_true", help="keep a succeeded job")
     serve = parser.add_argument_group("serving (docs/deploy.md)")
     serve.add_argument(
         "--deploy",

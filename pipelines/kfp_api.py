@@ -52,9 +52,7 @@ def kfp_errors(host: str, action: str) -> Iterator[None]:
     try:
         yield
     except ApiException as exc:
-        body = (
-            (exc.body or b"").decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
-        )
+        body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
         detail = _api_message(body) or exc.reason
         raise UserError(
             f"{action}: KFP API at {host} answered {exc.status}: {detail}", EXIT_FAILED
