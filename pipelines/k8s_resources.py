@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines._platform import SECRET_KEYS
 from pipelines.steps.common import StepError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def object_store_env(secret: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": k, "value": os.environ[k]} for k in STORE_ENDPOINT_VARS if k in os.environ
     ]
-    for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
+    for key, var in SECRET_KEYS.items():
         env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return env
 

@@ -24,6 +24,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipelines._platform import Platform, serving_settings
 from pipelines.k8s_resources import (
     Kind,
     Resources,
@@ -43,11 +44,8 @@ MODEL_NAME = "rfdetr"  # the model's name in the v2 URLs
 PORT = 8080  # KServe's default port of a custom predictor's container
 # ModelStatus.transitionStatus values that will not turn Ready (kserve v1beta1 ModelStatus).
 STUCK = {"BlockedByFailedLoad", "InvalidSpec"}
-DEFAULTS: dict[str, Any] = {
-    "image": "",
-    "cpu": "2",
-    "memory": "4Gi",
-    "secret": "mlpipeline-minio-artifact",
+DEFAULTS: dict[str, Any] = {  # the compiled defaults, and how long and often to poll
+    **serving_settings(Platform()),
     "timeout_s": 1800,
     "poll_s": 10.0,
 }

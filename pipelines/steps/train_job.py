@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines._platform import Platform, train_job_settings
 from pipelines.k8s_resources import (
     Kind,
     Resources,
@@ -55,17 +56,7 @@ RANK0 = {
 }
 ENV_CONFIG, ENV_DATASET, ENV_MIRROR = "RFDETR_RUN_CONFIG", "RFDETR_DATASET_REF", "RFDETR_MIRROR"
 RESULTS = tuple(name for name in KEPT if name not in MIRRORED)  # results.json, run.yaml, plot
-DEFAULTS: dict[str, Any] = {
-    "image": "",
-    "runtime": "TrainingRuntime/rfdetr-torch-distributed",
-    "cpu": "8",
-    "memory": "32Gi",
-    "accelerator": "nvidia.com/gpu",
-    "secret": "mlpipeline-minio-artifact",
-    "timeout_s": 7 * 24 * 3600,
-    "poll_s": 15.0,
-    "delete": True,
-}
+DEFAULTS: dict[str, Any] = {**train_job_settings(Platform()), "poll_s": 15.0}  # compiled defaults
 
 
 def job_name(run_id: str) -> str:
