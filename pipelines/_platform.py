@@ -205,10 +205,13 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
     return task
 
 
-def train_job_settings(platform: Platform) -> dict[str, object]:
-    """The ``cluster_job`` input of ``train``: what its TrainJob / PyTorchJob nodes get."""
-    return {
-        "image": step_image(platform, gpu=True),
+def train_job_settings(platform: Platform, image: bool = True) -> dict[str, object]:
+    """The ``cluster_job`` input of ``train``: what its TrainJob / PyTorchJob nodes get.
+
+    ``image=False`` leaves the image out (it imports ``components``, which a step's own import,
+    inside KFP's executor, must not do): the steps' defaults are built that way.
+    """
+    settings: dict[str, object] = {
         "runtime": platform.train_runtime,
         "cpu": platform.train.cpu,
         "memory": platform.train.memory_limit or platform.train.memory,
@@ -217,16 +220,15 @@ def train_job_settings(platform: Platform) -> dict[str, object]:
         "timeout_s": platform.train_timeout_s or STEP_TIMEOUT_S,
         "delete": not platform.keep_train_job,
     }
+    return {"image": step_image(platform, gpu=True), **settings} if image else settings
 
 
-def serving_settings(platform: Platform) -> dict[str, object]:
-    """The ``serving`` input of ``deploy``: the predictor's image, resources, secret."""
-    return {
-        "image": step_image(platform, gpu=False),
-        "cpu": platform.serve.cpu,
-        "memory": platform.serve.memory,
-        "secret": platform.secret_name,
-    }
+def serving_settings(platform: Platform, image: bool = True) -> dict[str, object]:
+    """The ``serving`` input of ``deploy``: the predictor's image, resources, secret (``image``:
+    as in :func:`train_job_settings`)."""
+    settings = {"cpu": platform.serve.cpu, "memory": platform.serve.memory}
+    settings["secret"] = platform.secret_name
+    return {"image": step_image(platform, gpu=False), **settings} if image else settings
 
 
 def retry_training(task: PipelineTask, platform: Platform) -> PipelineTask:

@@ -44,8 +44,9 @@ MODEL_NAME = "rfdetr"  # the model's name in the v2 URLs
 PORT = 8080  # KServe's default port of a custom predictor's container
 # ModelStatus.transitionStatus values that will not turn Ready (kserve v1beta1 ModelStatus).
 STUCK = {"BlockedByFailedLoad", "InvalidSpec"}
-DEFAULTS: dict[str, Any] = {  # the compiled defaults, and how long and often to poll
-    **serving_settings(Platform()),
+DEFAULTS: dict[str, Any] = {  # the compiled defaults (image always compiled in), and polling
+    "image": "",
+    **serving_settings(Platform(), image=False),
     "timeout_s": 1800,
     "poll_s": 10.0,
 }

@@ -56,7 +56,12 @@ RANK0 = {
 }
 ENV_CONFIG, ENV_DATASET, ENV_MIRROR = "RFDETR_RUN_CONFIG", "RFDETR_DATASET_REF", "RFDETR_MIRROR"
 RESULTS = tuple(name for name in KEPT if name not in MIRRORED)  # results.json, run.yaml, plot
-DEFAULTS: dict[str, Any] = {**train_job_settings(Platform()), "poll_s": 15.0}  # compiled defaults
+# The compiled defaults (the image is always compiled in), and how often to poll.
+DEFAULTS: dict[str, Any] = {
+    "image": "",
+    **train_job_settings(Platform(), image=False),
+    "poll_s": 15.0,
+}
 
 
 def job_name(run_id: str) -> str:
