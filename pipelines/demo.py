@@ -58,7 +58,7 @@ def object_store(data_dir: Path) -> Iterator[seaweedfs.ServerInfo]:
     for name in [n for n in os.environ if n.startswith(_STORE_VARS)]:
         del os.environ[name]  # the demo's store and keys, never the user's
     info = running or seaweedfs.start(
-        data_dir, _free_port(seaweedfs.DEFAULT_PORT), (DATASET_BUCKET, MODEL_BUCKET)
+        data_dir, _free_port(seaweedfs.DEFAULT_PORT), (DATASET_BUCKET, MODEL_BUCKET), tied=True
     )
     if running:
         seaweedfs.start(data_dir, buckets=(DATASET_BUCKET, MODEL_BUCKET))  # buckets only

@@ -21,7 +21,7 @@ never created implicitly by uploads (as on MinIO and AWS).
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import json
 import logging
 import os
@@ -39,6 +39,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines import process_lifetime
 from pipelines.store_security import write_security_config
 from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.storage.config import StoreConfig, keys_from_env
@@ -172,6 +173,7 @@ def _command(weed: Path, data_dir: Path, port: int, ports: dict[str, int]) -> li
         str(weed), "mini", f"-dir={data_dir / 'weed'}", f"-ip={HOST}", f"-ip.bind={HOST}",
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
         "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+        "-disableHttp",  # no master admin paths over HTTP (/col/delete, ...): store_security
         f"-s3.port={port}", f"-s3.port.grpc={s3_grpc}",
     ]  # fmt: skip
     for name in _COMPONENTS:
@@ -242,8 +244,15 @@ def start(
     port: int | None = None,
     buckets: tuple[str, ...] = DEFAULT_BUCKETS,
     timeout: float = 30.0,
+    tied: bool = False,
 ) -> ServerInfo:
-    """Start the server (or reuse the one running on ``data_dir``) and create ``buckets``."""
+    """Start the server (or reuse the one running on ``data_dir``) and create ``buckets``.
+
+    ``tied``: a server started here is stopped when this process exits and killed when it dies
+    in any other way (SIGKILL, a crash, SIGTERM's default action; see
+    :mod:`pipelines.process_lifetime`); for tests, the demo and other runs that own their store.
+    Untied (``objectstore start``), it runs until ``stop``.
+    """
     data_dir = (data_dir or default_data_dir()).absolute()
     port = default_port() if port is None else port
     running = status(data_dir)
@@ -268,9 +277,12 @@ def start(
         proc = subprocess.Popen(
             _command(find_weed(), data_dir, port, ports),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=env, cwd=data_dir, start_new_session=True,
+            env=env, cwd=data_dir, start_new_session=True, umask=0o077,
+            preexec_fn=process_lifetime.die_with_parent() if tied else None,
         )  # fmt: skip
     (data_dir / "weed.pid").write_text(f"{proc.pid}\n")
+    if tied:
+        _stop_at_exit(data_dir)
     info = _save(ServerInfo(proc.pid, port, data_dir, (), source), (), ports)
     try:
         _wait_healthy(proc, data_dir, port, timeout)
@@ -280,6 +292,17 @@ def start(
         raise
     logger.info("object store up at %s (pid %d, data in %s)", info.url, proc.pid, data_dir)
     return _save(info, buckets, ports)
+
+
+def _stop_at_exit(data_dir: Path) -> None:
+    """Stop ``data_dir``'s server when this process exits normally (not in a forked child)."""
+    owner = os.getpid()
+
+    def stop_if_owner() -> None:
+        if os.getpid() == owner:
+            stop(data_dir)
+
+    atexit.register(stop_if_owner)
 
 
 def _save(info: ServerInfo, buckets: tuple[str, ...], ports: dict[str, int]) -> ServerInfo:
@@ -336,14 +359,14 @@ def stop(data_dir: Path | None = None, timeout: float = 20.0) -> bool:
     pid = _owned_pid(data_dir)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    process_lifetime.signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while process_lifetime.alive(pid):
         if deadline and time.monotonic() > deadline:
             logger.warning(
                 "SeaweedFS (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout
             )
-            os.kill(pid, signal.SIGKILL)
+            process_lifetime.signal_group(pid, signal.SIGKILL)
             deadline = 0.0
         time.sleep(0.1)
     (data_dir / "weed.pid").unlink(missing_ok=True)
@@ -353,13 +376,3 @@ def stop(data_dir: Path | None = None, timeout: float = 20.0) -> bool:
         for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{used}.sock"):
             leftover.unlink(missing_ok=True)
     return True
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):  # reap our own child so it is no zombie
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

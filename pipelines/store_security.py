@@ -11,14 +11,19 @@ start (mode 0600, fresh random keys and certificates):
   client certificate signed by that CA (mutual TLS); the CA's key is never written;
 - ``[access] ui = false``.
 
-What stays open (SeaweedFS 4.48, measured): the master's HTTP port, unauthenticated, serves its
-status page and admin paths: ``/dir/assign`` (file ids, useless without the volume's JWT) but
-also ``/vol/grow``, ``/vol/vacuum`` and ``/col/delete?collection=<bucket>``, which deletes a
-bucket's data. SeaweedFS guards these only with an IP white list (``[guard] white_list``), and
-``weed mini`` applies the same list to its in-process unix-socket gRPC (peer ``@``) and to the
-filer's HTTP uploads to the volume server from 127.0.0.1: any list that lets the store work lets
-every local user in. So the local store is for a single-user development machine; a shared
-machine or a cluster uses MinIO or KFP's own store (``manifests/``).
+The master's HTTP admin paths (``/dir/assign``, ``/col/delete?collection=<bucket>`` -- which
+deletes a bucket's data --, ``/vol/grow``, ``/vol/vacuum``, ``/dir/lookup``, ``/submit``, ...)
+are guarded in SeaweedFS only by an IP white list (``[guard] white_list``), and ``weed mini``
+applies that list also to its in-process unix-socket gRPC (peer ``@``) and to the filer's HTTP
+uploads to the volume server from 127.0.0.1: any list that lets the store work lets every local
+user in. So the store runs with ``-disableHttp`` (:mod:`pipelines.seaweedfs`): the master does
+not register these handlers at all (weed/server/master_server.go, ``if !ms.option.DisableHttp``)
+and answers them 404, while volume servers and the filer reach it over mutual-TLS gRPC only.
+
+What still answers without credentials (SeaweedFS 4.48, measured; all read-only): the master's
+status page, ``/cluster/status`` and ``/healthz``; the volume server's ``/status`` (disk use,
+volume ids and sizes) and ``/healthz``; the admin server's ``/metrics``. The server runs with
+umask 077, so its data folder and its unix sockets in the temp folder are its owner's only.
 """
 
 from __future__ import annotations

@@ -63,13 +63,16 @@ def clear_store_env(mp: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A running SeaweedFS (``pipelines.seaweedfs.start``) with generated keys; stopped by PID."""
+    """A running SeaweedFS (``pipelines.seaweedfs.start``) with generated keys; stopped by PID.
+
+    Tied to this pytest process: a run killed before teardown takes the server with it.
+    """
     from pipelines import seaweedfs
 
     data_dir = tmp_path_factory.mktemp("objectstore")
     with pytest.MonkeyPatch.context() as mp:
         clear_store_env(mp)  # the generated local-only keys, not the developer's
-        info = seaweedfs.start(data_dir, free_port(), buckets=("mlpipeline",))
+        info = seaweedfs.start(data_dir, free_port(), buckets=("mlpipeline",), tied=True)
     try:
         yield info
     finally:

@@ -64,7 +64,9 @@ def object_store(data_dir: Path) -> Iterator[Store]:
     os.environ.update(AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)
     port = free_port()
     try:
-        info = seaweedfs.start(data_dir, port, (KFP_BUCKET, DATASET_BUCKET, MODEL_BUCKET))
+        info = seaweedfs.start(
+            data_dir, port, (KFP_BUCKET, DATASET_BUCKET, MODEL_BUCKET), tied=True
+        )
     except seaweedfs.ObjectStoreServerError as exc:
         raise SetupError(f"SeaweedFS: {exc}") from None
     os.environ.update(
