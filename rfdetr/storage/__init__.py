@@ -34,6 +34,7 @@ from rfdetr.storage.errors import (
     StorageAuthError,
     StorageConfigError,
     StorageError,
+    StorageServerError,
     StorageUnavailableError,
     UnsafeKeyError,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "StorageAuthError",
     "StorageConfigError",
     "StorageError",
+    "StorageServerError",
     "StorageUnavailableError",
     "StoreConfig",
     "UnsafeKeyError",

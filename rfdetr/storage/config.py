@@ -33,6 +33,7 @@ from rfdetr.storage.errors import (
     StorageAuthError,
     StorageConfigError,
     StorageError,
+    StorageServerError,
     StorageUnavailableError,
 )
 
@@ -226,6 +227,24 @@ def _first_line(value: Any) -> str:
     return text.splitlines()[0] if text else type(value).__name__
 
 
+def _retried_status(reason: object) -> str | None:
+    """The HTTP status when urllib3 gave up after retrying a 5xx answer, else None (no answer).
+
+    urllib3 2.x ``util/retry.py`` ``Retry.increment`` raises ``MaxRetryError(reason=
+    ResponseError(SPECIFIC_ERROR.format(status_code=...)))`` (or ``GENERIC_ERROR`` without a
+    status) once a ``status_forcelist`` answer has used up the retries.
+    """
+    from urllib3.exceptions import ResponseError
+
+    if not isinstance(reason, ResponseError):
+        return None
+    head, _, tail = ResponseError.SPECIFIC_ERROR.partition("{status_code}")
+    text = str(reason)
+    if text.startswith(head) and text.endswith(tail):
+        return text[len(head) : len(text) - len(tail)] or "5xx"
+    return "5xx"
+
+
 @contextmanager
 def s3_errors(store: ObjectStore, action: str, target: object) -> Iterator[None]:
     """Translate minio / urllib3 exceptions raised inside into one-line :class:`StorageError` s."""
@@ -257,6 +276,12 @@ def s3_errors(store: ObjectStore, action: str, target: object) -> Iterator[None]
         ) from None
     except HTTPError as exc:
         reason = getattr(exc, "reason", None) or exc
+        status = _retried_status(reason)
+        if status is not None:
+            raise StorageServerError(
+                f"{action} {target}: the object store at {store.url} answered HTTP {status} "
+                f"(server error) to all {RETRIES + 1} tries; is its disk full? see its log"
+            ) from None
         raise StorageUnavailableError(
             f"{action} {target}: cannot reach the object store at {store.url} "
             f"({_first_line(reason)}); check OBJECTSTORECONFIG_HOST/PORT/SECURE or {START_HINT}"

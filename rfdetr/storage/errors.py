@@ -27,6 +27,10 @@ class StorageUnavailableError(StorageError):
     """The endpoint cannot be reached (refused, timed out, DNS)."""
 
 
+class StorageServerError(StorageError):
+    """The endpoint answered, with HTTP 5xx on every retry (a full disk, a crashed volume)."""
+
+
 class StorageAuthError(StorageError):
     """The server rejected the credentials or the request."""
 
