@@ -15,8 +15,13 @@ Data folder layout (default ``.objectstore/``, or ``$RFDETR_OBJECTSTORE_DIR``), 
 
 Keys: the environment's (``OBJECTSTORECONFIG_ACCESSKEY`` / ``..._SECRETACCESSKEY`` or
 ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) when set, else a random pair generated once
-into ``credentials.json``. Everything listens on 127.0.0.1 only; telemetry is off; buckets are
-never created implicitly by uploads (as on MinIO and AWS).
+into ``credentials.json``. Everything listens on 127.0.0.1 only; telemetry is off; the master's
+HTTP admin paths are off (``-disableHttp``); buckets are never created implicitly by uploads (as on
+MinIO and AWS).
+
+Lifetime: ``objectstore start`` leaves the server running until ``objectstore stop``; a caller that
+owns its store (tests, ``make demo``, the pipeline check) passes ``tied=True`` to :func:`start`,
+and the server then ends with that process however it ends (:mod:`pipelines.process_lifetime`).
 """
 
 from __future__ import annotations
