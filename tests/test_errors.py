@@ -111,11 +111,12 @@ def _failures() -> list[UserError]:
     """Errors that are not the input's fault: exit code 1."""
     from pipelines.seaweedfs import ObjectStoreServerError
     from rfdetr.export.verify import ExportVerificationError
-    from rfdetr.storage.errors import StorageUnavailableError
+    from rfdetr.storage.errors import StorageServerError, StorageUnavailableError
     from rfdetr.training.step import NonFiniteLossError
 
     return [
         StorageUnavailableError("s3://b: cannot reach"),
+        StorageServerError("s3://b: the object store answered HTTP 500"),
         ExportVerificationError("m.onnx: batch 2: FAILED"),
         NonFiniteLossError("epoch 3: the loss is NaN"),
         ObjectStoreServerError("127.0.0.1:9000: did not start"),

@@ -11,6 +11,7 @@ that does carry the store's client certificate, so a refusal is the server's and
 from __future__ import annotations
 
 import json
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -164,3 +165,17 @@ def test_s3_refuses_anonymous_requests(objectstore: object, stored: str) -> None
     assert status == 403 and SECRET not in body
     status, _ = _http("PUT", f"{objectstore.url}/{stored}", b"evil")
     assert status == 403
+
+
+def test_the_unix_sockets_and_the_data_are_the_owners_only(objectstore: object) -> None:
+    """weed mini also listens on unix sockets named after its ports in the temp folder; it runs
+    with umask 077, so another local user cannot connect to them whatever the caller's umask."""
+    ports = {str(port) for port in _ports(objectstore).values()}
+    sockets = [
+        path
+        for path in Path(tempfile.gettempdir()).glob("seaweedfs-*.sock")
+        if path.stem.rsplit("-", 1)[-1] in ports
+    ]
+    assert sockets
+    for path in [*sockets, Path(objectstore.data_dir) / "weed"]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path}: mode {path.stat().st_mode:o}"
