@@ -18,6 +18,7 @@ regular/EMA files, plus upstream's layouts built from the same weights (1.11's d
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import random
 import struct
@@ -228,6 +229,20 @@ def mutate_structure(raw: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             else:
                 _mutate_mapping(raw, rng)
     return raw
+
+
+_LOADED: dict[str, dict[str, Any]] = {}
+
+
+def write_mutant(seed: str, dest: str, level: str, draw: int) -> None:
+    """Write ``seed`` mutated at ``level`` (``bytes`` or ``structure``) with ``Random(draw)``."""
+    rng = random.Random(draw)
+    if level == "bytes":
+        Path(dest).write_bytes(mutate_bytes(Path(seed).read_bytes(), rng))
+        return
+    if seed not in _LOADED:  # a seed is loaded once per process, then copied
+        _LOADED[seed] = load_seed(Path(seed))
+    torch.save(mutate_structure(copy.deepcopy(_LOADED[seed]), rng), dest)
 
 
 def load_seed(path: Path) -> dict[str, Any]:

@@ -6,11 +6,12 @@
 by :func:`rfdetr.cli.main`, or ``{"call": NAME, "args": [...]}`` for a library entry point a
 pipeline step calls (:data:`CALLS`), held to the command line's contract: a
 :class:`~rfdetr.errors.UserError` prints ``rfdetr NAME: error: <message>`` and gives exit 2.
-stdout and stderr are captured; the exit code, the output, and the traceback of any exception
-that escaped are appended to ``RESULTS.jsonl``, one line per case, as soon as the case ends.
-``PROGRESS`` holds the index of the case being run, so the parent (:mod:`supervisor`) can name
-a case that crashed or hung the process, and start a new one after it. One process for many
-cases keeps the cost per case to the case itself (torch is imported once).
+Either may first write a mutated checkpoint (:func:`run_one`). stdout and stderr are captured;
+the exit code, the output, and the traceback of any exception that escaped are appended to
+``RESULTS.jsonl``, one line per case, as soon as the case ends. ``PROGRESS`` holds the index of
+the case being run, so the parent (:mod:`supervisor`) can name a case that crashed or hung the
+process, and start a new one after it. One process for many cases keeps the cost per case to the
+case itself (torch is imported once).
 """
 
 from __future__ import annotations
@@ -57,9 +58,18 @@ def _call(name: str, args: list[str]) -> int:
 
 def run_one(case: list[str] | dict[str, Any]) -> dict[str, object]:
     """Run ``case``: its ``code``, ``out``, ``err``, ``traceback`` (of an exception that escaped,
-    else empty) and ``seconds``, with its ``argv`` (a call's name and arguments)."""
+    else empty) and ``seconds``, with its ``argv`` (a call's name and arguments).
+
+    A case ``{"mutant": SPEC, "then": CASE}`` first writes the file :func:`checkpoint_mutations.
+    write_mutant` makes from SPEC (here, so the shards share the work), then runs CASE.
+    """
     from rfdetr.cli import main
 
+    if isinstance(case, dict) and "mutant" in case:
+        from checkpoint_mutations import write_mutant
+
+        write_mutant(**case["mutant"])  # outside the try: a failing mutator is the harness's bug
+        case = case["then"]
     out, err = io.StringIO(), io.StringIO()
     logging.root.handlers.clear()  # main's basicConfig then logs into this case's stderr
     code, trace = None, ""

@@ -49,6 +49,7 @@ class _Shard:
 
     def _finding(self, kind: str, index: int, detail: str) -> None:
         argv = self.cases[index]
+        argv = argv["then"] if isinstance(argv, dict) and "then" in argv else argv
         argv = [argv["call"], *argv["args"]] if isinstance(argv, dict) else argv
         self.extra.append({"index": index, "argv": argv, "code": None, "out": "", "err": "",
                            "traceback": "", kind: detail, "seconds": self.timeout})  # fmt: skip
