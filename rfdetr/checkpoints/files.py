@@ -39,7 +39,7 @@ from rfdetr.checkpoints.formats import (
     upstream_fields,
 )
 from rfdetr.checkpoints.reader import read_checkpoint
-from rfdetr.checkpoints.upstream_resume import upstream_resume_state
+from rfdetr.checkpoints.upstream_resume import UPSTREAM_RESUME, upstream_resume_state
 from rfdetr.config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -208,8 +208,11 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{file}: no such checkpoint file to resume from")
     state = safe_load(file)
-    if isinstance(state, dict):  # upstream 1.11's Lightning last.ckpt, in our layout
-        state = upstream_resume_state(state, file) or state
+    converted = upstream_resume_state(state, file) if isinstance(state, dict) else None
+    if converted is not None:  # upstream 1.11's Lightning last.ckpt, in our layout
+        state = converted
+    elif isinstance(state, dict) and state.get("format") == UPSTREAM_RESUME:
+        raise CheckpointError(f"{file}: claims to be a converted upstream state; it is not")
     if not isinstance(state, dict) or any(key not in state for key in TRAINING_KEYS):
         raise CheckpointError(
             f"{file}: not a resumable training checkpoint (no optimizer state); resume from "
@@ -233,7 +236,7 @@ def _check_training_state(state: dict[str, Any], file: Path) -> None:
                 f"{file}: its '{key}' is a {type(state.get(key)).__name__}, not {kind}; the "
                 "file is damaged; resume from an earlier checkpoint"
             )
-    if state.get("format") == CHECKPOINT_FORMAT:
+    if state.get("format") != UPSTREAM_RESUME:  # ours, whatever its "format" says
         try:
             RunConfig.model_validate(state["config"])
         except ValueError as err:  # pydantic's ValidationError

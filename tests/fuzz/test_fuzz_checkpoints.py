@@ -122,5 +122,8 @@ def test_fuzz_mutated_real_checkpoints_in_every_consumer(tmp_path: Path) -> None
     print(f"fuzz checkpoints: {len(results)} cases, exit codes {codes}, peak {peak_mb:.0f} MB, "
           f"slowest {slowest['seconds']:.1f} s {slowest['argv'][:2]}")  # fmt: skip
     assert len(results) == len(cases)
+    for result in results:  # the one error line names the file the case damaged
+        lines = [line for line in result["err"].splitlines() if line.startswith("rfdetr ")]
+        assert result["code"] == 0 or f"/case{result['index']}/" in lines[0], lines
     assert peak_mb < RESIDENT_LIMIT_MB
     assert codes.get(0) and codes.get(2)  # both outcomes reached

@@ -32,6 +32,15 @@ def _no_num_classes(state: dict[str, Any]) -> None:
     state["config"]["model"]["num_classes"] = None
 
 
+def _no_format_and_a_bad_config(state: dict[str, Any]) -> None:
+    del state["format"]
+    state["config"]["data"] = {"size": [8, 8]}
+
+
+def _forged_upstream_format(state: dict[str, Any]) -> None:
+    state["format"] = "upstream-lightning"
+
+
 def _rng_float(state: dict[str, Any]) -> None:
     state["rng"] = 1.5
 
@@ -57,6 +66,8 @@ def _ema_of_sparse_weights(state: dict[str, Any]) -> None:
     ("change", "needle"),
     [
         (_no_num_classes, "the run config it records is not valid"),
+        (_no_format_and_a_bad_config, "the run config it records is not valid"),
+        (_forged_upstream_format, "claims to be a converted upstream state"),
         (_rng_float, "its 'rng' is a float"),
         (_epoch_text, "its 'epoch' is a str"),
         (_ema_of_sparse_weights, "not dense"),
