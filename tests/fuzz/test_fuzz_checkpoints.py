@@ -30,7 +30,7 @@ SCALE = int(os.environ.get("RFDETR_FUZZ_SCALE", "1"))
 CASES = 120
 TORCH_MEMORY_MB = 6000  # importing torch maps ~4 GB of address space for ~1 GB resident
 RESIDENT_LIMIT_MB = 2048
-CASE_TIMEOUT_S = 30.0
+CASE_TIMEOUT_S = 60.0  # a hang, not a slow machine: the first case also pays lazy imports
 RUN_OPTIONS = ["--model", "tiny", "--epochs", "1", "--batch-size", "2", "--num-workers", "0",
                "--device", "cpu", "--no-tensorboard", "--no-progress-bar",
                "--no-multi-scale"]  # fmt: skip
