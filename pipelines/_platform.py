@@ -29,6 +29,7 @@ DEFAULT_STORE_PORT = 9000
 MINIMUM_KFP_BACKEND = "2.15.0"  # display names (2.14+) and SecretAsEnv.optional (2.15+)
 STEP_TIMEOUT_S = 7 * 24 * 3600  # a week: above any training run this pipeline is sized for
 RETRY_WINDOW = "7d"  # Argo's retry window (from the first attempt's start): the same week
+IMAGE_UID = 1000  # the images' user and group (containers/Dockerfile.*: USER 1000:1000)
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,10 @@ class Platform:
         cpu_image: image of the steps without GPUs (None: the CPU image built beside ``image``,
             ``<repo>:<tag>-cpu``); see :func:`step_image`.
         image_pull_secrets: Kubernetes secrets every step pod pulls its image with.
-        run_as_user: UID (and GID) of every step's container, with ``runAsNonRoot`` (None: not
-            set; the images' user is 1000). KFP >= 2.17 reads it; older backends' protos lack
-            the field and their drivers drop it.
+        run_as_user: UID (and GID) of every step's container, with ``runAsNonRoot``; default
+            :data:`IMAGE_UID`, the images' own user; None: no security context. The field is
+            new in KFP 2.17's protos: a 2.17 driver applies it, a 2.15/2.16 driver parses the
+            Kubernetes config leniently and drops it (tests/conformance/test_conformance_ir.py).
         train_engine: ``pod`` (train in the step's pod), ``trainjob`` or ``pytorchjob`` (the
             step creates a Kubeflow job: :mod:`pipelines.steps.train_job`); train_nodes and
             gpus_per_node are then the defaults of the pipeline parameters of the same names,
@@ -124,7 +126,7 @@ class Platform:
     local: bool = False
     cpu_image: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
-    run_as_user: int | None = None
+    run_as_user: int | None = IMAGE_UID
     train_engine: str = "pod"
     train_nodes: int = 1
     gpus_per_node: int = 1

@@ -66,11 +66,11 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--run-as-user",
-        type=int,
+        type=_uid,
         default=None,
         metavar="UID",
-        help="run every step as this non-root UID/GID (the images' is 1000); KFP backends from "
-        "2.17 read it, older ones drop it",
+        help="every step's non-root UID/GID (default 1000, the images' user; 'none': no "
+        "securityContext); KFP 2.17+ applies it, 2.15/2.16 drop it",
     )
     native = parser.add_argument_group("Kubernetes-native pipeline resources")
     native.add_argument(
@@ -217,6 +217,18 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
+NO_UID = "none"  # --run-as-user none: no securityContext
+
+
+def _uid(text: str) -> int | str:
+    """``--run-as-user``: a non-root UID, or ``none`` (no security context)."""
+    if text.strip().lower() == NO_UID:
+        return NO_UID
+    if not text.strip().isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a non-root UID (1+) or '{NO_UID}': {text!r}")
+    return int(text)
+
+
 def _replicas(text: str) -> tuple[int, int]:
     low, sep, high = text.partition(":")
     if not (sep and low.isdigit() and high.isdigit()) or int(high) < max(1, int(low)):
@@ -252,7 +264,6 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     simple = {
         "image": "image",
         "cpu_image": "cpu_image",
-        "run_as_user": "run_as_user",
         "accelerator": "accelerator_type",
         "train_gpus": "train_gpus",
         "eval_gpus": "eval_gpus",
@@ -287,8 +298,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
         changes["deploy"] = True
     if args.serve_replicas is not None:
         changes["serve_replicas"] = _replicas(args.serve_replicas)
-    if args.run_as_user is not None and args.run_as_user <= 0:
-        raise UserError(f"--run-as-user {args.run_as_user}: expected a non-root UID (1 or more)")
+    if args.run_as_user is not None:
+        changes["run_as_user"] = None if args.run_as_user == NO_UID else args.run_as_user
     if args.store_secure:
         changes["store_secure"] = True
     if args.retry_window is not None:

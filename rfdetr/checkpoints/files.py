@@ -24,7 +24,7 @@ import errno
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,14 @@ import torch
 from rfdetr.checkpoints.formats import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    check_tensors,
+    one_line,
     safe_load,
     upstream_fields,
 )
 from rfdetr.checkpoints.reader import read_checkpoint
-from rfdetr.checkpoints.upstream_resume import upstream_resume_state
+from rfdetr.checkpoints.upstream_resume import UPSTREAM_RESUME, upstream_resume_state
+from rfdetr.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -205,14 +208,57 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{file}: no such checkpoint file to resume from")
     state = safe_load(file)
-    if isinstance(state, dict):  # upstream 1.11's Lightning last.ckpt, in our layout
-        state = upstream_resume_state(state, file) or state
+    converted = upstream_resume_state(state, file) if isinstance(state, dict) else None
+    if converted is not None:  # upstream 1.11's Lightning last.ckpt, in our layout
+        state = converted
+    elif isinstance(state, dict) and state.get("format") == UPSTREAM_RESUME:
+        raise CheckpointError(f"{file}: claims to be a converted upstream state; it is not")
     if not isinstance(state, dict) or any(key not in state for key in TRAINING_KEYS):
         raise CheckpointError(
             f"{file}: not a resumable training checkpoint (no optimizer state); resume from "
             f"{LAST} or a checkpoint_<N>.pth, or pass this file as pretrain_weights instead"
         )
+    _check_training_state(state, file)
     return state
+
+
+def _check_training_state(state: dict[str, Any], file: Path) -> None:
+    """The types a resume reads: tensors, optimizer/scheduler dicts, counters, a run config."""
+    check_tensors(state["model"], file)
+    ema = state.get("ema")
+    if ema is not None:
+        if not isinstance(ema, dict) or not isinstance(ema.get("updates"), int):
+            raise CheckpointError(f"{file}: its 'ema' is not an EMA state (module + updates)")
+        check_tensors(ema.get("module"), file, "ema")
+    for key, (fits, kind) in _TRAINING_TYPES.items():
+        if not fits(state.get(key)):
+            raise CheckpointError(
+                f"{file}: its '{key}' is a {type(state.get(key)).__name__}, not {kind}; the "
+                "file is damaged; resume from an earlier checkpoint"
+            )
+    if state.get("format") != UPSTREAM_RESUME:  # ours, whatever its "format" says
+        try:
+            RunConfig.model_validate(state["config"])
+        except ValueError as err:  # pydantic's ValidationError
+            raise CheckpointError(
+                f"{file}: the run config it records is not valid ({one_line(err)}); the file is "
+                "damaged or hand-made; resume from an earlier checkpoint"
+            ) from None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_TRAINING_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "optimizer": (lambda value: isinstance(value, dict), "a dict"),
+    "scheduler": (lambda value: isinstance(value, dict), "a dict"),
+    "epoch": (_count, "an int >= 0"),
+    "global_step": (_count, "an int >= 0"),
+    "rng": (lambda value: value is None or isinstance(value, list), "a list"),
+    "trackers": (lambda value: value is None or isinstance(value, dict), "a dict"),
+}
+"""What a resume reads from a training checkpoint besides the weights: its type."""
 
 
 def strip_checkpoint(

@@ -154,20 +154,53 @@ def extract_state_dict(raw: dict[str, Any], file: Path) -> tuple[str, dict[str, 
     )
 
 
-def check_tensors(state_dict: dict[str, Any], file: Path) -> None:
-    """Names map to tensors, and every floating tensor is finite (a NaN model is no model)."""
+def check_tensors(state_dict: Any, file: Path, what: str = "model") -> None:
+    """Names map to plain tensors (:func:`tensor_problem`), and every floating tensor is finite
+    (a NaN model is no model)."""
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(
+            f"{file}: the '{what}' state dict is not a dict of tensors (found "
+            f"{type(state_dict).__name__})"
+        )
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(
-                f"{file}: the 'model' state dict holds a {type(value).__name__} under {key!r}; "
+                f"{file}: the '{what}' state dict holds a {type(value).__name__} under {key!r}; "
                 "a state dict maps names to tensors only"
             )
+        problem = tensor_problem(value)
+        if problem:
+            raise CheckpointError(f"{file}: the '{what}' state dict's {key!r} is {problem}")
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not v.isfinite().all()]
     if bad:
         raise CheckpointError(
             f"{file}: weights are not finite (NaN or inf) in {len(bad)} tensor(s), first "
             f"{bad[0]!r}; the run diverged; use an earlier checkpoint or retrain"
         )
+
+
+def tensor_problem(tensor: torch.Tensor) -> str | None:
+    """Why ``tensor`` is not a weight a model can load (None when it is one).
+
+    A weight is a dense (strided) CPU tensor of a real dtype whose elements all lie in its
+    storage. A file can declare a sparse, quantized or meta tensor (no data), a complex one, or a
+    shape of 10**12 elements over a one-element storage with zero strides, which every whole-
+    tensor operation would then materialise (terabytes from a file of a few hundred bytes).
+    """
+    if tensor.layout != torch.strided or tensor.is_quantized:
+        return f"a {tensor.layout} tensor{' (quantized)' if tensor.is_quantized else ''}, not dense"
+    if tensor.device.type != "cpu":
+        return f"a tensor on the '{tensor.device.type}' device, without data"
+    if tensor.is_complex():
+        return f"a {tensor.dtype} tensor; weights are real numbers"
+    needed = tensor.numel() * tensor.element_size()
+    stored = tensor.untyped_storage().nbytes()
+    if needed > stored:
+        return (
+            f"a tensor of shape {list(tensor.shape)} ({needed} bytes) declared over {stored} "
+            "bytes of data"
+        )
+    return None
 
 
 def extract_config(

@@ -197,6 +197,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     raw_names = fmt.raw_class_names(raw, kind, args)
     names, label_to_logit = fmt.class_mapping(raw_names, num_classes, kind, args, file)
     epoch, metrics, ema = raw.get("epoch"), raw.get("metrics"), raw.get("ema")
+    ema_weights = ema.get("module") if isinstance(ema, dict) else None
+    if ema_weights is not None:
+        fmt.check_tensors(ema_weights, file, "ema")
     return LoadedCheckpoint(
         path=file,
         format=kind,
@@ -208,7 +211,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
         args=args,
         epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
         metrics=dict(metrics) if isinstance(metrics, dict) else None,
-        ema_state_dict=dict(ema["module"]) if isinstance(ema, dict) and "module" in ema else None,
+        ema_state_dict=dict(ema_weights) if ema_weights is not None else None,
         extras={
             k: raw[k]
             for k in ("model_name", "rfdetr_version", "best_total_source", "global_step")
@@ -283,8 +286,12 @@ def load_model(
     """
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else read_checkpoint(checkpoint)
     base = base or get_preset(loaded.require_size())
-    fields = {**loaded.architecture, "num_classes": loaded.num_classes, **overrides}
-    config = base.with_overrides(**fields)
+    recorded = {**loaded.architecture, "num_classes": loaded.num_classes}
+    try:
+        config = base.with_overrides(**{**recorded, **overrides})
+    except ValueError:  # pydantic's ValidationError: the file's fields, or the caller's
+        _check_recorded(loaded, base, recorded)
+        raise
     model = build_model(config)
     loaded = load_weights(
         model,
@@ -294,3 +301,13 @@ def load_model(
         group_detr=config.group_detr,
     )
     return model.eval(), config, loaded
+
+
+def _check_recorded(loaded: LoadedCheckpoint, base: ModelConfig, recorded: dict[str, Any]) -> None:
+    """A one-line `CheckpointError` when the model fields the file records are not valid."""
+    try:
+        base.with_overrides(**recorded)
+    except ValueError as err:
+        raise CheckpointError(
+            f"{loaded.path}: the model config it records is not valid: {fmt.one_line(err)}"
+        ) from None

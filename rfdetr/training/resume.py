@@ -8,15 +8,19 @@ counters and every process's random streams. The loader order depends only on (s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rfdetr.checkpoints.formats import CheckpointError, one_line
 from rfdetr.checkpoints.upstream_resume import (
     UPSTREAM_RESUME,
     upstream_optimizer_in,
     upstream_resume_mismatch,
 )
 from rfdetr.config import RUNTIME_MODEL_FIELDS, ConfigError, RunConfig
+from rfdetr.errors import UserError
 from rfdetr.training.distributed import DistInfo
 from rfdetr.training.early_stopping import BestTracker, EarlyStopping
 from rfdetr.training.ema import ModelEMA
@@ -73,6 +77,25 @@ def finished_result(
     )
 
 
+@contextmanager
+def _loading(file: object, part: str) -> Iterator[None]:
+    """A resume file's ``part`` that torch's loaders refuse, as a one-line CheckpointError.
+
+    :func:`rfdetr.checkpoints.load_training_checkpoint` checked the types; what only the live
+    model, optimizer and scheduler can tell (a group or a moment of another shape, a random state
+    of another generator) surfaces here, as a bare exception of the loader.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        raise CheckpointError(
+            f"{file}: cannot resume from it: its {part} state does not fit this run "
+            f"({one_line(err)}); resume from an earlier checkpoint"
+        ) from None
+
+
 def restore(
     session: TrainSession,
     tracker: BestTracker,
@@ -80,37 +103,62 @@ def restore(
     state: dict[str, Any],
     info: DistInfo,
 ) -> int:
-    """Load a resume checkpoint into the session; returns the first epoch to train."""
+    """Load a resume checkpoint into the session; returns the first epoch to train.
+
+    Raises:
+        CheckpointError: a part of the state does not fit this run's model or optimizer.
+    """
+    source = session.config.train.resume
     if state.get("format") == UPSTREAM_RESUME:
         name_of = {id(p): n for n, p in session.model.named_parameters()}
         groups = session.optimizer.param_groups
         names = [name_of[id(p)] for group in groups for p in group["params"]]
-        current, source = session.optimizer.state_dict(), str(session.config.train.resume)
-        optimizer, scheduler = upstream_optimizer_in(state, current, names, source)
+        current = session.optimizer.state_dict()
+        with _loading(source, "optimizer"):
+            optimizer, scheduler = upstream_optimizer_in(state, current, names, str(source))
         state = {**state, "optimizer": optimizer, "scheduler": scheduler}
-    session.model.load_state_dict(state["model"], strict=True)
+    with _loading(source, "model"):
+        session.model.load_state_dict(state["model"], strict=True)
     if session.ema is not None:
         if state.get("ema"):
-            session.ema.load_state_dict(state["ema"])
+            with _loading(source, "EMA"):
+                session.ema.load_state_dict(state["ema"])
         else:
             logger.warning("the checkpoint has no EMA weights; the EMA restarts from the model")
             session.ema = ModelEMA(session.model, session.ema.decay, session.ema.tau)
-    session.optimizer.load_state_dict(state["optimizer"])
+    with _loading(source, "optimizer"):
+        session.optimizer.load_state_dict(state["optimizer"])
     schedule = session.scheduler.lr_lambdas
-    session.scheduler.load_state_dict(state["scheduler"])
+    with _loading(source, "scheduler"):
+        session.scheduler.load_state_dict(state["scheduler"])
     session.scheduler.lr_lambdas = schedule  # this run's schedule (e.g. a longer cosine)
-    if state.get("scaler") and session.scaler.is_enabled():
-        session.scaler.load_state_dict(state["scaler"])
+    _restore_counters(session, tracker, stopper, state, info)
+    epoch = int(state["epoch"]) + 1
+    logger.info("resuming from %s at epoch %d", source, epoch)
+    return epoch
+
+
+def _restore_counters(
+    session: TrainSession,
+    tracker: BestTracker,
+    stopper: EarlyStopping | None,
+    state: dict[str, Any],
+    info: DistInfo,
+) -> None:
+    """The grad scaler, the step, the best-so-far trackers, early stopping and random streams."""
+    source = session.config.train.resume
+    with _loading(source, "grad scaler"):
+        if state.get("scaler") and session.scaler.is_enabled():
+            session.scaler.load_state_dict(state["scaler"])
     session.global_step = int(state["global_step"])
     trackers = state.get("trackers") or {}
-    for key, value in (trackers.get("best") or {}).items():
-        setattr(tracker, key, value)
-    if stopper is not None and trackers.get("early_stopping"):
-        stopper.load_state_dict(trackers["early_stopping"])
+    with _loading(source, "trackers"):
+        for key, value in (trackers.get("best") or {}).items():
+            setattr(tracker, key, value)
+        if stopper is not None and trackers.get("early_stopping"):
+            stopper.load_state_dict(trackers["early_stopping"])
     streams = state.get("rng") or []
     if streams:
         stream = streams[info.rank] if info.rank < len(streams) else streams[0]
-        restore_rng_state(stream, session.device)
-    epoch = int(state["epoch"]) + 1
-    logger.info("resuming from %s at epoch %d", session.config.train.resume, epoch)
-    return epoch
+        with _loading(source, "random"):
+            restore_rng_state(stream, session.device)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from deploy_helpers import ROOT, pod_specs
 
+from pipelines._platform import IMAGE_UID
 from pipelines.cli import main
 
 ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
@@ -124,25 +125,38 @@ def test_deploy_only_the_namespace_kfp_runs_and_prometheus_reach_the_pushgateway
 
 def test_deploy_compiled_steps_run_as_non_root_and_pull_with_the_secret(tmp_path: Path):
     """kfp-kubernetes 2.17 can set runAsUser/runAsGroup/runAsNonRoot only (see docs/deploy.md);
-    opt-in, as the minimum backend's (2.15) protos have no securityContext field."""
+    every compile sets them to the images' UID unless told otherwise (``--run-as-user none``).
+    Why a 2.15/2.16 backend accepts the field: tests/conformance/test_conformance_ir.py."""
     from google.protobuf import json_format
     from kfp.kubernetes import kubernetes_executor_config_pb2 as pb
 
-    out = tmp_path / "pipeline.yaml"
-    options = ["--image-pull-secret", "regcred", "--run-as-user", "1000"]
-    assert main(["compile", "--output", str(out), *options]) == 0
-    _, platform = yaml.safe_load_all(out.read_text())
-    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert len(executors) == 8
-    for name, config in executors.items():
+    def executors(*options: str) -> dict[str, dict]:
+        out = tmp_path / "pipeline.yaml"
+        assert main(["compile", "--output", str(out), *options]) == 0
+        _, platform = yaml.safe_load_all(out.read_text())
+        return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+    default = executors("--image-pull-secret", "regcred")
+    assert len(default) == 8
+    for name, config in default.items():
         json_format.ParseDict(config, pb.KubernetesExecutorConfig())  # strict: no unknown field
         context = config["securityContext"]
-        assert context["runAsNonRoot"] is True and int(context["runAsUser"]) != 0, name
+        assert context["runAsNonRoot"] is True, name
+        assert int(context["runAsUser"]) == int(context["runAsGroup"]) == IMAGE_UID, name
         assert [s["secretName"] for s in config["imagePullSecret"]] == ["regcred"], name
-    plain = tmp_path / "plain.yaml"
-    assert main(["compile", "--output", str(plain)]) == 0
-    assert "securityContext" not in plain.read_text() and "imagePullSecret" not in plain.read_text()
-    assert main(["compile", "--output", str(plain), "--run-as-user", "0"]) == 2
+    other = executors("--run-as-user", "4242")
+    assert {int(c["securityContext"]["runAsUser"]) for c in other.values()} == {4242}
+    plain = executors("--run-as-user", "none")
+    assert not any("securityContext" in c or "imagePullSecret" in c for c in plain.values())
+    for bad in ("0", "-5", "root"):
+        assert main(["compile", "--output", str(tmp_path / "x.yaml"), "--run-as-user", bad]) == 2
+
+
+def test_deploy_image_uid_is_the_images_user() -> None:
+    """The UID every compile runs the steps as is the one the images are built with."""
+    for kind in ("cpu", "gpu"):
+        text = (ROOT / "containers" / f"Dockerfile.{kind}").read_text()
+        assert f"USER {IMAGE_UID}:{IMAGE_UID}" in text.splitlines(), kind
 
 
 def _locked(kind: str) -> dict[str, str]:

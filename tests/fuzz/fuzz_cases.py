@@ -80,6 +80,17 @@ def valid_coco(split: str) -> dict[str, Any]:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
+def coco_dataset(root: Path) -> Path:
+    """A valid two-class COCO dataset (two black images per split) at ``root``."""
+    for split in ("train", "valid"):
+        (root / split).mkdir(parents=True)
+        data = valid_coco(split)
+        (root / split / "_annotations.coco.json").write_text(json.dumps(data))
+        for image in data["images"]:
+            Image.new("RGB", (SIZE, SIZE)).save(root / split / image["file_name"])
+    return root
+
+
 def _mutate(node: Any, rng: random.Random) -> Any:
     """Replace, delete or duplicate one randomly chosen value somewhere in ``node``."""
     if isinstance(node, dict) and node and rng.random() < 0.8:
