@@ -36,8 +36,17 @@ from pipelines.k8s_resources import (
     requirements,
 )
 from pipelines.steps.common import StepError
+from pipelines.steps.config import read_run_config
+from pipelines.steps.dataset import dataset_reference
 from pipelines.steps.mirror import MIRRORED, CheckpointMirror
-from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, mirror_folder, work_folder
+from pipelines.steps.train import (
+    KEPT,
+    TrainOutcome,
+    keep_outputs,
+    mirror_folder,
+    outcome_from_folder,
+    work_folder,
+)
 from rfdetr import checkpoints as files
 
 logger = logging.getLogger(__name__)
@@ -182,10 +191,6 @@ def train_on_cluster(
         StepError: no mirror or no dataset reference (the nodes could not share files), no API
             access, the job failed (its reason), or it did not finish in ``timeout_s``.
     """
-    from pipelines.steps.config import read_run_config
-    from pipelines.steps.dataset import dataset_reference
-    from pipelines.steps.train import outcome_from_folder
-
     settings = {**DEFAULTS, **settings}
     if engine not in KINDS or nodes < 1 or gpus_per_node < 0:
         raise StepError(
@@ -199,17 +204,9 @@ def train_on_cluster(
             "checkpoint_mirror_uri: the nodes fetch the data and return their files through them"
         )
     config = read_run_config(run_config)
-    world = nodes * max(1, gpus_per_node)
-    logger.info(
-        "effective batch %d = batch_size %d x grad_accum_steps %d x world size %d (%d node(s) "
-        "x %d)",
-        config.train.batch_size * config.train.grad_accum_steps * world,
-        config.train.batch_size,
-        config.train.grad_accum_steps,
-        world,
-        nodes,
-        max(1, gpus_per_node),
-    )
+    procs = max(1, gpus_per_node)
+    batch = config.effective_batch_size(nodes * procs)
+    logger.info("effective batch %d: %d node(s) x %d process(es)", batch, nodes, procs)
     mirror = CheckpointMirror(f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train")
     name = job_name(run_id)
     env = _env(settings, config.model_dump_json(), reference.to_json(), str(mirror.uri))
@@ -226,13 +223,11 @@ def train_on_cluster(
         poll_s=float(settings["poll_s"]),
         log_selector=RANK0[engine].format(name=name),
     )
-    out, work = Path(output_dir), work_folder(output_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(output_dir)
     _collect(mirror, work)
     outcome = outcome_from_folder(work, None)
     mirror.finish(work, sync=False)
-    out.mkdir(parents=True, exist_ok=True)
-    keep_outputs(work, out)
+    keep_outputs(work, Path(output_dir))
     if settings["delete"]:
         api.delete(KINDS[engine], name)
     return outcome
@@ -243,6 +238,7 @@ def _collect(mirror: CheckpointMirror, work: Path) -> None:
     from rfdetr.storage import download_file
     from rfdetr.storage.errors import ObjectNotFoundError
 
+    work.mkdir(parents=True, exist_ok=True)
     for name in (*MIRRORED, *RESULTS):
         if name == files.LAST:
             continue
