@@ -252,7 +252,8 @@ class RFDETRModel:
         calibration: str | os.PathLike[str] | None = None,
         format: str = "onnx",
     ) -> Path:
-        """Export to ONNX (``output_dir/rfdetr-<size>.onnx``), verified against PyTorch.
+        """Export to ONNX (``output_dir/rfdetr-<size>.onnx``), verified against PyTorch; returns
+        the path of the file to use (the simplified, quantized or OpenVINO one when asked for).
 
         The graph takes ``input`` ``[B, 3, H, W]`` float32 (RGB, ImageNet-normalised) and
         returns ``dets`` ``[B, Q, 4]`` normalised cxcywh, ``labels`` ``[B, Q, C+1]`` logits and,
@@ -280,9 +281,6 @@ class RFDETRModel:
                 box/score deviations) into ``<file>.accuracy.json`` and the file's metadata.
             format: ``"onnx"`` or ``"openvino"`` (an IR ``.xml``/``.bin``, fp32, or int8 with
                 ``quantize``; the ``openvino`` extra).
-
-        Returns:
-            The path of the file to use (`pathlib.Path`).
         """
         result = self.export_files(
             output_dir,
