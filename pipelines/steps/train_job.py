@@ -24,17 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines import k8s_resources as k8s
 from pipelines._platform import Platform, train_job_settings
-from pipelines.k8s_resources import (
-    Kind,
-    Resources,
-    Verdict,
-    condition,
-    current_namespace,
-    object_store_env,
-    reason_of,
-    requirements,
-)
 from pipelines.steps.common import StepError
 from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_reference
@@ -51,10 +42,9 @@ from rfdetr import checkpoints as files
 
 logger = logging.getLogger(__name__)
 
-TRAINJOB = Kind("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
-PYTORCHJOB = Kind("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
+TRAINJOB = k8s.Kind("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
+PYTORCHJOB = k8s.Kind("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
 KINDS = {"trainjob": TRAINJOB, "pytorchjob": PYTORCHJOB}
-ENGINES = ("pod", *KINDS)
 # Condition types: Trainer v2 pkg/apis/trainer/v1alpha1/trainjob_types.go (Complete, Failed);
 # Training Operator v1 pkg/apis/kubeflow.org/v1/common_types.go (Succeeded, Failed).
 DONE = {"trainjob": "Complete", "pytorchjob": "Succeeded"}
@@ -87,7 +77,7 @@ def _env(settings: dict[str, Any], config_json: str, reference: str, mirror: str
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": "/tmp"},  # writable whatever UID the cluster forces
     ]
-    env += object_store_env(settings["secret"])
+    env += k8s.object_store_env(settings["secret"])
     return env
 
 
@@ -111,7 +101,7 @@ def render_job(
     kind, procs = KINDS[engine], max(1, gpus_per_node)
     command = [sys.executable if settings.get("local") else "python", "-m", __name__]
     meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
-    resources = requirements(
+    resources = k8s.requirements(
         settings["cpu"], settings["memory"], settings["accelerator"], gpus_per_node
     )
     if engine == "trainjob":
@@ -163,11 +153,11 @@ def render_job(
 def judge_job(engine: str) -> Any:
     """The :data:`~pipelines.k8s_resources.Judge` of a TrainJob or PyTorchJob."""
 
-    def judge(obj: dict[str, Any]) -> Verdict | None:
-        failed = condition(obj, "Failed")
+    def judge(obj: dict[str, Any]) -> k8s.Verdict | None:
+        failed = k8s.condition(obj, "Failed")
         if failed is not None:
-            return Verdict(True, reason_of(failed))
-        return Verdict(False) if condition(obj, DONE[engine]) is not None else None
+            return k8s.Verdict(True, k8s.reason_of(failed))
+        return k8s.Verdict(False) if k8s.condition(obj, DONE[engine]) is not None else None
 
     return judge
 
@@ -183,7 +173,7 @@ def train_on_cluster(
     settings: dict[str, Any],
     mirror_root: str,
     run_id: str,
-    resources: Resources | None = None,
+    resources: k8s.Resources | None = None,
 ) -> TrainOutcome:
     """Run training as a ``engine`` job of ``nodes`` nodes and wait for it (module docstring).
 
@@ -213,7 +203,7 @@ def train_on_cluster(
     body = render_job(
         engine, name, nodes=nodes, gpus_per_node=gpus_per_node, settings=settings, env=env
     )
-    api = resources or Resources(current_namespace())
+    api = resources or k8s.Resources(k8s.current_namespace())
     api.create_or_attach(KINDS[engine], body)
     api.wait(
         KINDS[engine],
