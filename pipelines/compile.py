@@ -193,7 +193,7 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
             base.train.cpu_limit,
             None if args.train_memory else base.train.memory_limit,
         )
-    return base.with_changes(**changes)
+    return dataclasses.replace(base, **changes)
 
 
 def compile_pipeline(

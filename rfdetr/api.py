@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import supervision as sv
 import torch
 
@@ -27,6 +26,7 @@ from rfdetr.inference import (
     is_batch,
     preprocess,
     resolve_thresholds,
+    to_detections,
     to_float_chw,
 )
 from rfdetr.models.build import build_model
@@ -207,7 +207,7 @@ class RFDETRModel:
             )
             with torch.inference_mode():
                 results = self.postprocess(forward(batch), sizes, threshold=threshold)
-            detections.extend(self._to_detections(result) for result in results)
+            detections.extend(to_detections(result, self.class_names) for result in results)
         return detections[0] if single else detections
 
     def _forward_for(self, backend: str, onnx_path: str | os.PathLike[str] | None) -> Any:
@@ -339,15 +339,3 @@ class RFDETRModel:
             self.dataset_ids = checkpoint.dataset_ids
             self.postprocess = PostProcess(config.num_select)
         return result
-
-    def _to_detections(self, result: dict[str, torch.Tensor]) -> sv.Detections:
-        class_id = result["labels"].cpu().numpy().astype(int)
-        names = np.array([self.class_names[i] for i in class_id], dtype=object)
-        masks = result.get("masks")
-        return sv.Detections(
-            xyxy=result["boxes"].float().cpu().numpy(),
-            confidence=result["scores"].float().cpu().numpy(),
-            class_id=class_id,
-            mask=masks.cpu().numpy() if masks is not None else None,
-            data={"class_name": names},
-        )
