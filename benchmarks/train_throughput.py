@@ -17,11 +17,6 @@ attention and of the rest, and the GFLOP/s achieved inside the matmul/convolutio
 ``--device cuda`` and ``--compile default|cudagraphs`` (``reduce-overhead``) serve
 ``benchmarks/gpu_suite.py`` (peak memory: ``torch.cuda.max_memory_allocated``).
 
-Usage::
-
-    .venv/bin/python benchmarks/train_throughput.py [--size nano] [--resolutions 384 192]
-        [--batch 2] [--steps 8] [--threads 2] [--upstream-python /work/upstream-venv/bin/python]
-
 ``--upstream-python ''`` measures ours only. ``--allocator default`` runs our side without
 :func:`rfdetr.training.runtime.tune_allocator`; ``--upstream-allocator tuned`` gives upstream it.
 
@@ -95,12 +90,11 @@ def _ours(args: argparse.Namespace, resolution: int) -> Any:
     model = build_model(config.model).to(device).train()
     criterion = build_criterion(config).to(device).train()
     optimizer = build_optimizer(model, config.train, config.model, device)
-    group_detr = config.model.group_detr
     autocast = Precision(device.type, torch.bfloat16 if args.precision == "bf16" else None)
     forward = _compiled(model, args.compile)
 
     def step(images: Any, targets: list[dict[str, Any]]) -> None:
-        normaliser = reduce_num_boxes(count_boxes(targets) * group_detr, images.device)
+        normaliser = reduce_num_boxes(count_boxes(targets) * config.model.group_detr, images.device)
         accumulate_gradients(
             forward,
             criterion,
@@ -223,9 +217,8 @@ def _profile(step: Any, images: Any, targets: Any, device: str) -> dict[str, flo
         _sync(device)
     split = {"matmul_s": 0.0, "attention_s": 0.0, "total_s": 0.0}
     for event in prof.key_averages():
-        seconds = (
-            event.self_device_time_total if device != "cpu" else event.self_cpu_time_total
-        ) / 1e6
+        own = event.self_device_time_total if device != "cpu" else event.self_cpu_time_total
+        seconds = own / 1e6
         split["total_s"] += seconds
         if event.key in MATMUL_OPS or event.key.startswith(CONV_PREFIXES):
             split["matmul_s"] += seconds
@@ -257,17 +250,14 @@ def worker(kind: str, args: argparse.Namespace) -> None:
         command = line.strip()
         reply: dict[str, Any]
         if command == "step":
-            start, cpu = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 step(images, targets)
                 _sync(device)
             except torch.OutOfMemoryError:
                 print(json.dumps({"error": "out of GPU memory"}), flush=True)
                 return
-            reply = {
-                "seconds": time.perf_counter() - start,
-                "cpu_seconds": time.process_time() - cpu,
-            }
+            reply = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
         elif command == "profile":
             reply = _profile(step, images, targets, device)
         elif command == "peak":
@@ -298,8 +288,7 @@ class Worker:
             env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
         # Passive OpenMP waiting: an idle worker's threads sleep instead of spinning, so they
         # neither slow the stepping worker down nor count as CPU time.
-        env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
-        env |= {"OMP_WAIT_POLICY": "PASSIVE"}
+        env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE")
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
             cwd=Path(__file__).resolve().parent,

@@ -22,9 +22,7 @@ def publish(
     require_improvement: bool = True,
     run_id: str = "",
 ) -> NamedTuple("PublishOutputs", [("uri", str), ("version", str), ("was_published", bool)]):
-    """Upload the stripped checkpoint, ONNX file, metrics and report to
-    ``s3://<bucket>/<model_name>/<version>/`` with a manifest (sha256 of every file), verify
-    each upload, then point ``s3://<bucket>/<model_name>/latest.json`` at the new version.
+    """Publish the model, ONNX file and report (:mod:`pipelines.steps.publish` says how).
 
     Args:
         model: the selected checkpoint folder.
@@ -45,7 +43,6 @@ def publish(
         version: the version folder chosen for this model.
         was_published: whether the model was published.
     """
-    from collections import namedtuple
     from pathlib import Path
 
     from pipelines.steps.common import single_file, step_errors
@@ -71,7 +68,4 @@ def publish(
             },
         )
     published.metadata.update(result.metadata())
-    # Not "published": a field named like an output artifact is declared as "published_2" by
-    # the compiler while the executor writes "published", and KFP's launcher then fails.
-    outputs = namedtuple("PublishOutputs", ["uri", "version", "was_published"])
-    return outputs(result.uri, result.version, result.published)
+    return result.outputs()

@@ -46,25 +46,18 @@ def train(
     from pipelines.steps.train_job import train_on_cluster
 
     with step_errors("train"):
+        folders = (run_config.path, dataset.path, checkpoints.path)
+        mirror = {"mirror_root": checkpoint_mirror_uri, "run_id": check_run_id(run_id)}
         if train_engine == "pod" and train_nodes == 1:
-            outcome = train_run(
-                run_config.path,
-                dataset.path,
-                checkpoints.path,
-                mirror_root=checkpoint_mirror_uri,
-                run_id=check_run_id(run_id),
-            )
+            outcome = train_run(*folders, **mirror)
         else:
             outcome = train_on_cluster(
-                run_config.path,
-                dataset.path,
-                checkpoints.path,
+                *folders,
                 engine=train_engine,
                 nodes=train_nodes,
                 gpus_per_node=gpus_per_node,
                 settings=cluster_job,
-                mirror_root=checkpoint_mirror_uri,
-                run_id=check_run_id(run_id),
+                **mirror,
             )
     for name, value in outcome.metrics().items():
         train_metrics.log_metric(name, value)

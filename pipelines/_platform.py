@@ -13,7 +13,7 @@ one-second retry backoff.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -140,10 +140,6 @@ class Platform:
     def for_local(cls) -> Platform:
         """Settings for ``kfp.local.SubprocessRunner`` runs."""
         return cls(local=True, retry_backoff="1s", display_names=False)
-
-    def with_changes(self, **changes: object) -> Platform:
-        """A copy with some fields replaced."""
-        return replace(self, **changes)
 
 
 def common(task: PipelineTask, platform: Platform, resources: Resources) -> PipelineTask:

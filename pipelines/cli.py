@@ -14,6 +14,8 @@ from typing import Any
 from rfdetr.errors import command_parser, run_command
 
 Subparsers = Any  # argparse's _SubParsersAction is private
+# An option as data: (flags separated by spaces, help, other add_argument keywords).
+Option = tuple[str, str, dict[str, Any]]
 
 # Sub-command modules, in --help order. The pipeline's own commands (compile, run-local) go here.
 COMMAND_MODULES: list[str] = [
@@ -27,6 +29,12 @@ DESCRIPTION = (
     "RF-DETR training pipeline on Kubeflow: compile, run locally, local object store, submit, "
     "schedule."
 )
+
+
+def add_options(parser: Any, options: tuple[Option, ...]) -> None:
+    """Add ``options`` to an argparse parser or argument group."""
+    for flags, text, keywords in options:
+        parser.add_argument(*flags.split(), help=text, **keywords)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,13 +13,14 @@ with ``kubectl apply -f`` or GitOps instead of uploading.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pipelines.cli import Subparsers
+from pipelines.cli import Option, Subparsers, add_options
 from pipelines.steps.common import PIPELINE_NAME
 from rfdetr.errors import UserError
 
@@ -31,6 +32,90 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT = "pipeline.yaml"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DURATION = re.compile(r"^(\d+)([smhdw]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(text: str) -> int:
+    """Seconds of ``text``: an integer with an optional unit ``s m h d w`` (KFP's units)."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 3600, 90m, 36h or 7d")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+# An option whose destination is a Platform field sets that field when given (platform_from_args);
+# so flags default to None (not given) rather than False.
+_FLAG: dict[str, Any] = {"action": "store_true", "default": None}
+_LIST: dict[str, Any] = {"action": "append"}
+_TIME: dict[str, Any] = {"type": _duration, "metavar": "DURATION"}
+_INT: dict[str, Any] = {"type": int}
+# (group title, options): each option is (flags, help, add_argument keywords), one a line (E501 is
+# off for this file).
+# fmt: off
+NO_UID = "none"  # --run-as-user none: no securityContext
+
+
+def _uid(text: str) -> int | str:
+    """``--run-as-user``: a non-root UID, or ``none`` (no security context)."""
+    if text.strip().lower() == NO_UID:
+        return NO_UID
+    if not text.strip().isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a non-root UID (1+) or '{NO_UID}': {text!r}")
+    return int(text)
+
+
+_OPTIONS: tuple[tuple[str, tuple[Option, ...]], ...] = (
+    ("", (
+        ("--output -o", f"file to write (default {DEFAULT_OUTPUT})", {"type": Path, "default": Path(DEFAULT_OUTPUT)}),
+        ("--image", "container image of the GPU steps (e.g. a CI-built tag)", {}),
+        ("--cpu-image", "image of the steps without GPUs (default: the --image tag + '-cpu', as containers/build.sh names it)", {}),
+        ("--image-pull-secret", "Kubernetes secret the step pods pull images with (repeatable; e.g. regcred)", {**_LIST, "metavar": "SECRET", "dest": "image_pull_secrets"}),
+        ("--run-as-user", "every step's non-root UID/GID (default 1000, the images' user; 'none': no securityContext); KFP 2.17+ applies it, 2.15/2.16 drop it", {"type": _uid, "metavar": "UID"}),
+    )),
+    ("Kubernetes-native pipeline resources", (
+        ("--kubernetes-manifest", "write Pipeline + PipelineVersion resources to kubectl apply instead of a YAML to upload (KFP's Kubernetes-native API mode)", {"action": "store_true"}),
+        ("--version-name", "PipelineVersion name, e.g. rfdetr-training-<git sha> (default: rfdetr-training-<package version>); lowercase letters, digits, '-' and '.'", {}),
+        ("--namespace", "namespace of the resources (default: kubectl's)", {}),
+    )),
+    ("GPUs", (
+        ("--accelerator", "GPU resource (default nvidia.com/gpu)", {"dest": "accelerator_type", "metavar": "ACCELERATOR"}),
+        ("--train-gpus", "GPUs of train (default 1)", _INT),
+        ("--eval-gpus", "GPUs of evaluate (default 1; 0: CPU)", _INT),
+        ("--node-selector", "node label GPU steps require (repeatable; default none: the GPU limit and the toleration place them)", {**_LIST, "metavar": "LABEL=VALUE", "dest": "gpu_node_selector"}),
+        ("--toleration", "taint GPU steps tolerate (repeatable; replaces the default nvidia.com/gpu:NoSchedule)", {**_LIST, "metavar": "KEY[=VALUE]:EFFECT", "dest": "gpu_tolerations"}),
+        ("--shm-size", "memory /dev/shm size (default 16Gi)", {}),
+    )),
+    ("multi-node training (docs/deploy.md)", (
+        ("--train-engine", "pod: train in the step's pod (default); trainjob: a Kubeflow Trainer v2 TrainJob; pytorchjob: a Training Operator v1 PyTorchJob, created and followed by the step", {"choices": ("pod", "trainjob", "pytorchjob")}),
+        ("--train-nodes", "default of train_nodes", _INT),
+        ("--gpus-per-node", "default of gpus_per_node (1)", _INT),
+        ("--train-runtime", "TrainJob's runtime: TrainingRuntime/NAME, or a ClusterTrainingRuntime's NAME (default TrainingRuntime/rfdetr-torch-distributed, manifests/pipeline-runner)", {}),
+        ("--keep-train-job", "keep a succeeded job", _FLAG),
+    )),
+    ("serving (docs/deploy.md)", (
+        ("--deploy", "add the deploy step: a KServe InferenceService of each published version", _FLAG),
+        ("--serve-replicas", "predictor pods of the InferenceService (default 1:1; MIN 0 scales to zero)", {"metavar": "MIN:MAX"}),
+    )),
+    ("resources, retries and deadlines", (
+        ("--train-cpu", "CPU request of train (default 8)", {}),
+        ("--train-memory", "memory request of train (32Gi)", {}),
+        ("--train-retries", "retries of train, each resuming (default 2)", _INT),
+        ("--retry-backoff", "first retry delay (default 120s)", {}),
+        ("--retry-window", "Argo's retry window, counted from the first train attempt's start and the deadline of every retry; keep it above the longest training (default 7d)", {**_TIME, "dest": "retry_backoff_max"}),
+        ("--train-timeout", "deadline of each train attempt, e.g. 36h, 7d or seconds (default 7d; 0: none)", {**_TIME, "dest": "train_timeout_s"}),
+        ("--eval-timeout", "deadline of the evaluate step (default 7d; 0: none)", {**_TIME, "dest": "eval_timeout_s"}),
+        ("--no-display-names", "no task display names (for KFP backends before 2.14, which lose producer tasks that have one; 2.15+ is the supported minimum)", {"action": "store_const", "const": False, "dest": "display_names"}),
+    )),
+    ("object store and metrics", (
+        ("--secret", "secret with accesskey/secretkey (default mlpipeline-minio-artifact)", {"dest": "secret_name", "metavar": "SECRET"}),
+        ("--store-host", "object-store host (default minio-service.kubeflow)", {}),
+        ("--store-port", "default 9000", _INT),
+        ("--store-secure", "use TLS to the store", _FLAG),
+        ("--pushgateway-url", "Prometheus Pushgateway every step pushes to (default none)", {}),
+    )),
+)
+# fmt: on
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -44,167 +129,9 @@ def add_parser(subparsers: Subparsers) -> None:
             "secret."
         ),
     )
-    parser.add_argument(
-        "--output",
-        "-o",
-        type=Path,
-        default=Path(DEFAULT_OUTPUT),
-        help=f"file to write (default {DEFAULT_OUTPUT})",
-    )
-    parser.add_argument("--image", help="container image of the GPU steps (e.g. a CI-built tag)")
-    parser.add_argument(
-        "--cpu-image",
-        help="image of the steps without GPUs (default: the --image tag + '-cpu', as "
-        "containers/build.sh names it)",
-    )
-    parser.add_argument(
-        "--image-pull-secret",
-        action="append",
-        default=None,
-        metavar="SECRET",
-        help="Kubernetes secret the step pods pull images with (repeatable; e.g. regcred)",
-    )
-    parser.add_argument(
-        "--run-as-user",
-        type=_uid,
-        default=None,
-        metavar="UID",
-        help="every step's non-root UID/GID (default 1000, the images' user; 'none': no "
-        "securityContext); KFP 2.17+ applies it, 2.15/2.16 drop it",
-    )
-    native = parser.add_argument_group("Kubernetes-native pipeline resources")
-    native.add_argument(
-        "--kubernetes-manifest",
-        action="store_true",
-        help="write Pipeline + PipelineVersion resources to kubectl apply instead of a YAML "
-        "to upload (KFP's Kubernetes-native API mode)",
-    )
-    native.add_argument(
-        "--version-name",
-        help="PipelineVersion name, e.g. rfdetr-training-<git sha> (default: "
-        "rfdetr-training-<package version>); lowercase letters, digits, '-' and '.'",
-    )
-    native.add_argument("--namespace", help="namespace of the resources (default: kubectl's)")
-    gpu = parser.add_argument_group("GPUs")
-    gpu.add_argument("--accelerator", default=None, help="GPU resource (default nvidia.com/gpu)")
-    gpu.add_argument("--train-gpus", type=int, default=None, help="GPUs of train (default 1)")
-    gpu.add_argument("--eval-gpus", type=int, help="GPUs of evaluate (default 1; 0: CPU)")
-    gpu.add_argument(
-        "--node-selector",
-        action="append",
-        default=None,
-        metavar="LABEL=VALUE",
-        help="node label GPU steps require (repeatable; default none: the GPU limit and the "
-        "toleration place them)",
-    )
-    gpu.add_argument(
-        "--toleration",
-        action="append",
-        default=None,
-        metavar="KEY[=VALUE]:EFFECT",
-        help="taint GPU steps tolerate (repeatable; replaces the default "
-        "nvidia.com/gpu:NoSchedule)",
-    )
-    gpu.add_argument("--shm-size", default=None, help="memory /dev/shm size (default 16Gi)")
-    multi = parser.add_argument_group("multi-node training (docs/deploy.md)")
-    multi.add_argument(
-        "--train-engine",
-        choices=("pod", "trainjob", "pytorchjob"),
-        default=None,
-        help="pod: train in the step's pod (default); trainjob: a Kubeflow Trainer v2 TrainJob; "
-        "pytorchjob: a Training Operator v1 PyTorchJob, created and followed by the step",
-    )
-    multi.add_argument("--train-nodes", type=int, default=None, help="default of train_nodes")
-    multi.add_argument("--gpus-per-node", type=int, help="default of gpus_per_node (1)")
-    multi.add_argument(
-        "--train-runtime",
-        help="TrainJob's runtime: TrainingRuntime/NAME, or a ClusterTrainingRuntime's NAME "
-        "(default TrainingRuntime/rfdetr-torch-distributed, manifests/pipeline-runner)",
-    )
-    multi.add_argument("--keep-train-job", action="store_true", help="keep a succeeded job")
-    serve = parser.add_argument_group("serving (docs/deploy.md)")
-    serve.add_argument(
-        "--deploy",
-        action="store_true",
-        help="add the deploy step: a KServe InferenceService of each published version",
-    )
-    serve.add_argument(
-        "--serve-replicas",
-        default=None,
-        metavar="MIN:MAX",
-        help="predictor pods of the InferenceService (default 1:1; MIN 0 scales to zero)",
-    )
-    _add_retry_options(parser.add_argument_group("resources, retries and deadlines"))
-    store = parser.add_argument_group("object store and metrics")
-    store.add_argument(
-        "--secret",
-        default=None,
-        help="secret with accesskey/secretkey (default mlpipeline-minio-artifact)",
-    )
-    store.add_argument(
-        "--store-host", default=None, help="object-store host (default minio-service.kubeflow)"
-    )
-    store.add_argument("--store-port", type=int, default=None, help="default 9000")
-    store.add_argument("--store-secure", action="store_true", help="use TLS to the store")
-    store.add_argument(
-        "--pushgateway-url",
-        default=None,
-        help="Prometheus Pushgateway every step pushes to (default none)",
-    )
+    for title, options in _OPTIONS:
+        add_options(parser.add_argument_group(title) if title else parser, options)
     parser.set_defaults(handler=_run)
-
-
-def _add_retry_options(res: argparse._ArgumentGroup) -> None:
-    """Train resources, its retry policy, the train/evaluate deadlines, display names."""
-    res.add_argument("--train-cpu", default=None, help="CPU request of train (default 8)")
-    res.add_argument("--train-memory", default=None, help="memory request of train (32Gi)")
-    res.add_argument(
-        "--train-retries",
-        type=int,
-        default=None,
-        help="retries of train, each resuming (default 2)",
-    )
-    res.add_argument("--retry-backoff", default=None, help="first retry delay (default 120s)")
-    res.add_argument(
-        "--retry-window",
-        type=_duration,
-        default=None,
-        metavar="DURATION",
-        help="Argo's retry window, counted from the first train attempt's start and the deadline "
-        "of every retry; keep it above the longest training (default 7d)",
-    )
-    res.add_argument(
-        "--train-timeout",
-        type=_duration,
-        default=None,
-        metavar="DURATION",
-        help="deadline of each train attempt, e.g. 36h, 7d or seconds (default 7d; 0: none)",
-    )
-    res.add_argument(
-        "--eval-timeout",
-        type=_duration,
-        default=None,
-        metavar="DURATION",
-        help="deadline of the evaluate step (default 7d; 0: none)",
-    )
-    res.add_argument(
-        "--no-display-names",
-        action="store_true",
-        help="no task display names (for KFP backends before 2.14, which lose producer tasks "
-        "that have one; 2.15+ is the supported minimum)",
-    )
-
-
-_DURATION = re.compile(r"^(\d+)([smhdw]?)$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _duration(text: str) -> int:
-    """Seconds of ``text``: an integer with an optional unit ``s m h d w`` (KFP's units)."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 3600, 90m, 36h or 7d")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -215,18 +142,6 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
             raise UserError(f"{what} {item!r}: expected LABEL=VALUE")
         pairs[key] = value
     return pairs
-
-
-NO_UID = "none"  # --run-as-user none: no securityContext
-
-
-def _uid(text: str) -> int | str:
-    """``--run-as-user``: a non-root UID, or ``none`` (no security context)."""
-    if text.strip().lower() == NO_UID:
-        return NO_UID
-    if not text.strip().isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"expected a non-root UID (1+) or '{NO_UID}': {text!r}")
-    return int(text)
 
 
 def _replicas(text: str) -> tuple[int, int]:
@@ -260,31 +175,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     from pipelines._platform import Platform, Resources
 
     base = Platform()
-    changes: dict[str, object] = {}
-    simple = {
-        "image": "image",
-        "cpu_image": "cpu_image",
-        "accelerator": "accelerator_type",
-        "train_gpus": "train_gpus",
-        "eval_gpus": "eval_gpus",
-        "shm_size": "shm_size",
-        "train_retries": "train_retries",
-        "retry_backoff": "retry_backoff",
-        "train_timeout": "train_timeout_s",
-        "eval_timeout": "eval_timeout_s",
-        "secret": "secret_name",
-        "store_host": "store_host",
-        "store_port": "store_port",
-        "pushgateway_url": "pushgateway_url",
-        "train_engine": "train_engine",
-        "train_nodes": "train_nodes",
-        "gpus_per_node": "gpus_per_node",
-        "train_runtime": "train_runtime",
-    }
-    for option, name in simple.items():
-        value = getattr(args, option)
-        if value is not None:
-            changes[name] = value
+    fields = {field.name for field in dataclasses.fields(Platform)}
+    changes = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     for option in ("train_gpus", "eval_gpus", "train_retries", "gpus_per_node"):
         if (getattr(args, option) or 0) < 0:
             raise UserError(f"--{option.replace('_', '-')}: expected 0 or more")
@@ -292,28 +184,20 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
         raise UserError(f"--train-nodes {args.train_nodes}: expected 1 or more")
     if (args.train_nodes or 1) > 1 and args.train_engine in (None, "pod"):
         raise UserError("--train-nodes above 1 needs --train-engine trainjob or pytorchjob")
-    if args.keep_train_job:
-        changes["keep_train_job"] = True
-    if args.deploy:
-        changes["deploy"] = True
     if args.serve_replicas is not None:
         changes["serve_replicas"] = _replicas(args.serve_replicas)
-    if args.run_as_user is not None:
-        changes["run_as_user"] = None if args.run_as_user == NO_UID else args.run_as_user
-    if args.store_secure:
-        changes["store_secure"] = True
-    if args.retry_window is not None:
-        if args.retry_window <= 0:
+    if args.run_as_user == NO_UID:
+        changes["run_as_user"] = None
+    if args.retry_backoff_max is not None:
+        if args.retry_backoff_max <= 0:
             raise UserError("--retry-window: expected a duration above 0")
-        changes["retry_backoff_max"] = f"{args.retry_window}s"
-    if args.no_display_names:
-        changes["display_names"] = False
-    if args.image_pull_secret:
-        changes["image_pull_secrets"] = tuple(args.image_pull_secret)
-    if args.node_selector is not None:
-        changes["gpu_node_selector"] = _pairs(args.node_selector, "--node-selector")
-    if args.toleration is not None:
-        changes["gpu_tolerations"] = tuple(_toleration(t) for t in args.toleration)
+        changes["retry_backoff_max"] = f"{args.retry_backoff_max}s"
+    if args.image_pull_secrets:
+        changes["image_pull_secrets"] = tuple(args.image_pull_secrets)
+    if args.gpu_node_selector is not None:
+        changes["gpu_node_selector"] = _pairs(args.gpu_node_selector, "--node-selector")
+    if args.gpu_tolerations is not None:
+        changes["gpu_tolerations"] = tuple(_toleration(t) for t in args.gpu_tolerations)
     if args.train_cpu or args.train_memory:
         changes["train"] = Resources(
             args.train_cpu or base.train.cpu,
@@ -321,7 +205,7 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
             base.train.cpu_limit,
             None if args.train_memory else base.train.memory_limit,
         )
-    return base.with_changes(**changes)
+    return dataclasses.replace(base, **changes)
 
 
 def compile_pipeline(

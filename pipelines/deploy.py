@@ -14,115 +14,10 @@ import argparse
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipelines.cli import Subparsers
+from pipelines.cli import Option, Subparsers, add_options
 from rfdetr.errors import EXIT_FAILED, UserError
 
 DEFAULT_EXPERIMENT = "rfdetr"
-
-
-def add_parser(subparsers: Subparsers) -> None:
-    submit = subparsers.add_parser(
-        "submit",
-        help="upload a compiled pipeline (new version) and start a run on Kubeflow",
-        description=(
-            "Upload PIPELINE_YAML as a new version of the pipeline (created on first use), in an "
-            "experiment created or reused by name, and start a run with the given parameters. "
-            "Credentials: KF_PIPELINES_TOKEN (bearer), KF_PIPELINES_COOKIE or "
-            "KF_PIPELINES_SA_TOKEN_PATH from the environment."
-        ),
-    )
-    _add_common(submit)
-    submit.add_argument("--run-name", help="run display name (default: '<pipeline> <UTC time>')")
-    submit.add_argument(
-        "--wait",
-        action="store_true",
-        help="follow the run to its end; exit 0 only when it SUCCEEDED (1 otherwise)",
-    )
-    submit.add_argument(
-        "--timeout",
-        type=_duration,
-        default=_duration("3h"),
-        metavar="DURATION",
-        help="with --wait: give up after this long, e.g. 90m, 3h, 600s (default 3h; exit 1)",
-    )
-    submit.add_argument(
-        "--terminate-on-abort",
-        action="store_true",
-        help="with --wait: terminate the run when the wait ends first (timeout, Ctrl-C, SIGTERM "
-        "of a cancelled CI job)",
-    )
-    submit.add_argument(
-        "--poll", type=_duration, default=15.0, metavar="DURATION", help=argparse.SUPPRESS
-    )
-    submit.set_defaults(handler=_run_submit)
-
-    schedule = subparsers.add_parser(
-        "schedule",
-        help="upload a compiled pipeline (new version) and create a recurring run on it",
-        description=(
-            "Like submit, but creates a recurring run on the uploaded version. KFP's cron has 6 "
-            "fields, seconds first: '0 0 3 * * 1' is Mondays at 03:00; 5-field expressions are "
-            "rejected."
-        ),
-    )
-    _add_common(schedule)
-    schedule.add_argument("--cron", required=True, help="6-field cron, seconds first")
-    schedule.add_argument("--name", help="recurring run name (default: '<pipeline> schedule')")
-    schedule.add_argument(
-        "--max-concurrency", type=int, default=1, help="runs allowed at once (default 1)"
-    )
-    schedule.add_argument(
-        "--catchup", action="store_true", help="backfill missed intervals (default: no catch-up)"
-    )
-    schedule.add_argument(
-        "--replace",
-        action="store_true",
-        help="disable enabled recurring runs of the same name in the experiment once created",
-    )
-    schedule.add_argument(
-        "--delete-old",
-        action="store_true",
-        help="with --replace: delete the other recurring runs of that name (enabled or disabled) "
-        "instead of disabling them",
-    )
-    schedule.set_defaults(handler=_run_schedule)
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("package", metavar="PIPELINE_YAML", type=Path, help="compiled pipeline")
-    parser.add_argument(
-        "--host", help="KFP API endpoint, http(s)://host[:port] (default: $KF_PIPELINES_ENDPOINT)"
-    )
-    parser.add_argument("--namespace", help="Kubernetes namespace (multi-user installs)")
-    parser.add_argument("--ca-cert", help="CA bundle to verify the endpoint's TLS certificate")
-    parser.add_argument(
-        "--experiment", default=DEFAULT_EXPERIMENT, help=f"default: {DEFAULT_EXPERIMENT}"
-    )
-    parser.add_argument("--pipeline-name", help="default: the YAML's pipelineInfo.name")
-    parser.add_argument(
-        "--version-name",
-        help="new version's name, e.g. a git SHA (default: '<pipeline>-<UTC time>')",
-    )
-    parser.add_argument(
-        "--reuse-version",
-        action="store_true",
-        help="use a version that already holds this same YAML (sha256): the one named "
-        "--version-name, else any, instead of uploading it again (one version per release for "
-        "submit + schedule, safe re-runs and rollbacks); a different YAML under that name is "
-        "still refused",
-    )
-    parser.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="pipeline argument (repeatable); numbers, lists and dicts as JSON",
-    )
-    parser.add_argument("--params-file", type=Path, help="JSON or YAML mapping of arguments")
-    parser.add_argument(
-        "--pipeline-root", help="artifact root for the run, e.g. s3://bucket/prefix"
-    )
-    parser.add_argument("--service-account", help="Kubernetes service account for the run")
 
 
 def _duration(text: str) -> float:
@@ -138,6 +33,66 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive duration")
     return seconds
+
+
+# Each command's options (E501 is off for this file: one option a line).
+# fmt: off
+_COMMON: tuple[Option, ...] = (
+    ("package", "compiled pipeline", {"metavar": "PIPELINE_YAML", "type": Path}),
+    ("--host", "KFP API endpoint, http(s)://host[:port] (default: $KF_PIPELINES_ENDPOINT)", {}),
+    ("--namespace", "Kubernetes namespace (multi-user installs)", {}),
+    ("--ca-cert", "CA bundle to verify the endpoint's TLS certificate", {}),
+    ("--experiment", f"default: {DEFAULT_EXPERIMENT}", {"default": DEFAULT_EXPERIMENT}),
+    ("--pipeline-name", "default: the YAML's pipelineInfo.name", {}),
+    ("--version-name", "new version's name, e.g. a git SHA (default: '<pipeline>-<UTC time>')", {}),
+    ("--reuse-version", "use a version that already holds this same YAML (sha256): the one named --version-name, else any, instead of uploading it again (one version per release for submit + schedule, safe re-runs and rollbacks); a different YAML under that name is still refused", {"action": "store_true"}),
+    ("--param", "pipeline argument (repeatable); numbers, lists and dicts as JSON", {"action": "append", "default": [], "metavar": "NAME=VALUE"}),
+    ("--params-file", "JSON or YAML mapping of arguments", {"type": Path}),
+    ("--pipeline-root", "artifact root for the run, e.g. s3://bucket/prefix", {}),
+    ("--service-account", "Kubernetes service account for the run", {}),
+)
+_SUBMIT: tuple[Option, ...] = (
+    ("--run-name", "run display name (default: '<pipeline> <UTC time>')", {}),
+    ("--wait", "follow the run to its end; exit 0 only when it SUCCEEDED (1 otherwise)", {"action": "store_true"}),
+    ("--timeout", "with --wait: give up after this long, e.g. 90m, 3h, 600s (default 3h; exit 1)", {"type": _duration, "default": _duration("3h"), "metavar": "DURATION"}),
+    ("--terminate-on-abort", "with --wait: terminate the run when the wait ends first (timeout, Ctrl-C, SIGTERM of a cancelled CI job)", {"action": "store_true"}),
+    ("--poll", argparse.SUPPRESS, {"type": _duration, "default": 15.0, "metavar": "DURATION"}),
+)
+_SCHEDULE: tuple[Option, ...] = (
+    ("--cron", "6-field cron, seconds first", {"required": True}),
+    ("--name", "recurring run name (default: '<pipeline> schedule')", {}),
+    ("--max-concurrency", "runs allowed at once (default 1)", {"type": int, "default": 1}),
+    ("--catchup", "backfill missed intervals (default: no catch-up)", {"action": "store_true"}),
+    ("--replace", "disable enabled recurring runs of the same name in the experiment once created", {"action": "store_true"}),
+    ("--delete-old", "with --replace: delete the other recurring runs of that name (enabled or disabled) instead of disabling them", {"action": "store_true"}),
+)
+# fmt: on
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    submit = subparsers.add_parser(
+        "submit",
+        help="upload a compiled pipeline (new version) and start a run on Kubeflow",
+        description=(
+            "Upload PIPELINE_YAML as a new version of the pipeline (created on first use), in an "
+            "experiment created or reused by name, and start a run with the given parameters. "
+            "Credentials: KF_PIPELINES_TOKEN (bearer), KF_PIPELINES_COOKIE or "
+            "KF_PIPELINES_SA_TOKEN_PATH from the environment."
+        ),
+    )
+    add_options(submit, _COMMON + _SUBMIT)
+    submit.set_defaults(handler=_run_submit)
+    schedule = subparsers.add_parser(
+        "schedule",
+        help="upload a compiled pipeline (new version) and create a recurring run on it",
+        description=(
+            "Like submit, but creates a recurring run on the uploaded version. KFP's cron has 6 "
+            "fields, seconds first: '0 0 3 * * 1' is Mondays at 03:00; 5-field expressions are "
+            "rejected."
+        ),
+    )
+    add_options(schedule, _COMMON + _SCHEDULE)
+    schedule.set_defaults(handler=_run_schedule)
 
 
 def _prepare(args: argparse.Namespace) -> tuple:

@@ -127,6 +127,9 @@ def _short(exc: Any) -> str:
     return f"HTTP {exc.status} {message or exc.reason}".strip()
 
 
+EXPECTED = object()  # what Resources._call returns for the API error it was told to expect
+
+
 class Resources:
     """Custom objects of one namespace, through the ``kubernetes`` client."""
 
@@ -140,13 +143,19 @@ class Resources:
         self._logs_denied = False
         self._last_log = ""
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(
+        self, what: str, fn: Callable[..., Any], *args: Any, expect: int = 0, **kwargs: Any
+    ) -> Any:
+        """``fn(*args, **kwargs)``, its errors one-line `StepError`s; an API error of status
+        ``expect`` (404: not there, 409: exists) returns :data:`EXPECTED` instead."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
+            if exc.status == expect:
+                return EXPECTED
             raise StepError(f"{what} in namespace {self.namespace}: {_short(exc)}") from None
         except HTTPError as exc:
             raise StepError(f"{what}: Kubernetes API unreachable ({exc})") from None
@@ -156,42 +165,32 @@ class Resources:
 
     def get(self, kind: Kind, name: str) -> dict[str, Any] | None:
         """The object, or None when there is none (404)."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object(*self._args(kind), name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise StepError(f"reading {kind.kind} {name}: {_short(exc)}") from None
+        read = self.custom.get_namespaced_custom_object
+        found = self._call(f"reading {kind.kind} {name}", read, *self._args(kind), name, expect=404)
+        return None if found is EXPECTED else found
 
     def create_or_attach(
         self, kind: Kind, body: dict[str, Any], *, update: bool = False
     ) -> dict[str, Any]:
         """Create ``body``; if its name exists (409), attach to it (``update``: merge-patch it
         with ``body``'s spec first). Returns the object as the API server has it."""
-        from kubernetes.client.exceptions import ApiException
-
         name = body["metadata"]["name"]
-        try:
-            created = self.custom.create_namespaced_custom_object(*self._args(kind), body)
+        create = self.custom.create_namespaced_custom_object
+        created = self._call(
+            f"creating {kind.kind} {name}", create, *self._args(kind), body, expect=409
+        )
+        if created is not EXPECTED:
             logger.info("created %s %s/%s", kind.kind, self.namespace, name)
             return created
-        except ApiException as exc:
-            if exc.status != 409:
-                raise StepError(f"creating {kind.kind} {name}: {_short(exc)}") from None
         if update:
             patch = {
                 "metadata": {"labels": body["metadata"].get("labels", {})},
                 "spec": body["spec"],
             }
             logger.info("%s %s exists: updating it", kind.kind, name)
+            update_it = self.custom.patch_namespaced_custom_object
             return self._call(
-                f"updating {kind.kind} {name}",
-                self.custom.patch_namespaced_custom_object,
-                *self._args(kind),
-                name,
-                patch,
+                f"updating {kind.kind} {name}", update_it, *self._args(kind), name, patch
             )
         logger.info("%s %s exists (a retried step): attaching to it", kind.kind, name)
         found = self.get(kind, name)
@@ -201,16 +200,10 @@ class Resources:
 
     def delete(self, kind: Kind, name: str) -> bool:
         """Delete the object and its dependents (background); False when it was not there."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.custom.delete_namespaced_custom_object(
-                *self._args(kind), name, propagation_policy="Background"
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise StepError(f"deleting {kind.kind} {name}: {_short(exc)}") from None
+        what, delete = f"deleting {kind.kind} {name}", self.custom.delete_namespaced_custom_object
+        background = {"propagation_policy": "Background"}
+        if self._call(what, delete, *self._args(kind), name, expect=404, **background) is EXPECTED:
+            return False
         logger.info("deleted %s %s/%s", kind.kind, self.namespace, name)
         return True
 

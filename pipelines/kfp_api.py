@@ -108,7 +108,7 @@ def connect(
     if token is None and os.environ.get(SA_TOKEN_PATH_ENV):
         credentials = ServiceAccountTokenVolumeCredentials(os.environ[SA_TOKEN_PATH_ENV])
     with kfp_errors(host, "connecting"), _quiet_kfp():
-        client = Client(
+        return Client(
             host=host,
             namespace=namespace or "kubeflow",
             existing_token=token,
@@ -116,7 +116,6 @@ def connect(
             credentials=credentials,
             ssl_ca_cert=ca_cert,
         )  # kfp checks /healthz here unless a namespace is set in its context file
-    return client
 
 
 @dataclass(frozen=True)
@@ -336,7 +335,6 @@ def wait_for_run(
 
 def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
     deadline = time.monotonic() + timeout_s
-    last = "UNKNOWN"
     while True:
         with kfp_errors(host, f"waiting for run {run_id}"), _quiet_kfp():
             last = str(client.get_run(run_id).state or "PENDING").upper()

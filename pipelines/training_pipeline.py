@@ -50,19 +50,18 @@ class PipelineOutputs(NamedTuple):
 def build_pipeline(platform: Platform | None = None) -> GraphComponent:
     """The pipeline with ``platform``'s cluster settings (default: :class:`Platform()`)."""
     p = platform or Platform()
-
     signature = parameters.pipeline_signature(PipelineOutputs, p)
 
     def rfdetr_training(*args: Any, **kwargs: Any) -> PipelineOutputs:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        params = bound.arguments
+        params = signature.bind(*args, **kwargs).arguments  # KFP passes every parameter
         config = resolve_config(**{k.name: params[k.name] for k in parameters.CONFIG_INPUTS})
+        run_config = config.outputs["run_config"]
         fetched = fetch_dataset(dataset_uri=params["dataset_uri"]).after(config)
-        checked = validate_dataset(dataset=fetched.outputs["dataset"])
+        dataset = fetched.outputs["dataset"]
+        checked = validate_dataset(dataset=dataset)
         trained = train(
-            run_config=config.outputs["run_config"],
-            dataset=fetched.outputs["dataset"],
+            run_config=run_config,
+            dataset=dataset,
             checkpoint_mirror_uri=params["checkpoint_mirror_uri"],
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             train_engine=p.train_engine,
@@ -71,20 +70,14 @@ def build_pipeline(platform: Platform | None = None) -> GraphComponent:
             cluster_job=platform_settings.train_job_settings(p),
         ).after(checked)
         selected = select_checkpoint(checkpoints=trained.outputs["checkpoints"])
-        evaluated = evaluate(
-            model=selected.outputs["model"],
-            dataset=fetched.outputs["dataset"],
-            run_config=config.outputs["run_config"],
-        )
-        exported = export_onnx(
-            model=selected.outputs["model"],
-            dataset=fetched.outputs["dataset"],
-            quantize=params["quantize"],
-        )
+        model = selected.outputs["model"]
+        evaluated = evaluate(model=model, dataset=dataset, run_config=run_config)
+        exported = export_onnx(model=model, dataset=dataset, quantize=params["quantize"])
+        onnx, report = exported.outputs["onnx_model"], evaluated.outputs["report"]
         published = publish(
-            model=selected.outputs["model"],
-            onnx_model=exported.outputs["onnx_model"],
-            report=evaluated.outputs["report"],
+            model=model,
+            onnx_model=onnx,
+            report=report,
             map_50_95=evaluated.outputs["Output"],
             bucket=params["publish_bucket"],
             model_name=params["model_name"],
@@ -93,9 +86,11 @@ def build_pipeline(platform: Platform | None = None) -> GraphComponent:
             require_improvement=params["require_improvement"],
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
+        steps = (config, fetched, checked, trained, selected, evaluated, exported, published)
+        tasks = dict(zip(DISPLAY_NAMES, steps, strict=False))  # + served, below
         if p.deploy and not p.local:
             with dsl.If(published.outputs["was_published"] == True, "published"):  # noqa: E712
-                served = deploy(
+                tasks["served"] = deploy(
                     published_uri=published.outputs["uri"],
                     deploy_name=params["deploy_name"],
                     canary_traffic_percent=params["canary_traffic_percent"],
@@ -103,31 +98,9 @@ def build_pipeline(platform: Platform | None = None) -> GraphComponent:
                     max_replicas=p.serve_replicas[1],
                     serving=platform_settings.serving_settings(p),
                 )
-                if p.display_names:
-                    served.set_display_name("Deploy")
-                platform_settings.common(served, p, p.light)
-                platform_settings.use_object_store(served, p)
-                platform_settings.no_cache(served)
-        _configure(
-            p,
-            {
-                "config": config,
-                "fetched": fetched,
-                "checked": checked,
-                "trained": trained,
-                "selected": selected,
-                "evaluated": evaluated,
-                "exported": exported,
-                "published": published,
-            },
-        )
-        return PipelineOutputs(
-            model=selected.outputs["model"],
-            onnx_model=exported.outputs["onnx_model"],
-            report=evaluated.outputs["report"],
-            map_50_95=evaluated.outputs["Output"],
-            published_uri=published.outputs["uri"],
-        )
+        _configure(p, tasks)
+        score, uri = evaluated.outputs["Output"], published.outputs["uri"]
+        return PipelineOutputs(model, onnx, report, score, uri)
 
     rfdetr_training.__signature__ = signature  # type: ignore[attr-defined]
     rfdetr_training.__doc__ = parameters.DOCSTRING
@@ -143,6 +116,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "evaluated": "Evaluate",
     "exported": "Export ONNX",
     "published": "Publish",
+    "served": "Deploy",  # only with Platform.deploy
 }
 
 
@@ -150,9 +124,10 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     """Display names and :mod:`pipelines._platform` settings of each task."""
     ps = platform_settings
     if p.display_names and not p.local:  # kfp.local warns that they do nothing there
-        for key, name in DISPLAY_NAMES.items():
-            tasks[key].set_display_name(name)
-    for key in ("config", "checked", "selected", "published"):
+        for key, task in tasks.items():
+            task.set_display_name(DISPLAY_NAMES[key])
+    light = ("config", "checked", "selected", "published", "served")
+    for key in (key for key in light if key in tasks):
         ps.common(tasks[key], p, p.light)
     for key in ("fetched", "exported"):
         ps.common(tasks[key], p, p.export)
@@ -166,8 +141,11 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     ps.retry_training(tasks["trained"], p)
     ps.deadline(tasks["trained"], p, p.train_timeout_s)
     ps.deadline(tasks["evaluated"], p, p.eval_timeout_s)
-    ps.no_cache(tasks["fetched"])
-    ps.no_cache(tasks["published"])
+    if "served" in tasks:
+        ps.use_object_store(tasks["served"], p)
+    for key in ("fetched", "published", "served"):
+        if key in tasks:
+            ps.no_cache(tasks[key])
 
 
 rfdetr_training = build_pipeline()

@@ -9,9 +9,9 @@ Public names are imported on first use, so light commands (``rfdetr validate``) 
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as _metadata
-from typing import Any
+
+from rfdetr.utils.lazy import lazy_names
 
 try:  # one source of truth: the version in pyproject.toml, as installed
     __version__ = _metadata.version("rfdetr")
@@ -49,14 +49,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rfdetr' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

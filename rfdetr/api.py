@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import supervision as sv
 import torch
 
@@ -27,6 +26,7 @@ from rfdetr.inference import (
     is_batch,
     preprocess,
     resolve_thresholds,
+    to_detections,
     to_float_chw,
 )
 from rfdetr.models.build import build_model
@@ -207,7 +207,7 @@ class RFDETRModel:
             )
             with torch.inference_mode():
                 results = self.postprocess(forward(batch), sizes, threshold=threshold)
-            detections.extend(self._to_detections(result) for result in results)
+            detections.extend(to_detections(result, self.class_names) for result in results)
         return detections[0] if single else detections
 
     def _forward_for(self, backend: str, onnx_path: str | os.PathLike[str] | None) -> Any:
@@ -252,7 +252,8 @@ class RFDETRModel:
         calibration: str | os.PathLike[str] | None = None,
         format: str = "onnx",
     ) -> Path:
-        """Export to ONNX (``output_dir/rfdetr-<size>.onnx``), verified against PyTorch.
+        """Export to ONNX (``output_dir/rfdetr-<size>.onnx``), verified against PyTorch; returns
+        the path of the file to use (the simplified, quantized or OpenVINO one when asked for).
 
         The graph takes ``input`` ``[B, 3, H, W]`` float32 (RGB, ImageNet-normalised) and
         returns ``dets`` ``[B, Q, 4]`` normalised cxcywh, ``labels`` ``[B, Q, C+1]`` logits and,
@@ -280,9 +281,6 @@ class RFDETRModel:
                 box/score deviations) into ``<file>.accuracy.json`` and the file's metadata.
             format: ``"onnx"`` or ``"openvino"`` (an IR ``.xml``/``.bin``, fp32, or int8 with
                 ``quantize``; the ``openvino`` extra).
-
-        Returns:
-            The path of the file to use (`pathlib.Path`).
         """
         result = self.export_files(
             output_dir,
@@ -341,15 +339,3 @@ class RFDETRModel:
             self.dataset_ids = checkpoint.dataset_ids
             self.postprocess = PostProcess(config.num_select)
         return result
-
-    def _to_detections(self, result: dict[str, torch.Tensor]) -> sv.Detections:
-        class_id = result["labels"].cpu().numpy().astype(int)
-        names = np.array([self.class_names[i] for i in class_id], dtype=object)
-        masks = result.get("masks")
-        return sv.Detections(
-            xyxy=result["boxes"].float().cpu().numpy(),
-            confidence=result["scores"].float().cpu().numpy(),
-            class_id=class_id,
-            mask=masks.cpu().numpy() if masks is not None else None,
-            data={"class_name": names},
-        )

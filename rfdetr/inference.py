@@ -1,4 +1,5 @@
-"""Input handling for `predict()`: many image types in, one normalised batch out."""
+"""Input handling for `predict()`: many image types in, one normalised batch out; and the
+`supervision.Detections` out."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import supervision as sv
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
@@ -146,3 +148,17 @@ def preprocess(
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (batch - mean) / std, sizes
+
+
+def to_detections(result: dict[str, torch.Tensor], class_names: list[str]) -> sv.Detections:
+    """One image's `PostProcess` result -> `supervision.Detections` with ``class_name`` data."""
+    class_id = result["labels"].cpu().numpy().astype(int)
+    names = np.array([class_names[i] for i in class_id], dtype=object)
+    masks = result.get("masks")
+    return sv.Detections(
+        xyxy=result["boxes"].float().cpu().numpy(),
+        confidence=result["scores"].float().cpu().numpy(),
+        class_id=class_id,
+        mask=masks.cpu().numpy() if masks is not None else None,
+        data={"class_name": names},
+    )

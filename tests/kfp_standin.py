@@ -98,23 +98,29 @@ def _route(state: KfpStandIn, req: Request) -> tuple[int, dict]:
         }
         state.pipelines.append(pipeline)
         # The server gives the first version the pipeline's name and description.
-        state.versions.append(
-            {"pipeline_id": pipeline["pipeline_id"], "pipeline_version_id": state.new_id("ver"),
-             "display_name": q["name"], "description": q.get("description", ""),
-             "created_at": NOW}
-        )  # fmt: skip
+        _new_version(state, pipeline["pipeline_id"], q)
         return 200, pipeline
     if (method, path) == ("POST", f"{API}/pipelines/upload_version"):
-        version = {"pipeline_id": q["pipelineid"], "pipeline_version_id": state.new_id("ver"),
-                   "display_name": q["name"], "description": q.get("description", ""),
-                   "created_at": NOW}  # fmt: skip
-        state.versions.append(version)
-        return 200, version
+        return 200, _new_version(state, q["pipelineid"], q)
     if method == "GET" and path.startswith(f"{API}/pipelines/") and path.endswith("/versions"):
         pid = path.split("/")[-2]
         return 200, _listing(
             "pipeline_versions", [v for v in state.versions if v["pipeline_id"] == pid], q
         )
+    return _route_runs(state, req)
+
+
+def _new_version(state: KfpStandIn, pipeline_id: str, query: dict[str, str]) -> dict:
+    version = {"pipeline_id": pipeline_id, "pipeline_version_id": state.new_id("ver"),
+               "display_name": query["name"], "description": query.get("description", ""),
+               "created_at": NOW}  # fmt: skip
+    state.versions.append(version)
+    return version
+
+
+def _route_runs(state: KfpStandIn, req: Request) -> tuple[int, dict]:
+    """Runs and recurring runs."""
+    path, method, q = req.path, req.method, req.query
     if (method, path) == ("POST", f"{API}/runs"):
         run = {**req.body, "run_id": state.new_id("run"), "state": "PENDING", "created_at": NOW}
         state.runs.append(run)

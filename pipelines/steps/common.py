@@ -17,7 +17,6 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "rfdetr-training"
 CONFIG_FILE = "run_config.json"
-REPORT_FILE = "report.md"
 
 
 class StepError(UserError, RuntimeError):

@@ -24,22 +24,13 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipelines import k8s_resources as k8s
 from pipelines._platform import Platform, serving_settings
-from pipelines.k8s_resources import (
-    Kind,
-    Resources,
-    Verdict,
-    condition,
-    current_namespace,
-    object_store_env,
-    reason_of,
-    requirements,
-)
 from pipelines.steps.common import StepError
 
 logger = logging.getLogger(__name__)
 
-ISVC = Kind("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
+ISVC = k8s.Kind("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
 MODEL_NAME = "rfdetr"  # the model's name in the v2 URLs
 PORT = 8080  # KServe's default port of a custom predictor's container
 # ModelStatus.transitionStatus values that will not turn Ready (kserve v1beta1 ModelStatus).
@@ -96,9 +87,9 @@ def render_isvc(
         "image": settings["image"],
         "command": ["rfdetr", "serve"],
         "args": ["--model", model_uri, "--name", MODEL_NAME, "--port", str(PORT)],
-        "env": [{"name": "HOME", "value": "/tmp"}, *object_store_env(settings["secret"])],
+        "env": [{"name": "HOME", "value": "/tmp"}, *k8s.object_store_env(settings["secret"])],
         "ports": [{"containerPort": PORT, "protocol": "TCP"}],
-        "resources": requirements(settings["cpu"], settings["memory"]),
+        "resources": k8s.requirements(settings["cpu"], settings["memory"]),
     }
     predictor: dict[str, Any] = {
         "minReplicas": min_replicas,
@@ -118,15 +109,15 @@ def render_isvc(
 def judge_ready(generation: int) -> Any:
     """Ready for ``generation`` (or later), or failed to load."""
 
-    def judge(obj: dict[str, Any]) -> Verdict | None:
+    def judge(obj: dict[str, Any]) -> k8s.Verdict | None:
         status = obj.get("status") or {}
         model = status.get("modelStatus") or {}
         if model.get("transitionStatus") in STUCK:
             failure = model.get("lastFailureInfo") or {}
-            return Verdict(True, reason_of(failure) or model["transitionStatus"])
-        ready = condition(obj, "Ready")
+            return k8s.Verdict(True, k8s.reason_of(failure) or model["transitionStatus"])
+        ready = k8s.condition(obj, "Ready")
         if ready is not None and int(status.get("observedGeneration") or 0) >= generation:
-            return Verdict(False)
+            return k8s.Verdict(False)
         return None
 
     return judge
@@ -175,7 +166,7 @@ def deploy_model(
     min_replicas: int = 1,
     max_replicas: int = 1,
     canary_percent: int = 0,
-    resources: Resources | None = None,
+    resources: k8s.Resources | None = None,
 ) -> Endpoint:
     """Apply, wait for Ready, test, and describe the endpoint (see the module docstring).
 
@@ -192,7 +183,7 @@ def deploy_model(
             f"{min_replicas}-{max_replicas} must satisfy 0 <= min <= max, max >= 1"
         )
     service = service_name(model_uri, name)
-    api = resources or Resources(current_namespace())
+    api = resources or k8s.Resources(k8s.current_namespace())
     body = render_isvc(
         service,
         model_uri,

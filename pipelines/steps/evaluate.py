@@ -115,12 +115,7 @@ def evaluate_checkpoint(
         figures = flat_metrics(result)
         metrics.set_map({k: figures[k] for k in ("map_50_95", "map_50", "map_75", "ar_100")})
         metrics.set_images_per_second(result.num_images / max(seconds, 1e-9))
-    logger.info(
-        "%s split: mAP50:95 %.4f, mAP50 %.4f",
-        split,
-        result.primary.map_50_95,
-        result.primary.map_50,
-    )
+    logger.info("%s split: %s", split, result.summary())
     return EvaluationOutcome(
         split=split,
         report_dir=Path(report_dir),

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipelines.steps.common import StepError, link_or_copy, plain_number, step_metrics
 from rfdetr.storage import (
@@ -62,6 +62,16 @@ class PublishDecision:
     current: dict[str, Any] | None = None
 
 
+class PublishOutputs(NamedTuple):
+    """The ``publish`` component's outputs. Not "published": a field named like an output
+    artifact is declared as "published_2" by the compiler while the executor writes
+    "published", and KFP's launcher then fails."""
+
+    uri: str
+    version: str
+    was_published: bool
+
+
 @dataclass(frozen=True)
 class PublishResult:
     """What :func:`publish_model` did."""
@@ -80,6 +90,9 @@ class PublishResult:
             "version": self.version,
             "files": len(self.files),
         }
+
+    def outputs(self) -> PublishOutputs:
+        return PublishOutputs(self.uri, self.version, self.published)
 
 
 def check_name(value: str, what: str) -> str:
@@ -313,10 +326,5 @@ def _publish(
             metrics.set_gauge("published", 0.0, "1 when the model was published")
             return PublishResult(False, reason, version=version)
     logger.info("published %s (%d files, %s)", prefix, len(manifest.files), decision.reason)
-    return PublishResult(
-        True,
-        decision.reason,
-        str(prefix),
-        version,
-        {entry.path: entry.sha256 for entry in manifest.files},
-    )
+    sha256 = {entry.path: entry.sha256 for entry in manifest.files}
+    return PublishResult(True, decision.reason, str(prefix), version, sha256)

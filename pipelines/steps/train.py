@@ -111,6 +111,7 @@ def work_folder(output_dir: str | Path) -> Path:
 
 def keep_outputs(work: Path, out: Path) -> list[str]:
     """Link the :data:`KEPT` files (and TensorBoard's) of the run folder into the artifact."""
+    out.mkdir(parents=True, exist_ok=True)
     kept = [name for name in KEPT if (work / name).is_file()]
     kept += sorted(p.name for p in work.glob(TENSORBOARD_GLOB) if p.is_file())
     for name in kept:

@@ -24,28 +24,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines import k8s_resources as k8s
 from pipelines._platform import Platform, train_job_settings
-from pipelines.k8s_resources import (
-    Kind,
-    Resources,
-    Verdict,
-    condition,
-    current_namespace,
-    object_store_env,
-    reason_of,
-    requirements,
-)
 from pipelines.steps.common import StepError
+from pipelines.steps.config import read_run_config
+from pipelines.steps.dataset import dataset_reference
 from pipelines.steps.mirror import MIRRORED, CheckpointMirror
-from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, mirror_folder, work_folder
+from pipelines.steps.train import (
+    KEPT,
+    TrainOutcome,
+    keep_outputs,
+    mirror_folder,
+    outcome_from_folder,
+    work_folder,
+)
 from rfdetr import checkpoints as files
 
 logger = logging.getLogger(__name__)
 
-TRAINJOB = Kind("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
-PYTORCHJOB = Kind("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
+TRAINJOB = k8s.Kind("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob")
+PYTORCHJOB = k8s.Kind("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
 KINDS = {"trainjob": TRAINJOB, "pytorchjob": PYTORCHJOB}
-ENGINES = ("pod", *KINDS)
 # Condition types: Trainer v2 pkg/apis/trainer/v1alpha1/trainjob_types.go (Complete, Failed);
 # Training Operator v1 pkg/apis/kubeflow.org/v1/common_types.go (Succeeded, Failed).
 DONE = {"trainjob": "Complete", "pytorchjob": "Succeeded"}
@@ -78,7 +77,7 @@ def _env(settings: dict[str, Any], config_json: str, reference: str, mirror: str
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": "/tmp"},  # writable whatever UID the cluster forces
     ]
-    env += object_store_env(settings["secret"])
+    env += k8s.object_store_env(settings["secret"])
     return env
 
 
@@ -102,7 +101,7 @@ def render_job(
     kind, procs = KINDS[engine], max(1, gpus_per_node)
     command = [sys.executable if settings.get("local") else "python", "-m", __name__]
     meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
-    resources = requirements(
+    resources = k8s.requirements(
         settings["cpu"], settings["memory"], settings["accelerator"], gpus_per_node
     )
     if engine == "trainjob":
@@ -154,11 +153,11 @@ def render_job(
 def judge_job(engine: str) -> Any:
     """The :data:`~pipelines.k8s_resources.Judge` of a TrainJob or PyTorchJob."""
 
-    def judge(obj: dict[str, Any]) -> Verdict | None:
-        failed = condition(obj, "Failed")
+    def judge(obj: dict[str, Any]) -> k8s.Verdict | None:
+        failed = k8s.condition(obj, "Failed")
         if failed is not None:
-            return Verdict(True, reason_of(failed))
-        return Verdict(False) if condition(obj, DONE[engine]) is not None else None
+            return k8s.Verdict(True, k8s.reason_of(failed))
+        return k8s.Verdict(False) if k8s.condition(obj, DONE[engine]) is not None else None
 
     return judge
 
@@ -174,7 +173,7 @@ def train_on_cluster(
     settings: dict[str, Any],
     mirror_root: str,
     run_id: str,
-    resources: Resources | None = None,
+    resources: k8s.Resources | None = None,
 ) -> TrainOutcome:
     """Run training as a ``engine`` job of ``nodes`` nodes and wait for it (module docstring).
 
@@ -182,10 +181,6 @@ def train_on_cluster(
         StepError: no mirror or no dataset reference (the nodes could not share files), no API
             access, the job failed (its reason), or it did not finish in ``timeout_s``.
     """
-    from pipelines.steps.config import read_run_config
-    from pipelines.steps.dataset import dataset_reference
-    from pipelines.steps.train import outcome_from_folder
-
     settings = {**DEFAULTS, **settings}
     if engine not in KINDS or nodes < 1 or gpus_per_node < 0:
         raise StepError(
@@ -199,24 +194,16 @@ def train_on_cluster(
             "checkpoint_mirror_uri: the nodes fetch the data and return their files through them"
         )
     config = read_run_config(run_config)
-    world = nodes * max(1, gpus_per_node)
-    logger.info(
-        "effective batch %d = batch_size %d x grad_accum_steps %d x world size %d (%d node(s) "
-        "x %d)",
-        config.train.batch_size * config.train.grad_accum_steps * world,
-        config.train.batch_size,
-        config.train.grad_accum_steps,
-        world,
-        nodes,
-        max(1, gpus_per_node),
-    )
+    procs = max(1, gpus_per_node)
+    batch = config.effective_batch_size(nodes * procs)
+    logger.info("effective batch %d: %d node(s) x %d process(es)", batch, nodes, procs)
     mirror = CheckpointMirror(f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train")
     name = job_name(run_id)
     env = _env(settings, config.model_dump_json(), reference.to_json(), str(mirror.uri))
     body = render_job(
         engine, name, nodes=nodes, gpus_per_node=gpus_per_node, settings=settings, env=env
     )
-    api = resources or Resources(current_namespace())
+    api = resources or k8s.Resources(k8s.current_namespace())
     api.create_or_attach(KINDS[engine], body)
     api.wait(
         KINDS[engine],
@@ -226,13 +213,11 @@ def train_on_cluster(
         poll_s=float(settings["poll_s"]),
         log_selector=RANK0[engine].format(name=name),
     )
-    out, work = Path(output_dir), work_folder(output_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder(output_dir)
     _collect(mirror, work)
     outcome = outcome_from_folder(work, None)
     mirror.finish(work, sync=False)
-    out.mkdir(parents=True, exist_ok=True)
-    keep_outputs(work, out)
+    keep_outputs(work, Path(output_dir))
     if settings["delete"]:
         api.delete(KINDS[engine], name)
     return outcome
@@ -243,6 +228,7 @@ def _collect(mirror: CheckpointMirror, work: Path) -> None:
     from rfdetr.storage import download_file
     from rfdetr.storage.errors import ObjectNotFoundError
 
+    work.mkdir(parents=True, exist_ok=True)
     for name in (*MIRRORED, *RESULTS):
         if name == files.LAST:
             continue

@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rfdetr.utils.lazy import lazy_names
 
 # Imported on first use: validation needs no torch, so `rfdetr validate` starts fast.
 _LAZY: dict[str, str] = {
@@ -40,10 +39,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rfdetr.data' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"rfdetr.data.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -67,10 +67,6 @@ class ClassMap:
         """
         return self._index[source_id]
 
-    def source_id_of(self, index: int) -> int:
-        """Dataset id of a library id."""
-        return self.source_ids[index]
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, stored in checkpoints and reports."""
         return {

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from rfdetr.utils.box_ops import box_xyxy_to_cxcywh
+
 Target = dict[str, Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -220,23 +222,11 @@ class Normalize:
         out = torch.empty(image.shape, dtype=torch.float32)
         out.copy_(image).mul_(self.scale).sub_(self.shift)
         target = dict(target)
-        target["boxes"] = xyxy_to_cxcywh(target["boxes"]) / torch.tensor(
+        target["boxes"] = box_xyxy_to_cxcywh(target["boxes"]) / torch.tensor(
             [width, height, width, height], dtype=torch.float32
         )
         target["size"] = torch.tensor([height, width], dtype=torch.int64)
         return out, target
-
-
-def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    """``[N, 4]`` ``x1, y1, x2, y2`` -> ``cx, cy, w, h`` (same units)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
-
-
-def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """``[N, 4]`` ``cx, cy, w, h`` -> ``x1, y1, x2, y2`` (same units)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
 
 
 def multi_scale_sizes(resolution: int, multiple: int, expanded: bool = False) -> list[int]:

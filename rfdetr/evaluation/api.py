@@ -39,34 +39,52 @@ def evaluate(
 
     Box metrics (and mask metrics for Seg models) are reported per class against the dataset's
     own category ids and names. With ``output_dir``, also writes ``metrics.json``, ``report.md``,
-    ``report.html`` (self-contained) and ``plots/*.png`` there.
+    ``report.html`` (self-contained, ``num_samples`` images drawn) and ``plots/*.png`` there.
 
     Args:
         model_or_checkpoint: an ``RFDETRNano(...)``-style model, or a checkpoint path (ours or
-            upstream's); its size comes from the checkpoint's config unless ``size`` is given.
-        dataset_dir: the dataset folder (format detected).
+            upstream's); its size comes from the checkpoint's config, else from ``size``.
         split: ``valid`` (or ``val``), ``test`` or ``train``.
-        output_dir: where to write the report; None writes nothing.
-        size: model size for a checkpoint that does not record it (``nano``, ``seg-small``...).
         device: ``cuda``, ``cpu``...; default: the model's device, or CUDA when available.
-        batch_size: images per forward pass.
-        num_workers: DataLoader worker processes.
-        max_dets: detections per image COCOeval counts (upstream: 500).
-        backend: ``auto`` (faster-coco-eval when installed), ``pycocotools`` or
-            ``faster-coco-eval``.
-        num_samples: images drawn in the HTML report.
+        max_dets, backend: see `rfdetr.evaluation.coco.score_predictions`.
 
-    Raises:
-        EvaluationError: the model's classes do not match the dataset's.
-        DatasetError: the folder or the split is missing or unusable.
-        CheckpointError: the checkpoint cannot be read or records no size (pass ``size``).
+    Raises `EvaluationError` (the model's classes are not the dataset's), `DatasetError` (no
+    usable folder or split) or `CheckpointError` (unreadable, or no size: pass ``size``).
     """
-    from rfdetr.data import build_dataset, coco_ground_truth, dataset_class_map
+    from rfdetr.data import coco_ground_truth
     from rfdetr.evaluation.coco import score_predictions
     from rfdetr.evaluation.predictions import predict_dataset
 
     started = time.perf_counter()
     model, source = _model_for(model_or_checkpoint, size=size, device=device)
+    dataset = _checked_split(model, source, dataset_dir, split)
+    predictions = predict_dataset(
+        model.model,
+        dataset,
+        postprocess=model.postprocess,
+        device=model.device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        segmentation=dataset.segmentation,
+    )
+    scoring = {"segmentation": dataset.segmentation, "max_dets": max_dets, "backend": backend}
+    result = score_predictions(coco_ground_truth(dataset), predictions, **scoring)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "%s split of %s: %s (%.1f s)", dataset.split, dataset_dir, result.summary(), seconds
+    )
+    if output_dir is not None:
+        meta = _meta(model, source, dataset, dataset_dir, seconds)
+        _write_outputs(result, dataset, predictions, Path(output_dir), meta, num_samples)
+    return result
+
+
+def _checked_split(
+    model: RFDETRModel, source: str, dataset_dir: Any, split: str
+) -> DetectionDataset:
+    """The ``split`` of the dataset, once the model's classes are checked against its own."""
+    from rfdetr.data import build_dataset, dataset_class_map
+
     class_map = dataset_class_map(dataset_dir)
     # Placeholder names (a checkpoint without names, a model built with num_classes) are not
     # compared, only counted.
@@ -75,7 +93,7 @@ def evaluate(
         model.class_names, class_map, source=source, dataset=str(dataset_dir), known=known
     )
     segmentation = bool(model.config.segmentation_head)
-    dataset = build_dataset(
+    return build_dataset(
         dataset_dir,
         split,
         model.resolution,
@@ -83,34 +101,6 @@ def evaluate(
         segmentation=segmentation,
         class_map=class_map,
     )
-    predictions = predict_dataset(
-        model.model,
-        dataset,
-        postprocess=model.postprocess,
-        device=model.device,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        segmentation=segmentation,
-    )
-    ground_truth = coco_ground_truth(dataset)
-    result = score_predictions(
-        ground_truth, predictions, segmentation=segmentation, max_dets=max_dets, backend=backend
-    )
-    seconds = time.perf_counter() - started
-    logger.info(
-        "%s split of %s: %s mAP50:95 %.4f, mAP50 %.4f (%d images, %.1f s)",
-        dataset.split,
-        dataset_dir,
-        result.iou_type,
-        result.primary.map_50_95,
-        result.primary.map_50,
-        result.num_images,
-        seconds,
-    )
-    if output_dir is not None:
-        meta = _meta(model, source, dataset, dataset_dir, seconds)
-        _write_outputs(result, dataset, predictions, Path(output_dir), meta, num_samples)
-    return result
 
 
 def _meta(

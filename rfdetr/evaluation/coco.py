@@ -178,6 +178,14 @@ class EvaluationResult:
         """Class names in class-id order."""
         return [c.name for c in self.per_class]
 
+    def summary(self) -> str:
+        """One line for logs: ``bbox mAP50:95 0.4120, mAP50 0.6010 over 50 images``."""
+        primary = self.primary
+        return (
+            f"{self.iou_type} mAP50:95 {primary.map_50_95:.4f}, mAP50 {primary.map_50:.4f} "
+            f"over {self.num_images} images"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-able); ``segm`` is None for detection models."""
         data = asdict(self)
@@ -330,13 +338,7 @@ def evaluate_model(
         max_dets=max_dets,
         backend=backend,
     )
-    logger.debug(
-        "%s: mAP50:95 %.4f, mAP50 %.4f over %d images",
-        result.iou_type,
-        result.primary.map_50_95,
-        result.primary.map_50,
-        result.num_images,
-    )
+    logger.debug("%s", result.summary())
     return result
 
 

@@ -10,8 +10,7 @@ Names are imported on first use, so importing this package loads neither onnx no
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rfdetr.utils.lazy import lazy_names
 
 _LAZY: dict[str, str] = {
     "ExportModule": "rfdetr.export.graph",
@@ -40,14 +39,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rfdetr.export' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -21,7 +21,7 @@ from rfdetr import __version__
 from rfdetr.config import ModelConfig
 from rfdetr.export.accuracy import AccuracyReport
 from rfdetr.export.metadata import ExportMetadata
-from rfdetr.export.onnx import ExportError, check_opset, check_shape, export_onnx, simplify_onnx
+from rfdetr.export.onnx import ExportError, check_shape, export_onnx, simplify_onnx
 from rfdetr.export.openvino import OpenVINOModel, export_openvino
 from rfdetr.export.quantize import QuantizeResult
 from rfdetr.export.runtime import ONNXRuntimeModel
@@ -76,24 +76,13 @@ def export_model(
     calibration: str | os.PathLike[str] | None = None,
     format: str = "onnx",
 ) -> ExportResult:
-    """Export ``model`` (built from ``config``) to ONNX in ``output_dir``; it is not modified.
+    """Export ``model`` (built from ``config``, not modified) to ONNX in ``output_dir``.
 
-    Args:
-        model: the detector; a CPU copy in eval mode is exported.
-        config: its architecture (name, resolution, patch and window sizes, ``num_select``).
-        class_names: a name per 0-based class id (the file's metadata).
-        dataset_ids: the dataset's own id of each class id, when known (metadata; dropped when
-            it does not give one per class name).
-        class_columns: the ``pred_logits`` column of each class id when it is not the id
-            (COCO-id heads), as `PostProcess` takes it.
-        The other arguments: see `rfdetr.api.RFDETRModel.export`.
-
-    Raises:
-        ExportError: bad arguments (one line). ExportVerificationError: ONNX Runtime and
-            PyTorch disagree beyond 1e-4.
+    ``class_names`` and ``dataset_ids`` (each class id's dataset id; dropped unless one a name)
+    go into the metadata; ``class_columns``: the ``pred_logits`` column of each class id where
+    not the id (COCO-id heads). Other arguments and errors: `rfdetr.api.RFDETRModel.export`.
     """
     size = check_shape(shape, config.resolution, config.block_size)
-    check_opset(opset_version)
     target = check_target(quantize, calibration, format, list(class_names))
     if target.derived and with_postprocess:
         raise ExportError("quantize / format='openvino' need the raw-output graph (no postprocess)")
@@ -117,31 +106,17 @@ def export_model(
         logit_columns=list(class_columns) if class_columns is not None else None,
     )
     stem = f"rfdetr-{config.name}" + ("-postprocess" if with_postprocess else "")
-    path = export_onnx(
-        model,
-        Path(output_dir) / f"{stem}.onnx",
-        shape=size,
-        metadata=metadata,
-        opset_version=opset_version,
-        dynamic_batch=dynamic_batch,
-        batch_size=batch_size,
-        class_columns=class_columns,
-    )
-    reports = []
+    path = Path(output_dir) / f"{stem}.onnx"
+    export_onnx(model, path, metadata=metadata, opset_version=opset_version, batch_size=batch_size)
     reference = PostProcess(config.num_select, class_columns) if with_postprocess else None
-    if verify:
-        reports.append(_checked(path, model, reference))
-    simplified = None
-    if simplify:
-        simplified = simplify_onnx(path, path.with_name(f"{stem}.sim.onnx"))
-        if verify:
-            reports.append(_checked(simplified, model, reference))
+    reports = [_checked(path, model, reference)] if verify else []
+    simplified = simplify_onnx(path, path.with_name(f"{stem}.sim.onnx")) if simplify else None
+    if simplified is not None and verify:
+        reports.append(_checked(simplified, model, reference))
     final, quantized, accuracy = simplified or path, None, None
     if target.derived:
         final, quantized, accuracy = build_target(final, target)
-    return ExportResult(
-        final, path, simplified, tuple(reports), metadata, quantized=quantized, accuracy=accuracy
-    )
+    return ExportResult(final, path, simplified, tuple(reports), metadata, quantized, accuracy)
 
 
 def _checked(path: Path, model: object, postprocess: object) -> VerifyReport:

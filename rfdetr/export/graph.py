@@ -32,11 +32,17 @@ class ExportModule(nn.Module):
     Args:
         model: the trained model (copied: its ``forward`` and weights stay as they are).
         shape: input ``(height, width)``; multiples of ``patch_size * num_windows``.
-        postprocess: append top-k post-processing (a second input ``orig_size``).
+        num_select: append `TopKPostProcess` keeping this many detections (a second input
+            ``orig_size``); None: the raw outputs.
+        class_columns: the logit column of each class id for it (None: column i is class i).
     """
 
     def __init__(
-        self, model: RFDETR, shape: tuple[int, int], postprocess: TopKPostProcess | None = None
+        self,
+        model: RFDETR,
+        shape: tuple[int, int],
+        num_select: int | None = None,
+        class_columns: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.model = copy.deepcopy(model)
@@ -46,7 +52,11 @@ class ExportModule(nn.Module):
         self.mask_size = None
         if head is not None:
             self.mask_size = (shape[0] // head.downsample_ratio, shape[1] // head.downsample_ratio)
-        self.postprocess = postprocess
+        self.postprocess = (
+            TopKPostProcess(num_select, self.queries, self.logits, class_columns, self.mask_size)
+            if num_select is not None
+            else None
+        )
         vit = self.model.backbone[0].encoder.encoder
         for block in vit.encoder.layer:
             block.deploy()

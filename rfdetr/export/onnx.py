@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from rfdetr.errors import UserError
-from rfdetr.export.graph import ExportModule, TopKPostProcess
+from rfdetr.export.graph import ExportModule
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.models.detector import RFDETR
 
@@ -68,24 +68,16 @@ def export_onnx(
     model: RFDETR,
     output: str | os.PathLike[str],
     *,
-    shape: tuple[int, int],
     metadata: ExportMetadata,
     opset_version: int = 17,
-    dynamic_batch: bool = True,
     batch_size: int = 1,
-    class_columns: list[int] | None = None,
 ) -> Path:
-    """Write the inference graph of ``model`` to ``output`` and return the path.
+    """Write the inference graph of ``model`` (eval mode, CPU; not modified) to ``output``.
 
-    Args:
-        model: an eval-mode model on the CPU (not modified).
-        output: the ``.onnx`` file to write (its folder is created).
-        shape: input ``(height, width)``, already validated (`check_shape`).
-        metadata: written into ``metadata_props``; ``metadata.with_postprocess`` appends top-k
-            post-processing (input ``orig_size``, outputs ``boxes``/``scores``/``class_ids``).
-        opset_version: ONNX opset (`check_opset`).
-        dynamic_batch: symbolic batch axis ``batch``; else the batch is fixed to ``batch_size``.
-        class_columns: logit column of each class id for the post-processing graph.
+    ``metadata`` is written into ``metadata_props`` and says the graph: its ``input_shape``
+    (validated by `check_shape`), ``dynamic_batch`` (a symbolic batch axis ``batch``; else the
+    batch is ``batch_size``), and ``with_postprocess`` (top-k post-processing appended: input
+    ``orig_size``, outputs ``boxes``/``scores``/``class_ids``, classes in ``logit_columns``).
 
     Raises:
         ExportError: a bad opset or batch size.
@@ -95,20 +87,12 @@ def export_onnx(
     check_opset(opset_version)
     if batch_size < 1:
         raise ExportError(f"batch_size must be >= 1, got {batch_size}")
-    postprocess = None
-    if metadata.with_postprocess:
-        ratio = model.segmentation_head.downsample_ratio if model.segmentation_head else 4
-        postprocess = TopKPostProcess(
-            metadata.num_select,
-            model.num_queries,
-            model.class_embed.out_features,
-            class_columns,
-            mask_size=(shape[0] // ratio, shape[1] // ratio) if model.segmentation_head else None,
-        )
-    module = ExportModule(model, shape, postprocess).eval()
+    shape, dynamic_batch = metadata.input_shape, metadata.dynamic_batch
+    top_k = metadata.num_select if metadata.with_postprocess else None
+    module = ExportModule(model, shape, top_k, metadata.logit_columns).eval()
     images = torch.randn(batch_size, 3, *shape)
     args: tuple[torch.Tensor, ...] = (images,)
-    if postprocess is not None:
+    if module.postprocess is not None:
         args = (images, torch.tensor([[shape[0], shape[1]]] * batch_size, dtype=torch.long))
     names_in, names_out = module.input_names, module.output_names
     axes = {name: {0: "batch"} for name in names_in + names_out} if dynamic_batch else None

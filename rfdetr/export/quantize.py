@@ -235,12 +235,9 @@ def quantize_onnx(
 ) -> QuantizeResult:
     """Write an int8 QDQ copy of the fp32 file ``source`` to ``output`` (metadata kept).
 
-    Args:
-        inputs: calibration inputs ``[1, 3, H, W]`` (`preprocessed`).
-        sensitivity: run the sensitivity pass (see the module docstring).
-        max_excluded: at most this many module groups kept in fp32.
-        check_images: inputs (the first ones) the errors are measured on.
-        budget_s: time after which the pass stops measuring further groups.
+    Calibrated on ``inputs`` (``[1, 3, H, W]``, `preprocessed`), errors measured on the first
+    ``check_images``; the ``sensitivity`` pass (module docstring) keeps at most ``max_excluded``
+    module groups in fp32 and stops measuring groups after ``budget_s`` seconds.
     """
     started = time.perf_counter()
     source, output = Path(source), Path(output)

@@ -26,6 +26,7 @@ from rfdetr.inference import (
     Thresholds,
     is_batch,
     resolve_thresholds,
+    to_detections,
     to_float_chw,
 )
 from rfdetr.models.postprocess import PostProcess
@@ -171,17 +172,3 @@ class ONNXRuntimeModel:
             results = self.postprocess(self(batch), sizes, threshold=threshold)
             detections.extend(to_detections(result, self.class_names) for result in results)
         return detections[0] if single else detections
-
-
-def to_detections(result: dict[str, torch.Tensor], class_names: list[str]) -> sv.Detections:
-    """One image's `PostProcess` result -> `supervision.Detections` with ``class_name`` data."""
-    class_id = result["labels"].cpu().numpy().astype(int)
-    names = np.array([class_names[i] for i in class_id], dtype=object)
-    masks = result.get("masks")
-    return sv.Detections(
-        xyxy=result["boxes"].float().cpu().numpy(),
-        confidence=result["scores"].float().cpu().numpy(),
-        class_id=class_id,
-        mask=masks.cpu().numpy() if masks is not None else None,
-        data={"class_name": names},
-    )

@@ -161,7 +161,7 @@ def verify_onnx(
     inputs = session.get_inputs()
     batch_dim, _, height, width = inputs[0].shape
     fixed = isinstance(batch_dim, int)
-    sizes = batch_sizes or ((batch_dim,) if fixed else (1, 2))
+    sizes = tuple(batch_sizes or ((batch_dim,) if fixed else (1, 2)))
     generator = torch.Generator().manual_seed(seed)
     names = [o.name for o in session.get_outputs()]
     if len(inputs) > 1 and postprocess is None:
@@ -188,13 +188,7 @@ def verify_onnx(
     tolerance = {k: atol * (max(1.0, scales[k]) if k in _RELATIVE else 1.0) for k in diffs}
     mismatched["selection"] = selection.violations
     report = VerifyReport(
-        Path(path),
-        tuple(sizes),
-        diffs,
-        tolerance,
-        mismatched,
-        reordered_ties=selection.reordered,
-        selection_forced=selection.forced,
+        Path(path), sizes, diffs, tolerance, mismatched, selection.reordered, selection.forced
     )
     if raise_on_failure and not report.passed:
         raise ExportVerificationError(report.summary() + "; the file is kept for inspection")

@@ -24,7 +24,8 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from prometheus_client import Histogram
 
 from rfdetr.errors import UserError
-from rfdetr.export.runtime import ONNXRuntimeModel, to_detections
+from rfdetr.export.runtime import ONNXRuntimeModel
+from rfdetr.inference import to_detections
 from rfdetr.serving import codec
 from rfdetr.serving.batcher import MicroBatcher
 

@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rfdetr.utils.lazy import lazy_names
 
 _LAZY: dict[str, str] = {
     "fit": "loop",
@@ -21,10 +20,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rfdetr.training' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"rfdetr.training.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

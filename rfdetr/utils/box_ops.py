@@ -131,33 +131,6 @@ def elementwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return iou - (hull - union) / hull.clamp(min=_EPS)
 
 
-def masks_to_boxes(masks: Tensor) -> Tensor:
-    """Tight ``xyxy`` pixel boxes around binary masks.
-
-    Args:
-        masks: ``[N, H, W]`` masks (bool, or numeric where non-zero means foreground).
-
-    Returns:
-        ``[N, 4]`` float boxes ``(x_min, y_min, x_max, y_max)`` in pixel indices (inclusive, so a
-        single-pixel mask gives a zero-size box). Empty masks give all-zero boxes.
-    """
-    if masks.numel() == 0:
-        return torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
-    fg = masks.bool()
-    # Reduce over the other axis first so each coordinate is found on a 1-D occupancy profile.
-    cols = fg.any(dim=1)  # [N, W]
-    rows = fg.any(dim=2)  # [N, H]
-    xs = torch.arange(masks.shape[-1], device=masks.device, dtype=torch.float32)
-    ys = torch.arange(masks.shape[-2], device=masks.device, dtype=torch.float32)
-    big = float(max(masks.shape[-2:]))
-    x_min = torch.where(cols, xs, big).amin(dim=1)
-    x_max = torch.where(cols, xs, -1.0).amax(dim=1)
-    y_min = torch.where(rows, ys, big).amin(dim=1)
-    y_max = torch.where(rows, ys, -1.0).amax(dim=1)
-    boxes = torch.stack([x_min, y_min, x_max, y_max], dim=1)
-    return torch.where(cols.any(dim=1, keepdim=True), boxes, torch.zeros_like(boxes))
-
-
 def _check_same_length(boxes1: Tensor, boxes2: Tensor) -> None:
     # A length-1 operand would silently broadcast and hide a matching bug.
     if boxes1.shape[0] != boxes2.shape[0]:

@@ -35,10 +35,10 @@ PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"  # KFP's default pipeline root
 JOB_ID_PLACEHOLDER = "{{$.pipeline_job_uuid}}"
 _MOUNTS = (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/"))
 _POD_SITE = Path(__file__).parent / "pod"
-_GO_TRUE, _GO_FALSE = (
-    ("1", "t", "T", "TRUE", "true", "True"),
-    ("0", "f", "F", "FALSE", "false", "False"),
-)
+_GO_BOOL = {  # Go's strconv.ParseBool
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
 
 
 class LauncherError(AssertionError):
@@ -62,23 +62,20 @@ def local_path_for_uri(uri: str) -> str:
     raise LauncherError(f"failed to generate local path for URI {uri}: unsupported storage scheme")
 
 
+def _artifact(uri: str, schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A RuntimeArtifact: its URI, type and the metadata ``spec`` gives (none: empty)."""
+    return {"uri": uri, "type": schema, "metadata": spec.get("metadata", {})}
+
+
 def provision_outputs(
     pod: Path, pipeline_root: str, task: str, outputs_spec: dict[str, Any], salt: str
 ) -> dict[str, Any]:
     """The driver's ``provisionOutputs``: an artifact URI per output artifact, an output file per
     output parameter, and the output metadata file (absolute paths rooted at ``pod``)."""
-    artifacts = {
-        name: {
-            "artifacts": [
-                {
-                    "uri": f"{pipeline_root}/{task}/{salt}/{name}",
-                    "type": spec["artifactType"],
-                    "metadata": spec.get("metadata", {}),
-                }
-            ]
-        }
-        for name, spec in outputs_spec.get("artifacts", {}).items()
-    }
+    artifacts = {}
+    for name, spec in outputs_spec.get("artifacts", {}).items():
+        uri = f"{pipeline_root}/{task}/{salt}/{name}"
+        artifacts[name] = {"artifacts": [_artifact(uri, spec["artifactType"], spec)]}
     parameters = {
         name: {"outputFile": f"{pod}/tmp/kfp/outputs/{name}"}
         for name in outputs_spec.get("parameters", {})
@@ -189,10 +186,8 @@ def text_to_pb_value(text: str, parameter_type: str) -> Any:
             return int(text.strip(), 10)
         if parameter_type == "NUMBER_DOUBLE":
             return float(text.strip())
-        if parameter_type == "BOOLEAN":  # Go's strconv.ParseBool
-            return {**dict.fromkeys(_GO_TRUE, True), **dict.fromkeys(_GO_FALSE, False)}[
-                text.strip()
-            ]
+        if parameter_type == "BOOLEAN":
+            return _GO_BOOL[text.strip()]
         return json.loads(text)  # LIST, STRUCT
     except (ValueError, KeyError) as exc:
         quoted = f"text={json.dumps(text)}, type={json.dumps(parameter_type)}"
@@ -208,10 +203,7 @@ def read_executor_output(path: Path) -> dict[str, Any]:
         json_format.Parse(text, pipeline_spec_pb2.ExecutorOutput())
     except json_format.ParseError as exc:
         raise LauncherError(f"failed to unmarshall ExecutorOutput in file {path}: {exc}") from None
-    output = json.loads(text)
-    output.setdefault("parameterValues", {})
-    output.setdefault("artifacts", {})
-    return output
+    return {"parameterValues": {}, "artifacts": {}, **json.loads(text)}
 
 
 def collect_output_parameters(
@@ -302,11 +294,7 @@ class Backend:
         inputs = resolve_inputs(task, self.run_params, self.produced, self.job_id)
         source = importer["artifactUri"]
         uri = source.get("constant") or inputs["parameterValues"][source["runtimeParameter"]]
-        artifact = {
-            "uri": uri,
-            "type": importer["typeSchema"],
-            "metadata": importer.get("metadata", {}),
-        }
+        artifact = _artifact(uri, importer["typeSchema"], importer)
         self.produced[name] = Produced(artifacts={"artifact": artifact})
         return {"inputs": inputs, "outputs": {}}
 

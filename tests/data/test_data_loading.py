@@ -26,7 +26,7 @@ from rfdetr.data import (
     make_train_sampler,
 )
 from rfdetr.data.loader import EpochLoader
-from rfdetr.data.transforms import cxcywh_to_xyxy
+from rfdetr.utils.box_ops import box_cxcywh_to_xyxy
 
 # The two objects of every image (pixel xyxy in the 64x48 originals).
 CAT_BOX = [4.0, 6.0, 24.0, 22.0]
@@ -36,7 +36,7 @@ DOG_BOX = [30.0, 20.0, 54.0, 40.0]
 def pixel_boxes(target: dict) -> torch.Tensor:
     """Normalised cxcywh boxes back to pixel xyxy in the original image."""
     height, width = target["orig_size"].tolist()
-    return cxcywh_to_xyxy(target["boxes"]) * torch.tensor([width, height, width, height])
+    return box_cxcywh_to_xyxy(target["boxes"]) * torch.tensor([width, height, width, height])
 
 
 def test_detect_formats(coco_dir: Path, yolo_dir: Path, tmp_path: Path, build) -> None:
@@ -75,7 +75,7 @@ def test_class_map_rules() -> None:
     ]
     cm = ClassMap.from_coco_categories(categories, annotated_ids={1, 3})
     assert cm.names == ("cat", "dog") and cm.source_ids == (1, 3)
-    assert cm.index_of(3) == 1 and cm.source_id_of(0) == 1
+    assert cm.index_of(3) == 1 and cm.source_ids[0] == 1
     assert cm.skipped == ((0, "animals"),)
     assert ClassMap.from_dict(cm.to_dict()) == cm
     # A "none" category that has annotations is a real class.

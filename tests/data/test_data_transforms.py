@@ -12,13 +12,13 @@ from rfdetr.data.transforms import (
     RandomSizeCrop,
     build_transforms,
     crop,
-    cxcywh_to_xyxy,
     hflip,
     multi_scale_sizes,
     pick_step_size,
     resize,
     resize_batch,
 )
+from rfdetr.utils.box_ops import box_cxcywh_to_xyxy
 
 
 def mask_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
@@ -98,7 +98,7 @@ def test_normalize_gives_cxcywh_in_unit_range() -> None:
     assert normalised.dtype == torch.float32
     assert out["size"].tolist() == [40, 60]
     assert torch.allclose(out["boxes"][0], torch.tensor([7 / 60, 12 / 40, 10 / 60, 16 / 40]))
-    back = cxcywh_to_xyxy(out["boxes"]) * torch.tensor([60, 40, 60, 40])
+    back = box_cxcywh_to_xyxy(out["boxes"]) * torch.tensor([60, 40, 60, 40])
     assert torch.allclose(back, target["boxes"], atol=1e-4)
     expected = (image[0, 0, 5].item() / 255 - 0.485) / 0.229
     assert normalised[0, 0, 5].item() == pytest.approx(expected, rel=1e-5)
@@ -122,7 +122,7 @@ def test_training_pipeline_keeps_boxes_and_masks_consistent(seed: int) -> None:
     boxes = out["boxes"]
     assert bool(((boxes >= 0) & (boxes <= 1)).all())
     assert bool((boxes[:, 2:] > 0).all())
-    pixel = cxcywh_to_xyxy(boxes) * 64
+    pixel = box_cxcywh_to_xyxy(boxes) * 64
     for box, mask in zip(pixel, out["masks"], strict=True):
         assert mask.any()
         x1, y1, x2, y2 = mask_box(mask)

@@ -34,6 +34,20 @@ def rasterize(poly: list[float], width: int = WIDTH, height: int = HEIGHT) -> np
     return mask_utils.decode(rle).astype(bool)
 
 
+def _annotation(
+    ann_id: int,
+    image_id: int,
+    label: int,
+    bbox: list[float],
+    area: float,
+    segmentation: Any,
+    crowd: int = 0,
+) -> dict[str, Any]:
+    """A COCO annotation (``segmentation``: polygons, or an RLE region when ``crowd``)."""
+    return {"id": ann_id, "image_id": image_id, "category_id": label, "bbox": bbox,
+            "area": area, "iscrowd": crowd, "segmentation": segmentation}  # fmt: skip
+
+
 def make_fixed_case() -> tuple[dict[str, Any], list[ImagePredictions]]:
     """(COCO ground truth with 0-based ids and source ids, predictions with masks)."""
     rng = np.random.default_rng(7)
@@ -55,20 +69,9 @@ def make_fixed_case() -> tuple[dict[str, Any], list[ImagePredictions]]:
             x, y = float(rng.uniform(0, WIDTH - w)), float(rng.uniform(0, HEIGHT - h))
             label = int((image_id + j) % 2)
             poly = polygon(x, y, w, h)
+            bbox, area = [x, y, float(w), float(h)], float(rasterize(poly).sum())
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": label,
-                    "bbox": [x, y, float(w), float(h)],
-                    "area": float(
-                        mask_utils.area(
-                            mask_utils.merge(mask_utils.frPyObjects([poly], HEIGHT, WIDTH))
-                        )
-                    ),
-                    "iscrowd": 0,
-                    "segmentation": [poly],
-                }
+                _annotation(len(annotations) + 1, image_id, label, bbox, area, [poly])
             )
             if j == 2:  # a miss
                 continue
@@ -101,17 +104,9 @@ def make_fixed_case() -> tuple[dict[str, Any], list[ImagePredictions]]:
     crowd = np.zeros((HEIGHT, WIDTH), dtype=np.uint8, order="F")
     crowd[100:150, 10:70] = 1
     rle = mask_utils.encode(crowd)
-    annotations.append(
-        {
-            "id": len(annotations) + 1,
-            "image_id": 0,
-            "category_id": 0,
-            "bbox": [10.0, 100.0, 60.0, 50.0],
-            "area": 3000.0,
-            "iscrowd": 1,
-            "segmentation": {"size": [HEIGHT, WIDTH], "counts": rle["counts"].decode()},
-        }
-    )
+    region = {"size": [HEIGHT, WIDTH], "counts": rle["counts"].decode()}
+    bbox = [10.0, 100.0, 60.0, 50.0]
+    annotations.append(_annotation(len(annotations) + 1, 0, 0, bbox, 3000.0, region, crowd=1))
     return {"images": images, "annotations": annotations, "categories": categories}, predictions
 
 

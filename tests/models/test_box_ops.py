@@ -72,14 +72,3 @@ def test_degenerate_boxes_stay_finite() -> None:
     assert torch.isfinite(giou).all()
     assert torch.isfinite(box_ops.elementwise_generalized_box_iou(point, point)).all()
     assert box_ops.generalized_box_iou(point, point[:0]).shape == (2, 0)
-
-
-def test_masks_to_boxes() -> None:
-    masks = torch.zeros(3, 6, 8, dtype=torch.bool)
-    masks[0, 1:4, 2:7] = True
-    masks[1, 5, 0] = True
-    expected = torch.tensor([[2.0, 1.0, 6.0, 3.0], [0.0, 5.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0]])
-    torch.testing.assert_close(box_ops.masks_to_boxes(masks), expected)
-    assert box_ops.masks_to_boxes(torch.zeros(0, 4, 4)).shape == (0, 4)
-    ops = pytest.importorskip("torchvision.ops")
-    torch.testing.assert_close(box_ops.masks_to_boxes(masks[:2]), ops.masks_to_boxes(masks[:2]))

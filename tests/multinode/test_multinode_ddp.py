@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import free_port
+from training_helpers import TINY_RUN, tiny_options
 
 from rfdetr.config import RunConfig
 from rfdetr.data.synthetic import make_shapes_dataset
@@ -42,16 +43,6 @@ from rfdetr.training import fit
 
 pytestmark = pytest.mark.slow
 NODES = 2
-OPTIONS = {  # 6 images, drawn as 5 steps of 4 per epoch (upstream's tiny-split rule)
-    "epochs": 2,
-    "grad_accum_steps": 1,
-    "num_workers": 0,
-    "multi_scale": False,
-    "checkpoint_interval": 1,
-    "device": "cpu",
-    "tensorboard": False,
-    "progress_bar": False,
-}
 # Two micro-batches of 2 summed by one gradient all-reduce vs one batch of 4 differ by float
 # summation order (~1e-7 relative). 1e-5 absolute is a tenth of one AdamW step (lr 1e-4),
 # so a wrong normaliser, sample split or learning rate would show.
@@ -178,13 +169,16 @@ def upload(dataset: Path, bucket: str, tmp: Path) -> str:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
+    # 6 images, drawn as 5 steps of 4 per epoch (upstream's tiny-split rule)
     return make_shapes_dataset(root, splits={"train": 6, "valid": 2}, image_size=64)
 
 
 @pytest.fixture(scope="module")
 def run_config(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The resolve_config step's JSON: batch 2 per process, x 2 nodes = effective batch 4."""
-    config = RunConfig.from_kwargs("tiny", dataset_dir=str(dataset), batch_size=2, **OPTIONS)
+    config = RunConfig.from_kwargs(
+        "tiny", **{**TINY_RUN, "dataset_dir": str(dataset), "batch_size": 2}
+    )
     path = tmp_path_factory.mktemp("config") / "run_config.json"
     path.write_text(json.dumps(config.model_dump(mode="json")))
     return path
@@ -195,9 +189,7 @@ def one_process(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     """The same run in one process with batch 4: the effective batch of 2 nodes x 2."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("one") / "run"
-    config = RunConfig.from_kwargs(
-        "tiny", dataset_dir=str(dataset), output_dir=str(out), batch_size=4, **OPTIONS
-    )
+    config = RunConfig.from_kwargs("tiny", **tiny_options(dataset, out, batch_size=4))
     return weights(fit(config).output_dir)
 
 

@@ -5,6 +5,7 @@ Structural assertions on the compiled YAML (both documents), not a golden file.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -217,41 +218,14 @@ def test_pipeline_compile_parses_as_strict_protobuf(tmp_path: Path) -> None:
 
 def test_pipeline_compile_cli_options_change_the_platform(tmp_path: Path) -> None:
     out = tmp_path / "custom.yaml"
-    code = main(
-        [
-            "compile",
-            "--output",
-            str(out),
-            "--image",
-            "registry.example/rfdetr:abc123",
-            "--train-gpus",
-            "2",
-            "--eval-gpus",
-            "0",
-            "--accelerator",
-            "amd.com/gpu",
-            "--node-selector",
-            "pool=gpu",
-            "--toleration",
-            "dedicated=ml:NoExecute",
-            "--secret",
-            "my-s3",
-            "--store-host",
-            "s3.example",
-            "--store-port",
-            "443",
-            "--store-secure",
-            "--pushgateway-url",
-            "http://pgw:9091",
-            "--train-retries",
-            "0",
-            "--train-timeout",
-            "36h",
-            "--eval-timeout",
-            "0",
-            "--no-display-names",
-        ]
+    options = shlex.split(
+        "--image registry.example/rfdetr:abc123 --train-gpus 2 --eval-gpus 0 --accelerator "
+        "amd.com/gpu --node-selector pool=gpu --toleration dedicated=ml:NoExecute --secret "
+        "my-s3 --store-host s3.example --store-port 443 --store-secure --pushgateway-url "
+        "http://pgw:9091 --train-retries 0 --train-timeout 36h --eval-timeout 0 "
+        "--no-display-names"
     )
+    code = main(["compile", "--output", str(out), *options])
     assert code == 0
     spec, k8s = _load(out)
     train = _container(spec, "train")
