@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference_latency import ort_runner, time_interleaved
+from learning_curve import scratch_recipe
 from quantized_latency import ov_runner
 
 from rfdetr.api import RFDETRModel
@@ -60,21 +61,10 @@ def train_options(args: argparse.Namespace, dataset: Path) -> dict[str, object]:
         "num_queries": args.queries,
         "num_select": args.queries,
         "group_detr": args.group_detr,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "grad_accum_steps": 1,
-        "lr": args.lr,
-        "lr_encoder": args.lr,
-        "lr_scheduler": "cosine",
-        "warmup_epochs": 1.0,
-        "multi_scale": False,
+        **scratch_recipe(args.epochs, args.batch_size, args.lr),
         "num_workers": 0,
         "checkpoint_interval": 1,
-        "early_stopping": False,
         "device": args.device,
-        "tensorboard": False,
-        "progress_bar": False,
-        "run_test": False,
     }
 
 
