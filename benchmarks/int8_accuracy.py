@@ -63,7 +63,7 @@ def train_options(args: argparse.Namespace, dataset: Path) -> dict[str, object]:
         "group_detr": args.group_detr,
         **scratch_recipe(args.epochs, args.batch_size, args.lr),
         "num_workers": 0,
-        "checkpoint_interval": 1,
+        "checkpoint_interval": args.epochs,  # the best checkpoints are written on each gain
         "device": args.device,
     }
 
