@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     """Images and targets of one split, decoded lazily, one item at a time.
 
-    An item is ``(image, target)``: ``image`` float32 ``[3, S, S]`` ImageNet-normalised, and
+    An item is ``(image, target)``: ``image`` uint8 ``[3, S, S]`` (RGB pixels, not normalised:
+    :func:`rfdetr.data.normalize.normalize_images` makes a batch of them the model's input), and
     ``target`` with ``labels`` int64 ``[N]`` (0-based), ``boxes`` float32 ``[N, 4]`` normalised
     cxcywh in [0, 1], ``masks`` bool ``[N, S, S]`` (segmentation only), ``area`` float32 ``[N]``
     (pixels of the output image), ``iscrowd`` int64 ``[N]`` (zeros: crowd regions are left out

@@ -50,10 +50,13 @@ def one_thread() -> Iterator[None]:
 def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
     """Stack items into ``images`` ``[B, 3, H, W]`` and a list of ``B`` target dicts.
 
-    In a DataLoader worker the images are stacked straight into shared memory (torch's
-    ``default_collate`` does that), which the batch must reach anyway to cross to the main
-    process: one copy of the pixels instead of two; small target tensors cross as numpy arrays
-    (:data:`INLINE_BYTES`), turned back into tensors by the loaders of this module.
+    ``images`` keep the items' dtype: uint8 pixels for :class:`rfdetr.data.DetectionDataset`,
+    normalised where the model runs (:func:`rfdetr.data.normalize.normalize_images`); all items
+    have the dataset's square size, so nothing is padded. In a DataLoader worker the images are
+    stacked straight into shared memory (torch's ``default_collate`` does that), which the
+    batch must reach anyway to cross to the main process: one copy of the pixels instead of
+    two; small target tensors cross as numpy arrays (:data:`INLINE_BYTES`), turned back into
+    tensors by the loaders of this module.
 
     Raises:
         ValueError: the images differ in size (training and evaluation resize to a square, so
