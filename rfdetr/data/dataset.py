@@ -14,9 +14,9 @@ from rfdetr.data.classes import ClassMap
 from rfdetr.data.coco import read_coco_split
 from rfdetr.data.formats import DatasetFormat, DatasetLayout, canonical_split, detect_format
 from rfdetr.data.images import check_inside, load_rgb
-from rfdetr.data.loader import one_thread
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
+from rfdetr.data.threads import one_thread
 from rfdetr.data.transforms import Target, Transform, build_transforms, multi_scale_sizes
 from rfdetr.data.yolo import read_data_yaml, scan_split
 

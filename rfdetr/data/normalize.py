@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from rfdetr.data.threads import one_thread
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -31,7 +33,10 @@ def normalize_images(
     The uint8 batch is moved first (a quarter of the float bytes; ``non_blocking`` for pinned
     batches), then ``x * scale - shift`` runs there as two element-wise passes (the multiply
     converts as it reads) into one new contiguous buffer, whatever the input's memory order.
-    The result is bit-identical to the same formula applied image by image.
+    The result is bit-identical to the same formula applied image by image. On the CPU the
+    passes run one ``[H, W]`` plane at a time, so the second finds the plane in cache (a batch
+    of 4 at 544 px: 1.3 ms instead of 3.7 ms), on one thread (:func:`one_thread`: with the
+    loader's workers on the other cores, two spin-waiting threads were 2x slower, issue 17).
 
     Args:
         images: uint8 ``[B, 3, H, W]``.
@@ -45,7 +50,31 @@ def normalize_images(
     images = images.to(device, non_blocking=True)
     scale, shift = normalize_constants(images.device)
     out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    if images.device.type != "cpu":
+        return normalize_batch_into(out, images, scale, shift)
+    with one_thread():
+        return normalize_planes_into(out, images, scale, shift)
+
+
+def normalize_batch_into(
+    out: torch.Tensor, images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
+    """``out = images * scale - shift`` over the whole batch: two kernels on a GPU."""
     return torch.mul(images, scale, out=out).sub_(shift)
+
+
+def normalize_planes_into(
+    out: torch.Tensor, images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
+) -> torch.Tensor:
+    """``out = images * scale - shift`` one ``[H, W]`` plane at a time (cache-sized on a CPU);
+    the same values as :func:`normalize_batch_into`."""
+    scales, shifts = scale.flatten(), shift.flatten()
+    for index in range(images.shape[0]):
+        for channel in range(images.shape[1]):
+            plane = out[index, channel]
+            torch.mul(images[index, channel], scales[channel], out=plane)
+            plane.sub_(shifts[channel])
+    return out
 
 
 def model_input(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -25,6 +25,7 @@ from rfdetr.data.normalize import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     model_input,
+    normalize_batch_into,
     normalize_constants,
     normalize_images,
 )
@@ -105,12 +106,20 @@ def test_evaluation_batches_from_workers_normalise_as_single_process(shapes: Pat
     assert torch.equal(normalize_images(single[0][0]), old)
 
 
-def test_normalising_channels_last_memory_gives_the_same_contiguous_batch(shapes: Path) -> None:
+@pytest.mark.parametrize("memory", [torch.contiguous_format, torch.channels_last])
+def test_cpu_planes_and_gpu_batch_paths_give_the_same_contiguous_batch(
+    shapes: Path, memory: torch.memory_format
+) -> None:
+    """The CPU normalises plane by plane, other devices the whole batch at once (the path is
+    chosen by device, so the batch path runs here on CPU tensors): both equal the old items."""
     dataset = build_dataset(shapes, "valid", 64, train=False)
     images, _ = collate_fn([dataset[i] for i in range(2)])
-    strided = images.contiguous(memory_format=torch.channels_last)
-    out = normalize_images(strided)
-    assert out.is_contiguous() and torch.equal(out, normalize_images(images))
+    old = torch.stack([old_float_item(dataset, (0, i))[0] for i in range(2)])
+    images = images.contiguous(memory_format=memory)
+    planes = normalize_images(images)
+    batch = normalize_batch_into(torch.empty(images.shape), images, *normalize_constants())
+    assert planes.is_contiguous() and batch.is_contiguous()
+    assert torch.equal(planes, old) and torch.equal(batch, old)
 
 
 def test_model_input_normalises_pixels_and_passes_normalised_batches() -> None:
