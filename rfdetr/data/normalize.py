@@ -35,7 +35,7 @@ def normalize_images(
     converts as it reads) into one new contiguous buffer, whatever the input's memory order.
     The result is bit-identical to the same formula applied image by image. On the CPU the
     passes run one ``[H, W]`` plane at a time, so the second finds the plane in cache (a batch
-    of 4 at 544 px: 1.3 ms instead of 3.7 ms), on one thread (:func:`one_thread`: with the
+    of 4 at 544 px: 1.3-1.7 ms instead of 3.7 ms), on one thread (:func:`one_thread`: with the
     loader's workers on the other cores, two spin-waiting threads were 2x slower, issue 17).
 
     Args:
