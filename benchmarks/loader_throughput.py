@@ -6,6 +6,10 @@ happens later, in the step, on both sides), batch 4, shuffled, augmented (flip, 
 resize-crop-resize, normalise). Ours: :func:`rfdetr.data.build_dataset` and
 :class:`rfdetr.data.loader.EpochLoader`, as ``TrainBatches`` builds them; upstream: its
 ``RFDETRDataModule.train_dataloader()`` (persistent workers, its own collate and padding).
+Each side's cost runs until the batch is the model's float input on the training device
+(``--device``, default cpu): our loader yields uint8 batches, so the timed loop includes
+:func:`rfdetr.data.normalize.normalize_images` on that device, as the training step runs it;
+upstream's batches are normalised floats already and are only moved there.
 
 Each measurement runs in a fresh process (both packages are named ``rfdetr``): it builds the
 loader, runs one untimed epoch (worker start-up, caches), then times ``--batches`` batches
@@ -113,11 +117,12 @@ def trees_dataset() -> Path:
     return root
 
 
-def ours_loader(dataset_dir: str, workers: int) -> tuple[Any, Any]:
+def ours_loader(dataset_dir: str, workers: int, device: str) -> tuple[Any, Any, Any]:
     import torch
 
     from rfdetr.data.dataset import build_dataset
     from rfdetr.data.loader import EpochLoader, make_train_sampler
+    from rfdetr.data.normalize import model_input
 
     dataset = build_dataset(
         dataset_dir, "train", RESOLUTION, train=True, scale_multiple=MULTIPLE, expanded_scales=True
@@ -130,10 +135,10 @@ def ours_loader(dataset_dir: str, workers: int) -> tuple[Any, Any]:
         generator.manual_seed(number)
         return loader.epoch(number)
 
-    return epoch, dataset.sizes
+    return epoch, dataset.sizes, lambda images: model_input(images, device)
 
 
-def upstream_loader(dataset_dir: str, workers: int) -> tuple[Any, Any]:
+def upstream_loader(dataset_dir: str, workers: int, device: str) -> tuple[Any, Any, Any]:
     from rfdetr.training.module_data import RFDETRDataModule
 
     from rfdetr.config import RFDETRNanoConfig, TrainConfig
@@ -146,30 +151,38 @@ def upstream_loader(dataset_dir: str, workers: int) -> tuple[Any, Any]:
     module = RFDETRDataModule(model, train)
     module.setup("fit")
     loader = module.train_dataloader()
-    return (lambda number: loader), None
+    return (lambda number: loader), None, lambda images: images.tensors.to(device)
 
 
-def measure(kind: str, dataset_dir: str, workers: int, batches: int) -> dict[str, Any]:
+def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """One measurement in this process (see the module docstring)."""
     build = ours_loader if kind == "ours" else upstream_loader
-    epoch, sizes = build(dataset_dir, workers)
-    shapes: set[tuple[int, ...]] = set()
+    epoch, sizes, model_input = build(str(args.dataset), args.workers[0], args.device)
+    batches, shapes, dtypes = args.batches, set(), set()
     for images, _ in epoch(0):  # untimed: worker start-up
         shapes.add(tuple(getattr(images, "tensors", images).shape[-2:]))
+        dtypes.add(str(getattr(images, "tensors", images).dtype))
+        model_input(images)
     done, number, waits = 0, 1, []
     start = time.perf_counter()
     while done < batches:
         begin = time.perf_counter()
-        for i, _ in enumerate(epoch(number)):
+        for i, (images, _) in enumerate(epoch(number)):
+            model_input(images)
             if i == 0:
                 waits.append(time.perf_counter() - begin)
             done += 1
             if done == batches:
                 break
         number += 1
+    if args.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     return {"img_s": done * BATCH / elapsed, "first_batch_s": statistics.mean(waits),
-            "epochs": number - 1, "shapes": sorted(shapes), "sizes": sizes}  # fmt: skip
+            "epochs": number - 1, "shapes": sorted(shapes), "sizes": sizes,
+            "dtypes": sorted(dtypes)}  # fmt: skip
 
 
 def run_one(python: str, kind: str, args: argparse.Namespace, workers: int) -> dict[str, Any]:
@@ -180,7 +193,7 @@ def run_one(python: str, kind: str, args: argparse.Namespace, workers: int) -> d
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     command = [python, "-W", "ignore", str(Path(__file__).resolve()), "--measure", kind]
     command += ["--dataset", str(args.dataset), "--batches", str(args.batches)]
-    command += ["--workers", str(workers)]
+    command += ["--workers", str(workers), "--device", args.device]
     output = subprocess.run(
         command, check=True, capture_output=True, text=True, env=env, cwd=CACHE
     ).stdout
@@ -214,10 +227,13 @@ def main() -> None:
     parser.add_argument(
         "--omp-passive", action="store_true", help="OMP_WAIT_POLICY=PASSIVE for both sides"
     )
+    parser.add_argument(
+        "--device", default="cpu", help="training device the batches are made ready on"
+    )
     parser.add_argument("--measure", choices=["ours", "upstream"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        result = measure(args.measure, str(args.dataset), args.workers[0], args.batches)
+        result = measure(args.measure, args)
         print(json.dumps(result), flush=True)
         return
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -228,7 +244,8 @@ def main() -> None:
         pythons["upstream"] = upstream
     print(f"dataset {args.dataset}, batch {BATCH}, Nano {RESOLUTION} multi-scale, "
           f"{args.batches} batches x {args.rounds} rounds, {os.cpu_count()} CPUs, "
-          f"OMP_WAIT_POLICY={'PASSIVE' if args.omp_passive else 'unset'}")  # fmt: skip
+          f"OMP_WAIT_POLICY={'PASSIVE' if args.omp_passive else 'unset'}, "
+          f"batches made ready on {args.device}, load average {os.getloadavg()}")  # fmt: skip
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for round_index in range(args.rounds):
         for workers in args.workers:
@@ -236,8 +253,8 @@ def main() -> None:
                 result = run_one(python, kind, args, workers)
                 results.setdefault((kind, workers), []).append(result)
                 print(f"round {round_index} {kind:8s} workers {workers}: "
-                      f"{result['img_s']:6.1f} img/s, first batch {result['first_batch_s']:.3f} s",
-                      flush=True)  # fmt: skip
+                      f"{result['img_s']:6.1f} img/s, first batch {result['first_batch_s']:.3f} s, "
+                      f"batches {'/'.join(result['dtypes'])}", flush=True)  # fmt: skip
     print("\nmedians")
     for workers in args.workers:
         line = f"workers {workers}:"
@@ -250,6 +267,7 @@ def main() -> None:
         if "upstream" in rates:
             line += f"  ratio {rates['ours'] / rates['upstream']:.2f}x"
         print(line)
+    print(f"load average at the end {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from rfdetr.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 # One confidence threshold, or one per class: {class name or 0-based id: threshold}, with "*"

@@ -2,8 +2,9 @@
 
 - :func:`detect_format` / :class:`DatasetLayout`: which format, where the splits are.
 - :func:`validate_dataset` -> :class:`DatasetReport`: every problem, without training.
-- :func:`build_dataset` -> :class:`DetectionDataset`: items ``(image [3, S, S], target)``.
+- :func:`build_dataset` -> :class:`DetectionDataset`: items ``(uint8 image [3, S, S], target)``.
 - :func:`collate_fn`, :func:`make_train_sampler`, :func:`build_dataloader`: batching.
+- :func:`normalize_images`: a uint8 batch -> the model's float input, on the model's device.
 - :class:`ClassMap`: 0-based library ids <-> the dataset's own ids and names.
 """
 
@@ -25,6 +26,7 @@ _LAZY: dict[str, str] = {
     "build_dataloader": "loader",
     "collate_fn": "loader",
     "make_train_sampler": "loader",
+    "normalize_images": "normalize",
     "DatasetError": "problems",
     "Problem": "problems",
     "build_transforms": "transforms",

@@ -14,9 +14,9 @@ from rfdetr.data.classes import ClassMap
 from rfdetr.data.coco import read_coco_split
 from rfdetr.data.formats import DatasetFormat, DatasetLayout, canonical_split, detect_format
 from rfdetr.data.images import check_inside, load_rgb
-from rfdetr.data.loader import one_thread
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
+from rfdetr.data.threads import one_thread
 from rfdetr.data.transforms import Target, Transform, build_transforms, multi_scale_sizes
 from rfdetr.data.yolo import read_data_yaml, scan_split
 
@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     """Images and targets of one split, decoded lazily, one item at a time.
 
-    An item is ``(image, target)``: ``image`` float32 ``[3, S, S]`` ImageNet-normalised, and
+    An item is ``(image, target)``: ``image`` uint8 ``[3, S, S]`` (RGB pixels, not normalised:
+    :func:`rfdetr.data.normalize.normalize_images` makes a batch of them the model's input), and
     ``target`` with ``labels`` int64 ``[N]`` (0-based), ``boxes`` float32 ``[N, 4]`` normalised
     cxcywh in [0, 1], ``masks`` bool ``[N, S, S]`` (segmentation only), ``area`` float32 ``[N]``
     (pixels of the output image), ``iscrowd`` int64 ``[N]`` (zeros: crowd regions are left out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from torch.utils.data import (
     default_collate,
 )
 
+from rfdetr.data.threads import one_thread
 from rfdetr.data.transforms import Target
 
 logger = logging.getLogger(__name__)
@@ -28,32 +28,16 @@ MIN_STEPS_PER_EPOCH = 5
 INLINE_BYTES = 1 << 16
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run loading work (items, collation) on one intra-op thread, as DataLoader workers do.
-
-    In the main process (``num_workers=0``) a second OpenMP thread gains little on one image,
-    and when another process holds the other core its threads spin-wait on each other: item
-    loading measured 4-6x slower then (issue 17) unless ``OMP_WAIT_POLICY=PASSIVE`` was set.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
     """Stack items into ``images`` ``[B, 3, H, W]`` and a list of ``B`` target dicts.
 
-    In a DataLoader worker the images are stacked straight into shared memory (torch's
-    ``default_collate`` does that), which the batch must reach anyway to cross to the main
-    process: one copy of the pixels instead of two; small target tensors cross as numpy arrays
-    (:data:`INLINE_BYTES`), turned back into tensors by the loaders of this module.
+    ``images`` keep the items' dtype: uint8 pixels for :class:`rfdetr.data.DetectionDataset`,
+    normalised where the model runs (:func:`rfdetr.data.normalize.normalize_images`); all items
+    have the dataset's square size, so nothing is padded. In a DataLoader worker the images are
+    stacked straight into shared memory (torch's ``default_collate`` does that), which the
+    batch must reach anyway to cross to the main process: one copy of the pixels instead of
+    two; small target tensors cross as numpy arrays (:data:`INLINE_BYTES`), turned back into
+    tensors by the loaders of this module.
 
     Raises:
         ValueError: the images differ in size (training and evaluation resize to a square, so

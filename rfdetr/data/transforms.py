@@ -2,19 +2,21 @@
 
 Every transform is called as ``transform(image, target, rng)``:
 
-- ``image``: uint8 ``[3, H, W]`` until :class:`Normalize` (its memory may be ``H, W, 3``, as
-  decoded: geometry keeps that order), float32 contiguous ``[3, H, W]`` after it.
-- ``target``: ``boxes`` float32 ``[N, 4]`` **pixel xyxy** until :class:`Normalize`, which turns
-  them into **normalised cxcywh** in [0, 1]; ``labels`` int64 ``[N]``; ``area`` float32 ``[N]``;
-  ``iscrowd`` int64 ``[N]``; optional ``masks`` bool ``[N, H, W]``; ``image_id``; ``orig_size``.
+- ``image``: uint8 ``[3, H, W]`` throughout (its memory may be ``H, W, 3``, as decoded:
+  geometry keeps that order). Pipelines end with uint8 pixels; the float ImageNet
+  normalisation runs per batch where the model runs (:mod:`rfdetr.data.normalize`).
+- ``target``: ``boxes`` float32 ``[N, 4]`` **pixel xyxy** until :class:`NormalizeBoxes`, which
+  turns them into **normalised cxcywh** in [0, 1]; ``labels`` int64 ``[N]``; ``area`` float32
+  ``[N]``; ``iscrowd`` int64 ``[N]``; optional ``masks`` bool ``[N, H, W]``; ``image_id``;
+  ``orig_size``.
 - ``rng``: a ``random.Random`` owned by the caller, so a seeded item is reproducible whatever
   worker loads it.
 
 Training: horizontal flip (p=0.5), then one of (a) a square resize or (b) a shorter-side resize to
-400/500/600, a random 384-600 crop and a square resize; then ImageNet normalisation. Multi-scale
+400/500/600, a random 384-600 crop and a square resize; then the boxes are normalised. Multi-scale
 sizes come from :func:`multi_scale_sizes`; the dataset resizes to the largest one and the training
-step resizes each batch to a size picked by :func:`pick_step_size` (:func:`resize_batch`).
-Validation: square resize to the resolution, then normalisation.
+step resizes each (normalised float) batch to a size picked by :func:`pick_step_size`
+(:func:`resize_batch`). Validation: square resize to the resolution, then the boxes.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from torchvision.transforms.v2 import functional as TF
 from rfdetr.utils.box_ops import box_xyxy_to_cxcywh
 
 Target = dict[str, Any]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Keys holding one entry per object; a crop filters them all with the same mask.
 PER_OBJECT_KEYS = ("boxes", "labels", "area", "iscrowd", "masks")
 
@@ -198,35 +198,25 @@ class RandomSizeCrop:
         return crop(image, target, top, left, crop_h, crop_w)
 
 
-class Normalize:
-    """uint8 image to float ImageNet-normalised; pixel xyxy boxes to normalised cxcywh.
+class NormalizeBoxes:
+    """Pixel xyxy boxes to normalised cxcywh; the image stays uint8.
 
-    ``(x / 255 - mean) / std`` is computed as one multiply-add, ``x * scale - shift``, into
-    one new float buffer in plain ``[3, H, W]`` order (whatever the input's memory order):
-    within 5e-7 of the textbook formula, and about 3x faster (fewer passes and allocations).
-    Sets ``target["size"]`` to int64 ``[2]`` ``(h, w)`` of the output image.
+    The last transform of every pipeline. Images are normalised per batch where the model runs
+    (:func:`rfdetr.data.normalize.normalize_images`), not here: a uint8 item is a quarter of
+    the float bytes to cross from a worker, and the float work runs once per batch.
+    Sets ``target["size"]`` to int64 ``[2]`` ``(h, w)`` of the image.
     """
-
-    def __init__(
-        self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-    ) -> None:
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self.scale = 1 / (255 * std_t)
-        self.shift = mean_t / std_t
 
     def __call__(
         self, image: torch.Tensor, target: Target, rng: random.Random
     ) -> tuple[torch.Tensor, Target]:
         height, width = image.shape[-2:]
-        out = torch.empty(image.shape, dtype=torch.float32)
-        out.copy_(image).mul_(self.scale).sub_(self.shift)
         target = dict(target)
         target["boxes"] = box_xyxy_to_cxcywh(target["boxes"]) / torch.tensor(
             [width, height, width, height], dtype=torch.float32
         )
         target["size"] = torch.tensor([height, width], dtype=torch.int64)
-        return out, target
+        return image, target
 
 
 def multi_scale_sizes(resolution: int, multiple: int, expanded: bool = False) -> list[int]:
@@ -260,13 +250,17 @@ def build_transforms(
         crop_range: ``(min, max)`` side of the random crop (branch b).
     """
     if not train:
-        return Compose([SquareResize([resolution]), Normalize()])
+        return Compose([SquareResize([resolution]), NormalizeBoxes()])
     size = train_size or resolution
     crop_branch = Compose(
         [RandomShortSideResize(crop_short_sides), RandomSizeCrop(*crop_range), SquareResize([size])]
     )
     return Compose(
-        [RandomHorizontalFlip(0.5), RandomSelect(SquareResize([size]), crop_branch), Normalize()]
+        [
+            RandomHorizontalFlip(0.5),
+            RandomSelect(SquareResize([size]), crop_branch),
+            NormalizeBoxes(),
+        ]
     )
 
 
@@ -278,7 +272,11 @@ def pick_step_size(sizes: Sequence[int], step: int, seed: int = 0) -> int:
 def resize_batch(
     images: torch.Tensor, targets: list[Target], size: int
 ) -> tuple[torch.Tensor, list[Target]]:
-    """Resize a normalised batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear).
+    """Resize a normalised float batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear).
+
+    The training step normalises the loader's uint8 batch first
+    (:func:`rfdetr.data.normalize.normalize_images`), so the interpolation runs on the same
+    float values as when items were normalised one by one in the loader.
 
     Boxes are normalised cxcywh, so they do not change; masks are resized (nearest) and
     ``size`` updated. Run it on the device, per step, for multi-scale training.

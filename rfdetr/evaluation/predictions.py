@@ -13,6 +13,7 @@ from torch import nn
 
 from rfdetr.data.dataset import DetectionDataset
 from rfdetr.data.loader import build_dataloader
+from rfdetr.data.normalize import normalize_images
 from rfdetr.models.postprocess import PostProcess, resize_masks
 
 logger = logging.getLogger(__name__)
@@ -101,8 +102,9 @@ def predict_dataset(
 ) -> list[ImagePredictions]:
     """Detections of ``model`` on every image of ``dataset``, in dataset order.
 
-    The model is put in eval mode and moved to ``device``; images are the dataset's (resized,
-    normalised) items, and boxes and masks are scaled back to each image's ``orig_size``.
+    The model is put in eval mode and moved to ``device``; images are the dataset's resized
+    uint8 items, normalised per batch on ``device``; boxes and masks are scaled back to each
+    image's ``orig_size``.
     Masks are kept as RLE so memory does not grow with image size.
     """
     device = torch.device(device)
@@ -110,7 +112,7 @@ def predict_dataset(
     loader = build_dataloader(dataset, batch_size, num_workers=num_workers)
     predictions: list[ImagePredictions] = []
     for images, targets in loader:
-        outputs = model(images.to(device, non_blocking=True))
+        outputs = model(normalize_images(images, device))
         sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
         mask_logits = outputs.get("pred_masks") if segmentation else None
         plain = {k: v for k, v in outputs.items() if k != "pred_masks"}

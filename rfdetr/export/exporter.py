@@ -19,6 +19,7 @@ import torch
 
 from rfdetr import __version__
 from rfdetr.config import ModelConfig
+from rfdetr.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from rfdetr.export.accuracy import AccuracyReport
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.onnx import ExportError, check_shape, export_onnx, simplify_onnx
@@ -27,7 +28,6 @@ from rfdetr.export.quantize import QuantizeResult
 from rfdetr.export.runtime import ONNXRuntimeModel
 from rfdetr.export.targets import build_target, check_target
 from rfdetr.export.verify import VerifyReport, verify_onnx
-from rfdetr.inference import IMAGENET_MEAN, IMAGENET_STD
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from rfdetr.config import RunConfig
 from rfdetr.data.dataset import DetectionDataset
+from rfdetr.data.normalize import model_input
 from rfdetr.data.transforms import Target, pick_step_size, resize_batch
 from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.models.criterion import SetCriterion, count_boxes, reduce_num_boxes
@@ -158,11 +159,15 @@ def optimizer_step(
     """One full optimizer step on a step's batch (``grad_accum_steps`` micro-batches of
     ``batch_size``); returns the logged values.
 
+    ``images`` are the loader's uint8 pixels, normalised here on the training device before the
+    multi-scale resize (:func:`rfdetr.data.normalize.model_input`; float batches are taken as
+    normalised already).
+
     Raises:
         NonFiniteLossError: the step's loss is NaN/inf (the weights are left untouched).
     """
     train, device = session.config.train, session.device
-    images = images.to(device, non_blocking=True)
+    images = model_input(images, device)
     targets = [{k: _to(v, device) for k, v in t.items()} for t in targets]
     if session.sizes:
         size = pick_step_size(session.sizes, session.global_step, train.seed)

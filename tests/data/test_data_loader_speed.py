@@ -3,8 +3,8 @@
 - JPEG decoding through ``torchvision.io.decode_jpeg``: the same pixels as PIL (exact).
 - Geometry on the decoders' ``H, W, 3`` memory order: the same uint8 pixels as on a contiguous
   ``[3, H, W]`` copy (exact).
-- The fused normalisation ``x * scale - shift``: within 5e-7 of ``(x / 255 - mean) / std``
-  (float32 rounding; stated in :class:`rfdetr.data.transforms.Normalize`).
+- Items are uint8; the fused normalisation ``x * scale - shift``, now per batch, is within 5e-7
+  of ``(x / 255 - mean) / std`` (float32 rounding; stated in :mod:`rfdetr.data.normalize`).
 - Persistent workers: every epoch's batches equal those of a fresh single-process loader, and
   worker batches (small targets sent inline as numpy) equal single-process ones.
 """
@@ -23,8 +23,9 @@ from PIL import Image
 from rfdetr.data.dataset import DetectionDataset, build_dataset
 from rfdetr.data.images import load_rgb
 from rfdetr.data.loader import EpochLoader, build_dataloader, collate_fn, make_train_sampler
+from rfdetr.data.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 from rfdetr.data.synthetic import make_shapes_dataset
-from rfdetr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Compose
+from rfdetr.data.transforms import Compose
 
 NORMALISE_TOLERANCE = 5e-7
 
@@ -76,25 +77,28 @@ def old_item(dataset: DetectionDataset, epoch: int, index: int) -> tuple[torch.T
     image, target = dataset.load_raw(index)
     rng = random.Random((dataset.seed * 1_000_003 + epoch) * 1_000_000_007 + index)
     assert isinstance(dataset.transforms, Compose)
-    *geometry, normalize = dataset.transforms.transforms
+    *geometry, normalize_boxes = dataset.transforms.transforms
     image, target = Compose(geometry)(image.contiguous(), target, rng)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    _, target = normalize(image, target, rng)
+    _, target = normalize_boxes(image, target, rng)
     return (image.to(torch.float32) / 255.0 - mean) / std, target
 
 
 @pytest.mark.parametrize("train", [True, False])
 def test_items_match_the_old_pipeline(shapes: Path, train: bool) -> None:
-    dataset = build_dataset(shapes, "train", 96, train=train, scale_multiple=32, seed=5)
+    dataset = build_dataset(
+        shapes, "train", 96, train=train, segmentation=True, scale_multiple=32, seed=5
+    )
     for epoch in range(3):
         for index in range(len(dataset)):
             image, target = dataset[(epoch, index)]
             old_image, old_target = old_item(dataset, epoch, index)
-            assert image.is_contiguous() and image.shape == old_image.shape
-            assert (image - old_image).abs().max() <= NORMALISE_TOLERANCE
-            assert torch.equal(target["boxes"], old_target["boxes"])
-            assert torch.equal(target["labels"], old_target["labels"])
+            assert image.dtype == torch.uint8 and image.shape == old_image.shape
+            normalised = normalize_images(image[None])[0]
+            assert (normalised - old_image).abs().max() <= NORMALISE_TOLERANCE
+            for key in ("boxes", "labels", "masks", "size"):
+                assert torch.equal(target[key], old_target[key]), key
 
 
 def test_main_process_items_use_one_thread(shapes: Path) -> None:

@@ -93,7 +93,7 @@ def test_coco_detection_items(coco_dir: Path) -> None:
     assert len(dataset) == 3 and dataset.format is DatasetFormat.COCO
     assert dataset.class_map.names == ("cat", "dog") and dataset.num_classes == 2
     image, target = dataset[0]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8  # normalised per batch
     # The crowd annotation of image 0 is not a training target.
     assert target["labels"].tolist() == [0, 1]
     assert target["boxes"].dtype == torch.float32

@@ -191,6 +191,7 @@ def test_rfdetr_train_on_every_reproduction(tmp_path: Path, build: SimpleNamespa
             str(results_file),
             str(progress),
             str(limit_mb),
+            "0",  # the first case to run (the driver appends one JSON line per case)
         ],
         capture_output=True,
         text=True,
@@ -200,7 +201,7 @@ def test_rfdetr_train_on_every_reproduction(tmp_path: Path, build: SimpleNamespa
     )
     assert child.returncode == 0, f"driver died at {progress.read_text()}: {child.stderr[-3000:]}"
     failures = []
-    results = json.loads(results_file.read_text())
+    results = [json.loads(line) for line in results_file.read_text().splitlines()]
     for (name, workers, file_named), result in zip(named, results, strict=True):
         errors = [line for line in result["err"].splitlines() if line.startswith("rfdetr train:")]
         output = result["out"] + result["err"] + result["traceback"]

@@ -12,6 +12,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from rfdetr.data.normalize import normalize_images
 from rfdetr.evaluation.coco import CocoMetrics, evaluate_model, score_predictions
 from rfdetr.evaluation.predictions import ImagePredictions, predict_dataset, to_coco_results
 
@@ -117,7 +118,7 @@ def test_evaluation_evaluate_model_end_to_end(tmp_path, tiny_seg_model, seg_data
     )
     image, target = seg_dataset[0]
     with torch.inference_mode():
-        outputs = model.eval()(image[None])
+        outputs = model.eval()(normalize_images(image[None]))
         reference = postprocess(outputs, target["orig_size"][None])[0]
     assert np.array_equal(predictions[0].scores, reference["scores"].numpy())
     assert np.array_equal(predictions[0].decoded_masks(), reference["masks"].numpy())

@@ -12,40 +12,11 @@ from typing import Any
 
 import pytest
 import torch
+from training_helpers import tiny_session
 
-from rfdetr.config import RunConfig
-from rfdetr.models.build import build_model
 from rfdetr.models.criterion import SetCriterion
 from rfdetr.training import step as step_module
-from rfdetr.training.distributed import DistInfo
-from rfdetr.training.ema import ModelEMA
-from rfdetr.training.optim import build_optimizer
-from rfdetr.training.runtime import Precision
-from rfdetr.training.schedule import build_scheduler
-from rfdetr.training.setup import build_criterion
 from rfdetr.training.step import NonFiniteLossError, TrainSession, optimizer_step
-
-
-def _session(scaled: bool) -> TrainSession:
-    config = RunConfig.from_kwargs(
-        "tiny", dataset_dir="-", num_classes=3, batch_size=2, grad_accum_steps=1, epochs=2
-    )
-    torch.manual_seed(0)
-    model = build_model(config.model).train()
-    optimizer = build_optimizer(model, config.train, config.model, torch.device("cpu"))
-    return TrainSession(
-        config=config,
-        model=model,
-        forward_model=model,
-        criterion=build_criterion(config).train(),
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config.train, steps_per_epoch=10),
-        scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=scaled),
-        ema=ModelEMA(model, config.train.ema_decay, config.train.ema_tau),
-        precision=Precision("cpu"),
-        device=torch.device("cpu"),
-        dist=DistInfo(),
-    )
 
 
 def _batch() -> tuple[torch.Tensor, list[dict[str, Any]]]:
@@ -83,7 +54,7 @@ def _poison_gradient(session: TrainSession) -> Any:
 
 
 def test_training_fp16_inf_gradient_is_skipped_without_moving_anything() -> None:
-    session = _session(scaled=True)
+    session = tiny_session(scaled=True)
     images, targets = _batch()
     optimizer_step(session, images, targets, 0, 0)  # one applied step first
     assert session.global_step == 1 and session.ema.updates == 1
@@ -101,7 +72,7 @@ def test_training_fp16_inf_gradient_is_skipped_without_moving_anything() -> None
 def test_training_fp16_non_finite_loss_skips_instead_of_stopping(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    session = _session(scaled=True)
+    session = tiny_session(scaled=True)
     real = SetCriterion.total_loss
     monkeypatch.setattr(SetCriterion, "total_loss", lambda self, d: real(self, d) * float("nan"))
     before = _snapshot(session)
@@ -112,7 +83,7 @@ def test_training_fp16_non_finite_loss_skips_instead_of_stopping(
 
 def test_training_fp16_persistent_non_finite_loss_stops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(step_module, "MAX_SKIPPED_STEPS", 3)
-    session = _session(scaled=True)
+    session = tiny_session(scaled=True)
     real = SetCriterion.total_loss
     monkeypatch.setattr(SetCriterion, "total_loss", lambda self, d: real(self, d) * float("inf"))
     images, targets = _batch()
@@ -126,7 +97,7 @@ def test_training_fp16_persistent_non_finite_loss_stops(monkeypatch: pytest.Monk
 def test_training_without_scaler_a_non_finite_loss_still_stops_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    session = _session(scaled=False)
+    session = tiny_session(scaled=False)
     real = SetCriterion.total_loss
     monkeypatch.setattr(SetCriterion, "total_loss", lambda self, d: real(self, d) * float("nan"))
     before = [p.detach().clone() for p in session.model.parameters()]

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 import torch
+from training_helpers import tiny_session
 
 from rfdetr.config import RunConfig, TrainConfig, get_preset
-from rfdetr.data import build_dataset, collate_fn
+from rfdetr.data import build_dataset, collate_fn, normalize_images
+from rfdetr.data.normalize import normalize_constants
+from rfdetr.data.transforms import pick_step_size
 from rfdetr.models.build import build_model
 from rfdetr.models.criterion import count_boxes, reduce_num_boxes
 from rfdetr.training import fit
@@ -18,13 +21,14 @@ from rfdetr.training.distributed import DistributedTrainSampler
 from rfdetr.training.optim import build_optimizer, param_groups
 from rfdetr.training.schedule import build_scheduler
 from rfdetr.training.setup import build_criterion
-from rfdetr.training.step import accumulate_gradients
+from rfdetr.training.step import accumulate_gradients, optimizer_step
 
 
 def _gradients(micro_batch: int, shapes_coco: Path) -> dict[str, torch.Tensor]:
     config = RunConfig.from_kwargs("tiny", dataset_dir=str(shapes_coco), num_classes=3)
     dataset = build_dataset(shapes_coco, "train", 64, train=False)
-    images, targets = collate_fn([dataset[i] for i in range(4)])
+    pixels, targets = collate_fn([dataset[i] for i in range(4)])
+    images = normalize_images(pixels)
     torch.manual_seed(0)
     model = build_model(config.model).train()
     criterion = build_criterion(config).train()
@@ -138,7 +142,8 @@ def test_training_gradient_checkpointing_keeps_gradients(shapes_coco: Path) -> N
         "tiny", dataset_dir=str(shapes_coco), gradient_checkpointing=True
     )
     dataset = build_dataset(shapes_coco, "train", 64, train=False)
-    images, targets = collate_fn([dataset[i] for i in range(4)])
+    pixels, targets = collate_fn([dataset[i] for i in range(4)])
+    images = normalize_images(pixels)
     torch.manual_seed(0)
     model = build_model(get_preset("tiny")).train()
     apply_runtime_settings(model, config.model)
@@ -177,3 +182,26 @@ def test_training_fit_with_accumulation_equals_one_big_batch(
     for name, value in whole.items():
         torch.testing.assert_close(accumulated[name], value, rtol=0, atol=1e-5, msg=name)
     assert max(float((control[k] - whole[k]).abs().max()) for k in whole) > 1e-4
+
+
+def test_training_step_on_uint8_batches_equals_the_old_float_batches(shapes_coco: Path) -> None:
+    """Loader batches are uint8 now, normalised in the step before the multi-scale resize
+    (issue 17). The reference is the old contract: float items normalised one by one
+    (``x * scale - shift`` per image, as ``rfdetr.data.transforms.Normalize`` did), passed to
+    the step as already-normalised floats. Two multi-scale steps must give identical losses and
+    weights, bit for bit."""
+    block = get_preset("tiny").block_size
+    dataset = build_dataset(shapes_coco, "train", 64, train=True, scale_multiple=block, seed=1)
+    scale, shift = (c[0] for c in normalize_constants())
+    sessions = [tiny_session(sizes=dataset.sizes) for _ in range(2)]
+    for step in range(2):
+        items = [dataset[(0, i)] for i in (2 * step, 2 * step + 1)]
+        pixels, targets = collate_fn(items)
+        old = torch.stack([torch.empty(p.shape).copy_(p).mul_(scale).sub_(shift) for p in pixels])
+        new_values = optimizer_step(sessions[0], pixels, targets, 0, step)
+        old_values = optimizer_step(sessions[1], old, targets, 0, step)
+        assert new_values == old_values
+    sizes = {pick_step_size(dataset.sizes, s, sessions[0].config.train.seed) for s in range(2)}
+    assert sizes != {max(dataset.sizes)}  # at least one step resized its batch
+    new, old = (s.model.state_dict() for s in sessions)
+    assert all(torch.equal(new[k], old[k]) for k in new)
