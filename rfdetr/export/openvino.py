@@ -24,6 +24,7 @@ import torch
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.onnx import ExportError
 from rfdetr.export.runtime import ONNXRuntimeModel
+from rfdetr.export.sigstack import keep_signal_stack
 
 FP32_ATOL = 1e-3  # OpenVINO fp32 vs ONNX Runtime fp32, boxes (normalised) and logits
 
@@ -109,7 +110,9 @@ class OpenVINOModel(ONNXRuntimeModel):
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(model, "CPU", config)
+        # creating the CPU plugin would leave a dangling signal stack (rfdetr.export.sigstack)
+        with keep_signal_stack():
+            self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.props = read_rt_info(model)
         self.metadata = ExportMetadata.from_props(self.props, source=str(self.path))
