@@ -17,7 +17,7 @@ interleaved loop. It prints median and p90 latency, the ratio of ours to upstrea
 output difference between the two ONNX files on the same input, and both file sizes.
 
 ``UPSTREAM_PYTHONPATH``, when set, is the upstream subprocess's ``PYTHONPATH`` (a folder holding
-``onnx`` when that venv was made without ``rfdetr[onnx]``, as /work/upstream-venv was on 2026-12-04).
+``onnx`` when that venv lacks ``rfdetr[onnx]``, as /work/upstream-venv did on 2026-12-04).
 
 Usage:
     python benchmarks/inference_latency.py --upstream-venv /work/upstream-venv \\
