@@ -16,6 +16,9 @@ Idle worker threads are told not to spin (ORT ``session.intra_op.allow_spinning=
 interleaved loop. It prints median and p90 latency, the ratio of ours to upstream's, the max
 output difference between the two ONNX files on the same input, and both file sizes.
 
+``UPSTREAM_PYTHONPATH``, when set, is the upstream subprocess's ``PYTHONPATH`` (a folder holding
+``onnx`` when that venv lacks ``rfdetr[onnx]``, as /work/upstream-venv did on 2026-12-04).
+
 Usage:
     python benchmarks/inference_latency.py --upstream-venv /work/upstream-venv \\
         [--sizes nano seg-nano] [--runs 30] [--threads 2]
@@ -73,6 +76,8 @@ def upstream_export(python: Path, size: str, folder: Path) -> tuple[dict, Path, 
     script = folder / "upstream_export.py"
     script.write_text(UPSTREAM_SCRIPT)
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE"}
+    if os.environ.get("UPSTREAM_PYTHONPATH"):  # e.g. `onnx` for a venv made without the extra
+        env["PYTHONPATH"] = os.environ["UPSTREAM_PYTHONPATH"]
     subprocess.run(
         [str(python), str(script), UPSTREAM_CLASSES[size], str(folder)],
         check=True,

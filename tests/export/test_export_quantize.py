@@ -29,11 +29,14 @@ from rfdetr.evaluation.predictions import ImagePredictions
 from rfdetr.export.accuracy import _deviations
 from rfdetr.export.onnx import ExportError
 from rfdetr.export.quantize import (
+    FLOAT_OUTPUT_OPS,
     QUANTIZED_OPS,
     CalibrationError,
     _sigmoid,
+    calibration_images,
     node_groups,
     preprocessed,
+    quantize_onnx,
 )
 from rfdetr.export.runtime import ONNXRuntimeModel
 from rfdetr.export.selection import forced_selection
@@ -104,13 +107,45 @@ def test_int8_file_is_quantized_and_agrees_with_fp32(
     assert softmax and not any(set(n.input) & dequantized for n in softmax)
     groups = node_groups(result.onnx_path)
     kept_fp32 = {name for g in result.quantized.excluded for name in groups[g]}
-    weighted = {name for names in groups.values() for name in names}
+    fp32_graph = onnx.load(str(result.onnx_path)).graph
+    constants = {t.name for t in fp32_graph.initializer}
+    constants |= {n.output[0] for n in fp32_graph.node if n.op_type == "Constant"}
+    weighted = {n.name for n in fp32_graph.node if set(n.input) & constants}
+    grouped = {name for names in groups.values() for name in names}
     # int8 weights exactly where intended: every weight op but those of the groups kept fp32
-    assert fed == weighted - kept_fp32
+    assert fed == (grouped & weighted) - kept_fp32
+    # the attention products of two activations: both inputs int8 unless their group is fp32
+    products = {n.name: n for n in graph.node if n.name in grouped - weighted}
+    assert products and all("attn" in name or "attention" in name for name in products)
+    for name, node in products.items():
+        assert (set(node.input) <= dequantized) == (name not in kept_fp32)
+    # MatMul / Gemm write fp32 (FLOAT_OUTPUT_OPS): no QuantizeLinear reads their outputs
+    made = {o for n in graph.node if n.op_type in FLOAT_OUTPUT_OPS for o in n.output}
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in made for n in graph.node)
     with_index, name = _with_selection(result.path, tmp_path)
     _check_int8(ONNXRuntimeModel(with_index), name, model, _valid_inputs(shapes, result.onnx_path))
     assert result.quantized.error <= result.quantized.error_full  # the pass never makes it worse
     assert result.quantized.sensitivity  # every group was measured (no time budget by default)
+
+
+def test_sensitivity_keeps_only_groups_above_the_tolerance(
+    int8_export, shapes: Path, tmp_path: Path
+) -> None:
+    fp32 = int8_export.onnx_path
+    inputs = preprocessed(calibration_images(shapes, SHAPES), fp32)
+    measured = int8_export.quantized.sensitivity
+    for tolerance in (max(measured.values()) * 2, float(np.median(list(measured.values())))):
+        result = quantize_onnx(
+            fp32, tmp_path / "q.onnx", inputs, max_excluded=2, tolerance=tolerance
+        )
+        scores = result.sensitivity
+        above = sorted((g for g in scores if scores[g] > tolerance), key=scores.__getitem__)[::-1]
+        # only groups above the tolerance, worst first, at most max_excluded, and kept only
+        # when that lowers the error of the whole file
+        assert result.excluded in ([], above[:2])
+        assert (result.error < result.error_full) == bool(result.excluded)
+        assert result.excluded or result.error == result.error_full
+    assert above  # the second tolerance put groups above it: the choice was exercised
 
 
 def test_int8_report_beside_the_file_and_in_its_metadata(int8_export) -> None:
