@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -34,7 +33,7 @@ COMMON = [
     ("grad clip", "torch.nn.utils:clip_grad_norm_"),
     ("matcher", "rfdetr.models.matcher:HungarianMatcher.forward"),
     ("torch.save", "torch:save"),
-    ("next batch", "torch.utils.data.dataloader:_BaseDataLoaderIterator.__next__"),
+    ("next batch", "torch.utils.data.dataloader:_BaseDataLoaderIter.__next__"),
     ("optimizer", "torch.optim.adamw:AdamW.step"),
 ]
 OURS = [
@@ -62,8 +61,9 @@ UPSTREAM = [
     ("COCO metrics", "rfdetr.training.callbacks.coco_eval:"
      "COCOEvalCallback.on_validation_epoch_end"),
     ("best file", "rfdetr.training.callbacks.best_model:BestModelCallback.on_validation_end"),
-    ("lightning ckpt", "lightning.pytorch.trainer.trainer:Trainer.save_checkpoint"),
-    ("lightning fit", "lightning.pytorch.trainer.trainer:Trainer.fit"),
+    ("lightning ckpt", "pytorch_lightning.trainer.trainer:Trainer.save_checkpoint"),
+    ("lightning fit", "pytorch_lightning.trainer.trainer:Trainer.fit"),
+    ("test pass", "pytorch_lightning.trainer.trainer:Trainer.test"),
 ]  # fmt: skip
 
 SIDE_SCRIPT = textwrap.dedent(
@@ -122,21 +122,14 @@ SIDE_SCRIPT = textwrap.dedent(
 
 def run_side(python: str, ours: bool, dataset: Path, args: argparse.Namespace) -> dict:
     """One fresh process running the call with its phases timed; returns the JSON it prints."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    if ours:
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
+    from train_wall import run_script  # this folder is on sys.path when run as a script
+
     targets = COMMON + (OURS if ours else UPSTREAM)
-    with tempfile.TemporaryDirectory(prefix="rfdetr-phases-") as output:
-        done = subprocess.run(
-            [python, "-W", "ignore", "-c", SIDE_SCRIPT, str(dataset), output, str(args.threads),
-             args.amp_dtype if ours else "fp32", str(int(args.multi_scale)), json.dumps(targets)],
-            env=env, cwd=output, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-    lines = [line for line in done.stdout.splitlines() if line.startswith('{"wall"')]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{'ours' if ours else 'upstream'} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    amp = args.amp_dtype if ours else "fp32"
+    argv = [str(dataset), "", str(args.threads), amp, str(int(args.multi_scale))]
+    return run_script(
+        python, ours, SIDE_SCRIPT, [*argv, json.dumps(targets)], args.threads, '{"wall"'
+    )
 
 
 def print_side(name: str, reply: dict) -> None:

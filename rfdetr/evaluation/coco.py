@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import torch
 from torch import nn
 
 from rfdetr.data.classes import ClassMap
@@ -34,7 +33,6 @@ from rfdetr.evaluation.predictions import (
     predict_dataset_models,
     to_coco_results,
 )
-from rfdetr.models.postprocess import PostProcess
 
 logger = logging.getLogger(__name__)
 
@@ -296,18 +294,7 @@ def _curves(primary: Any, sweep: analysis.ThresholdSweep) -> Curves:
     )
 
 
-def evaluate_model(
-    model: nn.Module,
-    dataset: DetectionDataset,
-    *,
-    postprocess: PostProcess,
-    device: torch.device | str = "cpu",
-    batch_size: int = 4,
-    num_workers: int = 0,
-    segmentation: bool = False,
-    max_dets: int = DEFAULT_MAX_DETS,
-    backend: Backend = "auto",
-) -> EvaluationResult:
+def evaluate_model(model: nn.Module, dataset: DetectionDataset, **options: Any) -> EvaluationResult:
     """COCO-evaluate ``model`` on a validation ``dataset`` (built with ``train=False``).
 
     Runs the model (an ``RFDETR``, or anything with its outputs) in eval mode, batched, under
@@ -318,29 +305,28 @@ def evaluate_model(
     dataset built with ``segmentation=True``). ``max_dets`` and ``backend``: see
     :func:`score_predictions`.
 
+    Keywords (``options``): ``postprocess`` (required), ``device`` ("cpu"), ``batch_size`` (4),
+    ``num_workers`` (0), ``segmentation`` (False), ``max_dets``, ``backend`` ("auto"), as
+    :func:`evaluate_models` takes them.
+
     Raises:
         ValueError: ``segmentation`` is asked of a dataset or model without masks.
     """
-    return evaluate_models(
-        [model], dataset, postprocess=postprocess, device=device, batch_size=batch_size,
-        num_workers=num_workers, segmentation=segmentation, max_dets=max_dets, backend=backend,
-    )[0]  # fmt: skip
+    return evaluate_models([model], dataset, **options)[0]
 
 
 def evaluate_models(
     models: Sequence[nn.Module],
     dataset: DetectionDataset,
     *,
-    postprocess: PostProcess,
-    device: torch.device | str = "cpu",
-    batch_size: int = 4,
-    num_workers: int = 0,
     segmentation: bool = False,
     max_dets: int = DEFAULT_MAX_DETS,
     backend: Backend = "auto",
+    **options: Any,
 ) -> list[EvaluationResult]:
     """:func:`evaluate_model` of each of ``models``, their predictions made in one pass over
-    ``dataset`` (:func:`~rfdetr.evaluation.predictions.predict_dataset_models`: each batch
+    ``dataset`` (:func:`~rfdetr.evaluation.predictions.predict_dataset_models`, which takes
+    ``options``: ``postprocess``, ``device``, ``batch_size``, ``num_workers``; each batch
     loaded once); each result equals that model's own :func:`evaluate_model` result.
 
     Raises:
@@ -350,10 +336,7 @@ def evaluate_models(
         raise ValueError("segmentation=True needs a dataset built with segmentation=True")
     modes = [model.training for model in models]
     try:
-        found = predict_dataset_models(
-            models, dataset, postprocess=postprocess, device=device, batch_size=batch_size,
-            num_workers=num_workers, segmentation=segmentation,
-        )  # fmt: skip
+        found = predict_dataset_models(models, dataset, segmentation=segmentation, **options)
     finally:
         for model, was_training in zip(models, modes, strict=True):
             model.train(was_training)

@@ -91,14 +91,7 @@ def to_coco_results(predictions: list[ImagePredictions], segmentation: bool) -> 
 
 
 def predict_dataset(
-    model: nn.Module,
-    dataset: DetectionDataset,
-    *,
-    postprocess: PostProcess,
-    device: torch.device | str = "cpu",
-    batch_size: int = 4,
-    num_workers: int = 0,
-    segmentation: bool = False,
+    model: nn.Module, dataset: DetectionDataset, **options: Any
 ) -> list[ImagePredictions]:
     """Detections of ``model`` on every image of ``dataset``, in dataset order.
 
@@ -106,11 +99,11 @@ def predict_dataset(
     uint8 items, normalised per batch on ``device``; boxes and masks are scaled back to each
     image's ``orig_size``.
     Masks are kept as RLE so memory does not grow with image size.
+
+    Keywords (``options``): ``postprocess`` (required), ``device`` ("cpu"), ``batch_size`` (4),
+    ``num_workers`` (0), ``segmentation`` (False), as :func:`predict_dataset_models` takes them.
     """
-    return predict_dataset_models(
-        [model], dataset, postprocess=postprocess, device=device, batch_size=batch_size,
-        num_workers=num_workers, segmentation=segmentation,
-    )[0]  # fmt: skip
+    return predict_dataset_models([model], dataset, **options)[0]
 
 
 @torch.inference_mode()
