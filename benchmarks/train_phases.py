@@ -43,7 +43,7 @@ OURS = [
     ("train step", "rfdetr.training.step:optimizer_step"),
     ("criterion", "rfdetr.models.criterion:SetCriterion.forward"),
     ("EMA update", "rfdetr.training.ema:ModelEMA.update"),
-    ("evaluate split", "rfdetr.training.outputs:evaluate_split"),
+    ("evaluate split", "rfdetr.training.outputs:evaluate_split_models"),
     ("COCO metrics", "rfdetr.evaluation.coco:score_predictions"),
     ("best file", "rfdetr.training.outputs:_write_best"),
     ("checkpoint.pth", "rfdetr.checkpoints:save_training_checkpoint"),
