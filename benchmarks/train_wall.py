@@ -66,17 +66,26 @@ def run_side(
     python: str, ours: bool, dataset: Path, threads: int, amp: str, multi_scale: bool
 ) -> dict[str, float]:
     """One fresh process running the seed call; returns its timings."""
+    extra = [str(dataset), "", str(threads), amp, str(int(multi_scale))]
+    return run_script(python, ours, SIDE_SCRIPT, extra, threads, '{"train_s"')
+
+
+def run_script(
+    python: str, ours: bool, script: str, argv: list[str], threads: int, marker: str
+) -> dict:
+    """Run ``script`` in a fresh process of ``python`` (ours: this checkout's ``rfdetr`` on
+    ``PYTHONPATH``) with ``argv``, the empty one replaced by a temporary output folder; returns
+    the JSON of its last stdout line starting with ``marker``."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if ours:  # this checkout's rfdetr, not whichever one is installed
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     env |= {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory(prefix="rfdetr-wall-") as output:
         done = subprocess.run(
-            [python, "-W", "ignore", "-c", SIDE_SCRIPT, str(dataset), output, str(threads), amp,
-             str(int(multi_scale))],
+            [python, "-W", "ignore", "-c", script, *(a or output for a in argv)],
             env=env, cwd=output, capture_output=True, text=True, check=False,
         )  # fmt: skip
-    lines = [line for line in done.stdout.splitlines() if line.startswith('{"train_s"')]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(marker)]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{'ours' if ours else 'upstream'} failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1])

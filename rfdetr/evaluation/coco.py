@@ -9,10 +9,10 @@ carries the dataset's **original** category id and name, taken from that ground 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import torch
 from torch import nn
 
 from rfdetr.data.classes import ClassMap
@@ -28,8 +28,11 @@ from rfdetr.evaluation.cocoeval import (
     run_matching,
 )
 from rfdetr.evaluation.cocoeval import summary_value as _value
-from rfdetr.evaluation.predictions import ImagePredictions, predict_dataset, to_coco_results
-from rfdetr.models.postprocess import PostProcess
+from rfdetr.evaluation.predictions import (
+    ImagePredictions,
+    predict_dataset_models,
+    to_coco_results,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -291,18 +294,7 @@ def _curves(primary: Any, sweep: analysis.ThresholdSweep) -> Curves:
     )
 
 
-def evaluate_model(
-    model: nn.Module,
-    dataset: DetectionDataset,
-    *,
-    postprocess: PostProcess,
-    device: torch.device | str = "cpu",
-    batch_size: int = 4,
-    num_workers: int = 0,
-    segmentation: bool = False,
-    max_dets: int = DEFAULT_MAX_DETS,
-    backend: Backend = "auto",
-) -> EvaluationResult:
+def evaluate_model(model: nn.Module, dataset: DetectionDataset, **options: Any) -> EvaluationResult:
     """COCO-evaluate ``model`` on a validation ``dataset`` (built with ``train=False``).
 
     Runs the model (an ``RFDETR``, or anything with its outputs) in eval mode, batched, under
@@ -313,33 +305,50 @@ def evaluate_model(
     dataset built with ``segmentation=True``). ``max_dets`` and ``backend``: see
     :func:`score_predictions`.
 
+    Keywords (``options``): ``postprocess`` (required), ``device`` ("cpu"), ``batch_size`` (4),
+    ``num_workers`` (0), ``segmentation`` (False), ``max_dets``, ``backend`` ("auto"), as
+    :func:`evaluate_models` takes them.
+
+    Raises:
+        ValueError: ``segmentation`` is asked of a dataset or model without masks.
+    """
+    return evaluate_models([model], dataset, **options)[0]
+
+
+def evaluate_models(
+    models: Sequence[nn.Module],
+    dataset: DetectionDataset,
+    *,
+    segmentation: bool = False,
+    max_dets: int = DEFAULT_MAX_DETS,
+    backend: Backend = "auto",
+    **options: Any,
+) -> list[EvaluationResult]:
+    """:func:`evaluate_model` of each of ``models``, their predictions made in one pass over
+    ``dataset`` (:func:`~rfdetr.evaluation.predictions.predict_dataset_models`, which takes
+    ``options``: ``postprocess``, ``device``, ``batch_size``, ``num_workers``; each batch
+    loaded once); each result equals that model's own :func:`evaluate_model` result.
+
     Raises:
         ValueError: ``segmentation`` is asked of a dataset or model without masks.
     """
     if segmentation and not dataset.segmentation:
         raise ValueError("segmentation=True needs a dataset built with segmentation=True")
-    was_training = model.training
+    modes = [model.training for model in models]
     try:
-        predictions = predict_dataset(
-            model,
-            dataset,
-            postprocess=postprocess,
-            device=device,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            segmentation=segmentation,
-        )
+        found = predict_dataset_models(models, dataset, segmentation=segmentation, **options)
     finally:
-        model.train(was_training)
-    result = score_predictions(
-        coco_ground_truth(dataset),
-        predictions,
-        segmentation=segmentation,
-        max_dets=max_dets,
-        backend=backend,
-    )
-    logger.debug("%s", result.summary())
-    return result
+        for model, was_training in zip(models, modes, strict=True):
+            model.train(was_training)
+    results = []
+    for predictions in found:  # a fresh ground truth each: scoring must not see another's
+        result = score_predictions(
+            coco_ground_truth(dataset), predictions, segmentation=segmentation, max_dets=max_dets,
+            backend=backend,
+        )  # fmt: skip
+        logger.debug("%s", result.summary())
+        results.append(result)
+    return results
 
 
 def check_classes(

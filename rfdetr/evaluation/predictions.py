@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,16 +90,8 @@ def to_coco_results(predictions: list[ImagePredictions], segmentation: bool) -> 
     return results
 
 
-@torch.inference_mode()
 def predict_dataset(
-    model: nn.Module,
-    dataset: DetectionDataset,
-    *,
-    postprocess: PostProcess,
-    device: torch.device | str = "cpu",
-    batch_size: int = 4,
-    num_workers: int = 0,
-    segmentation: bool = False,
+    model: nn.Module, dataset: DetectionDataset, **options: Any
 ) -> list[ImagePredictions]:
     """Detections of ``model`` on every image of ``dataset``, in dataset order.
 
@@ -106,35 +99,81 @@ def predict_dataset(
     uint8 items, normalised per batch on ``device``; boxes and masks are scaled back to each
     image's ``orig_size``.
     Masks are kept as RLE so memory does not grow with image size.
+
+    Keywords (``options``): ``postprocess`` (required), ``device`` ("cpu"), ``batch_size`` (4),
+    ``num_workers`` (0), ``segmentation`` (False), as :func:`predict_dataset_models` takes them.
+    """
+    return predict_dataset_models([model], dataset, **options)[0]
+
+
+@torch.inference_mode()
+def predict_dataset_models(
+    models: Sequence[nn.Module],
+    dataset: DetectionDataset,
+    *,
+    postprocess: PostProcess,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4,
+    num_workers: int = 0,
+    segmentation: bool = False,
+) -> list[list[ImagePredictions]]:
+    """:func:`predict_dataset` of each of ``models`` in one pass over ``dataset``: each batch is
+    loaded and normalised once and run through every model (the training loop's regular and
+    EMA models). Each model's detections equal those of its own :func:`predict_dataset` call
+    (same batches, same inputs).
+
+    Returns:
+        One list of per-image detections per model, in the order of ``models``.
     """
     device = torch.device(device)
-    model.eval().to(device)
+    for model in models:
+        model.eval().to(device)
     loader = build_dataloader(dataset, batch_size, num_workers=num_workers)
-    predictions: list[ImagePredictions] = []
+    found: list[list[ImagePredictions]] = [[] for _ in models]
     for images, targets in loader:
-        outputs = model(normalize_images(images, device))
+        pixels = normalize_images(images, device)
         sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
-        mask_logits = outputs.get("pred_masks") if segmentation else None
-        plain = {k: v for k, v in outputs.items() if k != "pred_masks"}
-        results = postprocess(plain, sizes)
-        for i, (result, target) in enumerate(zip(results, targets, strict=True)):
-            masks = None
-            if mask_logits is not None:
-                masks = _select_masks(postprocess, outputs, mask_logits, i, sizes[i])
-            height, width = (int(v) for v in target["orig_size"])
-            predictions.append(
-                ImagePredictions(
-                    index=len(predictions),
-                    image_id=int(target["image_id"]),
-                    height=height,
-                    width=width,
-                    scores=result["scores"].float().cpu().numpy(),
-                    labels=result["labels"].cpu().numpy().astype(np.int64),
-                    boxes=result["boxes"].float().cpu().numpy(),
-                    masks=masks,
-                )
+        for model, predictions in zip(models, found, strict=True):
+            outputs = model(pixels)
+            batch = _batch_predictions(
+                outputs, targets, sizes, postprocess, segmentation, len(predictions)
             )
-    logger.debug("predicted %d images", len(predictions))
+            predictions.extend(batch)
+    logger.debug("predicted %d images with %d model(s)", len(found[0]), len(models))
+    return found
+
+
+def _batch_predictions(
+    outputs: dict[str, torch.Tensor],
+    targets: list[dict[str, Any]],
+    sizes: torch.Tensor,
+    postprocess: PostProcess,
+    segmentation: bool,
+    first_index: int,
+) -> list[ImagePredictions]:
+    """One batch's model ``outputs`` as per-image detections in original-image pixels
+    (``sizes`` ``[B, 2]`` h, w); ``first_index``: dataset position of the batch's first image."""
+    mask_logits = outputs.get("pred_masks") if segmentation else None
+    plain = {k: v for k, v in outputs.items() if k != "pred_masks"}
+    results = postprocess(plain, sizes)
+    predictions = []
+    for i, (result, target) in enumerate(zip(results, targets, strict=True)):
+        masks = None
+        if mask_logits is not None:
+            masks = _select_masks(postprocess, outputs, mask_logits, i, sizes[i])
+        height, width = (int(v) for v in target["orig_size"])
+        predictions.append(
+            ImagePredictions(
+                index=first_index + i,
+                image_id=int(target["image_id"]),
+                height=height,
+                width=width,
+                scores=result["scores"].float().cpu().numpy(),
+                labels=result["labels"].cpu().numpy().astype(np.int64),
+                boxes=result["boxes"].float().cpu().numpy(),
+                masks=masks,
+            )
+        )
     return predictions
 
 

@@ -87,12 +87,13 @@ class DecoderLayer(nn.Module):
         v = tgt
         groups = self.group_detr if self.training else 1
         if groups > 1:
-            # Move the groups into the batch so attention never crosses a group.
-            q = torch.cat(q.split(queries // groups, dim=1), dim=0)
-            v = torch.cat(v.split(queries // groups, dim=1), dim=0)
+            # Move the groups into the batch so attention never crosses a group: a view of
+            # the contiguous [B, G * Q/G, C] as [B * G, Q/G, C] (image-major), no copy.
+            q = q.reshape(batch * groups, queries // groups, -1)
+            v = v.reshape(batch * groups, queries // groups, -1)
         attended = self.self_attn(q, q, v, need_weights=False)[0]
         if groups > 1:
-            attended = torch.cat(attended.split(batch, dim=0), dim=1)
+            attended = attended.reshape(batch, queries, -1)
         tgt = self.norm1(tgt + self.dropout(attended))
         attended = self.cross_attn(tgt + query_pos, reference_boxes, memory, spatial_shapes)
         tgt = self.norm2(tgt + self.dropout(attended))

@@ -108,19 +108,19 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
     if resume is not None:
         start_epoch = restore(session, session.tracker, session.stopper, resume, info)
     session.run_logger = _start_outputs(config, info, start_epoch)
-    stopped = False
+    stopped, last_epoch = False, start_epoch - 1
     try:
         for epoch in range(start_epoch, config.train.epochs):
             started = time.perf_counter()
             stats = train_one_epoch(session, batches.epoch(epoch), epoch)
-            stopped = _end_epoch(session, epoch, stats, started)
+            stopped, last_epoch = _end_epoch(session, epoch, stats, started), epoch
             if stopped:
                 logger.info("early stopping after epoch %d", epoch)
                 break
     finally:
         if session.run_logger is not None:
             session.run_logger.close()
-    return _final_result(session, stopped)
+    return _final_result(session, stopped, last_epoch)
 
 
 def _wants_cuda(config: RunConfig) -> bool:
@@ -236,13 +236,13 @@ def _check_same_resume(config: RunConfig, resume: dict[str, Any] | None, info: D
         )
 
 
-def _final_result(session: TrainSession, stopped: bool) -> TrainResult:
+def _final_result(session: TrainSession, stopped: bool, last_epoch: int) -> TrainResult:
     output_dir = Path(session.config.train.output_dir)
     best = output_dir / files.BEST_TOTAL
     result = None
     if session.dist.is_main:
         if best.is_file():
-            write_results(output_dir, _summary(session, best, stopped))
+            write_results(output_dir, _summary(session, best, stopped, last_epoch))
         result = TrainResult.from_run_dir(
             output_dir, class_names=session.class_names, stopped_early=stopped
         )
@@ -250,15 +250,17 @@ def _final_result(session: TrainSession, stopped: bool) -> TrainResult:
     return replace(broadcast(result, session.dist), model=session.model)
 
 
-def _summary(session: TrainSession, best: Path, stopped: bool) -> dict[str, Any]:
+def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) -> dict[str, Any]:
     """The content of ``results.json``; evaluates the best model on ``test/`` when present."""
     config = session.config
     checkpoint = files.read_checkpoint(best)
     metrics = checkpoint.metrics or {}
     test = None
     if session.test is not None:
-        model, _, _ = files.load_model(checkpoint, config.model)
-        test = evaluate_split(session, model.to(session.device), session.test).to_dict()
+        model = _best_in_memory(session, metrics, last_epoch)
+        if model is None:
+            model = files.load_model(checkpoint, config.model)[0].to(session.device)
+        test = evaluate_split(session, model, session.test).to_dict()
     return {
         "best_checkpoint": best.name,
         "best_source": metrics.get("source"),
@@ -271,3 +273,18 @@ def _summary(session: TrainSession, best: Path, stopped: bool) -> dict[str, Any]
         "class_map": config.data.class_map,
         "stopped_early": stopped,
     }
+
+
+def _best_in_memory(
+    session: TrainSession, metrics: dict[str, Any], last_epoch: int
+) -> nn.Module | None:
+    """The in-memory module whose weights the best file holds, or None: the best comes from
+    the epoch this process trained last (its regular or EMA model has not changed since it
+    was saved), so the file need not be read back into a new model for the test pass."""
+    if metrics.get("epoch") != last_epoch:
+        return None
+    if metrics.get("source") == "regular":
+        return session.model
+    if metrics.get("source") == "ema" and session.ema is not None:
+        return session.ema.module
+    return None

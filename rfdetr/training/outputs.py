@@ -107,9 +107,12 @@ def finish_epoch(
     """Evaluate, update the best files, log, and write ``checkpoint.pth`` for ``epoch``."""
     config, tracker = session.config, session.tracker
     out = Path(config.train.output_dir)
-    results = {"regular": evaluate_split(session, session.model, session.valid)}
+    models = {"regular": session.model}
     if session.ema is not None:
-        results["ema"] = evaluate_split(session, session.ema.module, session.valid)
+        models["ema"] = session.ema.module
+    # One pass over the validation images, both models on each batch.
+    found = evaluate_split_models(session, list(models.values()), session.valid)
+    results = dict(zip(models, found, strict=True))
     record: dict[str, Any] = {"epoch": epoch}
     record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
     for source, result in results.items():
@@ -144,14 +147,22 @@ def evaluate_split(
     a resumed run restores the streams saved after the epoch, and they must equal those an
     uninterrupted run continues with.
     """
-    from rfdetr.evaluation.coco import evaluate_model
+    return evaluate_split_models(session, [model], dataset)[0]
+
+
+def evaluate_split_models(
+    session: TrainSession, models: list[nn.Module], dataset: DetectionDataset | None
+) -> list[EvaluationResult]:
+    """:func:`evaluate_split` of each of ``models`` in one pass over ``dataset`` (each batch
+    loaded once, :func:`rfdetr.evaluation.coco.evaluate_models`); same results."""
+    from rfdetr.evaluation.coco import evaluate_models
 
     config = session.config
     streams = capture_rng_state()
     try:
-        with eval_mode(model):
-            return evaluate_model(
-                model,
+        with eval_mode(*models):
+            return evaluate_models(
+                models,
                 dataset,
                 postprocess=PostProcess(config.model.num_select),
                 device=session.device,

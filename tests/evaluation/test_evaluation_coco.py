@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from typing import Any
 
@@ -13,8 +14,18 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from rfdetr.data.normalize import normalize_images
-from rfdetr.evaluation.coco import CocoMetrics, evaluate_model, score_predictions
-from rfdetr.evaluation.predictions import ImagePredictions, predict_dataset, to_coco_results
+from rfdetr.evaluation.coco import (
+    CocoMetrics,
+    evaluate_model,
+    evaluate_models,
+    score_predictions,
+)
+from rfdetr.evaluation.predictions import (
+    ImagePredictions,
+    predict_dataset,
+    predict_dataset_models,
+    to_coco_results,
+)
 
 
 def reference_stats(gt: dict[str, Any], results: list[dict], iou_type: str) -> np.ndarray:
@@ -122,3 +133,34 @@ def test_evaluation_evaluate_model_end_to_end(tmp_path, tiny_seg_model, seg_data
         reference = postprocess(outputs, target["orig_size"][None])[0]
     assert np.array_equal(predictions[0].scores, reference["scores"].numpy())
     assert np.array_equal(predictions[0].decoded_masks(), reference["masks"].numpy())
+
+
+def test_evaluation_evaluate_models_one_pass_equals_each(tiny_seg_model, seg_dataset) -> None:
+    """The training loop scores its regular and EMA models in one pass over the validation
+    images (rfdetr/training/outputs.py finish_epoch): each model's result must be exactly what
+    its own evaluate_model call gives, and each model's train/eval mode is restored."""
+    model, postprocess = tiny_seg_model
+    other = copy.deepcopy(model)
+    with torch.no_grad():  # a second model with other detections, like an EMA copy
+        for parameter in other.parameters():
+            parameter.mul_(0.9)
+    model.train()
+    other.eval()
+    options = dict(postprocess=postprocess, segmentation=True, batch_size=2, backend="pycocotools")
+    together = evaluate_models([model, other], seg_dataset, **options)
+    assert model.training and not other.training
+    alone = [evaluate_model(m, seg_dataset, **options) for m in (model, other)]
+    assert [r.to_dict() for r in together] == [r.to_dict() for r in alone]
+    found = predict_dataset_models([model, other], seg_dataset, postprocess=postprocess)
+    references = alone_predictions(model, other, seg_dataset, postprocess)
+    for predictions, single in zip(found, references, strict=True):
+        assert [p.image_id for p in predictions] == [p.image_id for p in single]
+        pairs = zip(predictions, single, strict=True)
+        assert all(np.array_equal(a.scores, b.scores) for a, b in pairs)
+    assert not np.array_equal(found[0][0].scores, found[1][0].scores)
+
+
+def alone_predictions(*models_and_data: Any) -> list[list[ImagePredictions]]:
+    """predict_dataset of each model on its own (the reference of the one-pass run)."""
+    *models, dataset, postprocess = models_and_data
+    return [predict_dataset(m, dataset, postprocess=postprocess) for m in models]

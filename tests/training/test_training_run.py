@@ -144,6 +144,25 @@ def test_training_model_train_reinitialises_head_and_predicts_after(
         assert torch.equal(model.model.state_dict()[key].cpu(), value)
     detections = model.predict(np.zeros((50, 70, 3), dtype=np.uint8), threshold=0.0)
     assert detections.xyxy.shape == (10, 4) and not model.model.training
+    # 1 epoch: the best model is the last one, evaluated on test/ in memory (loop._summary)
+    assert results_test_equals_best_file(result.output_dir)
+
+
+def results_test_equals_best_file(out: Path) -> bool:
+    """results.json's test metrics are those of the best checkpoint read back from its file."""
+    from rfdetr.checkpoints import load_model
+    from rfdetr.evaluation.coco import evaluate_model
+    from rfdetr.models.postprocess import PostProcess
+    from rfdetr.training.setup import build_datasets
+
+    config = RunConfig.from_file(out / "run.yaml")
+    model = load_model(out / "checkpoint_best_total.pth", config.model)[0]
+    expected = evaluate_model(
+        model, build_datasets(config).test, postprocess=PostProcess(config.model.num_select),
+        batch_size=config.eval.eval_batch_size or config.train.batch_size,
+    )  # fmt: skip
+    found = json.loads((out / "results.json").read_text())["test"]
+    return found == json.loads(json.dumps(expected.to_dict()))
 
 
 def test_training_model_train_typo_fails_before_any_work(tmp_path: Path) -> None:
