@@ -106,7 +106,7 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
     session = _build_session(config, model, datasets, len(batches), device, info)
     start_epoch = 0
     if resume is not None:
-        start_epoch = restore(session, session.tracker, session.stopper, resume, info)
+        start_epoch = restore(session, resume)
     session.run_logger = _start_outputs(config, info, start_epoch)
     stopped = False
     try:
@@ -212,7 +212,7 @@ def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], start
     if info.is_main and session.run_logger is not None:
         from rfdetr.evaluation.plots import plot_training_curves  # loss, mAP, lr per epoch
 
-        stop = finish_epoch(session, epoch, stats, rng_states, started).stop
+        stop = finish_epoch(session, epoch, stats, rng_states, started)
         plot_training_curves(
             read_log(session.run_logger.log_path),
             Path(session.config.train.output_dir) / PLOT_FILE,

@@ -273,16 +273,14 @@ def restore_rng_state(state: dict[str, Any], device: torch.device | None = None)
 
 
 @contextlib.contextmanager
-def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
-    """Put modules in eval mode for the block, restoring their training flags after."""
-    flags = [module.training for module in modules]
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode for the block, restoring its training flag after."""
+    training = module.training
+    module.eval()
     try:
-        for module in modules:
-            module.eval()
         yield
     finally:
-        for module, flag in zip(modules, flags, strict=True):
-            module.train(flag)
+        module.train(training)
 
 
 # glibc mallopt parameters and their defaults (malloc.h).
