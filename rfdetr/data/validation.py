@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,7 @@ class SplitSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (per-class counts are in the report's ``classes``)."""
-        return {
-            "name": self.name,
-            "folder": self.folder,
-            "images": self.images,
-            "annotations": self.annotations,
-            "crowd": self.crowd,
-        }
+        return {k: v for k, v in asdict(self).items() if k != "class_counts"}
 
 
 @dataclass
