@@ -203,7 +203,7 @@ def _count_coco(
     split: CocoSplit, summary: SplitSummary, class_map: ClassMap | None, log: ProblemLog
 ) -> None:
     summary.images = split.num_images
-    summary.annotations = split.num_annotations
+    summary.annotations = len(split.ann_ids)
     summary.crowd = int(split.ann_iscrowd.sum())
     summary.class_counts.update(int(c) for c in split.ann_category_ids)
     if class_map is None:
