@@ -211,8 +211,7 @@ def _yolo_class_map(layout: DatasetLayout) -> ClassMap:
     yaml_path = layout.yaml_path or layout.root / "data.yaml"
     class_map = read_data_yaml(yaml_path, log)
     log.raise_on_error(_hint(layout))
-    if class_map is None:  # only when the log holds an error, so not reached
-        raise DatasetError(yaml_path, "unusable data file")
+    assert class_map is not None  # None only with an error in the log, raised above
     return class_map
 
 
@@ -221,8 +220,7 @@ def _read_coco(layout: DatasetLayout, split_name: str, segmentation: bool = Fals
     json_path = layout.coco_annotation_path(split_name)
     split = read_coco_split(json_path, log, keep_segmentation=segmentation)
     log.raise_on_error(_hint(layout))
-    if split is None:  # only when the log holds an error, so not reached
-        raise DatasetError(json_path, "unusable annotation file")
+    assert split is not None  # None only with an error in the log, raised above
     return split
 
 

@@ -214,7 +214,7 @@ def _yaml_split_dirs(
                 yaml_path,
                 f"{key}: a list of image folders is not supported yet; give one image folder",
             )
-        if not isinstance(value, str):
+        if not isinstance(value, str) or "\x00" in value:
             raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
         if value.endswith(".txt"):
             raise DatasetFormatError(
@@ -254,10 +254,8 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
     return folder
 
 
-def _inside_root(root: Path, yaml_path: Path, key: str, value: Any, base: Path) -> Path:
+def _inside_root(root: Path, yaml_path: Path, key: str, value: str, base: Path) -> Path:
     """``base / value`` as an existing folder inside ``root``, or a one-line error."""
-    if not isinstance(value, str) or "\x00" in value:
-        raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
     if os.path.isabs(value) or Path(value).is_absolute():
         raise DatasetFormatError(
             yaml_path,

@@ -220,8 +220,7 @@ def _count_coco(
 def _validate_yolo(
     layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport, deep: bool
 ) -> None:
-    if layout.yaml_path is None:  # detect_format always sets it for YOLO
-        raise ValueError(f"{layout.root}: YOLO layout without a data file")
+    assert layout.yaml_path is not None  # detect_format always sets it for YOLO
     report.class_map = read_data_yaml(layout.yaml_path, log)
     for name, split_dir in layout.splits.items():
         summary = SplitSummary(name, str(split_dir))

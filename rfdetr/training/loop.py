@@ -17,7 +17,7 @@ from torch import nn
 
 from rfdetr import checkpoints as files
 from rfdetr.checkpoints.formats import CheckpointError
-from rfdetr.config import RunConfig
+from rfdetr.config import ConfigError, RunConfig
 from rfdetr.models.detector import RFDETR
 from rfdetr.training.distributed import (
     DistInfo,
@@ -124,14 +124,9 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
 
 
 def _wants_cuda(config: RunConfig) -> bool:
-    requested = config.train.device
-    if not torch.cuda.is_available():  # resolve_device reports a GPU asked for in vain
-        return False
-    if requested is None:
-        return True
-    try:
-        return torch.device(requested).type == "cuda"
-    except RuntimeError:  # not a device string: resolve_device reports it
+    try:  # resolve_device raises again, with its message, once the group is joined
+        return resolve_device(config.train.device, DistInfo()).type == "cuda"
+    except ConfigError:
         return False
 
 
