@@ -139,7 +139,7 @@ def evaluate_split(
     from rfdetr.evaluation.coco import evaluate_model
 
     config = session.config
-    streams = capture_rng_state()
+    streams = capture_rng_state(session.device)
     try:
         with eval_mode(model):
             return evaluate_model(
@@ -152,7 +152,7 @@ def evaluate_split(
                 segmentation=config.model.segmentation_head,
             )
     finally:
-        restore_rng_state(streams)
+        restore_rng_state(streams, session.device)
 
 
 def selection_score(result: EvaluationResult) -> float:
