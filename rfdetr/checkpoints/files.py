@@ -287,10 +287,10 @@ def strip_checkpoint(
     )
 
 
-def score_of(metrics: Mapping[str, Any] | None) -> float | None:
-    """The selection score stored in a best checkpoint's metrics (primary mAP50:95)."""
-    value = (metrics or {}).get("map_50_95")
-    return float(value) if isinstance(value, (int, float)) else None
+def _score(file: Path) -> float:
+    """The selection score stored in a best checkpoint: primary mAP50:95, -inf when absent."""
+    value = (read_checkpoint(file).metrics or {}).get("map_50_95")
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
 def select_best(output_dir: str | os.PathLike[str]) -> Path:
@@ -303,16 +303,9 @@ def select_best(output_dir: str | os.PathLike[str]) -> Path:
         CheckpointError: neither best file exists, or one cannot be read.
     """
     folder = Path(output_dir)
-    candidates = []
-    for name in (BEST_REGULAR, BEST_EMA):  # regular first: it wins ties
-        file = folder / name
-        if file.is_file():
-            score = score_of(read_checkpoint(file).metrics)
-            candidates.append((score if score is not None else float("-inf"), file))
+    candidates = [folder / name for name in (BEST_REGULAR, BEST_EMA) if (folder / name).is_file()]
     if not candidates:
         raise CheckpointError(f"{folder}: neither {BEST_REGULAR} nor {BEST_EMA} exists")
-    best_file = candidates[0][1]
-    if len(candidates) == 2 and candidates[1][0] > candidates[0][0]:
-        best_file = candidates[1][1]
+    best_file = max(candidates, key=_score)  # the first maximum: regular wins ties
     logger.info("best total checkpoint: %s", best_file.name)
     return strip_checkpoint(best_file, folder / BEST_TOTAL)

@@ -226,12 +226,6 @@ def extract_config(
     return config, args
 
 
-def raw_class_names(raw: dict[str, Any], fmt: str, args: dict[str, Any] | None) -> Any:
-    if fmt == "rfdetr":
-        return raw.get("class_names")
-    return (args or {}).get("class_names")
-
-
 def class_mapping(
     raw_names: Any, num_classes: int, fmt: str, args: dict[str, Any] | None, file: Path
 ) -> tuple[list[str] | None, list[int] | None]:

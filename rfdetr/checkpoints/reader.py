@@ -194,7 +194,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
         )
     num_classes = int(head.shape[0]) - 1
     config, args = fmt.extract_config(raw, kind)
-    raw_names = fmt.raw_class_names(raw, kind, args)
+    raw_names = raw.get("class_names") if kind == "rfdetr" else (args or {}).get("class_names")
     names, label_to_logit = fmt.class_mapping(raw_names, num_classes, kind, args, file)
     epoch, metrics, ema = raw.get("epoch"), raw.get("metrics"), raw.get("ema")
     ema_weights = ema.get("module") if isinstance(ema, dict) else None

@@ -160,11 +160,6 @@ class ModelConfig(StrictModel):
         return self.patch_size * self.num_windows
 
     @property
-    def num_feature_levels(self) -> int:
-        """Number of projector outputs fed to the decoder."""
-        return len(self.projector_scale)
-
-    @property
     def window_block_indexes(self) -> list[int]:
         """0-based encoder blocks that attend within windows (the others attend globally).
 

@@ -82,14 +82,10 @@ def get_preset(name: str) -> ModelConfig:
     return ModelConfig.model_validate({"name": name, **fields})
 
 
-def toy_version(config: ModelConfig, resolution_blocks: int = 4) -> ModelConfig:
-    """Shrink any preset to toy width and depth, keeping its patch size, windows and head type.
-
-    Args:
-        config: a full-size preset.
-        resolution_blocks: input side in units of ``patch_size * num_windows``.
-    """
-    resolution = config.block_size * resolution_blocks
+def toy_version(config: ModelConfig) -> ModelConfig:
+    """Shrink a full-size preset to toy width and depth, keeping its patch size, windows and
+    head type; the input side is 4 blocks of ``patch_size * num_windows``."""
+    resolution = config.block_size * 4
     toy = {key: value for key, value in _TINY.items() if key not in ("patch_size", "num_windows")}
     toy.update(resolution=resolution, positional_encoding_size=resolution // config.patch_size)
     return config.with_overrides(**toy)

@@ -28,13 +28,7 @@ _LAZY: dict[str, str] = {
     "make_train_sampler": "loader",
     "normalize_images": "normalize",
     "DatasetError": "problems",
-    "Problem": "problems",
-    "build_transforms": "transforms",
-    "multi_scale_sizes": "transforms",
-    "pick_step_size": "transforms",
-    "resize_batch": "transforms",
     "DatasetReport": "validation",
-    "SplitSummary": "validation",
     "validate_dataset": "validation",
 }
 

@@ -109,14 +109,9 @@ class ClassMap:
 
     @classmethod
     def from_yolo_names(cls, names: Sequence[str] | Mapping[int, str]) -> ClassMap:
-        """Classes from ``names`` in ``data.yaml``: a list (id = position) or a ``{id: name}`` dict.
-
-        Raises:
-            ValueError: ``names`` is empty.
-        """
+        """Classes from ``names`` in ``data.yaml``: a list (id = position) or a ``{id: name}`` dict
+        (checked non-empty by :func:`rfdetr.data.yolo.read_data_yaml`)."""
         pairs = sorted(names.items()) if isinstance(names, Mapping) else list(enumerate(names))
-        if not pairs:
-            raise ValueError("no class names given")
         return cls(tuple(str(n) for _, n in pairs), tuple(int(i) for i, _ in pairs))
 
 

@@ -61,11 +61,6 @@ class CocoSplit:
         """Number of (valid) images."""
         return len(self.image_ids)
 
-    @property
-    def num_annotations(self) -> int:
-        """Number of (valid) annotations, crowd included."""
-        return len(self.ann_ids)
-
     def annotated_category_ids(self) -> set[int]:
         """Category ids used by at least one annotation."""
         return {int(c) for c in np.unique(self.ann_category_ids)}

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rfdetr.data.classes import ClassMap
-from rfdetr.data.coco import read_coco_split
+from rfdetr.data.coco import CocoSplit, read_coco_split
 from rfdetr.data.formats import DatasetFormat, DatasetLayout, canonical_split, detect_format
 from rfdetr.data.images import check_inside, load_rgb
 from rfdetr.data.problems import DatasetError, ProblemLog
@@ -123,11 +123,7 @@ def dataset_class_map(dataset_dir: str | Path) -> ClassMap:
     layout = detect_format(dataset_dir)
     if layout.format is DatasetFormat.YOLO:
         return _yolo_class_map(layout)
-    log = ProblemLog()
-    split = read_coco_split(layout.coco_annotation_path("train"), log)
-    log.raise_on_error(_hint(layout))
-    if split is None:  # only when the log holds an error, so not reached
-        raise DatasetError(layout.coco_annotation_path("train"), "unusable annotation file")
+    split = _read_coco(layout, "train")
     return ClassMap.from_coco_categories(split.categories, split.annotated_category_ids())
 
 
@@ -215,9 +211,17 @@ def _yolo_class_map(layout: DatasetLayout) -> ClassMap:
     yaml_path = layout.yaml_path or layout.root / "data.yaml"
     class_map = read_data_yaml(yaml_path, log)
     log.raise_on_error(_hint(layout))
-    if class_map is None:  # only when the log holds an error, so not reached
-        raise DatasetError(yaml_path, "unusable data file")
+    assert class_map is not None  # None only with an error in the log, raised above
     return class_map
+
+
+def _read_coco(layout: DatasetLayout, split_name: str, segmentation: bool = False) -> CocoSplit:
+    log = ProblemLog()
+    json_path = layout.coco_annotation_path(split_name)
+    split = read_coco_split(json_path, log, keep_segmentation=segmentation)
+    log.raise_on_error(_hint(layout))
+    assert split is not None  # None only with an error in the log, raised above
+    return split
 
 
 def _coco_source(
@@ -227,14 +231,9 @@ def _coco_source(
     class_map: ClassMap | None,
     segmentation: bool,
 ) -> CocoSource:
-    log = ProblemLog()
-    json_path = layout.coco_annotation_path(split_name)
-    split = read_coco_split(json_path, log, keep_segmentation=segmentation)
-    log.raise_on_error(_hint(layout))
-    if split is None:  # only when the log holds an error, so not reached
-        raise DatasetError(json_path, "unusable annotation file")
+    split = _read_coco(layout, split_name, segmentation)
     if split.num_images == 0:
-        raise DatasetError(json_path, f"the {split_name} split has no images")
+        raise DatasetError(split.json_path, f"the {split_name} split has no images")
     if class_map is None:
         if split_name == "train":
             class_map = ClassMap.from_coco_categories(

@@ -159,7 +159,8 @@ def detect_format(dataset_dir: str | Path) -> DatasetLayout:
         return DatasetLayout(root, DatasetFormat.YOLO, splits, yaml_path, dirs)
     if yaml_path is not None:
         data = _load_yaml_or_raise(yaml_path)
-        if _names_split_keys(data) and not _is_roboflow_export_yaml(data):
+        names_splits = any(key in data for keys in YAML_SPLIT_KEYS.values() for key in keys)
+        if names_splits and not _is_roboflow_export_yaml(data):
             dirs = _yaml_split_dirs(root, yaml_path, data)
             images = {name: pair[0] for name, pair in dirs.items()}
             return DatasetLayout(root, DatasetFormat.YOLO, images, yaml_path, dirs, True)
@@ -169,10 +170,6 @@ def detect_format(dataset_dir: str | Path) -> DatasetLayout:
         "and YOLO (data.yaml or data.yml, with train/images/ or with train: and val: image "
         f"folders); found: {_describe(root)}",
     )
-
-
-def _names_split_keys(data: dict[Any, Any]) -> bool:
-    return any(key in data for keys in YAML_SPLIT_KEYS.values() for key in keys)
 
 
 def _is_roboflow_export_yaml(data: dict[Any, Any]) -> bool:
@@ -217,7 +214,7 @@ def _yaml_split_dirs(
                 yaml_path,
                 f"{key}: a list of image folders is not supported yet; give one image folder",
             )
-        if not isinstance(value, str):
+        if not isinstance(value, str) or "\x00" in value:
             raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
         if value.endswith(".txt"):
             raise DatasetFormatError(
@@ -228,12 +225,6 @@ def _yaml_split_dirs(
         images_dir = _inside_root(root, yaml_path, key, value, base)
         dirs[name] = (images_dir, _labels_dir(root, yaml_path, key, value, images_dir))
     return dirs
-
-
-def _outside(folder: Path, root: Path) -> bool:
-    """Whether ``folder`` lies outside ``root`` once symlinks are followed (see
-    :func:`rfdetr.data.images.escapes_root`, the one test of "inside the dataset")."""
-    return escapes_root(folder, os.path.realpath(root))
 
 
 def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
@@ -247,7 +238,11 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
     if value in (None, "") or not isinstance(value, str) or "\x00" in value:
         return base
     folder = Path(os.path.normpath(base / value))
-    if Path(value).is_absolute() or _outside(folder, root) or not folder.is_dir():
+    if (
+        Path(value).is_absolute()
+        or escapes_root(folder, os.path.realpath(root))
+        or not folder.is_dir()
+    ):
         logger.warning(
             "%s: path: %s is not a folder inside the dataset; split folders are read relative "
             "to %s",
@@ -259,10 +254,8 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
     return folder
 
 
-def _inside_root(root: Path, yaml_path: Path, key: str, value: Any, base: Path) -> Path:
+def _inside_root(root: Path, yaml_path: Path, key: str, value: str, base: Path) -> Path:
     """``base / value`` as an existing folder inside ``root``, or a one-line error."""
-    if not isinstance(value, str) or "\x00" in value:
-        raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
     if os.path.isabs(value) or Path(value).is_absolute():
         raise DatasetFormatError(
             yaml_path,
@@ -270,7 +263,7 @@ def _inside_root(root: Path, yaml_path: Path, key: str, value: Any, base: Path) 
             "self-contained, so give a path relative to it",
         )
     folder = Path(os.path.normpath(base / value))
-    if _outside(folder, root):
+    if escapes_root(folder, os.path.realpath(root)):
         raise DatasetFormatError(
             yaml_path,
             f"{key}: {value}: points outside the dataset folder; the dataset folder must be "

@@ -96,21 +96,26 @@ def max_image_pixels() -> int:
     return int(value) if value.strip().isdigit() else DEFAULT_MAX_IMAGE_PIXELS
 
 
-def header_problem(image: Image.Image) -> str | None:
-    """Why an opened image cannot be used for training (from its header), or None."""
+def check_header(image: Image.Image, path: Path) -> None:
+    """Raise when an opened image cannot be used for training (from its header).
+
+    Raises:
+        DatasetError: more pixels than :func:`max_image_pixels`, or a floating-point mode.
+    """
     width, height = image.size
     limit = max_image_pixels()
     if width * height > limit:
-        return (
+        raise DatasetError(
+            path,
             f"image is {width}x{height} = {width * height} pixels, more than the limit of "
-            f"{limit}; shrink it or raise {PIXEL_LIMIT_ENV}"
+            f"{limit}; shrink it or raise {PIXEL_LIMIT_ENV}",
         )
     if image.mode in ("F", "I;16F", "RGBf") or image.mode.startswith("F;"):
-        return (
+        raise DatasetError(
+            path,
             f"floating-point image (mode {image.mode}) has no defined 8-bit scale; "
-            "convert it to 8-bit RGB"
+            "convert it to 8-bit RGB",
         )
-    return None
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
@@ -120,12 +125,10 @@ def read_image_size(path: Path) -> tuple[int, int]:
         OSError: missing, unreadable, not a regular file or not an image
             (``PIL.UnidentifiedImageError`` is an OSError).
         PIL.Image.DecompressionBombError: more pixels than PIL allows.
-        DatasetError: the header shows an image training cannot use (:func:`header_problem`).
+        DatasetError: the header shows an image training cannot use (:func:`check_header`).
     """
     with open_regular(path) as handle, Image.open(handle) as image:
-        problem = header_problem(image)
-        if problem:
-            raise DatasetError(path, problem)
+        check_header(image, path)
         return image.size
 
 
@@ -148,9 +151,7 @@ def load_rgb(path: Path) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with open_regular(path) as handle, Image.open(handle) as image:
-                problem = header_problem(image)
-                if problem:
-                    raise DatasetError(path, problem)
+                check_header(image, path)
                 return _to_tensor(image, path)
     except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DatasetError):

@@ -80,31 +80,28 @@ def make_train_sampler(
     num_items: int,
     effective_batch_size: int,
     *,
-    min_steps_per_epoch: int = MIN_STEPS_PER_EPOCH,
     generator: torch.Generator | None = None,
 ) -> Sampler[int]:
-    """Shuffle; a dataset too small for ``min_steps_per_epoch`` steps is drawn with replacement.
+    """Shuffle; a dataset too small for :data:`MIN_STEPS_PER_EPOCH` steps is drawn with
+    replacement.
 
     Args:
         num_items: items in the training split.
         effective_batch_size: images per optimizer step (batch size x accumulation x replicas).
-        min_steps_per_epoch: fewest optimizer steps an epoch may have.
         generator: seeds the draws.
 
     Returns:
         A ``RandomSampler``: without replacement when the split is large enough, otherwise with
-        replacement and ``effective_batch_size * min_steps_per_epoch`` samples (logged).
+        replacement and ``effective_batch_size * MIN_STEPS_PER_EPOCH`` samples (logged).
     """
-    if num_items <= 0:
-        raise ValueError("the training split is empty")
-    wanted = effective_batch_size * min_steps_per_epoch
+    wanted = effective_batch_size * MIN_STEPS_PER_EPOCH
     if num_items >= wanted:
         return RandomSampler(range(num_items), generator=generator)
     logger.info(
         "training split has %d images, fewer than %d steps x %d images; repeating it: "
         "%d images drawn with replacement per epoch",
         num_items,
-        min_steps_per_epoch,
+        MIN_STEPS_PER_EPOCH,
         effective_batch_size,
         wanted,
     )

@@ -60,7 +60,6 @@ def make_shapes_dataset(
     objects_per_image: tuple[int, int] = (1, 3),
     object_scale: tuple[float, float] = (0.2, 0.45),
     classes: Sequence[str] = SHAPE_CLASSES,
-    superclass: str | None = "shapes",
     seed: int = 0,
 ) -> Path:
     """Write a shapes dataset under ``root`` and return ``root``.
@@ -75,7 +74,6 @@ def make_shapes_dataset(
         objects_per_image: inclusive range of objects per image (fewer when they do not fit).
         object_scale: inclusive range of an object's size as a fraction of the shorter side.
         classes: class names; shapes cycle through circle, square, triangle.
-        superclass: name of the COCO superclass category 0; None writes classes from id 0.
         seed: the random seed; the same seed gives the same files.
     """
     if not classes or len(classes) > len(_CLASS_COLOURS):
@@ -91,7 +89,7 @@ def make_shapes_dataset(
             for _ in range(count)
         ]
         if fmt == "coco":
-            _write_coco_split(root / split, split, images, classes, superclass)
+            _write_coco_split(root / split, split, images, classes)
         elif fmt == "yolo":
             _write_yolo_split(root / split, split, images, segmentation)
         else:
@@ -162,14 +160,11 @@ def _write_coco_split(
     split: str,
     images: list[tuple[Image.Image, list[ShapeObject]]],
     classes: Sequence[str],
-    superclass: str | None,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    offset = 1 if superclass else 0
-    categories = [{"id": 0, "name": superclass, "supercategory": "none"}] if superclass else []
+    categories = [{"id": 0, "name": "shapes", "supercategory": "none"}]
     categories += [
-        {"id": i + offset, "name": name, "supercategory": superclass or "none"}
-        for i, name in enumerate(classes)
+        {"id": i + 1, "name": name, "supercategory": "shapes"} for i, name in enumerate(classes)
     ]
     records, annotations = [], []
     for image_id, (image, objects) in enumerate(images):
@@ -184,7 +179,7 @@ def _write_coco_split(
                 {
                     "id": len(annotations) + 1,
                     "image_id": image_id,
-                    "category_id": obj.label + offset,
+                    "category_id": obj.label + 1,
                     "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                     "area": round(obj.area, 2),
                     "segmentation": [[round(v, 2) for point in obj.polygon for v in point]],

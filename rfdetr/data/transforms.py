@@ -126,57 +126,16 @@ class Compose:
         return image, target
 
 
-class RandomHorizontalFlip:
-    """Mirror with probability ``p``."""
-
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = p
-
-    def __call__(
-        self, image: torch.Tensor, target: Target, rng: random.Random
-    ) -> tuple[torch.Tensor, Target]:
-        return hflip(image, target) if rng.random() < self.p else (image, target)
-
-
-class RandomSelect:
-    """Apply ``first`` with probability ``p``, otherwise ``second``."""
-
-    def __init__(self, first: Transform, second: Transform, p: float = 0.5) -> None:
-        self.first, self.second, self.p = first, second, p
-
-    def __call__(
-        self, image: torch.Tensor, target: Target, rng: random.Random
-    ) -> tuple[torch.Tensor, Target]:
-        chosen = self.first if rng.random() < self.p else self.second
-        return chosen(image, target, rng)
-
-
 class SquareResize:
-    """Resize to ``S x S`` (aspect ratio not kept, as upstream), ``S`` drawn from ``sizes``."""
+    """Resize to ``size x size`` (aspect ratio not kept, as upstream)."""
 
-    def __init__(self, sizes: Sequence[int]) -> None:
-        self.sizes = list(sizes)
-
-    def __call__(
-        self, image: torch.Tensor, target: Target, rng: random.Random
-    ) -> tuple[torch.Tensor, Target]:
-        size = self.sizes[0] if len(self.sizes) == 1 else rng.choice(self.sizes)
-        return resize(image, target, size, size)
-
-
-class RandomShortSideResize:
-    """Resize so the shorter side is drawn from ``sizes``, keeping the aspect ratio."""
-
-    def __init__(self, sizes: Sequence[int]) -> None:
-        self.sizes = list(sizes)
+    def __init__(self, size: int) -> None:
+        self.size = size
 
     def __call__(
         self, image: torch.Tensor, target: Target, rng: random.Random
     ) -> tuple[torch.Tensor, Target]:
-        short = rng.choice(self.sizes)
-        height, width = image.shape[-2:]
-        scale = short / min(height, width)
-        return resize(image, target, max(1, round(height * scale)), max(1, round(width * scale)))
+        return resize(image, target, self.size, self.size)
 
 
 class RandomSizeCrop:
@@ -196,6 +155,28 @@ class RandomSizeCrop:
         crop_h = rng.randint(min(self.min_size, height), min(height, self.max_size))
         top, left = rng.randint(0, height - crop_h), rng.randint(0, width - crop_w)
         return crop(image, target, top, left, crop_h, crop_w)
+
+
+class TrainGeometry:
+    """Upstream's training geometry: a horizontal flip (p=0.5), then either (p=0.5) a square
+    resize to ``size``, or a shorter-side resize to one of ``short_sides`` (aspect kept), a
+    :class:`RandomSizeCrop` with sides in ``crop_range`` and the square resize to ``size``."""
+
+    def __init__(self, size: int, short_sides: Sequence[int], crop_range: tuple[int, int]) -> None:
+        self.size, self.short_sides = size, list(short_sides)
+        self.crop = RandomSizeCrop(*crop_range)
+
+    def __call__(
+        self, image: torch.Tensor, target: Target, rng: random.Random
+    ) -> tuple[torch.Tensor, Target]:
+        if rng.random() < 0.5:
+            image, target = hflip(image, target)
+        if rng.random() >= 0.5:  # the crop branch
+            height, width = image.shape[-2:]
+            scale = rng.choice(self.short_sides) / min(height, width)
+            new_size = max(1, round(height * scale)), max(1, round(width * scale))
+            image, target = self.crop(*resize(image, target, *new_size), rng)
+        return resize(image, target, self.size, self.size)
 
 
 class NormalizeBoxes:
@@ -250,18 +231,9 @@ def build_transforms(
         crop_range: ``(min, max)`` side of the random crop (branch b).
     """
     if not train:
-        return Compose([SquareResize([resolution]), NormalizeBoxes()])
-    size = train_size or resolution
-    crop_branch = Compose(
-        [RandomShortSideResize(crop_short_sides), RandomSizeCrop(*crop_range), SquareResize([size])]
-    )
-    return Compose(
-        [
-            RandomHorizontalFlip(0.5),
-            RandomSelect(SquareResize([size]), crop_branch),
-            NormalizeBoxes(),
-        ]
-    )
+        return Compose([SquareResize(resolution), NormalizeBoxes()])
+    geometry = TrainGeometry(train_size or resolution, crop_short_sides, crop_range)
+    return Compose([geometry, NormalizeBoxes()])
 
 
 def pick_step_size(sizes: Sequence[int], step: int, seed: int = 0) -> int:

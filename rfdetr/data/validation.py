@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,7 @@ class SplitSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (per-class counts are in the report's ``classes``)."""
-        return {
-            "name": self.name,
-            "folder": self.folder,
-            "images": self.images,
-            "annotations": self.annotations,
-            "crowd": self.crowd,
-        }
+        return {k: v for k, v in asdict(self).items() if k != "class_counts"}
 
 
 @dataclass
@@ -209,7 +203,7 @@ def _count_coco(
     split: CocoSplit, summary: SplitSummary, class_map: ClassMap | None, log: ProblemLog
 ) -> None:
     summary.images = split.num_images
-    summary.annotations = split.num_annotations
+    summary.annotations = len(split.ann_ids)
     summary.crowd = int(split.ann_iscrowd.sum())
     summary.class_counts.update(int(c) for c in split.ann_category_ids)
     if class_map is None:
@@ -226,8 +220,7 @@ def _count_coco(
 def _validate_yolo(
     layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport, deep: bool
 ) -> None:
-    if layout.yaml_path is None:  # detect_format always sets it for YOLO
-        raise ValueError(f"{layout.root}: YOLO layout without a data file")
+    assert layout.yaml_path is not None  # detect_format always sets it for YOLO
     report.class_map = read_data_yaml(layout.yaml_path, log)
     for name, split_dir in layout.splits.items():
         summary = SplitSummary(name, str(split_dir))

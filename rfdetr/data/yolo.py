@@ -260,12 +260,13 @@ def _parse_line(
             f"{count} values; expected 5 (class cx cy w h) "
             "or a class and 3 or more x y pairs (polygon)"
         )
-    try:
-        class_value = float(tokens[0])
-        values = [float(t) for t in tokens[1:]]
-    except ValueError:
-        bad = next(t for t in tokens if not _parses(t))
-        return f"value {bad!r} is not a number"
+    numbers = []
+    for token in tokens:
+        try:
+            numbers.append(float(token))
+        except ValueError:
+            return f"value {token!r} is not a number"
+    class_value, values = numbers[0], numbers[1:]
     if not math.isfinite(class_value) or class_value != int(class_value):
         return f"class id {tokens[0]!r} is not an integer"
     if not 0 <= class_value <= MAX_CLASS_ID:
@@ -292,14 +293,6 @@ def _parse_line(
     if x2 <= x1 or y2 <= y1:
         return "polygon has zero width or height"
     return class_id, ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), polygon, False
-
-
-def _parses(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
 
 
 def read_labels_strict(path: Path, class_map: ClassMap, root_real: str | None = None) -> YoloLabels:

@@ -44,7 +44,7 @@ def build_transformer(cfg: ModelConfig) -> Transformer:
             sa_nheads=cfg.sa_nheads,
             ca_nheads=cfg.ca_nheads,
             dim_feedforward=cfg.dim_feedforward,
-            n_levels=cfg.num_feature_levels,
+            n_levels=len(cfg.projector_scale),  # one decoder level per projector output
             n_points=cfg.dec_n_points,
             group_detr=cfg.group_detr,
         )

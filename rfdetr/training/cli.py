@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import types
 import typing
@@ -19,8 +18,6 @@ from typing import Any
 from rfdetr.config import FLAT_KEYS, SECTIONS
 
 _NOT_ON_COMMAND_LINE = ("class_map",)  # structured data: give it in --config
-
-logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> None:

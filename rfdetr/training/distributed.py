@@ -125,7 +125,7 @@ class DistributedTrainSampler(Sampler[int]):
     """Each rank's share of an epoch's training indices; the same on every rank for an epoch.
 
     The distributed counterpart of :func:`rfdetr.data.make_train_sampler`: a shuffled epoch
-    when the split holds at least ``global_batch * min_steps_per_epoch`` images, otherwise that
+    when the split holds at least ``global_batch * MIN_STEPS_PER_EPOCH`` images, otherwise that
     many draws with replacement (upstream's tiny-dataset rule). All ranks draw the same sequence
     from ``seed`` and ``epoch`` and take every ``world_size``-th index, so they never overlap
     and each gets the same count.
@@ -144,15 +144,12 @@ class DistributedTrainSampler(Sampler[int]):
         rank: int,
         world_size: int,
         seed: int = 0,
-        min_steps_per_epoch: int = MIN_STEPS_PER_EPOCH,
     ) -> None:
-        if num_items <= 0:
-            raise ValueError("the training split is empty")
         self.num_items = num_items
         self.rank, self.world_size = rank, world_size
         self.seed = seed
         self.epoch = 0
-        wanted = global_batch * min_steps_per_epoch
+        wanted = global_batch * MIN_STEPS_PER_EPOCH
         self.replacement = num_items < wanted
         total = wanted if self.replacement else num_items
         self.per_rank = total // world_size

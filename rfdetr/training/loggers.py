@@ -143,25 +143,12 @@ def _truncate_log(path: Path, last_epoch: int) -> None:
 
 
 def progress_bar(total: int, description: str, enabled: bool | None) -> Any:
-    """A tqdm bar, or a stand-in with the same methods when disabled.
+    """A tqdm bar; a disabled one (it draws nothing) when not ``enabled``.
 
     Args:
         enabled: True/False, or None to show it only when stdout is a terminal.
     """
+    from tqdm import tqdm
+
     show = sys.stdout.isatty() if enabled is None else enabled
-    if show:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
-    return _NoProgress()
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        """Nothing to draw."""
-
-    def set_postfix(self, values: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        """Nothing to draw."""
-
-    def close(self) -> None:
-        """Nothing to close."""
+    return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True, disable=not show)

@@ -17,7 +17,7 @@ from torch import nn
 
 from rfdetr import checkpoints as files
 from rfdetr.checkpoints.formats import CheckpointError
-from rfdetr.config import RunConfig
+from rfdetr.config import ConfigError, RunConfig
 from rfdetr.models.detector import RFDETR
 from rfdetr.training.distributed import (
     DistInfo,
@@ -106,7 +106,7 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
     session = _build_session(config, model, datasets, len(batches), device, info)
     start_epoch = 0
     if resume is not None:
-        start_epoch = restore(session, session.tracker, session.stopper, resume, info)
+        start_epoch = restore(session, resume)
     session.run_logger = _start_outputs(config, info, start_epoch)
     stopped, last_epoch = False, start_epoch - 1
     try:
@@ -124,14 +124,9 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
 
 
 def _wants_cuda(config: RunConfig) -> bool:
-    requested = config.train.device
-    if not torch.cuda.is_available():  # resolve_device reports a GPU asked for in vain
-        return False
-    if requested is None:
-        return True
-    try:
-        return torch.device(requested).type == "cuda"
-    except RuntimeError:  # not a device string: resolve_device reports it
+    try:  # resolve_device raises again, with its message, once the group is joined
+        return resolve_device(config.train.device, DistInfo()).type == "cuda"
+    except ConfigError:
         return False
 
 
@@ -212,7 +207,7 @@ def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], start
     if info.is_main and session.run_logger is not None:
         from rfdetr.evaluation.plots import plot_training_curves  # loss, mAP, lr per epoch
 
-        stop = finish_epoch(session, epoch, stats, rng_states, started).stop
+        stop = finish_epoch(session, epoch, stats, rng_states, started)
         plot_training_curves(
             read_log(session.run_logger.log_path),
             Path(session.config.train.output_dir) / PLOT_FILE,

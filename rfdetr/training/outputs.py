@@ -88,23 +88,15 @@ class TrainResult:
         return cls(**{**found, **known})
 
 
-@dataclass
-class EpochOutcome:
-    """What :func:`finish_epoch` decided."""
-
-    record: dict[str, Any]
-    stop: bool = False
-    best_changed: list[str] = field(default_factory=list)
-
-
 def finish_epoch(
     session: TrainSession,
     epoch: int,
     train_stats: dict[str, float],
     rng_states: list[dict[str, Any]],
     started: float,
-) -> EpochOutcome:
-    """Evaluate, update the best files, log, and write ``checkpoint.pth`` for ``epoch``."""
+) -> bool:
+    """Evaluate, update the best files, log, and write ``checkpoint.pth`` for ``epoch``;
+    returns whether early stopping ends the run."""
     config, tracker = session.config, session.tracker
     out = Path(config.train.output_dir)
     models = {"regular": session.model}
@@ -135,7 +127,7 @@ def finish_epoch(
     files.save_training_checkpoint(out / files.LAST, state)
     if (epoch + 1) % config.train.checkpoint_interval == 0:
         files.save_training_checkpoint(out / files.periodic_name(epoch), state)
-    return EpochOutcome(record, stop, changed)
+    return stop
 
 
 def evaluate_split(
@@ -158,7 +150,7 @@ def evaluate_split_models(
     from rfdetr.evaluation.coco import evaluate_models
 
     config = session.config
-    streams = capture_rng_state()
+    streams = capture_rng_state(session.device)
     try:
         with eval_mode(*models):
             return evaluate_models(
@@ -171,7 +163,7 @@ def evaluate_split_models(
                 segmentation=config.model.segmentation_head,
             )
     finally:
-        restore_rng_state(streams)
+        restore_rng_state(streams, session.device)
 
 
 def selection_score(result: EvaluationResult) -> float:

@@ -21,8 +21,6 @@ from rfdetr.checkpoints.upstream_resume import (
 )
 from rfdetr.config import RUNTIME_MODEL_FIELDS, ConfigError, RunConfig
 from rfdetr.errors import UserError
-from rfdetr.training.distributed import DistInfo
-from rfdetr.training.early_stopping import BestTracker, EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.outputs import TrainResult
 from rfdetr.training.runtime import restore_rng_state
@@ -96,13 +94,7 @@ def _loading(file: object, part: str) -> Iterator[None]:
         ) from None
 
 
-def restore(
-    session: TrainSession,
-    tracker: BestTracker,
-    stopper: EarlyStopping | None,
-    state: dict[str, Any],
-    info: DistInfo,
-) -> int:
+def restore(session: TrainSession, state: dict[str, Any]) -> int:
     """Load a resume checkpoint into the session; returns the first epoch to train.
 
     Raises:
@@ -132,19 +124,13 @@ def restore(
     with _loading(source, "scheduler"):
         session.scheduler.load_state_dict(state["scheduler"])
     session.scheduler.lr_lambdas = schedule  # this run's schedule (e.g. a longer cosine)
-    _restore_counters(session, tracker, stopper, state, info)
+    _restore_counters(session, state)
     epoch = int(state["epoch"]) + 1
     logger.info("resuming from %s at epoch %d", source, epoch)
     return epoch
 
 
-def _restore_counters(
-    session: TrainSession,
-    tracker: BestTracker,
-    stopper: EarlyStopping | None,
-    state: dict[str, Any],
-    info: DistInfo,
-) -> None:
+def _restore_counters(session: TrainSession, state: dict[str, Any]) -> None:
     """The grad scaler, the step, the best-so-far trackers, early stopping and random streams."""
     source = session.config.train.resume
     with _loading(source, "grad scaler"):
@@ -154,11 +140,12 @@ def _restore_counters(
     trackers = state.get("trackers") or {}
     with _loading(source, "trackers"):
         for key, value in (trackers.get("best") or {}).items():
-            setattr(tracker, key, value)
-        if stopper is not None and trackers.get("early_stopping"):
-            stopper.load_state_dict(trackers["early_stopping"])
+            setattr(session.tracker, key, value)
+        if session.stopper is not None and trackers.get("early_stopping"):
+            session.stopper.load_state_dict(trackers["early_stopping"])
     streams = state.get("rng") or []
     if streams:
-        stream = streams[info.rank] if info.rank < len(streams) else streams[0]
+        rank = session.dist.rank
+        stream = streams[rank] if rank < len(streams) else streams[0]
         with _loading(source, "random"):
             restore_rng_state(stream, session.device)

@@ -211,24 +211,19 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _rng_cuda_device(device: torch.device | None) -> torch.device | None:
-    """The CUDA device whose generator this process saves: ``device``, or (None) the current one."""
-    if device is None:
-        if not torch.cuda.is_available():
-            return None
-        return torch.device("cuda", torch.cuda.current_device())
+def _rng_cuda_device(device: torch.device) -> torch.device | None:
+    """The CUDA device whose generator this process saves (None off CUDA)."""
     if device.type != "cuda":
         return None
     return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
-def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
+def capture_rng_state(device: torch.device) -> dict[str, Any]:
     """Every generator this process uses, as plain data (tensors, ints, lists).
 
     Args:
         device: the training device; on CUDA only its generator is saved (never every visible
-            GPU's, which a resume on fewer GPUs could not restore). None: the current CUDA
-            device when CUDA is available.
+            GPU's, which a resume on fewer GPUs could not restore).
     """
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -243,7 +238,7 @@ def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     """Inverse of :func:`capture_rng_state`, onto ``device``'s CUDA generator.
 
     Checkpoints written before the one-device format hold a list of every visible GPU's state:
@@ -273,16 +268,14 @@ def restore_rng_state(state: dict[str, Any], device: torch.device | None = None)
 
 
 @contextlib.contextmanager
-def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
-    """Put modules in eval mode for the block, restoring their training flags after."""
-    flags = [module.training for module in modules]
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Put ``module`` in eval mode for the block, restoring its training flag after."""
+    training = module.training
+    module.eval()
     try:
-        for module in modules:
-            module.eval()
         yield
     finally:
-        for module, flag in zip(modules, flags, strict=True):
-            module.train(flag)
+        module.train(training)
 
 
 # glibc mallopt parameters and their defaults (malloc.h).

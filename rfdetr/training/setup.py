@@ -183,11 +183,7 @@ class TrainBatches:
         info: DistInfo,
         device: torch.device | None = None,
     ) -> None:
-        self.dataset = dataset
-        # Pinned host memory only helps copies to a GPU; pinning for a CPU run wastes memory.
-        self.pin_memory = device is not None and device.type == "cuda"
         self.seed = config.train.seed
-        self.num_workers = config.data.num_workers
         # A batch is one optimizer step of this process: grad_accum_steps micro-batches.
         self.step_images = config.effective_batch_size()
         self.generator = torch.Generator()
@@ -209,8 +205,9 @@ class TrainBatches:
             dataset,
             self.sampler,
             self.step_images,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            num_workers=config.data.num_workers,
+            # Pinned host memory only helps copies to a GPU; pinning for a CPU run wastes memory.
+            pin_memory=device is not None and device.type == "cuda",
             seed=self.seed,
         )
 
