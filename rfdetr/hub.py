@@ -36,19 +36,6 @@ from rfdetr.errors import UserError, message
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CACHE_DIR_ENV",
-    "PRETRAINED",
-    "WEIGHTS_BASE_URL_ENV",
-    "PretrainedAsset",
-    "WeightsUnavailableError",
-    "default_cache_dir",
-    "download_verified",
-    "find_pretrained",
-    "md5_of",
-    "resolve_pretrained",
-]
-
 CACHE_DIR_ENV = "RFDETR_CACHE_DIR"
 WEIGHTS_BASE_URL_ENV = "RFDETR_WEIGHTS_BASE_URL"
 _DEFAULT_CACHE_DIR = "~/.cache/rfdetr"
