@@ -15,8 +15,7 @@ are grouped by module (``encoder/encoder/layer.3``, ``projector/stages.0``, ``de
 fp32 on a few calibration images is measured. Groups whose own error is at least
 ``SENSITIVE_SHARE`` of the fully quantized model's error (the worst ``max_excluded`` of them) are
 kept in fp32, and the smaller of the two errors decides the file written. Every group is
-measured by default, so the file written does not depend on the machine's speed or load; a
-``budget_s`` stops measuring after that many seconds (the groups left unmeasured stay quantized).
+measured, so the file written does not depend on the machine's speed or load.
 """
 
 from __future__ import annotations
@@ -34,12 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rfdetr.export.onnx import ExportError
+from rfdetr.export.onnx import ExportError, copy_header, save_atomic
 
 logger = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 SENSITIVE_SHARE = 0.15  # a group whose own error is this share of the whole model's is kept fp32
+MAX_EXCLUDED, CHECK_IMAGES = 3, 4  # groups kept fp32 at most; images the errors are measured on
 _INDEXED = re.compile(r"^[A-Za-z_]+\.\d+$")  # "blocks.3", "layers.0": one repeated block
 _CONTAINERS = {"model", "backbone.0", "transformer"}  # node-name scopes that hold everything
 
@@ -230,21 +230,18 @@ def quantize_onnx(
     inputs: list[np.ndarray],
     *,
     sensitivity: bool = True,
-    max_excluded: int = 3,
-    check_images: int = 4,
-    budget_s: float | None = None,
 ) -> QuantizeResult:
     """Write an int8 QDQ copy of the fp32 file ``source`` to ``output`` (metadata kept).
 
     Calibrated on ``inputs`` (``[1, 3, H, W]``, `preprocessed`), errors measured on the first
-    ``check_images``; the ``sensitivity`` pass (module docstring) keeps at most ``max_excluded``
-    module groups in fp32 and stops measuring groups after ``budget_s`` seconds (None: never).
+    `CHECK_IMAGES`; the ``sensitivity`` pass (module docstring) keeps at most `MAX_EXCLUDED`
+    module groups in fp32.
     """
     started = time.perf_counter()
     source, output = Path(source), Path(output)
     if not inputs:
         raise CalibrationError("no calibration images")
-    checks = inputs[:check_images]
+    checks = inputs[:CHECK_IMAGES]
     with tempfile.TemporaryDirectory(prefix="rfdetr-int8-") as tmp:
         cache, full = Path(tmp, "ranges.json"), Path(tmp, "full.onnx")
         groups = node_groups(source)
@@ -254,13 +251,10 @@ def quantize_onnx(
         error_full = output_error(reference, _outputs(full, checks))
         scores: dict[str, float] = {}
         for name, nodes in groups.items() if sensitivity else ():
-            if budget_s is not None and time.perf_counter() - started > budget_s:
-                logger.warning("sensitivity pass: time budget spent, %s and later unmeasured", name)
-                break
             part = _quantize(source, Path(tmp, "part.onnx"), cache, None, nodes_to_quantize=nodes)
             scores[name] = output_error(reference, _outputs(part, checks))
         ranked = sorted(scores, key=scores.__getitem__, reverse=True)
-        excluded = [g for g in ranked[:max_excluded] if scores[g] >= SENSITIVE_SHARE * error_full]
+        excluded = [g for g in ranked[:MAX_EXCLUDED] if scores[g] >= SENSITIVE_SHARE * error_full]
         error, chosen = error_full, full
         if excluded:
             rest = [n for g in groups if g not in excluded for n in groups[g]]
@@ -288,20 +282,7 @@ def _finish(chosen: Path, source: Path, output: Path, extra: dict[str, str]) -> 
     """Copy ``source``'s metadata (plus ``extra``) into ``chosen`` and move it to ``output``."""
     import onnx
 
-    original = onnx.load(str(source), load_external_data=False)
     model = onnx.load(str(chosen))
-    set_props(model, {p.key: p.value for p in original.metadata_props} | extra)
-    model.producer_name, model.doc_string = original.producer_name, original.doc_string
-    model.producer_version = original.producer_version
+    copy_header(onnx.load(str(source), load_external_data=False), model, extra)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    onnx.save(model, str(partial))
-    os.replace(partial, output)
-
-
-def set_props(model: object, props: dict[str, str]) -> None:
-    """Replace an ONNX ``ModelProto``'s ``metadata_props`` with ``props``."""
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    save_atomic(model, output)
