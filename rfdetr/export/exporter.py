@@ -41,7 +41,6 @@ class ExportResult:
     Attributes:
         path: the file to use (the simplified one when ``simplify=True``).
         onnx_path: the exported file before simplification.
-        simplified_path: the onnxslim output, or None.
         reports: verification of each file written (empty when ``verify=False``).
         metadata: what the files' ``metadata_props`` hold.
         quantized: the int8 quantization (``quantize="int8"``), or None.
@@ -50,7 +49,6 @@ class ExportResult:
 
     path: Path
     onnx_path: Path
-    simplified_path: Path | None
     reports: tuple[VerifyReport, ...]
     metadata: ExportMetadata
     quantized: QuantizeResult | None = None
@@ -116,7 +114,7 @@ def export_model(
     final, quantized, accuracy = simplified or path, None, None
     if target.derived:
         final, quantized, accuracy = build_target(final, target)
-    return ExportResult(final, path, simplified, tuple(reports), metadata, quantized, accuracy)
+    return ExportResult(final, path, tuple(reports), metadata, quantized, accuracy)
 
 
 def _checked(path: Path, model: object, postprocess: object) -> VerifyReport:
