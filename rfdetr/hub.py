@@ -167,9 +167,6 @@ def resolve_pretrained(
         cache_dir: Cache folder; default :func:`default_cache_dir`.
         url_override: Download from this URL instead of the published one (same MD5 applies).
 
-    Returns:
-        The path of the checkpoint file.
-
     Raises:
         FileNotFoundError: Neither an existing file nor a published name.
         WeightsUnavailableError: The cached file is corrupt, or the download failed (network,
@@ -219,9 +216,6 @@ def download_verified(url: str, dest: Path, *, md5: str, timeout: float = _TIMEO
         dest: Final path; its folder is created.
         md5: Expected MD5 (hex).
         timeout: Seconds to wait for the connection and for each read.
-
-    Returns:
-        ``dest``.
 
     Raises:
         urllib.error.URLError, urllib.error.HTTPError, TimeoutError, OSError: The transfer failed.
