@@ -13,7 +13,7 @@ are grouped by module (``encoder/encoder/layer.3``, ``projector/stages.0``, ``de
 ``class_embed``
 ...), each group alone is quantized (reusing the one calibration), and its output error against
 fp32 on a few calibration images is measured. Groups whose own error is at least
-``SENSITIVE_SHARE`` of the fully quantized model's error (the worst ``max_excluded`` of them) are
+``SENSITIVE_SHARE`` of the fully quantized model's error (the worst `MAX_EXCLUDED` of them) are
 kept in fp32, and the smaller of the two errors decides the file written. Every group is
 measured, so the file written does not depend on the machine's speed or load.
 """
