@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 SENSITIVE_SHARE = 0.15  # a group whose own error is this share of the whole model's is kept fp32
-MAX_EXCLUDED, CHECK_IMAGES = 3, 4  # groups kept fp32 at most; images the errors are measured on
+MAX_EXCLUDED = 3  # module groups kept in fp32 at most
+CHECK_IMAGES = 4  # calibration images the output errors are measured on
 _INDEXED = re.compile(r"^[A-Za-z_]+\.\d+$")  # "blocks.3", "layers.0": one repeated block
 _CONTAINERS = {"model", "backbone.0", "transformer"}  # node-name scopes that hold everything
 
