@@ -19,10 +19,8 @@ from rfdetr.errors import EXIT_BAD_INPUT, command_parser, run_command
 if TYPE_CHECKING:
     from rfdetr.data.validation import DatasetReport
 
-Subparsers = Any  # argparse's _SubParsersAction is private; this alias keeps signatures readable
 
-
-def add_parser(subparsers: Subparsers) -> None:
+def add_parser(subparsers: Any) -> None:
     """Register ``rfdetr validate``."""
     parser = subparsers.add_parser(
         "validate",

@@ -36,19 +36,6 @@ from rfdetr.errors import UserError, message
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CACHE_DIR_ENV",
-    "PRETRAINED",
-    "WEIGHTS_BASE_URL_ENV",
-    "PretrainedAsset",
-    "WeightsUnavailableError",
-    "default_cache_dir",
-    "download_verified",
-    "find_pretrained",
-    "md5_of",
-    "resolve_pretrained",
-]
-
 CACHE_DIR_ENV = "RFDETR_CACHE_DIR"
 WEIGHTS_BASE_URL_ENV = "RFDETR_WEIGHTS_BASE_URL"
 _DEFAULT_CACHE_DIR = "~/.cache/rfdetr"
@@ -180,9 +167,6 @@ def resolve_pretrained(
         cache_dir: Cache folder; default :func:`default_cache_dir`.
         url_override: Download from this URL instead of the published one (same MD5 applies).
 
-    Returns:
-        The path of the checkpoint file.
-
     Raises:
         FileNotFoundError: Neither an existing file nor a published name.
         WeightsUnavailableError: The cached file is corrupt, or the download failed (network,
@@ -232,9 +216,6 @@ def download_verified(url: str, dest: Path, *, md5: str, timeout: float = _TIMEO
         dest: Final path; its folder is created.
         md5: Expected MD5 (hex).
         timeout: Seconds to wait for the connection and for each read.
-
-    Returns:
-        ``dest``.
 
     Raises:
         urllib.error.URLError, urllib.error.HTTPError, TimeoutError, OSError: The transfer failed.

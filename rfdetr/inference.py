@@ -121,22 +121,28 @@ def _from_tensor(tensor: torch.Tensor, where: str) -> torch.Tensor:
 
 
 def preprocess(
-    images: list[torch.Tensor], resolution: int, device: torch.device
+    images: list[torch.Tensor],
+    size: int | tuple[int, int],
+    device: torch.device | str,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Square-resize and normalise a list of ``[3, H_i, W_i]`` images in [0, 1].
+    """Resize to ``size`` (a square side, or ``(h, w)``) and normalise a list of ``[3, H_i, W_i]``
+    images in [0, 1].
 
     The resize ignores aspect ratio and uses bilinear interpolation without antialiasing, as
     upstream's `predict()` does, so predictions match theirs.
 
     Returns:
-        ``([B, 3, R, R]`` ImageNet-normalised batch, ``[B, 2]`` original ``(h, w)``).
+        ``([B, 3, h, w]`` normalised batch, ``[B, 2]`` original ``(h, w)``).
     """
+    shape = (size, size) if isinstance(size, int) else tuple(size)
     sizes = torch.tensor([list(img.shape[-2:]) for img in images], device=device)
     batch = torch.stack(
         [
             F.interpolate(
                 img.to(device)[None],
-                size=(resolution, resolution),
+                size=shape,
                 mode="bilinear",
                 align_corners=False,
                 antialias=False,
@@ -144,9 +150,9 @@ def preprocess(
             for img in images
         ]
     )
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (batch - mean) / std, sizes
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (batch - mean_t) / std_t, sizes
 
 
 def to_detections(result: dict[str, torch.Tensor], class_names: list[str]) -> sv.Detections:

@@ -21,8 +21,6 @@ from rfdetr.checkpoints.formats import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QUERY_TABLE_KEYS", "load_state_dict_strict"]
-
 QUERY_TABLE_KEYS = ("refpoint_embed.weight", "query_feat.weight")
 """Tables of ``num_queries * group_detr`` rows; group ``g`` owns rows ``[g*Q, (g+1)*Q)``."""
 

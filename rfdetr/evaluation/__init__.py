@@ -11,16 +11,10 @@ from __future__ import annotations
 from rfdetr.utils.lazy import lazy_names
 
 _LAZY: dict[str, str] = {
-    "ClassMetrics": "coco",
-    "CocoMetrics": "coco",
     "EvaluationResult": "coco",
     "evaluate_model": "coco",
-    "score_predictions": "coco",
-    "ImagePredictions": "predictions",
-    "predict_dataset": "predictions",
     "evaluate": "api",
     "EvaluationError": "coco",
-    "write_report": "report",
     "plot_training_curves": "plots",
 }
 

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from rfdetr.evaluation.cocoeval import mean_valid
+
 SWEEP_STEPS = 101  # thresholds 0.00, 0.01, ..., 1.00, as upstream's coco_extended_metrics
 MATCH_IOU = 0.5
 
@@ -26,11 +28,6 @@ def count_ground_truth(ground_truth: dict[str, Any]) -> np.ndarray:
     return counts
 
 
-def _mean_valid(values: np.ndarray) -> float:
-    valid = values[values > -1]
-    return float(np.mean(valid)) if valid.size else -1.0
-
-
 def _iou_index(coco_eval: Any, iou: float) -> int:
     return int(np.where(np.isclose(coco_eval.params.iouThrs, iou))[0][0])
 
@@ -39,8 +36,8 @@ def per_class_ap(coco_eval: Any) -> tuple[list[float], list[float]]:
     """(AP50:95, AP50) of every class (area ``all``, largest ``maxDets``); -1: no ground truth."""
     precision = coco_eval.eval["precision"][..., 0, -1]  # [T, R, K]
     t50 = _iou_index(coco_eval, MATCH_IOU)
-    ap = [_mean_valid(precision[:, :, k]) for k in range(precision.shape[2])]
-    ap50 = [_mean_valid(precision[t50, :, k]) for k in range(precision.shape[2])]
+    ap = [mean_valid(precision[:, :, k]) for k in range(precision.shape[2])]
+    ap50 = [mean_valid(precision[t50, :, k]) for k in range(precision.shape[2])]
     return ap, ap50
 
 

@@ -90,9 +90,7 @@ def run_cocoeval(
     coco_cls, eval_cls = _classes(name)
     # pycocotools prints progress to stdout; a library logs instead.
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = coco_cls()
-        coco_gt.dataset = ground_truth
-        coco_gt.createIndex()
+        coco_gt = _index(coco_cls(), ground_truth)
         coco_dt = _load_results(coco_cls, coco_gt, results)
         extra = {"print_function": logger.debug} if name == "faster-coco-eval" else {}
         coco_eval = eval_cls(coco_gt, coco_dt, iou_type, **extra)
@@ -120,9 +118,7 @@ def run_matching(
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = ground_truth
-        coco_gt.createIndex()
+        coco_gt = _index(COCO(), ground_truth)
         coco_eval = COCOeval(coco_gt, _load_results(COCO, coco_gt, results), iou_type)
         coco_eval.params.maxDets = [max_dets]
         coco_eval.params.iouThrs = np.array([0.5])
@@ -136,14 +132,16 @@ def _load_results(coco_cls: Any, coco_gt: Any, results: list[dict[str, Any]]) ->
     if results:
         return coco_gt.loadRes(results)
     # loadRes cannot take an empty list; an empty result set scores 0 AP on every class.
-    empty = coco_cls()
-    empty.dataset = {
-        "images": list(coco_gt.dataset["images"]),
-        "categories": list(coco_gt.dataset["categories"]),
-        "annotations": [],
-    }
-    empty.createIndex()
-    return empty
+    dataset = coco_gt.dataset
+    empty = {"images": list(dataset["images"]), "categories": list(dataset["categories"])}
+    return _index(coco_cls(), {**empty, "annotations": []})
+
+
+def _index(coco: Any, dataset: dict[str, Any]) -> Any:
+    """``coco`` (a ``COCO`` of either backend) holding ``dataset``, indexed."""
+    coco.dataset = dataset
+    coco.createIndex()
+    return coco
 
 
 def summary_value(
@@ -167,6 +165,10 @@ def summary_value(
     values = coco_eval.eval["precision" if ap else "recall"]
     if iou is not None:
         values = values[np.where(np.isclose(params.iouThrs, iou))[0]]
-    values = values[..., area_index, det_index]
+    return mean_valid(values[..., area_index, det_index])
+
+
+def mean_valid(values: np.ndarray) -> float:
+    """The mean of the entries that are not -1 (COCOeval's "no ground truth"); -1 if none."""
     valid = values[values > -1]
     return float(np.mean(valid)) if valid.size else -1.0

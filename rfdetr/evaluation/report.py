@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rfdetr.evaluation import plots
-from rfdetr.evaluation.coco import CocoMetrics, EvaluationResult
+from rfdetr.evaluation.coco import EvaluationResult
 from rfdetr.evaluation.samples import MAX_DRAWN, SampleImage
 
 logger = logging.getLogger(__name__)
@@ -114,11 +114,11 @@ def _metrics_data(result: EvaluationResult) -> dict[str, Any]:
     return data
 
 
-def _summary_columns(result: EvaluationResult) -> list[tuple[str, CocoMetrics]]:
-    columns = [("box", result.bbox)]
-    if result.segm is not None:
-        columns.append(("mask", result.segm))
-    return columns
+def _summary_table(result: EvaluationResult) -> list[list[str]]:
+    """The COCO metrics: a header row, then one row per metric (box, and mask for Seg models)."""
+    columns = [("box", result.bbox)] + ([("mask", result.segm)] if result.segm is not None else [])
+    rows = [[label, *(fmt(getattr(m, key)) for _, m in columns)] for key, label in _SUMMARY_ROWS]
+    return [["metric", *(name for name, _ in columns)], *rows]
 
 
 def markdown_report(
@@ -127,7 +127,7 @@ def markdown_report(
     charts: list[tuple[str, str, bytes]] | None = None,
 ) -> str:
     """The summary and per-class tables in Markdown, then ``charts`` (key, title, PNG) inline."""
-    columns = _summary_columns(result)
+    head, *rows = _summary_table(result)
     lines = ["# Evaluation report", ""]
     lines += [f"- **{md_text(k)}**: {md_text(v)}" for k, v in meta.items()]
     lines += [
@@ -138,12 +138,10 @@ def markdown_report(
         "",
         "## COCO metrics",
         "",
-        "| metric | " + " | ".join(name for name, _ in columns) + " |",
-        "|---|" + "---:|" * len(columns),
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 1),
     ]
-    for key, label in _SUMMARY_ROWS:
-        values = " | ".join(fmt(getattr(m, key)) for _, m in columns)
-        lines.append(f"| {label} | {values} |")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     header = _class_header(result)
     lines += ["", "## Per class", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "|".join("---" if h == "name" else "---:" for h in header) + "|")
@@ -263,12 +261,8 @@ def _row(cells: list[str], tag: str = "td", name_column: int | None = None) -> s
 
 
 def _summary_html(result: EvaluationResult) -> str:
-    columns = _summary_columns(result)
-    rows = [_row(["metric", *(n for n, _ in columns)], "th", name_column=0)]
-    for key, label in _SUMMARY_ROWS:
-        values = [fmt(getattr(m, key)) for _, m in columns]
-        rows.append(_row([label, *values], name_column=0))
-    return "".join(rows)
+    head, *rows = _summary_table(result)
+    return _row(head, "th", name_column=0) + "".join(_row(row, name_column=0) for row in rows)
 
 
 def _per_class_html(result: EvaluationResult) -> str:

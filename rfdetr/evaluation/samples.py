@@ -102,10 +102,9 @@ def _draw(
         if detections.mask is not None:
             scene = sv.MaskAnnotator(opacity=0.45).annotate(scene, detections)
         scene = sv.BoxAnnotator(thickness=2).annotate(scene, detections)
-        labels = [
-            f"{names[c] if c < len(names) else c}" + (f" {s:.2f}" if scores else "")
-            for c, s in zip(detections.class_id, _confidences(detections), strict=True)
-        ]
+        labels = [f"{names[c] if c < len(names) else c}" for c in detections.class_id]
+        if scores:
+            labels = [f"{t} {s:.2f}" for t, s in zip(labels, detections.confidence, strict=True)]
         scene = sv.LabelAnnotator(text_scale=0.45, text_padding=4).annotate(
             scene, detections, labels=labels
         )
@@ -116,12 +115,6 @@ def _draw(
         (4, 4), f"{caption} ({len(detections)})", fill=(40, 40, 40), font=font
     )
     return framed
-
-
-def _confidences(detections: sv.Detections) -> np.ndarray:
-    if detections.confidence is None:
-        return np.zeros(len(detections))
-    return detections.confidence
 
 
 def _scaled(detections: sv.Detections, scale: float, size: tuple[int, int]) -> sv.Detections:

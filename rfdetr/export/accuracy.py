@@ -189,12 +189,9 @@ def write_report(report: AccuracyReport, model_path: Path) -> Path:
     if model_path.suffix == ".onnx":
         import onnx
 
-        from rfdetr.export.quantize import set_props
+        from rfdetr.export.onnx import copy_header, save_atomic
 
         model = onnx.load(str(model_path))
-        props = {p.key: p.value for p in model.metadata_props}
-        set_props(model, props | {"accuracy": json.dumps(report.to_dict())})
-        staged = model_path.with_name(f".{model_path.name}.partial")
-        onnx.save(model, str(staged))
-        os.replace(staged, model_path)
+        copy_header(model, model, {"accuracy": json.dumps(report.to_dict())})
+        save_atomic(model, model_path)
     return target

@@ -4,7 +4,10 @@ Shape and opset checks, a CPU copy of the model, the ONNX file with its metadata
 against PyTorch with ONNX Runtime, and optionally an onnxslim-simplified copy, verified the same
 way. Files are named after the model: ``rfdetr-<size>.onnx`` (``-postprocess`` for the
 post-processing graph, ``.sim.onnx`` for the simplified copy). ``quantize``/``format`` derive
-an int8 file and/or an OpenVINO IR from it (`rfdetr.export.targets`).
+an int8 file and/or an OpenVINO IR from it: each derived file is measured against the fp32
+ONNX file on the calibration dataset's validation split (`rfdetr.export.accuracy`), the report
+beside it and in its metadata; an fp32 IR is also checked against ONNX Runtime on random inputs
+(`FP32_ATOL`).
 """
 
 from __future__ import annotations
@@ -15,19 +18,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rfdetr import __version__
 from rfdetr.config import ModelConfig
 from rfdetr.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-from rfdetr.export.accuracy import AccuracyReport
+from rfdetr.export.accuracy import AccuracyReport, compare_on_dataset, write_report
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.onnx import ExportError, check_shape, export_onnx, simplify_onnx
-from rfdetr.export.openvino import OpenVINOModel, export_openvino
-from rfdetr.export.quantize import QuantizeResult
+from rfdetr.export.openvino import FP32_ATOL, OpenVINOModel, _openvino, export_openvino
+from rfdetr.export.quantize import QuantizeResult, calibration_images, preprocessed, quantize_onnx
 from rfdetr.export.runtime import ONNXRuntimeModel
-from rfdetr.export.targets import build_target, check_target
-from rfdetr.export.verify import VerifyReport, verify_onnx
+from rfdetr.export.verify import ExportVerificationError, VerifyReport, verify_onnx
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 
@@ -41,7 +44,6 @@ class ExportResult:
     Attributes:
         path: the file to use (the simplified one when ``simplify=True``).
         onnx_path: the exported file before simplification.
-        simplified_path: the onnxslim output, or None.
         reports: verification of each file written (empty when ``verify=False``).
         metadata: what the files' ``metadata_props`` hold.
         quantized: the int8 quantization (``quantize="int8"``), or None.
@@ -50,7 +52,6 @@ class ExportResult:
 
     path: Path
     onnx_path: Path
-    simplified_path: Path | None
     reports: tuple[VerifyReport, ...]
     metadata: ExportMetadata
     quantized: QuantizeResult | None = None
@@ -116,7 +117,7 @@ def export_model(
     final, quantized, accuracy = simplified or path, None, None
     if target.derived:
         final, quantized, accuracy = build_target(final, target)
-    return ExportResult(final, path, simplified, tuple(reports), metadata, quantized, accuracy)
+    return ExportResult(final, path, tuple(reports), metadata, quantized, accuracy)
 
 
 def _checked(path: Path, model: object, postprocess: object) -> VerifyReport:
@@ -147,3 +148,102 @@ def open_runtime(
             f"at {expected}; export it again or pass the matching file"
         )
     return runtime
+
+
+QUANTIZE_CHOICES = ("int8",)
+FORMATS = ("onnx", "openvino")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to derive: ``quantize`` (None or ``int8``), ``format`` and the calibration data."""
+
+    quantize: str | None = None
+    format: str = "onnx"
+    calibration: Path | None = None
+    files: tuple[Path, ...] = ()
+
+    @property
+    def derived(self) -> bool:
+        """True when anything beyond the fp32 ONNX file is asked for."""
+        return self.quantize is not None or self.format != "onnx"
+
+
+def check_target(
+    quantize: str | None,
+    calibration: str | os.PathLike[str] | None,
+    fmt: str,
+    class_names: list[str],
+) -> Target:
+    """Validate the options before anything is exported (bad input fails at once).
+
+    Raises:
+        ExportError: an unknown option, int8 without a calibration dataset, no OpenVINO.
+        CalibrationError: the dataset is empty or has other classes. DatasetError: it is not
+            a usable COCO/YOLO folder, or has no validation split.
+    """
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise ExportError(f"quantize must be one of {QUANTIZE_CHOICES} or None, got {quantize!r}")
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if quantize and calibration is None:
+        raise ExportError(
+            "quantize='int8' needs a calibration dataset (--calibration DATASET_DIR): its train "
+            "images calibrate the ranges, its valid images measure the mAP change"
+        )
+    if calibration is not None and quantize is None and fmt == "onnx":
+        raise ExportError(
+            "calibration= is only used with quantize='int8' or format='openvino'; drop it or "
+            "add one of them"
+        )
+    if fmt == "openvino":
+        _openvino()
+    if calibration is None:
+        return Target(quantize, fmt)
+    from rfdetr.data import build_dataset
+
+    files = calibration_images(calibration, class_names)
+    build_dataset(calibration, "valid", 32, train=False)  # the split the report needs exists
+    return Target(quantize, fmt, Path(calibration), tuple(files))
+
+
+def build_target(
+    fp32: Path, target: Target
+) -> tuple[Path, QuantizeResult | None, AccuracyReport | None]:
+    """Write the derived file(s) next to ``fp32``; returns (file to use, int8 result, report).
+
+    Raises:
+        ExportVerificationError: an fp32 OpenVINO IR differs from ONNX Runtime beyond
+            ``FP32_ATOL``.
+    """
+    path, quantized, runtime = fp32, None, None
+    if target.quantize:
+        inputs = preprocessed(list(target.files), fp32)
+        quantized = quantize_onnx(fp32, fp32.with_name(f"{fp32.stem}.int8.onnx"), inputs)
+        path = quantized.path
+        runtime = ONNXRuntimeModel(path)
+    reference = ONNXRuntimeModel(fp32)
+    if target.format == "openvino":
+        path = export_openvino(path)
+        runtime = OpenVINOModel(path)
+        if not target.quantize:
+            _check_fp32(reference, runtime)
+    if runtime is None or target.calibration is None:
+        return path, quantized, None
+    report = compare_on_dataset(reference, runtime, target.calibration)
+    write_report(report, path)
+    logger.info(report.summary())
+    return path, quantized, report
+
+
+def _check_fp32(reference: object, runtime: object, seed: int = 0) -> None:
+    height, width = reference.metadata.input_shape
+    images = np.random.default_rng(seed).standard_normal((2, 3, height, width), np.float32)
+    want, got = reference.run(images), runtime.run(images)
+    worst = {name: float(np.abs(want[name] - got[name]).max()) for name in want}
+    if any(value > FP32_ATOL for value in worst.values()):
+        raise ExportVerificationError(
+            f"{runtime.path}: OpenVINO differs from ONNX Runtime by {worst} (tolerance "
+            f"{FP32_ATOL}); the file is kept for inspection"
+        )
+    logger.info("%s: OpenVINO vs ONNX Runtime, batch 2: %s: OK", runtime.path.name, worst)

@@ -23,8 +23,6 @@ from torch import Tensor, nn
 from rfdetr.export.graph_heads import TopKPostProcess
 from rfdetr.models.detector import RFDETR
 
-__all__ = ["ExportModule", "TopKPostProcess"]
-
 
 class ExportModule(nn.Module):
     """The inference graph of an `RFDETR` model for one input size (see the module docstring).

@@ -140,10 +140,7 @@ def _set_output_shapes(
 
 
 def _set_metadata(proto: object, metadata: ExportMetadata) -> None:
-    del proto.metadata_props[:]
-    for key, value in metadata.to_props().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_props(proto, metadata.to_props())
     proto.producer_name = "rfdetr"
     proto.producer_version = metadata.rfdetr_version
     proto.doc_string = (
@@ -169,11 +166,33 @@ def simplify_onnx(source: str | os.PathLike[str], output: str | os.PathLike[str]
         ) from None
     original = onnx.load(str(source))
     slim = onnxslim.slim(original)
-    del slim.metadata_props[:]
-    slim.metadata_props.extend(original.metadata_props)
-    slim.producer_name, slim.producer_version = original.producer_name, original.producer_version
-    slim.doc_string = original.doc_string
+    copy_header(original, slim)
     onnx.checker.check_model(slim, full_check=True)
     path = Path(output)
     onnx.save(slim, str(path))
     return path
+
+
+def set_props(proto: object, props: dict[str, str]) -> None:
+    """Replace an ONNX ``ModelProto``'s ``metadata_props`` with ``props``."""
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def copy_header(source: object, target: object, extra: dict[str, str] | None = None) -> None:
+    """Give the ``ModelProto`` ``target`` the ``metadata_props`` of ``source`` (plus ``extra``),
+    its producer and its doc string (``source`` may be ``target``)."""
+    set_props(target, {p.key: p.value for p in source.metadata_props} | (extra or {}))
+    target.producer_name, target.producer_version = source.producer_name, source.producer_version
+    target.doc_string = source.doc_string
+
+
+def save_atomic(proto: object, path: Path) -> None:
+    """Write the ``ModelProto`` to ``path`` through a hidden partial file and a rename."""
+    import onnx
+
+    partial = path.with_name(f".{path.name}.partial")
+    onnx.save(proto, str(partial))
+    os.replace(partial, path)

@@ -75,14 +75,6 @@ def add_rt_info(xml: Path, props: dict[str, str]) -> None:
     os.replace(staged, xml)
 
 
-def read_rt_info(model: object) -> dict[str, str]:
-    """The ``rfdetr`` metadata an IR holds (what the ONNX file's ``metadata_props`` held)."""
-    if not model.has_rt_info(["rfdetr"]):
-        return {}
-    section = model.get_rt_info(["rfdetr"])
-    return {str(key): value.astype(str) for key, value in section.astype(dict).items()}
-
-
 class OpenVINOModel(ONNXRuntimeModel):
     """An OpenVINO IR (``.xml``) of an rfdetr export, on the CPU; see `ONNXRuntimeModel`.
 
@@ -114,7 +106,10 @@ class OpenVINOModel(ONNXRuntimeModel):
         with keep_signal_stack():
             self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.props = read_rt_info(model)
+        section = (
+            model.get_rt_info(["rfdetr"]).astype(dict) if model.has_rt_info(["rfdetr"]) else {}
+        )
+        self.props = {str(key): value.astype(str) for key, value in section.items()}
         self.metadata = ExportMetadata.from_props(self.props, source=str(self.path))
         batch = model.inputs[0].get_partial_shape()[0]
         self.fixed_batch = batch.get_length() if batch.is_static else None

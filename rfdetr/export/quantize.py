@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfdetr.export.onnx import ExportError
+from rfdetr.export.onnx import ExportError, copy_header, save_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -305,20 +305,7 @@ def _finish(chosen: Path, source: Path, output: Path, extra: dict[str, str]) -> 
     """Copy ``source``'s metadata (plus ``extra``) into ``chosen`` and move it to ``output``."""
     import onnx
 
-    original = onnx.load(str(source), load_external_data=False)
     model = onnx.load(str(chosen))
-    set_props(model, {p.key: p.value for p in original.metadata_props} | extra)
-    model.producer_name, model.doc_string = original.producer_name, original.doc_string
-    model.producer_version = original.producer_version
+    copy_header(onnx.load(str(source), load_external_data=False), model, extra)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    onnx.save(model, str(partial))
-    os.replace(partial, output)
-
-
-def set_props(model: object, props: dict[str, str]) -> None:
-    """Replace an ONNX ``ModelProto``'s ``metadata_props`` with ``props``."""
-    del model.metadata_props[:]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    save_atomic(model, output)

@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import supervision as sv
 import torch
-import torch.nn.functional as F
 
 from rfdetr.export.metadata import ExportMetadata, MetadataError
-from rfdetr.export.verify import make_session
+from rfdetr.export.verify import RAW_NAMES, make_session
 from rfdetr.inference import (
     DEFAULT_THRESHOLD,
     ImageInput,
     Thresholds,
     is_batch,
+    preprocess,
     resolve_thresholds,
     to_detections,
     to_float_chw,
@@ -32,8 +32,6 @@ from rfdetr.inference import (
 from rfdetr.models.postprocess import PostProcess
 
 logger = logging.getLogger(__name__)
-
-_RAW_NAMES = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
 
 
 def active_providers(session: Any, device: str | torch.device, source: str) -> list[str]:
@@ -135,25 +133,14 @@ class ONNXRuntimeModel:
         """Like the eager model in eval mode: ``pred_boxes``, ``pred_logits`` (, ``pred_masks``)."""
         outputs = self.run(images)
         return {
-            _RAW_NAMES[name]: torch.from_numpy(value).to(images.device)
+            RAW_NAMES[name]: torch.from_numpy(value).to(images.device)
             for name, value in outputs.items()
         }
 
     def preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[3, H_i, W_i]`` images in [0, 1] -> ``([B, 3, h, w]`` normalised, ``[B, 2]`` sizes)."""
         meta = self.metadata
-        sizes = torch.tensor([list(img.shape[-2:]) for img in images])
-        batch = torch.cat(
-            [
-                F.interpolate(
-                    img[None], size=meta.input_shape, mode="bilinear", align_corners=False
-                )
-                for img in images
-            ]
-        )
-        mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
-        std = torch.tensor(meta.std).view(1, 3, 1, 1)
-        return (batch - mean) / std, sizes
+        return preprocess(images, meta.input_shape, "cpu", meta.mean, meta.std)
 
     def predict(
         self,

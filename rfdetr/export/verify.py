@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ATOL = 1e-4
 _RELATIVE = ("masks", "boxes")  # outputs not on a unit scale (see the module docstring)
-_RAW = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
+RAW_NAMES = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
 
 
 class ExportVerificationError(ExportError):
@@ -141,7 +141,6 @@ def verify_onnx(
     model: RFDETR,
     *,
     postprocess: PostProcess | None = None,
-    batch_sizes: tuple[int, ...] | None = None,
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
     raise_on_failure: bool = True,
@@ -152,7 +151,6 @@ def verify_onnx(
         path: an exported file.
         model: the eager model it came from, eval mode, on the CPU.
         postprocess: the reference post-processing for a ``with_postprocess`` file.
-        batch_sizes: default ``(1, 2)`` for a dynamic batch, else the file's fixed batch.
         atol: tolerance; absolute, relative for mask logits and pixel boxes.
         raise_on_failure: raise `ExportVerificationError` instead of returning a failed report.
     """
@@ -160,8 +158,7 @@ def verify_onnx(
     picker = selection_session(path, session_options())
     inputs = session.get_inputs()
     batch_dim, _, height, width = inputs[0].shape
-    fixed = isinstance(batch_dim, int)
-    sizes = tuple(batch_sizes or ((batch_dim,) if fixed else (1, 2)))
+    sizes = (batch_dim,) if isinstance(batch_dim, int) else (1, 2)
     generator = torch.Generator().manual_seed(seed)
     names = [o.name for o in session.get_outputs()]
     if len(inputs) > 1 and postprocess is None:
@@ -184,7 +181,7 @@ def verify_onnx(
             _compare_topk(got, expected, atol, diffs, scales, mismatched)
         else:
             for name in names:
-                _update(diffs, scales, name, got[name], reference[_RAW[name]].numpy())
+                _update(diffs, scales, name, got[name], reference[RAW_NAMES[name]].numpy())
     tolerance = {k: atol * (max(1.0, scales[k]) if k in _RELATIVE else 1.0) for k in diffs}
     mismatched["selection"] = selection.violations
     report = VerifyReport(

@@ -40,10 +40,6 @@ class MicroBatcher:
         max_latency_s: float = 0.005,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        if max_batch < 1 or max_latency_s < 0:
-            raise ValueError(
-                f"max_batch must be >= 1 and max_latency_s >= 0, got {max_batch}, {max_latency_s}"
-            )
         self.forward = forward
         self.max_batch = max_batch
         self.max_latency_s = max_latency_s

@@ -33,8 +33,8 @@ import torch
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest
 from PIL import Image, UnidentifiedImageError
-from pycocotools import mask as mask_utils
 
+from rfdetr.evaluation.predictions import encode_masks
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.runtime import ONNXRuntimeModel
 from rfdetr.inference import to_float_chw
@@ -232,14 +232,6 @@ def _tensor(
     return batch, torch.from_numpy(sizes)
 
 
-def rle_json(mask: np.ndarray) -> bytes:
-    """One ``[H, W]`` bool mask -> COCO RLE as JSON bytes (``{"size": [h, w], "counts": str}``)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return json.dumps(
-        {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()}
-    ).encode()
-
-
 def encode_detections(detections: list[sv.Detections], segmentation: bool) -> list[InferOutput]:
     """Per-image detections (at least one image) -> the flattened response tensors."""
     rows = {
@@ -261,7 +253,8 @@ def encode_detections(detections: list[sv.Detections], segmentation: bool) -> li
         ),
     }
     if segmentation:
-        masks = [rle_json(m) for d in detections if d.mask is not None for m in d.mask]
+        found = [d.mask for d in detections if d.mask is not None]
+        masks = [json.dumps(rle).encode() for mask in found for rle in encode_masks(mask)]
         rows["masks"] = ("BYTES", np.array(masks, dtype=object))
     return [
         InferOutput(name=name, shape=list(data.shape), datatype=dtype, data=data)

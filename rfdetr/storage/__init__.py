@@ -17,9 +17,8 @@ described in :mod:`rfdetr.storage.upload` and :mod:`rfdetr.storage.download`; ma
 
 from __future__ import annotations
 
-from rfdetr.storage.config import ObjectStore, StoreConfig, config_from_env
+from rfdetr.storage.config import ObjectStore, config_from_env
 from rfdetr.storage.download import (
-    DownloadResult,
     download_file,
     download_prefix,
     exists,
@@ -40,14 +39,11 @@ from rfdetr.storage.errors import (
 )
 from rfdetr.storage.manifest import (
     MANIFEST_NAME,
-    Manifest,
-    ManifestEntry,
     build_manifest,
     verify_manifest,
     write_manifest,
 )
 from rfdetr.storage.upload import (
-    UploadedObject,
     ensure_bucket,
     upload_bytes,
     upload_dir,
@@ -58,11 +54,8 @@ from rfdetr.storage.uris import ObjectURI, is_object_uri, parse_uri, safe_relati
 __all__ = [
     "MANIFEST_NAME",
     "BucketNotFoundError",
-    "DownloadResult",
     "IntegrityError",
     "InvalidURIError",
-    "Manifest",
-    "ManifestEntry",
     "ObjectNotFoundError",
     "ObjectStore",
     "ObjectURI",
@@ -71,9 +64,7 @@ __all__ = [
     "StorageError",
     "StorageServerError",
     "StorageUnavailableError",
-    "StoreConfig",
     "UnsafeKeyError",
-    "UploadedObject",
     "build_manifest",
     "config_from_env",
     "download_file",

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 
 from rfdetr.storage.config import ObjectStore, s3_errors
 from rfdetr.storage.errors import IntegrityError, PreconditionFailedError, StorageError
 from rfdetr.storage.upload import SHA256_META, clean_etag, object_uri, resolve_store
 from rfdetr.storage.uris import ObjectURI
-
-logger = logging.getLogger(__name__)
 
 _REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")  # 412; 409 on AWS under a race
 MAX_SMALL_OBJECT = 1024 * 1024
