@@ -250,11 +250,6 @@ def deadline(task: PipelineTask, platform: Platform, seconds: int | None) -> Pip
     return task
 
 
-def no_cache(task: PipelineTask) -> PipelineTask:
-    """Always run: the step reads mutable external data or writes to external storage."""
-    return task.set_caching_options(enable_caching=False)
-
-
 def step_image(platform: Platform, gpu: bool) -> str:
     """The image of a step: the GPU image, or for a step without GPUs the CPU image."""
     from components import RFDETR_IMAGE

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from pipelines.kfp_package import validate_cron
 from rfdetr.errors import EXIT_FAILED, UserError
 
 if TYPE_CHECKING:
@@ -45,12 +44,16 @@ HOST_ENV = "KF_PIPELINES_ENDPOINT"
 
 @contextlib.contextmanager
 def kfp_errors(host: str, action: str) -> Iterator[None]:
-    """One-line UserErrors (exit 1) for API, network and kfp client errors."""
+    """One-line UserErrors (exit 1) for API, network and kfp client errors; what kfp.Client
+    prints (links) and warns (versions) goes to debug logging."""
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    buffer = io.StringIO()
     try:
-        yield
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
     except ApiException as exc:
         body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
         detail = _api_message(body) or exc.reason
@@ -62,6 +65,9 @@ def kfp_errors(host: str, action: str) -> Iterator[None]:
         raise UserError(f"{action}: cannot reach KFP at {host}: {reason}", EXIT_FAILED) from None
     except (TimeoutError, ValueError) as exc:
         raise UserError(f"{action}: {exc}", EXIT_FAILED) from None
+    finally:
+        for line in buffer.getvalue().splitlines():
+            logger.debug("kfp: %s", line)
 
 
 def _api_message(body: str | None) -> str:
@@ -72,19 +78,6 @@ def _api_message(body: str | None) -> str:
     except ValueError:
         return body.strip().splitlines()[0][:200]
     return str(doc.get("message") or doc.get("error") or "")[:300] if isinstance(doc, dict) else ""
-
-
-@contextlib.contextmanager
-def _quiet_kfp() -> Iterator[None]:
-    """kfp.Client prints links and warns about versions; route that to debug logging."""
-    buffer = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        for line in buffer.getvalue().splitlines():
-            logger.debug("kfp: %s", line)
 
 
 def resolve_host(host: str | None) -> str:
@@ -107,7 +100,7 @@ def connect(
     credentials = None
     if token is None and os.environ.get(SA_TOKEN_PATH_ENV):
         credentials = ServiceAccountTokenVolumeCredentials(os.environ[SA_TOKEN_PATH_ENV])
-    with kfp_errors(host, "connecting"), _quiet_kfp():
+    with kfp_errors(host, "connecting"):
         return Client(
             host=host,
             namespace=namespace or "kubeflow",
@@ -158,7 +151,7 @@ def _name_filter(name: str) -> str:
 
 def ensure_experiment(client: kfp.Client, name: str, namespace: str | None, host: str) -> str:
     """The id of experiment ``name``, created when missing."""
-    with kfp_errors(host, f"experiment {name!r}"), _quiet_kfp():
+    with kfp_errors(host, f"experiment {name!r}"):
         return str(client.create_experiment(name=name, namespace=namespace).experiment_id)
 
 
@@ -183,7 +176,7 @@ def upload_version(
     With ``namespace``, a private pipeline there: multi-user KFP authorizes a shared one in its own
     namespace (``canUploadVersionedPipeline``), where the submitter's Role grants nothing.
     """
-    with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"), _quiet_kfp():
+    with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"):
         pipeline_id = _pipeline_id(client, pipeline_name, namespace)
         if pipeline_id is None:
             pipeline = client.upload_pipeline(
@@ -286,7 +279,7 @@ def start_run(
     service_account: str | None = None,
 ) -> str:
     """Start a run of the uploaded version; returns the run id."""
-    with kfp_errors(host, f"starting run {run_name!r}"), _quiet_kfp():
+    with kfp_errors(host, f"starting run {run_name!r}"):
         run = client.run_pipeline(
             experiment_id=experiment_id,
             job_name=run_name,
@@ -325,7 +318,7 @@ def wait_for_run(
         return _poll_run(client, host, run_id, timeout_s, poll_s)
     except (UserError, KeyboardInterrupt):
         if terminate_on_abort:
-            with kfp_errors(host, f"terminating run {run_id}"), _quiet_kfp():
+            with kfp_errors(host, f"terminating run {run_id}"):
                 client.terminate_run(run_id)
             logger.warning("terminated run %s (the wait for it ended first)", run_id)
         raise
@@ -336,7 +329,7 @@ def wait_for_run(
 def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
     deadline = time.monotonic() + timeout_s
     while True:
-        with kfp_errors(host, f"waiting for run {run_id}"), _quiet_kfp():
+        with kfp_errors(host, f"waiting for run {run_id}"):
             last = str(client.get_run(run_id).state or "PENDING").upper()
         if last in TERMINAL_RUN_STATES:
             return last
@@ -366,12 +359,13 @@ def create_schedule(
     replace: bool = False,
     delete_old: bool = False,
 ) -> tuple[str, list[str]]:
-    """Create a recurring run on ``version``; returns (its id, ids of the ones it replaced).
+    """Create a recurring run on ``version`` (``cron`` checked by :func:`validate_cron`);
+    returns (its id, ids of the ones it replaced).
 
     With ``replace``, enabled recurring runs of that name in the experiment are disabled once the
     new one exists (never no schedule); ``delete_old`` deletes all of them instead (any state).
     """
-    with kfp_errors(host, f"scheduling {name!r}"), _quiet_kfp():
+    with kfp_errors(host, f"scheduling {name!r}"):
         previous = []
         if replace:
             listing = client.list_recurring_runs(
@@ -382,7 +376,7 @@ def create_schedule(
         job = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=name,
-            cron_expression=validate_cron(cron),
+            cron_expression=cron,
             max_concurrency=max_concurrency,
             no_catchup=not catchup,
             params=params,

@@ -148,7 +148,10 @@ def _all_ports(ports: dict[str, int]) -> set[int]:
     )
 
 
-def _any_free_port() -> int:
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when it is free on :data:`HOST`, else a free port the system picks."""
+    if preferred and _port_free(preferred):
+        return preferred
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -274,7 +277,7 @@ def start(
     ports = _pick_ports(_read_state(data_dir).get("ports", {}), {port, port + _GRPC_OFFSET})
     s3_grpc = port + _GRPC_OFFSET
     if s3_grpc > 65535 or s3_grpc in _all_ports(ports) or not _port_free(s3_grpc):
-        s3_grpc = _any_free_port()
+        s3_grpc = free_port()
     ports["s3_grpc"] = s3_grpc
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OBJECTSTORECONFIG_"))}
     env.update(AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)  # weed's S3 admin identity

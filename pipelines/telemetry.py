@@ -50,13 +50,6 @@ _NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-def _metric_name(name: str) -> str:
-    full = name if name.startswith(PREFIX) else PREFIX + name
-    if not _NAME_RE.match(full):
-        raise ValueError(f"invalid Prometheus metric name {full!r}")
-    return full
-
-
 class StepMetrics:
     """Gauges of one pipeline step, pushed as the group ``{job, pipeline, step}``.
 
@@ -89,10 +82,6 @@ class StepMetrics:
                 "step_info", 1.0, "Run that last pushed this step", labels={"run_id": run_id}
             )
 
-    @property
-    def grouping_key(self) -> dict[str, str]:
-        return {"pipeline": self.pipeline, "step": self.step}
-
     def set_gauge(
         self, name: str, value: float, help: str = "", labels: Mapping[str, str] | None = None
     ) -> None:
@@ -101,7 +90,9 @@ class StepMetrics:
         One metric name always takes the same label names; NaN and infinite values are skipped
         (a diverged loss is logged, not pushed as a poisoned series).
         """
-        full = _metric_name(name)
+        full = name if name.startswith(PREFIX) else PREFIX + name
+        if not _NAME_RE.match(full):
+            raise ValueError(f"invalid Prometheus metric name {full!r}")
         labels = dict(labels or {})
         keys = tuple(sorted(labels))
         for key in keys:
@@ -164,23 +155,17 @@ class StepMetrics:
             if push:
                 self.push()
 
-    def collector(self) -> Any:
-        """A ``prometheus_client`` collector exposing the current values."""
+    def collect(self) -> Iterator[Any]:
+        """The current values as ``prometheus_client`` gauge families (the collector protocol)."""
         from prometheus_client.core import GaugeMetricFamily
 
-        metrics = self
-
-        class _Collector:
-            def collect(self) -> Iterator[GaugeMetricFamily]:
-                with metrics._lock:
-                    gauges = {n: (h, k, dict(s)) for n, (h, k, s) in metrics._gauges.items()}
-                for name, (help_text, keys, series) in sorted(gauges.items()):
-                    family = GaugeMetricFamily(name, help_text, labels=list(keys))
-                    for label_values, value in series.items():
-                        family.add_metric(list(label_values), value)
-                    yield family
-
-        return _Collector()
+        with self._lock:
+            gauges = {n: (h, k, dict(s)) for n, (h, k, s) in self._gauges.items()}
+        for name, (help_text, keys, series) in sorted(gauges.items()):
+            family = GaugeMetricFamily(name, help_text, labels=list(keys))
+            for label_values, value in series.items():
+                family.add_metric(list(label_values), value)
+            yield family
 
     def push(self) -> bool:
         """Replace this step's group on the Pushgateway; False when skipped or failed (logged)."""
@@ -198,13 +183,13 @@ class StepMetrics:
             )
             return False
         registry = CollectorRegistry()
-        registry.register(self.collector())
+        registry.register(self)
         try:
             push_to_gateway(
                 self.gateway,
                 job=JOB,
                 registry=registry,
-                grouping_key=self.grouping_key,
+                grouping_key={"pipeline": self.pipeline, "step": self.step},
                 timeout=self.timeout,
                 handler=_auth_handler(),
             )
@@ -229,7 +214,7 @@ class StepMetrics:
         from prometheus_client import CollectorRegistry, start_http_server
 
         registry = CollectorRegistry()
-        registry.register(self.collector())
+        registry.register(self)
         server, _thread = start_http_server(port, addr=addr, registry=registry)
         logger.info(
             "serving metrics of %s/%s on http://%s:%d/metrics", self.pipeline, self.step, addr, port
