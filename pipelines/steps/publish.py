@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -83,13 +83,7 @@ class PublishResult:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "published": self.published,
-            "reason": self.reason,
-            "uri": self.uri,
-            "version": self.version,
-            "files": len(self.files),
-        }
+        return {**asdict(self), "files": len(self.files)}
 
     def outputs(self) -> PublishOutputs:
         return PublishOutputs(self.uri, self.version, self.published)
