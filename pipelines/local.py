@@ -197,14 +197,10 @@ def run_local(
     log_path: str | Path | None = None,
     console: TextIO | None = sys.stderr,
 ) -> LocalRun:
-    """Run the pipeline with ``arguments`` (pipeline parameter -> value) through kfp.local.
-
-    Args:
-        arguments: at least ``dataset_uri``; unset optional parameters are filled by
-            :func:`local_arguments`.
-        pipeline_root: where kfp.local writes the run folder.
-        log_path: file receiving every step's output (None: a temporary file, removed).
-        console: where progress lines go (None: silent).
+    """Run the pipeline with ``arguments`` (at least ``dataset_uri``; the unset optional
+    parameters filled by :func:`local_arguments`) through kfp.local, in a run folder under
+    ``pipeline_root``. Every step's output goes to ``log_path`` (None: a temporary file), the
+    progress lines to ``console`` (None: silent).
 
     Raises:
         LocalRunError: a step failed; the message is the step's error.

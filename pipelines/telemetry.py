@@ -25,8 +25,6 @@ when given, is the ``run_id`` label of ``rfdetr_step_info``. Names get the ``rfd
 ``rfdetr_loss{loss="..."}``                  loss terms (``set_losses``)
 ``rfdetr_eval_metric{metric="..."}``         mAP and recall figures (``set_map``)
 ==========================================  ======================================================
-
-A long step can also serve ``/metrics`` for Prometheus to scrape (:meth:`StepMetrics.serve`).
 """
 
 from __future__ import annotations
@@ -53,8 +51,8 @@ _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 class StepMetrics:
     """Gauges of one pipeline step, pushed as the group ``{job, pipeline, step}``.
 
-    Values are kept in plain Python and only turned into Prometheus families when pushed or
-    scraped, so the class costs nothing when no Pushgateway is configured. Thread-safe.
+    Values are kept in plain Python and only turned into Prometheus families when pushed, so
+    the class costs nothing when no Pushgateway is configured. Thread-safe.
     ``gateway`` defaults to ``$PUSHGATEWAY_URL``; ``gateway=""`` turns pushing off.
     """
 
@@ -134,7 +132,7 @@ class StepMetrics:
             }
 
     @contextmanager
-    def observe_duration(self, push: bool = True) -> Iterator[StepMetrics]:
+    def observe_duration(self) -> Iterator[StepMetrics]:
         """Time the block; record success or failure time; push at the end (even on failure)."""
         start = time.monotonic()
         try:
@@ -152,8 +150,7 @@ class StepMetrics:
             self.set_gauge("step_success", 1, "1 when the last attempt succeeded")
         finally:
             self.set_gauge("step_duration_seconds", time.monotonic() - start, "Step wall time")
-            if push:
-                self.push()
+            self.push()
 
     def collect(self) -> Iterator[Any]:
         """The current values as ``prometheus_client`` gauge families (the collector protocol)."""
@@ -204,22 +201,6 @@ class StepMetrics:
             return False
         logger.debug("pushed metrics of %s/%s to %s", self.pipeline, self.step, self.gateway)
         return True
-
-    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
-        """Serve these metrics on ``http://addr:port/metrics`` from a daemon thread.
-
-        Returns the HTTP server; call ``.shutdown()`` on it to stop. Use it for a long training
-        step scraped by Prometheus (e.g. through a PodMonitor) while it runs.
-        """
-        from prometheus_client import CollectorRegistry, start_http_server
-
-        registry = CollectorRegistry()
-        registry.register(self)
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
-        logger.info(
-            "serving metrics of %s/%s on http://%s:%d/metrics", self.pipeline, self.step, addr, port
-        )
-        return server
 
 
 def _auth_handler() -> Any:

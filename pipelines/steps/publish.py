@@ -224,21 +224,12 @@ def publish_model(
     run_id: str = "",
     extra: dict[str, Any] | None = None,
 ) -> PublishResult:
-    """Upload the model to ``s3://<bucket>/<model_name>/<version>/`` when the gate allows.
-
-    Args:
-        checkpoint, onnx: the stripped checkpoint and the ONNX file.
-        report_dir: the evaluation report folder.
-        staging: an empty local folder; it ends up holding what was uploaded (with
-            ``manifest.json``) and ``decision.json`` (published or not, and why).
-        bucket: destination bucket; empty: publishing is off (the result says so).
-        model_name, version: key segments; an empty name is ``rfdetr-<model_size>``, an empty
-            version :func:`default_version`.
-        model_size: the preset name, for the default model name.
-        map_50_95: the evaluation figure the gate compares.
-        min_map, require_improvement: see :func:`decide`.
-        run_id: the pipeline run, recorded in ``model.json``.
-        extra: more facts for ``model.json`` (classes, dataset, split...).
+    """Upload the model to ``s3://<bucket>/<model_name>/<version>/`` when the gate
+    (:func:`decide`) allows. An empty ``bucket`` turns publishing off (the result says so), an
+    empty ``model_name`` is ``rfdetr-<model_size>``, an empty ``version``
+    :func:`default_version`; ``run_id`` and ``extra`` go into ``model.json``. ``staging`` (an
+    empty folder) ends up holding what was uploaded, with ``manifest.json``, and
+    ``decision.json`` (published or not, and why).
 
     Raises:
         StepError: bad names, or the version exists already.
