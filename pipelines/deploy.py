@@ -106,7 +106,9 @@ def _prepare(args: argparse.Namespace) -> tuple:
     name = args.pipeline_name or package.name
     version_name = args.version_name or kfp_api.default_version_name(name)
     client = kfp_api.connect(host, args.namespace, args.ca_cert)
-    experiment_id = kfp_api.ensure_experiment(client, args.experiment, args.namespace, host)
+    with kfp_api.kfp_errors(host, f"experiment {args.experiment!r}"):  # created when missing
+        experiment = client.create_experiment(name=args.experiment, namespace=args.namespace)
+    experiment_id = str(experiment.experiment_id)
     version = kfp_api.upload_version(
         client,
         package,
@@ -133,16 +135,18 @@ def _run_submit(args: argparse.Namespace) -> int:
 
     client, host, experiment_id, version, params, name = _prepare(args)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    run_id = kfp_api.start_run(
-        client,
-        host,
-        experiment_id,
-        version,
-        args.run_name or f"{name} {stamp}",
-        params,
-        pipeline_root=args.pipeline_root,
-        service_account=args.service_account,
-    )
+    run_name = args.run_name or f"{name} {stamp}"
+    with kfp_api.kfp_errors(host, f"starting run {run_name!r}"):
+        run = client.run_pipeline(
+            experiment_id=experiment_id,
+            job_name=run_name,
+            params=params,
+            pipeline_id=version.pipeline_id,
+            version_id=version.version_id,
+            pipeline_root=args.pipeline_root,
+            service_account=args.service_account,
+        )
+    run_id = str(run.run_id)
     print(f"run:        {run_id}  {host}/#/runs/details/{run_id}", flush=True)
     if not args.wait:
         return 0

@@ -149,12 +149,6 @@ def _name_filter(name: str) -> str:
     )
 
 
-def ensure_experiment(client: kfp.Client, name: str, namespace: str | None, host: str) -> str:
-    """The id of experiment ``name``, created when missing."""
-    with kfp_errors(host, f"experiment {name!r}"):
-        return str(client.create_experiment(name=name, namespace=namespace).experiment_id)
-
-
 def upload_version(
     client: kfp.Client,
     package: PipelinePackage,
@@ -265,31 +259,6 @@ def _check_reusable(
             f"{where} holding a different YAML (sha256 {recorded[:12]}..., this file "
             f"{package.sha256[:12]}...); pass another --version-name"
         )
-
-
-def start_run(
-    client: kfp.Client,
-    host: str,
-    experiment_id: str,
-    version: UploadedVersion,
-    run_name: str,
-    params: dict[str, Any],
-    *,
-    pipeline_root: str | None = None,
-    service_account: str | None = None,
-) -> str:
-    """Start a run of the uploaded version; returns the run id."""
-    with kfp_errors(host, f"starting run {run_name!r}"):
-        run = client.run_pipeline(
-            experiment_id=experiment_id,
-            job_name=run_name,
-            params=params,
-            pipeline_id=version.pipeline_id,
-            version_id=version.version_id,
-            pipeline_root=pipeline_root,
-            service_account=service_account,
-        )
-    return str(run.run_id)
 
 
 TERMINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
