@@ -131,13 +131,29 @@ class Platform:
 
 
 def common(task: PipelineTask, platform: Platform, resources: Resources) -> PipelineTask:
-    """What every step gets: the image, resources, unbuffered logs, the Pushgateway URL."""
+    """What every step gets: the image (the CPU one; :func:`use_gpus` sets the GPU one), pull
+    secrets, a non-root security context (when asked), resources, unbuffered logs, the
+    Pushgateway URL.
+
+    kfp-kubernetes 2.17 can set only ``runAsUser``/``runAsGroup``/``runAsNonRoot`` of the user
+    container; a backend that reads it also drops all capabilities. Seccomp, read-only root and
+    ``allowPrivilegeEscalation`` are not expressible (docs/deploy.md, "Security").
+    """
+    from kfp import kubernetes
+
     if platform.image:
         task.set_container_image(platform.image)
     task.set_env_variable("PYTHONUNBUFFERED", "1")
     if platform.local:
         return task
-    pod_settings(task, platform, gpu=False)
+    task.set_container_image(step_image(platform, gpu=False))
+    if platform.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
+    if platform.run_as_user is not None:
+        uid = platform.run_as_user
+        kubernetes.set_security_context(
+            task, run_as_user=uid, run_as_group=uid, run_as_non_root=True
+        )
     task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
     if resources.cpu_limit:
         task.set_cpu_limit(resources.cpu_limit)
@@ -245,23 +261,3 @@ def step_image(platform: Platform, gpu: bool) -> str:
 
     image = platform.image or RFDETR_IMAGE
     return image if gpu else platform.cpu_image or cpu_image_of(image)
-
-
-def pod_settings(task: PipelineTask, platform: Platform, gpu: bool) -> PipelineTask:
-    """Image (CPU or GPU), pull secrets and (when asked) a non-root security context of a step.
-
-    kfp-kubernetes 2.17 can set only ``runAsUser``/``runAsGroup``/``runAsNonRoot`` of the user
-    container; a backend that reads it also drops all capabilities. Seccomp, read-only root and
-    ``allowPrivilegeEscalation`` are not expressible (docs/deploy.md, "Security").
-    """
-    from kfp import kubernetes
-
-    task.set_container_image(step_image(platform, gpu))
-    if platform.image_pull_secrets:
-        kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
-    if platform.run_as_user is not None:
-        uid = platform.run_as_user
-        kubernetes.set_security_context(
-            task, run_as_user=uid, run_as_group=uid, run_as_non_root=True
-        )
-    return task

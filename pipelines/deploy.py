@@ -104,7 +104,7 @@ def _prepare(args: argparse.Namespace) -> tuple:
     package = PipelinePackage.load(args.package)
     params = build_params(package, args.param, args.params_file)
     name = args.pipeline_name or package.name
-    version_name = args.version_name or kfp_api.default_version_name(name)
+    version_name = args.version_name or f"{name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     client = kfp_api.connect(host, args.namespace, args.ca_cert)
     with kfp_api.kfp_errors(host, f"experiment {args.experiment!r}"):  # created when missing
         experiment = client.create_experiment(name=args.experiment, namespace=args.namespace)

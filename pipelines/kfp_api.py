@@ -24,7 +24,6 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from rfdetr.errors import EXIT_FAILED, UserError
@@ -137,10 +136,6 @@ def content_description(package: PipelinePackage) -> str:
     for ``--reuse-version``."""
     mark = f"rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
     return f"{package.usage()} {mark}"
-
-
-def default_version_name(pipeline_name: str) -> str:
-    return f"{pipeline_name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
 def _name_filter(name: str) -> str:

@@ -106,12 +106,6 @@ def default_version(run_id: str = "", now: datetime | None = None) -> str:
     return f"{stamp}-{suffix}" if suffix else stamp
 
 
-def current_model(model_root: str) -> dict[str, Any] | None:
-    """The ``latest.json`` under ``model_root`` (``s3://bucket/model-name``), or None."""
-    found = read_json_object(parse_uri(model_root).child(LATEST))
-    return found[0] if found else None
-
-
 def decide(
     map_50_95: float, min_map: float, require_improvement: bool, model_root: str
 ) -> PublishDecision:
@@ -126,7 +120,8 @@ def decide(
         return PublishDecision(False, f"mAP50:95 {map_50_95:.4f} is below min_map {min_map:.4f}")
     if not require_improvement:
         return PublishDecision(True, f"mAP50:95 {map_50_95:.4f} >= min_map {min_map:.4f}")
-    return improves(map_50_95, current_model(model_root))
+    found = read_json_object(parse_uri(model_root).child(LATEST))
+    return improves(map_50_95, found[0] if found else None)
 
 
 def improves(map_50_95: float, current: dict[str, Any] | None) -> PublishDecision:

@@ -198,12 +198,15 @@ def _prepared(
     config: RunConfig, dataset_dir: str | Path, out: Path, weights: str | None
 ) -> tuple[RunConfig, int | None]:
     """The config pointed at the data, the run folder, its resume point and local weights."""
+    from rfdetr.training.loggers import read_log
+
     overrides: dict[str, Any] = {"dataset_dir": str(dataset_dir), "output_dir": str(out)}
     resumed = None
     last = out / "checkpoint.pth"
     if last.is_file():
         overrides["resume"] = str(last)
-        resumed = _logged_epoch(out)
+        records = read_log(out / LOG_FILE)  # its last epoch is the resume point's
+        resumed = int(records[-1]["epoch"]) if records else None
         logger.info("resuming from %s (epoch %s finished)", last, resumed)
     overrides["pretrain_weights"] = weights
     return config.with_overrides(overrides), resumed
@@ -285,11 +288,3 @@ def _record(metrics: StepMetrics, outcome: TrainOutcome) -> None:
     metrics.set_losses(losses or {"loss": float("nan")})  # the total and every term
     best = {k: plain_number(outcome.best.get(k)) for k in ("map_50_95", "map_50")}
     metrics.set_map({k: v for k, v in best.items() if v is not None})
-
-
-def _logged_epoch(run_dir: Path) -> int | None:
-    """The last epoch ``log.txt`` records (the resume point's epoch), or None."""
-    from rfdetr.training.loggers import read_log
-
-    records = read_log(run_dir / LOG_FILE)
-    return int(records[-1]["epoch"]) if records else None
