@@ -46,14 +46,8 @@ def object_store(data_dir: Path) -> Iterator[seaweedfs.ServerInfo]:
     running = seaweedfs.status(data_dir)
     for name in [n for n in os.environ if n.startswith(_STORE_VARS)]:
         del os.environ[name]  # the demo's store and keys, never the user's
-    info = running or seaweedfs.start(
-        data_dir,
-        seaweedfs.free_port(seaweedfs.DEFAULT_PORT),
-        (DATASET_BUCKET, MODEL_BUCKET),
-        tied=True,
-    )
-    if running:
-        seaweedfs.start(data_dir, buckets=(DATASET_BUCKET, MODEL_BUCKET))  # buckets only
+    port = seaweedfs.free_port(seaweedfs.DEFAULT_PORT)  # start() reuses a running server
+    info = seaweedfs.start(data_dir, port, (DATASET_BUCKET, MODEL_BUCKET), tied=True)
     config = seaweedfs.store_config(info)
     os.environ.update(
         OBJECTSTORECONFIG_HOST=seaweedfs.HOST,

@@ -167,25 +167,19 @@ class _ProgressTee(io.TextIOBase):
 @contextlib.contextmanager
 def _captured(log_path: Path | None, console: TextIO | None) -> Iterator[_ProgressTee]:
     """Redirect stdout into a :class:`_ProgressTee` writing ``log_path`` (an anonymous
-    temporary file when None)."""
+    temporary file when None). kfp.local logs its progress at INFO through its own handler
+    (into the log file) and a few lines more through the root logger's: kept off the console."""
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(log_path, "w") if log_path is not None else tempfile.TemporaryFile("w+") as sink,
-        contextlib.redirect_stdout(_ProgressTee(sink, console)) as tee,
-    ):
-        yield tee
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """kfp.local logs its progress at INFO through its own handler (into the log file) and a
-    few lines more through the root logger's; keep the latter off the console."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))
     try:
-        yield
+        with (
+            open(log_path, "w") if log_path is not None else tempfile.TemporaryFile("w+") as sink,
+            contextlib.redirect_stdout(_ProgressTee(sink, console)) as tee,
+        ):
+            yield tee
     finally:
         root.setLevel(level)
 
@@ -216,7 +210,7 @@ def run_local(
     root = Path(pipeline_root).absolute()
     log = Path(log_path).absolute() if log_path is not None else None
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    with warnings.catch_warnings(), _quiet_root_logger(), _captured(log, console) as tee:
+    with warnings.catch_warnings(), _captured(log, console) as tee:
         # Our image is not named "python..."; kfp.local warns about that for every step.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task")
         try:

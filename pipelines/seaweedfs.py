@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines import process_lifetime
-from pipelines.store_security import write_security_config
+from pipelines.store_security import write_private, write_security_config
 from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.storage.config import StoreConfig, keys_from_env
 
@@ -120,11 +120,8 @@ def local_credentials(data_dir: Path) -> tuple[str, str, str]:
         return doc["access_key"], doc["secret_key"], str(path)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     doc = {"access_key": "rfdetr-" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(
-            {**doc, "note": "local-only development keys for rfdetr-pipeline objectstore"}, handle
-        )
+    note = "local-only development keys for rfdetr-pipeline objectstore"
+    write_private(path, json.dumps({**doc, "note": note}).encode())
     logger.info("generated local-only object-store keys in %s (mode 0600)", path)
     return doc["access_key"], doc["secret_key"], str(path)
 
