@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import sys
@@ -27,7 +26,6 @@ from pipelines import seaweedfs
 from pipelines.cli import Subparsers
 from pipelines.seaweedfs import ServerInfo
 from rfdetr.errors import EXIT_FAILED, UserError
-from rfdetr.hub import WEIGHTS_BASE_URL_ENV, PretrainedAsset
 from rfdetr.storage.config import StoreConfig
 
 DEFAULT_MIRROR_ROOT = "s3://mlpipeline/rfdetr/checkpoint-mirror"
@@ -101,7 +99,7 @@ def parse_age(text: str) -> timedelta:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from pipelines.steps.weights import weights_prefix
+    from pipelines.steps.weights import base_url_of, weights_prefix
     from rfdetr import hub
     from rfdetr.storage import parse_uri, upload_file
 
@@ -122,7 +120,7 @@ def _weights(args: argparse.Namespace) -> int:
                     f"{local}: MD5 {digest} is not the official {asset.name} file's {asset.md5}"
                 )
         else:
-            url = args.from_url or _default_url(asset)
+            url = args.from_url or base_url_of(asset) or asset.url
             local = Path(tmp, asset.filename)
             try:
                 hub.download_verified(url, local, md5=asset.md5)
@@ -131,11 +129,6 @@ def _weights(args: argparse.Namespace) -> int:
         upload_file(local, target)
     print(f"mirrored the official {asset.name} weights (MD5 {asset.md5}) to {target}")
     return 0
-
-
-def _default_url(asset: PretrainedAsset) -> str:
-    base = os.environ.get(WEIGHTS_BASE_URL_ENV)
-    return f"{base.rstrip('/')}/{asset.filename}" if base else asset.url
 
 
 def _prune(args: argparse.Namespace) -> int:
