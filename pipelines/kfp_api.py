@@ -87,14 +87,12 @@ def resolve_host(host: str | None) -> str:
     return host.rstrip("/")
 
 
-def connect(
-    host: str | None, namespace: str | None = None, ca_cert: str | None = None
-) -> kfp.Client:
-    """A ``kfp.Client`` for ``host`` (or $KF_PIPELINES_ENDPOINT), keys from the environment."""
+def connect(host: str, namespace: str | None = None, ca_cert: str | None = None) -> kfp.Client:
+    """A ``kfp.Client`` for ``host`` (checked by :func:`resolve_host`), keys from the
+    environment."""
     from kfp import Client
     from kfp.client import ServiceAccountTokenVolumeCredentials
 
-    host = resolve_host(host)
     token = os.environ.get(TOKEN_ENV) or None
     credentials = None
     if token is None and os.environ.get(SA_TOKEN_PATH_ENV):

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipelines.cli import Subparsers
-from pipelines.parameters import PARAMETERS
+from pipelines.parameters import CONFIG_INPUTS, KNOBS, PARAMETERS, REQUIRED
 from rfdetr.errors import EXIT_FAILED, UserError
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,6 @@ def local_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
         ConfigError: the arguments do not make a valid run config (the run would fail first
             thing anyway).
     """
-    from pipelines.parameters import CONFIG_INPUTS, KNOBS, REQUIRED
     from pipelines.steps.config import resolve_run_config, resolved_knobs
 
     defaults = {p.name: p.default for p in CONFIG_INPUTS if p.default is not REQUIRED}

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from pipelines import seaweedfs
 from pipelines.cli import Subparsers
+from pipelines.parameters import DEFAULTS
 from pipelines.seaweedfs import ServerInfo
 from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.storage.config import StoreConfig
 
-DEFAULT_MIRROR_ROOT = "s3://mlpipeline/rfdetr/checkpoint-mirror"
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -62,7 +62,9 @@ def add_parser(subparsers: Subparsers) -> None:
         "older than --older-than.",
     )
     mirror.add_argument("--older-than", required=True, help="age: 7d, 12h, 2w, 90m, 30s")
-    mirror.add_argument("--uri", default=DEFAULT_MIRROR_ROOT, help="checkpoint_mirror_uri")
+    mirror.add_argument(
+        "--uri", default=DEFAULTS["checkpoint_mirror_uri"], help="checkpoint_mirror_uri"
+    )
     mirror.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     dataset = _chore(
         subparsers,
