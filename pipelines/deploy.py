@@ -1,11 +1,8 @@
 """``rfdetr-pipeline submit`` and ``rfdetr-pipeline schedule``: deploy a compiled pipeline YAML.
 
-Both upload the YAML as a new version of the pipeline (creating the pipeline the first time) in
-an experiment they create or reuse; ``submit`` then starts one run (and with ``--wait`` follows
-it to its end), ``schedule`` a recurring run on that version. ``--reuse-version`` lets a second
-command (or a re-run of a release) use the version the first one uploaded, when it holds the same
-YAML. Credentials come from the environment (see :mod:`pipelines.kfp_api`). Inputs (YAML,
-parameters, cron) are checked before the server is contacted.
+What each does is in its ``--help``; uploads, credentials and version reuse are
+:mod:`pipelines.kfp_api`'s. Inputs (YAML, parameters, cron) are checked before the server is
+contacted.
 """
 
 from __future__ import annotations
