@@ -27,7 +27,7 @@ def main() -> None:
         for run in range(args.runs):
             data_dir = Path(tmp) / f"s{run}"
             began = time.perf_counter()
-            seaweedfs.start(data_dir, seaweedfs._any_free_port())
+            seaweedfs.start(data_dir, seaweedfs.free_port())
             starts.append(time.perf_counter() - began)
             began = time.perf_counter()
             seaweedfs.stop(data_dir)

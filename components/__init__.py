@@ -3,12 +3,8 @@
 Each runs on :data:`~components._image.RFDETR_IMAGE` (the image that has this package
 installed; ``install_kfp_package=False``, nothing installed at run time), and is a thin shell:
 read the input artifacts, call one function of :mod:`pipelines.steps`, write outputs and
-metadata. Importing this package imports kfp but never torch.
-
-Steps, in pipeline order: :func:`resolve_config`, :func:`fetch_dataset`,
-:func:`validate_dataset`, :func:`train`, :func:`select_checkpoint`, :func:`evaluate`,
-:func:`export_onnx`, :func:`publish`, and (compiled with ``--deploy``) :func:`deploy`.
-Each one's plain function is ``<component>.python_func``.
+metadata. Importing this package imports kfp but never torch. Each one's plain function is
+``<component>.python_func``; the order of the steps is :mod:`pipelines.training_pipeline`'s.
 """
 
 from components._image import RFDETR_IMAGE

@@ -16,16 +16,11 @@ IMAGE_REPOSITORY = "ghcr.io/rfdetr-pipelines/rfdetr"
 CPU_SUFFIX = "-cpu"
 
 
-def package_version() -> str:
-    """The installed ``rfdetr`` version (``rfdetr.__version__`` reads the package metadata)."""
-    from rfdetr import __version__  # light: the package imports its modules lazily
-
-    return __version__
-
-
 def default_image() -> str:
     """``$RFDETR_PIPELINE_IMAGE``, else ``<IMAGE_REPOSITORY>:<package version>``."""
-    return os.environ.get(IMAGE_ENV, "").strip() or f"{IMAGE_REPOSITORY}:{package_version()}"
+    from rfdetr import __version__  # light: the package imports its modules lazily
+
+    return os.environ.get(IMAGE_ENV, "").strip() or f"{IMAGE_REPOSITORY}:{__version__}"
 
 
 RFDETR_IMAGE: str = default_image()

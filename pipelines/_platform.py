@@ -54,50 +54,38 @@ class Resources:
 
 @dataclass(frozen=True)
 class Platform:
-    """Cluster settings of every step.
+    """Cluster settings of every step (the ``compile`` options' help says what each one is).
 
     Attributes:
-        image: replaces every component's image (e.g. a CI-built ``registry/rfdetr:<sha>``);
-            None keeps :data:`components.RFDETR_IMAGE`.
-        accelerator_type: the GPU resource name.
-        train_gpus, eval_gpus: GPUs of the ``train`` and ``evaluate`` steps; 0 runs them on CPU
-            (and drops the GPU node selector and tolerations).
-        gpu_node_selector: node labels a GPU step requires (default none: the GPU limit and the
-            toleration place it; ``nvidia.com/gpu.present`` exists only with GPU Feature Discovery).
-        gpu_tolerations: taints a GPU step tolerates.
-        shm_size: size of the memory-backed ``/dev/shm`` of the train and evaluate steps
-            (PyTorch DataLoader workers pass batches through shared memory).
+        image: replaces every component's image; None keeps :data:`components.RFDETR_IMAGE`.
+        cpu_image: None: ``<repo>:<tag>-cpu`` beside ``image`` (:func:`step_image`).
+        train_gpus, eval_gpus: 0 runs the step on CPU (no GPU node selector, no tolerations).
+        gpu_node_selector: default none: the GPU limit and the toleration place a GPU step;
+            ``nvidia.com/gpu.present`` exists only with GPU Feature Discovery.
+        shm_size: the memory-backed ``/dev/shm`` of train and evaluate (PyTorch DataLoader
+            workers pass batches through shared memory).
         train, evaluate, export, light: resources of the train step, the evaluate step, the
             fetch and export steps, and the other (seconds-long) steps.
-        secret_name: Kubernetes secret with the object-store keys (``accesskey``,
-            ``secretkey``), given as ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
-        store_host, store_port, store_secure: the object-store endpoint for the steps that read
-            or write it directly (``OBJECTSTORECONFIG_*`` variables).
-        pushgateway_url: ``PUSHGATEWAY_URL`` of every step (None: no metrics pushed).
+        secret_name: its ``accesskey``/``secretkey`` become ``AWS_ACCESS_KEY_ID`` /
+            ``AWS_SECRET_ACCESS_KEY``; store_host, store_port, store_secure: the
+            ``OBJECTSTORECONFIG_*`` endpoint of the steps that read or write the store directly.
         train_retries, retry_backoff, retry_backoff_factor, retry_backoff_max: the train
             step's retry policy (a retry resumes from the mirror). Argo counts
             ``retry_backoff_max`` from the first attempt's start and uses it as every retried
             pod's deadline, so it must exceed the worst-case training time; the factor must be
             an integer (KFP 2.5+ and Argo truncate it).
-        train_timeout_s, eval_timeout_s: each train/evaluate attempt's deadline in seconds
-            (``activeDeadlineSeconds``, counted from the pod's start; None: none).
-        display_names: give the tasks display names (KFP before 2.14 loses producer tasks).
+        train_timeout_s, eval_timeout_s: ``activeDeadlineSeconds``, counted from each pod's
+            start (None: none).
+        display_names: KFP before 2.14 loses producer tasks that have one.
         local: settings for ``kfp.local`` (see the module docstring).
-        cpu_image: image of the steps without GPUs (None: the CPU image built beside ``image``,
-            ``<repo>:<tag>-cpu``); see :func:`step_image`.
-        image_pull_secrets: Kubernetes secrets every step pod pulls its image with.
-        run_as_user: UID (and GID) of every step's container, with ``runAsNonRoot``; default
-            :data:`IMAGE_UID`, the images' own user; None: no security context. The field is
-            new in KFP 2.17's protos: a 2.17 driver applies it, a 2.15/2.16 driver parses the
+        run_as_user: UID and GID, with ``runAsNonRoot`` (None: no security context). The field
+            is new in KFP 2.17's protos: a 2.17 driver applies it, a 2.15/2.16 driver parses the
             Kubernetes config leniently and drops it (tests/conformance/test_conformance_ir.py).
-        train_engine: ``pod`` (train in the step's pod), ``trainjob`` or ``pytorchjob`` (the
-            step creates a Kubeflow job: :mod:`pipelines.steps.train_job`); train_nodes and
-            gpus_per_node are then the defaults of the pipeline parameters of the same names,
-            train_runtime the TrainJob's runtime (``TrainingRuntime/NAME`` in the namespace,
-            or a ClusterTrainingRuntime's NAME), keep_train_job keeps a succeeded job.
+        train_engine: ``pod``, or ``trainjob``/``pytorchjob``: the step creates a Kubeflow job
+            (:mod:`pipelines.steps.train_job`); train_nodes and gpus_per_node are then the
+            defaults of the pipeline parameters of the same names.
         deploy: add the ``deploy`` step (a KServe InferenceService of the published version,
-            when publish published); serve_replicas its (min, max) predictor pods, serve the
-            predictor's resources.
+            when publish published); serve: the predictor's resources.
     """
 
     image: str | None = None
@@ -143,13 +131,29 @@ class Platform:
 
 
 def common(task: PipelineTask, platform: Platform, resources: Resources) -> PipelineTask:
-    """What every step gets: the image, resources, unbuffered logs, the Pushgateway URL."""
+    """What every step gets: the image (the CPU one; :func:`use_gpus` sets the GPU one), pull
+    secrets, a non-root security context (when asked), resources, unbuffered logs, the
+    Pushgateway URL.
+
+    kfp-kubernetes 2.17 can set only ``runAsUser``/``runAsGroup``/``runAsNonRoot`` of the user
+    container; a backend that reads it also drops all capabilities. Seccomp, read-only root and
+    ``allowPrivilegeEscalation`` are not expressible (docs/deploy.md, "Security").
+    """
+    from kfp import kubernetes
+
     if platform.image:
         task.set_container_image(platform.image)
     task.set_env_variable("PYTHONUNBUFFERED", "1")
     if platform.local:
         return task
-    pod_settings(task, platform, gpu=False)
+    task.set_container_image(step_image(platform, gpu=False))
+    if platform.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
+    if platform.run_as_user is not None:
+        uid = platform.run_as_user
+        kubernetes.set_security_context(
+            task, run_as_user=uid, run_as_group=uid, run_as_non_root=True
+        )
     task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
     if resources.cpu_limit:
         task.set_cpu_limit(resources.cpu_limit)
@@ -250,11 +254,6 @@ def deadline(task: PipelineTask, platform: Platform, seconds: int | None) -> Pip
     return task
 
 
-def no_cache(task: PipelineTask) -> PipelineTask:
-    """Always run: the step reads mutable external data or writes to external storage."""
-    return task.set_caching_options(enable_caching=False)
-
-
 def step_image(platform: Platform, gpu: bool) -> str:
     """The image of a step: the GPU image, or for a step without GPUs the CPU image."""
     from components import RFDETR_IMAGE
@@ -262,23 +261,3 @@ def step_image(platform: Platform, gpu: bool) -> str:
 
     image = platform.image or RFDETR_IMAGE
     return image if gpu else platform.cpu_image or cpu_image_of(image)
-
-
-def pod_settings(task: PipelineTask, platform: Platform, gpu: bool) -> PipelineTask:
-    """Image (CPU or GPU), pull secrets and (when asked) a non-root security context of a step.
-
-    kfp-kubernetes 2.17 can set only ``runAsUser``/``runAsGroup``/``runAsNonRoot`` of the user
-    container; a backend that reads it also drops all capabilities. Seccomp, read-only root and
-    ``allowPrivilegeEscalation`` are not expressible (docs/deploy.md, "Security").
-    """
-    from kfp import kubernetes
-
-    task.set_container_image(step_image(platform, gpu))
-    if platform.image_pull_secrets:
-        kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
-    if platform.run_as_user is not None:
-        uid = platform.run_as_user
-        kubernetes.set_security_context(
-            task, run_as_user=uid, run_as_group=uid, run_as_non_root=True
-        )
-    return task

@@ -20,9 +20,8 @@ Option = tuple[str, str, dict[str, Any]]
 # Sub-command modules, in --help order. The pipeline's own commands (compile, run-local) go here.
 COMMAND_MODULES: list[str] = [
     "pipelines.compile",
-    "pipelines.run_local",
+    "pipelines.local",
     "pipelines.objectstore",
-    "pipelines.storage_commands",
     "pipelines.deploy",
 ]
 DESCRIPTION = (

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,8 @@ from pipelines.steps.common import PIPELINE_NAME
 from rfdetr.errors import UserError
 
 if TYPE_CHECKING:
+    from kfp.compiler import KubernetesManifestOptions as ManifestOptions
+
     from pipelines._platform import Platform, Toleration
 
 logger = logging.getLogger(__name__)
@@ -209,11 +210,11 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
 
 
 def compile_pipeline(
-    output: str | Path, platform: Platform | None = None, native: NativeResources | None = None
+    output: str | Path, platform: Platform | None = None, manifest: ManifestOptions | None = None
 ) -> Path:
     """Compile the pipeline with ``platform`` (default cluster settings) to ``output``.
 
-    With ``native``, the file holds ``Pipeline`` / ``PipelineVersion`` resources instead.
+    With ``manifest``, the file holds ``Pipeline`` / ``PipelineVersion`` resources instead.
     """
     from kfp import compiler
 
@@ -221,54 +222,41 @@ def compile_pipeline(
 
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = {}
-    if native is not None:
-        from kfp.compiler import KubernetesManifestOptions
-
-        options = {
-            "kubernetes_manifest_format": True,
-            "kubernetes_manifest_options": KubernetesManifestOptions(
-                pipeline_version_name=native.version_name,
-                namespace=native.namespace,
-                include_pipeline_manifest=True,
-            ),
-        }
+    options: dict[str, Any] = {}
+    if manifest is not None:
+        options = {"kubernetes_manifest_format": True, "kubernetes_manifest_options": manifest}
     compiler.Compiler().compile(build_pipeline(platform), str(path), **options)
     return path
 
 
-@dataclass(frozen=True)
-class NativeResources:
-    """Names of the Kubernetes-native ``PipelineVersion`` (and its namespace)."""
+def manifest_options(args: argparse.Namespace) -> ManifestOptions | None:
+    """From ``--kubernetes-manifest``/``--version-name``/``--namespace``; names checked."""
+    if not args.kubernetes_manifest:
+        if args.version_name or args.namespace:
+            raise UserError("--version-name and --namespace need --kubernetes-manifest")
+        return None
+    from kfp.compiler import KubernetesManifestOptions
 
-    version_name: str
-    namespace: str | None = None
+    from rfdetr import __version__
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> NativeResources | None:
-        """From ``--kubernetes-manifest``/``--version-name``/``--namespace``; names checked."""
-        if not args.kubernetes_manifest:
-            if args.version_name or args.namespace:
-                raise UserError("--version-name and --namespace need --kubernetes-manifest")
-            return None
-        from rfdetr import __version__
-
-        name = args.version_name or f"{PIPELINE_NAME}-{__version__}"
-        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-            raise UserError(
-                f"--version-name {name!r}: a Kubernetes name needs lowercase letters, digits, "
-                "'-' and '.', starting and ending with a letter or digit (at most 253)"
-            )
-        if args.namespace is not None and not _DNS_LABEL.match(args.namespace):
-            raise UserError(f"--namespace {args.namespace!r}: not a Kubernetes namespace name")
-        return cls(name, args.namespace)
+    name = args.version_name or f"{PIPELINE_NAME}-{__version__}"
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise UserError(
+            f"--version-name {name!r}: a Kubernetes name needs lowercase letters, digits, "
+            "'-' and '.', starting and ending with a letter or digit (at most 253)"
+        )
+    if args.namespace is not None and not _DNS_LABEL.match(args.namespace):
+        raise UserError(f"--namespace {args.namespace!r}: not a Kubernetes namespace name")
+    return KubernetesManifestOptions(
+        pipeline_version_name=name, namespace=args.namespace, include_pipeline_manifest=True
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     platform = platform_from_args(args)
-    native = NativeResources.from_args(args)
+    manifest = manifest_options(args)
     try:
-        path = compile_pipeline(args.output, platform, native)
+        path = compile_pipeline(args.output, platform, manifest)
     except (ValueError, TypeError) as exc:  # kfp rejects a setting (e.g. a resource string)
         raise UserError(f"cannot compile: {exc}") from None
     from components import RFDETR_IMAGE
@@ -286,8 +274,9 @@ def _run(args: argparse.Namespace) -> int:
             f"{platform.gpus_per_node} GPU(s) (parameters train_nodes, gpus_per_node)"
         )
     print(f"secret:    {platform.secret_name} -> {platform.store_host}:{platform.store_port}")
-    if native is not None:
-        print(f"resources: Pipeline {PIPELINE_NAME}, PipelineVersion {native.version_name}")
+    if manifest is not None:
+        name = manifest.pipeline_version_name
+        print(f"resources: Pipeline {PIPELINE_NAME}, PipelineVersion {name}")
         print(f"next:      kubectl apply -f {path}")
     else:
         print(f"next:      rfdetr-pipeline submit {path} --host URL --param dataset_uri=s3://...")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -40,16 +39,6 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _free_port(preferred: int) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((seaweedfs.HOST, preferred))
-            return preferred
-        except OSError:
-            sock.bind((seaweedfs.HOST, 0))
-            return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def object_store(data_dir: Path) -> Iterator[seaweedfs.ServerInfo]:
     """A running local store whose settings are in ``os.environ``; stopped at the end when this
@@ -57,11 +46,8 @@ def object_store(data_dir: Path) -> Iterator[seaweedfs.ServerInfo]:
     running = seaweedfs.status(data_dir)
     for name in [n for n in os.environ if n.startswith(_STORE_VARS)]:
         del os.environ[name]  # the demo's store and keys, never the user's
-    info = running or seaweedfs.start(
-        data_dir, _free_port(seaweedfs.DEFAULT_PORT), (DATASET_BUCKET, MODEL_BUCKET), tied=True
-    )
-    if running:
-        seaweedfs.start(data_dir, buckets=(DATASET_BUCKET, MODEL_BUCKET))  # buckets only
+    port = seaweedfs.free_port(seaweedfs.DEFAULT_PORT)  # start() reuses a running server
+    info = seaweedfs.start(data_dir, port, (DATASET_BUCKET, MODEL_BUCKET), tied=True)
     config = seaweedfs.store_config(info)
     os.environ.update(
         OBJECTSTORECONFIG_HOST=seaweedfs.HOST,

@@ -1,11 +1,8 @@
 """``rfdetr-pipeline submit`` and ``rfdetr-pipeline schedule``: deploy a compiled pipeline YAML.
 
-Both upload the YAML as a new version of the pipeline (creating the pipeline the first time) in
-an experiment they create or reuse; ``submit`` then starts one run (and with ``--wait`` follows
-it to its end), ``schedule`` a recurring run on that version. ``--reuse-version`` lets a second
-command (or a re-run of a release) use the version the first one uploaded, when it holds the same
-YAML. Credentials come from the environment (see :mod:`pipelines.kfp_api`). Inputs (YAML,
-parameters, cron) are checked before the server is contacted.
+What each does is in its ``--help``; uploads, credentials and version reuse are
+:mod:`pipelines.kfp_api`'s. Inputs (YAML, parameters, cron) are checked before the server is
+contacted.
 """
 
 from __future__ import annotations
@@ -104,9 +101,11 @@ def _prepare(args: argparse.Namespace) -> tuple:
     package = PipelinePackage.load(args.package)
     params = build_params(package, args.param, args.params_file)
     name = args.pipeline_name or package.name
-    version_name = args.version_name or kfp_api.default_version_name(name)
+    version_name = args.version_name or f"{name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     client = kfp_api.connect(host, args.namespace, args.ca_cert)
-    experiment_id = kfp_api.ensure_experiment(client, args.experiment, args.namespace, host)
+    with kfp_api.kfp_errors(host, f"experiment {args.experiment!r}"):  # created when missing
+        experiment = client.create_experiment(name=args.experiment, namespace=args.namespace)
+    experiment_id = str(experiment.experiment_id)
     version = kfp_api.upload_version(
         client,
         package,
@@ -133,16 +132,18 @@ def _run_submit(args: argparse.Namespace) -> int:
 
     client, host, experiment_id, version, params, name = _prepare(args)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    run_id = kfp_api.start_run(
-        client,
-        host,
-        experiment_id,
-        version,
-        args.run_name or f"{name} {stamp}",
-        params,
-        pipeline_root=args.pipeline_root,
-        service_account=args.service_account,
-    )
+    run_name = args.run_name or f"{name} {stamp}"
+    with kfp_api.kfp_errors(host, f"starting run {run_name!r}"):
+        run = client.run_pipeline(
+            experiment_id=experiment_id,
+            job_name=run_name,
+            params=params,
+            pipeline_id=version.pipeline_id,
+            version_id=version.version_id,
+            pipeline_root=args.pipeline_root,
+            service_account=args.service_account,
+        )
+    run_id = str(run.run_id)
     print(f"run:        {run_id}  {host}/#/runs/details/{run_id}", flush=True)
     if not args.wait:
         return 0

@@ -24,10 +24,8 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from pipelines.kfp_package import validate_cron
 from rfdetr.errors import EXIT_FAILED, UserError
 
 if TYPE_CHECKING:
@@ -45,12 +43,16 @@ HOST_ENV = "KF_PIPELINES_ENDPOINT"
 
 @contextlib.contextmanager
 def kfp_errors(host: str, action: str) -> Iterator[None]:
-    """One-line UserErrors (exit 1) for API, network and kfp client errors."""
+    """One-line UserErrors (exit 1) for API, network and kfp client errors; what kfp.Client
+    prints (links) and warns (versions) goes to debug logging."""
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
+    buffer = io.StringIO()
     try:
-        yield
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
     except ApiException as exc:
         body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
         detail = _api_message(body) or exc.reason
@@ -62,6 +64,9 @@ def kfp_errors(host: str, action: str) -> Iterator[None]:
         raise UserError(f"{action}: cannot reach KFP at {host}: {reason}", EXIT_FAILED) from None
     except (TimeoutError, ValueError) as exc:
         raise UserError(f"{action}: {exc}", EXIT_FAILED) from None
+    finally:
+        for line in buffer.getvalue().splitlines():
+            logger.debug("kfp: %s", line)
 
 
 def _api_message(body: str | None) -> str:
@@ -74,19 +79,6 @@ def _api_message(body: str | None) -> str:
     return str(doc.get("message") or doc.get("error") or "")[:300] if isinstance(doc, dict) else ""
 
 
-@contextlib.contextmanager
-def _quiet_kfp() -> Iterator[None]:
-    """kfp.Client prints links and warns about versions; route that to debug logging."""
-    buffer = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        for line in buffer.getvalue().splitlines():
-            logger.debug("kfp: %s", line)
-
-
 def resolve_host(host: str | None) -> str:
     """``host`` (or $KF_PIPELINES_ENDPOINT) checked and without a trailing slash."""
     host = (host or os.environ.get(HOST_ENV, "")).strip()
@@ -95,19 +87,17 @@ def resolve_host(host: str | None) -> str:
     return host.rstrip("/")
 
 
-def connect(
-    host: str | None, namespace: str | None = None, ca_cert: str | None = None
-) -> kfp.Client:
-    """A ``kfp.Client`` for ``host`` (or $KF_PIPELINES_ENDPOINT), keys from the environment."""
+def connect(host: str, namespace: str | None = None, ca_cert: str | None = None) -> kfp.Client:
+    """A ``kfp.Client`` for ``host`` (checked by :func:`resolve_host`), keys from the
+    environment."""
     from kfp import Client
     from kfp.client import ServiceAccountTokenVolumeCredentials
 
-    host = resolve_host(host)
     token = os.environ.get(TOKEN_ENV) or None
     credentials = None
     if token is None and os.environ.get(SA_TOKEN_PATH_ENV):
         credentials = ServiceAccountTokenVolumeCredentials(os.environ[SA_TOKEN_PATH_ENV])
-    with kfp_errors(host, "connecting"), _quiet_kfp():
+    with kfp_errors(host, "connecting"):
         return Client(
             host=host,
             namespace=namespace or "kubeflow",
@@ -146,20 +136,10 @@ def content_description(package: PipelinePackage) -> str:
     return f"{package.usage()} {mark}"
 
 
-def default_version_name(pipeline_name: str) -> str:
-    return f"{pipeline_name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-
-
 def _name_filter(name: str) -> str:
     return json.dumps(
         {"predicates": [{"operation": 1, "key": "display_name", "stringValue": name}]}
     )
-
-
-def ensure_experiment(client: kfp.Client, name: str, namespace: str | None, host: str) -> str:
-    """The id of experiment ``name``, created when missing."""
-    with kfp_errors(host, f"experiment {name!r}"), _quiet_kfp():
-        return str(client.create_experiment(name=name, namespace=namespace).experiment_id)
 
 
 def upload_version(
@@ -183,7 +163,7 @@ def upload_version(
     With ``namespace``, a private pipeline there: multi-user KFP authorizes a shared one in its own
     namespace (``canUploadVersionedPipeline``), where the submitter's Role grants nothing.
     """
-    with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"), _quiet_kfp():
+    with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"):
         pipeline_id = _pipeline_id(client, pipeline_name, namespace)
         if pipeline_id is None:
             pipeline = client.upload_pipeline(
@@ -274,31 +254,6 @@ def _check_reusable(
         )
 
 
-def start_run(
-    client: kfp.Client,
-    host: str,
-    experiment_id: str,
-    version: UploadedVersion,
-    run_name: str,
-    params: dict[str, Any],
-    *,
-    pipeline_root: str | None = None,
-    service_account: str | None = None,
-) -> str:
-    """Start a run of the uploaded version; returns the run id."""
-    with kfp_errors(host, f"starting run {run_name!r}"), _quiet_kfp():
-        run = client.run_pipeline(
-            experiment_id=experiment_id,
-            job_name=run_name,
-            params=params,
-            pipeline_id=version.pipeline_id,
-            version_id=version.version_id,
-            pipeline_root=pipeline_root,
-            service_account=service_account,
-        )
-    return str(run.run_id)
-
-
 TERMINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
 
 
@@ -325,7 +280,7 @@ def wait_for_run(
         return _poll_run(client, host, run_id, timeout_s, poll_s)
     except (UserError, KeyboardInterrupt):
         if terminate_on_abort:
-            with kfp_errors(host, f"terminating run {run_id}"), _quiet_kfp():
+            with kfp_errors(host, f"terminating run {run_id}"):
                 client.terminate_run(run_id)
             logger.warning("terminated run %s (the wait for it ended first)", run_id)
         raise
@@ -336,7 +291,7 @@ def wait_for_run(
 def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
     deadline = time.monotonic() + timeout_s
     while True:
-        with kfp_errors(host, f"waiting for run {run_id}"), _quiet_kfp():
+        with kfp_errors(host, f"waiting for run {run_id}"):
             last = str(client.get_run(run_id).state or "PENDING").upper()
         if last in TERMINAL_RUN_STATES:
             return last
@@ -366,12 +321,13 @@ def create_schedule(
     replace: bool = False,
     delete_old: bool = False,
 ) -> tuple[str, list[str]]:
-    """Create a recurring run on ``version``; returns (its id, ids of the ones it replaced).
+    """Create a recurring run on ``version`` (``cron`` checked by :func:`validate_cron`);
+    returns (its id, ids of the ones it replaced).
 
     With ``replace``, enabled recurring runs of that name in the experiment are disabled once the
     new one exists (never no schedule); ``delete_old`` deletes all of them instead (any state).
     """
-    with kfp_errors(host, f"scheduling {name!r}"), _quiet_kfp():
+    with kfp_errors(host, f"scheduling {name!r}"):
         previous = []
         if replace:
             listing = client.list_recurring_runs(
@@ -382,7 +338,7 @@ def create_schedule(
         job = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=name,
-            cron_expression=validate_cron(cron),
+            cron_expression=cron,
             max_concurrency=max_concurrency,
             no_catchup=not catchup,
             params=params,

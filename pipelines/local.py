@@ -21,6 +21,7 @@ that differ from a cluster (kfp.local 2.17):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -34,6 +35,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from pipelines.cli import Subparsers
+from pipelines.parameters import CONFIG_INPUTS, KNOBS, PARAMETERS, REQUIRED
+from rfdetr.errors import EXIT_FAILED, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +96,6 @@ def local_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
         ConfigError: the arguments do not make a valid run config (the run would fail first
             thing anyway).
     """
-    from pipelines.parameters import CONFIG_INPUTS, KNOBS, REQUIRED
     from pipelines.steps.config import resolve_run_config, resolved_knobs
 
     defaults = {p.name: p.default for p in CONFIG_INPUTS if p.default is not REQUIRED}
@@ -162,25 +166,19 @@ class _ProgressTee(io.TextIOBase):
 @contextlib.contextmanager
 def _captured(log_path: Path | None, console: TextIO | None) -> Iterator[_ProgressTee]:
     """Redirect stdout into a :class:`_ProgressTee` writing ``log_path`` (an anonymous
-    temporary file when None)."""
+    temporary file when None). kfp.local logs its progress at INFO through its own handler
+    (into the log file) and a few lines more through the root logger's: kept off the console."""
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(log_path, "w") if log_path is not None else tempfile.TemporaryFile("w+") as sink,
-        contextlib.redirect_stdout(_ProgressTee(sink, console)) as tee,
-    ):
-        yield tee
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """kfp.local logs its progress at INFO through its own handler (into the log file) and a
-    few lines more through the root logger's; keep the latter off the console."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))
     try:
-        yield
+        with (
+            open(log_path, "w") if log_path is not None else tempfile.TemporaryFile("w+") as sink,
+            contextlib.redirect_stdout(_ProgressTee(sink, console)) as tee,
+        ):
+            yield tee
     finally:
         root.setLevel(level)
 
@@ -192,14 +190,10 @@ def run_local(
     log_path: str | Path | None = None,
     console: TextIO | None = sys.stderr,
 ) -> LocalRun:
-    """Run the pipeline with ``arguments`` (pipeline parameter -> value) through kfp.local.
-
-    Args:
-        arguments: at least ``dataset_uri``; unset optional parameters are filled by
-            :func:`local_arguments`.
-        pipeline_root: where kfp.local writes the run folder.
-        log_path: file receiving every step's output (None: a temporary file, removed).
-        console: where progress lines go (None: silent).
+    """Run the pipeline with ``arguments`` (at least ``dataset_uri``; the unset optional
+    parameters filled by :func:`local_arguments`) through kfp.local, in a run folder under
+    ``pipeline_root``. Every step's output goes to ``log_path`` (None: a temporary file), the
+    progress lines to ``console`` (None: silent).
 
     Raises:
         LocalRunError: a step failed; the message is the step's error.
@@ -215,7 +209,7 @@ def run_local(
     root = Path(pipeline_root).absolute()
     log = Path(log_path).absolute() if log_path is not None else None
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    with warnings.catch_warnings(), _quiet_root_logger(), _captured(log, console) as tee:
+    with warnings.catch_warnings(), _captured(log, console) as tee:
         # Our image is not named "python..."; kfp.local warns about that for every step.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task")
         try:
@@ -263,3 +257,75 @@ def summary_lines(run: LocalRun) -> list[str]:
     if run.log_path:
         lines.append(f"log:        {run.log_path}")
     return lines
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run-local",
+        help="run the training pipeline here with kfp.local (CPU or local GPU)",
+        description=(
+            "Run every step of the Kubeflow pipeline as a local subprocess "
+            "(kfp.local.SubprocessRunner, this Python environment). Object-store settings come "
+            'from the environment: eval "$(rfdetr-pipeline objectstore env)". Step output goes '
+            "to --log; the console shows progress and a summary. Exit 2 for bad parameters or "
+            "an unusable dataset, 1 when a step fails."
+        ),
+    )
+    parser.add_argument("dataset_uri", help="s3://bucket/prefix, minio://bucket/prefix or a folder")
+    for p in PARAMETERS[1:]:  # --model-size (or --model), --epochs, ... as --param would
+        flags = [f"--{p.name.replace('_', '-')}", *(["--model"] if p.name == "model_size" else [])]
+        parser.add_argument(*flags, dest=p.name, metavar=p.type.__name__.upper(), help=p.help)
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any pipeline parameter (repeatable; numbers, lists and dicts as "
+        "JSON), e.g. --param 'overrides={\"num_workers\": 0}'",
+    )
+    parser.add_argument("--params-file", type=Path, help="JSON or YAML mapping of parameters")
+    parser.add_argument(
+        "--pipeline-root",
+        type=Path,
+        default=Path(DEFAULT_ROOT),
+        help="where run folders are written (default ./local_outputs)",
+    )
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        help="file for the steps' output (default <pipeline-root>/<time>.log)",
+    )
+    parser.set_defaults(handler=_run)
+
+
+def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline arguments: --params-file, DATASET_URI, --param, then the named options."""
+    import tempfile
+
+    from pipelines.compile import compile_pipeline
+    from pipelines.kfp_package import PipelinePackage, build_params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = PipelinePackage.load(compile_pipeline(Path(tmp, "pipeline.yaml")))
+    values = {p.name: getattr(args, p.name) for p in PARAMETERS[1:]}
+    named = [f"{name}={value}" for name, value in values.items() if value is not None]
+    pairs = [f"dataset_uri={args.dataset_uri}", *args.param, *named]
+    return build_params(package, pairs, args.params_file)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    params = parameters_from_args(args)
+    log = args.log or args.pipeline_root / f"run-{datetime.now():%Y%m%d-%H%M%S}.log"
+    print(f"running the pipeline locally; step output: {log}", file=sys.stderr)
+    try:
+        run = run_local(params, pipeline_root=args.pipeline_root, log_path=log)
+    except LocalRunError as exc:
+        bad_input = exc.task in ("resolve-config", "validate-dataset")
+        raise UserError(
+            f"step {exc.task or '?'} failed: {exc}", 2 if bad_input else EXIT_FAILED
+        ) from None
+    print("\n".join(summary_lines(run)))
+    return 0

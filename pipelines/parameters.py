@@ -75,6 +75,7 @@ PARAMETERS: tuple[Param, ...] = (
 )
 # fmt: on
 
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 KNOBS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.kind == KNOB)
 CONFIG_INPUTS: tuple[Param, ...] = tuple(p for p in PARAMETERS if p.kind in (KNOB, CONFIG))
 

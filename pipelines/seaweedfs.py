@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines import process_lifetime
-from pipelines.store_security import write_security_config
+from pipelines.store_security import write_private, write_security_config
 from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.storage.config import StoreConfig, keys_from_env
 
@@ -120,11 +120,8 @@ def local_credentials(data_dir: Path) -> tuple[str, str, str]:
         return doc["access_key"], doc["secret_key"], str(path)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     doc = {"access_key": "rfdetr-" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(
-            {**doc, "note": "local-only development keys for rfdetr-pipeline objectstore"}, handle
-        )
+    note = "local-only development keys for rfdetr-pipeline objectstore"
+    write_private(path, json.dumps({**doc, "note": note}).encode())
     logger.info("generated local-only object-store keys in %s (mode 0600)", path)
     return doc["access_key"], doc["secret_key"], str(path)
 
@@ -148,7 +145,10 @@ def _all_ports(ports: dict[str, int]) -> set[int]:
     )
 
 
-def _any_free_port() -> int:
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when it is free on :data:`HOST`, else a free port the system picks."""
+    if preferred and _port_free(preferred):
+        return preferred
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -274,7 +274,7 @@ def start(
     ports = _pick_ports(_read_state(data_dir).get("ports", {}), {port, port + _GRPC_OFFSET})
     s3_grpc = port + _GRPC_OFFSET
     if s3_grpc > 65535 or s3_grpc in _all_ports(ports) or not _port_free(s3_grpc):
-        s3_grpc = _any_free_port()
+        s3_grpc = free_port()
     ports["s3_grpc"] = s3_grpc
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OBJECTSTORECONFIG_"))}
     env.update(AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)  # weed's S3 admin identity

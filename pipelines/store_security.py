@@ -51,7 +51,8 @@ _GRPC_SERVICES = (
 )
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new ``path`` of mode 0600 (never through an existing file)."""
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -97,10 +98,10 @@ def _certificates(folder: Path) -> None:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    _write_private(folder / CA_FILE, ca.public_bytes(pem))
-    _write_private(folder / CERT_FILE, node.public_bytes(pem))
+    write_private(folder / CA_FILE, ca.public_bytes(pem))
+    write_private(folder / CERT_FILE, node.public_bytes(pem))
     key_format = serialization.PrivateFormat.PKCS8
-    _write_private(
+    write_private(
         folder / KEY_FILE,
         node_key.private_bytes(pem, key_format, serialization.NoEncryption()),
     )
@@ -121,5 +122,5 @@ def write_security_config(data_dir: Path) -> Path:
         lines += [f"[grpc.{service}]", f"cert = {cert}", f"key = {key}", names, ""]
     lines += ["[grpc.client]", f"cert = {cert}", f"key = {key}", ""]
     path = data_dir / "security.toml"
-    _write_private(path, "\n".join(lines).encode())
+    write_private(path, "\n".join(lines).encode())
     return path

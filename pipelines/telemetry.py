@@ -25,8 +25,6 @@ when given, is the ``run_id`` label of ``rfdetr_step_info``. Names get the ``rfd
 ``rfdetr_loss{loss="..."}``                  loss terms (``set_losses``)
 ``rfdetr_eval_metric{metric="..."}``         mAP and recall figures (``set_map``)
 ==========================================  ======================================================
-
-A long step can also serve ``/metrics`` for Prometheus to scrape (:meth:`StepMetrics.serve`).
 """
 
 from __future__ import annotations
@@ -50,18 +48,11 @@ _NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-def _metric_name(name: str) -> str:
-    full = name if name.startswith(PREFIX) else PREFIX + name
-    if not _NAME_RE.match(full):
-        raise ValueError(f"invalid Prometheus metric name {full!r}")
-    return full
-
-
 class StepMetrics:
     """Gauges of one pipeline step, pushed as the group ``{job, pipeline, step}``.
 
-    Values are kept in plain Python and only turned into Prometheus families when pushed or
-    scraped, so the class costs nothing when no Pushgateway is configured. Thread-safe.
+    Values are kept in plain Python and only turned into Prometheus families when pushed, so
+    the class costs nothing when no Pushgateway is configured. Thread-safe.
     ``gateway`` defaults to ``$PUSHGATEWAY_URL``; ``gateway=""`` turns pushing off.
     """
 
@@ -89,10 +80,6 @@ class StepMetrics:
                 "step_info", 1.0, "Run that last pushed this step", labels={"run_id": run_id}
             )
 
-    @property
-    def grouping_key(self) -> dict[str, str]:
-        return {"pipeline": self.pipeline, "step": self.step}
-
     def set_gauge(
         self, name: str, value: float, help: str = "", labels: Mapping[str, str] | None = None
     ) -> None:
@@ -101,7 +88,9 @@ class StepMetrics:
         One metric name always takes the same label names; NaN and infinite values are skipped
         (a diverged loss is logged, not pushed as a poisoned series).
         """
-        full = _metric_name(name)
+        full = name if name.startswith(PREFIX) else PREFIX + name
+        if not _NAME_RE.match(full):
+            raise ValueError(f"invalid Prometheus metric name {full!r}")
         labels = dict(labels or {})
         keys = tuple(sorted(labels))
         for key in keys:
@@ -143,7 +132,7 @@ class StepMetrics:
             }
 
     @contextmanager
-    def observe_duration(self, push: bool = True) -> Iterator[StepMetrics]:
+    def observe_duration(self) -> Iterator[StepMetrics]:
         """Time the block; record success or failure time; push at the end (even on failure)."""
         start = time.monotonic()
         try:
@@ -161,26 +150,19 @@ class StepMetrics:
             self.set_gauge("step_success", 1, "1 when the last attempt succeeded")
         finally:
             self.set_gauge("step_duration_seconds", time.monotonic() - start, "Step wall time")
-            if push:
-                self.push()
+            self.push()
 
-    def collector(self) -> Any:
-        """A ``prometheus_client`` collector exposing the current values."""
+    def collect(self) -> Iterator[Any]:
+        """The current values as ``prometheus_client`` gauge families (the collector protocol)."""
         from prometheus_client.core import GaugeMetricFamily
 
-        metrics = self
-
-        class _Collector:
-            def collect(self) -> Iterator[GaugeMetricFamily]:
-                with metrics._lock:
-                    gauges = {n: (h, k, dict(s)) for n, (h, k, s) in metrics._gauges.items()}
-                for name, (help_text, keys, series) in sorted(gauges.items()):
-                    family = GaugeMetricFamily(name, help_text, labels=list(keys))
-                    for label_values, value in series.items():
-                        family.add_metric(list(label_values), value)
-                    yield family
-
-        return _Collector()
+        with self._lock:
+            gauges = {n: (h, k, dict(s)) for n, (h, k, s) in self._gauges.items()}
+        for name, (help_text, keys, series) in sorted(gauges.items()):
+            family = GaugeMetricFamily(name, help_text, labels=list(keys))
+            for label_values, value in series.items():
+                family.add_metric(list(label_values), value)
+            yield family
 
     def push(self) -> bool:
         """Replace this step's group on the Pushgateway; False when skipped or failed (logged)."""
@@ -198,13 +180,13 @@ class StepMetrics:
             )
             return False
         registry = CollectorRegistry()
-        registry.register(self.collector())
+        registry.register(self)
         try:
             push_to_gateway(
                 self.gateway,
                 job=JOB,
                 registry=registry,
-                grouping_key=self.grouping_key,
+                grouping_key={"pipeline": self.pipeline, "step": self.step},
                 timeout=self.timeout,
                 handler=_auth_handler(),
             )
@@ -219,22 +201,6 @@ class StepMetrics:
             return False
         logger.debug("pushed metrics of %s/%s to %s", self.pipeline, self.step, self.gateway)
         return True
-
-    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:
-        """Serve these metrics on ``http://addr:port/metrics`` from a daemon thread.
-
-        Returns the HTTP server; call ``.shutdown()`` on it to stop. Use it for a long training
-        step scraped by Prometheus (e.g. through a PodMonitor) while it runs.
-        """
-        from prometheus_client import CollectorRegistry, start_http_server
-
-        registry = CollectorRegistry()
-        registry.register(self.collector())
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
-        logger.info(
-            "serving metrics of %s/%s on http://%s:%d/metrics", self.pipeline, self.step, addr, port
-        )
-        return server
 
 
 def _auth_handler() -> Any:

@@ -143,9 +143,9 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     ps.deadline(tasks["evaluated"], p, p.eval_timeout_s)
     if "served" in tasks:
         ps.use_object_store(tasks["served"], p)
-    for key in ("fetched", "published", "served"):
+    for key in ("fetched", "published", "served"):  # they read or write mutable external data
         if key in tasks:
-            ps.no_cache(tasks[key])
+            tasks[key].set_caching_options(enable_caching=False)
 
 
 rfdetr_training = build_pipeline()

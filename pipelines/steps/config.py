@@ -40,13 +40,9 @@ def check_conflicts(knobs: Mapping[str, Any], overrides: Mapping[str, Any]) -> N
 
 
 def resolve_run_config(arguments: Mapping[str, Any]) -> RunConfig:
-    """The run config of a pipeline run.
-
-    Args:
-        arguments: ``dataset_uri`` (recorded as ``data.dataset_dir``; the train step points it
-            at the downloaded copy), ``model_size`` (a preset name: ``nano``, ``seg-medium``,
-            ``tiny``...), optionally ``pretrain_weights``, ``overrides`` (any option by flat or
-            dotted name) and knobs (:data:`~pipelines.parameters.KNOBS`; None: the preset's).
+    """The run config of a pipeline run from its ``resolve_config`` inputs (module docstring;
+    ``dataset_uri`` is recorded as ``data.dataset_dir``, the train step points it at the
+    downloaded copy).
 
     Raises:
         ConfigError: an unknown size or option (with the closest valid name), an invalid value,

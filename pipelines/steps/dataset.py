@@ -45,16 +45,13 @@ class FetchResult:
 
 
 def fetch_dataset(source: str, dest: str | Path) -> FetchResult:
-    """Pass the dataset at ``source`` on to the next steps, in the folder ``dest``.
+    """Pass the dataset at ``source`` on to the next steps, in the folder ``dest`` (created).
 
-    Args:
-        source: ``s3://bucket/prefix`` or ``minio://bucket/prefix``: not copied. The prefix
-            must hold a ``manifest.json`` its listing matches (keys escaping the prefix are
-            refused); ``dest`` gets :data:`REFERENCE_FILE` (the URI and the manifest's sha256),
-            and each step reading the data downloads it itself (:func:`dataset_folder`). Or a
-            local folder: copied (symbolic links kept as links so validation can refuse the
-            ones that leave the dataset).
-        dest: the folder to fill (created).
+    An ``s3://`` or ``minio://`` prefix is not copied: it must hold a ``manifest.json`` its
+    listing matches (keys escaping the prefix are refused); ``dest`` gets
+    :data:`REFERENCE_FILE` (the URI and the manifest's sha256), and each step reading the data
+    downloads it itself (:func:`dataset_folder`). A local folder is copied (symbolic links kept
+    as links so validation can refuse the ones that leave the dataset).
 
     Raises:
         StorageError: the store refused, no manifest, a listing that does not match it, or an
@@ -133,15 +130,10 @@ def _display(text: str, local_root: str, shown_root: str) -> str:
 def validate_fetched(
     dataset_dir: str | Path, source: str = "", report_path: str | Path | None = None
 ) -> ValidationOutcome:
-    """Validate the dataset folder; raise :class:`DatasetInvalidError` when it has errors.
+    """Validate the fetched dataset; the outcome when it is usable (warnings allowed).
 
-    Args:
-        dataset_dir: the fetched dataset.
-        source: where it came from; file paths in the report are shown under it.
-        report_path: where to write the Markdown report (written before any failure).
-
-    Returns:
-        The outcome (Markdown report and counts) when the dataset is usable (warnings allowed).
+    File paths in the report are shown under ``source``; the Markdown report is written to
+    ``report_path`` before any failure.
 
     Raises:
         DatasetInvalidError: the message is the text report (``rfdetr validate``'s), led by a

@@ -41,18 +41,6 @@ class EvaluationOutcome:
         return self.metrics["map_50_95"]
 
 
-def evaluation_split(dataset_dir: str | Path) -> str:
-    """``test`` when the dataset has a test split, else ``valid``."""
-    from rfdetr.data.formats import detect_format
-
-    return "test" if "test" in detect_format(dataset_dir).splits else "valid"
-
-
-def _metric_key(name: str) -> str:
-    """A class name as a metric-name fragment (letters, digits, ``_``)."""
-    return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "class"
-
-
 def flat_metrics(result: Any) -> dict[str, float]:
     """The primary COCO figures, the F1-optimal operating point and per-class AP."""
     figures = {k: float(v) for k, v in result.primary.to_dict().items()}
@@ -68,7 +56,8 @@ def flat_metrics(result: Any) -> dict[str, float]:
     for item in result.per_class:
         value = item.mask_ap_50_95 if result.segm is not None else item.ap_50_95
         if value is not None and value >= 0:  # COCO's -1: no ground truth in this split
-            figures[f"ap_50_95_{_metric_key(item.name)}"] = float(value)
+            key = re.sub(r"[^0-9A-Za-z_]+", "_", item.name).strip("_") or "class"
+            figures[f"ap_50_95_{key}"] = float(value)
     return figures
 
 
@@ -91,6 +80,7 @@ def evaluate_checkpoint(
         EvaluationError: the model's classes are not the dataset's.
         DatasetError, CheckpointError: unusable inputs.
     """
+    from rfdetr.data.formats import detect_format
     from rfdetr.evaluation.api import evaluate
 
     checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
@@ -100,7 +90,7 @@ def evaluate_checkpoint(
         batch_size = config.eval.eval_batch_size or config.train.batch_size
         workers = config.data.num_workers
     with step_metrics("evaluate") as metrics, dataset_folder(dataset_dir) as data:
-        split = evaluation_split(data)
+        split = "test" if "test" in detect_format(data).splits else "valid"
         started = time.perf_counter()
         result = evaluate(
             checkpoint,

@@ -6,7 +6,7 @@ import logging
 import shutil
 import tempfile
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +34,8 @@ class SelectedModel:
     class_names: list[str]
 
     def metadata(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "file": self.path.name,
-            "source": self.source,
-            "framework": "pytorch",
-            "class_names": list(self.class_names),
-        }
-        optional = {
-            "epoch": self.epoch,
-            "map_50_95": self.map_50_95,
-            "map_50": self.map_50,
-            "model_size": self.model_size,
-        }
-        data.update({k: v for k, v in optional.items() if v is not None})
-        return data
+        known = {k: v for k, v in asdict(self).items() if v is not None and k != "path"}
+        return {"file": self.path.name, "framework": "pytorch", **known}
 
 
 def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedModel:

@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -83,13 +83,7 @@ class PublishResult:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "published": self.published,
-            "reason": self.reason,
-            "uri": self.uri,
-            "version": self.version,
-            "files": len(self.files),
-        }
+        return {**asdict(self), "files": len(self.files)}
 
     def outputs(self) -> PublishOutputs:
         return PublishOutputs(self.uri, self.version, self.published)
@@ -112,12 +106,6 @@ def default_version(run_id: str = "", now: datetime | None = None) -> str:
     return f"{stamp}-{suffix}" if suffix else stamp
 
 
-def current_model(model_root: str) -> dict[str, Any] | None:
-    """The ``latest.json`` under ``model_root`` (``s3://bucket/model-name``), or None."""
-    found = read_json_object(parse_uri(model_root).child(LATEST))
-    return found[0] if found else None
-
-
 def decide(
     map_50_95: float, min_map: float, require_improvement: bool, model_root: str
 ) -> PublishDecision:
@@ -132,7 +120,8 @@ def decide(
         return PublishDecision(False, f"mAP50:95 {map_50_95:.4f} is below min_map {min_map:.4f}")
     if not require_improvement:
         return PublishDecision(True, f"mAP50:95 {map_50_95:.4f} >= min_map {min_map:.4f}")
-    return improves(map_50_95, current_model(model_root))
+    found = read_json_object(parse_uri(model_root).child(LATEST))
+    return improves(map_50_95, found[0] if found else None)
 
 
 def improves(map_50_95: float, current: dict[str, Any] | None) -> PublishDecision:
@@ -230,21 +219,12 @@ def publish_model(
     run_id: str = "",
     extra: dict[str, Any] | None = None,
 ) -> PublishResult:
-    """Upload the model to ``s3://<bucket>/<model_name>/<version>/`` when the gate allows.
-
-    Args:
-        checkpoint, onnx: the stripped checkpoint and the ONNX file.
-        report_dir: the evaluation report folder.
-        staging: an empty local folder; it ends up holding what was uploaded (with
-            ``manifest.json``) and ``decision.json`` (published or not, and why).
-        bucket: destination bucket; empty: publishing is off (the result says so).
-        model_name, version: key segments; an empty name is ``rfdetr-<model_size>``, an empty
-            version :func:`default_version`.
-        model_size: the preset name, for the default model name.
-        map_50_95: the evaluation figure the gate compares.
-        min_map, require_improvement: see :func:`decide`.
-        run_id: the pipeline run, recorded in ``model.json``.
-        extra: more facts for ``model.json`` (classes, dataset, split...).
+    """Upload the model to ``s3://<bucket>/<model_name>/<version>/`` when the gate
+    (:func:`decide`) allows. An empty ``bucket`` turns publishing off (the result says so), an
+    empty ``model_name`` is ``rfdetr-<model_size>``, an empty ``version``
+    :func:`default_version`; ``run_id`` and ``extra`` go into ``model.json``. ``staging`` (an
+    empty folder) ends up holding what was uploaded, with ``manifest.json``, and
+    ``decision.json`` (published or not, and why).
 
     Raises:
         StepError: bad names, or the version exists already.

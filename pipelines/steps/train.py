@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.steps.common import StepError, link_or_copy, plain_number, step_metrics
 from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_folder
-from pipelines.steps.mirror import DEFAULT_INTERVAL_S, LOG_FILE, CheckpointMirror
+from pipelines.steps.mirror import LOG_FILE, CheckpointMirror
 from pipelines.steps.weights import resolve_weights
 from rfdetr import checkpoints as files
 
@@ -143,23 +143,18 @@ def train_run(
     output_dir: str | Path,
     *,
     mirror_root: str = "",
-    mirror_interval: float = DEFAULT_INTERVAL_S,
     run_id: str = "",
     processes: int | None = None,
 ) -> TrainOutcome:
-    """Train as the run config says, on ``dataset_dir``, writing the run folder ``output_dir``.
+    """Train as the ``resolve_config`` step's JSON says, on the fetched dataset (a folder, or
+    a reference downloaded here); the artifact ``output_dir`` gets :data:`KEPT`, the run folder
+    is :func:`work_folder`.
 
     Args:
-        run_config: the ``resolve_config`` step's JSON.
-        dataset_dir: the fetched, validated dataset (a folder, or a reference downloaded here).
-        output_dir: the artifact folder: gets :data:`KEPT` (the run folder itself is
-            :func:`work_folder`).
         mirror_root: object-store prefix under which the resume files are mirrored while
             training, as ``<mirror_root>/<run_id>/train/`` (stable across retries of the step);
             after success it keeps ``checkpoint.pth`` and the periodic checkpoints; empty: no
             mirror (they stay in the work folder only).
-        mirror_interval: seconds between mirror syncs.
-        run_id: the pipeline run (the mirror's folder; telemetry).
         processes: training processes; None: one per visible CUDA device. More than one runs
             DDP under ``torch.distributed.run`` (gloo on the CPU, NCCL on GPUs).
 
@@ -175,7 +170,7 @@ def train_run(
     mirror = None
     if mirror_root:
         uri = f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train"
-        mirror = CheckpointMirror(uri, mirror_interval)
+        mirror = CheckpointMirror(uri)
     with step_metrics("train", run_id) as metrics, tempfile.TemporaryDirectory() as tmp:
         # the weights first: a missing mirror fails before the dataset is downloaded
         weights = resolve_weights(config.train.pretrain_weights, Path(tmp))
@@ -203,12 +198,15 @@ def _prepared(
     config: RunConfig, dataset_dir: str | Path, out: Path, weights: str | None
 ) -> tuple[RunConfig, int | None]:
     """The config pointed at the data, the run folder, its resume point and local weights."""
+    from rfdetr.training.loggers import read_log
+
     overrides: dict[str, Any] = {"dataset_dir": str(dataset_dir), "output_dir": str(out)}
     resumed = None
     last = out / "checkpoint.pth"
     if last.is_file():
         overrides["resume"] = str(last)
-        resumed = _logged_epoch(out)
+        records = read_log(out / LOG_FILE)  # its last epoch is the resume point's
+        resumed = int(records[-1]["epoch"]) if records else None
         logger.info("resuming from %s (epoch %s finished)", last, resumed)
     overrides["pretrain_weights"] = weights
     return config.with_overrides(overrides), resumed
@@ -290,11 +288,3 @@ def _record(metrics: StepMetrics, outcome: TrainOutcome) -> None:
     metrics.set_losses(losses or {"loss": float("nan")})  # the total and every term
     best = {k: plain_number(outcome.best.get(k)) for k in ("map_50_95", "map_50")}
     metrics.set_map({k: v for k, v in best.items() if v is not None})
-
-
-def _logged_epoch(run_dir: Path) -> int | None:
-    """The last epoch ``log.txt`` records (the resume point's epoch), or None."""
-    from rfdetr.training.loggers import read_log
-
-    records = read_log(run_dir / LOG_FILE)
-    return int(records[-1]["epoch"]) if records else None

@@ -46,6 +46,12 @@ def weights_prefix() -> str:
     return os.environ.get(WEIGHTS_URI_ENV) or DEFAULT_WEIGHTS_URI
 
 
+def base_url_of(asset: PretrainedAsset) -> str | None:
+    """``$RFDETR_WEIGHTS_BASE_URL/<file>`` of ``asset``, or None when that is not set."""
+    base = os.environ.get(WEIGHTS_BASE_URL_ENV)
+    return f"{base.rstrip('/')}/{asset.filename}" if base else None
+
+
 def mirror_command(asset: PretrainedAsset) -> str:
     return f"rfdetr-pipeline weights mirror --size {asset.name}"
 
@@ -100,14 +106,13 @@ def _official(asset: PretrainedAsset, local: Path, store: ObjectStore | None) ->
     try:
         download_file(source, local, store=store)
     except (ObjectNotFoundError, BucketNotFoundError):
-        base = os.environ.get(WEIGHTS_BASE_URL_ENV)
-        if not base:
+        url = base_url_of(asset)
+        if url is None:
             raise StepError(
                 f"the official {asset.name} weights are not in the object store ({source}): run "
                 f"`{mirror_command(asset)}` once, set {WEIGHTS_BASE_URL_ENV} to download them, "
                 "or pass pretrain_weights=random"
             ) from None
-        url = f"{base.rstrip('/')}/{asset.filename}"
         try:
             download_verified(url, local, md5=asset.md5)
         except (OSError, http.client.HTTPException, ValueError) as err:

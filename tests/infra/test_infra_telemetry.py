@@ -125,15 +125,3 @@ def test_gauge_rules() -> None:
         metrics.set_gauge("x", 1.0, labels={"step": "y"})
     with pytest.raises(ValueError, match="invalid Prometheus metric name"):
         metrics.set_gauge("bad-name", 1.0)
-
-
-def test_serve_exposes_live_values(closed_port: int) -> None:
-    metrics = StepMetrics("tele-serve", "train", gateway="")
-    metrics.set_epoch(5)
-    server = metrics.serve(closed_port, addr="127.0.0.1")
-    try:
-        metrics.set_epoch(6)  # scraped values follow updates
-        found = _scrape(f"http://127.0.0.1:{closed_port}")
-        assert found["rfdetr_epoch"] == [({}, 6.0)]
-    finally:
-        server.shutdown()

@@ -144,10 +144,10 @@ def test_pipeline_compile_components_use_the_versioned_image_and_install_nothing
     compiled: tuple,
 ) -> None:
     from components import RFDETR_IMAGE
-    from components._image import package_version
+    from rfdetr import __version__
 
     spec, _ = compiled
-    assert RFDETR_IMAGE.endswith(f":{package_version()}")
+    assert RFDETR_IMAGE.endswith(f":{__version__}")
     for name in ORDER:
         container = _container(spec, name)
         gpu = name in ("train", "evaluate")  # the others run on the CPU image built beside it
