@@ -281,6 +281,7 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
 # glibc mallopt parameters and their defaults (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+_NEVER_TRIM = 2**31 - 1  # mallopt takes a C int: a larger value would be truncated (2**62 -> 0)
 
 
 def _glibc() -> Any:
@@ -328,6 +329,6 @@ def tune_allocator(device: torch.device) -> bool:
     if libc is None:
         return False
     applied = libc.mallopt(_M_MMAP_MAX, 0) == 1
-    applied &= libc.mallopt(_M_TRIM_THRESHOLD, 2**62) == 1
+    applied &= libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
     logger.debug("glibc allocator tuned for CPU training: %s", applied)
     return bool(applied)
