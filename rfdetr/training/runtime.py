@@ -268,14 +268,16 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode for the block, restoring its training flag after."""
-    training = module.training
-    module.eval()
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """Put ``modules`` in eval mode for the block, restoring each one's training flag after."""
+    training = [module.training for module in modules]
+    for module in modules:
+        module.eval()
     try:
         yield
     finally:
-        module.train(training)
+        for module, flag in zip(modules, training, strict=True):
+            module.train(flag)
 
 
 # glibc mallopt parameters and their defaults (malloc.h).
