@@ -237,7 +237,21 @@ class RFDETRModel:
             self._onnx_runtime = cached = (key, runtime, folder)
         return cached[1]
 
-    def export(self, output_dir: str | os.PathLike[str] = "output", **options: Any) -> Path:
+    def export(
+        self,
+        output_dir: str | os.PathLike[str] = "output",
+        *,
+        opset_version: int = 17,
+        dynamic_batch: bool = True,
+        batch_size: int = 1,
+        simplify: bool = False,
+        shape: tuple[int, int] | None = None,
+        with_postprocess: bool = False,
+        verify: bool = True,
+        quantize: str | None = None,
+        calibration: str | os.PathLike[str] | None = None,
+        format: str = "onnx",
+    ) -> Path:
         """Export to ONNX (``output_dir/rfdetr-<size>.onnx``), verified against PyTorch; returns
         the path of the file to use (the simplified, quantized or OpenVINO one when asked for).
 
@@ -248,10 +262,9 @@ class RFDETRModel:
 
         Args:
             output_dir: folder for the files (created).
-            **options: these, by keyword (defaults: `rfdetr.export.exporter.export_model`):
-            opset_version: ONNX opset, 17..20 (default 17).
-            dynamic_batch: symbolic batch axis (default); False fixes it to ``batch_size``.
-            batch_size: the fixed batch when ``dynamic_batch=False`` (default 1).
+            opset_version: ONNX opset, 17..20.
+            dynamic_batch: symbolic batch axis; False fixes it to ``batch_size``.
+            batch_size: the fixed batch when ``dynamic_batch=False``.
             simplify: also write ``rfdetr-<size>.sim.onnx`` with onnxslim (verified too) and
                 return its path.
             shape: input ``(height, width)``; default the model's resolution. Each side must be
@@ -269,7 +282,20 @@ class RFDETRModel:
             format: ``"onnx"`` or ``"openvino"`` (an IR ``.xml``/``.bin``, fp32, or int8 with
                 ``quantize``; the ``openvino`` extra).
         """
-        return self.export_files(output_dir, **options).path
+        result = self.export_files(
+            output_dir,
+            opset_version=opset_version,
+            dynamic_batch=dynamic_batch,
+            batch_size=batch_size,
+            simplify=simplify,
+            shape=shape,
+            with_postprocess=with_postprocess,
+            verify=verify,
+            quantize=quantize,
+            calibration=calibration,
+            format=format,
+        )
+        return result.path
 
     def export_files(
         self, output_dir: str | os.PathLike[str] = "output", **options: Any
