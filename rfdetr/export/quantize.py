@@ -11,17 +11,15 @@ reads fp32 (no QLinearSoftmax: quantized outputs made a Nano 384 file 1.4x slowe
 only) and one Q/DQ pair per activation goes. The elementwise work, layer norms, the deformable
 sampling and the mask head's query-by-pixel product stay fp32.
 
-A **sensitivity pass** then measures which part of the network suffers most: the graph's nodes
-are grouped by module (``encoder/encoder/layer.3``, ``projector/stages.0``, ``decoder/layers.1``,
-``class_embed``
-...), each group alone is quantized (reusing the one calibration), and its output error against
-fp32 on a few calibration images is measured. A group is kept in fp32 only when its own error
-exceeds ``DAMAGE_TOLERANCE`` (the worst ``max_excluded`` of those), and only if keeping them
-lowers the whole file's error; each fp32 group costs latency (the trained Nano of
-benchmarks/int8_accuracy.py: every group below the tolerance, nothing kept, mAP50:95 +0.0011;
-the former rule, up to 3 groups kept whatever their error, cost Seg-Nano 312 8-10 % latency).
-Every group is
-measured by default, so the file written does not depend on the machine's speed or load; a
+A **sensitivity pass** then measures which part of the network suffers most: the graph's nodes are
+grouped by module (``encoder/encoder/layer.3``, ``projector/stages.0``, ``decoder/layers.1``,
+``class_embed`` ...), each group alone is quantized (reusing the one calibration), and its output
+error against fp32 on a few calibration images is measured. A group is kept in fp32 only when its
+own error exceeds ``DAMAGE_TOLERANCE`` (the worst ``max_excluded`` of those), and only if keeping
+them lowers the whole file's error; each fp32 group costs latency (the trained Nano of
+benchmarks/int8_accuracy.py: every group below the tolerance, nothing kept, mAP50:95 +0.0011; the
+former rule, up to 3 groups kept whatever their error, cost Seg-Nano 312 8-10 % latency). Every
+group is measured by default, so the file written does not depend on the machine's speed or load; a
 ``budget_s`` stops measuring after that many seconds (the groups left unmeasured stay quantized).
 """
 
