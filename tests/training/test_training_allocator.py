@@ -28,7 +28,7 @@ _SCRIPT = textwrap.dedent(
     libc.sbrk.argtypes = [ctypes.c_ssize_t]
     libc.malloc.argtypes, libc.free.argtypes = [ctypes.c_size_t], [ctypes.c_void_p]
     before = libc.sbrk(0)
-    block = libc.malloc(50 << 20)
+    block = libc.malloc(200 << 20)  # larger than any free space the heap may hold
     grown = libc.sbrk(0)
     libc.free(block)
     after = libc.sbrk(0)
@@ -44,5 +44,7 @@ def test_tuned_allocator_keeps_freed_memory() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["applied"] is True
-    assert result["grew"] >= 50 << 20  # mmap disabled: the block came from the heap
+    # mmap disabled: the block came from the heap, which had to grow for most of it (free space
+    # already at its top may hold part of it)
+    assert result["grew"] >= 100 << 20
     assert result["shrank"] == 0  # and freeing it did not trim the heap
