@@ -169,7 +169,7 @@ def _tune_glibc() -> None:
 
     libc = ctypes.CDLL("libc.so.6")
     libc.mallopt(-4, 0)  # M_MMAP_MAX
-    libc.mallopt(-1, 2**62)  # M_TRIM_THRESHOLD
+    libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: a C int (2**62 would reach glibc as 0)
 
 
 def _matmul_peak(threads: int, precision: str = "fp32", device: str = "cpu") -> float:

@@ -23,10 +23,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -141,13 +142,40 @@ def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
         CheckpointError: the write failed (one line with the errno name, e.g. ENOSPC, and
             the file); the previous ``path`` is untouched and the temporary removed.
     """
+    return _replace(path, lambda handle, _: torch.save(dict(payload), handle))
+
+
+def link_checkpoint(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Give the finished checkpoint ``source`` a second name ``path`` without writing it again.
+
+    A hard link (a byte copy where the file system has none), swapped in like
+    :func:`atomic_save`. Since every writer here replaces files by rename, rewriting one name
+    later gives it a new file and leaves the other name's content as it was.
+
+    Raises:
+        CheckpointError: as :func:`atomic_save`.
+    """
+
+    def fill(handle: BinaryIO, tmp_name: str) -> None:
+        try:
+            os.unlink(tmp_name)  # os.link will not replace: the name is ours, from mkstemp
+            os.link(source, tmp_name)
+        except OSError:
+            with open(source, "rb") as src, open(tmp_name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+    return _replace(path, fill)
+
+
+def _replace(path: str | os.PathLike[str], fill: Callable[[BinaryIO, str], object]) -> Path:
+    """Fill a temporary file beside ``path`` (``fill(handle, its name)``), then rename it over."""
     dest = Path(path).expanduser()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = ""
     try:
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as handle:  # a file object: write errors keep their errno
-            torch.save(dict(payload), handle)
+            fill(handle, tmp_name)
         os.replace(tmp_name, dest)
     except (OSError, RuntimeError) as failure:
         err = _os_error_in(failure)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -33,6 +33,18 @@ from rfdetr.evaluation.predictions import (
     predict_dataset_models,
     to_coco_results,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from rfdetr.evaluation.predictions import PredictOptions, RunOptions
+
+    class EvaluateOptions(PredictOptions, total=False):
+        """The keywords of :func:`evaluate_model`."""
+
+        max_dets: int
+        backend: Backend
+
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +306,9 @@ def _curves(primary: Any, sweep: analysis.ThresholdSweep) -> Curves:
     )
 
 
-def evaluate_model(model: nn.Module, dataset: DetectionDataset, **options: Any) -> EvaluationResult:
+def evaluate_model(
+    model: nn.Module, dataset: DetectionDataset, **options: Unpack[EvaluateOptions]
+) -> EvaluationResult:
     """COCO-evaluate ``model`` on a validation ``dataset`` (built with ``train=False``).
 
     Runs the model (an ``RFDETR``, or anything with its outputs) in eval mode, batched, under
@@ -322,7 +336,7 @@ def evaluate_models(
     segmentation: bool = False,
     max_dets: int = DEFAULT_MAX_DETS,
     backend: Backend = "auto",
-    **options: Any,
+    **options: Unpack[RunOptions],
 ) -> list[EvaluationResult]:
     """:func:`evaluate_model` of each of ``models``, their predictions made in one pass over
     ``dataset`` (:func:`~rfdetr.evaluation.predictions.predict_dataset_models`, which takes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +16,23 @@ from rfdetr.data.dataset import DetectionDataset
 from rfdetr.data.loader import build_dataloader
 from rfdetr.data.normalize import normalize_images
 from rfdetr.models.postprocess import PostProcess, resize_masks
+
+if TYPE_CHECKING:
+    from typing_extensions import Required, TypedDict, Unpack
+
+    class RunOptions(TypedDict, total=False):
+        """How a model is run over a dataset: keywords of :func:`predict_dataset_models`."""
+
+        postprocess: Required[PostProcess]
+        device: torch.device | str
+        batch_size: int
+        num_workers: int
+
+    class PredictOptions(RunOptions, total=False):
+        """The keywords of :func:`predict_dataset`."""
+
+        segmentation: bool
+
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +108,7 @@ def to_coco_results(predictions: list[ImagePredictions], segmentation: bool) -> 
 
 
 def predict_dataset(
-    model: nn.Module, dataset: DetectionDataset, **options: Any
+    model: nn.Module, dataset: DetectionDataset, **options: Unpack[PredictOptions]
 ) -> list[ImagePredictions]:
     """Detections of ``model`` on every image of ``dataset``, in dataset order.
 

@@ -27,7 +27,7 @@ from rfdetr.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from rfdetr.export.accuracy import AccuracyReport, compare_on_dataset, write_report
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.onnx import ExportError, check_shape, export_onnx, simplify_onnx
-from rfdetr.export.openvino import FP32_ATOL, OpenVINOModel, _openvino, export_openvino
+from rfdetr.export.openvino import FP32_ATOL, OpenVINOModel, export_openvino, require_openvino
 from rfdetr.export.quantize import QuantizeResult, calibration_images, preprocessed, quantize_onnx
 from rfdetr.export.runtime import ONNXRuntimeModel
 from rfdetr.export.verify import ExportVerificationError, VerifyReport, verify_onnx
@@ -197,7 +197,7 @@ def check_target(
             "add one of them"
         )
     if fmt == "openvino":
-        _openvino()
+        require_openvino()
     if calibration is None:
         return Target(quantize, fmt)
     from rfdetr.data import build_dataset

@@ -29,7 +29,8 @@ from rfdetr.export.sigstack import keep_signal_stack
 FP32_ATOL = 1e-3  # OpenVINO fp32 vs ONNX Runtime fp32, boxes (normalised) and logits
 
 
-def _openvino() -> Any:
+def require_openvino() -> Any:
+    """The ``openvino`` module; an `ExportError` saying how to install it when it is missing."""
     try:
         import openvino
     except ImportError:
@@ -51,7 +52,7 @@ def export_openvino(
     """
     import onnx
 
-    ov = _openvino()
+    ov = require_openvino()
     source = Path(source)
     xml = Path(output) if output is not None else source.with_suffix(".xml")
     model = ov.convert_model(str(source))
@@ -65,7 +66,7 @@ def export_openvino(
 
 def add_rt_info(xml: Path, props: dict[str, str]) -> None:
     """Add ``props`` to the ``rfdetr`` ``rt_info`` of the IR ``xml`` (rewritten atomically)."""
-    ov = _openvino()
+    ov = require_openvino()
     model = ov.Core().read_model(str(xml))
     for key, value in props.items():
         model.set_rt_info(value, ["rfdetr", key])
@@ -91,7 +92,7 @@ class OpenVINOModel(ONNXRuntimeModel):
         device: str | torch.device = "cpu",
         precision: str = "f32",
     ) -> None:
-        ov = _openvino()
+        ov = require_openvino()
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such OpenVINO IR file")

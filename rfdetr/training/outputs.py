@@ -199,8 +199,8 @@ def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> 
     }
     name = files.BEST_EMA if source == "ema" else files.BEST_REGULAR
     files.save_checkpoint(out / name, weights, **kwargs)
-    if session.tracker.winner() == source:
-        files.save_checkpoint(out / files.BEST_TOTAL, weights, **kwargs)
+    if session.tracker.winner() == source:  # the same bytes: written once
+        files.link_checkpoint(out / name, out / files.BEST_TOTAL)
         session.tracker.total = source
         logger.info(
             "epoch %d: new best %s model, mAP50:95 %.4f -> %s",

@@ -146,6 +146,38 @@ def test_a_real_full_disk_at_a_checkpoint_write(tiny_disk: Path) -> None:
     _check_disk_full(tiny_disk, lambda p: files.atomic_save(big, p))
 
 
+def test_a_second_name_shares_the_bytes_and_outlives_a_rewrite(tmp_path: Path) -> None:
+    """``checkpoint_best_total.pth`` is linked to the best file just written, not saved again."""
+    source = files.atomic_save({"epoch": 1, "w": torch.arange(4.0)}, tmp_path / "best_ema.pth")
+    total = files.link_checkpoint(source, tmp_path / "best_total.pth")
+    assert total.read_bytes() == source.read_bytes()
+    assert os.stat(total).st_ino == os.stat(source).st_ino  # written once
+    files.atomic_save({"epoch": 2, "w": torch.zeros(4)}, source)  # the next best EMA epoch
+    kept = torch.load(total, map_location="cpu", weights_only=True)
+    assert kept["epoch"] == 1 and torch.equal(kept["w"], torch.arange(4.0))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_second_name_is_a_copy_where_links_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))  # e.g. a FUSE-mounted bucket
+
+    source = files.atomic_save({"epoch": 1, "w": torch.ones(3)}, tmp_path / "best_ema.pth")
+    monkeypatch.setattr(os, "link", refuse)
+    total = files.link_checkpoint(source, tmp_path / "best_total.pth")
+    assert total.read_bytes() == source.read_bytes()
+    assert os.stat(total).st_ino != os.stat(source).st_ino
+
+
+def test_a_full_disk_when_copying_a_second_name(tiny_disk: Path, tmp_path: Path) -> None:
+    """Across file systems there is no hard link: the copy fills the disk, and the previous
+    file stays (a 1 MiB tmpfs: needs root)."""
+    big = files.atomic_save({"w": torch.zeros(1_000_000)}, tmp_path / "best_ema.pth")
+    _check_disk_full(tiny_disk, lambda p: files.link_checkpoint(big, p))
+
+
 def test_stale_temporaries_are_removed_at_the_next_start(
     shapes_coco: Path, tmp_path: Path, tiny_config: Callable[..., RunConfig]
 ) -> None:
