@@ -90,7 +90,34 @@ def test_bad_input_is_a_one_line_value_error(detector: TinyDetector, bad, messag
 def test_a_file_that_is_not_an_image(detector: TinyDetector, tmp_path: Path) -> None:
     path = tmp_path / "notes.jpg"
     path.write_text("not pixels")
-    with pytest.raises(ValueError, match=r"notes\.jpg: not a readable image"):
+    with pytest.raises(ValueError, match=r"notes\.jpg: cannot decode image"):
+        detector.predict(path)
+
+
+def test_a_16_bit_image_is_scaled_as_training_reads_it(
+    detector: TinyDetector, tmp_path: Path
+) -> None:
+    """A 16-bit grey PNG (mode ``I;16``) is scaled to 8 bits (``v / 257``), as training's
+    `load_rgb` does; PIL's ``convert("RGB")`` would clip every value above 255 to white."""
+    grey = np.random.default_rng(1).integers(0, 65536, (40, 60), dtype=np.uint16)
+    path = tmp_path / "depth.png"
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode == "I;16"
+    grey8 = np.round(grey / 257).astype(np.uint8)
+    expected = detector.predict(np.repeat(grey8[:, :, None], 3, axis=2), threshold=0.0)
+    for item in (path, Image.open(path)):
+        det = detector.predict(item, threshold=0.0)
+        np.testing.assert_allclose(det.xyxy, expected.xyxy, atol=1e-4)
+        np.testing.assert_allclose(det.confidence, expected.confidence, atol=1e-5)
+
+
+def test_an_image_over_the_pixel_limit_is_one_line(
+    detector: TinyDetector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RFDETR_MAX_IMAGE_PIXELS", "1000")
+    path = tmp_path / "big.png"
+    Image.new("RGB", (50, 40)).save(path)
+    with pytest.raises(ValueError, match=r"big\.png: image is 50x40 = 2000 pixels, more than"):
         detector.predict(path)
 
 
