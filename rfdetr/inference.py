@@ -66,17 +66,21 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     """
     where = f"image {index}"
     if isinstance(image, str | Path):
-        return _open(Path(image))
-    if isinstance(image, Image.Image):
-        return _from_pil(image, where)
-    if isinstance(image, np.ndarray):
-        return _from_numpy(image, where)
-    if isinstance(image, torch.Tensor):
-        return _from_tensor(image, where)
-    raise ValueError(
-        f"{where}: unsupported type {type(image).__name__}; pass a path, PIL image, "
-        "HxWx3 RGB numpy array or 3xHxW float tensor in [0, 1]"
-    )
+        tensor = _open(Path(image))
+    elif isinstance(image, Image.Image):
+        tensor = _from_pil(image, where)
+    elif isinstance(image, np.ndarray):
+        tensor = _from_numpy(image, where)
+    elif isinstance(image, torch.Tensor):
+        tensor = _from_tensor(image, where)
+    else:
+        raise ValueError(
+            f"{where}: unsupported type {type(image).__name__}; pass a path, PIL image, "
+            "HxWx3 RGB numpy array or 3xHxW float tensor in [0, 1]"
+        )
+    if not tensor.shape[1] or not tensor.shape[2]:
+        raise ValueError(f"{where}: empty image ({tensor.shape[1]}x{tensor.shape[2]} pixels)")
+    return tensor
 
 
 def _open(path: Path) -> torch.Tensor:

@@ -79,6 +79,8 @@ def test_segmentation_masks_have_the_original_image_size(rgb: np.ndarray) -> Non
         (np.zeros((8, 8, 4), dtype=np.uint8), "must be HxWx3"),
         (torch.zeros(3, 8, 8, dtype=torch.uint8), "must be float"),
         (12, "unsupported type int"),
+        (np.zeros((0, 5, 3), dtype=np.uint8), "empty image \\(0x5 pixels\\)"),
+        (torch.zeros(3, 4, 0), "empty image \\(4x0 pixels\\)"),
     ],
 )
 def test_bad_input_is_a_one_line_value_error(detector: TinyDetector, bad, message: str) -> None:
