@@ -13,6 +13,7 @@ from PIL import Image
 from rfdetr import RFDETRNano, RFDETRSegNano
 from rfdetr.api import RFDETRModel
 from rfdetr.config import get_preset, list_presets, toy_version
+from rfdetr.config.model import ConfigError
 
 
 class TinyDetector(RFDETRModel):
@@ -121,6 +122,21 @@ def test_an_image_over_the_pixel_limit_is_one_line(
     Image.new("RGB", (50, 40)).save(path)
     with pytest.raises(ValueError, match=r"big\.png: image is 50x40 = 2000 pixels, more than"):
         detector.predict(path)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"resoluton": 64}, "unknown ModelConfig option 'resoluton'; did you mean 'resolution'"),
+        ({"resolution": "abc"}, "resolution: Input should be a valid integer"),
+        ({"num_classes": 0}, "num_classes: Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_bad_constructor_option_is_one_line(options: dict, message: str) -> None:
+    """As ``model.train(...)`` reports its options: not pydantic's multi-line dump."""
+    with pytest.raises(ConfigError, match=f"^TinyDetector\\(...\\): .*{message}") as info:
+        TinyDetector(pretrain_weights=None, device="cpu", **options)
+    assert "\n" not in str(info.value) and "input_value" not in str(info.value)
 
 
 def test_class_names_must_agree_with_num_classes() -> None:
