@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import supervision as sv
 import torch
+from pydantic import ValidationError
 
 from rfdetr.checkpoints import LoadedCheckpoint, load_model, read_checkpoint
 from rfdetr.config import get_preset
+from rfdetr.config.model import ConfigError
+from rfdetr.config.run import describe_error
 from rfdetr.hub import resolve_pretrained
 from rfdetr.inference import (
     DEFAULT_THRESHOLD,
@@ -105,17 +108,20 @@ class RFDETRModel:
         base = get_preset(self.size)
         self.device = torch.device(device) if device is not None else default_device()
         configure_tf32(self.device)  # fp32 inference on TF32 tensor cores (RFDETR_TF32=0: off)
-        if checkpoint is None:
-            self.config = base.with_overrides(**overrides)
-            self.model: RFDETR = build_model(self.config)
-        else:
-            if num_classes is not None and num_classes != checkpoint.num_classes:
-                logger.info(
-                    "re-initialising the class head for %d classes (checkpoint has %d)",
-                    num_classes,
-                    checkpoint.num_classes,
-                )
-            self.model, self.config, checkpoint = load_model(checkpoint, base, **overrides)
+        if checkpoint is not None and num_classes not in (None, checkpoint.num_classes):
+            logger.info(
+                "re-initialising the class head for %d classes (checkpoint has %d)",
+                num_classes,
+                checkpoint.num_classes,
+            )
+        try:  # a bad option is one line (ConfigError), as model.train(...) reports it
+            if checkpoint is None:
+                self.config = base.with_overrides(**overrides)
+                self.model: RFDETR = build_model(self.config)
+            else:
+                self.model, self.config, checkpoint = load_model(checkpoint, base, **overrides)
+        except ValidationError as err:
+            raise ConfigError(f"{type(self).__name__}(...): {describe_error(err)}") from None
         # The dataset's own id of each class id (COCO category ids...), for export metadata.
         self.dataset_ids = checkpoint.dataset_ids if checkpoint is not None else None
         names = class_names or (checkpoint.class_names if checkpoint is not None else None)

@@ -11,8 +11,9 @@ import numpy as np
 import supervision as sv
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from rfdetr.data.images import load_rgb, pil_to_uint8
 from rfdetr.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
@@ -65,32 +66,32 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     """
     where = f"image {index}"
     if isinstance(image, str | Path):
-        return _from_pil(_open(Path(image)), where)
-    if isinstance(image, Image.Image):
-        return _from_pil(image, where)
-    if isinstance(image, np.ndarray):
-        return _from_numpy(image, where)
-    if isinstance(image, torch.Tensor):
-        return _from_tensor(image, where)
-    raise ValueError(
-        f"{where}: unsupported type {type(image).__name__}; pass a path, PIL image, "
-        "HxWx3 RGB numpy array or 3xHxW float tensor in [0, 1]"
-    )
+        tensor = _open(Path(image))
+    elif isinstance(image, Image.Image):
+        tensor = _from_pil(image, where)
+    elif isinstance(image, np.ndarray):
+        tensor = _from_numpy(image, where)
+    elif isinstance(image, torch.Tensor):
+        tensor = _from_tensor(image, where)
+    else:
+        raise ValueError(
+            f"{where}: unsupported type {type(image).__name__}; pass a path, PIL image, "
+            "HxWx3 RGB numpy array or 3xHxW float tensor in [0, 1]"
+        )
+    if not tensor.shape[1] or not tensor.shape[2]:
+        raise ValueError(f"{where}: empty image ({tensor.shape[1]}x{tensor.shape[2]} pixels)")
+    return tensor
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path) -> torch.Tensor:
+    """Training's own decode (16-bit scaled, pixel limit, one-line `DatasetError`)."""
     if not path.is_file():
         raise ValueError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as handle:
-            return handle.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: not a readable image ({error.__class__.__name__})") from None
+    return load_rgb(path).float() / 255.0
 
 
 def _from_pil(image: Image.Image, where: str) -> torch.Tensor:
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return _from_numpy(array, where)
+    return pil_to_uint8(image, where).float() / 255.0
 
 
 def _from_numpy(array: np.ndarray, where: str) -> torch.Tensor:

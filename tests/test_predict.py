@@ -13,6 +13,7 @@ from PIL import Image
 from rfdetr import RFDETRNano, RFDETRSegNano
 from rfdetr.api import RFDETRModel
 from rfdetr.config import get_preset, list_presets, toy_version
+from rfdetr.config.model import ConfigError
 
 
 class TinyDetector(RFDETRModel):
@@ -79,6 +80,8 @@ def test_segmentation_masks_have_the_original_image_size(rgb: np.ndarray) -> Non
         (np.zeros((8, 8, 4), dtype=np.uint8), "must be HxWx3"),
         (torch.zeros(3, 8, 8, dtype=torch.uint8), "must be float"),
         (12, "unsupported type int"),
+        (np.zeros((0, 5, 3), dtype=np.uint8), "empty image \\(0x5 pixels\\)"),
+        (torch.zeros(3, 4, 0), "empty image \\(4x0 pixels\\)"),
     ],
 )
 def test_bad_input_is_a_one_line_value_error(detector: TinyDetector, bad, message: str) -> None:
@@ -90,8 +93,50 @@ def test_bad_input_is_a_one_line_value_error(detector: TinyDetector, bad, messag
 def test_a_file_that_is_not_an_image(detector: TinyDetector, tmp_path: Path) -> None:
     path = tmp_path / "notes.jpg"
     path.write_text("not pixels")
-    with pytest.raises(ValueError, match=r"notes\.jpg: not a readable image"):
+    with pytest.raises(ValueError, match=r"notes\.jpg: cannot decode image"):
         detector.predict(path)
+
+
+def test_a_16_bit_image_is_scaled_as_training_reads_it(
+    detector: TinyDetector, tmp_path: Path
+) -> None:
+    """A 16-bit grey PNG (mode ``I;16``) is scaled to 8 bits (``v / 257``), as training's
+    `load_rgb` does; PIL's ``convert("RGB")`` would clip every value above 255 to white."""
+    grey = np.random.default_rng(1).integers(0, 65536, (40, 60), dtype=np.uint16)
+    path = tmp_path / "depth.png"
+    Image.fromarray(grey).save(path)
+    assert Image.open(path).mode == "I;16"
+    grey8 = np.round(grey / 257).astype(np.uint8)
+    expected = detector.predict(np.repeat(grey8[:, :, None], 3, axis=2), threshold=0.0)
+    for item in (path, Image.open(path)):
+        det = detector.predict(item, threshold=0.0)
+        np.testing.assert_allclose(det.xyxy, expected.xyxy, atol=1e-4)
+        np.testing.assert_allclose(det.confidence, expected.confidence, atol=1e-5)
+
+
+def test_an_image_over_the_pixel_limit_is_one_line(
+    detector: TinyDetector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RFDETR_MAX_IMAGE_PIXELS", "1000")
+    path = tmp_path / "big.png"
+    Image.new("RGB", (50, 40)).save(path)
+    with pytest.raises(ValueError, match=r"big\.png: image is 50x40 = 2000 pixels, more than"):
+        detector.predict(path)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"resoluton": 64}, "unknown ModelConfig option 'resoluton'; did you mean 'resolution'"),
+        ({"resolution": "abc"}, "resolution: Input should be a valid integer"),
+        ({"num_classes": 0}, "num_classes: Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_bad_constructor_option_is_one_line(options: dict, message: str) -> None:
+    """As ``model.train(...)`` reports its options: not pydantic's multi-line dump."""
+    with pytest.raises(ConfigError, match=f"^TinyDetector\\(...\\): .*{message}") as info:
+        TinyDetector(pretrain_weights=None, device="cpu", **options)
+    assert "\n" not in str(info.value) and "input_value" not in str(info.value)
 
 
 def test_class_names_must_agree_with_num_classes() -> None:

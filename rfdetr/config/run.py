@@ -296,10 +296,10 @@ def _validated(data: dict[str, Any], source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_describe(err)}") from None
+        raise ConfigError(f"{source}: {describe_error(err)}") from None
 
 
-def _describe(err: ValidationError) -> str:
+def describe_error(err: ValidationError) -> str:
     """The first problem of a pydantic error as ``section.field: message``."""
     first = err.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "config"

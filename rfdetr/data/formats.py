@@ -146,6 +146,8 @@ def detect_format(dataset_dir: str | Path) -> DatasetLayout:
     """
     root = Path(dataset_dir)
     if not root.exists():
+        if "://" in str(dataset_dir):  # Path("s3://b/x") is "s3:/b/x": name it as typed
+            raise DatasetFormatError(str(dataset_dir), "a URI; give a local dataset folder")
         raise DatasetFormatError(root, "no such dataset folder")
     if not root.is_dir():
         raise DatasetFormatError(root, "not a folder; give the dataset folder")

@@ -152,7 +152,7 @@ def load_rgb(path: Path) -> torch.Tensor:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with open_regular(path) as handle, Image.open(handle) as image:
                 check_header(image, path)
-                return _to_tensor(image, path)
+                return pil_to_uint8(image, path)
     except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DatasetError):
             raise
@@ -161,7 +161,12 @@ def load_rgb(path: Path) -> torch.Tensor:
         raise DatasetError(path, f"cannot decode image ({reason})") from exc
 
 
-def _to_tensor(image: Image.Image, path: Path) -> torch.Tensor:
+def pil_to_uint8(image: Image.Image, path: Path | str) -> torch.Tensor:
+    """A decoded PIL image as uint8 ``[3, H, W]`` RGB; 16-bit grey scaled to 8 bits, not clipped.
+
+    Raises:
+        DatasetError: an integer image beyond 16 bits (``path: ...``).
+    """
     import torch  # here, so that validation (header reads only) never imports torch
 
     if image.mode.startswith("I"):  # 16/32-bit integer grey: scale, as convert() would clip

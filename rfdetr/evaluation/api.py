@@ -58,6 +58,8 @@ def evaluate(
     started = time.perf_counter()
     model, source = _model_for(model_or_checkpoint, size=size, device=device)
     dataset = _checked_split(model, source, dataset_dir, split)
+    if output_dir is not None:  # before the predictions: a file there fails now, not at the end
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
     predictions = predict_dataset(
         model.model,
         dataset,

@@ -13,6 +13,7 @@ import json
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from rfdetr.config import FLAT_KEYS, SECTIONS
@@ -76,12 +77,14 @@ def _is_union(annotation: Any) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Build the run config from ``--config`` and the options, then train."""
+    from rfdetr.checkpoints.files import LAST
     from rfdetr.config import RunConfig
     from rfdetr.training.loop import fit
 
     options = {k: v for k, v in vars(args).items() if k in FLAT_KEYS and k != "dataset_dir"}
     if args.dataset_dir:
         options["dataset_dir"] = args.dataset_dir
+    config: RunConfig | None = None
     try:
         if args.config:
             config = RunConfig.from_file(args.config)
@@ -92,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
             config = RunConfig.from_kwargs(args.model or "nano", **options)
         result = fit(config)
     except KeyboardInterrupt:
-        print("rfdetr train: interrupted; resume with --resume .../checkpoint.pth", file=sys.stderr)
+        last = Path(config.train.output_dir) / LAST if config is not None else None
+        hint = f"resume with --resume {last}" if last and last.is_file() else "nothing to resume"
+        print(f"rfdetr train: interrupted; {hint}", file=sys.stderr)
         return 130
     summary = {
         "output_dir": str(result.output_dir),

@@ -358,6 +358,14 @@ def test_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert f"{tmp_path / 'nope'}: error: no such dataset folder" in output
 
 
+@pytest.mark.parametrize("uri", ["s3://datasets/shapes", "https://example.com/shapes.zip"])
+def test_a_uri_is_named_as_typed(uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``Path`` folds ``//``: the message once read ``s3:/datasets/shapes: no such folder``."""
+    code, output = run_cli(capsys, uri)
+    assert code == 2
+    assert f"{uri}: error: a URI; give a local dataset folder" in output
+
+
 def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate"]) == 2
     assert main(["no-such-command"]) == 2

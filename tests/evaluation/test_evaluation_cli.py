@@ -76,6 +76,24 @@ def test_evaluation_cli_bad_checkpoint_and_folder(tmp_path, dataset, capsys) -> 
     _one_line_error(capsys, str(garbage))
 
 
+def test_evaluation_cli_output_dir_that_is_a_file_fails_before_predicting(
+    tmp_path, dataset, helpers, capsys, monkeypatch
+) -> None:
+    """An ``--output-dir`` that names a file is refused before the split is predicted (hours on
+    a large set), in one line naming it; it used to fail only when writing the report."""
+    checkpoint = helpers.save_tiny_checkpoint(tmp_path / "tiny.pth")
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    predicted: list[object] = []
+    monkeypatch.setattr(
+        "rfdetr.evaluation.predictions.predict_dataset", lambda *a, **k: predicted.append(a)
+    )
+    argv = ["eval", "--weights", str(checkpoint), "--dataset-dir", str(dataset)]
+    assert main([*argv, "--output-dir", str(taken), "--device", "cpu"]) == 2
+    _one_line_error(capsys, str(taken))
+    assert predicted == [] and taken.read_text() == "mine"
+
+
 def test_evaluation_cli_size_needed_when_not_recorded(tmp_path, dataset, helpers, capsys) -> None:
     checkpoint = helpers.save_tiny_checkpoint(tmp_path / "custom.pth", name="custom")
     argv = ["eval", "--weights", str(checkpoint), "--dataset-dir", str(dataset)]

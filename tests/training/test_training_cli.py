@@ -78,3 +78,29 @@ def test_training_cli_typo_in_the_config_file_exits_2(
     err = capsys.readouterr().err
     assert "run.yaml: train: unknown TrainConfig option 'lr_shceduler'" in err
     assert "did you mean 'lr_scheduler'?" in err
+
+
+@pytest.mark.parametrize("finished_an_epoch", [True, False])
+def test_training_cli_ctrl_c_names_the_file_to_resume_from(
+    shapes_coco: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    finished_an_epoch: bool,
+) -> None:
+    """Ctrl-C (Python's SIGINT handler raises KeyboardInterrupt inside `fit`) exits 130 with
+    one line: the run's own ``checkpoint.pth`` to resume from, or that there is none yet."""
+    out = tmp_path / "out"
+
+    def interrupted_fit(config: RunConfig, **_: object) -> None:
+        if finished_an_epoch:
+            out.mkdir()
+            (out / "checkpoint.pth").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rfdetr.training.loop.fit", interrupted_fit)
+    argv = ["train", str(shapes_coco), "--model", "tiny", "--output-dir", str(out)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    hint = f"resume with --resume {out / 'checkpoint.pth'}" if finished_an_epoch else "nothing to"
+    assert err.startswith(f"rfdetr train: interrupted; {hint}") and "\n" not in err
