@@ -105,7 +105,14 @@ class OpenVINOModel(ONNXRuntimeModel):
             config["INFERENCE_NUM_THREADS"] = threads
         # creating the CPU plugin would leave a dangling signal stack (rfdetr.export.sigstack)
         with keep_signal_stack():
-            self.compiled = core.compile_model(model, "CPU", config)
+            try:
+                self.compiled = core.compile_model(model, "CPU", config)
+            except RuntimeError as failure:  # e.g. a low-precision pass refusing an int8 graph
+                cause = next((ln for ln in str(failure).splitlines() if "[" in ln), str(failure))
+                raise ExportError(
+                    f"{self.path}: OpenVINO's CPU plugin cannot compile this model: "
+                    f"{cause.strip()[:300]}"
+                ) from None
         self.request = self.compiled.create_infer_request()
         section = (
             model.get_rt_info(["rfdetr"]).astype(dict) if model.has_rt_info(["rfdetr"]) else {}
