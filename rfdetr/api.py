@@ -201,6 +201,8 @@ class RFDETRModel:
             ``confidence``, 0-based ``class_id``, ``mask`` (``[N, H, W]`` bool, Seg models) and
             ``data["class_name"]``; a single object for a single image, else a list.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         single = not is_batch(images)
         items = [images] if single else list(images)
         tensors = [to_float_chw(item, index) for index, item in enumerate(items)]

@@ -93,8 +93,18 @@ def test_bad_input_is_a_one_line_value_error(detector: TinyDetector, bad, messag
 def test_a_file_that_is_not_an_image(detector: TinyDetector, tmp_path: Path) -> None:
     path = tmp_path / "notes.jpg"
     path.write_text("not pixels")
-    with pytest.raises(ValueError, match=r"notes\.jpg: cannot decode image"):
+    with pytest.raises(ValueError, match=r"notes\.jpg: cannot decode image") as info:
         detector.predict(path)
+    assert "not an image format PIL reads" in str(info.value)
+    assert "BufferedReader" not in str(info.value)  # PIL's own text names our file object
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
+def test_a_batch_size_that_is_not_positive_is_one_line(
+    detector: TinyDetector, batch_size: object
+) -> None:
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        detector.predict(np.zeros((8, 8, 3), np.uint8), batch_size=batch_size)
 
 
 def test_a_16_bit_image_is_scaled_as_training_reads_it(

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from rfdetr.data.problems import DatasetError
 
@@ -158,6 +158,8 @@ def load_rgb(path: Path) -> torch.Tensor:
             raise
         # PIL reports some corrupt files as SyntaxError/ValueError rather than OSError.
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        if isinstance(exc, UnidentifiedImageError):  # PIL's text names our file object, not path
+            reason = "not an image format PIL reads"
         raise DatasetError(path, f"cannot decode image ({reason})") from exc
 
 
