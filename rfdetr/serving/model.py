@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve import Model
-from kserve.errors import InferenceError
+from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from prometheus_client import Histogram
 
@@ -170,6 +170,8 @@ class RFDETRServedModel(Model):
     ) -> InferResponse:
         """Decode, run (batched with concurrent requests), post-process, encode."""
         assert self.runtime is not None and self.batcher is not None
+        if not isinstance(payload, InferRequest):  # KServe's v1 route hands over the raw body
+            raise InvalidInput(f"this server speaks v2 only: POST /v2/models/{self.name}/infer")
         runtime = self.runtime
         parsed = await asyncio.to_thread(codec.parse_request, payload, runtime, self.limits)
         try:
