@@ -243,15 +243,6 @@ def test_hostile_requests_get_400_and_the_server_keeps_answering(server: Server,
         + b"{}]}"
     )
     assert len(big_json) > 10_000_000
-    form = requests.post(url, data=b'{"inputs": [{"name": "images"}]}', timeout=60)  # no JSON type
-    assert form.status_code == 400, form.text[:300]
-    assert form.json()["error"].startswith("malformed request body: inputs.0.shape: "), form.text
-    v1 = requests.post(  # KServe also routes its v1 protocol to the model, which takes v2 only
-        f"http://{server.http}/v1/models/{server.name}:predict",
-        json={"instances": [[1]]},
-        timeout=60,
-    )
-    assert v1.status_code == 400 and "POST /v2/models/" in v1.json()["error"], v1.text[:300]
     posts = {
         "10 MB JSON": big_json,
         "garbage body": garbage,
@@ -282,6 +273,20 @@ def test_hostile_requests_get_400_and_the_server_keeps_answering(server: Server,
     )
     ort, _ = _expected(server, [image])
     _assert_same(_rows(result, 0), ort[0], 1e-4, 1e-4)
+
+
+def test_requests_off_the_v2_json_path_get_one_line_400s(server: Server) -> None:
+    url = f"http://{server.http}/v2/models/{server.name}/infer"
+    form = requests.post(url, data=b'{"inputs": [{"name": "images"}]}', timeout=60)  # no JSON type
+    assert form.status_code == 400, form.text[:300]
+    assert form.json()["error"].startswith("malformed request body: inputs.0.shape: "), form.text
+    v1 = requests.post(  # KServe also routes its v1 protocol to the model, which takes v2 only
+        f"http://{server.http}/v1/models/{server.name}:predict",
+        json={"instances": [[1]]},
+        timeout=60,
+    )
+    assert v1.status_code == 400 and "POST /v2/models/" in v1.json()["error"], v1.text[:300]
+    assert server.alive()
 
 
 def _raw_images_input(files: list[bytes]) -> object:
