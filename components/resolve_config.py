@@ -24,7 +24,8 @@ _SOURCE = '''def resolve_config(
     """Resolve the run's training configuration; fails in seconds on a bad value.
 
     Runs on a CPU pod before any GPU is requested: an unknown option (the error names the
-    closest valid one), an invalid value or a knob contradicting an override stops the run here.
+    closest valid one), an invalid value, a knob contradicting an override or an input the
+    export, publish or deploy step would refuse (quantize, min_map, names) stops the run here.
 
 {args}        run_config: output; the resolved RunConfig as JSON (model, data, train, eval, log)
     """

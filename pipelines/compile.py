@@ -34,6 +34,10 @@ DEFAULT_OUTPUT = "pipeline.yaml"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DURATION = re.compile(r"^(\d+)([smhdw]?)$")
+# A Kubernetes resource.Quantity, unsigned (k8s.io/apimachinery pkg/api/resource/quantity.go:
+# number, then a binary-SI, decimal-SI or exponent suffix). KFP's driver reads the /dev/shm size
+# with resource.MustParse (backend/src/v2/driver/k8s.go, EmptyDirMounts), which panics on "16GB".
+_QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?\d+)?$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -181,6 +185,10 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     for option in ("train_gpus", "eval_gpus", "train_retries", "gpus_per_node"):
         if (getattr(args, option) or 0) < 0:
             raise UserError(f"--{option.replace('_', '-')}: expected 0 or more")
+    if args.shm_size is not None and not _QUANTITY.match(args.shm_size):
+        raise UserError(f"--shm-size {args.shm_size!r}: not a Kubernetes quantity, e.g. 16Gi or 8G")
+    if args.store_port is not None and not 0 < args.store_port < 65536:
+        raise UserError(f"--store-port {args.store_port}: expected a TCP port (1-65535)")
     if args.train_nodes is not None and args.train_nodes < 1:
         raise UserError(f"--train-nodes {args.train_nodes}: expected 1 or more")
     if (args.train_nodes or 1) > 1 and args.train_engine in (None, "pod"):

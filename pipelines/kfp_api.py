@@ -93,6 +93,9 @@ def connect(host: str, namespace: str | None = None, ca_cert: str | None = None)
     from kfp import Client
     from kfp.client import ServiceAccountTokenVolumeCredentials
 
+    if not logger.isEnabledFor(logging.DEBUG):
+        # urllib3 logs each retry of a dead host as a WARNING; our one-line error says it all
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     token = os.environ.get(TOKEN_ENV) or None
     credentials = None
     if token is None and os.environ.get(SA_TOKEN_PATH_ENV):

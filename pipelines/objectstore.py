@@ -203,7 +203,9 @@ def _objectstore(args: argparse.Namespace) -> int:
         buckets = tuple(args.bucket or seaweedfs.DEFAULT_BUCKETS)
         info = seaweedfs.start(data_dir, args.port, buckets, timeout=args.timeout)
         _print_info(info)
-        print('clients: eval "$(rfdetr-pipeline objectstore env)"')
+        default = data_dir == seaweedfs.default_data_dir()
+        where = "" if default else f" --data-dir {shlex.quote(str(data_dir))}"
+        print(f'clients: eval "$(rfdetr-pipeline objectstore env{where})"')
         return 0
     if args.action == "stop":
         stopped = seaweedfs.stop(data_dir, timeout=args.timeout)

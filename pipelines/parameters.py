@@ -8,7 +8,8 @@ descriptions KFP compiles from its docstring (:mod:`pipelines.training_pipeline`
 
 To add a parameter, add one ``Param`` line below. A ``KNOB`` (a `RunConfig` option by its flat
 name, unset = the preset's value) and a ``CONFIG`` parameter reach ``resolve_config`` by
-themselves; any other parameter is passed to its step in ``training_pipeline.py``
+themselves (a ``CONFIG`` parameter of a later step, :data:`pipelines.steps.config.STEP_INPUTS`,
+is only checked there); a parameter is passed to its step in ``training_pipeline.py``
 (``params["name"]``). A ``PLATFORM`` parameter's default is the compiled
 :class:`~pipelines._platform.Platform` field of the same name (a ``compile`` option). Then
 ``python -m pipelines.parameters README.md`` rewrites the README table.
@@ -61,17 +62,17 @@ PARAMETERS: tuple[Param, ...] = (
     Param("early_stopping", bool, None, "stop when validation mAP50:95 stops improving; blank: preset's.", KNOB),
     Param("overrides", dict, None, 'any other training option, e.g. {"train.warmup_epochs": 1}.', CONFIG),
     Param("pretrain_weights", str, "", "empty: official COCO weights (tiny: random); random; or a URI/path.", CONFIG),
-    Param("publish_bucket", str, "mlpipeline", "bucket the model is published to; empty: not published."),
-    Param("model_name", str, "", "the model's folder in the bucket; empty: rfdetr-<model_size>."),
-    Param("model_version", str, "", "the version's folder; empty: YYYYMMDD-HHMMSS-<run id>."),
-    Param("min_map", float, 0.0, "publish only when the evaluation mAP50:95 is at least this."),
+    Param("publish_bucket", str, "mlpipeline", "bucket the model is published to; empty: not published.", CONFIG),
+    Param("model_name", str, "", "the model's folder in the bucket; empty: rfdetr-<model_size>.", CONFIG),
+    Param("model_version", str, "", "the version's folder; empty: YYYYMMDD-HHMMSS-<run id>.", CONFIG),
+    Param("min_map", float, 0.0, "publish only when the evaluation mAP50:95 is at least this.", CONFIG),
     Param("require_improvement", bool, True, "publish only when it also beats the published model."),
     Param("checkpoint_mirror_uri", str, "s3://mlpipeline/rfdetr/checkpoint-mirror", "where training mirrors its resume files for retries; empty: off."),
-    Param("quantize", str, "", "int8: also an int8 ONNX file calibrated on train images; empty: off."),
+    Param("quantize", str, "", "int8: also an int8 ONNX file calibrated on train images; empty: off.", CONFIG),
     Param("train_nodes", int, 1, "nodes of a multi-node train (compiled with --train-engine); 1: one pod.", PLATFORM),
     Param("gpus_per_node", int, 1, "GPUs (processes) per node of a multi-node train.", PLATFORM),
-    Param("deploy_name", str, "", "InferenceService name (compiled with --deploy); empty: the model's."),
-    Param("canary_traffic_percent", int, 0, "traffic share of a newly deployed version; 0: all of it."),
+    Param("deploy_name", str, "", "InferenceService name (compiled with --deploy); empty: the model's.", CONFIG),
+    Param("canary_traffic_percent", int, 0, "traffic share of a newly deployed version; 0: all of it.", CONFIG),
 )
 # fmt: on
 

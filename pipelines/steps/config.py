@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.parameters import KNOBS
-from pipelines.steps.common import step_metrics
+from pipelines.steps.common import plain_number, step_metrics
 from pipelines.steps.weights import pipeline_weights
 from rfdetr.config import FLAT_KEYS, ConfigError, RunConfig
 
@@ -39,6 +39,44 @@ def check_conflicts(knobs: Mapping[str, Any], overrides: Mapping[str, Any]) -> N
             )
 
 
+# Inputs of the steps after training that resolve_config checks too: a typo fails in seconds
+# on a CPU pod, not after days of training (or never: min_map 50 meant as a percent).
+STEP_INPUTS = (
+    "publish_bucket",
+    "model_name",
+    "model_version",
+    "min_map",
+    "quantize",
+    "deploy_name",
+    "canary_traffic_percent",
+)
+
+
+def check_step_inputs(values: Mapping[str, Any]) -> None:
+    """Raise what export, publish or deploy would raise on these :data:`STEP_INPUTS` values."""
+    from pipelines.steps.deploy import service_name
+    from pipelines.steps.publish import check_name
+    from rfdetr.export.exporter import QUANTIZE_CHOICES
+    from rfdetr.storage.uris import check_bucket_name
+
+    if values.get("publish_bucket"):
+        check_bucket_name(values["publish_bucket"], "publish_bucket")
+    for key in ("model_name", "model_version"):
+        if values.get(key):
+            check_name(values[key], key)
+    min_map = values.get("min_map") or 0.0
+    if plain_number(min_map) is None or not 0.0 <= min_map <= 1.0:
+        raise ConfigError(f"min_map {min_map!r}: an mAP50:95 is a number from 0 to 1")
+    if values.get("quantize") and values["quantize"] not in QUANTIZE_CHOICES:
+        raise ConfigError(f"quantize {values['quantize']!r}: expected one of {QUANTIZE_CHOICES}")
+    if values.get("deploy_name"):
+        service_name("", values["deploy_name"])
+    if not 0 <= (values.get("canary_traffic_percent") or 0) <= 100:
+        raise ConfigError(
+            f"canary_traffic_percent {values['canary_traffic_percent']}: expected 0 to 100"
+        )
+
+
 def resolve_run_config(arguments: Mapping[str, Any]) -> RunConfig:
     """The run config of a pipeline run from its ``resolve_config`` inputs (module docstring;
     ``dataset_uri`` is recorded as ``data.dataset_dir``, the train step points it at the
@@ -46,9 +84,10 @@ def resolve_run_config(arguments: Mapping[str, Any]) -> RunConfig:
 
     Raises:
         ConfigError: an unknown size or option (with the closest valid name), an invalid value,
-            or a knob contradicting an override.
+            or a knob contradicting an override. UserError: a bad :data:`STEP_INPUTS` value.
     """
-    knobs = dict(arguments)
+    knobs = {k: v for k, v in arguments.items() if k not in STEP_INPUTS}
+    check_step_inputs(arguments)
     dataset_uri, model_size = str(knobs.pop("dataset_uri")), str(knobs.pop("model_size"))
     overrides = dict(knobs.pop("overrides", None) or {})
     knobs["pretrain_weights"] = knobs.get("pretrain_weights") or None

@@ -11,6 +11,7 @@ refused, or a download that does not match its manifest).
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import socket
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 from rfdetr.errors import UserError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_MAX_REQUEST_MB = 2048  # gRPC's message length limits are C ints: under 2**31 bytes
 
 
 def add_parser(subparsers: Any) -> None:
@@ -108,9 +110,12 @@ def _check(args: argparse.Namespace) -> str | None:
         ("--max-batch", args.max_batch, 1),
         ("--max-images", args.max_images, 1),
         ("--max-image-pixels", args.max_image_pixels, 1),
+        ("--threads", args.threads or 0, 0),
     ):
         if value < low or (flag.endswith("port") and value > 65535):
             return f"{flag} {value}: out of range"
-    if args.max_latency_ms < 0 or args.max_request_mb <= 0:
-        return "--max-latency-ms must be >= 0 and --max-request-mb > 0"
+    if not 0 <= args.max_latency_ms < math.inf:
+        return f"--max-latency-ms {args.max_latency_ms}: must be a number >= 0"
+    if not 0 < args.max_request_mb < _MAX_REQUEST_MB:
+        return f"--max-request-mb {args.max_request_mb}: must be > 0 and < {_MAX_REQUEST_MB}"
     return None

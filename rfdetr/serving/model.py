@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kserve import Model
-from kserve.errors import InferenceError
+from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from prometheus_client import Histogram
 
@@ -125,8 +125,20 @@ class RFDETRServedModel(Model):
         self.batcher: MicroBatcher | None = None
 
     def load(self) -> bool:
-        """Open the ONNX Runtime session; the model is ready afterwards."""
-        self.runtime = ONNXRuntimeModel(self.onnx_path, threads=self.threads)
+        """Open the ONNX Runtime session; the model is ready afterwards.
+
+        Raises:
+            ModelSourceError: the file is no ONNX model, or not a raw-output rfdetr export.
+        """
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        try:
+            self.runtime = ONNXRuntimeModel(self.onnx_path, threads=self.threads)
+        except (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.Fail) as error:
+            reason = str(error).strip().splitlines()[0]  # no ONNX model (text, truncated, ...)
+            raise ModelSourceError(
+                f"{self.onnx_path}: ONNX Runtime cannot load it ({reason})"
+            ) from None
         self.batcher = MicroBatcher(self.runtime, *self.batcher_args, BATCH_IMAGES.observe)
         meta = self.runtime.metadata
         logger.info(
@@ -158,6 +170,8 @@ class RFDETRServedModel(Model):
     ) -> InferResponse:
         """Decode, run (batched with concurrent requests), post-process, encode."""
         assert self.runtime is not None and self.batcher is not None
+        if not isinstance(payload, InferRequest):  # KServe's v1 route hands over the raw body
+            raise InvalidInput(f"this server speaks v2 only: POST /v2/models/{self.name}/infer")
         runtime = self.runtime
         parsed = await asyncio.to_thread(codec.parse_request, payload, runtime, self.limits)
         try:

@@ -10,6 +10,11 @@ What is added to KServe 0.21's server, and why:
 - the REST binary-data extension decoded without turning BYTES into UTF-8 text (KServe's
   ``InferRequest.from_bytes`` calls ``set_data_from_numpy(binary_data=False)``, which fails with
   a 500 on any non-UTF-8 element, i.e. on every encoded image);
+- a body without ``Inference-Header-Content-Length`` read as the JSON request whatever its
+  Content-Type, as the extension defines it (triton-inference-server/server
+  ``docs/protocol/extension_binary_data.md``: the header is required only when binary data
+  follows the JSON); KServe refuses any non-JSON Content-Type ("received byte inputs, but the
+  header is missing", ``DataPlane.decode_inference_request``), so ``curl -d @request.json`` failed;
 - bad requests answered 400 with one line: FastAPI's body validation errors (422 by default)
   and the ``KeyError``/``ValueError``/``TypeError`` that KServe's request decoding raises on
   malformed bodies (500 by default). The model's own failures raise ``InferenceError`` (500).
@@ -38,6 +43,8 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
+from kserve.protocol.rest.v2_datamodels import InferenceRequest
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from rfdetr.serving.codec import Limits
@@ -102,13 +109,27 @@ async def _bad_request(_: Request, error: Exception) -> JSONResponse:
         text = f"malformed request: {error.detail}" if error.status_code == 400 else error.detail
         return JSONResponse({"error": text}, status_code=error.status_code, headers=error.headers)
     if isinstance(error, RequestValidationError):
-        first = error.errors()[0] if error.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        text = f"malformed request body: {where}: {first.get('msg', 'invalid')}"
+        text = _first_problem(error.errors())
     else:
         text = f"malformed request: {type(error).__name__}: {error}"
     logger.info("400: %s", text)
     return JSONResponse({"error": text}, status_code=HTTPStatus.BAD_REQUEST)
+
+
+def _first_problem(errors: Any) -> str:
+    """FastAPI's or pydantic's validation errors -> one line naming the first."""
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"malformed request body: {where}: {first.get('msg', 'invalid')}"
+
+
+def decode_json_request(body: bytes) -> InferenceRequest:
+    """A REST body without ``Inference-Header-Content-Length``: all JSON, whatever its
+    Content-Type (``curl -d`` sends ``application/x-www-form-urlencoded``)."""
+    try:
+        return InferenceRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise InvalidInput(_first_problem(error.errors())) from None
 
 
 def decode_binary_request(body: bytes, json_length: Any, model_name: str) -> InferRequest:
@@ -169,8 +190,10 @@ class _DataPlane(DataPlane):
         self, body: Any, headers: dict[str, str], model_name: str
     ) -> InferRequest:
         length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
-        if isinstance(body, bytes) and length is not None:
-            return decode_binary_request(body, length, model_name)
+        if isinstance(body, bytes):  # not sent as application/json
+            if length is not None:
+                return decode_binary_request(body, length, model_name)
+            body = decode_json_request(body)
         return super().decode_inference_request(body, headers, model_name)
 
 

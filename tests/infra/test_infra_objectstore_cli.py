@@ -148,10 +148,20 @@ def test_env_with_the_store_stopped_prints_nothing_to_eval(tmp_path: Path) -> No
 
 
 def test_env_also_exports_the_aws_names(tmp_path: Path, closed_port: int) -> None:
-    data = tmp_path / "store"
-    assert _cli("start", "--data-dir", str(data), "--port", str(closed_port)).returncode == 0
+    data = tmp_path / "my store"
+    started = _cli("start", "--data-dir", str(data), "--port", str(closed_port))
+    assert started.returncode == 0, started.stderr
     try:
         exports = _env_exports(_cli("env", "--data-dir", str(data)).stdout)
+        # the command `start` tells the user to run works as printed (it named no --data-dir)
+        told = started.stdout.split("clients: ", 1)[1].splitlines()[0]
+        shell = subprocess.run(
+            ["bash", "-c", told.replace("rfdetr-pipeline", f"{sys.executable} -m pipelines")
+             + '; echo "$OBJECTSTORECONFIG_PORT"'],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=90,
+            env={k: v for k, v in os.environ.items() if not k.startswith("OBJECTSTORECONFIG_")},
+        )  # fmt: skip
+        assert shell.stdout.strip() == str(closed_port), (told, shell.stderr)
     finally:
         assert _cli("stop", "--data-dir", str(data)).returncode == 0
     assert exports["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{closed_port}"

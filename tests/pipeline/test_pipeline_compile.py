@@ -223,7 +223,7 @@ def test_pipeline_compile_cli_options_change_the_platform(tmp_path: Path) -> Non
         "amd.com/gpu --node-selector pool=gpu --toleration dedicated=ml:NoExecute --secret "
         "my-s3 --store-host s3.example --store-port 443 --store-secure --pushgateway-url "
         "http://pgw:9091 --train-retries 0 --train-timeout 36h --eval-timeout 0 "
-        "--no-display-names"
+        "--no-display-names --shm-size 7.5G"
     )
     code = main(["compile", "--output", str(out), *options])
     assert code == 0
@@ -254,6 +254,7 @@ def test_pipeline_compile_cli_options_change_the_platform(tmp_path: Path) -> Non
     assert "accelerator" not in evaluate["resources"]  # --eval-gpus 0: CPU
     assert "nodeSelector" not in k8s["exec-evaluate"]
     assert k8s["exec-evaluate"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    assert k8s["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "7.5G"  # a decimal quantity
 
 
 @pytest.mark.parametrize(
@@ -264,6 +265,11 @@ def test_pipeline_compile_cli_options_change_the_platform(tmp_path: Path) -> Non
         (["--train-gpus", "-1"], "expected 0 or more"),
         (["--train-timeout", "a week"], "expected e.g. 3600, 90m, 36h or 7d"),
         (["--retry-window", "0"], "--retry-window: expected a duration above 0"),
+        # KFP's driver builds the /dev/shm emptyDir with resource.MustParse(sizeLimit)
+        # (kubeflow/pipelines@2.17.0 backend/src/v2/driver/k8s.go, EmptyDirMounts): "16GB" is
+        # no Kubernetes quantity, so it compiled and the train step's driver panicked.
+        (["--shm-size", "16GB"], "--shm-size '16GB': not a Kubernetes quantity"),
+        (["--store-port", "99999"], "--store-port 99999: expected a TCP port (1-65535)"),
     ],
 )
 def test_pipeline_compile_cli_rejects_bad_options(

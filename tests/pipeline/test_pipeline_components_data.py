@@ -64,6 +64,14 @@ def test_pipeline_resolve_config_applies_knobs_over_the_preset(artifact) -> None
         ({"epochs": 5, "overrides": {"epochs": 7}}, "epochs=5 and overrides['epochs']=7 disagree"),
         ({"resolution": 70}, "resolution 70 must be divisible by"),
         ({"model_size": "huge"}, "huge"),
+        # inputs of the steps after training are checked here too, not after it (README:
+        # "Bad configs and datasets fail first, in the unretried CPU steps")
+        ({"quantize": "int4"}, "quantize 'int4': expected one of ('int8',)"),
+        ({"min_map": 50.0}, "min_map 50.0: an mAP50:95 is a number from 0 to 1"),
+        ({"model_version": "../v1"}, "model_version '../v1': use 1-128 letters"),
+        ({"publish_bucket": "My_Models"}, "publish_bucket 'My_Models': not a bucket name"),
+        ({"canary_traffic_percent": 150}, "canary_traffic_percent 150: expected 0 to 100"),
+        ({"deploy_name": "9000"}, "deploy name '9000': cannot make a Kubernetes name of it"),
     ],
 )
 def test_pipeline_resolve_config_fails_fast_with_one_line(artifact, kwargs, message) -> None:

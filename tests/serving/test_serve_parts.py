@@ -172,6 +172,42 @@ def test_cli_serve_bad_model_is_exit_2_with_one_line(tmp_path: Path, capsys) -> 
     assert f"cannot listen on 127.0.0.1:{port}" in err[2]
 
 
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (["--max-request-mb", "nan"], "--max-request-mb nan: must be > 0 and < 2048"),
+        # gRPC's message limits are C ints: 3000 MB failed mid-start with an OverflowError
+        (["--max-request-mb", "3000"], "--max-request-mb 3000.0: must be > 0 and < 2048"),
+        (["--max-latency-ms", "nan"], "--max-latency-ms nan: must be a number >= 0"),
+        (["--threads", "-3"], "--threads -3: out of range"),
+    ],
+)
+def test_cli_serve_bad_numbers_are_exit_2_before_loading(
+    runtime: ONNXRuntimeModel, options: list[str], problem: str, capsys
+) -> None:
+    assert main(["serve", "--model", str(runtime.path), "--port", "1", *options]) == 2
+    assert capsys.readouterr().err == f"rfdetr serve: error: {problem}\n"
+
+
+def test_cli_serve_a_file_that_is_no_onnx_model_is_exit_2(
+    runtime: ONNXRuntimeModel, tmp_path: Path, capsys
+) -> None:
+    text = tmp_path / "text" / "model.onnx"
+    text.parent.mkdir()
+    text.write_text("not a model\n")
+    cut = tmp_path / "cut" / "model.onnx"  # an interrupted copy of a real export
+    cut.parent.mkdir()
+    cut.write_bytes(runtime.path.read_bytes()[:4096])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    for source, named in ((text, text), (cut.parent, cut)):  # a file, a folder holding one
+        assert main(["serve", "--model", str(source), "--host", "127.0.0.1", "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"rfdetr serve: error: {named}: ONNX Runtime cannot load it (")
+        assert err.count("\n") == 1, err
+
+
 def test_segmentation_masks_come_back_as_rle_equal_to_predict(tmp_path: Path) -> None:
     model = perturbed_model("tiny-seg", ["a", "b"], seed=5)
     onnx = model.export(tmp_path, verify=False)

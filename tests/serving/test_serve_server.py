@@ -145,16 +145,20 @@ def test_curl_json_request_with_base64_image(server: Server, tmp_path) -> None:
         "parameters": {"threshold": THRESHOLD},
     }  # fmt: skip
     (tmp_path / "request.json").write_text(json.dumps(body))
-    out = subprocess.run(
-        ["curl", "-sS", "-f", "-H", "Content-Type: application/json", "--data-binary",
-         f"@{tmp_path / 'request.json'}", f"http://{server.http}/v2/models/{server.name}/infer"],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    outputs = {o["name"]: o for o in json.loads(out.stdout)["outputs"]}
-    boxes = np.array(outputs["boxes"]["data"], np.float32).reshape(outputs["boxes"]["shape"])
     ort, _ = _expected(server, [image])
-    np.testing.assert_allclose(boxes, ort[0].xyxy, atol=1e-4, rtol=0)
-    assert outputs["class_names"]["data"] == list(ort[0].data["class_name"])
+    # No Inference-Header-Content-Length: the whole body is the JSON request, whatever its
+    # Content-Type (Triton's docs/protocol/extension_binary_data.md); plain `curl -d` sends
+    # application/x-www-form-urlencoded, which KServe alone refused.
+    for content_type in (["-H", "Content-Type: application/json"], []):
+        out = subprocess.run(
+            ["curl", "-sS", "-f", *content_type, "--data-binary",
+             f"@{tmp_path / 'request.json'}", f"http://{server.http}/v2/models/{server.name}/infer"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        outputs = {o["name"]: o for o in json.loads(out.stdout)["outputs"]}
+        boxes = np.array(outputs["boxes"]["data"], np.float32).reshape(outputs["boxes"]["shape"])
+        np.testing.assert_allclose(boxes, ort[0].xyxy, atol=1e-4, rtol=0)
+        assert outputs["class_names"]["data"] == list(ort[0].data["class_name"])
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(server: Server) -> None:
@@ -269,6 +273,20 @@ def test_hostile_requests_get_400_and_the_server_keeps_answering(server: Server,
     )
     ort, _ = _expected(server, [image])
     _assert_same(_rows(result, 0), ort[0], 1e-4, 1e-4)
+
+
+def test_requests_off_the_v2_json_path_get_one_line_400s(server: Server) -> None:
+    url = f"http://{server.http}/v2/models/{server.name}/infer"
+    form = requests.post(url, data=b'{"inputs": [{"name": "images"}]}', timeout=60)  # no JSON type
+    assert form.status_code == 400, form.text[:300]
+    assert form.json()["error"].startswith("malformed request body: inputs.0.shape: "), form.text
+    v1 = requests.post(  # KServe also routes its v1 protocol to the model, which takes v2 only
+        f"http://{server.http}/v1/models/{server.name}:predict",
+        json={"instances": [[1]]},
+        timeout=60,
+    )
+    assert v1.status_code == 400 and "POST /v2/models/" in v1.json()["error"], v1.text[:300]
+    assert server.alive()
 
 
 def _raw_images_input(files: list[bytes]) -> object:
