@@ -135,14 +135,21 @@ def resolve_secrets(docs: list[dict[str, Any]], secrets_: Mapping[str, Mapping[s
 
 
 def shm_bytes(docs: list[dict[str, Any]]) -> int:
-    """The largest memory ``emptyDir`` on ``/dev/shm`` the YAML asks for (64 MiB when none)."""
-    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "": 1}
+    """The largest memory ``emptyDir`` on ``/dev/shm`` the YAML asks for (64 MiB when none).
+
+    Reads every unsigned quantity form ``pipelines.compile`` accepts (binary ``Ki``..``Ei``,
+    decimal ``k``..``E``, milli ``m``, exponent ``e6``; k8s.io/apimachinery resource/quantity.go).
+    """
+    scale = {f"{p}i": 1 << (10 * n) for n, p in enumerate("KMGTPE", 1)}
+    scale.update({p: 1000**n for n, p in enumerate("kMGTPE", 1)}, m=1e-3, **{"": 1})
     best = 64 << 20
     for spec in _kubernetes_executors(docs).values():
         for mount in spec.get("emptyDirMounts", []):
-            match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|)", str(mount.get("sizeLimit", "")))
+            text = str(mount.get("sizeLimit", ""))
+            match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)(?:([KMGTPE]i|[mkMGTPE]?)|[eE]([+-]?\d+))", text)
             if mount.get("mountPath") == "/dev/shm" and match:
-                best = max(best, int(match.group(1)) * units[match.group(2)])
+                factor = 10 ** int(match.group(3)) if match.group(3) else scale[match.group(2)]
+                best = max(best, int(float(match.group(1)) * factor))
     return best
 
 
