@@ -134,6 +134,9 @@ def resolve_secrets(docs: list[dict[str, Any]], secrets_: Mapping[str, Mapping[s
     return count
 
 
+_SHM_QUANTITY = r"(\d+(?:\.\d*)?|\.\d+)(?:([KMGTPE]i|[mkMGTPE]?)|[eE]([+-]?\d+))"
+
+
 def shm_bytes(docs: list[dict[str, Any]]) -> int:
     """The largest memory ``emptyDir`` on ``/dev/shm`` the YAML asks for (64 MiB when none).
 
@@ -146,7 +149,7 @@ def shm_bytes(docs: list[dict[str, Any]]) -> int:
     for spec in _kubernetes_executors(docs).values():
         for mount in spec.get("emptyDirMounts", []):
             text = str(mount.get("sizeLimit", ""))
-            match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)(?:([KMGTPE]i|[mkMGTPE]?)|[eE]([+-]?\d+))", text)
+            match = re.fullmatch(_SHM_QUANTITY, text)
             if mount.get("mountPath") == "/dev/shm" and match:
                 factor = 10 ** int(match.group(3)) if match.group(3) else scale[match.group(2)]
                 best = max(best, int(float(match.group(1)) * factor))
