@@ -9,6 +9,7 @@ prints as one line. No traceback reaches the user.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rfdetr.errors import command_parser, run_command
@@ -24,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "pipelines.objectstore",
     "pipelines.deploy",
 ]
+HTTP_URL = re.compile(r"^https?://[^/\s]+")  # what --host and --pushgateway-url take
 DESCRIPTION = (
     "RF-DETR training pipeline on Kubeflow: compile, run locally, local object store, submit, "
     "schedule."

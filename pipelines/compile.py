@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.cli import Option, Subparsers, add_options
+from pipelines.cli import HTTP_URL, Option, Subparsers, add_options
 from pipelines.steps.common import PIPELINE_NAME
 from rfdetr.errors import UserError
 
@@ -39,6 +39,32 @@ _DURATION = re.compile(r"^(\d+)([smhdw]?)$")
 # with resource.MustParse (backend/src/v2/driver/k8s.go, EmptyDirMounts), which panics on "16GB".
 _QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?\d+)?$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# An image reference (github.com/distribution/reference v0.6.0 regexp.go: [domain[:port]/]path
+# components, then :tag and/or @digest); an extended resource name, DOMAIN/NAME
+# (k8s.io/apimachinery pkg/util/validation/validation.go IsQualifiedName, with a prefix); a CPU
+# amount as kfp 2.17 accepts it (kfp/dsl/pipeline_task.py _validate_cpu_request_limit).
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::\d+)?/)?{_PATH}(?:/{_PATH})*"
+    r"(?::\w[\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_FORMATS: dict[str, tuple[str, re.Pattern[str], str]] = {  # dest: (flag, pattern, expected)
+    "shm_size": ("--shm-size", _QUANTITY, "not a Kubernetes quantity, e.g. 16Gi or 8G"),
+    "image": ("--image", _IMAGE, "not an image reference, e.g. registry.io/rfdetr:1.0"),
+    "cpu_image": ("--cpu-image", _IMAGE, "not an image reference, e.g. registry.io/rfdetr:1.0-cpu"),
+    "accelerator_type": (
+        "--accelerator",
+        _RESOURCE,
+        "expected an extended resource DOMAIN/NAME, e.g. nvidia.com/gpu",
+    ),
+    "train_cpu": (
+        "--train-cpu",
+        re.compile(r"^([0-9]*[.])?[0-9]+m?$"),
+        "expected a CPU amount, e.g. 8, 2.5 or 500m",
+    ),
+    "pushgateway_url": ("--pushgateway-url", HTTP_URL, "expected an http(s)://host[:port] URL"),
+}
 
 
 def _duration(text: str) -> int:
@@ -140,12 +166,10 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
-    pairs = {}
+    pairs = dict(item.partition("=")[::2] for item in values)
     for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
+        if "=" not in item or item.startswith("="):
             raise UserError(f"{what} {item!r}: expected LABEL=VALUE")
-        pairs[key] = value
     return pairs
 
 
@@ -170,9 +194,25 @@ def _toleration(text: str) -> Toleration:
     key, has_value, value = spec.partition("=")
     if not key:
         raise UserError(f"--toleration {text!r}: the key is empty")
-    if has_value:
-        return Toleration(key, "Equal", value, effect)
-    return Toleration(key, "Exists", None, effect)
+    return Toleration(key, "Equal", value, effect) if has_value else Toleration(key, effect=effect)
+
+
+def _check_formats(args: argparse.Namespace) -> None:
+    """The string options of :data:`_FORMATS` and ``--retry-backoff`` (KFP's own parser)."""
+    from kfp.dsl.structures import convert_duration_to_seconds
+
+    for dest, (flag, pattern, expected) in _FORMATS.items():
+        value = getattr(args, dest)
+        if value is not None and not pattern.match(value):
+            raise UserError(f"{flag} {value!r}: {expected}")
+    try:
+        if args.retry_backoff is not None and convert_duration_to_seconds(args.retry_backoff) < 0:
+            raise ValueError
+    except ValueError:
+        raise UserError(
+            f"--retry-backoff {args.retry_backoff!r}: expected a duration of 0 or more "
+            "with a unit, e.g. 120s, 5m or 1h"
+        ) from None
 
 
 def platform_from_args(args: argparse.Namespace) -> Platform:
@@ -185,8 +225,7 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     for option in ("train_gpus", "eval_gpus", "train_retries", "gpus_per_node"):
         if (getattr(args, option) or 0) < 0:
             raise UserError(f"--{option.replace('_', '-')}: expected 0 or more")
-    if args.shm_size is not None and not _QUANTITY.match(args.shm_size):
-        raise UserError(f"--shm-size {args.shm_size!r}: not a Kubernetes quantity, e.g. 16Gi or 8G")
+    _check_formats(args)
     if args.store_port is not None and not 0 < args.store_port < 65536:
         raise UserError(f"--store-port {args.store_port}: expected a TCP port (1-65535)")
     if args.train_nodes is not None and args.train_nodes < 1:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipelines.cli import HTTP_URL
 from rfdetr.errors import EXIT_FAILED, UserError
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def _api_message(body: str | None) -> str:
 def resolve_host(host: str | None) -> str:
     """``host`` (or $KF_PIPELINES_ENDPOINT) checked and without a trailing slash."""
     host = (host or os.environ.get(HOST_ENV, "")).strip()
-    if not re.match(r"^https?://[^/\s]+", host):
+    if not HTTP_URL.match(host):
         raise UserError(f"--host {host!r}: expected http(s)://host[:port] (or set {HOST_ENV})")
     return host.rstrip("/")
 

@@ -18,6 +18,17 @@ from typing import Any
 from rfdetr.errors import UserError
 
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#\-]+$")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# (name, min, max, names) of each field: robfig/cron v1.2.0 spec.go bounds, as KFP parses it.
+_CRON_BOUNDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
+    ("second", 0, 59, {}),
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day-of-month", 1, 31, {}),
+    ("month", 1, 12, {m: i for i, m in enumerate(_MONTHS, 1)}),
+    ("day-of-week", 0, 6, {d: i for i, d in enumerate(_DAYS)}),
+)
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -180,4 +191,22 @@ def validate_cron(expression: str) -> str:
     bad = [f for f in fields if not _CRON_FIELD.match(f)]
     if bad:
         raise UserError(f"cron {expression!r}: field {bad[0]!r} has characters cron does not use")
+    for field, (name, low, high, names) in zip(fields, _CRON_BOUNDS, strict=True):
+        if not all(_cron_range(r, low, high, names) for r in field.split(",") if r):
+            raise UserError(f"cron {expression!r}: {name} {field!r} is outside {low}-{high}")
     return " ".join(fields)
+
+
+def _cron_range(text: str, low: int, high: int, names: dict[str, int]) -> bool:
+    """Whether robfig/cron v1.2.0's ``getRange`` (parser.go) takes ``text``: ``*`` or ``?``, N,
+    N-M or a name, then an optional ``/STEP`` (``N/STEP``: from N to the maximum)."""
+    span, slash, step = text.partition("/")
+    ends = [int(v) if v.isdigit() else names.get(v.lower(), -1) for v in span.split("-")]
+    first, last = (low, high) if span in ("*", "?") else (ends[0], ends[-1])
+    if slash and len(ends) == 1:
+        last = high
+    return (
+        len(ends) <= 2
+        and (not slash or (step.isdigit() and int(step) > 0))
+        and low <= first <= last <= high
+    )

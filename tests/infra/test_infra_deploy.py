@@ -224,6 +224,14 @@ def test_schedule_replace_disables_the_previousschedule(kfp_api: KfpStandIn, pac
         ("0 3 * * 1", "has 5 fields, but KFP's cron has 6, seconds first"),
         ("0 0 0 3 * * 1", "has 7 field(s)"),
         ("0 0 3 * * $", "has characters cron does not use"),
+        # KFP's API server parses the cron with robfig/cron v1.2.0 cron.Parse (contract §1.14:
+        # kubeflow/pipelines@2.17.0 api_converter.go l.2088); its getRange (parser.go) refuses a
+        # value outside the field's bounds (spec.go: hour 0-23, month 1-12, day-of-week 0-6).
+        ("0 0 25 * * 1", "hour '25' is outside 0-23"),
+        ("0 0 3 * 13 1", "month '13' is outside 1-12"),
+        ("0 0 3 * * 7", "day-of-week '7' is outside 0-6"),
+        ("0 */0 * * * *", "minute '*/0' is outside 0-59"),
+        ("0 0 5-3 * * *", "hour '5-3' is outside 0-23"),
     ],
 )
 def test_bad_cron_is_rejected_before_any_upload(

@@ -270,6 +270,17 @@ def test_pipeline_compile_cli_options_change_the_platform(tmp_path: Path) -> Non
         # no Kubernetes quantity, so it compiled and the train step's driver panicked.
         (["--shm-size", "16GB"], "--shm-size '16GB': not a Kubernetes quantity"),
         (["--store-port", "99999"], "--store-port 99999: expected a TCP port (1-65535)"),
+        # Each of these compiled, and failed only on the cluster: prometheus_client's
+        # push_to_gateway needs a URL; the kubelet pulls an image reference
+        # (distribution/reference v0.6.0 regexp.go); a GPU is an extended resource DOMAIN/NAME
+        # (k8s.io/apimachinery validation.go IsQualifiedName).
+        (["--pushgateway-url", "pushgateway"], "--pushgateway-url 'pushgateway': expected an http"),
+        (["--image", "Registry/RFDETR:1"], "--image 'Registry/RFDETR:1': not an image reference"),
+        (["--cpu-image", "rfdetr:1 cpu"], "--cpu-image 'rfdetr:1 cpu': not an image reference"),
+        (["--accelerator", "gpu"], "--accelerator 'gpu': expected an extended resource"),
+        # kfp 2.17's own messages named neither the option nor the value
+        (["--train-cpu", "-3"], "--train-cpu '-3': expected a CPU amount, e.g. 8, 2.5 or 500m"),
+        (["--retry-backoff", "-5"], "--retry-backoff '-5': expected a duration of 0 or more"),
     ],
 )
 def test_pipeline_compile_cli_rejects_bad_options(
