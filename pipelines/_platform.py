@@ -54,38 +54,21 @@ class Resources:
 
 @dataclass(frozen=True)
 class Platform:
-    """Cluster settings of every step (the ``compile`` options' help says what each one is).
+    """Cluster settings of every step; the ``compile`` option of each field says what it is.
 
-    Attributes:
-        image: replaces every component's image; None keeps :data:`components.RFDETR_IMAGE`.
-        cpu_image: None: ``<repo>:<tag>-cpu`` beside ``image`` (:func:`step_image`).
-        train_gpus, eval_gpus: 0 runs the step on CPU (no GPU node selector, no tolerations).
-        gpu_node_selector: default none: the GPU limit and the toleration place a GPU step;
-            ``nvidia.com/gpu.present`` exists only with GPU Feature Discovery.
-        shm_size: the memory-backed ``/dev/shm`` of train and evaluate (PyTorch DataLoader
-            workers pass batches through shared memory).
+    Attributes not spelled out there:
+        image: None keeps :data:`components.RFDETR_IMAGE`; cpu_image: see :func:`step_image`.
+        gpu_node_selector: ``nvidia.com/gpu.present`` exists only with GPU Feature Discovery.
+        shm_size: PyTorch DataLoader workers pass batches through shared memory.
         train, evaluate, export, light: resources of the train step, the evaluate step, the
-            fetch and export steps, and the other (seconds-long) steps.
+            fetch and export steps, and the other (seconds-long) steps; serve: the predictor's.
         secret_name: its ``accesskey``/``secretkey`` become ``AWS_ACCESS_KEY_ID`` /
-            ``AWS_SECRET_ACCESS_KEY``; store_host, store_port, store_secure: the
-            ``OBJECTSTORECONFIG_*`` endpoint of the steps that read or write the store directly.
-        train_retries, retry_backoff, retry_backoff_factor, retry_backoff_max: the train
-            step's retry policy (a retry resumes from the mirror). Argo counts
-            ``retry_backoff_max`` from the first attempt's start and uses it as every retried
-            pod's deadline, so it must exceed the worst-case training time; the factor must be
-            an integer (KFP 2.5+ and Argo truncate it).
-        train_timeout_s, eval_timeout_s: ``activeDeadlineSeconds``, counted from each pod's
-            start (None: none).
-        display_names: KFP before 2.14 loses producer tasks that have one.
+            ``AWS_SECRET_ACCESS_KEY``; store_*: the ``OBJECTSTORECONFIG_*`` endpoint.
+        retry_backoff_factor: an integer (KFP 2.5+ and Argo truncate it).
+        train_timeout_s, eval_timeout_s: ``activeDeadlineSeconds`` of each pod (None: none).
         local: settings for ``kfp.local`` (see the module docstring).
-        run_as_user: UID and GID, with ``runAsNonRoot`` (None: no security context). The field
-            is new in KFP 2.17's protos: a 2.17 driver applies it, a 2.15/2.16 driver parses the
-            Kubernetes config leniently and drops it (tests/conformance/test_conformance_ir.py).
-        train_engine: ``pod``, or ``trainjob``/``pytorchjob``: the step creates a Kubeflow job
-            (:mod:`pipelines.steps.train_job`); train_nodes and gpus_per_node are then the
-            defaults of the pipeline parameters of the same names.
-        deploy: add the ``deploy`` step (a KServe InferenceService of the published version,
-            when publish published); serve: the predictor's resources.
+        run_as_user: new in KFP 2.17's protos; a 2.15/2.16 driver parses the Kubernetes config
+            leniently and drops it (tests/conformance/test_conformance_ir.py).
     """
 
     image: str | None = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
     from kfp.compiler import KubernetesManifestOptions as ManifestOptions
 
     from pipelines._platform import Platform, Toleration
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = "pipeline.yaml"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -49,22 +46,16 @@ _IMAGE = re.compile(
     r"(?::\w[\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
 )
 _RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# fmt: off
 _FORMATS: dict[str, tuple[str, re.Pattern[str], str]] = {  # dest: (flag, pattern, expected)
     "shm_size": ("--shm-size", _QUANTITY, "not a Kubernetes quantity, e.g. 16Gi or 8G"),
     "image": ("--image", _IMAGE, "not an image reference, e.g. registry.io/rfdetr:1.0"),
     "cpu_image": ("--cpu-image", _IMAGE, "not an image reference, e.g. registry.io/rfdetr:1.0-cpu"),
-    "accelerator_type": (
-        "--accelerator",
-        _RESOURCE,
-        "expected an extended resource DOMAIN/NAME, e.g. nvidia.com/gpu",
-    ),
-    "train_cpu": (
-        "--train-cpu",
-        re.compile(r"^([0-9]*[.])?[0-9]+m?$"),
-        "expected a CPU amount, e.g. 8, 2.5 or 500m",
-    ),
+    "accelerator_type": ("--accelerator", _RESOURCE, "expected an extended resource DOMAIN/NAME, e.g. nvidia.com/gpu"),
+    "train_cpu": ("--train-cpu", re.compile(r"^([0-9]*[.])?[0-9]+m?$"), "expected a CPU amount, e.g. 8, 2.5 or 500m"),
     "pushgateway_url": ("--pushgateway-url", HTTP_URL, "expected an http(s)://host[:port] URL"),
 }
+# fmt: on
 
 
 def _duration(text: str) -> int:

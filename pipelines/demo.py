@@ -93,26 +93,16 @@ def dataset_uri(dataset: str, workdir: Path) -> str:
 
 def pipeline_arguments(uri: str, model: str, epochs: int, generated: bool) -> dict:
     """The demo's pipeline parameters: CPU-friendly settings, publishing to the demo store."""
-    overrides: dict = {"num_workers": 0, "device": "cpu"}
+    tiny = model == "tiny" and generated
     args: dict = {"dataset_uri": uri, "model_size": model, "epochs": epochs}
-    if model == "tiny" and generated:
-        args |= TINY_OPTIONS
-        overrides |= TINY_OVERRIDES
-    args |= {
+    overrides: dict = {"num_workers": 0, "device": "cpu"}
+    if tiny:
+        args, overrides = args | TINY_OPTIONS, overrides | TINY_OVERRIDES
+    return args | {
         "overrides": overrides,
         "publish_bucket": MODEL_BUCKET,
         "model_name": f"rfdetr-{model}",
     }
-    return args
-
-
-def verify_published(uri: str, dest: Path) -> list[str]:
-    """Download the published prefix (every file checked against its manifest); its URIs."""
-    from rfdetr.storage import download_prefix, parse_uri
-
-    result = download_prefix(uri, dest)
-    prefix = parse_uri(uri)
-    return [str(prefix.child(rel)) for rel in result.files]
 
 
 def _size(path: Path) -> int:
@@ -131,19 +121,14 @@ def artifact_traffic(run_dir: Path, spec: dict) -> tuple[int, int]:
     writes) over the compiled pipeline ``spec``'s tasks and artifact edges.
     """
     tasks = spec["root"]["dag"]["tasks"]
-    up = 0
+    up = down = 0  # a missing path counts 0 (_size)
     for name, task in tasks.items():
         component = spec["components"][task["componentRef"]["name"]]
         for output in component.get("outputDefinitions", {}).get("artifacts", {}):
-            path = run_dir / name / output
-            up += _size(path) if path.exists() else 0
-    down = 0
-    for task in tasks.values():
+            up += _size(run_dir / name / output)
         for edge in task.get("inputs", {}).get("artifacts", {}).values():
-            source = edge.get("taskOutputArtifact")
-            if source:
-                path = run_dir / source["producerTask"] / source["outputArtifactKey"]
-                down += _size(path) if path.exists() else 0
+            if source := edge.get("taskOutputArtifact"):
+                down += _size(run_dir / source["producerTask"] / source["outputArtifactKey"])
     return up, down
 
 
@@ -212,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             del os.environ[TRANSFER_LOG_ENV]
         moved = bytes_moved_line(run.run_dir, transfers, pipeline_spec())
         published = []
-        if run.published_uri:
+        if run.published_uri:  # downloaded again, every file checked against its manifest
+            from rfdetr.storage import download_prefix, parse_uri
+
             stamp = run.published_uri.rstrip("/").rsplit("/", 1)[-1]
-            published = verify_published(run.published_uri, workdir / "published" / stamp)
+            files = download_prefix(run.published_uri, workdir / "published" / stamp).files
+            published = [str(parse_uri(run.published_uri).child(rel)) for rel in files]
     _say("")
     _say("\n".join(summary_lines(run)))
     for item in published:

@@ -63,6 +63,8 @@ _SCHEDULE: tuple[Option, ...] = (
     ("--replace", "disable enabled recurring runs of the same name in the experiment once created", {"action": "store_true"}),
     ("--delete-old", "with --replace: delete the other recurring runs of that name (enabled or disabled) instead of disabling them", {"action": "store_true"}),
 )
+# kfp_api.create_schedule's keywords: the options of the same names
+_KEYWORDS = ("max_concurrency", "catchup", "pipeline_root", "service_account", "replace", "delete_old")
 # fmt: on
 
 
@@ -115,12 +117,8 @@ def _prepare(args: argparse.Namespace) -> tuple:
         reuse=args.reuse_version,
         namespace=args.namespace,
     )
-    created = (
-        " (new pipeline; its first version takes the pipeline's name)"
-        if version.new_pipeline
-        else ""
-    )
-    print(f"pipeline:   {name} ({version.pipeline_id}){created}")
+    created = " (new pipeline; its first version takes the pipeline's name)"
+    print(f"pipeline:   {name} ({version.pipeline_id}){created if version.new_pipeline else ''}")
     reused = " (existing, same YAML)" if version.reused else ""
     print(f"version:    {version.version_name} ({version.version_id}){reused}")
     print(f"experiment: {args.experiment} ({experiment_id})")
@@ -172,12 +170,7 @@ def _run_schedule(args: argparse.Namespace) -> int:
         args.name or f"{name} schedule",
         cron,
         params,
-        max_concurrency=args.max_concurrency,
-        catchup=args.catchup,
-        pipeline_root=args.pipeline_root,
-        service_account=args.service_account,
-        replace=args.replace,
-        delete_old=args.delete_old,
+        **{k: getattr(args, k) for k in _KEYWORDS},
     )
     print(f"recurring:  {job_id} cron '{cron}'  {host}/#/recurringrun/details/{job_id}")
     if disabled:

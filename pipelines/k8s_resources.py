@@ -102,20 +102,6 @@ def current_namespace(default: str = "default") -> str:
         return default
 
 
-def _api_client() -> Any:
-    """A client: in-cluster (the pod's service account) or from ``$KUBECONFIG``/~/.kube."""
-    from kubernetes import client, config
-
-    try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-        else:  # the client reads $KUBECONFIG once, at import: pass it on
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    except config.ConfigException as exc:
-        raise StepError(f"no Kubernetes API access: {' '.join(str(exc).split())}") from None
-    return client.ApiClient()
-
-
 def _short(exc: Any) -> str:
     """A one-line description of a ``kubernetes`` ``ApiException``."""
     import json
@@ -134,10 +120,19 @@ class Resources:
     """Custom objects of one namespace, through the ``kubernetes`` client."""
 
     def __init__(self, namespace: str, api_client: Any | None = None) -> None:
-        from kubernetes import client
+        """``api_client`` default: in-cluster (the pod's service account), else from
+        ``$KUBECONFIG``/~/.kube."""
+        from kubernetes import client, config
 
+        try:
+            if api_client is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config()
+            elif api_client is None:  # the client reads $KUBECONFIG once, at import: pass it on
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+        except config.ConfigException as exc:
+            raise StepError(f"no Kubernetes API access: {' '.join(str(exc).split())}") from None
         self.namespace = namespace
-        self._client = api_client or _api_client()
+        self._client = api_client or client.ApiClient()
         self.custom = client.CustomObjectsApi(self._client)
         self.core = client.CoreV1Api(self._client)
         self._logs_denied = False

@@ -71,12 +71,10 @@ def kfp_errors(host: str, action: str) -> Iterator[None]:
 
 
 def _api_message(body: str | None) -> str:
-    if not body:
-        return ""
     try:
-        doc = json.loads(body)
+        doc = json.loads(body or "{}")
     except ValueError:
-        return body.strip().splitlines()[0][:200]
+        return str(body).strip().splitlines()[0][:200]
     return str(doc.get("message") or doc.get("error") or "")[:300] if isinstance(doc, dict) else ""
 
 
@@ -89,18 +87,17 @@ def resolve_host(host: str | None) -> str:
 
 
 def connect(host: str, namespace: str | None = None, ca_cert: str | None = None) -> kfp.Client:
-    """A ``kfp.Client`` for ``host`` (checked by :func:`resolve_host`), keys from the
-    environment."""
+    """A ``kfp.Client`` for ``host`` (from :func:`resolve_host`), keys from the environment."""
     from kfp import Client
     from kfp.client import ServiceAccountTokenVolumeCredentials
 
     if not logger.isEnabledFor(logging.DEBUG):
         # urllib3 logs each retry of a dead host as a WARNING; our one-line error says it all
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    token = os.environ.get(TOKEN_ENV) or None
+    token, sa_token_path = os.environ.get(TOKEN_ENV) or None, os.environ.get(SA_TOKEN_PATH_ENV)
     credentials = None
-    if token is None and os.environ.get(SA_TOKEN_PATH_ENV):
-        credentials = ServiceAccountTokenVolumeCredentials(os.environ[SA_TOKEN_PATH_ENV])
+    if token is None and sa_token_path:
+        credentials = ServiceAccountTokenVolumeCredentials(sa_token_path)
     with kfp_errors(host, "connecting"):
         return Client(
             host=host,
@@ -122,13 +119,20 @@ class UploadedVersion:
     new_pipeline: bool
     reused: bool = False
 
+    @classmethod
+    def of(
+        cls, pipeline_id: str, version: Any, new_pipeline: bool = False, reused: bool = False
+    ) -> UploadedVersion:
+        """From a ``V2beta1PipelineVersion`` of pipeline ``pipeline_id``."""
+        name = version.display_name
+        return cls(pipeline_id, version.pipeline_version_id, name, new_pipeline, reused)
+
 
 CONTENT_MARK = "content sha256:"
 _CONTENT_HASH = re.compile(re.escape(CONTENT_MARK) + r"([0-9a-f]{64})")
 
 
 def _content_hash(version: Any) -> str | None:
-    """The YAML sha256 an upload recorded in ``version``'s description, if any."""
     match = _CONTENT_HASH.search(version.description or "")
     return match.group(1) if match else None
 
@@ -167,47 +171,42 @@ def upload_version(
     With ``namespace``, a private pipeline there: multi-user KFP authorizes a shared one in its own
     namespace (``canUploadVersionedPipeline``), where the submitter's Role grants nothing.
     """
+    description = content_description(package)
     with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"):
-        pipeline_id = _pipeline_id(client, pipeline_name, namespace)
-        if pipeline_id is None:
-            pipeline = client.upload_pipeline(
-                str(package.path),
-                pipeline_name=pipeline_name,
-                description=content_description(package),
-                namespace=namespace,
+        found = client.list_pipelines(
+            filter=_name_filter(pipeline_name), page_size=2, namespace=namespace
+        ).pipelines
+        if found and len(found) > 1:
+            raise ValueError(
+                f"more than one pipeline is named {pipeline_name!r}; pass --pipeline-name"
             )
-            first = _newest_version(client, pipeline.pipeline_id, host)
-            return UploadedVersion(
-                pipeline.pipeline_id, first.pipeline_version_id, first.display_name, True
+        if not found:
+            pipeline_id = client.upload_pipeline(
+                str(package.path), pipeline_name, description, namespace=namespace
+            ).pipeline_id
+            first = client.list_pipeline_versions(
+                pipeline_id, page_size=1, sort_by="created_at desc"
             )
-        existing = client.list_pipeline_versions(pipeline_id, filter=_name_filter(version_name))
-        if existing.pipeline_versions:
-            found = existing.pipeline_versions[0]
-            _check_reusable(found, package, pipeline_name, version_name, reuse)
-            return UploadedVersion(
-                pipeline_id, found.pipeline_version_id, version_name, False, reused=True
-            )
+            if not first.pipeline_versions:
+                raise UserError(
+                    f"KFP at {host} created pipeline {pipeline_id} without a version", EXIT_FAILED
+                )
+            return UploadedVersion.of(pipeline_id, first.pipeline_versions[0], new_pipeline=True)
+        pipeline_id = found[0].pipeline_id
+        named = client.list_pipeline_versions(pipeline_id, filter=_name_filter(version_name))
+        if named.pipeline_versions:
+            _check_reusable(named.pipeline_versions[0], package, pipeline_name, version_name, reuse)
+            return UploadedVersion.of(pipeline_id, named.pipeline_versions[0], reused=True)
         same = _version_holding(client, pipeline_id, package.sha256) if reuse else None
         if same is not None:
-            return UploadedVersion(
-                pipeline_id, same.pipeline_version_id, same.display_name, False, reused=True
-            )
+            return UploadedVersion.of(pipeline_id, same, reused=True)
         version = client.upload_pipeline_version(
             str(package.path),
             pipeline_version_name=version_name,
             pipeline_id=pipeline_id,
-            description=content_description(package),
+            description=description,
         )
         return UploadedVersion(pipeline_id, version.pipeline_version_id, version_name, False)
-
-
-def _pipeline_id(client: kfp.Client, name: str, namespace: str | None) -> str | None:
-    """The id of pipeline ``name`` in ``namespace`` (shared pipelines when None), if any."""
-    found = client.list_pipelines(filter=_name_filter(name), page_size=2, namespace=namespace)
-    pipelines = found.pipelines or []
-    if len(pipelines) > 1:
-        raise ValueError(f"more than one pipeline is named {name!r}; pass --pipeline-name")
-    return pipelines[0].pipeline_id if pipelines else None
 
 
 def _version_holding(client: kfp.Client, pipeline_id: str, sha256: str) -> Any | None:
@@ -225,27 +224,17 @@ def _version_holding(client: kfp.Client, pipeline_id: str, sha256: str) -> Any |
             return None
 
 
-def _newest_version(client: kfp.Client, pipeline_id: str, host: str) -> Any:
-    listing = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
-    if not listing.pipeline_versions:
-        raise UserError(
-            f"KFP at {host} created pipeline {pipeline_id} without a version", EXIT_FAILED
-        )
-    return listing.pipeline_versions[0]
-
-
 def _check_reusable(
     found: Any, package: PipelinePackage, pipeline_name: str, version_name: str, reuse: bool
 ) -> None:
-    """Refuse an existing version unless ``reuse`` and it holds the same YAML."""
     where = f"pipeline {pipeline_name!r} already has a version {version_name!r}"
     where += f" (id {found.pipeline_version_id})"
+    recorded = _content_hash(found)
     if not reuse:
         raise UserError(
             f"{where}; pass another --version-name, or --reuse-version to use it when it holds "
             "this same YAML"
         )
-    recorded = _content_hash(found)
     if recorded is None:
         raise UserError(
             f"{where} that was not uploaded by rfdetr-pipeline (no content hash in its "
@@ -280,8 +269,21 @@ def wait_for_run(
 
     # A cancelled CI job's step gets SIGTERM: raise KeyboardInterrupt as for Ctrl-C.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    deadline = time.monotonic() + timeout_s
     try:
-        return _poll_run(client, host, run_id, timeout_s, poll_s)
+        while True:
+            with kfp_errors(host, f"waiting for run {run_id}"):
+                last = str(client.get_run(run_id).state or "PENDING").upper()
+            if last in TERMINAL_RUN_STATES:
+                return last
+            if time.monotonic() + poll_s > deadline:
+                raise UserError(
+                    f"run {run_id} still {last} after {timeout_s:.0f} s: "
+                    f"{host}/#/runs/details/{run_id}",
+                    EXIT_FAILED,
+                )
+            logger.info("run %s: %s", run_id, last)
+            time.sleep(poll_s)
     except (UserError, KeyboardInterrupt):
         if terminate_on_abort:
             with kfp_errors(host, f"terminating run {run_id}"):
@@ -290,23 +292,6 @@ def wait_for_run(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _poll_run(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with kfp_errors(host, f"waiting for run {run_id}"):
-            last = str(client.get_run(run_id).state or "PENDING").upper()
-        if last in TERMINAL_RUN_STATES:
-            return last
-        if time.monotonic() + poll_s > deadline:
-            raise UserError(
-                f"run {run_id} still {last} after {timeout_s:.0f} s: "
-                f"{host}/#/runs/details/{run_id}",
-                EXIT_FAILED,
-            )
-        logger.info("run %s: %s", run_id, last)
-        time.sleep(poll_s)
 
 
 def create_schedule(

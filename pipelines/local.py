@@ -40,8 +40,6 @@ from pipelines.cli import Subparsers
 from pipelines.parameters import CONFIG_INPUTS, KNOBS, PARAMETERS, REQUIRED
 from rfdetr.errors import EXIT_FAILED, UserError
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_ROOT = "local_outputs"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_LINE = re.compile(r"(Executing task '([\w-]+)'|Task '([\w-]+)' finished with status (\w+))")
@@ -165,9 +163,8 @@ class _ProgressTee(io.TextIOBase):
 
 @contextlib.contextmanager
 def _captured(log_path: Path | None, console: TextIO | None) -> Iterator[_ProgressTee]:
-    """Redirect stdout into a :class:`_ProgressTee` writing ``log_path`` (an anonymous
-    temporary file when None). kfp.local logs its progress at INFO through its own handler
-    (into the log file) and a few lines more through the root logger's: kept off the console."""
+    """Stdout into a :class:`_ProgressTee` writing ``log_path`` (None: a temporary file); the
+    root logger's INFO lines of kfp.local kept off the console."""
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
@@ -220,20 +217,17 @@ def run_local(
             message = tee.step_errors[-1] if tee.step_errors else _ANSI.sub("", str(exc))
             hint = f" (full log: {log})" if log else ""
             raise LocalRunError(f"{message}{hint}", name, log) from None
-    return _result(task.outputs, log, tee.tasks)
-
-
-def _result(outputs: Mapping[str, Any], log: Path | None, tasks: list[str]) -> LocalRun:
-    model = Path(outputs["model"].path)
+    out = task.outputs
+    model = Path(out["model"].path)
     return LocalRun(
-        run_dir=model.parent.parent,
-        model=model,
-        onnx_model=Path(outputs["onnx_model"].path),
-        report=Path(outputs["report"].path),
-        map_50_95=float(outputs["map_50_95"]),
-        published_uri=str(outputs["published_uri"]),
-        log_path=log,
-        tasks=tasks,
+        model.parent.parent,
+        model,
+        Path(out["onnx_model"].path),
+        Path(out["report"].path),
+        float(out["map_50_95"]),
+        str(out["published_uri"]),
+        log,
+        tee.tasks,
     )
 
 
@@ -291,18 +285,13 @@ def add_parser(subparsers: Subparsers) -> None:
         help="where run folders are written (default ./local_outputs)",
     )
     parser.add_argument(
-        "--log",
-        type=Path,
-        default=None,
-        help="file for the steps' output (default <pipeline-root>/<time>.log)",
+        "--log", type=Path, help="file for the steps' output (default <pipeline-root>/<time>.log)"
     )
     parser.set_defaults(handler=_run)
 
 
 def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline arguments: --params-file, DATASET_URI, --param, then the named options."""
-    import tempfile
-
     from pipelines.compile import compile_pipeline
     from pipelines.kfp_package import PipelinePackage, build_params
 

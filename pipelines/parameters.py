@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 REQUIRED: Any = inspect.Parameter.empty
-KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD
 KNOB = "knob"  # a RunConfig option; None = the model preset's value (resolve_config)
 CONFIG = "config"  # another input of resolve_config
 PLATFORM = "platform"  # default: the compiled Platform's field of the same name
@@ -96,7 +95,7 @@ def pipeline_signature(return_annotation: Any, platform: object) -> inspect.Sign
         [
             inspect.Parameter(
                 p.name,
-                KEYWORD,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
                 default=getattr(platform, p.name) if p.kind == PLATFORM else p.default,
                 annotation=p.annotation,
             )

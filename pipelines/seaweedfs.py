@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,11 +137,7 @@ def _port_free(port: int) -> bool:
 def _all_ports(ports: dict[str, int]) -> set[int]:
     """Every port of a ``ports`` map: the components' http ports, their gRPC ports, s3 gRPC."""
     found = {p for n, p in ports.items() if n in _COMPONENTS}
-    return (
-        found
-        | {p + _GRPC_OFFSET for p in found}
-        | ({ports["s3_grpc"]} if "s3_grpc" in ports else set())
-    )
+    return found | {p + _GRPC_OFFSET for p in found} | {ports.get("s3_grpc")} - {None}
 
 
 def free_port(preferred: int = 0) -> int:
@@ -210,22 +205,6 @@ def _owned_pid(data_dir: Path) -> int | None:
     return None
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _log_tail(data_dir: Path, lines: int = 3) -> str:
-    try:
-        text = (data_dir / "weed.log").read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(line.strip() for line in text[-lines:])
-
-
 def status(data_dir: Path | None = None) -> ServerInfo | None:
     """The running server on ``data_dir``, or None."""
     data_dir = (data_dir or default_data_dir()).absolute()
@@ -286,8 +265,9 @@ def start(
             preexec_fn=process_lifetime.die_with_parent() if tied else None,
         )  # fmt: skip
     (data_dir / "weed.pid").write_text(f"{proc.pid}\n")
-    if tied:
-        _stop_at_exit(data_dir)
+    if tied:  # stop it when this process (not a forked child) exits normally
+        owner = os.getpid()
+        atexit.register(lambda: os.getpid() == owner and stop(data_dir))
     info = _save(ServerInfo(proc.pid, port, data_dir, (), source), (), ports)
     try:
         _wait_healthy(proc, data_dir, port, timeout)
@@ -297,17 +277,6 @@ def start(
         raise
     logger.info("object store up at %s (pid %d, data in %s)", info.url, proc.pid, data_dir)
     return _save(info, buckets, ports)
-
-
-def _stop_at_exit(data_dir: Path) -> None:
-    """Stop ``data_dir``'s server when this process exits normally (not in a forked child)."""
-    owner = os.getpid()
-
-    def stop_if_owner() -> None:
-        if os.getpid() == owner:
-            stop(data_dir)
-
-    atexit.register(stop_if_owner)
 
 
 def _save(info: ServerInfo, buckets: tuple[str, ...], ports: dict[str, int]) -> ServerInfo:
@@ -322,13 +291,23 @@ def _save(info: ServerInfo, buckets: tuple[str, ...], ports: dict[str, int]) -> 
     return ServerInfo(info.pid, info.port, info.data_dir, merged, info.credentials_source)
 
 
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=1) as response:
+            return response.status == 200
+    except OSError:  # urllib.error.URLError included
+        return False
+
+
 def _wait_healthy(proc: subprocess.Popen, data_dir: Path, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not _healthy(port):
         if proc.poll() is not None:
+            log = data_dir / "weed.log"
+            text = log.read_text(errors="replace") if log.is_file() else ""
+            tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:])
             raise ObjectStoreServerError(
-                f"SeaweedFS exited with code {proc.returncode} at start; "
-                f"{data_dir / 'weed.log'}: {_log_tail(data_dir)}"
+                f"SeaweedFS exited with code {proc.returncode} at start; {log}: {tail}"
             )
         if time.monotonic() > deadline:
             raise ObjectStoreServerError(

@@ -60,7 +60,7 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _certificates(folder: Path) -> None:
-    """A throw-away CA and one certificate (server and client use) for 127.0.0.1, in ``folder``."""
+    """A throw-away CA and one server-and-client certificate for 127.0.0.1, in ``folder``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -79,10 +79,7 @@ def _certificates(folder: Path) -> None:
             .not_valid_after(now + datetime.timedelta(days=3650))
         )
 
-    ca_key, node_key = (
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP256R1()),
-    )
+    ca_key, node_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
     ca_name = f"{COMMON_NAME}-ca"
     ca = (
         builder(ca_name, ca_name, ca_key.public_key())
@@ -97,13 +94,11 @@ def _certificates(folder: Path) -> None:
         .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    pem = serialization.Encoding.PEM
+    pem, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
     write_private(folder / CA_FILE, ca.public_bytes(pem))
     write_private(folder / CERT_FILE, node.public_bytes(pem))
-    key_format = serialization.PrivateFormat.PKCS8
     write_private(
-        folder / KEY_FILE,
-        node_key.private_bytes(pem, key_format, serialization.NoEncryption()),
+        folder / KEY_FILE, node_key.private_bytes(pem, pkcs8, serialization.NoEncryption())
     )
 
 

@@ -68,9 +68,7 @@ class StepMetrics:
         if not pipeline or not step:
             raise ValueError("StepMetrics needs a pipeline and a step name")
         self.pipeline, self.step, self.run_id = pipeline, step, run_id
-        self.gateway = (
-            gateway if gateway is not None else os.environ.get(PUSHGATEWAY_ENV, "").strip()
-        )
+        self.gateway = os.environ.get(PUSHGATEWAY_ENV, "").strip() if gateway is None else gateway
         self.timeout = timeout
         self._lock = threading.Lock()
         # name -> (help, label names, {label values: value})
@@ -134,21 +132,16 @@ class StepMetrics:
     @contextmanager
     def observe_duration(self) -> Iterator[StepMetrics]:
         """Time the block; record success or failure time; push at the end (even on failure)."""
-        start = time.monotonic()
+        start, outcome = time.monotonic(), "failure"
         try:
             yield self
-        except BaseException:
-            self.set_gauge(
-                "step_last_failure_timestamp_seconds", time.time(), "Last failure (Unix)"
-            )
-            self.set_gauge("step_success", 0, "1 when the last attempt succeeded")
-            raise
-        else:
-            self.set_gauge(
-                "step_last_success_timestamp_seconds", time.time(), "Last success (Unix)"
-            )
-            self.set_gauge("step_success", 1, "1 when the last attempt succeeded")
+            outcome = "success"
         finally:
+            stamp = f"step_last_{outcome}_timestamp_seconds"
+            self.set_gauge(stamp, time.time(), f"Last {outcome} (Unix)")
+            self.set_gauge(
+                "step_success", outcome == "success", "1 when the last attempt succeeded"
+            )
             self.set_gauge("step_duration_seconds", time.monotonic() - start, "Step wall time")
             self.push()
 
@@ -191,13 +184,8 @@ class StepMetrics:
                 handler=_auth_handler(),
             )
         except Exception as exc:  # any network or HTTP failure: metrics must never fail a step
-            logger.warning(
-                "pushing metrics of %s/%s to %s failed: %s",
-                self.pipeline,
-                self.step,
-                self.gateway,
-                exc,
-            )
+            where = f"{self.pipeline}/{self.step} to {self.gateway}"
+            logger.warning("pushing metrics of %s failed: %s", where, exc)
             return False
         logger.debug("pushed metrics of %s/%s to %s", self.pipeline, self.step, self.gateway)
         return True

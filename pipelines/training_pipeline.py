@@ -126,14 +126,11 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     if p.display_names and not p.local:  # kfp.local warns that they do nothing there
         for key, task in tasks.items():
             task.set_display_name(DISPLAY_NAMES[key])
-    light = ("config", "checked", "selected", "published", "served")
-    for key in (key for key in light if key in tasks):
-        ps.common(tasks[key], p, p.light)
-    for key in ("fetched", "exported"):
-        ps.common(tasks[key], p, p.export)
     distributed = p.train_engine != "pod"  # the step pod only follows a job
-    ps.common(tasks["trained"], p, p.light if distributed else p.train)
-    ps.common(tasks["evaluated"], p, p.evaluate)
+    resources = dict.fromkeys(tasks, p.light) | {"fetched": p.export, "exported": p.export}
+    resources |= {"trained": p.light if distributed else p.train, "evaluated": p.evaluate}
+    for key, task in tasks.items():
+        ps.common(task, p, resources[key])
     for key in ("fetched", "checked", "trained", "evaluated", "exported", "published"):  # by ref.
         ps.use_object_store(tasks[key], p)
     ps.use_gpus(tasks["trained"], p, 0 if distributed else p.train_gpus)
