@@ -13,6 +13,7 @@ one-second retry backoff.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -165,13 +166,7 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
     """``count`` GPUs (none: CPU), on GPU nodes, with a memory-backed ``/dev/shm``."""
     from kfp import kubernetes
 
-    kubernetes.empty_dir_mount(
-        task,
-        volume_name="dshm",
-        mount_path="/dev/shm",
-        medium="Memory",
-        size_limit=platform.shm_size,
-    )
+    kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", "Memory", size_limit=platform.shm_size)
     if count <= 0:
         return task
     if not platform.local:
@@ -179,14 +174,8 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
         task.set_container_image(step_image(platform, gpu=True))
     for key, value in platform.gpu_node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    for toleration in platform.gpu_tolerations:
-        kubernetes.add_toleration(
-            task,
-            key=toleration.key,
-            operator=toleration.operator,
-            value=toleration.value,
-            effect=toleration.effect,
-        )
+    for toleration in platform.gpu_tolerations:  # its fields are add_toleration's keywords
+        kubernetes.add_toleration(task, **dataclasses.asdict(toleration))
     return task
 
 
@@ -211,8 +200,8 @@ def train_job_settings(platform: Platform, image: bool = True) -> dict[str, obje
 def serving_settings(platform: Platform, image: bool = True) -> dict[str, object]:
     """The ``serving`` input of ``deploy``: the predictor's image, resources, secret (``image``:
     as in :func:`train_job_settings`)."""
-    settings = {"cpu": platform.serve.cpu, "memory": platform.serve.memory}
-    settings["secret"] = platform.secret_name
+    serve = platform.serve
+    settings = {"cpu": serve.cpu, "memory": serve.memory, "secret": platform.secret_name}
     return {"image": step_image(platform, gpu=False), **settings} if image else settings
 
 

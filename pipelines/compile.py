@@ -313,8 +313,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     print(f"secret:    {platform.secret_name} -> {platform.store_host}:{platform.store_port}")
     if manifest is not None:
-        name = manifest.pipeline_version_name
-        print(f"resources: Pipeline {PIPELINE_NAME}, PipelineVersion {name}")
+        print(
+            f"resources: Pipeline {PIPELINE_NAME}, PipelineVersion {manifest.pipeline_version_name}"
+        )
         print(f"next:      kubectl apply -f {path}")
     else:
         print(f"next:      rfdetr-pipeline submit {path} --host URL --param dataset_uri=s3://...")

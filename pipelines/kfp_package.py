@@ -29,6 +29,14 @@ _CRON_BOUNDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("month", 1, 12, {m: i for i, m in enumerate(_MONTHS, 1)}),
     ("day-of-week", 0, 6, {d: i for i, d in enumerate(_DAYS)}),
 )
+_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {  # parameterType: (Python, in words)
+    "STRING": (str, "a string"),
+    "BOOLEAN": (bool, "true or false"),
+    "NUMBER_INTEGER": (int, "an integer"),
+    "NUMBER_DOUBLE": ((int, float), "a number"),
+    "LIST": (list, "a JSON list"),
+    "STRUCT": (dict, "a JSON object"),
+}
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -101,37 +109,20 @@ class PipelinePackage:
 
 def _coerce(spec: ParamSpec, value: Any, from_text: bool) -> Any:
     """``value`` as the JSON type of ``spec``; CLI text is parsed, file values are checked."""
-    kind = spec.type
+    accepted, what = _TYPES.get(spec.type, ((), "a JSON object"))
+    number = spec.type.startswith("NUMBER")
     try:
-        if kind == "STRING":
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            return value
-        if kind == "BOOLEAN":
-            if isinstance(value, bool):
-                return value
-            if from_text and value.strip().lower() in _BOOLS:
-                return _BOOLS[value.strip().lower()]
-            raise ValueError("expected true or false")
-        if from_text:
+        if from_text and spec.type == "BOOLEAN":
+            value = _BOOLS.get(value.strip().lower(), value)
+        elif from_text and spec.type != "STRING":
             value = json.loads(value)
-        if kind == "NUMBER_INTEGER":
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError("expected an integer")
-            return value
-        if kind == "NUMBER_DOUBLE":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError("expected a number")
-            return float(value)
-        if (kind == "LIST" and isinstance(value, list)) or (
-            kind == "STRUCT" and isinstance(value, dict)
-        ):
-            return value
-        raise ValueError(f"expected a JSON {'list' if kind == 'LIST' else 'object'}")
+        if spec.type == "NUMBER_INTEGER" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, accepted) or (number and isinstance(value, bool)):
+            raise ValueError(f"expected {what}")
     except (ValueError, TypeError, AttributeError) as exc:
         raise UserError(f"parameter {spec.name}={value!r}: {exc}") from None
+    return float(value) if spec.type == "NUMBER_DOUBLE" else value
 
 
 def build_params(

@@ -1,14 +1,6 @@
-"""Object-store commands: the local store, and chores on any store.
-
-- ``rfdetr-pipeline objectstore start|stop|status|env``: the local SeaweedFS S3 store (see
-  :mod:`pipelines.seaweedfs` for where data and keys live).
-- ``rfdetr-pipeline weights mirror --size nano [--from-file X | --from-url [URL]]`` seeds the
-  weights mirror the pipeline fine-tunes from (:mod:`pipelines.steps.weights`), once, MD5-checked
-  against upstream's table (:data:`rfdetr.hub.PRETRAINED`).
-- ``rfdetr-pipeline mirror prune --older-than 7d`` deletes checkpoint mirrors of runs whose
-  newest object is older than that (failed runs leave their resume files behind).
-- ``rfdetr-pipeline dataset upload FOLDER URI`` uploads a dataset with its ``manifest.json``,
-  which the pipeline needs to pin it.
+"""Object-store commands: the local store (``objectstore start|stop|status|env``, see
+:mod:`pipelines.seaweedfs`) and chores on any store (``weights mirror``, ``mirror prune``,
+``dataset upload``); each one's ``--help`` says what it does.
 """
 
 from __future__ import annotations

@@ -18,15 +18,12 @@ Keys: the environment's (``OBJECTSTORECONFIG_ACCESSKEY`` / ``..._SECRETACCESSKEY
 into ``credentials.json``. Everything listens on 127.0.0.1 only; telemetry is off; the master's
 HTTP admin paths are off (``-disableHttp``); buckets are never created implicitly by uploads (as on
 MinIO and AWS).
-
-Lifetime: ``objectstore start`` leaves the server running until ``objectstore stop``; a caller that
-owns its store (tests, ``make demo``, the pipeline check) passes ``tied=True`` to :func:`start`,
-and the server then ends with that process however it ends (:mod:`pipelines.process_lifetime`).
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import os
@@ -280,15 +277,11 @@ def start(
 
 
 def _save(info: ServerInfo, buckets: tuple[str, ...], ports: dict[str, int]) -> ServerInfo:
-    merged = tuple(dict.fromkeys((*info.buckets, *buckets)))
-    state = {
-        "port": info.port,
-        "ports": ports,
-        "buckets": list(merged),
-        "credentials": info.credentials_source,
-    }
+    info = dataclasses.replace(info, buckets=tuple(dict.fromkeys((*info.buckets, *buckets))))
+    state = {"port": info.port, "ports": ports, "buckets": list(info.buckets)}
+    state["credentials"] = info.credentials_source
     (info.data_dir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    return ServerInfo(info.pid, info.port, info.data_dir, merged, info.credentials_source)
+    return info
 
 
 def _healthy(port: int) -> bool:
