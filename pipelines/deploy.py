@@ -19,12 +19,10 @@ DEFAULT_EXPERIMENT = "rfdetr"
 
 def _duration(text: str) -> float:
     """Seconds from '600', '600s', '90m' or '3h' (argparse type)."""
-    units = {"s": 1, "m": 60, "h": 3600}
     value = text.strip().lower()
-    scale = units.get(value[-1:])
-    number = value[:-1] if scale else value
+    scale = {"s": 1, "m": 60, "h": 3600}.get(value[-1:])
     try:
-        seconds = float(number) * (scale or 1)
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 600s, 90m or 3h") from None
     if seconds <= 0:

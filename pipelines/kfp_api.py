@@ -336,9 +336,7 @@ def create_schedule(
             pipeline_root=pipeline_root,
             service_account=service_account,
         )
+        retire = client.delete_recurring_run if delete_old else client.disable_recurring_run
         for old in previous:
-            if delete_old:
-                client.delete_recurring_run(old)
-            else:
-                client.disable_recurring_run(old)
+            retire(old)
     return str(job.recurring_run_id), previous

@@ -41,10 +41,9 @@ def add_parser(subparsers: Subparsers) -> None:
         "--from-url",
         nargs="?",
         const="",
-        default=None,
         help="download it (default: $RFDETR_WEIGHTS_BASE_URL/<file>, else upstream's URL)",
     )
-    weights.add_argument("--uri", default=None, help="mirror prefix (default $RFDETR_WEIGHTS_URI)")
+    weights.add_argument("--uri", help="mirror prefix (default $RFDETR_WEIGHTS_URI)")
     mirror = _chore(
         subparsers,
         "mirror prune",
@@ -165,24 +164,15 @@ def _add_objectstore(subparsers: Subparsers) -> None:
         ),
     )
     parser.add_argument("action", choices=_ACTIONS, help="what to do")
+    data_help = "data folder (default: $RFDETR_OBJECTSTORE_DIR or ./.objectstore)"
+    parser.add_argument("--data-dir", type=Path, help=data_help)
     parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="data folder (default: $RFDETR_OBJECTSTORE_DIR or ./.objectstore)",
+        "--port", type=int, help="S3 API port (default: $RFDETR_OBJECTSTORE_PORT or 9000)"
     )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=None,
-        help="S3 API port (default: $RFDETR_OBJECTSTORE_PORT or 9000)",
+    bucket_help = (
+        "bucket to create at start (repeatable; default: mlpipeline, KFP's artifact bucket)"
     )
-    parser.add_argument(
-        "--bucket",
-        action="append",
-        default=None,
-        help="bucket to create at start (repeatable; default: mlpipeline, KFP's artifact bucket)",
-    )
+    parser.add_argument("--bucket", action="append", help=bucket_help)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait at start/stop")
     parser.set_defaults(handler=_objectstore)
 
