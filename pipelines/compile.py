@@ -193,8 +193,8 @@ def _check_formats(args: argparse.Namespace) -> None:
     from kfp.dsl.structures import convert_duration_to_seconds
 
     for dest, (flag, pattern, expected) in _FORMATS.items():
-        value = getattr(args, dest)
-        if value is not None and not pattern.match(value):
+        value = getattr(args, dest)  # empty: the default (a blank ConfigMap value), but /dev/shm
+        if value is not None and (value or dest == "shm_size") and not pattern.match(value):
             raise UserError(f"{flag} {value!r}: {expected}")
     try:
         if args.retry_backoff is not None and convert_duration_to_seconds(args.retry_backoff) < 0:
