@@ -278,12 +278,8 @@ def add_parser(subparsers: Subparsers) -> None:
         "JSON), e.g. --param 'overrides={\"num_workers\": 0}'",
     )
     parser.add_argument("--params-file", type=Path, help="JSON or YAML mapping of parameters")
-    parser.add_argument(
-        "--pipeline-root",
-        type=Path,
-        default=Path(DEFAULT_ROOT),
-        help="where run folders are written (default ./local_outputs)",
-    )
+    root_help = "where run folders are written (default ./local_outputs)"
+    parser.add_argument("--pipeline-root", type=Path, default=Path(DEFAULT_ROOT), help=root_help)
     parser.add_argument(
         "--log", type=Path, help="file for the steps' output (default <pipeline-root>/<time>.log)"
     )

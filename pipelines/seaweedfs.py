@@ -165,13 +165,12 @@ def _pick_ports(previous: dict[str, int], taken: set[int]) -> dict[str, int]:
 
 
 def _command(weed: Path, data_dir: Path, port: int, ports: dict[str, int]) -> list[str]:
-    s3_grpc = ports["s3_grpc"]
     cmd = [
         str(weed), "mini", f"-dir={data_dir / 'weed'}", f"-ip={HOST}", f"-ip.bind={HOST}",
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
         "-s3.port.lance=0", "-s3.autoCreateBucket=false",
         "-disableHttp",  # no master admin paths over HTTP (/col/delete, ...): store_security
-        f"-s3.port={port}", f"-s3.port.grpc={s3_grpc}",
+        f"-s3.port={port}", f"-s3.port.grpc={ports['s3_grpc']}",
     ]  # fmt: skip
     for name in _COMPONENTS:
         http_port = ports[name]
