@@ -44,13 +44,8 @@ def flat_metrics(result: Any) -> dict[str, float]:
     figures = {k: float(v) for k, v in result.primary.to_dict().items()}
     if result.segm is not None:
         figures |= {f"bbox_{k}": float(v) for k, v in result.bbox.to_dict().items()}
-    figures |= {
-        "confidence_threshold": float(result.confidence_threshold),
-        "precision": float(result.precision),
-        "recall": float(result.recall),
-        "f1": float(result.f1),
-        "num_images": float(result.num_images),
-    }
+    point = ("confidence_threshold", "precision", "recall", "f1", "num_images")
+    figures |= {name: float(getattr(result, name)) for name in point}
     for item in result.per_class:
         value = item.mask_ap_50_95 if result.segm is not None else item.ap_50_95
         if value is not None and value >= 0:  # COCO's -1: no ground truth in this split

@@ -173,8 +173,7 @@ class CheckpointMirror:
 
     def finish(self, run_dir: str | Path, *, sync: bool = True) -> None:
         """After success: a last sync (unless ``sync`` is False: another process trained),
-        then keep only ``checkpoint.pth`` and the periodic checkpoints (the step's artifact
-        holds the best files and the log)."""
+        then keep only the resume point and the periodic checkpoints (module docstring)."""
         if sync:
             self.sync(run_dir)
         self.clear(keep=(re.escape(files.LAST), _PERIODIC_NAME))

@@ -104,7 +104,7 @@ def work_folder(output_dir: str | Path) -> Path:
     return out.with_name(f"{out.name}.work")
 
 
-def keep_outputs(work: Path, out: Path) -> list[str]:
+def keep_outputs(work: Path, out: Path) -> None:
     """Link the :data:`KEPT` files (and TensorBoard's) of the run folder into the artifact."""
     out.mkdir(parents=True, exist_ok=True)
     kept = [name for name in KEPT if (work / name).is_file()]
@@ -112,7 +112,6 @@ def keep_outputs(work: Path, out: Path) -> list[str]:
     for name in kept:
         (out / name).unlink(missing_ok=True)
         link_or_copy(work / name, out / name)
-    return kept
 
 
 def _last_record(history: list[dict[str, Any]]) -> dict[str, float]:

@@ -63,15 +63,14 @@ def job_name(run_id: str) -> str:
 
 
 def _env(settings: dict[str, Any], config_json: str, reference: str, mirror: str) -> list[dict]:
-    env = [
+    return [
         {"name": ENV_CONFIG, "value": config_json},
         {"name": ENV_DATASET, "value": reference},
         {"name": ENV_MIRROR, "value": mirror},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": "/tmp"},  # writable whatever UID the cluster forces
+        *k8s.object_store_env(settings["secret"]),
     ]
-    env += k8s.object_store_env(settings["secret"])
-    return env
 
 
 def runtime_ref(runtime: str) -> dict[str, str]:
