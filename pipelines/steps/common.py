@@ -16,7 +16,6 @@ from rfdetr.errors import UserError, message
 logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "rfdetr-training"
-CONFIG_FILE = "run_config.json"
 
 
 class StepError(UserError, RuntimeError):
@@ -25,11 +24,8 @@ class StepError(UserError, RuntimeError):
 
 @contextmanager
 def step_metrics(step: str, run_id: str | None = None) -> Iterator[StepMetrics]:
-    """Time the block as pipeline step ``step`` and push its metrics at the end.
-
-    Pushing happens only when ``PUSHGATEWAY_URL`` is set, and a failed push never fails the
-    step (see :mod:`pipelines.telemetry`). Failures are recorded too, then re-raised.
-    """
+    """Time the block as pipeline step ``step``, failures included, and push its metrics at the
+    end (:mod:`pipelines.telemetry`: only with ``PUSHGATEWAY_URL``, never failing the step)."""
     metrics = StepMetrics(PIPELINE_NAME, step, run_id=run_id or None)
     with metrics.observe_duration():
         yield metrics

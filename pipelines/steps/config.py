@@ -116,10 +116,8 @@ def write_run_config(dest: str | Path, arguments: Mapping[str, Any]) -> RunConfi
 
 
 def read_run_config(path: str | Path) -> RunConfig:
-    """Read the JSON written by :func:`write_run_config`, validated again.
-
-    (KFP artifact paths have no suffix, so :meth:`RunConfig.from_file` would take it for YAML.)
-    """
+    """Read the JSON written by :func:`write_run_config`, validated again (KFP artifact paths
+    have no suffix, so :meth:`RunConfig.from_file` would take it for YAML)."""
     file = Path(path)
     try:
         return RunConfig.model_validate(json.loads(file.read_text()))

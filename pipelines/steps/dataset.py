@@ -111,10 +111,9 @@ def dataset_folder(dataset_dir: str | Path) -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class ValidationOutcome:
-    """A validation's Markdown report, its counts, and the report object itself."""
+    """A validation's report and its counts."""
 
     report: DatasetReport
-    markdown: str
     counts: dict[str, float]
 
 
@@ -155,7 +154,7 @@ def validate_fetched(
             raise DatasetInvalidError(
                 f"dataset {source or local} is not usable: {len(report.errors)} error(s)\n{text}"
             )
-    return ValidationOutcome(report, markdown, counts)
+    return ValidationOutcome(report, counts)
 
 
 def report_counts(report: DatasetReport) -> dict[str, float]:

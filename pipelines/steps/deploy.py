@@ -131,16 +131,8 @@ def smoke_request(url: str, timeout_s: float = 60.0) -> tuple[float, list[str]]:
     ImageDraw.Draw(image).rectangle((30, 20, 90, 70), fill=(20, 40, 200))
     png = io.BytesIO()
     image.save(png, format="PNG")
-    body = {
-        "inputs": [
-            {
-                "name": "images",
-                "datatype": "BYTES",
-                "shape": [1],
-                "data": [base64.b64encode(png.getvalue()).decode()],
-            }
-        ]
-    }
+    data = base64.b64encode(png.getvalue()).decode()
+    body = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1], "data": [data]}]}
     target = f"{url.rstrip('/')}/v2/models/{MODEL_NAME}/infer"
     request = urllib.request.Request(
         target, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"

@@ -15,8 +15,6 @@ from pipelines.steps.dataset import dataset_folder
 
 logger = logging.getLogger(__name__)
 
-BACKGROUND = "background"
-
 
 @dataclass(frozen=True)
 class EvaluationOutcome:
@@ -46,13 +44,8 @@ def flat_metrics(result: Any) -> dict[str, float]:
     figures = {k: float(v) for k, v in result.primary.to_dict().items()}
     if result.segm is not None:
         figures |= {f"bbox_{k}": float(v) for k, v in result.bbox.to_dict().items()}
-    figures |= {
-        "confidence_threshold": float(result.confidence_threshold),
-        "precision": float(result.precision),
-        "recall": float(result.recall),
-        "f1": float(result.f1),
-        "num_images": float(result.num_images),
-    }
+    point = ("confidence_threshold", "precision", "recall", "f1", "num_images")
+    figures |= {name: float(getattr(result, name)) for name in point}
     for item in result.per_class:
         value = item.mask_ap_50_95 if result.segm is not None else item.ap_50_95
         if value is not None and value >= 0:  # COCO's -1: no ground truth in this split
@@ -65,16 +58,14 @@ def evaluate_checkpoint(
     checkpoint_dir: str | Path,
     dataset_dir: str | Path,
     report_dir: str | Path,
-    run_config: str | Path | None = None,
-    *,
-    device: str | None = None,
+    run_config: str | Path,
 ) -> EvaluationOutcome:
     """COCO-evaluate the checkpoint in ``checkpoint_dir`` on the dataset's test split (valid
     when there is none), writing the reports into ``report_dir``. ``dataset_dir`` is the
     fetched dataset: a folder, or a reference downloaded here (:func:`dataset_folder`).
 
     The batch size and DataLoader workers are the run config's (``eval.eval_batch_size``, else
-    ``train.batch_size``; ``data.num_workers``); without a config, 4 and none.
+    ``train.batch_size``; ``data.num_workers``).
 
     Raises:
         EvaluationError: the model's classes are not the dataset's.
@@ -84,11 +75,7 @@ def evaluate_checkpoint(
     from rfdetr.evaluation.api import evaluate
 
     checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
-    batch_size, workers = 4, 0
-    if run_config is not None:
-        config = read_run_config(run_config)
-        batch_size = config.eval.eval_batch_size or config.train.batch_size
-        workers = config.data.num_workers
+    config = read_run_config(run_config)
     with step_metrics("evaluate") as metrics, dataset_folder(dataset_dir) as data:
         split = "test" if "test" in detect_format(data).splits else "valid"
         started = time.perf_counter()
@@ -97,9 +84,8 @@ def evaluate_checkpoint(
             data,
             split=split,
             output_dir=report_dir,
-            batch_size=batch_size,
-            num_workers=workers,
-            device=device,
+            batch_size=config.eval.eval_batch_size or config.train.batch_size,
+            num_workers=config.data.num_workers,
         )
         seconds = time.perf_counter() - started
         figures = flat_metrics(result)
@@ -110,6 +96,6 @@ def evaluate_checkpoint(
         split=split,
         report_dir=Path(report_dir),
         metrics=figures,
-        confusion_labels=[*result.class_names, BACKGROUND],
+        confusion_labels=[*result.class_names, "background"],
         confusion_matrix=[[int(v) for v in row] for row in result.confusion_matrix],
     )

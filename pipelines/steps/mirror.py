@@ -26,6 +26,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -35,10 +36,10 @@ from rfdetr import checkpoints as files
 from rfdetr.storage import ObjectStore, download_file, parse_uri, upload_file
 from rfdetr.storage.config import s3_errors
 from rfdetr.storage.errors import ObjectNotFoundError, StorageError
+from rfdetr.training.loggers import LOG_FILE
 
 logger = logging.getLogger(__name__)
 
-LOG_FILE = "log.txt"
 # Upload order: everything the resume point refers to before the resume point itself.
 MIRRORED: tuple[str, ...] = (
     files.BEST_REGULAR,
@@ -68,24 +69,32 @@ def _signature(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
+def mirror_folder(run_id: str) -> str:
+    """A key segment for the run: its id, else a fresh random one (no retry can find it)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", run_id).strip(".-")
+    return cleaned or f"run-{uuid.uuid4().hex[:12]}"
+
+
 class CheckpointMirror:
     """Mirror of a run folder's resume files under an object-store prefix.
 
     Args:
         uri: ``s3://bucket/prefix`` (or ``minio://``) for this run; it must be unique to the run
-            and stable across retries (the pipeline appends the run id).
+            and stable across retries (:meth:`of_run`).
         interval: seconds between background syncs while training.
-        store: connection; default from the environment.
     """
 
-    def __init__(
-        self, uri: str, interval: float = DEFAULT_INTERVAL_S, store: ObjectStore | None = None
-    ) -> None:
+    def __init__(self, uri: str, interval: float = DEFAULT_INTERVAL_S) -> None:
         self.uri = parse_uri(uri)
         self.interval = interval
-        self.store = store or ObjectStore.from_env()
+        self.store = ObjectStore.from_env()
         self._uploaded: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def of_run(cls, mirror_root: str, run_id: str) -> CheckpointMirror:
+        """The train step's mirror of a pipeline run: ``<mirror_root>/<run id>/train``."""
+        return cls(f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train")
 
     def restore(self, run_dir: str | Path) -> bool:
         """Download the mirror into ``run_dir`` unless it already has ``checkpoint.pth``.
@@ -164,8 +173,7 @@ class CheckpointMirror:
 
     def finish(self, run_dir: str | Path, *, sync: bool = True) -> None:
         """After success: a last sync (unless ``sync`` is False: another process trained),
-        then keep only ``checkpoint.pth`` and the periodic checkpoints (the step's artifact
-        holds the best files and the log)."""
+        then keep only the resume point and the periodic checkpoints (module docstring)."""
         if sync:
             self.sync(run_dir)
         self.clear(keep=(re.escape(files.LAST), _PERIODIC_NAME))
@@ -218,7 +226,6 @@ def prune(
     older_than: timedelta,
     *,
     now: datetime | None = None,
-    store: ObjectStore | None = None,
     dry_run: bool = False,
 ) -> list[str]:
     """Delete the run folders under the mirror ``root`` whose newest object is older than
@@ -226,7 +233,7 @@ def prune(
 
     A run folder is the first key segment under ``root`` (``<root>/<run id>/train/...``).
     """
-    uri, store = parse_uri(root), store or ObjectStore.from_env()
+    uri, store = parse_uri(root), ObjectStore.from_env()
     cutoff = (now or datetime.now(timezone.utc)) - older_than
     runs: dict[str, list[tuple[str, datetime]]] = {}
     client = store.client

@@ -50,7 +50,6 @@ def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedMode
         CheckpointError: the run folder holds neither best file.
     """
     from rfdetr import checkpoints as files
-    from rfdetr.checkpoints import CheckpointError
 
     run, dest = Path(run_dir), Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -61,8 +60,8 @@ def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedMode
                     link_or_copy(run / name, Path(tmp, name))
             try:
                 chosen = files.select_best(tmp)
-            except CheckpointError as err:  # name the run's file, not its scratch link
-                raise CheckpointError(str(err).replace(tmp, str(run))) from None
+            except files.CheckpointError as err:  # name the run's file, not its scratch link
+                raise files.CheckpointError(str(err).replace(tmp, str(run))) from None
             target = dest / files.BEST_TOTAL
             shutil.move(str(chosen), target)
         checkpoint = files.read_checkpoint(target)
@@ -151,21 +150,17 @@ def export_checkpoint(
             for name, value in report.max_abs_diff.items():
                 diffs[name] = max(diffs.get(name, 0.0), float(value))
         metrics.set_gauge("onnx_bytes", result.path.stat().st_size, "Exported ONNX file size")
+    int8 = None
+    if result.quantized:  # the int8 file and its accuracy report move into dest_dir/int8/
+        folder = Path(dest_dir) / "int8"
+        folder.mkdir(exist_ok=True)
+        for file in (result.path, result.path.with_name(result.path.name + ".accuracy.json")):
+            file.replace(folder / file.name)
+        int8 = {
+            "file": f"int8/{result.path.name}",
+            "fp32_kept": list(result.quantized.excluded),
+            "accuracy": result.accuracy.to_dict(),
+        }
     meta = result.metadata
-    int8 = _move_int8(result, Path(dest_dir)) if result.quantized else None
     shape = tuple(meta.input_shape)
     return ExportedModel(result.onnx_path, opset, shape, list(meta.class_names), diffs, int8)
-
-
-def _move_int8(result: Any, dest: Path) -> dict[str, Any]:
-    """Move the int8 file and its report into ``dest/int8/``; their summary for metadata."""
-    folder = dest / "int8"
-    folder.mkdir(exist_ok=True)
-    report = result.path.with_name(result.path.name + ".accuracy.json")
-    for file in (result.path, report):
-        file.replace(folder / file.name)
-    return {
-        "file": f"int8/{result.path.name}",
-        "fp32_kept": list(result.quantized.excluded),
-        "accuracy": result.accuracy.to_dict(),
-    }

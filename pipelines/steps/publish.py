@@ -40,6 +40,7 @@ from rfdetr.storage import (
 )
 from rfdetr.storage.conditional import create_object, read_json_object, replace_object
 from rfdetr.storage.errors import PreconditionFailedError
+from rfdetr.storage.manifest import Manifest
 from rfdetr.storage.uris import check_bucket_name
 
 logger = logging.getLogger(__name__)
@@ -163,20 +164,23 @@ def claim_version(model_root: str, version: str, run_id: str) -> None:
         raise StepError(f"{model_root}/{version}: this version is published already")
 
 
-def promote(model_root: str, pointer: dict[str, Any], require_improvement: bool) -> PublishDecision:
-    """Point ``latest.json`` at ``pointer`` by compare-and-swap, re-checking the gate each try.
+def promote(model_root: str, card: dict[str, Any], require_improvement: bool) -> PublishDecision:
+    """Point ``latest.json`` at the version of the model ``card`` by compare-and-swap,
+    re-checking the gate each try.
 
     Returns the gate's decision against the value finally replaced (``publish`` False: a better
-    model was promoted concurrently and ``latest.json`` stays on it).
+    model was promoted concurrently and ``latest.json`` stays on it, as its reason says).
     """
     target = parse_uri(model_root).child(LATEST)
+    pointer = {key: card[key] for key in ("version", "uri", "map_50_95")}
     data = json.dumps(pointer, indent=2).encode()
     for _ in range(CAS_ATTEMPTS):
         found = read_json_object(target)
         current = found[0] if found else None
         decision = improves(pointer["map_50_95"], current)
         if require_improvement and not decision.publish:
-            return decision
+            stays = f"{pointer['uri']} was stored, but {LATEST} stays: {decision.reason}"
+            return PublishDecision(False, stays, current)
         try:
             if found is None:
                 create_object(data, target, probe=False)
@@ -188,10 +192,14 @@ def promote(model_root: str, pointer: dict[str, Any], require_improvement: bool)
     raise StepError(f"{target}: changed {CAS_ATTEMPTS} times while publishing; run again")
 
 
-def stage_files(
-    checkpoint: Path, onnx: Path, report_dir: Path, staging: Path, card: dict[str, Any]
-) -> Path:
-    """Gather what is published into ``staging`` (hard links, no copies of big files)."""
+def upload_version(
+    model_root: str, card: dict[str, Any], files: tuple[Path, Path, Path], staging: Path
+) -> Manifest:
+    """Claim ``card["version"]``, gather the checkpoint, ONNX file and report folder ``files``
+    into ``staging`` (hard links, no copies of big files), upload it to ``card["uri"]`` and
+    check the store's manifest against it."""
+    claim_version(model_root, card["version"], card["run_id"])
+    checkpoint, onnx, report_dir = files
     link_or_copy(checkpoint, staging / checkpoint.name)
     link_or_copy(onnx, staging / onnx.name)
     for name in REPORT_FILES:
@@ -200,7 +208,13 @@ def stage_files(
     for plot in sorted((report_dir / "plots").glob("*.png")):
         link_or_copy(plot, staging / "plots" / plot.name)
     (staging / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
-    return staging
+    prefix = parse_uri(card["uri"])
+    manifest = upload_dir(staging, prefix)
+    write_manifest(manifest, staging / MANIFEST_NAME)  # the artifact shows it too
+    remote = read_manifest(str(prefix))  # what a consumer will check against
+    if remote.by_path() != manifest.by_path():
+        raise StepError(f"{prefix}/{MANIFEST_NAME} differs from the files just uploaded")
+    return manifest
 
 
 def publish_model(
@@ -219,70 +233,32 @@ def publish_model(
     run_id: str = "",
     extra: dict[str, Any] | None = None,
 ) -> PublishResult:
-    """Upload the model to ``s3://<bucket>/<model_name>/<version>/`` when the gate
-    (:func:`decide`) allows. An empty ``bucket`` turns publishing off (the result says so), an
-    empty ``model_name`` is ``rfdetr-<model_size>``, an empty ``version``
-    :func:`default_version`; ``run_id`` and ``extra`` go into ``model.json``. ``staging`` (an
-    empty folder) ends up holding what was uploaded, with ``manifest.json``, and
-    ``decision.json`` (published or not, and why).
+    """Upload the model to ``s3://<bucket>/<model_name>/<version>/`` when :func:`decide` allows
+    (empty ``bucket``: off; ``model_name``: ``rfdetr-<model_size>``; ``version``:
+    :func:`default_version`); ``staging`` gets the files, ``manifest.json`` and ``decision.json``.
 
     Raises:
         StepError: bad names, or the version exists already.
         StorageError: an upload or its verification failed.
     """
     staging.mkdir(parents=True, exist_ok=True)
-    result = _publish(
-        checkpoint,
-        onnx,
-        report_dir,
-        staging,
-        bucket=bucket,
-        model_name=model_name or f"rfdetr-{model_size or 'model'}",
-        version=version,
-        map_50_95=map_50_95,
-        min_map=min_map,
-        require_improvement=require_improvement,
-        run_id=run_id,
-        extra=extra,
-    )
-    decision = {"published": result.published, "reason": result.reason, "uri": result.uri}
-    (staging / DECISION).write_text(json.dumps(decision, indent=2) + "\n")
-    return result
-
-
-def _publish(
-    checkpoint: Path,
-    onnx: Path,
-    report_dir: Path,
-    staging: Path,
-    *,
-    bucket: str,
-    model_name: str,
-    version: str,
-    map_50_95: float,
-    min_map: float,
-    require_improvement: bool,
-    run_id: str,
-    extra: dict[str, Any] | None,
-) -> PublishResult:
     if not bucket:
-        return PublishResult(False, "publishing is off (no bucket given)")
+        return _recorded(staging, PublishResult(False, "publishing is off (no bucket given)"))
     check_bucket_name(bucket, "publish bucket")
-    check_name(model_name, "model name")
+    model_name = check_name(model_name or f"rfdetr-{model_size or 'model'}", "model name")
     version = check_name(version or default_version(run_id), "version")
     model_root = f"s3://{bucket}/{model_name}"
-    prefix = parse_uri(f"{model_root}/{version}")
+    prefix = f"{model_root}/{version}"  # names checked above: as parse_uri would write it
     with step_metrics("publish", run_id) as metrics:
         decision = decide(map_50_95, min_map, require_improvement, model_root)
         metrics.set_gauge("published", float(decision.publish), "1 when the model was published")
         if not decision.publish:
             logger.info("not publishing %s: %s", prefix, decision.reason)
-            return PublishResult(False, decision.reason, version=version)
-        claim_version(model_root, version, run_id)
+            return _recorded(staging, PublishResult(False, decision.reason, version=version))
         card = {
             "model_name": model_name,
             "version": version,
-            "uri": str(prefix),
+            "uri": prefix,
             "map_50_95": map_50_95,
             "published": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "run_id": run_id,
@@ -291,20 +267,19 @@ def _publish(
             "previous": (decision.current or {}).get("version"),
             **(extra or {}),
         }
-        stage_files(checkpoint, onnx, report_dir, staging, card)
-        manifest = upload_dir(staging, prefix)
-        write_manifest(manifest, staging / MANIFEST_NAME)  # the artifact shows it too
-        remote = read_manifest(str(prefix))  # what a consumer will check against
-        if remote.by_path() != manifest.by_path():
-            raise StepError(f"{prefix}/{MANIFEST_NAME} differs from the files just uploaded")
-        pointer = {"version": version, "uri": str(prefix), "map_50_95": map_50_95}
-        moved = promote(model_root, pointer, require_improvement)
+        manifest = upload_version(model_root, card, (checkpoint, onnx, report_dir), staging)
+        moved = promote(model_root, card, require_improvement)
         metrics.set_gauge("published_bytes", manifest.total_bytes, "Bytes published")
         if not moved.publish:
-            reason = f"{prefix} was stored, but {LATEST} stays: {moved.reason}"
-            logger.info("not promoting %s: %s", prefix, reason)
+            logger.info("not promoting %s: %s", prefix, moved.reason)
             metrics.set_gauge("published", 0.0, "1 when the model was published")
-            return PublishResult(False, reason, version=version)
+            return _recorded(staging, PublishResult(False, moved.reason, version=version))
     logger.info("published %s (%d files, %s)", prefix, len(manifest.files), decision.reason)
     sha256 = {entry.path: entry.sha256 for entry in manifest.files}
-    return PublishResult(True, decision.reason, str(prefix), version, sha256)
+    return _recorded(staging, PublishResult(True, decision.reason, prefix, version, sha256))
+
+
+def _recorded(staging: Path, result: PublishResult) -> PublishResult:
+    decision = {"published": result.published, "reason": result.reason, "uri": result.uri}
+    (staging / DECISION).write_text(json.dumps(decision, indent=2) + "\n")
+    return result

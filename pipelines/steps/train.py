@@ -13,20 +13,23 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from pipelines.steps.common import StepError, link_or_copy, plain_number, step_metrics
 from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_folder
-from pipelines.steps.mirror import LOG_FILE, CheckpointMirror
+from pipelines.steps.mirror import CheckpointMirror
 from pipelines.steps.weights import resolve_weights
 from rfdetr import checkpoints as files
+from rfdetr.training.loggers import LOG_FILE, read_log
 
 if TYPE_CHECKING:
     from pipelines.telemetry import StepMetrics
@@ -83,14 +86,6 @@ class TrainOutcome:
         return out
 
 
-def mirror_folder(run_id: str) -> str:
-    """A key segment for the run: its id, else a fresh random one (no retry can find it)."""
-    import uuid
-
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", run_id).strip(".-")
-    return cleaned or f"run-{uuid.uuid4().hex[:12]}"
-
-
 def check_run_id(run_id: str) -> str:
     """``run_id``, unless it is an unresolved placeholder: a KFP backend before 2.5 passes
     ``{{$.pipeline_job_uuid}}`` literally, and every run would then share one mirror folder."""
@@ -109,7 +104,7 @@ def work_folder(output_dir: str | Path) -> Path:
     return out.with_name(f"{out.name}.work")
 
 
-def keep_outputs(work: Path, out: Path) -> list[str]:
+def keep_outputs(work: Path, out: Path) -> None:
     """Link the :data:`KEPT` files (and TensorBoard's) of the run folder into the artifact."""
     out.mkdir(parents=True, exist_ok=True)
     kept = [name for name in KEPT if (work / name).is_file()]
@@ -117,7 +112,6 @@ def keep_outputs(work: Path, out: Path) -> list[str]:
     for name in kept:
         (out / name).unlink(missing_ok=True)
         link_or_copy(work / name, out / name)
-    return kept
 
 
 def _last_record(history: list[dict[str, Any]]) -> dict[str, float]:
@@ -151,10 +145,8 @@ def train_run(
     is :func:`work_folder`.
 
     Args:
-        mirror_root: object-store prefix under which the resume files are mirrored while
-            training, as ``<mirror_root>/<run_id>/train/`` (stable across retries of the step);
-            after success it keeps ``checkpoint.pth`` and the periodic checkpoints; empty: no
-            mirror (they stay in the work folder only).
+        mirror_root: object-store prefix of the resume files' mirror
+            (:meth:`CheckpointMirror.of_run`); empty: none, they stay in the work folder only.
         processes: training processes; None: one per visible CUDA device. More than one runs
             DDP under ``torch.distributed.run`` (gloo on the CPU, NCCL on GPUs).
 
@@ -167,25 +159,17 @@ def train_run(
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     config = read_run_config(run_config)
-    mirror = None
-    if mirror_root:
-        uri = f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train"
-        mirror = CheckpointMirror(uri)
+    mirror = CheckpointMirror.of_run(mirror_root, run_id) if mirror_root else None
     with step_metrics("train", run_id) as metrics, tempfile.TemporaryDirectory() as tmp:
-        # the weights first: a missing mirror fails before the dataset is downloaded
-        weights = resolve_weights(config.train.pretrain_weights, Path(tmp))
-        with dataset_folder(dataset_dir) as data:
-            if mirror is not None:
-                mirror.restore(work)
-            config, resumed = _prepared(config, data, work, weights)
-            count = processes or visible_gpus()
-            with mirror.watching(work) if mirror is not None else contextlib.nullcontext():
-                if count > 1:
-                    run_distributed(config, count, Path(tmp))
-                else:
-                    from rfdetr.training.loop import fit
+        with training(config, dataset_dir, work, Path(tmp), mirror) as (config, resumed):
+            gpus = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+            count = processes or gpus
+            if count > 1:
+                run_distributed(config, count, Path(tmp))
+            else:
+                from rfdetr.training.loop import fit
 
-                    fit(config)
+                fit(config)
         outcome = outcome_from_folder(work, resumed)
         if mirror is not None:
             mirror.finish(work)
@@ -194,29 +178,35 @@ def train_run(
     return outcome
 
 
-def _prepared(
-    config: RunConfig, dataset_dir: str | Path, out: Path, weights: str | None
-) -> tuple[RunConfig, int | None]:
-    """The config pointed at the data, the run folder, its resume point and local weights."""
-    from rfdetr.training.loggers import read_log
-
-    overrides: dict[str, Any] = {"dataset_dir": str(dataset_dir), "output_dir": str(out)}
-    resumed = None
-    last = out / "checkpoint.pth"
-    if last.is_file():
-        overrides["resume"] = str(last)
-        records = read_log(out / LOG_FILE)  # its last epoch is the resume point's
-        resumed = int(records[-1]["epoch"]) if records else None
-        logger.info("resuming from %s (epoch %s finished)", last, resumed)
-    overrides["pretrain_weights"] = weights
-    return config.with_overrides(overrides), resumed
-
-
-def visible_gpus() -> int:
-    """CUDA devices this process sees (at least 1: the CPU counts as one process)."""
-    import torch
-
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+@contextlib.contextmanager
+def training(
+    config: RunConfig,
+    dataset_dir: str | Path,
+    work: Path,
+    scratch: Path,
+    mirror: CheckpointMirror | None,
+    watch: bool = True,
+) -> Iterator[tuple[RunConfig, int | None]]:
+    """For the block that trains: ``config`` pointed at the dataset as a local folder, the run
+    folder ``work`` (the resume point restored from ``mirror``, which syncs while ``watch``) and
+    the pretrained weights fetched into ``scratch``; with the epoch the resume point finished."""
+    # the weights first: a missing mirror fails before the dataset is downloaded
+    weights = resolve_weights(config.train.pretrain_weights, scratch)
+    with dataset_folder(dataset_dir) as data:
+        if mirror is not None:
+            mirror.restore(work)
+        overrides: dict[str, Any] = {"dataset_dir": str(data), "output_dir": str(work)}
+        resumed = None
+        last = work / "checkpoint.pth"
+        if last.is_file():
+            overrides["resume"] = str(last)
+            records = read_log(work / LOG_FILE)  # its last epoch is the resume point's
+            resumed = int(records[-1]["epoch"]) if records else None
+            logger.info("resuming from %s (epoch %s finished)", last, resumed)
+        overrides["pretrain_weights"] = weights
+        config = config.with_overrides(overrides)
+        with mirror.watching(work) if mirror and watch else contextlib.nullcontext():
+            yield config, resumed
 
 
 def run_distributed(
@@ -231,17 +221,8 @@ def run_distributed(
     path = config.to_file(scratch / "run.json")
     if launcher is None:
         launcher = ("--standalone", f"--nproc_per_node={processes}")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        *launcher,
-        "-m",
-        "rfdetr",
-        "train",
-        "--config",
-        str(path),
-    ]
+    train = ("-m", "rfdetr", "train", "--config", str(path))
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, *train]
     logger.info("training with %d processes: %s", processes, " ".join(command))
     tail: collections.deque[str] = collections.deque(maxlen=15)
     with subprocess.Popen(

@@ -29,15 +29,8 @@ from pipelines._platform import Platform, train_job_settings
 from pipelines.steps.common import StepError
 from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_reference
-from pipelines.steps.mirror import MIRRORED, CheckpointMirror
-from pipelines.steps.train import (
-    KEPT,
-    TrainOutcome,
-    keep_outputs,
-    mirror_folder,
-    outcome_from_folder,
-    work_folder,
-)
+from pipelines.steps.mirror import MIRRORED, CheckpointMirror, mirror_folder
+from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, outcome_from_folder, work_folder
 from rfdetr import checkpoints as files
 
 logger = logging.getLogger(__name__)
@@ -70,15 +63,14 @@ def job_name(run_id: str) -> str:
 
 
 def _env(settings: dict[str, Any], config_json: str, reference: str, mirror: str) -> list[dict]:
-    env = [
+    return [
         {"name": ENV_CONFIG, "value": config_json},
         {"name": ENV_DATASET, "value": reference},
         {"name": ENV_MIRROR, "value": mirror},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": "/tmp"},  # writable whatever UID the cluster forces
+        *k8s.object_store_env(settings["secret"]),
     ]
-    env += k8s.object_store_env(settings["secret"])
-    return env
 
 
 def runtime_ref(runtime: str) -> dict[str, str]:
@@ -197,7 +189,7 @@ def train_on_cluster(
     procs = max(1, gpus_per_node)
     batch = config.effective_batch_size(nodes * procs)
     logger.info("effective batch %d: %d node(s) x %d process(es)", batch, nodes, procs)
-    mirror = CheckpointMirror(f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train")
+    mirror = CheckpointMirror.of_run(mirror_root, run_id)
     name = job_name(run_id)
     env = _env(settings, config.model_dump_json(), reference.to_json(), str(mirror.uri))
     body = render_job(
@@ -248,9 +240,8 @@ def hand_over(mirror: CheckpointMirror, work: Path) -> None:
 
 def node_main() -> int:
     """One node of the job: fetch the data, restore the resume point, run ``torchrun``."""
-    from pipelines.steps.dataset import REFERENCE_FILE, dataset_folder
-    from pipelines.steps.train import _prepared, run_distributed
-    from pipelines.steps.weights import resolve_weights
+    from pipelines.steps.dataset import REFERENCE_FILE
+    from pipelines.steps.train import run_distributed, training
     from rfdetr.config import RunConfig
 
     rank = int(os.environ.get("PET_NODE_RANK", "0"))
@@ -261,13 +252,9 @@ def node_main() -> int:
         (scratch / "data").mkdir()
         (scratch / "data" / REFERENCE_FILE).write_text(os.environ[ENV_DATASET])
         work.mkdir()
-        weights = resolve_weights(config.train.pretrain_weights, scratch)
-        with dataset_folder(scratch / "data") as data:
-            mirror.restore(work)  # every node loads the same resume point
-            config, _ = _prepared(config, data, work, weights)
-            watch = mirror.watching(work) if rank == 0 else contextlib.nullcontext()
-            with watch:
-                run_distributed(config, 0, scratch, launcher=())
+        # every node loads the same resume point; node 0 alone writes, and mirrors
+        with training(config, scratch / "data", work, scratch, mirror, rank == 0) as (config, _):
+            run_distributed(config, 0, scratch, launcher=())
         if rank == 0:
             hand_over(mirror, work)
     logger.info("node %d finished", rank)

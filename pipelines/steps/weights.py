@@ -30,8 +30,8 @@ from rfdetr.hub import (
     find_pretrained,
     md5_of,
 )
+from rfdetr.hub import _mirror_url as base_url_of  # $RFDETR_WEIGHTS_BASE_URL/<file>, or None
 from rfdetr.storage import download_file, is_object_uri, parse_uri
-from rfdetr.storage.config import ObjectStore
 from rfdetr.storage.errors import BucketNotFoundError, ObjectNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -44,12 +44,6 @@ RANDOM_INIT = frozenset({"random", "none"})
 def weights_prefix() -> str:
     """Where official checkpoints are mirrored: ``$RFDETR_WEIGHTS_URI`` or the default."""
     return os.environ.get(WEIGHTS_URI_ENV) or DEFAULT_WEIGHTS_URI
-
-
-def base_url_of(asset: PretrainedAsset) -> str | None:
-    """``$RFDETR_WEIGHTS_BASE_URL/<file>`` of ``asset``, or None when that is not set."""
-    base = os.environ.get(WEIGHTS_BASE_URL_ENV)
-    return f"{base.rstrip('/')}/{asset.filename}" if base else None
 
 
 def mirror_command(asset: PretrainedAsset) -> str:
@@ -71,9 +65,7 @@ def pipeline_weights(value: str | None, model_size: str) -> str | None:
     return None if value.strip().lower() in RANDOM_INIT else value
 
 
-def resolve_weights(
-    value: str | None, scratch: Path, *, store: ObjectStore | None = None
-) -> str | None:
+def resolve_weights(value: str | None, scratch: Path) -> str | None:
     """A local file for ``train.pretrain_weights`` (None: random initialisation).
 
     Order: an object URI (downloaded, verified); an existing path; an official name: the
@@ -87,7 +79,7 @@ def resolve_weights(
         return None
     if is_object_uri(value):
         local = scratch / parse_uri(value).name
-        download_file(value, local, store=store)
+        download_file(value, local)
         return str(local)
     if Path(value).expanduser().is_file():
         return str(Path(value).expanduser())
@@ -98,13 +90,13 @@ def resolve_weights(
             f"pretrain_weights={value!r}: not an s3:// URI, a file in the image, nor an official "
             f"name ({known}); pass pretrain_weights=random for random initialisation"
         )
-    return str(_official(asset, scratch / asset.filename, store))
+    return str(_official(asset, scratch / asset.filename))
 
 
-def _official(asset: PretrainedAsset, local: Path, store: ObjectStore | None) -> Path:
+def _official(asset: PretrainedAsset, local: Path) -> Path:
     source = parse_uri(weights_prefix()).child(asset.filename)
     try:
-        download_file(source, local, store=store)
+        download_file(source, local)
     except (ObjectNotFoundError, BucketNotFoundError):
         url = base_url_of(asset)
         if url is None:
