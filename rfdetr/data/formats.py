@@ -160,7 +160,10 @@ def detect_format(dataset_dir: str | Path) -> DatasetLayout:
         dirs = {name: (folder / "images", folder / "labels") for name, folder in splits.items()}
         return DatasetLayout(root, DatasetFormat.YOLO, splits, yaml_path, dirs)
     if yaml_path is not None:
-        data = _load_yaml_or_raise(yaml_path)
+        log = ProblemLog()
+        data = load_data_yaml(yaml_path, log)
+        log.raise_first(DatasetFormatError)
+        assert data is not None  # None only with an error in the log, raised above
         names_splits = any(key in data for keys in YAML_SPLIT_KEYS.values() for key in keys)
         if names_splits and not _is_roboflow_export_yaml(data):
             dirs = _yaml_split_dirs(root, yaml_path, data)
@@ -182,15 +185,6 @@ def _is_roboflow_export_yaml(data: dict[Any, Any]) -> bool:
     """
     train = data.get("train")
     return isinstance(train, str) and train.replace("\\", "/").rstrip("/") == "../train/images"
-
-
-def _load_yaml_or_raise(yaml_path: Path) -> dict[Any, Any]:
-    log = ProblemLog()
-    data = load_data_yaml(yaml_path, log)
-    if data is None:
-        first = log.errors[0]
-        raise DatasetFormatError(first.path, first.message)
-    return data
 
 
 def _yaml_split_dirs(

@@ -82,11 +82,6 @@ class Problem:
         return asdict(self)
 
 
-def of_severity(problems: list[Problem], severity: Severity) -> list[Problem]:
-    """The problems of one severity, in the order found."""
-    return [p for p in problems if p.severity == severity]
-
-
 @dataclass
 class ProblemLog:
     """Collects problems. Paths are shown as given: every path in this package is built from the
@@ -106,13 +101,18 @@ class ProblemLog:
 
     @property
     def errors(self) -> list[Problem]:
-        """Only the errors."""
-        return of_severity(self.problems, "error")
+        """The problems that make the dataset unusable, in the order found."""
+        return [p for p in self.problems if p.severity == "error"]
 
     @property
     def warnings(self) -> list[Problem]:
-        """Only the warnings."""
-        return of_severity(self.problems, "warning")
+        """The problems the loader works around, in the order found."""
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def raise_first(self, error: type[DatasetError] = DatasetError) -> None:
+        """Raise ``error`` (``path: problem``) for the first error, if any."""
+        if self.errors:
+            raise error(self.errors[0].path, self.errors[0].message)
 
     def raise_on_error(self, hint: str = "") -> None:
         """Raise :class:`DatasetError` for the first error; log warnings once, summarised.

@@ -303,7 +303,5 @@ def read_labels_strict(path: Path, class_map: ClassMap, root_real: str | None = 
     """
     log = ProblemLog()
     labels = parse_label_file(path, class_map, log, root_real)
-    if log.errors:
-        first = log.errors[0]
-        raise DatasetError(first.path, first.message)
+    log.raise_first()
     return labels
