@@ -287,13 +287,10 @@ def _labels_dir(root: Path, yaml_path: Path, key: str, value: str, images_dir: P
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for name, folders in SPLIT_FOLDERS.items():
-        for folder in folders:
-            if (root / folder).is_dir():
-                found[name] = root / folder
-                break
-    return found
+    found = {
+        name: [root / f for f in fs if (root / f).is_dir()] for name, fs in SPLIT_FOLDERS.items()
+    }
+    return {name: dirs[0] for name, dirs in found.items() if dirs}
 
 
 def _describe(root: Path, limit: int = 12) -> str:
