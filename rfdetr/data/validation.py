@@ -238,13 +238,9 @@ def _validate_yolo(
 def check_image(
     path: Path, root_real: str, log: ProblemLog, expected: tuple[int, int] | None = None
 ) -> tuple[int, int] | None:
-    """Check one image from its header: inside the dataset, a regular file, decodable, within
-    the pixel limit, of a mode training can read, of the expected size.
-
-    Args:
-        path: the image file.
-        root_real: ``os.path.realpath`` of the dataset folder.
-        expected: ``(width, height)`` from the annotation file, when it states one.
+    """Check one image from its header: inside ``root_real`` (the dataset's realpath), a
+    regular file, decodable, within the pixel limit, of a mode training can read, and of the
+    ``expected`` ``(width, height)`` when the annotation file states one.
 
     Returns:
         ``(width, height)``, or None when the image is unusable (the problem is in ``log``).

@@ -183,7 +183,9 @@ def download_file(
 
 
 def _plan(store: ObjectStore, prefix: ObjectURI) -> list[tuple[str, str, int]]:
-    """(key, relative path, size) of every object under ``prefix``, all keys checked first."""
+    """(key, relative path, size) of every object under ``prefix`` (its bucket must exist), all
+    keys checked first."""
+    require_bucket(store, prefix)
     with s3_errors(store, "listing", prefix):
         objects = list(
             store.client.list_objects(prefix.bucket, prefix=prefix.prefix, recursive=True)
@@ -223,7 +225,6 @@ def download_prefix(
     """
     prefix, root = parse_uri(uri), Path(local_dir)
     store = resolve_store(store)
-    require_bucket(store, prefix)
     plan = _plan(store, prefix)
     root.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[ObjectURI, Path, int | None, str | None]] = [
