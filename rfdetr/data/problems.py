@@ -8,7 +8,7 @@ holds an error, so ``rfdetr validate`` and training always agree on what is wron
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -76,10 +76,6 @@ class Problem:
 
     def __str__(self) -> str:
         return one_line(f"{self.path}: {self.severity}: {self.message}")
-
-    def to_dict(self) -> dict[str, str]:
-        """The problem as a JSON-ready dict."""
-        return asdict(self)
 
 
 @dataclass

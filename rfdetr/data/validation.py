@@ -106,7 +106,7 @@ class DatasetReport(ProblemLog):
             "skipped_classes": [{"source_id": i, "name": n} for i, n in skipped],
             "errors": len(self.errors),
             "warnings": len(self.warnings),
-            "problems": [p.to_dict() for p in self.problems],
+            "problems": [asdict(p) for p in self.problems],
         }
 
 
