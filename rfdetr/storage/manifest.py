@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -98,14 +98,9 @@ class Manifest:
         return {entry.path: entry for entry in self.files}
 
     def to_json(self) -> str:
-        files = [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in self.files]
-        doc = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "created": self.created,
-            "files": files,
-        }
-        return json.dumps(doc, indent=2) + "\n"
+        files = [asdict(entry) for entry in self.files]  # path, size, sha256
+        doc = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "created": self.created}
+        return json.dumps({**doc, "files": files}, indent=2) + "\n"
 
     @classmethod
     def from_entries(cls, entries: Iterable[ManifestEntry]) -> Manifest:

@@ -34,11 +34,7 @@ class ObjectURI:
     key: str
 
     def __str__(self) -> str:
-        return (
-            f"{self.scheme}://{self.bucket}/{self.key}"
-            if self.key
-            else f"{self.scheme}://{self.bucket}"
-        )
+        return f"{self.scheme}://{self.bucket}" + (f"/{self.key}" if self.key else "")
 
     @property
     def prefix(self) -> str:
@@ -87,8 +83,7 @@ def parse_uri(uri: str | ObjectURI) -> ObjectURI:
     problem = bucket_name_problem(bucket)
     if problem:
         raise InvalidURIError(f"{text!r}: invalid bucket name {bucket!r} (S3 rule: {problem})")
-    if key.endswith("/"):
-        key = key[:-1]
+    key = key.removesuffix("/")
     if key:
         try:
             _check_segments(key)
