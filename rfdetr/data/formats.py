@@ -17,9 +17,9 @@ Layouts:
   must stay inside the dataset folder (no absolute paths, no ``..`` out of it): the folder is
   uploaded and fetched as a whole. Lists of folders and ``.txt`` image lists are not supported yet.
 
-COCO wins when both a COCO and a YOLO layout are present; the Roboflow YOLO layout wins over
-the Ultralytics one. :class:`DatasetLayout` gives, for YOLO, each split's images and labels
-folders (:meth:`DatasetLayout.yolo_dirs`), whatever the layout.
+COCO wins when both a COCO and a YOLO layout are present (as upstream); the Roboflow YOLO
+layout wins over the Ultralytics one. :class:`DatasetLayout` gives, for YOLO, each split's
+images and labels folders (:meth:`DatasetLayout.yolo_dirs`), whatever the layout.
 """
 
 from __future__ import annotations
@@ -133,10 +133,8 @@ def canonical_split(split: str) -> str:
 
 
 def detect_format(dataset_dir: str | Path) -> DatasetLayout:
-    """Detect the format of ``dataset_dir`` and list its split folders.
-
-    COCO wins when both layouts are present, as upstream does; then the Roboflow YOLO layout
-    (``train/images/``), then the Ultralytics one (``data.yaml`` names the image folders).
+    """Detect the format of ``dataset_dir`` (precedence: the module docstring) and list its
+    split folders.
 
     Raises:
         DatasetFormatError: the folder does not exist, or matches no layout (the message says
