@@ -98,9 +98,11 @@ class ClassMap:
         A category is a Roboflow superclass when its supercategory is ``"none"`` and no
         annotation uses it; it is skipped unless that would leave no class at all.
         """
-        annotated = set(annotated_ids)
+        used = set(annotated_ids)
         ordered = sorted(categories, key=lambda c: c["id"])
-        kept = [c for c in ordered if not _is_superclass(c, annotated)]
+        kept = [
+            c for c in ordered if c["id"] in used or c.get("supercategory") != SUPERCLASS_MARKER
+        ]
         if not kept:
             kept = ordered
         kept_ids = {c["id"] for c in kept}
@@ -113,7 +115,3 @@ class ClassMap:
         (checked non-empty by :func:`rfdetr.data.yolo.read_data_yaml`)."""
         pairs = sorted(names.items()) if isinstance(names, Mapping) else list(enumerate(names))
         return cls(tuple(str(n) for _, n in pairs), tuple(int(i) for i, _ in pairs))
-
-
-def _is_superclass(category: Mapping[str, Any], annotated: set[int]) -> bool:
-    return category.get("supercategory") == SUPERCLASS_MARKER and category["id"] not in annotated

@@ -1,8 +1,8 @@
 """Read and check one COCO annotation file (``<split>/_annotations.coco.json``).
 
-:func:`read_coco_split` is used both by validation (collect every problem) and by the loader
-(raise on the first error), so both agree. Annotations are kept as flat numpy arrays, not one
-dict per annotation, so that DataLoader workers do not copy a Python object graph per item.
+Validation and the loader share :func:`read_coco_split` (see :mod:`rfdetr.data.problems`).
+Annotations are flat numpy arrays, not one dict each, so DataLoader workers do not copy a
+Python object graph per item.
 """
 
 from __future__ import annotations
@@ -119,11 +119,10 @@ def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
 
 
 def _is_int(value: Any) -> bool:
-    """An int that fits int64 (ids are stored as int64). bool is an int subclass; `true` as an
-    id is a mistake, not the number 1."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return False
-    return INT64_MIN <= value <= INT64_MAX
+    """An int within int64 (ids are stored as int64); not a bool (`true` as an id is a mistake)."""
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
+    )
 
 
 def _is_number(value: Any) -> bool:

@@ -120,11 +120,7 @@ def dataset_class_map(dataset_dir: str | Path) -> ClassMap:
     Raises:
         DatasetError: the format is not detected or the annotation/data file is unusable.
     """
-    layout = detect_format(dataset_dir)
-    if layout.format is DatasetFormat.YOLO:
-        return _yolo_class_map(layout)
-    split = _read_coco(layout, "train")
-    return ClassMap.from_coco_categories(split.categories, split.annotated_category_ids())
+    return _class_map(detect_format(dataset_dir))
 
 
 def build_dataset(
@@ -194,22 +190,29 @@ def build_source(
     split_dir = layout.split_dir(split_name)
     root_real = os.path.realpath(layout.root)
     check_inside(split_dir, root_real, "split folder")
-    if layout.format is DatasetFormat.COCO:
-        return _coco_source(layout, split_name, split_dir, class_map, segmentation)
-    files = scan_split(*layout.yolo_dirs(split_name))
-    if not files.images:
-        raise DatasetError(files.images_dir, f"the {split_name} split has no images")
-    return YoloSource(files, class_map or _yolo_class_map(layout), root_real)
+    if layout.format is DatasetFormat.YOLO:
+        files = scan_split(*layout.yolo_dirs(split_name))
+        if not files.images:
+            raise DatasetError(files.images_dir, f"the {split_name} split has no images")
+        return YoloSource(files, class_map or _class_map(layout), root_real)
+    split = _read_coco(layout, split_name, segmentation)
+    if split.num_images == 0:
+        raise DatasetError(split.json_path, f"the {split_name} split has no images")
+    if class_map is None and split_name == "train":
+        class_map = ClassMap.from_coco_categories(split.categories, split.annotated_category_ids())
+    return CocoSource(split, split_dir, class_map or _class_map(layout), root_real)
 
 
 def _hint(layout: DatasetLayout) -> str:
     return f"; run `rfdetr validate {layout.root}` for the full list"
 
 
-def _yolo_class_map(layout: DatasetLayout) -> ClassMap:
+def _class_map(layout: DatasetLayout) -> ClassMap:
+    if layout.yaml_path is None:  # COCO: the categories of the train split
+        split = _read_coco(layout, "train")
+        return ClassMap.from_coco_categories(split.categories, split.annotated_category_ids())
     log = ProblemLog()
-    yaml_path = layout.yaml_path or layout.root / "data.yaml"
-    class_map = read_data_yaml(yaml_path, log)
+    class_map = read_data_yaml(layout.yaml_path, log)
     log.raise_on_error(_hint(layout))
     assert class_map is not None  # None only with an error in the log, raised above
     return class_map
@@ -222,23 +225,3 @@ def _read_coco(layout: DatasetLayout, split_name: str, segmentation: bool = Fals
     log.raise_on_error(_hint(layout))
     assert split is not None  # None only with an error in the log, raised above
     return split
-
-
-def _coco_source(
-    layout: DatasetLayout,
-    split_name: str,
-    split_dir: Path,
-    class_map: ClassMap | None,
-    segmentation: bool,
-) -> CocoSource:
-    split = _read_coco(layout, split_name, segmentation)
-    if split.num_images == 0:
-        raise DatasetError(split.json_path, f"the {split_name} split has no images")
-    if class_map is None:
-        if split_name == "train":
-            class_map = ClassMap.from_coco_categories(
-                split.categories, split.annotated_category_ids()
-            )
-        else:
-            class_map = dataset_class_map(layout.root)
-    return CocoSource(split, split_dir, class_map, os.path.realpath(layout.root))

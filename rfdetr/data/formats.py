@@ -17,9 +17,9 @@ Layouts:
   must stay inside the dataset folder (no absolute paths, no ``..`` out of it): the folder is
   uploaded and fetched as a whole. Lists of folders and ``.txt`` image lists are not supported yet.
 
-COCO wins when both a COCO and a YOLO layout are present; the Roboflow YOLO layout wins over
-the Ultralytics one. :class:`DatasetLayout` gives, for YOLO, each split's images and labels
-folders (:meth:`DatasetLayout.yolo_dirs`), whatever the layout.
+COCO wins when both a COCO and a YOLO layout are present (as upstream); the Roboflow YOLO
+layout wins over the Ultralytics one. :class:`DatasetLayout` gives, for YOLO, each split's
+images and labels folders (:meth:`DatasetLayout.yolo_dirs`), whatever the layout.
 """
 
 from __future__ import annotations
@@ -133,10 +133,8 @@ def canonical_split(split: str) -> str:
 
 
 def detect_format(dataset_dir: str | Path) -> DatasetLayout:
-    """Detect the format of ``dataset_dir`` and list its split folders.
-
-    COCO wins when both layouts are present, as upstream does; then the Roboflow YOLO layout
-    (``train/images/``), then the Ultralytics one (``data.yaml`` names the image folders).
+    """Detect the format of ``dataset_dir`` (precedence: the module docstring) and list its
+    split folders.
 
     Raises:
         DatasetFormatError: the folder does not exist, or matches no layout (the message says
@@ -160,7 +158,10 @@ def detect_format(dataset_dir: str | Path) -> DatasetLayout:
         dirs = {name: (folder / "images", folder / "labels") for name, folder in splits.items()}
         return DatasetLayout(root, DatasetFormat.YOLO, splits, yaml_path, dirs)
     if yaml_path is not None:
-        data = _load_yaml_or_raise(yaml_path)
+        log = ProblemLog()
+        data = load_data_yaml(yaml_path, log)
+        log.raise_first(DatasetFormatError)
+        assert data is not None  # None only with an error in the log, raised above
         names_splits = any(key in data for keys in YAML_SPLIT_KEYS.values() for key in keys)
         if names_splits and not _is_roboflow_export_yaml(data):
             dirs = _yaml_split_dirs(root, yaml_path, data)
@@ -182,15 +183,6 @@ def _is_roboflow_export_yaml(data: dict[Any, Any]) -> bool:
     """
     train = data.get("train")
     return isinstance(train, str) and train.replace("\\", "/").rstrip("/") == "../train/images"
-
-
-def _load_yaml_or_raise(yaml_path: Path) -> dict[Any, Any]:
-    log = ProblemLog()
-    data = load_data_yaml(yaml_path, log)
-    if data is None:
-        first = log.errors[0]
-        raise DatasetFormatError(first.path, first.message)
-    return data
 
 
 def _yaml_split_dirs(
@@ -293,13 +285,10 @@ def _labels_dir(root: Path, yaml_path: Path, key: str, value: str, images_dir: P
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for name, folders in SPLIT_FOLDERS.items():
-        for folder in folders:
-            if (root / folder).is_dir():
-                found[name] = root / folder
-                break
-    return found
+    found = {
+        name: [root / f for f in fs if (root / f).is_dir()] for name, fs in SPLIT_FOLDERS.items()
+    }
+    return {name: dirs[0] for name, dirs in found.items() if dirs}
 
 
 def _describe(root: Path, limit: int = 12) -> str:

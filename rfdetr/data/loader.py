@@ -29,15 +29,12 @@ INLINE_BYTES = 1 << 16
 
 
 def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
-    """Stack items into ``images`` ``[B, 3, H, W]`` and a list of ``B`` target dicts.
+    """Stack items into ``images`` ``[B, 3, H, W]`` (the items' dtype: uint8 pixels, see
+    :mod:`rfdetr.data.normalize`; square, so nothing is padded) and a list of ``B`` targets.
 
-    ``images`` keep the items' dtype: uint8 pixels for :class:`rfdetr.data.DetectionDataset`,
-    normalised where the model runs (:func:`rfdetr.data.normalize.normalize_images`); all items
-    have the dataset's square size, so nothing is padded. In a DataLoader worker the images are
-    stacked straight into shared memory (torch's ``default_collate`` does that), which the
-    batch must reach anyway to cross to the main process: one copy of the pixels instead of
-    two; small target tensors cross as numpy arrays (:data:`INLINE_BYTES`), turned back into
-    tensors by the loaders of this module.
+    In a DataLoader worker ``default_collate`` stacks the images straight into the shared
+    memory the batch crosses in (one copy of the pixels); small target tensors cross as numpy
+    arrays (:data:`INLINE_BYTES`), turned back into tensors by the loaders of this module.
 
     Raises:
         ValueError: the images differ in size (training and evaluation resize to a square, so
@@ -82,17 +79,10 @@ def make_train_sampler(
     *,
     generator: torch.Generator | None = None,
 ) -> Sampler[int]:
-    """Shuffle; a dataset too small for :data:`MIN_STEPS_PER_EPOCH` steps is drawn with
-    replacement.
-
-    Args:
-        num_items: items in the training split.
-        effective_batch_size: images per optimizer step (batch size x accumulation x replicas).
-        generator: seeds the draws.
-
-    Returns:
-        A ``RandomSampler``: without replacement when the split is large enough, otherwise with
-        replacement and ``effective_batch_size * MIN_STEPS_PER_EPOCH`` samples (logged).
+    """A shuffling ``RandomSampler`` over ``num_items``; a split smaller than
+    :data:`MIN_STEPS_PER_EPOCH` steps of ``effective_batch_size`` images (batch size x
+    accumulation x replicas) is drawn with replacement, that many samples (logged).
+    ``generator`` seeds the draws.
     """
     wanted = effective_batch_size * MIN_STEPS_PER_EPOCH
     if num_items >= wanted:

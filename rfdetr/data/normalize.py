@@ -1,10 +1,9 @@
 """ImageNet normalisation: the constants' one home, and the per-batch normalisation.
 
-Dataset items and loader batches hold uint8 pixels (4x less memory to cross from worker
-processes, no float work in the workers); whoever feeds a batch to a model turns it into the
-model's float input with :func:`normalize_images`, once per batch, on the model's device (the
-training step, evaluation). ``predict()`` keeps its own preprocessing
-(:func:`rfdetr.inference.preprocess`), from the same constants.
+Dataset items and loader batches hold uint8 pixels (4x fewer bytes to cross from worker
+processes, no float work in the workers); whoever feeds a batch to a model (the training step,
+evaluation) normalises it with :func:`normalize_images`, once per batch, on the model's device.
+``predict()`` preprocesses with the same constants (:func:`rfdetr.inference.preprocess`).
 """
 
 from __future__ import annotations
@@ -28,19 +27,15 @@ def normalize_constants(device: torch.device | str | None = None) -> tuple[torch
 def normalize_images(
     images: torch.Tensor, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """uint8 ``[B, 3, H, W]`` pixels -> float32 ImageNet-normalised ``[B, 3, H, W]`` on ``device``.
+    """uint8 ``[B, 3, H, W]`` pixels -> float32 ImageNet-normalised ``[B, 3, H, W]`` on ``device``
+    (default: where ``images`` are).
 
-    The uint8 batch is moved first (a quarter of the float bytes; ``non_blocking`` for pinned
-    batches), then ``x * scale - shift`` runs there as two element-wise passes (the multiply
-    converts as it reads) into one new contiguous buffer, whatever the input's memory order.
-    The result is bit-identical to the same formula applied image by image. On the CPU the
-    passes run one ``[H, W]`` plane at a time, so the second finds the plane in cache (a batch
-    of 4 at 544 px: 1.3-1.7 ms instead of 3.7 ms), on one thread (:func:`one_thread`: with the
-    loader's workers on the other cores, two spin-waiting threads were 2x slower, issue 17).
-
-    Args:
-        images: uint8 ``[B, 3, H, W]``.
-        device: where to normalise (default: where ``images`` are).
+    The uint8 batch is moved first (``non_blocking`` for pinned batches), then ``x * scale -
+    shift`` runs there in two element-wise passes into one new contiguous buffer, bit-identical
+    to the formula applied image by image. On the CPU the passes run one ``[H, W]`` plane at a
+    time, so the second finds the plane in cache (a batch of 4 at 544 px: 1.3-1.7 ms instead of
+    3.7 ms), on one thread (:func:`one_thread`: two spin-waiting threads were 2x slower beside
+    the loader's workers, issue 17).
 
     Raises:
         TypeError: ``images`` are not uint8 (already normalised, or not pixels).

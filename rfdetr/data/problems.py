@@ -8,7 +8,7 @@ holds an error, so ``rfdetr validate`` and training always agree on what is wron
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -77,15 +77,6 @@ class Problem:
     def __str__(self) -> str:
         return one_line(f"{self.path}: {self.severity}: {self.message}")
 
-    def to_dict(self) -> dict[str, str]:
-        """The problem as a JSON-ready dict."""
-        return asdict(self)
-
-
-def of_severity(problems: list[Problem], severity: Severity) -> list[Problem]:
-    """The problems of one severity, in the order found."""
-    return [p for p in problems if p.severity == severity]
-
 
 @dataclass
 class ProblemLog:
@@ -106,13 +97,18 @@ class ProblemLog:
 
     @property
     def errors(self) -> list[Problem]:
-        """Only the errors."""
-        return of_severity(self.problems, "error")
+        """The problems that make the dataset unusable, in the order found."""
+        return [p for p in self.problems if p.severity == "error"]
 
     @property
     def warnings(self) -> list[Problem]:
-        """Only the warnings."""
-        return of_severity(self.problems, "warning")
+        """The problems the loader works around, in the order found."""
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def raise_first(self, error: type[DatasetError] = DatasetError) -> None:
+        """Raise ``error`` (``path: problem``) for the first error, if any."""
+        if self.errors:
+            raise error(self.errors[0].path, self.errors[0].message)
 
     def raise_on_error(self, hint: str = "") -> None:
         """Raise :class:`DatasetError` for the first error; log warnings once, summarised.

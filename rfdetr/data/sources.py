@@ -31,15 +31,24 @@ class AnnotationSource(Protocol):
     def __len__(self) -> int: ...
 
     def image_path(self, index: int) -> Path:
-        """The image file of item ``index``."""
+        """The image file of item ``index``, checked to stay inside the dataset folder.
+
+        Raises:
+            DatasetError: the file resolves (through a symlink) outside the dataset folder.
+        """
         ...
 
     def image_id(self, index: int) -> int:
-        """The image id (COCO ``id``; the item index for YOLO)."""
+        """The image id (COCO ``id``; the item index for YOLO, which has no ids)."""
         ...
 
     def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
-        """Training objects (crowd left out) of item ``index``; see :func:`make_objects`."""
+        """Training objects (crowd left out) of item ``index``; see :func:`make_objects`.
+
+        Raises:
+            DatasetError: invalid labels, or (COCO) the decoded image is not the size the
+                annotation file states.
+        """
         ...
 
 
@@ -80,7 +89,7 @@ def make_objects(
     return objects
 
 
-class CocoSource:
+class CocoSource(AnnotationSource):
     """Items of a COCO split; annotation ``category_id`` values are mapped by ``class_map``."""
 
     def __init__(
@@ -98,25 +107,14 @@ class CocoSource:
         return self.split.num_images
 
     def image_path(self, index: int) -> Path:
-        """``<split folder>/<file_name>``, checked to stay inside the dataset folder.
-
-        Raises:
-            DatasetError: the file resolves (through a symlink) outside the dataset folder.
-        """
         path = self.split_dir / str(self.split.file_names[index])
         check_inside(path, self.root_real, "image")
         return path
 
     def image_id(self, index: int) -> int:
-        """The COCO image id."""
         return int(self.split.image_ids[index])
 
     def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
-        """Non-crowd annotations of the image; raises when the image size disagrees with the file.
-
-        Raises:
-            DatasetError: the decoded image is not the size the annotation file states.
-        """
         split = self.split
         expected = (int(split.widths[index]), int(split.heights[index]))
         if (width, height) != expected:
@@ -146,7 +144,7 @@ class CocoSource:
         return make_objects(labels, xyxy, width, height, masks)
 
 
-class YoloSource:
+class YoloSource(AnnotationSource):
     """Items of a YOLO split; label files are read when an item is loaded."""
 
     def __init__(self, files: YoloSplitFiles, class_map: ClassMap, root_real: str) -> None:
@@ -159,17 +157,11 @@ class YoloSource:
         return len(self._images)
 
     def image_path(self, index: int) -> Path:
-        """``<split>/images/...``, checked to stay inside the dataset folder.
-
-        Raises:
-            DatasetError: the file resolves (through a symlink) outside the dataset folder.
-        """
         path = Path(str(self._images[index]))
         check_inside(path, self.root_real, "image")
         return path
 
     def image_id(self, index: int) -> int:
-        """YOLO has no image ids; the position in the sorted image list is used."""
         return index
 
     def labels(self, index: int) -> YoloLabels:
@@ -178,7 +170,6 @@ class YoloSource:
         return read_labels_strict(self.files.label_path(image), self.class_map, self.root_real)
 
     def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
-        """Objects of the image from its label file (none when the file is missing or empty)."""
         parsed = self.labels(index)
         labels = np.array([self.class_map.index_of(int(c)) for c in parsed.class_ids], np.int64)
         scale = np.array([width, height, width, height], dtype=np.float64)

@@ -210,13 +210,8 @@ def _yolo_line(obj: ShapeObject, width: int, height: int, segmentation: bool) ->
         coords = [f"{x / width:.6f} {y / height:.6f}" for x, y in obj.polygon]
         return f"{obj.label} " + " ".join(coords)
     x1, y1, x2, y2 = obj.xyxy
-    cx, cy, w, h = (
-        (x1 + x2) / 2 / width,
-        (y1 + y2) / 2 / height,
-        (x2 - x1) / width,
-        (y2 - y1) / height,
-    )
-    return f"{obj.label} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}"
+    box = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
+    return f"{obj.label} " + " ".join(f"{v:.6f}" for v in box)
 
 
 def _write_data_yaml(root: Path, classes: Sequence[str], splits: Mapping[str, int]) -> None:

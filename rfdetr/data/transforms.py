@@ -3,8 +3,7 @@
 Every transform is called as ``transform(image, target, rng)``:
 
 - ``image``: uint8 ``[3, H, W]`` throughout (its memory may be ``H, W, 3``, as decoded:
-  geometry keeps that order). Pipelines end with uint8 pixels; the float ImageNet
-  normalisation runs per batch where the model runs (:mod:`rfdetr.data.normalize`).
+  geometry keeps that order); the float normalisation is :mod:`rfdetr.data.normalize`'s.
 - ``target``: ``boxes`` float32 ``[N, 4]`` **pixel xyxy** until :class:`NormalizeBoxes`, which
   turns them into **normalised cxcywh** in [0, 1]; ``labels`` int64 ``[N]``; ``area`` float32
   ``[N]``; ``iscrowd`` int64 ``[N]``; optional ``masks`` bool ``[N, H, W]``; ``image_id``;
@@ -113,7 +112,7 @@ def crop(
 
 
 class Compose:
-    """Apply transforms in order."""
+    """Transforms applied in order."""
 
     def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
@@ -180,13 +179,8 @@ class TrainGeometry:
 
 
 class NormalizeBoxes:
-    """Pixel xyxy boxes to normalised cxcywh; the image stays uint8.
-
-    The last transform of every pipeline. Images are normalised per batch where the model runs
-    (:func:`rfdetr.data.normalize.normalize_images`), not here: a uint8 item is a quarter of
-    the float bytes to cross from a worker, and the float work runs once per batch.
-    Sets ``target["size"]`` to int64 ``[2]`` ``(h, w)`` of the image.
-    """
+    """The last transform of every pipeline: pixel xyxy boxes to normalised cxcywh, and
+    ``target["size"]`` int64 ``[2]`` ``(h, w)``; the image stays uint8."""
 
     def __call__(
         self, image: torch.Tensor, target: Target, rng: random.Random
@@ -244,14 +238,11 @@ def pick_step_size(sizes: Sequence[int], step: int, seed: int = 0) -> int:
 def resize_batch(
     images: torch.Tensor, targets: list[Target], size: int
 ) -> tuple[torch.Tensor, list[Target]]:
-    """Resize a normalised float batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear).
-
-    The training step normalises the loader's uint8 batch first
-    (:func:`rfdetr.data.normalize.normalize_images`), so the interpolation runs on the same
-    float values as when items were normalised one by one in the loader.
+    """Resize a normalised float batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear),
+    on the device, per step, for multi-scale training.
 
     Boxes are normalised cxcywh, so they do not change; masks are resized (nearest) and
-    ``size`` updated. Run it on the device, per step, for multi-scale training.
+    ``size`` updated.
     """
     if images.shape[-2:] == (size, size):
         return images, targets

@@ -27,8 +27,14 @@ from rfdetr.data.formats import (
     detect_format,
 )
 from rfdetr.data.images import NotRegularFileError, check_inside, escapes_root, read_image_size
-from rfdetr.data.problems import DatasetError, Problem, ProblemLog, of_severity
-from rfdetr.data.yolo import orphan_labels, parse_label_file, read_data_yaml, scan_split
+from rfdetr.data.problems import DatasetError, ProblemLog
+from rfdetr.data.yolo import (
+    YoloSplitFiles,
+    orphan_labels,
+    parse_label_file,
+    read_data_yaml,
+    scan_split,
+)
 
 
 @dataclass
@@ -48,33 +54,22 @@ class SplitSummary:
         return {k: v for k, v in asdict(self).items() if k != "class_counts"}
 
 
-@dataclass
-class DatasetReport:
-    """What :func:`validate_dataset` found.
+@dataclass(kw_only=True)
+class DatasetReport(ProblemLog):
+    """What :func:`validate_dataset` found; the problem log validation writes to.
 
     Attributes:
         path: the dataset folder as given.
         format: ``"coco"``, ``"yolo"`` or None when not detected.
         splits: per split (``train``/``valid``/``test``) image and annotation counts.
         class_map: the classes (0-based ids, dataset ids, names); None when unreadable.
-        problems: every problem, in the order found.
+        problems: every problem, in the order found (``errors``, ``warnings``: by severity).
     """
 
     path: str
     format: str | None = None
     splits: dict[str, SplitSummary] = field(default_factory=dict)
     class_map: ClassMap | None = None
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Problem]:
-        """The problems that make the dataset unusable."""
-        return of_severity(self.problems, "error")
-
-    @property
-    def warnings(self) -> list[Problem]:
-        """The problems the loader works around."""
-        return of_severity(self.problems, "warning")
 
     @property
     def usable(self) -> bool:
@@ -111,7 +106,7 @@ class DatasetReport:
             "skipped_classes": [{"source_id": i, "name": n} for i, n in skipped],
             "errors": len(self.errors),
             "warnings": len(self.warnings),
-            "problems": [p.to_dict() for p in self.problems],
+            "problems": [asdict(p) for p in self.problems],
         }
 
 
@@ -127,157 +122,125 @@ def validate_dataset(path: str | Path, *, deep: bool = False) -> DatasetReport:
             uses (:func:`rfdetr.data.dataset.load_raw_item`); finds truncated or corrupt pixel
             data that a header read cannot. Imports torch.
     """
-    log = ProblemLog()
     report = DatasetReport(path=str(path))
     try:
         layout = detect_format(path)
     except DatasetFormatError as exc:
-        log.error(exc.path, exc.problem)
-        report.problems = log.problems
+        report.error(exc.path, exc.problem)
         return report
     except OSError as exc:
-        log.error(path, f"cannot read the dataset folder ({exc.strerror or exc})")
-        report.problems = log.problems
+        report.error(path, f"cannot read the dataset folder ({exc.strerror or exc})")
         return report
     report.format = layout.format.value
     for name in REQUIRED_SPLITS:
         if name not in layout.splits:
             looked = " or ".join(f"{f}/" for f in SPLIT_FOLDERS[name])
-            log.error(layout.root / name, f"the {name} split is missing (looked for {looked})")
+            report.error(layout.root / name, f"the {name} split is missing (looked for {looked})")
     root_real = os.path.realpath(layout.root)
+    if layout.yaml_path is not None:  # YOLO: the classes come from data.yaml
+        report.class_map = read_data_yaml(layout.yaml_path, report)
     with warnings.catch_warnings():
         # Big images are fine for training (they are resized); only PIL's hard limit is an error.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        if layout.format is DatasetFormat.COCO:
-            _validate_coco(layout, root_real, log, report, deep)
-        else:
-            _validate_yolo(layout, root_real, log, report, deep)
-    _warn_unused_classes(report, log)
-    report.problems = log.problems
+        for name, split_dir in layout.splits.items():
+            report.splits[name] = SplitSummary(name, str(split_dir))
+            if escapes_root(split_dir, root_real):
+                problem = "split folder is a symlink that points outside the dataset folder"
+                report.error(split_dir, problem)
+            elif layout.format is DatasetFormat.COCO:
+                _validate_coco(layout, name, root_real, report, deep)
+            else:
+                _validate_yolo(layout, name, root_real, report, deep)
+    _warn_unused_classes(report)
     return report
 
 
 def _validate_coco(
-    layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport, deep: bool
+    layout: DatasetLayout, name: str, root_real: str, log: DatasetReport, deep: bool
 ) -> None:
-    train_categories: dict[int, str] = {}
-    for name, split_dir in layout.splits.items():
-        summary = SplitSummary(name, str(split_dir))
-        report.splits[name] = summary
-        if _split_escapes(split_dir, root_real, log):
-            continue
-        split = read_coco_split(layout.coco_annotation_path(name), log, keep_segmentation=deep)
-        if split is None:
-            continue
-        if name == "train":
-            report.class_map = ClassMap.from_coco_categories(
-                split.categories, split.annotated_category_ids()
-            )
-            train_categories = {c["id"]: c["name"] for c in split.categories}
-        else:
-            _check_same_categories(split, train_categories, log)
-        _count_coco(split, summary, report.class_map, log)
-        if split.num_images == 0:
-            log.error(split.json_path, f"the {name} split has no images")
-        good = []
-        for i in range(split.num_images):
-            expected = (int(split.widths[i]), int(split.heights[i]))
-            if check_image(split_dir / str(split.file_names[i]), root_real, log, expected):
-                good.append(i)
-        if deep and report.class_map is not None:
-            _decode_items(("coco", split, split_dir), report.class_map, root_real, good, log)
-
-
-def _check_same_categories(split: CocoSplit, train: dict[int, str], log: ProblemLog) -> None:
-    for category in split.categories:
-        known = train.get(category["id"])
-        if train and known is not None and known != category["name"]:
-            log.error(
-                split.json_path,
-                f"category id {category['id']} is {category['name']!r} here but {known!r} in "
-                "the train split; every split must use the same categories",
-            )
-
-
-def _count_coco(
-    split: CocoSplit, summary: SplitSummary, class_map: ClassMap | None, log: ProblemLog
-) -> None:
+    split_dir = layout.splits[name]
+    split = read_coco_split(layout.coco_annotation_path(name), log, keep_segmentation=deep)
+    if split is None:
+        return
+    class_map = log.class_map
+    if name == "train":
+        class_map = ClassMap.from_coco_categories(split.categories, split.annotated_category_ids())
+        log.class_map = class_map
+    elif class_map is not None:
+        # The train split's categories: its classes and the superclasses it skipped.
+        train = dict(zip(class_map.source_ids, class_map.names, strict=True))
+        train.update(class_map.skipped)
+        for category in split.categories:
+            known = train.get(category["id"])
+            if known is not None and known != category["name"]:
+                log.error(
+                    split.json_path,
+                    f"category id {category['id']} is {category['name']!r} here but {known!r} "
+                    "in the train split; every split must use the same categories",
+                )
+    summary = log.splits[name]
     summary.images = split.num_images
     summary.annotations = len(split.ann_ids)
     summary.crowd = int(split.ann_iscrowd.sum())
     summary.class_counts.update(int(c) for c in split.ann_category_ids)
-    if class_map is None:
-        return
-    for category_id in sorted(summary.class_counts):
+    for category_id in sorted(summary.class_counts) if class_map is not None else ():
         if not class_map.has_source_id(category_id):
             log.error(
                 split.json_path,
                 f"{summary.class_counts[category_id]} annotations use category id {category_id}, "
                 "which is not a class of the train split",
             )
+    if split.num_images == 0:
+        log.error(split.json_path, f"the {name} split has no images")
+    good = []
+    for i in range(split.num_images):
+        expected = (int(split.widths[i]), int(split.heights[i]))
+        if check_image(split_dir / str(split.file_names[i]), root_real, log, expected):
+            good.append(i)
+    if deep and class_map is not None:
+        _decode_items(split, split_dir, class_map, root_real, good, log)
 
 
 def _validate_yolo(
-    layout: DatasetLayout, root_real: str, log: ProblemLog, report: DatasetReport, deep: bool
+    layout: DatasetLayout, name: str, root_real: str, log: DatasetReport, deep: bool
 ) -> None:
-    assert layout.yaml_path is not None  # detect_format always sets it for YOLO
-    report.class_map = read_data_yaml(layout.yaml_path, log)
-    for name, split_dir in layout.splits.items():
-        summary = SplitSummary(name, str(split_dir))
-        report.splits[name] = summary
-        if _split_escapes(split_dir, root_real, log):
-            continue
-        files = scan_split(*layout.yolo_dirs(name))
-        if not files.images_dir.is_dir():
-            log.error(files.images_dir, f"the {name} split has no images/ folder")
-            continue
-        for linked in files.linked_dirs:
-            _report_linked_dir(linked, root_real, log)
-        if not files.images:
-            log.error(files.images_dir, f"the {name} split has no images")
-            continue
-        if not files.labels_dir.is_dir():
-            log.warning(files.labels_dir, "no labels/ folder; every image has no objects")
-        summary.images = len(files.images)
-        good = []
-        for index, image in enumerate(files.images):
-            errors = len(log.problems)
-            size = check_image(image, root_real, log)
-            labels = parse_label_file(files.label_path(image), report.class_map, log, root_real)
-            summary.annotations += len(labels)
-            summary.class_counts.update(labels.class_ids.tolist())
-            if size and not of_severity(log.problems[errors:], "error"):
-                good.append(index)
-        if deep and report.class_map is not None:
-            _decode_items(("yolo", files, None), report.class_map, root_real, good, log)
-        for orphan in orphan_labels(files):
-            log.warning(orphan, "label file has no image with the same name; it is ignored")
-
-
-def _report_linked_dir(linked: Path, root_real: str, log: ProblemLog) -> None:
-    if escapes_root(linked, root_real):
-        log.error(linked, "symlinked folder points outside the dataset folder")
-    else:
-        log.warning(linked, "symlinked folder is not followed; its images are ignored")
-
-
-def _split_escapes(split_dir: Path, root_real: str, log: ProblemLog) -> bool:
-    if escapes_root(split_dir, root_real):
-        log.error(split_dir, "split folder is a symlink that points outside the dataset folder")
-        return True
-    return False
+    files = scan_split(*layout.yolo_dirs(name))
+    if not files.images_dir.is_dir():
+        log.error(files.images_dir, f"the {name} split has no images/ folder")
+        return
+    for linked in files.linked_dirs:
+        if escapes_root(linked, root_real):
+            log.error(linked, "symlinked folder points outside the dataset folder")
+        else:
+            log.warning(linked, "symlinked folder is not followed; its images are ignored")
+    if not files.images:
+        log.error(files.images_dir, f"the {name} split has no images")
+        return
+    if not files.labels_dir.is_dir():
+        log.warning(files.labels_dir, "no labels/ folder; every image has no objects")
+    summary = log.splits[name]
+    summary.images = len(files.images)
+    good = []
+    for index, image in enumerate(files.images):
+        errors = len(log.problems)
+        size = check_image(image, root_real, log)
+        labels = parse_label_file(files.label_path(image), log.class_map, log, root_real)
+        summary.annotations += len(labels)
+        summary.class_counts.update(labels.class_ids.tolist())
+        if size and all(p.severity != "error" for p in log.problems[errors:]):
+            good.append(index)
+    if deep and log.class_map is not None:
+        _decode_items(files, layout.splits[name], log.class_map, root_real, good, log)
+    for orphan in orphan_labels(files):
+        log.warning(orphan, "label file has no image with the same name; it is ignored")
 
 
 def check_image(
     path: Path, root_real: str, log: ProblemLog, expected: tuple[int, int] | None = None
 ) -> tuple[int, int] | None:
-    """Check one image from its header: inside the dataset, a regular file, decodable, within
-    the pixel limit, of a mode training can read, of the expected size.
-
-    Args:
-        path: the image file.
-        root_real: ``os.path.realpath`` of the dataset folder.
-        expected: ``(width, height)`` from the annotation file, when it states one.
+    """Check one image from its header: inside ``root_real`` (the dataset's realpath), a
+    regular file, decodable, within the pixel limit, of a mode training can read, and of the
+    ``expected`` ``(width, height)`` when the annotation file states one.
 
     Returns:
         ``(width, height)``, or None when the image is unusable (the problem is in ``log``).
@@ -289,48 +252,41 @@ def check_image(
         log.error(exc.path, exc.problem)
         return None
     except FileNotFoundError:
-        log.error(path, "image file is missing")
-        return None
+        problem = "image file is missing"
     except NotRegularFileError:
-        log.error(path, "not a regular file (a FIFO, device or socket); refused unread")
-        return None
+        problem = "not a regular file (a FIFO, device or socket); refused unread"
     except Image.DecompressionBombError:
-        log.error(path, "image has more pixels than PIL allows (decompression-bomb limit)")
-        return None
+        problem = "image has more pixels than PIL allows (decompression-bomb limit)"
     except (OSError, SyntaxError, ValueError) as exc:
         # PIL raises SyntaxError/ValueError for some broken headers.
-        log.error(path, f"not a decodable image ({exc})")
-        return None
-    if expected is not None and size != expected:
-        log.error(
-            path,
+        problem = f"not a decodable image ({exc})"
+    else:
+        if expected is None or size == expected:
+            return size
+        problem = (
             f"image is {size[0]}x{size[1]} but the annotation file says "
-            f"{expected[0]}x{expected[1]} (width x height)",
+            f"{expected[0]}x{expected[1]} (width x height)"
         )
-        return None
-    return size
+    log.error(path, problem)
+    return None
 
 
 def _decode_items(
-    what: tuple[str, Any, Path | None],
+    files: CocoSplit | YoloSplitFiles,
+    split_dir: Path,
     class_map: ClassMap,
     root_real: str,
     indices: list[int],
     log: ProblemLog,
 ) -> None:
-    """``--deep``: decode each item (image and masks) exactly as training does.
-
-    Args:
-        what: ``("coco", CocoSplit, split_dir)`` or ``("yolo", YoloSplitFiles, None)``.
-        indices: the items whose header and labels passed (the others are reported already).
-    """
+    """``--deep``: decode the items at ``indices`` (those whose header and labels passed)
+    exactly as training does, image and masks."""
     from rfdetr.data.dataset import load_raw_item  # imports torch: only for --deep
     from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
 
-    kind, files, split_dir = what
     source: AnnotationSource
     try:
-        if kind == "coco" and split_dir is not None:
+        if isinstance(files, CocoSplit):
             source = CocoSource(files, split_dir, class_map, root_real)
         else:
             source = YoloSource(files, class_map, root_real)
@@ -343,10 +299,10 @@ def _decode_items(
             log.error(exc.path, exc.problem)
 
 
-def _warn_unused_classes(report: DatasetReport, log: ProblemLog) -> None:
-    train = report.splits.get("train")
-    if report.class_map is None or train is None or train.images == 0:
+def _warn_unused_classes(log: DatasetReport) -> None:
+    train = log.splits.get("train")
+    if log.class_map is None or train is None or train.images == 0:
         return
-    for source_id, name in zip(report.class_map.source_ids, report.class_map.names, strict=True):
+    for source_id, name in zip(log.class_map.source_ids, log.class_map.names, strict=True):
         if train.class_counts[source_id] == 0:
             log.warning(train.folder, f"class {name!r} (id {source_id}) has no training examples")

@@ -95,7 +95,26 @@ def read_data_yaml(yaml_path: Path, log: ProblemLog) -> ClassMap | None:
     data = load_data_yaml(yaml_path, log)
     if data is None:
         return None
-    return _class_map_from_yaml(data, yaml_path, log)
+    names = data.get("names")
+    if isinstance(names, Mapping):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            log.error(yaml_path, "names: the keys of a names mapping must be integer class ids")
+            return None
+        pairs = list(names.items())
+    elif isinstance(names, list):
+        pairs = list(enumerate(names))
+    else:
+        log.error(yaml_path, "names: must be a list of class names or a {id: name} mapping")
+        return None
+    problem = _names_problem(pairs)
+    if problem:
+        log.error(yaml_path, f"names: {problem}")
+        return None
+    nc = data.get("nc")
+    if nc is not None and nc != len(pairs):
+        log.error(yaml_path, f"nc is {nc!r} but names lists {len(pairs)} classes")
+        return None
+    return ClassMap.from_yolo_names({k: str(v) for k, v in pairs})
 
 
 class _RefusedYaml(Exception):
@@ -127,56 +146,28 @@ def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
         with open_regular(yaml_path) as handle:
             raw = handle.read(MAX_YAML_BYTES + 1)
         if len(raw) > MAX_YAML_BYTES:
-            log.error(yaml_path, f"data file is larger than {MAX_YAML_BYTES} bytes")
-            return None
+            raise _RefusedYaml(f"data file is larger than {MAX_YAML_BYTES} bytes")
         data = _parse_yaml(raw.decode("utf-8"))
     except FileNotFoundError:
-        log.error(yaml_path, "data file is missing")
-        return None
+        problem = "data file is missing"
     except UnicodeDecodeError as exc:
-        log.error(yaml_path, f"not UTF-8 text ({exc.reason})")
-        return None
+        problem = f"not UTF-8 text ({exc.reason})"
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        log.error(yaml_path, f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}")
-        return None
+        problem = f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}"
     except RecursionError:
-        log.error(yaml_path, "malformed YAML: nested too deeply")
-        return None
+        problem = "malformed YAML: nested too deeply"
     except _RefusedYaml as exc:
-        log.error(yaml_path, str(exc))
-        return None
+        problem = str(exc)
     except OSError as exc:
-        log.error(yaml_path, f"cannot read data file ({exc.strerror or exc})")
-        return None
-    if not isinstance(data, dict):
-        log.error(yaml_path, "must be a YAML mapping with a 'names' entry")
-        return None
-    return data
-
-
-def _class_map_from_yaml(data: dict[Any, Any], yaml_path: Path, log: ProblemLog) -> ClassMap | None:
-    names = data.get("names")
-    if isinstance(names, Mapping):
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
-            log.error(yaml_path, "names: the keys of a names mapping must be integer class ids")
-            return None
-        pairs = list(names.items())
-    elif isinstance(names, list):
-        pairs = list(enumerate(names))
+        problem = f"cannot read data file ({exc.strerror or exc})"
     else:
-        log.error(yaml_path, "names: must be a list of class names or a {id: name} mapping")
-        return None
-    problem = _names_problem(pairs)
-    if problem:
-        log.error(yaml_path, f"names: {problem}")
-        return None
-    nc = data.get("nc")
-    if nc is not None and nc != len(pairs):
-        log.error(yaml_path, f"nc is {nc!r} but names lists {len(pairs)} classes")
-        return None
-    return ClassMap.from_yolo_names({k: str(v) for k, v in pairs})
+        if isinstance(data, dict):
+            return data
+        problem = "must be a YAML mapping with a 'names' entry"
+    log.error(yaml_path, problem)
+    return None
 
 
 def _names_problem(pairs: list[tuple[Any, Any]]) -> str | None:
@@ -303,7 +294,5 @@ def read_labels_strict(path: Path, class_map: ClassMap, root_real: str | None = 
     """
     log = ProblemLog()
     labels = parse_label_file(path, class_map, log, root_real)
-    if log.errors:
-        first = log.errors[0]
-        raise DatasetError(first.path, first.message)
+    log.raise_first()
     return labels

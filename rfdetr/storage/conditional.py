@@ -85,10 +85,11 @@ def replace_object(
     return _put(store, target, data, {"If-Match": f'"{clean_etag(etag)}"'})
 
 
-def read_object(
+def read_json_object(
     uri: str | ObjectURI, *, store: ObjectStore | None = None
-) -> tuple[bytes, str] | None:
-    """(content, ETag) of the small object ``uri`` read in one GET, or None when absent."""
+) -> tuple[dict, str] | None:
+    """(JSON object, ETag) of the small object ``uri`` read in one GET, None when absent; a
+    StorageError when it is not a JSON object."""
     from minio.error import S3Error
 
     target, store = object_uri(uri), resolve_store(store)
@@ -107,20 +108,10 @@ def read_object(
             response.release_conn()
     if len(data) > MAX_SMALL_OBJECT:
         raise StorageError(f"{target}: over {MAX_SMALL_OBJECT} bytes; not a pointer object")
-    return data, etag
-
-
-def read_json_object(
-    uri: str | ObjectURI, *, store: ObjectStore | None = None
-) -> tuple[dict, str] | None:
-    """(JSON object, ETag) of ``uri``, None when absent; a StorageError when not an object."""
-    found = read_object(uri, store=store)
-    if found is None:
-        return None
     try:
-        value = json.loads(found[0])
+        value = json.loads(data)
     except ValueError as exc:
         raise StorageError(f"{uri}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise StorageError(f"{uri}: expected a JSON object, found {type(value).__name__}")
-    return value, found[1]
+    return value, etag

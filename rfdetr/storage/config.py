@@ -109,11 +109,7 @@ def _endpoint(env: Mapping[str, str]) -> tuple[str, bool | None]:
             f"or {START_HINT} and eval its `objectstore env` output"
         )
     name, host = found
-    port_var = (
-        "OBJECTSTORECONFIG_PORT"
-        if name == "OBJECTSTORECONFIG_HOST"
-        else "MINIO_SERVICE_SERVICE_PORT"
-    )
+    port_var = name.replace("_HOST", "_PORT")  # OBJECTSTORECONFIG_PORT, MINIO_SERVICE_SERVICE_PORT
     scheme_secure: bool | None = None
     if "://" in host:
         parts = urlsplit(host)

@@ -15,7 +15,7 @@ import os
 import tempfile
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rfdetr.storage.config import ObjectStore, s3_errors
@@ -47,17 +47,7 @@ _ENCRYPTION_HEADERS = (
     "x-amz-server-side-encryption-aws-kms-key-id",
 )
 # Part sizes other common clients use; tried to verify a multipart ETag we did not create.
-_COMMON_PART_SIZES = (
-    5 * MIB,
-    8 * MIB,
-    10 * MIB,
-    15 * MIB,
-    16 * MIB,
-    32 * MIB,
-    64 * MIB,
-    100 * MIB,
-    128 * MIB,
-)
+_COMMON_PART_SIZES = tuple(n * MIB for n in (5, 8, 10, 15, 16, 32, 64, 100, 128))
 
 
 @dataclass(frozen=True)
@@ -193,7 +183,9 @@ def download_file(
 
 
 def _plan(store: ObjectStore, prefix: ObjectURI) -> list[tuple[str, str, int]]:
-    """(key, relative path, size) of every object under ``prefix``, all keys checked first."""
+    """(key, relative path, size) of every object under ``prefix`` (its bucket must exist), all
+    keys checked first."""
+    require_bucket(store, prefix)
     with s3_errors(store, "listing", prefix):
         objects = list(
             store.client.list_objects(prefix.bucket, prefix=prefix.prefix, recursive=True)
@@ -206,13 +198,9 @@ def _plan(store: ObjectStore, prefix: ObjectURI) -> list[tuple[str, str, int]]:
         plan.append((key, relative_key(prefix, key), int(obj.size)))
     rels = {rel for _, rel, _ in plan}
     for rel in rels:  # "a" and "a/b" cannot both be files
-        parent = rel.rsplit("/", 1)[0] if "/" in rel else None
-        while parent:
-            if parent in rels:
-                raise UnsafeKeyError(
-                    f"{prefix}: key {parent!r} is both a file and a folder of {rel!r}"
-                )
-            parent = parent.rsplit("/", 1)[0] if "/" in parent else None
+        parent = next((p for p in map(str, PurePosixPath(rel).parents) if p in rels), None)
+        if parent is not None:
+            raise UnsafeKeyError(f"{prefix}: key {parent!r} is both a file and a folder of {rel!r}")
     if not plan:
         single = bool(prefix.key) and exists(prefix, store=store)
         hint = "; it names one object: use download_file" if single else ""
@@ -237,7 +225,6 @@ def download_prefix(
     """
     prefix, root = parse_uri(uri), Path(local_dir)
     store = resolve_store(store)
-    require_bucket(store, prefix)
     plan = _plan(store, prefix)
     root.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[ObjectURI, Path, int | None, str | None]] = [

@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -69,14 +69,9 @@ def digest_file(path: str | os.PathLike[str], part_size: int | None = None) -> F
                     part_md5, filled = hashlib.md5(), 0
     if filled:
         part_digests.append(part_md5.digest())
-    return FileDigest(size, sha.hexdigest(), multipart_etag(whole.hexdigest(), part_digests))
-
-
-def multipart_etag(md5_hex: str, part_digests: list[bytes]) -> str:
-    """S3's ETag: the MD5 for one part, else ``md5(concat(part MD5s))-N``."""
-    if len(part_digests) <= 1:
-        return md5_hex
-    return f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
+    # S3's ETag: the MD5 for one part, else ``md5(concat(part MD5s))-N``.
+    etag = f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
+    return FileDigest(size, sha.hexdigest(), whole.hexdigest() if len(part_digests) <= 1 else etag)
 
 
 @dataclass(frozen=True)
@@ -103,14 +98,9 @@ class Manifest:
         return {entry.path: entry for entry in self.files}
 
     def to_json(self) -> str:
-        files = [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in self.files]
-        doc = {
-            "format": MANIFEST_FORMAT,
-            "version": MANIFEST_VERSION,
-            "created": self.created,
-            "files": files,
-        }
-        return json.dumps(doc, indent=2) + "\n"
+        files = [asdict(entry) for entry in self.files]  # path, size, sha256
+        doc = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "created": self.created}
+        return json.dumps({**doc, "files": files}, indent=2) + "\n"
 
     @classmethod
     def from_entries(cls, entries: Iterable[ManifestEntry]) -> Manifest:

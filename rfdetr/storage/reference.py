@@ -24,7 +24,7 @@ from rfdetr.storage.download import (
 )
 from rfdetr.storage.errors import IntegrityError, StorageError
 from rfdetr.storage.manifest import MANIFEST_NAME, Manifest, ManifestEntry, compare_digests
-from rfdetr.storage.upload import require_bucket, resolve_store
+from rfdetr.storage.upload import resolve_store
 from rfdetr.storage.uris import ObjectURI, parse_uri
 
 REFERENCE_FORMAT = "rfdetr-prefix-reference"
@@ -78,7 +78,6 @@ def pin_prefix(uri: str | ObjectURI, *, store: ObjectStore | None = None) -> Pre
         IntegrityError: a listed file is missing, has another size, or an object is not listed.
     """
     prefix, store = parse_uri(uri), resolve_store(store)
-    require_bucket(store, prefix)
     listed = {rel: size for _, rel, size in _plan(store, prefix)}  # refuses unsafe keys
     if MANIFEST_NAME not in listed:
         raise StorageError(

@@ -89,38 +89,6 @@ def ensure_bucket(bucket: str, *, store: ObjectStore | None = None) -> bool:
     return True
 
 
-def _readback_sha256(store: ObjectStore, target: ObjectURI) -> str:
-    sha = hashlib.sha256()
-    with s3_errors(store, "reading back", target):
-        response = store.client.get_object(target.bucket, target.key)
-        try:
-            for chunk in response.stream(CHUNK_SIZE):
-                sha.update(chunk)
-        finally:
-            response.close()
-            response.release_conn()
-    return sha.hexdigest()
-
-
-def _verify_upload(store: ObjectStore, target: ObjectURI, digest: FileDigest) -> tuple[str, str]:
-    """(server ETag, check used) after comparing the stored object with ``digest``."""
-    with s3_errors(store, "checking upload of", target):
-        stat = store.client.stat_object(target.bucket, target.key)
-    if stat.size != digest.size:
-        raise IntegrityError(f"{target}: stored size {stat.size} != uploaded {digest.size} bytes")
-    stored_sha = (stat.metadata or {}).get(SHA256_HEADER)
-    if stored_sha is not None and stored_sha.lower() != digest.sha256:
-        raise IntegrityError(f"{target}: stored sha256 metadata does not match the uploaded file")
-    etag = clean_etag(stat.etag)
-    if etag == digest.etag:
-        return etag, "etag"
-    # Not the MD5 we computed: encrypted objects and some gateways use opaque ETags.
-    if _readback_sha256(store, target) != digest.sha256:
-        raise IntegrityError(f"{target}: the object read back differs from the uploaded file")
-    logger.info("%s: ETag %s is not an MD5 of the data; verified by reading it back", target, etag)
-    return etag, "sha256-readback"
-
-
 def _upload_verified(
     store: ObjectStore, path: Path, target: ObjectURI, digest: FileDigest
 ) -> UploadedObject:
@@ -134,7 +102,30 @@ def _upload_verified(
             metadata={SHA256_META: digest.sha256},
             part_size=part_size_for(digest.size),
         )
-    etag, check = _verify_upload(store, target, digest)
+    with s3_errors(store, "checking upload of", target):
+        stat = store.client.stat_object(target.bucket, target.key)
+    if stat.size != digest.size:
+        raise IntegrityError(f"{target}: stored size {stat.size} != uploaded {digest.size} bytes")
+    stored_sha = (stat.metadata or {}).get(SHA256_HEADER)
+    if stored_sha is not None and stored_sha.lower() != digest.sha256:
+        raise IntegrityError(f"{target}: stored sha256 metadata does not match the uploaded file")
+    etag, check = clean_etag(stat.etag), "etag"
+    if etag != digest.etag:  # encrypted objects and some gateways use opaque ETags
+        sha = hashlib.sha256()
+        with s3_errors(store, "reading back", target):
+            response = store.client.get_object(target.bucket, target.key)
+            try:
+                for chunk in response.stream(CHUNK_SIZE):
+                    sha.update(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+        if sha.hexdigest() != digest.sha256:
+            raise IntegrityError(f"{target}: the object read back differs from the uploaded file")
+        logger.info(
+            "%s: ETag %s is not an MD5 of the data; verified by reading it back", target, etag
+        )
+        check = "sha256-readback"
     record("up", digest.size, target)
     logger.debug("uploaded %s -> %s (%d bytes, %s)", path, target, digest.size, check)
     return UploadedObject(str(target), digest.size, digest.sha256, etag, check)

@@ -34,11 +34,7 @@ class ObjectURI:
     key: str
 
     def __str__(self) -> str:
-        return (
-            f"{self.scheme}://{self.bucket}/{self.key}"
-            if self.key
-            else f"{self.scheme}://{self.bucket}"
-        )
+        return f"{self.scheme}://{self.bucket}" + (f"/{self.key}" if self.key else "")
 
     @property
     def prefix(self) -> str:
@@ -82,23 +78,18 @@ def parse_uri(uri: str | ObjectURI) -> ObjectURI:
             f"{text!r}: query strings and fragments are not supported; {_EXAMPLE}"
         )
     bucket, _, key = rest.partition("/")
-    _check_bucket(bucket, text)
-    if key.endswith("/"):
-        key = key[:-1]
+    if not bucket:
+        raise InvalidURIError(f"{text!r}: no bucket name; {_EXAMPLE}")
+    problem = bucket_name_problem(bucket)
+    if problem:
+        raise InvalidURIError(f"{text!r}: invalid bucket name {bucket!r} (S3 rule: {problem})")
+    key = key.removesuffix("/")
     if key:
         try:
             _check_segments(key)
         except ValueError as exc:
             raise InvalidURIError(f"{text!r}: {exc}") from None
     return ObjectURI(scheme, bucket, key)
-
-
-def _check_bucket(bucket: str, uri: str) -> None:
-    if not bucket:
-        raise InvalidURIError(f"{uri!r}: no bucket name; {_EXAMPLE}")
-    problem = bucket_name_problem(bucket)
-    if problem:
-        raise InvalidURIError(f"{uri!r}: invalid bucket name {bucket!r} (S3 rule: {problem})")
 
 
 # Reserved by AWS (general purpose bucket naming rules, docs.aws.amazon.com/AmazonS3/latest/
