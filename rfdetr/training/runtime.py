@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 # sets the allocated GPUs' UUIDs or indices (or, with volume-mounts, a folder), the signal that
 # a GPU was requested. Its CDI-only strategies set nothing, so they go undetected here.
 _NO_GPU_ASSIGNED = {"", "all", "none", "void"}
+_ONE_PROCESS = DistInfo()
 
 
 def assigned_gpus() -> str | None:
@@ -54,7 +55,9 @@ def cuda_unusable(what: str) -> ConfigError:
     )
 
 
-def resolve_device(requested: str | None, info: DistInfo) -> torch.device:
+def resolve_device(
+    requested: str | torch.device | None, info: DistInfo = _ONE_PROCESS
+) -> torch.device:
     """The training device: as requested, else CUDA when available, else the CPU.
 
     A GPU that was asked for (``device`` cuda, or GPUs assigned through
