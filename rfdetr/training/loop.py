@@ -89,6 +89,10 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
     check_compile(config.train, device)
     configure_tf32(device, config.train.tf32)
     check_loggers(config.log)
+    out = Path(config.train.output_dir)
+    taken = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if taken is not None:  # before any work, as `rfdetr train` reports mkdir's OSError late
+        raise ConfigError(f"output_dir {out}: exists and is not a folder ({taken}); pass a folder")
     resume = files.load_training_checkpoint(config.train.resume) if config.train.resume else None
     _check_same_resume(config, resume, info)
     datasets = build_datasets(config)
@@ -125,7 +129,7 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
 
 def _wants_cuda(config: RunConfig) -> bool:
     try:  # resolve_device raises again, with its message, once the group is joined
-        return resolve_device(config.train.device, DistInfo()).type == "cuda"
+        return resolve_device(config.train.device).type == "cuda"
     except ConfigError:
         return False
 
