@@ -59,8 +59,9 @@ def default_device() -> torch.device:
         ConfigError: the container was assigned GPUs (``NVIDIA_VISIBLE_DEVICES``) that CUDA
             cannot use: an error rather than a silent CPU run.
     """
-    mps = not torch.cuda.is_available() and assigned_gpus() is None
-    return torch.device("mps") if mps and torch.backends.mps.is_available() else resolve_device(None)
+    if torch.cuda.is_available() or assigned_gpus() is not None:
+        return resolve_device(None)
+    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
 
 
 class RFDETRModel:
