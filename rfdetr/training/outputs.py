@@ -130,23 +130,17 @@ def finish_epoch(
     return stop
 
 
-def evaluate_split(
-    session: TrainSession, model: nn.Module, dataset: DetectionDataset | None
-) -> EvaluationResult:
-    """COCO metrics of ``model`` on ``dataset`` (a ``train=False`` split): bbox, and segm for Seg.
-
-    The model's train/eval mode is restored afterwards, and so are the training random streams:
-    a resumed run restores the streams saved after the epoch, and they must equal those an
-    uninterrupted run continues with.
-    """
-    return evaluate_split_models(session, [model], dataset)[0]
-
-
 def evaluate_split_models(
     session: TrainSession, models: list[nn.Module], dataset: DetectionDataset | None
 ) -> list[EvaluationResult]:
-    """:func:`evaluate_split` of each of ``models`` in one pass over ``dataset`` (each batch
-    loaded once, :func:`rfdetr.evaluation.coco.evaluate_models`); same results."""
+    """COCO metrics (bbox, and segm for Seg) of each of ``models`` on ``dataset`` (a
+    ``train=False`` split) in one pass, each batch loaded once
+    (:func:`rfdetr.evaluation.coco.evaluate_models`).
+
+    The models' train/eval modes are restored afterwards, and so are the training random
+    streams: a resumed run restores the streams saved after the epoch, and they must equal those
+    an uninterrupted run continues with.
+    """
     from rfdetr.evaluation.coco import evaluate_models
 
     config = session.config
