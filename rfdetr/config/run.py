@@ -182,7 +182,11 @@ class RunConfig(StrictModel):
         Raises:
             ConfigError: an unknown keyword (with the closest valid name) or an invalid value.
         """
-        options = _check_compat_options(options)
+        options = dict(options)
+        for key, (value, why) in _FIXED_UPSTREAM_OPTIONS.items():
+            given = options.pop(key, value)
+            if given != value and not (key == "sync_bn" and given is False):
+                raise ConfigError(f"option '{key}' can only be {value} here: {why}")
         base: dict[str, Any] = {"data": {}}
         if isinstance(model, str):
             model = get_preset(model)
@@ -254,16 +258,6 @@ _FIXED_UPSTREAM_OPTIONS: dict[str, tuple[Any, str]] = {
     "do_random_resize_via_padding": (False, "multi-scale resizes each step's batch instead"),
     "sync_bn": (True, "the model has no BatchNorm, so there is nothing to synchronise"),
 }
-
-
-def _check_compat_options(options: dict[str, Any]) -> dict[str, Any]:
-    kept = dict(options)
-    for key, (value, why) in _FIXED_UPSTREAM_OPTIONS.items():
-        if key in kept:
-            given = kept.pop(key)
-            if given != value and not (key == "sync_bn" and given is False):
-                raise ConfigError(f"option '{key}' can only be {value} here: {why}")
-    return kept
 
 
 def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
