@@ -50,13 +50,10 @@ class TrainConfig(StrictModel):
     ``clip_max_norm=0.1``, ``lr_scheduler='step'``, ``seed=42`` and the loss weights).
     ``grad_accum_steps`` defaults to 4 as in the documented training parameters (effective batch
     16 with ``batch_size=4``). ``cls_loss_coef=None`` means 1.0, Seg included (upstream 1.11.2).
-    ``pretrain_weights`` is read only when training builds the model itself (CLI, pipeline);
-    ``device=None`` picks CUDA when available, else the CPU (a GPU assigned to the container
-    with CUDA unusable is an error). ``amp`` autocasts the forward pass on CUDA (bf16 from
-    compute capability 8.0, else fp16; ``amp_dtype`` forces one); on the CPU only an explicit
-    ``amp_dtype="bf16"`` does, and only on a CPU with native bf16 (AVX512-BF16, AMX).
-    ``tf32`` runs the fp32 matmuls (validation, matcher, losses) on TF32 tensor cores on an
-    Ampere or later GPU; ``compile`` on CUDA needs a C compiler (Triton builds kernels).
+    ``pretrain_weights`` is read only when training builds the model itself (CLI, pipeline).
+    ``device`` (None: CUDA when available, else the CPU), ``amp``/``amp_dtype``, ``tf32`` and
+    ``compile``: :mod:`rfdetr.training.runtime` (``resolve_device``, ``resolve_precision``,
+    ``configure_tf32``, ``check_compile``).
     """
 
     epochs: int = Field(100, ge=1, le=100_000)
