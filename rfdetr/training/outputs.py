@@ -185,14 +185,11 @@ def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> 
         "map_50": float(result.primary.map_50),
         "evaluation": result.to_dict(),
     }
-    kwargs = {
-        "config": session.config.model_dump(mode="json"),
-        "class_names": session.class_names,
-        "epoch": epoch,
-        "metrics": metrics,
-    }
     name = files.BEST_EMA if source == "ema" else files.BEST_REGULAR
-    files.save_checkpoint(out / name, weights, **kwargs)
+    config, names = session.config.model_dump(mode="json"), session.class_names
+    files.save_checkpoint(
+        out / name, weights, config=config, class_names=names, epoch=epoch, metrics=metrics
+    )
     if session.tracker.winner() == source:  # the same bytes: written once
         files.link_checkpoint(out / name, out / files.BEST_TOTAL)
         session.tracker.total = source
