@@ -80,8 +80,9 @@ def fit(config: RunConfig, *, model: RFDETR | None = None) -> TrainResult:
     """
     info = setup_distributed(use_cuda=_wants_cuda(config))
     try:
-        with tuned_allocator(resolve_device(config.train.device, info)):
-            result = _fit(config, model, info)
+        device = resolve_device(config.train.device, info)
+        with tuned_allocator(device):
+            result = _fit(config, model, info, device)
     except BaseException:
         cleanup(info, failed=True)
         raise
@@ -89,8 +90,9 @@ def fit(config: RunConfig, *, model: RFDETR | None = None) -> TrainResult:
     return result
 
 
-def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult:
-    device = resolve_device(config.train.device, info)
+def _fit(
+    config: RunConfig, model: RFDETR | None, info: DistInfo, device: torch.device
+) -> TrainResult:
     check_compile(config.train, device)
     configure_tf32(device, config.train.tf32)
     check_loggers(config.log)

@@ -109,15 +109,11 @@ def finish_epoch(
     record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
     for source, result in results.items():
         record |= metric_record("val_" if source == "regular" else "val_ema_", result)
-    changed = [s for s, r in results.items() if tracker.improve(s, selection_score(r), epoch)]
-    for source in changed:
+    scores = {source: selection_score(result) for source, result in results.items()}
+    for source in [s for s, score in scores.items() if tracker.improve(s, score, epoch)]:
         _write_best(session, source, results[source], epoch)
-    stop = False
-    if session.stopper is not None:
-        regular, ema = results.get("regular"), results.get("ema")
-        stop = session.stopper.update(
-            selection_score(regular) if regular else None, selection_score(ema) if ema else None
-        )
+    stopper = session.stopper
+    stop = stopper is not None and stopper.update(scores.get("regular"), scores.get("ema"))
     record["epoch_time_s"] = time.perf_counter() - started
     record["n_parameters"] = sum(p.numel() for p in session.model.parameters())
     if session.run_logger is not None:
