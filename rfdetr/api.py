@@ -35,7 +35,7 @@ from rfdetr.inference import (
 from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
-from rfdetr.training.runtime import assigned_gpus, configure_tf32, cuda_unusable
+from rfdetr.training.runtime import assigned_gpus, configure_tf32, resolve_device
 
 if TYPE_CHECKING:
     from rfdetr.export.exporter import ExportResult
@@ -59,13 +59,9 @@ def default_device() -> torch.device:
         ConfigError: the container was assigned GPUs (``NVIDIA_VISIBLE_DEVICES``) that CUDA
             cannot use: an error rather than a silent CPU run.
     """
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if assigned_gpus() is not None:
-        raise cuda_unusable(f"NVIDIA_VISIBLE_DEVICES={assigned_gpus()} assigns a GPU")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if torch.cuda.is_available() or assigned_gpus() is not None:
+        return resolve_device(None)
+    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
 
 
 class RFDETRModel:
@@ -75,6 +71,7 @@ class RFDETRModel:
         pretrain_weights: a checkpoint path, a published name (e.g. ``"rf-detr-nano.pth"``),
             ``None`` for random initialisation, or omitted for the official COCO weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
+            Not a device, or CUDA asked for where it is unusable: `ConfigError` (a ValueError).
         num_classes: foreground classes. When it differs from the checkpoint's, the class head
             is re-initialised (logged) and the checkpoint's class names are dropped.
         class_names: a name per 0-based class id; sets ``num_classes`` when that is not given.
@@ -106,7 +103,7 @@ class RFDETRModel:
             overrides = {**overrides, "num_classes": num_classes}
         checkpoint = self._read_weights(pretrain_weights)
         base = get_preset(self.size)
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device) if device is not None else default_device()
         configure_tf32(self.device)  # fp32 inference on TF32 tensor cores (RFDETR_TF32=0: off)
         if checkpoint is not None and num_classes not in (None, checkpoint.num_classes):
             logger.info(

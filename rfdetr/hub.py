@@ -67,76 +67,36 @@ class PretrainedAsset:
 
 _GCS = "https://storage.googleapis.com/rfdetr"
 
+# One row per published checkpoint: our name, upstream's file name, path under _GCS, MD5.
+# fmt: off
+_PUBLISHED = (
+    ("nano", "rf-detr-nano.pth", "nano_coco/checkpoint_best_regular.pth",
+     "fb6504cce7fbdc783f7a46991f07639f"),
+    ("small", "rf-detr-small.pth", "small_coco/checkpoint_best_regular.pth",
+     "fb37061c1af7bace359c91b723a8d5c1"),
+    ("medium", "rf-detr-medium.pth", "medium_coco/checkpoint_best_regular.pth",
+     "7223f764a87b863f02eb8d52bf0ce2ee"),
+    ("large", "rf-detr-large-2026.pth", "rf-detr-large-2026.pth",
+     "5cb72153541cbcb9aa6efa26222acc75"),
+    ("base", "rf-detr-base.pth", "rf-detr-base-coco.pth",
+     "b4d3ce46099eaed50626ede388caf979"),
+    ("seg-nano", "rf-detr-seg-nano.pt", "rf-detr-seg-n-ft.pth",
+     "9995497791d0ff1664a1d9ddee9cfd20"),
+    ("seg-small", "rf-detr-seg-small.pt", "rf-detr-seg-s-ft.pth",
+     "0a2a3006381d0c42853907e700eadd08"),
+    ("seg-medium", "rf-detr-seg-medium.pt", "rf-detr-seg-m-ft.pth",
+     "a49af1562c3719227ad43d0ca53b4c7a"),
+    ("seg-large", "rf-detr-seg-large.pt", "rf-detr-seg-l-ft.pth",
+     "275f7b094909544ed2841c94a677d07e"),
+    ("seg-xlarge", "rf-detr-seg-xlarge.pt", "rf-detr-seg-xl-ft.pth",
+     "3693b35d0eea86ebb3e0444f4a611fba"),
+    ("seg-2xlarge", "rf-detr-seg-xxlarge.pt", "rf-detr-seg-2xl-ft.pth",
+     "040bc3412af840fa8a47e0ff69b552ba"),
+)
+# fmt: on
 PRETRAINED: dict[str, PretrainedAsset] = {
-    asset.name: asset
-    for asset in (
-        PretrainedAsset(
-            "nano",
-            "rf-detr-nano.pth",
-            f"{_GCS}/nano_coco/checkpoint_best_regular.pth",
-            "fb6504cce7fbdc783f7a46991f07639f",
-        ),
-        PretrainedAsset(
-            "small",
-            "rf-detr-small.pth",
-            f"{_GCS}/small_coco/checkpoint_best_regular.pth",
-            "fb37061c1af7bace359c91b723a8d5c1",
-        ),
-        PretrainedAsset(
-            "medium",
-            "rf-detr-medium.pth",
-            f"{_GCS}/medium_coco/checkpoint_best_regular.pth",
-            "7223f764a87b863f02eb8d52bf0ce2ee",
-        ),
-        PretrainedAsset(
-            "large",
-            "rf-detr-large-2026.pth",
-            f"{_GCS}/rf-detr-large-2026.pth",
-            "5cb72153541cbcb9aa6efa26222acc75",
-        ),
-        PretrainedAsset(
-            "base",
-            "rf-detr-base.pth",
-            f"{_GCS}/rf-detr-base-coco.pth",
-            "b4d3ce46099eaed50626ede388caf979",
-        ),
-        PretrainedAsset(
-            "seg-nano",
-            "rf-detr-seg-nano.pt",
-            f"{_GCS}/rf-detr-seg-n-ft.pth",
-            "9995497791d0ff1664a1d9ddee9cfd20",
-        ),
-        PretrainedAsset(
-            "seg-small",
-            "rf-detr-seg-small.pt",
-            f"{_GCS}/rf-detr-seg-s-ft.pth",
-            "0a2a3006381d0c42853907e700eadd08",
-        ),
-        PretrainedAsset(
-            "seg-medium",
-            "rf-detr-seg-medium.pt",
-            f"{_GCS}/rf-detr-seg-m-ft.pth",
-            "a49af1562c3719227ad43d0ca53b4c7a",
-        ),
-        PretrainedAsset(
-            "seg-large",
-            "rf-detr-seg-large.pt",
-            f"{_GCS}/rf-detr-seg-l-ft.pth",
-            "275f7b094909544ed2841c94a677d07e",
-        ),
-        PretrainedAsset(
-            "seg-xlarge",
-            "rf-detr-seg-xlarge.pt",
-            f"{_GCS}/rf-detr-seg-xl-ft.pth",
-            "3693b35d0eea86ebb3e0444f4a611fba",
-        ),
-        PretrainedAsset(
-            "seg-2xlarge",
-            "rf-detr-seg-xxlarge.pt",
-            f"{_GCS}/rf-detr-seg-2xl-ft.pth",
-            "040bc3412af840fa8a47e0ff69b552ba",
-        ),
-    )
+    name: PretrainedAsset(name, filename, f"{_GCS}/{path}", md5)
+    for name, filename, path, md5 in _PUBLISHED
 }
 """Our model name -> the official COCO-pretrained checkpoint of that size."""
 

@@ -27,19 +27,16 @@ def resolve_thresholds(threshold: Thresholds, class_names: list[str]) -> float |
     """``threshold`` as `PostProcess` takes it: a float, or a ``[C]`` tensor (one per class id).
 
     Raises:
-        ValueError: a key that is no class name or id, or a value outside [0, 1] (one line).
+        ValueError: a key that is no class name or id, or a value that is not a number in
+            [0, 1] (one line).
     """
     if not isinstance(threshold, Mapping):
-        value = float(threshold)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        return value
+        return _in_unit_range(threshold, "threshold")
     ids = {name: index for index, name in enumerate(class_names)}
     default = threshold.get("*", DEFAULT_THRESHOLD)
-    per_class = torch.full((len(class_names),), float(default))
+    per_class = torch.full((len(class_names),), _in_unit_range(default, "threshold for '*'"))
     for key, value in threshold.items():
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"threshold for {key!r} must be in [0, 1], got {value}")
+        number = _in_unit_range(value, f"threshold for {key!r}")
         if key == "*":
             continue
         index = key if isinstance(key, int) and not isinstance(key, bool) else ids.get(key)
@@ -48,8 +45,18 @@ def resolve_thresholds(threshold: Thresholds, class_names: list[str]) -> float |
                 f"threshold for {key!r}: not a class name or id of this model "
                 f"(classes: {', '.join(class_names)})"
             )
-        per_class[index] = float(value)
+        per_class[index] = number
     return per_class
+
+
+def _in_unit_range(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1], got {value}")
+    return number
 
 
 def is_batch(images: Any) -> bool:
@@ -66,7 +73,7 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     """
     where = f"image {index}"
     if isinstance(image, str | Path):
-        tensor = _open(Path(image))
+        tensor = load_rgb(Path(image)).float() / 255.0  # training's decode: a DatasetError
     elif isinstance(image, Image.Image):
         tensor = _from_pil(image, where)
     elif isinstance(image, np.ndarray):
@@ -81,13 +88,6 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     if not tensor.shape[1] or not tensor.shape[2]:
         raise ValueError(f"{where}: empty image ({tensor.shape[1]}x{tensor.shape[2]} pixels)")
     return tensor
-
-
-def _open(path: Path) -> torch.Tensor:
-    """Training's own decode (16-bit scaled, pixel limit, one-line `DatasetError`)."""
-    if not path.is_file():
-        raise ValueError(f"{path}: image file not found")
-    return load_rgb(path).float() / 255.0
 
 
 def _from_pil(image: Image.Image, where: str) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,21 @@ def test_full_size_predict(cls: type[RFDETRModel], rgb: np.ndarray) -> None:
     det = model.predict(rgb, threshold=0.0)
     assert len(det) == model.config.num_select
     assert np.isfinite(det.xyxy).all()
+
+
+@pytest.mark.parametrize("threshold", [None, "high", [0.5]])
+def test_a_threshold_that_is_not_a_number_is_one_line(detector: TinyDetector, threshold) -> None:
+    """Was a raw ``TypeError: float() argument must be ... not 'NoneType'``."""
+    image = np.zeros((20, 20, 3), np.uint8)
+    shown = re.escape(repr(threshold))
+    with pytest.raises(ValueError, match=f"threshold must be a number in \\[0, 1\\], got {shown}"):
+        detector.predict(image, threshold=threshold)
+    with pytest.raises(ValueError, match=f"threshold for 'cat' must be .*{shown}"):
+        detector.predict(image, threshold={"cat": threshold})
+
+
+def test_a_device_that_is_not_one_is_one_line() -> None:
+    """Was torch's raw ``RuntimeError: Expected one of cpu, cuda, ... device type``; the same
+    check and message as training's ``device`` option (``rfdetr.training.runtime``)."""
+    with pytest.raises(ValueError, match="device 'gpu': not a device; use cpu, cuda or cuda:N"):
+        TinyDetector(pretrain_weights=None, device="gpu")

@@ -290,7 +290,12 @@ def load_model(
     try:
         config = base.with_overrides(**{**recorded, **overrides})
     except ValueError:  # pydantic's ValidationError: the file's fields, or the caller's
-        _check_recorded(loaded, base, recorded)
+        try:
+            base.with_overrides(**recorded)
+        except ValueError as err:
+            raise CheckpointError(
+                f"{loaded.path}: the model config it records is not valid: {fmt.one_line(err)}"
+            ) from None
         raise
     model = build_model(config)
     loaded = load_weights(
@@ -301,13 +306,3 @@ def load_model(
         group_detr=config.group_detr,
     )
     return model.eval(), config, loaded
-
-
-def _check_recorded(loaded: LoadedCheckpoint, base: ModelConfig, recorded: dict[str, Any]) -> None:
-    """A one-line `CheckpointError` when the model fields the file records are not valid."""
-    try:
-        base.with_overrides(**recorded)
-    except ValueError as err:
-        raise CheckpointError(
-            f"{loaded.path}: the model config it records is not valid: {fmt.one_line(err)}"
-        ) from None

@@ -91,8 +91,7 @@ class ModelConfig(StrictModel):
         group_detr: query groups used in training (Group DETR); inference uses group 0.
         num_classes: number of foreground classes; the head has ``num_classes + 1`` outputs.
 
-    ``resolution``, ``num_select``, ``drop_path`` and ``gradient_checkpointing`` are runtime
-    fields (:data:`RUNTIME_MODEL_FIELDS`); the others fix the weights' shapes.
+    The fields marked runtime (:data:`RUNTIME_MODEL_FIELDS`) do not fix the weights' shapes.
     """
 
     name: str = "custom"

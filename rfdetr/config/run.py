@@ -50,13 +50,10 @@ class TrainConfig(StrictModel):
     ``clip_max_norm=0.1``, ``lr_scheduler='step'``, ``seed=42`` and the loss weights).
     ``grad_accum_steps`` defaults to 4 as in the documented training parameters (effective batch
     16 with ``batch_size=4``). ``cls_loss_coef=None`` means 1.0, Seg included (upstream 1.11.2).
-    ``pretrain_weights`` is read only when training builds the model itself (CLI, pipeline);
-    ``device=None`` picks CUDA when available, else the CPU (a GPU assigned to the container
-    with CUDA unusable is an error). ``amp`` autocasts the forward pass on CUDA (bf16 from
-    compute capability 8.0, else fp16; ``amp_dtype`` forces one); on the CPU only an explicit
-    ``amp_dtype="bf16"`` does, and only on a CPU with native bf16 (AVX512-BF16, AMX).
-    ``tf32`` runs the fp32 matmuls (validation, matcher, losses) on TF32 tensor cores on an
-    Ampere or later GPU; ``compile`` on CUDA needs a C compiler (Triton builds kernels).
+    ``pretrain_weights`` is read only when training builds the model itself (CLI, pipeline).
+    ``device`` (None: CUDA when available, else the CPU), ``amp``/``amp_dtype``, ``tf32`` and
+    ``compile``: :mod:`rfdetr.training.runtime` (``resolve_device``, ``resolve_precision``,
+    ``configure_tf32``, ``check_compile``).
     """
 
     epochs: int = Field(100, ge=1, le=100_000)
@@ -182,7 +179,11 @@ class RunConfig(StrictModel):
         Raises:
             ConfigError: an unknown keyword (with the closest valid name) or an invalid value.
         """
-        options = _check_compat_options(options)
+        options = dict(options)
+        for key, (value, why) in _FIXED_UPSTREAM_OPTIONS.items():
+            given = options.pop(key, value)
+            if given != value and not (key == "sync_bn" and given is False):
+                raise ConfigError(f"option '{key}' can only be {value} here: {why}")
         base: dict[str, Any] = {"data": {}}
         if isinstance(model, str):
             model = get_preset(model)
@@ -254,16 +255,6 @@ _FIXED_UPSTREAM_OPTIONS: dict[str, tuple[Any, str]] = {
     "do_random_resize_via_padding": (False, "multi-scale resizes each step's batch instead"),
     "sync_bn": (True, "the model has no BatchNorm, so there is nothing to synchronise"),
 }
-
-
-def _check_compat_options(options: dict[str, Any]) -> dict[str, Any]:
-    kept = dict(options)
-    for key, (value, why) in _FIXED_UPSTREAM_OPTIONS.items():
-        if key in kept:
-            given = kept.pop(key)
-            if given != value and not (key == "sync_bn" and given is False):
-                raise ConfigError(f"option '{key}' can only be {value} here: {why}")
-    return kept
 
 
 def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

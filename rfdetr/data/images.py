@@ -144,8 +144,8 @@ def load_rgb(path: Path) -> torch.Tensor:
     the stored pixels, and the header size that validation checks is the stored size too.
 
     Raises:
-        DatasetError: missing, not a regular file, too many pixels, or cannot be decoded
-            (one line naming the file).
+        DatasetError: missing (``image file not found``), not a regular file, too many pixels,
+            or cannot be decoded (one line naming the file).
     """
     try:
         with warnings.catch_warnings():
@@ -156,6 +156,8 @@ def load_rgb(path: Path) -> torch.Tensor:
     except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DatasetError):
             raise
+        if isinstance(exc, FileNotFoundError):
+            raise DatasetError(path, "image file not found") from exc
         # PIL reports some corrupt files as SyntaxError/ValueError rather than OSError.
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         if isinstance(exc, UnidentifiedImageError):  # PIL's text names our file object, not path

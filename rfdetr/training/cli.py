@@ -55,9 +55,9 @@ def _add_option(parser: argparse.ArgumentParser, name: str, section: str) -> Non
     default = "the --model preset's" if section == "model" else field.default
     help_text = f"[{section}] default: {default}"
     kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-    args = typing.get_args(annotation)
-    base = [a for a in args if a is not type(None)] if _is_union(annotation) else [annotation]
-    kind = base[0] if base else str
+    kind = annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None: X
+        kind = next((a for a in typing.get_args(annotation) if a is not type(None)), str)
     if kind is bool:
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
     elif typing.get_origin(kind) is typing.Literal:
@@ -69,10 +69,6 @@ def _add_option(parser: argparse.ArgumentParser, name: str, section: str) -> Non
         parser.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kwargs)
     else:
         parser.add_argument(flag, type=str, metavar="VALUE", **kwargs)
-
-
-def _is_union(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -60,7 +60,6 @@ class RunLogger:
         config: dict[str, Any],
         resume_epoch: int | None = None,
     ) -> None:
-        check_loggers(log)
         self.log_path = output_dir / LOG_FILE
         if resume_epoch is None:
             self.log_path.write_text("")

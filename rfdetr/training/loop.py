@@ -30,8 +30,13 @@ from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer
-from rfdetr.training.outputs import TrainResult, evaluate_split, finish_epoch, write_results
-from rfdetr.training.resume import check_resume_matches, finished_result, is_finished, restore
+from rfdetr.training.outputs import (
+    TrainResult,
+    evaluate_split_models,
+    finish_epoch,
+    write_results,
+)
+from rfdetr.training.resume import check_resume_matches, finished_result, restore
 from rfdetr.training.runtime import (
     capture_rng_state,
     check_compile,
@@ -75,8 +80,9 @@ def fit(config: RunConfig, *, model: RFDETR | None = None) -> TrainResult:
     """
     info = setup_distributed(use_cuda=_wants_cuda(config))
     try:
-        with tuned_allocator(resolve_device(config.train.device, info)):
-            result = _fit(config, model, info)
+        device = resolve_device(config.train.device, info)
+        with tuned_allocator(device):
+            result = _fit(config, model, info, device)
     except BaseException:
         cleanup(info, failed=True)
         raise
@@ -84,11 +90,16 @@ def fit(config: RunConfig, *, model: RFDETR | None = None) -> TrainResult:
     return result
 
 
-def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult:
-    device = resolve_device(config.train.device, info)
+def _fit(
+    config: RunConfig, model: RFDETR | None, info: DistInfo, device: torch.device
+) -> TrainResult:
     check_compile(config.train, device)
     configure_tf32(device, config.train.tf32)
     check_loggers(config.log)
+    out = Path(config.train.output_dir)
+    taken = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if taken is not None:  # before any work, as `rfdetr train` reports mkdir's OSError late
+        raise ConfigError(f"output_dir {out}: exists and is not a folder ({taken}); pass a folder")
     resume = files.load_training_checkpoint(config.train.resume) if config.train.resume else None
     _check_same_resume(config, resume, info)
     datasets = build_datasets(config)
@@ -98,8 +109,9 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
     )
     if resume is not None:
         check_resume_matches(resume, config)
-        if is_finished(resume, config):
-            return finished_result(resume, config, list(classes.names))
+        finished = finished_result(resume, config, list(classes.names))
+        if finished is not None:
+            return finished
     seed_everything(config.train.seed + info.rank)
     model = prepare_model(config, model, classes.num_classes).to(device)
     batches = TrainBatches(datasets.train, config, info, device)
@@ -125,7 +137,7 @@ def _fit(config: RunConfig, model: RFDETR | None, info: DistInfo) -> TrainResult
 
 def _wants_cuda(config: RunConfig) -> bool:
     try:  # resolve_device raises again, with its message, once the group is joined
-        return resolve_device(config.train.device, DistInfo()).type == "cuda"
+        return resolve_device(config.train.device).type == "cuda"
     except ConfigError:
         return False
 
@@ -152,13 +164,9 @@ def _build_session(
     if train.compile:
         forward_model = torch.compile(forward_model)
     precision = resolve_precision(train, device)
-    stopper = None
-    if train.early_stopping:
-        stopper = EarlyStopping(
-            train.early_stopping_patience,
-            train.early_stopping_min_delta,
-            train.early_stopping_use_ema,
-        )
+    stopper = EarlyStopping(
+        train.early_stopping_patience, train.early_stopping_min_delta, train.early_stopping_use_ema
+    )
     return TrainSession(
         config=config,
         model=model,
@@ -172,7 +180,7 @@ def _build_session(
         device=device,
         dist=info,
         sizes=list(datasets.train.sizes) if config.data.multi_scale else [],
-        stopper=stopper,
+        stopper=stopper if train.early_stopping else None,
         valid=datasets.valid,
         test=datasets.test,
         class_names=list(datasets.class_map.names),
@@ -217,12 +225,8 @@ def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], start
 
 
 def _check_same_resume(config: RunConfig, resume: dict[str, Any] | None, info: DistInfo) -> None:
-    """Every process must continue from the same epoch: on several nodes each one reads its own
-    copy of the resume file (restored from the checkpoint mirror on every node).
-
-    Raises:
-        CheckpointError: on every process, when they would resume from different epochs.
-    """
+    """A CheckpointError on every process when they would resume from different epochs (on
+    several nodes each reads its own copy of the resume file)."""
     epochs = gather(None if resume is None else int(resume["epoch"]), info)
     if len(set(epochs)) > 1:
         raise CheckpointError(
@@ -255,7 +259,7 @@ def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) 
         model = _best_in_memory(session, metrics, last_epoch)
         if model is None:
             model = files.load_model(checkpoint, config.model)[0].to(session.device)
-        test = evaluate_split(session, model, session.test).to_dict()
+        test = evaluate_split_models(session, [model], session.test)[0].to_dict()
     return {
         "best_checkpoint": best.name,
         "best_source": metrics.get("source"),
@@ -273,9 +277,8 @@ def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) 
 def _best_in_memory(
     session: TrainSession, metrics: dict[str, Any], last_epoch: int
 ) -> nn.Module | None:
-    """The in-memory module whose weights the best file holds, or None: the best comes from
-    the epoch this process trained last (its regular or EMA model has not changed since it
-    was saved), so the file need not be read back into a new model for the test pass."""
+    """The in-memory module whose weights the best file holds (it is of the last epoch), or
+    None: then the test pass reads the file back."""
     if metrics.get("epoch") != last_epoch:
         return None
     if metrics.get("source") == "regular":

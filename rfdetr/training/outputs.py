@@ -109,15 +109,11 @@ def finish_epoch(
     record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
     for source, result in results.items():
         record |= metric_record("val_" if source == "regular" else "val_ema_", result)
-    changed = [s for s, r in results.items() if tracker.improve(s, selection_score(r), epoch)]
-    for source in changed:
+    scores = {source: selection_score(result) for source, result in results.items()}
+    for source in [s for s, score in scores.items() if tracker.improve(s, score, epoch)]:
         _write_best(session, source, results[source], epoch)
-    stop = False
-    if session.stopper is not None:
-        regular, ema = results.get("regular"), results.get("ema")
-        stop = session.stopper.update(
-            selection_score(regular) if regular else None, selection_score(ema) if ema else None
-        )
+    stopper = session.stopper
+    stop = stopper is not None and stopper.update(scores.get("regular"), scores.get("ema"))
     record["epoch_time_s"] = time.perf_counter() - started
     record["n_parameters"] = sum(p.numel() for p in session.model.parameters())
     if session.run_logger is not None:
@@ -130,23 +126,17 @@ def finish_epoch(
     return stop
 
 
-def evaluate_split(
-    session: TrainSession, model: nn.Module, dataset: DetectionDataset | None
-) -> EvaluationResult:
-    """COCO metrics of ``model`` on ``dataset`` (a ``train=False`` split): bbox, and segm for Seg.
-
-    The model's train/eval mode is restored afterwards, and so are the training random streams:
-    a resumed run restores the streams saved after the epoch, and they must equal those an
-    uninterrupted run continues with.
-    """
-    return evaluate_split_models(session, [model], dataset)[0]
-
-
 def evaluate_split_models(
     session: TrainSession, models: list[nn.Module], dataset: DetectionDataset | None
 ) -> list[EvaluationResult]:
-    """:func:`evaluate_split` of each of ``models`` in one pass over ``dataset`` (each batch
-    loaded once, :func:`rfdetr.evaluation.coco.evaluate_models`); same results."""
+    """COCO metrics (bbox, and segm for Seg) of each of ``models`` on ``dataset`` (a
+    ``train=False`` split) in one pass, each batch loaded once
+    (:func:`rfdetr.evaluation.coco.evaluate_models`).
+
+    The models' train/eval modes are restored afterwards, and so are the training random
+    streams: a resumed run restores the streams saved after the epoch, and they must equal those
+    an uninterrupted run continues with.
+    """
     from rfdetr.evaluation.coco import evaluate_models
 
     config = session.config
@@ -191,14 +181,11 @@ def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> 
         "map_50": float(result.primary.map_50),
         "evaluation": result.to_dict(),
     }
-    kwargs = {
-        "config": session.config.model_dump(mode="json"),
-        "class_names": session.class_names,
-        "epoch": epoch,
-        "metrics": metrics,
-    }
     name = files.BEST_EMA if source == "ema" else files.BEST_REGULAR
-    files.save_checkpoint(out / name, weights, **kwargs)
+    config, names = session.config.model_dump(mode="json"), session.class_names
+    files.save_checkpoint(
+        out / name, weights, config=config, class_names=names, epoch=epoch, metrics=metrics
+    )
     if session.tracker.winner() == source:  # the same bytes: written once
         files.link_checkpoint(out / name, out / files.BEST_TOTAL)
         session.tracker.total = source

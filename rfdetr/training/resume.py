@@ -50,14 +50,13 @@ def check_resume_matches(state: dict[str, Any], config: RunConfig) -> None:
         )
 
 
-def is_finished(state: dict[str, Any], config: RunConfig) -> bool:
-    return bool(state.get("stopped_early")) or int(state["epoch"]) + 1 >= config.train.epochs
-
-
 def finished_result(
     state: dict[str, Any], config: RunConfig, class_names: list[str]
-) -> TrainResult:
+) -> TrainResult | None:
+    """The result of a resumed run with nothing left to train (None: there is)."""
     done = int(state["epoch"]) + 1
+    if not state.get("stopped_early") and done < config.train.epochs:
+        return None
     reason = "stopped early" if state.get("stopped_early") else f"epochs={config.train.epochs}"
     logger.warning(
         "%s: the run already finished (%d epochs completed, %s); nothing to train. Pass a "

@@ -1,9 +1,6 @@
-"""Device, precision and random-state handling for training.
+"""Device (:func:`resolve_device`), precision (:func:`resolve_precision`), TF32, the CPU
+allocator and random-state handling for training.
 
-Precision: autocast bf16 or fp16 on CUDA (a ``GradScaler`` only for fp16, whose range needs
-it). On the CPU, fp32 unless ``amp_dtype="bf16"`` is asked for explicitly on a CPU with native
-bf16 arithmetic (AVX512-BF16 or AMX): there bf16 matmuls run at two to three times the fp32 rate,
-where a CPU without it would emulate them and run slower than fp32.
 Random state: the torch (CPU and CUDA), Python and NumPy generators are captured as plain data
 for checkpoints, so a resumed run continues exactly where the saved one stopped.
 """
@@ -36,6 +33,7 @@ logger = logging.getLogger(__name__)
 # sets the allocated GPUs' UUIDs or indices (or, with volume-mounts, a folder), the signal that
 # a GPU was requested. Its CDI-only strategies set nothing, so they go undetected here.
 _NO_GPU_ASSIGNED = {"", "all", "none", "void"}
+_ONE_PROCESS = DistInfo()
 
 
 def assigned_gpus() -> str | None:
@@ -54,7 +52,9 @@ def cuda_unusable(what: str) -> ConfigError:
     )
 
 
-def resolve_device(requested: str | None, info: DistInfo) -> torch.device:
+def resolve_device(
+    requested: str | torch.device | None, info: DistInfo = _ONE_PROCESS
+) -> torch.device:
     """The training device: as requested, else CUDA when available, else the CPU.
 
     A GPU that was asked for (``device`` cuda, or GPUs assigned through
@@ -149,9 +149,9 @@ def resolve_precision(train: TrainConfig, device: torch.device) -> Precision:
     """``amp``/``amp_dtype`` for ``device``.
 
     CUDA: bf16 on a GPU of compute capability 8.0 or later, else fp16 with a ``GradScaler``
-    (``amp_dtype`` forces one; forced bf16 on an older GPU warns). CPU: fp32,
-    or bf16 autocast when ``amp_dtype="bf16"`` and the CPU has native bf16 (else fp32, with a
-    warning: emulated bf16 is slower than fp32).
+    (``amp_dtype`` forces one; forced bf16 on an older GPU warns). CPU: fp32, or bf16 autocast
+    when ``amp_dtype="bf16"`` and the CPU has native bf16 (AVX512-BF16 or AMX, where bf16 matmuls
+    run two to three times the fp32 rate; else fp32, with a warning: emulated bf16 is slower).
     """
     if device.type == "cpu" and train.amp and train.amp_dtype == "bf16":
         if cpu_has_native_bf16():

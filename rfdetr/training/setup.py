@@ -47,12 +47,8 @@ def build_datasets(config: RunConfig) -> Datasets:
     """
     data, model = config.data, config.model
     layout = detect_format(data.dataset_dir)
-    expected = {
-        "roboflow": DatasetFormat.COCO,
-        "coco": DatasetFormat.COCO,
-        "yolo": DatasetFormat.YOLO,
-    }
-    if data.dataset_file != "auto" and expected[data.dataset_file] is not layout.format:
+    expected = "coco" if data.dataset_file == "roboflow" else data.dataset_file  # or "auto"
+    if expected != "auto" and DatasetFormat(expected) is not layout.format:
         raise ConfigError(
             f"{data.dataset_dir}: dataset_file='{data.dataset_file}' but the folder is a "
             f"{layout.format.value.upper()} dataset; pass dataset_file='auto'"

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils._pytree import tree_map_only
 
 from rfdetr.config import RunConfig
 from rfdetr.data.dataset import DetectionDataset
@@ -131,7 +132,7 @@ def accumulate_gradients(
             with precision.autocast():
                 outputs = model(micro_images)
             if precision.dtype is not None:  # losses and matching in fp32, as the weights are
-                outputs = _to_float32(outputs)
+                outputs = tree_map_only(Tensor, _to_float32, outputs)
             loss_dict = criterion(outputs, micro_targets, num_boxes=num_boxes)
             loss = criterion.total_loss(loss_dict)
             (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -142,15 +143,8 @@ def accumulate_gradients(
     return sums
 
 
-def _to_float32(value: Any) -> Any:
-    """``value`` with every floating tensor (in nested dicts and lists) cast to fp32."""
-    if isinstance(value, Tensor):
-        return value.float() if value.is_floating_point() else value
-    if isinstance(value, dict):
-        return {key: _to_float32(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_float32(item) for item in value)
-    return value
+def _to_float32(tensor: Tensor) -> Tensor:
+    return tensor.float() if tensor.is_floating_point() else tensor
 
 
 def optimizer_step(
@@ -168,7 +162,7 @@ def optimizer_step(
     """
     train, device = session.config.train, session.device
     images = model_input(images, device)
-    targets = [{k: _to(v, device) for k, v in t.items()} for t in targets]
+    targets = [tree_map_only(Tensor, lambda v: v.to(device, non_blocking=True), t) for t in targets]
     if session.sizes:
         size = pick_step_size(session.sizes, session.global_step, train.seed)
         images, targets = resize_batch(images, targets, size)
@@ -188,16 +182,9 @@ def optimizer_step(
     return values
 
 
-def _to(value: Any, device: torch.device) -> Any:
-    return value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
-
-
 def _check_finite(session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int) -> bool:
-    """Whether the step's loss is finite on every process.
-
-    Raises:
-        NonFiniteLossError: it is not, and no fp16 ``GradScaler`` is there to skip the step.
-    """
+    """Whether the step's loss is finite on every process (NonFiniteLossError when it is not
+    and no fp16 ``GradScaler`` is there to skip the step)."""
     finite = torch.isfinite(sums["loss"]).to(torch.float32)
     if session.dist.enabled:  # every rank must decide together, or the others would hang
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -221,11 +208,7 @@ def _non_finite_message(
 
 
 def _note_skipped(session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int) -> None:
-    """Count a step the scaler skipped; stop when too many in a row were.
-
-    Raises:
-        NonFiniteLossError: the ``MAX_SKIPPED_STEPS``-th skipped step in a row.
-    """
+    """Count a step the scaler skipped; NonFiniteLossError at ``MAX_SKIPPED_STEPS`` in a row."""
     session.skipped_in_a_row += 1
     if session.skipped_in_a_row >= MAX_SKIPPED_STEPS:
         streak = f", {session.skipped_in_a_row} skipped fp16 steps in a row"
@@ -239,15 +222,9 @@ def _note_skipped(session: TrainSession, sums: dict[str, Tensor], epoch: int, st
 
 
 def _apply_gradients(session: TrainSession, finite: bool = True) -> bool:
-    """Unscale, clip, step the optimizer, then the schedule and the EMA.
-
-    Under fp16 the ``GradScaler`` skips a step whose gradients hold inf/NaN and lowers its
-    scale; such a step (or one whose loss is not ``finite``) leaves the weights, the schedule,
-    the EMA and ``global_step`` as they were.
-
-    Returns:
-        Whether the optimizer step was applied.
-    """
+    """Unscale, clip, step the optimizer, the schedule and the EMA; whether it was applied: a
+    step the fp16 scaler skips (inf/NaN gradients) or whose loss is not ``finite`` changes
+    nothing but the scale."""
     optimizer, scaler = session.optimizer, session.scaler
     if not finite:  # only reached with a scaler: skip the step and back off as it would
         scaler.update(scaler.get_scale() * scaler.get_backoff_factor())

@@ -141,6 +141,12 @@ def test_load_errors_keep_their_type_and_line_through_workers(
     assert "hunter2" not in message
 
 
+def test_a_missing_image_is_named_missing_not_undecodable(tmp_path: Path) -> None:
+    """Was ``cannot decode image (No such file or directory)``."""
+    with pytest.raises(DatasetError, match=r"gone\.jpg: image file not found$"):
+        load_rgb(tmp_path / "gone.jpg")
+
+
 @pytest.mark.parametrize(("fmt", "breaker"), _cases(), ids=lambda v: getattr(v, "__name__", v))
 def test_validation_reports_every_load_error(
     tmp_path: Path, build: SimpleNamespace, fmt: str, breaker: Breaker

@@ -183,3 +183,17 @@ def test_training_segmentation_run_selects_on_mask_map(shapes_coco: Path, tmp_pa
     model = RFDETRNano(pretrain_weights=result.best_checkpoint, device="cpu")
     detections = model.predict(np.zeros((40, 60, 3), dtype=np.uint8), threshold=0.0)
     assert detections.mask is not None and detections.mask.shape[1:] == (40, 60)
+
+
+def test_training_output_dir_that_is_a_file_fails_in_one_line(
+    shapes_coco: Path, tmp_path: Path
+) -> None:
+    """Was a raw ``FileExistsError`` from ``mkdir`` after the datasets and model were built;
+    ``rfdetr train`` printed it as one line, ``model.train`` raised it with a traceback."""
+    taken = tmp_path / "out"
+    taken.write_text("not a folder")
+    model = _tiny_public_model(num_classes=3)
+    with pytest.raises(ValueError, match=f"output_dir {taken}: exists and is not a folder") as info:
+        model.train(**tiny_options(shapes_coco, taken, epochs=1))
+    assert "\n" not in str(info.value)
+    assert taken.read_text() == "not a folder"
