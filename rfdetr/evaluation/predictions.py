@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+Runtime = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # e.g. `ONNXRuntimeModel`
 _MASK_CHUNK = 32  # masks decoded to full size at a time: bounds memory on large images
 
 
@@ -108,13 +109,13 @@ def to_coco_results(predictions: list[ImagePredictions], segmentation: bool) -> 
 
 
 def predict_dataset(
-    model: nn.Module, dataset: DetectionDataset, **options: Unpack[PredictOptions]
+    model: nn.Module | Runtime, dataset: DetectionDataset, **options: Unpack[PredictOptions]
 ) -> list[ImagePredictions]:
     """Detections of ``model`` on every image of ``dataset``, in dataset order.
 
-    The model is put in eval mode and moved to ``device``; images are the dataset's resized
-    uint8 items, normalised per batch on ``device``; boxes and masks are scaled back to each
-    image's ``orig_size``.
+    A torch model is put in eval mode and moved to ``device`` (a `Runtime` runs as it is);
+    images are the dataset's resized uint8 items, normalised per batch on ``device``; boxes and
+    masks are scaled back to each image's ``orig_size``.
     Masks are kept as RLE so memory does not grow with image size.
 
     Keywords (``options``): ``postprocess`` (required), ``device`` ("cpu"), ``batch_size`` (4),
@@ -125,7 +126,7 @@ def predict_dataset(
 
 @torch.inference_mode()
 def predict_dataset_models(
-    models: Sequence[nn.Module],
+    models: Sequence[nn.Module | Runtime],
     dataset: DetectionDataset,
     *,
     postprocess: PostProcess,
@@ -144,7 +145,8 @@ def predict_dataset_models(
     """
     device = torch.device(device)
     for model in models:
-        model.eval().to(device)
+        if isinstance(model, nn.Module):
+            model.eval().to(device)
     loader = build_dataloader(dataset, batch_size, num_workers=num_workers)
     found: list[list[ImagePredictions]] = [[] for _ in models]
     for images, targets in loader:
