@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from rfdetr.evaluation.cocoeval import mean_valid
+from rfdetr.evaluation.cocoeval import summary_value
 
 SWEEP_STEPS = 101  # thresholds 0.00, 0.01, ..., 1.00, as upstream's coco_extended_metrics
 MATCH_IOU = 0.5
@@ -34,11 +34,9 @@ def _iou_index(coco_eval: Any, iou: float) -> int:
 
 def per_class_ap(coco_eval: Any) -> tuple[list[float], list[float]]:
     """(AP50:95, AP50) of every class (area ``all``, largest ``maxDets``); -1: no ground truth."""
-    precision = coco_eval.eval["precision"][..., 0, -1]  # [T, R, K]
-    t50 = _iou_index(coco_eval, MATCH_IOU)
-    ap = [mean_valid(precision[:, :, k]) for k in range(precision.shape[2])]
-    ap50 = [mean_valid(precision[t50, :, k]) for k in range(precision.shape[2])]
-    return ap, ap50
+    classes = range(coco_eval.eval["precision"].shape[2])
+    ap = [summary_value(coco_eval, ap=True, class_id=k) for k in classes]
+    return ap, [summary_value(coco_eval, ap=True, iou=MATCH_IOU, class_id=k) for k in classes]
 
 
 def pr_curves(coco_eval: Any) -> tuple[list[float], list[list[float]]]:

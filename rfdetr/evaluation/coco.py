@@ -317,11 +317,8 @@ def evaluate_model(
     against :func:`~rfdetr.data.coco_ground_truth` (crowd regions kept: detections on them are
     ignored, not false positives). ``segmentation`` also scores masks (Seg models, with a
     dataset built with ``segmentation=True``). ``max_dets`` and ``backend``: see
-    :func:`score_predictions`.
-
-    Keywords (``options``): ``postprocess`` (required), ``device`` ("cpu"), ``batch_size`` (4),
-    ``num_workers`` (0), ``segmentation`` (False), ``max_dets``, ``backend`` ("auto"), as
-    :func:`evaluate_models` takes them.
+    :func:`score_predictions`; ``postprocess`` (required), ``device``, ``batch_size`` and
+    ``num_workers``: :func:`~rfdetr.evaluation.predictions.predict_dataset_models`.
 
     Raises:
         ValueError: ``segmentation`` is asked of a dataset or model without masks.

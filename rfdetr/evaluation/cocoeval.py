@@ -151,21 +151,23 @@ def summary_value(
     iou: float | None = None,
     area: str = "all",
     max_dets: int | None = None,
+    class_id: int | None = None,
 ) -> float:
     """One summary number, exactly as pycocotools' ``summarize()`` computes it.
 
     The mean of the accumulated precision (``ap``) or recall over every IoU threshold (or just
-    ``iou``), every class and, for precision, every recall point, ignoring -1 entries; -1 when
-    no entry is valid (no ground truth). ``max_dets`` None means the largest ``maxDets``.
+    ``iou``), every class (or just ``class_id``) and, for precision, every recall point,
+    ignoring -1 entries; -1 when no entry is valid (no ground truth). ``max_dets`` None means
+    the largest ``maxDets``.
     """
     params = coco_eval.params
     area_index = list(params.areaRngLbl).index(area)
     dets = params.maxDets[-1] if max_dets is None else max_dets
     det_index = list(params.maxDets).index(dets)
-    values = coco_eval.eval["precision" if ap else "recall"]
+    values = coco_eval.eval["precision" if ap else "recall"][..., area_index, det_index]
     if iou is not None:
         values = values[np.where(np.isclose(params.iouThrs, iou))[0]]
-    return mean_valid(values[..., area_index, det_index])
+    return mean_valid(values if class_id is None else values[..., class_id])
 
 
 def mean_valid(values: np.ndarray) -> float:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rfdetr.evaluation.coco import EvaluationResult
 
 DPI = 110
+_CENTERED = {"ha": "center", "va": "center", "fontsize": 8}
 _LEGEND_MAX = 15  # classes named in a legend; beyond that the legend would hide the chart
 
 
@@ -165,15 +166,7 @@ def confusion_matrix_chart(result: EvaluationResult) -> bytes:
             for j in range(n):
                 if matrix[i, j]:
                     color = "white" if share[i, j] > 0.55 else "black"
-                    ax.text(
-                        j,
-                        i,
-                        f"{int(matrix[i, j])}",
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color=color,
-                    )
+                    ax.text(j, i, str(int(matrix[i, j])), color=color, **_CENTERED)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     title = f"Confusion matrix at confidence {result.confidence_threshold:.2f}, IoU 0.5"
@@ -189,49 +182,40 @@ def _legend(ax: Any, count: int) -> None:
         ax.legend(handles[-1:], labels[-1:], loc="lower left", fontsize=8)
 
 
-def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    xs, ys = [], []
-    for i, record in enumerate(records):
-        value = record.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            epoch = record.get("epoch", i)
-            xs.append(float(epoch) if isinstance(epoch, (int, float)) else float(i))
-            ys.append(float(value))
+def _series(records: Sequence[dict[str, Any]], keys: tuple[str, ...]) -> tuple[list, list]:
+    """(epochs, values) of the first of ``keys`` with a finite number in some record."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for key in keys:
+        for i, record in enumerate(records):
+            value = record.get(key)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if number and math.isfinite(value):
+                epoch = record.get("epoch", i)
+                xs.append(float(epoch) if isinstance(epoch, (int, float)) else float(i))
+                ys.append(float(value))
+        if xs:
+            break
     return xs, ys
 
 
-# (title, y label, (record key, legend label) ...): keys sharing a label are aliases, the first
-# one present wins, so logs that name the loss "loss" or "train_loss" both draw.
-_PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
-    (
-        "Loss",
-        "loss",
-        (
-            ("train_loss", "train"),
-            ("loss", "train"),
-            ("val_loss", "validation"),
-            ("test_loss", "validation"),
-        ),
-    ),
+# (title, y label, {legend label: record keys}): the first key present draws the line, so logs
+# that name the loss "loss" or "train_loss" both draw.
+_PANELS: tuple[tuple[str, str, dict[str, tuple[str, ...]]], ...] = (
+    ("Loss", "loss", {"train": ("train_loss", "loss"), "validation": ("val_loss", "test_loss")}),
     (
         "mAP on the validation split",
         "mAP",
-        (
-            ("map_50_95", "regular mAP50:95"),
-            ("val_map_50_95", "regular mAP50:95"),
-            ("ema_map_50_95", "EMA mAP50:95"),
-            ("val_ema_map_50_95", "EMA mAP50:95"),
-            ("segm_map_50_95", "regular mask mAP50:95"),
-            ("val_segm_map_50_95", "regular mask mAP50:95"),
-            ("ema_segm_map_50_95", "EMA mask mAP50:95"),
-            ("val_ema_segm_map_50_95", "EMA mask mAP50:95"),
-            ("map_50", "regular mAP50"),
-            ("val_map_50", "regular mAP50"),
-            ("ema_map_50", "EMA mAP50"),
-            ("val_ema_map_50", "EMA mAP50"),
-        ),
+        {
+            "regular mAP50:95": ("map_50_95", "val_map_50_95"),
+            "EMA mAP50:95": ("ema_map_50_95", "val_ema_map_50_95"),
+            "regular mask mAP50:95": ("segm_map_50_95", "val_segm_map_50_95"),
+            "EMA mask mAP50:95": ("ema_segm_map_50_95", "val_ema_segm_map_50_95"),
+            "regular mAP50": ("map_50", "val_map_50"),
+            "EMA mAP50": ("ema_map_50", "val_ema_map_50"),
+        },
     ),
-    ("Learning rate", "lr", (("lr", "lr"),)),
+    ("Learning rate", "lr", {"lr": ("lr",)}),
 )
 
 
@@ -251,12 +235,12 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Path:
     fig = _figure(15, 4.2)
     axes = fig.subplots(1, 3)
     for ax, (title, ylabel, keys) in zip(axes, _PANELS, strict=True):
-        drawn = set()
-        for key, label in keys:
-            xs, ys = _series(records, key)
-            if not xs or label in drawn:
+        drawn = False
+        for label, aliases in keys.items():
+            xs, ys = _series(records, aliases)
+            if not xs:
                 continue
-            drawn.add(label)
+            drawn = True
             style = ":" if "mask" in label else "--" if label.endswith("mAP50") else "-"
             marker = "o" if len(xs) < 30 else None
             ax.plot(xs, ys, marker=marker, ms=3, lw=1.6, ls=style, label=label)

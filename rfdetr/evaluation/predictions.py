@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from torch import nn
 from rfdetr.data.dataset import DetectionDataset
 from rfdetr.data.loader import build_dataloader
 from rfdetr.data.normalize import normalize_images
+from rfdetr.export.graph import TopKPostProcess
 from rfdetr.models.postprocess import PostProcess, resize_masks
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+Runtime = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # e.g. `ONNXRuntimeModel`
 _MASK_CHUNK = 32  # masks decoded to full size at a time: bounds memory on large images
 
 
@@ -108,13 +110,13 @@ def to_coco_results(predictions: list[ImagePredictions], segmentation: bool) -> 
 
 
 def predict_dataset(
-    model: nn.Module, dataset: DetectionDataset, **options: Unpack[PredictOptions]
+    model: nn.Module | Runtime, dataset: DetectionDataset, **options: Unpack[PredictOptions]
 ) -> list[ImagePredictions]:
     """Detections of ``model`` on every image of ``dataset``, in dataset order.
 
-    The model is put in eval mode and moved to ``device``; images are the dataset's resized
-    uint8 items, normalised per batch on ``device``; boxes and masks are scaled back to each
-    image's ``orig_size``.
+    A torch model is put in eval mode and moved to ``device`` (a `Runtime` runs as it is);
+    images are the dataset's resized uint8 items, normalised per batch on ``device``; boxes and
+    masks are scaled back to each image's ``orig_size``.
     Masks are kept as RLE so memory does not grow with image size.
 
     Keywords (``options``): ``postprocess`` (required), ``device`` ("cpu"), ``batch_size`` (4),
@@ -125,7 +127,7 @@ def predict_dataset(
 
 @torch.inference_mode()
 def predict_dataset_models(
-    models: Sequence[nn.Module],
+    models: Sequence[nn.Module | Runtime],
     dataset: DetectionDataset,
     *,
     postprocess: PostProcess,
@@ -144,7 +146,8 @@ def predict_dataset_models(
     """
     device = torch.device(device)
     for model in models:
-        model.eval().to(device)
+        if isinstance(model, nn.Module):
+            model.eval().to(device)
     loader = build_dataloader(dataset, batch_size, num_workers=num_workers)
     found: list[list[ImagePredictions]] = [[] for _ in models]
     for images, targets in loader:
@@ -173,11 +176,14 @@ def _batch_predictions(
     mask_logits = outputs.get("pred_masks") if segmentation else None
     plain = {k: v for k, v in outputs.items() if k != "pred_masks"}
     results = postprocess(plain, sizes)
+    if mask_logits is not None:  # the kept queries' raw masks, in PostProcess's order
+        boxes, logits = outputs["pred_boxes"], outputs["pred_logits"]
+        shape = (*logits.shape[1:], postprocess.class_columns, tuple(mask_logits.shape[-2:]))
+        head = TopKPostProcess(postprocess.num_select, *shape).to(sizes.device)
+        kept = head(boxes, logits, mask_logits, sizes)[3]
     predictions = []
     for i, (result, target) in enumerate(zip(results, targets, strict=True)):
-        masks = None
-        if mask_logits is not None:
-            masks = _select_masks(postprocess, outputs, mask_logits, i, sizes[i])
+        masks = _encoded_masks(kept[i], sizes[i]) if mask_logits is not None else None
         height, width = (int(v) for v in target["orig_size"])
         predictions.append(
             ImagePredictions(
@@ -194,36 +200,11 @@ def _batch_predictions(
     return predictions
 
 
-def _select_masks(
-    postprocess: PostProcess,
-    outputs: dict[str, torch.Tensor],
-    mask_logits: torch.Tensor,
-    i: int,
-    size: torch.Tensor,
-) -> list[dict[str, Any]]:
-    """RLE masks of image ``i``'s detections, in the order PostProcess returns them.
-
-    PostProcess would resize every kept mask of the image at once (``K x H x W`` bools, gigabytes
-    for large photos); here the full-size masks are made a chunk at a time and encoded at once.
-    """
-    query_index = _query_index(postprocess, outputs["pred_logits"][i])
-    height, width = int(size[0]), int(size[1])
+def _encoded_masks(mask_logits: torch.Tensor, size: torch.Tensor) -> list[dict[str, Any]]:
+    """RLE of ``[K, h, w]`` logits resized to ``size`` (h, w): PostProcess would make every
+    ``K x H x W`` bool mask at once (gigabytes for large photos), this a chunk at a time."""
     rles: list[dict[str, Any]] = []
-    for start in range(0, len(query_index), _MASK_CHUNK):
-        chunk = mask_logits[i, query_index[start : start + _MASK_CHUNK]]
-        rles.extend(encode_masks(resize_masks(chunk, (height, width)).cpu().numpy()))
+    for start in range(0, len(mask_logits), _MASK_CHUNK):
+        chunk = resize_masks(mask_logits[start : start + _MASK_CHUNK], tuple(size.tolist()))
+        rles.extend(encode_masks(chunk.cpu().numpy()))
     return rles
-
-
-def _query_index(postprocess: PostProcess, logits: torch.Tensor) -> torch.Tensor:
-    """``[K]`` query of each detection PostProcess keeps from ``logits`` ``[Q, C+1]`` (same
-    columns, same top-k, same order; a test checks this against PostProcess's own masks)."""
-    if postprocess.class_columns is None:
-        logits = logits[:, :-1]
-    else:
-        columns = torch.as_tensor(postprocess.class_columns, device=logits.device)
-        logits = logits.index_select(-1, columns)
-    scores = logits.sigmoid().reshape(1, -1)
-    k = min(postprocess.num_select, scores.shape[1])
-    top_index = torch.topk(scores, k, dim=1).indices[0]
-    return top_index // logits.shape[-1]

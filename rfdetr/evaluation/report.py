@@ -188,14 +188,8 @@ def _class_header(result: EvaluationResult) -> list[str]:
 
 
 def _class_cells(result: EvaluationResult, c: Any) -> list[str]:
-    cells = [
-        str(c.class_id),
-        str(c.category_id),
-        c.name,
-        str(c.num_gt),
-        fmt(c.ap_50_95),
-        fmt(c.ap_50),
-    ]
+    cells = [str(c.class_id), str(c.category_id), c.name, str(c.num_gt)]
+    cells += [fmt(c.ap_50_95), fmt(c.ap_50)]
     if result.segm is not None:
         cells += [fmt(c.mask_ap_50_95), fmt(c.mask_ap_50)]
     if c.num_gt == 0:
@@ -250,14 +244,9 @@ def _meta_html(result: EvaluationResult, meta: Mapping[str, Any]) -> str:
 
 
 def _row(cells: list[str], tag: str = "td", name_column: int | None = None) -> str:
-    return (
-        "<tr>"
-        + "".join(
-            f'<{tag} class="{"name" if i == name_column else "num"}">{escape(v)}</{tag}>'
-            for i, v in enumerate(cells)
-        )
-        + "</tr>"
-    )
+    kind = ["name" if i == name_column else "num" for i in range(len(cells))]
+    inner = "".join(f'<{tag} class="{kind[i]}">{escape(v)}</{tag}>' for i, v in enumerate(cells))
+    return f"<tr>{inner}</tr>"
 
 
 def _summary_html(result: EvaluationResult) -> str:

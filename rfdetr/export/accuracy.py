@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from rfdetr.utils.box_ops import box_iou
 
 MATCH_IOU = 0.5
 
@@ -70,22 +73,6 @@ class AccuracyReport:
         )
 
 
-class _Module:
-    """A runtime seen as the eval-mode module `predict_dataset` expects."""
-
-    def __init__(self, runtime: Any) -> None:
-        self.runtime = runtime
-
-    def eval(self) -> _Module:
-        return self
-
-    def to(self, *_: Any, **__: Any) -> _Module:
-        return self
-
-    def __call__(self, images: Any) -> Any:
-        return self.runtime(images)
-
-
 def compare_on_dataset(
     reference: Any,
     candidate: Any,
@@ -117,7 +104,7 @@ def compare_on_dataset(
     results, predictions = [], []
     for runtime in (reference, candidate):
         found = predict_dataset(
-            _Module(runtime),
+            runtime,
             dataset,
             postprocess=runtime.postprocess,
             batch_size=1,
@@ -153,7 +140,9 @@ def _deviations(
     for ref, got in zip(reference, candidate, strict=True):
         for i in np.flatnonzero(ref.scores >= threshold):
             same = np.flatnonzero(got.labels == ref.labels[i])
-            ious = _iou(ref.boxes[i], got.boxes[same]) if len(same) else np.zeros(0)
+            ious = box_iou(
+                torch.from_numpy(ref.boxes[i : i + 1]), torch.from_numpy(got.boxes[same])
+            )[0][0].numpy()
             if not len(ious) or ious.max() < MATCH_IOU:
                 unmatched += 1
                 continue
@@ -162,15 +151,6 @@ def _deviations(
             box = max(box, float(np.abs(ref.boxes[i] - got.boxes[j]).max()))
             score = max(score, abs(float(ref.scores[i]) - float(got.scores[j])))
     return matched, unmatched, box, score
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one pixel xyxy ``box`` ``[4]`` with ``boxes`` ``[N, 4]``."""
-    low = np.maximum(box[:2], boxes[:, :2])
-    high = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.clip(high - low, 0, None).prod(axis=1)
-    area = (box[2:] - box[:2]).prod() + (boxes[:, 2:] - boxes[:, :2]).prod(axis=1) - inter
-    return inter / np.maximum(area, 1e-12)
 
 
 def write_report(report: AccuracyReport, model_path: Path) -> Path:

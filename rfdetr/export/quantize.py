@@ -31,10 +31,9 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -127,24 +126,6 @@ def preprocessed(files: list[Path], fp32_path: str | os.PathLike[str]) -> list[n
     return [runtime.preprocess([to_float_chw(f, i)])[0].numpy() for i, f in enumerate(files)]
 
 
-class _Reader:
-    """An ONNX Runtime ``CalibrationDataReader`` over prepared inputs."""
-
-    def __init__(self, inputs: list[np.ndarray]) -> None:
-        self.inputs = inputs
-        self._iter: Iterator[np.ndarray] = iter(inputs)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        item = next(self._iter, None)
-        return None if item is None else {"input": item}
-
-    def rewind(self) -> None:
-        self._iter = iter(self.inputs)
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-
 def node_groups(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Names of the nodes to quantize in ``path`` (`QUANTIZED_OPS` with a weight, and attention
     ``MatMul`` of two activations), grouped by module (``encoder/encoder/layer.3``,
@@ -205,11 +186,17 @@ def _outputs(path: Path, inputs: list[np.ndarray]) -> list[dict[str, np.ndarray]
 
 
 def _quantize(
-    source: Path, output: Path, cache: Path, reader: _Reader | None, **nodes: list[str] | None
+    source: Path, output: Path, cache: Path, inputs: list | None, **nodes: list[str] | None
 ) -> Path:
+    """Calibrated on ``inputs`` (ranges saved to ``cache``), or with the ``cache`` when None."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    with _quiet_root():  # ORT logs advice to the root logger on every call
+    feeds = iter([{"input": x} for x in inputs or []])
+    reader = SimpleNamespace(get_next=lambda: next(feeds, None)) if inputs else None
+
+    root, hush = logging.getLogger(), logging.Filter("rfdetr")  # passes only rfdetr's records
+    root.addFilter(hush)  # ORT logs advice to the root logger on every call
+    try:
         quantize_static(
             str(source),
             str(output),
@@ -223,18 +210,9 @@ def _quantize(
             extra_options={"OpTypesToExcludeOutputQuantization": FLOAT_OUTPUT_OPS},
             **nodes,
         )
-    return output
-
-
-@contextmanager
-def _quiet_root() -> Iterator[None]:
-    root = logging.getLogger()
-    hush = logging.Filter("rfdetr")  # passes only rfdetr's records
-    root.addFilter(hush)
-    try:
-        yield
     finally:
         root.removeFilter(hush)
+    return output
 
 
 def quantize_onnx(
@@ -264,7 +242,7 @@ def quantize_onnx(
         cache, full = Path(tmp, "ranges.json"), Path(tmp, "full.onnx")
         groups = node_groups(source)
         every = [node for nodes in groups.values() for node in nodes]
-        _quantize(source, full, cache, _Reader(inputs), nodes_to_quantize=every)
+        _quantize(source, full, cache, inputs, nodes_to_quantize=every)
         reference = _outputs(source, checks)
         error_full = output_error(reference, _outputs(full, checks))
         scores: dict[str, float] = {}

@@ -68,7 +68,8 @@ class ONNXRuntimeModel:
             see :func:`rfdetr.export.verify.execution_providers`).
 
     Raises:
-        FileNotFoundError: no such file. MetadataError: the file is not an rfdetr export.
+        FileNotFoundError: no such file. ExportError: it is no ONNX model (one line naming it).
+        MetadataError: the file is not an rfdetr export.
         ValueError: the file is a post-processing graph (use its outputs directly).
 
     Attributes:

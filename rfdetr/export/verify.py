@@ -129,11 +129,20 @@ def execution_providers(device: str | torch.device = "cpu") -> list[Any]:
 def make_session(
     path: str | os.PathLike[str], threads: int | None = None, device: str | torch.device = "cpu"
 ) -> object:
-    """An ONNX Runtime session of ``path`` on ``device`` (see `session_options`)."""
-    import onnxruntime as ort
+    """An ONNX Runtime session of ``path`` on ``device`` (see `session_options`).
 
-    options = session_options(threads)
-    return ort.InferenceSession(str(path), options, providers=execution_providers(device))
+    Raises:
+        ExportError: ``path`` is no ONNX model (text, a truncated copy...): one line naming it.
+    """
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    providers = execution_providers(device)
+    try:
+        return ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    except (state.InvalidProtobuf, state.InvalidGraph, state.Fail) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ExportError(f"{path}: ONNX Runtime cannot load it ({reason})") from None
 
 
 def verify_onnx(

@@ -172,15 +172,8 @@ class HungarianMatcher(nn.Module):
 
 
 def _pairwise_mask_costs(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean sigmoid-BCE and Dice cost of every prediction against every target.
-
-    Args:
-        pred: ``[Q, P]`` mask logits at P points.
-        target: ``[T, P]`` binary mask values at the same points.
-
-    Returns:
-        ``(bce, dice)``, both ``[Q, T]``.
-    """
+    """Mean sigmoid-BCE and Dice costs ``(bce, dice)``, both ``[Q, T]``, of ``[Q, P]`` mask logits
+    against ``[T, P]`` binary mask values at the same P points."""
     num_points = pred.shape[1]
     # BCE(x, y) = y * softplus(-x) + (1 - y) * softplus(x); both terms are matrix products.
     bce = (F.softplus(-pred) @ target.T + F.softplus(pred) @ (1 - target).T) / num_points

@@ -10,7 +10,6 @@ alone. ``max_batch=1`` is plain one-request-at-a-time serving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -105,10 +104,3 @@ class MicroBatcher:
             start += len(batch)
             if not future.done():
                 future.set_result({name: value[rows] for name, value in outputs.items()})
-
-    def close(self) -> None:
-        """Stop the worker and its thread."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(RuntimeError):
-                self._executor.shutdown(wait=False, cancel_futures=True)

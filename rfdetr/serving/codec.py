@@ -190,12 +190,7 @@ def decode_image(value: Any, index: int, limits: Limits) -> Image.Image:
         raise InvalidInput(f"{where}: not an image file (no known image format)") from None
     except Image.DecompressionBombError as error:
         raise InvalidInput(f"{where}: image too large ({error})") from None
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        EOFError,
-    ) as error:  # PIL's ways of saying "not an image"
+    except (OSError, ValueError, SyntaxError, EOFError) as error:  # PIL: "not an image"
         raise InvalidInput(f"{where}: not a readable image file ({error})") from None
 
 
@@ -234,23 +229,15 @@ def _tensor(
 
 def encode_detections(detections: list[sv.Detections], segmentation: bool) -> list[InferOutput]:
     """Per-image detections (at least one image) -> the flattened response tensors."""
+    boxes = np.concatenate([d.xyxy.astype(np.float32).reshape(-1, 4) for d in detections])
+    names = [str(n).encode() for d in detections for n in d.data["class_name"]]
+    image = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(detections)])
     rows = {
-        "boxes": (
-            "FP32",
-            np.concatenate([d.xyxy.astype(np.float32).reshape(-1, 4) for d in detections]),
-        ),
+        "boxes": ("FP32", boxes),
         "scores": ("FP32", np.concatenate([d.confidence.astype(np.float32) for d in detections])),
         "class_ids": ("INT64", np.concatenate([d.class_id.astype(np.int64) for d in detections])),
-        "class_names": (
-            "BYTES",
-            np.array(
-                [str(n).encode() for d in detections for n in d.data["class_name"]], dtype=object
-            ),
-        ),
-        "batch_index": (
-            "INT64",
-            np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(detections)]),
-        ),
+        "class_names": ("BYTES", np.array(names, dtype=object)),
+        "batch_index": ("INT64", image),
     }
     if segmentation:
         found = [d.mask for d in detections if d.mask is not None]

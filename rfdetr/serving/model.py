@@ -128,17 +128,9 @@ class RFDETRServedModel(Model):
         """Open the ONNX Runtime session; the model is ready afterwards.
 
         Raises:
-            ModelSourceError: the file is no ONNX model, or not a raw-output rfdetr export.
+            ExportError: the file is no ONNX model. MetadataError: not a raw-output rfdetr export.
         """
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-
-        try:
-            self.runtime = ONNXRuntimeModel(self.onnx_path, threads=self.threads)
-        except (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.Fail) as error:
-            reason = str(error).strip().splitlines()[0]  # no ONNX model (text, truncated, ...)
-            raise ModelSourceError(
-                f"{self.onnx_path}: ONNX Runtime cannot load it ({reason})"
-            ) from None
+        self.runtime = ONNXRuntimeModel(self.onnx_path, threads=self.threads)
         self.batcher = MicroBatcher(self.runtime, *self.batcher_args, BATCH_IMAGES.observe)
         meta = self.runtime.metadata
         logger.info(

@@ -103,9 +103,7 @@ async def _reply_400(send: Send, message: str) -> None:
 
 
 async def _bad_request(_: Request, error: Exception) -> JSONResponse:
-    if isinstance(
-        error, HTTPException
-    ):  # FastAPI's own refusals ({"detail"}), e.g. unparsable JSON
+    if isinstance(error, HTTPException):  # FastAPI's own refusals ({"detail"}), e.g. bad JSON
         text = f"malformed request: {error.detail}" if error.status_code == 400 else error.detail
         return JSONResponse({"error": text}, status_code=error.status_code, headers=error.headers)
     if isinstance(error, RequestValidationError):

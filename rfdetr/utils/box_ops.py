@@ -18,15 +18,8 @@ _EPS = 1e-7
 
 
 def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
-    """Convert ``cxcywh`` boxes to ``xyxy``.
-
-    Args:
-        boxes: ``[..., 4]`` boxes as ``(cx, cy, w, h)``.
-
-    Returns:
-        ``[..., 4]`` boxes as ``(x0, y0, x1, y1)`` in the same units. Negative widths or heights
-        (possible in raw predictions) are treated as zero so the result is never inverted.
-    """
+    """``[..., 4]`` ``cxcywh`` -> ``[..., 4]`` ``xyxy`` in the same units. Negative widths or
+    heights (possible in raw predictions) count as zero, so the result is never inverted."""
     cx, cy, w, h = boxes.unbind(-1)
     half_w = 0.5 * w.clamp(min=0.0)
     half_h = 0.5 * h.clamp(min=0.0)
@@ -34,40 +27,19 @@ def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
 
 
 def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
-    """Convert ``xyxy`` boxes to ``cxcywh``.
-
-    Args:
-        boxes: ``[..., 4]`` boxes as ``(x0, y0, x1, y1)``.
-
-    Returns:
-        ``[..., 4]`` boxes as ``(cx, cy, w, h)`` in the same units.
-    """
+    """``[..., 4]`` ``xyxy`` -> ``[..., 4]`` ``cxcywh`` in the same units."""
     x0, y0, x1, y1 = boxes.unbind(-1)
     return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
 
 
 def box_area(boxes: Tensor) -> Tensor:
-    """Area of ``xyxy`` boxes.
-
-    Args:
-        boxes: ``[..., 4]`` boxes as ``(x0, y0, x1, y1)``.
-
-    Returns:
-        ``[...]`` areas, ``(x1 - x0) * (y1 - y0)``.
-    """
+    """``[...]`` areas of ``[..., 4]`` ``xyxy`` boxes."""
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """Pairwise IoU of two sets of ``xyxy`` boxes.
-
-    Args:
-        boxes1: ``[N, 4]`` boxes, ``xyxy``.
-        boxes2: ``[M, 4]`` boxes, ``xyxy``, in the same units as ``boxes1``.
-
-    Returns:
-        ``(iou, union)``, both ``[N, M]``.
-    """
+    """Pairwise IoU of ``[N, 4]`` and ``[M, 4]`` ``xyxy`` boxes (same units): ``(iou, union)``,
+    both ``[N, M]``."""
     lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
     rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
     inter_wh = (rb - lt).clamp(min=0)
@@ -77,15 +49,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise generalised IoU (Rezatofighi et al., 2019) of two sets of ``xyxy`` boxes.
-
-    Args:
-        boxes1: ``[N, 4]`` boxes, ``xyxy``.
-        boxes2: ``[M, 4]`` boxes, ``xyxy``, in the same units as ``boxes1``.
-
-    Returns:
-        ``[N, M]`` GIoU values in ``[-1, 1]``; finite for degenerate boxes too.
-    """
+    """Pairwise generalised IoU (Rezatofighi et al., 2019) of ``[N, 4]`` and ``[M, 4]`` ``xyxy``
+    boxes (same units): ``[N, M]`` in ``[-1, 1]``, finite for degenerate boxes too."""
     iou, union = box_iou(boxes1, boxes2)
     lt = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
     rb = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
@@ -95,15 +60,8 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 
 def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """IoU of matched pairs ``(boxes1[i], boxes2[i])``: the diagonal of :func:`box_iou`.
-
-    Args:
-        boxes1: ``[N, 4]`` boxes, ``xyxy``.
-        boxes2: ``[N, 4]`` boxes, ``xyxy``.
-
-    Returns:
-        ``(iou, union)``, both ``[N]``.
-    """
+    """IoU of the pairs ``(boxes1[i], boxes2[i])``, both ``[N, 4]`` ``xyxy``: the diagonal of
+    :func:`box_iou`, ``(iou, union)`` both ``[N]``. Raises ValueError on unequal lengths."""
     _check_same_length(boxes1, boxes2)
     lt = torch.max(boxes1[:, :2], boxes2[:, :2])
     rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
@@ -114,15 +72,8 @@ def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]
 
 
 def elementwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """GIoU of pairs ``(boxes1[i], boxes2[i])``: the diagonal of :func:`generalized_box_iou`.
-
-    Args:
-        boxes1: ``[N, 4]`` boxes, ``xyxy``.
-        boxes2: ``[N, 4]`` boxes, ``xyxy``.
-
-    Returns:
-        ``[N]`` GIoU values.
-    """
+    """GIoU ``[N]`` of the pairs ``(boxes1[i], boxes2[i])``, both ``[N, 4]`` ``xyxy``: the
+    diagonal of :func:`generalized_box_iou`."""
     iou, union = elementwise_box_iou(boxes1, boxes2)
     lt = torch.min(boxes1[:, :2], boxes2[:, :2])
     rb = torch.max(boxes1[:, 2:], boxes2[:, 2:])

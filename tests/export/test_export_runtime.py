@@ -111,3 +111,22 @@ def test_cuda_device_without_a_cuda_provider_runs_on_the_cpu_with_a_warning(
     with caplog.at_level("WARNING", logger="rfdetr.export.verify"):
         assert execution_providers("cuda") == ["CPUExecutionProvider"]
     assert "no CUDA provider (install onnxruntime-gpu" in caplog.text
+
+
+def test_a_file_that_is_no_onnx_model_is_a_one_line_user_error(
+    detector_onnx: Path, tmp_path: Path
+) -> None:
+    """ONNX Runtime's own refusal (``InvalidProtobuf``/``Fail`` from ``InferenceSession``, a
+    multi-line message without the file's name) becomes one line naming the file, exit 2."""
+    from rfdetr.errors import UserError
+
+    text = tmp_path / "text.onnx"
+    text.write_text("not a model\n")
+    cut = tmp_path / "cut.onnx"  # an interrupted copy of a real export
+    cut.write_bytes(detector_onnx.read_bytes()[:4096])
+    for path in (text, cut):
+        with pytest.raises(UserError) as caught:
+            ONNXRuntimeModel(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ONNX Runtime cannot load it ("), message
+        assert "\n" not in message and caught.value.exit_code == 2
