@@ -31,12 +31,12 @@ def resolve_thresholds(threshold: Thresholds, class_names: list[str]) -> float |
             [0, 1] (one line).
     """
     if not isinstance(threshold, Mapping):
-        return _in_unit_range(threshold, "threshold")
+        return in_unit_range(threshold, "threshold")
     ids = {name: index for index, name in enumerate(class_names)}
     default = threshold.get("*", DEFAULT_THRESHOLD)
-    per_class = torch.full((len(class_names),), _in_unit_range(default, "threshold for '*'"))
+    per_class = torch.full((len(class_names),), in_unit_range(default, "threshold for '*'"))
     for key, value in threshold.items():
-        number = _in_unit_range(value, f"threshold for {key!r}")
+        number = in_unit_range(value, f"threshold for {key!r}")
         if key == "*":
             continue
         index = key if isinstance(key, int) and not isinstance(key, bool) else ids.get(key)
@@ -49,7 +49,8 @@ def resolve_thresholds(threshold: Thresholds, class_names: list[str]) -> float |
     return per_class
 
 
-def _in_unit_range(value: Any, what: str) -> float:
+def in_unit_range(value: Any, what: str) -> float:
+    """``value`` as a float; a one-line `ValueError` naming ``what`` unless it is in [0, 1]."""
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from rfdetr.evaluation.predictions import encode_masks
 from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.runtime import ONNXRuntimeModel
-from rfdetr.inference import to_float_chw
+from rfdetr.inference import in_unit_range, to_float_chw
 
 IMAGES, TENSOR, ORIG_SIZE = "images", "input", "orig_size"
 _INT_TYPES = ("INT32", "INT64")
@@ -140,12 +140,9 @@ def _threshold(parameters: Any, default: float) -> float:
             raise InvalidInput("parameter 'threshold': over gRPC send it as a string, e.g. '0.4'")
         value = getattr(value, kind)
     try:
-        threshold = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"parameter 'threshold' must be a number, got {value!r}") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise InvalidInput(f"parameter 'threshold' must be in [0, 1], got {threshold}")
-    return threshold
+        return in_unit_range(value, "parameter 'threshold'")
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
 
 
 def _images(
