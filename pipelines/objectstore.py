@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import sys
 import tempfile
@@ -15,13 +14,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from pipelines import seaweedfs
-from pipelines.cli import Subparsers
+from pipelines.cli import Subparsers, duration_s
 from pipelines.parameters import DEFAULTS
 from pipelines.seaweedfs import ServerInfo
 from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.storage.config import StoreConfig
-
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -84,11 +81,11 @@ def _chore(
 
 
 def parse_age(text: str) -> timedelta:
-    """``7d`` -> 7 days (units s, m, h, d, w)."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
-    if match is None:
+    """``7d`` -> 7 days (:func:`pipelines.cli.duration_s`; the unit is required: it deletes)."""
+    seconds = duration_s(text)
+    if seconds is None or text.strip()[-1:].isdigit():
         raise UserError(f"--older-than {text!r}: expected a number and a unit s/m/h/d/w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return timedelta(seconds=seconds)
 
 
 def _weights(args: argparse.Namespace) -> int:
