@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines._platform import SECRET_KEYS
+from pipelines.kfp_api import api_message
 from pipelines.steps.common import StepError
 
 logger = logging.getLogger(__name__)
@@ -104,13 +105,7 @@ def current_namespace(default: str = "default") -> str:
 
 def _short(exc: Any) -> str:
     """A one-line description of a ``kubernetes`` ``ApiException``."""
-    import json
-
-    try:
-        message = json.loads(exc.body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
-        message = ""
-    return f"HTTP {exc.status} {message or exc.reason}".strip()
+    return f"HTTP {exc.status} {api_message(exc.body) or exc.reason}".strip()
 
 
 EXPECTED = object()  # what Resources._call returns for the API error it was told to expect
