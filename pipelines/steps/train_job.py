@@ -27,11 +27,11 @@ from typing import Any
 from pipelines import k8s_resources as k8s
 from pipelines._platform import Platform, train_job_settings
 from pipelines.steps.common import StepError
-from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_reference
 from pipelines.steps.mirror import MIRRORED, CheckpointMirror, mirror_folder
 from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, outcome_from_folder, work_folder
 from rfdetr import checkpoints as files
+from rfdetr.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def train_on_cluster(
             "a multi-node train needs the dataset by reference (an s3:// dataset_uri) and a "
             "checkpoint_mirror_uri: the nodes fetch the data and return their files through them"
         )
-    config = read_run_config(run_config)
+    config = RunConfig.from_file(run_config)
     procs = max(1, gpus_per_node)
     batch = config.effective_batch_size(nodes * procs)
     logger.info("effective batch %d: %d node(s) x %d process(es)", batch, nodes, procs)
@@ -242,7 +242,6 @@ def node_main() -> int:
     """One node of the job: fetch the data, restore the resume point, run ``torchrun``."""
     from pipelines.steps.dataset import REFERENCE_FILE
     from pipelines.steps.train import run_distributed, training
-    from rfdetr.config import RunConfig
 
     rank = int(os.environ.get("PET_NODE_RANK", "0"))
     config = RunConfig.model_validate_json(os.environ[ENV_CONFIG])
