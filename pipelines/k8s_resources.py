@@ -50,6 +50,11 @@ class Kind:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
 
+    def manifest(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """An object of this kind named ``name`` with ``spec``, labelled part of rfdetr."""
+        meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
+        return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta, "spec": spec}
+
 
 @dataclass(frozen=True)
 class Verdict:

@@ -92,7 +92,6 @@ def render_job(
     """The ``TrainJob`` or ``PyTorchJob`` of ``nodes`` x max(1, ``gpus_per_node``) processes."""
     kind, procs = KINDS[engine], max(1, gpus_per_node)
     command = [sys.executable if settings.get("local") else "python", "-m", __name__]
-    meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
     resources = k8s.requirements(
         settings["cpu"], settings["memory"], settings["accelerator"], gpus_per_node
     )
@@ -109,7 +108,7 @@ def render_job(
                 "resourcesPerNode": resources,
             },
         }
-        return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta, "spec": spec}
+        return kind.manifest(name, spec)
     container = {
         "name": "pytorch",  # the name the Training Operator looks for
         "image": settings["image"],
@@ -139,7 +138,7 @@ def render_job(
         },
         "pytorchReplicaSpecs": replicas,
     }
-    return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta, "spec": spec}
+    return kind.manifest(name, spec)
 
 
 def judge_job(engine: str) -> Any:
