@@ -26,6 +26,8 @@ COMMAND_MODULES: list[str] = [
     "pipelines.deploy",
 ]
 HTTP_URL = re.compile(r"^https?://[^/\s]+")  # what --host and --pushgateway-url take
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}  # KFP's units
 DESCRIPTION = (
     "RF-DETR training pipeline on Kubeflow: compile, run locally, local object store, submit, "
     "schedule."
@@ -36,6 +38,12 @@ def add_options(parser: Any, options: tuple[Option, ...]) -> None:
     """Add ``options`` to an argparse parser or argument group."""
     for flags, text, keywords in options:
         parser.add_argument(*flags.split(), help=text, **keywords)
+
+
+def duration_s(text: str) -> float | None:
+    """Seconds of ``90m``, ``0.5s``, ``7d`` or ``3600`` (units s m h d w), else None."""
+    match = _DURATION.fullmatch(text)
+    return None if match is None else float(match[1]) * _SECONDS[match[2].lower()]
 
 
 def main(argv: list[str] | None = None) -> int:

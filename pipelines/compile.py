@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.cli import HTTP_URL, Option, Subparsers, add_options
+from pipelines.cli import HTTP_URL, Option, Subparsers, add_options, duration_s
 from pipelines.steps.common import PIPELINE_NAME
 from rfdetr.errors import UserError
 
@@ -30,12 +30,10 @@ if TYPE_CHECKING:
 DEFAULT_OUTPUT = "pipeline.yaml"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DURATION = re.compile(r"^(\d+)([smhdw]?)$")
 # A Kubernetes resource.Quantity, unsigned (k8s.io/apimachinery pkg/api/resource/quantity.go:
 # number, then a binary-SI, decimal-SI or exponent suffix). KFP's driver reads the /dev/shm size
 # with resource.MustParse (backend/src/v2/driver/k8s.go, EmptyDirMounts), which panics on "16GB".
 _QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?\d+)?$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # An image reference (github.com/distribution/reference v0.6.0 regexp.go: [domain[:port]/]path
 # components, then :tag and/or @digest); an extended resource name, DOMAIN/NAME
 # (k8s.io/apimachinery pkg/util/validation/validation.go IsQualifiedName, with a prefix); a CPU
@@ -59,11 +57,10 @@ _FORMATS: dict[str, tuple[str, re.Pattern[str], str]] = {  # dest: (flag, patter
 
 
 def _duration(text: str) -> int:
-    """Seconds of ``text``: an integer with an optional unit ``s m h d w`` (KFP's units)."""
-    match = _DURATION.match(text.strip())
-    if not match:
+    seconds = duration_s(text)
+    if seconds is None or not seconds.is_integer():
         raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 3600, 90m, 36h or 7d")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
+    return int(seconds)
 
 
 # An option whose destination is a Platform field sets that field when given (platform_from_args);

@@ -48,14 +48,7 @@ def object_store(data_dir: Path) -> Iterator[seaweedfs.ServerInfo]:
         del os.environ[name]  # the demo's store and keys, never the user's
     port = seaweedfs.free_port(seaweedfs.DEFAULT_PORT)  # start() reuses a running server
     info = seaweedfs.start(data_dir, port, (DATASET_BUCKET, MODEL_BUCKET), tied=True)
-    config = seaweedfs.store_config(info)
-    os.environ.update(
-        OBJECTSTORECONFIG_HOST=seaweedfs.HOST,
-        OBJECTSTORECONFIG_PORT=str(info.port),
-        OBJECTSTORECONFIG_SECURE="false",
-        OBJECTSTORECONFIG_ACCESSKEY=config.access_key,
-        OBJECTSTORECONFIG_SECRETACCESSKEY=config.secret_key,
-    )
+    os.environ.update(seaweedfs.client_env(info))  # what `objectstore env` prints
     _say(f"object store: {info.url} (SeaweedFS, data in {data_dir})")
     try:
         yield info

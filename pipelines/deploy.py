@@ -11,20 +11,16 @@ import argparse
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipelines.cli import Option, Subparsers, add_options
+from pipelines.cli import Option, Subparsers, add_options, duration_s
 from rfdetr.errors import EXIT_FAILED, UserError
 
 DEFAULT_EXPERIMENT = "rfdetr"
 
 
 def _duration(text: str) -> float:
-    """Seconds from '600', '600s', '90m' or '3h' (argparse type)."""
-    value = text.strip().lower()
-    scale = {"s": 1, "m": 60, "h": 3600}.get(value[-1:])
-    try:
-        seconds = float(value[:-1] if scale else value) * (scale or 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 600s, 90m or 3h") from None
+    seconds = duration_s(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected e.g. 600s, 90m or 3h")
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive duration")
     return seconds

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines._platform import SECRET_KEYS
+from pipelines.kfp_api import api_message
 from pipelines.steps.common import StepError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class Kind:
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}"
+
+    def manifest(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """An object of this kind named ``name`` with ``spec``, labelled part of rfdetr."""
+        meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
+        return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta, "spec": spec}
 
 
 @dataclass(frozen=True)
@@ -104,13 +110,7 @@ def current_namespace(default: str = "default") -> str:
 
 def _short(exc: Any) -> str:
     """A one-line description of a ``kubernetes`` ``ApiException``."""
-    import json
-
-    try:
-        message = json.loads(exc.body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
-        message = ""
-    return f"HTTP {exc.status} {message or exc.reason}".strip()
+    return f"HTTP {exc.status} {api_message(exc.body) or exc.reason}".strip()
 
 
 EXPECTED = object()  # what Resources._call returns for the API error it was told to expect

@@ -55,8 +55,7 @@ def kfp_errors(host: str, action: str) -> Iterator[None]:
             warnings.simplefilter("ignore", FutureWarning)
             yield
     except ApiException as exc:
-        body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
-        detail = _api_message(body) or exc.reason
+        detail = api_message(exc.body) or exc.reason
         raise UserError(
             f"{action}: KFP API at {host} answered {exc.status}: {detail}", EXIT_FAILED
         ) from None
@@ -70,11 +69,14 @@ def kfp_errors(host: str, action: str) -> Iterator[None]:
             logger.debug("kfp: %s", line)
 
 
-def _api_message(body: str | None) -> str:
+def api_message(body: str | bytes | None) -> str:
+    """The ``message`` (or ``error``) of an API server's JSON error body, else the body's first
+    line (a proxy's page); shortened, "" when there is none (KFP's and Kubernetes' API errors)."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
     try:
-        doc = json.loads(body or "{}")
+        doc = json.loads(text or "{}")
     except ValueError:
-        return str(body).strip().splitlines()[0][:200]
+        return (str(text).strip().splitlines() or [""])[0][:200]
     return str(doc.get("message") or doc.get("error") or "")[:300] if isinstance(doc, dict) else ""
 
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import sys
 import tempfile
@@ -15,13 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from pipelines import seaweedfs
-from pipelines.cli import Subparsers
+from pipelines.cli import Subparsers, duration_s
 from pipelines.parameters import DEFAULTS
 from pipelines.seaweedfs import ServerInfo
 from rfdetr.errors import EXIT_FAILED, UserError
-from rfdetr.storage.config import StoreConfig
-
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -84,11 +80,11 @@ def _chore(
 
 
 def parse_age(text: str) -> timedelta:
-    """``7d`` -> 7 days (units s, m, h, d, w)."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
-    if match is None:
+    """``7d`` -> 7 days (:func:`pipelines.cli.duration_s`; the unit is required: it deletes)."""
+    seconds = duration_s(text)
+    if seconds is None or text.strip()[-1:].isdigit():
         raise UserError(f"--older-than {text!r}: expected a number and a unit s/m/h/d/w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return timedelta(seconds=seconds)
 
 
 def _weights(args: argparse.Namespace) -> int:
@@ -199,7 +195,7 @@ def _objectstore(args: argparse.Namespace) -> int:
         print(f"not running ({data_dir})", file=sys.stderr if args.action == "env" else None)
         return EXIT_FAILED
     if args.action == "env":
-        print(_exports(info, seaweedfs.store_config(info)))
+        print(_exports(info))
     else:
         _print_info(info, _live_buckets(info))
     return 0
@@ -223,21 +219,8 @@ def _print_info(info: ServerInfo, buckets: list[str] | None = None) -> None:
     print(f"buckets:  {', '.join(shown) or '(none)'}")
 
 
-def _exports(info: ServerInfo, config: StoreConfig) -> str:
-    lines = [
-        f"export OBJECTSTORECONFIG_HOST={info.endpoint.split(':')[0]}",
-        f"export OBJECTSTORECONFIG_PORT={info.port}",
-        "export OBJECTSTORECONFIG_SECURE=false",
-        f"export AWS_ENDPOINT_URL={info.url}",  # for aws / boto3 as they are
-    ]
-    if info.credentials_source == "environment":
-        lines.append("# keys: the server uses the ones already in your environment")
-    else:
-        access, secret = shlex.quote(config.access_key), shlex.quote(config.secret_key)
-        lines += [
-            f"export OBJECTSTORECONFIG_ACCESSKEY={access}",
-            f"export OBJECTSTORECONFIG_SECRETACCESSKEY={secret}",
-            f"export AWS_ACCESS_KEY_ID={access}",
-            f"export AWS_SECRET_ACCESS_KEY={secret}",
-        ]
+def _exports(info: ServerInfo) -> str:
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in seaweedfs.client_env(info).items()]
+    if info.credentials_source == "environment":  # the endpoint's 4 names, not the user's keys
+        lines[4:] = ["# keys: the server uses the ones already in your environment"]
     return "\n".join(lines)

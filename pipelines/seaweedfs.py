@@ -219,6 +219,22 @@ def store_config(info: ServerInfo) -> StoreConfig:
     return StoreConfig(info.endpoint, False, None, access, secret)
 
 
+def client_env(info: ServerInfo) -> dict[str, str]:
+    """A client's environment for the server: KFP's ``OBJECTSTORECONFIG_*`` names, and the
+    ``AWS_*`` ones for aws/boto3: 4 for the endpoint, then the keys (``objectstore env``)."""
+    config = store_config(info)
+    return {
+        "OBJECTSTORECONFIG_HOST": HOST,
+        "OBJECTSTORECONFIG_PORT": str(info.port),
+        "OBJECTSTORECONFIG_SECURE": "false",
+        "AWS_ENDPOINT_URL": info.url,
+        "OBJECTSTORECONFIG_ACCESSKEY": config.access_key,
+        "OBJECTSTORECONFIG_SECRETACCESSKEY": config.secret_key,
+        "AWS_ACCESS_KEY_ID": config.access_key,
+        "AWS_SECRET_ACCESS_KEY": config.secret_key,
+    }
+
+
 def start(
     data_dir: Path | None = None,
     port: int | None = None,

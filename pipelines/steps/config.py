@@ -9,7 +9,6 @@ size, ``random`` random initialisation (:func:`pipelines.steps.weights.pipeline_
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,21 +107,6 @@ def write_run_config(dest: str | Path, arguments: Mapping[str, Any]) -> RunConfi
     """Resolve the config (see :func:`resolve_run_config`) and write it as JSON to ``dest``."""
     with step_metrics("resolve_config"):
         config = resolve_run_config(arguments)
-        path = Path(dest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
+        config.to_file(dest)  # JSON: a KFP artifact path has no suffix
     logger.info("run config: %s", resolved_knobs(config))
     return config
-
-
-def read_run_config(path: str | Path) -> RunConfig:
-    """Read the JSON written by :func:`write_run_config`, validated again (KFP artifact paths
-    have no suffix, so :meth:`RunConfig.from_file` would take it for YAML)."""
-    file = Path(path)
-    try:
-        return RunConfig.model_validate(json.loads(file.read_text()))
-    except OSError as err:
-        raise ConfigError(f"{file}: cannot read the run config ({err.strerror})") from None
-    except ValueError as err:  # JSONDecodeError and pydantic's ValidationError
-        message = " ".join(str(err).split())
-        raise ConfigError(f"{file}: not a valid run config: {message[:300]}") from None

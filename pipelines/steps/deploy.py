@@ -98,12 +98,7 @@ def render_isvc(
     }
     if canary_percent:
         predictor["canaryTrafficPercent"] = canary_percent
-    return {
-        "apiVersion": ISVC.api_version,
-        "kind": ISVC.kind,
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}},
-        "spec": {"predictor": predictor},
-    }
+    return ISVC.manifest(name, {"predictor": predictor})
 
 
 def judge_ready(generation: int) -> Any:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.steps.common import single_file, step_metrics
-from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_folder
+from rfdetr.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def evaluate_checkpoint(
     from rfdetr.evaluation.api import evaluate
 
     checkpoint = single_file(checkpoint_dir, "*.pth", "checkpoint")
-    config = read_run_config(run_config)
+    config = RunConfig.from_file(run_config)
     with step_metrics("evaluate") as metrics, dataset_folder(dataset_dir) as data:
         split = "test" if "test" in detect_format(data).splits else "valid"
         started = time.perf_counter()

@@ -24,16 +24,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pipelines.steps.common import StepError, link_or_copy, plain_number, step_metrics
-from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_folder
 from pipelines.steps.mirror import CheckpointMirror
 from pipelines.steps.weights import resolve_weights
 from rfdetr import checkpoints as files
+from rfdetr.config import RunConfig
 from rfdetr.training.loggers import LOG_FILE, read_log
 
 if TYPE_CHECKING:
     from pipelines.telemetry import StepMetrics
-    from rfdetr.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ def train_run(
     out, work = Path(output_dir), work_folder(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    config = read_run_config(run_config)
+    config = RunConfig.from_file(run_config)
     mirror = CheckpointMirror.of_run(mirror_root, run_id) if mirror_root else None
     with step_metrics("train", run_id) as metrics, tempfile.TemporaryDirectory() as tmp:
         with training(config, dataset_dir, work, Path(tmp), mirror) as (config, resumed):

@@ -27,11 +27,11 @@ from typing import Any
 from pipelines import k8s_resources as k8s
 from pipelines._platform import Platform, train_job_settings
 from pipelines.steps.common import StepError
-from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import dataset_reference
 from pipelines.steps.mirror import MIRRORED, CheckpointMirror, mirror_folder
 from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, outcome_from_folder, work_folder
 from rfdetr import checkpoints as files
+from rfdetr.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ def render_job(
     """The ``TrainJob`` or ``PyTorchJob`` of ``nodes`` x max(1, ``gpus_per_node``) processes."""
     kind, procs = KINDS[engine], max(1, gpus_per_node)
     command = [sys.executable if settings.get("local") else "python", "-m", __name__]
-    meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
     resources = k8s.requirements(
         settings["cpu"], settings["memory"], settings["accelerator"], gpus_per_node
     )
@@ -109,7 +108,7 @@ def render_job(
                 "resourcesPerNode": resources,
             },
         }
-        return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta, "spec": spec}
+        return kind.manifest(name, spec)
     container = {
         "name": "pytorch",  # the name the Training Operator looks for
         "image": settings["image"],
@@ -139,7 +138,7 @@ def render_job(
         },
         "pytorchReplicaSpecs": replicas,
     }
-    return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta, "spec": spec}
+    return kind.manifest(name, spec)
 
 
 def judge_job(engine: str) -> Any:
@@ -185,7 +184,7 @@ def train_on_cluster(
             "a multi-node train needs the dataset by reference (an s3:// dataset_uri) and a "
             "checkpoint_mirror_uri: the nodes fetch the data and return their files through them"
         )
-    config = read_run_config(run_config)
+    config = RunConfig.from_file(run_config)
     procs = max(1, gpus_per_node)
     batch = config.effective_batch_size(nodes * procs)
     logger.info("effective batch %d: %d node(s) x %d process(es)", batch, nodes, procs)
@@ -242,7 +241,6 @@ def node_main() -> int:
     """One node of the job: fetch the data, restore the resume point, run ``torchrun``."""
     from pipelines.steps.dataset import REFERENCE_FILE
     from pipelines.steps.train import run_distributed, training
-    from rfdetr.config import RunConfig
 
     rank = int(os.environ.get("PET_NODE_RANK", "0"))
     config = RunConfig.model_validate_json(os.environ[ENV_CONFIG])

@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from rfdetr.config.model import ConfigError, ModelConfig, StrictModel
 from rfdetr.config.presets import get_preset, list_presets
 
+_JSON = (".json", "")  # JSON file suffixes; none: KFP artifact paths, which have no suffix
+
 
 class DataConfig(StrictModel):
     """Which dataset and how batches are made from it.
@@ -197,14 +199,15 @@ class RunConfig(StrictModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
-        """Read a YAML (``.yaml``/``.yml``) or JSON file with the sections as top-level keys."""
+        """Read a YAML (``.yaml``/``.yml``) or JSON file (``.json``, or no suffix: a KFP
+        artifact) with the sections as top-level keys."""
         file = Path(path)
         try:
             text = file.read_text()
         except OSError as err:
             raise ConfigError(f"{file}: cannot read the run config ({err.strerror})") from None
         try:
-            data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+            data = json.loads(text) if file.suffix.lower() in _JSON else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
             message = " ".join(str(err).split())
             raise ConfigError(f"{file}: not valid YAML/JSON: {message}") from None
@@ -213,10 +216,10 @@ class RunConfig(StrictModel):
         return _validated(data, str(file))
 
     def to_file(self, path: str | Path) -> Path:
-        """Write YAML (or JSON for a ``.json`` path); :meth:`from_file` reads it back equal."""
+        """Write YAML (JSON for a ``.json`` path or none); :meth:`from_file` reads it back equal."""
         file = Path(path)
         data = self.model_dump(mode="json")
-        if file.suffix.lower() == ".json":
+        if file.suffix.lower() in _JSON:
             text = json.dumps(data, indent=2) + "\n"
         else:
             text = yaml.safe_dump(data, sort_keys=False)

@@ -16,10 +16,9 @@ from kfp.dsl import Artifact, Dataset, Markdown, Metrics
 
 from components import fetch_dataset, resolve_config, validate_dataset
 from pipelines.parameters import KNOBS
-from pipelines.steps.config import read_run_config
 from pipelines.steps.dataset import REFERENCE_FILE, dataset_folder
 from rfdetr import storage
-from rfdetr.config import get_preset
+from rfdetr.config import RunConfig, get_preset
 from rfdetr.storage import IntegrityError, download
 
 
@@ -40,7 +39,7 @@ def test_pipeline_resolve_config_applies_knobs_over_the_preset(artifact) -> None
         use_ema=False,
         overrides={"train.warmup_epochs": 1, "num_workers": 0},
     )
-    config = read_run_config(out.path)
+    config = RunConfig.from_file(out.path)
     preset = get_preset("tiny")
     assert (config.train.epochs, config.train.lr, config.train.use_ema) == (3, 2e-4, False)
     assert config.train.warmup_epochs == 1 and config.data.num_workers == 0

@@ -15,9 +15,9 @@ from kfp.dsl import Artifact
 from components import resolve_config
 from pipelines.cli import main
 from pipelines.steps.common import StepError
-from pipelines.steps.config import read_run_config
 from pipelines.steps.weights import WEIGHTS_URI_ENV, pipeline_weights, resolve_weights
 from rfdetr import hub, storage
+from rfdetr.config import RunConfig
 
 FAKE = b"official nano weights stand-in " * 100
 
@@ -58,7 +58,7 @@ def test_pipeline_resolve_config_records_the_weights(artifact, given, expected) 
     resolve_config.python_func(
         dataset_uri="s3://d/x", model_size="medium", run_config=out, pretrain_weights=given
     )
-    assert read_run_config(out.path).train.pretrain_weights == expected
+    assert RunConfig.from_file(out.path).train.pretrain_weights == expected
 
 
 def test_pipeline_weights_mirror_command_checks_the_md5(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -69,13 +70,15 @@ def test_training_with_overrides_takes_dotted_and_flat_keys() -> None:
     assert changed.model == config.model and config.train.epochs == 100  # original unchanged
 
 
-@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+@pytest.mark.parametrize("suffix", [".yaml", ".json", ""])  # "": a KFP artifact, JSON
 def test_training_run_config_file_round_trip(tmp_path: Path, suffix: str) -> None:
     config = RunConfig.from_kwargs(
         "tiny-seg", dataset_dir="d", epochs=5, class_names=["a", "b"], tensorboard=True
     )
     path = config.to_file(tmp_path / f"run{suffix}")
     assert RunConfig.from_file(path) == config
+    if suffix != ".yaml":  # JSON, as a KFP step writes its run_config artifact
+        assert json.loads(path.read_text()) == config.model_dump(mode="json")
 
 
 def test_training_yaml_model_section_may_name_a_preset(tmp_path: Path) -> None:
