@@ -100,10 +100,7 @@ def _download_object(
     expected_size: int | None,
     expected_sha256: str | None = None,
 ) -> tuple[int, str]:
-    """Stream one object to ``dest`` atomically after verification; returns (size, sha256).
-
-    ``expected_sha256`` (a manifest's) is checked before the file gets its final name.
-    """
+    """Stream one object to ``dest`` atomically after verification; returns (size, sha256)."""
     if dest.is_dir():
         raise StorageError(f"{target}: cannot write {dest}: a folder is in the way")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +133,7 @@ def _download_object(
                 raise IntegrityError(f"{target}: downloaded bytes do not match its sha256 metadata")
             check = "sha256"
         if expected_sha256 is not None and expected_sha256 != sha.hexdigest():
-            raise IntegrityError(f"{target}: downloaded bytes do not match the manifest's sha256")
+            raise IntegrityError(f"{target}: downloaded file differs from manifest.json")
         if check == "size" and expected_sha256 is None:
             logger.info(
                 "%s: ETag not verifiable and no sha256 metadata; verified the size only", target
@@ -174,11 +171,15 @@ def _download_all(
 
 
 def download_file(
-    uri: str | ObjectURI, path: str | os.PathLike[str], *, store: ObjectStore | None = None
+    uri: str | ObjectURI,
+    path: str | os.PathLike[str],
+    *,
+    store: ObjectStore | None = None,
+    sha256: str | None = None,
 ) -> Path:
-    """Download the object ``uri`` to ``path`` (verified, atomic); returns the path."""
-    target = object_uri(uri)
-    _download_object(resolve_store(store), target, Path(path), None)
+    """Download the object ``uri`` to ``path`` (verified, atomic); returns the path. With
+    ``sha256`` (a manifest's), other bytes are an `IntegrityError` and ``path`` is not written."""
+    _download_object(resolve_store(store), object_uri(uri), Path(path), None, sha256)
     return Path(path)
 
 
