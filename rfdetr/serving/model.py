@@ -84,8 +84,11 @@ def fetch_model(source: str, cache_dir: Path | None = None) -> Path:
     manifest = storage.read_manifest(str(prefix))
     name = _pick_onnx([entry.path for entry in manifest.files], str(prefix))
     folder = cache_dir or Path(tempfile.mkdtemp(prefix="rfdetr-serve-"))
-    entry = manifest.by_path()[name]
-    local = storage.download_file(prefix.child(name), folder / Path(name).name, sha256=entry.sha256)
+    entry, uri = manifest.by_path()[name], prefix.child(name)
+    try:
+        local = storage.download_file(uri, folder / Path(name).name, sha256=entry.sha256)
+    except storage.IntegrityError as err:  # the serving wording; the cause chained
+        raise storage.IntegrityError(f"{uri}: downloaded file differs from manifest.json") from err
     logger.info("downloaded %s (%d bytes, sha256 checked against the manifest)", name, entry.size)
     return local
 

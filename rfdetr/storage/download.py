@@ -133,7 +133,7 @@ def _download_object(
                 raise IntegrityError(f"{target}: downloaded bytes do not match its sha256 metadata")
             check = "sha256"
         if expected_sha256 is not None and expected_sha256 != sha.hexdigest():
-            raise IntegrityError(f"{target}: downloaded file differs from manifest.json")
+            raise IntegrityError(f"{target}: downloaded bytes do not match the manifest's sha256")
         if check == "size" and expected_sha256 is None:
             logger.info(
                 "%s: ETag not verifiable and no sha256 metadata; verified the size only", target
