@@ -60,7 +60,6 @@ def fetch_model(source: str, cache_dir: Path | None = None) -> Path:
         ModelSourceError: nothing servable there. StorageError: the download or its check failed.
     """
     from rfdetr import storage
-    from rfdetr.storage.manifest import digest_file
 
     if not storage.is_object_uri(source):
         path = Path(source)
@@ -85,13 +84,11 @@ def fetch_model(source: str, cache_dir: Path | None = None) -> Path:
     manifest = storage.read_manifest(str(prefix))
     name = _pick_onnx([entry.path for entry in manifest.files], str(prefix))
     folder = cache_dir or Path(tempfile.mkdtemp(prefix="rfdetr-serve-"))
-    local = storage.download_file(prefix.child(name), folder / Path(name).name)
-    digest, entry = digest_file(local), manifest.by_path()[name]
-    if (digest.size, digest.sha256) != (entry.size, entry.sha256):
-        local.unlink()
-        raise storage.IntegrityError(
-            f"{prefix.child(name)}: downloaded file differs from manifest.json"
-        )
+    entry, uri = manifest.by_path()[name], prefix.child(name)
+    try:
+        local = storage.download_file(uri, folder / Path(name).name, sha256=entry.sha256)
+    except storage.IntegrityError as err:  # the serving wording; the cause chained
+        raise storage.IntegrityError(f"{uri}: downloaded file differs from manifest.json") from err
     logger.info("downloaded %s (%d bytes, sha256 checked against the manifest)", name, entry.size)
     return local
 

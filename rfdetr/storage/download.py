@@ -100,10 +100,7 @@ def _download_object(
     expected_size: int | None,
     expected_sha256: str | None = None,
 ) -> tuple[int, str]:
-    """Stream one object to ``dest`` atomically after verification; returns (size, sha256).
-
-    ``expected_sha256`` (a manifest's) is checked before the file gets its final name.
-    """
+    """Stream one object to ``dest`` atomically after verification; returns (size, sha256)."""
     if dest.is_dir():
         raise StorageError(f"{target}: cannot write {dest}: a folder is in the way")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -174,11 +171,15 @@ def _download_all(
 
 
 def download_file(
-    uri: str | ObjectURI, path: str | os.PathLike[str], *, store: ObjectStore | None = None
+    uri: str | ObjectURI,
+    path: str | os.PathLike[str],
+    *,
+    store: ObjectStore | None = None,
+    sha256: str | None = None,
 ) -> Path:
-    """Download the object ``uri`` to ``path`` (verified, atomic); returns the path."""
-    target = object_uri(uri)
-    _download_object(resolve_store(store), target, Path(path), None)
+    """Download the object ``uri`` to ``path`` (verified, atomic); returns the path. With
+    ``sha256`` (a manifest's), other bytes are an `IntegrityError` and ``path`` is not written."""
+    _download_object(resolve_store(store), object_uri(uri), Path(path), None, sha256)
     return Path(path)
 
 

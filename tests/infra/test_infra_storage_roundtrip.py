@@ -203,3 +203,16 @@ def test_parallel_download_failure_leaves_no_partial_file(
         storage.download_prefix(f"s3://{bucket}/d", tmp_path / "dst", workers=4)
     leftovers = [p.name for p in (tmp_path / "dst").rglob("*") if p.name.endswith(".part")]
     assert leftovers == []
+
+
+def test_download_file_checks_an_expected_sha256(tmp_path: Path, bucket: str) -> None:
+    """`download_file(sha256=...)`: serving's manifest check (rfdetr/serving/model.py)."""
+    data = os.urandom(5000)
+    storage.upload_bytes(data, storage.parse_uri(f"s3://{bucket}/w.onnx"))
+    good = hashlib.sha256(data).hexdigest()
+    path = storage.download_file(f"s3://{bucket}/w.onnx", tmp_path / "ok.onnx", sha256=good)
+    assert path.read_bytes() == data
+    with pytest.raises(IntegrityError, match=r"w\.onnx: downloaded bytes do not match the"):
+        storage.download_file(f"s3://{bucket}/w.onnx", tmp_path / "bad.onnx", sha256="0" * 64)
+    assert not (tmp_path / "bad.onnx").exists()
+    assert not list(tmp_path.glob(".bad.onnx.*"))  # no partial file left behind
