@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -37,10 +37,8 @@ def write_atomic(
     dest = Path(path).expanduser()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = ""
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=dest.parent, prefix=f".{dest.name}.", suffix=TMP_SUFFIX, delete=False
-        ) as handle:
+    try:  # open(), not mkstemp: the file gets the umask's mode (mkstemp's is 0600)
+        with open(dest.parent / f".{dest.name}.{secrets.token_hex(8)}{TMP_SUFFIX}", "xb") as handle:
             tmp = handle.name
             handle.write(content) if isinstance(content, bytes) else content(handle)
             handle.flush()
