@@ -22,7 +22,6 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +32,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from rfdetr.errors import UserError, message
+from rfdetr.utils.atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +167,7 @@ def resolve_pretrained(
 def download_verified(url: str, dest: Path, *, md5: str, timeout: float = _TIMEOUT_S) -> Path:
     """Download ``url`` to ``dest`` atomically, keeping it only if its MD5 is ``md5``.
 
-    The bytes go to a temporary file next to ``dest`` (same file system, so the final
-    ``os.replace`` is atomic); on any failure the temporary file is removed and ``dest`` is left
-    as it was.
+    Written by :func:`rfdetr.utils.atomic.write_atomic`: on any failure ``dest`` is left as it was.
 
     Args:
         url: What to fetch (``http(s)://`` or ``file://``).
@@ -181,18 +179,14 @@ def download_verified(url: str, dest: Path, *, md5: str, timeout: float = _TIMEO
         urllib.error.URLError, urllib.error.HTTPError, TimeoutError, OSError: The transfer failed.
         ValueError: The downloaded bytes have another MD5 (``ChecksumMismatch`` message).
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            logger.info("downloading %s -> %s", url, dest)
-            digest = _stream(url, out, timeout=timeout, label=dest.name)
+
+    def fill(out: BinaryIO) -> None:
+        digest = _stream(url, out, timeout=timeout, label=dest.name)
         if digest != md5.lower():
             raise ValueError(f"checksum mismatch: MD5 {digest}, expected {md5.lower()}")
-        os.replace(tmp_name, dest)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
-    return dest
+
+    logger.info("downloading %s -> %s", url, dest)
+    return write_atomic(dest, fill)
 
 
 def _stream(url: str, out: BinaryIO, *, timeout: float, label: str) -> str:

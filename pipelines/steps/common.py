@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,18 +44,6 @@ def single_file(folder: str | Path, pattern: str, what: str) -> Path:
         found = ", ".join(p.name for p in matches) or "nothing"
         raise StepError(f"{folder}: expected one {what} ({pattern}), found {found}")
     return matches[0]
-
-
-def link_or_copy(source: str | Path, dest: str | Path) -> Path:
-    """Hard-link ``source`` to ``dest`` (big checkpoints are not copied), copying when links
-    are impossible (another file system)."""
-    target = Path(dest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-    return target
 
 
 @contextmanager

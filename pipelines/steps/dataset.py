@@ -16,8 +16,8 @@ from typing import Any
 from pipelines.steps.common import StepError, step_metrics
 from rfdetr.data.validation import DatasetReport, validate_dataset
 from rfdetr.storage import is_object_uri
-from rfdetr.storage.manifest import atomic_write_bytes
 from rfdetr.storage.reference import PrefixReference, download_reference, pin_prefix
+from rfdetr.utils.atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def fetch_dataset(source: str, dest: str | Path) -> FetchResult:
         target = Path(dest)
         if is_object_uri(source):
             ref = pin_prefix(source)
-            atomic_write_bytes(target / REFERENCE_FILE, ref.to_json().encode())
+            write_atomic(target / REFERENCE_FILE, ref.to_json().encode())
             fetched = FetchResult(source, ref.files, ref.total_bytes, ref.manifest_sha256)
         else:
             folder = Path(source).expanduser()

@@ -20,9 +20,7 @@ newer than its best files.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import signal
 import tempfile
 import threading
@@ -37,6 +35,7 @@ from rfdetr.storage import ObjectStore, download_file, parse_uri, upload_file
 from rfdetr.storage.config import s3_errors
 from rfdetr.storage.errors import ObjectNotFoundError, StorageError
 from rfdetr.training.loggers import LOG_FILE
+from rfdetr.utils.atomic import link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -146,16 +145,13 @@ class CheckpointMirror:
             )
             for name in (*MIRRORED[:-1], *periodic, files.LAST):
                 source, target = folder / name, dest / name
-                target.unlink(missing_ok=True)
                 signature = _signature(source)
                 if signature is None:
                     continue
                 try:
-                    os.link(source, target)
+                    link_or_copy(source, target)
                 except FileNotFoundError:
                     continue  # replaced between stat and link; the retry below sees it
-                except OSError:  # another file system, or links not allowed: copy
-                    shutil.copy2(source, target)
                 taken.append((name, signature))
             if _signature(folder / files.LAST) == before:
                 return taken

@@ -10,13 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.steps.common import (
-    StepError,
-    link_or_copy,
-    plain_number,
-    single_file,
-    step_metrics,
-)
+from pipelines.steps.common import StepError, plain_number, single_file, step_metrics
+from rfdetr.utils.atomic import link_or_copy
 
 logger = logging.getLogger(__name__)
 

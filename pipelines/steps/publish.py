@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pipelines.steps.common import StepError, link_or_copy, plain_number, step_metrics
+from pipelines.steps.common import StepError, plain_number, step_metrics
 from rfdetr.storage import (
     MANIFEST_NAME,
     exists,
@@ -42,6 +42,7 @@ from rfdetr.storage.conditional import create_object, read_json_object, replace_
 from rfdetr.storage.errors import PreconditionFailedError
 from rfdetr.storage.manifest import Manifest
 from rfdetr.storage.uris import check_bucket_name
+from rfdetr.utils.atomic import link_or_copy
 
 logger = logging.getLogger(__name__)
 

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipelines.steps.common import StepError, link_or_copy, plain_number, step_metrics
+from pipelines.steps.common import StepError, plain_number, step_metrics
 from pipelines.steps.dataset import dataset_folder
 from pipelines.steps.mirror import CheckpointMirror
 from pipelines.steps.weights import resolve_weights
 from rfdetr import checkpoints as files
 from rfdetr.config import RunConfig
 from rfdetr.training.loggers import LOG_FILE, read_log
+from rfdetr.utils.atomic import link_or_copy
 
 if TYPE_CHECKING:
     from pipelines.telemetry import StepMetrics
@@ -109,7 +110,6 @@ def keep_outputs(work: Path, out: Path) -> None:
     kept = [name for name in KEPT if (work / name).is_file()]
     kept += sorted(p.name for p in work.glob(TENSORBOARD_GLOB) if p.is_file())
     for name in kept:
-        (out / name).unlink(missing_ok=True)
         link_or_copy(work / name, out / name)
 
 

@@ -20,14 +20,11 @@ any of them.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
@@ -42,6 +39,7 @@ from rfdetr.checkpoints.formats import (
 from rfdetr.checkpoints.reader import read_checkpoint
 from rfdetr.checkpoints.upstream_resume import UPSTREAM_RESUME, upstream_resume_state
 from rfdetr.config import RunConfig
+from rfdetr.utils.atomic import TMP_SUFFIX, link_or_copy, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +48,6 @@ BEST_REGULAR = "checkpoint_best_regular.pth"
 BEST_EMA = "checkpoint_best_ema.pth"
 BEST_TOTAL = "checkpoint_best_total.pth"
 TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "config")
-TMP_SUFFIX = ".tmp"  # temporaries are ".<name>.<random>.tmp" beside the destination
 _PLAIN_KEYS = (
     "config", "class_names", "epoch", "global_step", "metrics", "trackers", "args", "model_config",
 )  # fmt: skip
@@ -122,75 +119,27 @@ def _write(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
     return atomic_save({"format": CHECKPOINT_FORMAT, **state}, path)
 
 
-def _os_error_in(failure: BaseException) -> OSError | None:
-    """The OSError behind ``failure``: torch's zip writer replaces a failed write's OSError
-    with its own RuntimeError while closing, keeping the OSError as the context."""
-    seen: BaseException | None = failure
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
-
-    A crash or a full disk mid-write leaves the previous file intact, never a truncated one.
+    """``torch.save`` ``payload`` to ``path`` with :func:`rfdetr.utils.atomic.write_atomic`:
+    a crash or a full disk mid-write leaves the previous file intact, never a truncated one.
 
     Raises:
         CheckpointError: the write failed (one line with the errno name, e.g. ENOSPC, and
             the file); the previous ``path`` is untouched and the temporary removed.
     """
-    return _replace(path, lambda handle, _: torch.save(dict(payload), handle))
+    return write_atomic(
+        path, lambda out: torch.save(dict(payload), out), what="checkpoint", error=CheckpointError
+    )
 
 
 def link_checkpoint(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """Give the finished checkpoint ``source`` a second name ``path`` without writing it again.
-
-    A hard link (a byte copy where the file system has none), swapped in like
-    :func:`atomic_save`. Since every writer here replaces files by rename, rewriting one name
-    later gives it a new file and leaves the other name's content as it was.
+    """Give the finished checkpoint ``source`` a second name ``path`` without writing it again
+    (:func:`rfdetr.utils.atomic.link_or_copy`; the previous ``path`` is kept on failure).
 
     Raises:
         CheckpointError: as :func:`atomic_save`.
     """
-
-    def fill(handle: BinaryIO, tmp_name: str) -> None:
-        try:
-            os.unlink(tmp_name)  # os.link will not replace: the name is ours, from mkstemp
-            os.link(source, tmp_name)
-        except OSError:
-            with open(source, "rb") as src, open(tmp_name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-
-    return _replace(path, fill)
-
-
-def _replace(path: str | os.PathLike[str], fill: Callable[[BinaryIO, str], object]) -> Path:
-    """Fill a temporary file beside ``path`` (``fill(handle, its name)``), then rename it over."""
-    dest = Path(path).expanduser()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = ""
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=TMP_SUFFIX)
-        with os.fdopen(fd, "wb") as handle:  # a file object: write errors keep their errno
-            fill(handle, tmp_name)
-        os.replace(tmp_name, dest)
-    except (OSError, RuntimeError) as failure:
-        err = _os_error_in(failure)
-        if err is None:
-            raise
-        code = errno.errorcode.get(err.errno or 0, "error")
-        hint = f"; free space in {dest.parent}" if err.errno == errno.ENOSPC else ""
-        raise CheckpointError(
-            f"{dest}: cannot write checkpoint: {code} ({err.strerror or err}){hint}; "
-            "the previous file is unchanged"
-        ) from None
-    finally:
-        if tmp_name:
-            Path(tmp_name).unlink(missing_ok=True)
-    return dest
+    return link_or_copy(source, path, what="checkpoint", error=CheckpointError)
 
 
 def require_plain(value: Any, where: str) -> None:

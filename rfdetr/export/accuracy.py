@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rfdetr.utils.atomic import write_atomic
 from rfdetr.utils.box_ops import box_iou
 
 MATCH_IOU = 0.5
@@ -157,11 +158,8 @@ def write_report(report: AccuracyReport, model_path: Path) -> Path:
     """Write ``report`` beside the model (``<file>.accuracy.json``, atomically) and into its
     metadata under ``accuracy`` (ONNX ``metadata_props``, OpenVINO ``rt_info``); returns the
     JSON path."""
-    text = json.dumps(report.to_dict(), indent=2)
     target = model_path.with_name(model_path.name + ".accuracy.json")
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text + "\n")
-    os.replace(partial, target)
+    write_atomic(target, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     if model_path.suffix == ".xml":
         from rfdetr.export.openvino import add_rt_info
 
@@ -169,9 +167,9 @@ def write_report(report: AccuracyReport, model_path: Path) -> Path:
     if model_path.suffix == ".onnx":
         import onnx
 
-        from rfdetr.export.onnx import copy_header, save_atomic
+        from rfdetr.export.onnx import copy_header
 
         model = onnx.load(str(model_path))
         copy_header(model, model, {"accuracy": json.dumps(report.to_dict())})
-        save_atomic(model, model_path)
+        write_atomic(model_path, model.SerializeToString())
     return target

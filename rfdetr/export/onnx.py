@@ -187,12 +187,3 @@ def copy_header(source: object, target: object, extra: dict[str, str] | None = N
     set_props(target, {p.key: p.value for p in source.metadata_props} | (extra or {}))
     target.producer_name, target.producer_version = source.producer_name, source.producer_version
     target.doc_string = source.doc_string
-
-
-def save_atomic(proto: object, path: Path) -> None:
-    """Write the ``ModelProto`` to ``path`` through a hidden partial file and a rename."""
-    import onnx
-
-    partial = path.with_name(f".{path.name}.partial")
-    onnx.save(proto, str(partial))
-    os.replace(partial, path)

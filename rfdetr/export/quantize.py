@@ -37,7 +37,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from rfdetr.export.onnx import ExportError, copy_header, save_atomic
+from rfdetr.export.onnx import ExportError, copy_header
+from rfdetr.utils.atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -283,5 +284,4 @@ def _finish(chosen: Path, source: Path, output: Path, extra: dict[str, str]) -> 
 
     model = onnx.load(str(chosen))
     copy_header(onnx.load(str(source), load_external_data=False), model, extra)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(model, output)
+    write_atomic(output, model.SerializeToString())

@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from rfdetr.storage.errors import IntegrityError, StorageError, UnsafeKeyError
 from rfdetr.storage.uris import safe_relative_path
+from rfdetr.utils.atomic import write_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "rfdetr-manifest"
@@ -173,21 +173,7 @@ def read_local_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     """Write ``manifest`` to ``path`` atomically (temp file + rename); returns the path."""
-    target = Path(path)
-    atomic_write_bytes(target, manifest.to_json().encode("utf-8"))
-    return target
-
-
-def atomic_write_bytes(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return write_atomic(path, manifest.to_json().encode("utf-8"))
 
 
 def compare_digests(

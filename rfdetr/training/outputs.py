@@ -26,6 +26,7 @@ from rfdetr.models.postprocess import PostProcess
 from rfdetr.training.loggers import LOG_FILE, read_log
 from rfdetr.training.runtime import capture_rng_state, eval_mode, restore_rng_state
 from rfdetr.training.step import TrainSession
+from rfdetr.utils.atomic import write_atomic
 
 if TYPE_CHECKING:
     from rfdetr.evaluation.coco import EvaluationResult
@@ -223,8 +224,4 @@ def training_state(
 
 def write_results(out: Path, summary: dict[str, Any]) -> Path:
     """``results.json``: the best model's validation (and test) metrics and the run summary."""
-    path = out / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(path)
-    return path
+    return write_atomic(out / RESULTS_FILE, json.dumps(summary, indent=2).encode())

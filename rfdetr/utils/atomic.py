@@ -1,0 +1,94 @@
+"""The one home of atomic file writes (no torch here: checkpoints pass ``torch.save`` as content).
+
+The bytes go to a temporary ``.<name>.<random>.tmp`` beside the target, are fsynced, and the
+temporary is renamed over the target; on any failure it is removed and the target is as it was.
+Since every rewrite is a rename, a second name given by :func:`link_or_copy` keeps its content.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+TMP_SUFFIX = ".tmp"
+
+
+def write_atomic(
+    path: str | os.PathLike[str],
+    content: bytes | Callable[[BinaryIO], object],
+    *,
+    what: str = "file",
+    error: Callable[[str], Exception] | None = None,
+) -> Path:
+    """Write ``content`` (bytes, or ``content(handle)`` writing them) to ``path`` atomically.
+
+    The folder is created; ``handle.name`` is the temporary's path.
+
+    Raises:
+        error(message): ``error`` was given and the write failed with an OSError (or one that
+            torch's zip writer wrapped in a RuntimeError): one line naming ``path``, ``what``
+            and the errno name (e.g. ENOSPC). Otherwise what the write raised propagates.
+    """
+    dest = Path(path).expanduser()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ""
+    try:  # open(), not mkstemp: the file gets the umask's mode (mkstemp's is 0600)
+        with open(dest.parent / f".{dest.name}.{secrets.token_hex(8)}{TMP_SUFFIX}", "xb") as handle:
+            tmp = handle.name
+            handle.write(content) if isinstance(content, bytes) else content(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, dest)
+    except (OSError, RuntimeError) as failure:
+        err = _os_error_in(failure)
+        if error is None or err is None:
+            raise
+        code = errno.errorcode.get(err.errno or 0, "error")
+        hint = f"; free space in {dest.parent}" if err.errno == errno.ENOSPC else ""
+        raise error(
+            f"{dest}: cannot write {what}: {code} ({err.strerror or err}){hint}; "
+            "the previous file is unchanged"
+        ) from None
+    finally:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+    return dest
+
+
+def link_or_copy(
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    what: str = "file",
+    error: Callable[[str], Exception] | None = None,
+) -> Path:
+    """Give the finished file ``source`` a second name ``path``: a hard link, or a copy where
+    links fail (another file system, a FUSE bucket); written and raising as :func:`write_atomic`.
+    """
+
+    def fill(handle: BinaryIO) -> None:
+        try:
+            os.unlink(handle.name)  # os.link will not replace: the name is ours
+            os.link(source, handle.name)
+        except OSError:
+            with open(source, "rb") as src, open(handle.name, "wb") as copy:
+                shutil.copyfileobj(src, copy)
+                copy.flush()
+                os.fsync(copy.fileno())
+
+    return write_atomic(path, fill, what=what, error=error)
+
+
+def _os_error_in(failure: BaseException) -> OSError | None:
+    """The OSError behind ``failure`` (torch's zip writer re-raises it as a RuntimeError)."""
+    seen: BaseException | None = failure
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
