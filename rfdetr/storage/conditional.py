@@ -17,8 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-from rfdetr.storage.config import ObjectStore, s3_errors
-from rfdetr.storage.errors import IntegrityError, PreconditionFailedError, StorageError
+from rfdetr.storage.config import ObjectStore, open_object, s3_errors
+from rfdetr.storage.errors import (
+    IntegrityError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageError,
+)
 from rfdetr.storage.upload import SHA256_META, clean_etag, object_uri, resolve_store
 from rfdetr.storage.uris import ObjectURI
 
@@ -90,22 +95,13 @@ def read_json_object(
 ) -> tuple[dict, str] | None:
     """(JSON object, ETag) of the small object ``uri`` read in one GET, None when absent; a
     StorageError when it is not a JSON object."""
-    from minio.error import S3Error
-
     target, store = object_uri(uri), resolve_store(store)
-    with s3_errors(store, "reading", target):
-        try:
-            response = store.client.get_object(target.bucket, target.key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                return None
-            raise
-        try:
+    try:
+        with open_object(store, target, "reading") as response:
             data = response.read(MAX_SMALL_OBJECT + 1)
             etag = clean_etag(response.headers.get("ETag"))
-        finally:
-            response.close()
-            response.release_conn()
+    except ObjectNotFoundError:
+        return None
     if len(data) > MAX_SMALL_OBJECT:
         raise StorageError(f"{target}: over {MAX_SMALL_OBJECT} bytes; not a pointer object")
     try:

@@ -40,6 +40,8 @@ from rfdetr.storage.errors import (
 if TYPE_CHECKING:
     from minio import Minio
 
+    from rfdetr.storage.uris import ObjectURI
+
 HOST_VARS = ("OBJECTSTORECONFIG_HOST", "MINIO_SERVICE_SERVICE_HOST")
 KEY_VARS = (
     ("OBJECTSTORECONFIG_ACCESSKEY", "OBJECTSTORECONFIG_SECRETACCESSKEY"),
@@ -282,3 +284,15 @@ def s3_errors(store: ObjectStore, action: str, target: object) -> Iterator[None]
             f"{action} {target}: cannot reach the object store at {store.url} "
             f"({_first_line(reason)}); check OBJECTSTORECONFIG_HOST/PORT/SECURE or {START_HINT}"
         ) from None
+
+
+@contextmanager
+def open_object(store: ObjectStore, target: ObjectURI, action: str) -> Iterator[Any]:
+    """The GET response of ``target`` under :func:`s3_errors`, released after the block."""
+    with s3_errors(store, action, target):
+        response = store.client.get_object(target.bucket, target.key)
+        try:
+            yield response
+        finally:
+            response.close()
+            response.release_conn()

@@ -13,12 +13,12 @@ import hashlib
 import logging
 import os
 import tempfile
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
-from rfdetr.storage.config import ObjectStore, s3_errors
+from rfdetr.storage.config import ObjectStore, open_object, s3_errors
 from rfdetr.storage.errors import IntegrityError, ObjectNotFoundError, StorageError, UnsafeKeyError
 from rfdetr.storage.manifest import (
     CHUNK_SIZE,
@@ -39,6 +39,7 @@ from rfdetr.storage.upload import (
     resolve_store,
 )
 from rfdetr.storage.uris import ObjectURI, is_object_uri, parse_uri, relative_key
+from rfdetr.utils.atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -100,33 +101,28 @@ def _download_object(
     expected_size: int | None,
     expected_sha256: str | None = None,
 ) -> tuple[int, str]:
-    """Stream one object to ``dest`` atomically after verification; returns (size, sha256)."""
+    """Stream one object to ``dest`` (:func:`write_atomic`: named only once verified); returns
+    (size, sha256)."""
     if dest.is_dir():
         raise StorageError(f"{target}: cannot write {dest}: a folder is in the way")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
-        with os.fdopen(fd, "wb") as handle, s3_errors(store, "downloading", target):
-            response = store.client.get_object(target.bucket, target.key)
-            try:
-                headers = response.headers
-                for chunk in response.stream(CHUNK_SIZE):
-                    handle.write(chunk)
-                    sha.update(chunk)
-                    md5.update(chunk)
-                    size += len(chunk)
-            finally:
-                response.close()
-                response.release_conn()
+    sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
+
+    def fill(handle: BinaryIO) -> None:
+        nonlocal size
+        with open_object(store, target, "downloading") as response:
+            headers = response.headers
+            for chunk in response.stream(CHUNK_SIZE):
+                handle.write(chunk)
+                sha.update(chunk)
+                md5.update(chunk)
+        handle.flush()
+        size = handle.tell()
         if expected_size is not None and size != expected_size:
             raise IntegrityError(
                 f"{target}: downloaded {size} bytes, the listing says {expected_size}"
             )
-        check = _check_etag(
-            clean_etag(headers.get("ETag")), md5.hexdigest(), tmp, headers, str(target)
-        )
+        etag = clean_etag(headers.get("ETag"))
+        check = _check_etag(etag, md5.hexdigest(), Path(handle.name), headers, str(target))
         stored_sha = headers.get(SHA256_HEADER)
         if stored_sha is not None:
             if stored_sha.lower() != sha.hexdigest():
@@ -138,10 +134,8 @@ def _download_object(
             logger.info(
                 "%s: ETag not verifiable and no sha256 metadata; verified the size only", target
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    write_atomic(dest, fill)
     record("down", size, target)
     return size, sha.hexdigest()
 
@@ -152,22 +146,10 @@ DEFAULT_WORKERS = 8  # the minio client's connection pool holds 10
 def _download_all(
     store: ObjectStore, jobs: list[tuple[ObjectURI, Path, int | None, str | None]], workers: int
 ) -> list[tuple[int, str]]:
-    """Run :func:`_download_object` for every (uri, dest, size, sha256) on ``workers`` threads.
-
-    Returns (size, sha256) per job, in order. The first failure cancels what has not started
-    and is raised once the running downloads end (each removes its own partial file).
-    """
-    if workers <= 1 or len(jobs) <= 1:
-        return [_download_object(store, *job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download") as pool:
-        futures = [pool.submit(_download_object, store, *job) for job in jobs]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
-        if failed is not None:
-            for future in futures:
-                future.cancel()
-            raise failed.exception()  # type: ignore[misc]
-        return [future.result() for future in futures]
+    """(size, sha256) of :func:`_download_object` for each (uri, dest, size, sha256) job, in
+    order, ``workers`` at a time; a failure cancels the jobs not started yet."""
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="download") as pool:
+        return list(pool.map(lambda job: _download_object(store, *job), jobs))
 
 
 def download_file(

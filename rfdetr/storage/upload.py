@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rfdetr.storage.config import BUCKET_HINT, ObjectStore, s3_errors
+from rfdetr.storage.config import BUCKET_HINT, ObjectStore, open_object, s3_errors
 from rfdetr.storage.errors import BucketNotFoundError, IntegrityError, StorageError
 from rfdetr.storage.manifest import (
     CHUNK_SIZE,
@@ -112,14 +112,9 @@ def _upload_verified(
     etag, check = clean_etag(stat.etag), "etag"
     if etag != digest.etag:  # encrypted objects and some gateways use opaque ETags
         sha = hashlib.sha256()
-        with s3_errors(store, "reading back", target):
-            response = store.client.get_object(target.bucket, target.key)
-            try:
-                for chunk in response.stream(CHUNK_SIZE):
-                    sha.update(chunk)
-            finally:
-                response.close()
-                response.release_conn()
+        with open_object(store, target, "reading back") as response:
+            for chunk in response.stream(CHUNK_SIZE):
+                sha.update(chunk)
         if sha.hexdigest() != digest.sha256:
             raise IntegrityError(f"{target}: the object read back differs from the uploaded file")
         logger.info(

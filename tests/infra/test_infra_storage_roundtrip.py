@@ -20,6 +20,7 @@ from rfdetr.storage import (
     StorageUnavailableError,
     UnsafeKeyError,
 )
+from rfdetr.utils.atomic import TMP_SUFFIX
 
 
 def _make_tree(root: Path) -> dict[str, bytes]:
@@ -50,7 +51,7 @@ def test_upload_dir_then_download_prefix_round_trip(tmp_path: Path, bucket: str)
     for rel, data in files.items():
         assert (tmp_path / "dst" / rel).read_bytes() == data
     assert storage.verify_manifest(tmp_path / "dst") == manifest
-    assert not list((tmp_path / "dst").rglob("*.part")), "temp files left behind"
+    assert not list((tmp_path / "dst").rglob(f"*{TMP_SUFFIX}")), "temp files left behind"
 
 
 def test_prefix_does_not_match_sibling_prefixes(tmp_path: Path, bucket: str) -> None:
@@ -201,7 +202,7 @@ def test_parallel_download_failure_leaves_no_partial_file(
     monkeypatch.setattr(download, "_download_object", failing)
     with pytest.raises(IntegrityError, match="simulated mismatch"):
         storage.download_prefix(f"s3://{bucket}/d", tmp_path / "dst", workers=4)
-    leftovers = [p.name for p in (tmp_path / "dst").rglob("*") if p.name.endswith(".part")]
+    leftovers = [p.name for p in (tmp_path / "dst").rglob("*") if p.name.endswith(TMP_SUFFIX)]
     assert leftovers == []
 
 
