@@ -1,18 +1,8 @@
 """Object storage over the S3 API (MinIO, SeaweedFS, AWS S3) with verified transfers.
 
-Optional: needs the ``pipeline`` extra (the ``minio`` client), which is imported only when a
-connection is made, so ``import rfdetr`` and ``import rfdetr.storage`` never pull it in.
-
->>> from rfdetr import storage
->>> manifest = storage.upload_dir("runs/exp1/publish", "s3://models/rfdetr-nano/v3")
->>> storage.download_prefix("s3://datasets/coco-tiny", "data/coco-tiny")
-
-URIs are ``s3://bucket/prefix`` or ``minio://bucket/prefix`` (:func:`parse_uri`). The endpoint and
-credentials come only from environment variables named like Kubeflow Pipelines' own
-(``OBJECTSTORECONFIG_HOST`` / ``_PORT`` / ``_SECURE``, ``AWS_ACCESS_KEY_ID`` /
-``AWS_SECRET_ACCESS_KEY``, ...; see :mod:`rfdetr.storage.config`). What each transfer verifies is
-described in :mod:`rfdetr.storage.upload` and :mod:`rfdetr.storage.download`; manifests in
-:mod:`rfdetr.storage.manifest`.
+The ``minio`` client (``pipeline`` extra) is imported only when a connection is made. URIs:
+:func:`parse_uri`; the connection, from environment variables only: :mod:`rfdetr.storage.config`;
+what each transfer verifies: :mod:`rfdetr.storage.upload`, :mod:`rfdetr.storage.download`.
 """
 
 from __future__ import annotations

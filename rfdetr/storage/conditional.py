@@ -32,8 +32,8 @@ MAX_SMALL_OBJECT = 1024 * 1024
 
 
 def _put(store: ObjectStore, target: ObjectURI, data: bytes, condition: dict[str, str]) -> str:
-    """PUT ``data`` (a JSON document) with the ``condition`` header; returns the server's ETag,
-    checked against the MD5 of ``data`` (race-free: no read-back another writer could change)."""
+    """PUT JSON ``data`` under ``condition``; the ETag returned is checked against its MD5 (no
+    read-back, which another writer could change)."""
     from minio.error import S3Error
 
     headers = {
@@ -93,8 +93,11 @@ def replace_object(
 def read_json_object(
     uri: str | ObjectURI, *, store: ObjectStore | None = None
 ) -> tuple[dict, str] | None:
-    """(JSON object, ETag) of the small object ``uri`` read in one GET, None when absent; a
-    StorageError when it is not a JSON object."""
+    """(JSON object, ETag) of the small object ``uri`` (one GET); None when absent.
+
+    Raises:
+        StorageError: the object is not a JSON object.
+    """
     target, store = object_uri(uri), resolve_store(store)
     try:
         with open_object(store, target, "reading") as response:

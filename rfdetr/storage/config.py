@@ -226,12 +226,9 @@ def _first_line(value: Any) -> str:
 
 
 def _retried_status(reason: object) -> str | None:
-    """The HTTP status when urllib3 gave up after retrying a 5xx answer, else None (no answer).
-
-    urllib3 2.x ``util/retry.py`` ``Retry.increment`` raises ``MaxRetryError(reason=
-    ResponseError(SPECIFIC_ERROR.format(status_code=...)))`` (or ``GENERIC_ERROR`` without a
-    status) once a ``status_forcelist`` answer has used up the retries.
-    """
+    """The HTTP status when urllib3 gave up retrying a 5xx answer, else None (no answer): urllib3
+    2.x ``util/retry.py`` ``Retry.increment`` raises ``MaxRetryError(reason=ResponseError(
+    SPECIFIC_ERROR.format(status_code=...)))``, or ``GENERIC_ERROR`` without a status."""
     from urllib3.exceptions import ResponseError
 
     if not isinstance(reason, ResponseError):

@@ -1,10 +1,9 @@
 """Verified downloads from an S3-API object store.
 
-Objects are streamed to a temp file next to the target and renamed only after the size, the
-ETag (plain MD5; multipart when a plausible part size reproduces it; skipped for encrypted
-objects, whose ETags are not MD5s) and the ``x-amz-meta-sha256`` metadata (when present) match,
-and, when the prefix has a ``manifest.json``, every file matches it (no missing, extra or altered
-file). Keys that would escape the target folder are refused before anything is written.
+An object gets its name only after its size, ETag (plain MD5, or multipart when a plausible part
+size reproduces it; not for encrypted objects, whose ETags are not MD5s) and ``x-amz-meta-sha256``
+metadata (when present) match; a prefix's files must match its ``manifest.json`` when it has one.
+Keys that would escape the target folder are refused before anything is written.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ class DownloadResult:
 
 
 def _multipart_matches(path: Path, etag: str) -> bool | None:
-    """Whether some plausible part size reproduces the multipart ``etag`` (None: none fits)."""
+    """Whether a plausible part size reproduces the multipart ``etag`` (None: none fits)."""
     parts = int(etag.rsplit("-", 1)[1])
     size = path.stat().st_size
     candidates = {part_size_for(size), *_COMMON_PART_SIZES, -(-size // parts // MIB) * MIB}
@@ -76,7 +75,7 @@ def _multipart_matches(path: Path, etag: str) -> bool | None:
 
 
 def _check_etag(etag: str, md5_hex: str, path: Path, headers: Any, where: str) -> str:
-    """Compare the server ETag with the downloaded bytes; returns the check used."""
+    """The check the server's ETag allowed (``etag`` or ``size``); IntegrityError on a mismatch."""
     encrypted = any(headers.get(name) for name in _ENCRYPTION_HEADERS) or (
         (headers.get("x-amz-server-side-encryption") or "").startswith("aws:kms")
     )
@@ -166,8 +165,7 @@ def download_file(
 
 
 def _plan(store: ObjectStore, prefix: ObjectURI) -> list[tuple[str, str, int]]:
-    """(key, relative path, size) of every object under ``prefix`` (its bucket must exist), all
-    keys checked first."""
+    """(key, relative path, size) of every object under ``prefix``, every key checked."""
     require_bucket(store, prefix)
     with s3_errors(store, "listing", prefix):
         objects = list(
@@ -198,13 +196,8 @@ def download_prefix(
     store: ObjectStore | None = None,
     workers: int = DEFAULT_WORKERS,
 ) -> DownloadResult:
-    """Download every object under the prefix ``uri`` into ``local_dir``, verifying each
-    (``workers`` objects at a time).
-
-    Keys escaping the prefix (``..``, absolute, empty segments) are refused before any file is
-    written. When the prefix has a ``manifest.json``, the downloaded files must match it exactly
-    (no missing, extra or altered file). Files already in ``local_dir`` are overwritten only when
-    an object has the same path; others are left alone.
+    """Download and verify every object under the prefix ``uri`` into ``local_dir``, ``workers``
+    at a time (module docstring). A file already there is replaced only by an object of its path.
     """
     prefix, root = parse_uri(uri), Path(local_dir)
     store = resolve_store(store)

@@ -132,11 +132,8 @@ class Manifest:
 
 
 def list_files(root: Path) -> list[str]:
-    """Sorted ``/``-separated paths of the files under ``root``, the top-level manifest excluded.
-
-    Symlinked files are followed (their content is what a reader sees); symlinked folders are not
-    walked, matching ``os.walk``'s default.
-    """
+    """Sorted ``/``-separated paths of the files under ``root`` but the top-level manifest;
+    symlinked files are followed, symlinked folders not (``os.walk``'s default)."""
     found = []
     for folder, _dirs, names in os.walk(root):
         for name in names:
@@ -179,10 +176,8 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
 def compare_digests(
     manifest: Manifest, actual: dict[str, tuple[int, str]], where: str, strict: bool
 ) -> None:
-    """Raise IntegrityError unless ``actual`` ({path: (size, sha256)}) matches ``manifest``.
-
-    ``strict`` also rejects paths absent from the manifest.
-    """
+    """Raise IntegrityError unless ``actual`` ({path: (size, sha256)}) matches ``manifest``
+    (with ``strict``, and lists no other path)."""
     problems = []
     for entry in manifest.files:
         got = actual.get(entry.path)

@@ -1,10 +1,5 @@
-"""Folders by reference: an object-store prefix pinned by the sha256 of its ``manifest.json``.
-
-A pipeline passes a :class:`PrefixReference` (a few hundred bytes) between its steps instead of
-a copy of the folder; each step that reads the data downloads it itself, in parallel, every file
-checked against the pinned manifest. A prefix changed after it was pinned is refused, so every
-step of a run reads the same bytes.
-"""
+"""Folders by reference: an object-store prefix pinned by the sha256 of its ``manifest.json``,
+so that every step of a run downloads the same bytes (README, "Weights, data, mirrors")."""
 
 from __future__ import annotations
 
@@ -60,17 +55,14 @@ class PrefixReference:
 
 
 def _manifest(store: ObjectStore, prefix: ObjectURI) -> tuple[Manifest, str]:
-    data = read_bytes(prefix.child(MANIFEST_NAME), store=store)
-    return Manifest.from_json(data, str(prefix.child(MANIFEST_NAME))), hashlib.sha256(
-        data
-    ).hexdigest()
+    source = prefix.child(MANIFEST_NAME)
+    data = read_bytes(source, store=store)
+    return Manifest.from_json(data, str(source)), hashlib.sha256(data).hexdigest()
 
 
 def pin_prefix(uri: str | ObjectURI, *, store: ObjectStore | None = None) -> PrefixReference:
-    """Pin the prefix ``uri``: its listing must match its ``manifest.json`` exactly.
-
-    Nothing but the manifest is downloaded: the listing's sizes are compared with it (the
-    bytes are checked by whoever downloads them, :func:`download_reference`).
+    """Pin the prefix ``uri``: its listing's names and sizes must match its ``manifest.json``
+    (only the manifest is downloaded; :func:`download_reference` checks the bytes).
 
     Raises:
         StorageError: no ``manifest.json`` (one line saying how to write one), a key escaping

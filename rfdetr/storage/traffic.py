@@ -1,9 +1,6 @@
-"""Count the bytes this package moves to and from the object store.
-
-Every verified download and upload calls :func:`record`. When ``$RFDETR_TRANSFER_LOG`` names a
-file, one line ``<direction> <bytes> <uri>`` is appended to it per object (a short append is
-atomic, so the subprocesses of one pipeline run can share the file); :func:`read_log` sums it.
-"""
+"""Count the bytes moved to and from the object store: with ``$RFDETR_TRANSFER_LOG`` set, each
+verified transfer appends ``<direction> <bytes> <uri>`` to that file (a short append is atomic,
+so a run's subprocesses share it); :func:`read_log` sums it."""
 
 from __future__ import annotations
 

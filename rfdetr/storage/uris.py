@@ -114,7 +114,7 @@ def bucket_name_problem(bucket: str) -> str | None:
 
 
 def check_bucket_name(bucket: str, what: str = "bucket") -> str:
-    """``bucket`` when it is a valid S3 bucket name (no key: ``a/b`` is refused), else
+    """``bucket`` when it is a valid S3 bucket name (``a/b`` is not), else
     :class:`InvalidURIError` naming ``what``."""
     problem = bucket_name_problem(bucket)
     if problem:
@@ -145,11 +145,8 @@ def _check_segments(path: str) -> None:
 
 
 def safe_relative_path(relative: str, *, context: str = "") -> str:
-    """Return ``relative`` unchanged when it is a safe relative key, else raise UnsafeKeyError.
-
-    Safe: non-empty, not absolute, no empty / ``.`` / ``..`` segments, no backslashes or control
-    characters, so joining it under a local folder can never leave that folder.
-    """
+    """``relative`` when it is safe to join under a local folder (non-empty, relative, no empty,
+    ``.`` or ``..`` segment, no backslash or control character), else UnsafeKeyError."""
     try:
         if not relative:
             raise ValueError("the key is empty")
