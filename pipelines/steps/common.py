@@ -22,8 +22,8 @@ class StepError(UserError, RuntimeError):
 
 @contextmanager
 def step_metrics(step: str, run_id: str | None = None) -> Iterator[StepMetrics]:
-    """Time the block as pipeline step ``step``, failures included, and push its metrics at the
-    end (:mod:`pipelines.telemetry`: only with ``PUSHGATEWAY_URL``, never failing the step)."""
+    """Time the block as pipeline step ``step`` and push its metrics at the end (with
+    ``PUSHGATEWAY_URL``, never failing the step: :mod:`pipelines.telemetry`)."""
     metrics = StepMetrics(PIPELINE_NAME, step, run_id=run_id or None)
     with metrics.observe_duration():
         yield metrics
@@ -48,12 +48,9 @@ def single_file(folder: str | Path, pattern: str, what: str) -> Path:
 
 @contextmanager
 def step_errors(step: str) -> Iterator[None]:
-    """Set up logging for a component, and end it with the message of a user error.
-
-    A :class:`~rfdetr.errors.UserError` exits the process with ``<step>: error: <message>`` on
-    stderr and status 1, so the Kubeflow UI and ``run-local`` show the message rather than a
-    traceback; any other exception propagates with its traceback (a bug to report).
-    """
+    """Set up logging for a component; a :class:`~rfdetr.errors.UserError` exits with
+    ``<step>: error: <message>`` and status 1 (the Kubeflow UI shows it, not a traceback), any
+    other exception propagates (a bug to report)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -77,9 +77,8 @@ def check_step_inputs(values: Mapping[str, Any]) -> None:
 
 
 def resolve_run_config(arguments: Mapping[str, Any]) -> RunConfig:
-    """The run config of a pipeline run from its ``resolve_config`` inputs (module docstring;
-    ``dataset_uri`` is recorded as ``data.dataset_dir``, the train step points it at the
-    downloaded copy).
+    """The run config from the ``resolve_config`` inputs (``dataset_uri`` is recorded as
+    ``data.dataset_dir``; the train step points it at the downloaded copy).
 
     Raises:
         ConfigError: an unknown size or option (with the closest valid name), an invalid value,
@@ -104,7 +103,7 @@ def resolved_knobs(config: RunConfig) -> dict[str, Any]:
 
 
 def write_run_config(dest: str | Path, arguments: Mapping[str, Any]) -> RunConfig:
-    """Resolve the config (see :func:`resolve_run_config`) and write it as JSON to ``dest``."""
+    """:func:`resolve_run_config`, written as JSON to ``dest``."""
     with step_metrics("resolve_config"):
         config = resolve_run_config(arguments)
         config.to_file(dest)  # JSON: a KFP artifact path has no suffix

@@ -1,5 +1,4 @@
-"""Fetch a dataset into the pipeline and validate it (the ``fetch_dataset`` and
-``validate_dataset`` steps)."""
+"""The ``fetch_dataset`` and ``validate_dataset`` steps."""
 
 from __future__ import annotations
 
@@ -45,13 +44,9 @@ class FetchResult:
 
 
 def fetch_dataset(source: str, dest: str | Path) -> FetchResult:
-    """Pass the dataset at ``source`` on to the next steps, in the folder ``dest`` (created).
-
-    An ``s3://`` or ``minio://`` prefix is not copied: it must hold a ``manifest.json`` its
-    listing matches (keys escaping the prefix are refused); ``dest`` gets
-    :data:`REFERENCE_FILE` (the URI and the manifest's sha256), and each step reading the data
-    downloads it itself (:func:`dataset_folder`). A local folder is copied (symbolic links kept
-    as links so validation can refuse the ones that leave the dataset).
+    """Pass the dataset at ``source`` on to the next steps in the folder ``dest``: an object-store
+    prefix as :data:`REFERENCE_FILE` (:func:`~rfdetr.storage.reference.pin_prefix`), a local
+    folder as a copy (symbolic links kept, so validation can refuse those leaving the dataset).
 
     Raises:
         StorageError: the store refused, no manifest, a listing that does not match it, or an
@@ -82,8 +77,7 @@ def fetch_dataset(source: str, dest: str | Path) -> FetchResult:
 
 
 def dataset_reference(dataset_dir: str | Path) -> PrefixReference | None:
-    """The reference :func:`fetch_dataset` left in ``dataset_dir`` (its only file), or None
-    for a copy."""
+    """The reference :func:`fetch_dataset` left in ``dataset_dir``, or None for a copy."""
     file = Path(dataset_dir) / REFERENCE_FILE
     if not file.is_file() or len(list(Path(dataset_dir).iterdir())) != 1:
         return None
@@ -92,11 +86,8 @@ def dataset_reference(dataset_dir: str | Path) -> PrefixReference | None:
 
 @contextlib.contextmanager
 def dataset_folder(dataset_dir: str | Path) -> Iterator[Path]:
-    """The fetched dataset as a local folder for the block.
-
-    A reference is downloaded (in parallel, each file checked against the pinned manifest)
-    into a temporary folder removed afterwards; a copied dataset is used where it is.
-    """
+    """The fetched dataset as a local folder for the block: a reference downloaded into a
+    temporary folder, a copy where it is."""
     ref = dataset_reference(dataset_dir)
     if ref is None:
         yield Path(dataset_dir)
@@ -122,17 +113,14 @@ class DatasetInvalidError(StepError):
 
 
 def _display(text: str, local_root: str, shown_root: str) -> str:
-    """Paths under the fetched copy shown under the dataset's source URI instead."""
     return text.replace(local_root.rstrip(os.sep), shown_root.rstrip("/")) if shown_root else text
 
 
 def validate_fetched(
     dataset_dir: str | Path, source: str = "", report_path: str | Path | None = None
 ) -> ValidationOutcome:
-    """Validate the fetched dataset; the outcome when it is usable (warnings allowed).
-
-    File paths in the report are shown under ``source``; the Markdown report is written to
-    ``report_path`` before any failure.
+    """Validate the fetched dataset; the outcome when it is usable (warnings allowed). Paths in
+    the report are shown under ``source``; the Markdown report goes to ``report_path`` first.
 
     Raises:
         DatasetInvalidError: the message is the text report (``rfdetr validate``'s), led by a

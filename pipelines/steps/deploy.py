@@ -1,14 +1,7 @@
-"""Serve a published model on the cluster (the optional ``deploy`` step, after ``publish``).
-
-The step applies a KServe ``InferenceService`` in its own namespace: our image as a custom
-predictor running ``rfdetr serve --model <published version>`` (the server downloads and
-verifies the version itself, with the pipeline's object-store secret), with resources and
-min/max replicas. An existing service of that name is updated in place (a merge patch of its
-spec), which KServe rolls out as a new revision; with ``canary_percent`` it sends that share of
-the traffic to the new revision and the rest to the previous one (KServe's
-``canaryTrafficPercent``, serverless mode). The step waits until ``Ready`` holds for the new
-generation, sends one test image over the Open Inference Protocol v2 and records the endpoint.
-Job control is :mod:`pipelines.k8s_resources`.
+"""Serve a published model on the cluster (the optional ``deploy`` step, after ``publish``): a
+KServe ``InferenceService`` running ``rfdetr serve`` on the version, updated in place by a merge
+patch (a new revision; ``canary_percent``: KServe's ``canaryTrafficPercent``), awaited through
+:mod:`pipelines.k8s_resources`, then sent one test image (docs/deploy.md, "Serving").
 """
 
 from __future__ import annotations
@@ -155,7 +148,7 @@ def deploy_model(
     canary_percent: int = 0,
     resources: k8s.Resources | None = None,
 ) -> Endpoint:
-    """Apply, wait for Ready, test, and describe the endpoint (see the module docstring).
+    """Apply, wait for ``Ready`` of the new generation, test, and describe the endpoint.
 
     Raises:
         StepError: bad replica or canary numbers, no API access, a model that fails to load

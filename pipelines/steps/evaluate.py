@@ -60,12 +60,8 @@ def evaluate_checkpoint(
     report_dir: str | Path,
     run_config: str | Path,
 ) -> EvaluationOutcome:
-    """COCO-evaluate the checkpoint in ``checkpoint_dir`` on the dataset's test split (valid
-    when there is none), writing the reports into ``report_dir``. ``dataset_dir`` is the
-    fetched dataset: a folder, or a reference downloaded here (:func:`dataset_folder`).
-
-    The batch size and DataLoader workers are the run config's (``eval.eval_batch_size``, else
-    ``train.batch_size``; ``data.num_workers``).
+    """COCO-evaluate the checkpoint in ``checkpoint_dir`` on the fetched dataset's test split
+    (else valid) with the run config's batch size and workers; reports go to ``report_dir``.
 
     Raises:
         EvaluationError: the model's classes are not the dataset's.

@@ -1,19 +1,10 @@
-"""Keep a training run's resume files in the object store while it trains.
+"""Keep a training run's resume files in the object store while it trains, since a retried step
+runs in a new pod whose folder starts empty (what is kept when: docs/deploy.md, "Checkpoint
+mirrors").
 
-On Kubeflow a retried step runs in a new pod whose output folder starts empty, so a resume file
-written only there dies with the pod. :class:`CheckpointMirror` copies the resume point
-(``checkpoint.pth``), the best-model files, ``log.txt`` and the periodic ``checkpoint_<N>.pth``
-to ``<prefix>/`` every ``interval`` seconds, when training fails and on SIGTERM (deadline,
-drain, preemption); the retried step restores the resume set (not the periodic files) before
-training, and :func:`rfdetr.training.loop.fit` resumes from ``checkpoint.pth``. After a
-successful run the mirror keeps only ``checkpoint.pth`` and the periodic checkpoints (the
-step's output artifact holds the rest); :func:`prune` deletes run folders older than a cutoff
-(``rfdetr-pipeline mirror prune --older-than 7d``), failed runs' included.
-
-Consistency: training writes the best files, then ``log.txt``, then ``checkpoint.pth`` (each
-atomically, by rename). A sync hard-links (or copies) the files into a private snapshot, best
-files first and ``checkpoint.pth`` last, and starts over when ``checkpoint.pth`` changed
-meanwhile; it uploads in the same order. The mirror therefore never holds a ``checkpoint.pth``
+Consistency: training writes the best files, then ``log.txt``, then ``checkpoint.pth`` (each by
+rename). A sync links the files into a private snapshot, ``checkpoint.pth`` last, starts over
+when it changed meanwhile, and uploads in that order: the mirror never holds a ``checkpoint.pth``
 newer than its best files.
 """
 
@@ -96,10 +87,8 @@ class CheckpointMirror:
         return cls(f"{mirror_root.rstrip('/')}/{mirror_folder(run_id)}/train")
 
     def restore(self, run_dir: str | Path) -> bool:
-        """Download the mirror into ``run_dir`` unless it already has ``checkpoint.pth``.
-
-        Returns True when a resume point was restored.
-        """
+        """Download the resume set into ``run_dir`` unless it has ``checkpoint.pth``; True when a
+        resume point was restored."""
         folder = Path(run_dir)
         if (folder / files.LAST).is_file():
             return False
@@ -136,7 +125,7 @@ class CheckpointMirror:
         return count
 
     def _snapshot(self, folder: Path, dest: Path) -> list[tuple[str, tuple[int, int]]]:
-        """Link or copy the mirrored files into ``dest``: a set consistent with checkpoint.pth."""
+        """Link the mirrored files into ``dest`` (module docstring)."""
         for _ in range(10):
             before = _signature(folder / files.LAST)
             taken = []
@@ -176,12 +165,9 @@ class CheckpointMirror:
 
     @contextmanager
     def watching(self, run_dir: str | Path) -> Iterator[CheckpointMirror]:
-        """Sync in the background while the block runs; a last sync when the block fails.
-
-        In the main thread, SIGTERM (Kubernetes: deadline, drain, preemption) raises
-        :class:`Terminated` there, so the last sync runs and the process exits with status
-        :data:`SIGTERM_EXIT`. A failed background sync is logged and retried at the next
-        interval: it must never stop training.
+        """Sync every ``interval`` while the block runs (a failed sync is logged and retried, never
+        stopping training), and once more when it fails. In the main thread SIGTERM raises
+        :class:`Terminated`, so that last sync runs and the process exits :data:`SIGTERM_EXIT`.
         """
         stop = threading.Event()
         previous = None
@@ -224,11 +210,8 @@ def prune(
     now: datetime | None = None,
     dry_run: bool = False,
 ) -> list[str]:
-    """Delete the run folders under the mirror ``root`` whose newest object is older than
-    ``older_than`` (at ``now``, default the current time); returns their URIs.
-
-    A run folder is the first key segment under ``root`` (``<root>/<run id>/train/...``).
-    """
+    """Delete the run folders (``<root>/<run id>/``) whose newest object is older than
+    ``older_than`` at ``now`` (default: the current time); returns their URIs."""
     uri, store = parse_uri(root), ObjectStore.from_env()
     cutoff = (now or datetime.now(timezone.utc)) - older_than
     runs: dict[str, list[tuple[str, datetime]]] = {}

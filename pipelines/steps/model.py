@@ -34,12 +34,9 @@ class SelectedModel:
 
 
 def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedModel:
-    """Write the better of the run's best regular and EMA models, stripped to weights + config
-    + class names + metrics, as ``dest_dir/checkpoint_best_total.pth``.
-
-    The choice is :func:`rfdetr.checkpoints.select_best`'s (EMA only when strictly
-    better). The run folder, an input artifact, is never written to: the two candidates are
-    staged in a scratch folder next to ``dest_dir``.
+    """Write :func:`rfdetr.checkpoints.select_best` of the run's best regular and EMA models
+    (stripped) as ``dest_dir/checkpoint_best_total.pth``; the run folder, an input artifact, is
+    not written to (the candidates are linked into a scratch folder).
 
     Raises:
         CheckpointError: the run folder holds neither best file.
@@ -115,12 +112,9 @@ def export_checkpoint(
     quantize: str | None = None,
     dataset_dir: str | Path | None = None,
 ) -> ExportedModel:
-    """Export the checkpoint in ``checkpoint_dir`` to ``dest_dir/rfdetr-<size>.onnx``.
-
-    The file is verified against PyTorch with ONNX Runtime (batch 1 and 2) before it is kept.
-    ``quantize="int8"`` also writes ``dest_dir/int8/rfdetr-<size>.int8.onnx`` (calibrated on
-    ``dataset_dir``'s train images, its accuracy report measured on the valid images beside
-    it); the fp32 file stays the one ``dest_dir`` holds at its top level.
+    """Export the checkpoint in ``checkpoint_dir`` to ``dest_dir/rfdetr-<size>.onnx``, verified
+    against PyTorch with ONNX Runtime. ``quantize="int8"`` also writes
+    ``dest_dir/int8/rfdetr-<size>.int8.onnx`` (calibrated on ``dataset_dir``) and its accuracy.
 
     Raises:
         ExportVerificationError: ONNX Runtime and PyTorch disagree beyond the tolerance.

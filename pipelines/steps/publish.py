@@ -1,21 +1,9 @@
 """Publish a trained model to the object store (the ``publish`` step).
 
-Layout of ``s3://<bucket>/<model-name>/``::
-
-    <version>/checkpoint_best_total.pth   stripped weights + config + class names + metrics
-    <version>/rfdetr-<size>.onnx          verified ONNX file
-    <version>/metrics.json, report.md, report.html, plots/*.png   the evaluation
-    <version>/model.json                  what this version is (figures, classes, files, run)
-    <version>/manifest.json               size and sha256 of every file above (written last)
-    latest.json                           the current version: {"version", "uri", "map_50_95"}
-    .claims/<version>.json                which run owns the version (created once)
-
-A version is written once, by one run: the run first creates ``.claims/<version>.json`` with a
-conditional PUT (``If-None-Match: *``); every other run publishing that version is refused, and
-only the owner uploads files. ``latest.json`` moves only after every file of the new version was
-uploaded and verified, and only by compare-and-swap (``If-Match`` on the ETag read, or
-``If-None-Match`` when absent), re-checking the gate against the value it replaces. Which S3
-servers honour these headers: :mod:`rfdetr.storage.conditional`.
+The layout of ``s3://<bucket>/<model-name>/`` and how one run alone writes a version (a claim
+created once, ``latest.json`` moved by compare-and-swap once every file is verified) are in the
+README ("Published to ..."); the servers that honour the conditional writes:
+:mod:`rfdetr.storage.conditional`.
 """
 
 from __future__ import annotations
@@ -111,9 +99,8 @@ def default_version(run_id: str = "", now: datetime | None = None) -> str:
 def decide(
     map_50_95: float, min_map: float, require_improvement: bool, model_root: str
 ) -> PublishDecision:
-    """Publish when mAP50:95 is at least ``min_map`` and, with ``require_improvement``, higher
-    than the published model's (any model beats none). A NaN or infinite figure never passes
-    (``nan < min_map`` is False, so it would)."""
+    """Publish when mAP50:95 is at least ``min_map`` and, with ``require_improvement``, beats
+    the published model's (:func:`improves`); a NaN or infinite figure never passes."""
     if plain_number(min_map) is None:
         raise StepError(f"min_map {min_map!r}: expected a finite number")
     if plain_number(map_50_95) is None:
@@ -166,12 +153,9 @@ def claim_version(model_root: str, version: str, run_id: str) -> None:
 
 
 def promote(model_root: str, card: dict[str, Any], require_improvement: bool) -> PublishDecision:
-    """Point ``latest.json`` at the version of the model ``card`` by compare-and-swap,
-    re-checking the gate each try.
-
-    Returns the gate's decision against the value finally replaced (``publish`` False: a better
-    model was promoted concurrently and ``latest.json`` stays on it, as its reason says).
-    """
+    """Point ``latest.json`` at the ``card``'s version by compare-and-swap, re-checking the gate
+    each try; returns its decision against the value replaced (``publish`` False: a better model
+    was promoted meanwhile and stays)."""
     target = parse_uri(model_root).child(LATEST)
     pointer = {key: card[key] for key in ("version", "uri", "map_50_95")}
     data = json.dumps(pointer, indent=2).encode()
@@ -196,9 +180,8 @@ def promote(model_root: str, card: dict[str, Any], require_improvement: bool) ->
 def upload_version(
     model_root: str, card: dict[str, Any], files: tuple[Path, Path, Path], staging: Path
 ) -> Manifest:
-    """Claim ``card["version"]``, gather the checkpoint, ONNX file and report folder ``files``
-    into ``staging`` (hard links, no copies of big files), upload it to ``card["uri"]`` and
-    check the store's manifest against it."""
+    """Claim ``card["version"]``, link the checkpoint, ONNX file and reports into ``staging``,
+    upload it to ``card["uri"]`` and check the store's manifest against it."""
     claim_version(model_root, card["version"], card["run_id"])
     checkpoint, onnx, report_dir = files
     link_or_copy(checkpoint, staging / checkpoint.name)

@@ -1,11 +1,6 @@
-"""Train one run of the pipeline (the ``train`` step).
-
-Training writes its run folder next to the output artifact (``<output>.work``); the artifact
-gets only what later steps use (:data:`KEPT`: the best weights, log, results). The resume point
-``checkpoint.pth`` and the periodic ``checkpoint_<N>.pth`` stay in the run's object-store mirror
-(:mod:`pipelines.steps.mirror`). A retried step resumes: from ``checkpoint.pth`` already in its
-work folder (the local runner reuses it), else from the mirror of the previous attempt (a new
-pod starts with an empty folder).
+"""Train one run of the pipeline (the ``train`` step) in ``<output>.work``; the artifact gets only
+:data:`KEPT`, the resume files stay in the mirror (:mod:`pipelines.steps.mirror`). A retried step
+resumes from the work folder's ``checkpoint.pth`` (local runner), else from the mirror's.
 """
 
 from __future__ import annotations
@@ -139,9 +134,8 @@ def train_run(
     run_id: str = "",
     processes: int | None = None,
 ) -> TrainOutcome:
-    """Train as the ``resolve_config`` step's JSON says, on the fetched dataset (a folder, or
-    a reference downloaded here); the artifact ``output_dir`` gets :data:`KEPT`, the run folder
-    is :func:`work_folder`.
+    """Train as the ``resolve_config`` step's JSON says, on the fetched dataset; the artifact
+    ``output_dir`` gets :data:`KEPT`, the run folder is :func:`work_folder`.
 
     Args:
         mirror_root: object-store prefix of the resume files' mirror
@@ -186,9 +180,9 @@ def training(
     mirror: CheckpointMirror | None,
     watch: bool = True,
 ) -> Iterator[tuple[RunConfig, int | None]]:
-    """For the block that trains: ``config`` pointed at the dataset as a local folder, the run
-    folder ``work`` (the resume point restored from ``mirror``, which syncs while ``watch``) and
-    the pretrained weights fetched into ``scratch``; with the epoch the resume point finished."""
+    """``config`` pointed at the local dataset, the run folder ``work`` (resume point restored
+    from ``mirror``, which syncs while ``watch``) and weights fetched into ``scratch``; with the
+    epoch the resume point finished."""
     # the weights first: a missing mirror fails before the dataset is downloaded
     weights = resolve_weights(config.train.pretrain_weights, scratch)
     with dataset_folder(dataset_dir) as data:
@@ -196,7 +190,7 @@ def training(
             mirror.restore(work)
         overrides: dict[str, Any] = {"dataset_dir": str(data), "output_dir": str(work)}
         resumed = None
-        last = work / "checkpoint.pth"
+        last = work / files.LAST
         if last.is_file():
             overrides["resume"] = str(last)
             records = read_log(work / LOG_FILE)  # its last epoch is the resume point's
@@ -212,11 +206,8 @@ def run_distributed(
     config: RunConfig, processes: int, scratch: Path, launcher: tuple[str, ...] | None = None
 ) -> None:
     """``torch.distributed.run --standalone`` with ``processes`` workers of ``rfdetr train``
-    (``launcher``: other launcher options instead, e.g. none on a multi-node job's node, where
-    torchrun reads ``PET_NNODES``, ``PET_NODE_RANK``, ... from the environment).
-
-    Output streams through to this process's (the step's log); rank 0 writes the run folder.
-    """
+    (``launcher``: other options, e.g. none on a multi-node job's node); output streams through
+    to the step's log."""
     path = config.to_file(scratch / "run.json")
     if launcher is None:
         launcher = ("--standalone", f"--nproc_per_node={processes}")

@@ -1,16 +1,7 @@
-"""Multi-node training for the ``train`` step: a Kubeflow ``TrainJob`` or ``PyTorchJob``.
-
-With ``train_engine`` ``trainjob`` (Trainer v2, a ``torch-distributed`` runtime) or
-``pytorchjob`` (Training Operator v1), the step pod trains nothing: it creates the job through
-the Kubernetes API (:mod:`pipelines.k8s_resources`), follows it and waits. The job is named after
-the run (``rfdetr-<run id>-train``), so a retried step attaches to the job its previous attempt
-created. Each node runs ``python -m pipelines.steps.train_job`` (:func:`node_main`): it
-downloads and verifies the dataset reference itself, restores the resume point from the run's
-object-store mirror, and runs ``torchrun`` (which reads ``PET_NNODES``, ``PET_NPROC_PER_NODE``,
-``PET_NODE_RANK``, ``PET_MASTER_ADDR``, ``PET_MASTER_PORT``, set by the runtime or operator).
-Node 0 mirrors the run folder while it trains, so a restarted job resumes; it alone writes files.
-When the job has succeeded the step takes the kept files from the mirror into the same
-``checkpoints`` artifact as the single-pod path, and deletes the job (unless told to keep it).
+"""Multi-node training for the ``train`` step: a Kubeflow ``TrainJob`` (Trainer v2) or
+``PyTorchJob`` (Training Operator v1) created, followed and awaited through
+:mod:`pipelines.k8s_resources` (docs/deploy.md, section 8). Each node runs :func:`node_main`;
+``torchrun`` reads ``PET_NNODES``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR``, ... set by the engine.
 """
 
 from __future__ import annotations
@@ -166,7 +157,8 @@ def train_on_cluster(
     run_id: str,
     resources: k8s.Resources | None = None,
 ) -> TrainOutcome:
-    """Run training as a ``engine`` job of ``nodes`` nodes and wait for it (module docstring).
+    """Run training as an ``engine`` job of ``nodes`` nodes, wait for it, and take node 0's files
+    from the mirror into the ``checkpoints`` artifact ``output_dir``.
 
     Raises:
         StepError: no mirror or no dataset reference (the nodes could not share files), no API

@@ -1,18 +1,6 @@
-"""The weights a pipeline run fine-tunes from, resolved without the internet by default.
-
-The ``pretrain_weights`` pipeline parameter:
-
-- ``""`` (default): the official COCO checkpoint of the chosen size (:data:`rfdetr.hub.PRETRAINED`);
-  ``tiny`` has none and starts from random weights (logged);
-- ``"random"`` or ``"none"``: random initialisation;
-- an official name (``"nano"``, ``"rf-detr-nano.pth"``), an ``s3://``/``minio://`` URI, or a path.
-
-Official checkpoints are read from the weights mirror in the object store
-(``$RFDETR_WEIGHTS_URI``, default :data:`DEFAULT_WEIGHTS_URI`, one object per upstream file
-name), seeded once by ``rfdetr-pipeline weights mirror --size SIZE``. Only when the mirror lacks
-the file and ``$RFDETR_WEIGHTS_BASE_URL`` is set does the step download it from there. The
-upstream MD5 is checked either way.
-"""
+"""The weights a pipeline run fine-tunes from, read from the weights mirror in the object store
+(``$RFDETR_WEIGHTS_URI``; from the internet only with ``$RFDETR_WEIGHTS_BASE_URL``), MD5-checked
+either way (docs/deploy.md, "Weights mirror")."""
 
 from __future__ import annotations
 
@@ -51,11 +39,9 @@ def mirror_command(asset: PretrainedAsset) -> str:
 
 
 def pipeline_weights(value: str | None, model_size: str) -> str | None:
-    """The run config's ``train.pretrain_weights`` for the pipeline parameter ``value``.
-
-    Empty: the official file name of ``model_size`` (None, random, for a size without one);
-    ``random``/``none`` (any case): None; anything else unchanged.
-    """
+    """The run config's ``train.pretrain_weights`` for the pipeline parameter ``value``: empty,
+    the official file of ``model_size`` (None for a size without one, logged); ``random`` or
+    ``none`` (any case), None (random initialisation); anything else unchanged."""
     if not value:
         asset = PRETRAINED.get(model_size)
         if asset is None:
@@ -66,10 +52,8 @@ def pipeline_weights(value: str | None, model_size: str) -> str | None:
 
 
 def resolve_weights(value: str | None, scratch: Path) -> str | None:
-    """A local file for ``train.pretrain_weights`` (None: random initialisation).
-
-    Order: an object URI (downloaded, verified); an existing path; an official name: the
-    weights mirror, then ``$RFDETR_WEIGHTS_BASE_URL``; never upstream's internet URL.
+    """A local file for ``train.pretrain_weights`` (None: random initialisation): an object URI
+    downloaded, a path, or an official name (``nano``, ``rf-detr-nano.pth``) from the mirror.
 
     Raises:
         StepError: an official checkpoint neither mirrored nor downloadable (one line naming the
