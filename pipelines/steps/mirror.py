@@ -204,11 +204,7 @@ class CheckpointMirror:
 
 
 def prune(
-    root: str,
-    older_than: timedelta,
-    *,
-    now: datetime | None = None,
-    dry_run: bool = False,
+    root: str, older_than: timedelta, *, now: datetime | None = None, dry_run: bool = False
 ) -> list[str]:
     """Delete the run folders (``<root>/<run id>/``) whose newest object is older than
     ``older_than`` at ``now`` (default: the current time); returns their URIs."""

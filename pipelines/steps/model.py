@@ -127,10 +127,7 @@ def export_checkpoint(
     calibration = dataset_folder(dataset_dir) if quantize and dataset_dir else nullcontext(None)
     with step_metrics("export_onnx") as metrics, calibration as folder:
         result = RFDETRModel.from_checkpoint(checkpoint, device="cpu").export_files(
-            dest_dir,
-            opset_version=opset,
-            quantize=quantize or None,
-            calibration=folder,
+            dest_dir, opset_version=opset, quantize=quantize or None, calibration=folder
         )
         if not result.reports or not all(report.passed for report in result.reports):
             raise StepError(f"{result.path}: ONNX Runtime verification did not pass")

@@ -81,7 +81,7 @@ class PublishResult:
 
 def check_name(value: str, what: str) -> str:
     """``value`` when it is a safe object-key segment; a StepError naming ``what`` otherwise."""
-    if not _NAME_RE.match(value) or value in (".", ".."):
+    if not _NAME_RE.match(value):  # its first character excludes "." and ".."
         raise StepError(
             f"{what} {value!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit"

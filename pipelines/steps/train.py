@@ -76,9 +76,7 @@ class TrainOutcome:
             value = plain_number(self.best.get(key))
             if value is not None:
                 out[f"best_{key}"] = value
-        for key, value in self.last_epoch.items():
-            out[f"last_{key}"] = value
-        return out
+        return out | {f"last_{key}": value for key, value in self.last_epoch.items()}
 
 
 def check_run_id(run_id: str) -> str:

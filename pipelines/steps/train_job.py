@@ -23,6 +23,8 @@ from pipelines.steps.mirror import MIRRORED, CheckpointMirror, mirror_folder
 from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, outcome_from_folder, work_folder
 from rfdetr import checkpoints as files
 from rfdetr.config import RunConfig
+from rfdetr.storage import download_file, upload_file
+from rfdetr.storage.errors import ObjectNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -208,9 +210,6 @@ def train_on_cluster(
 
 def _collect(mirror: CheckpointMirror, work: Path) -> None:
     """Download what node 0 left in the mirror (all but the resume point) into ``work``."""
-    from rfdetr.storage import download_file
-    from rfdetr.storage.errors import ObjectNotFoundError
-
     work.mkdir(parents=True, exist_ok=True)
     for name in (*MIRRORED, *RESULTS):
         if name == files.LAST:
@@ -221,8 +220,6 @@ def _collect(mirror: CheckpointMirror, work: Path) -> None:
 
 def hand_over(mirror: CheckpointMirror, work: Path) -> None:
     """Node 0, after training: the last mirror sync, and the result files the step keeps."""
-    from rfdetr.storage import upload_file
-
     mirror.sync(work)
     for name in RESULTS:
         if (work / name).is_file():

@@ -27,18 +27,8 @@ from rfdetr.storage.errors import (
     StorageUnavailableError,
     UnsafeKeyError,
 )
-from rfdetr.storage.manifest import (
-    MANIFEST_NAME,
-    build_manifest,
-    verify_manifest,
-    write_manifest,
-)
-from rfdetr.storage.upload import (
-    ensure_bucket,
-    upload_bytes,
-    upload_dir,
-    upload_file,
-)
+from rfdetr.storage.manifest import MANIFEST_NAME, build_manifest, verify_manifest, write_manifest
+from rfdetr.storage.upload import ensure_bucket, upload_bytes, upload_dir, upload_file
 from rfdetr.storage.uris import ObjectURI, is_object_uri, parse_uri, safe_relative_path
 
 __all__ = [
