@@ -2,9 +2,8 @@
 
 The knobs (:data:`pipelines.parameters.KNOBS`) default to None, meaning "the preset's value", so
 every default stays written once, in :mod:`rfdetr.config`. ``overrides`` takes any other option,
-flat (``"warmup_epochs"``) or dotted (``"train.warmup_epochs"``). A knob and an override naming
-the same option must agree. ``pretrain_weights`` empty means the official COCO checkpoint of the
-size, ``random`` random initialisation (:func:`pipelines.steps.weights.pipeline_weights`).
+flat (``"warmup_epochs"``) or dotted (``"train.warmup_epochs"``); a knob and an override naming
+the same option must agree.
 """
 
 from __future__ import annotations

@@ -199,8 +199,7 @@ def download_prefix(
     """Download and verify every object under the prefix ``uri`` into ``local_dir``, ``workers``
     at a time (module docstring). A file already there is replaced only by an object of its path.
     """
-    prefix, root = parse_uri(uri), Path(local_dir)
-    store = resolve_store(store)
+    prefix, store, root = parse_uri(uri), resolve_store(store), Path(local_dir)
     plan = _plan(store, prefix)
     root.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[ObjectURI, Path, int | None, str | None]] = [

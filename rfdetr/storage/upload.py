@@ -150,12 +150,9 @@ def upload_bytes(
 def upload_dir(
     local_dir: str | os.PathLike[str], uri: str | ObjectURI, *, store: ObjectStore | None = None
 ) -> Manifest:
-    """Upload every file under ``local_dir`` below the prefix ``uri``, then ``manifest.json``.
-
-    Each file is verified after upload; the manifest (path, size, sha256 of every file) is
-    written last, so its presence marks a complete upload. A top-level ``manifest.json`` in
-    ``local_dir`` is replaced by the new one. Returns the manifest.
-    """
+    """Upload and verify every file under ``local_dir`` below the prefix ``uri``, then its
+    :class:`Manifest` (returned), last, so its presence marks a complete upload (a top-level
+    ``manifest.json`` in ``local_dir`` is replaced)."""
     root, prefix = Path(local_dir), parse_uri(uri)
     if not root.is_dir():
         raise StorageError(f"{root}: not a directory")
