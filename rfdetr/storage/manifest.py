@@ -204,11 +204,9 @@ def compare_digests(
 def verify_manifest(
     local_dir: str | os.PathLike[str], manifest: Manifest | None = None, *, strict: bool = True
 ) -> Manifest:
-    """Check the files under ``local_dir`` against ``manifest`` (default: its ``manifest.json``).
-
-    Every listed file must exist with the listed size and sha256; with ``strict`` no other file
-    may exist. Raises :class:`IntegrityError` naming the first mismatches; returns the manifest.
-    """
+    """Check the files under ``local_dir`` against ``manifest`` (default: its ``manifest.json``)
+    with :func:`compare_digests`; returns the manifest. Raises :class:`IntegrityError` naming the
+    first mismatches."""
     root = Path(local_dir)
     manifest = manifest or read_local_manifest(root)
     actual = {}
