@@ -14,9 +14,9 @@ from rfdetr.data.classes import ClassMap
 from rfdetr.data.coco import CocoSplit, read_coco_split
 from rfdetr.data.formats import DatasetFormat, DatasetLayout, canonical_split, detect_format
 from rfdetr.data.images import check_inside, load_rgb
+from rfdetr.data.normalize import one_thread
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
-from rfdetr.data.threads import one_thread
 from rfdetr.data.transforms import Target, Transform, build_transforms, multi_scale_sizes
 from rfdetr.data.yolo import read_data_yaml, scan_split
 
@@ -66,7 +66,6 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
 
     @property
     def num_classes(self) -> int:
-        """Number of classes."""
         return self.source.class_map.num_classes
 
     def __len__(self) -> int:
@@ -77,11 +76,7 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         self.epoch = epoch
 
     def load_raw(self, index: int) -> tuple[torch.Tensor, Target]:
-        """The item before transforms: uint8 ``[3, H, W]`` and pixel xyxy ``boxes`` ``[N, 4]``.
-
-        Raises:
-            DatasetError: the image cannot be decoded, or its labels are invalid.
-        """
+        """The item before transforms (:func:`load_raw_item`)."""
         return load_raw_item(self.source, index, self.segmentation)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, Target]:
@@ -96,11 +91,9 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
 def load_raw_item(
     source: AnnotationSource, index: int, segmentation: bool
 ) -> tuple[torch.Tensor, Target]:
-    """Decode item ``index`` of ``source`` as training does (and ``rfdetr validate --deep``).
-
-    Returns:
-        uint8 ``[3, H, W]`` and the target before transforms (pixel xyxy ``boxes`` ``[N, 4]``,
-        ``masks`` bool ``[N, H, W]`` when ``segmentation``).
+    """Decode item ``index`` of ``source`` as training does (and ``rfdetr validate --deep``):
+    uint8 ``[3, H, W]`` and the target before transforms (pixel xyxy ``boxes`` ``[N, 4]``,
+    ``masks`` bool ``[N, H, W]`` when ``segmentation``).
 
     Raises:
         DatasetError: the image cannot be decoded or is outside the dataset, or its labels
@@ -182,11 +175,8 @@ def build_dataset(
 def build_source(
     layout: DatasetLayout, split_name: str, class_map: ClassMap | None, segmentation: bool
 ) -> AnnotationSource:
-    """The annotation source of one split; the split folder must stay inside the dataset.
-
-    Raises:
-        DatasetError: the split is missing, outside the dataset folder, empty or unusable.
-    """
+    """The annotation source of one split. Raises DatasetError: the split is missing, outside
+    the dataset folder, empty or unusable."""
     split_dir = layout.split_dir(split_name)
     root_real = os.path.realpath(layout.root)
     check_inside(split_dir, root_real, "split folder")
