@@ -260,26 +260,23 @@ class _AnnotationReader:
             self.log.error(self.path, f"{where}: bbox must be 4 numbers [x, y, width, height]")
             return None
         x, y, w, h = (float(v) for v in bbox)
-        if not all(map(math.isfinite, (x, y, w, h))):
-            self.log.error(
-                self.path, f"{where}: bbox {bbox} has a value that is not a finite number"
-            )
-            return None
-        if w <= 0 or h <= 0:
-            self.log.error(self.path, f"{where}: bbox {bbox} has zero or negative size")
-            return None
         tol = OVERHANG_TOLERANCE_PX
-        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-            self.log.error(
-                self.path, f"{where}: bbox {bbox} lies outside the {width}x{height} image"
-            )
-            return None
-        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-            self.log.warning(
-                self.path,
-                f"{where}: bbox {bbox} extends outside the {width}x{height} image; it is clipped",
-            )
-        return x, y, w, h
+        if not all(map(math.isfinite, (x, y, w, h))):
+            problem = "has a value that is not a finite number"
+        elif w <= 0 or h <= 0:
+            problem = "has zero or negative size"
+        elif x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            problem = f"lies outside the {width}x{height} image"
+        else:
+            if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+                self.log.warning(
+                    self.path,
+                    f"{where}: bbox {bbox} extends outside the {width}x{height} image; "
+                    "it is clipped",
+                )
+            return x, y, w, h
+        self.log.error(self.path, f"{where}: bbox {bbox} {problem}")
+        return None
 
 
 def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:

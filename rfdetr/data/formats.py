@@ -167,20 +167,18 @@ def _yaml_split_dirs(
             continue
         value = data[key]
         if isinstance(value, list):
-            raise DatasetFormatError(
-                yaml_path,
-                f"{key}: a list of image folders is not supported yet; give one image folder",
+            problem = "a list of image folders is not supported yet; give one image folder"
+        elif not isinstance(value, str) or "\x00" in value:
+            problem = f"{value!r} is not a folder path"
+        elif value.endswith(".txt"):
+            problem = (
+                f"{value}: a .txt list of image files is not supported yet; give an image folder"
             )
-        if not isinstance(value, str) or "\x00" in value:
-            raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
-        if value.endswith(".txt"):
-            raise DatasetFormatError(
-                yaml_path,
-                f"{key}: {value}: a .txt list of image files is not supported yet; "
-                "give an image folder",
-            )
-        images_dir = _inside_root(root, yaml_path, key, value, base)
-        dirs[name] = (images_dir, _labels_dir(root, yaml_path, key, value, images_dir))
+        else:
+            images_dir = _inside_root(root, yaml_path, key, value, base)
+            dirs[name] = (images_dir, _labels_dir(root, yaml_path, key, value, images_dir))
+            continue
+        raise DatasetFormatError(yaml_path, f"{key}: {problem}")
     return dirs
 
 
@@ -207,24 +205,21 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
 
 
 def _inside_root(root: Path, yaml_path: Path, key: str, value: str, base: Path) -> Path:
-    if os.path.isabs(value) or Path(value).is_absolute():
-        raise DatasetFormatError(
-            yaml_path,
-            f"{key}: {value}: absolute paths are not allowed; the dataset folder must be "
-            "self-contained, so give a path relative to it",
-        )
     folder = Path(os.path.normpath(base / value))
-    if escapes_root(folder, os.path.realpath(root)):
-        raise DatasetFormatError(
-            yaml_path,
-            f"{key}: {value}: points outside the dataset folder; the dataset folder must be "
-            "self-contained",
+    if os.path.isabs(value) or Path(value).is_absolute():
+        problem = (
+            "absolute paths are not allowed; the dataset folder must be self-contained, so "
+            "give a path relative to it"
         )
-    if not folder.exists():
-        raise DatasetFormatError(yaml_path, f"{key}: {value}: no such folder")
-    if not folder.is_dir():
-        raise DatasetFormatError(yaml_path, f"{key}: {value}: not a folder")
-    return folder
+    elif escapes_root(folder, os.path.realpath(root)):
+        problem = "points outside the dataset folder; the dataset folder must be self-contained"
+    elif not folder.exists():
+        problem = "no such folder"
+    elif not folder.is_dir():
+        problem = "not a folder"
+    else:
+        return folder
+    raise DatasetFormatError(yaml_path, f"{key}: {value}: {problem}")
 
 
 def _labels_dir(root: Path, yaml_path: Path, key: str, value: str, images_dir: Path) -> Path:
