@@ -19,13 +19,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Run loading work (items, collation, CPU normalisation) on one intra-op thread, as
-    DataLoader workers do.
-
-    In the main process (``num_workers=0``) a second OpenMP thread gains little on one image,
-    and when another process holds the other core its threads spin-wait on each other: item
-    loading measured 4-6x slower then (issue 17) unless ``OMP_WAIT_POLICY=PASSIVE`` was set.
-    """
+    """Run loading work on one intra-op thread, as DataLoader workers do: in the main process,
+    with another process on the other core, spin-waiting OpenMP threads made item loading 4-6x
+    slower (issue 17) unless ``OMP_WAIT_POLICY=PASSIVE`` was set."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

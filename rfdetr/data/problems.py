@@ -56,14 +56,8 @@ class DatasetError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem in a dataset.
-
-    Attributes:
-        severity: ``"error"`` makes the dataset unusable; ``"warning"`` is fixed up on load.
-        path: the offending file as the user would type it (dataset dir joined with the
-            relative path), with ``:LINE`` appended for a line of a YOLO label file.
-        message: what is wrong and, where useful, what to do.
-    """
+    """One problem in a dataset: an ``"error"`` makes it unusable, a ``"warning"`` is fixed up
+    on load. ``path`` is the file as the user would type it (``:LINE`` for a YOLO label line)."""
 
     severity: Severity
     path: str

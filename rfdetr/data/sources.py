@@ -1,9 +1,6 @@
-"""Per-image annotations of one split, from COCO or YOLO files, in one pixel-space form.
-
-A source knows where each image is and returns its objects as pixel ``xyxy`` boxes clipped to
-the image, 0-based labels and, when asked, bool masks ``[N, H, W]``. Images are not read here;
-YOLO label files are parsed per item, so memory does not grow with the dataset.
-"""
+"""Per-image annotations of one split, from COCO or YOLO files, in one pixel-space form
+(:func:`make_objects`). YOLO label files are parsed per item, so memory does not grow with the
+dataset."""
 
 from __future__ import annotations
 
@@ -31,11 +28,7 @@ class AnnotationSource(Protocol):
     def __len__(self) -> int: ...
 
     def image_path(self, index: int) -> Path:
-        """The image file of item ``index``, checked to stay inside the dataset folder.
-
-        Raises:
-            DatasetError: the file resolves (through a symlink) outside the dataset folder.
-        """
+        """The image file of item ``index``; DatasetError when it resolves outside the dataset."""
         ...
 
     def image_id(self, index: int) -> int:
@@ -43,12 +36,8 @@ class AnnotationSource(Protocol):
         ...
 
     def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
-        """Training objects (crowd left out) of item ``index``; see :func:`make_objects`.
-
-        Raises:
-            DatasetError: invalid labels, or (COCO) the decoded image is not the size the
-                annotation file states.
-        """
+        """Training objects (crowd left out) of item ``index`` (:func:`make_objects`); DatasetError
+        for invalid labels or (COCO) an image not of the size the annotation file states."""
         ...
 
 
@@ -59,18 +48,10 @@ def make_objects(
     height: int,
     masks: list[np.ndarray] | None,
 ) -> Objects:
-    """Clip boxes to the image, drop the ones left without area, and build tensors.
-
-    Args:
-        labels: int64 ``[N]`` 0-based class ids.
-        boxes_xyxy: float ``[N, 4]`` pixel ``x1, y1, x2, y2`` (may overhang the image).
-        masks: ``N`` bool ``[H, W]`` arrays, or None for detection.
-
-    Returns:
-        ``labels`` int64 ``[M]``, ``boxes`` float32 ``[M, 4]`` pixel xyxy inside the image,
-        ``area`` float32 ``[M]``, ``iscrowd`` int64 ``[M]`` (zeros), and ``masks`` bool
-        ``[M, H, W]`` when masks were given.
-    """
+    """Clip pixel xyxy ``boxes_xyxy`` ``[N, 4]`` to the image, drop those left without area,
+    and build ``labels`` int64 ``[M]``, ``boxes`` float32 ``[M, 4]``, ``area`` float32 ``[M]``,
+    ``iscrowd`` int64 ``[M]`` (zeros) and, from ``N`` bool ``[H, W]`` masks, ``masks``
+    ``[M, H, W]``."""
     boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4).copy()
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
@@ -165,7 +146,6 @@ class YoloSource(AnnotationSource):
         return index
 
     def labels(self, index: int) -> YoloLabels:
-        """The parsed label file of item ``index`` (dataset class ids, normalised)."""
         image = Path(str(self._images[index]))
         return read_labels_strict(self.files.label_path(image), self.class_map, self.root_real)
 

@@ -1,12 +1,8 @@
 """A seeded generator of small "shapes" datasets in COCO or YOLO layout, for tests and demos.
 
-Each image has a noisy flat background and a few non-overlapping filled shapes (circle, square,
-triangle by default); every object is written as its polygon, so the same set serves detection
-and instance segmentation. The COCO layout follows a Roboflow export: category 0 is a
-superclass (supercategory ``none``, never annotated) and the real classes are 1..N. The YOLO
-layout has ``data.yaml`` and ``<split>/images`` + ``<split>/labels``.
-
-The same ``seed`` always writes the same files, byte for byte.
+Each image has a noisy background and a few non-overlapping filled shapes, each written as its
+polygon (detection and segmentation alike). COCO follows a Roboflow export (superclass id 0,
+classes 1..N). The same ``seed`` always writes the same files, byte for byte.
 """
 
 from __future__ import annotations

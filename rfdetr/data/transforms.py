@@ -224,12 +224,8 @@ def pick_step_size(sizes: Sequence[int], step: int, seed: int = 0) -> int:
 def resize_batch(
     images: torch.Tensor, targets: list[Target], size: int
 ) -> tuple[torch.Tensor, list[Target]]:
-    """Resize a normalised float batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear),
-    on the device, per step, for multi-scale training.
-
-    Boxes are normalised cxcywh, so they do not change; masks are resized (nearest) and
-    ``size`` updated.
-    """
+    """Resize a normalised float batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear) for
+    multi-scale training; normalised boxes stay, masks are resized (nearest), ``size`` updated."""
     if images.shape[-2:] == (size, size):
         return images, targets
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
