@@ -88,26 +88,15 @@ def read_data_yaml(yaml_path: Path, log: ProblemLog) -> ClassMap | None:
     data = load_data_yaml(yaml_path, log)
     if data is None:
         return None
-    names = data.get("names")
-    if isinstance(names, Mapping):
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
-            log.error(yaml_path, "names: the keys of a names mapping must be integer class ids")
-            return None
-        pairs = list(names.items())
-    elif isinstance(names, list):
-        pairs = list(enumerate(names))
-    else:
-        log.error(yaml_path, "names: must be a list of class names or a {id: name} mapping")
-        return None
-    problem = _names_problem(pairs)
+    names, nc = data.get("names"), data.get("nc")
+    problem = _names_problem(names)
     if problem:
         log.error(yaml_path, f"names: {problem}")
-        return None
-    nc = data.get("nc")
-    if nc is not None and nc != len(pairs):
-        log.error(yaml_path, f"nc is {nc!r} but names lists {len(pairs)} classes")
-        return None
-    return ClassMap.from_yolo_names({k: str(v) for k, v in pairs})
+    elif nc is not None and nc != len(names):
+        log.error(yaml_path, f"nc is {nc!r} but names lists {len(names)} classes")
+    else:
+        return ClassMap.from_yolo_names(names)
+    return None
 
 
 class _RefusedYaml(Exception):
@@ -158,7 +147,13 @@ def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
     return None
 
 
-def _names_problem(pairs: list[tuple[Any, Any]]) -> str | None:
+def _names_problem(names: Any) -> str | None:
+    if isinstance(names, Mapping):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            return "the keys of a names mapping must be integer class ids"
+    elif not isinstance(names, list):
+        return "must be a list of class names or a {id: name} mapping"
+    pairs = list(names.items()) if isinstance(names, Mapping) else list(enumerate(names))
     if not pairs:
         return "no classes declared"
     too_many = too_many_classes(len(pairs))
