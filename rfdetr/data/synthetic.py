@@ -31,14 +31,13 @@ class ShapeObject:
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
-        """Pixel box ``(x1, y1, x2, y2)`` around the polygon."""
         xs = [x for x, _ in self.polygon]
         ys = [y for _, y in self.polygon]
         return min(xs), min(ys), max(xs), max(ys)
 
     @property
     def area(self) -> float:
-        """Polygon area in pixels (shoelace formula)."""
+        # The shoelace formula.
         pts = self.polygon
         twice = sum(
             x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1], strict=True)

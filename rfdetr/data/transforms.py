@@ -1,15 +1,10 @@
 """Box- and mask-aware transforms with the upstream RF-DETR training recipe.
 
-Every transform is called as ``transform(image, target, rng)``:
-
-- ``image``: uint8 ``[3, H, W]`` throughout (its memory may be ``H, W, 3``, as decoded:
-  geometry keeps that order); the float normalisation is :mod:`rfdetr.data.normalize`'s.
-- ``target``: ``boxes`` float32 ``[N, 4]`` **pixel xyxy** until :class:`NormalizeBoxes`, which
-  turns them into **normalised cxcywh** in [0, 1]; ``labels`` int64 ``[N]``; ``area`` float32
-  ``[N]``; ``iscrowd`` int64 ``[N]``; optional ``masks`` bool ``[N, H, W]``; ``image_id``;
-  ``orig_size``.
-- ``rng``: a ``random.Random`` owned by the caller, so a seeded item is reproducible whatever
-  worker loads it.
+Every transform is called as ``transform(image, target, rng)``: ``image`` uint8 ``[3, H, W]``
+throughout (its memory may stay ``H, W, 3``, as decoded); ``target`` as a
+:class:`~rfdetr.data.dataset.DetectionDataset` item's, but with **pixel xyxy** ``boxes`` until
+:class:`NormalizeBoxes` makes them **normalised cxcywh**; ``rng`` a ``random.Random`` owned by
+the caller, so a seeded item is reproducible whatever worker loads it.
 
 Training: :class:`TrainGeometry`, then :class:`NormalizeBoxes`; with multi-scale the dataset
 resizes to the largest of :func:`multi_scale_sizes` and the training step resizes each batch
@@ -107,8 +102,6 @@ def crop(
 
 
 class Compose:
-    """Transforms applied in order."""
-
     def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
 
