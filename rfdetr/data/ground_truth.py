@@ -6,9 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from rfdetr.data.dataset import DetectionDataset
+from rfdetr.data.dataset import CocoSource, DetectionDataset, YoloSource
 from rfdetr.data.images import read_image_size
-from rfdetr.data.sources import CocoSource, YoloSource
 
 
 def coco_ground_truth(dataset: DetectionDataset) -> dict[str, Any]:

@@ -268,8 +268,8 @@ def _decode_items(
     log: ProblemLog,
 ) -> None:
     """``--deep``: decode the items at ``indices`` (header and labels passed) as training does."""
-    from rfdetr.data.dataset import load_raw_item  # imports torch: only for --deep
-    from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
+    # Imports torch: only for --deep.
+    from rfdetr.data.dataset import AnnotationSource, CocoSource, YoloSource, load_raw_item
 
     source: AnnotationSource
     try:
