@@ -102,14 +102,9 @@ def check_header(image: Image.Image, path: Path) -> None:
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the image header, without decoding the pixels.
-
-    Raises:
-        OSError: missing, unreadable, not a regular file or not an image
-            (``PIL.UnidentifiedImageError`` is an OSError).
-        PIL.Image.DecompressionBombError: more pixels than PIL allows.
-        DatasetError: the header shows an image training cannot use (:func:`check_header`).
-    """
+    """``(width, height)`` from the image header, without decoding the pixels. Raises OSError
+    (missing, unreadable, not a regular file, not an image), PIL's DecompressionBombError, or
+    DatasetError (:func:`check_header`)."""
     with open_regular(path) as handle, Image.open(handle) as image:
         check_header(image, path)
         return image.size
