@@ -94,10 +94,8 @@ COCO_CLASSES: dict[int, str] = {
 """COCO category id -> name (80 entries; ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83 unused)."""
 
 COCO_CATEGORY_IDS: list[int] = sorted(COCO_CLASSES)
-"""The COCO category id of each contiguous class id 0..79."""
 
 COCO_CLASS_NAMES: list[str] = [COCO_CLASSES[i] for i in COCO_CATEGORY_IDS]
-"""The name of each contiguous class id 0..79."""
 
 COCO_NUM_LOGITS: int = 91
 """Width of the head of COCO-pretrained weights: ``num_classes`` 90 plus one."""

@@ -1,11 +1,6 @@
-"""Datasets: COCO and YOLO folders, detected, validated and loaded.
-
-- :func:`detect_format` / :class:`DatasetLayout`: which format, where the splits are.
-- :func:`validate_dataset` -> :class:`DatasetReport`: every problem, without training.
-- :func:`build_dataset` -> :class:`DetectionDataset`: items ``(uint8 image [3, S, S], target)``.
-- :func:`collate_fn`, :func:`make_train_sampler`, :func:`build_dataloader`: batching.
-- :func:`normalize_images`: a uint8 batch -> the model's float input, on the model's device.
-- :class:`ClassMap`: 0-based library ids <-> the dataset's own ids and names.
+"""Datasets: COCO and YOLO folders detected (:func:`detect_format`), validated
+(:func:`validate_dataset`) and loaded (:func:`build_dataset`: items ``(uint8 image [3, S, S],
+target)``), batched (:func:`build_dataloader`) and normalised (:func:`normalize_images`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Class ids: contiguous 0-based inside the library, mapped to and from the dataset's own ids.
-
-COCO category ids can be sparse (COCO-91) or start at 1, and Roboflow exports add a "superclass"
-category (supercategory ``none``, never annotated) as id 0. Inside the library every class is an
-index ``0 .. num_classes-1``; :class:`ClassMap` keeps the original ids and names so evaluation and
-export can report them.
+"""Class ids: contiguous 0-based inside the library, mapped to and from the dataset's own ids
+(sparse COCO ids, a Roboflow superclass at id 0) by :class:`ClassMap`.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ MAX_CLASSES = 2_000
 
 
 def too_many_classes(count: int) -> str | None:
-    """The problem with declaring ``count`` classes, or None when it is within the limit."""
     if count > MAX_CLASSES:
         return f"{count} classes declared; at most {MAX_CLASSES} classes are supported"
     return None
@@ -56,15 +51,10 @@ class ClassMap:
         return len(self.names)
 
     def has_source_id(self, source_id: int) -> bool:
-        """True when ``source_id`` is one of the dataset's (kept) classes."""
         return source_id in self._index
 
     def index_of(self, source_id: int) -> int:
-        """Library id (0-based) of a dataset id.
-
-        Raises:
-            KeyError: ``source_id`` is not a kept class.
-        """
+        """Library id (0-based) of a dataset id; KeyError when it is not a kept class."""
         return self._index[source_id]
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,15 +79,9 @@ class ClassMap:
     def from_coco_categories(
         cls, categories: Sequence[Mapping[str, Any]], annotated_ids: Iterable[int]
     ) -> ClassMap:
-        """Classes from COCO ``categories``, sorted by id, superclasses skipped.
-
-        Args:
-            categories: dicts with int ``id``, str ``name`` and optional ``supercategory``.
-            annotated_ids: category ids that at least one annotation of the train split uses.
-
-        A category is a Roboflow superclass when its supercategory is ``"none"`` and no
-        annotation uses it; it is skipped unless that would leave no class at all.
-        """
+        """Classes from COCO ``categories`` (``id``, ``name``, ``supercategory``), sorted by id.
+        A Roboflow superclass (supercategory ``"none"``, not in ``annotated_ids``) is skipped
+        unless that would leave no class at all."""
         used = set(annotated_ids)
         ordered = sorted(categories, key=lambda c: c["id"])
         kept = [
@@ -111,7 +95,6 @@ class ClassMap:
 
     @classmethod
     def from_yolo_names(cls, names: Sequence[str] | Mapping[int, str]) -> ClassMap:
-        """Classes from ``names`` in ``data.yaml``: a list (id = position) or a ``{id: name}`` dict
-        (checked non-empty by :func:`rfdetr.data.yolo.read_data_yaml`)."""
+        """Classes from ``names`` in ``data.yaml``: a list (id = position) or an ``{id: name}``."""
         pairs = sorted(names.items()) if isinstance(names, Mapping) else list(enumerate(names))
         return cls(tuple(str(n) for _, n in pairs), tuple(int(i) for i, _ in pairs))

@@ -1,8 +1,6 @@
-"""Read and check one COCO annotation file (``<split>/_annotations.coco.json``).
-
-Validation and the loader share :func:`read_coco_split` (see :mod:`rfdetr.data.problems`).
-Annotations are flat numpy arrays, not one dict each, so DataLoader workers do not copy a
-Python object graph per item.
+"""Read and check one COCO annotation file (``<split>/_annotations.coco.json``), for validation
+and the loader alike. Annotations are flat numpy arrays, not one dict each, so DataLoader
+workers do not copy a Python object graph per item.
 """
 
 from __future__ import annotations
@@ -58,23 +56,17 @@ class CocoSplit:
 
     @property
     def num_images(self) -> int:
-        """Number of (valid) images."""
         return len(self.image_ids)
 
     def annotated_category_ids(self) -> set[int]:
-        """Category ids used by at least one annotation."""
         return {int(c) for c in np.unique(self.ann_category_ids)}
 
 
 def read_coco_split(
     json_path: Path, log: ProblemLog, *, keep_segmentation: bool = False
 ) -> CocoSplit | None:
-    """Parse and check a COCO annotation file; every problem goes to ``log``.
-
-    Returns:
-        The split without its faulty entries, or None when the file itself is unusable
-        (missing, unreadable, malformed JSON, or not a COCO object).
-    """
+    """Parse and check a COCO annotation file; every problem goes to ``log``. Returns the split
+    without its faulty entries, or None when the file itself is unusable."""
     data = _load_json(json_path, log)
     if data is None:
         return None
@@ -119,14 +111,13 @@ def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
 
 
 def _is_int(value: Any) -> bool:
-    """An int within int64 (ids are stored as int64); not a bool (`true` as an id is a mistake)."""
+    # Ids are stored as int64; `true` as an id is a mistake.
     return (
         isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
     )
 
 
 def _is_number(value: Any) -> bool:
-    """A float, or an int within int64 (a bigger JSON integer overflows a float or an array)."""
     return isinstance(value, float) or _is_int(value)
 
 
@@ -163,7 +154,6 @@ def _read_categories(data: dict[str, Any], path: Path, log: ProblemLog) -> list[
 def _read_images(
     data: dict[str, Any], path: Path, log: ProblemLog
 ) -> tuple[dict[int, tuple[str, int, int]], set[int]]:
-    """``{image_id: (file_name, width, height)}`` for good entries, and the ids of bad ones."""
     raw = data.get("images")
     if not isinstance(raw, list):
         log.error(path, "'images' must be a list")
@@ -209,7 +199,7 @@ def _image_entry_problem(name: Any, width: Any, height: Any) -> str | None:
 
 
 class _AnnotationReader:
-    """Checks annotations one by one and accumulates the good ones column-wise."""
+    """Checks annotations one by one and keeps the good ones as rows."""
 
     def __init__(
         self,
@@ -226,7 +216,6 @@ class _AnnotationReader:
         self.segmentations: list[Any] = []
 
     def read(self, position: int, ann: Any, keep_segmentation: bool) -> None:
-        """Check one annotation; keep it when it has no error."""
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
             self.log.error(self.path, f"annotations[{position}]: needs an integer 'id'")
             return
@@ -274,26 +263,23 @@ class _AnnotationReader:
             self.log.error(self.path, f"{where}: bbox must be 4 numbers [x, y, width, height]")
             return None
         x, y, w, h = (float(v) for v in bbox)
-        if not all(map(math.isfinite, (x, y, w, h))):
-            self.log.error(
-                self.path, f"{where}: bbox {bbox} has a value that is not a finite number"
-            )
-            return None
-        if w <= 0 or h <= 0:
-            self.log.error(self.path, f"{where}: bbox {bbox} has zero or negative size")
-            return None
         tol = OVERHANG_TOLERANCE_PX
-        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-            self.log.error(
-                self.path, f"{where}: bbox {bbox} lies outside the {width}x{height} image"
-            )
-            return None
-        if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-            self.log.warning(
-                self.path,
-                f"{where}: bbox {bbox} extends outside the {width}x{height} image; it is clipped",
-            )
-        return x, y, w, h
+        if not all(map(math.isfinite, (x, y, w, h))):
+            problem = "has a value that is not a finite number"
+        elif w <= 0 or h <= 0:
+            problem = "has zero or negative size"
+        elif x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            problem = f"lies outside the {width}x{height} image"
+        else:
+            if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+                self.log.warning(
+                    self.path,
+                    f"{where}: bbox {bbox} extends outside the {width}x{height} image; "
+                    "it is clipped",
+                )
+            return x, y, w, h
+        self.log.error(self.path, f"{where}: bbox {bbox} {problem}")
+        return None
 
 
 def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:

@@ -1,25 +1,10 @@
 """Detect a dataset's format (COCO or YOLO) and where its splits live.
 
-Layouts:
-
-- COCO (Roboflow export): ``train/_annotations.coco.json`` exists; each split folder holds its
-  annotation file and its images (``file_name`` is relative to the split folder).
-- YOLO, Roboflow export: ``data.yaml`` (or ``data.yml``) exists and so does ``train/images/``;
-  each split folder holds ``images/`` and ``labels/`` (one ``.txt`` per image, same relative path
-  and stem). Split folders are ``train``, ``valid`` (or ``val``) and an optional ``test``; the
-  paths written in ``data.yaml`` are ignored.
-- YOLO, Ultralytics: no ``train/images/``, and ``data.yaml`` names the image folders:
-  ``train:``, ``val:`` (or ``valid:``) and an optional ``test:``, e.g. ``images/train``. They are
-  relative to the optional ``path:`` key (itself relative to the yaml's folder; ignored with a
-  warning when it is absolute or leaves the dataset folder, as Ultralytics' own values often do),
-  else to the yaml's folder. Labels live where the last path component named ``images`` is
-  replaced by ``labels`` (``images/train/a.jpg`` -> ``labels/train/a.txt``). Every split path
-  must stay inside the dataset folder (no absolute paths, no ``..`` out of it): the folder is
-  uploaded and fetched as a whole. Lists of folders and ``.txt`` image lists are not supported yet.
-
-COCO wins when both a COCO and a YOLO layout are present (as upstream); the Roboflow YOLO
-layout wins over the Ultralytics one. :class:`DatasetLayout` gives, for YOLO, each split's
-images and labels folders (:meth:`DatasetLayout.yolo_dirs`), whatever the layout.
+The layouts are README.md's "Datasets". COCO wins when both are present (as upstream); the
+Roboflow YOLO layout (``train/images/``, paths in ``data.yaml`` ignored) wins over the
+Ultralytics one (``train:``/``val:``/``test:`` image folders relative to ``path:`` or the yaml's
+folder; labels where the last ``images`` component becomes ``labels``). Lists of folders and
+``.txt`` image lists are not supported yet.
 """
 
 from __future__ import annotations
@@ -69,13 +54,10 @@ class DatasetLayout:
     """Where a detected dataset keeps its files.
 
     Attributes:
-        root: the dataset folder as given by the user (not resolved, so messages show it as typed).
-        format: COCO or YOLO.
-        splits: canonical split name (``train``/``valid``/``test``) -> split folder, for the
-            splits that exist. For the Ultralytics YOLO layout, the split's images folder.
+        root: the dataset folder as the user typed it (not resolved).
+        splits: canonical split name -> split folder (Ultralytics: its images folder).
         yaml_path: the YOLO ``data.yaml``/``data.yml``; None for COCO.
-        yolo_split_dirs: YOLO only: canonical split name -> ``(images_dir, labels_dir)``, the
-            same splits as ``splits``; empty for COCO.
+        yolo_split_dirs: YOLO only: split -> ``(images_dir, labels_dir)``.
         yaml_splits: True for the Ultralytics layout (splits named by ``data.yaml`` keys).
     """
 
@@ -87,12 +69,7 @@ class DatasetLayout:
     yaml_splits: bool = False
 
     def split_dir(self, split: str) -> Path:
-        """The folder of ``split`` (``val`` and ``valid`` are the same split).
-
-        Raises:
-            ValueError: the split name is unknown.
-            DatasetError: the split has no folder.
-        """
+        """The folder of ``split``. Raises ValueError (unknown name), DatasetError (no folder)."""
         name = canonical_split(split)
         if name not in self.splits:
             if self.yaml_splits and self.yaml_path is not None:
@@ -103,12 +80,8 @@ class DatasetLayout:
         return self.splits[name]
 
     def yolo_dirs(self, split: str) -> tuple[Path, Path]:
-        """``(images_dir, labels_dir)`` of a YOLO split, in either YOLO layout.
-
-        Raises:
-            ValueError: the split name is unknown, or the dataset is not YOLO.
-            DatasetError: the split does not exist.
-        """
+        """``(images_dir, labels_dir)`` of a YOLO split. Raises ValueError (unknown name, not
+        YOLO), DatasetError (no such split)."""
         name = canonical_split(split)
         self.split_dir(name)
         if name not in self.yolo_split_dirs:
@@ -116,16 +89,11 @@ class DatasetLayout:
         return self.yolo_split_dirs[name]
 
     def coco_annotation_path(self, split: str) -> Path:
-        """``<split>/_annotations.coco.json``."""
         return self.split_dir(split) / COCO_ANNOTATION_FILE
 
 
 def canonical_split(split: str) -> str:
-    """Map a split name to ``train``, ``valid`` or ``test`` (``val`` -> ``valid``).
-
-    Raises:
-        ValueError: the name is none of those.
-    """
+    """``train``, ``valid`` or ``test`` (``val`` -> ``valid``); ValueError for other names."""
     for name, folders in SPLIT_FOLDERS.items():
         if split == name or split in folders:
             return name
@@ -176,11 +144,7 @@ def detect_format(dataset_dir: str | Path) -> DatasetLayout:
 
 
 def _is_roboflow_export_yaml(data: dict[Any, Any]) -> bool:
-    """``train: ../train/images`` as a Roboflow export writes: its folders are not where it says.
-
-    Such a file in a folder without ``train/images/`` is a wrong or incomplete export, best
-    reported as "no format detected" with a listing of the folder.
-    """
+    # A Roboflow export's yaml without train/images/ beside it: reported as no format detected.
     train = data.get("train")
     return isinstance(train, str) and train.replace("\\", "/").rstrip("/") == "../train/images"
 
@@ -188,7 +152,6 @@ def _is_roboflow_export_yaml(data: dict[Any, Any]) -> bool:
 def _yaml_split_dirs(
     root: Path, yaml_path: Path, data: dict[Any, Any]
 ) -> dict[str, tuple[Path, Path]]:
-    """Split -> ``(images_dir, labels_dir)`` from the Ultralytics keys of ``data.yaml``."""
     base = _yaml_base(root, yaml_path, data.get("path"))
     dirs: dict[str, tuple[Path, Path]] = {}
     for name, keys in YAML_SPLIT_KEYS.items():
@@ -204,30 +167,23 @@ def _yaml_split_dirs(
             continue
         value = data[key]
         if isinstance(value, list):
-            raise DatasetFormatError(
-                yaml_path,
-                f"{key}: a list of image folders is not supported yet; give one image folder",
+            problem = "a list of image folders is not supported yet; give one image folder"
+        elif not isinstance(value, str) or "\x00" in value:
+            problem = f"{value!r} is not a folder path"
+        elif value.endswith(".txt"):
+            problem = (
+                f"{value}: a .txt list of image files is not supported yet; give an image folder"
             )
-        if not isinstance(value, str) or "\x00" in value:
-            raise DatasetFormatError(yaml_path, f"{key}: {value!r} is not a folder path")
-        if value.endswith(".txt"):
-            raise DatasetFormatError(
-                yaml_path,
-                f"{key}: {value}: a .txt list of image files is not supported yet; "
-                "give an image folder",
-            )
-        images_dir = _inside_root(root, yaml_path, key, value, base)
-        dirs[name] = (images_dir, _labels_dir(root, yaml_path, key, value, images_dir))
+        else:
+            images_dir = _inside_root(root, yaml_path, key, value, base)
+            dirs[name] = (images_dir, _labels_dir(root, yaml_path, key, value, images_dir))
+            continue
+        raise DatasetFormatError(yaml_path, f"{key}: {problem}")
     return dirs
 
 
 def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
-    """The folder the split keys are relative to: ``path:`` when it names one inside ``root``.
-
-    Ultralytics writes ``path:`` as the dataset's location on the author's machine (absolute, or
-    relative to its own datasets folder, e.g. ``../datasets/coco8``); once the folder has moved
-    that means nothing, so such a value is ignored (with a warning) and the yaml's folder is used.
-    """
+    # Ultralytics' path: is where the author kept the dataset; outside root it means nothing.
     base = yaml_path.parent
     if value in (None, "") or not isinstance(value, str) or "\x00" in value:
         return base
@@ -249,29 +205,24 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
 
 
 def _inside_root(root: Path, yaml_path: Path, key: str, value: str, base: Path) -> Path:
-    """``base / value`` as an existing folder inside ``root``, or a one-line error."""
-    if os.path.isabs(value) or Path(value).is_absolute():
-        raise DatasetFormatError(
-            yaml_path,
-            f"{key}: {value}: absolute paths are not allowed; the dataset folder must be "
-            "self-contained, so give a path relative to it",
-        )
     folder = Path(os.path.normpath(base / value))
-    if escapes_root(folder, os.path.realpath(root)):
-        raise DatasetFormatError(
-            yaml_path,
-            f"{key}: {value}: points outside the dataset folder; the dataset folder must be "
-            "self-contained",
+    if os.path.isabs(value) or Path(value).is_absolute():
+        problem = (
+            "absolute paths are not allowed; the dataset folder must be self-contained, so "
+            "give a path relative to it"
         )
-    if not folder.exists():
-        raise DatasetFormatError(yaml_path, f"{key}: {value}: no such folder")
-    if not folder.is_dir():
-        raise DatasetFormatError(yaml_path, f"{key}: {value}: not a folder")
-    return folder
+    elif escapes_root(folder, os.path.realpath(root)):
+        problem = "points outside the dataset folder; the dataset folder must be self-contained"
+    elif not folder.exists():
+        problem = "no such folder"
+    elif not folder.is_dir():
+        problem = "not a folder"
+    else:
+        return folder
+    raise DatasetFormatError(yaml_path, f"{key}: {value}: {problem}")
 
 
 def _labels_dir(root: Path, yaml_path: Path, key: str, value: str, images_dir: Path) -> Path:
-    """The labels folder: the last component named ``images`` replaced by ``labels``."""
     parts = list(Path(os.path.relpath(images_dir, os.path.normpath(root))).parts)
     if "images" not in parts:
         raise DatasetFormatError(
@@ -292,7 +243,6 @@ def _split_folders(root: Path) -> dict[str, Path]:
 
 
 def _describe(root: Path, limit: int = 12) -> str:
-    """A short listing of what the folder holds, so a wrong path is obvious from the error."""
     entries = sorted(root.iterdir(), key=lambda p: p.name)
     if not entries:
         return "an empty folder"

@@ -1,9 +1,4 @@
-"""COCO-format ground truth for evaluation (pycocotools ``COCO``), from any source format.
-
-Category ids in the result are the library's 0-based ids, the same ids the model predicts; each
-category also carries its ``source_id`` (the dataset's own id) for reports. Crowd annotations are
-kept here (COCOeval ignores detections matched to them) although training never sees them.
-"""
+"""COCO-format ground truth for evaluation (pycocotools ``COCO``), from any source format."""
 
 from __future__ import annotations
 
@@ -11,15 +6,16 @@ from typing import Any
 
 import numpy as np
 
-from rfdetr.data.dataset import DetectionDataset
+from rfdetr.data.dataset import CocoSource, DetectionDataset, YoloSource
 from rfdetr.data.images import read_image_size
-from rfdetr.data.sources import CocoSource, YoloSource
 
 
 def coco_ground_truth(dataset: DetectionDataset) -> dict[str, Any]:
     """A COCO dict (``images``, ``annotations``, ``categories``) for ``dataset``'s split.
 
-    Boxes are pixel ``[x, y, w, h]`` in the original image, clipped to it. With a segmentation
+    Category ids are the library's 0-based ids (the model's), each category also carrying its
+    ``source_id``. Boxes are pixel ``[x, y, w, h]`` in the original image, clipped to it. Crowd
+    annotations are kept (COCOeval ignores detections matched to them). With a segmentation
     dataset every annotation has a ``segmentation`` (the box as a polygon when it had none).
     Image ids equal the ``image_id`` of the dataset's targets.
 

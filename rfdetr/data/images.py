@@ -26,10 +26,8 @@ DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # PIL's DecompressionBombWarning threshol
 
 
 def unsafe_name_reason(name: str) -> str | None:
-    """Why a file name from an annotation file may not be used, or None when it is fine.
-
-    Absolute paths (POSIX or Windows) and ``..`` components could read files outside the dataset.
-    """
+    """Why a file name from an annotation file may not be used (empty, NUL, absolute, ``..``),
+    or None when it is fine."""
     if not name:
         return "empty file name"
     if "\x00" in name:
@@ -43,21 +41,14 @@ def unsafe_name_reason(name: str) -> str | None:
 
 
 def escapes_root(path: Path | str, root_real: str) -> bool:
-    """True when ``path``, after following symlinks, lies outside ``root_real`` (a realpath).
-
-    The one "inside the dataset" test: validation and every loader use it for split folders,
-    images and label files, so a symlink out of the dataset is refused everywhere alike.
-    """
+    """True when ``path``, after following symlinks, lies outside ``root_real`` (a realpath):
+    the one "inside the dataset" test of validation and every loader."""
     real = os.path.realpath(path)
     return real != root_real and not real.startswith(root_real + os.sep)
 
 
 def check_inside(path: Path, root_real: str, what: str) -> None:
-    """Raise when ``path`` (a ``what``: "image", "label file"...) resolves outside the dataset.
-
-    Raises:
-        DatasetError: ``path: <what> is a symlink that points outside the dataset folder``.
-    """
+    """Raise DatasetError when ``path`` (a ``what``: "image"...) resolves outside the dataset."""
     if escapes_root(path, root_real):
         raise DatasetError(path, f"{what} is a symlink that points outside the dataset folder")
 
@@ -67,14 +58,9 @@ class NotRegularFileError(OSError):
 
 
 def open_regular(path: Path) -> BinaryIO:
-    """Open a file for reading, refusing anything but a regular file (FIFO, device, socket).
-
-    The path is checked before it is opened, and the opened descriptor again (so a file
-    swapped in between is caught); ``O_NONBLOCK`` keeps even that open from waiting on a FIFO.
-
-    Raises:
-        OSError: as ``open`` does; :class:`NotRegularFileError` for anything not a regular file.
-    """
+    """Open a file for reading; :class:`NotRegularFileError` (an OSError) for anything but a
+    regular file. The path is checked before the open and the descriptor after it (a file
+    swapped in between); ``O_NONBLOCK`` keeps that open from waiting on a FIFO."""
     if not stat.S_ISREG(os.stat(path).st_mode):  # before open: some devices act on open
         raise NotRegularFileError(errno.EINVAL, "not a regular file", str(path))
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -97,11 +83,8 @@ def max_image_pixels() -> int:
 
 
 def check_header(image: Image.Image, path: Path) -> None:
-    """Raise when an opened image cannot be used for training (from its header).
-
-    Raises:
-        DatasetError: more pixels than :func:`max_image_pixels`, or a floating-point mode.
-    """
+    """Raise DatasetError when an opened image has more pixels than :func:`max_image_pixels`
+    or a floating-point mode."""
     width, height = image.size
     limit = max_image_pixels()
     if width * height > limit:
@@ -119,26 +102,17 @@ def check_header(image: Image.Image, path: Path) -> None:
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the image header, without decoding the pixels.
-
-    Raises:
-        OSError: missing, unreadable, not a regular file or not an image
-            (``PIL.UnidentifiedImageError`` is an OSError).
-        PIL.Image.DecompressionBombError: more pixels than PIL allows.
-        DatasetError: the header shows an image training cannot use (:func:`check_header`).
-    """
+    """``(width, height)`` from the image header, without decoding the pixels. Raises OSError
+    (missing, unreadable, not a regular file, not an image), PIL's DecompressionBombError, or
+    DatasetError (:func:`check_header`)."""
     with open_regular(path) as handle, Image.open(handle) as image:
         check_header(image, path)
         return image.size
 
 
 def load_rgb(path: Path) -> torch.Tensor:
-    """Decode an image file into uint8 ``[3, H, W]`` RGB, as training and ``--deep`` read it.
-
-    The tensor keeps the decoder's ``H, W, 3`` memory order (channels-last strides) instead of
-    paying a transposing copy; torch's uint8 antialiased resize runs natively in that layout.
-    16-bit images (mode ``I;16*``, or ``I`` within 16 bits) are scaled to 8 bits (``v / 257``,
-    rounded) instead of clipped; floating-point images are refused (no defined scale).
+    """Decode an image file into uint8 ``[3, H, W]`` RGB (:func:`pil_to_uint8`), as training and
+    ``--deep`` read it.
 
     EXIF orientation is ignored on purpose: annotation tools and upstream RF-DETR measure boxes on
     the stored pixels, and the header size that validation checks is the stored size too.
@@ -166,11 +140,9 @@ def load_rgb(path: Path) -> torch.Tensor:
 
 
 def pil_to_uint8(image: Image.Image, path: Path | str) -> torch.Tensor:
-    """A decoded PIL image as uint8 ``[3, H, W]`` RGB; 16-bit grey scaled to 8 bits, not clipped.
-
-    Raises:
-        DatasetError: an integer image beyond 16 bits (``path: ...``).
-    """
+    """A decoded PIL image as uint8 ``[3, H, W]`` RGB in the decoder's ``H, W, 3`` memory order
+    (no transposing copy; torch's uint8 resize runs natively in it). 16-bit grey is scaled to
+    8 bits (``v / 257``, rounded), not clipped. Raises DatasetError beyond 16 bits."""
     import torch  # here, so that validation (header reads only) never imports torch
 
     if image.mode.startswith("I"):  # 16/32-bit integer grey: scale, as convert() would clip
@@ -186,12 +158,8 @@ def pil_to_uint8(image: Image.Image, path: Path | str) -> torch.Tensor:
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files under ``folder`` (recursively, sorted, by suffix, case-insensitive).
-
-    Returns:
-        ``(images, linked_dirs)``: symlinked sub-folders are not followed (a link cycle would never
-        end); they are returned so validation can report them.
-    """
+    """``(images, linked_dirs)`` under ``folder``, recursive and sorted; symlinked sub-folders
+    are not followed (a link cycle would never end) but returned for validation to report."""
     found: list[Path] = []
     linked: list[Path] = []
     for dirpath, dirs, files in os.walk(folder, followlinks=False):

@@ -16,7 +16,7 @@ from torch.utils.data import (
     default_collate,
 )
 
-from rfdetr.data.threads import one_thread
+from rfdetr.data.normalize import one_thread
 from rfdetr.data.transforms import Target
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,7 @@ INLINE_BYTES = 1 << 16
 def collate_fn(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
     """Stack items into ``images`` ``[B, 3, H, W]`` (the items' dtype: uint8 pixels, see
     :mod:`rfdetr.data.normalize`; square, so nothing is padded) and a list of ``B`` targets.
-
-    In a DataLoader worker ``default_collate`` stacks the images straight into the shared
-    memory the batch crosses in (one copy of the pixels); small target tensors cross as numpy
-    arrays (:data:`INLINE_BYTES`), turned back into tensors by the loaders of this module.
+    In a worker, small target tensors cross as numpy arrays (:data:`INLINE_BYTES`).
 
     Raises:
         ValueError: the images differ in size (training and evaluation resize to a square, so
@@ -56,21 +53,18 @@ def _inline(value: object) -> object:
     return value.numpy() if small else value  # type: ignore[union-attr]
 
 
+def _tensors(target: Target) -> Target:
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in target.items()}
+
+
 class _Loader(DataLoader):
-    """A DataLoader that turns the numpy arrays of worker batches back into tensors."""
+    """Turns the numpy arrays of worker batches back into tensors."""
 
     def __iter__(self) -> Iterator:  # type: ignore[override]
         batches = super().__iter__()
         if self.num_workers == 0:
             return batches
-        return (
-            (images, [{k: _tensor(v) for k, v in target.items()} for target in targets])
-            for images, targets in batches
-        )
-
-
-def _tensor(value: object) -> object:
-    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        return ((images, [_tensors(target) for target in targets]) for images, targets in batches)
 
 
 def make_train_sampler(
@@ -81,9 +75,7 @@ def make_train_sampler(
 ) -> Sampler[int]:
     """A shuffling ``RandomSampler`` over ``num_items``; a split smaller than
     :data:`MIN_STEPS_PER_EPOCH` steps of ``effective_batch_size`` images (batch size x
-    accumulation x replicas) is drawn with replacement, that many samples (logged).
-    ``generator`` seeds the draws.
-    """
+    accumulation x replicas) is drawn with replacement, that many samples (logged)."""
     wanted = effective_batch_size * MIN_STEPS_PER_EPOCH
     if num_items >= wanted:
         return RandomSampler(range(num_items), generator=generator)
@@ -101,12 +93,8 @@ def make_train_sampler(
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)`` for each index of ``sampler``.
-
-    The epoch travels with every index to the worker, so persistent DataLoader workers, whose
-    dataset copy never sees ``set_epoch``, augment each epoch exactly as fresh workers would
-    (:class:`rfdetr.data.dataset.DetectionDataset` accepts such keys).
-    """
+    """Yields ``(epoch, index)`` for each index of ``sampler``, so persistent workers, whose
+    dataset copy never sees ``set_epoch``, augment each epoch as fresh workers would."""
 
     def __init__(self, sampler: Sampler[int]) -> None:
         self.sampler = sampler
@@ -122,10 +110,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 class EpochLoader:
     """One training DataLoader for the whole run: worker processes start once, not per epoch.
-
-    :meth:`epoch` tags the indices with the epoch (:class:`EpochSampler`); the caller re-seeds
-    ``sampler`` for the epoch before iterating, as the draw happens when iteration starts.
-    """
+    The caller re-seeds ``sampler`` for the epoch before iterating (the draw happens then)."""
 
     def __init__(
         self,

@@ -1,9 +1,8 @@
 """Instance masks from COCO polygons / RLE and from YOLO polygons, via pycocotools.
 
-pycocotools trusts its input: a polygon far outside the image costs time and memory in
-proportion to its length (and crashes it beyond int range), and RLE counts that do not add up
-to ``h * w`` make it write out of bounds. :func:`polygon_problem` and :func:`rle_problem` check
-both first; validation reports what they find, and the mask functions refuse it.
+pycocotools trusts its input (a polygon far outside the image costs memory or crashes it; RLE
+counts not adding up to ``h * w`` write out of bounds), so :func:`polygon_problem` and
+:func:`rle_problem` check first: validation reports, the mask functions refuse.
 """
 
 from __future__ import annotations
@@ -23,11 +22,7 @@ _MAX_RLE_CHARS = 13
 
 
 def box_mask(box_xyxy: Sequence[float], height: int, width: int) -> np.ndarray:
-    """A filled rectangle, bool ``[H, W]``, for an object that has a box but no polygon.
-
-    Args:
-        box_xyxy: pixel ``[x1, y1, x2, y2]``, already clipped to the image.
-    """
+    """A filled rectangle, bool ``[H, W]``, from a pixel ``xyxy`` box clipped to the image."""
     mask = np.zeros((height, width), dtype=bool)
     x1, y1, x2, y2 = (round(float(v)) for v in box_xyxy)
     # A box thinner than a pixel still gets one pixel, so the object never has an empty mask.
@@ -101,7 +96,6 @@ def rle_problem(rle: dict[str, Any], height: int, width: int) -> str | None:
 
 
 def _decode(rle: dict[str, Any]) -> np.ndarray:
-    """Decode one RLE into bool ``[H, W]``."""
     with warnings.catch_warnings():
         # pycocotools' C extension trips numpy 2's `copy=False` deprecation on every decode.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -109,11 +103,8 @@ def _decode(rle: dict[str, Any]) -> np.ndarray:
 
 
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """Rasterise pixel polygons ``[[x1, y1, x2, y2, ...], ...]`` (union) into bool ``[H, W]``.
-
-    Raises:
-        ValueError: a polygon fails :func:`polygon_problem` (never handed to pycocotools).
-    """
+    """Rasterise pixel polygons ``[[x1, y1, x2, y2, ...], ...]`` (union) into bool ``[H, W]``;
+    ValueError for a polygon :func:`polygon_problem` refuses."""
     floats = [[float(v) for v in p] for p in polygons]
     for polygon in floats:
         problem = polygon_problem(polygon, height, width)
@@ -126,15 +117,8 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
 def coco_segmentation_to_mask(
     segmentation: Any, height: int, width: int, box_xyxy: Sequence[float]
 ) -> np.ndarray:
-    """Bool ``[H, W]`` mask from a COCO segmentation (polygons, RLE) or, when absent, the box.
-
-    Args:
-        segmentation: a list of pixel polygons, an RLE dict (``counts`` string or list), or None.
-        box_xyxy: pixel ``[x1, y1, x2, y2]`` used when there is no segmentation.
-
-    Raises:
-        ValueError: a malformed RLE or polygon (see :func:`rle_problem`, :func:`polygon_problem`).
-    """
+    """Bool ``[H, W]`` mask from a COCO segmentation (pixel polygons, an RLE dict) or, when it
+    is empty, the pixel ``xyxy`` box. ValueError for a malformed RLE or polygon."""
     if not segmentation:
         return box_mask(box_xyxy, height, width)
     if isinstance(segmentation, dict):

@@ -8,12 +8,29 @@ evaluation) normalises it with :func:`normalize_images`, once per batch, on the 
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from rfdetr.data.threads import one_thread
+import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run loading work on one intra-op thread, as DataLoader workers do: in the main process,
+    with another process on the other core, spin-waiting OpenMP threads made item loading 4-6x
+    slower (issue 17) unless ``OMP_WAIT_POLICY=PASSIVE`` was set."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def normalize_constants(device: torch.device | str | None = None) -> tuple[torch.Tensor, ...]:
@@ -47,8 +64,14 @@ def normalize_images(
     out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
     if images.device.type != "cpu":
         return normalize_batch_into(out, images, scale, shift)
+    scales, shifts = scale.flatten(), shift.flatten()
     with one_thread():
-        return normalize_planes_into(out, images, scale, shift)
+        for index in range(images.shape[0]):
+            for channel in range(images.shape[1]):
+                plane = out[index, channel]
+                torch.mul(images[index, channel], scales[channel], out=plane)
+                plane.sub_(shifts[channel])
+    return out
 
 
 def normalize_batch_into(
@@ -56,20 +79,6 @@ def normalize_batch_into(
 ) -> torch.Tensor:
     """``out = images * scale - shift`` over the whole batch: two kernels on a GPU."""
     return torch.mul(images, scale, out=out).sub_(shift)
-
-
-def normalize_planes_into(
-    out: torch.Tensor, images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
-) -> torch.Tensor:
-    """``out = images * scale - shift`` one ``[H, W]`` plane at a time (cache-sized on a CPU);
-    the same values as :func:`normalize_batch_into`."""
-    scales, shifts = scale.flatten(), shift.flatten()
-    for index in range(images.shape[0]):
-        for channel in range(images.shape[1]):
-            plane = out[index, channel]
-            torch.mul(images[index, channel], scales[channel], out=plane)
-            plane.sub_(shifts[channel])
-    return out
 
 
 def model_input(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -1,8 +1,7 @@
 """Problems found in a dataset: collected by validation, raised by the loaders.
 
-One parser serves both uses. Validation collects every problem into a :class:`ProblemLog`;
-the loaders use the same log and raise :class:`DatasetError` (one line, naming the file) when it
-holds an error, so ``rfdetr validate`` and training always agree on what is wrong.
+One parser serves both: validation collects every problem into a :class:`ProblemLog`; the
+loaders raise :class:`DatasetError` from it, so ``rfdetr validate`` and training agree.
 """
 
 from __future__ import annotations
@@ -46,11 +45,7 @@ class DatasetError(UserError, ValueError):
 
     @classmethod
     def _recover(cls, text: str) -> tuple[str, str]:
-        """``(path, problem)`` from a message, or from a traceback that ends with one.
-
-        The path is not always separable (it may contain ``": "``), so the whole recovered line
-        is kept as the problem and the path left empty; ``str(error)`` is that line.
-        """
+        # The path may contain ": ", so the whole recovered line is the problem, the path empty.
         prefix = f"{cls.__module__}.{cls.__qualname__}: "
         for line in reversed(text.splitlines()):
             if line.startswith(prefix):
@@ -61,14 +56,8 @@ class DatasetError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem in a dataset.
-
-    Attributes:
-        severity: ``"error"`` makes the dataset unusable; ``"warning"`` is fixed up on load.
-        path: the offending file as the user would type it (dataset dir joined with the
-            relative path), with ``:LINE`` appended for a line of a YOLO label file.
-        message: what is wrong and, where useful, what to do.
-    """
+    """One problem in a dataset: an ``"error"`` makes it unusable, a ``"warning"`` is fixed up
+    on load. ``path`` is the file as the user would type it (``:LINE`` for a YOLO label line)."""
 
     severity: Severity
     path: str
@@ -80,29 +69,23 @@ class Problem:
 
 @dataclass
 class ProblemLog:
-    """Collects problems. Paths are shown as given: every path in this package is built from the
-    dataset folder as the user typed it, so messages name files the way the user knows them.
-    Control characters in paths and messages are escaped (:func:`one_line`) as they are
-    recorded, so no report (text, JSON, Markdown) can be given a forged line."""
+    """Collects problems, paths as the user typed them. Control characters are escaped
+    (:func:`one_line`) as they are recorded, so no report can be given a forged line."""
 
     problems: list[Problem] = field(default_factory=list)
 
     def error(self, path: Path | str, message: str) -> None:
-        """Record a problem that makes the dataset unusable."""
         self.problems.append(Problem("error", one_line(str(path)), one_line(message)))
 
     def warning(self, path: Path | str, message: str) -> None:
-        """Record a problem that the loader works around (e.g. by clipping a box)."""
         self.problems.append(Problem("warning", one_line(str(path)), one_line(message)))
 
     @property
     def errors(self) -> list[Problem]:
-        """The problems that make the dataset unusable, in the order found."""
         return [p for p in self.problems if p.severity == "error"]
 
     @property
     def warnings(self) -> list[Problem]:
-        """The problems the loader works around, in the order found."""
         return [p for p in self.problems if p.severity == "warning"]
 
     def raise_first(self, error: type[DatasetError] = DatasetError) -> None:
@@ -111,11 +94,8 @@ class ProblemLog:
             raise error(self.errors[0].path, self.errors[0].message)
 
     def raise_on_error(self, hint: str = "") -> None:
-        """Raise :class:`DatasetError` for the first error; log warnings once, summarised.
-
-        Args:
-            hint: appended to the error, e.g. "run `rfdetr validate DIR` for the full list".
-        """
+        """Raise :class:`DatasetError` for the first error (``hint`` appended); log warnings
+        once, summarised."""
         errors = self.errors
         if errors:
             more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""

@@ -1,12 +1,8 @@
 """A seeded generator of small "shapes" datasets in COCO or YOLO layout, for tests and demos.
 
-Each image has a noisy flat background and a few non-overlapping filled shapes (circle, square,
-triangle by default); every object is written as its polygon, so the same set serves detection
-and instance segmentation. The COCO layout follows a Roboflow export: category 0 is a
-superclass (supercategory ``none``, never annotated) and the real classes are 1..N. The YOLO
-layout has ``data.yaml`` and ``<split>/images`` + ``<split>/labels``.
-
-The same ``seed`` always writes the same files, byte for byte.
+Each image has a noisy background and a few non-overlapping filled shapes, each written as its
+polygon (detection and segmentation alike). COCO follows a Roboflow export (superclass id 0,
+classes 1..N). The same ``seed`` always writes the same files, byte for byte.
 """
 
 from __future__ import annotations
@@ -35,14 +31,13 @@ class ShapeObject:
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
-        """Pixel box ``(x1, y1, x2, y2)`` around the polygon."""
         xs = [x for x, _ in self.polygon]
         ys = [y for _, y in self.polygon]
         return min(xs), min(ys), max(xs), max(ys)
 
     @property
     def area(self) -> float:
-        """Polygon area in pixels (shoelace formula)."""
+        # The shoelace formula.
         pts = self.polygon
         twice = sum(
             x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1], strict=True)

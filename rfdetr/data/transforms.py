@@ -1,21 +1,14 @@
 """Box- and mask-aware transforms with the upstream RF-DETR training recipe.
 
-Every transform is called as ``transform(image, target, rng)``:
+Every transform is called as ``transform(image, target, rng)``: ``image`` uint8 ``[3, H, W]``
+throughout (its memory may stay ``H, W, 3``, as decoded); ``target`` as a
+:class:`~rfdetr.data.dataset.DetectionDataset` item's, but with **pixel xyxy** ``boxes`` until
+:class:`NormalizeBoxes` makes them **normalised cxcywh**; ``rng`` a ``random.Random`` owned by
+the caller, so a seeded item is reproducible whatever worker loads it.
 
-- ``image``: uint8 ``[3, H, W]`` throughout (its memory may be ``H, W, 3``, as decoded:
-  geometry keeps that order); the float normalisation is :mod:`rfdetr.data.normalize`'s.
-- ``target``: ``boxes`` float32 ``[N, 4]`` **pixel xyxy** until :class:`NormalizeBoxes`, which
-  turns them into **normalised cxcywh** in [0, 1]; ``labels`` int64 ``[N]``; ``area`` float32
-  ``[N]``; ``iscrowd`` int64 ``[N]``; optional ``masks`` bool ``[N, H, W]``; ``image_id``;
-  ``orig_size``.
-- ``rng``: a ``random.Random`` owned by the caller, so a seeded item is reproducible whatever
-  worker loads it.
-
-Training: horizontal flip (p=0.5), then one of (a) a square resize or (b) a shorter-side resize to
-400/500/600, a random 384-600 crop and a square resize; then the boxes are normalised. Multi-scale
-sizes come from :func:`multi_scale_sizes`; the dataset resizes to the largest one and the training
-step resizes each (normalised float) batch to a size picked by :func:`pick_step_size`
-(:func:`resize_batch`). Validation: square resize to the resolution, then the boxes.
+Training: :class:`TrainGeometry`, then :class:`NormalizeBoxes`; with multi-scale the dataset
+resizes to the largest of :func:`multi_scale_sizes` and the training step resizes each batch
+(:func:`resize_batch`) to :func:`pick_step_size`'s. Validation: a square resize, then the boxes.
 """
 
 from __future__ import annotations
@@ -87,11 +80,8 @@ def resize_masks(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def crop(
     image: torch.Tensor, target: Target, top: int, left: int, height: int, width: int
 ) -> tuple[torch.Tensor, Target]:
-    """Crop a window; boxes are shifted and clipped to it, masks cut the same way.
-
-    An object is dropped when its clipped box has no area or, with masks, its mask is empty in
-    the window, so boxes and masks always describe the same objects.
-    """
+    """Crop a window; boxes are shifted and clipped to it, masks cut the same way. An object is
+    dropped when its clipped box has no area or its mask is empty in the window."""
     image = image[:, top : top + height, left : left + width]
     target = dict(target)
     offset = torch.tensor([left, top, left, top], dtype=torch.float32)
@@ -112,8 +102,6 @@ def crop(
 
 
 class Compose:
-    """Transforms applied in order."""
-
     def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
 
@@ -138,10 +126,8 @@ class SquareResize:
 
 
 class RandomSizeCrop:
-    """Crop a random window whose sides are drawn from ``[min_size, max_size]``.
-
-    Sides are capped by the image, so a small image is cropped to at most its own size.
-    """
+    """Crop a random window whose sides are drawn from ``[min_size, max_size]``, capped by the
+    image."""
 
     def __init__(self, min_size: int, max_size: int) -> None:
         self.min_size, self.max_size = min_size, max_size
@@ -215,15 +201,8 @@ def build_transforms(
     crop_short_sides: Sequence[int] = (400, 500, 600),
     crop_range: tuple[int, int] = (384, 600),
 ) -> Compose:
-    """The upstream recipe.
-
-    Args:
-        train: training augmentation, or the plain validation resize.
-        resolution: square size for validation (and for training when ``train_size`` is None).
-        train_size: square size of training images; with multi-scale, the largest scale.
-        crop_short_sides: shorter-side sizes before the random crop (branch b).
-        crop_range: ``(min, max)`` side of the random crop (branch b).
-    """
+    """The upstream recipe: :class:`TrainGeometry` (to ``train_size``, default ``resolution``)
+    or a square resize to ``resolution``, then :class:`NormalizeBoxes`."""
     if not train:
         return Compose([SquareResize(resolution), NormalizeBoxes()])
     geometry = TrainGeometry(train_size or resolution, crop_short_sides, crop_range)
@@ -238,12 +217,8 @@ def pick_step_size(sizes: Sequence[int], step: int, seed: int = 0) -> int:
 def resize_batch(
     images: torch.Tensor, targets: list[Target], size: int
 ) -> tuple[torch.Tensor, list[Target]]:
-    """Resize a normalised float batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear),
-    on the device, per step, for multi-scale training.
-
-    Boxes are normalised cxcywh, so they do not change; masks are resized (nearest) and
-    ``size`` updated.
-    """
+    """Resize a normalised float batch ``[B, 3, H, W]`` to ``[B, 3, size, size]`` (bilinear) for
+    multi-scale training; normalised boxes stay, masks are resized (nearest), ``size`` updated."""
     if images.shape[-2:] == (size, size):
         return images, targets
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)

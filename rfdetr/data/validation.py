@@ -1,8 +1,5 @@
-"""Validate a dataset folder without training on it: :func:`validate_dataset`.
-
-Reads every annotation and label file and every image *header* (never the pixels), and reports
-the format, per-split and per-class counts, and every problem found. The loaders use the same
-parsers, so a dataset that validates loads.
+"""Validate a dataset folder without training on it: :func:`validate_dataset`. The loaders use
+the same parsers, so a dataset that validates loads.
 """
 
 from __future__ import annotations
@@ -39,8 +36,7 @@ from rfdetr.data.yolo import (
 
 @dataclass
 class SplitSummary:
-    """Counts for one split. ``class_counts`` maps the dataset's own class id to its objects;
-    it is reported per class by :meth:`DatasetReport.class_rows`."""
+    """Counts for one split; ``class_counts``: dataset class id -> objects."""
 
     name: str
     folder: str
@@ -50,7 +46,6 @@ class SplitSummary:
     class_counts: Counter[int] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (per-class counts are in the report's ``classes``)."""
         return {k: v for k, v in asdict(self).items() if k != "class_counts"}
 
 
@@ -73,7 +68,6 @@ class DatasetReport(ProblemLog):
 
     @property
     def usable(self) -> bool:
-        """True when there is no error (warnings allowed)."""
         return not self.errors
 
     def class_rows(self) -> list[dict[str, Any]]:
@@ -111,16 +105,14 @@ class DatasetReport(ProblemLog):
 
 
 def validate_dataset(path: str | Path, *, deep: bool = False) -> DatasetReport:
-    """Check a COCO or YOLO dataset folder and report what is in it and what is wrong.
-
-    Never raises for a problem in the dataset: every problem becomes a :class:`Problem` in the
-    report, and ``report.usable`` says whether training can use it.
+    """Check a COCO or YOLO dataset folder: every annotation and label file and every image
+    *header* (never the pixels). Never raises for a problem in the dataset: each becomes a
+    :class:`Problem` in the report, and ``report.usable`` says whether training can use it.
 
     Args:
         path: the dataset folder.
-        deep: also decode every image and build every mask, through the very function training
-            uses (:func:`rfdetr.data.dataset.load_raw_item`); finds truncated or corrupt pixel
-            data that a header read cannot. Imports torch.
+        deep: also decode every image and mask through training's own
+            :func:`rfdetr.data.dataset.load_raw_item` (finds corrupt pixel data; imports torch).
     """
     report = DatasetReport(path=str(path))
     try:
@@ -238,13 +230,9 @@ def _validate_yolo(
 def check_image(
     path: Path, root_real: str, log: ProblemLog, expected: tuple[int, int] | None = None
 ) -> tuple[int, int] | None:
-    """Check one image from its header: inside ``root_real`` (the dataset's realpath), a
-    regular file, decodable, within the pixel limit, of a mode training can read, and of the
-    ``expected`` ``(width, height)`` when the annotation file states one.
-
-    Returns:
-        ``(width, height)``, or None when the image is unusable (the problem is in ``log``).
-    """
+    """``(width, height)`` from one image's header, or None with the problem in ``log``:
+    outside ``root_real``, not a regular decodable image training can read, or not of the
+    ``expected`` size."""
     try:
         check_inside(path, root_real, "image")
         size = read_image_size(path)
@@ -279,10 +267,9 @@ def _decode_items(
     indices: list[int],
     log: ProblemLog,
 ) -> None:
-    """``--deep``: decode the items at ``indices`` (those whose header and labels passed)
-    exactly as training does, image and masks."""
-    from rfdetr.data.dataset import load_raw_item  # imports torch: only for --deep
-    from rfdetr.data.sources import AnnotationSource, CocoSource, YoloSource
+    """``--deep``: decode the items at ``indices`` (header and labels passed) as training does."""
+    # Imports torch: only for --deep.
+    from rfdetr.data.dataset import AnnotationSource, CocoSource, YoloSource, load_raw_item
 
     source: AnnotationSource
     try:

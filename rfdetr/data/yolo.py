@@ -60,16 +60,12 @@ class YoloSplitFiles:
     linked_dirs: list[Path]
 
     def label_path(self, image: Path) -> Path:
-        """``labels/<same relative folder>/<image stem>.txt``."""
         relative = image.relative_to(self.images_dir)
         return self.labels_dir / relative.with_suffix(".txt")
 
 
 def scan_split(images_dir: Path, labels_dir: Path) -> YoloSplitFiles:
-    """List the images of a YOLO split (none when ``images_dir`` is missing).
-
-    The folders come from :meth:`rfdetr.data.formats.DatasetLayout.yolo_dirs`, for either layout.
-    """
+    """List the images of a YOLO split (none when ``images_dir`` is missing)."""
     images, linked = list_images(images_dir) if images_dir.is_dir() else ([], [])
     return YoloSplitFiles(images_dir, labels_dir, images, linked)
 
@@ -87,34 +83,20 @@ def orphan_labels(files: YoloSplitFiles) -> list[Path]:
 
 
 def read_data_yaml(yaml_path: Path, log: ProblemLog) -> ClassMap | None:
-    """Class names from ``data.yaml``; problems go to ``log``; None when unusable.
-
-    ``names`` may be a list (id = position) or a ``{id: name}`` mapping; ``nc``, when present,
-    must equal the number of names.
-    """
+    """Class names from ``data.yaml`` (``names`` a list or an ``{id: name}`` mapping, ``nc``
+    their count when present); problems go to ``log``; None when unusable."""
     data = load_data_yaml(yaml_path, log)
     if data is None:
         return None
-    names = data.get("names")
-    if isinstance(names, Mapping):
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
-            log.error(yaml_path, "names: the keys of a names mapping must be integer class ids")
-            return None
-        pairs = list(names.items())
-    elif isinstance(names, list):
-        pairs = list(enumerate(names))
-    else:
-        log.error(yaml_path, "names: must be a list of class names or a {id: name} mapping")
-        return None
-    problem = _names_problem(pairs)
+    names, nc = data.get("names"), data.get("nc")
+    problem = _names_problem(names)
     if problem:
         log.error(yaml_path, f"names: {problem}")
-        return None
-    nc = data.get("nc")
-    if nc is not None and nc != len(pairs):
-        log.error(yaml_path, f"nc is {nc!r} but names lists {len(pairs)} classes")
-        return None
-    return ClassMap.from_yolo_names({k: str(v) for k, v in pairs})
+    elif nc is not None and nc != len(names):
+        log.error(yaml_path, f"nc is {nc!r} but names lists {len(names)} classes")
+    else:
+        return ClassMap.from_yolo_names(names)
+    return None
 
 
 class _RefusedYaml(Exception):
@@ -122,10 +104,8 @@ class _RefusedYaml(Exception):
 
 
 def _parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` after one pass over the parser's events (libyaml when available),
-    refusing aliases (``*name``: a data file never needs them, and nested aliases expand a few
-    hundred bytes into gigabytes, a "billion laughs" file) and more than
-    :data:`MAX_YAML_EVENTS` nodes, before anything is built."""
+    """``yaml.safe_load`` after one pass over the parser's events refusing aliases (nested ones
+    expand a few hundred bytes into gigabytes) and more than :data:`MAX_YAML_EVENTS` nodes."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     for count, event in enumerate(yaml.parse(text, Loader=loader)):
         if isinstance(event, yaml.AliasEvent):
@@ -137,11 +117,8 @@ def _parse_yaml(text: str) -> Any:
 
 
 def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
-    """The mapping in ``data.yaml``; problems go to ``log``; None when unusable.
-
-    The file must be a regular file of at most :data:`MAX_YAML_BYTES`, without YAML aliases
-    and with at most :data:`MAX_YAML_EVENTS` nodes (see :func:`_parse_yaml`).
-    """
+    """The mapping in ``data.yaml`` (a regular file of at most :data:`MAX_YAML_BYTES`, parsed by
+    :func:`_parse_yaml`); problems go to ``log``; None when unusable."""
     try:
         with open_regular(yaml_path) as handle:
             raw = handle.read(MAX_YAML_BYTES + 1)
@@ -170,7 +147,13 @@ def load_data_yaml(yaml_path: Path, log: ProblemLog) -> dict[Any, Any] | None:
     return None
 
 
-def _names_problem(pairs: list[tuple[Any, Any]]) -> str | None:
+def _names_problem(names: Any) -> str | None:
+    if isinstance(names, Mapping):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            return "the keys of a names mapping must be integer class ids"
+    elif not isinstance(names, list):
+        return "must be a list of class names or a {id: name} mapping"
+    pairs = list(names.items()) if isinstance(names, Mapping) else list(enumerate(names))
     if not pairs:
         return "no classes declared"
     too_many = too_many_classes(len(pairs))
@@ -193,13 +176,9 @@ def _names_problem(pairs: list[tuple[Any, Any]]) -> str | None:
 def parse_label_file(
     path: Path, class_map: ClassMap | None, log: ProblemLog, root_real: str | None = None
 ) -> YoloLabels:
-    """Parse and check one label file; problems go to ``log`` as ``path:LINE``.
-
-    A missing file means no objects. Lines with errors are left out of the result. With no
-    ``class_map`` (an unusable data file) class ids are not checked against the declared names.
-    With ``root_real`` (the dataset folder's realpath), a label file that resolves outside it
-    is refused unread.
-    """
+    """Parse and check one label file; problems go to ``log`` as ``path:LINE``, lines with
+    errors are left out. A missing file means no objects. With no ``class_map`` class ids are
+    not checked; with ``root_real`` a file that resolves outside it is refused unread."""
     try:
         if root_real is not None:
             check_inside(path, root_real, "label file")
@@ -287,11 +266,7 @@ def _parse_line(
 
 
 def read_labels_strict(path: Path, class_map: ClassMap, root_real: str | None = None) -> YoloLabels:
-    """:func:`parse_label_file` for the loader: raises on the first error, logs warnings.
-
-    Raises:
-        DatasetError: one line naming ``path:LINE`` and the problem.
-    """
+    """:func:`parse_label_file` raising DatasetError (``path:LINE: problem``) on the first error."""
     log = ProblemLog()
     labels = parse_label_file(path, class_map, log, root_real)
     log.raise_first()

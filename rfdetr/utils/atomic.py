@@ -1,8 +1,6 @@
-"""The one home of atomic file writes (no torch here: checkpoints pass ``torch.save`` as content).
-
-The bytes go to a temporary ``.<name>.<random>.tmp`` beside the target, are fsynced, and the
-temporary is renamed over the target; on any failure it is removed and the target is as it was.
-Since every rewrite is a rename, a second name given by :func:`link_or_copy` keeps its content.
+"""The one home of atomic file writes: a fsynced temporary ``.<name>.<random>.tmp`` renamed over
+the target (removed on failure). Every rewrite is a rename, so a :func:`link_or_copy` name keeps
+its content. No torch here: checkpoints pass ``torch.save`` as content.
 """
 
 from __future__ import annotations

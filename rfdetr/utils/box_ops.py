@@ -37,54 +37,53 @@ def box_area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """Pairwise IoU of ``[N, 4]`` and ``[M, 4]`` ``xyxy`` boxes (same units): ``(iou, union)``,
-    both ``[N, M]``."""
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+def _iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """``(iou, union)`` of broadcastable ``[..., 4]`` ``xyxy`` boxes."""
+    lt = torch.max(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.min(boxes1[..., 2:], boxes2[..., 2:])
     inter_wh = (rb - lt).clamp(min=0)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
+    union = box_area(boxes1) + box_area(boxes2) - inter
     return inter / union.clamp(min=_EPS), union
 
 
-def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise generalised IoU (Rezatofighi et al., 2019) of ``[N, 4]`` and ``[M, 4]`` ``xyxy``
-    boxes (same units): ``[N, M]`` in ``[-1, 1]``, finite for degenerate boxes too."""
-    iou, union = box_iou(boxes1, boxes2)
-    lt = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+def _giou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    iou, union = _iou(boxes1, boxes2)
+    lt = torch.min(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.max(boxes1[..., 2:], boxes2[..., 2:])
     hull_wh = (rb - lt).clamp(min=0)
     hull = hull_wh[..., 0] * hull_wh[..., 1]
     return iou - (hull - union) / hull.clamp(min=_EPS)
 
 
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Pairwise IoU of ``[N, 4]`` and ``[M, 4]`` ``xyxy`` boxes (same units): ``(iou, union)``,
+    both ``[N, M]``."""
+    return _iou(boxes1[:, None], boxes2[None])
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise generalised IoU (Rezatofighi et al., 2019) of ``[N, 4]`` and ``[M, 4]`` ``xyxy``
+    boxes (same units): ``[N, M]`` in ``[-1, 1]``, finite for degenerate boxes too."""
+    return _giou(boxes1[:, None], boxes2[None])
+
+
 def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     """IoU of the pairs ``(boxes1[i], boxes2[i])``, both ``[N, 4]`` ``xyxy``: the diagonal of
     :func:`box_iou`, ``(iou, union)`` both ``[N]``. Raises ValueError on unequal lengths."""
-    _check_same_length(boxes1, boxes2)
-    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
-    inter_wh = (rb - lt).clamp(min=0)
-    inter = inter_wh[:, 0] * inter_wh[:, 1]
-    union = box_area(boxes1) + box_area(boxes2) - inter
-    return inter / union.clamp(min=_EPS), union
+    return _iou(*_same_length(boxes1, boxes2))
 
 
 def elementwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """GIoU ``[N]`` of the pairs ``(boxes1[i], boxes2[i])``, both ``[N, 4]`` ``xyxy``: the
     diagonal of :func:`generalized_box_iou`."""
-    iou, union = elementwise_box_iou(boxes1, boxes2)
-    lt = torch.min(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.max(boxes1[:, 2:], boxes2[:, 2:])
-    hull_wh = (rb - lt).clamp(min=0)
-    hull = hull_wh[:, 0] * hull_wh[:, 1]
-    return iou - (hull - union) / hull.clamp(min=_EPS)
+    return _giou(*_same_length(boxes1, boxes2))
 
 
-def _check_same_length(boxes1: Tensor, boxes2: Tensor) -> None:
+def _same_length(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     # A length-1 operand would silently broadcast and hide a matching bug.
     if boxes1.shape[0] != boxes2.shape[0]:
         raise ValueError(
             f"elementwise box ops need equal lengths, got {boxes1.shape[0]} and {boxes2.shape[0]}"
         )
+    return boxes1, boxes2
