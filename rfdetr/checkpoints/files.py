@@ -1,21 +1,10 @@
 """The only writer of our checkpoint files (atomic, plain data) and the run folder's layout.
 
-``checkpoint.pth``
-    Every epoch: everything a resume needs (model, EMA, optimizer, scheduler, grad scaler,
-    epoch, optimizer step, random states, best-so-far trackers) plus the run config, class names
-    and metrics, all as plain data.
-``checkpoint_<N>.pth``
-    The same, kept every ``checkpoint_interval`` epochs (``N``: 0-based epoch, as upstream).
-``checkpoint_best_regular.pth`` / ``checkpoint_best_ema.pth``
-    Weights of the best epoch of the trained / EMA model + config + class names + metrics.
-``checkpoint_best_total.pth``
-    The better of the two by validation mAP50:95 (bbox, or segm for Seg; EMA only when strictly
-    better, as upstream), stripped to weights + config + class names + metrics.
-
-Every file holds ``format``, ``model``, ``config`` (the run config: the architecture is under
-``config["model"]``, the dataset's classes under ``config["data"]["class_map"]``),
-``class_names``, ``epoch`` and ``metrics``; :func:`rfdetr.checkpoints.read_checkpoint` reads
-any of them.
+``checkpoint.pth`` (every epoch) and ``checkpoint_<N>.pth`` (every ``checkpoint_interval``
+epochs, ``N`` 0-based as upstream) hold everything a resume needs; ``checkpoint_best_regular``/
+``_ema.pth`` the best epoch's weights of the trained / EMA model; ``checkpoint_best_total.pth``
+the better of the two by mAP50:95 (EMA only when strictly better, as upstream). Every file holds
+``format``, ``model``, ``config`` (the run config), ``class_names``, ``epoch`` and ``metrics``.
 """
 
 from __future__ import annotations
@@ -67,18 +56,10 @@ def save_checkpoint(
     epoch: int | None = None,
     metrics: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a weights-only checkpoint (no optimizer), atomically, as plain data.
+    """Write a weights-only checkpoint (no optimizer) to ``path``, atomically, as plain data.
 
-    Args:
-        path: Destination file; its folder is created.
-        state_dict: Model weights (copied to CPU).
-        config: The run (or model) config as JSON-like data, ``config.model_dump(mode="json")``.
-        class_names: Name of each 0-based class id, or None.
-        epoch: Epoch the weights come from.
-        metrics: Evaluation metrics (name -> number or plain data).
-
-    Returns:
-        The path written; it loads with ``torch.load(weights_only=True)`` and no allow-list.
+    ``config`` is the run (or model) config as ``model_dump(mode="json")``; the weights are
+    copied to CPU. The file loads with ``torch.load(weights_only=True)`` and no allow-list.
 
     Raises:
         TypeError: ``config``, ``class_names`` or ``metrics`` hold something that is not plain data.
@@ -95,12 +76,8 @@ def save_checkpoint(
 
 
 def save_training_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
-    """Write a resumable checkpoint.
-
-    Args:
-        path: destination.
-        state: at least :data:`TRAINING_KEYS`; tensors, state dicts and plain data only
-            (``config``, ``class_names``, ``metrics`` and ``trackers`` are checked to be plain).
+    """Write a resumable checkpoint: ``state`` holds at least :data:`TRAINING_KEYS`, as
+    tensors, state dicts and plain data.
 
     Raises:
         KeyError: a required key is missing.
@@ -120,12 +97,11 @@ def _write(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
 
 
 def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` ``payload`` to ``path`` with :func:`rfdetr.utils.atomic.write_atomic`:
-    a crash or a full disk mid-write leaves the previous file intact, never a truncated one.
+    """``torch.save`` ``payload`` to ``path`` atomically (:func:`rfdetr.utils.atomic.write_atomic`).
 
     Raises:
-        CheckpointError: the write failed (one line with the errno name, e.g. ENOSPC, and
-            the file); the previous ``path`` is untouched and the temporary removed.
+        CheckpointError: the write failed (one line with the errno name and the file); the
+            previous ``path`` is untouched and the temporary removed.
     """
     return write_atomic(
         path, lambda out: torch.save(dict(payload), out), what="checkpoint", error=CheckpointError
@@ -133,8 +109,7 @@ def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
 
 
 def link_checkpoint(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """Give the finished checkpoint ``source`` a second name ``path`` without writing it again
-    (:func:`rfdetr.utils.atomic.link_or_copy`; the previous ``path`` is kept on failure).
+    """Give ``source`` the second name ``path`` (:func:`rfdetr.utils.atomic.link_or_copy`).
 
     Raises:
         CheckpointError: as :func:`atomic_save`.
@@ -163,10 +138,7 @@ def require_plain(value: Any, where: str) -> None:
 
 
 def remove_stale_temporaries(output_dir: str | os.PathLike[str]) -> list[Path]:
-    """Delete ``.checkpoint*.pth.<random>.tmp`` files a killed writer left in ``output_dir``.
-
-    Call only at the start of a run (no writer of this folder is running then).
-    """
+    """Delete the temporaries a killed writer left in ``output_dir`` (call before any write)."""
     stale = sorted(Path(output_dir).glob(f".checkpoint*.pth.*{TMP_SUFFIX}"))
     for path in stale:
         path.unlink(missing_ok=True)
@@ -175,11 +147,10 @@ def remove_stale_temporaries(output_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Everything :func:`save_training_checkpoint` wrote, as a dict (``weights_only=True``).
+    """Everything :func:`save_training_checkpoint` wrote (or upstream's ``last.ckpt``), as a dict.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or holds weights only (a best or
-            stripped file cannot resume a run; it can start a new one as ``pretrain_weights``).
+        CheckpointError: the file is missing, unreadable, damaged, or holds weights only.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -200,7 +171,6 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_training_state(state: dict[str, Any], file: Path) -> None:
-    """The types a resume reads: tensors, optimizer/scheduler dicts, counters, a run config."""
     check_tensors(state["model"], file)
     ema = state.get("ema")
     if ema is not None:
@@ -235,19 +205,13 @@ _TRAINING_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rng": (lambda value: value is None or isinstance(value, list), "a list"),
     "trackers": (lambda value: value is None or isinstance(value, dict), "a dict"),
 }
-"""What a resume reads from a training checkpoint besides the weights: its type."""
 
 
 def strip_checkpoint(
     source: str | os.PathLike[str], dest: str | os.PathLike[str], *, use_ema: bool = False
 ) -> Path:
-    """Copy one of our checkpoints to ``dest`` as weights + config + class names + metrics.
-
-    Args:
-        source: any checkpoint this module wrote.
-        dest: the stripped file.
-        use_ema: take the EMA weights of a training checkpoint instead of the trained ones.
-    """
+    """Copy one of our checkpoints to ``dest`` as weights (EMA ones with ``use_ema``) + config +
+    class names + metrics."""
     checkpoint = read_checkpoint(source)
     weights = checkpoint.state_dict
     if use_ema:
@@ -265,7 +229,6 @@ def strip_checkpoint(
 
 
 def _score(file: Path) -> float:
-    """The selection score stored in a best checkpoint: primary mAP50:95, -inf when absent."""
     value = (read_checkpoint(file).metrics or {}).get("map_50_95")
     return float(value) if isinstance(value, (int, float)) else float("-inf")
 
@@ -273,8 +236,8 @@ def _score(file: Path) -> float:
 def select_best(output_dir: str | os.PathLike[str]) -> Path:
     """Write ``checkpoint_best_total.pth`` from the better of the best regular and EMA files.
 
-    The EMA file wins only when its mAP is strictly higher (upstream's rule). Training keeps
-    the file up to date itself; this is for pipelines that select in a separate step.
+    The EMA file wins only when its mAP is strictly higher (upstream's rule); for pipelines
+    that select in a separate step.
 
     Raises:
         CheckpointError: neither best file exists, or one cannot be read.

@@ -1,9 +1,5 @@
-"""Resuming a run from upstream rfdetr 1.11's Lightning ``last.ckpt``.
-
-:func:`upstream_resume_state` turns the file into the layout of our ``checkpoint.pth`` (see
-:mod:`rfdetr.checkpoints.files`); :mod:`rfdetr.training.resume` checks it with
-:func:`upstream_resume_mismatch` and renumbers its optimizer with :func:`upstream_optimizer_in`.
-"""
+"""Resuming a run from upstream rfdetr 1.11's Lightning ``last.ckpt``, converted into the layout
+of our ``checkpoint.pth``."""
 
 from __future__ import annotations
 
@@ -19,8 +15,7 @@ from rfdetr.checkpoints.formats import (
     extract_state_dict,
 )
 
-UPSTREAM_RESUME = "upstream-lightning"
-"""``format`` of a resume state converted from an upstream 1.11 Lightning ``.ckpt``."""
+UPSTREAM_RESUME = "upstream-lightning"  # the ``format`` of a converted resume state
 
 
 def upstream_resume_state(raw: dict[str, Any], file: Path) -> dict[str, Any] | None:
@@ -67,7 +62,7 @@ def upstream_resume_state(raw: dict[str, Any], file: Path) -> dict[str, Any] | N
 
 
 def _drop_empty(weights: dict[str, Any]) -> dict[str, Any]:
-    """Without upstream's empty keypoint buffer, which our detectors do not have."""
+    # without upstream's empty keypoint buffer, which our detectors do not have
     return {k: v for k, v in weights.items() if not (k == "_kp_active_mask" and v.numel() == 0)}
 
 
@@ -100,11 +95,8 @@ def upstream_optimizer_in(
     matched by base rate (``initial_lr``), weight decay and size; inside a group upstream's
     parameters follow its module order, which is the key order of its state dict.
 
-    Args:
-        state: from :func:`upstream_resume_state`.
-        current: ``optimizer.state_dict()`` of this run's freshly built optimizer.
-        names: parameter name of each of our optimizer's parameter ids.
-        file: the checkpoint, for errors.
+    ``state`` comes from :func:`upstream_resume_state`, ``current`` is this run's fresh
+    ``optimizer.state_dict()``, ``names`` the parameter name of each of its parameter ids.
 
     Raises:
         CheckpointError: a group of ours has no upstream counterpart (other learning rates,
