@@ -1,10 +1,5 @@
-"""``rfdetr train``: the training command, with every `RunConfig` option and ``--config``.
-
-Options are generated from the config sections, so the command always offers exactly what
-``model.train(...)`` accepts: ``--epochs 50 --batch-size 8 --lr 2e-4 --no-multi-scale``.
-``--config run.yaml`` loads a saved run config (``run.yaml`` of an earlier run works); options
-given on the command line override it.
-"""
+"""``rfdetr train``: options generated from the `RunConfig` sections (exactly what
+``model.train(...)`` accepts), and ``--config`` for a saved run config they override."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Early stopping and the best-so-far scores on the validation mAP, as upstream.
-
-:class:`BestTracker` keeps the best score of the trained and EMA models (the best files).
-Early stopping monitors ``max(regular mAP, EMA mAP)``, or the EMA mAP alone with ``use_ema``
-(mAP50:95, bbox for detection, segm for Seg). An epoch improves when the value exceeds the best
-so far by more than ``min_delta``; after ``patience`` epochs without improvement training stops.
-"""
+"""Early stopping and the best-so-far validation mAP50:95 of the trained and EMA models, as
+upstream."""
 
 from __future__ import annotations
 
@@ -17,15 +12,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EarlyStopping:
-    """Counts epochs without improvement.
-
-    Attributes:
-        patience: epochs without improvement before stopping.
-        min_delta: the margin an improvement must exceed.
-        use_ema: monitor the EMA model only.
-        best: best monitored value so far (None before the first epoch).
-        bad_epochs: epochs since the last improvement.
-    """
+    """Stops after ``patience`` epochs in which ``max(regular, EMA)`` (the EMA alone with
+    ``use_ema``) did not exceed ``best`` by more than ``min_delta``."""
 
     patience: int
     min_delta: float
@@ -53,21 +41,18 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain data for a checkpoint."""
         return asdict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the counters (patience and margin stay the configured ones)."""
+        """Restore the counters; patience and margin stay the configured ones."""
         self.best = state.get("best")
         self.bad_epochs = int(state.get("bad_epochs", 0))
 
 
 @dataclass
 class BestTracker:
-    """Best validation scores so far of the trained (``regular``) and EMA models.
-
-    ``total`` is the source of ``checkpoint_best_total.pth``: EMA only when strictly better.
-    """
+    """Best scores so far of the ``regular`` and EMA models; ``total``: the source of
+    ``checkpoint_best_total.pth``."""
 
     regular: float | None = None
     regular_epoch: int | None = None
@@ -91,5 +76,4 @@ class BestTracker:
         return "regular"
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain data for a checkpoint."""
         return asdict(self)

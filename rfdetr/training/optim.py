@@ -7,7 +7,7 @@
 - Decoder (``transformer.decoder.*``): ``lr * lr_component_decay``.
 - Everything else (projector, heads, queries, two-stage heads): ``lr``.
 
-Parameters with equal settings share one group, so foreach/fused kernels see few large lists.
+Parameters with equal settings share one group (few, large lists for the fused kernel).
 """
 
 from __future__ import annotations
@@ -39,13 +39,7 @@ def encoder_layer_id(name: str, num_layers: int) -> int:
 def param_groups(
     model: nn.Module, train: TrainConfig, model_config: ModelConfig
 ) -> list[dict[str, Any]]:
-    """Optimizer groups ``{"params", "lr", "weight_decay", "name"}`` for ``model``.
-
-    Args:
-        model: the detector (unwrapped); parameter names as in upstream checkpoints.
-        train: learning rates, decays and weight decay.
-        model_config: for the encoder depth used by the layer decay.
-    """
+    """Optimizer groups ``{"params", "lr", "weight_decay", "name"}`` for the unwrapped ``model``."""
     num_layers = model_config.out_feature_indexes[-1] + 1
     settings: dict[tuple[float, float], list[nn.Parameter]] = {}
     names: dict[tuple[float, float], str] = {}
@@ -79,11 +73,7 @@ def param_groups(
 def build_optimizer(
     model: nn.Module, train: TrainConfig, model_config: ModelConfig, device: torch.device
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`; the fused kernel on CUDA and CPU, foreach elsewhere.
-
-    The fused kernel runs the same AdamW update in one pass per group instead of about ten
-    tensor operations per parameter.
-    """
+    """AdamW over :func:`param_groups`; the fused kernel on CUDA and CPU, foreach elsewhere."""
     groups = param_groups(model, train, model_config)
     fused = device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(

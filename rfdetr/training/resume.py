@@ -1,9 +1,5 @@
-"""Resuming a run from ``checkpoint.pth``: compatibility checks, finished runs, restoring state.
-
-A resume restores everything that makes the continuation identical to an uninterrupted run:
-model, EMA, optimizer, schedule position, grad scaler, best-so-far trackers, early-stopping
-counters and every process's random streams. The loader order depends only on (seed, epoch).
-"""
+"""Resuming a run from ``checkpoint.pth``: compatibility checks, finished runs, and restoring
+every state that makes the continuation identical to an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -76,12 +72,8 @@ def finished_result(
 
 @contextmanager
 def _loading(file: object, part: str) -> Iterator[None]:
-    """A resume file's ``part`` that torch's loaders refuse, as a one-line CheckpointError.
-
-    :func:`rfdetr.checkpoints.load_training_checkpoint` checked the types; what only the live
-    model, optimizer and scheduler can tell (a group or a moment of another shape, a random state
-    of another generator) surfaces here, as a bare exception of the loader.
-    """
+    """What torch's loaders refuse in a resume file's ``part``, as a one-line CheckpointError
+    (the types were checked on reading; shapes only the live objects can tell)."""
     try:
         yield
     except UserError:
@@ -130,7 +122,6 @@ def restore(session: TrainSession, state: dict[str, Any]) -> int:
 
 
 def _restore_counters(session: TrainSession, state: dict[str, Any]) -> None:
-    """The grad scaler, the step, the best-so-far trackers, early stopping and random streams."""
     source = session.config.train.resume
     with _loading(source, "grad scaler"):
         if state.get("scaler") and session.scaler.is_enabled():

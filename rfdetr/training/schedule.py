@@ -17,10 +17,8 @@ from rfdetr.config import TrainConfig
 
 @dataclass
 class LRSchedule:
-    """The multiplier of every group's base rate at optimizer step ``step`` (0-based).
-
-    A plain-attribute callable, so ``LambdaLR.state_dict()`` stores it as data.
-    """
+    """The multiplier of every group's base rate at 0-based optimizer step ``step``; plain
+    attributes, so ``LambdaLR.state_dict()`` stores it as data."""
 
     kind: str
     steps_per_epoch: int
