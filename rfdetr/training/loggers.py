@@ -29,16 +29,12 @@ def _installed(module: str) -> bool:
 
 def check_loggers(log: LogConfig) -> None:
     """Fail at once, before any training, when a requested logger is not installed."""
-    if log.tensorboard and not _installed("tensorboard"):
-        raise LoggerUnavailableError(
-            "tensorboard=True but the 'tensorboard' package is not installed; "
-            "pip install 'rfdetr[logging]' or pass tensorboard=False"
-        )
-    if log.wandb and not _installed("wandb"):
-        raise LoggerUnavailableError(
-            "wandb=True but the 'wandb' package is not installed; "
-            "pip install 'rfdetr[logging]' or pass wandb=False"
-        )
+    for name in ("tensorboard", "wandb"):
+        if getattr(log, name) and not _installed(name):
+            raise LoggerUnavailableError(
+                f"{name}=True but the '{name}' package is not installed; "
+                f"pip install 'rfdetr[logging]' or pass {name}=False"
+            )
 
 
 class RunLogger:

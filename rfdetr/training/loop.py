@@ -25,7 +25,7 @@ from rfdetr.training.distributed import (
 from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, check_loggers, read_log
-from rfdetr.training.optim import build_optimizer
+from rfdetr.training.optim import build_optimizer, build_scheduler
 from rfdetr.training.outputs import (
     TrainResult,
     evaluate_split_models,
@@ -42,7 +42,6 @@ from rfdetr.training.runtime import (
     seed_everything,
     tuned_allocator,
 )
-from rfdetr.training.schedule import build_scheduler
 from rfdetr.training.setup import (
     Datasets,
     TrainBatches,
