@@ -37,7 +37,6 @@ class LoadedCheckpoint:
     """What a checkpoint file holds, as plain data.
 
     Attributes:
-        path: The file read.
         format: ``"rfdetr"``, ``"upstream-legacy"``, ``"upstream"`` or ``"upstream-lightning"``.
         state_dict: Parameter and buffer name -> tensor (on CPU), upstream key names.
         num_classes: Classes of the detection head (``class_embed.bias`` has one row more).

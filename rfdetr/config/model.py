@@ -74,14 +74,11 @@ class ModelConfig(StrictModel):
         encoder: windowed ViT backbone, a key of `ENCODER_SPECS`.
         out_feature_indexes: encoder stages tapped for the projector (stage k = output of
             block k-1); blocks not listed here and below the last tap use windowed attention.
-        patch_size: ViT patch size in pixels.
         num_windows: windows per side; the input side must be divisible by
-            ``patch_size * num_windows``.
+            ``patch_size * num_windows`` (pixels).
         positional_encoding_size: side of the learned position-embedding grid stored in the
             weights; it is interpolated to the runtime grid.
         resolution: default square input side in pixels.
-        hidden_dim: decoder width.
-        dec_layers: number of decoder layers.
         num_queries: detection slots per query group; `num_select`: detections kept by
             post-processing (top-k over queries x classes).
         group_detr: query groups used in training (Group DETR); inference uses group 0.

@@ -13,8 +13,6 @@ from typing import Any
 
 from rfdetr.config import FLAT_KEYS, SECTIONS
 
-_NOT_ON_COMMAND_LINE = ("class_map",)  # structured data: give it in --config
-
 
 def add_parser(subparsers: Any) -> None:
     """Register ``rfdetr train``."""
@@ -37,7 +35,7 @@ def add_parser(subparsers: Any) -> None:
         help="model size preset, e.g. nano, small, seg-nano (default nano)",
     )
     for name, section in FLAT_KEYS.items():
-        if name in _NOT_ON_COMMAND_LINE or name == "dataset_dir":
+        if name in ("class_map", "dataset_dir"):  # class_map: structured, give it in --config
             continue
         _add_option(parser, name, section)
     parser.set_defaults(handler=run)
