@@ -5,6 +5,7 @@ epochs, ``N`` 0-based as upstream) hold everything a resume needs; ``checkpoint_
 ``_ema.pth`` the best epoch's weights of the trained / EMA model; ``checkpoint_best_total.pth``
 the better of the two by mAP50:95 (EMA only when strictly better, as upstream). Every file holds
 ``format``, ``model``, ``config`` (the run config), ``class_names``, ``epoch`` and ``metrics``.
+Upstream 1.11's Lightning ``last.ckpt`` resumes too, converted into the layout of ours.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from rfdetr.checkpoints.formats import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     check_tensors,
+    extract_state_dict,
     one_line,
     safe_load,
     upstream_fields,
 )
 from rfdetr.checkpoints.reader import read_checkpoint
-from rfdetr.checkpoints.upstream_resume import UPSTREAM_RESUME, upstream_resume_state
 from rfdetr.config import RunConfig
 from rfdetr.utils.atomic import TMP_SUFFIX, link_or_copy, write_atomic
 
@@ -40,6 +41,58 @@ TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "con
 _PLAIN_KEYS = (
     "config", "class_names", "epoch", "global_step", "metrics", "trackers", "args", "model_config",
 )  # fmt: skip
+
+
+UPSTREAM_RESUME = "upstream-lightning"  # the ``format`` of a converted resume state
+
+
+def upstream_resume_state(raw: dict[str, Any], file: Path) -> dict[str, Any] | None:
+    """Our resume layout from upstream rfdetr 1.11's Lightning ``last.ckpt``; None for other files.
+
+    Upstream keeps the weights under ``state_dict`` (``model.`` prefix), one AdamW state and one
+    ``LambdaLR`` state (``optimizer_states``, ``lr_schedulers``; stepped per optimizer step, as
+    ours), the EMA in ``callbacks["RFDETREMACallback"]`` (an ``AveragedModel``: ``module.model.``
+    prefix, ``n_averaged`` = our ``updates``, same decay ramp) and the last finished 0-based
+    ``epoch``. Its optimizer groups are ours in another order
+    (:func:`rfdetr.training.resume.upstream_optimizer_in`).
+
+    Raises:
+        CheckpointError: a Lightning file without exactly one optimizer and one scheduler.
+    """
+    if raw.get("format") == CHECKPOINT_FORMAT or not isinstance(raw.get("state_dict"), dict):
+        return None
+    optimizers, schedulers = raw.get("optimizer_states") or [], raw.get("lr_schedulers") or []
+    if len(optimizers) != 1 or len(schedulers) != 1:
+        raise CheckpointError(
+            f"{file}: an upstream Lightning checkpoint with {len(optimizers)} optimizer and "
+            f"{len(schedulers)} scheduler states; a resume needs exactly one of each (upstream's "
+            "AdamW and LambdaLR); pass the file as pretrain_weights to start a new run from it"
+        )
+    _, weights = extract_state_dict(raw, file)
+    callback = (raw.get("callbacks") or {}).get("RFDETREMACallback") or {}
+    averaged = callback.get("average_model_state_dict") or {}
+    prefix = "module.model."
+    ema = {k.removeprefix(prefix): v for k, v in averaged.items() if k.startswith(prefix)}
+    args = raw.get("args") if isinstance(raw.get("args"), dict) else {}
+    return {
+        "format": UPSTREAM_RESUME,
+        "model": _drop_empty(weights),
+        "ema": {"module": _drop_empty(ema), "updates": int(averaged["n_averaged"])}
+        if ema
+        else None,
+        "optimizer": optimizers[0],
+        "scheduler": schedulers[0],
+        "epoch": int(raw["epoch"]),
+        "global_step": int(raw["global_step"]),
+        "class_names": args.get("class_names"),
+        "model_config": raw.get("model_config") or {},
+        "config": None,  # not our RunConfig: check with upstream_resume_mismatch
+    }
+
+
+def _drop_empty(weights: dict[str, Any]) -> dict[str, Any]:
+    # without upstream's empty keypoint buffer, which our detectors do not have
+    return {k: v for k, v in weights.items() if not (k == "_kp_active_mask" and v.numel() == 0)}
 
 
 def periodic_name(epoch: int) -> str:

@@ -83,6 +83,7 @@ class Precision:
 
     @property
     def needs_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 and fp32 do not."""
         return self.dtype == torch.float16
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
