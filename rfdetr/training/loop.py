@@ -22,7 +22,6 @@ from rfdetr.training.distributed import (
     gather,
     setup_distributed,
 )
-from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer, build_scheduler
@@ -49,7 +48,7 @@ from rfdetr.training.setup import (
     build_datasets,
     prepare_model,
 )
-from rfdetr.training.step import TrainSession, train_one_epoch
+from rfdetr.training.step import EarlyStopping, TrainSession, train_one_epoch
 
 logger = logging.getLogger(__name__)
 
