@@ -99,8 +99,11 @@ def finish_epoch(
     results = dict(zip(models, found, strict=True))
     record: dict[str, Any] = {"epoch": epoch}
     record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
-    for source, result in results.items():
-        record |= metric_record("val_" if source == "regular" else "val_ema_", result)
+    for source, result in results.items():  # log.txt keys: val_map_50_95, val_ema_segm_map_50...
+        prefix = "val_" if source == "regular" else "val_ema_"
+        record |= {f"{prefix}{key}": value for key, value in result.bbox.to_dict().items()}
+        if result.segm is not None:
+            record |= {f"{prefix}segm_{k}": v for k, v in result.segm.to_dict().items()}
     # Best-file selection and early stopping compare the primary mAP50:95.
     scores = {source: float(result.primary.map_50_95) for source, result in results.items()}
     for source in [s for s, score in scores.items() if tracker.improve(s, score, epoch)]:
@@ -144,14 +147,6 @@ def evaluate_split_models(
             )
     finally:
         restore_rng_state(streams, session.device)
-
-
-def metric_record(prefix: str, result: EvaluationResult) -> dict[str, float]:
-    """Flat ``{prefix}map_50_95``-style numbers for ``log.txt`` (``segm_`` keys for Seg)."""
-    record = {f"{prefix}{key}": value for key, value in result.bbox.to_dict().items()}
-    if result.segm is not None:
-        record |= {f"{prefix}segm_{key}": value for key, value in result.segm.to_dict().items()}
-    return record
 
 
 def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> None:
