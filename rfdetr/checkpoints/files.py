@@ -4,7 +4,8 @@
 epochs, ``N`` 0-based as upstream) hold everything a resume needs; ``checkpoint_best_regular``/
 ``_ema.pth`` the best epoch's weights of the trained / EMA model; ``checkpoint_best_total.pth``
 the better of the two by mAP50:95 (EMA only when strictly better, as upstream). Every file holds
-``format``, ``model``, ``config`` (the run config), ``class_names``, ``epoch`` and ``metrics``.
+``format``, ``model``, ``config`` (the run config: architecture under ``["model"]``, the dataset's
+classes under ``["data"]["class_map"]``), ``class_names``, ``epoch`` and ``metrics``.
 Upstream 1.11's Lightning ``last.ckpt`` resumes too, converted into the layout of ours.
 """
 
