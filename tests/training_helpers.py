@@ -12,9 +12,8 @@ from rfdetr.config import RunConfig
 from rfdetr.models.build import build_model
 from rfdetr.training.distributed import DistInfo
 from rfdetr.training.ema import ModelEMA
-from rfdetr.training.optim import build_optimizer
+from rfdetr.training.optim import build_optimizer, build_scheduler
 from rfdetr.training.runtime import Precision
-from rfdetr.training.schedule import build_scheduler
 from rfdetr.training.setup import build_criterion
 from rfdetr.training.step import TrainSession
 

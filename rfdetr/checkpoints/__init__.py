@@ -1,13 +1,5 @@
-"""Checkpoints: the one home of our checkpoint files and of loading any checkpoint.
-
-- :mod:`files`: the only writer (atomic, plain data, ``weights_only=True``-loadable), the run
-  folder's file names, resuming state, and selecting the best model.
-- :mod:`reader`: :func:`read_checkpoint` (ours and upstream's formats) into a
-  :class:`LoadedCheckpoint`, :func:`load_weights` and :func:`load_model`.
-
-Upstream's file formats are parsed by :mod:`rfdetr.checkpoints.formats`; tensors are matched to
-a module by :mod:`rfdetr.weights`.
-"""
+"""Checkpoints: the one home of our checkpoint files (:mod:`.files`, the only writer) and of
+reading any checkpoint, ours or upstream's (:mod:`.reader`)."""
 
 from rfdetr.checkpoints.files import (
     BEST_EMA,

@@ -1,21 +1,12 @@
 """The only writer of our checkpoint files (atomic, plain data) and the run folder's layout.
 
-``checkpoint.pth``
-    Every epoch: everything a resume needs (model, EMA, optimizer, scheduler, grad scaler,
-    epoch, optimizer step, random states, best-so-far trackers) plus the run config, class names
-    and metrics, all as plain data.
-``checkpoint_<N>.pth``
-    The same, kept every ``checkpoint_interval`` epochs (``N``: 0-based epoch, as upstream).
-``checkpoint_best_regular.pth`` / ``checkpoint_best_ema.pth``
-    Weights of the best epoch of the trained / EMA model + config + class names + metrics.
-``checkpoint_best_total.pth``
-    The better of the two by validation mAP50:95 (bbox, or segm for Seg; EMA only when strictly
-    better, as upstream), stripped to weights + config + class names + metrics.
-
-Every file holds ``format``, ``model``, ``config`` (the run config: the architecture is under
-``config["model"]``, the dataset's classes under ``config["data"]["class_map"]``),
-``class_names``, ``epoch`` and ``metrics``; :func:`rfdetr.checkpoints.read_checkpoint` reads
-any of them.
+``checkpoint.pth`` (every epoch) and ``checkpoint_<N>.pth`` (every ``checkpoint_interval``
+epochs, ``N`` 0-based as upstream) hold everything a resume needs; ``checkpoint_best_regular``/
+``_ema.pth`` the best epoch's weights of the trained / EMA model; ``checkpoint_best_total.pth``
+the better of the two by mAP50:95 (EMA only when strictly better, as upstream). Every file holds
+``format``, ``model``, ``config`` (the run config: architecture under ``["model"]``, the dataset's
+classes under ``["data"]["class_map"]``), ``class_names``, ``epoch`` and ``metrics``.
+Upstream 1.11's Lightning ``last.ckpt`` resumes too, converted into the layout of ours.
 """
 
 from __future__ import annotations
@@ -32,12 +23,12 @@ from rfdetr.checkpoints.formats import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     check_tensors,
+    extract_state_dict,
     one_line,
     safe_load,
     upstream_fields,
 )
 from rfdetr.checkpoints.reader import read_checkpoint
-from rfdetr.checkpoints.upstream_resume import UPSTREAM_RESUME, upstream_resume_state
 from rfdetr.config import RunConfig
 from rfdetr.utils.atomic import TMP_SUFFIX, link_or_copy, write_atomic
 
@@ -51,6 +42,58 @@ TRAINING_KEYS = ("model", "optimizer", "scheduler", "epoch", "global_step", "con
 _PLAIN_KEYS = (
     "config", "class_names", "epoch", "global_step", "metrics", "trackers", "args", "model_config",
 )  # fmt: skip
+
+
+UPSTREAM_RESUME = "upstream-lightning"  # the ``format`` of a converted resume state
+
+
+def upstream_resume_state(raw: dict[str, Any], file: Path) -> dict[str, Any] | None:
+    """Our resume layout from upstream rfdetr 1.11's Lightning ``last.ckpt``; None for other files.
+
+    Upstream keeps the weights under ``state_dict`` (``model.`` prefix), one AdamW state and one
+    ``LambdaLR`` state (``optimizer_states``, ``lr_schedulers``; stepped per optimizer step, as
+    ours), the EMA in ``callbacks["RFDETREMACallback"]`` (an ``AveragedModel``: ``module.model.``
+    prefix, ``n_averaged`` = our ``updates``, same decay ramp) and the last finished 0-based
+    ``epoch``. Its optimizer groups are ours in another order
+    (:func:`rfdetr.training.resume.upstream_optimizer_in`).
+
+    Raises:
+        CheckpointError: a Lightning file without exactly one optimizer and one scheduler.
+    """
+    if raw.get("format") == CHECKPOINT_FORMAT or not isinstance(raw.get("state_dict"), dict):
+        return None
+    optimizers, schedulers = raw.get("optimizer_states") or [], raw.get("lr_schedulers") or []
+    if len(optimizers) != 1 or len(schedulers) != 1:
+        raise CheckpointError(
+            f"{file}: an upstream Lightning checkpoint with {len(optimizers)} optimizer and "
+            f"{len(schedulers)} scheduler states; a resume needs exactly one of each (upstream's "
+            "AdamW and LambdaLR); pass the file as pretrain_weights to start a new run from it"
+        )
+    _, weights = extract_state_dict(raw, file)
+    callback = (raw.get("callbacks") or {}).get("RFDETREMACallback") or {}
+    averaged = callback.get("average_model_state_dict") or {}
+    prefix = "module.model."
+    ema = {k.removeprefix(prefix): v for k, v in averaged.items() if k.startswith(prefix)}
+    args = raw.get("args") if isinstance(raw.get("args"), dict) else {}
+    return {
+        "format": UPSTREAM_RESUME,
+        "model": _drop_empty(weights),
+        "ema": {"module": _drop_empty(ema), "updates": int(averaged["n_averaged"])}
+        if ema
+        else None,
+        "optimizer": optimizers[0],
+        "scheduler": schedulers[0],
+        "epoch": int(raw["epoch"]),
+        "global_step": int(raw["global_step"]),
+        "class_names": args.get("class_names"),
+        "model_config": raw.get("model_config") or {},
+        "config": None,  # not our RunConfig: check with upstream_resume_mismatch
+    }
+
+
+def _drop_empty(weights: dict[str, Any]) -> dict[str, Any]:
+    # without upstream's empty keypoint buffer, which our detectors do not have
+    return {k: v for k, v in weights.items() if not (k == "_kp_active_mask" and v.numel() == 0)}
 
 
 def periodic_name(epoch: int) -> str:
@@ -67,18 +110,10 @@ def save_checkpoint(
     epoch: int | None = None,
     metrics: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a weights-only checkpoint (no optimizer), atomically, as plain data.
+    """Write a weights-only checkpoint (no optimizer) to ``path``, atomically, as plain data.
 
-    Args:
-        path: Destination file; its folder is created.
-        state_dict: Model weights (copied to CPU).
-        config: The run (or model) config as JSON-like data, ``config.model_dump(mode="json")``.
-        class_names: Name of each 0-based class id, or None.
-        epoch: Epoch the weights come from.
-        metrics: Evaluation metrics (name -> number or plain data).
-
-    Returns:
-        The path written; it loads with ``torch.load(weights_only=True)`` and no allow-list.
+    ``config`` is the run (or model) config as ``model_dump(mode="json")``; the weights are
+    copied to CPU. The file loads with ``torch.load(weights_only=True)`` and no allow-list.
 
     Raises:
         TypeError: ``config``, ``class_names`` or ``metrics`` hold something that is not plain data.
@@ -95,12 +130,8 @@ def save_checkpoint(
 
 
 def save_training_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
-    """Write a resumable checkpoint.
-
-    Args:
-        path: destination.
-        state: at least :data:`TRAINING_KEYS`; tensors, state dicts and plain data only
-            (``config``, ``class_names``, ``metrics`` and ``trackers`` are checked to be plain).
+    """Write a resumable checkpoint: ``state`` holds at least :data:`TRAINING_KEYS`, as
+    tensors, state dicts and plain data.
 
     Raises:
         KeyError: a required key is missing.
@@ -120,12 +151,11 @@ def _write(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
 
 
 def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` ``payload`` to ``path`` with :func:`rfdetr.utils.atomic.write_atomic`:
-    a crash or a full disk mid-write leaves the previous file intact, never a truncated one.
+    """``torch.save`` ``payload`` to ``path`` atomically (:func:`rfdetr.utils.atomic.write_atomic`).
 
     Raises:
-        CheckpointError: the write failed (one line with the errno name, e.g. ENOSPC, and
-            the file); the previous ``path`` is untouched and the temporary removed.
+        CheckpointError: the write failed (one line with the errno name and the file); the
+            previous ``path`` is untouched and the temporary removed.
     """
     return write_atomic(
         path, lambda out: torch.save(dict(payload), out), what="checkpoint", error=CheckpointError
@@ -133,8 +163,7 @@ def atomic_save(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
 
 
 def link_checkpoint(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
-    """Give the finished checkpoint ``source`` a second name ``path`` without writing it again
-    (:func:`rfdetr.utils.atomic.link_or_copy`; the previous ``path`` is kept on failure).
+    """Give ``source`` the second name ``path`` (:func:`rfdetr.utils.atomic.link_or_copy`).
 
     Raises:
         CheckpointError: as :func:`atomic_save`.
@@ -163,10 +192,7 @@ def require_plain(value: Any, where: str) -> None:
 
 
 def remove_stale_temporaries(output_dir: str | os.PathLike[str]) -> list[Path]:
-    """Delete ``.checkpoint*.pth.<random>.tmp`` files a killed writer left in ``output_dir``.
-
-    Call only at the start of a run (no writer of this folder is running then).
-    """
+    """Delete the temporaries a killed writer left in ``output_dir`` (call before any write)."""
     stale = sorted(Path(output_dir).glob(f".checkpoint*.pth.*{TMP_SUFFIX}"))
     for path in stale:
         path.unlink(missing_ok=True)
@@ -175,11 +201,10 @@ def remove_stale_temporaries(output_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Everything :func:`save_training_checkpoint` wrote, as a dict (``weights_only=True``).
+    """Everything :func:`save_training_checkpoint` wrote (or upstream's ``last.ckpt``), as a dict.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or holds weights only (a best or
-            stripped file cannot resume a run; it can start a new one as ``pretrain_weights``).
+        CheckpointError: the file is missing, unreadable, damaged, or holds weights only.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -200,7 +225,6 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _check_training_state(state: dict[str, Any], file: Path) -> None:
-    """The types a resume reads: tensors, optimizer/scheduler dicts, counters, a run config."""
     check_tensors(state["model"], file)
     ema = state.get("ema")
     if ema is not None:
@@ -235,19 +259,13 @@ _TRAINING_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rng": (lambda value: value is None or isinstance(value, list), "a list"),
     "trackers": (lambda value: value is None or isinstance(value, dict), "a dict"),
 }
-"""What a resume reads from a training checkpoint besides the weights: its type."""
 
 
 def strip_checkpoint(
     source: str | os.PathLike[str], dest: str | os.PathLike[str], *, use_ema: bool = False
 ) -> Path:
-    """Copy one of our checkpoints to ``dest`` as weights + config + class names + metrics.
-
-    Args:
-        source: any checkpoint this module wrote.
-        dest: the stripped file.
-        use_ema: take the EMA weights of a training checkpoint instead of the trained ones.
-    """
+    """Copy one of our checkpoints to ``dest`` as weights (EMA ones with ``use_ema``) + config +
+    class names + metrics."""
     checkpoint = read_checkpoint(source)
     weights = checkpoint.state_dict
     if use_ema:
@@ -265,7 +283,6 @@ def strip_checkpoint(
 
 
 def _score(file: Path) -> float:
-    """The selection score stored in a best checkpoint: primary mAP50:95, -inf when absent."""
     value = (read_checkpoint(file).metrics or {}).get("map_50_95")
     return float(value) if isinstance(value, (int, float)) else float("-inf")
 
@@ -273,8 +290,8 @@ def _score(file: Path) -> float:
 def select_best(output_dir: str | os.PathLike[str]) -> Path:
     """Write ``checkpoint_best_total.pth`` from the better of the best regular and EMA files.
 
-    The EMA file wins only when its mAP is strictly higher (upstream's rule). Training keeps
-    the file up to date itself; this is for pipelines that select in a separate step.
+    The EMA file wins only when its mAP is strictly higher (upstream's rule); for pipelines
+    that select in a separate step.
 
     Raises:
         CheckpointError: neither best file exists, or one cannot be read.

@@ -1,8 +1,5 @@
-"""Checkpoint file formats: safe unpickling, format detection, class-id mapping.
-
-Helpers of :func:`rfdetr.checkpoints.read_checkpoint`, which documents the formats. Reading
-works on what a ``weights_only=True`` load returns; nothing here unpickles arbitrary objects.
-"""
+"""Helpers of :func:`rfdetr.checkpoints.read_checkpoint` (which documents the formats): safe
+unpickling, format detection, class-id mapping. Nothing here unpickles arbitrary objects."""
 
 from __future__ import annotations
 
@@ -23,19 +20,14 @@ from rfdetr.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "rfdetr.checkpoint.v1"
-"""Value of the ``format`` key of the checkpoints this library writes."""
+CHECKPOINT_FORMAT = "rfdetr.checkpoint.v1"  # the ``format`` key of the files we write
 
 UPSTREAM_SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace, types.SimpleNamespace)
-"""The only non-builtin Python types a checkpoint may contain.
-
-``argparse.Namespace``: the ``args`` of the official hosted weights and of every upstream 1.4.x
-checkpoint; confirmed by writing such files with the upstream package (``torch.serialization.
-get_unsafe_globals_in_checkpoint`` reports exactly this one global). Its values are plain (None,
-bool, int, float, str, lists and dicts of them); no ``pathlib`` or ``numpy`` types occur.
-``types.SimpleNamespace``: upstream's own safe loader admits it because some upstream-trained
-``checkpoint_best_total.pth`` files store ``args`` that way. Both are attribute bags whose
-unpickling only sets ``__dict__``: no code runs. Upstream 1.11.x ``.pth`` files need neither.
+"""The only non-builtin Python types a checkpoint may contain: attribute bags whose unpickling
+only sets ``__dict__`` (no code runs). ``argparse.Namespace`` is the ``args`` of the hosted weights
+and of upstream 1.4.x checkpoints (``torch.serialization.get_unsafe_globals_in_checkpoint``
+reports exactly this global); upstream's own safe loader admits ``types.SimpleNamespace`` for
+some upstream-trained ``checkpoint_best_total.pth``. Upstream 1.11.x ``.pth`` files need neither.
 """
 
 _ONE_LINE_LIMIT = 160
@@ -63,13 +55,9 @@ def upstream_fields(config: Mapping[str, Any], class_names: list[str] | None) ->
     """What upstream rfdetr 1.11.2 reads from a checkpoint, as plain data (no Namespace).
 
     ``RFDETRNano(pretrain_weights=path)`` (upstream ``models/weights.py``
-    ``load_pretrain_weights``) takes the class names from ``args["class_names"]``, slices the
-    query tables by ``args["num_queries"]``/``args["group_detr"]`` and checks
-    ``args["patch_size"]``/``args["segmentation_head"]``; ``from_checkpoint(path)``
-    (``detr.py``) needs ``args``, picks the class by ``model_name`` and builds the model from
-    ``model_config`` (resolution, ``num_select``, ...). Upstream's constructor never reads the
-    resolution from a file: a model trained at another resolution than the class default needs
-    ``from_checkpoint`` or an explicit ``resolution=``.
+    ``load_pretrain_weights``) reads ``args`` (``class_names``, ``num_queries``, ``group_detr``,
+    ``patch_size``, ``segmentation_head``); ``from_checkpoint(path)`` (``detr.py``) picks the
+    class by ``model_name`` and builds the model from ``model_config``.
 
     Args:
         config: Our run config (architecture under ``"model"``) or a bare model config.
@@ -155,8 +143,7 @@ def extract_state_dict(raw: dict[str, Any], file: Path) -> tuple[str, dict[str, 
 
 
 def check_tensors(state_dict: Any, file: Path, what: str = "model") -> None:
-    """Names map to plain tensors (:func:`tensor_problem`), and every floating tensor is finite
-    (a NaN model is no model)."""
+    """Names map to plain tensors (:func:`tensor_problem`), every floating one finite."""
     if not isinstance(state_dict, dict):
         raise CheckpointError(
             f"{file}: the '{what}' state dict is not a dict of tensors (found "
@@ -184,12 +171,10 @@ def check_tensors(state_dict: Any, file: Path, what: str = "model") -> None:
 
 
 def tensor_problem(tensor: torch.Tensor) -> str | None:
-    """Why ``tensor`` is not a weight a model can load (None when it is one).
+    """Why ``tensor`` is not a dense CPU tensor of a real dtype within its storage (else None).
 
-    A weight is a dense (strided) CPU tensor of a real dtype whose elements all lie in its
-    storage. A file can declare a sparse, quantized or meta tensor (no data), a complex one, or a
-    shape of 10**12 elements over a one-element storage with zero strides, which every whole-
-    tensor operation would then materialise (terabytes from a file of a few hundred bytes).
+    A file can declare a shape of 10**12 elements over a one-element storage with zero strides,
+    which every whole-tensor operation would materialise (terabytes from a few hundred bytes).
     """
     if tensor.layout != torch.strided or tensor.is_quantized:
         return f"a {tensor.layout} tensor{' (quantized)' if tensor.is_quantized else ''}, not dense"
@@ -259,7 +244,7 @@ def class_mapping(
 def _names_from_id_dict(
     raw_names: dict[Any, Any], num_logits: int, file: Path
 ) -> tuple[list[str] | None, list[int] | None]:
-    """``{category id: name}`` (upstream 1.4.x COCO training) -> names + logit columns."""
+    # {category id: name} (upstream 1.4.x COCO training) -> names + logit columns
     try:
         pairs = sorted((int(k), str(v)) for k, v in raw_names.items())
     except (TypeError, ValueError):

@@ -1,20 +1,10 @@
 """Read any checkpoint (ours or upstream's) into one record, and build the model it describes.
 
-Every file goes through ``torch.load(weights_only=True)`` (:func:`rfdetr.checkpoints.formats.
-safe_load`); upstream files that pickle their arguments as a Namespace load through a scoped
-allow-list. Formats (the record's ``format``):
-
-``"rfdetr"``
-    Ours (:mod:`rfdetr.checkpoints.files`): ``config`` is the run config (architecture under
-    ``config["model"]``) or, in older files, the model config alone.
-``"upstream-legacy"``
-    The official hosted weights and upstream 1.4.x training: ``{"model", "args", ...}`` where
-    ``args`` is a pickled ``argparse.Namespace``.
-``"upstream"``
-    Upstream 1.11.x ``checkpoint_best_*.pth`` / ``last_ema.pth``: ``args`` is a dict, with
-    ``model_name``, ``model_config`` and ``rfdetr_version`` alongside.
-``"upstream-lightning"``
-    Upstream 1.11.x Lightning ``.ckpt``: weights under ``state_dict`` with a ``model.`` prefix.
+Every file is read with ``torch.load(weights_only=True)`` (:func:`.formats.safe_load`). Formats:
+``"rfdetr"`` (ours; ``config`` is the run config, or in older files the model config alone);
+``"upstream-legacy"`` (hosted weights and upstream 1.4.x: ``args`` a pickled Namespace);
+``"upstream"`` (1.11.x ``.pth``: ``args`` a dict, ``model_name``, ``model_config`` alongside);
+``"upstream-lightning"`` (1.11.x ``.ckpt``: weights under ``state_dict``, ``model.`` prefix).
 """
 
 from __future__ import annotations
@@ -47,7 +37,6 @@ class LoadedCheckpoint:
     """What a checkpoint file holds, as plain data.
 
     Attributes:
-        path: The file read.
         format: ``"rfdetr"``, ``"upstream-legacy"``, ``"upstream"`` or ``"upstream-lightning"``.
         state_dict: Parameter and buffer name -> tensor (on CPU), upstream key names.
         num_classes: Classes of the detection head (``class_embed.bias`` has one row more).
@@ -78,8 +67,7 @@ class LoadedCheckpoint:
 
     @property
     def holds_run_config(self) -> bool:
-        """``config`` is a run config (sections; the architecture under ``model``), not a model
-        config: the one place that tells them apart."""
+        """``config`` is a run config (architecture under ``model``), not a model config."""
         return self.config is not None and isinstance(self.config.get("model"), dict)
 
     @property
@@ -126,8 +114,7 @@ class LoadedCheckpoint:
 
     @property
     def size(self) -> str | None:
-        """The preset the weights were trained from: our config's ``name``, or upstream's
-        ``model_name`` (``RFDETRSegSmall`` -> ``seg-small``); None when the file says neither."""
+        """The preset named by our config's ``name`` or upstream's ``model_name``, else None."""
         presets = {_key(p): p for p in list_presets()}
         for name in (self.model_section.get("name"), self.extras.get("model_name")):
             if isinstance(name, str) and _key(name) in presets:
@@ -145,8 +132,8 @@ class LoadedCheckpoint:
 
     @property
     def dataset_ids(self) -> list[int] | None:
-        """The dataset's own id of each 0-based class id, when the file records it: the logit
-        columns of COCO-id heads, else the run config's ``data.class_map``."""
+        """The dataset id of each 0-based class id (COCO-id logit columns, else the run
+        config's ``data.class_map``), or None."""
         if self.label_to_logit is not None:
             return list(self.label_to_logit)
         run = self.run_config
@@ -164,13 +151,10 @@ def _key(name: str) -> str:
 def read_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     """Read a checkpoint file safely and describe it; nothing is loaded into a model yet.
 
-    Args:
-        path: A ``.pth``/``.pt``/``.ckpt`` file in one of the formats in the module docstring.
-
     Raises:
-        CheckpointError: The file is missing, empty, truncated, not a checkpoint, holds
-            non-finite weights, or needs a Python global outside the allow-list. The one-line
-            message names the file.
+        CheckpointError: The file (``.pth``/``.pt``/``.ckpt``, a format of the module docstring)
+            is missing, empty, truncated, not a checkpoint, holds non-finite weights, or needs a
+            Python global outside the allow-list. The one-line message names the file.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -230,17 +214,12 @@ def load_weights(
 ) -> LoadedCheckpoint:
     """Read a checkpoint (or take one already read) and load it strictly into ``model``.
 
-    Args:
-        model: The module, built for ``num_classes`` / ``num_queries`` / ``group_detr``.
-        checkpoint: A file path or the result of :func:`read_checkpoint`.
-        num_classes: The model's class count. When it differs from the checkpoint's, the class
-            heads are resized (logged) and the checkpoint's class names no longer apply.
-        num_queries: The model's queries per group; with ``group_detr``, enables query truncation.
-        group_detr: The model's query groups.
+    ``num_classes``/``num_queries``/``group_detr`` are the model's: a different class count
+    resizes the class heads (logged); the queries enable query truncation.
 
     Returns:
-        The checkpoint read. When the head was resized its ``num_classes`` is the model's and
-        ``class_names``/``label_to_logit`` are None: the names no longer describe the head.
+        The checkpoint read; after a head resize with the model's ``num_classes`` and no
+        ``class_names``/``label_to_logit`` (they no longer describe the head).
 
     Raises:
         CheckpointError: As :func:`read_checkpoint` and
@@ -272,10 +251,8 @@ def load_model(
 
     Args:
         checkpoint: A file path or the result of :func:`read_checkpoint`.
-        base: The config whose fields the file does not record; default: the preset the file
-            names (:attr:`LoadedCheckpoint.size`).
-        **overrides: `ModelConfig` fields applied last; a different ``num_classes`` resizes
-            the class head (logged) and drops the file's class names.
+        base: The config for fields the file does not record (default: its preset).
+        **overrides: `ModelConfig` fields applied last (``num_classes``: as :func:`load_weights`).
 
     Returns:
         (the model on the CPU in eval mode, its config, the checkpoint as loaded).

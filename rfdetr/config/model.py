@@ -1,10 +1,6 @@
-"""`ModelConfig`: the architecture of one model; `StrictModel`, the base of every section;
-`ConfigError`, raised for any configuration that cannot be used.
-
-Every default is written once, here or in a preset (:mod:`rfdetr.config.presets`). Unknown keys
-are rejected (`extra="forbid"`) so a misspelt override fails at once instead of being silently
-ignored. Modules never read this object: only the `build_*` functions in `rfdetr.models` do.
-"""
+"""`ModelConfig` (the architecture of one model), `StrictModel` (the base of every section,
+rejecting unknown keys) and `ConfigError`. Only the `build_*` functions of `rfdetr.models` read a
+`ModelConfig`; every default is written once, here or in a preset."""
 
 from __future__ import annotations
 
@@ -67,7 +63,7 @@ class StrictModel(BaseModel):
         return data
 
 
-_RUNTIME = {"runtime": True}  # marks a `ModelConfig` field of `RUNTIME_MODEL_FIELDS`
+_RUNTIME = {"runtime": True}  # marks a field of `RUNTIME_MODEL_FIELDS`
 
 
 class ModelConfig(StrictModel):
@@ -78,14 +74,11 @@ class ModelConfig(StrictModel):
         encoder: windowed ViT backbone, a key of `ENCODER_SPECS`.
         out_feature_indexes: encoder stages tapped for the projector (stage k = output of
             block k-1); blocks not listed here and below the last tap use windowed attention.
-        patch_size: ViT patch size in pixels.
         num_windows: windows per side; the input side must be divisible by
-            ``patch_size * num_windows``.
+            ``patch_size * num_windows`` (pixels).
         positional_encoding_size: side of the learned position-embedding grid stored in the
             weights; it is interpolated to the runtime grid.
         resolution: default square input side in pixels.
-        hidden_dim: decoder width.
-        dec_layers: number of decoder layers.
         num_queries: detection slots per query group; `num_select`: detections kept by
             post-processing (top-k over queries x classes).
         group_detr: query groups used in training (Group DETR); inference uses group 0.
@@ -173,8 +166,7 @@ class ModelConfig(StrictModel):
         return ModelConfig.model_validate({**self.model_dump(), **overrides})
 
 
-# Fields that change how a model runs or trains, not the shapes of its weights: `model.train()`
-# and a resume may change them. They are marked on the field (`_RUNTIME`) and collected here.
+# Fields that do not fix the weights' shapes: `model.train()` and a resume may change them.
 RUNTIME_MODEL_FIELDS: frozenset[str] = frozenset(
     name for name, field in ModelConfig.model_fields.items() if field.json_schema_extra == _RUNTIME
 )

@@ -1,11 +1,5 @@
-"""Registry of RF-DETR model sizes.
-
-Each preset is the set of `ModelConfig` fields it changes from the defaults, with upstream's
-published values (resolution, patch size, windows, position-embedding grid, decoder depth,
-queries, `num_select`). `tiny` and `tiny-seg` are CPU-sized models for tests and CI (a
-few-hundred-thousand-parameter detector that trains on two CPU cores in seconds); they have no
-public class.
-"""
+"""RF-DETR model sizes: the `ModelConfig` fields each changes, with upstream's published values.
+`tiny` and `tiny-seg` are CPU-sized models for tests and CI, without a public class."""
 
 from __future__ import annotations
 

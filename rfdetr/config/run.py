@@ -1,10 +1,5 @@
-"""The run configuration: everything one training run needs, in sections.
-
-`RunConfig` has ``model`` (a `ModelConfig`), ``data``, ``train``, ``eval`` and ``log``. The upstream
-keyword API (``model.train(epochs=..., lr=...)``) builds one with :meth:`RunConfig.from_kwargs`;
-``rfdetr train --config run.yaml`` reads one with :meth:`RunConfig.from_file`. Like every config
-section, unknown keys fail at once naming the closest valid one.
-"""
+"""`RunConfig`: everything one training run needs, in sections (``model``, ``data``, ``train``,
+``eval``, ``log``)."""
 
 from __future__ import annotations
 
@@ -48,14 +43,11 @@ class DataConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Optimisation, schedule, EMA, precision, checkpoints and early stopping.
 
-    Defaults are upstream's (the `TrainConfig` fields plus the hidden ``populate_args`` values:
-    ``clip_max_norm=0.1``, ``lr_scheduler='step'``, ``seed=42`` and the loss weights).
-    ``grad_accum_steps`` defaults to 4 as in the documented training parameters (effective batch
-    16 with ``batch_size=4``). ``cls_loss_coef=None`` means 1.0, Seg included (upstream 1.11.2).
+    Defaults are upstream's (its `TrainConfig` plus the hidden ``populate_args`` values such as
+    ``clip_max_norm=0.1``, ``seed=42`` and the loss weights); ``grad_accum_steps=4`` as in its
+    documented parameters; ``cls_loss_coef=None`` means 1.0 (upstream 1.11.2).
     ``pretrain_weights`` is read only when training builds the model itself (CLI, pipeline).
-    ``device`` (None: CUDA when available, else the CPU), ``amp``/``amp_dtype``, ``tf32`` and
-    ``compile``: :mod:`rfdetr.training.runtime` (``resolve_device``, ``resolve_precision``,
-    ``configure_tf32``, ``check_compile``).
+    ``device``, ``amp``, ``tf32``, ``compile``: :mod:`rfdetr.training.runtime`.
     """
 
     epochs: int = Field(100, ge=1, le=100_000)
@@ -144,11 +136,8 @@ class LogConfig(StrictModel):
 class RunConfig(StrictModel):
     """One training run: ``model``, ``data``, ``train``, ``eval`` and ``log`` sections.
 
-    ``model`` may be given as a preset name (``"small"``) or as a dict whose ``name`` is a
-    preset, in which case the other keys override that preset. Build one from upstream-style
-    flat keywords with :meth:`from_kwargs`; change one with :meth:`with_overrides`, which takes
-    flat (``epochs``) or dotted (``"train.epochs"``) keys; read and write YAML/JSON with
-    :meth:`from_file` / :meth:`to_file`.
+    ``model`` may be a preset name (``"small"``) or a dict whose ``name`` is a preset and whose
+    other keys override it.
     """
 
     model: ModelConfig = Field(default_factory=lambda: get_preset("nano"))
@@ -238,7 +227,6 @@ SECTIONS: dict[str, type[StrictModel]] = {
 
 
 def _flat_keys() -> dict[str, str]:
-    """Field name -> section, for the flat keyword API (every name belongs to one section)."""
     owners: dict[str, str] = {}
     for section, model in SECTIONS.items():
         for name in model.model_fields:
@@ -261,7 +249,6 @@ _FIXED_UPSTREAM_OPTIONS: dict[str, tuple[Any, str]] = {
 
 
 def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Put each flat or dotted key of ``overrides`` into its section of ``base`` (a copy)."""
     data = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
     for key, value in overrides.items():
         section, _, field = key.partition(".")

@@ -1,11 +1,4 @@
-"""Training: :func:`fit` runs a `RunConfig`; ``model.train(...)`` and ``rfdetr train`` call it.
-
-- :mod:`loop`: :func:`fit`, the driver; :mod:`step`: one optimizer step with accumulation.
-- :mod:`optim`, :mod:`schedule`, :mod:`ema`, :mod:`early_stopping`: the recipe.
-- :mod:`outputs`: what happens after each epoch (files: :mod:`rfdetr.checkpoints`);
-  :mod:`loggers`: reports (``metrics_plot.png`` comes from :mod:`rfdetr.evaluation.plots`).
-- :mod:`distributed`: ``torchrun`` (DDP) support; :mod:`runtime`: device, precision, RNG.
-"""
+"""Training: :func:`fit` runs a `RunConfig`; ``model.train(...)`` and ``rfdetr train`` call it."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""``rfdetr train``: the training command, with every `RunConfig` option and ``--config``.
-
-Options are generated from the config sections, so the command always offers exactly what
-``model.train(...)`` accepts: ``--epochs 50 --batch-size 8 --lr 2e-4 --no-multi-scale``.
-``--config run.yaml`` loads a saved run config (``run.yaml`` of an earlier run works); options
-given on the command line override it.
-"""
+"""``rfdetr train``: options generated from the `RunConfig` sections (exactly what
+``model.train(...)`` accepts), and ``--config`` for a saved run config they override."""
 
 from __future__ import annotations
 
@@ -17,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from rfdetr.config import FLAT_KEYS, SECTIONS
-
-_NOT_ON_COMMAND_LINE = ("class_map",)  # structured data: give it in --config
 
 
 def add_parser(subparsers: Any) -> None:
@@ -42,7 +35,7 @@ def add_parser(subparsers: Any) -> None:
         help="model size preset, e.g. nano, small, seg-nano (default nano)",
     )
     for name, section in FLAT_KEYS.items():
-        if name in _NOT_ON_COMMAND_LINE or name == "dataset_dir":
+        if name in ("class_map", "dataset_dir"):  # class_map: structured, give it in --config
             continue
         _add_option(parser, name, section)
     parser.set_defaults(handler=run)

@@ -1,11 +1,7 @@
-"""Multi-process training helpers (``torchrun``): process group, collectives, the epoch sampler.
+"""Multi-process training under ``torchrun``: process group, collectives, the epoch sampler.
 
-Started by ``torchrun --nproc_per_node N script.py``, each process reads ``RANK``,
-``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment; :func:`setup_distributed` joins the
-process group (NCCL on CUDA, gloo on CPU). On several nodes (a Kubeflow ``TrainJob`` or
-``PyTorchJob``) torchrun takes the node count, node rank and master address from the ``PET_*``
-variables the operator sets. Only rank 0 writes files (on its own node); the others wait in
-:func:`broadcast` until rank 0 has written them, and receive its decisions and results.
+On several nodes (a Kubeflow ``TrainJob``) torchrun reads the ``PET_*`` variables the operator
+sets. Only rank 0 writes files; the others wait in :func:`broadcast` for its decisions.
 """
 
 from __future__ import annotations
@@ -32,14 +28,8 @@ _PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
 
 @dataclass(frozen=True)
 class DistInfo:
-    """This process's place in the job.
-
-    Attributes:
-        rank: global rank (0 when not distributed).
-        world_size: number of processes.
-        local_rank: rank on this machine (selects the GPU).
-        owns_group: this call created the process group, so :func:`cleanup` destroys it.
-    """
+    """This process's place in the job (``local_rank`` selects the GPU; ``owns_group``: our
+    :func:`setup_distributed` created the process group, so :func:`cleanup` destroys it)."""
 
     rank: int = 0
     world_size: int = 1
@@ -48,21 +38,16 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
-        """True on the process that writes files and logs."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
-        """True when more than one process trains."""
         return self.world_size > 1
 
 
 def setup_distributed(use_cuda: bool) -> DistInfo:
-    """Join the process group described by the ``torchrun`` environment, if any.
-
-    Args:
-        use_cuda: train on CUDA (selects NCCL and this process's GPU) rather than the CPU (gloo).
-    """
+    """Join the process group of the ``torchrun`` environment, if any (NCCL and this process's
+    GPU with ``use_cuda``, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         nodes = os.environ.get("PET_NNODES", "1")
@@ -104,10 +89,9 @@ def gather(value: Any, info: DistInfo) -> list[Any]:
 def cleanup(info: DistInfo, failed: bool = False) -> None:
     """Leave the process group when this module created it.
 
-    After a failure on this process (``failed``) the other ranks may be waiting in a collective
-    this one will never join; destroying an NCCL group then waits for that work until the
-    process-group timeout (hours). The group is aborted instead (NCCL), or left for the process
-    exit to release (other backends): the launcher stops the other ranks.
+    After a ``failed`` run the other ranks may wait in a collective this one never joins, and
+    destroying an NCCL group would wait for it for hours: it is aborted instead (NCCL), or left
+    to the process exit (other backends).
     """
     if not info.owns_group or not dist.is_initialized():
         return
@@ -124,17 +108,9 @@ def cleanup(info: DistInfo, failed: bool = False) -> None:
 class DistributedTrainSampler(Sampler[int]):
     """Each rank's share of an epoch's training indices; the same on every rank for an epoch.
 
-    The distributed counterpart of :func:`rfdetr.data.make_train_sampler`: a shuffled epoch
-    when the split holds at least ``global_batch * MIN_STEPS_PER_EPOCH`` images, otherwise that
-    many draws with replacement (upstream's tiny-dataset rule). All ranks draw the same sequence
-    from ``seed`` and ``epoch`` and take every ``world_size``-th index, so they never overlap
-    and each gets the same count.
-
-    Args:
-        num_items: images in the training split.
-        global_batch: images per optimizer step over all ranks (batch x accumulation x world).
-        rank, world_size: this process and the number of processes.
-        seed: base seed; :meth:`set_epoch` changes the draw every epoch.
+    The distributed counterpart of :func:`rfdetr.data.make_train_sampler` (same tiny-split rule
+    for ``global_batch``, images per step over all ranks). All ranks draw the same sequence from
+    ``seed`` and the epoch and take every ``world_size``-th index: no overlap, equal counts.
     """
 
     def __init__(
@@ -155,7 +131,6 @@ class DistributedTrainSampler(Sampler[int]):
         self.per_rank = total // world_size
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the draw of ``epoch``."""
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -1,10 +1,5 @@
-"""Exponential moving average of the model weights, with upstream's warm-up ramp.
-
-After update ``n`` (1-based) the decay is ``decay * (1 - exp(-n / tau))``: close to 0 at first,
-so the average follows the fast-changing early weights, then rising to ``decay``. Only
-floating-point entries are averaged; integer buffers (counters, indices) are copied, since an
-average of them means nothing.
-"""
+"""Exponential moving average of the model weights, with upstream's warm-up ramp: update ``n``
+(1-based) uses the decay ``decay * (1 - exp(-n / tau))``."""
 
 from __future__ import annotations
 
@@ -19,14 +14,8 @@ from torch import nn
 class ModelEMA:
     """A frozen copy of a model whose weights follow the trained ones.
 
-    Args:
-        model: the trained module (not a DDP or compiled wrapper).
-        decay: the decay reached after the warm-up.
-        tau: warm-up length in updates; 0 disables the ramp.
-
-    Attributes:
-        module: the averaged model, in eval mode, without gradients; evaluate it like any model.
-        updates: number of :meth:`update` calls so far.
+    ``model`` is the unwrapped trained module; ``tau`` 0 disables the ramp. ``module`` is the
+    averaged model (eval mode, no gradients); ``updates`` counts :meth:`update` calls.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.993, tau: float = 100.0) -> None:
@@ -38,7 +27,6 @@ class ModelEMA:
         self.updates = 0
 
     def current_decay(self) -> float:
-        """The decay the next :meth:`update` will use."""
         if self.tau == 0:
             return self.decay
         return self.decay * (1.0 - math.exp(-(self.updates + 1) / self.tau))
@@ -65,7 +53,6 @@ class ModelEMA:
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain data for a checkpoint: the averaged weights and the update count."""
         return {
             "module": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "updates": self.updates,
@@ -74,6 +61,6 @@ class ModelEMA:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (decay and tau stay the configured ones)."""
+        """Restore :meth:`state_dict`; decay and tau stay the configured ones."""
         self.module.load_state_dict(state["module"], strict=True)
         self.updates = int(state["updates"])

@@ -1,6 +1,5 @@
 """Where training reports go: ``log.txt`` (a JSON line per epoch), TensorBoard, Weights &
-Biases and a tqdm progress bar. Only the main process creates a :class:`RunLogger`.
-"""
+Biases and a tqdm progress bar."""
 
 from __future__ import annotations
 
@@ -30,27 +29,19 @@ def _installed(module: str) -> bool:
 
 def check_loggers(log: LogConfig) -> None:
     """Fail at once, before any training, when a requested logger is not installed."""
-    if log.tensorboard and not _installed("tensorboard"):
-        raise LoggerUnavailableError(
-            "tensorboard=True but the 'tensorboard' package is not installed; "
-            "pip install 'rfdetr[logging]' or pass tensorboard=False"
-        )
-    if log.wandb and not _installed("wandb"):
-        raise LoggerUnavailableError(
-            "wandb=True but the 'wandb' package is not installed; "
-            "pip install 'rfdetr[logging]' or pass wandb=False"
-        )
+    for name in ("tensorboard", "wandb"):
+        if getattr(log, name) and not _installed(name):
+            raise LoggerUnavailableError(
+                f"{name}=True but the '{name}' package is not installed; "
+                f"pip install 'rfdetr[logging]' or pass {name}=False"
+            )
 
 
 class RunLogger:
-    """Per-step and per-epoch metrics to every configured sink.
+    """Per-step and per-epoch metrics to every configured sink (main process only).
 
-    Args:
-        output_dir: run folder (``log.txt``, TensorBoard events under it).
-        log: which sinks.
-        config: the run config as plain data (sent to W&B).
-        resume_epoch: on resume, the last completed epoch; later lines of ``log.txt`` (from
-            an epoch that did not finish) are dropped so the file has one line per epoch.
+    ``config`` (plain data) is sent to W&B. On resume, lines of ``log.txt`` after
+    ``resume_epoch`` (the last completed epoch) are dropped: one line per epoch.
     """
 
     def __init__(
@@ -81,11 +72,8 @@ class RunLogger:
             )
 
     def step(self, global_step: int, values: dict[str, float]) -> None:
-        """Per-optimizer-step training values (TensorBoard only; W&B gets epochs).
-
-        Tagged ``train_step/<key>`` (x = optimizer step): the epoch means go to ``train/<key>``
-        (x = epoch), and one tag must not mix the two x axes.
-        """
+        """Per-optimizer-step values to TensorBoard, as ``train_step/<key>``: one tag must not
+        mix the x axes of steps and epochs (``train/<key>``)."""
         if self.tensorboard is not None:
             for key, value in values.items():
                 self.tensorboard.add_scalar(f"train_step/{key}", value, global_step)
@@ -104,7 +92,6 @@ class RunLogger:
             self.wandb.log({_tag(k): v for k, v in scalars.items()} | {"epoch": epoch})
 
     def close(self) -> None:
-        """Flush and close the sinks."""
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.wandb is not None:
@@ -112,7 +99,7 @@ class RunLogger:
 
 
 def _tag(key: str) -> str:
-    """``train_loss`` -> ``train/loss``, ``val_ema_map_50`` -> ``val_ema/map_50``."""
+    # train_loss -> train/loss, val_ema_map_50 -> val_ema/map_50
     for prefix in ("train_", "val_ema_", "val_", "test_"):
         if key.startswith(prefix):
             return f"{prefix[:-1]}/{key[len(prefix) :]}"
@@ -142,11 +129,7 @@ def _truncate_log(path: Path, last_epoch: int) -> None:
 
 
 def progress_bar(total: int, description: str, enabled: bool | None) -> Any:
-    """A tqdm bar; a disabled one (it draws nothing) when not ``enabled``.
-
-    Args:
-        enabled: True/False, or None to show it only when stdout is a terminal.
-    """
+    """A tqdm bar, drawn when ``enabled`` (None: when stdout is a terminal)."""
     from tqdm import tqdm
 
     show = sys.stdout.isatty() if enabled is None else enabled

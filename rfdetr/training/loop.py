@@ -1,8 +1,4 @@
-"""The training driver: :func:`fit` reads top to bottom, one named helper per stage.
-
-Stages: join the process group -> datasets and classes -> model, loss, optimizer, schedule,
-EMA -> (resume) -> per epoch: train, evaluate, write files, maybe stop -> final results.
-"""
+"""The training driver: :func:`fit` reads top to bottom, one named helper per stage."""
 
 from __future__ import annotations
 
@@ -26,10 +22,9 @@ from rfdetr.training.distributed import (
     gather,
     setup_distributed,
 )
-from rfdetr.training.early_stopping import EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, check_loggers, read_log
-from rfdetr.training.optim import build_optimizer
+from rfdetr.training.optim import build_optimizer, build_scheduler
 from rfdetr.training.outputs import (
     TrainResult,
     evaluate_split_models,
@@ -46,7 +41,6 @@ from rfdetr.training.runtime import (
     seed_everything,
     tuned_allocator,
 )
-from rfdetr.training.schedule import build_scheduler
 from rfdetr.training.setup import (
     Datasets,
     TrainBatches,
@@ -54,7 +48,7 @@ from rfdetr.training.setup import (
     build_datasets,
     prepare_model,
 )
-from rfdetr.training.step import TrainSession, train_one_epoch
+from rfdetr.training.step import EarlyStopping, TrainSession, train_one_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +60,9 @@ def fit(config: RunConfig, *, model: RFDETR | None = None) -> TrainResult:
     """Train an RF-DETR model as ``config`` says; see :mod:`rfdetr.training`.
 
     Args:
-        config: the run (``model``, ``data``, ``train``, ``eval``, ``log`` sections).
+        config: the run.
         model: a model to fine-tune in place of building one from ``config.model`` and
-            ``train.pretrain_weights``; its class head is re-initialised when the dataset has
-            another class count (logged).
+            ``train.pretrain_weights`` (a head of another class count is re-initialised).
 
     Returns:
         The run's outputs; under ``torchrun`` every process returns once rank 0 wrote them.
@@ -208,7 +201,6 @@ def _start_outputs(config: RunConfig, info: DistInfo, start_epoch: int) -> RunLo
 
 
 def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], started: float) -> bool:
-    """Main process evaluates and writes; every process then learns whether to stop."""
     info = session.dist
     rng_states = gather(capture_rng_state(session.device), info)
     stop = False
@@ -225,8 +217,7 @@ def _end_epoch(session: TrainSession, epoch: int, stats: dict[str, float], start
 
 
 def _check_same_resume(config: RunConfig, resume: dict[str, Any] | None, info: DistInfo) -> None:
-    """A CheckpointError on every process when they would resume from different epochs (on
-    several nodes each reads its own copy of the resume file)."""
+    # On several nodes each process reads its own copy of the resume file.
     epochs = gather(None if resume is None else int(resume["epoch"]), info)
     if len(set(epochs)) > 1:
         raise CheckpointError(
@@ -250,7 +241,6 @@ def _final_result(session: TrainSession, stopped: bool, last_epoch: int) -> Trai
 
 
 def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) -> dict[str, Any]:
-    """The content of ``results.json``; evaluates the best model on ``test/`` when present."""
     config = session.config
     checkpoint = files.read_checkpoint(best)
     metrics = checkpoint.metrics or {}
@@ -277,8 +267,7 @@ def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) 
 def _best_in_memory(
     session: TrainSession, metrics: dict[str, Any], last_epoch: int
 ) -> nn.Module | None:
-    """The in-memory module whose weights the best file holds (it is of the last epoch), or
-    None: then the test pass reads the file back."""
+    """The in-memory module whose weights the best file holds, or None (read the file)."""
     if metrics.get("epoch") != last_epoch:
         return None
     if metrics.get("source") == "regular":

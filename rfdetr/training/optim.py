@@ -1,4 +1,4 @@
-"""AdamW with upstream RF-DETR's parameter groups.
+"""AdamW with upstream RF-DETR's parameter groups, and its learning-rate schedule.
 
 - Encoder (``backbone.0.encoder.*``): ``lr_encoder * lr_vit_layer_decay ** (L + 1 - layer_id)
   * lr_component_decay ** 2`` with ``L = out_feature_indexes[-1] + 1``; embeddings have
@@ -7,12 +7,19 @@
 - Decoder (``transformer.decoder.*``): ``lr * lr_component_decay``.
 - Everything else (projector, heads, queries, two-stage heads): ``lr``.
 
-Parameters with equal settings share one group, so foreach/fused kernels see few large lists.
+Parameters with equal settings share one group (few, large lists for the fused kernel).
+
+The schedule is stepped once per optimizer step (upstream's managed presets): a linear warm-up
+over ``warmup_epochs``, then either ``step`` (x0.1 after ``lr_drop`` epochs; with the defaults,
+100 epochs and ``lr_drop=100``, a constant rate) or ``cosine`` (down to ``lr_min_factor`` of the
+base rate at the last step).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,13 +46,7 @@ def encoder_layer_id(name: str, num_layers: int) -> int:
 def param_groups(
     model: nn.Module, train: TrainConfig, model_config: ModelConfig
 ) -> list[dict[str, Any]]:
-    """Optimizer groups ``{"params", "lr", "weight_decay", "name"}`` for ``model``.
-
-    Args:
-        model: the detector (unwrapped); parameter names as in upstream checkpoints.
-        train: learning rates, decays and weight decay.
-        model_config: for the encoder depth used by the layer decay.
-    """
+    """Optimizer groups ``{"params", "lr", "weight_decay", "name"}`` for the unwrapped ``model``."""
     num_layers = model_config.out_feature_indexes[-1] + 1
     settings: dict[tuple[float, float], list[nn.Parameter]] = {}
     names: dict[tuple[float, float], str] = {}
@@ -79,11 +80,7 @@ def param_groups(
 def build_optimizer(
     model: nn.Module, train: TrainConfig, model_config: ModelConfig, device: torch.device
 ) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`; the fused kernel on CUDA and CPU, foreach elsewhere.
-
-    The fused kernel runs the same AdamW update in one pass per group instead of about ten
-    tensor operations per parameter.
-    """
+    """AdamW over :func:`param_groups`; the fused kernel on CUDA and CPU, foreach elsewhere."""
     groups = param_groups(model, train, model_config)
     fused = device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(
@@ -91,3 +88,42 @@ def build_optimizer(
     )
     logger.debug("optimizer: %d parameter groups", len(groups))
     return optimizer
+
+
+@dataclass
+class LRSchedule:
+    """The multiplier of every group's base rate at 0-based optimizer step ``step``; plain
+    attributes, so ``LambdaLR.state_dict()`` stores it as data."""
+
+    kind: str
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    lr_drop: int
+    min_factor: float
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return step / max(1, self.warmup_steps)
+        if self.kind == "cosine":
+            progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+            progress = min(progress, 1.0)
+            return self.min_factor + (1 - self.min_factor) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
+        return 1.0 if step < self.lr_drop * self.steps_per_epoch else 0.1
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` over :class:`LRSchedule`: ``train.epochs`` epochs of ``steps_per_epoch``."""
+    schedule = LRSchedule(
+        kind=train.lr_scheduler,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * train.epochs,
+        warmup_steps=int(steps_per_epoch * train.warmup_epochs),
+        lr_drop=train.lr_drop,
+        min_factor=train.lr_min_factor,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=schedule)

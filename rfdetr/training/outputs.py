@@ -1,11 +1,7 @@
-"""What happens after each training epoch: evaluate, track the best models, write the files.
+"""After each training epoch (main process only): evaluate, track the best models, write files.
 
-Evaluation is :func:`rfdetr.evaluation.coco.evaluate_model`; this module decides what to
-evaluate and turns the results into the numbers training logs and selects on.
-
-Only the main process calls :func:`finish_epoch`; the loop makes the other processes wait.
-Write order matters for a run killed at any moment: best files, then the ``log.txt`` line, then
-``checkpoint.pth`` last, so the resume point never claims an epoch whose outputs are missing.
+Write order: best files, the ``log.txt`` line, then ``checkpoint.pth`` last, so that the resume
+point of a run killed at any moment never claims an epoch whose outputs are missing.
 """
 
 from __future__ import annotations
@@ -41,12 +37,9 @@ class TrainResult:
     """What a run produced.
 
     Attributes:
-        output_dir: the run folder.
         best_checkpoint: ``checkpoint_best_total.pth`` (None if no epoch finished).
         best_metrics: metrics stored in it (``map_50_95``, ``source``, ``epoch``, ...).
-        class_names: the classes trained, 0-based.
         epochs_completed: epochs finished in total (including before a resume).
-        stopped_early: early stopping ended the run.
         already_finished: ``resume`` pointed at a run with nothing left to train.
         history: the ``log.txt`` records.
         model: the trained (last-epoch) model; None when nothing was trained.
@@ -64,8 +57,7 @@ class TrainResult:
 
     @classmethod
     def from_run_dir(cls, output_dir: str | Path, **known: Any) -> TrainResult:
-        """What a finished run folder says (the best checkpoint, ``log.txt``, ``results.json``),
-        the same whichever process wrote it; ``known`` fields (e.g. ``class_names``) win.
+        """What a run folder's files say; ``known`` fields (e.g. ``class_names``) win.
 
         Raises:
             CheckpointError: the best checkpoint cannot be read.
@@ -96,21 +88,24 @@ def finish_epoch(
     rng_states: list[dict[str, Any]],
     started: float,
 ) -> bool:
-    """Evaluate, update the best files, log, and write ``checkpoint.pth`` for ``epoch``;
-    returns whether early stopping ends the run."""
+    """Evaluate, write the best files, log and ``checkpoint.pth``; whether early stopping ends
+    the run."""
     config, tracker = session.config, session.tracker
     out = Path(config.train.output_dir)
     models = {"regular": session.model}
     if session.ema is not None:
         models["ema"] = session.ema.module
-    # One pass over the validation images, both models on each batch.
     found = evaluate_split_models(session, list(models.values()), session.valid)
     results = dict(zip(models, found, strict=True))
     record: dict[str, Any] = {"epoch": epoch}
     record |= {("lr" if k == "lr" else f"train_{k}"): v for k, v in train_stats.items()}
-    for source, result in results.items():
-        record |= metric_record("val_" if source == "regular" else "val_ema_", result)
-    scores = {source: selection_score(result) for source, result in results.items()}
+    for source, result in results.items():  # log.txt keys: val_map_50_95, val_ema_segm_map_50...
+        prefix = "val_" if source == "regular" else "val_ema_"
+        record |= {f"{prefix}{key}": value for key, value in result.bbox.to_dict().items()}
+        if result.segm is not None:
+            record |= {f"{prefix}segm_{k}": v for k, v in result.segm.to_dict().items()}
+    # Best-file selection and early stopping compare the primary mAP50:95.
+    scores = {source: float(result.primary.map_50_95) for source, result in results.items()}
     for source in [s for s, score in scores.items() if tracker.improve(s, score, epoch)]:
         _write_best(session, source, results[source], epoch)
     stopper = session.stopper
@@ -130,13 +125,10 @@ def finish_epoch(
 def evaluate_split_models(
     session: TrainSession, models: list[nn.Module], dataset: DetectionDataset | None
 ) -> list[EvaluationResult]:
-    """COCO metrics (bbox, and segm for Seg) of each of ``models`` on ``dataset`` (a
-    ``train=False`` split) in one pass, each batch loaded once
-    (:func:`rfdetr.evaluation.coco.evaluate_models`).
+    """COCO metrics of each of ``models`` on ``dataset`` in one pass.
 
-    The models' train/eval modes are restored afterwards, and so are the training random
-    streams: a resumed run restores the streams saved after the epoch, and they must equal those
-    an uninterrupted run continues with.
+    The models' modes and the training random streams are restored afterwards: a resumed run
+    restores the streams saved after the epoch, which must equal those of an uninterrupted run.
     """
     from rfdetr.evaluation.coco import evaluate_models
 
@@ -155,19 +147,6 @@ def evaluate_split_models(
             )
     finally:
         restore_rng_state(streams, session.device)
-
-
-def selection_score(result: EvaluationResult) -> float:
-    """What best-checkpoint selection and early stopping compare: primary mAP50:95."""
-    return float(result.primary.map_50_95)
-
-
-def metric_record(prefix: str, result: EvaluationResult) -> dict[str, float]:
-    """Flat ``{prefix}map_50_95``-style numbers for ``log.txt`` (``segm_`` keys for Seg)."""
-    record = {f"{prefix}{key}": value for key, value in result.bbox.to_dict().items()}
-    if result.segm is not None:
-        record |= {f"{prefix}segm_{key}": value for key, value in result.segm.to_dict().items()}
-    return record
 
 
 def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> None:
@@ -202,7 +181,6 @@ def _write_best(session: TrainSession, source: str, result: Any, epoch: int) -> 
 def training_state(
     session: TrainSession, epoch: int, rng_states: list[dict[str, Any]], metrics: dict[str, Any]
 ) -> dict[str, Any]:
-    """The content of ``checkpoint.pth`` after ``epoch`` (see :mod:`checkpoint`)."""
     return {
         "model": {k: v.detach().cpu() for k, v in session.model.state_dict().items()},
         "ema": session.ema.state_dict() if session.ema is not None else None,
@@ -223,5 +201,4 @@ def training_state(
 
 
 def write_results(out: Path, summary: dict[str, Any]) -> Path:
-    """``results.json``: the best model's validation (and test) metrics and the run summary."""
     return write_atomic(out / RESULTS_FILE, json.dumps(summary, indent=2).encode())

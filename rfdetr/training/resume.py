@@ -1,24 +1,18 @@
-"""Resuming a run from ``checkpoint.pth``: compatibility checks, finished runs, restoring state.
-
-A resume restores everything that makes the continuation identical to an uninterrupted run:
-model, EMA, optimizer, schedule position, grad scaler, best-so-far trackers, early-stopping
-counters and every process's random streams. The loader order depends only on (seed, epoch).
-"""
+"""Resuming a run from ``checkpoint.pth`` (or upstream 1.11's ``last.ckpt``): compatibility
+checks, finished runs, and restoring every state that makes the continuation identical to an
+uninterrupted run."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rfdetr.checkpoints.formats import CheckpointError, one_line
-from rfdetr.checkpoints.upstream_resume import (
-    UPSTREAM_RESUME,
-    upstream_optimizer_in,
-    upstream_resume_mismatch,
-)
+from rfdetr.checkpoints.files import UPSTREAM_RESUME
+from rfdetr.checkpoints.formats import UPSTREAM_MODEL_FIELDS, CheckpointError, one_line
 from rfdetr.config import RUNTIME_MODEL_FIELDS, ConfigError, RunConfig
 from rfdetr.errors import UserError
 from rfdetr.training.ema import ModelEMA
@@ -76,12 +70,8 @@ def finished_result(
 
 @contextmanager
 def _loading(file: object, part: str) -> Iterator[None]:
-    """A resume file's ``part`` that torch's loaders refuse, as a one-line CheckpointError.
-
-    :func:`rfdetr.checkpoints.load_training_checkpoint` checked the types; what only the live
-    model, optimizer and scheduler can tell (a group or a moment of another shape, a random state
-    of another generator) surfaces here, as a bare exception of the loader.
-    """
+    """What torch's loaders refuse in a resume file's ``part``, as a one-line CheckpointError
+    (the types were checked on reading; shapes only the live objects can tell)."""
     try:
         yield
     except UserError:
@@ -130,7 +120,6 @@ def restore(session: TrainSession, state: dict[str, Any]) -> int:
 
 
 def _restore_counters(session: TrainSession, state: dict[str, Any]) -> None:
-    """The grad scaler, the step, the best-so-far trackers, early stopping and random streams."""
     source = session.config.train.resume
     with _loading(source, "grad scaler"):
         if state.get("scaler") and session.scaler.is_enabled():
@@ -148,3 +137,83 @@ def _restore_counters(session: TrainSession, state: dict[str, Any]) -> None:
         stream = streams[rank] if rank < len(streams) else streams[0]
         with _loading(source, "random"):
             restore_rng_state(stream, session.device)
+
+
+def upstream_resume_mismatch(
+    state: Mapping[str, Any], model: Mapping[str, Any], class_names: list[str]
+) -> str | None:
+    """Why an upstream resume state does not fit this run (architecture or classes), or None."""
+    saved = state.get("model_config") or {}
+    for key in set(UPSTREAM_MODEL_FIELDS) - {"resolution", "num_select"}:
+        if key in saved and key in model and saved[key] != model[key]:
+            want = f"{key}={saved[key]!r}"
+            return f"the checkpoint's model has {want}, this run {model[key]!r}; set {want}"
+    names = state.get("class_names")
+    if names is not None and list(names) != list(class_names):
+        return (
+            f"the checkpoint was trained on the classes {list(names)}, this dataset has "
+            f"{class_names}; resume on the same dataset classes"
+        )
+    return None
+
+
+def upstream_optimizer_in(
+    state: dict[str, Any], current: Mapping[str, Any], names: list[str], file: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Upstream's optimizer and scheduler states, renumbered for our optimizer.
+
+    Upstream (``training/param_groups.py``) and we build the same AdamW groups (one per distinct
+    learning rate and weight decay, parameters in ``named_parameters`` order); upstream lists
+    head/neck first, then encoder layers, then decoder, we by first appearance. Groups are
+    matched by base rate (``initial_lr``), weight decay and size; inside a group upstream's
+    parameters follow its module order, which is the key order of its state dict.
+
+    ``state`` comes from :func:`rfdetr.checkpoints.files.upstream_resume_state`, ``current`` is
+    this run's fresh ``optimizer.state_dict()``, ``names`` the name of each of its parameter ids.
+
+    Raises:
+        CheckpointError: a group of ours has no upstream counterpart (other learning rates,
+            frozen parameters, another model), or a moment's shape is not its parameter's.
+    """
+    saved, schedule = state["optimizer"], dict(state["scheduler"])
+    position = {name: index for index, name in enumerate(state["model"])}
+    free = list(range(len(saved["param_groups"])))
+    order, groups, moments = [], [], {}
+    for ours in current["param_groups"]:
+        match = next((j for j in free if _same_group(saved["param_groups"][j], ours)), None)
+        if match is None:
+            raise CheckpointError(
+                f"{file}: upstream's optimizer has no group with lr {ours['initial_lr']:.3g}, "
+                f"weight decay {ours['weight_decay']:.3g} and {len(ours['params'])} parameters; "
+                "resume with upstream's lr, lr_encoder, weight_decay and layer decays"
+            )
+        free.remove(match)
+        theirs = saved["param_groups"][match]
+        order.append(match)
+        groups.append(
+            {**theirs, **{k: ours[k] for k in ("params", "fused", "foreach", "name") if k in ours}}
+        )
+        in_their_order = sorted(ours["params"], key=lambda pid: position.get(names[pid], -1))
+        for mine, their_id in zip(in_their_order, theirs["params"], strict=True):
+            moment = saved["state"].get(their_id)
+            if moment is None:
+                continue
+            if moment["exp_avg"].shape != state["model"][names[mine]].shape:
+                raise CheckpointError(
+                    f"{file}: upstream's optimizer state does not line up with the parameter "
+                    f"{names[mine]} (shape {list(moment['exp_avg'].shape)}); it cannot resume here"
+                )
+            moments[mine] = moment
+    for key in ("base_lrs", "_last_lr"):
+        if isinstance(schedule.get(key), list):
+            schedule[key] = [schedule[key][j] for j in order]
+    schedule["lr_lambdas"] = [None] * len(order)  # ours are restored by the caller
+    return {"state": moments, "param_groups": groups}, schedule
+
+
+def _same_group(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
+    return (
+        len(theirs["params"]) == len(ours["params"])
+        and math.isclose(theirs["initial_lr"], ours["initial_lr"], rel_tol=1e-9)
+        and math.isclose(theirs["weight_decay"], ours["weight_decay"], rel_tol=1e-9, abs_tol=1e-12)
+    )

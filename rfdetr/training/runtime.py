@@ -1,9 +1,5 @@
-"""Device (:func:`resolve_device`), precision (:func:`resolve_precision`), TF32, the CPU
-allocator and random-state handling for training.
-
-Random state: the torch (CPU and CUDA), Python and NumPy generators are captured as plain data
-for checkpoints, so a resumed run continues exactly where the saved one stopped.
-"""
+"""Training runtime: device, precision, TF32, the CPU allocator, and the random states that a
+checkpoint saves as plain data so a resumed run continues exactly where the saved one stopped."""
 
 from __future__ import annotations
 
@@ -28,23 +24,19 @@ from rfdetr.training.distributed import DistInfo
 logger = logging.getLogger(__name__)
 
 
-# NVIDIA_VISIBLE_DEVICES values that assign no particular GPU. CUDA base images set "all" in
-# their environment whether or not the container got a GPU; NVIDIA's Kubernetes device plugin
-# sets the allocated GPUs' UUIDs or indices (or, with volume-mounts, a folder), the signal that
-# a GPU was requested. Its CDI-only strategies set nothing, so they go undetected here.
+# NVIDIA_VISIBLE_DEVICES values that assign no particular GPU: CUDA base images set "all" with
+# or without a GPU; NVIDIA's Kubernetes device plugin sets the allocated GPUs (CDI-only: nothing).
 _NO_GPU_ASSIGNED = {"", "all", "none", "void"}
 _ONE_PROCESS = DistInfo()
 
 
 def assigned_gpus() -> str | None:
-    """The GPUs the container runtime assigned to this container (``NVIDIA_VISIBLE_DEVICES``),
-    or None when it names none in particular."""
+    """``NVIDIA_VISIBLE_DEVICES`` when it assigns particular GPUs, else None."""
     value = os.environ.get("NVIDIA_VISIBLE_DEVICES", "").strip()
     return None if value.lower() in _NO_GPU_ASSIGNED else value
 
 
-def cuda_unusable(what: str) -> ConfigError:
-    """The one-line error of a GPU that was asked for (``what``) while CUDA cannot be used."""
+def _cuda_unusable(what: str) -> ConfigError:
     build = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}"
     return ConfigError(
         f"{what}, but CUDA is not usable here ({build}: no GPU visible, or a driver too old for "
@@ -57,18 +49,17 @@ def resolve_device(
 ) -> torch.device:
     """The training device: as requested, else CUDA when available, else the CPU.
 
-    A GPU that was asked for (``device`` cuda, or GPUs assigned through
-    ``NVIDIA_VISIBLE_DEVICES``) with CUDA unusable is an error, never a silent CPU run. Under
-    ``torchrun`` on CUDA each process takes the GPU of its local rank.
+    Under ``torchrun`` on CUDA each process takes the GPU of its local rank.
 
     Raises:
-        ConfigError: not a device, or a GPU requested that CUDA cannot use.
+        ConfigError: not a device, or a GPU requested (``device`` cuda, or GPUs assigned
+            through ``NVIDIA_VISIBLE_DEVICES``) that CUDA cannot use: never a silent CPU run.
     """
     if requested is None:
         if torch.cuda.is_available():
             requested = "cuda"
         elif assigned_gpus() is not None:
-            raise cuda_unusable(f"NVIDIA_VISIBLE_DEVICES={assigned_gpus()} assigns a GPU")
+            raise _cuda_unusable(f"NVIDIA_VISIBLE_DEVICES={assigned_gpus()} assigns a GPU")
         else:
             requested = "cpu"
     try:
@@ -77,7 +68,7 @@ def resolve_device(
         raise ConfigError(f"device '{requested}': not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise cuda_unusable(f"device '{requested}' asks for a GPU")
+            raise _cuda_unusable(f"device '{requested}' asks for a GPU")
         if info.enabled:
             device = torch.device("cuda", info.local_rank)
     return device
@@ -113,26 +104,20 @@ def cpu_has_native_bf16() -> bool:
 
 
 def cuda_has_native_bf16(device: torch.device) -> bool:
-    """Whether ``device``'s GPU computes bf16 (and TF32) natively: compute capability 8.0
-    (Ampere) or later.
+    """Whether ``device``'s GPU computes bf16 (and TF32) natively: compute capability >= 8.0.
 
-    ``torch.cuda.is_bf16_supported()`` also counts the emulated bf16 of older GPUs (T4, V100),
-    which is slower than fp16 and has no tensor-core path there.
+    (``torch.cuda.is_bf16_supported()`` also counts the slow emulated bf16 of a T4 or V100.)
     """
     major, _ = torch.cuda.get_device_capability(device)
     return major >= 8
 
 
 def configure_tf32(device: torch.device, enabled: bool = True) -> bool:
-    """TF32 tensor cores for the fp32 matmuls and convolutions on an Ampere or later GPU.
+    """TF32 tensor cores for fp32 matmuls and convolutions on an Ampere or later GPU
+    (results change at about 1e-3 relative); returns whether TF32 is now on.
 
-    The fp32 work (validation, predict, the matcher, the losses, fp32 training) then runs at
-    tensor-core speed with a 10-bit mantissa in the products (fp32 accumulation), which changes
-    results at about 1e-3 relative. Process-wide, as torch's switches are. ``enabled`` False or
-    the environment variable ``RFDETR_TF32=0`` turn it off (IEEE fp32). A no-op off CUDA.
-
-    Returns:
-        Whether TF32 is now on.
+    Process-wide, as torch's switches are. ``enabled`` False or ``RFDETR_TF32=0`` turn it off;
+    a no-op off CUDA.
     """
     if device.type != "cuda":
         return False
@@ -148,10 +133,9 @@ def configure_tf32(device: torch.device, enabled: bool = True) -> bool:
 def resolve_precision(train: TrainConfig, device: torch.device) -> Precision:
     """``amp``/``amp_dtype`` for ``device``.
 
-    CUDA: bf16 on a GPU of compute capability 8.0 or later, else fp16 with a ``GradScaler``
-    (``amp_dtype`` forces one; forced bf16 on an older GPU warns). CPU: fp32, or bf16 autocast
-    when ``amp_dtype="bf16"`` and the CPU has native bf16 (AVX512-BF16 or AMX, where bf16 matmuls
-    run two to three times the fp32 rate; else fp32, with a warning: emulated bf16 is slower).
+    CUDA: bf16 from compute capability 8.0, else fp16 with a ``GradScaler`` (``amp_dtype``
+    forces one). CPU: fp32, or bf16 autocast when ``amp_dtype="bf16"`` and the CPU has native
+    bf16 (emulated bf16 is slower than fp32: a warning and fp32).
     """
     if device.type == "cpu" and train.amp and train.amp_dtype == "bf16":
         if cpu_has_native_bf16():
@@ -183,9 +167,9 @@ def resolve_precision(train: TrainConfig, device: torch.device) -> Precision:
 def check_compile(train: TrainConfig, device: torch.device) -> None:
     """Refuse ``compile`` on CUDA up front when Triton would find no C compiler.
 
-    Triton compiles a small C launcher per kernel with ``$CC``, else ``gcc`` or ``clang`` on the
-    PATH (``triton/runtime/build.py``, ``_find_compiler``); without one the first compiled step
-    fails deep inside torch.compile, after the datasets and model were built.
+    Triton compiles a C launcher per kernel with ``$CC``, else ``gcc`` or ``clang``
+    (``triton/runtime/build.py``, ``_find_compiler``); without one the first compiled step fails
+    deep inside torch.compile, after the datasets and model were built.
 
     Raises:
         ConfigError: ``compile`` is on, the device is CUDA and no C compiler is found.
@@ -212,19 +196,14 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_cuda_device(device: torch.device) -> torch.device | None:
-    """The CUDA device whose generator this process saves (None off CUDA)."""
     if device.type != "cuda":
         return None
     return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def capture_rng_state(device: torch.device) -> dict[str, Any]:
-    """Every generator this process uses, as plain data (tensors, ints, lists).
-
-    Args:
-        device: the training device; on CUDA only its generator is saved (never every visible
-            GPU's, which a resume on fewer GPUs could not restore).
-    """
+    """Every generator this process uses, as plain data; on CUDA only ``device``'s (every
+    visible GPU's could not be restored on fewer GPUs)."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -241,9 +220,8 @@ def capture_rng_state(device: torch.device) -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     """Inverse of :func:`capture_rng_state`, onto ``device``'s CUDA generator.
 
-    Checkpoints written before the one-device format hold a list of every visible GPU's state:
-    the entry of this device's index is used, or none (with a warning) when there is no such
-    entry, e.g. on resuming on another GPU layout.
+    Older checkpoints hold every visible GPU's state: this device's entry is used (a warning
+    when there is none).
     """
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
@@ -301,12 +279,9 @@ def _glibc() -> Any:
 def tuned_allocator(device: torch.device) -> Iterator[None]:
     """Keep freed host memory for reuse while training on the CPU (glibc only).
 
-    By default glibc serves every large block (activations of tens of MB) with a fresh
-    ``mmap`` and unmaps it when freed, so each training step page-faults and zero-fills all
-    of its activation memory again; at Nano sizes that is a large share of a CPU step. Taking
-    large blocks from the heap and never trimming it makes steps reuse the same pages. The
-    numbers computed are unchanged. The process keeps its peak memory until training ends;
-    the defaults are restored (and free memory returned) afterwards.
+    glibc serves each large block with a fresh ``mmap`` and unmaps it when freed, so every CPU
+    step page-faults and zero-fills its activations again; heap blocks that are never trimmed
+    are reused. The numbers computed are unchanged; the defaults are restored afterwards.
     """
     libc = _glibc() if device.type == "cpu" else None
     if libc is None:
@@ -322,11 +297,7 @@ def tuned_allocator(device: torch.device) -> Iterator[None]:
 
 
 def tune_allocator(device: torch.device) -> bool:
-    """Apply the settings of :func:`tuned_allocator` for the rest of the process.
-
-    Returns:
-        True when applied (CPU device, glibc), else False.
-    """
+    """Apply :func:`tuned_allocator`'s settings for the rest of the process; whether applied."""
     libc = _glibc() if device.type == "cpu" else None
     if libc is None:
         return False

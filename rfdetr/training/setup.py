@@ -1,6 +1,4 @@
-"""Builders that turn a `RunConfig` into the pieces of a training run: datasets, model, loss,
-data loaders. Each reads the config once; the loop then works with plain objects.
-"""
+"""Builders of a training run's pieces from a `RunConfig`: datasets, model, loss, loaders."""
 
 from __future__ import annotations
 
@@ -83,11 +81,8 @@ def build_datasets(config: RunConfig) -> Datasets:
 def prepare_model(config: RunConfig, model: RFDETR | None, num_classes: int) -> RFDETR:
     """The model to train, with a head of ``num_classes`` and the run's runtime settings.
 
-    Args:
-        config: ``model`` section (architecture) and ``train.pretrain_weights``.
-        model: an existing model to fine-tune (e.g. a public class's ``.model``), or None to
-            build one from ``config.model`` and load ``pretrain_weights`` (None: random).
-        num_classes: the dataset's class count; a different head is re-initialised (logged).
+    ``model`` is one to fine-tune, or None to build one from ``config.model`` and load
+    ``train.pretrain_weights``; a head of another class count is re-initialised (logged).
     """
     model_config = config.model.with_overrides(num_classes=num_classes)
     if model is None:
@@ -167,9 +162,7 @@ class TrainBatches:
     """The training split's loader (workers kept across epochs), each batch a whole optimizer step.
 
     Shuffling depends only on ``(seed, epoch)``, so a resumed run sees the same batches as an
-    uninterrupted one; tiny splits are repeated to at least five steps (upstream's rule, via
-    :func:`rfdetr.data.make_train_sampler` or its distributed counterpart). Batches are pinned
-    when ``device`` is a GPU.
+    uninterrupted one.
     """
 
     def __init__(
@@ -180,7 +173,6 @@ class TrainBatches:
         device: torch.device | None = None,
     ) -> None:
         self.seed = config.train.seed
-        # A batch is one optimizer step of this process: grad_accum_steps micro-batches.
         self.step_images = config.effective_batch_size()
         self.generator = torch.Generator()
         self.sampler: Sampler[int]
@@ -196,7 +188,6 @@ class TrainBatches:
             self.sampler = make_train_sampler(
                 len(dataset), self.step_images, generator=self.generator
             )
-        # Workers persist across epochs; each index carries its epoch to them.
         self.loader = EpochLoader(
             dataset,
             self.sampler,
@@ -208,7 +199,6 @@ class TrainBatches:
         )
 
     def __len__(self) -> int:
-        """Optimizer steps per epoch."""
         return len(self.sampler) // self.step_images
 
     def epoch(self, epoch: int) -> DataLoader:

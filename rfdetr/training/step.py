@@ -1,10 +1,9 @@
-"""One optimizer step with gradient accumulation, and one training epoch.
+"""One optimizer step with gradient accumulation, one training epoch, and the state carried
+through them (:class:`TrainSession`, with the best-so-far scores and early stopping).
 
-A step receives ``batch_size * grad_accum_steps`` images, resizes them to the step's multi-scale
-size, and runs them as ``grad_accum_steps`` micro-batches. Every micro-batch loss is normalised
-by the box count of the **whole step** (times ``group_detr``, averaged over processes), and the
-micro-batch losses are summed without a ``1 / grad_accum_steps`` factor; so the gradient equals
-that of one batch of all the step's images, whatever the split.
+A step's ``batch_size * grad_accum_steps`` images run as ``grad_accum_steps`` micro-batches, each
+loss normalised by the box count of the **whole step** and summed without a ``1 / grad_accum_steps``
+factor, so the gradient equals that of one batch of all the step's images.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -28,7 +27,6 @@ from rfdetr.errors import EXIT_FAILED, UserError
 from rfdetr.models.criterion import SetCriterion, count_boxes, reduce_num_boxes
 from rfdetr.models.detector import RFDETR
 from rfdetr.training.distributed import DistInfo
-from rfdetr.training.early_stopping import BestTracker, EarlyStopping
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, progress_bar
 from rfdetr.training.runtime import Precision
@@ -39,8 +37,7 @@ logger = logging.getLogger(__name__)
 _LOGGED_LOSSES = ("loss_ce", "loss_bbox", "loss_giou", "loss_mask_ce", "loss_mask_dice")
 
 
-# With fp16 loss scaling a few skipped steps are routine (the scale settles from 2**16 down);
-# this many in a row means the run itself diverged.
+# A few fp16 steps skipped while the loss scale settles are routine; this many in a row diverged.
 MAX_SKIPPED_STEPS = 25
 
 
@@ -51,19 +48,81 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 
 @dataclass
+class EarlyStopping:
+    """Stops after ``patience`` epochs in which ``max(regular, EMA)`` (the EMA alone with
+    ``use_ema``) did not exceed ``best`` by more than ``min_delta``."""
+
+    patience: int
+    min_delta: float
+    use_ema: bool = False
+    best: float | None = None
+    bad_epochs: int = 0
+
+    def update(self, regular: float | None, ema: float | None) -> bool:
+        """Record one epoch's mAPs; True when training should stop."""
+        candidates = [ema] if self.use_ema and ema is not None else [regular, ema]
+        values = [v for v in candidates if v is not None]
+        if not values:
+            return False
+        current = max(values)
+        if self.best is None or current > self.best + self.min_delta:
+            self.best, self.bad_epochs = current, 0
+            return False
+        self.bad_epochs += 1
+        logger.info(
+            "early stopping: no improvement over %.4f for %d of %d epochs",
+            self.best,
+            self.bad_epochs,
+            self.patience,
+        )
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the counters; patience and margin stay the configured ones."""
+        self.best = state.get("best")
+        self.bad_epochs = int(state.get("bad_epochs", 0))
+
+
+@dataclass
+class BestTracker:
+    """Best scores so far of the ``regular`` and EMA models; ``total``: the source of
+    ``checkpoint_best_total.pth``."""
+
+    regular: float | None = None
+    regular_epoch: int | None = None
+    ema: float | None = None
+    ema_epoch: int | None = None
+    total: str | None = None
+
+    def improve(self, source: str, score: float, epoch: int) -> bool:
+        """Record ``score``; True when it beats the best of ``source`` (or is the first)."""
+        best = getattr(self, source)
+        if best is not None and not score > best:
+            return False
+        setattr(self, source, score)
+        setattr(self, f"{source}_epoch", epoch)
+        return True
+
+    def winner(self) -> str:
+        """``ema`` when its best is strictly higher than the regular best, else ``regular``."""
+        if self.ema is not None and (self.regular is None or self.ema > self.regular):
+            return "ema"
+        return "regular"
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class TrainSession:
     """The state of a training run, carried through every epoch and step.
 
-    Attributes:
-        model: the detector being trained (unwrapped; its state dict is what is saved).
-        forward_model: what runs the forward pass: ``model``, or its DDP / compiled wrapper.
-        sizes: multi-scale training sizes; empty for a single size.
-        global_step: optimizer steps taken so far in the run.
-        skipped_in_a_row: consecutive steps the fp16 ``GradScaler`` skipped (inf/NaN gradients).
-        tracker, stopper: best-so-far scores and early stopping (None: off).
-        run_logger: the reports (main process only).
-        valid, test: the evaluation splits (``test`` None when absent or not wanted).
-        class_names: the classes trained, 0-based.
+    ``model`` is unwrapped (its state dict is saved); ``forward_model`` is it or its DDP /
+    compiled wrapper. ``sizes``: multi-scale sizes (empty: one size). ``skipped_in_a_row``:
+    consecutive steps the fp16 scaler skipped. ``run_logger`` exists on the main process only.
     """
 
     config: RunConfig
@@ -102,15 +161,13 @@ def accumulate_gradients(
     """Forward and backward one optimizer step's images in micro-batches of ``micro_batch``.
 
     Args:
-        model: the module to run (DDP wrappers skip the gradient all-reduce until the last
-            micro-batch).
+        model: the module to run (a DDP wrapper all-reduces in the last micro-batch only).
         criterion: computes the loss dict; its ``total_loss`` is back-propagated.
         images: ``[N, 3, S, S]`` normalised images of the whole step.
         targets: ``N`` target dicts (``labels`` ``[T]``, ``boxes`` ``[T, 4]`` normalised cxcywh).
-        micro_batch: images per forward pass (``batch_size``; ``N / micro_batch`` is
-            ``grad_accum_steps``).
-        num_boxes: the whole step's normaliser (:func:`reduce_num_boxes` of the step's box
-            count x ``group_detr``), computed before the first micro-batch and shared by all.
+        micro_batch: images per forward pass (``N / micro_batch`` is ``grad_accum_steps``).
+        num_boxes: the whole step's normaliser (:func:`reduce_num_boxes` of its box count x
+            ``group_detr``), shared by all micro-batches.
         precision: autocast settings (default fp32).
         scaler: scales the loss for fp16 (default none).
 
@@ -124,7 +181,6 @@ def accumulate_gradients(
     sums: dict[str, Tensor] = {}
     for index, (micro_images, micro_targets) in enumerate(step_batches):
         last = index == len(step_batches) - 1
-        # DDP all-reduces the gradients once, in the backward pass of the last micro-batch.
         sync = (
             model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
         )
@@ -150,12 +206,10 @@ def _to_float32(tensor: Tensor) -> Tensor:
 def optimizer_step(
     session: TrainSession, images: Tensor, targets: list[Target], epoch: int, step: int
 ) -> dict[str, float]:
-    """One full optimizer step on a step's batch (``grad_accum_steps`` micro-batches of
-    ``batch_size``); returns the logged values.
+    """One optimizer step on a step's batch; returns the logged values.
 
-    ``images`` are the loader's uint8 pixels, normalised here on the training device before the
-    multi-scale resize (:func:`rfdetr.data.normalize.model_input`; float batches are taken as
-    normalised already).
+    ``images`` are the loader's uint8 pixels, normalised on the training device before the
+    multi-scale resize (:func:`rfdetr.data.normalize.model_input`).
 
     Raises:
         NonFiniteLossError: the step's loss is NaN/inf (the weights are left untouched).
@@ -183,8 +237,7 @@ def optimizer_step(
 
 
 def _check_finite(session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int) -> bool:
-    """Whether the step's loss is finite on every process (NonFiniteLossError when it is not
-    and no fp16 ``GradScaler`` is there to skip the step)."""
+    """Whether the loss is finite on every process; raises when no fp16 scaler can skip it."""
     finite = torch.isfinite(sums["loss"]).to(torch.float32)
     if session.dist.enabled:  # every rank must decide together, or the others would hang
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -208,7 +261,6 @@ def _non_finite_message(
 
 
 def _note_skipped(session: TrainSession, sums: dict[str, Tensor], epoch: int, step: int) -> None:
-    """Count a step the scaler skipped; NonFiniteLossError at ``MAX_SKIPPED_STEPS`` in a row."""
     session.skipped_in_a_row += 1
     if session.skipped_in_a_row >= MAX_SKIPPED_STEPS:
         streak = f", {session.skipped_in_a_row} skipped fp16 steps in a row"
@@ -222,9 +274,8 @@ def _note_skipped(session: TrainSession, sums: dict[str, Tensor], epoch: int, st
 
 
 def _apply_gradients(session: TrainSession, finite: bool = True) -> bool:
-    """Unscale, clip, step the optimizer, the schedule and the EMA; whether it was applied: a
-    step the fp16 scaler skips (inf/NaN gradients) or whose loss is not ``finite`` changes
-    nothing but the scale."""
+    """Unscale, clip, step the optimizer, the schedule and the EMA; whether it was applied (a
+    step the fp16 scaler skips or whose loss is not ``finite`` changes only the scale)."""
     optimizer, scaler = session.optimizer, session.scaler
     if not finite:  # only reached with a scaler: skip the step and back off as it would
         scaler.update(scaler.get_scale() * scaler.get_backoff_factor())

@@ -15,7 +15,7 @@ from rfdetr.config import ConfigError, RunConfig
 from rfdetr.models.criterion import SetCriterion
 from rfdetr.training import NonFiniteLossError, fit
 from rfdetr.training import step as step_module
-from rfdetr.training.early_stopping import EarlyStopping
+from rfdetr.training.step import EarlyStopping
 
 # RNG-dependent settings on purpose: drop-path draws from the global torch generator and
 # multi-scale picks a size per step, so an exact match proves every random stream is restored.

@@ -18,8 +18,7 @@ from rfdetr.models.build import build_model
 from rfdetr.models.criterion import count_boxes, reduce_num_boxes
 from rfdetr.training import fit
 from rfdetr.training.distributed import DistributedTrainSampler
-from rfdetr.training.optim import build_optimizer, param_groups
-from rfdetr.training.schedule import build_scheduler
+from rfdetr.training.optim import build_optimizer, build_scheduler, param_groups
 from rfdetr.training.setup import build_criterion
 from rfdetr.training.step import accumulate_gradients, optimizer_step
 
