@@ -60,10 +60,6 @@ class SegmentationHead(nn.Module):
         self.query_features_proj = nn.Linear(dim, dim)
         self.bias = nn.Parameter(torch.zeros(1))
 
-    def _upsample(self, spatial: Tensor, image_size: tuple[int, int]) -> Tensor:
-        size = (image_size[0] // self.downsample_ratio, image_size[1] // self.downsample_ratio)
-        return F.interpolate(spatial, size=size, mode="bilinear", align_corners=False)
-
     def _kernels(self, queries: Tensor) -> Tensor:
         return self.query_features_proj(self.query_features_block(queries))
 
@@ -82,7 +78,8 @@ class SegmentationHead(nn.Module):
             ``L`` pairs ``(pixels [B, C, H/r, W/r], kernels [B, Q, C])``; the mask logits are
             ``einsum("bchw,bqc->bqhw", pixels, kernels) + bias``.
         """
-        spatial = self._upsample(spatial, image_size)
+        size = (image_size[0] // self.downsample_ratio, image_size[1] // self.downsample_ratio)
+        spatial = F.interpolate(spatial, size=size, mode="bilinear", align_corners=False)
         if skip_blocks:
             return [(self.spatial_features_proj(spatial), self._kernels(queries[-1]))]
         pairs = []
