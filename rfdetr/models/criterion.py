@@ -1,15 +1,10 @@
 """Training losses of RF-DETR: Hungarian-matched set losses with Group DETR and deep supervision.
 
-Per output layer (final decoder layer, every earlier decoder layer, the two-stage encoder
-proposals) the queries are matched to the targets and these losses are computed on the matches:
-
-- ``loss_ce``: IoU-aware BCE (default) or sigmoid focal loss over every query and class logit;
-- ``loss_bbox``: L1 between matched normalised cxcywh boxes; ``loss_giou``: 1 - GIoU;
-- ``loss_mask_ce`` / ``loss_mask_dice``: sigmoid BCE and Dice at PointRend-sampled points.
-
-Keys of earlier decoder layers get ``_0``, ``_1``, ... and encoder keys ``_enc``, as upstream names
-them, so an upstream-style weight dict (:func:`build_weight_dict`) applies unchanged. Every loss is
-a sum over matches (or queries) divided by one normaliser, ``num_boxes``.
+Per output layer (final decoder layer, earlier decoder layers ``_0``, ``_1``, ..., encoder
+proposals ``_enc``, keys named as upstream so :func:`build_weight_dict` applies) the matches get
+``loss_ce`` (IoU-aware BCE or sigmoid focal), ``loss_bbox`` (L1, normalised cxcywh),
+``loss_giou`` (1 - GIoU) and ``loss_mask_ce`` / ``loss_mask_dice`` at PointRend-sampled points.
+Every loss is a sum divided by one normaliser, ``num_boxes``.
 """
 
 from __future__ import annotations
@@ -197,12 +192,9 @@ class SetCriterion(nn.Module):
     def _ia_bce(
         self, logits: Tensor, positives: tuple[Tensor, Tensor, Tensor], iou: Tensor
     ) -> Tensor:
-        """Element-wise IoU-aware BCE ``[B, Q, K]``.
-
-        A matched (query, class) logit gets the soft target ``t = max(p^a * IoU^(1-a), 0.01)``,
-        weighted ``t`` as positive and ``1 - t`` as negative; all other logits are negatives
-        weighted ``p^gamma`` (which, as upstream, keeps its gradient).
-        """
+        """Element-wise IoU-aware BCE ``[B, Q, K]``: matched logits get the soft target
+        ``t = max(p^a * IoU^(1-a), 0.01)``, the others are negatives weighted ``p^gamma`` (which,
+        as upstream, keeps its gradient)."""
         prob = logits.sigmoid()
         pos_weight = torch.zeros_like(logits)
         neg_weight = prob**self.focal_gamma
@@ -287,11 +279,8 @@ def count_boxes(targets: list[dict[str, Tensor]]) -> int:
 
 
 def reduce_num_boxes(num_boxes: float, device: torch.device) -> Tensor:
-    """Turn a local box count into the loss normaliser.
-
-    Under ``torch.distributed`` the count is summed over ranks and divided by the world size (DDP
-    averages gradients, so each rank must divide by the mean count); it is then clamped to >= 1.
-    Every rank must call this together when a process group is initialised.
+    """Turn a local box count into the loss normaliser: under ``torch.distributed`` the mean
+    over ranks (DDP averages gradients; every rank must call this together), clamped to >= 1.
 
     Args:
         num_boxes: local count, already multiplied by ``group_detr`` where that applies.
@@ -381,11 +370,8 @@ def _matched(
 def _sample_target_masks(
     targets: list[dict[str, Tensor]], indices: MatchIndices, points: Tensor
 ) -> Tensor:
-    """Matched target masks at ``points`` ``[N, P, 2]`` (nearest), as ``[N, P]`` floats.
-
-    Sampled image by image so targets of different canvas sizes work and only one image's matched
-    masks are converted to float at a time.
-    """
+    """Matched target masks at ``points`` ``[N, P, 2]`` as ``[N, P]`` floats, image by image
+    (canvases may differ; one image's masks in float at a time)."""
     sampled, offset = [], 0
     for target, (_, tgt) in zip(targets, indices, strict=True):
         if tgt.numel() == 0:
