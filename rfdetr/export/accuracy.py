@@ -34,8 +34,7 @@ class AccuracyReport:
         max_box_px: largest ``|d x1|, |d y1|, |d x2|, |d y2|`` of a matched pair (pixels).
         max_score: largest ``|d score|`` of a matched pair.
         map50_95_reference, map50_95: COCO mAP50:95 (boxes) of the fp32 file and of ``file``.
-        map50_95_delta: ``map50_95 - map50_95_reference`` (negative: ``file`` is worse).
-        map50_delta: the same at IoU 0.5.
+        map50_95_delta, map50_delta: ``file`` minus fp32 (negative: worse), at 0.5:0.95 and 0.5.
         seconds: wall time of the comparison.
     """
 

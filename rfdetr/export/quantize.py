@@ -52,9 +52,7 @@ class QuantizeResult:
         path: the int8 file.
         calibration_images: images the ranges were computed on.
         excluded: module groups kept in fp32 by the sensitivity pass.
-        error_full: output error with every group quantized (`output_error`, over the check
-            images).
-        error: the same error of the file written.
+        error_full, error: `output_error` with every group quantized, and of the file written.
         sensitivity: group -> error with only that group quantized (groups measured).
         seconds: wall time of calibration, sensitivity pass and the final file.
     """

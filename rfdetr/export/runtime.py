@@ -60,12 +60,10 @@ class ONNXRuntimeModel:
 
     Raises:
         FileNotFoundError: no such file. ExportError: it is no ONNX model (one line naming it).
-        MetadataError: the file is not an rfdetr export.
-        ValueError: the file is a post-processing graph (use its outputs directly).
+        MetadataError (a ValueError): not an rfdetr export, or a post-processing graph.
 
     Attributes:
-        providers: the execution providers the session runs with (CPU only when the CUDA
-            provider could not start: logged as a warning).
+        providers: the execution providers the session runs with (see `active_providers`).
     """
 
     def __init__(
