@@ -52,16 +52,6 @@ def check_shape(
     return height, width
 
 
-def check_opset(opset_version: int) -> int:
-    """Validate the ONNX opset; raises `ExportError` outside ``[MIN_OPSET, MAX_OPSET]``."""
-    if not isinstance(opset_version, int) or not MIN_OPSET <= opset_version <= MAX_OPSET:
-        raise ExportError(
-            f"opset_version {opset_version!r} is not supported; use {MIN_OPSET}..{MAX_OPSET} "
-            f"(default 17)"
-        )
-    return opset_version
-
-
 def export_onnx(
     model: RFDETR,
     output: str | os.PathLike[str],
@@ -77,11 +67,15 @@ def export_onnx(
     (`TopKPostProcess` appended, classes in ``logit_columns``).
 
     Raises:
-        ExportError: a bad opset or batch size.
+        ExportError: an opset outside ``[MIN_OPSET, MAX_OPSET]`` or a bad batch size.
     """
     import onnx
 
-    check_opset(opset_version)
+    if not isinstance(opset_version, int) or not MIN_OPSET <= opset_version <= MAX_OPSET:
+        raise ExportError(
+            f"opset_version {opset_version!r} is not supported; use {MIN_OPSET}..{MAX_OPSET} "
+            f"(default 17)"
+        )
     if batch_size < 1:
         raise ExportError(f"batch_size must be >= 1, got {batch_size}")
     shape, dynamic_batch = metadata.input_shape, metadata.dynamic_batch

@@ -28,7 +28,6 @@ from rfdetr.models.postprocess import PostProcess
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ATOL = 1e-4
 _RELATIVE = ("masks", "boxes")  # outputs not on a unit scale (see the module docstring)
 RAW_NAMES = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
 
@@ -138,7 +137,7 @@ def verify_onnx(
     model: RFDETR,
     *,
     postprocess: PostProcess | None = None,
-    atol: float = DEFAULT_ATOL,
+    atol: float = 1e-4,
     seed: int = 0,
     raise_on_failure: bool = True,
 ) -> VerifyReport:
