@@ -43,8 +43,7 @@ class SetCriterion(nn.Module):
         ia_bce_loss: IoU-aware BCE classification loss; False selects the sigmoid focal loss.
         focal_gamma: exponent of the negative weight ``p^gamma`` (and of the focal loss).
         mask_point_sample_ratio: the mask loss uses ``max(h, h * w // ratio)`` points per mask.
-        oversample_ratio: PointRend candidate multiplier of the mask point sampling.
-        importance_sample_ratio: share of mask points chosen by uncertainty.
+        oversample_ratio, importance_sample_ratio: `sample_uncertain_points` arguments.
     """
 
     def __init__(
@@ -93,11 +92,9 @@ class SetCriterion(nn.Module):
                 same keys, one per earlier decoder layer) and ``enc_outputs`` (same keys).
             targets: one dict per image with ``labels`` int64 ``[T]`` (0-based), ``boxes``
                 ``[T, 4]`` normalised cxcywh and, for masks, ``masks`` ``[T, H, W]``.
-            num_boxes: the normaliser. ``None``: boxes in ``targets`` x group_detr, averaged
-                over ranks, at least 1 (:meth:`num_boxes_for_targets`). Given: used as is
-                (clamped to at least 1). With gradient accumulation pass the box count of the
-                whole optimizer step x group_detr (see :func:`reduce_num_boxes`): then summing the
-                micro-batch losses gives exactly the loss of one big batch, with no 1/accum factor.
+            num_boxes: the normaliser (clamped to >= 1); ``None``: :meth:`num_boxes_for_targets`.
+                With gradient accumulation pass the whole step's count x group_detr
+                (:func:`reduce_num_boxes`): the summed micro-batch losses are then the big batch's.
 
         Returns:
             Loss name -> scalar tensor. Final-layer names are bare (``loss_ce``); earlier decoder
