@@ -28,11 +28,13 @@ class SelectionCheck:
         forced: the hook ran (False if the model no longer calls that head module).
         reordered: ranks where ONNX Runtime's order differs from PyTorch's own top-k.
         violations: ranks where that order contradicts PyTorch's logits beyond the tolerance.
+        worst_gap: largest such contradiction (logit units).
     """
 
     forced: bool = False
     reordered: int = 0
     violations: int = 0
+    worst_gap: float = 0.0
 
 
 def selection_session(path: str | os.PathLike[str], options: object) -> tuple[object, str] | None:
@@ -86,4 +88,7 @@ def _check(scores: Tensor, index: Tensor, tolerance: float, check: SelectionChec
     gaps = [(picked[:, 1:] - picked[:, :-1]).clamp(min=0).flatten()]  # a later rank scoring higher
     left_out = scores.scatter(1, index, float("-inf")).amax(1)  # best token not selected
     gaps.append((left_out - picked.amin(1)).clamp(min=0))
-    check.violations += int((torch.cat(gaps) > tolerance).sum())
+    excess = torch.cat(gaps)
+    check.violations += int((excess > tolerance).sum())
+    if excess.numel():
+        check.worst_gap = max(check.worst_gap, float(excess.max()))
