@@ -1,12 +1,7 @@
-"""What a lower-precision or other-runtime export costs: it against the fp32 ONNX file, on the
-dataset's validation images (never used for calibration).
-
-Both files run through the evaluation code (`rfdetr.evaluation.predictions.predict_dataset`,
-COCO eval by `score_predictions`), so the mAP50:95 delta is the one ``rfdetr eval`` would show.
-Deviations are measured on detections: every fp32 detection scoring at least ``threshold`` is
-matched to the other file's detection of the same class with the highest IoU (at least 0.5);
-the report gives the largest box-corner difference in original-image pixels and the largest
-score difference over the matched pairs, and counts the unmatched ones.
+"""What a lower-precision or other-runtime export costs against the fp32 ONNX file, on the
+dataset's validation images (never used for calibration), through the evaluation code
+(`predict_dataset`, `score_predictions`: the mAP ``rfdetr eval`` shows). Each fp32 detection
+scoring >= ``threshold`` is matched to the same-class detection of highest IoU (>= 0.5).
 """
 
 from __future__ import annotations
@@ -32,15 +27,14 @@ class AccuracyReport:
     """One export against the fp32 ONNX file on a dataset split (see the module docstring).
 
     Attributes:
-        file: the export measured; reference: the fp32 file.
-        split: the split; images: its image count.
+        file, reference: the export measured and the fp32 file.
+        split, images: the split and its image count.
         threshold: fp32 detections at or above it are matched.
         matched, unmatched: fp32 detections with / without a match in ``file``.
         max_box_px: largest ``|d x1|, |d y1|, |d x2|, |d y2|`` of a matched pair (pixels).
         max_score: largest ``|d score|`` of a matched pair.
         map50_95_reference, map50_95: COCO mAP50:95 (boxes) of the fp32 file and of ``file``.
-        map50_95_delta: ``map50_95 - map50_95_reference`` (negative: ``file`` is worse).
-        map50_delta: the same at IoU 0.5.
+        map50_95_delta, map50_delta: ``file`` minus fp32 (negative: worse), at 0.5:0.95 and 0.5.
         seconds: wall time of the comparison.
     """
 
@@ -155,9 +149,8 @@ def _deviations(
 
 
 def write_report(report: AccuracyReport, model_path: Path) -> Path:
-    """Write ``report`` beside the model (``<file>.accuracy.json``, atomically) and into its
-    metadata under ``accuracy`` (ONNX ``metadata_props``, OpenVINO ``rt_info``); returns the
-    JSON path."""
+    """Write ``report`` to ``<file>.accuracy.json`` (returned) and into the model's metadata
+    under ``accuracy`` (ONNX ``metadata_props``, OpenVINO ``rt_info``)."""
     target = model_path.with_name(model_path.name + ".accuracy.json")
     write_atomic(target, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     if model_path.suffix == ".xml":

@@ -1,13 +1,8 @@
 """`export_model`: what ``RFDETRModel.export()`` and ``rfdetr export`` run, on plain objects.
 
-Shape and opset checks, a CPU copy of the model, the ONNX file with its metadata, verification
-against PyTorch with ONNX Runtime, and optionally an onnxslim-simplified copy, verified the same
-way. Files are named after the model: ``rfdetr-<size>.onnx`` (``-postprocess`` for the
-post-processing graph, ``.sim.onnx`` for the simplified copy). ``quantize``/``format`` derive
-an int8 file and/or an OpenVINO IR from it: each derived file is measured against the fp32
-ONNX file on the calibration dataset's validation split (`rfdetr.export.accuracy`), the report
-beside it and in its metadata; an fp32 IR is also checked against ONNX Runtime on random inputs
-(`FP32_ATOL`).
+Writes ``rfdetr-<size>[-postprocess].onnx`` with metadata, verified against PyTorch, optionally
+a ``.sim.onnx`` onnxslim copy; ``quantize``/``format`` derive an int8 file and/or an OpenVINO IR,
+measured against the fp32 file on the calibration dataset (`rfdetr.export.accuracy`).
 """
 
 from __future__ import annotations
@@ -175,7 +170,7 @@ def check_target(
     fmt: str,
     class_names: list[str],
 ) -> Target:
-    """Validate the options before anything is exported (bad input fails at once).
+    """Validate the options before anything is exported.
 
     Raises:
         ExportError: an unknown option, int8 without a calibration dataset, no OpenVINO.

@@ -1,16 +1,12 @@
-"""`ExportModule`: the eager `RFDETR` in inference mode, as a traceable module for one input size.
+"""`ExportModule`: the eager `RFDETR` in inference mode, traceable for one input size.
 
-The model's own ``forward`` runs (eval mode, no auxiliary outputs) on a copy whose ViT blocks
-have folded LayerScale and the attention scale into their weights (`ViTBlock.deploy`). The tracer
-records it with the spatial size fixed, so every input-independent quantity (the interpolated
-position embedding, the proposal boxes, the learned queries) becomes a constant that the
-exporter folds.
-
-Outputs (upstream's ONNX contract): ``dets`` ``[B, Q, 4]`` normalised cxcywh, ``labels``
-``[B, Q, C+1]`` logits, and for Seg models ``masks`` ``[B, Q, H/4, W/4]`` logits. With a
-`TopKPostProcess`, the graph takes ``orig_size`` ``[B, 2]`` (height, width) as a second input and
-returns ``boxes`` ``[B, K, 4]`` pixel xyxy, ``scores`` ``[B, K]``, ``class_ids`` ``[B, K]`` int64
-(and ``masks`` ``[B, K, H/4, W/4]`` logits of the kept queries) instead.
+The model's own ``forward`` runs on a copy with folded ViT blocks (`ViTBlock.deploy`); with the
+spatial size fixed, input-independent tensors (position table, proposals, queries) become
+constants. Outputs (upstream's ONNX contract): ``dets`` ``[B, Q, 4]`` normalised cxcywh,
+``labels`` ``[B, Q, C+1]`` logits, Seg: ``masks`` ``[B, Q, H/4, W/4]`` logits; with
+`TopKPostProcess`: a second input ``orig_size`` ``[B, 2]`` (h, w), outputs ``boxes`` ``[B, K, 4]``
+pixel xyxy, ``scores`` ``[B, K]``, ``class_ids`` ``[B, K]`` int64 (Seg: ``masks``
+``[B, K, H/4, W/4]``).
 """
 
 from __future__ import annotations
@@ -56,11 +52,7 @@ class TopKPostProcess(nn.Module):
     def forward(
         self, dets: Tensor, labels: Tensor, masks: Tensor | None, orig_size: Tensor
     ) -> tuple[Tensor, ...]:
-        """Raw outputs + ``orig_size`` ``[B, 2]`` (height, width) -> the top-k detections.
-
-        Returns ``boxes`` ``[B, K, 4]`` pixel xyxy, ``scores`` ``[B, K]``, ``class_ids``
-        ``[B, K]`` and, for Seg models, the kept queries' ``masks`` ``[B, K, H/4, W/4]``.
-        """
+        """Raw outputs + ``orig_size`` -> the top-k detections (shapes: module docstring)."""
         logits = labels.index_select(-1, self.columns) if self.use_columns else labels[..., :-1]
         scores = logits.sigmoid().reshape(-1, self.queries * self.classes)
         top_scores, top_index = torch.topk(scores, self.k, dim=1)

@@ -65,7 +65,7 @@ class ExportMetadata:
 
     @property
     def resolution(self) -> int:
-        """Input height (the side of the square input for every standard export)."""
+        """Input height (the side of a standard square export)."""
         return self.input_shape[0]
 
     @property

@@ -1,9 +1,7 @@
 """Trace an `RFDETR` model to ONNX through `ExportModule`, embed metadata, check, simplify.
 
-The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) is used on purpose: with
-torch 2.14 it writes a clean graph at the requested opset (17 by default) with only standard
-ONNX ops, whereas the dynamo exporter needs ``onnxscript`` and moves the graph to opset 18
-(upstream issue #473).
+The TorchScript exporter (``dynamo=False``) on purpose: it writes standard ops at the requested
+opset, while the dynamo one needs ``onnxscript`` and moves to opset 18 (upstream issue #473).
 """
 
 from __future__ import annotations
@@ -54,16 +52,6 @@ def check_shape(
     return height, width
 
 
-def check_opset(opset_version: int) -> int:
-    """Validate the ONNX opset; raises `ExportError` outside ``[MIN_OPSET, MAX_OPSET]``."""
-    if not isinstance(opset_version, int) or not MIN_OPSET <= opset_version <= MAX_OPSET:
-        raise ExportError(
-            f"opset_version {opset_version!r} is not supported; use {MIN_OPSET}..{MAX_OPSET} "
-            f"(default 17)"
-        )
-    return opset_version
-
-
 def export_onnx(
     model: RFDETR,
     output: str | os.PathLike[str],
@@ -74,17 +62,20 @@ def export_onnx(
 ) -> Path:
     """Write the inference graph of ``model`` (eval mode, CPU; not modified) to ``output``.
 
-    ``metadata`` is written into ``metadata_props`` and says the graph: its ``input_shape``
-    (validated by `check_shape`), ``dynamic_batch`` (a symbolic batch axis ``batch``; else the
-    batch is ``batch_size``), and ``with_postprocess`` (top-k post-processing appended: input
-    ``orig_size``, outputs ``boxes``/``scores``/``class_ids``, classes in ``logit_columns``).
+    ``metadata`` goes into ``metadata_props`` and chooses the graph: ``input_shape``,
+    ``dynamic_batch`` (symbolic axis ``batch``, else ``batch_size``), ``with_postprocess``
+    (`TopKPostProcess` appended, classes in ``logit_columns``).
 
     Raises:
-        ExportError: a bad opset or batch size.
+        ExportError: an opset outside ``[MIN_OPSET, MAX_OPSET]`` or a bad batch size.
     """
     import onnx
 
-    check_opset(opset_version)
+    if not isinstance(opset_version, int) or not MIN_OPSET <= opset_version <= MAX_OPSET:
+        raise ExportError(
+            f"opset_version {opset_version!r} is not supported; use {MIN_OPSET}..{MAX_OPSET} "
+            f"(default 17)"
+        )
     if batch_size < 1:
         raise ExportError(f"batch_size must be >= 1, got {batch_size}")
     shape, dynamic_batch = metadata.input_shape, metadata.dynamic_batch
@@ -99,8 +90,7 @@ def export_onnx(
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
-        # Tracer notes about Python ints taken from shapes are expected: the spatial size is
-        # fixed by design, and the legacy-exporter deprecation note is the documented choice.
+        # Tracer notes on shape ints (fixed by design) and the legacy-exporter note are expected.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
@@ -125,8 +115,7 @@ def export_onnx(
 def _set_output_shapes(
     proto: object, shapes: list[tuple[int, ...]], batch_size: int, dynamic_batch: bool
 ) -> None:
-    """Write the static output dims the tracer leaves symbolic next to a dynamic batch axis
-    (consumers such as TensorRT and the checker's shape inference then see them)."""
+    """Write the static output dims the tracer leaves symbolic (for TensorRT, shape inference)."""
     for output, shape in zip(proto.graph.output, shapes, strict=True):
         dims = output.type.tensor_type.shape.dim
         del dims[:]

@@ -1,15 +1,9 @@
 """OpenVINO IR export and runtime (the ``openvino`` extra: ``pip install 'rfdetr[openvino]'``).
 
-The IR (``.xml`` + ``.bin``) is converted from an exported ONNX file with
-``openvino.convert_model``, weights kept fp32 (no fp16 compression), the ONNX metadata copied
-into the IR's ``rt_info`` under ``rfdetr``. Converting the int8 QDQ file gives an int8 IR: the
-OpenVINO CPU plugin runs the QuantizeLinear/DequantizeLinear pairs as int8 kernels, so the
-same calibration and sensitivity pass serve both runtimes.
-
-`OpenVINOModel` runs an IR with the same interface as `ONNXRuntimeModel`. It asks the CPU for
-fp32 arithmetic (``INFERENCE_PRECISION_HINT=f32``): on CPUs with bf16 units OpenVINO would
-otherwise compute in bf16 (about 1e-2 from fp32), which is a speed choice the caller makes
-with ``precision="bf16"``.
+The IR is converted from an exported ONNX file (weights fp32, ONNX metadata in ``rt_info`` under
+``rfdetr``); the int8 QDQ file gives an int8 IR, so one calibration serves both runtimes.
+`OpenVINOModel` asks for fp32 arithmetic: on bf16 CPUs OpenVINO would otherwise compute in bf16
+(about 1e-2 off), a speed choice left to ``precision="bf16"``.
 """
 
 from __future__ import annotations
@@ -43,9 +37,8 @@ def require_openvino() -> Any:
 def export_openvino(
     source: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Convert the ONNX file ``source`` to ``output`` (default: ``source`` with ``.xml``).
-
-    Returns the ``.xml`` path (the ``.bin`` weights lie beside it).
+    """Convert the ONNX file ``source`` to ``output`` (default: ``source`` with ``.xml``);
+    returns the ``.xml`` path (``.bin`` beside it).
 
     Raises:
         ExportError: OpenVINO is not installed.

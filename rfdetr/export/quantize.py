@@ -1,26 +1,15 @@
 """INT8 export: ONNX Runtime static QDQ quantization, calibrated on a dataset's training images.
 
-Weights are int8 per output channel, activations uint8 per tensor (the pairing ONNX Runtime
-recommends for x86 CPUs with VNNI), calibrated with MinMax ranges over up to ``max_images``
-training images preprocessed exactly as ``predict()`` does. Quantized: the ops that hold weights
-(``Conv``, ``MatMul``, ``Gemm`` with a constant input) and the attention products of two
-activations (``MatMul`` inside an ``attn``/``attention`` module: ``q k^T`` and ``softmax v``).
-The outputs of ``MatMul`` and ``Gemm`` are not quantized (`FLOAT_OUTPUT_OPS`): ONNX Runtime then
-runs them as QGemm / MatMulIntegerToFloat writing fp32, so GELU stays one fused op, the softmax
-reads fp32 (no QLinearSoftmax: quantized outputs made a Nano 384 file 1.4x slower than weights
-only) and one Q/DQ pair per activation goes. The elementwise work, layer norms, the deformable
-sampling and the mask head's query-by-pixel product stay fp32.
+Weights int8 per channel, activations uint8 per tensor (ORT's advice for x86 VNNI), MinMax ranges
+over training images preprocessed as ``predict()`` does. Quantized: ``Conv``/``MatMul``/``Gemm``
+with a weight and the attention ``MatMul`` of two activations; their outputs stay fp32
+(`FLOAT_OUTPUT_OPS`: quantized outputs made a Nano 384 file 1.4x slower than weights only).
 
-A **sensitivity pass** then measures which part of the network suffers most: the graph's nodes are
-grouped by module (``encoder/encoder/layer.3``, ``projector/stages.0``, ``decoder/layers.1``,
-``class_embed`` ...), each group alone is quantized (reusing the one calibration), and its output
-error against fp32 on a few calibration images is measured. A group is kept in fp32 only when its
-own error exceeds ``DAMAGE_TOLERANCE`` (the worst ``max_excluded`` of those), and only if keeping
-them lowers the whole file's error; each fp32 group costs latency (the trained Nano of
-benchmarks/int8_accuracy.py: every group below the tolerance, nothing kept, mAP50:95 +0.0011; the
-former rule, up to 3 groups kept whatever their error, cost Seg-Nano 312 8-10 % latency). Every
-group is measured by default, so the file written does not depend on the machine's speed or load; a
-``budget_s`` stops measuring after that many seconds (the groups left unmeasured stay quantized).
+A sensitivity pass quantizes each module group (`node_groups`) alone and keeps in fp32 the worst
+``max_excluded`` whose own error exceeds ``DAMAGE_TOLERANCE``, only if that lowers the whole file's
+error (each fp32 group costs latency; benchmarks/int8_accuracy.py: the trained Nano kept none,
+mAP50:95 +0.0011). Every group is measured unless ``budget_s`` runs out, so the file written does
+not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -44,8 +33,7 @@ logger = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 FLOAT_OUTPUT_OPS = ["MatMul", "Gemm"]  # int8 inputs, fp32 output (QGemm, MatMulIntegerToFloat)
-# `output_error` of one group quantized alone above which that group is kept fp32: the top
-# detections' boxes moving 0.5 % of the image side (or their scores 0.005) on average.
+# `output_error` of a group quantized alone above which it stays fp32 (boxes move 0.5 % of a side)
 DAMAGE_TOLERANCE = 0.005
 _ATTENTION = re.compile(r"(^|/)[^/]*(attn|attention)[^/]*/")  # a node inside an attention module
 _INDEXED = re.compile(r"^[A-Za-z_]+\.\d+$")  # "blocks.3", "layers.0": one repeated block
@@ -64,9 +52,7 @@ class QuantizeResult:
         path: the int8 file.
         calibration_images: images the ranges were computed on.
         excluded: module groups kept in fp32 by the sensitivity pass.
-        error_full: output error with every group quantized (`output_error`, over the check
-            images).
-        error: the same error of the file written.
+        error_full, error: `output_error` with every group quantized, and of the file written.
         sensitivity: group -> error with only that group quantized (groups measured).
         seconds: wall time of calibration, sensitivity pass and the final file.
     """
@@ -128,10 +114,8 @@ def preprocessed(files: list[Path], fp32_path: str | os.PathLike[str]) -> list[n
 
 
 def node_groups(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Names of the nodes to quantize in ``path`` (`QUANTIZED_OPS` with a weight, and attention
-    ``MatMul`` of two activations), grouped by module (``encoder/encoder/layer.3``,
-    ``decoder/layers.0``, ``class_embed`` ...): the module path below the model's containers, up
-    to its first block index within three components."""
+    """Nodes to quantize in ``path``, grouped by module path up to its first block index
+    (``encoder/encoder/layer.3``, ``decoder/layers.0``, ``class_embed`` ...)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -154,13 +138,9 @@ def node_groups(path: str | os.PathLike[str]) -> dict[str, list[str]]:
 def output_error(
     reference: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]], top: int = 10
 ) -> float:
-    """How far ``got`` is from ``reference`` where it matters: for each image's ``top`` most
-    confident reference queries, the nearest query of ``got`` by box (mean ``|d cxcywh|``,
-    normalised) plus the difference of their best sigmoid scores; the mean over all of them.
-
-    Matching by nearest box, not by query index, keeps the measure smooth where the two-stage
-    top-k swaps near-tied tokens (and with them whole queries) under small perturbations.
-    """
+    """Mean over each image's ``top`` reference queries of the box distance (mean ``|d cxcywh|``)
+    to the nearest query of ``got`` plus their best-score difference. Nearest box, not same index:
+    the two-stage top-k swaps near-tied queries under small perturbations."""
     errors = []
     for ref, out in zip(reference, got, strict=True):
         for boxes, logits, other_boxes, other_logits in zip(
@@ -189,7 +169,6 @@ def _outputs(path: Path, inputs: list[np.ndarray]) -> list[dict[str, np.ndarray]
 def _quantize(
     source: Path, output: Path, cache: Path, inputs: list | None, **nodes: list[str] | None
 ) -> Path:
-    """Calibrated on ``inputs`` (ranges saved to ``cache``), or with the ``cache`` when None."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     feeds = iter([{"input": x} for x in inputs or []])
@@ -230,9 +209,8 @@ def quantize_onnx(
     """Write an int8 QDQ copy of the fp32 file ``source`` to ``output`` (metadata kept).
 
     Calibrated on ``inputs`` (``[1, 3, H, W]``, `preprocessed`), errors measured on the first
-    ``check_images``; the ``sensitivity`` pass (module docstring) keeps in fp32 at most
-    ``max_excluded`` module groups, each with an error above ``tolerance`` when quantized alone,
-    and stops measuring groups after ``budget_s`` seconds (None: never).
+    ``check_images``; ``sensitivity``, ``max_excluded``, ``tolerance``, ``budget_s``: the
+    module docstring's pass.
     """
     started = time.perf_counter()
     source, output = Path(source), Path(output)
@@ -279,7 +257,6 @@ def quantize_onnx(
 
 
 def _finish(chosen: Path, source: Path, output: Path, extra: dict[str, str]) -> None:
-    """Copy ``source``'s metadata (plus ``extra``) into ``chosen`` and move it to ``output``."""
     import onnx
 
     model = onnx.load(str(chosen))

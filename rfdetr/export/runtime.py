@@ -1,9 +1,5 @@
-"""Run an exported RF-DETR ONNX file with ONNX Runtime, with nothing but the file.
-
-`ONNXRuntimeModel` reads the file's metadata (classes, input size, normalisation), runs batches
-(splitting or padding them for a fixed-batch file) and gives the same `supervision.Detections`
-as ``RFDETRModel.predict()``; `rfdetr.export.openvino.OpenVINOModel` does the same for an
-OpenVINO IR.
+"""Run an exported RF-DETR ONNX file with ONNX Runtime, with nothing but the file: the same
+`supervision.Detections` as ``RFDETRModel.predict()`` (`OpenVINOModel` for an IR).
 """
 
 from __future__ import annotations
@@ -35,13 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 def active_providers(session: Any, device: str | torch.device, source: str) -> list[str]:
-    """The execution providers ``session`` really runs with; warns when a CUDA ``device`` got none.
-
-    ``onnxruntime.get_available_providers()`` lists the CUDA provider of onnxruntime-gpu
-    whenever the package has it, even when it cannot start (a build for another CUDA major than
-    the libraries found, a driver too old, missing cuDNN); the session then runs on the CPU. Only
-    ``session.get_providers()`` tells.
-    """
+    """The providers ``session`` really runs with (``get_available_providers()`` lists CUDA even
+    when it cannot start); warns when a CUDA ``device`` got none."""
     import onnxruntime as ort
 
     active = list(session.get_providers())
@@ -69,12 +60,10 @@ class ONNXRuntimeModel:
 
     Raises:
         FileNotFoundError: no such file. ExportError: it is no ONNX model (one line naming it).
-        MetadataError: the file is not an rfdetr export.
-        ValueError: the file is a post-processing graph (use its outputs directly).
+        MetadataError (a ValueError): not an rfdetr export, or a post-processing graph.
 
     Attributes:
-        providers: the execution providers the session runs with (CPU only when the CUDA
-            provider could not start: logged as a warning).
+        providers: the execution providers the session runs with (see `active_providers`).
     """
 
     def __init__(

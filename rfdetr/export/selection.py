@@ -1,14 +1,10 @@
 """Two-stage query selection during verification: compare like with like at near-ties.
 
-RF-DETR picks its queries with a top-k over the encoder tokens' best class logit, and the rank
-of a token decides which learned query it is paired with. Two tokens whose logits differ by less
-than the float noise between ONNX Runtime and PyTorch (~1e-5; with random weights such near-ties
-occur in about half of all inputs) may come out in either order, and the two orders give
-different, equally valid outputs. So verification reads ONNX Runtime's selection (the first
-``TopK`` node's indices, exposed as an extra output of an in-memory copy of the file), checks it
-is a top-k of PyTorch's own logits within a small tolerance, and runs the PyTorch model with that
-selection (a forward hook on the group-0 class head of the two-stage selection; its output
-feeds nothing but the top-k in eval mode). The outputs are then compared exactly as usual.
+The two-stage top-k over encoder tokens decides which learned query each token gets; tokens
+closer than the ONNX Runtime / PyTorch float noise (~1e-5; about half of random-weight inputs)
+may come out in either order, with different, equally valid outputs. So verification reads ONNX
+Runtime's selection (the first ``TopK`` node's indices), checks it is a top-k of PyTorch's own
+logits within a tolerance, and runs PyTorch with it (a hook on the group-0 selection head).
 """
 
 from __future__ import annotations
@@ -42,10 +38,8 @@ class SelectionCheck:
 
 
 def selection_session(path: str | os.PathLike[str], options: object) -> tuple[object, str] | None:
-    """An ONNX Runtime session of ``path`` that also returns the two-stage top-k indices.
-
-    Returns ``(session, output name)``, or None when the graph has no ``TopK`` node.
-    """
+    """``(session, output name)`` of ``path`` also returning the two-stage top-k indices; None
+    when the graph has no ``TopK`` node."""
     import onnx
     import onnxruntime as ort
 
@@ -65,11 +59,8 @@ def selection_session(path: str | os.PathLike[str], options: object) -> tuple[ob
 
 @contextmanager
 def forced_selection(model: RFDETR, index: Tensor, tolerance: float) -> Iterator[SelectionCheck]:
-    """Make ``model``'s two-stage top-k return ``index`` ``[B, K]`` (in that order).
-
-    The check compares that selection with the model's own logits: every selected token must
-    score at least as high as the next one and as every token left out, up to ``tolerance``.
-    """
+    """Make ``model``'s two-stage top-k return ``index`` ``[B, K]`` (in that order); each pick must
+    score, up to ``tolerance``, at least as high as the next one and every token left out."""
     head = model.transformer.enc_out_class_embed[0]
     check = SelectionCheck()
 

@@ -1,20 +1,13 @@
 """Keep the calling thread's alternate signal stack across OpenVINO calls (Linux).
 
-OpenVINO's CPU plugin (``SigAltStackSetup`` in ``src/plugins/intel_cpu/src/sigstack_manager.cpp``,
-added for AMX by openvinotoolkit/openvino#11894; the pip wheel 2026.4.1 still does it) ``mmap``\\s
-a stack when it is created and installs it with ``sigaltstack`` on the thread that created it,
-saving that thread's previous one. Its destructor puts the saved stack back only when its own is
-still installed on the thread that runs the destructor, then ``munmap``\\s its own. Two plugins
-destroyed in creation order (two ``ov.Core`` objects, e.g. two :class:`OpenVINOModel`\\s), or one
-destroyed from another thread, leave a thread's alternate stack pointing at unmapped memory, or
-at whatever is mapped there next. Every later signal handled on that stack (Python installs its
-handlers with ``SA_ONSTACK``: ``SIGINT``, and the ``SIGCHLD`` handler of a torch DataLoader with
-workers) then either kills the process with SIGSEGV (si_code ``SI_KERNEL``, address 0, raised
-when the kernel cannot write the signal frame) or writes the frame into someone else's memory:
-heap corruption that faults later, elsewhere. ``benchmarks/openvino_sigaltstack.py`` shows it.
-
-:func:`keep_signal_stack` puts the thread's previous stack back right after the call that
-creates the plugin: the plugin's stack is then never installed, and its destructor only unmaps it.
+OpenVINO's CPU plugin (``SigAltStackSetup``, ``src/plugins/intel_cpu/src/sigstack_manager.cpp``,
+openvinotoolkit/openvino#11894; still in the 2026.4.1 wheel) installs an ``mmap``-ed stack with
+``sigaltstack`` on its creating thread and restores the previous one on destruction only if its
+own is still installed there, then unmaps it. Two plugins destroyed in creation order, or one
+destroyed from another thread, leave the thread's stack pointing at unmapped memory: the next
+signal handled on it (Python's ``SA_ONSTACK`` handlers: ``SIGINT``, a DataLoader's ``SIGCHLD``)
+is a SIGSEGV or heap corruption (``benchmarks/openvino_sigaltstack.py``). :func:`keep_signal_stack`
+puts the previous stack back right after the plugin is created, so the plugin's is never installed.
 """
 
 from __future__ import annotations
@@ -62,8 +55,7 @@ def current_signal_stack() -> tuple[int, int] | None:
 
 @contextmanager
 def keep_signal_stack() -> Iterator[None]:
-    """Put this thread's alternate signal stack back as it was before the block, if the block
-    changed it (see the module docstring); a failure to do so is logged, not raised."""
+    """Restore this thread's alternate signal stack if the block changed it (failure: logged)."""
     sigaltstack = _sigaltstack()
     if sigaltstack is None:
         yield

@@ -1,18 +1,11 @@
 """Check an exported ONNX file against the eager PyTorch model with ONNX Runtime.
 
-Both run on the same random inputs (batch 1 and 2 for a dynamic-batch file); the report gives the
-largest absolute difference per output. The tolerance is ``atol`` (1e-4, fp32), absolute for
-boxes (normalised), class logits and scores. Two outputs are not on a unit scale and get it
-relative to their largest magnitude: mask logits, which reach tens (float32 itself is no closer
-there: the eager fp32 Seg-Nano is 1.1e-4 away from an fp64 evaluation of the same model), and
-the post-processing graph's pixel boxes.
-
-Near-ties in the two-stage top-k are handled as `rfdetr.export.selection` explains: PyTorch
-runs with ONNX Runtime's (checked) query selection.
-
-For a post-processing graph the reference is `PostProcess` (what ``predict()`` uses): scores are
-compared as sorted lists, class ids and boxes at every rank whose score is not tied (within the
-tolerance) with a neighbour, since ONNX Runtime and PyTorch may order exact ties differently.
+Both run on the same random inputs (batch 1 and 2 if the batch is dynamic). Tolerance ``atol``
+(1e-4) is absolute, except for outputs not on a unit scale (`_RELATIVE`: mask logits reach tens,
+where the eager fp32 Seg-Nano is 1.1e-4 from fp64 itself; pixel boxes): relative to their largest
+magnitude. Two-stage near-ties: `rfdetr.export.selection`. A post-processing graph is compared
+with `PostProcess`: scores as sorted lists, class ids and boxes only at ranks not tied with a
+neighbour (the two runtimes may order exact ties differently).
 """
 
 from __future__ import annotations
@@ -35,7 +28,6 @@ from rfdetr.models.postprocess import PostProcess
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ATOL = 1e-4
 _RELATIVE = ("masks", "boxes")  # outputs not on a unit scale (see the module docstring)
 RAW_NAMES = {"dets": "pred_boxes", "labels": "pred_logits", "masks": "pred_masks"}
 
@@ -57,9 +49,8 @@ class VerifyReport:
         tolerance: output name -> allowed difference.
         mismatched: output name -> elements (class ids) differing at untied ranks, and
             ``selection``: two-stage ranks where ONNX Runtime's choice contradicts PyTorch.
-        reordered_ties: two-stage ranks ONNX Runtime ordered differently from PyTorch's own
-            top-k (near-ties; PyTorch then ran with ONNX Runtime's order).
-        selection_forced: PyTorch ran with ONNX Runtime's selection (see the module docstring).
+        reordered_ties: near-tie two-stage ranks ONNX Runtime ordered differently.
+        selection_forced: PyTorch ran with ONNX Runtime's selection.
     """
 
     path: Path
@@ -101,13 +92,9 @@ def session_options(threads: int | None = None) -> object:
 
 
 def execution_providers(device: str | torch.device = "cpu") -> list[Any]:
-    """ONNX Runtime providers for ``device``: CUDA (then CPU) for a CUDA device, else the CPU.
-
-    A CUDA device with an onnxruntime that has no CUDA provider (the CPU package) falls back
-    to the CPU with a warning. With ``onnxruntime-gpu`` the CUDA and cuDNN libraries usually
-    come from the ``nvidia-*`` pip packages next to torch, which the loader does not search:
-    ``onnxruntime.preload_dlls()`` (onnxruntime >= 1.21) loads them first.
-    """
+    """ONNX Runtime providers for ``device``: CUDA (then CPU) for a CUDA device, else the CPU
+    (also, with a warning, when onnxruntime has no CUDA provider). ``preload_dlls()`` loads the
+    CUDA/cuDNN libraries of the ``nvidia-*`` pip packages, which the loader does not search."""
     import onnxruntime as ort
 
     device = torch.device(device)
@@ -150,7 +137,7 @@ def verify_onnx(
     model: RFDETR,
     *,
     postprocess: PostProcess | None = None,
-    atol: float = DEFAULT_ATOL,
+    atol: float = 1e-4,
     seed: int = 0,
     raise_on_failure: bool = True,
 ) -> VerifyReport:
@@ -209,7 +196,6 @@ def _reference(
     tolerance: float,
     total: SelectionCheck,
 ) -> dict:
-    """The eager outputs, with ONNX Runtime's two-stage selection when the graph exposes it."""
     if picker is None:
         with torch.inference_mode():
             return model(images)
@@ -224,7 +210,6 @@ def _reference(
 
 
 def _require_finite(reference: dict, path: str | os.PathLike[str]) -> None:
-    """PyTorch's own outputs must be finite: else there is nothing to verify against."""
     for name, value in reference.items():
         floating = isinstance(value, torch.Tensor) and value.is_floating_point()
         if floating and not value.isfinite().all():
@@ -235,8 +220,7 @@ def _require_finite(reference: dict, path: str | os.PathLike[str]) -> None:
 
 
 def _update(diffs: dict, scales: dict, name: str, got: np.ndarray, expected: np.ndarray) -> None:
-    """Fold one output's worst difference in; NaN or inf anywhere counts as an infinite one
-    (Python's ``max(prev, nan)`` would keep ``prev`` and pass a NaN model)."""
+    """Fold one output's worst difference in; NaN/inf counts as infinite (``max(x, nan)`` is x)."""
     delta = np.abs(got.astype(np.float64) - expected.astype(np.float64))
     diff = float(delta.max(initial=0.0)) if np.isfinite(delta).all() else math.inf
     diffs[name] = max(diffs.get(name, 0.0), diff)
@@ -244,7 +228,6 @@ def _update(diffs: dict, scales: dict, name: str, got: np.ndarray, expected: np.
 
 
 def _postprocessed(outputs: dict, orig: torch.Tensor, postprocess: PostProcess) -> dict:
-    """`PostProcess` results (batched) plus the kept queries' raw masks and next-best scores."""
     results = postprocess(outputs, orig, threshold=None)
     expected = {
         "scores": torch.stack([r["scores"] for r in results]).numpy(),
@@ -269,7 +252,6 @@ def _postprocessed(outputs: dict, orig: torch.Tensor, postprocess: PostProcess) 
 def _compare_topk(
     got: dict, expected: dict, atol: float, diffs: dict, scales: dict, mismatched: dict
 ) -> None:
-    """Sorted scores compared directly; ids, boxes and masks only at untied ranks."""
     scores = expected["scores"]
     _update(diffs, scales, "scores", -np.sort(-got["scores"], axis=1), scores)
     padded = np.concatenate([scores[:, :1] + 1, scores, expected["_next"]], axis=1)

@@ -78,7 +78,7 @@ class WindowedViT(nn.Module):
                 break  # later blocks feed no tapped stage
             global_attention = index not in self.window_block_indexes
             if self.gradient_checkpointing and self.training:
-                hidden = checkpoint_block(block, hidden, global_attention)
+                hidden = checkpoint(block, hidden, global_attention, use_reentrant=False)
             else:
                 hidden = block(hidden, global_attention)
             if index + 1 in taps:
@@ -86,7 +86,6 @@ class WindowedViT(nn.Module):
         return features
 
     def _to_map(self, hidden: Tensor, batch: int, grid: tuple[int, int]) -> Tensor:
-        """Normalise, drop the CLS copies and undo the windowing: -> ``[B, C, Hp, Wp]``."""
         tokens = self.layernorm(hidden)[:, 1:]
         nw = self.num_windows
         grid_h, grid_w = grid
@@ -94,11 +93,6 @@ class WindowedViT(nn.Module):
         tokens = tokens.reshape(batch, nw, nw, grid_h // nw, grid_w // nw, channels)
         tokens = tokens.permute(0, 1, 3, 2, 4, 5).reshape(batch, grid_h, grid_w, channels)
         return tokens.permute(0, 3, 1, 2).contiguous()
-
-
-def checkpoint_block(block: ViTBlock, hidden: Tensor, global_attention: bool) -> Tensor:
-    """Run ``block`` under activation checkpointing (recomputed during backward)."""
-    return checkpoint(block, hidden, global_attention, use_reentrant=False)
 
 
 class WindowedDinoV2(nn.Module):

@@ -1,15 +1,10 @@
 """Training losses of RF-DETR: Hungarian-matched set losses with Group DETR and deep supervision.
 
-Per output layer (final decoder layer, every earlier decoder layer, the two-stage encoder
-proposals) the queries are matched to the targets and these losses are computed on the matches:
-
-- ``loss_ce``: IoU-aware BCE (default) or sigmoid focal loss over every query and class logit;
-- ``loss_bbox``: L1 between matched normalised cxcywh boxes; ``loss_giou``: 1 - GIoU;
-- ``loss_mask_ce`` / ``loss_mask_dice``: sigmoid BCE and Dice at PointRend-sampled points.
-
-Keys of earlier decoder layers get ``_0``, ``_1``, ... and encoder keys ``_enc``, as upstream names
-them, so an upstream-style weight dict (:func:`build_weight_dict`) applies unchanged. Every loss is
-a sum over matches (or queries) divided by one normaliser, ``num_boxes``.
+Per output layer (final decoder layer, earlier decoder layers ``_0``, ``_1``, ..., encoder
+proposals ``_enc``, keys named as upstream so :func:`build_weight_dict` applies) the matches get
+``loss_ce`` (IoU-aware BCE or sigmoid focal), ``loss_bbox`` (L1, normalised cxcywh),
+``loss_giou`` (1 - GIoU) and ``loss_mask_ce`` / ``loss_mask_dice`` at PointRend-sampled points.
+Every loss is a sum divided by one normaliser, ``num_boxes``.
 """
 
 from __future__ import annotations
@@ -48,8 +43,7 @@ class SetCriterion(nn.Module):
         ia_bce_loss: IoU-aware BCE classification loss; False selects the sigmoid focal loss.
         focal_gamma: exponent of the negative weight ``p^gamma`` (and of the focal loss).
         mask_point_sample_ratio: the mask loss uses ``max(h, h * w // ratio)`` points per mask.
-        oversample_ratio: PointRend candidate multiplier of the mask point sampling.
-        importance_sample_ratio: share of mask points chosen by uncertainty.
+        oversample_ratio, importance_sample_ratio: `sample_uncertain_points` arguments.
     """
 
     def __init__(
@@ -98,11 +92,9 @@ class SetCriterion(nn.Module):
                 same keys, one per earlier decoder layer) and ``enc_outputs`` (same keys).
             targets: one dict per image with ``labels`` int64 ``[T]`` (0-based), ``boxes``
                 ``[T, 4]`` normalised cxcywh and, for masks, ``masks`` ``[T, H, W]``.
-            num_boxes: the normaliser. ``None``: boxes in ``targets`` x group_detr, averaged
-                over ranks, at least 1 (:meth:`num_boxes_for_targets`). Given: used as is
-                (clamped to at least 1). With gradient accumulation pass the box count of the
-                whole optimizer step x group_detr (see :func:`reduce_num_boxes`): then summing the
-                micro-batch losses gives exactly the loss of one big batch, with no 1/accum factor.
+            num_boxes: the normaliser (clamped to >= 1); ``None``: :meth:`num_boxes_for_targets`.
+                With gradient accumulation pass the whole step's count x group_detr
+                (:func:`reduce_num_boxes`): the summed micro-batch losses are then the big batch's.
 
         Returns:
             Loss name -> scalar tensor. Final-layer names are bare (``loss_ce``); earlier decoder
@@ -197,12 +189,9 @@ class SetCriterion(nn.Module):
     def _ia_bce(
         self, logits: Tensor, positives: tuple[Tensor, Tensor, Tensor], iou: Tensor
     ) -> Tensor:
-        """Element-wise IoU-aware BCE ``[B, Q, K]``.
-
-        A matched (query, class) logit gets the soft target ``t = max(p^a * IoU^(1-a), 0.01)``,
-        weighted ``t`` as positive and ``1 - t`` as negative; all other logits are negatives
-        weighted ``p^gamma`` (which, as upstream, keeps its gradient).
-        """
+        """Element-wise IoU-aware BCE ``[B, Q, K]``: matched logits get the soft target
+        ``t = max(p^a * IoU^(1-a), 0.01)``, the others are negatives weighted ``p^gamma`` (which,
+        as upstream, keeps its gradient)."""
         prob = logits.sigmoid()
         pos_weight = torch.zeros_like(logits)
         neg_weight = prob**self.focal_gamma
@@ -287,11 +276,8 @@ def count_boxes(targets: list[dict[str, Tensor]]) -> int:
 
 
 def reduce_num_boxes(num_boxes: float, device: torch.device) -> Tensor:
-    """Turn a local box count into the loss normaliser.
-
-    Under ``torch.distributed`` the count is summed over ranks and divided by the world size (DDP
-    averages gradients, so each rank must divide by the mean count); it is then clamped to >= 1.
-    Every rank must call this together when a process group is initialised.
+    """Turn a local box count into the loss normaliser: under ``torch.distributed`` the mean
+    over ranks (DDP averages gradients; every rank must call this together), clamped to >= 1.
 
     Args:
         num_boxes: local count, already multiplied by ``group_detr`` where that applies.
@@ -381,11 +367,8 @@ def _matched(
 def _sample_target_masks(
     targets: list[dict[str, Tensor]], indices: MatchIndices, points: Tensor
 ) -> Tensor:
-    """Matched target masks at ``points`` ``[N, P, 2]`` (nearest), as ``[N, P]`` floats.
-
-    Sampled image by image so targets of different canvas sizes work and only one image's matched
-    masks are converted to float at a time.
-    """
+    """Matched target masks at ``points`` ``[N, P, 2]`` as ``[N, P]`` floats, image by image
+    (canvases may differ; one image's masks in float at a time)."""
     sampled, offset = [], 0
     for target, (_, tgt) in zip(targets, indices, strict=True):
         if tgt.numel() == 0:

@@ -87,8 +87,7 @@ class DecoderLayer(nn.Module):
         v = tgt
         groups = self.group_detr if self.training else 1
         if groups > 1:
-            # Move the groups into the batch so attention never crosses a group: a view of
-            # the contiguous [B, G * Q/G, C] as [B * G, Q/G, C] (image-major), no copy.
+            # Groups into the batch ([B * G, Q/G, C], a view): attention never crosses a group.
             q = q.reshape(batch * groups, queries // groups, -1)
             v = v.reshape(batch * groups, queries // groups, -1)
         attended = self.self_attn(q, q, v, need_weights=False)[0]
@@ -102,10 +101,7 @@ class DecoderLayer(nn.Module):
 
 
 class Decoder(nn.Module):
-    """A stack of `DecoderLayer` sharing one reference box per query.
-
-    Returns the final-LayerNorm output of every layer (the earlier ones feed the aux losses).
-    """
+    """A stack of `DecoderLayer` sharing one reference box per query."""
 
     def __init__(self, layers: list[DecoderLayer], d_model: int) -> None:
         super().__init__()

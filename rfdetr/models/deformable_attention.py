@@ -64,12 +64,7 @@ class MSDeformAttn(nn.Module):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
-        self.d_model, self.n_levels, self.n_heads, self.n_points = (
-            d_model,
-            n_levels,
-            n_heads,
-            n_points,
-        )
+        self.n_levels, self.n_heads, self.n_points = n_levels, n_heads, n_points
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)

@@ -86,8 +86,7 @@ class RFDETR(nn.Module):
             ``[B, Q, 4]`` normalised cxcywh, for Seg models ``pred_masks`` ``[B, Q, H/4, W/4]``
             logits; in training ``Q = group_detr * num_queries``. With aux: ``aux_outputs`` (one
             dict per earlier decoder layer) and ``enc_outputs`` (two-stage proposals). In
-            training, masks are given as ``{"spatial_features", "query_features", "bias"}`` so
-            the loss can sample points without materialising every mask.
+            training, masks come in the factored form of :mod:`point_sampling`.
         """
         with_aux = self.training if with_aux is None else with_aux
         queries = self.num_queries * (self.group_detr if self.training else 1)

@@ -8,14 +8,8 @@ from torch import Tensor, nn
 
 
 class MLP(nn.Module):
-    """A stack of ``num_layers`` Linear layers with ReLU between them (none after the last).
-
-    Args:
-        input_dim: features of the input ``[..., input_dim]``.
-        hidden_dim: features of every hidden layer.
-        output_dim: features of the output ``[..., output_dim]``.
-        num_layers: number of Linear layers.
-    """
+    """``num_layers`` Linear layers with ReLU between them: ``[..., input_dim]`` ->
+    ``[..., output_dim]``, hidden layers ``hidden_dim`` wide."""
 
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
         super().__init__()

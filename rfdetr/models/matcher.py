@@ -1,13 +1,8 @@
 """Hungarian matching between predicted queries and ground-truth objects (DETR-style).
 
-For each image the matcher builds a ``[Q, T]`` cost matrix (Q queries, T targets) and solves the
-linear assignment with :func:`scipy.optimize.linear_sum_assignment`. With Group DETR the Q queries
-are ``group_detr`` independent groups of ``Q / group_detr``; each group is matched against all
-targets on its own, so every target gets exactly one query per group.
-
-Cost = ``cost_class`` x focal classification cost + ``cost_bbox`` x L1 (normalised cxcywh)
-+ ``cost_giou`` x (-GIoU), plus for segmentation ``cost_mask_ce`` x mask BCE + ``cost_mask_dice`` x
-mask Dice, both on ``h * w / mask_point_sample_ratio`` uniformly random points shared by the batch.
+Per image a ``[Q, T]`` cost matrix is solved with :func:`scipy.optimize.linear_sum_assignment`;
+with Group DETR each of the ``group_detr`` query groups is matched on its own, so every target
+gets one query per group. Cost terms and weights: :class:`HungarianMatcher`.
 """
 
 from __future__ import annotations
@@ -24,7 +19,6 @@ from torch import Tensor, nn
 from rfdetr.models.point_sampling import (
     MaskPrediction,
     mask_logits_at_points,
-    mask_size,
     point_sample,
 )
 from rfdetr.utils.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
@@ -43,10 +37,9 @@ class HungarianMatcher(nn.Module):
         cost_giou: weight of the negative generalised IoU.
         focal_alpha: focal-loss alpha of the classification cost.
         focal_gamma: focal-loss gamma of the classification cost.
-        cost_mask_ce: weight of the mask sigmoid-BCE cost (used only when masks are present).
-        cost_mask_dice: weight of the mask Dice cost (used only when masks are present).
-        mask_point_sample_ratio: the mask costs use ``h * w // ratio`` random points of the
-            ``h x w`` predicted mask canvas.
+        cost_mask_ce, cost_mask_dice: weights of the mask sigmoid-BCE and Dice costs (when
+            masks are present), at ``h * w // mask_point_sample_ratio`` random points of the
+            ``h x w`` mask canvas shared by the batch.
     """
 
     def __init__(
@@ -118,11 +111,9 @@ class HungarianMatcher(nn.Module):
     def _detection_cost(
         self, logits: Tensor, boxes: Tensor, labels: Tensor, target_boxes: Tensor
     ) -> Tensor:
-        """``[Q, T]`` weighted class + L1 + GIoU cost for one image."""
         logits = logits.float()[:, labels]  # only the target classes' columns are ever used
         prob = logits.sigmoid()
-        # Focal loss of "this query is class c" minus focal loss of "it is not"; logsigmoid keeps
-        # both terms finite for large logits.
+        # Focal loss of "class c" minus that of "not c"; logsigmoid keeps both finite.
         pos = self.focal_alpha * (1 - prob) ** self.focal_gamma * -F.logsigmoid(logits)
         neg = (1 - self.focal_alpha) * prob**self.focal_gamma * -F.logsigmoid(-logits)
         class_cost = pos - neg
@@ -134,10 +125,9 @@ class HungarianMatcher(nn.Module):
     def _mask_costs(
         self, pred_masks: MaskPrediction, targets: list[dict[str, Tensor]]
     ) -> list[tuple[Tensor, Tensor]]:
-        """Per image, ``[Q, T]`` mask BCE and Dice costs at one random point set for the batch."""
-        height, width = mask_size(pred_masks)
-        num_points = max(1, height * width // self.mask_point_sample_ratio)
         source = pred_masks if isinstance(pred_masks, Tensor) else pred_masks["spatial_features"]
+        height, width = source.shape[-2:]
+        num_points = max(1, height * width // self.mask_point_sample_ratio)
         device = source.device
         points = torch.rand(1, num_points, 2, device=device)
         pred_points = mask_logits_at_points(pred_masks, points).float()  # [B, Q, P]
@@ -172,8 +162,7 @@ class HungarianMatcher(nn.Module):
 
 
 def _pairwise_mask_costs(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean sigmoid-BCE and Dice costs ``(bce, dice)``, both ``[Q, T]``, of ``[Q, P]`` mask logits
-    against ``[T, P]`` binary mask values at the same P points."""
+    """``(bce, dice)`` ``[Q, T]`` of ``[Q, P]`` logits against ``[T, P]`` binary values."""
     num_points = pred.shape[1]
     # BCE(x, y) = y * softplus(-x) + (1 - y) * softplus(x); both terms are matrix products.
     bce = (F.softplus(-pred) @ target.T + F.softplus(pred) @ (1 - target).T) / num_points
@@ -185,7 +174,6 @@ def _pairwise_mask_costs(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _solve(cost: np.ndarray, sizes: list[int], group_detr: int) -> MatchIndices:
-    """Solve each (query group, image) block of a ``[Q, sum(sizes)]`` cost matrix."""
     group_size = cost.shape[0] // group_detr
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     rows: list[list[np.ndarray]] = [[] for _ in sizes]

@@ -1,16 +1,12 @@
 """Point sampling for the mask cost and mask loss (PointRend-style, Kirillov et al., 2020).
 
-Mask losses are computed at a few sampled points instead of on full masks, which keeps memory flat
-when a Group-DETR model matches thousands of queries. Point coordinates are normalised ``(x, y)`` in
-``[0, 1]`` over the mask canvas, so predictions at 1/4 resolution and targets at full resolution are
-sampled at the same places without resizing either.
+Mask losses use a few sampled points, not full masks (memory stays flat with thousands of Group
+DETR queries). Points are normalised ``(x, y)`` in ``[0, 1]`` over the canvas, so 1/4-resolution
+predictions and full-resolution targets are sampled at the same places without resizing.
 
-Predicted masks come in one of two forms (see :data:`MaskPrediction`):
-
-- dense: a tensor ``[B, Q, h, w]`` of mask logits;
-- factored: a dict with ``spatial_features`` ``[B, C, h, w]``, ``query_features`` ``[B, Q, C]`` and
-  ``bias`` (``[]`` or ``[1]``), where the logits are ``einsum("bchw,bqc->bqhw") + bias``. This is
-  the form upstream's training forward returns, so that the ``Q x h x w`` logits are never built.
+`MaskPrediction` is dense ``[B, Q, h, w]`` logits or, as upstream's training forward returns them,
+factored: ``spatial_features`` ``[B, C, h, w]``, ``query_features`` ``[B, Q, C]`` and ``bias``
+(``[]`` or ``[1]``), logits ``einsum("bchw,bqc->bqhw") + bias`` never built as ``Q x h x w``.
 """
 
 from __future__ import annotations
@@ -31,8 +27,7 @@ def point_sample(
         features: ``[N, C, H, W]`` feature maps.
         points: ``[N, P, 2]`` normalised ``(x, y)`` points in ``[0, 1]``.
         mode: ``"bilinear"`` for logits, ``"nearest"`` for binary target masks.
-        padding_mode: ``"border"`` (the default) clamps points in the outer half-pixel to the edge
-            value instead of blending with zeros; upstream samples the same way.
+        padding_mode: ``"border"`` (as upstream) clamps the outer half-pixel to the edge value.
 
     Returns:
         ``[N, C, P]`` sampled values.
@@ -40,11 +35,6 @@ def point_sample(
     grid = (2.0 * points - 1.0).unsqueeze(2)  # [N, P, 1, 2] in grid_sample's [-1, 1] convention
     out = F.grid_sample(features, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
     return out.squeeze(3)
-
-
-def uncertainty(logits: Tensor) -> Tensor:
-    """Point uncertainty: ``-|logit|``, highest where the mask logit is closest to the boundary."""
-    return -logits.abs()
 
 
 def sample_uncertain_points(
@@ -55,10 +45,9 @@ def sample_uncertain_points(
 ) -> Tensor:
     """Choose points where the predicted masks are most uncertain, plus uniform random points.
 
-    ``num_points * oversample_ratio`` uniform candidates are drawn per mask; the
-    ``importance_sample_ratio`` share with the highest :func:`uncertainty` is kept and the rest of
-    the budget is filled with fresh uniform points. Uncertainty is measured on the *sampled*
-    logits, not on the coarse grid, so a point between a +1 and a -1 pixel counts as uncertain.
+    Of ``num_points * oversample_ratio`` uniform candidates per mask, the
+    ``importance_sample_ratio`` share with the highest uncertainty ``-|logit|`` (of the sampled
+    logit) is kept; fresh uniform points fill the rest.
 
     Args:
         mask_logits: ``[N, 1, h, w]`` mask logits.
@@ -74,7 +63,7 @@ def sample_uncertain_points(
     n, device = mask_logits.shape[0], mask_logits.device
     num_candidates = int(num_points * oversample_ratio)
     candidates = torch.rand(n, num_candidates, 2, device=device)
-    scores = uncertainty(point_sample(mask_logits, candidates))[:, 0, :]  # [N, candidates]
+    scores = -point_sample(mask_logits, candidates)[:, 0, :].abs()  # [N, candidates]
     num_uncertain = int(importance_sample_ratio * num_points)
     top = scores.topk(num_uncertain, dim=1).indices
     chosen = torch.gather(candidates, 1, top[..., None].expand(-1, -1, 2))
@@ -82,12 +71,6 @@ def sample_uncertain_points(
     if num_random > 0:
         chosen = torch.cat([chosen, torch.rand(n, num_random, 2, device=device)], dim=1)
     return chosen
-
-
-def mask_size(pred_masks: MaskPrediction) -> tuple[int, int]:
-    """``(h, w)`` of the predicted mask logits in either form."""
-    source = pred_masks if isinstance(pred_masks, Tensor) else pred_masks["spatial_features"]
-    return int(source.shape[-2]), int(source.shape[-1])
 
 
 def mask_logits_at_points(pred_masks: MaskPrediction, points: Tensor) -> Tensor:
@@ -106,8 +89,7 @@ def mask_logits_at_points(pred_masks: MaskPrediction, points: Tensor) -> Tensor:
         sampled = point_sample(flat, points.expand(b * q, -1, -1))
         return sampled.view(b, q, -1)
     spatial = pred_masks["spatial_features"]
-    # Logits are linear in the spatial features, so sampling features first and then taking the
-    # query dot product gives the same values without building [B, Q, h, w].
+    # Logits are linear in the features: sample first, never build [B, Q, h, w].
     sampled = point_sample(spatial, points.expand(spatial.shape[0], -1, -1))  # [B, C, P]
     return torch.einsum("bcp,bqc->bqp", sampled, pred_masks["query_features"]) + pred_masks["bias"]
 

@@ -12,11 +12,9 @@ from rfdetr.utils.box_ops import box_cxcywh_to_xyxy
 class PostProcess(nn.Module):
     """Select the ``num_select`` best (query, class) pairs of every image.
 
-    Scores are per-class sigmoids. Only the logit columns that stand for real classes compete,
-    and a returned label is the position of its column in ``class_columns``: a contiguous 0-based
-    class id. By default the columns are ``0 .. C-1`` (the head's last column is never a
-    training target); COCO-pretrained weights, whose columns are the sparse COCO ids, pass the
-    80 used ids instead.
+    Scores are per-class sigmoids over the columns of real classes; a label is its column's
+    position in ``class_columns`` (a contiguous 0-based id). Default ``0 .. C-1``; COCO-pretrained
+    weights (sparse COCO-id columns) pass the 80 used ids.
 
     Args:
         num_select: detections kept per image before any threshold.
@@ -88,8 +86,7 @@ class PostProcess(nn.Module):
 
 
 def resize_masks(mask_logits: Tensor, size: tuple[int, int], chunk: int = 32) -> Tensor:
-    """``[K, h, w]`` logits -> ``[K, H, W]`` bool masks (bilinear, then logit > 0), in chunks
-    so memory stays bounded for large images."""
+    """``[K, h, w]`` logits -> ``[K, H, W]`` bool masks (bilinear, logit > 0), in chunks."""
     out = torch.empty((mask_logits.shape[0], *size), dtype=torch.bool, device=mask_logits.device)
     for start in range(0, mask_logits.shape[0], chunk):
         part = mask_logits[start : start + chunk, None]

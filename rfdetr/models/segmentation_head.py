@@ -43,7 +43,7 @@ class MLPBlock(nn.Module):
 
 
 class SegmentationHead(nn.Module):
-    """Mask logits for decoder queries.
+    """Mask logits for decoder queries (`layer_features`, then `masks_from`).
 
     Args:
         dim: decoder width.
@@ -60,10 +60,6 @@ class SegmentationHead(nn.Module):
         self.query_features_proj = nn.Linear(dim, dim)
         self.bias = nn.Parameter(torch.zeros(1))
 
-    def _upsample(self, spatial: Tensor, image_size: tuple[int, int]) -> Tensor:
-        size = (image_size[0] // self.downsample_ratio, image_size[1] // self.downsample_ratio)
-        return F.interpolate(spatial, size=size, mode="bilinear", align_corners=False)
-
     def _kernels(self, queries: Tensor) -> Tensor:
         return self.query_features_proj(self.query_features_block(queries))
 
@@ -74,15 +70,16 @@ class SegmentationHead(nn.Module):
 
         Args:
             spatial: ``[B, C, h, w]`` projector output (first level).
-            queries: ``[L, B, Q, C]`` decoder outputs (``L`` = number of blocks, or 1 when
-                ``skip_blocks``, used for the two-stage encoder queries).
+            queries: ``[L, B, Q, C]`` outputs of the last ``L`` decoder layers (the pixel map
+                still passes every block), or with ``skip_blocks`` the encoder queries.
             image_size: input ``(H, W)`` in pixels.
 
         Returns:
             ``L`` pairs ``(pixels [B, C, H/r, W/r], kernels [B, Q, C])``; the mask logits are
             ``einsum("bchw,bqc->bqhw", pixels, kernels) + bias``.
         """
-        spatial = self._upsample(spatial, image_size)
+        size = (image_size[0] // self.downsample_ratio, image_size[1] // self.downsample_ratio)
+        spatial = F.interpolate(spatial, size=size, mode="bilinear", align_corners=False)
         if skip_blocks:
             return [(self.spatial_features_proj(spatial), self._kernels(queries[-1]))]
         pairs = []
@@ -93,21 +90,6 @@ class SegmentationHead(nn.Module):
                 layer_queries = queries[index - first_used]
                 pairs.append((self.spatial_features_proj(spatial), self._kernels(layer_queries)))
         return pairs
-
-    def forward(
-        self,
-        spatial: Tensor,
-        queries: Tensor,
-        image_size: tuple[int, int],
-        skip_blocks: bool = False,
-    ) -> list[Tensor]:
-        """Dense mask logits ``[B, Q, H/r, W/r]`` for every layer given in ``queries``.
-
-        ``queries`` may hold only the last layers (e.g. ``[1, B, Q, C]`` at inference): the
-        pixel map still passes through every block, so the last mask is the same.
-        """
-        pairs = self.layer_features(spatial, queries, image_size, skip_blocks)
-        return [self.masks_from(pixels, kernels) for pixels, kernels in pairs]
 
     def masks_from(self, pixels: Tensor, kernels: Tensor) -> Tensor:
         """``[B, C, H, W]`` x ``[B, Q, C]`` -> ``[B, Q, H, W]`` logits."""

@@ -17,9 +17,7 @@ from rfdetr.models.layers import MLP
 
 
 def apply_box_delta(delta: Tensor, reference: Tensor) -> Tensor:
-    """Re-parameterised box update on a reference box.
-
-    ``cxcy = d_xy * wh_ref + cxcy_ref`` and ``wh = exp(d_wh) * wh_ref``.
+    """Box update ``cxcy = d_xy * wh_ref + cxcy_ref``, ``wh = exp(d_wh) * wh_ref``.
 
     Args:
         delta: ``[..., 4]`` raw head output.
@@ -31,11 +29,8 @@ def apply_box_delta(delta: Tensor, reference: Tensor) -> Tensor:
 
 
 def gather_rows(x: Tensor, index: Tensor) -> Tensor:
-    """``x[b, index[b, k]]``: ``[B, S, D]`` rows picked by ``[B, K]`` -> ``[B, K, D]``.
-
-    One index on the flattened rows, so ONNX export writes a plain ``Gather`` (not a
-    ``GatherElements`` on a ``[B, K, D]`` expanded index).
-    """
+    """``x[b, index[b, k]]``: ``[B, S, D]`` rows picked by ``[B, K]`` -> ``[B, K, D]``, as one
+    plain ONNX ``Gather`` on the flattened rows."""
     offsets = torch.arange(x.shape[0], device=index.device)[:, None] * x.shape[1]
     return x.flatten(0, 1)[index + offsets]
 
@@ -124,10 +119,7 @@ class Transformer(nn.Module):
     def _select_batched(
         self, memory: Tensor, proposals: Tensor, groups: int, top_k: int
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`select_queries` for several groups at once (training): the same per-group
-        Linear/LayerNorm/heads, as batched matrix products over stacked group weights instead
-        of ``groups`` rounds of small ones.
-        """
+        """:meth:`select_queries` for several groups (training), as batched group products."""
         batch, tokens, width = memory.shape
         g = range(groups)
         flat = memory.reshape(1, batch * tokens, width).expand(groups, -1, -1)
@@ -177,8 +169,7 @@ class Transformer(nn.Module):
             ``hs`` ``[L, B, G*Q, C]``, ``reference`` ``[B, G*Q, 4]`` (cxcywh), and the encoder
             side ``enc_hs`` ``[B, G*K, C]``, ``enc_boxes`` ``[B, G*K, 4]``, ``enc_logits``.
         """
-        # Python ints even while tracing for export: the spatial size is fixed there, so the
-        # proposals and sampling shapes become constants.
+        # Python ints even while tracing: export fixes the size, so proposals become constants.
         spatial_shapes = [(int(f.shape[2]), int(f.shape[3])) for f in features]
         memory = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)
         groups = query_feat.shape[0] // self.num_queries
@@ -186,8 +177,7 @@ class Transformer(nn.Module):
         batch = memory.shape[0]
         refpoints = refpoint_embed.unsqueeze(0).expand(batch, -1, -1)
         selected = enc_boxes.shape[1]
-        # Learned deltas apply to the selected boxes; with fewer tokens than queries the
-        # remaining rows are used as raw boxes, exactly as upstream does.
+        # With fewer tokens than queries the remaining rows are raw boxes, as upstream.
         reference = apply_box_delta(refpoints[:, :selected], enc_boxes.detach())
         if selected < refpoints.shape[1]:
             reference = torch.cat([reference, refpoints[:, selected:]], dim=1)
@@ -203,8 +193,7 @@ class Transformer(nn.Module):
 
 
 def _group_linear(x: Tensor, layers: list[nn.Linear]) -> Tensor:
-    """``layers[g](x[g])`` for every group ``g`` in one batched product: ``[G, N, in]`` ->
-    ``[G, N, out]``."""
+    """``layers[g](x[g])`` for every group: ``[G, N, in]`` -> ``[G, N, out]``."""
     weight = torch.stack([layer.weight for layer in layers])  # [G, out, in]
     bias = torch.stack([layer.bias for layer in layers])  # [G, out]
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))

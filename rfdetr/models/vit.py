@@ -76,8 +76,7 @@ class Embeddings(nn.Module):
     def forward(self, pixels: Tensor) -> Tensor:
         """``[B, 3, H, W]`` -> ``[B * nw^2, 1 + (H/p * W/p) / nw^2, width]``."""
         batch, _, height, width_px = pixels.shape
-        # Python ints even while tracing for export (the spatial size is fixed there): the
-        # position table cached for that grid is then found, a constant of the graph.
+        # Python ints even while tracing: the cached position table becomes a graph constant.
         grid_h, grid_w = int(height) // self.patch_size, int(width_px) // self.patch_size
         tokens = self.patch_embeddings(pixels.to(self.patch_embeddings.projection.weight.dtype))
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
