@@ -79,9 +79,10 @@ class ThresholdSweep:
         return float(self.thresholds[self.best_index])
 
 
-def match_records(coco_eval: Any) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Per class: scores and TP flags of its non-ignored detections at IoU 0.5, and the number
-    of non-ignored ground truths, from COCOeval's per-image matching (area ``all``)."""
+def sweep_thresholds(coco_eval: Any) -> ThresholdSweep:
+    """The confidence sweep of :class:`ThresholdSweep` over :data:`SWEEP_STEPS` thresholds."""
+    # per class: scores and TP flags of the non-ignored detections at IoU 0.5, and the number of
+    # non-ignored ground truths, from COCOeval's per-image matching (area ``all``)
     params = coco_eval.params
     t50 = _iou_index(coco_eval, MATCH_IOU)
     num_images, num_areas = len(params.imgIds), len(params.areaRng)
@@ -99,13 +100,8 @@ def match_records(coco_eval: Any) -> tuple[list[np.ndarray], list[np.ndarray], n
             total_gt[k] += int(np.sum(np.asarray(record["gtIgnore"]) == 0))
         scores.append(np.concatenate(s))
         hits.append(np.concatenate(h))
-    return scores, hits, total_gt
-
-
-def sweep_thresholds(coco_eval: Any, steps: int = SWEEP_STEPS) -> ThresholdSweep:
-    """The confidence sweep of :class:`ThresholdSweep` over ``steps`` thresholds in [0, 1]."""
+    steps = SWEEP_STEPS
     thresholds = np.linspace(0.0, 1.0, steps)
-    scores, hits, total_gt = match_records(coco_eval)
     num_classes = len(scores)
     tp = np.zeros((num_classes, steps))
     fp = np.zeros((num_classes, steps))
@@ -130,16 +126,17 @@ def sweep_thresholds(coco_eval: Any, steps: int = SWEEP_STEPS) -> ThresholdSweep
     )
 
 
-def confusion_matrix(coco_eval: Any, threshold: float, iou: float = MATCH_IOU) -> np.ndarray:
+def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
     """``[C+1, C+1]`` counts: rows = ground-truth class, columns = predicted class, the last row
     and column the background.
 
     Detections scoring ``>= threshold`` are matched to non-crowd ground truths of any class,
-    greedily by IoU (boxes, or masks for ``segm``), one to one, at ``iou`` or more. A matched
+    greedily by IoU (boxes, or masks for ``segm``), one to one, at IoU 0.5 or more. A matched
     pair adds to ``[true, predicted]``; a missed ground truth to ``[true, background]``; an
     unmatched detection to ``[background, predicted]`` unless it lies on a crowd region
-    (COCO's crowd IoU >= ``iou``), which COCO ignores too.
+    (COCO's crowd IoU >= 0.5), which COCO ignores too.
     """
+    iou = MATCH_IOU
     num_classes = len(coco_eval.params.catIds)
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     segm = coco_eval.params.iouType == "segm"

@@ -1,9 +1,7 @@
 """COCO evaluation of a model on a dataset, with named metrics (the training loop's evaluator).
 
-Scoring happens in the library's 0-based class ids (the ground truth of
-:func:`~rfdetr.data.coco_ground_truth` uses them, and so does the model); every per-class result
-carries the dataset's **original** category id and name, taken from that ground truth's
-``source_id`` and ``name``. Summary numbers are pycocotools' own (see :mod:`.cocoeval`).
+Scoring uses the library's 0-based class ids (as :func:`~rfdetr.data.coco_ground_truth` and the
+model do); each per-class result carries the dataset's own category id (``source_id``) and name.
 """
 
 from __future__ import annotations
@@ -40,8 +38,6 @@ if TYPE_CHECKING:
     from rfdetr.evaluation.predictions import PredictOptions, RunOptions
 
     class EvaluateOptions(PredictOptions, total=False):
-        """The keywords of :func:`evaluate_model`."""
-
         max_dets: int
         backend: Backend
 
@@ -225,8 +221,7 @@ def score_predictions(
         predictions: per image, labels as 0-based class ids, pixel xyxy boxes.
         segmentation: also score masks (each prediction needs ``masks``, the ground truth
             ``segmentation``); masks then rank the model, the sweep and the confusion matrix.
-        max_dets: detections per image COCOeval counts (upstream: 500).
-        backend: COCOeval implementation (:func:`.cocoeval.resolve_backend`).
+        max_dets, backend: see :func:`.cocoeval.run_cocoeval`.
     """
     categories = sorted(ground_truth["categories"], key=lambda c: c["id"])
     if [c["id"] for c in categories] != list(range(len(categories))):
@@ -242,8 +237,7 @@ def score_predictions(
         )
     primary_type = "segm" if segmentation else "bbox"
     primary = evals[primary_type]
-    # faster-coco-eval keeps its per-image matches out of reach: match once more for the sweep
-    matches = primary
+    matches = primary  # faster-coco-eval's per-image matches are out of reach: see run_matching
     if backend_name != "pycocotools":
         matches = run_matching(ground_truth, results[primary_type], primary_type, max_dets=max_dets)
     sweep = analysis.sweep_thresholds(matches)
@@ -270,7 +264,6 @@ def _per_class(
     evals: dict[str, Any],
     sweep: analysis.ThresholdSweep,
 ) -> tuple[ClassMetrics, ...]:
-    """One ClassMetrics per category; ``category_id`` is the dataset's id (``source_id``)."""
     box_ap, box_ap50 = analysis.per_class_ap(evals["bbox"])
     mask_ap, mask_ap50 = analysis.per_class_ap(evals["segm"]) if "segm" in evals else (None, None)
     total_gt = analysis.count_ground_truth(ground_truth)
@@ -309,16 +302,11 @@ def _curves(primary: Any, sweep: analysis.ThresholdSweep) -> Curves:
 def evaluate_model(
     model: nn.Module, dataset: DetectionDataset, **options: Unpack[EvaluateOptions]
 ) -> EvaluationResult:
-    """COCO-evaluate ``model`` on a validation ``dataset`` (built with ``train=False``).
-
-    Runs the model (an ``RFDETR``, or anything with its outputs) in eval mode, batched, under
-    ``torch.inference_mode`` on ``device`` (it is moved there; its train/eval mode is restored
-    afterwards); ``postprocess`` scales detections to original image size; COCOeval scores them
-    against :func:`~rfdetr.data.coco_ground_truth` (crowd regions kept: detections on them are
-    ignored, not false positives). ``segmentation`` also scores masks (Seg models, with a
-    dataset built with ``segmentation=True``). ``max_dets`` and ``backend``: see
-    :func:`score_predictions`; ``postprocess`` (required), ``device``, ``batch_size`` and
-    ``num_workers``: :func:`~rfdetr.evaluation.predictions.predict_dataset_models`.
+    """COCO-evaluate ``model`` (an ``RFDETR``, or anything with its outputs) on a validation
+    ``dataset`` (built with ``train=False``): its detections
+    (:func:`~rfdetr.evaluation.predictions.predict_dataset`, whose keywords it takes; its
+    train/eval mode is restored afterwards) scored by :func:`score_predictions` (``segmentation``,
+    ``max_dets``, ``backend``) against :func:`~rfdetr.data.coco_ground_truth`, crowd regions kept.
 
     Raises:
         ValueError: ``segmentation`` is asked of a dataset or model without masks.
@@ -336,13 +324,7 @@ def evaluate_models(
     **options: Unpack[RunOptions],
 ) -> list[EvaluationResult]:
     """:func:`evaluate_model` of each of ``models``, their predictions made in one pass over
-    ``dataset`` (:func:`~rfdetr.evaluation.predictions.predict_dataset_models`, which takes
-    ``options``: ``postprocess``, ``device``, ``batch_size``, ``num_workers``; each batch
-    loaded once); each result equals that model's own :func:`evaluate_model` result.
-
-    Raises:
-        ValueError: ``segmentation`` is asked of a dataset or model without masks.
-    """
+    ``dataset`` (:func:`~rfdetr.evaluation.predictions.predict_dataset_models`)."""
     if segmentation and not dataset.segmentation:
         raise ValueError("segmentation=True needs a dataset built with segmentation=True")
     modes = [model.training for model in models]
@@ -365,8 +347,8 @@ def evaluate_models(
 def check_classes(
     names: list[str], class_map: ClassMap, *, source: str, dataset: str, known: bool = True
 ) -> None:
-    """Refuse a model whose classes are not the dataset's: the count, then (when ``known``,
-    i.e. the model's names are real, not placeholders) the names in class-id order.
+    """Refuse a model whose classes are not the dataset's: the count, then (when ``known``: real
+    names, not placeholders) the names in class-id order.
 
     Raises:
         EvaluationError: one line naming both sides and the first difference.

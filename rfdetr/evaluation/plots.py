@@ -1,12 +1,8 @@
-"""Charts for the evaluation report and the training run, drawn with matplotlib's Agg backend.
+"""Charts of an :class:`~rfdetr.evaluation.coco.EvaluationResult` (PNG bytes) and of a training
+run (:func:`plot_training_curves`).
 
 Figures are made without pyplot (``Figure`` + an Agg canvas): no global backend switch, no
-display needed, nothing left open, safe in servers, pipeline steps and notebooks alike.
-
-Each report chart is a function of an :class:`~rfdetr.evaluation.coco.EvaluationResult` that
-returns PNG bytes; :func:`plot_training_curves` writes the per-epoch training figure. Class
-colours follow supervision's default palette, so a class has the same colour in the charts and
-in the annotated sample images.
+display needed, nothing left open. Class colours are supervision's, as in the sample images.
 """
 
 from __future__ import annotations
@@ -35,8 +31,7 @@ def class_color(class_id: int) -> str:
     return sv.ColorPalette.DEFAULT.by_idx(class_id).as_hex()
 
 
-def _text(name: str) -> str:
-    """A class name as literal matplotlib text (a ``$`` would start math mode)."""
+def _text(name: str) -> str:  # a "$" would start matplotlib's math mode
     return name.replace("$", r"\$")
 
 

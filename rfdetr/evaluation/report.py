@@ -1,14 +1,10 @@
-"""The evaluation report: ``metrics.json``, ``report.md`` and a self-contained ``report.html``.
+"""The evaluation report: ``metrics.json``, ``report.md``, ``plots/*.png`` and ``report.html``
+(one file: charts and samples embedded as base64 ``data:`` URIs).
 
-The HTML page embeds every chart and sample image as a base64 ``data:`` URI, so it is one file
-that opens anywhere (a browser, the Kubeflow UI, an e-mail attachment). The charts are also
-written as PNG files under ``plots/``.
-
-The Markdown report is shown by the Kubeflow UI's Markdown viewer (markdown-to-jsx; kubeflow/
-pipelines ``frontend/src/components/viewers/MarkdownViewer.tsx``), where a relative image link
-has nothing to resolve against: its charts are ``data:image/png`` URIs too (markdown-to-jsx's URL
-sanitizer keeps ``data:image``), as many as fit in the viewer's 400,000 characters. Every name
-and value from the dataset or the caller is escaped, so it stays text there.
+``report.md`` is shown by the Kubeflow UI's Markdown viewer (markdown-to-jsx; kubeflow/pipelines
+``frontend/src/components/viewers/MarkdownViewer.tsx``), where a relative image link has nothing
+to resolve against: its charts are ``data:image/png`` URIs too (the sanitizer keeps
+``data:image``), as many as fit in 400,000 characters; every dataset value is escaped as text.
 """
 
 from __future__ import annotations
@@ -73,13 +69,9 @@ def write_report(
     samples: list[SampleImage] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write ``metrics.json``, ``report.md``, ``report.html`` and ``plots/*.png``.
-
-    Args:
-        result: what to report.
-        output_dir: folder to write into (created).
-        samples: drawn sample images for the HTML page.
-        meta: context shown at the top and stored in ``metrics.json`` (model, dataset, split...).
+    """Write ``metrics.json``, ``report.md``, ``report.html`` and ``plots/*.png`` into
+    ``output_dir`` (created): ``meta`` (model, dataset, split...) at the top and in
+    ``metrics.json``, ``samples`` in the HTML page.
 
     Returns:
         ``{"metrics": ..., "markdown": ..., "html": ..., <chart name>: ...}`` paths.
@@ -115,7 +107,6 @@ def _metrics_data(result: EvaluationResult) -> dict[str, Any]:
 
 
 def _summary_table(result: EvaluationResult) -> list[list[str]]:
-    """The COCO metrics: a header row, then one row per metric (box, and mask for Seg models)."""
     columns = [("box", result.bbox)] + ([("mask", result.segm)] if result.segm is not None else [])
     rows = [[label, *(fmt(getattr(m, key)) for _, m in columns)] for key, label in _SUMMARY_ROWS]
     return [["metric", *(name for name, _ in columns)], *rows]
@@ -167,7 +158,6 @@ def _with_charts(text: str, charts: list[tuple[str, str, bytes]]) -> str:
 
 
 def _confusion_md(result: EvaluationResult) -> list[str]:
-    """The confusion matrix as a table (rows: true class, columns: predicted)."""
     labels = [md_text(n) for n in result.class_names] + ["background"]
     lines = [
         f"## Confusion matrix (confidence {result.confidence_threshold:.2f}, IoU 0.5)",

@@ -28,13 +28,6 @@ class SampleImage:
     num_predicted: int
 
 
-def pick_samples(count: int, total: int) -> list[int]:
-    """``count`` dataset indices spread evenly over ``total`` images (deterministic)."""
-    if count <= 0 or total <= 0:
-        return []
-    return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
-
-
 def draw_samples(
     dataset: DetectionDataset,
     predictions: list[ImagePredictions],
@@ -42,10 +35,11 @@ def draw_samples(
     threshold: float,
     count: int = 12,
 ) -> list[SampleImage]:
-    """Draw ``count`` images of ``dataset`` with their ground truth and the predictions scoring
-    ``>= threshold`` (masks too for Seg models); ``predictions[i]`` belongs to item ``i``."""
-    samples = []
-    for index in pick_samples(count, len(predictions)):
+    """Draw ``count`` images of ``dataset``, spread evenly, with their ground truth and the
+    predictions scoring ``>= threshold`` (masks too for Seg models); ``predictions[i]`` belongs to
+    item ``i``."""
+    samples, total = [], len(predictions)
+    for index in sorted({int(i) for i in np.linspace(0, total - 1, max(0, min(count, total)))}):
         image, target = dataset.load_raw(index)
         rgb = image.permute(1, 2, 0).numpy()
         truth = _truth_detections(target, dataset.segmentation)
