@@ -66,30 +66,6 @@ class ParsedRequest:
     threshold: float
 
 
-def input_types(meta: ExportMetadata) -> list[dict[str, Any]]:
-    """The ``inputs`` of the model metadata response."""
-    height, width = meta.input_shape
-    return [
-        {"name": IMAGES, "datatype": "BYTES", "shape": [-1]},
-        {"name": TENSOR, "datatype": "FP32", "shape": [-1, 3, height, width]},
-        {"name": ORIG_SIZE, "datatype": "INT64", "shape": [-1, 2]},
-    ]
-
-
-def output_types(meta: ExportMetadata) -> list[dict[str, Any]]:
-    """The ``outputs`` of the model metadata response."""
-    outputs = [
-        {"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
-        {"name": "scores", "datatype": "FP32", "shape": [-1]},
-        {"name": "class_ids", "datatype": "INT64", "shape": [-1]},
-        {"name": "class_names", "datatype": "BYTES", "shape": [-1]},
-        {"name": "batch_index", "datatype": "INT64", "shape": [-1]},
-    ]
-    if meta.segmentation:
-        outputs.append({"name": "masks", "datatype": "BYTES", "shape": [-1]})
-    return outputs
-
-
 def _as_array(request_input: Any) -> np.ndarray:
     try:
         return request_input.as_numpy()
