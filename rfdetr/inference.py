@@ -76,7 +76,7 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     if isinstance(image, str | Path):
         tensor = load_rgb(Path(image)).float() / 255.0  # training's decode: a DatasetError
     elif isinstance(image, Image.Image):
-        tensor = _from_pil(image, where)
+        tensor = pil_to_uint8(image, where).float() / 255.0
     elif isinstance(image, np.ndarray):
         tensor = _from_numpy(image, where)
     elif isinstance(image, torch.Tensor):
@@ -89,10 +89,6 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     if not tensor.shape[1] or not tensor.shape[2]:
         raise ValueError(f"{where}: empty image ({tensor.shape[1]}x{tensor.shape[2]} pixels)")
     return tensor
-
-
-def _from_pil(image: Image.Image, where: str) -> torch.Tensor:
-    return pil_to_uint8(image, where).float() / 255.0
 
 
 def _from_numpy(array: np.ndarray, where: str) -> torch.Tensor:
@@ -130,10 +126,7 @@ def preprocess(
     std: tuple[float, ...] = IMAGENET_STD,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize to ``size`` (a square side, or ``(h, w)``) and normalise a list of ``[3, H_i, W_i]``
-    images in [0, 1].
-
-    The resize ignores aspect ratio and uses bilinear interpolation without antialiasing, as
-    upstream's `predict()` does, so predictions match theirs.
+    images in [0, 1]: bilinear, no antialiasing, aspect ratio ignored, as upstream's `predict()`.
 
     Returns:
         ``([B, 3, h, w]`` normalised batch, ``[B, 2]`` original ``(h, w)``).
