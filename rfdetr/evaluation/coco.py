@@ -79,35 +79,32 @@ class CocoMetrics:
     @classmethod
     def from_cocoeval(cls, coco_eval: Any) -> CocoMetrics:
         """Read an accumulated COCOeval, as its ``summarize()`` would (without printing)."""
-        return cls(
-            map_50_95=_value(coco_eval, ap=True),
-            map_50=_value(coco_eval, ap=True, iou=0.5),
-            map_75=_value(coco_eval, ap=True, iou=0.75),
-            map_small=_value(coco_eval, ap=True, area="small"),
-            map_medium=_value(coco_eval, ap=True, area="medium"),
-            map_large=_value(coco_eval, ap=True, area="large"),
-            ar_1=_value(coco_eval, ap=False, max_dets=1),
-            ar_10=_value(coco_eval, ap=False, max_dets=10),
-            ar_100=_value(coco_eval, ap=False, max_dets=100),
-            ar_small=_value(coco_eval, ap=False, area="small"),
-            ar_medium=_value(coco_eval, ap=False, area="medium"),
-            ar_large=_value(coco_eval, ap=False, area="large"),
-        )
+        return cls(**{key: _value(coco_eval, **how) for key, (_, how) in COCO_STATS.items()})
+
+
+# CocoMetrics field: (report label, where `summary_value` reads it), in ``stats`` order.
+COCO_STATS: dict[str, tuple[str, dict[str, Any]]] = {
+    "map_50_95": ("mAP 50:95", {"ap": True}),
+    "map_50": ("mAP 50", {"ap": True, "iou": 0.5}),
+    "map_75": ("mAP 75", {"ap": True, "iou": 0.75}),
+    "map_small": ("mAP small", {"ap": True, "area": "small"}),
+    "map_medium": ("mAP medium", {"ap": True, "area": "medium"}),
+    "map_large": ("mAP large", {"ap": True, "area": "large"}),
+    "ar_1": ("AR @1", {"ap": False, "max_dets": 1}),
+    "ar_10": ("AR @10", {"ap": False, "max_dets": 10}),
+    "ar_100": ("AR @100", {"ap": False, "max_dets": 100}),
+    "ar_small": ("AR small", {"ap": False, "area": "small"}),
+    "ar_medium": ("AR medium", {"ap": False, "area": "medium"}),
+    "ar_large": ("AR large", {"ap": False, "area": "large"}),
+}
 
 
 @dataclass(frozen=True)
 class ClassMetrics:
-    """Results of one class.
-
-    Attributes:
-        class_id: the library's 0-based id (the model's label).
-        category_id: the dataset's own id (COCO category id, YOLO class id).
-        name: the class name.
-        num_gt: non-crowd ground-truth objects.
-        ap_50_95, ap_50: box AP (-1 without ground truth).
-        mask_ap_50_95, mask_ap_50: mask AP for Seg models, else None.
-        precision, recall, f1: at the chosen confidence threshold, IoU 0.5 (masks for Seg).
-    """
+    """Results of one class: ``class_id`` (the library's 0-based id, the model's label),
+    ``category_id`` (the dataset's own id: COCO category id, YOLO class id), ``num_gt`` (non-crowd
+    objects), box AP (-1 without ground truth), mask AP (Seg models, else None), and precision,
+    recall, F1 at the chosen confidence threshold, IoU 0.5 (masks for Seg)."""
 
     class_id: int
     category_id: int
@@ -124,14 +121,9 @@ class ClassMetrics:
 
 @dataclass(frozen=True)
 class Curves:
-    """Data behind the report's plots (primary IoU type, IoU 0.5).
-
-    Attributes:
-        recall_points: ``[R]`` recall values of the PR curves (COCO's 101 points).
-        pr_precision: ``[C][R]`` interpolated precision per class (-1: no ground truth).
-        thresholds: ``[S]`` confidence thresholds of the sweep.
-        macro_precision, macro_recall, macro_f1: ``[S]`` macro values per threshold.
-        class_f1: ``[C][S]`` F1 per class and threshold.
+    """Data behind the report's plots (primary IoU type, IoU 0.5): ``[R]`` ``recall_points``
+    (COCO's 101) and ``[C][R]`` interpolated ``pr_precision`` per class (-1: no ground truth);
+    ``[S]`` sweep ``thresholds``, ``[S]`` macro values and ``[C][S]`` ``class_f1`` per threshold.
     """
 
     recall_points: list[float]
@@ -145,20 +137,12 @@ class Curves:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Everything one evaluation measured.
-
-    Attributes:
-        bbox: box metrics.
-        segm: mask metrics (Seg models), else None.
-        per_class: one entry per class, in class-id order.
-        confidence_threshold: the threshold maximising macro F1 (IoU 0.5).
-        precision, recall, f1: macro values at that threshold.
-        confusion_matrix: ``[C+1][C+1]`` counts at that threshold; rows = ground truth, columns
-            = prediction, last row/column = background (see :func:`analysis.confusion_matrix`).
-        curves: PR and threshold-sweep curves for plots.
-        num_images: images evaluated.
-        max_dets: detections per image counted by COCOeval.
-        backend: ``pycocotools`` or ``faster-coco-eval``.
+    """Everything one evaluation measured: ``bbox`` and ``segm`` (Seg models, else None) metrics,
+    ``per_class`` in class-id order, the ``confidence_threshold`` maximising macro F1 (IoU 0.5)
+    with the macro ``precision``, ``recall``, ``f1`` there, the ``[C+1][C+1]``
+    ``confusion_matrix`` at that threshold (rows ground truth, columns prediction, last
+    background: :func:`analysis.confusion_matrix`), ``curves`` for plots, ``num_images``, and the
+    COCOeval ``max_dets`` and ``backend``.
     """
 
     bbox: CocoMetrics

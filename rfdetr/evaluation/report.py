@@ -19,25 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from rfdetr.evaluation import plots
-from rfdetr.evaluation.coco import EvaluationResult
+from rfdetr.evaluation.coco import COCO_STATS, EvaluationResult
 from rfdetr.evaluation.samples import MAX_DRAWN, SampleImage
 
 logger = logging.getLogger(__name__)
 
-_SUMMARY_ROWS = (
-    ("map_50_95", "mAP 50:95"),
-    ("map_50", "mAP 50"),
-    ("map_75", "mAP 75"),
-    ("map_small", "mAP small"),
-    ("map_medium", "mAP medium"),
-    ("map_large", "mAP large"),
-    ("ar_1", "AR @1"),
-    ("ar_10", "AR @10"),
-    ("ar_100", "AR @100"),
-    ("ar_small", "AR small"),
-    ("ar_medium", "AR medium"),
-    ("ar_large", "AR large"),
-)
 _CHARTS = (
     ("per_class_ap", "Per-class AP", plots.per_class_ap_chart),
     ("pr_curves", "Precision-recall curves", plots.pr_curves_chart),
@@ -108,7 +94,10 @@ def _metrics_data(result: EvaluationResult) -> dict[str, Any]:
 
 def _summary_table(result: EvaluationResult) -> list[list[str]]:
     columns = [("box", result.bbox)] + ([("mask", result.segm)] if result.segm is not None else [])
-    rows = [[label, *(fmt(getattr(m, key)) for _, m in columns)] for key, label in _SUMMARY_ROWS]
+    rows = [
+        [label, *(fmt(getattr(m, key)) for _, m in columns)]
+        for key, (label, _) in COCO_STATS.items()
+    ]
     return [["metric", *(name for name, _ in columns)], *rows]
 
 
@@ -198,11 +187,13 @@ def html_report(
     samples: list[SampleImage],
 ) -> str:
     """The self-contained HTML page (inline CSS, images as data URIs, no scripts)."""
+    head, *rows = _summary_table(result)
+    class_rows = [_row(_class_cells(result, c), name_column=2) for c in result.per_class]
     return _PAGE.format(
         cards=_cards_html(result),
         meta=_meta_html(result, meta),
-        summary=_summary_html(result),
-        per_class=_per_class_html(result),
+        summary=_row(head, "th", name_column=0) + "".join(_row(row, name_column=0) for row in rows),
+        per_class=_row(_class_header(result), "th", name_column=2) + "".join(class_rows),
         charts="".join(_figure_html(title, png, "chart") for _, title, png in charts),
         samples=_samples_html(result, samples),
         iou_type=result.iou_type,
@@ -237,17 +228,6 @@ def _row(cells: list[str], tag: str = "td", name_column: int | None = None) -> s
     kind = ["name" if i == name_column else "num" for i in range(len(cells))]
     inner = "".join(f'<{tag} class="{kind[i]}">{escape(v)}</{tag}>' for i, v in enumerate(cells))
     return f"<tr>{inner}</tr>"
-
-
-def _summary_html(result: EvaluationResult) -> str:
-    head, *rows = _summary_table(result)
-    return _row(head, "th", name_column=0) + "".join(_row(row, name_column=0) for row in rows)
-
-
-def _per_class_html(result: EvaluationResult) -> str:
-    rows = [_row(_class_header(result), "th", name_column=2)]
-    rows += [_row(_class_cells(result, c), name_column=2) for c in result.per_class]
-    return "".join(rows)
 
 
 def _figure_html(caption: str, png: bytes, kind: str) -> str:
