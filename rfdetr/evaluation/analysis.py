@@ -50,18 +50,13 @@ def pr_curves(coco_eval: Any) -> tuple[list[float], list[list[float]]]:
 
 @dataclass(frozen=True)
 class ThresholdSweep:
-    """Precision, recall and F1 at every confidence threshold (IoU 0.5, area all).
+    """Precision, recall and F1 (``[C, S]``, and ``[S]`` macro) at ``[S]`` confidence thresholds
+    (IoU 0.5, area all).
 
     A detection counts when its score is ``>= threshold``. Per class: precision = TP / (TP + FP)
     (0 with no detection), recall = TP / ground truths (0 without ground truth), F1 their
-    harmonic mean. Macro values average the classes that have ground truth. The chosen
-    threshold maximises macro F1; ties go to the lowest threshold.
-
-    Attributes:
-        thresholds: ``[S]`` confidence thresholds.
-        precision, recall, f1: ``[C, S]`` per-class values.
-        macro_precision, macro_recall, macro_f1: ``[S]`` macro averages.
-        best_index: index of the chosen threshold.
+    harmonic mean. Macro values average the classes that have ground truth. ``best_index``
+    maximises macro F1; ties go to the lowest threshold.
     """
 
     thresholds: np.ndarray

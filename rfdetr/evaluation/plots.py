@@ -102,7 +102,10 @@ def pr_curves_chart(result: EvaluationResult) -> bytes:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     _style(ax, f"Precision-recall at IoU 0.5 ({result.iou_type})", "recall", "precision")
-    _legend(ax, len(valid))
+    handles, labels = ax.get_legend_handles_labels()
+    if len(valid) > _LEGEND_MAX:  # too many classes to name: keep only the mean line's entry
+        handles, labels = handles[-1:], labels[-1:]
+    ax.legend(handles, labels, loc="lower left", fontsize=8)
     return _png(fig)
 
 
@@ -167,14 +170,6 @@ def confusion_matrix_chart(result: EvaluationResult) -> bytes:
     title = f"Confusion matrix at confidence {result.confidence_threshold:.2f}, IoU 0.5"
     ax.set_title(title, fontsize=11, fontweight="bold", loc="left")
     return _png(fig)
-
-
-def _legend(ax: Any, count: int) -> None:
-    if count <= _LEGEND_MAX:
-        ax.legend(loc="lower left", fontsize=8)
-    else:  # too many classes to name: keep only the mean line's entry
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles[-1:], labels[-1:], loc="lower left", fontsize=8)
 
 
 def _series(records: Sequence[dict[str, Any]], keys: tuple[str, ...]) -> tuple[list, list]:

@@ -39,18 +39,10 @@ _MASK_CHUNK = 32  # masks decoded to full size at a time: bounds memory on large
 
 @dataclass(frozen=True)
 class ImagePredictions:
-    """The detections of one image.
-
-    Attributes:
-        index: position of the image in the dataset.
-        image_id: the dataset's image id (COCO ``id``; the item index for YOLO).
-        height: original image height in pixels.
-        width: original image width in pixels.
-        scores: float32 ``[K]`` confidences, descending.
-        labels: int64 ``[K]`` 0-based class ids.
-        boxes: float32 ``[K, 4]`` pixel xyxy in the original image.
-        masks: ``K`` COCO RLE dicts (Seg models), else None.
-    """
+    """The detections of one image: its dataset ``index`` and ``image_id`` (COCO ``id``; the
+    index for YOLO), original ``height`` and ``width`` in pixels, float32 ``[K]`` ``scores``
+    (descending), int64 ``[K]`` 0-based ``labels``, float32 ``[K, 4]`` ``boxes`` (pixel xyxy in the
+    original image) and ``masks``: ``K`` COCO RLE dicts (Seg models), else None."""
 
     index: int
     image_id: int
