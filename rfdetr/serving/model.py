@@ -89,15 +89,9 @@ def fetch_model(source: str, cache_dir: Path | None = None) -> Path:
 
 
 class RFDETRServedModel(Model):
-    """An RF-DETR ONNX export served over the Open Inference Protocol v2 (see :mod:`.codec`).
-
-    Args:
-        name: the model's name in the URL paths (``/v2/models/<name>``).
-        onnx_path: a raw-output export (``export()``), its metadata giving classes and sizes.
-        limits: request limits (bytes, pixels, images) and the default threshold.
-        max_batch, max_latency_s: dynamic batching (see :class:`MicroBatcher`).
-        threads: ONNX Runtime intra-op threads (None: all cores).
-    """
+    """An RF-DETR raw-output ONNX export (its metadata giving classes and sizes) served as
+    ``/v2/models/<name>`` over the Open Inference Protocol v2 (:mod:`.codec`), with dynamic
+    batching (:class:`MicroBatcher`) and ``threads`` ONNX Runtime threads (None: all cores)."""
 
     def __init__(
         self,
