@@ -57,22 +57,17 @@ def load_state_dict_strict(
     """
     weights = dict(state_dict)
     expected = model.state_dict(keep_vars=True)
-    _drop_known_extras(weights, expected, source)
+    for key in _DROPPABLE_IF_EMPTY:  # a non-empty one stays and fails the load
+        value = weights.get(key)
+        if key not in expected and isinstance(value, torch.Tensor) and value.numel() == 0:
+            del weights[key]
+            logger.debug("%s: dropped the empty upstream buffer %s", source, key)
     if num_queries_total is not None:
         _fit_query_tables(weights, num_queries_total, group_detr, checkpoint_group_detr, source)
     if reinit_head_for is not None:
         _resize_class_heads(weights, reinit_head_for + 1, source)
     _check_against(expected, weights, source)
     model.load_state_dict(weights, strict=True, assign=assign)
-
-
-def _drop_known_extras(weights: dict[str, Any], expected: Mapping[str, Any], source: str) -> None:
-    """Drop upstream-only buffers we know to be empty; a non-empty one stays and fails the load."""
-    for key in _DROPPABLE_IF_EMPTY:
-        value = weights.get(key)
-        if key not in expected and isinstance(value, torch.Tensor) and value.numel() == 0:
-            del weights[key]
-            logger.debug("%s: dropped the empty upstream buffer %s", source, key)
 
 
 def _fit_query_tables(
