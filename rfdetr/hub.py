@@ -99,17 +99,11 @@ def resolve_pretrained(
     cache_dir: str | os.PathLike[str] | None = None,
     url_override: str | None = None,
 ) -> Path:
-    """Turn ``pretrain_weights`` into a local, verified file.
-
-    An existing path is used as it is; a published name is looked up in the cache folder under
-    upstream's file name, else downloaded (from ``$RFDETR_WEIGHTS_BASE_URL/<file name>`` when
-    set) by :func:`download_verified`.
-
-    Args:
-        name_or_path: An existing file, or a published name (see :data:`PRETRAINED`; upstream's
-            file names such as ``"rf-detr-nano.pth"`` work too).
-        cache_dir: Cache folder; default :func:`default_cache_dir`.
-        url_override: Download from this URL instead of the published one (same MD5 applies).
+    """Turn ``pretrain_weights`` into a local, verified file: an existing file as it is; a
+    published name (:data:`PRETRAINED`, or upstream's file name such as ``"rf-detr-nano.pth"``)
+    from ``cache_dir`` (default :func:`default_cache_dir`) under upstream's file name, else
+    downloaded there (:func:`download_verified`) from ``url_override``,
+    ``$RFDETR_WEIGHTS_BASE_URL/<file name>`` or the published URL (same MD5 in every case).
 
     Raises:
         FileNotFoundError: Neither an existing file nor a published name.
@@ -145,7 +139,17 @@ def resolve_pretrained(
     try:
         download_verified(url, target, md5=asset.md5)
     except (OSError, http.client.HTTPException, ValueError) as err:
-        raise WeightsUnavailableError(_failure_message(asset, url, target, err)) from None
+        if isinstance(err, urllib.error.HTTPError):
+            reason = f"HTTP {err.code} {err.reason}"
+        elif isinstance(err, urllib.error.URLError):
+            reason = f"network error: {err.reason}"
+        else:
+            reason = message(err)
+        raise WeightsUnavailableError(
+            f"could not get the pretrained '{asset.name}' weights from {url} ({reason}); either "
+            f"fetch {asset.url} yourself (MD5 {asset.md5}) and pass pretrain_weights=PATH or save "
+            f"it as {target}, or pass pretrain_weights=None for random initialisation"
+        ) from None
     return target
 
 
@@ -189,17 +193,3 @@ def md5_of(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _failure_message(asset: PretrainedAsset, url: str, target: Path, err: BaseException) -> str:
-    if isinstance(err, urllib.error.HTTPError):
-        reason = f"HTTP {err.code} {err.reason}"
-    elif isinstance(err, urllib.error.URLError):
-        reason = f"network error: {err.reason}"
-    else:
-        reason = message(err)
-    return (
-        f"could not get the pretrained '{asset.name}' weights from {url} ({reason}); either fetch "
-        f"{asset.url} yourself (MD5 {asset.md5}) and pass pretrain_weights=PATH or save it as "
-        f"{target}, or pass pretrain_weights=None for random initialisation"
-    )
