@@ -57,16 +57,9 @@ def run_cocoeval(
     max_dets: int = DEFAULT_MAX_DETS,
     backend: Backend = "auto",
 ) -> Any:
-    """Evaluate and accumulate one IoU type; returns the COCOeval object.
-
-    Args:
-        ground_truth: a COCO dict (``images``, ``annotations``, ``categories``); crowd kept.
-        results: COCO result dicts (``image_id``, ``category_id``, ``bbox`` xywh pixels,
-            ``score``, and ``segmentation`` RLE for ``segm``), category ids as in
-            ``ground_truth``.
-        iou_type: ``bbox`` or ``segm``.
-        max_dets: detections per image counted, by score (upstream: 500; at least 100).
-        backend: ``pycocotools``, ``faster-coco-eval`` or ``auto``.
+    """Evaluate and accumulate ``results`` (COCO result dicts: ``bbox`` xywh pixels, and
+    ``segmentation`` RLE for ``segm``) against a COCO dict ``ground_truth`` (crowd kept), counting
+    ``max_dets`` detections per image by score (upstream: 500; at least 100); the COCOeval object.
     """
     name = resolve_backend(backend)
     if name == "faster-coco-eval":
@@ -127,7 +120,6 @@ def _load_results(coco_cls: Any, coco_gt: Any, results: list[dict[str, Any]]) ->
 
 
 def _index(coco: Any, dataset: dict[str, Any]) -> Any:
-    """``coco`` (a ``COCO`` of either backend) holding ``dataset``, indexed."""
     coco.dataset = dataset
     coco.createIndex()
     return coco
@@ -142,12 +134,9 @@ def summary_value(
     max_dets: int | None = None,
     class_id: int | None = None,
 ) -> float:
-    """One summary number, exactly as pycocotools' ``summarize()`` computes it.
-
-    The mean of the accumulated precision (``ap``) or recall over every IoU threshold (or just
-    ``iou``), every class (or just ``class_id``) and, for precision, every recall point,
-    ignoring -1 entries; -1 when no entry is valid (no ground truth). ``max_dets`` None means
-    the largest ``maxDets``.
+    """One summary number, as pycocotools' ``summarize()`` computes it: the mean of the
+    precision (``ap``) or recall over every IoU threshold (or ``iou``), class (or ``class_id``)
+    and recall point, ignoring -1 entries (-1 when none is valid); ``max_dets`` None: the largest.
     """
     params = coco_eval.params
     area_index = list(params.areaRngLbl).index(area)

@@ -55,11 +55,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class ParsedRequest:
-    """A request made ready for the runtime.
-
-    ``batch``: ``[B, 3, H, W]`` normalised FP32 at the model's input size; ``sizes``: ``[B, 2]``
-    original (height, width) of each image, for scaling boxes back to pixels.
-    """
+    """A request made ready for the runtime: ``batch`` ``[B, 3, H, W]`` normalised FP32 at the
+    model's input size, ``sizes`` ``[B, 2]`` original (height, width) of each image."""
 
     batch: torch.Tensor
     sizes: torch.Tensor
