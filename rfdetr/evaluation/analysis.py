@@ -141,60 +141,31 @@ def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
         dts = [d for d in dt_index.get(image_id, []) if d["score"] >= threshold]
         crowd = [g for g in gts if g.get("iscrowd", 0)]
         gts = [g for g in gts if not g.get("iscrowd", 0)]
-        matched_gt, matched_dt = _greedy_match(coco_eval, dts, gts, iou, segm)
-        for g, d in zip(matched_gt, matched_dt, strict=True):
-            matrix[gts[g]["category_id"], dts[d]["category_id"]] += 1
+        ious = _ious(coco_eval, dts, gts, segm, iscrowd=0)
+        pairs = np.argwhere(ious >= iou)
+        matched_dt, matched_gt = [], []
+        for d, g in pairs[np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")].tolist():
+            if d not in matched_dt and g not in matched_gt:  # greedy, highest IoU first
+                matched_dt.append(d)
+                matched_gt.append(g)
+                matrix[gts[g]["category_id"], dts[d]["category_id"]] += 1
         for g in set(range(len(gts))) - set(matched_gt):
             matrix[gts[g]["category_id"], num_classes] += 1
-        unmatched = [d for d in range(len(dts)) if d not in set(matched_dt)]
-        on_crowd = _crowd_overlap(coco_eval, [dts[d] for d in unmatched], crowd, segm) >= iou
-        for d, ignored in zip(unmatched, on_crowd, strict=True):
-            if not ignored:
+        unmatched = [d for d in range(len(dts)) if d not in matched_dt]
+        on_crowd = _ious(coco_eval, [dts[d] for d in unmatched], crowd, segm, iscrowd=1)
+        for d, overlap in zip(unmatched, on_crowd.max(axis=1, initial=0.0), strict=True):
+            if overlap < iou:  # a detection on a crowd region is ignored, as COCO does
                 matrix[num_classes, dts[d]["category_id"]] += 1
     return matrix
 
 
-def _regions(coco_eval: Any, anns: list[dict], segm: bool, gt: bool) -> list[Any]:
-    if not segm:
-        return [a["bbox"] for a in anns]
-    if gt:
-        return [coco_eval.cocoGt.annToRLE(a) for a in anns]
-    return [a["segmentation"] for a in anns]
-
-
-def _greedy_match(
-    coco_eval: Any, dts: list[dict], gts: list[dict], iou: float, segm: bool
-) -> tuple[list[int], list[int]]:
+def _ious(coco_eval: Any, dts: list[dict], gts: list[dict], segm: bool, iscrowd: int) -> np.ndarray:
+    """``[D, G]`` IoUs of detections and ground truths (boxes, or masks for ``segm``)."""
     if not dts or not gts:
-        return [], []
-    ious = np.asarray(
-        mask_utils.iou(
-            _regions(coco_eval, dts, segm, gt=False),
-            _regions(coco_eval, gts, segm, gt=True),
-            [0] * len(gts),
-        )
-    ).reshape(len(dts), len(gts))
-    pairs = np.argwhere(ious >= iou)
-    pairs = pairs[np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")]
-    used_d: set[int] = set()
-    used_g: set[int] = set()
-    matched_g, matched_d = [], []
-    for d, g in pairs:
-        if d in used_d or g in used_g:
-            continue
-        used_d.add(int(d))
-        used_g.add(int(g))
-        matched_d.append(int(d))
-        matched_g.append(int(g))
-    return matched_g, matched_d
-
-
-def _crowd_overlap(coco_eval: Any, dts: list[dict], crowd: list[dict], segm: bool) -> np.ndarray:
-    if not dts or not crowd:
-        return np.zeros(len(dts))
-    ious = mask_utils.iou(
-        _regions(coco_eval, dts, segm, gt=False),
-        _regions(coco_eval, crowd, segm, gt=True),
-        [1] * len(crowd),
-    )
-    return np.asarray(ious).reshape(len(dts), len(crowd)).max(axis=1)
+        return np.zeros((len(dts), len(gts)))
+    if segm:
+        regions = [d["segmentation"] for d in dts], [coco_eval.cocoGt.annToRLE(g) for g in gts]
+    else:
+        regions = [d["bbox"] for d in dts], [g["bbox"] for g in gts]
+    ious = mask_utils.iou(*regions, [iscrowd] * len(gts))
+    return np.asarray(ious).reshape(len(dts), len(gts))
