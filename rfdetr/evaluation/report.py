@@ -127,7 +127,17 @@ def markdown_report(
     lines.append("|" + "|".join("---" if h == "name" else "---:" for h in header) + "|")
     for c in result.per_class:
         lines.append("| " + " | ".join(md_text(cell) for cell in _class_cells(result, c)) + " |")
-    lines += ["", *_confusion_md(result), "## Charts", ""]
+    labels = [md_text(n) for n in result.class_names] + ["background"]
+    lines += [
+        "",
+        f"## Confusion matrix (confidence {result.confidence_threshold:.2f}, IoU 0.5)",
+        "",
+        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+    for label, row in zip(labels, result.confusion_matrix, strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "## Charts", ""]
     return _with_charts("\n".join(lines), charts or [])
 
 
@@ -144,19 +154,6 @@ def _with_charts(text: str, charts: list[tuple[str, str, bytes]]) -> str:
         parts.append(image)
         used += len(image)
     return "\n".join(parts) + "\n"
-
-
-def _confusion_md(result: EvaluationResult) -> list[str]:
-    labels = [md_text(n) for n in result.class_names] + ["background"]
-    lines = [
-        f"## Confusion matrix (confidence {result.confidence_threshold:.2f}, IoU 0.5)",
-        "",
-        "| true \\ predicted | " + " | ".join(labels) + " |",
-        "|---|" + "---:|" * len(labels),
-    ]
-    for label, row in zip(labels, result.confusion_matrix, strict=True):
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-    return [*lines, ""]
 
 
 def _class_header(result: EvaluationResult) -> list[str]:
