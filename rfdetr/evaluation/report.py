@@ -73,23 +73,18 @@ def write_report(
         paths[key].write_bytes(png)
         charts.append((key, title, png))
     paths["metrics"] = out / "metrics.json"
-    paths["metrics"].write_text(json.dumps({"meta": meta, **_metrics_data(result)}, indent=2))
+    data = result.to_dict()
+    for entry in data["per_class"]:  # a class's AP null where COCO reports -1 (no ground truth)
+        for key in ("ap_50_95", "ap_50", "mask_ap_50_95", "mask_ap_50"):
+            if isinstance(entry.get(key), float) and entry[key] < 0:
+                entry[key] = None
+    paths["metrics"].write_text(json.dumps({"meta": meta, **data}, indent=2))
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text(markdown_report(result, meta, charts))
     paths["html"] = out / "report.html"
     paths["html"].write_text(html_report(result, meta, charts, samples or []), encoding="utf-8")
     logger.info("evaluation report written to %s", paths["html"])
     return paths
-
-
-def _metrics_data(result: EvaluationResult) -> dict[str, Any]:
-    """``result.to_dict()`` with a class's AP null where COCO reports -1 (no ground truth)."""
-    data = result.to_dict()
-    for entry in data["per_class"]:
-        for key in ("ap_50_95", "ap_50", "mask_ap_50_95", "mask_ap_50"):
-            if isinstance(entry.get(key), float) and entry[key] < 0:
-                entry[key] = None
-    return data
 
 
 def _summary_table(result: EvaluationResult) -> list[list[str]]:
@@ -186,9 +181,11 @@ def html_report(
     """The self-contained HTML page (inline CSS, images as data URIs, no scripts)."""
     head, *rows = _summary_table(result)
     class_rows = [_row(_class_cells(result, c), name_column=2) for c in result.per_class]
+    meta_rows = [*((str(k), str(v)) for k, v in meta.items()), ("images", str(result.num_images))]
+    meta_rows.append(("COCO backend", f"{result.backend}, maxDets {result.max_dets}"))
     return _PAGE.format(
         cards=_cards_html(result),
-        meta=_meta_html(result, meta),
+        meta="".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in meta_rows),
         summary=_row(head, "th", name_column=0) + "".join(_row(row, name_column=0) for row in rows),
         per_class=_row(_class_header(result), "th", name_column=2) + "".join(class_rows),
         charts="".join(_figure_html(title, png, "chart") for _, title, png in charts),
@@ -213,12 +210,6 @@ def _cards_html(result: EvaluationResult) -> str:
         f'<div class="card"><div class="value">{v}</div><div class="label">{escape(k)}</div></div>'
         for k, v in cards
     )
-
-
-def _meta_html(result: EvaluationResult, meta: Mapping[str, Any]) -> str:
-    rows = [*((str(k), str(v)) for k, v in meta.items()), ("images", str(result.num_images))]
-    rows.append(("COCO backend", f"{result.backend}, maxDets {result.max_dets}"))
-    return "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
 
 
 def _row(cells: list[str], tag: str = "td", name_column: int | None = None) -> str:
