@@ -94,13 +94,13 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
 def _from_numpy(array: np.ndarray, where: str) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"{where}: numpy image must be HxWx3 RGB, got shape {tuple(array.shape)}")
-    if array.dtype == np.uint8:
-        pixels = np.require(array, requirements=["C", "W"])  # PIL arrays are read-only
-        return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
-    if np.issubdtype(array.dtype, np.floating):
-        pixels = np.require(array, requirements=["C", "W"])
-        return _from_tensor(torch.from_numpy(pixels).permute(2, 0, 1), where)
-    raise ValueError(f"{where}: numpy image must be uint8 (or float in [0, 1]), got {array.dtype}")
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"{where}: numpy image must be uint8 (or float in [0, 1]), got {array.dtype}"
+        )
+    pixels = np.require(array, requirements=["C", "W"])  # PIL arrays are read-only
+    chw = torch.from_numpy(pixels).permute(2, 0, 1)
+    return chw.float() / 255.0 if array.dtype == np.uint8 else _from_tensor(chw, where)
 
 
 def _from_tensor(tensor: torch.Tensor, where: str) -> torch.Tensor:
