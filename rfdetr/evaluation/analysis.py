@@ -1,5 +1,5 @@
-"""Numbers derived from an accumulated COCOeval: per-class AP, PR curves, the confidence sweep
-(precision / recall / F1 per threshold) and the confusion matrix.
+"""Numbers derived from an accumulated COCOeval: per-class AP, the confidence sweep (precision /
+recall / F1 per threshold) and the confusion matrix.
 
 Class index ``k`` is the 0-based library id: the ground truth's category ids are ``0..C-1``,
 so COCOeval's ``params.catIds`` is ``range(C)`` and its arrays are indexed by class id.
@@ -19,33 +19,11 @@ SWEEP_STEPS = 101  # thresholds 0.00, 0.01, ..., 1.00, as upstream's coco_extend
 MATCH_IOU = 0.5
 
 
-def count_ground_truth(ground_truth: dict[str, Any]) -> np.ndarray:
-    """``[C]`` non-crowd ground-truth objects per 0-based category id."""
-    counts = np.zeros(len(ground_truth["categories"]), dtype=np.int64)
-    for ann in ground_truth["annotations"]:
-        if not ann.get("iscrowd", 0):
-            counts[ann["category_id"]] += 1
-    return counts
-
-
-def _iou_index(coco_eval: Any, iou: float) -> int:
-    return int(np.where(np.isclose(coco_eval.params.iouThrs, iou))[0][0])
-
-
 def per_class_ap(coco_eval: Any) -> tuple[list[float], list[float]]:
     """(AP50:95, AP50) of every class (area ``all``, largest ``maxDets``); -1: no ground truth."""
     classes = range(coco_eval.eval["precision"].shape[2])
     ap = [summary_value(coco_eval, ap=True, class_id=k) for k in classes]
     return ap, [summary_value(coco_eval, ap=True, iou=MATCH_IOU, class_id=k) for k in classes]
-
-
-def pr_curves(coco_eval: Any) -> tuple[list[float], list[list[float]]]:
-    """(recall points, per-class interpolated precision at IoU 0.5), COCOeval's 101-point curves.
-
-    A class without ground truth has a curve of -1.
-    """
-    precision = coco_eval.eval["precision"][_iou_index(coco_eval, MATCH_IOU), :, :, 0, -1]
-    return [float(r) for r in coco_eval.params.recThrs], precision.T.tolist()
 
 
 @dataclass(frozen=True)
@@ -79,7 +57,7 @@ def sweep_thresholds(coco_eval: Any) -> ThresholdSweep:
     # per class: scores and TP flags of the non-ignored detections at IoU 0.5, and the number of
     # non-ignored ground truths, from COCOeval's per-image matching (area ``all``)
     params = coco_eval.params
-    t50 = _iou_index(coco_eval, MATCH_IOU)
+    t50 = int(np.flatnonzero(np.isclose(params.iouThrs, MATCH_IOU))[0])
     num_images, num_areas = len(params.imgIds), len(params.areaRng)
     scores, hits = [], []
     total_gt = np.zeros(len(params.catIds), dtype=np.int64)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import nn
 
 from rfdetr.data.classes import ClassMap
@@ -250,7 +251,10 @@ def _per_class(
 ) -> tuple[ClassMetrics, ...]:
     box_ap, box_ap50 = analysis.per_class_ap(evals["bbox"])
     mask_ap, mask_ap50 = analysis.per_class_ap(evals["segm"]) if "segm" in evals else (None, None)
-    total_gt = analysis.count_ground_truth(ground_truth)
+    total_gt = np.zeros(len(categories), dtype=np.int64)  # non-crowd objects per class id
+    for ann in ground_truth["annotations"]:
+        if not ann.get("iscrowd", 0):
+            total_gt[ann["category_id"]] += 1
     best = sweep.best_index
     return tuple(
         ClassMetrics(
@@ -271,10 +275,11 @@ def _per_class(
 
 
 def _curves(primary: Any, sweep: analysis.ThresholdSweep) -> Curves:
-    recall_points, pr_precision = analysis.pr_curves(primary)
+    iou = np.flatnonzero(np.isclose(primary.params.iouThrs, analysis.MATCH_IOU))[0]
+    precision = primary.eval["precision"][iou, :, :, 0, -1]  # [R, C]: area all, largest maxDets
     return Curves(
-        recall_points=recall_points,
-        pr_precision=pr_precision,
+        recall_points=[float(r) for r in primary.params.recThrs],
+        pr_precision=precision.T.tolist(),
         thresholds=sweep.thresholds.tolist(),
         macro_precision=sweep.macro_precision.tolist(),
         macro_recall=sweep.macro_recall.tolist(),

@@ -162,7 +162,12 @@ def _batch_predictions(
         kept = head(boxes, logits, mask_logits, sizes)[3]
     predictions = []
     for i, (result, target) in enumerate(zip(results, targets, strict=True)):
-        masks = _encoded_masks(kept[i], sizes[i]) if mask_logits is not None else None
+        masks: list[dict[str, Any]] | None = None
+        if mask_logits is not None:  # chunked: all K x H x W bool masks at once can be gigabytes
+            masks = []
+            for start in range(0, len(kept[i]), _MASK_CHUNK):
+                chunk = resize_masks(kept[i][start : start + _MASK_CHUNK], tuple(sizes[i].tolist()))
+                masks.extend(encode_masks(chunk.cpu().numpy()))
         height, width = (int(v) for v in target["orig_size"])
         predictions.append(
             ImagePredictions(
@@ -177,13 +182,3 @@ def _batch_predictions(
             )
         )
     return predictions
-
-
-def _encoded_masks(mask_logits: torch.Tensor, size: torch.Tensor) -> list[dict[str, Any]]:
-    """RLE of ``[K, h, w]`` logits resized to ``size`` (h, w), a chunk at a time: PostProcess
-    would make every ``K x H x W`` bool mask at once (gigabytes for large photos)."""
-    rles: list[dict[str, Any]] = []
-    for start in range(0, len(mask_logits), _MASK_CHUNK):
-        chunk = resize_masks(mask_logits[start : start + _MASK_CHUNK], tuple(size.tolist()))
-        rles.extend(encode_masks(chunk.cpu().numpy()))
-    return rles
