@@ -134,8 +134,7 @@ def resolve_pretrained(
             )
         logger.debug("using cached pretrained weights %s", target)
         return target
-    mirror = os.environ.get(WEIGHTS_BASE_URL_ENV)
-    url = url_override or (f"{mirror.rstrip('/')}/{asset.filename}" if mirror else asset.url)
+    url = url_override or _mirror_url(asset) or asset.url
     try:
         download_verified(url, target, md5=asset.md5)
     except (OSError, http.client.HTTPException, ValueError) as err:
@@ -193,3 +192,8 @@ def md5_of(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _mirror_url(asset: PretrainedAsset) -> str | None:
+    base = os.environ.get(WEIGHTS_BASE_URL_ENV)
+    return f"{base.rstrip('/')}/{asset.filename}" if base else None
