@@ -135,10 +135,8 @@ class RFDETRModel:
         """The model a checkpoint file holds (ours or upstream's), ready to predict and export.
 
         Args:
-            path: the checkpoint file.
             size: the preset that fills what the file does not record; default: the one the
                 file names (our config's ``name``, upstream's ``model_name``).
-            device: as for the constructor.
 
         Raises:
             CheckpointError: the file is missing or unreadable, or records no size and none

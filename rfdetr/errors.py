@@ -47,11 +47,9 @@ def message(error: BaseException) -> str:
 
 
 def command_parser(prog: str, description: str, modules: Iterable[str]) -> argparse.ArgumentParser:
-    """A parser with ``-v`` and the sub-commands of ``modules``.
-
-    Each module defines ``add_parser(subparsers)``, which declares a sub-command and sets its
-    ``handler(args) -> exit code``, importing heavy packages (torch, kfp) inside the handler.
-    """
+    """A parser with ``-v`` and the sub-commands of ``modules``: each module's
+    ``add_parser(subparsers)`` declares one and sets its ``handler(args) -> exit code``, which
+    imports heavy packages (torch, kfp) itself."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -154,13 +154,9 @@ def resolve_pretrained(
 
 def download_verified(url: str, dest: Path, *, md5: str) -> Path:
     """Download ``url`` (``http(s)://`` or ``file://``) to ``dest`` with a progress bar, keeping it
-    only if its MD5 is ``md5``; written by :func:`rfdetr.utils.atomic.write_atomic`, so on any
-    failure ``dest`` is left as it was.
-
-    Raises:
-        urllib.error.URLError, urllib.error.HTTPError, TimeoutError, OSError: The transfer failed.
-        ValueError: The downloaded bytes have another MD5, or the URL scheme is not supported.
-    """
+    only if its MD5 is ``md5`` (:func:`rfdetr.utils.atomic.write_atomic`: on any failure ``dest``
+    is left as it was). Raises ``OSError`` (``URLError``, ``TimeoutError``...) when the transfer
+    fails, ``ValueError`` on another MD5 or an unsupported URL scheme."""
 
     def fill(out: BinaryIO) -> None:
         digest = hashlib.md5(usedforsecurity=False)

@@ -13,9 +13,7 @@ Response, all detections of the request flattened (``N`` rows): ``boxes`` FP32 `
 xyxy, ``scores`` FP32 ``[N]``, ``class_ids`` INT64 ``[N]`` (0-based), ``class_names`` BYTES
 ``[N]``, ``batch_index`` INT64 ``[N]`` (the image of the request each row belongs to) and, for
 segmentation models, ``masks`` BYTES ``[N]``: COCO RLE as JSON (``{"size": [h, w], "counts"}``).
-
-Every problem with a request raises :class:`kserve.errors.InvalidInput` (HTTP 400, gRPC
-INVALID_ARGUMENT) with one line saying what is wrong.
+A bad request raises :class:`kserve.errors.InvalidInput` (HTTP 400) with one line.
 """
 
 from __future__ import annotations
