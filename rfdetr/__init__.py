@@ -4,7 +4,7 @@
 >>> model = RFDETRNano(pretrain_weights=None)  # random weights; omit for COCO weights
 >>> detections = model.predict("image.jpg", threshold=0.5)  # supervision.Detections
 
-Public names are imported on first use, so light commands (``rfdetr validate``) start fast.
+Public names are imported on first use, so light commands start fast.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import importlib.metadata as _metadata
 
 from rfdetr.utils.lazy import lazy_names
 
-try:  # one source of truth: the version in pyproject.toml, as installed
+try:
     __version__ = _metadata.version("rfdetr")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0+source"
 
 _LAZY: dict[str, str] = {

@@ -1,9 +1,5 @@
-"""The user-facing model classes: build or load an RF-DETR model, then `predict()`.
-
-`RFDETRNano()` with no argument loads the official COCO-pretrained weights of that size (from
-the cache folder, else downloaded and checksum-verified); ``pretrain_weights=PATH`` loads a
-checkpoint of ours or of upstream's; ``pretrain_weights=None`` starts from random weights.
-"""
+"""The user-facing model class: build or load an RF-DETR model, then `predict()`, `train()`,
+`export()`."""
 
 from __future__ import annotations
 
@@ -68,8 +64,9 @@ class RFDETRModel:
     """An RF-DETR model of one size, ready for `predict()`.
 
     Args:
-        pretrain_weights: a checkpoint path, a published name (e.g. ``"rf-detr-nano.pth"``),
-            ``None`` for random initialisation, or omitted for the official COCO weights.
+        pretrain_weights: a checkpoint path (ours or upstream's), a published name (e.g.
+            ``"rf-detr-nano.pth"``), ``None`` for random initialisation, or omitted for the
+            official COCO weights of this size (cached, else downloaded and verified).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
             Not a device, or CUDA asked for where it is unusable: `ConfigError` (a ValueError).
         num_classes: foreground classes. When it differs from the checkpoint's, the class head
@@ -138,10 +135,8 @@ class RFDETRModel:
         """The model a checkpoint file holds (ours or upstream's), ready to predict and export.
 
         Args:
-            path: the checkpoint file.
             size: the preset that fills what the file does not record; default: the one the
                 file names (our config's ``name``, upstream's ``model_name``).
-            device: as for the constructor.
 
         Raises:
             CheckpointError: the file is missing or unreadable, or records no size and none
@@ -216,8 +211,7 @@ class RFDETRModel:
         return detections[0] if single else detections
 
     def _forward_for(self, backend: str, onnx_path: str | os.PathLike[str] | None) -> Any:
-        """The eager model, or an ONNX Runtime / OpenVINO session on its export, cached until
-        the weights (or the given file) change."""
+        """The eager model, or a runtime on its export, cached until the weights or file change."""
         if backend == "torch":
             return self.model
         if backend not in ("onnxruntime", "openvino"):
@@ -287,20 +281,8 @@ class RFDETRModel:
             format: ``"onnx"`` or ``"openvino"`` (an IR ``.xml``/``.bin``, fp32, or int8 with
                 ``quantize``; the ``openvino`` extra).
         """
-        result = self.export_files(
-            output_dir,
-            opset_version=opset_version,
-            dynamic_batch=dynamic_batch,
-            batch_size=batch_size,
-            simplify=simplify,
-            shape=shape,
-            with_postprocess=with_postprocess,
-            verify=verify,
-            quantize=quantize,
-            calibration=calibration,
-            format=format,
-        )
-        return result.path
+        options = {k: v for k, v in locals().items() if k not in ("self", "output_dir")}
+        return self.export_files(output_dir, **options).path
 
     def export_files(
         self, output_dir: str | os.PathLike[str] = "output", **options: Any

@@ -1,12 +1,6 @@
-"""The ``rfdetr`` command line: ``rfdetr <command> ...``.
-
-Each command lives in a module of :data:`COMMAND_MODULES` that defines ``add_parser(subparsers)``
-(``validate`` lives here); its handler takes the parsed arguments and returns the exit code, and
-imports its heavy modules lazily so ``rfdetr --help`` stays fast.
-
-Exit codes: 0 success, 2 bad input (a dataset or arguments that cannot be used), 1 a failure
-that is not the input's; errors end as one line (:func:`rfdetr.errors.run_command`).
-"""
+"""The ``rfdetr`` command line: one sub-command per module of :data:`COMMAND_MODULES` (see
+:func:`rfdetr.errors.command_parser`; ``validate`` lives here). Exit codes: 0 success, 2 bad
+input, 1 a failure that is not the input's."""
 
 from __future__ import annotations
 
@@ -14,7 +8,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from rfdetr.errors import EXIT_BAD_INPUT, command_parser, run_command
+from rfdetr.errors import EXIT_BAD_INPUT, command_parser, one_line, run_command
 
 if TYPE_CHECKING:
     from rfdetr.data.validation import DatasetReport
@@ -54,13 +48,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def format_report(report: DatasetReport) -> list[str]:
-    """The human-readable report of ``rfdetr validate``, as lines.
-
-    Every line is one line: control characters in paths and class names are escaped
-    (:func:`~rfdetr.errors.one_line`), so a file name cannot forge a report line.
-    """
-    from rfdetr.errors import one_line
-
+    """The human-readable report of ``rfdetr validate``, as lines (paths and class names
+    escaped with :func:`~rfdetr.errors.one_line`)."""
     lines = [one_line(f"dataset: {report.path} ({report.format or 'format not detected'})")]
     if report.splits:
         lines.append("splits:")

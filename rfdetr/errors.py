@@ -1,14 +1,9 @@
-"""Errors for users, and the one boundary that turns them into a line and an exit code.
+"""Errors for users (:class:`UserError`), and the command-line boundary that turns them into one
+line and an exit code (:func:`run_command`; the pipeline steps': ``pipelines.steps.common``).
 
-A :class:`UserError` is something the user can fix or must look at: bad input (a dataset, a
-config, a checkpoint, a URI, an option), or a service that failed (an object store, a KFP API).
-Its message is one line that names the file, URI or option and says what is wrong. Every error
-type a user may see derives from it; any other exception is a bug and keeps its traceback.
-
-:func:`run_command` is the boundary of every command line (``rfdetr``, ``rfdetr-pipeline``, built
-by :func:`command_parser`): ``<prog> <command>: error: <message>`` on stderr, and the error's
-:attr:`~UserError.exit_code`.
-The pipeline steps have theirs in :func:`pipelines.steps.common.step_errors`.
+A :class:`UserError` is bad input (a dataset, config, checkpoint, URI, option) or a failed service
+(an object store, a KFP API); every error type a user may see derives from it, any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -24,11 +19,10 @@ EXIT_FAILED = 1
 
 
 class UserError(Exception):
-    """An error whose message tells the user what is wrong; no traceback is shown.
+    """An error whose one-line message names the file, URI or option and says what is wrong.
 
-    Attributes:
-        exit_code: 2 (bad input) unless a subclass or the raiser says 1 (a failure that is not
-            the input's: a server that does not answer, a run that diverged).
+    ``exit_code``: 2 (bad input) unless a subclass or the raiser says 1 (a failure that is not
+    the input's: a server that does not answer, a run that diverged).
     """
 
     exit_code: int = EXIT_BAD_INPUT
@@ -53,11 +47,9 @@ def message(error: BaseException) -> str:
 
 
 def command_parser(prog: str, description: str, modules: Iterable[str]) -> argparse.ArgumentParser:
-    """A parser with ``-v`` and the sub-commands of ``modules``.
-
-    Each module defines ``add_parser(subparsers)``, which declares a sub-command and sets its
-    ``handler(args) -> exit code``, importing heavy packages (torch, kfp) inside the handler.
-    """
+    """A parser with ``-v`` and the sub-commands of ``modules``: each module's
+    ``add_parser(subparsers)`` declares one and sets its ``handler(args) -> exit code``, which
+    imports heavy packages (torch, kfp) itself."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

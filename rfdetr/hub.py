@@ -1,18 +1,7 @@
 """The official COCO-pretrained RF-DETR weights: where they are published, cached and verified.
 
-``RFDETRMedium()`` with no argument means upstream's COCO-pretrained Medium checkpoint, as in the
-upstream package. :func:`resolve_pretrained` turns a name into a local file:
-
-1. an existing path is used as it is;
-2. a known name (``"medium"``, or upstream's file name ``"rf-detr-medium.pth"``) is looked up in the
-   cache folder ``$RFDETR_CACHE_DIR`` (default ``~/.cache/rfdetr``) under upstream's file name;
-3. otherwise it is downloaded from upstream's published URL (or ``$RFDETR_WEIGHTS_BASE_URL/<file
-   name>`` for a mirror), streamed to a temporary file in the cache folder with a progress bar,
-   checked against upstream's published MD5 and only then renamed into place, so a partial or
-   corrupt download never sits under the final name.
-
-When that fails the error says exactly what to do instead: ``pretrain_weights=PATH`` or
-``pretrain_weights=None``. URLs, file names and checksums are the ones upstream ``rfdetr`` 1.11.2
+``RFDETRMedium()`` with no argument loads upstream's COCO-pretrained Medium checkpoint
+(:func:`resolve_pretrained`). URLs, file names and MD5s are the ones upstream ``rfdetr`` 1.11.2
 publishes in ``rfdetr/assets/model_weights.py``.
 """
 
@@ -38,10 +27,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "RFDETR_CACHE_DIR"
 WEIGHTS_BASE_URL_ENV = "RFDETR_WEIGHTS_BASE_URL"
-_DEFAULT_CACHE_DIR = "~/.cache/rfdetr"
 _CHUNK = 1 << 20
-_TIMEOUT_S = 60.0
-_SCHEMES = frozenset({"http", "https", "file"})
 
 
 class WeightsUnavailableError(UserError, RuntimeError):
@@ -50,14 +36,8 @@ class WeightsUnavailableError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class PretrainedAsset:
-    """One published checkpoint.
-
-    Attributes:
-        name: Our model name, e.g. ``"seg-nano"``.
-        filename: Upstream's file name for it, also its name in the cache folder.
-        url: Upstream's download URL.
-        md5: Upstream's published MD5 of the file (lower-case hex).
-    """
+    """One published checkpoint: our ``name`` (``"seg-nano"``), upstream's ``filename`` (also its
+    name in the cache folder), upstream's ``url`` and published ``md5`` (lower-case hex)."""
 
     name: str
     filename: str
@@ -110,7 +90,7 @@ def find_pretrained(name: str) -> PretrainedAsset | None:
 
 def default_cache_dir() -> Path:
     """``$RFDETR_CACHE_DIR`` if set and not empty, else ``~/.cache/rfdetr`` (not created here)."""
-    return Path(os.environ.get(CACHE_DIR_ENV) or _DEFAULT_CACHE_DIR).expanduser()
+    return Path(os.environ.get(CACHE_DIR_ENV) or "~/.cache/rfdetr").expanduser()
 
 
 def resolve_pretrained(
@@ -119,13 +99,11 @@ def resolve_pretrained(
     cache_dir: str | os.PathLike[str] | None = None,
     url_override: str | None = None,
 ) -> Path:
-    """Turn ``pretrain_weights`` into a local, verified file.
-
-    Args:
-        name_or_path: An existing file, or a published name (see :data:`PRETRAINED`; upstream's
-            file names such as ``"rf-detr-nano.pth"`` work too).
-        cache_dir: Cache folder; default :func:`default_cache_dir`.
-        url_override: Download from this URL instead of the published one (same MD5 applies).
+    """Turn ``pretrain_weights`` into a local, verified file: an existing file as it is; a
+    published name (:data:`PRETRAINED`, or upstream's file name such as ``"rf-detr-nano.pth"``)
+    from ``cache_dir`` (default :func:`default_cache_dir`) under upstream's file name, else
+    downloaded there (:func:`download_verified`) from ``url_override``,
+    ``$RFDETR_WEIGHTS_BASE_URL/<file name>`` or the published URL (same MD5 in every case).
 
     Raises:
         FileNotFoundError: Neither an existing file nor a published name.
@@ -160,52 +138,47 @@ def resolve_pretrained(
     try:
         download_verified(url, target, md5=asset.md5)
     except (OSError, http.client.HTTPException, ValueError) as err:
-        raise WeightsUnavailableError(_failure_message(asset, url, target, err)) from None
+        if isinstance(err, urllib.error.HTTPError):
+            reason = f"HTTP {err.code} {err.reason}"
+        elif isinstance(err, urllib.error.URLError):
+            reason = f"network error: {err.reason}"
+        else:
+            reason = message(err)
+        raise WeightsUnavailableError(
+            f"could not get the pretrained '{asset.name}' weights from {url} ({reason}); either "
+            f"fetch {asset.url} yourself (MD5 {asset.md5}) and pass pretrain_weights=PATH or save "
+            f"it as {target}, or pass pretrain_weights=None for random initialisation"
+        ) from None
     return target
 
 
-def download_verified(url: str, dest: Path, *, md5: str, timeout: float = _TIMEOUT_S) -> Path:
-    """Download ``url`` to ``dest`` atomically, keeping it only if its MD5 is ``md5``.
-
-    Written by :func:`rfdetr.utils.atomic.write_atomic`: on any failure ``dest`` is left as it was.
-
-    Args:
-        url: What to fetch (``http(s)://`` or ``file://``).
-        dest: Final path; its folder is created.
-        md5: Expected MD5 (hex).
-        timeout: Seconds to wait for the connection and for each read.
-
-    Raises:
-        urllib.error.URLError, urllib.error.HTTPError, TimeoutError, OSError: The transfer failed.
-        ValueError: The downloaded bytes have another MD5 (``ChecksumMismatch`` message).
-    """
+def download_verified(url: str, dest: Path, *, md5: str) -> Path:
+    """Download ``url`` (``http(s)://`` or ``file://``) to ``dest`` with a progress bar, keeping it
+    only if its MD5 is ``md5`` (:func:`rfdetr.utils.atomic.write_atomic`: on any failure ``dest``
+    is left as it was). Raises ``OSError`` (``URLError``, ``TimeoutError``...) when the transfer
+    fails, ``ValueError`` on another MD5 or an unsupported URL scheme."""
 
     def fill(out: BinaryIO) -> None:
-        digest = _stream(url, out, timeout=timeout, label=dest.name)
-        if digest != md5.lower():
-            raise ValueError(f"checksum mismatch: MD5 {digest}, expected {md5.lower()}")
+        digest = hashlib.md5(usedforsecurity=False)
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme not in ("http", "https", "file"):
+            raise ValueError(f"unsupported URL scheme {scheme!r} (use http, https or file)")
+        with urllib.request.urlopen(url, timeout=60.0) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name)
+            with bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            if total is not None and bar.n != total:
+                raise OSError(f"connection closed after {bar.n} of {total} bytes")
+        if digest.hexdigest() != md5.lower():
+            raise ValueError(f"checksum mismatch: MD5 {digest.hexdigest()}, expected {md5.lower()}")
 
     logger.info("downloading %s -> %s", url, dest)
     return write_atomic(dest, fill)
-
-
-def _stream(url: str, out: BinaryIO, *, timeout: float, label: str) -> str:
-    """Copy the body of ``url`` into ``out`` with a progress bar; return its MD5."""
-    digest = hashlib.md5(usedforsecurity=False)
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in _SCHEMES:
-        raise ValueError(f"unsupported URL scheme {scheme!r} (use http, https or file)")
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label) as bar:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
-        if total is not None and bar.n != total:
-            raise OSError(f"connection closed after {bar.n} of {total} bytes")
-    return digest.hexdigest()
 
 
 def md5_of(path: Path) -> str:
@@ -220,17 +193,3 @@ def md5_of(path: Path) -> str:
 def _mirror_url(asset: PretrainedAsset) -> str | None:
     base = os.environ.get(WEIGHTS_BASE_URL_ENV)
     return f"{base.rstrip('/')}/{asset.filename}" if base else None
-
-
-def _failure_message(asset: PretrainedAsset, url: str, target: Path, err: BaseException) -> str:
-    if isinstance(err, urllib.error.HTTPError):
-        reason = f"HTTP {err.code} {err.reason}"
-    elif isinstance(err, urllib.error.URLError):
-        reason = f"network error: {err.reason}"
-    else:
-        reason = message(err)
-    return (
-        f"could not get the pretrained '{asset.name}' weights from {url} ({reason}); either fetch "
-        f"{asset.url} yourself (MD5 {asset.md5}) and pass pretrain_weights=PATH or save it as "
-        f"{target}, or pass pretrain_weights=None for random initialisation"
-    )

@@ -76,7 +76,7 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     if isinstance(image, str | Path):
         tensor = load_rgb(Path(image)).float() / 255.0  # training's decode: a DatasetError
     elif isinstance(image, Image.Image):
-        tensor = _from_pil(image, where)
+        tensor = pil_to_uint8(image, where).float() / 255.0
     elif isinstance(image, np.ndarray):
         tensor = _from_numpy(image, where)
     elif isinstance(image, torch.Tensor):
@@ -91,20 +91,16 @@ def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     return tensor
 
 
-def _from_pil(image: Image.Image, where: str) -> torch.Tensor:
-    return pil_to_uint8(image, where).float() / 255.0
-
-
 def _from_numpy(array: np.ndarray, where: str) -> torch.Tensor:
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"{where}: numpy image must be HxWx3 RGB, got shape {tuple(array.shape)}")
-    if array.dtype == np.uint8:
-        pixels = np.require(array, requirements=["C", "W"])  # PIL arrays are read-only
-        return torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
-    if np.issubdtype(array.dtype, np.floating):
-        pixels = np.require(array, requirements=["C", "W"])
-        return _from_tensor(torch.from_numpy(pixels).permute(2, 0, 1), where)
-    raise ValueError(f"{where}: numpy image must be uint8 (or float in [0, 1]), got {array.dtype}")
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"{where}: numpy image must be uint8 (or float in [0, 1]), got {array.dtype}"
+        )
+    pixels = np.require(array, requirements=["C", "W"])  # PIL arrays are read-only
+    chw = torch.from_numpy(pixels).permute(2, 0, 1)
+    return chw.float() / 255.0 if array.dtype == np.uint8 else _from_tensor(chw, where)
 
 
 def _from_tensor(tensor: torch.Tensor, where: str) -> torch.Tensor:
@@ -130,10 +126,7 @@ def preprocess(
     std: tuple[float, ...] = IMAGENET_STD,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize to ``size`` (a square side, or ``(h, w)``) and normalise a list of ``[3, H_i, W_i]``
-    images in [0, 1].
-
-    The resize ignores aspect ratio and uses bilinear interpolation without antialiasing, as
-    upstream's `predict()` does, so predictions match theirs.
+    images in [0, 1]: bilinear, no antialiasing, aspect ratio ignored, as upstream's `predict()`.
 
     Returns:
         ``([B, 3, h, w]`` normalised batch, ``[B, 2]`` original ``(h, w)``).

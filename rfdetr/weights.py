@@ -1,10 +1,5 @@
-"""Strict loading of a checkpoint's tensors into a module (every key, every shape).
-
-:func:`load_state_dict_strict` fills every parameter and buffer, checks shapes, and names the
-first mismatch in a one-line :class:`~rfdetr.checkpoints.formats.CheckpointError`. The two
-deliberate adaptations (fewer query rows, another class count) happen only when asked for, and
-are logged. Reading files: :mod:`rfdetr.checkpoints`; official pretrained files: :mod:`rfdetr.hub`.
-"""
+"""Strict loading of a checkpoint's tensors into a module: every key, every shape (reading the
+files: :mod:`rfdetr.checkpoints`)."""
 
 from __future__ import annotations
 
@@ -41,23 +36,20 @@ def load_state_dict_strict(
     checkpoint_group_detr: int | None = None,
     assign: bool = False,
 ) -> None:
-    """Fill every parameter and buffer of ``model`` from ``state_dict``, or fail naming the key.
+    """Fill every parameter and buffer of ``model`` from ``state_dict`` (not modified), or fail
+    naming the key. The two adaptations below happen only when asked for, and are logged.
 
     Args:
-        model: The module; its ``state_dict()`` keys are the contract.
-        state_dict: Checkpoint weights (not modified).
         source: What the weights came from (a file path), quoted in errors and logs.
         num_queries_total: The model's ``num_queries * group_detr``. When given, query tables with
-            more rows are cut down to it (logged); when None, any row difference is an error.
+            more rows are cut down to it; when None, any row difference is an error.
         reinit_head_for: Resize the class heads (``class_embed`` and every
-            ``transformer.enc_out_class_embed.{g}``) to this many classes (+1 row) before loading,
-            tiling or cropping the checkpoint's rows as upstream does (logged). None: no resize.
-        group_detr: The model's query groups. With ``checkpoint_group_detr``, truncation keeps the
-            first queries of each group; without, the first ``num_queries_total`` rows are kept
-            (exact for group 0, the only group used at inference).
-        checkpoint_group_detr: Query groups of the checkpoint (``LoadedCheckpoint.group_detr``).
-        assign: Passed to ``nn.Module.load_state_dict`` (keep the checkpoint tensors, e.g. into a
-            model built on the meta device).
+            ``transformer.enc_out_class_embed.{g}``) to this many classes (+1 row), tiling or
+            cropping the checkpoint's rows as upstream does. None: no resize.
+        group_detr, checkpoint_group_detr: The model's and the checkpoint's query groups. With
+            both, truncation keeps the first queries of each group; else the first
+            ``num_queries_total`` rows (exact for group 0, the only group used at inference).
+        assign: Passed to ``nn.Module.load_state_dict`` (e.g. into a meta-device model).
 
     Raises:
         CheckpointError: A key is missing or unexpected, a shape differs, or a value is not a
@@ -65,22 +57,17 @@ def load_state_dict_strict(
     """
     weights = dict(state_dict)
     expected = model.state_dict(keep_vars=True)
-    _drop_known_extras(weights, expected, source)
+    for key in _DROPPABLE_IF_EMPTY:  # a non-empty one stays and fails the load
+        value = weights.get(key)
+        if key not in expected and isinstance(value, torch.Tensor) and value.numel() == 0:
+            del weights[key]
+            logger.debug("%s: dropped the empty upstream buffer %s", source, key)
     if num_queries_total is not None:
         _fit_query_tables(weights, num_queries_total, group_detr, checkpoint_group_detr, source)
     if reinit_head_for is not None:
         _resize_class_heads(weights, reinit_head_for + 1, source)
     _check_against(expected, weights, source)
     model.load_state_dict(weights, strict=True, assign=assign)
-
-
-def _drop_known_extras(weights: dict[str, Any], expected: Mapping[str, Any], source: str) -> None:
-    """Drop upstream-only buffers we know to be empty; a non-empty one stays and fails the load."""
-    for key in _DROPPABLE_IF_EMPTY:
-        value = weights.get(key)
-        if key not in expected and isinstance(value, torch.Tensor) and value.numel() == 0:
-            del weights[key]
-            logger.debug("%s: dropped the empty upstream buffer %s", source, key)
 
 
 def _fit_query_tables(

@@ -1,10 +1,6 @@
-"""Evaluation: COCO metrics with named fields, per-class results, reports and plots.
-
-- :func:`evaluate_model` -> :class:`EvaluationResult` (``bbox``, ``segm``, ``per_class``, the
-  confidence threshold maximising macro F1, the confusion matrix): the training loop's evaluator.
-- :func:`evaluate`: a model or checkpoint on a dataset folder, with a report written to disk.
-- :func:`plot_training_curves`: per-epoch loss, mAP (regular vs EMA) and learning rate.
-"""
+"""Evaluation: COCO metrics with named fields (:func:`evaluate_model`, the training loop's
+evaluator; :func:`evaluate`, a model or checkpoint on a dataset folder with a report on disk)
+and plots (:func:`plot_training_curves`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Numbers derived from an accumulated COCOeval: per-class AP, PR curves, the confidence sweep
-(precision / recall / F1 per threshold) and the confusion matrix.
+"""Numbers derived from an accumulated COCOeval: per-class AP, the confidence sweep (precision /
+recall / F1 per threshold) and the confusion matrix.
 
 Class index ``k`` is the 0-based library id: the ground truth's category ids are ``0..C-1``,
 so COCOeval's ``params.catIds`` is ``range(C)`` and its arrays are indexed by class id.
@@ -19,19 +19,6 @@ SWEEP_STEPS = 101  # thresholds 0.00, 0.01, ..., 1.00, as upstream's coco_extend
 MATCH_IOU = 0.5
 
 
-def count_ground_truth(ground_truth: dict[str, Any]) -> np.ndarray:
-    """``[C]`` non-crowd ground-truth objects per 0-based category id."""
-    counts = np.zeros(len(ground_truth["categories"]), dtype=np.int64)
-    for ann in ground_truth["annotations"]:
-        if not ann.get("iscrowd", 0):
-            counts[ann["category_id"]] += 1
-    return counts
-
-
-def _iou_index(coco_eval: Any, iou: float) -> int:
-    return int(np.where(np.isclose(coco_eval.params.iouThrs, iou))[0][0])
-
-
 def per_class_ap(coco_eval: Any) -> tuple[list[float], list[float]]:
     """(AP50:95, AP50) of every class (area ``all``, largest ``maxDets``); -1: no ground truth."""
     classes = range(coco_eval.eval["precision"].shape[2])
@@ -39,29 +26,15 @@ def per_class_ap(coco_eval: Any) -> tuple[list[float], list[float]]:
     return ap, [summary_value(coco_eval, ap=True, iou=MATCH_IOU, class_id=k) for k in classes]
 
 
-def pr_curves(coco_eval: Any) -> tuple[list[float], list[list[float]]]:
-    """(recall points, per-class interpolated precision at IoU 0.5), COCOeval's 101-point curves.
-
-    A class without ground truth has a curve of -1.
-    """
-    precision = coco_eval.eval["precision"][_iou_index(coco_eval, MATCH_IOU), :, :, 0, -1]
-    return [float(r) for r in coco_eval.params.recThrs], precision.T.tolist()
-
-
 @dataclass(frozen=True)
 class ThresholdSweep:
-    """Precision, recall and F1 at every confidence threshold (IoU 0.5, area all).
+    """Precision, recall and F1 (``[C, S]``, and ``[S]`` macro) at ``[S]`` confidence thresholds
+    (IoU 0.5, area all).
 
     A detection counts when its score is ``>= threshold``. Per class: precision = TP / (TP + FP)
     (0 with no detection), recall = TP / ground truths (0 without ground truth), F1 their
-    harmonic mean. Macro values average the classes that have ground truth. The chosen
-    threshold maximises macro F1; ties go to the lowest threshold.
-
-    Attributes:
-        thresholds: ``[S]`` confidence thresholds.
-        precision, recall, f1: ``[C, S]`` per-class values.
-        macro_precision, macro_recall, macro_f1: ``[S]`` macro averages.
-        best_index: index of the chosen threshold.
+    harmonic mean. Macro values average the classes that have ground truth. ``best_index``
+    maximises macro F1; ties go to the lowest threshold.
     """
 
     thresholds: np.ndarray
@@ -79,11 +52,12 @@ class ThresholdSweep:
         return float(self.thresholds[self.best_index])
 
 
-def match_records(coco_eval: Any) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Per class: scores and TP flags of its non-ignored detections at IoU 0.5, and the number
-    of non-ignored ground truths, from COCOeval's per-image matching (area ``all``)."""
+def sweep_thresholds(coco_eval: Any) -> ThresholdSweep:
+    """The confidence sweep of :class:`ThresholdSweep` over :data:`SWEEP_STEPS` thresholds."""
+    # per class: scores and TP flags of the non-ignored detections at IoU 0.5, and the number of
+    # non-ignored ground truths, from COCOeval's per-image matching (area ``all``)
     params = coco_eval.params
-    t50 = _iou_index(coco_eval, MATCH_IOU)
+    t50 = int(np.flatnonzero(np.isclose(params.iouThrs, MATCH_IOU))[0])
     num_images, num_areas = len(params.imgIds), len(params.areaRng)
     scores, hits = [], []
     total_gt = np.zeros(len(params.catIds), dtype=np.int64)
@@ -99,13 +73,8 @@ def match_records(coco_eval: Any) -> tuple[list[np.ndarray], list[np.ndarray], n
             total_gt[k] += int(np.sum(np.asarray(record["gtIgnore"]) == 0))
         scores.append(np.concatenate(s))
         hits.append(np.concatenate(h))
-    return scores, hits, total_gt
-
-
-def sweep_thresholds(coco_eval: Any, steps: int = SWEEP_STEPS) -> ThresholdSweep:
-    """The confidence sweep of :class:`ThresholdSweep` over ``steps`` thresholds in [0, 1]."""
+    steps = SWEEP_STEPS
     thresholds = np.linspace(0.0, 1.0, steps)
-    scores, hits, total_gt = match_records(coco_eval)
     num_classes = len(scores)
     tp = np.zeros((num_classes, steps))
     fp = np.zeros((num_classes, steps))
@@ -130,16 +99,17 @@ def sweep_thresholds(coco_eval: Any, steps: int = SWEEP_STEPS) -> ThresholdSweep
     )
 
 
-def confusion_matrix(coco_eval: Any, threshold: float, iou: float = MATCH_IOU) -> np.ndarray:
+def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
     """``[C+1, C+1]`` counts: rows = ground-truth class, columns = predicted class, the last row
     and column the background.
 
     Detections scoring ``>= threshold`` are matched to non-crowd ground truths of any class,
-    greedily by IoU (boxes, or masks for ``segm``), one to one, at ``iou`` or more. A matched
+    greedily by IoU (boxes, or masks for ``segm``), one to one, at IoU 0.5 or more. A matched
     pair adds to ``[true, predicted]``; a missed ground truth to ``[true, background]``; an
     unmatched detection to ``[background, predicted]`` unless it lies on a crowd region
-    (COCO's crowd IoU >= ``iou``), which COCO ignores too.
+    (COCO's crowd IoU >= 0.5), which COCO ignores too.
     """
+    iou = MATCH_IOU
     num_classes = len(coco_eval.params.catIds)
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     segm = coco_eval.params.iouType == "segm"
@@ -149,60 +119,31 @@ def confusion_matrix(coco_eval: Any, threshold: float, iou: float = MATCH_IOU) -
         dts = [d for d in dt_index.get(image_id, []) if d["score"] >= threshold]
         crowd = [g for g in gts if g.get("iscrowd", 0)]
         gts = [g for g in gts if not g.get("iscrowd", 0)]
-        matched_gt, matched_dt = _greedy_match(coco_eval, dts, gts, iou, segm)
-        for g, d in zip(matched_gt, matched_dt, strict=True):
-            matrix[gts[g]["category_id"], dts[d]["category_id"]] += 1
+        ious = _ious(coco_eval, dts, gts, segm, iscrowd=0)
+        pairs = np.argwhere(ious >= iou)
+        matched_dt, matched_gt = [], []
+        for d, g in pairs[np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")].tolist():
+            if d not in matched_dt and g not in matched_gt:  # greedy, highest IoU first
+                matched_dt.append(d)
+                matched_gt.append(g)
+                matrix[gts[g]["category_id"], dts[d]["category_id"]] += 1
         for g in set(range(len(gts))) - set(matched_gt):
             matrix[gts[g]["category_id"], num_classes] += 1
-        unmatched = [d for d in range(len(dts)) if d not in set(matched_dt)]
-        on_crowd = _crowd_overlap(coco_eval, [dts[d] for d in unmatched], crowd, segm) >= iou
-        for d, ignored in zip(unmatched, on_crowd, strict=True):
-            if not ignored:
+        unmatched = [d for d in range(len(dts)) if d not in matched_dt]
+        on_crowd = _ious(coco_eval, [dts[d] for d in unmatched], crowd, segm, iscrowd=1)
+        for d, overlap in zip(unmatched, on_crowd.max(axis=1, initial=0.0), strict=True):
+            if overlap < iou:  # a detection on a crowd region is ignored, as COCO does
                 matrix[num_classes, dts[d]["category_id"]] += 1
     return matrix
 
 
-def _regions(coco_eval: Any, anns: list[dict], segm: bool, gt: bool) -> list[Any]:
-    if not segm:
-        return [a["bbox"] for a in anns]
-    if gt:
-        return [coco_eval.cocoGt.annToRLE(a) for a in anns]
-    return [a["segmentation"] for a in anns]
-
-
-def _greedy_match(
-    coco_eval: Any, dts: list[dict], gts: list[dict], iou: float, segm: bool
-) -> tuple[list[int], list[int]]:
+def _ious(coco_eval: Any, dts: list[dict], gts: list[dict], segm: bool, iscrowd: int) -> np.ndarray:
+    """``[D, G]`` IoUs of detections and ground truths (boxes, or masks for ``segm``)."""
     if not dts or not gts:
-        return [], []
-    ious = np.asarray(
-        mask_utils.iou(
-            _regions(coco_eval, dts, segm, gt=False),
-            _regions(coco_eval, gts, segm, gt=True),
-            [0] * len(gts),
-        )
-    ).reshape(len(dts), len(gts))
-    pairs = np.argwhere(ious >= iou)
-    pairs = pairs[np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")]
-    used_d: set[int] = set()
-    used_g: set[int] = set()
-    matched_g, matched_d = [], []
-    for d, g in pairs:
-        if d in used_d or g in used_g:
-            continue
-        used_d.add(int(d))
-        used_g.add(int(g))
-        matched_d.append(int(d))
-        matched_g.append(int(g))
-    return matched_g, matched_d
-
-
-def _crowd_overlap(coco_eval: Any, dts: list[dict], crowd: list[dict], segm: bool) -> np.ndarray:
-    if not dts or not crowd:
-        return np.zeros(len(dts))
-    ious = mask_utils.iou(
-        _regions(coco_eval, dts, segm, gt=False),
-        _regions(coco_eval, crowd, segm, gt=True),
-        [1] * len(crowd),
-    )
-    return np.asarray(ious).reshape(len(dts), len(crowd)).max(axis=1)
+        return np.zeros((len(dts), len(gts)))
+    if segm:
+        regions = [d["segmentation"] for d in dts], [coco_eval.cocoGt.annToRLE(g) for g in gts]
+    else:
+        regions = [d["bbox"] for d in dts], [g["bbox"] for g in gts]
+    ious = mask_utils.iou(*regions, [iscrowd] * len(gts))
+    return np.asarray(ious).reshape(len(dts), len(gts))

@@ -35,11 +35,10 @@ def evaluate(
     backend: Backend = "auto",
     num_samples: int = 12,
 ) -> EvaluationResult:
-    """COCO-evaluate a model on one split of a COCO or YOLO dataset folder.
-
-    Box metrics (and mask metrics for Seg models) are reported per class against the dataset's
-    own category ids and names. With ``output_dir``, also writes ``metrics.json``, ``report.md``,
-    ``report.html`` (self-contained, ``num_samples`` images drawn) and ``plots/*.png`` there.
+    """COCO-evaluate a model on one split of a COCO or YOLO dataset folder: box (and, for Seg
+    models, mask) metrics per class against the dataset's own category ids and names. With
+    ``output_dir``, also writes ``metrics.json``, ``report.md``, ``report.html`` (self-contained,
+    ``num_samples`` images drawn) and ``plots/*.png`` there.
 
     Args:
         model_or_checkpoint: an ``RFDETRNano(...)``-style model, or a checkpoint path (ours or
@@ -76,8 +75,8 @@ def evaluate(
         "%s split of %s: %s (%.1f s)", dataset.split, dataset_dir, result.summary(), seconds
     )
     if output_dir is not None:
-        meta = _meta(model, source, dataset, dataset_dir, seconds)
-        _write_outputs(result, dataset, predictions, Path(output_dir), meta, num_samples)
+        run = (model, source, dataset, dataset_dir, seconds)
+        _write_outputs(result, predictions, Path(output_dir), num_samples, *run)
     return result
 
 
@@ -88,8 +87,7 @@ def _checked_split(
     from rfdetr.data import build_dataset, dataset_class_map
 
     class_map = dataset_class_map(dataset_dir)
-    # Placeholder names (a checkpoint without names, a model built with num_classes) are not
-    # compared, only counted.
+    # placeholder names (no names recorded) are only counted, not compared
     known = model.class_names != [f"class_{i}" for i in range(len(model.class_names))]
     check_classes(
         model.class_names, class_map, source=source, dataset=str(dataset_dir), known=known
@@ -105,11 +103,21 @@ def _checked_split(
     )
 
 
-def _meta(
-    model: RFDETRModel, source: str, dataset: DetectionDataset, dataset_dir: Any, seconds: float
-) -> dict[str, Any]:
-    """The run's context, shown at the top of the report and stored in metrics.json."""
-    return {
+def _write_outputs(
+    result: EvaluationResult,
+    predictions: list[ImagePredictions],
+    output_dir: Path,
+    num_samples: int,
+    model: RFDETRModel,
+    source: str,
+    dataset: DetectionDataset,
+    dataset_dir: Any,
+    seconds: float,
+) -> None:
+    from rfdetr.evaluation.report import write_report
+    from rfdetr.evaluation.samples import draw_samples
+
+    meta = {  # the run's context: the report's head, and "meta" in metrics.json
         "model": source,
         "model config": model.config.name,
         "dataset": str(Path(dataset_dir).resolve()),
@@ -119,30 +127,15 @@ def _meta(
         "evaluated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(seconds, 1),
     }
-
-
-def _write_outputs(
-    result: EvaluationResult,
-    dataset: DetectionDataset,
-    predictions: list[ImagePredictions],
-    output_dir: Path,
-    meta: dict[str, Any],
-    num_samples: int,
-) -> None:
-    from rfdetr.evaluation.report import write_report
-    from rfdetr.evaluation.samples import draw_samples
-
     names = list(dataset.class_map.names)  # the dataset's: placeholders never reach a report
-    threshold = result.confidence_threshold
-    samples = draw_samples(dataset, predictions, names, threshold, num_samples)
+    samples = draw_samples(dataset, predictions, names, result.confidence_threshold, num_samples)
     write_report(result, output_dir, samples=samples, meta=meta)
 
 
 def _model_for(
     model_or_checkpoint: Any, *, size: str | None, device: str | None
 ) -> tuple[RFDETRModel, str]:
-    """(the model, a description for reports). A model is used as is (moved to ``device`` when
-    given); a checkpoint path loads through `RFDETRModel.from_checkpoint`."""
+    """(the model, moved to ``device`` when given, or loaded from a path; its name for reports)."""
     from rfdetr.api import RFDETRModel
 
     if isinstance(model_or_checkpoint, RFDETRModel):

@@ -1,9 +1,7 @@
 """COCO evaluation of a model on a dataset, with named metrics (the training loop's evaluator).
 
-Scoring happens in the library's 0-based class ids (the ground truth of
-:func:`~rfdetr.data.coco_ground_truth` uses them, and so does the model); every per-class result
-carries the dataset's **original** category id and name, taken from that ground truth's
-``source_id`` and ``name``. Summary numbers are pycocotools' own (see :mod:`.cocoeval`).
+Scoring uses the library's 0-based class ids (as :func:`~rfdetr.data.coco_ground_truth` and the
+model do); each per-class result carries the dataset's own category id (``source_id``) and name.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import nn
 
 from rfdetr.data.classes import ClassMap
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
     from rfdetr.evaluation.predictions import PredictOptions, RunOptions
 
     class EvaluateOptions(PredictOptions, total=False):
-        """The keywords of :func:`evaluate_model`."""
-
         max_dets: int
         backend: Backend
 
@@ -83,35 +80,32 @@ class CocoMetrics:
     @classmethod
     def from_cocoeval(cls, coco_eval: Any) -> CocoMetrics:
         """Read an accumulated COCOeval, as its ``summarize()`` would (without printing)."""
-        return cls(
-            map_50_95=_value(coco_eval, ap=True),
-            map_50=_value(coco_eval, ap=True, iou=0.5),
-            map_75=_value(coco_eval, ap=True, iou=0.75),
-            map_small=_value(coco_eval, ap=True, area="small"),
-            map_medium=_value(coco_eval, ap=True, area="medium"),
-            map_large=_value(coco_eval, ap=True, area="large"),
-            ar_1=_value(coco_eval, ap=False, max_dets=1),
-            ar_10=_value(coco_eval, ap=False, max_dets=10),
-            ar_100=_value(coco_eval, ap=False, max_dets=100),
-            ar_small=_value(coco_eval, ap=False, area="small"),
-            ar_medium=_value(coco_eval, ap=False, area="medium"),
-            ar_large=_value(coco_eval, ap=False, area="large"),
-        )
+        return cls(**{key: _value(coco_eval, **how) for key, (_, how) in COCO_STATS.items()})
+
+
+# CocoMetrics field: (report label, where `summary_value` reads it), in ``stats`` order.
+COCO_STATS: dict[str, tuple[str, dict[str, Any]]] = {
+    "map_50_95": ("mAP 50:95", {"ap": True}),
+    "map_50": ("mAP 50", {"ap": True, "iou": 0.5}),
+    "map_75": ("mAP 75", {"ap": True, "iou": 0.75}),
+    "map_small": ("mAP small", {"ap": True, "area": "small"}),
+    "map_medium": ("mAP medium", {"ap": True, "area": "medium"}),
+    "map_large": ("mAP large", {"ap": True, "area": "large"}),
+    "ar_1": ("AR @1", {"ap": False, "max_dets": 1}),
+    "ar_10": ("AR @10", {"ap": False, "max_dets": 10}),
+    "ar_100": ("AR @100", {"ap": False, "max_dets": 100}),
+    "ar_small": ("AR small", {"ap": False, "area": "small"}),
+    "ar_medium": ("AR medium", {"ap": False, "area": "medium"}),
+    "ar_large": ("AR large", {"ap": False, "area": "large"}),
+}
 
 
 @dataclass(frozen=True)
 class ClassMetrics:
-    """Results of one class.
-
-    Attributes:
-        class_id: the library's 0-based id (the model's label).
-        category_id: the dataset's own id (COCO category id, YOLO class id).
-        name: the class name.
-        num_gt: non-crowd ground-truth objects.
-        ap_50_95, ap_50: box AP (-1 without ground truth).
-        mask_ap_50_95, mask_ap_50: mask AP for Seg models, else None.
-        precision, recall, f1: at the chosen confidence threshold, IoU 0.5 (masks for Seg).
-    """
+    """Results of one class: ``class_id`` (the library's 0-based id, the model's label),
+    ``category_id`` (the dataset's own id: COCO category id, YOLO class id), ``num_gt`` (non-crowd
+    objects), box AP (-1 without ground truth), mask AP (Seg models, else None), and precision,
+    recall, F1 at the chosen confidence threshold, IoU 0.5 (masks for Seg)."""
 
     class_id: int
     category_id: int
@@ -128,14 +122,9 @@ class ClassMetrics:
 
 @dataclass(frozen=True)
 class Curves:
-    """Data behind the report's plots (primary IoU type, IoU 0.5).
-
-    Attributes:
-        recall_points: ``[R]`` recall values of the PR curves (COCO's 101 points).
-        pr_precision: ``[C][R]`` interpolated precision per class (-1: no ground truth).
-        thresholds: ``[S]`` confidence thresholds of the sweep.
-        macro_precision, macro_recall, macro_f1: ``[S]`` macro values per threshold.
-        class_f1: ``[C][S]`` F1 per class and threshold.
+    """Data behind the report's plots (primary IoU type, IoU 0.5): ``[R]`` ``recall_points``
+    (COCO's 101) and ``[C][R]`` interpolated ``pr_precision`` per class (-1: no ground truth);
+    ``[S]`` sweep ``thresholds``, ``[S]`` macro values and ``[C][S]`` ``class_f1`` per threshold.
     """
 
     recall_points: list[float]
@@ -149,20 +138,12 @@ class Curves:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Everything one evaluation measured.
-
-    Attributes:
-        bbox: box metrics.
-        segm: mask metrics (Seg models), else None.
-        per_class: one entry per class, in class-id order.
-        confidence_threshold: the threshold maximising macro F1 (IoU 0.5).
-        precision, recall, f1: macro values at that threshold.
-        confusion_matrix: ``[C+1][C+1]`` counts at that threshold; rows = ground truth, columns
-            = prediction, last row/column = background (see :func:`analysis.confusion_matrix`).
-        curves: PR and threshold-sweep curves for plots.
-        num_images: images evaluated.
-        max_dets: detections per image counted by COCOeval.
-        backend: ``pycocotools`` or ``faster-coco-eval``.
+    """Everything one evaluation measured: ``bbox`` and ``segm`` (Seg models, else None) metrics,
+    ``per_class`` in class-id order, the ``confidence_threshold`` maximising macro F1 (IoU 0.5)
+    with the macro ``precision``, ``recall``, ``f1`` there, the ``[C+1][C+1]``
+    ``confusion_matrix`` at that threshold (rows ground truth, columns prediction, last
+    background: :func:`analysis.confusion_matrix`), ``curves`` for plots, ``num_images``, and the
+    COCOeval ``max_dets`` and ``backend``.
     """
 
     bbox: CocoMetrics
@@ -225,8 +206,7 @@ def score_predictions(
         predictions: per image, labels as 0-based class ids, pixel xyxy boxes.
         segmentation: also score masks (each prediction needs ``masks``, the ground truth
             ``segmentation``); masks then rank the model, the sweep and the confusion matrix.
-        max_dets: detections per image COCOeval counts (upstream: 500).
-        backend: COCOeval implementation (:func:`.cocoeval.resolve_backend`).
+        max_dets, backend: see :func:`.cocoeval.run_cocoeval`.
     """
     categories = sorted(ground_truth["categories"], key=lambda c: c["id"])
     if [c["id"] for c in categories] != list(range(len(categories))):
@@ -242,8 +222,7 @@ def score_predictions(
         )
     primary_type = "segm" if segmentation else "bbox"
     primary = evals[primary_type]
-    # faster-coco-eval keeps its per-image matches out of reach: match once more for the sweep
-    matches = primary
+    matches = primary  # faster-coco-eval's per-image matches are out of reach: see run_matching
     if backend_name != "pycocotools":
         matches = run_matching(ground_truth, results[primary_type], primary_type, max_dets=max_dets)
     sweep = analysis.sweep_thresholds(matches)
@@ -270,10 +249,12 @@ def _per_class(
     evals: dict[str, Any],
     sweep: analysis.ThresholdSweep,
 ) -> tuple[ClassMetrics, ...]:
-    """One ClassMetrics per category; ``category_id`` is the dataset's id (``source_id``)."""
     box_ap, box_ap50 = analysis.per_class_ap(evals["bbox"])
     mask_ap, mask_ap50 = analysis.per_class_ap(evals["segm"]) if "segm" in evals else (None, None)
-    total_gt = analysis.count_ground_truth(ground_truth)
+    total_gt = np.zeros(len(categories), dtype=np.int64)  # non-crowd objects per class id
+    for ann in ground_truth["annotations"]:
+        if not ann.get("iscrowd", 0):
+            total_gt[ann["category_id"]] += 1
     best = sweep.best_index
     return tuple(
         ClassMetrics(
@@ -294,10 +275,11 @@ def _per_class(
 
 
 def _curves(primary: Any, sweep: analysis.ThresholdSweep) -> Curves:
-    recall_points, pr_precision = analysis.pr_curves(primary)
+    iou = np.flatnonzero(np.isclose(primary.params.iouThrs, analysis.MATCH_IOU))[0]
+    precision = primary.eval["precision"][iou, :, :, 0, -1]  # [R, C]: area all, largest maxDets
     return Curves(
-        recall_points=recall_points,
-        pr_precision=pr_precision,
+        recall_points=[float(r) for r in primary.params.recThrs],
+        pr_precision=precision.T.tolist(),
         thresholds=sweep.thresholds.tolist(),
         macro_precision=sweep.macro_precision.tolist(),
         macro_recall=sweep.macro_recall.tolist(),
@@ -309,16 +291,11 @@ def _curves(primary: Any, sweep: analysis.ThresholdSweep) -> Curves:
 def evaluate_model(
     model: nn.Module, dataset: DetectionDataset, **options: Unpack[EvaluateOptions]
 ) -> EvaluationResult:
-    """COCO-evaluate ``model`` on a validation ``dataset`` (built with ``train=False``).
-
-    Runs the model (an ``RFDETR``, or anything with its outputs) in eval mode, batched, under
-    ``torch.inference_mode`` on ``device`` (it is moved there; its train/eval mode is restored
-    afterwards); ``postprocess`` scales detections to original image size; COCOeval scores them
-    against :func:`~rfdetr.data.coco_ground_truth` (crowd regions kept: detections on them are
-    ignored, not false positives). ``segmentation`` also scores masks (Seg models, with a
-    dataset built with ``segmentation=True``). ``max_dets`` and ``backend``: see
-    :func:`score_predictions`; ``postprocess`` (required), ``device``, ``batch_size`` and
-    ``num_workers``: :func:`~rfdetr.evaluation.predictions.predict_dataset_models`.
+    """COCO-evaluate ``model`` (an ``RFDETR``, or anything with its outputs) on a validation
+    ``dataset`` (built with ``train=False``): its detections
+    (:func:`~rfdetr.evaluation.predictions.predict_dataset`, whose keywords it takes; its
+    train/eval mode is restored afterwards) scored by :func:`score_predictions` (``segmentation``,
+    ``max_dets``, ``backend``) against :func:`~rfdetr.data.coco_ground_truth`, crowd regions kept.
 
     Raises:
         ValueError: ``segmentation`` is asked of a dataset or model without masks.
@@ -336,13 +313,7 @@ def evaluate_models(
     **options: Unpack[RunOptions],
 ) -> list[EvaluationResult]:
     """:func:`evaluate_model` of each of ``models``, their predictions made in one pass over
-    ``dataset`` (:func:`~rfdetr.evaluation.predictions.predict_dataset_models`, which takes
-    ``options``: ``postprocess``, ``device``, ``batch_size``, ``num_workers``; each batch
-    loaded once); each result equals that model's own :func:`evaluate_model` result.
-
-    Raises:
-        ValueError: ``segmentation`` is asked of a dataset or model without masks.
-    """
+    ``dataset`` (:func:`~rfdetr.evaluation.predictions.predict_dataset_models`)."""
     if segmentation and not dataset.segmentation:
         raise ValueError("segmentation=True needs a dataset built with segmentation=True")
     modes = [model.training for model in models]
@@ -365,8 +336,8 @@ def evaluate_models(
 def check_classes(
     names: list[str], class_map: ClassMap, *, source: str, dataset: str, known: bool = True
 ) -> None:
-    """Refuse a model whose classes are not the dataset's: the count, then (when ``known``,
-    i.e. the model's names are real, not placeholders) the names in class-id order.
+    """Refuse a model whose classes are not the dataset's: the count, then (when ``known``: real
+    names, not placeholders) the names in class-id order.
 
     Raises:
         EvaluationError: one line naming both sides and the first difference.

@@ -49,24 +49,6 @@ def resolve_backend(backend: Backend) -> str:
     return backend
 
 
-def _classes(backend: str) -> tuple[Any, Any]:
-    if backend == "faster-coco-eval":
-        from faster_coco_eval import COCO, COCOeval_faster
-
-        return COCO, COCOeval_faster
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    return COCO, COCOeval
-
-
-def max_dets_list(max_dets: int) -> list[int]:
-    """COCOeval ``maxDets``: 1, 10, 100 and ``max_dets`` (>= 100), ascending."""
-    if max_dets < 100:
-        raise ValueError(f"max_dets must be at least 100 (AR@100 is reported), got {max_dets}")
-    return sorted({1, 10, 100, max_dets})
-
-
 def run_cocoeval(
     ground_truth: dict[str, Any],
     results: list[dict[str, Any]],
@@ -75,26 +57,26 @@ def run_cocoeval(
     max_dets: int = DEFAULT_MAX_DETS,
     backend: Backend = "auto",
 ) -> Any:
-    """Evaluate and accumulate one IoU type; returns the COCOeval object.
-
-    Args:
-        ground_truth: a COCO dict (``images``, ``annotations``, ``categories``); crowd kept.
-        results: COCO result dicts (``image_id``, ``category_id``, ``bbox`` xywh pixels,
-            ``score``, and ``segmentation`` RLE for ``segm``), category ids as in
-            ``ground_truth``.
-        iou_type: ``bbox`` or ``segm``.
-        max_dets: detections per image counted, by score (upstream: 500).
-        backend: ``pycocotools``, ``faster-coco-eval`` or ``auto``.
+    """Evaluate and accumulate ``results`` (COCO result dicts: ``bbox`` xywh pixels, and
+    ``segmentation`` RLE for ``segm``) against a COCO dict ``ground_truth`` (crowd kept), counting
+    ``max_dets`` detections per image by score (upstream: 500; at least 100); the COCOeval object.
     """
     name = resolve_backend(backend)
-    coco_cls, eval_cls = _classes(name)
+    if name == "faster-coco-eval":
+        from faster_coco_eval import COCO as coco_cls
+        from faster_coco_eval import COCOeval_faster as eval_cls
+    else:
+        from pycocotools.coco import COCO as coco_cls
+        from pycocotools.cocoeval import COCOeval as eval_cls
     # pycocotools prints progress to stdout; a library logs instead.
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _index(coco_cls(), ground_truth)
         coco_dt = _load_results(coco_cls, coco_gt, results)
         extra = {"print_function": logger.debug} if name == "faster-coco-eval" else {}
         coco_eval = eval_cls(coco_gt, coco_dt, iou_type, **extra)
-        coco_eval.params.maxDets = max_dets_list(max_dets)
+        if max_dets < 100:
+            raise ValueError(f"max_dets must be at least 100 (AR@100 is reported), got {max_dets}")
+        coco_eval.params.maxDets = sorted({1, 10, 100, max_dets})
         coco_eval.evaluate()
         coco_eval.accumulate()
     logger.debug("%s %s: %d detections scored", name, iou_type, len(results))
@@ -138,7 +120,6 @@ def _load_results(coco_cls: Any, coco_gt: Any, results: list[dict[str, Any]]) ->
 
 
 def _index(coco: Any, dataset: dict[str, Any]) -> Any:
-    """``coco`` (a ``COCO`` of either backend) holding ``dataset``, indexed."""
     coco.dataset = dataset
     coco.createIndex()
     return coco
@@ -153,12 +134,9 @@ def summary_value(
     max_dets: int | None = None,
     class_id: int | None = None,
 ) -> float:
-    """One summary number, exactly as pycocotools' ``summarize()`` computes it.
-
-    The mean of the accumulated precision (``ap``) or recall over every IoU threshold (or just
-    ``iou``), every class (or just ``class_id``) and, for precision, every recall point,
-    ignoring -1 entries; -1 when no entry is valid (no ground truth). ``max_dets`` None means
-    the largest ``maxDets``.
+    """One summary number, as pycocotools' ``summarize()`` computes it: the mean of the
+    precision (``ap``) or recall over every IoU threshold (or ``iou``), class (or ``class_id``)
+    and recall point, ignoring -1 entries (-1 when none is valid); ``max_dets`` None: the largest.
     """
     params = coco_eval.params
     area_index = list(params.areaRngLbl).index(area)
@@ -167,10 +145,6 @@ def summary_value(
     values = coco_eval.eval["precision" if ap else "recall"][..., area_index, det_index]
     if iou is not None:
         values = values[np.where(np.isclose(params.iouThrs, iou))[0]]
-    return mean_valid(values if class_id is None else values[..., class_id])
-
-
-def mean_valid(values: np.ndarray) -> float:
-    """The mean of the entries that are not -1 (COCOeval's "no ground truth"); -1 if none."""
+    values = values if class_id is None else values[..., class_id]
     valid = values[values > -1]
     return float(np.mean(valid)) if valid.size else -1.0

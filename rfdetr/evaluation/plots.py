@@ -1,12 +1,8 @@
-"""Charts for the evaluation report and the training run, drawn with matplotlib's Agg backend.
+"""Charts of an :class:`~rfdetr.evaluation.coco.EvaluationResult` (PNG bytes) and of a training
+run (:func:`plot_training_curves`).
 
 Figures are made without pyplot (``Figure`` + an Agg canvas): no global backend switch, no
-display needed, nothing left open, safe in servers, pipeline steps and notebooks alike.
-
-Each report chart is a function of an :class:`~rfdetr.evaluation.coco.EvaluationResult` that
-returns PNG bytes; :func:`plot_training_curves` writes the per-epoch training figure. Class
-colours follow supervision's default palette, so a class has the same colour in the charts and
-in the annotated sample images.
+display needed, nothing left open. Class colours are supervision's, as in the sample images.
 """
 
 from __future__ import annotations
@@ -35,8 +31,7 @@ def class_color(class_id: int) -> str:
     return sv.ColorPalette.DEFAULT.by_idx(class_id).as_hex()
 
 
-def _text(name: str) -> str:
-    """A class name as literal matplotlib text (a ``$`` would start math mode)."""
+def _text(name: str) -> str:  # a "$" would start matplotlib's math mode
     return name.replace("$", r"\$")
 
 
@@ -107,7 +102,10 @@ def pr_curves_chart(result: EvaluationResult) -> bytes:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     _style(ax, f"Precision-recall at IoU 0.5 ({result.iou_type})", "recall", "precision")
-    _legend(ax, len(valid))
+    handles, labels = ax.get_legend_handles_labels()
+    if len(valid) > _LEGEND_MAX:  # too many classes to name: keep only the mean line's entry
+        handles, labels = handles[-1:], labels[-1:]
+    ax.legend(handles, labels, loc="lower left", fontsize=8)
     return _png(fig)
 
 
@@ -172,14 +170,6 @@ def confusion_matrix_chart(result: EvaluationResult) -> bytes:
     title = f"Confusion matrix at confidence {result.confidence_threshold:.2f}, IoU 0.5"
     ax.set_title(title, fontsize=11, fontweight="bold", loc="left")
     return _png(fig)
-
-
-def _legend(ax: Any, count: int) -> None:
-    if count <= _LEGEND_MAX:
-        ax.legend(loc="lower left", fontsize=8)
-    else:  # too many classes to name: keep only the mean line's entry
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles[-1:], labels[-1:], loc="lower left", fontsize=8)
 
 
 def _series(records: Sequence[dict[str, Any]], keys: tuple[str, ...]) -> tuple[list, list]:

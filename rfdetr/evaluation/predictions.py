@@ -22,16 +22,12 @@ if TYPE_CHECKING:
     from typing_extensions import Required, TypedDict, Unpack
 
     class RunOptions(TypedDict, total=False):
-        """How a model is run over a dataset: keywords of :func:`predict_dataset_models`."""
-
         postprocess: Required[PostProcess]
         device: torch.device | str
         batch_size: int
         num_workers: int
 
     class PredictOptions(RunOptions, total=False):
-        """The keywords of :func:`predict_dataset`."""
-
         segmentation: bool
 
 
@@ -43,18 +39,10 @@ _MASK_CHUNK = 32  # masks decoded to full size at a time: bounds memory on large
 
 @dataclass(frozen=True)
 class ImagePredictions:
-    """The detections of one image.
-
-    Attributes:
-        index: position of the image in the dataset.
-        image_id: the dataset's image id (COCO ``id``; the item index for YOLO).
-        height: original image height in pixels.
-        width: original image width in pixels.
-        scores: float32 ``[K]`` confidences, descending.
-        labels: int64 ``[K]`` 0-based class ids.
-        boxes: float32 ``[K, 4]`` pixel xyxy in the original image.
-        masks: ``K`` COCO RLE dicts (Seg models), else None.
-    """
+    """The detections of one image: its dataset ``index`` and ``image_id`` (COCO ``id``; the
+    index for YOLO), original ``height`` and ``width`` in pixels, float32 ``[K]`` ``scores``
+    (descending), int64 ``[K]`` 0-based ``labels``, float32 ``[K, 4]`` ``boxes`` (pixel xyxy in the
+    original image) and ``masks``: ``K`` COCO RLE dicts (Seg models), else None."""
 
     index: int
     image_id: int
@@ -112,16 +100,8 @@ def to_coco_results(predictions: list[ImagePredictions], segmentation: bool) -> 
 def predict_dataset(
     model: nn.Module | Runtime, dataset: DetectionDataset, **options: Unpack[PredictOptions]
 ) -> list[ImagePredictions]:
-    """Detections of ``model`` on every image of ``dataset``, in dataset order.
-
-    A torch model is put in eval mode and moved to ``device`` (a `Runtime` runs as it is);
-    images are the dataset's resized uint8 items, normalised per batch on ``device``; boxes and
-    masks are scaled back to each image's ``orig_size``.
-    Masks are kept as RLE so memory does not grow with image size.
-
-    Keywords (``options``): ``postprocess`` (required), ``device`` ("cpu"), ``batch_size`` (4),
-    ``num_workers`` (0), ``segmentation`` (False), as :func:`predict_dataset_models` takes them.
-    """
+    """Detections of ``model`` on every image of ``dataset``, in dataset order (keywords: those
+    of :func:`predict_dataset_models`)."""
     return predict_dataset_models([model], dataset, **options)[0]
 
 
@@ -136,13 +116,14 @@ def predict_dataset_models(
     num_workers: int = 0,
     segmentation: bool = False,
 ) -> list[list[ImagePredictions]]:
-    """:func:`predict_dataset` of each of ``models`` in one pass over ``dataset``: each batch is
-    loaded and normalised once and run through every model (the training loop's regular and
-    EMA models). Each model's detections equal those of its own :func:`predict_dataset` call
-    (same batches, same inputs).
+    """Per model (in order), its detections on every image of ``dataset``, in one pass: each
+    batch is loaded and normalised once and run through every model (the training loop's regular
+    and EMA models).
 
-    Returns:
-        One list of per-image detections per model, in the order of ``models``.
+    A torch model is put in eval mode and moved to ``device`` (a `Runtime` runs as it is);
+    images are the dataset's resized uint8 items, normalised per batch on ``device``; boxes and
+    masks are scaled back to each image's ``orig_size``, masks kept as RLE so memory does not
+    grow with image size.
     """
     device = torch.device(device)
     for model in models:
@@ -171,8 +152,6 @@ def _batch_predictions(
     segmentation: bool,
     first_index: int,
 ) -> list[ImagePredictions]:
-    """One batch's model ``outputs`` as per-image detections in original-image pixels
-    (``sizes`` ``[B, 2]`` h, w); ``first_index``: dataset position of the batch's first image."""
     mask_logits = outputs.get("pred_masks") if segmentation else None
     plain = {k: v for k, v in outputs.items() if k != "pred_masks"}
     results = postprocess(plain, sizes)
@@ -183,7 +162,12 @@ def _batch_predictions(
         kept = head(boxes, logits, mask_logits, sizes)[3]
     predictions = []
     for i, (result, target) in enumerate(zip(results, targets, strict=True)):
-        masks = _encoded_masks(kept[i], sizes[i]) if mask_logits is not None else None
+        masks: list[dict[str, Any]] | None = None
+        if mask_logits is not None:  # chunked: all K x H x W bool masks at once can be gigabytes
+            masks = []
+            for start in range(0, len(kept[i]), _MASK_CHUNK):
+                chunk = resize_masks(kept[i][start : start + _MASK_CHUNK], tuple(sizes[i].tolist()))
+                masks.extend(encode_masks(chunk.cpu().numpy()))
         height, width = (int(v) for v in target["orig_size"])
         predictions.append(
             ImagePredictions(
@@ -198,13 +182,3 @@ def _batch_predictions(
             )
         )
     return predictions
-
-
-def _encoded_masks(mask_logits: torch.Tensor, size: torch.Tensor) -> list[dict[str, Any]]:
-    """RLE of ``[K, h, w]`` logits resized to ``size`` (h, w): PostProcess would make every
-    ``K x H x W`` bool mask at once (gigabytes for large photos), this a chunk at a time."""
-    rles: list[dict[str, Any]] = []
-    for start in range(0, len(mask_logits), _MASK_CHUNK):
-        chunk = resize_masks(mask_logits[start : start + _MASK_CHUNK], tuple(size.tolist()))
-        rles.extend(encode_masks(chunk.cpu().numpy()))
-    return rles

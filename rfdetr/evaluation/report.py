@@ -1,14 +1,10 @@
-"""The evaluation report: ``metrics.json``, ``report.md`` and a self-contained ``report.html``.
+"""The evaluation report: ``metrics.json``, ``report.md``, ``plots/*.png`` and ``report.html``
+(one file: charts and samples embedded as base64 ``data:`` URIs).
 
-The HTML page embeds every chart and sample image as a base64 ``data:`` URI, so it is one file
-that opens anywhere (a browser, the Kubeflow UI, an e-mail attachment). The charts are also
-written as PNG files under ``plots/``.
-
-The Markdown report is shown by the Kubeflow UI's Markdown viewer (markdown-to-jsx; kubeflow/
-pipelines ``frontend/src/components/viewers/MarkdownViewer.tsx``), where a relative image link
-has nothing to resolve against: its charts are ``data:image/png`` URIs too (markdown-to-jsx's URL
-sanitizer keeps ``data:image``), as many as fit in the viewer's 400,000 characters. Every name
-and value from the dataset or the caller is escaped, so it stays text there.
+``report.md`` is shown by the Kubeflow UI's Markdown viewer (markdown-to-jsx; kubeflow/pipelines
+``frontend/src/components/viewers/MarkdownViewer.tsx``), where a relative image link has nothing
+to resolve against: its charts are ``data:image/png`` URIs too (the sanitizer keeps
+``data:image``), as many as fit in 400,000 characters; every dataset value is escaped as text.
 """
 
 from __future__ import annotations
@@ -23,25 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from rfdetr.evaluation import plots
-from rfdetr.evaluation.coco import EvaluationResult
+from rfdetr.evaluation.coco import COCO_STATS, EvaluationResult
 from rfdetr.evaluation.samples import MAX_DRAWN, SampleImage
 
 logger = logging.getLogger(__name__)
 
-_SUMMARY_ROWS = (
-    ("map_50_95", "mAP 50:95"),
-    ("map_50", "mAP 50"),
-    ("map_75", "mAP 75"),
-    ("map_small", "mAP small"),
-    ("map_medium", "mAP medium"),
-    ("map_large", "mAP large"),
-    ("ar_1", "AR @1"),
-    ("ar_10", "AR @10"),
-    ("ar_100", "AR @100"),
-    ("ar_small", "AR small"),
-    ("ar_medium", "AR medium"),
-    ("ar_large", "AR large"),
-)
 _CHARTS = (
     ("per_class_ap", "Per-class AP", plots.per_class_ap_chart),
     ("pr_curves", "Precision-recall curves", plots.pr_curves_chart),
@@ -73,13 +55,9 @@ def write_report(
     samples: list[SampleImage] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write ``metrics.json``, ``report.md``, ``report.html`` and ``plots/*.png``.
-
-    Args:
-        result: what to report.
-        output_dir: folder to write into (created).
-        samples: drawn sample images for the HTML page.
-        meta: context shown at the top and stored in ``metrics.json`` (model, dataset, split...).
+    """Write ``metrics.json``, ``report.md``, ``report.html`` and ``plots/*.png`` into
+    ``output_dir`` (created): ``meta`` (model, dataset, split...) at the top and in
+    ``metrics.json``, ``samples`` in the HTML page.
 
     Returns:
         ``{"metrics": ..., "markdown": ..., "html": ..., <chart name>: ...}`` paths.
@@ -95,7 +73,12 @@ def write_report(
         paths[key].write_bytes(png)
         charts.append((key, title, png))
     paths["metrics"] = out / "metrics.json"
-    paths["metrics"].write_text(json.dumps({"meta": meta, **_metrics_data(result)}, indent=2))
+    data = result.to_dict()
+    for entry in data["per_class"]:  # a class's AP null where COCO reports -1 (no ground truth)
+        for key in ("ap_50_95", "ap_50", "mask_ap_50_95", "mask_ap_50"):
+            if isinstance(entry.get(key), float) and entry[key] < 0:
+                entry[key] = None
+    paths["metrics"].write_text(json.dumps({"meta": meta, **data}, indent=2))
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text(markdown_report(result, meta, charts))
     paths["html"] = out / "report.html"
@@ -104,20 +87,12 @@ def write_report(
     return paths
 
 
-def _metrics_data(result: EvaluationResult) -> dict[str, Any]:
-    """``result.to_dict()`` with a class's AP null where COCO reports -1 (no ground truth)."""
-    data = result.to_dict()
-    for entry in data["per_class"]:
-        for key in ("ap_50_95", "ap_50", "mask_ap_50_95", "mask_ap_50"):
-            if isinstance(entry.get(key), float) and entry[key] < 0:
-                entry[key] = None
-    return data
-
-
 def _summary_table(result: EvaluationResult) -> list[list[str]]:
-    """The COCO metrics: a header row, then one row per metric (box, and mask for Seg models)."""
     columns = [("box", result.bbox)] + ([("mask", result.segm)] if result.segm is not None else [])
-    rows = [[label, *(fmt(getattr(m, key)) for _, m in columns)] for key, label in _SUMMARY_ROWS]
+    rows = [
+        [label, *(fmt(getattr(m, key)) for _, m in columns)]
+        for key, (label, _) in COCO_STATS.items()
+    ]
     return [["metric", *(name for name, _ in columns)], *rows]
 
 
@@ -147,7 +122,17 @@ def markdown_report(
     lines.append("|" + "|".join("---" if h == "name" else "---:" for h in header) + "|")
     for c in result.per_class:
         lines.append("| " + " | ".join(md_text(cell) for cell in _class_cells(result, c)) + " |")
-    lines += ["", *_confusion_md(result), "## Charts", ""]
+    labels = [md_text(n) for n in result.class_names] + ["background"]
+    lines += [
+        "",
+        f"## Confusion matrix (confidence {result.confidence_threshold:.2f}, IoU 0.5)",
+        "",
+        "| true \\ predicted | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+    for label, row in zip(labels, result.confusion_matrix, strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "## Charts", ""]
     return _with_charts("\n".join(lines), charts or [])
 
 
@@ -164,20 +149,6 @@ def _with_charts(text: str, charts: list[tuple[str, str, bytes]]) -> str:
         parts.append(image)
         used += len(image)
     return "\n".join(parts) + "\n"
-
-
-def _confusion_md(result: EvaluationResult) -> list[str]:
-    """The confusion matrix as a table (rows: true class, columns: predicted)."""
-    labels = [md_text(n) for n in result.class_names] + ["background"]
-    lines = [
-        f"## Confusion matrix (confidence {result.confidence_threshold:.2f}, IoU 0.5)",
-        "",
-        "| true \\ predicted | " + " | ".join(labels) + " |",
-        "|---|" + "---:|" * len(labels),
-    ]
-    for label, row in zip(labels, result.confusion_matrix, strict=True):
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-    return [*lines, ""]
 
 
 def _class_header(result: EvaluationResult) -> list[str]:
@@ -208,11 +179,15 @@ def html_report(
     samples: list[SampleImage],
 ) -> str:
     """The self-contained HTML page (inline CSS, images as data URIs, no scripts)."""
+    head, *rows = _summary_table(result)
+    class_rows = [_row(_class_cells(result, c), name_column=2) for c in result.per_class]
+    meta_rows = [*((str(k), str(v)) for k, v in meta.items()), ("images", str(result.num_images))]
+    meta_rows.append(("COCO backend", f"{result.backend}, maxDets {result.max_dets}"))
     return _PAGE.format(
         cards=_cards_html(result),
-        meta=_meta_html(result, meta),
-        summary=_summary_html(result),
-        per_class=_per_class_html(result),
+        meta="".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in meta_rows),
+        summary=_row(head, "th", name_column=0) + "".join(_row(row, name_column=0) for row in rows),
+        per_class=_row(_class_header(result), "th", name_column=2) + "".join(class_rows),
         charts="".join(_figure_html(title, png, "chart") for _, title, png in charts),
         samples=_samples_html(result, samples),
         iou_type=result.iou_type,
@@ -237,27 +212,10 @@ def _cards_html(result: EvaluationResult) -> str:
     )
 
 
-def _meta_html(result: EvaluationResult, meta: Mapping[str, Any]) -> str:
-    rows = [*((str(k), str(v)) for k, v in meta.items()), ("images", str(result.num_images))]
-    rows.append(("COCO backend", f"{result.backend}, maxDets {result.max_dets}"))
-    return "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
-
-
 def _row(cells: list[str], tag: str = "td", name_column: int | None = None) -> str:
     kind = ["name" if i == name_column else "num" for i in range(len(cells))]
     inner = "".join(f'<{tag} class="{kind[i]}">{escape(v)}</{tag}>' for i, v in enumerate(cells))
     return f"<tr>{inner}</tr>"
-
-
-def _summary_html(result: EvaluationResult) -> str:
-    head, *rows = _summary_table(result)
-    return _row(head, "th", name_column=0) + "".join(_row(row, name_column=0) for row in rows)
-
-
-def _per_class_html(result: EvaluationResult) -> str:
-    rows = [_row(_class_header(result), "th", name_column=2)]
-    rows += [_row(_class_cells(result, c), name_column=2) for c in result.per_class]
-    return "".join(rows)
 
 
 def _figure_html(caption: str, png: bytes, kind: str) -> str:

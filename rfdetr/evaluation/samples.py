@@ -28,13 +28,6 @@ class SampleImage:
     num_predicted: int
 
 
-def pick_samples(count: int, total: int) -> list[int]:
-    """``count`` dataset indices spread evenly over ``total`` images (deterministic)."""
-    if count <= 0 or total <= 0:
-        return []
-    return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total))})
-
-
 def draw_samples(
     dataset: DetectionDataset,
     predictions: list[ImagePredictions],
@@ -42,14 +35,28 @@ def draw_samples(
     threshold: float,
     count: int = 12,
 ) -> list[SampleImage]:
-    """Draw ``count`` images of ``dataset`` with their ground truth and the predictions scoring
-    ``>= threshold`` (masks too for Seg models); ``predictions[i]`` belongs to item ``i``."""
-    samples = []
-    for index in pick_samples(count, len(predictions)):
+    """Draw ``count`` images of ``dataset``, spread evenly, with their ground truth and the
+    predictions scoring ``>= threshold`` (masks too for Seg models); ``predictions[i]`` belongs to
+    item ``i``."""
+    samples, total = [], len(predictions)
+    for index in sorted({int(i) for i in np.linspace(0, total - 1, max(0, min(count, total)))}):
         image, target = dataset.load_raw(index)
         rgb = image.permute(1, 2, 0).numpy()
-        truth = _truth_detections(target, dataset.segmentation)
-        predicted = _predicted_detections(predictions[index], threshold)
+        masks = target.get("masks") if dataset.segmentation else None
+        truth = sv.Detections(
+            xyxy=target["boxes"].numpy().astype(np.float32).reshape(-1, 4),
+            class_id=target["labels"].numpy().astype(int),
+            mask=masks.numpy().astype(bool) if masks is not None else None,
+        )
+        pred = predictions[index]
+        keep = np.flatnonzero(pred.scores >= threshold)[:MAX_DRAWN]
+        pred_masks = pred.decoded_masks()
+        predicted = sv.Detections(
+            xyxy=pred.boxes[keep].reshape(-1, 4),
+            confidence=pred.scores[keep],
+            class_id=pred.labels[keep].astype(int),
+            mask=pred_masks[keep] if pred_masks is not None else None,
+        )
         left = _draw(rgb, truth, class_names, "ground truth", scores=False)
         right = _draw(rgb, predicted, class_names, f"predictions >= {threshold:.2f}", scores=True)
         canvas = Image.new("RGB", (left.width + right.width + 8, left.height), "white")
@@ -67,27 +74,6 @@ def draw_samples(
             )
         )
     return samples
-
-
-def _truth_detections(target: dict, segmentation: bool) -> sv.Detections:
-    boxes = target["boxes"].numpy().astype(np.float32).reshape(-1, 4)
-    masks = target.get("masks")
-    return sv.Detections(
-        xyxy=boxes,
-        class_id=target["labels"].numpy().astype(int),
-        mask=masks.numpy().astype(bool) if segmentation and masks is not None else None,
-    )
-
-
-def _predicted_detections(pred: ImagePredictions, threshold: float) -> sv.Detections:
-    keep = np.flatnonzero(pred.scores >= threshold)[:MAX_DRAWN]
-    masks = pred.decoded_masks() if pred.masks is not None else None
-    return sv.Detections(
-        xyxy=pred.boxes[keep].reshape(-1, 4),
-        confidence=pred.scores[keep],
-        class_id=pred.labels[keep].astype(int),
-        mask=masks[keep] if masks is not None else None,
-    )
 
 
 def _draw(

@@ -1,11 +1,4 @@
-"""Dynamic batching: concurrent requests share one runtime call.
-
-Requests queue their ``[b, 3, H, W]`` batches; one worker task takes the first waiting request,
-keeps collecting more for at most ``max_latency_s`` or until ``max_batch`` images are gathered,
-runs the runtime once on the concatenation (in a worker thread, so the event loop keeps
-answering), and hands each request its own rows back. A request larger than ``max_batch`` runs
-alone. ``max_batch=1`` is plain one-request-at-a-time serving.
-"""
+"""Dynamic batching: concurrent requests share one runtime call."""
 
 from __future__ import annotations
 
@@ -25,11 +18,10 @@ _Item = tuple[torch.Tensor, "asyncio.Future[dict[str, torch.Tensor]]"]
 class MicroBatcher:
     """Batch concurrent ``submit`` calls for ``forward`` (``[B, 3, H, W]`` -> ``{name: [B, ...]}``).
 
-    Args:
-        forward: the runtime; every output's first dimension is the batch.
-        max_batch: most images per runtime call (a bigger single request still runs, alone).
-        max_latency_s: longest a request waits for others to join its batch.
-        on_batch: called with the number of images of every runtime call (metrics).
+    One worker task takes the first waiting request, collects more for at most ``max_latency_s``
+    or until ``max_batch`` images, runs ``forward`` once on the concatenation in a thread (the
+    event loop keeps answering) and hands each request its rows. A request larger than
+    ``max_batch`` runs alone; ``on_batch`` gets the image count of every call (metrics).
     """
 
     def __init__(
@@ -82,7 +74,6 @@ class MicroBatcher:
             await self._execute([item for item in items if not item[1].cancelled()])
 
     async def _execute(self, items: list[_Item]) -> None:
-        """One runtime call for ``items``; each future gets its rows, or the error."""
         if not items:
             return
         joined = torch.cat([batch for batch, _ in items]) if len(items) > 1 else items[0][0]

@@ -1,11 +1,6 @@
-"""``rfdetr serve``: an exported or published model behind the Open Inference Protocol v2.
-
-    rfdetr serve --model s3://models/rfdetr-nano/20260101-120000-abc/ [--port 8080] \\
-        [--grpc-port 8081] [--host 0.0.0.0] [--name NAME] [--max-batch 8] [--max-latency-ms 5]
-
-Needs the ``serve`` extra (kserve, onnxruntime). Exit codes: 0 stopped by a signal, 2 bad input
-(no servable model at ``--model``, bad arguments), 1 the object store failed (unreachable,
-refused, or a download that does not match its manifest).
+"""``rfdetr serve --model SOURCE``: an exported or published model behind the Open Inference
+Protocol v2 (the ``serve`` extra). Exit codes: 0 stopped by a signal, 2 bad input (no servable
+model at ``--model``, bad arguments), 1 the object store failed.
 """
 
 from __future__ import annotations

@@ -13,9 +13,7 @@ Response, all detections of the request flattened (``N`` rows): ``boxes`` FP32 `
 xyxy, ``scores`` FP32 ``[N]``, ``class_ids`` INT64 ``[N]`` (0-based), ``class_names`` BYTES
 ``[N]``, ``batch_index`` INT64 ``[N]`` (the image of the request each row belongs to) and, for
 segmentation models, ``masks`` BYTES ``[N]``: COCO RLE as JSON (``{"size": [h, w], "counts"}``).
-
-Every problem with a request raises :class:`kserve.errors.InvalidInput` (HTTP 400, gRPC
-INVALID_ARGUMENT) with one line saying what is wrong.
+A bad request raises :class:`kserve.errors.InvalidInput` (HTTP 400) with one line.
 """
 
 from __future__ import annotations
@@ -55,39 +53,12 @@ class Limits:
 
 @dataclass(frozen=True)
 class ParsedRequest:
-    """A request made ready for the runtime.
-
-    ``batch``: ``[B, 3, H, W]`` normalised FP32 at the model's input size; ``sizes``: ``[B, 2]``
-    original (height, width) of each image, for scaling boxes back to pixels.
-    """
+    """A request made ready for the runtime: ``batch`` ``[B, 3, H, W]`` normalised FP32 at the
+    model's input size, ``sizes`` ``[B, 2]`` original (height, width) of each image."""
 
     batch: torch.Tensor
     sizes: torch.Tensor
     threshold: float
-
-
-def input_types(meta: ExportMetadata) -> list[dict[str, Any]]:
-    """The ``inputs`` of the model metadata response."""
-    height, width = meta.input_shape
-    return [
-        {"name": IMAGES, "datatype": "BYTES", "shape": [-1]},
-        {"name": TENSOR, "datatype": "FP32", "shape": [-1, 3, height, width]},
-        {"name": ORIG_SIZE, "datatype": "INT64", "shape": [-1, 2]},
-    ]
-
-
-def output_types(meta: ExportMetadata) -> list[dict[str, Any]]:
-    """The ``outputs`` of the model metadata response."""
-    outputs = [
-        {"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
-        {"name": "scores", "datatype": "FP32", "shape": [-1]},
-        {"name": "class_ids", "datatype": "INT64", "shape": [-1]},
-        {"name": "class_names", "datatype": "BYTES", "shape": [-1]},
-        {"name": "batch_index", "datatype": "INT64", "shape": [-1]},
-    ]
-    if meta.segmentation:
-        outputs.append({"name": "masks", "datatype": "BYTES", "shape": [-1]})
-    return outputs
 
 
 def _as_array(request_input: Any) -> np.ndarray:

@@ -1,12 +1,5 @@
-"""The served model: an exported ONNX file under ONNX Runtime behind a ``kserve.Model``.
-
-Where the file comes from (:func:`fetch_model`): a local ``.onnx`` file, a local folder holding
-one raw-output export, or a published version ``s3://<bucket>/<model>/<version>/`` (its
-``manifest.json`` names the ONNX file, which is downloaded with the storage layer's verified
-download and checked against the manifest's sha256); a model root holding ``latest.json`` is
-followed to the version it points at. Credentials come from the environment only
-(:mod:`rfdetr.storage.config`).
-"""
+"""The served model: an exported ONNX file under ONNX Runtime behind a ``kserve.Model``, and
+where the file comes from (:func:`fetch_model`)."""
 
 from __future__ import annotations
 
@@ -45,7 +38,6 @@ class ModelSourceError(UserError, ValueError):
 
 
 def _pick_onnx(names: list[str], where: str) -> str:
-    """The one raw-output export among ``names`` (post-processing and simplified copies skipped)."""
     found = sorted(n for n in names if n.endswith(".onnx") and not n.endswith(_NOT_SERVED))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} ({', '.join(found)})"
@@ -54,7 +46,10 @@ def _pick_onnx(names: list[str], where: str) -> str:
 
 
 def fetch_model(source: str, cache_dir: Path | None = None) -> Path:
-    """The local ONNX file for ``source`` (file, folder, or ``s3://`` version / model root).
+    """The local ONNX file for ``source``: a ``.onnx`` file, a folder holding one raw-output
+    export, or a published version ``s3://<bucket>/<model>/<version>/`` (the file its
+    ``manifest.json`` names, downloaded and checked against the manifest's sha256; credentials
+    from the environment); a model root's ``latest.json`` is followed to its version.
 
     Raises:
         ModelSourceError: nothing servable there. StorageError: the download or its check failed.
@@ -94,15 +89,9 @@ def fetch_model(source: str, cache_dir: Path | None = None) -> Path:
 
 
 class RFDETRServedModel(Model):
-    """An RF-DETR ONNX export served over the Open Inference Protocol v2 (see :mod:`.codec`).
-
-    Args:
-        name: the model's name in the URL paths (``/v2/models/<name>``).
-        onnx_path: a raw-output export (``export()``), its metadata giving classes and sizes.
-        limits: request limits (bytes, pixels, images) and the default threshold.
-        max_batch, max_latency_s: dynamic batching (see :class:`MicroBatcher`).
-        threads: ONNX Runtime intra-op threads (None: all cores).
-    """
+    """An RF-DETR raw-output ONNX export (its metadata giving classes and sizes) served as
+    ``/v2/models/<name>`` over the Open Inference Protocol v2 (:mod:`.codec`), with dynamic
+    batching (:class:`MicroBatcher`) and ``threads`` ONNX Runtime threads (None: all cores)."""
 
     def __init__(
         self,
@@ -122,11 +111,8 @@ class RFDETRServedModel(Model):
         self.batcher: MicroBatcher | None = None
 
     def load(self) -> bool:
-        """Open the ONNX Runtime session; the model is ready afterwards.
-
-        Raises:
-            ExportError: the file is no ONNX model. MetadataError: not a raw-output rfdetr export.
-        """
+        """Open the ONNX Runtime session: ExportError if the file is no ONNX model, MetadataError
+        if it is not a raw-output rfdetr export."""
         self.runtime = ONNXRuntimeModel(self.onnx_path, threads=self.threads)
         self.batcher = MicroBatcher(self.runtime, *self.batcher_args, BATCH_IMAGES.observe)
         meta = self.runtime.metadata
@@ -145,11 +131,25 @@ class RFDETRServedModel(Model):
 
     def get_input_types(self) -> list[dict[str, Any]]:
         assert self.runtime is not None
-        return codec.input_types(self.runtime.metadata)
+        height, width = self.runtime.metadata.input_shape
+        return [
+            {"name": codec.IMAGES, "datatype": "BYTES", "shape": [-1]},
+            {"name": codec.TENSOR, "datatype": "FP32", "shape": [-1, 3, height, width]},
+            {"name": codec.ORIG_SIZE, "datatype": "INT64", "shape": [-1, 2]},
+        ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         assert self.runtime is not None
-        return codec.output_types(self.runtime.metadata)
+        outputs = [
+            {"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
+            {"name": "scores", "datatype": "FP32", "shape": [-1]},
+            {"name": "class_ids", "datatype": "INT64", "shape": [-1]},
+            {"name": "class_names", "datatype": "BYTES", "shape": [-1]},
+            {"name": "batch_index", "datatype": "INT64", "shape": [-1]},
+        ]
+        if self.runtime.metadata.segmentation:
+            outputs.append({"name": "masks", "datatype": "BYTES", "shape": [-1]})
+        return outputs
 
     async def predict(
         self,
@@ -183,7 +183,6 @@ class RFDETRServedModel(Model):
         )
 
     def _encode(self, outputs: dict[str, Any], parsed: codec.ParsedRequest) -> list[Any]:
-        """Raw outputs of one request -> detections (the runtime's post-processing) -> tensors."""
         assert self.runtime is not None
         results = self.runtime.postprocess(outputs, parsed.sizes, threshold=parsed.threshold)
         detections = [to_detections(result, self.runtime.class_names) for result in results]

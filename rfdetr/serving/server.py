@@ -1,23 +1,17 @@
-"""``rfdetr serve``: KServe's ``ModelServer`` (REST + gRPC, Open Inference Protocol v2).
+"""``rfdetr serve``: KServe 0.21's ``ModelServer`` (REST + gRPC, Open Inference Protocol v2), plus:
 
-What is added to KServe 0.21's server, and why:
-
-- a listen host (KServe binds ``0.0.0.0`` / ``[::]``; tests and laptops want ``127.0.0.1``):
-  ``kserve/protocol/rest/server.py`` builds ``uvicorn.Config(host="0.0.0.0")`` and
-  ``kserve/protocol/grpc/server.py`` calls ``add_insecure_port(f"[::]:{port}")``;
-- a request-size limit on REST (an ASGI wrapper counting body bytes) and gRPC (the channel's
-  max receive length), so a huge body is refused before it is parsed;
-- the REST binary-data extension decoded without turning BYTES into UTF-8 text (KServe's
-  ``InferRequest.from_bytes`` calls ``set_data_from_numpy(binary_data=False)``, which fails with
-  a 500 on any non-UTF-8 element, i.e. on every encoded image);
-- a body without ``Inference-Header-Content-Length`` read as the JSON request whatever its
-  Content-Type, as the extension defines it (triton-inference-server/server
-  ``docs/protocol/extension_binary_data.md``: the header is required only when binary data
-  follows the JSON); KServe refuses any non-JSON Content-Type ("received byte inputs, but the
-  header is missing", ``DataPlane.decode_inference_request``), so ``curl -d @request.json`` failed;
-- bad requests answered 400 with one line: FastAPI's body validation errors (422 by default)
-  and the ``KeyError``/``ValueError``/``TypeError`` that KServe's request decoding raises on
-  malformed bodies (500 by default). The model's own failures raise ``InferenceError`` (500).
+- a listen host (KServe binds ``0.0.0.0`` / ``[::]``: ``kserve/protocol/rest/server.py``
+  ``uvicorn.Config(host="0.0.0.0")``, ``kserve/protocol/grpc/server.py``
+  ``add_insecure_port(f"[::]:{port}")``);
+- a request-size limit on REST (ASGI, body bytes) and gRPC (max receive length);
+- the REST binary-data extension decoded with BYTES kept raw (KServe's
+  ``InferRequest.from_bytes`` calls ``set_data_from_numpy(binary_data=False)``: a 500 on every
+  encoded image);
+- a body without ``Inference-Header-Content-Length`` read as JSON whatever its Content-Type, as
+  triton-inference-server/server ``docs/protocol/extension_binary_data.md`` defines it (KServe's
+  ``DataPlane.decode_inference_request`` refuses it, so ``curl -d @request.json`` failed);
+- bad requests answered 400 with one line (FastAPI's 422s, KServe's decoding
+  ``KeyError``/``ValueError``/``TypeError`` 500s); the model's own failures stay 500.
 """
 
 from __future__ import annotations
@@ -115,7 +109,6 @@ async def _bad_request(_: Request, error: Exception) -> JSONResponse:
 
 
 def _first_problem(errors: Any) -> str:
-    """FastAPI's or pydantic's validation errors -> one line naming the first."""
     first = errors[0] if errors else {}
     where = ".".join(str(p) for p in first.get("loc", ()))
     return f"malformed request body: {where}: {first.get('msg', 'invalid')}"
@@ -131,11 +124,8 @@ def decode_json_request(body: bytes) -> InferenceRequest:
 
 
 def decode_binary_request(body: bytes, json_length: Any, model_name: str) -> InferRequest:
-    """A REST request in the binary-data extension (JSON header, then raw tensors) -> request.
-
-    Each input's raw bytes stay raw (``InferInput.as_numpy`` decodes them); a length that does
-    not add up, or a malformed header, raises ``InvalidInput``.
-    """
+    """A REST request in the binary-data extension (JSON header, then raw tensors, kept raw for
+    ``InferInput.as_numpy``); a length that does not add up, or a bad header: ``InvalidInput``."""
     try:
         header_size = int(json_length)
     except (TypeError, ValueError):
@@ -279,24 +269,16 @@ class RFDETRModelServer(ModelServer):
         asyncio.run(self._serve())
 
 
-def serve(
-    model: RFDETRServedModel,
-    host: str = "0.0.0.0",
-    http_port: int = 8080,
-    grpc_port: int = 8081,
-    grace_period: int = 5,
-) -> None:
-    """Load ``model`` and serve it until SIGTERM/SIGINT (REST on ``http_port``, gRPC on
+def serve(model: RFDETRServedModel, host: str, http_port: int, grpc_port: int) -> None:
+    """Serve the loaded ``model`` until SIGTERM/SIGINT (REST on ``http_port``, gRPC on
     ``grpc_port``; 0 turns gRPC off)."""
-    if not model.ready:
-        model.load()
     server = RFDETRModelServer(
         host=host,
         limits=model.limits,
         http_port=http_port,
         grpc_port=grpc_port,
         enable_grpc=grpc_port > 0,
-        grace_period=grace_period,
+        grace_period=5,
         enable_latency_logging=False,
     )
     server.start([model])
