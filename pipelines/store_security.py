@@ -27,7 +27,17 @@ from pathlib import Path
 TLS_DIR = "tls"
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "node.crt", "node.key"
 COMMON_NAME = "rfdetr-local-objectstore"
-_GRPC_SERVICES = tuple("master volume filer s3 admin worker msg_broker msg_agent mq".split())
+_GRPC_SERVICES = (
+    "master",
+    "volume",
+    "filer",
+    "s3",
+    "admin",
+    "worker",
+    "msg_broker",
+    "msg_agent",
+    "mq",
+)
 
 
 def write_private(path: Path, data: bytes) -> None:
