@@ -1,13 +1,9 @@
 """``rfdetr-pipeline compile``: write the pipeline YAML that Kubeflow runs.
 
-The file has two YAML documents: the KFP ``PipelineSpec`` and ``platforms.kubernetes`` (GPU
-node selection, tolerations, ``/dev/shm``, the object-store secret). Cluster settings come from
-the options (see :class:`pipelines._platform.Platform`); ``submit`` and ``schedule`` upload it.
-
-With ``--kubernetes-manifest`` it writes the same pipeline as ``Pipeline`` and
-``PipelineVersion`` resources (``pipelines.kubeflow.org/v2beta1``) instead, for KFP installs
-that keep pipelines as Kubernetes objects (the API server's Kubernetes-native mode): apply them
-with ``kubectl apply -f`` or GitOps instead of uploading.
+Two YAML documents: the KFP ``PipelineSpec`` and ``platforms.kubernetes``, from the options
+(:class:`pipelines._platform.Platform`). With ``--kubernetes-manifest``: ``Pipeline`` and
+``PipelineVersion`` resources (``pipelines.kubeflow.org/v2beta1``) to ``kubectl apply`` instead,
+for KFP's Kubernetes-native API mode.
 """
 
 from __future__ import annotations
@@ -63,20 +59,10 @@ def _duration(text: str) -> int:
     return int(seconds)
 
 
-# An option whose destination is a Platform field sets that field when given (platform_from_args);
-# so flags default to None (not given) rather than False.
-_FLAG: dict[str, Any] = {"action": "store_true", "default": None}
-_LIST: dict[str, Any] = {"action": "append"}
-_TIME: dict[str, Any] = {"type": _duration, "metavar": "DURATION"}
-_INT: dict[str, Any] = {"type": int}
-# (group title, options): each option is (flags, help, add_argument keywords), one a line (E501 is
-# off for this file).
-# fmt: off
 NO_UID = "none"  # --run-as-user none: no securityContext
 
 
 def _uid(text: str) -> int | str:
-    """``--run-as-user``: a non-root UID, or ``none`` (no security context)."""
     if text.strip().lower() == NO_UID:
         return NO_UID
     if not text.strip().isdigit() or int(text) == 0:
@@ -84,6 +70,12 @@ def _uid(text: str) -> int | str:
     return int(text)
 
 
+# An option named like a Platform field sets it when given (platform_from_args): flags default None
+_FLAG: dict[str, Any] = {"action": "store_true", "default": None}
+_LIST: dict[str, Any] = {"action": "append"}
+_TIME: dict[str, Any] = {"type": _duration, "metavar": "DURATION"}
+_INT: dict[str, Any] = {"type": int}
+# fmt: off
 _OPTIONS: tuple[tuple[str, tuple[Option, ...]], ...] = (
     ("", (
         ("--output -o", f"file to write (default {DEFAULT_OUTPUT})", {"type": Path, "default": Path(DEFAULT_OUTPUT)}),
@@ -186,7 +178,6 @@ def _toleration(text: str) -> Toleration:
 
 
 def _check_formats(args: argparse.Namespace) -> None:
-    """The string options of :data:`_FORMATS` and ``--retry-backoff`` (KFP's own parser)."""
     from kfp.dsl.structures import convert_duration_to_seconds
 
     for dest, (flag, pattern, expected) in _FORMATS.items():
@@ -247,10 +238,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
 def compile_pipeline(
     output: str | Path, platform: Platform | None = None, manifest: ManifestOptions | None = None
 ) -> Path:
-    """Compile the pipeline with ``platform`` (default cluster settings) to ``output``.
-
-    With ``manifest``, the file holds ``Pipeline`` / ``PipelineVersion`` resources instead.
-    """
+    """Compile the pipeline with ``platform`` (default: the cluster's) to ``output``; with
+    ``manifest``, as ``Pipeline`` / ``PipelineVersion`` resources."""
     from kfp import compiler
 
     from pipelines.training_pipeline import build_pipeline
@@ -265,7 +254,7 @@ def compile_pipeline(
 
 
 def manifest_options(args: argparse.Namespace) -> ManifestOptions | None:
-    """From ``--kubernetes-manifest``/``--version-name``/``--namespace``; names checked."""
+    """From ``--kubernetes-manifest``, ``--version-name``, ``--namespace``; names checked."""
     if not args.kubernetes_manifest:
         if args.version_name or args.namespace:
             raise UserError("--version-name and --namespace need --kubernetes-manifest")

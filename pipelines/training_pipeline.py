@@ -1,13 +1,11 @@
-"""The RF-DETR training pipeline: wiring only (the steps are :mod:`components`,
-the cluster settings :mod:`pipelines._platform`).
+"""The RF-DETR training pipeline: wiring only (steps: :mod:`components`; cluster settings:
+:mod:`pipelines._platform`; parameters: :mod:`pipelines.parameters`).
 
     resolve_config -> fetch_dataset -> validate_dataset -> train -> select_checkpoint
-        -> evaluate, export_onnx -> publish
+        -> evaluate, export_onnx -> publish [-> deploy]
 
-``rfdetr_training`` is the pipeline with the default cluster settings (``kfp dsl compile --py
-pipelines/training_pipeline.py --function rfdetr_training`` works); :func:`build_pipeline`
-makes it for other settings, e.g. ``Platform.for_local()`` in ``run-local``. The parameters
-are declared in :mod:`pipelines.parameters`; the wiring reads them from ``params`` by name.
+``rfdetr_training`` has the default cluster settings (``kfp dsl compile --py ... --function
+rfdetr_training`` works); :func:`build_pipeline` makes it for others.
 """
 
 from typing import Any, NamedTuple
