@@ -182,18 +182,6 @@ def serving_settings(platform: Platform, image: bool = True) -> dict[str, object
     return {"image": step_image(platform, gpu=False), **settings} if image else settings
 
 
-def retry_training(task: PipelineTask, platform: Platform) -> PipelineTask:
-    """Retries with exponential backoff (each attempt resumes)."""
-    if platform.train_retries > 0:
-        task.set_retry(
-            num_retries=platform.train_retries,
-            backoff_duration=platform.retry_backoff,
-            backoff_factor=platform.retry_backoff_factor,
-            backoff_max_duration=platform.retry_backoff_max,
-        )
-    return task
-
-
 def deadline(task: PipelineTask, platform: Platform, seconds: int | None) -> PipelineTask:
     """Each attempt's deadline (``activeDeadlineSeconds``); none when ``seconds`` is falsy."""
     from kfp import kubernetes

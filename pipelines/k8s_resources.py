@@ -22,13 +22,6 @@ from pipelines.steps.common import StepError
 
 logger = logging.getLogger(__name__)
 
-SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-STORE_ENDPOINT_VARS = (
-    "OBJECTSTORECONFIG_HOST",
-    "OBJECTSTORECONFIG_PORT",
-    "OBJECTSTORECONFIG_SECURE",
-)
-
 
 @dataclass(frozen=True)
 class Kind:
@@ -77,9 +70,8 @@ def reason_of(entry: dict[str, Any]) -> str:
 def object_store_env(secret: str) -> list[dict[str, Any]]:
     """Container env for the object store: this pod's endpoint variables and the keys from
     ``secret`` (``accesskey``/``secretkey``, as the pipeline's own steps get them)."""
-    env: list[dict[str, Any]] = [
-        {"name": k, "value": os.environ[k]} for k in STORE_ENDPOINT_VARS if k in os.environ
-    ]
+    endpoint = (f"OBJECTSTORECONFIG_{part}" for part in ("HOST", "PORT", "SECURE"))
+    env = [{"name": k, "value": os.environ[k]} for k in endpoint if k in os.environ]
     for key, var in SECRET_KEYS.items():
         env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return env
@@ -96,7 +88,8 @@ def requirements(cpu: str, memory: str, accelerator: str = "", count: int = 0) -
 def current_namespace(default: str = "default") -> str:
     """The pod's own namespace (its service-account mount), else ``default``."""
     try:
-        return SA_NAMESPACE_FILE.read_text().strip() or default
+        path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        return path.read_text().strip() or default
     except OSError:
         return default
 

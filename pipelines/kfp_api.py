@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TOKEN_ENV = "KF_PIPELINES_TOKEN"
-COOKIE_ENV = "KF_PIPELINES_COOKIE"
-SA_TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 HOST_ENV = "KF_PIPELINES_ENDPOINT"
 
 
@@ -88,7 +85,8 @@ def connect(host: str, namespace: str | None = None, ca_cert: str | None = None)
     if not logger.isEnabledFor(logging.DEBUG):
         # urllib3 logs each retry of a dead host as a WARNING; our one-line error says it all
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    token, sa_token_path = os.environ.get(TOKEN_ENV) or None, os.environ.get(SA_TOKEN_PATH_ENV)
+    token = os.environ.get("KF_PIPELINES_TOKEN") or None
+    sa_token_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
     credentials = None
     if token is None and sa_token_path:
         credentials = ServiceAccountTokenVolumeCredentials(sa_token_path)
@@ -97,7 +95,7 @@ def connect(host: str, namespace: str | None = None, ca_cert: str | None = None)
             host=host,
             namespace=namespace or "kubeflow",
             existing_token=token,
-            cookies=os.environ.get(COOKIE_ENV) or None,
+            cookies=os.environ.get("KF_PIPELINES_COOKIE") or None,
             credentials=credentials,
             ssl_ca_cert=ca_cert,
         )  # kfp checks /healthz here unless a namespace is set in its context file

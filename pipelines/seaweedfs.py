@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
 DEFAULT_BUCKETS: tuple[str, ...] = ("mlpipeline",)  # KFP's default artifact bucket
-DATA_DIR_ENV = "RFDETR_OBJECTSTORE_DIR"
 PORT_ENV = "RFDETR_OBJECTSTORE_PORT"
 _GRPC_OFFSET = 10_000  # SeaweedFS derives some gRPC addresses as http port + 10000
 _COMPONENTS = ("master", "volume", "filer", "admin")
@@ -69,7 +68,7 @@ class ServerInfo:
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or ".objectstore").absolute()
+    return Path(os.environ.get("RFDETR_OBJECTSTORE_DIR") or ".objectstore").absolute()
 
 
 def default_port() -> int:

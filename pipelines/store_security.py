@@ -24,7 +24,6 @@ import os
 import secrets
 from pathlib import Path
 
-TLS_DIR = "tls"
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "node.crt", "node.key"
 COMMON_NAME = "rfdetr-local-objectstore"
 _GRPC_SERVICES = (
@@ -93,7 +92,7 @@ def _certificates(folder: Path) -> None:
 
 def write_security_config(data_dir: Path) -> Path:
     """Write ``data_dir/security.toml`` and ``data_dir/tls/`` (see the module docstring)."""
-    tls = data_dir / TLS_DIR
+    tls = data_dir / "tls"
     tls.mkdir(mode=0o700, exist_ok=True)
     _certificates(tls)
     ca, cert, key = (json.dumps(str(tls / name)) for name in (CA_FILE, CERT_FILE, KEY_FILE))

@@ -133,7 +133,13 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
         ps.use_object_store(tasks[key], p)
     ps.use_gpus(tasks["trained"], p, 0 if distributed else p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)
-    ps.retry_training(tasks["trained"], p)
+    if p.train_retries > 0:  # each attempt resumes
+        tasks["trained"].set_retry(
+            num_retries=p.train_retries,
+            backoff_duration=p.retry_backoff,
+            backoff_factor=p.retry_backoff_factor,
+            backoff_max_duration=p.retry_backoff_max,
+        )
     ps.deadline(tasks["trained"], p, p.train_timeout_s)
     ps.deadline(tasks["evaluated"], p, p.eval_timeout_s)
     if "served" in tasks:
