@@ -161,10 +161,8 @@ class Resources:
             logger.info("created %s %s/%s", kind.kind, self.namespace, name)
             return created
         if update:
-            patch = {
-                "metadata": {"labels": body["metadata"].get("labels", {})},
-                "spec": body["spec"],
-            }
+            labels = body["metadata"].get("labels", {})
+            patch = {"metadata": {"labels": labels}, "spec": body["spec"]}
             logger.info("%s %s exists: updating it", kind.kind, name)
             update_it = self.custom.patch_namespaced_custom_object
             return self._call(
