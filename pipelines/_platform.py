@@ -159,10 +159,8 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
 
 
 def train_job_settings(platform: Platform, image: bool = True) -> dict[str, object]:
-    """The ``cluster_job`` input of ``train``: what its TrainJob / PyTorchJob nodes get.
-
-    ``image=False`` (the steps' own defaults) leaves out the image, which imports ``components``.
-    """
+    """The ``cluster_job`` input of ``train``: what its TrainJob / PyTorchJob nodes get;
+    ``image=False`` (the steps' own defaults) leaves out the image, which imports ``components``."""
     settings: dict[str, object] = {
         "runtime": platform.train_runtime,
         "cpu": platform.train.cpu,

@@ -297,10 +297,8 @@ def create_schedule(
     delete_old: bool = False,
 ) -> tuple[str, list[str]]:
     """Create a recurring run on ``version``; returns (its id, ids of the ones it replaced).
-
-    With ``replace``, enabled recurring runs of that name in the experiment are disabled once the
-    new one exists (never no schedule); ``delete_old`` deletes all of them instead (any state).
-    """
+    ``replace``: enabled ones of that name in the experiment are disabled once the new one exists;
+    ``delete_old``: all of them (any state) are deleted instead."""
     with kfp_errors(host, f"scheduling {name!r}"):
         previous = []
         if replace:

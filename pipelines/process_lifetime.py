@@ -21,9 +21,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 def die_with_parent() -> Callable[[], None]:
     """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets SIGKILL when we end.
-
-    Raises RuntimeError off the main thread or where the C library has no ``prctl`` (not Linux).
-    """
+    Raises RuntimeError off the main thread or where the C library has no ``prctl`` (not Linux)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
             "a server tied to this process must be started from the main thread "

@@ -33,10 +33,8 @@ _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class StepMetrics:
-    """Gauges of one pipeline step, kept in plain Python until pushed; thread-safe.
-
-    ``gateway`` defaults to ``$PUSHGATEWAY_URL``; ``gateway=""`` turns pushing off.
-    """
+    """Gauges of one pipeline step, plain Python until pushed; thread-safe. ``gateway`` defaults
+    to ``$PUSHGATEWAY_URL``; ``gateway=""`` turns pushing off."""
 
     def __init__(
         self,
