@@ -79,10 +79,9 @@ def dataset_uri(dataset: str, workdir: Path) -> str:
 
 def pipeline_arguments(uri: str, model: str, epochs: int, generated: bool) -> dict:
     """The demo's pipeline parameters: CPU-friendly settings, publishing to the demo store."""
-    tiny = model == "tiny" and generated
     args: dict = {"dataset_uri": uri, "model_size": model, "epochs": epochs}
     overrides: dict = {"num_workers": 0, "device": "cpu"}
-    if tiny:
+    if model == "tiny" and generated:
         args, overrides = args | TINY_OPTIONS, overrides | TINY_OVERRIDES
     return args | {
         "overrides": overrides,
