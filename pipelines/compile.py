@@ -145,23 +145,6 @@ def add_parser(subparsers: Subparsers) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    pairs = dict(item.partition("=")[::2] for item in values)
-    for item in values:
-        if "=" not in item or item.startswith("="):
-            raise UserError(f"{what} {item!r}: expected LABEL=VALUE")
-    return pairs
-
-
-def _replicas(text: str) -> tuple[int, int]:
-    low, sep, high = text.partition(":")
-    if not (sep and low.isdigit() and high.isdigit()) or int(high) < max(1, int(low)):
-        raise UserError(
-            f"--serve-replicas {text!r}: expected MIN:MAX with 0 <= MIN <= MAX, MAX >= 1"
-        )
-    return int(low), int(high)
-
-
 def _toleration(text: str) -> Toleration:
     from pipelines._platform import Toleration
 
@@ -212,7 +195,12 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     if (args.train_nodes or 1) > 1 and args.train_engine in (None, "pod"):
         raise UserError("--train-nodes above 1 needs --train-engine trainjob or pytorchjob")
     if args.serve_replicas is not None:
-        changes["serve_replicas"] = _replicas(args.serve_replicas)
+        low, sep, high = args.serve_replicas.partition(":")
+        if not (sep and low.isdigit() and high.isdigit()) or int(high) < max(1, int(low)):
+            raise UserError(
+                f"--serve-replicas {args.serve_replicas!r}: expected MIN:MAX with 0 <= MIN <= MAX, MAX >= 1"
+            )
+        changes["serve_replicas"] = (int(low), int(high))
     if args.run_as_user == NO_UID:
         changes["run_as_user"] = None
     if args.retry_backoff_max is not None:
@@ -222,7 +210,10 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     if args.image_pull_secrets:
         changes["image_pull_secrets"] = tuple(args.image_pull_secrets)
     if args.gpu_node_selector is not None:
-        changes["gpu_node_selector"] = _pairs(args.gpu_node_selector, "--node-selector")
+        for item in args.gpu_node_selector:
+            if "=" not in item or item.startswith("="):
+                raise UserError(f"--node-selector {item!r}: expected LABEL=VALUE")
+        changes["gpu_node_selector"] = dict(i.partition("=")[::2] for i in args.gpu_node_selector)
     if args.gpu_tolerations is not None:
         changes["gpu_tolerations"] = tuple(_toleration(t) for t in args.gpu_tolerations)
     if args.train_cpu or args.train_memory:
