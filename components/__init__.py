@@ -1,10 +1,7 @@
 """The pipeline's KFP components: one lightweight Python component per step.
 
-Each runs on :data:`~components._image.RFDETR_IMAGE` (the image that has this package
-installed; ``install_kfp_package=False``, nothing installed at run time), and is a thin shell:
-read the input artifacts, call one function of :mod:`pipelines.steps`, write outputs and
-metadata. Importing this package imports kfp but never torch. Each one's plain function is
-``<component>.python_func``; the order of the steps is :mod:`pipelines.training_pipeline`'s.
+Each runs on :data:`RFDETR_IMAGE` (nothing installed at run time) and only calls one function of
+:mod:`pipelines.steps`; importing this package imports kfp, never torch.
 """
 
 from components._image import RFDETR_IMAGE

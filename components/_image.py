@@ -1,10 +1,7 @@
 """The container image every component runs on, tagged with the installed package version.
 
-Read from the package metadata (``importlib.metadata``), so compiling a pipeline never imports
-torch. A CI build that pushes its own tag sets ``RFDETR_PIPELINE_IMAGE`` (the full reference)
-before compiling, or passes ``rfdetr-pipeline compile --image REF``, which overrides it per task.
-``containers/build.sh`` builds ``<repo>:<tag>`` (GPU) and ``<repo>:<tag>-cpu`` beside it; on a
-cluster the steps that need no GPU run on the CPU one (:func:`cpu_image_of`).
+``$RFDETR_PIPELINE_IMAGE`` or ``compile --image`` replace it; ``containers/build.sh`` builds a
+``-cpu`` image beside it for the steps without GPUs (:func:`cpu_image_of`).
 """
 
 from __future__ import annotations
@@ -27,11 +24,8 @@ RFDETR_IMAGE: str = default_image()
 
 
 def cpu_image_of(image: str) -> str:
-    """The CPU image built beside ``image`` (``<repo>:<tag>`` -> ``<repo>:<tag>-cpu``).
-
-    An image already tagged ``...-cpu``, pinned by digest or without a tag has no known CPU
-    sibling and is returned unchanged.
-    """
+    """The CPU image built beside ``image`` (``<repo>:<tag>-cpu``); ``image`` itself when it
+    is already ``-cpu``, pinned by digest or untagged."""
     name, sep, tag = image.rpartition(":")
     if "@" in image or not sep or "/" in tag or tag.endswith(CPU_SUFFIX):
         return image

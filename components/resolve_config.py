@@ -1,11 +1,8 @@
 """The ``resolve_config`` component: pipeline parameters -> validated ``RunConfig`` JSON.
 
-Its inputs are the ``CONFIG`` and ``KNOB`` parameters declared in :mod:`pipelines.parameters`.
-KFP copies a lightweight component's source text into the compiled pipeline and calls it with
-its annotated parameters (kfp 2.17 ``dsl/component_factory.py``
-``_get_function_source_definition``, ``dsl/executor.py`` ``Executor.execute``), so the function
-is rendered as source from that declaration and registered with :mod:`linecache`, where
-:func:`inspect.getsource` reads it (as attrs does for the methods it generates).
+KFP compiles a component's source text (kfp 2.17 ``dsl/component_factory.py``
+``_get_function_source_definition``), so the function is rendered as source from
+:mod:`pipelines.parameters` and registered with :mod:`linecache` for :func:`inspect.getsource`.
 """
 
 import linecache
@@ -45,7 +42,6 @@ def _declared(p: Param) -> str:
 
 
 def _define(name: str, source: str) -> object:
-    """Run ``source`` and return its function ``name``; its text stays readable by inspect."""
     filename = f"<generated {__name__}.{name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {"__name__": __name__, "Optional": Optional, "Output": Output, "Artifact": Artifact}

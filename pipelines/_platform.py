@@ -1,14 +1,8 @@
-"""Where the pipeline's steps run on Kubernetes: GPUs, resources, secrets, retries, caching.
+"""Where the pipeline's steps run on Kubernetes: one :class:`Platform` value (``compile``'s
+options) applied to the tasks; Kubernetes-only settings go through ``kfp-kubernetes``.
 
-The pipeline body (:mod:`pipelines.training_pipeline`) only wires steps together; everything
-about the cluster is here, in one :class:`Platform` value that ``rfdetr-pipeline compile`` fills
-from its options. Kubernetes-only settings (secrets, tolerations, node selectors, volumes) go
-through ``kfp-kubernetes`` into the compiled file's ``platforms.kubernetes`` document.
-
-``Platform.for_local()`` is what ``run-local`` uses: the same wiring, but no CPU/memory/GPU
-requests (kfp.local ignores them with a warning), no object-store endpoint variables (they
-would override the local store's, which the local run takes from its own environment) and a
-one-second retry backoff.
+``Platform.for_local()`` (``run-local``) sets no resources or GPUs (kfp.local warns about them),
+no object-store endpoint (the local run's environment has it) and a one-second retry backoff.
 """
 
 from __future__ import annotations
@@ -20,16 +14,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kfp.dsl import PipelineTask
 
-DEFAULT_SECRET = "mlpipeline-minio-artifact"  # KFP's own object-store credentials
 SECRET_KEYS: dict[str, str] = {
     "accesskey": "AWS_ACCESS_KEY_ID",
     "secretkey": "AWS_SECRET_ACCESS_KEY",
 }
-DEFAULT_STORE_HOST = "minio-service.kubeflow"  # KFP's store (SeaweedFS or MinIO) from any namespace
-DEFAULT_STORE_PORT = 9000
 MINIMUM_KFP_BACKEND = "2.15.0"  # display names (2.14+) and SecretAsEnv.optional (2.15+)
 STEP_TIMEOUT_S = 7 * 24 * 3600  # a week: above any training run this pipeline is sized for
-RETRY_WINDOW = "7d"  # Argo's retry window (from the first attempt's start): the same week
 IMAGE_UID = 1000  # the images' user and group (containers/Dockerfile.*: USER 1000:1000)
 
 
@@ -59,17 +49,11 @@ class Platform:
 
     Attributes not spelled out there:
         image: None keeps :data:`components.RFDETR_IMAGE`; cpu_image: see :func:`step_image`.
-        gpu_node_selector: ``nvidia.com/gpu.present`` exists only with GPU Feature Discovery.
-        shm_size: PyTorch DataLoader workers pass batches through shared memory.
-        train, evaluate, export, light: resources of the train step, the evaluate step, the
-            fetch and export steps, and the other (seconds-long) steps; serve: the predictor's.
-        secret_name: its ``accesskey``/``secretkey`` become ``AWS_ACCESS_KEY_ID`` /
-            ``AWS_SECRET_ACCESS_KEY``; store_*: the ``OBJECTSTORECONFIG_*`` endpoint.
+        train, evaluate, export, light: resources of train, evaluate, fetch and export, and the
+            other (seconds-long) steps; serve: the predictor's.
         retry_backoff_factor: an integer (KFP 2.5+ and Argo truncate it).
-        train_timeout_s, eval_timeout_s: ``activeDeadlineSeconds`` of each pod (None: none).
         local: settings for ``kfp.local`` (see the module docstring).
-        run_as_user: new in KFP 2.17's protos; a 2.15/2.16 driver parses the Kubernetes config
-            leniently and drops it (tests/conformance/test_conformance_ir.py).
+        run_as_user: a 2.15/2.16 driver drops it (tests/conformance/test_conformance_ir.py).
     """
 
     image: str | None = None
@@ -83,15 +67,15 @@ class Platform:
     evaluate: Resources = Resources("4", "16Gi", memory_limit="32Gi")
     export: Resources = Resources("2", "8Gi", memory_limit="16Gi")
     light: Resources = Resources("500m", "1Gi", memory_limit="4Gi")
-    secret_name: str = DEFAULT_SECRET
-    store_host: str = DEFAULT_STORE_HOST
-    store_port: int = DEFAULT_STORE_PORT
+    secret_name: str = "mlpipeline-minio-artifact"  # KFP's own object-store credentials
+    store_host: str = "minio-service.kubeflow"  # KFP's store (SeaweedFS or MinIO), any namespace
+    store_port: int = 9000
     store_secure: bool = False
     pushgateway_url: str | None = None
     train_retries: int = 2
     retry_backoff: str = "120s"
     retry_backoff_factor: int = 2
-    retry_backoff_max: str = RETRY_WINDOW
+    retry_backoff_max: str = "7d"  # Argo's retry window, from the first attempt: STEP_TIMEOUT_S
     train_timeout_s: int | None = STEP_TIMEOUT_S
     eval_timeout_s: int | None = STEP_TIMEOUT_S
     display_names: bool = True
@@ -115,14 +99,9 @@ class Platform:
 
 
 def common(task: PipelineTask, platform: Platform, resources: Resources) -> PipelineTask:
-    """What every step gets: the image (the CPU one; :func:`use_gpus` sets the GPU one), pull
-    secrets, a non-root security context (when asked), resources, unbuffered logs, the
-    Pushgateway URL.
-
-    kfp-kubernetes 2.17 can set only ``runAsUser``/``runAsGroup``/``runAsNonRoot`` of the user
-    container; a backend that reads it also drops all capabilities. Seccomp, read-only root and
-    ``allowPrivilegeEscalation`` are not expressible (docs/deploy.md, "Security").
-    """
+    """What every step gets: the CPU image (:func:`use_gpus` sets the GPU one), pull secrets, a
+    non-root security context (the only fields kfp-kubernetes 2.17 sets; docs/deploy.md,
+    "Security"), resources, unbuffered logs, the Pushgateway URL."""
     from kfp import kubernetes
 
     if platform.image:
@@ -163,7 +142,7 @@ def use_object_store(task: PipelineTask, platform: Platform) -> PipelineTask:
 
 
 def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask:
-    """``count`` GPUs (none: CPU), on GPU nodes, with a memory-backed ``/dev/shm``."""
+    """``count`` GPUs (none: CPU) on GPU nodes; a memory ``/dev/shm`` for DataLoader workers."""
     from kfp import kubernetes
 
     kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", "Memory", size_limit=platform.shm_size)
@@ -180,11 +159,8 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
 
 
 def train_job_settings(platform: Platform, image: bool = True) -> dict[str, object]:
-    """The ``cluster_job`` input of ``train``: what its TrainJob / PyTorchJob nodes get.
-
-    ``image=False`` leaves the image out (it imports ``components``, which a step's own import,
-    inside KFP's executor, must not do): the steps' defaults are built that way.
-    """
+    """The ``cluster_job`` input of ``train``: what its TrainJob / PyTorchJob nodes get;
+    ``image=False`` (the steps' own defaults) leaves out the image, which imports ``components``."""
     settings: dict[str, object] = {
         "runtime": platform.train_runtime,
         "cpu": platform.train.cpu,
@@ -198,23 +174,10 @@ def train_job_settings(platform: Platform, image: bool = True) -> dict[str, obje
 
 
 def serving_settings(platform: Platform, image: bool = True) -> dict[str, object]:
-    """The ``serving`` input of ``deploy``: the predictor's image, resources, secret (``image``:
-    as in :func:`train_job_settings`)."""
+    """The ``serving`` input of ``deploy`` (``image``: as in :func:`train_job_settings`)."""
     serve = platform.serve
     settings = {"cpu": serve.cpu, "memory": serve.memory, "secret": platform.secret_name}
     return {"image": step_image(platform, gpu=False), **settings} if image else settings
-
-
-def retry_training(task: PipelineTask, platform: Platform) -> PipelineTask:
-    """Retries with exponential backoff (each attempt resumes from the mirror)."""
-    if platform.train_retries > 0:
-        task.set_retry(
-            num_retries=platform.train_retries,
-            backoff_duration=platform.retry_backoff,
-            backoff_factor=platform.retry_backoff_factor,
-            backoff_max_duration=platform.retry_backoff_max,
-        )
-    return task
 
 
 def deadline(task: PipelineTask, platform: Platform, seconds: int | None) -> PipelineTask:

@@ -1,10 +1,8 @@
 """The ``rfdetr-pipeline`` command (also ``python -m pipelines``).
 
-Adding a sub-command: write a module that defines ``add_parser(subparsers)``
-(:func:`rfdetr.errors.command_parser` says how) and append its path to :data:`COMMAND_MODULES`.
-Handlers report errors by raising :class:`rfdetr.errors.UserError` (exit code 2, bad input; or
-``UserError(message, 1)`` for a server or API failure), which :func:`rfdetr.errors.run_command`
-prints as one line. No traceback reaches the user.
+A sub-command is a module with ``add_parser(subparsers)`` (:func:`rfdetr.errors.command_parser`),
+listed in :data:`COMMAND_MODULES`; handlers raise :class:`rfdetr.errors.UserError` (exit 2, or
+``UserError(message, 1)`` for a server failure), printed as one line.
 """
 
 from __future__ import annotations

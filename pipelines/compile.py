@@ -1,13 +1,9 @@
 """``rfdetr-pipeline compile``: write the pipeline YAML that Kubeflow runs.
 
-The file has two YAML documents: the KFP ``PipelineSpec`` and ``platforms.kubernetes`` (GPU
-node selection, tolerations, ``/dev/shm``, the object-store secret). Cluster settings come from
-the options (see :class:`pipelines._platform.Platform`); ``submit`` and ``schedule`` upload it.
-
-With ``--kubernetes-manifest`` it writes the same pipeline as ``Pipeline`` and
-``PipelineVersion`` resources (``pipelines.kubeflow.org/v2beta1``) instead, for KFP installs
-that keep pipelines as Kubernetes objects (the API server's Kubernetes-native mode): apply them
-with ``kubectl apply -f`` or GitOps instead of uploading.
+Two YAML documents: the KFP ``PipelineSpec`` and ``platforms.kubernetes``, from the options
+(:class:`pipelines._platform.Platform`). With ``--kubernetes-manifest``: ``Pipeline`` and
+``PipelineVersion`` resources (``pipelines.kubeflow.org/v2beta1``) to ``kubectl apply`` instead,
+for KFP's Kubernetes-native API mode.
 """
 
 from __future__ import annotations
@@ -63,20 +59,10 @@ def _duration(text: str) -> int:
     return int(seconds)
 
 
-# An option whose destination is a Platform field sets that field when given (platform_from_args);
-# so flags default to None (not given) rather than False.
-_FLAG: dict[str, Any] = {"action": "store_true", "default": None}
-_LIST: dict[str, Any] = {"action": "append"}
-_TIME: dict[str, Any] = {"type": _duration, "metavar": "DURATION"}
-_INT: dict[str, Any] = {"type": int}
-# (group title, options): each option is (flags, help, add_argument keywords), one a line (E501 is
-# off for this file).
-# fmt: off
 NO_UID = "none"  # --run-as-user none: no securityContext
 
 
 def _uid(text: str) -> int | str:
-    """``--run-as-user``: a non-root UID, or ``none`` (no security context)."""
     if text.strip().lower() == NO_UID:
         return NO_UID
     if not text.strip().isdigit() or int(text) == 0:
@@ -84,6 +70,12 @@ def _uid(text: str) -> int | str:
     return int(text)
 
 
+# An option named like a Platform field sets it when given (platform_from_args): flags default None
+_FLAG: dict[str, Any] = {"action": "store_true", "default": None}
+_LIST: dict[str, Any] = {"action": "append"}
+_TIME: dict[str, Any] = {"type": _duration, "metavar": "DURATION"}
+_INT: dict[str, Any] = {"type": int}
+# fmt: off
 _OPTIONS: tuple[tuple[str, tuple[Option, ...]], ...] = (
     ("", (
         ("--output -o", f"file to write (default {DEFAULT_OUTPUT})", {"type": Path, "default": Path(DEFAULT_OUTPUT)}),
@@ -153,23 +145,6 @@ def add_parser(subparsers: Subparsers) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    pairs = dict(item.partition("=")[::2] for item in values)
-    for item in values:
-        if "=" not in item or item.startswith("="):
-            raise UserError(f"{what} {item!r}: expected LABEL=VALUE")
-    return pairs
-
-
-def _replicas(text: str) -> tuple[int, int]:
-    low, sep, high = text.partition(":")
-    if not (sep and low.isdigit() and high.isdigit()) or int(high) < max(1, int(low)):
-        raise UserError(
-            f"--serve-replicas {text!r}: expected MIN:MAX with 0 <= MIN <= MAX, MAX >= 1"
-        )
-    return int(low), int(high)
-
-
 def _toleration(text: str) -> Toleration:
     from pipelines._platform import Toleration
 
@@ -186,7 +161,6 @@ def _toleration(text: str) -> Toleration:
 
 
 def _check_formats(args: argparse.Namespace) -> None:
-    """The string options of :data:`_FORMATS` and ``--retry-backoff`` (KFP's own parser)."""
     from kfp.dsl.structures import convert_duration_to_seconds
 
     for dest, (flag, pattern, expected) in _FORMATS.items():
@@ -221,7 +195,12 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     if (args.train_nodes or 1) > 1 and args.train_engine in (None, "pod"):
         raise UserError("--train-nodes above 1 needs --train-engine trainjob or pytorchjob")
     if args.serve_replicas is not None:
-        changes["serve_replicas"] = _replicas(args.serve_replicas)
+        low, sep, high = args.serve_replicas.partition(":")
+        if not (sep and low.isdigit() and high.isdigit()) or int(high) < max(1, int(low)):
+            raise UserError(
+                f"--serve-replicas {args.serve_replicas!r}: expected MIN:MAX with 0 <= MIN <= MAX, MAX >= 1"
+            )
+        changes["serve_replicas"] = (int(low), int(high))
     if args.run_as_user == NO_UID:
         changes["run_as_user"] = None
     if args.retry_backoff_max is not None:
@@ -231,7 +210,10 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
     if args.image_pull_secrets:
         changes["image_pull_secrets"] = tuple(args.image_pull_secrets)
     if args.gpu_node_selector is not None:
-        changes["gpu_node_selector"] = _pairs(args.gpu_node_selector, "--node-selector")
+        for item in args.gpu_node_selector:
+            if "=" not in item or item.startswith("="):
+                raise UserError(f"--node-selector {item!r}: expected LABEL=VALUE")
+        changes["gpu_node_selector"] = dict(i.partition("=")[::2] for i in args.gpu_node_selector)
     if args.gpu_tolerations is not None:
         changes["gpu_tolerations"] = tuple(_toleration(t) for t in args.gpu_tolerations)
     if args.train_cpu or args.train_memory:
@@ -247,10 +229,8 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
 def compile_pipeline(
     output: str | Path, platform: Platform | None = None, manifest: ManifestOptions | None = None
 ) -> Path:
-    """Compile the pipeline with ``platform`` (default cluster settings) to ``output``.
-
-    With ``manifest``, the file holds ``Pipeline`` / ``PipelineVersion`` resources instead.
-    """
+    """Compile the pipeline with ``platform`` (default: the cluster's) to ``output``; with
+    ``manifest``, as ``Pipeline`` / ``PipelineVersion`` resources."""
     from kfp import compiler
 
     from pipelines.training_pipeline import build_pipeline
@@ -265,7 +245,7 @@ def compile_pipeline(
 
 
 def manifest_options(args: argparse.Namespace) -> ManifestOptions | None:
-    """From ``--kubernetes-manifest``/``--version-name``/``--namespace``; names checked."""
+    """From ``--kubernetes-manifest``, ``--version-name``, ``--namespace``; names checked."""
     if not args.kubernetes_manifest:
         if args.version_name or args.namespace:
             raise UserError("--version-name and --namespace need --kubernetes-manifest")

@@ -1,15 +1,9 @@
 """``make demo``: the whole Kubeflow pipeline on this machine, end to end, on the CPU.
 
-1. starts a local S3 object store (SeaweedFS, 127.0.0.1, data in ``.demo/objectstore``);
-2. uploads the dataset (``--dataset``: a folder, or an ``s3://`` URI already on that store;
-   default: a generated "shapes" dataset) with a manifest;
-3. runs the pipeline with ``kfp.local`` (resolve config, fetch, validate, train, select,
-   evaluate, export ONNX, publish to ``s3://models/<model-name>/<version>/``);
-4. downloads what was published and checks it against its manifest;
-5. prints a summary, the bytes the run moved (:func:`bytes_moved_line`), and stops the store
-   (unless it was running before).
-
-    python -m pipelines.demo [--dataset PATH_OR_URI] [--model tiny] [--epochs 20]
+Starts a local object store (``.demo/objectstore``), uploads the dataset (``--dataset`` folder or
+``s3://`` URI; default: generated shapes), runs the pipeline with ``kfp.local`` (publishing to
+``s3://models/``), downloads and checks what was published, prints a summary and the bytes the
+run moved, and stops the store unless it was running before.
 """
 
 from __future__ import annotations
@@ -41,8 +35,7 @@ def _say(message: str) -> None:
 
 @contextlib.contextmanager
 def object_store(data_dir: Path) -> Iterator[seaweedfs.ServerInfo]:
-    """A running local store whose settings are in ``os.environ``; stopped at the end when this
-    function started it."""
+    """A running local store, its settings in ``os.environ``; stopped at the end if started here."""
     running = seaweedfs.status(data_dir)
     for name in [n for n in os.environ if n.startswith(_STORE_VARS)]:
         del os.environ[name]  # the demo's store and keys, never the user's
@@ -86,10 +79,9 @@ def dataset_uri(dataset: str, workdir: Path) -> str:
 
 def pipeline_arguments(uri: str, model: str, epochs: int, generated: bool) -> dict:
     """The demo's pipeline parameters: CPU-friendly settings, publishing to the demo store."""
-    tiny = model == "tiny" and generated
     args: dict = {"dataset_uri": uri, "model_size": model, "epochs": epochs}
     overrides: dict = {"num_workers": 0, "device": "cpu"}
-    if tiny:
+    if model == "tiny" and generated:
         args, overrides = args | TINY_OPTIONS, overrides | TINY_OVERRIDES
     return args | {
         "overrides": overrides,
@@ -105,13 +97,12 @@ def _size(path: Path) -> int:
 
 
 def artifact_traffic(run_dir: Path, spec: dict) -> tuple[int, int]:
-    """(uploaded, downloaded) bytes of the run's artifacts as KFP's launcher moves them.
+    """(uploaded, downloaded) bytes of the run's artifacts as KFP's launcher would move them.
 
-    On a cluster each task's launcher uploads every output artifact once and downloads every
-    input artifact in full (``kubeflow/pipelines@2.17.0 backend/src/v2/component/
-    launcher_v2.go``; ``objectstore/object_store.go l.111-205``). kfp.local reads them in
-    place, so this is computed: sizes of ``<run_dir>/<task>/<output>`` (the layout kfp.local
-    writes) over the compiled pipeline ``spec``'s tasks and artifact edges.
+    Each task's launcher uploads every output artifact once and downloads every input artifact in
+    full (``kubeflow/pipelines@2.17.0 backend/src/v2/component/launcher_v2.go``;
+    ``objectstore/object_store.go l.111-205``): sizes of ``<run_dir>/<task>/<output>`` over the
+    compiled ``spec``'s tasks and artifact edges.
     """
     tasks = spec["root"]["dag"]["tasks"]
     up = down = 0  # a missing path counts 0 (_size)
@@ -136,7 +127,7 @@ def pipeline_spec() -> dict:
 
 
 def bytes_moved_line(run_dir: Path, transfer_log: Path, spec: dict) -> str:
-    """One line: bytes moved by the run = the steps' own object-store transfers + artifacts."""
+    """Bytes moved by the run: the steps' own object-store transfers + artifacts."""
     from rfdetr.storage.traffic import read_log
 
     steps = read_log(transfer_log)

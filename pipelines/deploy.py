@@ -1,9 +1,5 @@
-"""``rfdetr-pipeline submit`` and ``rfdetr-pipeline schedule``: deploy a compiled pipeline YAML.
-
-What each does is in its ``--help``; uploads, credentials and version reuse are
-:mod:`pipelines.kfp_api`'s. Inputs (YAML, parameters, cron) are checked before the server is
-contacted.
-"""
+"""``rfdetr-pipeline submit`` and ``schedule``: deploy a compiled pipeline YAML (server calls:
+:mod:`pipelines.kfp_api`); inputs are checked before the server is contacted."""
 
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
-"""Kubernetes custom resources a pipeline step creates, follows and cleans up.
+"""Kubernetes custom resources a pipeline step hands work to (``train``: Trainer or Training
+Operator; ``deploy``: KServe): create or attach (a retried step's 409), poll until a :data:`Judge`
+decides, log new conditions, delete; failures are one-line :class:`StepError` messages.
 
-One generic piece for every step that hands work to an operator (``train`` on the Trainer or
-the Training Operator, ``deploy`` on KServe): create the object (a retried step finds it by
-name, 409 ``AlreadyExists``, and attaches, or with ``update=True`` merge-patches it), poll it
-until a :data:`Judge` says it succeeded or failed, log each new condition in the step's log,
-stop at a timeout, delete it. Failures become one-line :class:`StepError` messages with the
-object's own reason.
-
-The calls are the namespaced custom-object REST calls of the ``kubernetes`` client (``POST``,
-``GET``, ``PATCH``, ``DELETE`` on ``/apis/<group>/<version>/namespaces/<ns>/<plural>``), plus
-``list`` pods and ``get`` ``pods/log`` for a worker's log; manifests/pipeline-runner/rbac.yaml
-grants exactly those.
+Only namespaced custom-object calls (POST, GET, PATCH, DELETE) and pods list / ``pods/log`` are
+used: what manifests/pipeline-runner/rbac.yaml grants.
 """
 
 from __future__ import annotations
@@ -29,13 +22,6 @@ from pipelines.steps.common import StepError
 
 logger = logging.getLogger(__name__)
 
-SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-STORE_ENDPOINT_VARS = (
-    "OBJECTSTORECONFIG_HOST",
-    "OBJECTSTORECONFIG_PORT",
-    "OBJECTSTORECONFIG_SECURE",
-)
-
 
 @dataclass(frozen=True)
 class Kind:
@@ -51,14 +37,14 @@ class Kind:
         return f"{self.group}/{self.version}"
 
     def manifest(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        """An object of this kind named ``name`` with ``spec``, labelled part of rfdetr."""
+        """An object of this kind, labelled part of rfdetr."""
         meta = {"name": name, "labels": {"app.kubernetes.io/part-of": "rfdetr"}}
         return {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta, "spec": spec}
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a :data:`Judge` concluded: finished (``failed`` or not), with the object's reason."""
+    """A :data:`Judge`'s conclusion: finished, ``failed`` or not, with the object's reason."""
 
     failed: bool
     reason: str = ""
@@ -84,9 +70,8 @@ def reason_of(entry: dict[str, Any]) -> str:
 def object_store_env(secret: str) -> list[dict[str, Any]]:
     """Container env for the object store: this pod's endpoint variables and the keys from
     ``secret`` (``accesskey``/``secretkey``, as the pipeline's own steps get them)."""
-    env: list[dict[str, Any]] = [
-        {"name": k, "value": os.environ[k]} for k in STORE_ENDPOINT_VARS if k in os.environ
-    ]
+    endpoint = (f"OBJECTSTORECONFIG_{part}" for part in ("HOST", "PORT", "SECURE"))
+    env = [{"name": k, "value": os.environ[k]} for k in endpoint if k in os.environ]
     for key, var in SECRET_KEYS.items():
         env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
     return env
@@ -103,13 +88,13 @@ def requirements(cpu: str, memory: str, accelerator: str = "", count: int = 0) -
 def current_namespace(default: str = "default") -> str:
     """The pod's own namespace (its service-account mount), else ``default``."""
     try:
-        return SA_NAMESPACE_FILE.read_text().strip() or default
+        path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        return path.read_text().strip() or default
     except OSError:
         return default
 
 
 def _short(exc: Any) -> str:
-    """A one-line description of a ``kubernetes`` ``ApiException``."""
     return f"HTTP {exc.status} {api_message(exc.body) or exc.reason}".strip()
 
 
@@ -120,8 +105,7 @@ class Resources:
     """Custom objects of one namespace, through the ``kubernetes`` client."""
 
     def __init__(self, namespace: str, api_client: Any | None = None) -> None:
-        """``api_client`` default: in-cluster (the pod's service account), else from
-        ``$KUBECONFIG``/~/.kube."""
+        """``api_client`` default: in-cluster, else ``$KUBECONFIG`` / ~/.kube."""
         from kubernetes import client, config
 
         try:
@@ -141,8 +125,7 @@ class Resources:
     def _call(
         self, what: str, fn: Callable[..., Any], *args: Any, expect: int = 0, **kwargs: Any
     ) -> Any:
-        """``fn(*args, **kwargs)``, its errors one-line `StepError`s; an API error of status
-        ``expect`` (404: not there, 409: exists) returns :data:`EXPECTED` instead."""
+        """``fn(...)`` with one-line `StepError`s; an API error of status ``expect``: EXPECTED."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -167,8 +150,8 @@ class Resources:
     def create_or_attach(
         self, kind: Kind, body: dict[str, Any], *, update: bool = False
     ) -> dict[str, Any]:
-        """Create ``body``; if its name exists (409), attach to it (``update``: merge-patch it
-        with ``body``'s spec first). Returns the object as the API server has it."""
+        """Create ``body``, or attach to the existing one (``update``: merge-patched with its spec
+        first); returns the object as the API server has it."""
         name = body["metadata"]["name"]
         create = self.custom.create_namespaced_custom_object
         created = self._call(
@@ -178,10 +161,8 @@ class Resources:
             logger.info("created %s %s/%s", kind.kind, self.namespace, name)
             return created
         if update:
-            patch = {
-                "metadata": {"labels": body["metadata"].get("labels", {})},
-                "spec": body["spec"],
-            }
+            labels = body["metadata"].get("labels", {})
+            patch = {"metadata": {"labels": labels}, "spec": body["spec"]}
             logger.info("%s %s exists: updating it", kind.kind, name)
             update_it = self.custom.patch_namespaced_custom_object
             return self._call(
@@ -212,11 +193,8 @@ class Resources:
         poll_s: float = 10.0,
         log_selector: str = "",
     ) -> dict[str, Any]:
-        """Poll the object until ``judge`` decides; returns it when it succeeded.
-
-        Each new condition is logged once; with ``log_selector`` (a pod label selector), new
-        lines of the first matching pod's log are copied into this log (skipped for good when
-        RBAC denies it).
+        """Poll the object until ``judge`` decides; returns it when it succeeded. Logs each new
+        condition once and, with ``log_selector``, the first matching pod's new log lines.
 
         Raises:
             StepError: it failed (with its reason), vanished, or ``timeout_s`` passed.
@@ -249,7 +227,6 @@ class Resources:
             time.sleep(poll_s)
 
     def _copy_log(self, selector: str) -> None:
-        """Print the log lines of the first pod matching ``selector`` not printed yet."""
         from kubernetes.client.exceptions import ApiException
 
         if self._logs_denied:

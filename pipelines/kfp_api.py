@@ -1,15 +1,9 @@
 """Talking to a Kubeflow Pipelines API server (v2beta1) through ``kfp.Client``.
 
-Authentication comes only from the environment:
-
-* ``KF_PIPELINES_TOKEN``: a bearer token (CI secret, ``kubectl create token ...``);
-* ``KF_PIPELINES_COOKIE``: a session cookie for Dex / oauth2-proxy fronted installs
-  (``authservice_session=...``);
-* ``KF_PIPELINES_SA_TOKEN_PATH``: a projected service-account token file (in-cluster jobs;
-  kfp's own variable);
-* none of these: no credentials (port-forwarded or open endpoints).
-
-``KF_PIPELINES_ENDPOINT`` (kfp's own variable) is the host when ``--host`` is not given.
+Credentials come only from the environment: ``KF_PIPELINES_TOKEN`` (bearer token),
+``KF_PIPELINES_COOKIE`` (Dex / oauth2-proxy session, ``authservice_session=...``),
+``KF_PIPELINES_SA_TOKEN_PATH`` (a projected service-account token file), else none.
+``KF_PIPELINES_ENDPOINT`` is the host when ``--host`` is not given.
 """
 
 from __future__ import annotations
@@ -36,16 +30,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TOKEN_ENV = "KF_PIPELINES_TOKEN"
-COOKIE_ENV = "KF_PIPELINES_COOKIE"
-SA_TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 HOST_ENV = "KF_PIPELINES_ENDPOINT"
 
 
 @contextlib.contextmanager
 def kfp_errors(host: str, action: str) -> Iterator[None]:
-    """One-line UserErrors (exit 1) for API, network and kfp client errors; what kfp.Client
-    prints (links) and warns (versions) goes to debug logging."""
+    """One-line UserErrors (exit 1) for API, network and kfp errors; kfp's prints to debug logs."""
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -70,8 +60,7 @@ def kfp_errors(host: str, action: str) -> Iterator[None]:
 
 
 def api_message(body: str | bytes | None) -> str:
-    """The ``message`` (or ``error``) of an API server's JSON error body, else the body's first
-    line (a proxy's page); shortened, "" when there is none (KFP's and Kubernetes' API errors)."""
+    """The ``message`` (or ``error``) of a JSON error body, else its first line (a proxy's page)."""
     text = body.decode(errors="replace") if isinstance(body, bytes) else body
     try:
         doc = json.loads(text or "{}")
@@ -96,7 +85,8 @@ def connect(host: str, namespace: str | None = None, ca_cert: str | None = None)
     if not logger.isEnabledFor(logging.DEBUG):
         # urllib3 logs each retry of a dead host as a WARNING; our one-line error says it all
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    token, sa_token_path = os.environ.get(TOKEN_ENV) or None, os.environ.get(SA_TOKEN_PATH_ENV)
+    token = os.environ.get("KF_PIPELINES_TOKEN") or None
+    sa_token_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
     credentials = None
     if token is None and sa_token_path:
         credentials = ServiceAccountTokenVolumeCredentials(sa_token_path)
@@ -105,7 +95,7 @@ def connect(host: str, namespace: str | None = None, ca_cert: str | None = None)
             host=host,
             namespace=namespace or "kubeflow",
             existing_token=token,
-            cookies=os.environ.get(COOKIE_ENV) or None,
+            cookies=os.environ.get("KF_PIPELINES_COOKIE") or None,
             credentials=credentials,
             ssl_ca_cert=ca_cert,
         )  # kfp checks /healthz here unless a namespace is set in its context file
@@ -113,7 +103,7 @@ def connect(host: str, namespace: str | None = None, ca_cert: str | None = None)
 
 @dataclass(frozen=True)
 class UploadedVersion:
-    """The pipeline version a run or schedule uses; ``reused``: it existed with this content."""
+    """The pipeline version a run or schedule uses; ``reused``: it held this YAML already."""
 
     pipeline_id: str
     version_id: str
@@ -125,7 +115,6 @@ class UploadedVersion:
     def of(
         cls, pipeline_id: str, version: Any, new_pipeline: bool = False, reused: bool = False
     ) -> UploadedVersion:
-        """From a ``V2beta1PipelineVersion`` of pipeline ``pipeline_id``."""
         name = version.display_name
         return cls(pipeline_id, version.pipeline_version_id, name, new_pipeline, reused)
 
@@ -140,8 +129,7 @@ def _content_hash(version: Any) -> str | None:
 
 
 def content_description(package: PipelinePackage) -> str:
-    """The description every upload carries (the UI shows it): usage, and the YAML's sha256
-    for ``--reuse-version``."""
+    """Every upload's description (the UI shows it): usage and the YAML's sha256."""
     mark = f"rfdetr-pipeline upload of {package.path.name}; {CONTENT_MARK}{package.sha256}"
     return f"{package.usage()} {mark}"
 
@@ -164,14 +152,11 @@ def upload_version(
 ) -> UploadedVersion:
     """Upload ``package`` as version ``version_name`` of ``pipeline_name`` (created if needed).
 
-    A new pipeline gets its first version from the upload itself (KFP names it after the
-    pipeline). KFP versions are immutable, so an existing version name is refused, unless
-    ``reuse`` is set and that version holds this very YAML (same sha256 in its description).
-    With ``reuse``, a version of any name that holds this YAML is used too (say, the pipeline's
-    first version, or an earlier release being rolled back to): a release's submit and
-    schedule, or a re-run of a failed deploy, share one version instead of uploading twice.
-    With ``namespace``, a private pipeline there: multi-user KFP authorizes a shared one in its own
-    namespace (``canUploadVersionedPipeline``), where the submitter's Role grants nothing.
+    A new pipeline's first version is the upload itself (named after the pipeline). Versions are
+    immutable: an existing name is refused unless ``reuse`` is set and it holds this YAML (sha256
+    in its description); with ``reuse`` any version holding this YAML is used (submit + schedule
+    of a release, re-runs, rollbacks). With ``namespace``, a private pipeline there: multi-user
+    KFP authorizes a shared one in its own namespace (``canUploadVersionedPipeline``).
     """
     description = content_description(package)
     with kfp_errors(host, f"uploading pipeline {pipeline_name!r}"):
@@ -212,7 +197,6 @@ def upload_version(
 
 
 def _version_holding(client: kfp.Client, pipeline_id: str, sha256: str) -> Any | None:
-    """The newest version of the pipeline whose description names ``sha256``, if any."""
     token = ""
     while True:
         page = client.list_pipeline_versions(
@@ -261,15 +245,15 @@ def wait_for_run(
     *,
     terminate_on_abort: bool = False,
 ) -> str:
-    """Poll run ``run_id`` until it ends; returns its final state (one of TERMINAL_RUN_STATES).
+    """Poll run ``run_id`` until it ends (CANCELED too, unlike kfp's
+    ``wait_for_run_completion``); returns its state, one of TERMINAL_RUN_STATES.
 
-    Unlike kfp's ``wait_for_run_completion``, it stops on CANCELED. A run still going after
-    ``timeout_s`` is a UserError (exit 1). With ``terminate_on_abort``, a wait ending first
-    (timeout, Ctrl-C, SIGTERM of a cancelled CI job) terminates the run: no GPU run goes unwatched.
+    Raises UserError (exit 1) after ``timeout_s``. With ``terminate_on_abort``, a wait ending
+    first (timeout, Ctrl-C, SIGTERM of a cancelled CI job) terminates the run.
     """
     import signal
 
-    # A cancelled CI job's step gets SIGTERM: raise KeyboardInterrupt as for Ctrl-C.
+    # SIGTERM (a cancelled CI job) raises KeyboardInterrupt, as Ctrl-C does
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     deadline = time.monotonic() + timeout_s
     try:
@@ -312,12 +296,9 @@ def create_schedule(
     replace: bool = False,
     delete_old: bool = False,
 ) -> tuple[str, list[str]]:
-    """Create a recurring run on ``version`` (``cron`` checked by :func:`validate_cron`);
-    returns (its id, ids of the ones it replaced).
-
-    With ``replace``, enabled recurring runs of that name in the experiment are disabled once the
-    new one exists (never no schedule); ``delete_old`` deletes all of them instead (any state).
-    """
+    """Create a recurring run on ``version``; returns (its id, ids of the ones it replaced).
+    ``replace``: enabled ones of that name in the experiment are disabled once the new one exists;
+    ``delete_old``: all of them (any state) are deleted instead."""
     with kfp_errors(host, f"scheduling {name!r}"):
         previous = []
         if replace:

@@ -1,8 +1,5 @@
-"""A compiled pipeline YAML and the arguments, versions and crons given for it on the command line.
-
-Everything here is checked before any server is contacted: the package is a KFP v2 pipeline,
-parameter names exist and values have the declared types, a cron has KFP's six fields.
-"""
+"""A compiled pipeline YAML, and the arguments and crons given for it, checked before any server
+is contacted."""
 
 from __future__ import annotations
 
@@ -51,11 +48,7 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class PipelinePackage:
-    """A compiled pipeline YAML: its path, ``pipelineInfo.name``, parameters and content hash.
-
-    ``sha256`` is the hex digest of the file's bytes: the identity of what a pipeline version
-    holds (recorded in the version's description so that a re-deploy can recognise it).
-    """
+    """A compiled pipeline YAML; ``sha256`` (of its bytes) identifies what a version holds."""
 
     path: Path
     name: str
@@ -64,8 +57,8 @@ class PipelinePackage:
     description: str = ""  # pipelineInfo.description
 
     def usage(self) -> str:
-        """What a Kubeflow UI user needs to start a run: the UI shows the upload's description
-        but never a parameter's own (KFP 2.17 frontend NewRunParametersV2.tsx l.164)."""
+        """What a UI user needs to start a run: the UI shows the upload's description, never a
+        parameter's (KFP 2.17 frontend NewRunParametersV2.tsx l.164)."""
         required = sorted(name for name, spec in self.parameters.items() if spec.required)
         parts = [self.description.strip()] if self.description.strip() else []
         if required:
@@ -128,11 +121,8 @@ def _coerce(spec: ParamSpec, value: Any, from_text: bool) -> Any:
 def build_params(
     package: PipelinePackage, cli_pairs: list[str], params_file: Path | None = None
 ) -> dict[str, Any]:
-    """Pipeline arguments from ``--params-file`` (JSON/YAML mapping) then ``--param k=v``.
-
-    Names are checked against the compiled pipeline (with a close-match hint), values coerced to
-    the declared types, and required parameters without a default must be given.
-    """
+    """Pipeline arguments from ``--params-file`` (JSON/YAML mapping) then ``--param k=v``, checked
+    against ``package`` (names, types, required ones); raises UserError."""
     values: dict[str, tuple[Any, bool]] = {}
     if params_file is not None:
         import yaml
@@ -189,8 +179,7 @@ def validate_cron(expression: str) -> str:
 
 
 def _cron_range(text: str, low: int, high: int, names: dict[str, int]) -> bool:
-    """Whether robfig/cron v1.2.0's ``getRange`` (parser.go) takes ``text``: ``*`` or ``?``, N,
-    N-M or a name, then an optional ``/STEP`` (``N/STEP``: from N to the maximum)."""
+    """Whether robfig/cron v1.2.0 ``getRange`` (parser.go) takes ``text`` (``N/STEP``: N to max)."""
     span, slash, step = text.partition("/")
     ends = [int(v) if v.isdigit() else names.get(v.lower(), -1) for v in span.split("-")]
     first, last = (low, high) if span in ("*", "?") else (ends[0], ends[-1])

@@ -1,22 +1,12 @@
 """Run the training pipeline on this machine with ``kfp.local`` (``rfdetr-pipeline run-local``).
 
-The same pipeline as on Kubeflow (:func:`pipelines.training_pipeline.build_pipeline` with
-:meth:`Platform.for_local`), executed by ``kfp.local.SubprocessRunner(use_venv=False)``: every
-step runs as a subprocess of this interpreter, which must have the project installed. Things
-that differ from a cluster (kfp.local 2.17):
-
-- Artifacts land under ``<pipeline_root>/rfdetr-training-<timestamp>/<task>/<output>``; the
-  pipeline's own ``pipeline_root`` is ignored.
-- Kubernetes settings (secrets, GPUs, tolerations, ``/dev/shm``) are ignored: object-store
-  endpoint and keys come from this process's environment (``eval "$(rfdetr-pipeline
-  objectstore env)"``).
-- A retried step reuses its folders, so training resumes from the ``checkpoint.pth`` in its work
-  folder (``<run>/train/checkpoints.work``, which also keeps the periodic checkpoints); the
-  checkpoint mirror is off unless asked for.
-- Artifacts are read in place; on a cluster KFP's launcher uploads and downloads them
-  (``make demo`` prints what that would move).
-- kfp.local cannot pass a "missing" optional parameter (it fails on None), so the knobs left
-  unset are filled with the values the preset resolves to (:func:`local_arguments`).
+The Kubeflow pipeline built with :meth:`Platform.for_local`, each step a subprocess of this
+interpreter (``kfp.local.SubprocessRunner(use_venv=False)``). Unlike a cluster (kfp.local 2.17):
+artifacts land under ``<pipeline_root>/rfdetr-training-<timestamp>/<task>/<output>`` and are read
+in place; Kubernetes settings are ignored (the object store comes from this environment); a
+retried step reuses its folders, so training resumes from its work folder's ``checkpoint.pth``
+(the mirror is off unless asked for); unset optional parameters must be filled
+(:func:`local_arguments`), as kfp.local fails on None.
 """
 
 from __future__ import annotations
@@ -47,7 +37,7 @@ _ERROR_LINE = re.compile(r"^\s*([\w_]+): error: (.*)$")
 
 
 class LocalRunError(RuntimeError):
-    """The local run failed; ``task`` is the failed step; the message is its error."""
+    """The local run failed; ``task`` is the failed step, the message its error."""
 
     def __init__(self, message: str, task: str | None, log_path: Path | None) -> None:
         super().__init__(message)
@@ -84,15 +74,11 @@ class LocalRun:
 
 
 def local_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """``arguments`` with every unset optional parameter filled, as kfp.local needs.
-
-    Unset knobs (:data:`pipelines.parameters.KNOBS`) get the value the run config resolves to
-    for this model size (the preset's), ``overrides`` an empty dict and the checkpoint mirror
-    is off.
+    """``arguments`` with every unset optional parameter filled: knobs with the preset's values,
+    ``overrides`` ``{}``, the checkpoint mirror off.
 
     Raises:
-        ConfigError: the arguments do not make a valid run config (the run would fail first
-            thing anyway).
+        ConfigError: the arguments do not make a valid run config.
     """
     from pipelines.steps.config import resolve_run_config, resolved_knobs
 
@@ -107,12 +93,8 @@ def local_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _ProgressTee(io.TextIOBase):
-    """Stdout replacement: everything to the log file; step start/end lines to ``console``.
-
-    kfp.local prints each step's output through ``print`` in this process, so the full log ends
-    up in the file while the console shows a short progress trail. Error lines of our steps
-    (``<step>: error: ...``) are remembered for the failure message.
-    """
+    """Stdout (where kfp.local prints the steps' output) to the log file, step start/end lines to
+    ``console``; ``<step>: error: ...`` lines kept for the failure message."""
 
     def __init__(self, log: TextIO, console: TextIO | None) -> None:
         self.log, self.console = log, console
@@ -163,8 +145,7 @@ class _ProgressTee(io.TextIOBase):
 
 @contextlib.contextmanager
 def _captured(log_path: Path | None, console: TextIO | None) -> Iterator[_ProgressTee]:
-    """Stdout into a :class:`_ProgressTee` writing ``log_path`` (None: a temporary file); the
-    root logger's INFO lines of kfp.local kept off the console."""
+    """Stdout into a :class:`_ProgressTee`; kfp.local's INFO log lines kept off the console."""
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
@@ -187,10 +168,9 @@ def run_local(
     log_path: str | Path | None = None,
     console: TextIO | None = sys.stderr,
 ) -> LocalRun:
-    """Run the pipeline with ``arguments`` (at least ``dataset_uri``; the unset optional
-    parameters filled by :func:`local_arguments`) through kfp.local, in a run folder under
-    ``pipeline_root``. Every step's output goes to ``log_path`` (None: a temporary file), the
-    progress lines to ``console`` (None: silent).
+    """Run the pipeline with ``arguments`` (at least ``dataset_uri``) in a run folder under
+    ``pipeline_root``; steps' output to ``log_path`` (None: a temporary file), progress lines to
+    ``console`` (None: silent).
 
     Raises:
         LocalRunError: a step failed; the message is the step's error.

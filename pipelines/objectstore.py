@@ -142,9 +142,6 @@ def _upload(args: argparse.Namespace) -> int:
     return 0
 
 
-_ACTIONS = ("start", "stop", "status", "env")
-
-
 def _add_objectstore(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "objectstore",
@@ -159,7 +156,7 @@ def _add_objectstore(subparsers: Subparsers) -> None:
             'eval "$(rfdetr-pipeline objectstore env)".'
         ),
     )
-    parser.add_argument("action", choices=_ACTIONS, help="what to do")
+    parser.add_argument("action", choices=("start", "stop", "status", "env"), help="what to do")
     data_help = "data folder (default: $RFDETR_OBJECTSTORE_DIR or ./.objectstore)"
     parser.add_argument("--data-dir", type=Path, help=data_help)
     parser.add_argument(

@@ -1,18 +1,11 @@
-"""The training pipeline's parameters, declared once.
+"""The training pipeline's parameters, declared once in :data:`PARAMETERS`.
 
-Everything else is derived from :data:`PARAMETERS`: the pipeline's signature and the per-input
-descriptions KFP compiles from its docstring (:mod:`pipelines.training_pipeline`), the
-``resolve_config`` component's signature (:mod:`components.resolve_config`, which receives every
-``CONFIG`` and ``KNOB`` parameter), the unset knobs the local runner fills
-(:func:`pipelines.local.local_arguments`) and the README's parameter table (a test compares it).
-
-To add a parameter, add one ``Param`` line below. A ``KNOB`` (a `RunConfig` option by its flat
-name, unset = the preset's value) and a ``CONFIG`` parameter reach ``resolve_config`` by
-themselves (a ``CONFIG`` parameter of a later step, :data:`pipelines.steps.config.STEP_INPUTS`,
-is only checked there); a parameter is passed to its step in ``training_pipeline.py``
-(``params["name"]``). A ``PLATFORM`` parameter's default is the compiled
-:class:`~pipelines._platform.Platform` field of the same name (a ``compile`` option). Then
-``python -m pipelines.parameters README.md`` rewrites the README table.
+The pipeline's signature and input descriptions, ``resolve_config``'s signature (every ``CONFIG``
+and ``KNOB`` parameter), the knobs ``run-local`` fills and the README table derive from it.
+To add one: a ``Param`` line below; pass it to its step in ``training_pipeline.py``
+(``params["name"]``) unless it is a ``KNOB`` or ``CONFIG`` (those reach ``resolve_config`` by
+themselves; a later step's ``CONFIG`` is only checked there, ``pipelines.steps.config``); then
+``python -m pipelines.parameters README.md``. A ``PLATFORM`` default is the compiled Platform's.
 """
 
 from __future__ import annotations
@@ -47,7 +40,7 @@ class Param:
         return Optional[self.type] if self.default is None else self.type  # noqa: UP045
 
 
-# One line per parameter (E501 is off for this file): name, type, default, help[, kind].
+# name, type, default, help[, kind] (E501 is off for this file)
 # fmt: off
 PARAMETERS: tuple[Param, ...] = (
     Param("dataset_uri", str, REQUIRED, "s3:// or minio:// prefix of a COCO/YOLO dataset (train/, valid/, test/)", CONFIG),
@@ -90,7 +83,7 @@ DOCSTRING = f"Train, evaluate, export and publish an RF-DETR model.\n\n{args_sec
 
 
 def pipeline_signature(return_annotation: Any, platform: object) -> inspect.Signature:
-    """The pipeline function's signature; ``PLATFORM`` defaults are read from ``platform``."""
+    """The pipeline function's signature; ``PLATFORM`` defaults read from ``platform``."""
     return inspect.Signature(
         [
             inspect.Parameter(

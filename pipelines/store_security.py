@@ -1,29 +1,18 @@
 """Lock down the local SeaweedFS so objects are reachable only through S3 with the keys.
 
-SeaweedFS reads ``security.toml`` from its working folder (the data folder). Written at every
-start (mode 0600, fresh random keys and certificates):
+``security.toml`` (read from the data folder, the server's working folder) is written at every
+start, mode 0600, with fresh keys and certificates: ``[jwt.signing]`` and ``[jwt.filer_signing]``
+(+ ``.read``) make the volume server's and the filer's HTTP ports serve only requests with a token
+the master hands out over gRPC; ``[grpc]`` makes every gRPC port demand a client certificate of a
+private CA (mutual TLS; the CA's key is never written); ``[access] ui = false``.
 
-- ``[jwt.signing]`` / ``[jwt.signing.read]``: the volume server's HTTP port reads and writes only
-  with a token signed by the master (which hands them out over gRPC only);
-- ``[jwt.filer_signing]`` / ``[jwt.filer_signing.read]``: the same for the filer's HTTP port, so
-  its GET/PUT/list no longer serve objects to anyone on the machine;
-- ``[grpc]`` with a private CA: every gRPC port (master, volume, filer, S3, admin, ...) demands a
-  client certificate signed by that CA (mutual TLS); the CA's key is never written;
-- ``[access] ui = false``.
-
-The master's HTTP admin paths (``/dir/assign``, ``/col/delete?collection=<bucket>`` -- which
-deletes a bucket's data --, ``/vol/grow``, ``/vol/vacuum``, ``/dir/lookup``, ``/submit``, ...)
-are guarded in SeaweedFS only by an IP white list (``[guard] white_list``), and ``weed mini``
-applies that list also to its in-process unix-socket gRPC (peer ``@``) and to the filer's HTTP
-uploads to the volume server from 127.0.0.1: any list that lets the store work lets every local
-user in. So the store runs with ``-disableHttp`` (:mod:`pipelines.seaweedfs`): the master does
-not register these handlers at all (weed/server/master_server.go, ``if !ms.option.DisableHttp``)
-and answers them 404, while volume servers and the filer reach it over mutual-TLS gRPC only.
-
-What still answers without credentials (SeaweedFS 4.48, measured; all read-only): the master's
-status page, ``/cluster/status`` and ``/healthz``; the volume server's ``/status`` (disk use,
-volume ids and sizes) and ``/healthz``; the admin server's ``/metrics``. The server runs with
-umask 077, so its data folder and its unix sockets in the temp folder are its owner's only.
+The master's HTTP admin paths (``/col/delete?collection=<bucket>`` deletes a bucket's data,
+``/dir/assign``, ``/vol/grow``, ...) are guarded only by an IP white list, which ``weed mini`` also
+applies to its own unix-socket gRPC and loopback uploads: any list that lets the store work lets
+every local user in. So the store runs with ``-disableHttp``: the master does not register them
+(weed/server/master_server.go, ``if !ms.option.DisableHttp``). Still open without keys
+(SeaweedFS 4.48, measured; read-only): status pages, ``/healthz``, the admin ``/metrics``. The
+server runs with umask 077, so its files and unix sockets are its owner's only.
 """
 
 from __future__ import annotations
@@ -35,7 +24,6 @@ import os
 import secrets
 from pathlib import Path
 
-TLS_DIR = "tls"
 CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "node.crt", "node.key"
 COMMON_NAME = "rfdetr-local-objectstore"
 _GRPC_SERVICES = (
@@ -104,7 +92,7 @@ def _certificates(folder: Path) -> None:
 
 def write_security_config(data_dir: Path) -> Path:
     """Write ``data_dir/security.toml`` and ``data_dir/tls/`` (see the module docstring)."""
-    tls = data_dir / TLS_DIR
+    tls = data_dir / "tls"
     tls.mkdir(mode=0o700, exist_ok=True)
     _certificates(tls)
     ca, cert, key = (json.dumps(str(tls / name)) for name in (CA_FILE, CERT_FILE, KEY_FILE))

@@ -1,30 +1,14 @@
-"""Prometheus metrics of pipeline steps, pushed to a Pushgateway (optional).
+"""Prometheus metrics of pipeline steps, pushed to a Pushgateway when ``PUSHGATEWAY_URL`` is set.
 
->>> metrics = StepMetrics("rfdetr-train", "train")
->>> with metrics.observe_duration():          # duration, success/failure time, then push
-...     metrics.set_epoch(3)
-...     metrics.set_images_per_second(41.5)
-...     metrics.set_losses({"loss": 1.2, "loss_bbox": 0.3})
-...     metrics.set_map({"map_50_95": 0.41, "map_50": 0.62})
+``PUSHGATEWAY_USERNAME`` / ``PUSHGATEWAY_PASSWORD`` add basic auth. Unset, nothing is pushed and
+``prometheus_client`` is never imported; a failed push is a warning, never a failed step. Each
+push replaces the group ``job="rfdetr", pipeline, step`` (not the run id: the Pushgateway never
+expires groups); the run id is the ``run_id`` label of ``rfdetr_step_info``. Gauges:
 
-Pushing happens when ``PUSHGATEWAY_URL`` is set (``http://pushgateway.monitoring:9091``;
-``PUSHGATEWAY_USERNAME`` / ``PUSHGATEWAY_PASSWORD`` add basic auth). Unset, every call is a
-no-op (one debug log line) and ``prometheus_client`` is never imported. A failed push is logged
-as a warning and never fails the step.
-
-Series are grouped by ``job="rfdetr"``, ``pipeline`` and ``step`` (not by run id, since the
-Pushgateway never expires groups); each push replaces the step's group (HTTP PUT). The run id,
-when given, is the ``run_id`` label of ``rfdetr_step_info``. Names get the ``rfdetr_`` prefix:
-
-==========================================  ======================================================
-``rfdetr_step_duration_seconds``             wall time of the last ``observe_duration`` block
-``rfdetr_step_last_success_timestamp_seconds``  Unix time the step last succeeded
-``rfdetr_step_last_failure_timestamp_seconds``  Unix time the step last failed
-``rfdetr_step_success``                      1 after success, 0 after failure
-``rfdetr_epoch``, ``rfdetr_images_per_second``  training progress and throughput
-``rfdetr_loss{loss="..."}``                  loss terms (``set_losses``)
-``rfdetr_eval_metric{metric="..."}``         mAP and recall figures (``set_map``)
-==========================================  ======================================================
+- ``rfdetr_step_duration_seconds``: wall time of the last ``observe_duration`` block;
+- ``rfdetr_step_last_{success,failure}_timestamp_seconds``, ``rfdetr_step_success`` (1 or 0);
+- ``rfdetr_epoch``, ``rfdetr_images_per_second``: training progress and throughput;
+- ``rfdetr_loss{loss="..."}`` (``set_losses``), ``rfdetr_eval_metric{metric="..."}`` (``set_map``).
 """
 
 from __future__ import annotations
@@ -49,12 +33,8 @@ _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class StepMetrics:
-    """Gauges of one pipeline step, pushed as the group ``{job, pipeline, step}``.
-
-    Values are kept in plain Python and only turned into Prometheus families when pushed, so
-    the class costs nothing when no Pushgateway is configured. Thread-safe.
-    ``gateway`` defaults to ``$PUSHGATEWAY_URL``; ``gateway=""`` turns pushing off.
-    """
+    """Gauges of one pipeline step, plain Python until pushed; thread-safe. ``gateway`` defaults
+    to ``$PUSHGATEWAY_URL``; ``gateway=""`` turns pushing off."""
 
     def __init__(
         self,
@@ -122,7 +102,7 @@ class StepMetrics:
             self.set_gauge("eval_metric", value, "COCO evaluation metrics", labels={"metric": name})
 
     def values(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-        """A snapshot: {metric name: {((label, value), ...): value}} (for tests and logs)."""
+        """A snapshot: {metric name: {((label, value), ...): value}}."""
         with self._lock:
             return {
                 name: {tuple(zip(keys, lv, strict=True)): v for lv, v in series.items()}
@@ -192,7 +172,6 @@ class StepMetrics:
 
 
 def _auth_handler() -> Any:
-    """push_to_gateway's handler: basic auth from PUSHGATEWAY_USERNAME/PASSWORD when set."""
     from prometheus_client.exposition import basic_auth_handler, default_handler
 
     user, password = os.environ.get("PUSHGATEWAY_USERNAME"), os.environ.get("PUSHGATEWAY_PASSWORD")

@@ -1,13 +1,11 @@
-"""The RF-DETR training pipeline: wiring only (the steps are :mod:`components`,
-the cluster settings :mod:`pipelines._platform`).
+"""The RF-DETR training pipeline: wiring only (steps: :mod:`components`; cluster settings:
+:mod:`pipelines._platform`; parameters: :mod:`pipelines.parameters`).
 
     resolve_config -> fetch_dataset -> validate_dataset -> train -> select_checkpoint
-        -> evaluate, export_onnx -> publish
+        -> evaluate, export_onnx -> publish [-> deploy]
 
-``rfdetr_training`` is the pipeline with the default cluster settings (``kfp dsl compile --py
-pipelines/training_pipeline.py --function rfdetr_training`` works); :func:`build_pipeline`
-makes it for other settings, e.g. ``Platform.for_local()`` in ``run-local``. The parameters
-are declared in :mod:`pipelines.parameters`; the wiring reads them from ``params`` by name.
+``rfdetr_training`` has the default cluster settings (``kfp dsl compile --py ... --function
+rfdetr_training`` works); :func:`build_pipeline` makes it for others.
 """
 
 from typing import Any, NamedTuple
@@ -135,7 +133,13 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
         ps.use_object_store(tasks[key], p)
     ps.use_gpus(tasks["trained"], p, 0 if distributed else p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)
-    ps.retry_training(tasks["trained"], p)
+    if p.train_retries > 0:  # each attempt resumes
+        tasks["trained"].set_retry(
+            num_retries=p.train_retries,
+            backoff_duration=p.retry_backoff,
+            backoff_factor=p.retry_backoff_factor,
+            backoff_max_duration=p.retry_backoff_max,
+        )
     ps.deadline(tasks["trained"], p, p.train_timeout_s)
     ps.deadline(tasks["evaluated"], p, p.eval_timeout_s)
     if "served" in tasks:
