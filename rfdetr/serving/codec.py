@@ -1,19 +1,14 @@
 """Open Inference Protocol v2 tensors <-> RF-DETR inputs and detections, with input limits.
 
-Request (exactly one of the first two inputs):
-
-- ``images``: BYTES ``[B]``, each element an encoded image file (PNG, JPEG, ...; base64 text
-  when sent inside JSON);
-- ``input``: FP32 ``[B, 3, H, W]`` already resized to the model's input size and normalised
-  (what the ONNX file takes), optionally with ``orig_size`` INT32/INT64 ``[B, 2]`` (height,
-  width of each original image; default ``H, W``) so boxes come back in original pixels;
-- request parameter ``threshold`` (float in [0, 1], default the server's).
-
-Response, all detections of the request flattened (``N`` rows): ``boxes`` FP32 ``[N, 4]`` pixel
-xyxy, ``scores`` FP32 ``[N]``, ``class_ids`` INT64 ``[N]`` (0-based), ``class_names`` BYTES
-``[N]``, ``batch_index`` INT64 ``[N]`` (the image of the request each row belongs to) and, for
-segmentation models, ``masks`` BYTES ``[N]``: COCO RLE as JSON (``{"size": [h, w], "counts"}``).
-A bad request raises :class:`kserve.errors.InvalidInput` (HTTP 400) with one line.
+Request: exactly one of ``images`` (BYTES ``[B]``, encoded image files; base64 text inside JSON)
+or ``input`` (FP32 ``[B, 3, H, W]`` at the model's input size, normalised, with optional
+``orig_size`` INT32/INT64 ``[B, 2]``: each original (height, width), default ``H, W``); request
+parameter ``threshold`` (float in [0, 1], default the server's). Response, the request's ``N``
+detections flattened: ``boxes`` FP32 ``[N, 4]`` pixel xyxy, ``scores`` FP32 ``[N]``,
+``class_ids`` INT64 ``[N]`` (0-based), ``class_names`` BYTES ``[N]``, ``batch_index`` INT64
+``[N]`` (the request's image) and, for Seg models, ``masks`` BYTES ``[N]``: COCO RLE as JSON
+(``{"size": [h, w], "counts"}``). A bad request raises :class:`kserve.errors.InvalidInput`
+(HTTP 400) with one line.
 """
 
 from __future__ import annotations

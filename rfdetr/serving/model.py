@@ -91,7 +91,9 @@ def fetch_model(source: str, cache_dir: Path | None = None) -> Path:
 class RFDETRServedModel(Model):
     """An RF-DETR raw-output ONNX export (its metadata giving classes and sizes) served as
     ``/v2/models/<name>`` over the Open Inference Protocol v2 (:mod:`.codec`), with dynamic
-    batching (:class:`MicroBatcher`) and ``threads`` ONNX Runtime threads (None: all cores)."""
+    batching (:class:`MicroBatcher`) and ``threads`` ONNX Runtime threads (None: all cores).
+    Opening the file raises ExportError if it is no ONNX model, MetadataError if it is not a
+    raw-output rfdetr export."""
 
     def __init__(
         self,
@@ -103,18 +105,12 @@ class RFDETRServedModel(Model):
         threads: int | None = None,
     ) -> None:
         super().__init__(name)
-        self.onnx_path = onnx_path
         self.limits = limits
-        self.threads = threads
-        self.batcher_args = (max_batch, max_latency_s)
-        self.runtime: ONNXRuntimeModel | None = None
-        self.batcher: MicroBatcher | None = None
+        self.runtime = ONNXRuntimeModel(onnx_path, threads=threads)
+        self.batcher = MicroBatcher(self.runtime, max_batch, max_latency_s, BATCH_IMAGES.observe)
 
     def load(self) -> bool:
-        """Open the ONNX Runtime session: ExportError if the file is no ONNX model, MetadataError
-        if it is not a raw-output rfdetr export."""
-        self.runtime = ONNXRuntimeModel(self.onnx_path, threads=self.threads)
-        self.batcher = MicroBatcher(self.runtime, *self.batcher_args, BATCH_IMAGES.observe)
+        """Log what is served and mark it ready (the session was opened with the model)."""
         meta = self.runtime.metadata
         logger.info(
             "model %r: %s %s, input %s, %d classes, batching up to %d within %.1f ms",
@@ -130,7 +126,6 @@ class RFDETRServedModel(Model):
         return self.ready
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        assert self.runtime is not None
         height, width = self.runtime.metadata.input_shape
         return [
             {"name": codec.IMAGES, "datatype": "BYTES", "shape": [-1]},
@@ -139,7 +134,6 @@ class RFDETRServedModel(Model):
         ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        assert self.runtime is not None
         outputs = [
             {"name": "boxes", "datatype": "FP32", "shape": [-1, 4]},
             {"name": "scores", "datatype": "FP32", "shape": [-1]},
@@ -158,11 +152,9 @@ class RFDETRServedModel(Model):
         response_headers: dict[str, str] | None = None,
     ) -> InferResponse:
         """Decode, run (batched with concurrent requests), post-process, encode."""
-        assert self.runtime is not None and self.batcher is not None
         if not isinstance(payload, InferRequest):  # KServe's v1 route hands over the raw body
             raise InvalidInput(f"this server speaks v2 only: POST /v2/models/{self.name}/infer")
-        runtime = self.runtime
-        parsed = await asyncio.to_thread(codec.parse_request, payload, runtime, self.limits)
+        parsed = await asyncio.to_thread(codec.parse_request, payload, self.runtime, self.limits)
         try:
             outputs = await self.batcher.submit(parsed.batch)
         except Exception as error:
@@ -183,7 +175,7 @@ class RFDETRServedModel(Model):
         )
 
     def _encode(self, outputs: dict[str, Any], parsed: codec.ParsedRequest) -> list[Any]:
-        assert self.runtime is not None
-        results = self.runtime.postprocess(outputs, parsed.sizes, threshold=parsed.threshold)
-        detections = [to_detections(result, self.runtime.class_names) for result in results]
-        return codec.encode_detections(detections, self.runtime.metadata.segmentation)
+        runtime = self.runtime
+        results = runtime.postprocess(outputs, parsed.sizes, threshold=parsed.threshold)
+        detections = [to_detections(result, runtime.class_names) for result in results]
+        return codec.encode_detections(detections, runtime.metadata.segmentation)
