@@ -41,7 +41,6 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from rfdetr.serving.codec import Limits
 from rfdetr.serving.model import RFDETRServedModel
 
 logger = logging.getLogger(__name__)
@@ -114,15 +113,6 @@ def _first_problem(errors: Any) -> str:
     return f"malformed request body: {where}: {first.get('msg', 'invalid')}"
 
 
-def decode_json_request(body: bytes) -> InferenceRequest:
-    """A REST body without ``Inference-Header-Content-Length``: all JSON, whatever its
-    Content-Type (``curl -d`` sends ``application/x-www-form-urlencoded``)."""
-    try:
-        return InferenceRequest.model_validate_json(body)
-    except ValidationError as error:
-        raise InvalidInput(_first_problem(error.errors())) from None
-
-
 def decode_binary_request(body: bytes, json_length: Any, model_name: str) -> InferRequest:
     """A REST request in the binary-data extension (JSON header, then raw tensors, kept raw for
     ``InferInput.as_numpy``); a length that does not add up, or a bad header: ``InvalidInput``."""
@@ -181,19 +171,22 @@ class _DataPlane(DataPlane):
         if isinstance(body, bytes):  # not sent as application/json
             if length is not None:
                 return decode_binary_request(body, length, model_name)
-            body = decode_json_request(body)
+            try:  # all JSON, whatever its Content-Type (``curl -d`` sends a form's)
+                body = InferenceRequest.model_validate_json(body)
+            except ValidationError as error:
+                raise InvalidInput(_first_problem(error.errors())) from None
         return super().decode_inference_request(body, headers, model_name)
 
 
 class _RESTServer(RESTServer):
-    def __init__(self, *args: Any, host: str, limits: Limits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, host: str, max_bytes: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.host = host  # uvicorn reads it when it binds
-        self.limits = limits
+        self.max_bytes = max_bytes
 
     def _add_middlewares(self, app: FastAPI) -> None:
         super()._add_middlewares(app)
-        app.add_middleware(BodyLimit, max_bytes=self.limits.max_request_bytes)
+        app.add_middleware(BodyLimit, max_bytes=self.max_bytes)
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
@@ -230,12 +223,12 @@ class _GRPCServer(GRPCServer):
 
 
 class RFDETRModelServer(ModelServer):
-    """``ModelServer`` with a listen host and the request limits (one worker process)."""
+    """``ModelServer`` with a listen host and a request size limit (one worker process)."""
 
-    def __init__(self, host: str, limits: Limits, **kwargs: Any) -> None:
+    def __init__(self, host: str, max_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = host
-        self.limits = limits
+        self.max_bytes = max_bytes
         self.dataplane = _DataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[Any]) -> None:  # ModelServer.start, less multi-process
@@ -248,7 +241,7 @@ class RFDETRModelServer(ModelServer):
             self.model_repository_extension,
             self.http_port,
             host=self.host,
-            limits=self.limits,
+            max_bytes=self.max_bytes,
             grace_period=self.grace_period,
             timeout_keep_alive=self.timeout_keep_alive,
         )
@@ -261,7 +254,7 @@ class RFDETRModelServer(ModelServer):
                 kwargs={},
                 grace_period=self.grace_period,
                 host=self.host,
-                max_bytes=self.limits.max_request_bytes,
+                max_bytes=self.max_bytes,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
@@ -274,7 +267,7 @@ def serve(model: RFDETRServedModel, host: str, http_port: int, grpc_port: int) -
     ``grpc_port``; 0 turns gRPC off)."""
     server = RFDETRModelServer(
         host=host,
-        limits=model.limits,
+        max_bytes=model.limits.max_request_bytes,
         http_port=http_port,
         grpc_port=grpc_port,
         enable_grpc=grpc_port > 0,
