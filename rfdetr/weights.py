@@ -22,7 +22,7 @@ QUERY_TABLE_KEYS = ("refpoint_embed.weight", "query_feat.weight")
 _CLASS_HEAD_KEY = re.compile(
     r"^(class_embed|transformer\.enc_out_class_embed\.\d+)\.(weight|bias)$"
 )
-_DROPPABLE_IF_EMPTY = ("_kp_active_mask",)  # upstream 1.11 keypoint buffer, (0, 0) in detectors
+_EMPTY_UPSTREAM_BUFFER = "_kp_active_mask"  # upstream 1.11 keypoint buffer, (0, 0) in detectors
 
 
 def load_state_dict_strict(
@@ -57,11 +57,10 @@ def load_state_dict_strict(
     """
     weights = dict(state_dict)
     expected = model.state_dict(keep_vars=True)
-    for key in _DROPPABLE_IF_EMPTY:  # a non-empty one stays and fails the load
-        value = weights.get(key)
-        if key not in expected and isinstance(value, torch.Tensor) and value.numel() == 0:
-            del weights[key]
-            logger.debug("%s: dropped the empty upstream buffer %s", source, key)
+    key, value = _EMPTY_UPSTREAM_BUFFER, weights.get(_EMPTY_UPSTREAM_BUFFER)
+    if key not in expected and isinstance(value, torch.Tensor) and value.numel() == 0:
+        del weights[key]  # a non-empty one stays and fails the load
+        logger.debug("%s: dropped the empty upstream buffer %s", source, key)
     if num_queries_total is not None:
         _fit_query_tables(weights, num_queries_total, group_detr, checkpoint_group_detr, source)
     if reinit_head_for is not None:
