@@ -64,7 +64,7 @@ def export_onnx(
 
     ``metadata`` goes into ``metadata_props`` and chooses the graph: ``input_shape``,
     ``dynamic_batch`` (symbolic axis ``batch``, else ``batch_size``), ``with_postprocess``
-    (`TopKPostProcess` appended, classes in ``logit_columns``).
+    (`PostProcess.select` appended, classes in ``logit_columns``).
 
     Raises:
         ExportError: an opset outside ``[MIN_OPSET, MAX_OPSET]`` or a bad batch size.
@@ -103,8 +103,9 @@ def export_onnx(
             do_constant_folding=True,
             dynamo=False,
         )
+        shapes = [tuple(output.shape[1:]) for output in module(*args)]
     proto = onnx.load(str(path))
-    _set_output_shapes(proto, module.output_shapes, batch_size, dynamic_batch)
+    _set_output_shapes(proto, shapes, batch_size, dynamic_batch)
     _set_metadata(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))

@@ -228,24 +228,15 @@ def _update(diffs: dict, scales: dict, name: str, got: np.ndarray, expected: np.
 
 
 def _postprocessed(outputs: dict, orig: torch.Tensor, postprocess: PostProcess) -> dict:
-    results = postprocess(outputs, orig, threshold=None)
-    expected = {
-        "scores": torch.stack([r["scores"] for r in results]).numpy(),
-        "class_ids": torch.stack([r["labels"] for r in results]).numpy(),
-        "boxes": torch.stack([r["boxes"] for r in results]).numpy(),
-    }
-    logits = outputs["pred_logits"]
-    columns = postprocess.class_columns
-    logits = logits[..., :-1] if columns is None else logits[..., columns]
-    scores = logits.sigmoid().flatten(1)
-    k = expected["scores"].shape[1]
-    ranked = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
-    expected["_next"] = ranked.values[:, k:].numpy()  # the first score left out, if any
-    if "pred_masks" in outputs:
-        query = ranked.indices[:, :k] // logits.shape[-1]
-        expected["masks"] = torch.stack(
-            [outputs["pred_masks"][i][query[i]] for i in range(len(results))]
-        ).numpy()
+    """``postprocess.select`` and ``_next``: the first score left out (empty when none is)."""
+    wider = PostProcess(postprocess.num_select + 1, postprocess.class_columns)
+    found = wider.select(
+        outputs["pred_logits"], outputs["pred_boxes"], orig, outputs.get("pred_masks")
+    )
+    k = min(postprocess.num_select, found[1].shape[1])
+    names = ("boxes", "scores", "class_ids", "masks")  # masks: Seg models only
+    expected = {name: value[:, :k].numpy() for name, value in zip(names, found, strict=False)}
+    expected["_next"] = found[1][:, k:].numpy()
     return expected
 
 
