@@ -83,7 +83,7 @@ def compare_on_dataset(
     """
     from rfdetr.data import build_dataset, coco_ground_truth, dataset_class_map
     from rfdetr.evaluation.coco import score_predictions
-    from rfdetr.evaluation.predictions import predict_dataset
+    from rfdetr.evaluation.predictions import predict_dataset_models
 
     started = time.perf_counter()
     meta = reference.metadata
@@ -96,18 +96,10 @@ def compare_on_dataset(
         class_map=dataset_class_map(dataset_dir),
     )
     ground_truth = coco_ground_truth(dataset)
-    results, predictions = [], []
-    for runtime in (reference, candidate):
-        found = predict_dataset(
-            runtime,
-            dataset,
-            postprocess=runtime.postprocess,
-            batch_size=1,
-            segmentation=meta.segmentation,
-        )
-        predictions.append(found)
-        scored = score_predictions(ground_truth, found, segmentation=meta.segmentation)
-        results.append(scored.bbox)
+    predictions = predict_dataset_models(  # boxes only; the candidate's metadata is the fp32's
+        [reference, candidate], dataset, postprocess=reference.postprocess, batch_size=1
+    )
+    results = [score_predictions(ground_truth, found).bbox for found in predictions]
     matched, unmatched, box, score = _deviations(*predictions, threshold)
     return AccuracyReport(
         file=candidate.path.name,

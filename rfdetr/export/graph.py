@@ -2,11 +2,7 @@
 
 The model's own ``forward`` runs on a copy with folded ViT blocks (`ViTBlock.deploy`); with the
 spatial size fixed, input-independent tensors (position table, proposals, queries) become
-constants. Outputs (upstream's ONNX contract): ``dets`` ``[B, Q, 4]`` normalised cxcywh,
-``labels`` ``[B, Q, C+1]`` logits, Seg: ``masks`` ``[B, Q, H/4, W/4]`` logits; with
-post-processing (`PostProcess.select`): a second input ``orig_size`` ``[B, 2]`` (h, w), outputs
-``boxes`` ``[B, K, 4]`` pixel xyxy, ``scores`` ``[B, K]``, ``class_ids`` ``[B, K]`` int64 (Seg:
-``masks`` ``[B, K, H/4, W/4]``).
+constants. Inputs and outputs: upstream's ONNX contract, listed in `rfdetr.export.metadata`.
 """
 
 from __future__ import annotations
@@ -72,10 +68,8 @@ class ExportModule(nn.Module):
             )
 
     def forward(self, images: Tensor, orig_size: Tensor | None = None) -> tuple[Tensor, ...]:
-        """``images`` ``[B, 3, H, W]`` normalised -> ``(dets, labels[, masks])``.
-
-        With post-processing, ``(boxes, scores, class_ids[, masks])`` (see the module docstring).
-        """
+        """``images`` ``[B, 3, H, W]`` normalised -> ``(dets, labels[, masks])``, with
+        post-processing ``(boxes, scores, class_ids[, masks])`` (`rfdetr.export.metadata`)."""
         out = self.model(images, with_aux=False)
         dets, labels, masks = out["pred_boxes"], out["pred_logits"], out.get("pred_masks")
         if self.postprocess is not None:
@@ -83,16 +77,3 @@ class ExportModule(nn.Module):
                 raise ValueError("the post-processing graph needs orig_size [B, 2]")
             return self.postprocess.select(labels, dets, orig_size, masks)
         return (dets, labels) if masks is None else (dets, labels, masks)
-
-    @property
-    def input_names(self) -> list[str]:
-        """ONNX input names."""
-        return ["input", "orig_size"] if self.postprocess is not None else ["input"]
-
-    @property
-    def output_names(self) -> list[str]:
-        """ONNX output names, in the order `forward` returns them."""
-        names = (
-            ["boxes", "scores", "class_ids"] if self.postprocess is not None else ["dets", "labels"]
-        )
-        return names + (["masks"] if self.model.segmentation_head is not None else [])

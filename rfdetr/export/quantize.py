@@ -67,9 +67,7 @@ class QuantizeResult:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able summary (the path as its file name)."""
-        data = asdict(self)
-        data["path"] = self.path.name
-        return data
+        return asdict(self) | {"path": self.path.name}
 
 
 def calibration_images(

@@ -108,13 +108,9 @@ class ONNXRuntimeModel:
         step = self.fixed_batch or len(array)
         chunks: list[list[np.ndarray]] = []
         for start in range(0, len(array), max(step, 1)):
-            part = array[start : start + step]
-            real = len(part)
-            if self.fixed_batch and real < self.fixed_batch:  # pad a short last chunk
-                pad = np.zeros((self.fixed_batch - real, *part.shape[1:]), np.float32)
-                part = np.concatenate([part, pad])
-            outputs = self._infer(part)
-            chunks.append([o[:real] for o in outputs])
+            part = array[start : start + step]  # a fixed batch's short last chunk: zero-padded
+            padded = np.pad(part, [(0, step - len(part)), (0, 0), (0, 0), (0, 0)])
+            chunks.append([output[: len(part)] for output in self._infer(padded)])
         return {
             name: np.concatenate([c[i] for c in chunks]) for i, name in enumerate(self.output_names)
         }

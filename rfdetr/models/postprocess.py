@@ -74,9 +74,9 @@ class PostProcess(nn.Module):
         """Post-process a batch: `select`, then the threshold and full-size masks per image.
 
         Args:
-            outputs: ``pred_logits`` ``[B, Q, C+1]``, ``pred_boxes`` ``[B, Q, 4]`` normalised
-                cxcywh, optionally ``pred_masks`` ``[B, Q, h, w]`` logits.
-            target_sizes: ``[B, 2]`` original ``(height, width)`` of each image.
+            outputs: ``pred_logits``, ``pred_boxes`` (, ``pred_masks``): `select`'s ``logits``,
+                ``boxes`` (, ``masks``).
+            target_sizes: `select`'s ``orig_size``.
             threshold: drop detections scoring at or below it (masks are then resized only
                 for the kept ones); a ``[C]`` tensor holds one per class id; None keeps all
                 ``num_select``.
