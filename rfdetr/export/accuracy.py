@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rfdetr.export.onnx import copy_header
+from rfdetr.export.openvino import add_rt_info
 from rfdetr.utils.atomic import write_atomic
 from rfdetr.utils.box_ops import box_iou
 
@@ -143,18 +145,15 @@ def _deviations(
 def write_report(report: AccuracyReport, model_path: Path) -> Path:
     """Write ``report`` to ``<file>.accuracy.json`` (returned) and into the model's metadata
     under ``accuracy`` (ONNX ``metadata_props``, OpenVINO ``rt_info``)."""
+    import onnx
+
     target = model_path.with_name(model_path.name + ".accuracy.json")
     write_atomic(target, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    props = {"accuracy": json.dumps(report.to_dict())}
     if model_path.suffix == ".xml":
-        from rfdetr.export.openvino import add_rt_info
-
-        add_rt_info(model_path, {"accuracy": json.dumps(report.to_dict())})
+        add_rt_info(model_path, props)
     if model_path.suffix == ".onnx":
-        import onnx
-
-        from rfdetr.export.onnx import copy_header
-
         model = onnx.load(str(model_path))
-        copy_header(model, model, {"accuracy": json.dumps(report.to_dict())})
+        copy_header(model, model, props)
         write_atomic(model_path, model.SerializeToString())
     return target
