@@ -105,20 +105,14 @@ def export_model(
     path = Path(output_dir) / f"{stem}.onnx"
     export_onnx(model, path, metadata=metadata, opset_version=opset_version, batch_size=batch_size)
     reference = PostProcess(config.num_select, class_columns) if with_postprocess else None
-    reports = [_checked(path, model, reference)] if verify else []
+    reports = [verify_onnx(path, model, postprocess=reference)] if verify else []
     simplified = simplify_onnx(path, path.with_name(f"{stem}.sim.onnx")) if simplify else None
     if simplified is not None and verify:
-        reports.append(_checked(simplified, model, reference))
+        reports.append(verify_onnx(simplified, model, postprocess=reference))
     final, quantized, accuracy = simplified or path, None, None
     if derived:
         final, quantized, accuracy = build_target(final, quantize, format, calibration, files)
     return ExportResult(final, path, tuple(reports), metadata, quantized, accuracy)
-
-
-def _checked(path: Path, model: object, postprocess: object) -> VerifyReport:
-    report = verify_onnx(path, model, postprocess=postprocess)
-    logger.info(report.summary())
-    return report
 
 
 def open_runtime(

@@ -88,7 +88,7 @@ def export_onnx(
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
-        shapes = [tuple(output.shape[1:]) for output in module(*args)]
+        shapes = [tuple(out.shape[1:]) for out in module(*args)]
         names_in = ["input", "orig_size"][: len(args)]
         names_out = list(OUTPUTS[metadata.with_postprocess])[: len(shapes)]
         axes = {name: {0: "batch"} for name in names_in + names_out} if dynamic_batch else None

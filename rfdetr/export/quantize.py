@@ -148,8 +148,7 @@ def output_error(
             keep = np.argsort(-scores)[:top]
             distance = np.abs(boxes[keep, None, :] - other_boxes[None]).mean(-1)  # [k, Q]
             nearest = distance.argmin(1)
-            rows = np.arange(len(keep))
-            errors.append(distance[rows, nearest] + np.abs(scores[keep] - other[nearest]))
+            errors.append(distance.min(1) + np.abs(scores[keep] - other[nearest]))
     return float(np.concatenate(errors).mean())
 
 

@@ -180,6 +180,7 @@ def verify_onnx(
     )
     if raise_on_failure and not report.passed:
         raise ExportVerificationError(report.summary() + "; the file is kept for inspection")
+    logger.info(report.summary())
     return report
 
 
