@@ -152,9 +152,8 @@ def simplify_onnx(source: str | os.PathLike[str], output: str | os.PathLike[str]
     slim = onnxslim.slim(original)
     copy_header(original, slim)
     onnx.checker.check_model(slim, full_check=True)
-    path = Path(output)
-    onnx.save(slim, str(path))
-    return path
+    onnx.save(slim, str(output))
+    return Path(output)
 
 
 def set_props(proto: object, props: dict[str, str]) -> None:
