@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rfdetr.export.onnx import copy_header
+from rfdetr.export.openvino import add_rt_info
 from rfdetr.utils.atomic import write_atomic
 from rfdetr.utils.box_ops import box_iou
 
@@ -83,7 +85,7 @@ def compare_on_dataset(
     """
     from rfdetr.data import build_dataset, coco_ground_truth, dataset_class_map
     from rfdetr.evaluation.coco import score_predictions
-    from rfdetr.evaluation.predictions import predict_dataset
+    from rfdetr.evaluation.predictions import predict_dataset_models
 
     started = time.perf_counter()
     meta = reference.metadata
@@ -96,18 +98,10 @@ def compare_on_dataset(
         class_map=dataset_class_map(dataset_dir),
     )
     ground_truth = coco_ground_truth(dataset)
-    results, predictions = [], []
-    for runtime in (reference, candidate):
-        found = predict_dataset(
-            runtime,
-            dataset,
-            postprocess=runtime.postprocess,
-            batch_size=1,
-            segmentation=meta.segmentation,
-        )
-        predictions.append(found)
-        scored = score_predictions(ground_truth, found, segmentation=meta.segmentation)
-        results.append(scored.bbox)
+    predictions = predict_dataset_models(  # boxes only; the candidate's metadata is the fp32's
+        [reference, candidate], dataset, postprocess=reference.postprocess, batch_size=1
+    )
+    results = [score_predictions(ground_truth, found).bbox for found in predictions]
     matched, unmatched, box, score = _deviations(*predictions, threshold)
     return AccuracyReport(
         file=candidate.path.name,
@@ -151,18 +145,15 @@ def _deviations(
 def write_report(report: AccuracyReport, model_path: Path) -> Path:
     """Write ``report`` to ``<file>.accuracy.json`` (returned) and into the model's metadata
     under ``accuracy`` (ONNX ``metadata_props``, OpenVINO ``rt_info``)."""
+    import onnx
+
     target = model_path.with_name(model_path.name + ".accuracy.json")
     write_atomic(target, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    props = {"accuracy": json.dumps(report.to_dict())}
     if model_path.suffix == ".xml":
-        from rfdetr.export.openvino import add_rt_info
-
-        add_rt_info(model_path, {"accuracy": json.dumps(report.to_dict())})
+        add_rt_info(model_path, props)
     if model_path.suffix == ".onnx":
-        import onnx
-
-        from rfdetr.export.onnx import copy_header
-
         model = onnx.load(str(model_path))
-        copy_header(model, model, {"accuracy": json.dumps(report.to_dict())})
+        copy_header(model, model, props)
         write_atomic(model_path, model.SerializeToString())
     return target

@@ -79,12 +79,12 @@ def export_model(
     not the id (COCO-id heads). Other arguments and errors: `rfdetr.api.RFDETRModel.export`.
     """
     size = check_shape(shape, config.resolution, config.block_size)
-    target = check_target(quantize, calibration, format, list(class_names))
-    if target.derived and with_postprocess:
+    files = check_target(quantize, calibration, format, list(class_names))
+    derived = quantize is not None or format != "onnx"
+    if derived and with_postprocess:
         raise ExportError("quantize / format='openvino' need the raw-output graph (no postprocess)")
     model = copy.deepcopy(model).cpu().eval()
-    if dataset_ids is not None and len(dataset_ids) != len(class_names):
-        dataset_ids = None  # the ids of another head (e.g. COCO's before a new class count)
+    same_head = dataset_ids is not None and len(dataset_ids) == len(class_names)
     metadata = ExportMetadata(
         model_name=config.name,
         task="segmentation" if config.segmentation_head else "detection",
@@ -98,27 +98,21 @@ def export_model(
         dynamic_batch=dynamic_batch,
         with_postprocess=with_postprocess,
         rfdetr_version=__version__,
-        dataset_ids=list(dataset_ids) if dataset_ids is not None else None,
+        dataset_ids=list(dataset_ids) if same_head else None,
         logit_columns=list(class_columns) if class_columns is not None else None,
     )
     stem = f"rfdetr-{config.name}" + ("-postprocess" if with_postprocess else "")
     path = Path(output_dir) / f"{stem}.onnx"
     export_onnx(model, path, metadata=metadata, opset_version=opset_version, batch_size=batch_size)
     reference = PostProcess(config.num_select, class_columns) if with_postprocess else None
-    reports = [_checked(path, model, reference)] if verify else []
+    reports = [verify_onnx(path, model, postprocess=reference)] if verify else []
     simplified = simplify_onnx(path, path.with_name(f"{stem}.sim.onnx")) if simplify else None
     if simplified is not None and verify:
-        reports.append(_checked(simplified, model, reference))
+        reports.append(verify_onnx(simplified, model, postprocess=reference))
     final, quantized, accuracy = simplified or path, None, None
-    if target.derived:
-        final, quantized, accuracy = build_target(final, target)
+    if derived:
+        final, quantized, accuracy = build_target(final, quantize, format, calibration, files)
     return ExportResult(final, path, tuple(reports), metadata, quantized, accuracy)
-
-
-def _checked(path: Path, model: object, postprocess: object) -> VerifyReport:
-    report = verify_onnx(path, model, postprocess=postprocess)
-    logger.info(report.summary())
-    return report
 
 
 def open_runtime(
@@ -149,28 +143,13 @@ QUANTIZE_CHOICES = ("int8",)
 FORMATS = ("onnx", "openvino")
 
 
-@dataclass(frozen=True)
-class Target:
-    """What to derive: ``quantize`` (None or ``int8``), ``format`` and the calibration data."""
-
-    quantize: str | None = None
-    format: str = "onnx"
-    calibration: Path | None = None
-    files: tuple[Path, ...] = ()
-
-    @property
-    def derived(self) -> bool:
-        """True when anything beyond the fp32 ONNX file is asked for."""
-        return self.quantize is not None or self.format != "onnx"
-
-
 def check_target(
     quantize: str | None,
     calibration: str | os.PathLike[str] | None,
     fmt: str,
     class_names: list[str],
-) -> Target:
-    """Validate the options before anything is exported.
+) -> list[Path]:
+    """Validate the options before anything is exported; the calibration images (or none).
 
     Raises:
         ExportError: an unknown option, int8 without a calibration dataset, no OpenVINO.
@@ -194,38 +173,43 @@ def check_target(
     if fmt == "openvino":
         require_openvino()
     if calibration is None:
-        return Target(quantize, fmt)
+        return []
     from rfdetr.data import build_dataset
 
     files = calibration_images(calibration, class_names)
     build_dataset(calibration, "valid", 32, train=False)  # the split the report needs exists
-    return Target(quantize, fmt, Path(calibration), tuple(files))
+    return files
 
 
 def build_target(
-    fp32: Path, target: Target
+    fp32: Path,
+    quantize: str | None,
+    fmt: str,
+    calibration: str | os.PathLike[str] | None,
+    files: list[Path],
 ) -> tuple[Path, QuantizeResult | None, AccuracyReport | None]:
-    """Write the derived file(s) next to ``fp32``; returns (file to use, int8 result, report).
+    """Write the derived file(s) next to ``fp32`` (options: `check_target`'s); returns
+    (file to use, int8 result, report).
 
     Raises:
         ExportVerificationError: an fp32 OpenVINO IR differs from ONNX Runtime beyond
             ``FP32_ATOL``.
     """
     path, quantized, runtime = fp32, None, None
-    if target.quantize:
-        inputs = preprocessed(list(target.files), fp32)
+    if quantize:
+        inputs = preprocessed(files, fp32)
         quantized = quantize_onnx(fp32, fp32.with_name(f"{fp32.stem}.int8.onnx"), inputs)
         path = quantized.path
         runtime = ONNXRuntimeModel(path)
     reference = ONNXRuntimeModel(fp32)
-    if target.format == "openvino":
+    if fmt == "openvino":
         path = export_openvino(path)
         runtime = OpenVINOModel(path)
-        if not target.quantize:
+        if not quantize:
             _check_fp32(reference, runtime)
-    if runtime is None or target.calibration is None:
+    if runtime is None or calibration is None:
         return path, quantized, None
-    report = compare_on_dataset(reference, runtime, target.calibration)
+    report = compare_on_dataset(reference, runtime, calibration)
     write_report(report, path)
     logger.info(report.summary())
     return path, quantized, report

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rfdetr.errors import UserError
 
-_OUTPUTS = {
+OUTPUTS = {  # output names in graph order, and their description
     False: {
         "dets": "[B, Q, 4] boxes, normalised cxcywh",
         "labels": "[B, Q, C+1] class logits (sigmoid per class; column i is class id i, "
@@ -74,35 +74,22 @@ class ExportMetadata:
         return self.task == "segmentation"
 
     def to_props(self) -> dict[str, str]:
-        """The ``metadata_props`` entries, all strings."""
+        """The ``metadata_props`` entries: the text fields as they are, the others as JSON."""
+        values = asdict(self) | {"resolution": self.resolution}
         props = {
-            "rfdetr_version": self.rfdetr_version,
-            "model_name": self.model_name,
-            "task": self.task,
-            "class_names": json.dumps(self.class_names),
-            "input_shape": json.dumps(list(self.input_shape)),
-            "resolution": str(self.resolution),
-            "mean": json.dumps(list(self.mean)),
-            "std": json.dumps(list(self.std)),
-            "num_queries": str(self.num_queries),
-            "num_select": str(self.num_select),
-            "patch_size": str(self.patch_size),
-            "dynamic_batch": json.dumps(self.dynamic_batch),
-            "with_postprocess": json.dumps(self.with_postprocess),
-            "box_format": "pixel xyxy" if self.with_postprocess else "normalised cxcywh",
+            key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in values.items()
+            if value is not None  # dataset_ids, logit_columns: absent when unknown
         }
-        outputs = dict(_OUTPUTS[self.with_postprocess])
+        props["box_format"] = "pixel xyxy" if self.with_postprocess else "normalised cxcywh"
+        outputs = dict(OUTPUTS[self.with_postprocess])
         if not self.segmentation:
             outputs.pop("masks")
-        if self.logit_columns is not None and "labels" in outputs:  # the key is written below
+        if self.logit_columns is not None and "labels" in outputs:
             outputs["labels"] = (
                 "[B, Q, K] class logits (sigmoid; class id i is column logit_columns[i])"
             )
         props["outputs"] = json.dumps(outputs)
-        if self.dataset_ids is not None:
-            props["dataset_ids"] = json.dumps(self.dataset_ids)
-        if self.logit_columns is not None:
-            props["logit_columns"] = json.dumps(self.logit_columns)
         return props
 
     @classmethod

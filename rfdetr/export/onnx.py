@@ -15,7 +15,7 @@ import torch
 
 from rfdetr.errors import UserError
 from rfdetr.export.graph import ExportModule
-from rfdetr.export.metadata import ExportMetadata
+from rfdetr.export.metadata import OUTPUTS, ExportMetadata
 from rfdetr.models.detector import RFDETR
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def export_onnx(
 
     ``metadata`` goes into ``metadata_props`` and chooses the graph: ``input_shape``,
     ``dynamic_batch`` (symbolic axis ``batch``, else ``batch_size``), ``with_postprocess``
-    (`TopKPostProcess` appended, classes in ``logit_columns``).
+    (`PostProcess.select` appended, classes in ``logit_columns``).
 
     Raises:
         ExportError: an opset outside ``[MIN_OPSET, MAX_OPSET]`` or a bad batch size.
@@ -83,13 +83,15 @@ def export_onnx(
     module = ExportModule(model, shape, top_k, metadata.logit_columns).eval()
     images = torch.randn(batch_size, 3, *shape)
     args: tuple[torch.Tensor, ...] = (images,)
-    if module.postprocess is not None:
+    if top_k is not None:
         args = (images, torch.tensor([[shape[0], shape[1]]] * batch_size, dtype=torch.long))
-    names_in, names_out = module.input_names, module.output_names
-    axes = {name: {0: "batch"} for name in names_in + names_out} if dynamic_batch else None
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
+        shapes = [tuple(out.shape[1:]) for out in module(*args)]
+        names_in = ["input", "orig_size"][: len(args)]
+        names_out = list(OUTPUTS[metadata.with_postprocess])[: len(shapes)]
+        axes = {name: {0: "batch"} for name in names_in + names_out} if dynamic_batch else None
         # Tracer notes on shape ints (fixed by design) and the legacy-exporter note are expected.
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -104,31 +106,24 @@ def export_onnx(
             dynamo=False,
         )
     proto = onnx.load(str(path))
-    _set_output_shapes(proto, module.output_shapes, batch_size, dynamic_batch)
-    _set_metadata(proto, metadata)
+    _describe(proto, metadata, shapes, batch_size)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     logger.info("exported %s (%.1f MB, opset %d)", path, path.stat().st_size / 1e6, opset_version)
     return path
 
 
-def _set_output_shapes(
-    proto: object, shapes: list[tuple[int, ...]], batch_size: int, dynamic_batch: bool
+def _describe(
+    proto: object, metadata: ExportMetadata, shapes: list[tuple[int, ...]], batch_size: int
 ) -> None:
-    """Write the static output dims the tracer leaves symbolic (for TensorRT, shape inference)."""
+    """Write the static output dims the tracer leaves symbolic (for TensorRT, shape inference),
+    the metadata, the producer and a doc string."""
+    import onnx
+
+    batch = "batch" if metadata.dynamic_batch else batch_size
     for output, shape in zip(proto.graph.output, shapes, strict=True):
-        dims = output.type.tensor_type.shape.dim
-        del dims[:]
-        batch = dims.add()
-        if dynamic_batch:
-            batch.dim_param = "batch"
-        else:
-            batch.dim_value = batch_size
-        for size in shape:
-            dims.add().dim_value = size
-
-
-def _set_metadata(proto: object, metadata: ExportMetadata) -> None:
+        kind = output.type.tensor_type.elem_type
+        output.CopyFrom(onnx.helper.make_tensor_value_info(output.name, kind, [batch, *shape]))
     set_props(proto, metadata.to_props())
     proto.producer_name = "rfdetr"
     proto.producer_version = metadata.rfdetr_version
@@ -157,9 +152,8 @@ def simplify_onnx(source: str | os.PathLike[str], output: str | os.PathLike[str]
     slim = onnxslim.slim(original)
     copy_header(original, slim)
     onnx.checker.check_model(slim, full_check=True)
-    path = Path(output)
-    onnx.save(slim, str(path))
-    return path
+    onnx.save(slim, str(output))
+    return Path(output)
 
 
 def set_props(proto: object, props: dict[str, str]) -> None:

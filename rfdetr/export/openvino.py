@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfdetr.export.metadata import ExportMetadata
 from rfdetr.export.onnx import ExportError
 from rfdetr.export.runtime import ONNXRuntimeModel
 from rfdetr.export.sigstack import keep_signal_stack
@@ -111,11 +110,10 @@ class OpenVINOModel(ONNXRuntimeModel):
             model.get_rt_info(["rfdetr"]).astype(dict) if model.has_rt_info(["rfdetr"]) else {}
         )
         self.props = {str(key): value.astype(str) for key, value in section.items()}
-        self.metadata = ExportMetadata.from_props(self.props, source=str(self.path))
         batch = model.inputs[0].get_partial_shape()[0]
         self.fixed_batch = batch.get_length() if batch.is_static else None
         self.output_names = [o.get_any_name() for o in model.outputs]
-        self._setup_postprocess()
+        self._read_props()
 
     def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         results = self.request.infer({"input": batch})

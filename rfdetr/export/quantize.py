@@ -1,15 +1,10 @@
-"""INT8 export: ONNX Runtime static QDQ quantization, calibrated on a dataset's training images.
-
-Weights int8 per channel, activations uint8 per tensor (ORT's advice for x86 VNNI), MinMax ranges
-over training images preprocessed as ``predict()`` does. Quantized: ``Conv``/``MatMul``/``Gemm``
-with a weight and the attention ``MatMul`` of two activations; their outputs stay fp32
-(`FLOAT_OUTPUT_OPS`: quantized outputs made a Nano 384 file 1.4x slower than weights only).
-
-A sensitivity pass quantizes each module group (`node_groups`) alone and keeps in fp32 the worst
-``max_excluded`` whose own error exceeds ``DAMAGE_TOLERANCE``, only if that lowers the whole file's
-error (each fp32 group costs latency; benchmarks/int8_accuracy.py: the trained Nano kept none,
-mAP50:95 +0.0011). Every group is measured unless ``budget_s`` runs out, so the file written does
-not depend on the machine's load.
+"""INT8 export: ONNX Runtime static QDQ quantization, calibrated on a dataset's training images
+(the scheme and its measured cost: README, "Evaluation and export"). Quantized ``MatMul``/``Gemm``
+outputs stay fp32 (`FLOAT_OUTPUT_OPS`: quantized outputs made a Nano 384 file 1.4x slower than
+weights only). The sensitivity pass quantizes each module group (`node_groups`) alone and keeps
+in fp32 the worst ``max_excluded`` whose own error exceeds ``tolerance``, only if that lowers the
+whole file's error; every group is measured unless ``budget_s`` runs out, so the file written
+does not depend on the machine's load (benchmarks/int8_accuracy.py: the trained Nano kept none).
 """
 
 from __future__ import annotations
@@ -67,9 +62,7 @@ class QuantizeResult:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able summary (the path as its file name)."""
-        data = asdict(self)
-        data["path"] = self.path.name
-        return data
+        return asdict(self) | {"path": self.path.name}
 
 
 def calibration_images(
@@ -150,8 +143,7 @@ def output_error(
             keep = np.argsort(-scores)[:top]
             distance = np.abs(boxes[keep, None, :] - other_boxes[None]).mean(-1)  # [k, Q]
             nearest = distance.argmin(1)
-            rows = np.arange(len(keep))
-            errors.append(distance[rows, nearest] + np.abs(scores[keep] - other[nearest]))
+            errors.append(distance.min(1) + np.abs(scores[keep] - other[nearest]))
     return float(np.concatenate(errors).mean())
 
 

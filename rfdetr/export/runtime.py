@@ -77,15 +77,14 @@ class ONNXRuntimeModel:
             raise FileNotFoundError(f"{self.path}: no such ONNX file")
         self.session = make_session(self.path, threads, device)
         self.providers = active_providers(self.session, device, str(self.path))
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = ExportMetadata.from_props(props, source=str(self.path))
-        self.props = dict(props)
+        self.props = dict(self.session.get_modelmeta().custom_metadata_map)
         batch = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch if isinstance(batch, int) else None
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._setup_postprocess()
+        self._read_props()
 
-    def _setup_postprocess(self) -> None:
+    def _read_props(self) -> None:
+        self.metadata = ExportMetadata.from_props(self.props, source=str(self.path))
         if self.metadata.with_postprocess:
             raise MetadataError(
                 f"{self.path}: a --with-postprocess graph; {type(self).__name__} needs the "
@@ -108,13 +107,9 @@ class ONNXRuntimeModel:
         step = self.fixed_batch or len(array)
         chunks: list[list[np.ndarray]] = []
         for start in range(0, len(array), max(step, 1)):
-            part = array[start : start + step]
-            real = len(part)
-            if self.fixed_batch and real < self.fixed_batch:  # pad a short last chunk
-                pad = np.zeros((self.fixed_batch - real, *part.shape[1:]), np.float32)
-                part = np.concatenate([part, pad])
-            outputs = self._infer(part)
-            chunks.append([o[:real] for o in outputs])
+            part = array[start : start + step]  # a fixed batch's short last chunk: zero-padded
+            padded = np.pad(part, [(0, step - len(part)), (0, 0), (0, 0), (0, 0)])
+            chunks.append([output[: len(part)] for output in self._infer(padded)])
         return {
             name: np.concatenate([c[i] for c in chunks]) for i, name in enumerate(self.output_names)
         }

@@ -37,11 +37,10 @@ class SelectionCheck:
     worst_gap: float = 0.0
 
 
-def selection_session(path: str | os.PathLike[str], options: object) -> tuple[object, str] | None:
-    """``(session, output name)`` of ``path`` also returning the two-stage top-k indices; None
-    when the graph has no ``TopK`` node."""
+def selection_output(path: str | os.PathLike[str]) -> tuple[bytes, str] | None:
+    """``path`` serialised with the two-stage top-k indices as an extra output, and that
+    output's name; None when the graph has no ``TopK`` node."""
     import onnx
-    import onnxruntime as ort
 
     proto = onnx.load(str(path))
     topk = next((node for node in proto.graph.node if node.op_type == "TopK"), None)
@@ -51,23 +50,31 @@ def selection_session(path: str | os.PathLike[str], options: object) -> tuple[ob
     proto.graph.output.append(
         onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None)
     )
-    session = ort.InferenceSession(
-        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return session, name
+    return proto.SerializeToString(), name
 
 
 @contextmanager
-def forced_selection(model: RFDETR, index: Tensor, tolerance: float) -> Iterator[SelectionCheck]:
+def forced_selection(
+    model: RFDETR, index: Tensor, tolerance: float, check: SelectionCheck | None = None
+) -> Iterator[SelectionCheck]:
     """Make ``model``'s two-stage top-k return ``index`` ``[B, K]`` (in that order); each pick must
-    score, up to ``tolerance``, at least as high as the next one and every token left out."""
+    score, up to ``tolerance``, at least as high as the next one and every token left out. The
+    findings are added to ``check`` (default: a new one), which is yielded."""
     head = model.transformer.enc_out_class_embed[0]
-    check = SelectionCheck()
+    check = SelectionCheck() if check is None else check
 
     def hook(module: torch.nn.Module, args: tuple, output: Tensor) -> Tensor:
         check.forced = True
         scores = output.amax(-1)  # [B, S]
-        _check(scores, index, tolerance, check)
+        picked = scores.gather(1, index)  # [B, K] in ONNX Runtime's order
+        own = torch.topk(scores, index.shape[1], dim=1).indices
+        check.reordered += int((own != index).sum())
+        later_higher = (picked[:, 1:] - picked[:, :-1]).clamp(min=0).flatten()
+        left_out = scores.scatter(1, index, float("-inf")).amax(1)  # best token not selected
+        excess = torch.cat([later_higher, (left_out - picked.amin(1)).clamp(min=0)])
+        check.violations += int((excess > tolerance).sum())
+        if excess.numel():
+            check.worst_gap = max(check.worst_gap, float(excess.max()))
         batch, _, columns = output.shape
         ranks = torch.arange(index.shape[1], 0, -1, dtype=output.dtype, device=output.device)
         forced = output.new_full(output.shape, -1e9)
@@ -79,16 +86,3 @@ def forced_selection(model: RFDETR, index: Tensor, tolerance: float) -> Iterator
         yield check
     finally:
         handle.remove()
-
-
-def _check(scores: Tensor, index: Tensor, tolerance: float, check: SelectionCheck) -> None:
-    picked = scores.gather(1, index)  # [B, K] in ONNX Runtime's order
-    own = torch.topk(scores, index.shape[1], dim=1).indices
-    check.reordered += int((own != index).sum())
-    gaps = [(picked[:, 1:] - picked[:, :-1]).clamp(min=0).flatten()]  # a later rank scoring higher
-    left_out = scores.scatter(1, index, float("-inf")).amax(1)  # best token not selected
-    gaps.append((left_out - picked.amin(1)).clamp(min=0))
-    excess = torch.cat(gaps)
-    check.violations += int((excess > tolerance).sum())
-    if excess.numel():
-        check.worst_gap = max(check.worst_gap, float(excess.max()))

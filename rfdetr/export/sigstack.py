@@ -23,7 +23,7 @@ from ctypes import c_int, c_size_t, c_void_p
 
 logger = logging.getLogger(__name__)
 
-_SS_ONSTACK, _SS_DISABLE = 1, 2  # <bits/ss_flags.h>
+_SS_DISABLE = 2  # <bits/ss_flags.h>
 # stack_t is {ss_sp, ss_flags, ss_size} on these; MIPS orders it differently.
 _LAYOUT_OK = sys.platform.startswith("linux") and platform.machine() in {"x86_64", "aarch64"}
 
@@ -56,23 +56,14 @@ def current_signal_stack() -> tuple[int, int] | None:
 @contextmanager
 def keep_signal_stack() -> Iterator[None]:
     """Restore this thread's alternate signal stack if the block changed it (failure: logged)."""
-    sigaltstack = _sigaltstack()
-    if sigaltstack is None:
-        yield
-        return
-    before = _Stack()
-    if sigaltstack(None, ctypes.byref(before)) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    before = current_signal_stack()
     try:
         yield
     finally:
-        now = _Stack()
-        changed = sigaltstack(None, ctypes.byref(now)) != 0 or (
-            (now.ss_sp, now.ss_flags & _SS_DISABLE) != (before.ss_sp, before.ss_flags & _SS_DISABLE)
-        )
-        if changed:
-            restore = _Stack(before.ss_sp, before.ss_flags & ~_SS_ONSTACK, before.ss_size)
-            if sigaltstack(ctypes.byref(restore), None) != 0:
+        if before is not None and current_signal_stack() != before:
+            address, size = before  # (0, 0): there was none, so disable the plugin's
+            restore = _Stack(address, 0 if size else _SS_DISABLE, size)
+            if _sigaltstack()(ctypes.byref(restore), None) != 0:
                 logger.warning(
                     "could not restore the alternate signal stack after OpenVINO changed it: %s",
                     os.strerror(ctypes.get_errno()),

@@ -22,7 +22,7 @@ import torch
 
 from rfdetr.errors import EXIT_FAILED
 from rfdetr.export.onnx import ExportError
-from rfdetr.export.selection import SelectionCheck, forced_selection, selection_session
+from rfdetr.export.selection import SelectionCheck, forced_selection, selection_output
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 
@@ -79,18 +79,6 @@ class VerifyReport:
         return f"{where}: {'; '.join(parts)}: {verdict}"
 
 
-def session_options(threads: int | None = None) -> object:
-    """ONNX Runtime session options: full graph optimisation, ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return options
-
-
 def execution_providers(device: str | torch.device = "cpu") -> list[Any]:
     """ONNX Runtime providers for ``device``: CUDA (then CPU) for a CUDA device, else the CPU
     (also, with a warning, when onnxruntime has no CUDA provider). ``preload_dlls()`` loads the
@@ -114,9 +102,12 @@ def execution_providers(device: str | torch.device = "cpu") -> list[Any]:
 
 
 def make_session(
-    path: str | os.PathLike[str], threads: int | None = None, device: str | torch.device = "cpu"
+    path: str | os.PathLike[str] | bytes,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> object:
-    """An ONNX Runtime session of ``path`` on ``device`` (see `session_options`).
+    """An ONNX Runtime session of the file ``path`` (or a serialised model) on ``device``: full
+    graph optimisation, ``threads`` intra-op threads (None: every core).
 
     Raises:
         ExportError: ``path`` is no ONNX model (text, a truncated copy...): one line naming it.
@@ -124,9 +115,13 @@ def make_session(
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    providers = execution_providers(device)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or 0
+    options.log_severity_level = 3
+    model = path if isinstance(path, bytes) else str(path)
     try:
-        return ort.InferenceSession(str(path), session_options(threads), providers=providers)
+        return ort.InferenceSession(model, options, providers=execution_providers(device))
     except (state.InvalidProtobuf, state.InvalidGraph, state.Fail) as error:
         reason = str(error).strip().splitlines()[0]
         raise ExportError(f"{path}: ONNX Runtime cannot load it ({reason})") from None
@@ -151,7 +146,8 @@ def verify_onnx(
         raise_on_failure: raise `ExportVerificationError` instead of returning a failed report.
     """
     session = make_session(path)
-    picker = selection_session(path, session_options())
+    extra = selection_output(path)
+    picker = None if extra is None else (make_session(extra[0]), extra[1])
     inputs = session.get_inputs()
     batch_dim, _, height, width = inputs[0].shape
     sizes = (batch_dim,) if isinstance(batch_dim, int) else (1, 2)
@@ -173,8 +169,7 @@ def verify_onnx(
         reference = _reference(model, images, picker, feed, 10 * atol, selection)
         _require_finite(reference, path)
         if len(inputs) > 1:
-            expected = _postprocessed(reference, orig, postprocess)
-            _compare_topk(got, expected, atol, diffs, scales, mismatched)
+            _compare_topk(got, reference, orig, postprocess, atol, diffs, scales, mismatched)
         else:
             for name in names:
                 _update(diffs, scales, name, got[name], reference[RAW_NAMES[name]].numpy())
@@ -185,6 +180,7 @@ def verify_onnx(
     )
     if raise_on_failure and not report.passed:
         raise ExportVerificationError(report.summary() + "; the file is kept for inspection")
+    logger.info(report.summary())
     return report
 
 
@@ -201,12 +197,8 @@ def _reference(
             return model(images)
     session, name = picker
     index = torch.from_numpy(session.run([name], feed)[0])
-    with forced_selection(model, index, tolerance) as check, torch.inference_mode():
-        reference = model(images)
-    total.forced = total.forced or check.forced
-    total.reordered += check.reordered
-    total.violations += check.violations
-    return reference
+    with forced_selection(model, index, tolerance, total), torch.inference_mode():
+        return model(images)
 
 
 def _require_finite(reference: dict, path: str | os.PathLike[str]) -> None:
@@ -227,40 +219,31 @@ def _update(diffs: dict, scales: dict, name: str, got: np.ndarray, expected: np.
     scales[name] = max(scales.get(name, 0.0), float(np.abs(expected).max(initial=0.0)))
 
 
-def _postprocessed(outputs: dict, orig: torch.Tensor, postprocess: PostProcess) -> dict:
-    results = postprocess(outputs, orig, threshold=None)
-    expected = {
-        "scores": torch.stack([r["scores"] for r in results]).numpy(),
-        "class_ids": torch.stack([r["labels"] for r in results]).numpy(),
-        "boxes": torch.stack([r["boxes"] for r in results]).numpy(),
-    }
-    logits = outputs["pred_logits"]
-    columns = postprocess.class_columns
-    logits = logits[..., :-1] if columns is None else logits[..., columns]
-    scores = logits.sigmoid().flatten(1)
-    k = expected["scores"].shape[1]
-    ranked = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
-    expected["_next"] = ranked.values[:, k:].numpy()  # the first score left out, if any
-    if "pred_masks" in outputs:
-        query = ranked.indices[:, :k] // logits.shape[-1]
-        expected["masks"] = torch.stack(
-            [outputs["pred_masks"][i][query[i]] for i in range(len(results))]
-        ).numpy()
-    return expected
-
-
 def _compare_topk(
-    got: dict, expected: dict, atol: float, diffs: dict, scales: dict, mismatched: dict
+    got: dict,
+    outputs: dict,
+    orig: torch.Tensor,
+    postprocess: PostProcess,
+    atol: float,
+    diffs: dict,
+    scales: dict,
+    mismatched: dict,
 ) -> None:
-    scores = expected["scores"]
-    _update(diffs, scales, "scores", -np.sort(-got["scores"], axis=1), scores)
-    padded = np.concatenate([scores[:, :1] + 1, scores, expected["_next"]], axis=1)
-    if expected["_next"].shape[1] == 0:
+    """Fold a post-processing graph's outputs ``got`` in against ``postprocess.select`` of the
+    eager ``outputs``; selected one further to see whether the last rank is tied."""
+    wider = PostProcess(postprocess.num_select + 1, postprocess.class_columns)
+    found = wider.select(
+        outputs["pred_logits"], outputs["pred_boxes"], orig, outputs.get("pred_masks")
+    )
+    boxes, scores, class_ids, *masks = (value.numpy() for value in found)
+    k = min(postprocess.num_select, scores.shape[1])
+    _update(diffs, scales, "scores", -np.sort(-got["scores"], axis=1), scores[:, :k])
+    padded = np.concatenate([scores[:, :1] + 1, scores], axis=1)
+    if scores.shape[1] == k:  # no score left out: the last rank is untied below
         padded = np.concatenate([padded, scores[:, -1:] - 1], axis=1)
     gaps = np.minimum(padded[:, 1:-1] - padded[:, 2:], padded[:, :-2] - padded[:, 1:-1])
     untied = gaps > 10 * atol
-    ids_wrong = (got["class_ids"] != expected["class_ids"]) & untied
+    ids_wrong = (got["class_ids"] != class_ids[:, :k]) & untied
     mismatched["class_ids"] = mismatched.get("class_ids", 0) + int(ids_wrong.sum())
-    for name in ("boxes", "masks"):
-        if name in got:
-            _update(diffs, scales, name, got[name][untied], expected[name][untied])
+    for name, expected in [("boxes", boxes), *(("masks", m) for m in masks)]:
+        _update(diffs, scales, name, got[name][untied], expected[:, :k][untied])

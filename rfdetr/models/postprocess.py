@@ -26,6 +26,44 @@ class PostProcess(nn.Module):
         self.num_select = num_select
         self.class_columns = class_columns
 
+    def select(
+        self, logits: Tensor, boxes: Tensor, orig_size: Tensor, masks: Tensor | None = None
+    ) -> tuple[Tensor, ...]:
+        """The top-k of a batch without threshold, in traceable ops (the ONNX post-processing).
+
+        Args:
+            logits: ``[B, Q, C+1]`` raw class logits.
+            boxes: ``[B, Q, 4]`` normalised cxcywh.
+            orig_size: ``[B, 2]`` original ``(height, width)`` of each image.
+            masks: ``[B, Q, h, w]`` mask logits (Seg models), or None.
+
+        Returns:
+            ``boxes`` ``[B, K, 4]`` pixel xyxy clamped to the image, ``scores`` ``[B, K]``
+            (descending), ``labels`` ``[B, K]`` int64, and with ``masks`` the kept queries' mask
+            logits ``[B, K, h, w]``; ``K = min(num_select, Q * C)``.
+        """
+        if self.class_columns is None:
+            logits = logits[..., :-1]
+        else:
+            columns = torch.as_tensor(self.class_columns, device=logits.device)
+            logits = logits.index_select(-1, columns)
+        _, queries, classes = (int(n) for n in logits.shape)  # ints: constants when traced
+        k = min(self.num_select, queries * classes)
+        scores = logits.sigmoid().reshape(-1, queries * classes)
+        top_scores, top_index = torch.topk(scores, k, dim=1)
+        query_index = torch.div(top_index, classes, rounding_mode="floor")
+        labels = top_index - query_index * classes
+        boxes = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query_index[..., None].expand(-1, -1, 4))
+        height, width = orig_size.to(boxes.dtype).unbind(1)
+        scale = torch.stack([width, height, width, height], dim=1)[:, None, :]
+        out = (torch.minimum((boxes * scale).clamp(min=0), scale), top_scores, labels)
+        if masks is None:
+            return out
+        height, width = (int(n) for n in masks.shape[2:])
+        rows = masks.reshape(-1, queries, height * width)
+        picked = torch.gather(rows, 1, query_index[..., None].expand(-1, -1, height * width))
+        return (*out, picked.reshape(-1, k, height, width))
+
     @torch.no_grad()
     def forward(
         self,
@@ -33,12 +71,12 @@ class PostProcess(nn.Module):
         target_sizes: Tensor,
         threshold: float | Tensor | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Post-process a batch.
+        """Post-process a batch: `select`, then the threshold and full-size masks per image.
 
         Args:
-            outputs: ``pred_logits`` ``[B, Q, C+1]``, ``pred_boxes`` ``[B, Q, 4]`` normalised
-                cxcywh, optionally ``pred_masks`` ``[B, Q, h, w]`` logits.
-            target_sizes: ``[B, 2]`` original ``(height, width)`` of each image.
+            outputs: ``pred_logits``, ``pred_boxes`` (, ``pred_masks``): `select`'s ``logits``,
+                ``boxes`` (, ``masks``).
+            target_sizes: `select`'s ``orig_size``.
             threshold: drop detections scoring at or below it (masks are then resized only
                 for the kept ones); a ``[C]`` tensor holds one per class id; None keeps all
                 ``num_select``.
@@ -47,40 +85,23 @@ class PostProcess(nn.Module):
             Per image: ``scores`` ``[K]``, ``labels`` ``[K]`` int64, ``boxes`` ``[K, 4]`` pixel
             xyxy clamped to the image, and for Seg models ``masks`` ``[K, H, W]`` bool.
         """
-        logits = outputs["pred_logits"]
-        if self.class_columns is None:
-            logits = logits[..., :-1]
+        masks = outputs.get("pred_masks")
+        boxes, scores, labels, *picked = self.select(
+            outputs["pred_logits"], outputs["pred_boxes"], target_sizes, masks
+        )
+        if threshold is None:
+            keep = torch.ones_like(scores, dtype=torch.bool)
+        elif isinstance(threshold, Tensor):  # per class: each row against its class's
+            keep = scores > threshold.to(scores.device)[labels]
         else:
-            columns = torch.as_tensor(self.class_columns, device=logits.device)
-            logits = logits.index_select(-1, columns)
-        batch, _, classes = logits.shape
-        scores = logits.sigmoid().reshape(batch, -1)
-        k = min(self.num_select, scores.shape[1])
-        top_scores, top_index = torch.topk(scores, k, dim=1)
-        query_index = top_index // classes
-        labels = top_index % classes
-        boxes = box_cxcywh_to_xyxy(outputs["pred_boxes"])
-        boxes = torch.gather(boxes, 1, query_index[..., None].expand(-1, -1, 4))
-        height, width = target_sizes.to(boxes.dtype).unbind(1)
-        scale = torch.stack([width, height, width, height], dim=1)[:, None, :]
-        boxes = torch.minimum((boxes * scale).clamp(min=0), scale)
+            keep = scores > threshold
         results = []
-        for i in range(batch):
-            if threshold is None:
-                keep = slice(None)
-            elif isinstance(threshold, Tensor):  # per class: each row against its class's
-                keep = top_scores[i] > threshold.to(top_scores.device)[labels[i]]
-            else:
-                keep = top_scores[i] > threshold
-            result = {
-                "scores": top_scores[i][keep],
-                "labels": labels[i][keep],
-                "boxes": boxes[i][keep],
-            }
-            if "pred_masks" in outputs:
-                chosen = outputs["pred_masks"][i][query_index[i][keep]]
+        for i in range(len(scores)):
+            result = {"scores": scores[i][keep[i]], "labels": labels[i][keep[i]]}
+            result["boxes"] = boxes[i][keep[i]]
+            if picked:
                 size = (int(target_sizes[i, 0]), int(target_sizes[i, 1]))
-                result["masks"] = resize_masks(chosen, size)
+                result["masks"] = resize_masks(picked[0][i][keep[i]], size)
             results.append(result)
         return results
 
