@@ -263,11 +263,3 @@ def _parse_line(
     if x2 <= x1 or y2 <= y1:
         return "polygon has zero width or height"
     return class_id, ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), polygon, False
-
-
-def read_labels_strict(path: Path, class_map: ClassMap, root_real: str | None = None) -> YoloLabels:
-    """:func:`parse_label_file` raising DatasetError (``path:LINE: problem``) on the first error."""
-    log = ProblemLog()
-    labels = parse_label_file(path, class_map, log, root_real)
-    log.raise_first()
-    return labels
