@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,9 @@ class YoloLabels:
         polygons: ``[N]`` flat normalised ``[x1, y1, x2, y2, ...]`` arrays, None for box lines.
     """
 
-    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float64))
-    polygons: list[np.ndarray | None] = field(default_factory=list)
+    class_ids: np.ndarray
+    boxes: np.ndarray
+    polygons: list[np.ndarray | None]
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -174,49 +174,41 @@ def _names_problem(names: Any) -> str | None:
 
 
 def parse_label_file(
-    path: Path, class_map: ClassMap | None, log: ProblemLog, root_real: str | None = None
+    path: Path, class_map: ClassMap | None, log: ProblemLog, root_real: str
 ) -> YoloLabels:
     """Parse and check one label file; problems go to ``log`` as ``path:LINE``, lines with
     errors are left out. A missing file means no objects. With no ``class_map`` class ids are
-    not checked; with ``root_real`` a file that resolves outside it is refused unread."""
+    not checked; a file that resolves outside ``root_real`` is refused unread."""
     try:
-        if root_real is not None:
-            check_inside(path, root_real, "label file")
+        check_inside(path, root_real, "label file")
         with open_regular(path) as handle:
             text = handle.read().decode("utf-8")
     except FileNotFoundError:
-        return YoloLabels()
+        text = ""
     except DatasetError as exc:
         log.error(exc.path, exc.problem)
-        return YoloLabels()
+        text = ""
     except UnicodeDecodeError as exc:
         log.error(path, f"label file is not UTF-8 text ({exc.reason})")
-        return YoloLabels()
+        text = ""
     except OSError as exc:
         log.error(path, f"cannot read label file ({exc.strerror or exc})")
-        return YoloLabels()
-    class_ids: list[int] = []
-    boxes: list[tuple[float, float, float, float]] = []
-    polygons: list[np.ndarray | None] = []
+        text = ""
+    rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
-        if not tokens:
-            continue
-        parsed = _parse_line(tokens, class_map)
-        where = f"{path}:{number}"
+        parsed = _parse_line(tokens, class_map) if tokens else None
         if isinstance(parsed, str):
-            log.error(where, parsed)
-            continue
-        class_id, box, polygon, overhang = parsed
-        if overhang:
-            log.warning(where, "box extends outside the image; it is clipped")
-        class_ids.append(class_id)
-        boxes.append(box)
-        polygons.append(polygon)
+            log.error(f"{path}:{number}", parsed)
+        elif parsed is not None:
+            if parsed[3]:
+                log.warning(f"{path}:{number}", "box extends outside the image; it is clipped")
+            rows.append(parsed[:3])
+    class_ids, boxes, polygons = zip(*rows, strict=True) if rows else ((), (), ())
     return YoloLabels(
         np.asarray(class_ids, dtype=np.int64),
         np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-        polygons,
+        list(polygons),
     )
 
 
