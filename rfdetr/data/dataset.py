@@ -289,8 +289,8 @@ def build_dataset(
         DatasetError: the folder, the split or its annotation files cannot be used (one line).
     """
     layout = detect_format(dataset_dir)
-    split_name = canonical_split(split)
-    source = build_source(layout, split_name, class_map, segmentation)
+    split = canonical_split(split)
+    source = build_source(layout, split, class_map, segmentation)
     sizes = [resolution]
     if train and scale_multiple:
         sizes = multi_scale_sizes(resolution, scale_multiple, expanded_scales)
@@ -299,19 +299,11 @@ def build_dataset(
     logger.info(
         "%s %s split: %d images, %d classes",
         layout.format.value,
-        split_name,
+        split,
         len(source),
         source.class_map.num_classes,
     )
-    return DetectionDataset(
-        source,
-        transforms,
-        segmentation=segmentation,
-        seed=seed,
-        sizes=sizes,
-        format=layout.format,
-        split=split_name,
-    )
+    return DetectionDataset(source, transforms, segmentation, seed, sizes, layout.format, split)
 
 
 def build_source(
