@@ -23,13 +23,7 @@ from rfdetr.data.masks import box_mask, coco_segmentation_to_mask, polygons_to_m
 from rfdetr.data.normalize import one_thread
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.transforms import Target, Transform, build_transforms, multi_scale_sizes
-from rfdetr.data.yolo import (
-    YoloLabels,
-    YoloSplitFiles,
-    parse_label_file,
-    read_data_yaml,
-    scan_split,
-)
+from rfdetr.data.yolo import YoloLabels, YoloSplitFiles, parse_label_file, read_data_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +309,7 @@ def build_source(
     root_real = os.path.realpath(layout.root)
     check_inside(split_dir, root_real, "split folder")
     if layout.format is DatasetFormat.YOLO:
-        files = scan_split(*layout.yolo_dirs(split_name))
+        files = YoloSplitFiles(*layout.yolo_dirs(split_name))
         if not files.images:
             raise DatasetError(files.images_dir, f"the {split_name} split has no images")
         return YoloSource(files, class_map or _class_map(layout), root_real)

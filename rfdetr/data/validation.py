@@ -25,7 +25,7 @@ from rfdetr.data.formats import (
 )
 from rfdetr.data.images import NotRegularFileError, check_inside, escapes_root, read_image_size
 from rfdetr.data.problems import DatasetError, ProblemLog
-from rfdetr.data.yolo import orphan_labels, parse_label_file, read_data_yaml, scan_split
+from rfdetr.data.yolo import YoloSplitFiles, orphan_labels, parse_label_file, read_data_yaml
 
 if TYPE_CHECKING:  # the loaders import torch: only --deep runs them
     from rfdetr.data.dataset import AnnotationSource
@@ -196,7 +196,7 @@ def _validate_coco(
 def _validate_yolo(
     layout: DatasetLayout, name: str, root_real: str, log: DatasetReport, deep: bool
 ) -> None:
-    files = scan_split(*layout.yolo_dirs(name))
+    files = YoloSplitFiles(*layout.yolo_dirs(name))
     if not files.images_dir.is_dir():
         log.error(files.images_dir, f"the {name} split has no images/ folder")
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,22 +52,21 @@ class YoloLabels:
 
 @dataclass
 class YoloSplitFiles:
-    """The files of one split: ``images_dir/**`` and the matching ``labels_dir/**.txt``."""
+    """The files of one split: ``images_dir/**`` (listed when built; none when the folder is
+    missing) and the matching ``labels_dir/**.txt``."""
 
     images_dir: Path
     labels_dir: Path
-    images: list[Path]
-    linked_dirs: list[Path]
+    images: list[Path] = field(init=False)
+    linked_dirs: list[Path] = field(init=False)
+
+    def __post_init__(self) -> None:
+        found = list_images(self.images_dir) if self.images_dir.is_dir() else ([], [])
+        self.images, self.linked_dirs = found
 
     def label_path(self, image: Path) -> Path:
         relative = image.relative_to(self.images_dir)
         return self.labels_dir / relative.with_suffix(".txt")
-
-
-def scan_split(images_dir: Path, labels_dir: Path) -> YoloSplitFiles:
-    """List the images of a YOLO split (none when ``images_dir`` is missing)."""
-    images, linked = list_images(images_dir) if images_dir.is_dir() else ([], [])
-    return YoloSplitFiles(images_dir, labels_dir, images, linked)
 
 
 def orphan_labels(files: YoloSplitFiles) -> list[Path]:
