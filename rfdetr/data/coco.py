@@ -80,8 +80,11 @@ def read_coco_split(
         log.error(json_path, "'annotations' must be a list")
         raw_annotations = []
     category_ids = {c["id"] for c in categories}
-    rows = _read_annotations(raw_annotations, json_path, log, images, category_ids, bad_image_ids)
-    return _assemble(json_path, categories, images, rows, keep_segmentation)
+    rows, segmentations = _read_annotations(
+        raw_annotations, json_path, log, images, category_ids, bad_image_ids
+    )
+    kept = segmentations if keep_segmentation else None
+    return _assemble(json_path, categories, images, rows, kept)
 
 
 def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
@@ -204,10 +207,11 @@ def _read_annotations(
     images: dict[int, tuple[str, int, int]],
     category_ids: set[int],
     bad_image_ids: set[int],
-) -> list[tuple[Any, ...]]:
-    """The good annotations as rows ``(image_id, id, category_id, x, y, w, h, iscrowd, area,
-    segmentation or None)``."""
+) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """The good annotations: rows ``(image_id, id, category_id, x, y, w, h, iscrowd, area)`` (atoms
+    only, so the garbage collector does not track them) and their segmentations (or None)."""
     rows: list[tuple[Any, ...]] = []
+    segmentations: list[Any] = []
     seen_ids: set[int] = set()
     for position, ann in enumerate(raw):
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
@@ -229,11 +233,12 @@ def _read_annotations(
             continue
         _, width, height = image
         if not _is_int(category_id) or category_id not in category_ids:
-            problem = f"category_id {category_id!r} is not declared"
+            problem: str | None = f"category_id {category_id!r} is not declared"
         else:
-            problem = _box_problem(bbox, width, height)
+            box = _check_box(bbox, width, height)
+            problem = box if isinstance(box, str) else None
         if problem is None:
-            x, y, w, h = (float(v) for v in bbox)
+            x, y, w, h = box
             tol = OVERHANG_TOLERANCE_PX
             if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
                 log.warning(
@@ -250,22 +255,24 @@ def _read_annotations(
             continue
         area = ann.get("area")
         area = float(area) if _is_number(area) and math.isfinite(area) else w * h
-        rows.append((image_id, ann_id, category_id, x, y, w, h, bool(iscrowd), area, segmentation))
-    return rows
+        rows.append((image_id, ann_id, category_id, x, y, w, h, bool(iscrowd), area))
+        segmentations.append(segmentation or None)
+    return rows, segmentations
 
 
-def _box_problem(bbox: Any, width: int, height: int) -> str | None:
+def _check_box(bbox: Any, width: int, height: int) -> tuple[float, float, float, float] | str:
+    """The box as floats, or why it is unusable."""
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
         return "bbox must be 4 numbers [x, y, width, height]"
-    x, y, w, h = (float(v) for v in bbox)
-    if not all(map(math.isfinite, (x, y, w, h))):
+    x, y, w, h = box = (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3]))
+    if not all(map(math.isfinite, box)):
         problem = "has a value that is not a finite number"
     elif w <= 0 or h <= 0:
         problem = "has zero or negative size"
     elif x >= width or y >= height or x + w <= 0 or y + h <= 0:
         problem = f"lies outside the {width}x{height} image"
     else:
-        return None
+        return box
     return f"bbox {bbox} {problem}"
 
 
@@ -291,13 +298,13 @@ def _assemble(
     categories: list[dict[str, Any]],
     images: dict[int, tuple[str, int, int]],
     rows: list[tuple[Any, ...]],
-    keep_segmentation: bool,
+    segmentations: list[Any] | None,
 ) -> CocoSplit:
     # Group annotations by image (a stable sort, so file order is kept within an image).
     position_of = {image_id: i for i, image_id in enumerate(images)}
-    rows.sort(key=lambda row: position_of[row[0]])
-    columns = list(zip(*rows, strict=True)) if rows else [()] * 10
-    positions = np.array([position_of[i] for i in columns[0]], dtype=np.int64)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 9
+    positions = np.fromiter(map(position_of.__getitem__, columns[0]), np.int64, len(rows))
+    order = np.argsort(positions, kind="stable")
     counts = np.bincount(positions, minlength=len(images))
     names, widths, heights = zip(*images.values(), strict=True) if images else [()] * 3
     return CocoSplit(
@@ -308,10 +315,10 @@ def _assemble(
         widths=np.array(widths, dtype=np.int64),
         heights=np.array(heights, dtype=np.int64),
         ann_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        ann_ids=np.array(columns[1], dtype=np.int64),
-        ann_category_ids=np.array(columns[2], dtype=np.int64),
-        ann_boxes=np.stack([np.array(c, dtype=np.float64) for c in columns[3:7]], axis=1),
-        ann_iscrowd=np.array(columns[7], dtype=bool),
-        ann_area=np.array(columns[8], dtype=np.float64),
-        segmentations=[s or None for s in columns[9]] if keep_segmentation else None,
+        ann_ids=np.array(columns[1], dtype=np.int64)[order],
+        ann_category_ids=np.array(columns[2], dtype=np.int64)[order],
+        ann_boxes=np.array(columns[3:7], dtype=np.float64).reshape(4, -1).T[order],
+        ann_iscrowd=np.array(columns[7], dtype=bool)[order],
+        ann_area=np.array(columns[8], dtype=np.float64)[order],
+        segmentations=None if segmentations is None else [segmentations[i] for i in order],
     )
