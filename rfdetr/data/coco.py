@@ -79,10 +79,12 @@ def read_coco_split(
     elif not isinstance(raw_annotations, list):
         log.error(json_path, "'annotations' must be a list")
         raw_annotations = []
-    reader = _AnnotationReader(json_path, log, images, {c["id"] for c in categories}, bad_image_ids)
-    for position, ann in enumerate(raw_annotations):
-        reader.read(position, ann, keep_segmentation)
-    return _assemble(json_path, categories, images, reader, keep_segmentation)
+    category_ids = {c["id"] for c in categories}
+    rows, segmentations = _read_annotations(
+        raw_annotations, json_path, log, images, category_ids, bad_image_ids
+    )
+    kept = segmentations if keep_segmentation else None
+    return _assemble(json_path, categories, images, rows, kept)
 
 
 def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
@@ -198,88 +200,80 @@ def _image_entry_problem(name: Any, width: Any, height: Any) -> str | None:
     return None
 
 
-class _AnnotationReader:
-    """Checks annotations one by one and keeps the good ones as rows."""
-
-    def __init__(
-        self,
-        path: Path,
-        log: ProblemLog,
-        images: dict[int, tuple[str, int, int]],
-        category_ids: set[int],
-        bad_image_ids: set[int],
-    ) -> None:
-        self.path, self.log, self.images = path, log, images
-        self.category_ids, self.bad_image_ids = category_ids, bad_image_ids
-        self.seen_ids: set[int] = set()
-        self.rows: list[tuple[int, int, int, float, float, float, float, bool, float]] = []
-        self.segmentations: list[Any] = []
-
-    def read(self, position: int, ann: Any, keep_segmentation: bool) -> None:
+def _read_annotations(
+    raw: list[Any],
+    path: Path,
+    log: ProblemLog,
+    images: dict[int, tuple[str, int, int]],
+    category_ids: set[int],
+    bad_image_ids: set[int],
+) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """The good annotations: rows ``(image_id, id, category_id, x, y, w, h, iscrowd, area)`` (atoms
+    only, so the garbage collector does not track them) and their segmentations (or None)."""
+    rows: list[tuple[Any, ...]] = []
+    segmentations: list[Any] = []
+    seen_ids: set[int] = set()
+    for position, ann in enumerate(raw):
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
-            self.log.error(self.path, f"annotations[{position}]: needs an integer 'id'")
-            return
-        ann_id = ann["id"]
-        if ann_id in self.seen_ids:
-            self.log.error(self.path, f"annotation id {ann_id} is used twice")
-            return
-        self.seen_ids.add(ann_id)
-        image_id = ann.get("image_id")
-        if _is_int(image_id) and image_id in self.bad_image_ids:
-            return  # the image entry was already reported
+            log.error(path, f"annotations[{position}]: needs an integer 'id'")
+            continue
+        ann_id, image_id = ann["id"], ann.get("image_id")
+        if ann_id in seen_ids:
+            log.error(path, f"annotation id {ann_id} is used twice")
+            continue
+        seen_ids.add(ann_id)
+        if _is_int(image_id) and image_id in bad_image_ids:
+            continue  # the image entry was already reported
         where = f"annotation id {ann_id} (image id {image_id})"
-        image = self.images.get(image_id) if _is_int(image_id) else None
+        image = images.get(image_id) if _is_int(image_id) else None
+        category_id, bbox = ann.get("category_id"), ann.get("bbox")
+        iscrowd, segmentation = ann.get("iscrowd", 0), ann.get("segmentation")
         if image is None:
-            self.log.error(
-                self.path, f"annotation id {ann_id}: image_id {image_id!r} is not in images"
-            )
-            return
-        category_id = ann.get("category_id")
-        if not _is_int(category_id) or category_id not in self.category_ids:
-            self.log.error(self.path, f"{where}: category_id {category_id!r} is not declared")
-            return
-        box = self._check_box(where, ann.get("bbox"), image[1], image[2])
-        if box is None:
-            return
-        iscrowd = ann.get("iscrowd", 0)
-        if iscrowd not in (0, 1) or isinstance(iscrowd, float):
-            self.log.error(self.path, f"{where}: iscrowd must be 0 or 1 (got {iscrowd!r})")
-            return
-        segmentation = ann.get("segmentation")
-        segm_problem = segmentation_problem(segmentation, image[2], image[1])
-        if segm_problem:
-            self.log.error(self.path, f"{where}: {segm_problem}")
-            return
-        area = ann.get("area")
-        area = float(area) if _is_number(area) and math.isfinite(area) else box[2] * box[3]
-        self.rows.append((image_id, ann_id, category_id, *box, bool(iscrowd), area))
-        if keep_segmentation:
-            self.segmentations.append(segmentation or None)
-
-    def _check_box(
-        self, where: str, bbox: Any, width: int, height: int
-    ) -> tuple[float, float, float, float] | None:
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
-            self.log.error(self.path, f"{where}: bbox must be 4 numbers [x, y, width, height]")
-            return None
-        x, y, w, h = (float(v) for v in bbox)
-        tol = OVERHANG_TOLERANCE_PX
-        if not all(map(math.isfinite, (x, y, w, h))):
-            problem = "has a value that is not a finite number"
-        elif w <= 0 or h <= 0:
-            problem = "has zero or negative size"
-        elif x >= width or y >= height or x + w <= 0 or y + h <= 0:
-            problem = f"lies outside the {width}x{height} image"
+            log.error(path, f"annotation id {ann_id}: image_id {image_id!r} is not in images")
+            continue
+        _, width, height = image
+        if not _is_int(category_id) or category_id not in category_ids:
+            problem: str | None = f"category_id {category_id!r} is not declared"
         else:
+            box = _check_box(bbox, width, height)
+            problem = box if isinstance(box, str) else None
+        if problem is None:
+            x, y, w, h = box
+            tol = OVERHANG_TOLERANCE_PX
             if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-                self.log.warning(
-                    self.path,
+                log.warning(
+                    path,
                     f"{where}: bbox {bbox} extends outside the {width}x{height} image; "
                     "it is clipped",
                 )
-            return x, y, w, h
-        self.log.error(self.path, f"{where}: bbox {bbox} {problem}")
-        return None
+            if iscrowd not in (0, 1) or isinstance(iscrowd, float):
+                problem = f"iscrowd must be 0 or 1 (got {iscrowd!r})"
+            else:
+                problem = segmentation_problem(segmentation, height, width)
+        if problem:
+            log.error(path, f"{where}: {problem}")
+            continue
+        area = ann.get("area")
+        area = float(area) if _is_number(area) and math.isfinite(area) else w * h
+        rows.append((image_id, ann_id, category_id, x, y, w, h, bool(iscrowd), area))
+        segmentations.append(segmentation or None)
+    return rows, segmentations
+
+
+def _check_box(bbox: Any, width: int, height: int) -> tuple[float, float, float, float] | str:
+    """The box as floats, or why it is unusable."""
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
+        return "bbox must be 4 numbers [x, y, width, height]"
+    x, y, w, h = box = (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3]))
+    if not all(map(math.isfinite, box)):
+        problem = "has a value that is not a finite number"
+    elif w <= 0 or h <= 0:
+        problem = "has zero or negative size"
+    elif x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        problem = f"lies outside the {width}x{height} image"
+    else:
+        return box
+    return f"bbox {bbox} {problem}"
 
 
 def segmentation_problem(segmentation: Any, height: int, width: int) -> str | None:
@@ -303,32 +297,28 @@ def _assemble(
     json_path: Path,
     categories: list[dict[str, Any]],
     images: dict[int, tuple[str, int, int]],
-    reader: _AnnotationReader,
-    keep_segmentation: bool,
+    rows: list[tuple[Any, ...]],
+    segmentations: list[Any] | None,
 ) -> CocoSplit:
-    image_ids = np.fromiter(images.keys(), dtype=np.int64, count=len(images))
-    columns = list(zip(*reader.rows, strict=True)) if reader.rows else [()] * 9
-    ann_image = np.asarray(columns[0], dtype=np.int64)
-    # Group annotations by image (stable, so file order is kept within an image).
+    # Group annotations by image (a stable sort, so file order is kept within an image).
     position_of = {image_id: i for i, image_id in enumerate(images)}
-    ann_pos = np.fromiter((position_of[i] for i in ann_image), dtype=np.int64, count=len(ann_image))
-    order = np.argsort(ann_pos, kind="stable")
-    counts = np.bincount(ann_pos, minlength=len(images))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    boxes = np.stack([np.asarray(c, dtype=np.float64) for c in columns[3:7]], axis=1)
-    segmentations = [reader.segmentations[i] for i in order] if keep_segmentation else None
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 9
+    positions = np.fromiter(map(position_of.__getitem__, columns[0]), np.int64, len(rows))
+    order = np.argsort(positions, kind="stable")
+    counts = np.bincount(positions, minlength=len(images))
+    names, widths, heights = zip(*images.values(), strict=True) if images else [()] * 3
     return CocoSplit(
         json_path=json_path,
         categories=categories,
-        image_ids=image_ids,
-        file_names=np.array([v[0] for v in images.values()], dtype=str),
-        widths=np.array([v[1] for v in images.values()], dtype=np.int64),
-        heights=np.array([v[2] for v in images.values()], dtype=np.int64),
-        ann_offsets=offsets,
-        ann_ids=np.asarray(columns[1], dtype=np.int64)[order],
-        ann_category_ids=np.asarray(columns[2], dtype=np.int64)[order],
-        ann_boxes=boxes.reshape(-1, 4)[order],
-        ann_iscrowd=np.asarray(columns[7], dtype=bool)[order],
-        ann_area=np.asarray(columns[8], dtype=np.float64)[order],
-        segmentations=segmentations,
+        image_ids=np.fromiter(images, dtype=np.int64, count=len(images)),
+        file_names=np.array(names, dtype=str),
+        widths=np.array(widths, dtype=np.int64),
+        heights=np.array(heights, dtype=np.int64),
+        ann_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        ann_ids=np.array(columns[1], dtype=np.int64)[order],
+        ann_category_ids=np.array(columns[2], dtype=np.int64)[order],
+        ann_boxes=np.array(columns[3:7], dtype=np.float64).reshape(4, -1).T[order],
+        ann_iscrowd=np.array(columns[7], dtype=bool)[order],
+        ann_area=np.array(columns[8], dtype=np.float64)[order],
+        segmentations=None if segmentations is None else [segmentations[i] for i in order],
     )

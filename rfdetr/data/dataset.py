@@ -1,5 +1,5 @@
 """Items of a split: per-image annotations from COCO or YOLO files in one pixel-space form
-(:class:`AnnotationSource`, :func:`make_objects`; YOLO label files are parsed per item, so memory
+(:data:`AnnotationSource`, :func:`make_objects`; YOLO label files are parsed per item, so memory
 does not grow with the dataset), the dataset class, and :func:`build_dataset`, the one call that
 turns a folder into items."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,38 +23,11 @@ from rfdetr.data.masks import box_mask, coco_segmentation_to_mask, polygons_to_m
 from rfdetr.data.normalize import one_thread
 from rfdetr.data.problems import DatasetError, ProblemLog
 from rfdetr.data.transforms import Target, Transform, build_transforms, multi_scale_sizes
-from rfdetr.data.yolo import (
-    YoloLabels,
-    YoloSplitFiles,
-    read_data_yaml,
-    read_labels_strict,
-    scan_split,
-)
+from rfdetr.data.yolo import YoloLabels, YoloSplitFiles, parse_label_file, read_data_yaml
 
 logger = logging.getLogger(__name__)
 
 Objects = dict[str, torch.Tensor]
-
-
-class AnnotationSource(Protocol):
-    """What :class:`DetectionDataset` needs from a format reader."""
-
-    class_map: ClassMap
-
-    def __len__(self) -> int: ...
-
-    def image_path(self, index: int) -> Path:
-        """The image file of item ``index``; DatasetError when it resolves outside the dataset."""
-        ...
-
-    def image_id(self, index: int) -> int:
-        """The image id (COCO ``id``; the item index for YOLO, which has no ids)."""
-        ...
-
-    def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
-        """Training objects (crowd left out) of item ``index`` (:func:`make_objects`); DatasetError
-        for invalid labels or (COCO) an image not of the size the annotation file states."""
-        ...
 
 
 def make_objects(
@@ -86,8 +59,15 @@ def make_objects(
     return objects
 
 
-class CocoSource(AnnotationSource):
-    """Items of a COCO split; annotation ``category_id`` values are mapped by ``class_map``."""
+class CocoSource:
+    """Items of a COCO split; annotation ``category_id`` values are mapped by ``class_map``.
+
+    Both sources give ``image_path(index)`` (DatasetError when it resolves outside the dataset),
+    ``image_id(index)`` (COCO ``id``; the item index for YOLO, which has no ids) and
+    ``objects(index, width, height, with_masks)``: training objects, crowd left out
+    (:func:`make_objects`); DatasetError for invalid labels or (COCO) an image not of the size
+    the annotation file states.
+    """
 
     def __init__(
         self, split: CocoSplit, split_dir: Path, class_map: ClassMap, root_real: str
@@ -129,8 +109,6 @@ class CocoSource(AnnotationSource):
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         masks = None
         if with_masks:
-            if split.segmentations is None:
-                raise ValueError("the COCO split was read without segmentations")
             try:
                 masks = [
                     coco_segmentation_to_mask(split.segmentations[i], height, width, box)
@@ -141,7 +119,7 @@ class CocoSource(AnnotationSource):
         return make_objects(labels, xyxy, width, height, masks)
 
 
-class YoloSource(AnnotationSource):
+class YoloSource:
     """Items of a YOLO split; label files are read when an item is loaded."""
 
     def __init__(self, files: YoloSplitFiles, class_map: ClassMap, root_real: str) -> None:
@@ -162,8 +140,12 @@ class YoloSource(AnnotationSource):
         return index
 
     def labels(self, index: int) -> YoloLabels:
-        image = Path(str(self._images[index]))
-        return read_labels_strict(self.files.label_path(image), self.class_map, self.root_real)
+        """Labels of item ``index``; DatasetError (``path:LINE: problem``) on the first error."""
+        log = ProblemLog()
+        path = self.files.label_path(Path(str(self._images[index])))
+        labels = parse_label_file(path, self.class_map, log, self.root_real)
+        log.raise_first()
+        return labels
 
     def objects(self, index: int, width: int, height: int, with_masks: bool) -> Objects:
         parsed = self.labels(index)
@@ -184,6 +166,10 @@ class YoloSource(AnnotationSource):
         return make_objects(labels, xyxy, width, height, masks)
 
 
+AnnotationSource = CocoSource | YoloSource
+
+
+@dataclass(eq=False)
 class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     """Images and targets of one split, decoded lazily, one item at a time.
 
@@ -200,25 +186,14 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     persistent workers) or, for a plain index, from :meth:`set_epoch`.
     """
 
-    def __init__(
-        self,
-        source: AnnotationSource,
-        transforms: Transform,
-        *,
-        segmentation: bool = False,
-        seed: int = 0,
-        sizes: list[int] | None = None,
-        dataset_format: DatasetFormat | None = None,
-        split: str = "",
-    ) -> None:
-        self.source = source
-        self.transforms = transforms
-        self.segmentation = segmentation
-        self.seed = seed
-        self.epoch = 0
-        self.sizes = sizes or []
-        self.format = dataset_format
-        self.split = split
+    source: AnnotationSource
+    transforms: Transform
+    segmentation: bool = False
+    seed: int = 0
+    sizes: list[int] = field(default_factory=list)
+    format: DatasetFormat | None = None
+    split: str = ""
+    epoch: int = 0
 
     @property
     def class_map(self) -> ClassMap:
@@ -308,8 +283,8 @@ def build_dataset(
         DatasetError: the folder, the split or its annotation files cannot be used (one line).
     """
     layout = detect_format(dataset_dir)
-    split_name = canonical_split(split)
-    source = build_source(layout, split_name, class_map, segmentation)
+    split = canonical_split(split)
+    source = build_source(layout, split, class_map, segmentation)
     sizes = [resolution]
     if train and scale_multiple:
         sizes = multi_scale_sizes(resolution, scale_multiple, expanded_scales)
@@ -318,19 +293,11 @@ def build_dataset(
     logger.info(
         "%s %s split: %d images, %d classes",
         layout.format.value,
-        split_name,
+        split,
         len(source),
         source.class_map.num_classes,
     )
-    return DetectionDataset(
-        source,
-        transforms,
-        segmentation=segmentation,
-        seed=seed,
-        sizes=sizes,
-        dataset_format=layout.format,
-        split=split_name,
-    )
+    return DetectionDataset(source, transforms, segmentation, seed, sizes, layout.format, split)
 
 
 def build_source(
@@ -342,7 +309,7 @@ def build_source(
     root_real = os.path.realpath(layout.root)
     check_inside(split_dir, root_real, "split folder")
     if layout.format is DatasetFormat.YOLO:
-        files = scan_split(*layout.yolo_dirs(split_name))
+        files = YoloSplitFiles(*layout.yolo_dirs(split_name))
         if not files.images:
             raise DatasetError(files.images_dir, f"the {split_name} split has no images")
         return YoloSource(files, class_map or _class_map(layout), root_real)
@@ -354,17 +321,13 @@ def build_source(
     return CocoSource(split, split_dir, class_map or _class_map(layout), root_real)
 
 
-def _hint(layout: DatasetLayout) -> str:
-    return f"; run `rfdetr validate {layout.root}` for the full list"
-
-
 def _class_map(layout: DatasetLayout) -> ClassMap:
     if layout.yaml_path is None:  # COCO: the categories of the train split
         split = _read_coco(layout, "train")
         return ClassMap.from_coco_categories(split.categories, split.annotated_category_ids())
     log = ProblemLog()
     class_map = read_data_yaml(layout.yaml_path, log)
-    log.raise_on_error(_hint(layout))
+    log.raise_on_error(layout.root)
     assert class_map is not None  # None only with an error in the log, raised above
     return class_map
 
@@ -373,6 +336,6 @@ def _read_coco(layout: DatasetLayout, split_name: str, segmentation: bool = Fals
     log = ProblemLog()
     json_path = layout.coco_annotation_path(split_name)
     split = read_coco_split(json_path, log, keep_segmentation=segmentation)
-    log.raise_on_error(_hint(layout))
+    log.raise_on_error(layout.root)
     assert split is not None  # None only with an error in the log, raised above
     return split

@@ -175,9 +175,11 @@ def _yaml_split_dirs(
                 f"{value}: a .txt list of image files is not supported yet; give an image folder"
             )
         else:
-            images_dir = _inside_root(root, yaml_path, key, value, base)
-            dirs[name] = (images_dir, _labels_dir(root, yaml_path, key, value, images_dir))
-            continue
+            images_dir, problem = _folder_in(root, base, value)
+            if problem is None:
+                dirs[name] = (images_dir, _labels_dir(root, yaml_path, key, value, images_dir))
+                continue
+            problem = f"{value}: {problem}"
         raise DatasetFormatError(yaml_path, f"{key}: {problem}")
     return dirs
 
@@ -187,26 +189,22 @@ def _yaml_base(root: Path, yaml_path: Path, value: Any) -> Path:
     base = yaml_path.parent
     if value in (None, "") or not isinstance(value, str) or "\x00" in value:
         return base
-    folder = Path(os.path.normpath(base / value))
-    if (
-        Path(value).is_absolute()
-        or escapes_root(folder, os.path.realpath(root))
-        or not folder.is_dir()
-    ):
-        logger.warning(
-            "%s: path: %s is not a folder inside the dataset; split folders are read relative "
-            "to %s",
-            yaml_path,
-            value,
-            base,
-        )
-        return base
-    return folder
+    folder, problem = _folder_in(root, base, value)
+    if problem is None:
+        return folder
+    logger.warning(
+        "%s: path: %s is not a folder inside the dataset; split folders are read relative to %s",
+        yaml_path,
+        value,
+        base,
+    )
+    return base
 
 
-def _inside_root(root: Path, yaml_path: Path, key: str, value: str, base: Path) -> Path:
+def _folder_in(root: Path, base: Path, value: str) -> tuple[Path, str | None]:
+    """``base / value`` normalised, and why it is not a folder inside ``root`` (or None)."""
     folder = Path(os.path.normpath(base / value))
-    if os.path.isabs(value) or Path(value).is_absolute():
+    if Path(value).is_absolute():
         problem = (
             "absolute paths are not allowed; the dataset folder must be self-contained, so "
             "give a path relative to it"
@@ -218,8 +216,8 @@ def _inside_root(root: Path, yaml_path: Path, key: str, value: str, base: Path) 
     elif not folder.is_dir():
         problem = "not a folder"
     else:
-        return folder
-    raise DatasetFormatError(yaml_path, f"{key}: {value}: {problem}")
+        return folder, None
+    return folder, problem
 
 
 def _labels_dir(root: Path, yaml_path: Path, key: str, value: str, images_dir: Path) -> Path:

@@ -33,10 +33,8 @@ def coco_ground_truth(dataset: DetectionDataset) -> dict[str, Any]:
     source = dataset.source
     if isinstance(source, CocoSource):
         images, annotations = _from_coco(source, dataset.segmentation)
-    elif isinstance(source, YoloSource):
-        images, annotations = _from_yolo(source, dataset.segmentation)
     else:
-        raise TypeError(f"no ground truth for a {type(source).__name__}")
+        images, annotations = _from_yolo(source, dataset.segmentation)
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
@@ -73,9 +71,8 @@ def _from_coco(source: CocoSource, segmentation: bool) -> tuple[list[dict], list
                 "area": float(split.ann_area[a]),
                 "iscrowd": int(split.ann_iscrowd[a]),
             }
-            if segmentation:
-                raw = split.segmentations[a] if split.segmentations is not None else None
-                ann["segmentation"] = raw or _box_polygon(*bbox)
+            if segmentation:  # the split was read with its segmentations
+                ann["segmentation"] = split.segmentations[a] or _box_polygon(*bbox)
             annotations.append(ann)
     return images, annotations
 

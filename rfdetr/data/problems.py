@@ -93,12 +93,13 @@ class ProblemLog:
         if self.errors:
             raise error(self.errors[0].path, self.errors[0].message)
 
-    def raise_on_error(self, hint: str = "") -> None:
-        """Raise :class:`DatasetError` for the first error (``hint`` appended); log warnings
-        once, summarised."""
+    def raise_on_error(self, dataset_root: Path) -> None:
+        """Raise :class:`DatasetError` for the first error (pointing to ``rfdetr validate``);
+        log warnings once, summarised."""
         errors = self.errors
         if errors:
             more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+            hint = f"; run `rfdetr validate {dataset_root}` for the full list"
             raise DatasetError(errors[0].path, f"{errors[0].message}{more}{hint}")
         warnings = self.warnings
         if warnings:

@@ -31,8 +31,7 @@ class ShapeObject:
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
-        xs = [x for x, _ in self.polygon]
-        ys = [y for _, y in self.polygon]
+        xs, ys = zip(*self.polygon, strict=True)
         return min(xs), min(ys), max(xs), max(ys)
 
     @property
@@ -73,6 +72,8 @@ def make_shapes_dataset(
     """
     if not classes or len(classes) > len(_CLASS_COLOURS):
         raise ValueError(f"between 1 and {len(_CLASS_COLOURS)} classes are supported")
+    if fmt not in ("coco", "yolo"):
+        raise ValueError(f"unknown format '{fmt}'; use 'coco' or 'yolo'")
     root = Path(root)
     splits = dict(splits or {"train": 32, "valid": 8})
     if fmt == "yolo":
@@ -85,10 +86,8 @@ def make_shapes_dataset(
         ]
         if fmt == "coco":
             _write_coco_split(root / split, split, images, classes)
-        elif fmt == "yolo":
-            _write_yolo_split(root / split, split, images, segmentation)
         else:
-            raise ValueError(f"unknown format '{fmt}'; use 'coco' or 'yolo'")
+            _write_yolo_split(root / split, split, images, segmentation)
     return root
 
 

@@ -6,16 +6,16 @@ throughout (its memory may stay ``H, W, 3``, as decoded); ``target`` as a
 :class:`NormalizeBoxes` makes them **normalised cxcywh**; ``rng`` a ``random.Random`` owned by
 the caller, so a seeded item is reproducible whatever worker loads it.
 
-Training: :class:`TrainGeometry`, then :class:`NormalizeBoxes`; with multi-scale the dataset
-resizes to the largest of :func:`multi_scale_sizes` and the training step resizes each batch
-(:func:`resize_batch`) to :func:`pick_step_size`'s. Validation: a square resize, then the boxes.
+:func:`build_transforms` gives the pipelines (:class:`Geometry`, then :class:`NormalizeBoxes`);
+with multi-scale the dataset resizes to the largest of :func:`multi_scale_sizes` and the training
+step resizes each batch (:func:`resize_batch`) to :func:`pick_step_size`'s.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,26 +24,17 @@ from torchvision.transforms.v2 import functional as TF
 from rfdetr.utils.box_ops import box_xyxy_to_cxcywh
 
 Target = dict[str, Any]
+# ``transform(image, target, rng) -> (image, target)``: the module docstring.
+Transform = Callable[[torch.Tensor, Target, random.Random], tuple[torch.Tensor, Target]]
 # Keys holding one entry per object; a crop filters them all with the same mask.
 PER_OBJECT_KEYS = ("boxes", "labels", "area", "iscrowd", "masks")
-
-
-class Transform(Protocol):
-    """``(image, target, rng) -> (image, target)``; see the module docstring for the formats."""
-
-    def __call__(
-        self, image: torch.Tensor, target: Target, rng: random.Random
-    ) -> tuple[torch.Tensor, Target]: ...
 
 
 def hflip(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
     """Mirror left-right: pixel box ``[x1, y1, x2, y2]`` becomes ``[W - x2, y1, W - x1, y2]``."""
     width = image.shape[-1]
-    target = dict(target)
-    boxes = target["boxes"]
-    target["boxes"] = torch.stack(
-        [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1
-    )
+    x1, y1, x2, y2 = target["boxes"].unbind(1)
+    target = dict(target, boxes=torch.stack([width - x2, y1, width - x1, y2], dim=1))
     if "masks" in target:
         target["masks"] = target["masks"].flip(-1)
     return image.flip(-1), target
@@ -113,18 +104,6 @@ class Compose:
         return image, target
 
 
-class SquareResize:
-    """Resize to ``size x size`` (aspect ratio not kept, as upstream)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(
-        self, image: torch.Tensor, target: Target, rng: random.Random
-    ) -> tuple[torch.Tensor, Target]:
-        return resize(image, target, self.size, self.size)
-
-
 class RandomSizeCrop:
     """Crop a random window whose sides are drawn from ``[min_size, max_size]``, capped by the
     image."""
@@ -142,25 +121,32 @@ class RandomSizeCrop:
         return crop(image, target, top, left, crop_h, crop_w)
 
 
-class TrainGeometry:
-    """Upstream's training geometry: a horizontal flip (p=0.5), then either (p=0.5) a square
-    resize to ``size``, or a shorter-side resize to one of ``short_sides`` (aspect kept), a
-    :class:`RandomSizeCrop` with sides in ``crop_range`` and the square resize to ``size``."""
+class Geometry:
+    """A square resize to ``size`` (aspect not kept, as upstream). With ``crop_range``, upstream's
+    training geometry first: a horizontal flip (p=0.5), then (p=0.5) a shorter-side resize to
+    one of ``short_sides`` (aspect kept) and a :class:`RandomSizeCrop` with sides in
+    ``crop_range``."""
 
-    def __init__(self, size: int, short_sides: Sequence[int], crop_range: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        size: int,
+        short_sides: Sequence[int] = (),
+        crop_range: tuple[int, int] | None = None,
+    ) -> None:
         self.size, self.short_sides = size, list(short_sides)
-        self.crop = RandomSizeCrop(*crop_range)
+        self.crop = RandomSizeCrop(*crop_range) if crop_range else None
 
     def __call__(
         self, image: torch.Tensor, target: Target, rng: random.Random
     ) -> tuple[torch.Tensor, Target]:
-        if rng.random() < 0.5:
-            image, target = hflip(image, target)
-        if rng.random() >= 0.5:  # the crop branch
-            height, width = image.shape[-2:]
-            scale = rng.choice(self.short_sides) / min(height, width)
-            new_size = max(1, round(height * scale)), max(1, round(width * scale))
-            image, target = self.crop(*resize(image, target, *new_size), rng)
+        if self.crop is not None:
+            if rng.random() < 0.5:
+                image, target = hflip(image, target)
+            if rng.random() >= 0.5:  # the crop branch
+                height, width = image.shape[-2:]
+                scale = rng.choice(self.short_sides) / min(height, width)
+                new_size = max(1, round(height * scale)), max(1, round(width * scale))
+                image, target = self.crop(*resize(image, target, *new_size), rng)
         return resize(image, target, self.size, self.size)
 
 
@@ -201,11 +187,11 @@ def build_transforms(
     crop_short_sides: Sequence[int] = (400, 500, 600),
     crop_range: tuple[int, int] = (384, 600),
 ) -> Compose:
-    """The upstream recipe: :class:`TrainGeometry` (to ``train_size``, default ``resolution``)
-    or a square resize to ``resolution``, then :class:`NormalizeBoxes`."""
+    """The upstream recipe: the training :class:`Geometry` (to ``train_size``, default
+    ``resolution``) or a square resize to ``resolution``, then :class:`NormalizeBoxes`."""
     if not train:
-        return Compose([SquareResize(resolution), NormalizeBoxes()])
-    geometry = TrainGeometry(train_size or resolution, crop_short_sides, crop_range)
+        return Compose([Geometry(resolution), NormalizeBoxes()])
+    geometry = Geometry(train_size or resolution, crop_short_sides, crop_range)
     return Compose([geometry, NormalizeBoxes()])
 
 

@@ -9,12 +9,12 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from rfdetr.data.classes import ClassMap
-from rfdetr.data.coco import CocoSplit, read_coco_split
+from rfdetr.data.coco import read_coco_split
 from rfdetr.data.formats import (
     REQUIRED_SPLITS,
     SPLIT_FOLDERS,
@@ -25,13 +25,10 @@ from rfdetr.data.formats import (
 )
 from rfdetr.data.images import NotRegularFileError, check_inside, escapes_root, read_image_size
 from rfdetr.data.problems import DatasetError, ProblemLog
-from rfdetr.data.yolo import (
-    YoloSplitFiles,
-    orphan_labels,
-    parse_label_file,
-    read_data_yaml,
-    scan_split,
-)
+from rfdetr.data.yolo import YoloSplitFiles, orphan_labels, parse_label_file, read_data_yaml
+
+if TYPE_CHECKING:  # the loaders import torch: only --deep runs them
+    from rfdetr.data.dataset import AnnotationSource
 
 
 @dataclass
@@ -175,13 +172,14 @@ def _validate_coco(
     summary.annotations = len(split.ann_ids)
     summary.crowd = int(split.ann_iscrowd.sum())
     summary.class_counts.update(int(c) for c in split.ann_category_ids)
-    for category_id in sorted(summary.class_counts) if class_map is not None else ():
-        if not class_map.has_source_id(category_id):
-            log.error(
-                split.json_path,
-                f"{summary.class_counts[category_id]} annotations use category id {category_id}, "
-                "which is not a class of the train split",
-            )
+    known = set(class_map.source_ids) if class_map is not None else set(summary.class_counts)
+    unknown = sorted(set(summary.class_counts) - known)
+    for category_id in unknown:
+        log.error(
+            split.json_path,
+            f"{summary.class_counts[category_id]} annotations use category id {category_id}, "
+            "which is not a class of the train split",
+        )
     if split.num_images == 0:
         log.error(split.json_path, f"the {name} split has no images")
     good = []
@@ -189,14 +187,16 @@ def _validate_coco(
         expected = (int(split.widths[i]), int(split.heights[i]))
         if check_image(split_dir / str(split.file_names[i]), root_real, log, expected):
             good.append(i)
-    if deep and class_map is not None:
-        _decode_items(split, split_dir, class_map, root_real, good, log)
+    if deep and class_map is not None and not unknown:
+        from rfdetr.data.dataset import CocoSource  # imports torch: only for --deep
+
+        _decode_items(CocoSource(split, split_dir, class_map, root_real), good, log)
 
 
 def _validate_yolo(
     layout: DatasetLayout, name: str, root_real: str, log: DatasetReport, deep: bool
 ) -> None:
-    files = scan_split(*layout.yolo_dirs(name))
+    files = YoloSplitFiles(*layout.yolo_dirs(name))
     if not files.images_dir.is_dir():
         log.error(files.images_dir, f"the {name} split has no images/ folder")
         return
@@ -222,7 +222,9 @@ def _validate_yolo(
         if size and all(p.severity != "error" for p in log.problems[errors:]):
             good.append(index)
     if deep and log.class_map is not None:
-        _decode_items(files, layout.splits[name], log.class_map, root_real, good, log)
+        from rfdetr.data.dataset import YoloSource  # imports torch: only for --deep
+
+        _decode_items(YoloSource(files, log.class_map, root_real), good, log)
     for orphan in orphan_labels(files):
         log.warning(orphan, "label file has no image with the same name; it is ignored")
 
@@ -259,26 +261,10 @@ def check_image(
     return None
 
 
-def _decode_items(
-    files: CocoSplit | YoloSplitFiles,
-    split_dir: Path,
-    class_map: ClassMap,
-    root_real: str,
-    indices: list[int],
-    log: ProblemLog,
-) -> None:
+def _decode_items(source: AnnotationSource, indices: list[int], log: ProblemLog) -> None:
     """``--deep``: decode the items at ``indices`` (header and labels passed) as training does."""
-    # Imports torch: only for --deep.
-    from rfdetr.data.dataset import AnnotationSource, CocoSource, YoloSource, load_raw_item
+    from rfdetr.data.dataset import load_raw_item
 
-    source: AnnotationSource
-    try:
-        if isinstance(files, CocoSplit):
-            source = CocoSource(files, split_dir, class_map, root_real)
-        else:
-            source = YoloSource(files, class_map, root_real)
-    except DatasetError:  # unknown category ids: reported by the header pass
-        return
     for index in indices:
         try:
             load_raw_item(source, index, segmentation=True)

@@ -42,9 +42,9 @@ class YoloLabels:
         polygons: ``[N]`` flat normalised ``[x1, y1, x2, y2, ...]`` arrays, None for box lines.
     """
 
-    class_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float64))
-    polygons: list[np.ndarray | None] = field(default_factory=list)
+    class_ids: np.ndarray
+    boxes: np.ndarray
+    polygons: list[np.ndarray | None]
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -52,22 +52,21 @@ class YoloLabels:
 
 @dataclass
 class YoloSplitFiles:
-    """The files of one split: ``images_dir/**`` and the matching ``labels_dir/**.txt``."""
+    """The files of one split: ``images_dir/**`` (listed when built; none when the folder is
+    missing) and the matching ``labels_dir/**.txt``."""
 
     images_dir: Path
     labels_dir: Path
-    images: list[Path]
-    linked_dirs: list[Path]
+    images: list[Path] = field(init=False)
+    linked_dirs: list[Path] = field(init=False)
+
+    def __post_init__(self) -> None:
+        found = list_images(self.images_dir) if self.images_dir.is_dir() else ([], [])
+        self.images, self.linked_dirs = found
 
     def label_path(self, image: Path) -> Path:
         relative = image.relative_to(self.images_dir)
         return self.labels_dir / relative.with_suffix(".txt")
-
-
-def scan_split(images_dir: Path, labels_dir: Path) -> YoloSplitFiles:
-    """List the images of a YOLO split (none when ``images_dir`` is missing)."""
-    images, linked = list_images(images_dir) if images_dir.is_dir() else ([], [])
-    return YoloSplitFiles(images_dir, labels_dir, images, linked)
 
 
 def orphan_labels(files: YoloSplitFiles) -> list[Path]:
@@ -174,49 +173,41 @@ def _names_problem(names: Any) -> str | None:
 
 
 def parse_label_file(
-    path: Path, class_map: ClassMap | None, log: ProblemLog, root_real: str | None = None
+    path: Path, class_map: ClassMap | None, log: ProblemLog, root_real: str
 ) -> YoloLabels:
     """Parse and check one label file; problems go to ``log`` as ``path:LINE``, lines with
     errors are left out. A missing file means no objects. With no ``class_map`` class ids are
-    not checked; with ``root_real`` a file that resolves outside it is refused unread."""
+    not checked; a file that resolves outside ``root_real`` is refused unread."""
     try:
-        if root_real is not None:
-            check_inside(path, root_real, "label file")
+        check_inside(path, root_real, "label file")
         with open_regular(path) as handle:
             text = handle.read().decode("utf-8")
     except FileNotFoundError:
-        return YoloLabels()
+        text = ""
     except DatasetError as exc:
         log.error(exc.path, exc.problem)
-        return YoloLabels()
+        text = ""
     except UnicodeDecodeError as exc:
         log.error(path, f"label file is not UTF-8 text ({exc.reason})")
-        return YoloLabels()
+        text = ""
     except OSError as exc:
         log.error(path, f"cannot read label file ({exc.strerror or exc})")
-        return YoloLabels()
-    class_ids: list[int] = []
-    boxes: list[tuple[float, float, float, float]] = []
-    polygons: list[np.ndarray | None] = []
+        text = ""
+    rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
-        if not tokens:
-            continue
-        parsed = _parse_line(tokens, class_map)
-        where = f"{path}:{number}"
+        parsed = _parse_line(tokens, class_map) if tokens else None
         if isinstance(parsed, str):
-            log.error(where, parsed)
-            continue
-        class_id, box, polygon, overhang = parsed
-        if overhang:
-            log.warning(where, "box extends outside the image; it is clipped")
-        class_ids.append(class_id)
-        boxes.append(box)
-        polygons.append(polygon)
+            log.error(f"{path}:{number}", parsed)
+        elif parsed is not None:
+            if parsed[3]:
+                log.warning(f"{path}:{number}", "box extends outside the image; it is clipped")
+            rows.append(parsed[:3])
+    class_ids, boxes, polygons = zip(*rows, strict=True) if rows else ((), (), ())
     return YoloLabels(
         np.asarray(class_ids, dtype=np.int64),
         np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-        polygons,
+        list(polygons),
     )
 
 
@@ -263,11 +254,3 @@ def _parse_line(
     if x2 <= x1 or y2 <= y1:
         return "polygon has zero width or height"
     return class_id, ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), polygon, False
-
-
-def read_labels_strict(path: Path, class_map: ClassMap, root_real: str | None = None) -> YoloLabels:
-    """:func:`parse_label_file` raising DatasetError (``path:LINE: problem``) on the first error."""
-    log = ProblemLog()
-    labels = parse_label_file(path, class_map, log, root_real)
-    log.raise_first()
-    return labels
