@@ -226,19 +226,13 @@ SECTIONS: dict[str, type[StrictModel]] = {
 }
 
 
-def _flat_keys() -> dict[str, str]:
-    owners: dict[str, str] = {}
-    for section, model in SECTIONS.items():
-        for name in model.model_fields:
-            if name == "name" and section == "model":
-                continue  # the preset name is not a training option; use "model.name"
-            if name in owners:
-                raise RuntimeError(f"option '{name}' is in sections {owners[name]} and {section}")
-            owners[name] = section
-    return owners
-
-
-FLAT_KEYS: dict[str, str] = _flat_keys()
+# Flat option name -> its section; field names are unique across sections (a test checks it).
+FLAT_KEYS: dict[str, str] = {
+    name: section
+    for section, model in SECTIONS.items()
+    for name in model.model_fields
+    if (section, name) != ("model", "name")  # the preset name: "model.name" only
+}
 
 # Upstream options with one fixed behaviour here: accepted at that value, refused otherwise.
 _FIXED_UPSTREAM_OPTIONS: dict[str, tuple[Any, str]] = {

@@ -245,19 +245,6 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.cuda.set_rng_state(saved, cuda)
 
 
-@contextlib.contextmanager
-def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
-    """Put ``modules`` in eval mode for the block, restoring each one's training flag after."""
-    training = [module.training for module in modules]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for module, flag in zip(modules, training, strict=True):
-            module.train(flag)
-
-
 # glibc mallopt parameters and their defaults (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536

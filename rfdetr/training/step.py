@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -77,9 +77,6 @@ class EarlyStopping:
         )
         return self.bad_epochs >= self.patience
 
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the counters; patience and margin stay the configured ones."""
         self.best = state.get("best")
@@ -111,9 +108,6 @@ class BestTracker:
         if self.ema is not None and (self.regular is None or self.ema > self.regular):
             return "ema"
         return "regular"
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
