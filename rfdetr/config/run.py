@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rfdetr.config.model import ConfigError, ModelConfig, StrictModel
 from rfdetr.config.presets import get_preset, list_presets
@@ -243,7 +243,7 @@ _FIXED_UPSTREAM_OPTIONS: dict[str, tuple[Any, str]] = {
 
 
 def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    data = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
+    data = dict(base)  # sections are dicts here, replaced (never changed) below
     for key, value in overrides.items():
         section, _, field = key.partition(".")
         if field:
@@ -254,10 +254,7 @@ def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
             section, field = FLAT_KEYS[key], key
         else:
             raise ConfigError(f"unknown training option '{key}'{_closest(key)}")
-        current = data.get(section)
-        if not isinstance(current, dict):
-            current = current.model_dump() if isinstance(current, BaseModel) else {}
-        data[section] = {**current, field: value}
+        data[section] = {**data.get(section, {}), field: value}
     return data
 
 
