@@ -15,22 +15,11 @@ from rfdetr import checkpoints as files
 from rfdetr.checkpoints.formats import CheckpointError
 from rfdetr.config import ConfigError, RunConfig
 from rfdetr.models.detector import RFDETR
-from rfdetr.training.distributed import (
-    DistInfo,
-    broadcast,
-    cleanup,
-    gather,
-    setup_distributed,
-)
+from rfdetr.training.distributed import DistInfo, broadcast, cleanup, gather, setup_distributed
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer, build_scheduler
-from rfdetr.training.outputs import (
-    TrainResult,
-    evaluate_split_models,
-    finish_epoch,
-    write_results,
-)
+from rfdetr.training.outputs import TrainResult, evaluate_split_models, finish_epoch, write_results
 from rfdetr.training.resume import check_resume_matches, finished_result, restore
 from rfdetr.training.runtime import (
     capture_rng_state,
