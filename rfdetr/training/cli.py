@@ -70,9 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from rfdetr.config import RunConfig
     from rfdetr.training.loop import fit
 
-    options = {k: v for k, v in vars(args).items() if k in FLAT_KEYS and k != "dataset_dir"}
-    if args.dataset_dir:
-        options["dataset_dir"] = args.dataset_dir
+    # the positional dataset_dir counts when given (else --config's)
+    options = {k: v for k, v in vars(args).items() if k in FLAT_KEYS and (k != "dataset_dir" or v)}
     config: RunConfig | None = None
     try:
         if args.config:

@@ -18,7 +18,7 @@ class ModelEMA:
     averaged model (eval mode, no gradients); ``updates`` counts :meth:`update` calls.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.993, tau: float = 100.0) -> None:
+    def __init__(self, model: nn.Module, decay: float, tau: float) -> None:
         self.module = copy.deepcopy(model).eval()
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)

@@ -60,7 +60,11 @@ def fit(config: RunConfig, *, model: RFDETR | None = None) -> TrainResult:
         ConfigError, DatasetError, CheckpointError: unusable settings, data or resume file.
         NonFiniteLossError: the loss became NaN/inf (the last good ``checkpoint.pth`` stays).
     """
-    info = setup_distributed(use_cuda=_wants_cuda(config))
+    try:  # resolve_device raises again, with its message, once the group is joined
+        use_cuda = resolve_device(config.train.device).type == "cuda"
+    except ConfigError:
+        use_cuda = False
+    info = setup_distributed(use_cuda=use_cuda)
     try:
         device = resolve_device(config.train.device, info)
         with tuned_allocator(device):
@@ -115,13 +119,6 @@ def _fit(
         if session.run_logger is not None:
             session.run_logger.close()
     return _final_result(session, stopped, last_epoch)
-
-
-def _wants_cuda(config: RunConfig) -> bool:
-    try:  # resolve_device raises again, with its message, once the group is joined
-        return resolve_device(config.train.device).type == "cuda"
-    except ConfigError:
-        return False
 
 
 def _build_session(
@@ -235,7 +232,9 @@ def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) 
     metrics = checkpoint.metrics or {}
     test = None
     if session.test is not None:
-        model = _best_in_memory(session, metrics, last_epoch)
+        # the module whose weights the best file holds, when it is in memory (else read the file)
+        in_memory = {"regular": session.model, "ema": session.ema.module if session.ema else None}
+        model = in_memory.get(metrics.get("source")) if metrics.get("epoch") == last_epoch else None
         if model is None:
             model = files.load_model(checkpoint, config.model)[0].to(session.device)
         test = evaluate_split_models(session, [model], session.test)[0].to_dict()
@@ -251,16 +250,3 @@ def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) 
         "class_map": config.data.class_map,
         "stopped_early": stopped,
     }
-
-
-def _best_in_memory(
-    session: TrainSession, metrics: dict[str, Any], last_epoch: int
-) -> nn.Module | None:
-    """The in-memory module whose weights the best file holds, or None (read the file)."""
-    if metrics.get("epoch") != last_epoch:
-        return None
-    if metrics.get("source") == "regular":
-        return session.model
-    if metrics.get("source") == "ema" and session.ema is not None:
-        return session.ema.module
-    return None

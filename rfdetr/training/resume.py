@@ -125,14 +125,6 @@ def restore(session: TrainSession, state: dict[str, Any]) -> int:
     with _loading(source, "scheduler"):
         session.scheduler.load_state_dict(state["scheduler"])
     session.scheduler.lr_lambdas = schedule  # this run's schedule (e.g. a longer cosine)
-    _restore_counters(session, state)
-    epoch = int(state["epoch"]) + 1
-    logger.info("resuming from %s at epoch %d", source, epoch)
-    return epoch
-
-
-def _restore_counters(session: TrainSession, state: dict[str, Any]) -> None:
-    source = session.config.train.resume
     with _loading(source, "grad scaler"):
         if state.get("scaler") and session.scaler.is_enabled():
             session.scaler.load_state_dict(state["scaler"])
@@ -143,12 +135,13 @@ def _restore_counters(session: TrainSession, state: dict[str, Any]) -> None:
             setattr(session.tracker, key, value)
         if session.stopper is not None and trackers.get("early_stopping"):
             session.stopper.load_state_dict(trackers["early_stopping"])
-    streams = state.get("rng") or []
+    streams, rank = state.get("rng") or [], session.dist.rank
     if streams:
-        rank = session.dist.rank
-        stream = streams[rank] if rank < len(streams) else streams[0]
         with _loading(source, "random"):
-            restore_rng_state(stream, session.device)
+            restore_rng_state(streams[rank if rank < len(streams) else 0], session.device)
+    epoch = int(state["epoch"]) + 1
+    logger.info("resuming from %s at epoch %d", source, epoch)
+    return epoch
 
 
 def upstream_optimizer_in(
