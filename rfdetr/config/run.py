@@ -170,7 +170,6 @@ class RunConfig(StrictModel):
         Raises:
             ConfigError: an unknown keyword (with the closest valid name) or an invalid value.
         """
-        options = dict(options)
         for key, (value, why) in _FIXED_UPSTREAM_OPTIONS.items():
             given = options.pop(key, value)
             if given != value and not (key == "sync_bn" and given is False):

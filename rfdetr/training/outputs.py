@@ -92,9 +92,7 @@ def finish_epoch(
     the run."""
     config, tracker = session.config, session.tracker
     out = Path(config.train.output_dir)
-    models = {"regular": session.model}
-    if session.ema is not None:
-        models["ema"] = session.ema.module
+    models = {"regular": session.model} | ({"ema": session.ema.module} if session.ema else {})
     found = evaluate_split_models(session, list(models.values()), session.valid)
     results = dict(zip(models, found, strict=True))
     record: dict[str, Any] = {"epoch": epoch}

@@ -174,11 +174,8 @@ def accumulate_gradients(
     step_batches = [(images[i : i + micro_batch], targets[i : i + micro_batch]) for i in starts]
     sums: dict[str, Tensor] = {}
     for index, (micro_images, micro_targets) in enumerate(step_batches):
-        last = index == len(step_batches) - 1
-        sync = (
-            model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
-        )
-        with sync:
+        no_sync = hasattr(model, "no_sync") and index < len(step_batches) - 1  # DDP: reduce last
+        with model.no_sync() if no_sync else contextlib.nullcontext():
             with precision.autocast():
                 outputs = model(micro_images)
             if precision.dtype is not None:  # losses and matching in fp32, as the weights are
