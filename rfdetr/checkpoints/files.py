@@ -87,7 +87,7 @@ def upstream_resume_state(raw: dict[str, Any], file: Path) -> dict[str, Any] | N
         "global_step": int(raw["global_step"]),
         "class_names": args.get("class_names"),
         "model_config": raw.get("model_config") or {},
-        "config": None,  # not our RunConfig: check with upstream_resume_mismatch
+        "config": None,  # not our RunConfig: see training.resume.check_resume_matches
     }
 
 

@@ -66,19 +66,16 @@ class LoadedCheckpoint:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def holds_run_config(self) -> bool:
-        """``config`` is a run config (architecture under ``model``), not a model config."""
-        return self.config is not None and isinstance(self.config.get("model"), dict)
-
-    @property
     def model_section(self) -> dict[str, Any]:
-        """The architecture part of ``config`` (empty when the file records none)."""
-        return (self.config or {})["model"] if self.holds_run_config else (self.config or {})
+        """The architecture part of ``config``: its ``model`` in a run config (empty when the
+        file records none)."""
+        config = self.config or {}
+        return config["model"] if isinstance(config.get("model"), dict) else config
 
     @property
     def run_config(self) -> RunConfig | None:
         """The run config of a checkpoint our training wrote; None for other files."""
-        if self.format != "rfdetr" or not self.holds_run_config:
+        if self.format != "rfdetr" or not isinstance((self.config or {}).get("model"), dict):
             return None
         try:
             return RunConfig.model_validate(self.config)

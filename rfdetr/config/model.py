@@ -53,13 +53,12 @@ class StrictModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _reject_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = set(cls.model_fields)
-            for key in data:
-                if key not in known:
-                    close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                    hint = f"; did you mean '{close[0]}'?" if close else ""
-                    raise ValueError(f"unknown {cls.__name__} option '{key}'{hint}")
+        known = cls.model_fields
+        unknown = [key for key in data if key not in known] if isinstance(data, dict) else []
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown {cls.__name__} option '{unknown[0]}'{hint}")
         return data
 
 

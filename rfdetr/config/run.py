@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rfdetr.config.model import ConfigError, ModelConfig, StrictModel
 from rfdetr.config.presets import get_preset, list_presets
@@ -170,7 +170,6 @@ class RunConfig(StrictModel):
         Raises:
             ConfigError: an unknown keyword (with the closest valid name) or an invalid value.
         """
-        options = dict(options)
         for key, (value, why) in _FIXED_UPSTREAM_OPTIONS.items():
             given = options.pop(key, value)
             if given != value and not (key == "sync_bn" and given is False):
@@ -226,19 +225,13 @@ SECTIONS: dict[str, type[StrictModel]] = {
 }
 
 
-def _flat_keys() -> dict[str, str]:
-    owners: dict[str, str] = {}
-    for section, model in SECTIONS.items():
-        for name in model.model_fields:
-            if name == "name" and section == "model":
-                continue  # the preset name is not a training option; use "model.name"
-            if name in owners:
-                raise RuntimeError(f"option '{name}' is in sections {owners[name]} and {section}")
-            owners[name] = section
-    return owners
-
-
-FLAT_KEYS: dict[str, str] = _flat_keys()
+# Flat option name -> its section; field names are unique across sections (a test checks it).
+FLAT_KEYS: dict[str, str] = {
+    name: section
+    for section, model in SECTIONS.items()
+    for name in model.model_fields
+    if (section, name) != ("model", "name")  # the preset name: "model.name" only
+}
 
 # Upstream options with one fixed behaviour here: accepted at that value, refused otherwise.
 _FIXED_UPSTREAM_OPTIONS: dict[str, tuple[Any, str]] = {
@@ -249,7 +242,7 @@ _FIXED_UPSTREAM_OPTIONS: dict[str, tuple[Any, str]] = {
 
 
 def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    data = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
+    data = dict(base)  # sections are dicts here, replaced (never changed) below
     for key, value in overrides.items():
         section, _, field = key.partition(".")
         if field:
@@ -260,10 +253,7 @@ def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
             section, field = FLAT_KEYS[key], key
         else:
             raise ConfigError(f"unknown training option '{key}'{_closest(key)}")
-        current = data.get(section)
-        if not isinstance(current, dict):
-            current = current.model_dump() if isinstance(current, BaseModel) else {}
-        data[section] = {**current, field: value}
+        data[section] = {**data.get(section, {}), field: value}
     return data
 
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from rfdetr.utils.lazy import lazy_names
 
-_LAZY: dict[str, str] = {
-    "fit": "loop",
-    "TrainResult": "loop",
-    "NonFiniteLossError": "step",
-}
+_LAZY: dict[str, str] = {"fit": "loop", "TrainResult": "loop", "NonFiniteLossError": "step"}
 
 __all__ = sorted(_LAZY)
 

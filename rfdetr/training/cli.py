@@ -44,13 +44,12 @@ def add_parser(subparsers: Any) -> None:
 def _add_option(parser: argparse.ArgumentParser, name: str, section: str) -> None:
     field = SECTIONS[section].model_fields[name]
     flag = "--" + name.replace("_", "-")
-    annotation = field.annotation
     default = "the --model preset's" if section == "model" else field.default
     help_text = f"[{section}] default: {default}"
     kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-    kind = annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None: X
-        kind = next((a for a in typing.get_args(annotation) if a is not type(None)), str)
+    kind = field.annotation
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None: X
+        kind = next((a for a in typing.get_args(kind) if a is not type(None)), str)
     if kind is bool:
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
     elif typing.get_origin(kind) is typing.Literal:
@@ -70,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from rfdetr.config import RunConfig
     from rfdetr.training.loop import fit
 
-    options = {k: v for k, v in vars(args).items() if k in FLAT_KEYS and k != "dataset_dir"}
-    if args.dataset_dir:
-        options["dataset_dir"] = args.dataset_dir
+    # the positional dataset_dir counts when given (else --config's)
+    options = {k: v for k, v in vars(args).items() if k in FLAT_KEYS and (k != "dataset_dir" or v)}
     config: RunConfig | None = None
     try:
         if args.config:

@@ -114,12 +114,7 @@ class DistributedTrainSampler(Sampler[int]):
     """
 
     def __init__(
-        self,
-        num_items: int,
-        global_batch: int,
-        rank: int,
-        world_size: int,
-        seed: int = 0,
+        self, num_items: int, global_batch: int, rank: int, world_size: int, seed: int = 0
     ) -> None:
         self.num_items = num_items
         self.rank, self.world_size = rank, world_size

@@ -18,7 +18,7 @@ class ModelEMA:
     averaged model (eval mode, no gradients); ``updates`` counts :meth:`update` calls.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.993, tau: float = 100.0) -> None:
+    def __init__(self, model: nn.Module, decay: float, tau: float) -> None:
         self.module = copy.deepcopy(model).eval()
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)
@@ -34,22 +34,16 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """``ema = d * ema + (1 - d) * model`` for float entries; integer entries are copied."""
-        decay = self.current_decay()
-        averaged, targets, copied, sources = [], [], [], []
         current = model.state_dict()
-        for name, ema_value in self.module.state_dict().items():
-            value = current[name]
-            if ema_value.is_floating_point():
-                averaged.append(ema_value)
-                targets.append(value.to(ema_value.dtype))
-            else:
-                copied.append(ema_value)
-                sources.append(value)
+        pairs = [(ema, current[name]) for name, ema in self.module.state_dict().items()]
+        averaged = [(ema, value) for ema, value in pairs if ema.is_floating_point()]
         if averaged:
             # lerp(ema, w, 1 - d) = ema + (1 - d)(w - ema) = d * ema + (1 - d) * w, one kernel.
-            torch._foreach_lerp_(averaged, targets, 1.0 - decay)
-        for destination, source in zip(copied, sources, strict=True):
-            destination.copy_(source)
+            targets = [value.to(ema.dtype) for ema, value in averaged]
+            torch._foreach_lerp_([ema for ema, _ in averaged], targets, 1.0 - self.current_decay())
+        for ema, value in pairs:
+            if not ema.is_floating_point():
+                ema.copy_(value)
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:

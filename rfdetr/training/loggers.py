@@ -52,10 +52,9 @@ class RunLogger:
         resume_epoch: int | None = None,
     ) -> None:
         self.log_path = output_dir / LOG_FILE
-        if resume_epoch is None:
-            self.log_path.write_text("")
-        else:
-            _truncate_log(self.log_path, resume_epoch)
+        records = [] if resume_epoch is None else read_log(self.log_path)
+        kept = [r for r in records if int(r.get("epoch", -1)) <= (resume_epoch or 0)]
+        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self.tensorboard = None
         if log.tensorboard or (log.tensorboard is None and _installed("tensorboard")):
             from torch.utils.tensorboard import SummaryWriter
@@ -121,11 +120,6 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _truncate_log(path: Path, last_epoch: int) -> None:
-    records = [r for r in read_log(path) if int(r.get("epoch", -1)) <= last_epoch]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def progress_bar(total: int, description: str, enabled: bool | None) -> Any:

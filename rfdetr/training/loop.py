@@ -15,22 +15,11 @@ from rfdetr import checkpoints as files
 from rfdetr.checkpoints.formats import CheckpointError
 from rfdetr.config import ConfigError, RunConfig
 from rfdetr.models.detector import RFDETR
-from rfdetr.training.distributed import (
-    DistInfo,
-    broadcast,
-    cleanup,
-    gather,
-    setup_distributed,
-)
+from rfdetr.training.distributed import DistInfo, broadcast, cleanup, gather, setup_distributed
 from rfdetr.training.ema import ModelEMA
 from rfdetr.training.loggers import RunLogger, check_loggers, read_log
 from rfdetr.training.optim import build_optimizer, build_scheduler
-from rfdetr.training.outputs import (
-    TrainResult,
-    evaluate_split_models,
-    finish_epoch,
-    write_results,
-)
+from rfdetr.training.outputs import TrainResult, evaluate_split_models, finish_epoch, write_results
 from rfdetr.training.resume import check_resume_matches, finished_result, restore
 from rfdetr.training.runtime import (
     capture_rng_state,
@@ -71,7 +60,11 @@ def fit(config: RunConfig, *, model: RFDETR | None = None) -> TrainResult:
         ConfigError, DatasetError, CheckpointError: unusable settings, data or resume file.
         NonFiniteLossError: the loss became NaN/inf (the last good ``checkpoint.pth`` stays).
     """
-    info = setup_distributed(use_cuda=_wants_cuda(config))
+    try:  # resolve_device raises again, with its message, once the group is joined
+        use_cuda = resolve_device(config.train.device).type == "cuda"
+    except ConfigError:
+        use_cuda = False
+    info = setup_distributed(use_cuda=use_cuda)
     try:
         device = resolve_device(config.train.device, info)
         with tuned_allocator(device):
@@ -126,13 +119,6 @@ def _fit(
         if session.run_logger is not None:
             session.run_logger.close()
     return _final_result(session, stopped, last_epoch)
-
-
-def _wants_cuda(config: RunConfig) -> bool:
-    try:  # resolve_device raises again, with its message, once the group is joined
-        return resolve_device(config.train.device).type == "cuda"
-    except ConfigError:
-        return False
 
 
 def _build_session(
@@ -246,7 +232,9 @@ def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) 
     metrics = checkpoint.metrics or {}
     test = None
     if session.test is not None:
-        model = _best_in_memory(session, metrics, last_epoch)
+        # the module whose weights the best file holds, when it is in memory (else read the file)
+        in_memory = {"regular": session.model, "ema": session.ema.module if session.ema else None}
+        model = in_memory.get(metrics.get("source")) if metrics.get("epoch") == last_epoch else None
         if model is None:
             model = files.load_model(checkpoint, config.model)[0].to(session.device)
         test = evaluate_split_models(session, [model], session.test)[0].to_dict()
@@ -262,16 +250,3 @@ def _summary(session: TrainSession, best: Path, stopped: bool, last_epoch: int) 
         "class_map": config.data.class_map,
         "stopped_early": stopped,
     }
-
-
-def _best_in_memory(
-    session: TrainSession, metrics: dict[str, Any], last_epoch: int
-) -> nn.Module | None:
-    """The in-memory module whose weights the best file holds, or None (read the file)."""
-    if metrics.get("epoch") != last_epoch:
-        return None
-    if metrics.get("source") == "regular":
-        return session.model
-    if metrics.get("source") == "ema" and session.ema is not None:
-        return session.ema.module
-    return None

@@ -48,33 +48,23 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Optimizer groups ``{"params", "lr", "weight_decay", "name"}`` for the unwrapped ``model``."""
     num_layers = model_config.out_feature_indexes[-1] + 1
-    settings: dict[tuple[float, float], list[nn.Parameter]] = {}
-    names: dict[tuple[float, float], str] = {}
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
+        lr, weight_decay, kind = train.lr, train.weight_decay, "other"
         if name.startswith(ENCODER_PREFIX):
             exponent = num_layers + 1 - encoder_layer_id(name, num_layers)
             lr = train.lr_encoder * train.lr_vit_layer_decay**exponent
             lr *= train.lr_component_decay**2
-            no_decay = any(key in name for key in _NO_DECAY_KEYS)
-            weight_decay = 0.0 if no_decay else train.weight_decay
+            if any(key in name for key in _NO_DECAY_KEYS):
+                weight_decay = 0.0
             kind = f"encoder layer {num_layers + 1 - exponent}"
         elif DECODER_KEY in name:
-            lr, weight_decay, kind = (
-                train.lr * train.lr_component_decay,
-                train.weight_decay,
-                "decoder",
-            )
-        else:
-            lr, weight_decay, kind = train.lr, train.weight_decay, "other"
-        key = (lr, weight_decay)
-        settings.setdefault(key, []).append(parameter)
-        names.setdefault(key, kind)
-    return [
-        {"params": params, "lr": lr, "weight_decay": wd, "name": names[(lr, wd)]}
-        for (lr, wd), params in settings.items()
-    ]
+            lr, kind = train.lr * train.lr_component_decay, "decoder"
+        empty = {"params": [], "lr": lr, "weight_decay": weight_decay, "name": kind}
+        groups.setdefault((lr, weight_decay), empty)["params"].append(parameter)
+    return list(groups.values())
 
 
 def build_optimizer(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from rfdetr.data.dataset import DetectionDataset
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 from rfdetr.training.loggers import LOG_FILE, read_log
-from rfdetr.training.runtime import capture_rng_state, eval_mode, restore_rng_state
+from rfdetr.training.runtime import capture_rng_state, restore_rng_state
 from rfdetr.training.step import TrainSession
 from rfdetr.utils.atomic import write_atomic
 
@@ -92,9 +92,7 @@ def finish_epoch(
     the run."""
     config, tracker = session.config, session.tracker
     out = Path(config.train.output_dir)
-    models = {"regular": session.model}
-    if session.ema is not None:
-        models["ema"] = session.ema.module
+    models = {"regular": session.model} | ({"ema": session.ema.module} if session.ema else {})
     found = evaluate_split_models(session, list(models.values()), session.valid)
     results = dict(zip(models, found, strict=True))
     record: dict[str, Any] = {"epoch": epoch}
@@ -127,24 +125,24 @@ def evaluate_split_models(
 ) -> list[EvaluationResult]:
     """COCO metrics of each of ``models`` on ``dataset`` in one pass.
 
-    The models' modes and the training random streams are restored afterwards: a resumed run
-    restores the streams saved after the epoch, which must equal those of an uninterrupted run.
+    The models' modes (by :func:`~rfdetr.evaluation.coco.evaluate_models`) and the training
+    random streams are restored afterwards: a resumed run restores the streams saved after the
+    epoch, which must equal those of an uninterrupted run.
     """
     from rfdetr.evaluation.coco import evaluate_models
 
     config = session.config
     streams = capture_rng_state(session.device)
     try:
-        with eval_mode(*models):
-            return evaluate_models(
-                models,
-                dataset,
-                postprocess=PostProcess(config.model.num_select),
-                device=session.device,
-                batch_size=config.eval.eval_batch_size or config.train.batch_size,
-                num_workers=config.data.num_workers,
-                segmentation=config.model.segmentation_head,
-            )
+        return evaluate_models(
+            models,
+            dataset,
+            postprocess=PostProcess(config.model.num_select),
+            device=session.device,
+            batch_size=config.eval.eval_batch_size or config.train.batch_size,
+            num_workers=config.data.num_workers,
+            segmentation=config.model.segmentation_head,
+        )
     finally:
         restore_rng_state(streams, session.device)
 
@@ -191,8 +189,8 @@ def training_state(
         "global_step": session.global_step,
         "rng": rng_states,
         "trackers": {
-            "best": session.tracker.state_dict(),
-            "early_stopping": session.stopper.state_dict() if session.stopper else None,
+            "best": asdict(session.tracker),
+            "early_stopping": asdict(session.stopper) if session.stopper else None,
         },
         "config": session.config.model_dump(mode="json"),
         "class_names": session.class_names,

@@ -24,23 +24,35 @@ logger = logging.getLogger(__name__)
 
 
 def check_resume_matches(state: dict[str, Any], config: RunConfig) -> None:
+    """Raise ConfigError when the resume state's architecture or classes are not this run's."""
+    where = config.train.resume
     if state.get("format") == UPSTREAM_RESUME:  # no RunConfig inside: compare what it records
-        names = (config.data.class_map or {}).get("names", [])
-        problem = upstream_resume_mismatch(state, config.model.model_dump(mode="json"), names)
-        if problem:
-            raise ConfigError(f"{config.train.resume}: {problem}")
+        saved_model, model = state.get("model_config") or {}, config.model.model_dump(mode="json")
+        for key in set(UPSTREAM_MODEL_FIELDS) - {"resolution", "num_select"}:
+            if key in saved_model and key in model and saved_model[key] != model[key]:
+                want = f"{key}={saved_model[key]!r}"
+                raise ConfigError(
+                    f"{where}: the checkpoint's model has {want}, this run {model[key]!r}; "
+                    f"set {want}"
+                )
+        names, class_names = state.get("class_names"), (config.data.class_map or {}).get("names")
+        if names is not None and list(names) != list(class_names or []):
+            raise ConfigError(
+                f"{where}: the checkpoint was trained on the classes {list(names)}, this dataset "
+                f"has {class_names or []}; resume on the same dataset classes"
+            )
         return
     saved = RunConfig.model_validate(state["config"])
     for key, value in config.model.model_dump().items():
         if key not in RUNTIME_MODEL_FIELDS and getattr(saved.model, key) != value:
             raise ConfigError(
-                f"{config.train.resume}: the checkpoint's model has {key}="
-                f"{getattr(saved.model, key)!r}, this run {value!r}; resume with the same model"
+                f"{where}: the checkpoint's model has {key}={getattr(saved.model, key)!r}, this "
+                f"run {value!r}; resume with the same model"
             )
     if saved.data.class_map != config.data.class_map:
         raise ConfigError(
-            f"{config.train.resume}: the checkpoint was trained on other classes "
-            f"({saved.data.class_map}); resume on the same dataset classes"
+            f"{where}: the checkpoint was trained on other classes ({saved.data.class_map}); "
+            "resume on the same dataset classes"
         )
 
 
@@ -113,14 +125,6 @@ def restore(session: TrainSession, state: dict[str, Any]) -> int:
     with _loading(source, "scheduler"):
         session.scheduler.load_state_dict(state["scheduler"])
     session.scheduler.lr_lambdas = schedule  # this run's schedule (e.g. a longer cosine)
-    _restore_counters(session, state)
-    epoch = int(state["epoch"]) + 1
-    logger.info("resuming from %s at epoch %d", source, epoch)
-    return epoch
-
-
-def _restore_counters(session: TrainSession, state: dict[str, Any]) -> None:
-    source = session.config.train.resume
     with _loading(source, "grad scaler"):
         if state.get("scaler") and session.scaler.is_enabled():
             session.scaler.load_state_dict(state["scaler"])
@@ -131,30 +135,13 @@ def _restore_counters(session: TrainSession, state: dict[str, Any]) -> None:
             setattr(session.tracker, key, value)
         if session.stopper is not None and trackers.get("early_stopping"):
             session.stopper.load_state_dict(trackers["early_stopping"])
-    streams = state.get("rng") or []
+    streams, rank = state.get("rng") or [], session.dist.rank
     if streams:
-        rank = session.dist.rank
-        stream = streams[rank] if rank < len(streams) else streams[0]
         with _loading(source, "random"):
-            restore_rng_state(stream, session.device)
-
-
-def upstream_resume_mismatch(
-    state: Mapping[str, Any], model: Mapping[str, Any], class_names: list[str]
-) -> str | None:
-    """Why an upstream resume state does not fit this run (architecture or classes), or None."""
-    saved = state.get("model_config") or {}
-    for key in set(UPSTREAM_MODEL_FIELDS) - {"resolution", "num_select"}:
-        if key in saved and key in model and saved[key] != model[key]:
-            want = f"{key}={saved[key]!r}"
-            return f"the checkpoint's model has {want}, this run {model[key]!r}; set {want}"
-    names = state.get("class_names")
-    if names is not None and list(names) != list(class_names):
-        return (
-            f"the checkpoint was trained on the classes {list(names)}, this dataset has "
-            f"{class_names}; resume on the same dataset classes"
-        )
-    return None
+            restore_rng_state(streams[rank if rank < len(streams) else 0], session.device)
+    epoch = int(state["epoch"]) + 1
+    logger.info("resuming from %s at epoch %d", source, epoch)
+    return epoch
 
 
 def upstream_optimizer_in(

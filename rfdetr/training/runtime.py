@@ -10,7 +10,6 @@ import logging
 import os
 import random
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -245,31 +244,15 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.cuda.set_rng_state(saved, cuda)
 
 
-@contextlib.contextmanager
-def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
-    """Put ``modules`` in eval mode for the block, restoring each one's training flag after."""
-    training = [module.training for module in modules]
-    for module in modules:
-        module.eval()
-    try:
-        yield
-    finally:
-        for module, flag in zip(modules, training, strict=True):
-            module.train(flag)
-
-
 # glibc mallopt parameters and their defaults (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 _NEVER_TRIM = 2**31 - 1  # mallopt takes a C int: a larger value would be truncated (2**62 -> 0)
 
 
-def _glibc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    name = ctypes.util.find_library("c")
+def _glibc() -> Any:  # None off glibc (another libc lacks gnu_get_libc_version)
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
     except OSError:
         return None
@@ -284,16 +267,15 @@ def tuned_allocator(device: torch.device) -> Iterator[None]:
     are reused. The numbers computed are unchanged; the defaults are restored afterwards.
     """
     libc = _glibc() if device.type == "cpu" else None
-    if libc is None:
-        yield
-        return
-    tune_allocator(device)
+    if libc is not None:
+        tune_allocator(device)
     try:
         yield
     finally:
-        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-        libc.malloc_trim(0)
+        if libc is not None:
+            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)
 
 
 def tune_allocator(device: torch.device) -> bool:

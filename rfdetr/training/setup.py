@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from rfdetr.checkpoints import load_weights, read_checkpoint
+from rfdetr.checkpoints import load_weights
 from rfdetr.config import RUNTIME_MODEL_FIELDS, ConfigError, ModelConfig, RunConfig
 from rfdetr.data.classes import ClassMap
 from rfdetr.data.dataset import DetectionDataset, build_dataset, dataset_class_map
@@ -93,7 +93,7 @@ def prepare_model(config: RunConfig, model: RFDETR | None, num_classes: int) -> 
 
             load_weights(
                 model,
-                read_checkpoint(resolve_pretrained(weights)),
+                resolve_pretrained(weights),
                 num_classes=num_classes,
                 num_queries=model_config.num_queries,
                 group_detr=model_config.group_detr,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -77,9 +77,6 @@ class EarlyStopping:
         )
         return self.bad_epochs >= self.patience
 
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the counters; patience and margin stay the configured ones."""
         self.best = state.get("best")
@@ -111,9 +108,6 @@ class BestTracker:
         if self.ema is not None and (self.regular is None or self.ema > self.regular):
             return "ema"
         return "regular"
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -180,11 +174,8 @@ def accumulate_gradients(
     step_batches = [(images[i : i + micro_batch], targets[i : i + micro_batch]) for i in starts]
     sums: dict[str, Tensor] = {}
     for index, (micro_images, micro_targets) in enumerate(step_batches):
-        last = index == len(step_batches) - 1
-        sync = (
-            model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
-        )
-        with sync:
+        no_sync = hasattr(model, "no_sync") and index < len(step_batches) - 1  # DDP: reduce last
+        with model.no_sync() if no_sync else contextlib.nullcontext():
             with precision.autocast():
                 outputs = model(micro_images)
             if precision.dtype is not None:  # losses and matching in fp32, as the weights are

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import rfdetr.config
-from rfdetr.config import FLAT_KEYS, ConfigError, RunConfig, TrainConfig, get_preset
+from rfdetr.config import FLAT_KEYS, SECTIONS, ConfigError, RunConfig, TrainConfig, get_preset
 from rfdetr.training.setup import instance_run_config
 
 
@@ -118,6 +118,8 @@ def test_training_config_package_imports_in_order_model_presets_run() -> None:
 
 def test_training_every_flat_name_is_unique_and_routable() -> None:
     config = RunConfig.from_kwargs("tiny", dataset_dir="d")
+    fields = [name for section in SECTIONS.values() for name in section.model_fields]
+    assert len(FLAT_KEYS) == len(fields) - 1 == len(set(fields)) - 1  # all but model.name
     for name, section in FLAT_KEYS.items():
         assert name in type(getattr(config, section)).model_fields
 
