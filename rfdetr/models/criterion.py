@@ -118,7 +118,12 @@ class SetCriterion(nn.Module):
         losses: dict[str, Tensor] = {}
         for (suffix, layer), indices in zip(layers, matches, strict=True):
             for name in self.losses:
-                values = self._layer_loss(name, layer, targets, indices, normaliser, not suffix)
+                if name == "cardinality":
+                    values = self.loss_cardinality(layer, targets)
+                elif name == "labels":
+                    values = self.loss_labels(layer, targets, indices, normaliser, log=not suffix)
+                else:
+                    values = getattr(self, f"loss_{name}")(layer, targets, indices, normaliser)
                 losses.update({key + suffix: value for key, value in values.items()})
         return losses
 
@@ -132,23 +137,6 @@ class SetCriterion(nn.Module):
         """Upstream's normaliser: boxes in ``targets`` x active groups, rank-averaged, >= 1."""
         group_detr = self.group_detr if self.training else 1
         return reduce_num_boxes(count_boxes(targets) * group_detr, device)
-
-    def _layer_loss(
-        self,
-        name: str,
-        outputs: dict[str, Any],
-        targets: list[dict[str, Tensor]],
-        indices: MatchIndices,
-        num_boxes: Tensor,
-        log: bool,
-    ) -> dict[str, Tensor]:
-        if name == "labels":
-            return self.loss_labels(outputs, targets, indices, num_boxes, log=log)
-        if name == "boxes":
-            return self.loss_boxes(outputs, targets, indices, num_boxes)
-        if name == "masks":
-            return self.loss_masks(outputs, targets, indices, num_boxes)
-        return self.loss_cardinality(outputs, targets)
 
     def loss_labels(
         self,

@@ -151,14 +151,10 @@ class HungarianMatcher(nn.Module):
             )
             self._warned_non_finite = True
         top = torch.finfo(cost.dtype).max
-        if bool(finite.any()):
-            valid = cost[finite]
-            # max + max|c| + 1 stays above every finite entry even when they are all negative.
-            replacement = float(valid.max() + valid.abs().max() + 1.0)
-            replacement = min(replacement, top) if np.isfinite(replacement) else top
-        else:
-            replacement = top
-        return torch.where(finite, cost, torch.full_like(cost, replacement))
+        valid = cost[finite]
+        # max + max|c| + 1 stays above every finite entry even when they are all negative.
+        above = float(valid.max() + valid.abs().max() + 1.0) if valid.numel() else top
+        return torch.where(finite, cost, torch.full_like(cost, min(above, top)))
 
 
 def _pairwise_mask_costs(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
