@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import supervision as sv
@@ -104,17 +104,8 @@ def _draw(
 
 
 def _scaled(detections: sv.Detections, scale: float, size: tuple[int, int]) -> sv.Detections:
-    mask = None
-    if detections.mask is not None:
-        mask = np.stack(
-            [
-                np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(size)) > 127
-                for m in detections.mask
-            ]
-        )
-    return sv.Detections(
-        xyxy=detections.xyxy * scale,
-        confidence=detections.confidence,
-        class_id=detections.class_id,
-        mask=mask,
-    )
+    mask = detections.mask
+    if mask is not None:
+        resized = (Image.fromarray(m.astype(np.uint8) * 255).resize(size) for m in mask)
+        mask = np.stack([np.asarray(m) > 127 for m in resized])
+    return replace(detections, xyxy=detections.xyxy * scale, mask=mask)
