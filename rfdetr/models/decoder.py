@@ -17,15 +17,8 @@ from rfdetr.models.layers import MLP
 
 
 def sine_embed_boxes(boxes: Tensor, num_feats: int = 128, temperature: int = 10000) -> Tensor:
-    """Sinusoidal embedding of normalised boxes.
-
-    Args:
-        boxes: ``[B, Q, 4]`` normalised cxcywh.
-        num_feats: features per coordinate.
-
-    Returns:
-        ``[B, Q, 4 * num_feats]``, coordinates in the order y, x, w, h (upstream's order).
-    """
+    """Sinusoidal embedding ``[B, Q, 4 * num_feats]`` of ``[B, Q, 4]`` normalised cxcywh boxes,
+    ``num_feats`` features per coordinate, in upstream's order y, x, w, h."""
     dim_t = torch.arange(num_feats, dtype=boxes.dtype, device=boxes.device)
     dim_t = temperature ** (2 * (dim_t // 2) / num_feats)
 
