@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfdetr.models.matcher import HungarianMatcher, MatchIndices
+from rfdetr.models.matcher import FOCAL_GAMMA, HungarianMatcher, MatchIndices
 from rfdetr.models.point_sampling import gather_matched_masks, point_sample, sample_uncertain_points
 from rfdetr.utils.box_ops import (
     box_cxcywh_to_xyxy,
@@ -41,9 +41,8 @@ class SetCriterion(nn.Module):
         losses: any of ``"labels"``, ``"boxes"``, ``"masks"`` and ``"cardinality"`` (logging only).
         group_detr: number of query groups in training; evaluation (``.eval()``) uses one.
         ia_bce_loss: IoU-aware BCE classification loss; False selects the sigmoid focal loss.
-        focal_gamma: exponent of the negative weight ``p^gamma`` (and of the focal loss).
-        mask_point_sample_ratio: the mask loss uses ``max(h, h * w // ratio)`` points per mask.
-        oversample_ratio, importance_sample_ratio: `sample_uncertain_points` arguments.
+        mask_point_sample_ratio: the mask loss uses ``max(h, h * w // ratio)`` points per mask,
+            chosen by `sample_uncertain_points` (its default ratios, as upstream).
     """
 
     def __init__(
@@ -56,10 +55,7 @@ class SetCriterion(nn.Module):
         group_detr: int = 1,
         *,
         ia_bce_loss: bool = True,
-        focal_gamma: float = 2.0,
         mask_point_sample_ratio: int = 16,
-        oversample_ratio: int = 3,
-        importance_sample_ratio: float = 0.75,
     ) -> None:
         super().__init__()
         unknown = sorted(set(losses) - set(_LOSS_NAMES))
@@ -72,10 +68,7 @@ class SetCriterion(nn.Module):
         self.losses = list(losses)
         self.group_detr = group_detr
         self.ia_bce_loss = ia_bce_loss
-        self.focal_gamma = focal_gamma
         self.mask_point_sample_ratio = mask_point_sample_ratio
-        self.oversample_ratio = oversample_ratio
-        self.importance_sample_ratio = importance_sample_ratio
 
     def forward(
         self,
@@ -182,7 +175,7 @@ class SetCriterion(nn.Module):
         as upstream, keeps its gradient)."""
         prob = logits.sigmoid()
         pos_weight = torch.zeros_like(logits)
-        neg_weight = prob**self.focal_gamma
+        neg_weight = prob**FOCAL_GAMMA
         alpha = self.focal_alpha
         soft = (prob[positives].pow(alpha) * iou.pow(1 - alpha)).clamp(min=0.01).detach()
         pos_weight[positives] = soft
@@ -198,7 +191,7 @@ class SetCriterion(nn.Module):
         bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
         p_t = prob * onehot + (1 - prob) * (1 - onehot)
         alpha_t = self.focal_alpha * onehot + (1 - self.focal_alpha) * (1 - onehot)
-        return alpha_t * bce * (1 - p_t) ** self.focal_gamma
+        return alpha_t * bce * (1 - p_t) ** FOCAL_GAMMA
 
     def loss_boxes(
         self,
@@ -237,9 +230,7 @@ class SetCriterion(nn.Module):
         height, width = src.shape[-2:]
         num_points = max(height, height * width // self.mask_point_sample_ratio)
         with torch.no_grad():
-            points = sample_uncertain_points(
-                src, num_points, self.oversample_ratio, self.importance_sample_ratio
-            )
+            points = sample_uncertain_points(src, num_points)
             labels = _sample_target_masks(targets, indices, points)
         point_logits = point_sample(src, points).squeeze(1)  # [N, P]
         bce = F.binary_cross_entropy_with_logits(point_logits, labels, reduction="none").mean(1)
