@@ -18,14 +18,12 @@ from torch import Tensor
 MaskPrediction = Tensor | dict[str, Tensor]
 
 
-def point_sample(
-    features: Tensor, points: Tensor, mode: str = "bilinear", padding_mode: str = "border"
-) -> Tensor:
+def point_sample(features: Tensor, points: Tensor, mode: str = "bilinear") -> Tensor:
     """``[N, C, H, W]`` feature maps sampled at ``[N, P, 2]`` points -> ``[N, C, P]``, with
     ``grid_sample``: ``mode`` ``"bilinear"`` for logits, ``"nearest"`` for binary target masks;
-    ``padding_mode`` ``"border"`` (as upstream) clamps the outer half-pixel to the edge value."""
+    ``"border"`` padding (as upstream) clamps the outer half-pixel to the edge value."""
     grid = (2.0 * points - 1.0).unsqueeze(2)  # [N, P, 1, 2] in grid_sample's [-1, 1] convention
-    out = F.grid_sample(features, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    out = F.grid_sample(features, grid, mode=mode, padding_mode="border", align_corners=False)
     return out.squeeze(3)
 
 

@@ -40,23 +40,21 @@ class ConvX(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """Two 3x3 ConvX; residual only when asked and shapes allow."""
+    """Two 3x3 ConvX, no residual (RF-DETR's C2f never uses the shortcut)."""
 
-    def __init__(self, channels: int, shortcut: bool, layer_norm: bool) -> None:
+    def __init__(self, channels: int, layer_norm: bool) -> None:
         super().__init__()
         self.cv1 = ConvX(channels, channels, 3, act="silu", layer_norm=layer_norm)
         self.cv2 = ConvX(channels, channels, 3, act="silu", layer_norm=layer_norm)
-        self.shortcut = shortcut
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.cv2(self.cv1(x))
-        return x + y if self.shortcut else y
+        return self.cv2(self.cv1(x))
 
 
 class C2f(nn.Module):
     """CSP block with ``n`` bottlenecks whose intermediate outputs are all concatenated.
 
-    ``[B, in, H, W]`` -> ``[B, out, H, W]``; hidden width is ``out * expansion``.
+    ``[B, in, H, W]`` -> ``[B, out, H, W]``; hidden width is ``out / 2``.
     """
 
     def __init__(
@@ -64,15 +62,13 @@ class C2f(nn.Module):
         in_channels: int,
         out_channels: int,
         n: int = 3,
-        shortcut: bool = False,
-        expansion: float = 0.5,
         layer_norm: bool = True,
     ) -> None:
         super().__init__()
-        self.hidden = int(out_channels * expansion)
+        self.hidden = out_channels // 2
         self.cv1 = ConvX(in_channels, 2 * self.hidden, 1, act="silu", layer_norm=layer_norm)
         self.cv2 = ConvX((2 + n) * self.hidden, out_channels, 1, act="silu", layer_norm=layer_norm)
-        self.m = nn.ModuleList(Bottleneck(self.hidden, shortcut, layer_norm) for _ in range(n))
+        self.m = nn.ModuleList(Bottleneck(self.hidden, layer_norm) for _ in range(n))
 
     def forward(self, x: Tensor) -> Tensor:
         parts = list(self.cv1(x).split((self.hidden, self.hidden), dim=1))
