@@ -7,6 +7,8 @@ concatenated along channels and fused by ``C2f(n=3)`` followed by a channel Laye
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import Tensor, nn
 
@@ -39,20 +41,9 @@ class ConvX(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
-class Bottleneck(nn.Module):
-    """Two 3x3 ConvX, no residual (RF-DETR's C2f never uses the shortcut)."""
-
-    def __init__(self, channels: int, layer_norm: bool) -> None:
-        super().__init__()
-        self.cv1 = ConvX(channels, channels, 3, act="silu", layer_norm=layer_norm)
-        self.cv2 = ConvX(channels, channels, 3, act="silu", layer_norm=layer_norm)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.cv2(self.cv1(x))
-
-
 class C2f(nn.Module):
-    """CSP block with ``n`` bottlenecks whose intermediate outputs are all concatenated.
+    """CSP block with ``n`` bottlenecks (two 3x3 ConvX ``cv1``, ``cv2``; RF-DETR never uses their
+    shortcut) whose intermediate outputs are all concatenated.
 
     ``[B, in, H, W]`` -> ``[B, out, H, W]``; hidden width is ``out / 2``.
     """
@@ -68,7 +59,11 @@ class C2f(nn.Module):
         self.hidden = out_channels // 2
         self.cv1 = ConvX(in_channels, 2 * self.hidden, 1, act="silu", layer_norm=layer_norm)
         self.cv2 = ConvX((2 + n) * self.hidden, out_channels, 1, act="silu", layer_norm=layer_norm)
-        self.m = nn.ModuleList(Bottleneck(self.hidden, layer_norm) for _ in range(n))
+
+        def conv() -> ConvX:
+            return ConvX(self.hidden, self.hidden, 3, act="silu", layer_norm=layer_norm)
+
+        self.m = nn.ModuleList(nn.Sequential(OrderedDict(cv1=conv(), cv2=conv())) for _ in range(n))
 
     def forward(self, x: Tensor) -> Tensor:
         parts = list(self.cv1(x).split((self.hidden, self.hidden), dim=1))
