@@ -14,17 +14,10 @@ from rfdetr.models.vit import Embeddings, ViTBlock
 
 
 class WindowedViT(nn.Module):
-    """DINOv2-style ViT returning the normalised feature maps of the tapped stages.
-
-    Args:
-        width, depth, num_heads, mlp_ratio: transformer size.
-        patch_size: pixels per patch side.
-        pe_size: side of the stored position-embedding grid.
-        num_windows: windows per side for windowed blocks.
-        window_block_indexes: 0-based blocks that attend within windows.
-        out_feature_indexes: stages to return (stage k = output of block k-1).
-        drop_path_rate: stochastic-depth rate of every block.
-        gradient_checkpointing: recompute blocks in backward to save activation memory.
+    """DINOv2-style ViT returning the normalised feature maps of the ``out_feature_indexes``
+    stages (stage k = output of block k-1). ``pe_size``: side of the stored position-embedding
+    grid; ``num_windows`` windows per side for the (0-based) ``window_block_indexes`` blocks;
+    ``gradient_checkpointing`` recomputes blocks in backward to save activation memory.
     """
 
     def __init__(

@@ -255,16 +255,10 @@ def count_boxes(targets: list[dict[str, Tensor]]) -> int:
 
 
 def reduce_num_boxes(num_boxes: float, device: torch.device) -> Tensor:
-    """Turn a local box count into the loss normaliser: under ``torch.distributed`` the mean
-    over ranks (DDP averages gradients; every rank must call this together), clamped to >= 1.
-
-    Args:
-        num_boxes: local count, already multiplied by ``group_detr`` where that applies.
-        device: device of the returned scalar (the collective's device under NCCL).
-
-    Returns:
-        ``[]`` float32 tensor.
-    """
+    """Turn a local box count (already multiplied by ``group_detr`` where that applies) into the
+    loss normaliser, a ``[]`` float32 tensor on ``device`` (the collective's under NCCL): under
+    ``torch.distributed`` the mean over ranks (DDP averages gradients; every rank must call this
+    together), clamped to >= 1."""
     total = torch.as_tensor(float(num_boxes), dtype=torch.float32, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(total)

@@ -30,16 +30,11 @@ FOCAL_GAMMA = 2.0  # focal exponent of the matching cost and the losses (fixed, 
 
 
 class HungarianMatcher(nn.Module):
-    """One-to-one assignment of queries to targets, per image and per query group.
-
-    Args:
-        cost_class: weight of the focal classification cost.
-        cost_bbox: weight of the L1 distance between normalised cxcywh boxes.
-        cost_giou: weight of the negative generalised IoU.
-        focal_alpha: focal-loss alpha of the classification cost.
-        cost_mask_ce, cost_mask_dice: weights of the mask sigmoid-BCE and Dice costs (when
-            masks are present), at ``h * w // mask_point_sample_ratio`` random points of the
-            ``h x w`` mask canvas shared by the batch.
+    """One-to-one assignment of queries to targets, per image and per query group, by the cost
+    ``cost_class`` x focal classification cost (alpha ``focal_alpha``) + ``cost_bbox`` x L1
+    distance of normalised cxcywh boxes - ``cost_giou`` x generalised IoU and, when masks are
+    present, + ``cost_mask_ce`` x sigmoid BCE + ``cost_mask_dice`` x Dice at
+    ``h * w // mask_point_sample_ratio`` random points of the batch's ``h x w`` mask canvas.
     """
 
     def __init__(
