@@ -286,21 +286,12 @@ def build_weight_dict(
     mask_ce_loss_coef: float = 5.0,
     mask_dice_loss_coef: float = 5.0,
 ) -> dict[str, float]:
-    """Upstream-style loss weights, replicated for earlier decoder layers and the encoder.
-
-    Args:
-        num_decoder_layers: decoder depth; layers ``0 .. depth-2`` get ``_{i}`` keys.
-        two_stage: add ``_enc`` keys for the encoder proposals.
-        segmentation: add the mask loss weights.
-        aux_loss: add the ``_{i}`` and ``_enc`` copies at all.
-        cls_loss_coef: weight of ``loss_ce``; None means 1.0 for detection and segmentation
-            alike (upstream 1.11.2's ``SegmentationTrainConfig``: the 5.0 activated in v1.7 was a
-            regression; pass 5.0 to reproduce it).
-        bbox_loss_coef, giou_loss_coef, mask_ce_loss_coef, mask_dice_loss_coef: loss weights.
-
-    Returns:
-        Loss key -> weight.
-    """
+    """Upstream-style loss weights (loss key -> weight), with ``aux_loss`` replicated for the
+    earlier decoder layers ``0 .. num_decoder_layers - 2`` (``_{i}`` keys) and, with
+    ``two_stage``, the encoder proposals (``_enc``); ``segmentation`` adds the mask losses.
+    ``cls_loss_coef`` (of ``loss_ce``) None means 1.0 for detection and segmentation alike
+    (upstream 1.11.2's ``SegmentationTrainConfig``: the 5.0 activated in v1.7 was a regression;
+    pass 5.0 to reproduce it)."""
     if cls_loss_coef is None:
         cls_loss_coef = 1.0
     base = {"loss_ce": cls_loss_coef, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
