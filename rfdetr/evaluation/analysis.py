@@ -102,7 +102,6 @@ def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
     unmatched detection to ``[background, predicted]`` unless it lies on a crowd region
     (COCO's crowd IoU >= 0.5), which COCO ignores too.
     """
-    iou = MATCH_IOU
     num_classes = len(coco_eval.params.catIds)
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     segm = coco_eval.params.iouType == "segm"
@@ -113,7 +112,7 @@ def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
         crowd = [g for g in gts if g.get("iscrowd", 0)]
         gts = [g for g in gts if not g.get("iscrowd", 0)]
         ious = _ious(coco_eval, dts, gts, segm, iscrowd=0)
-        pairs = np.argwhere(ious >= iou)
+        pairs = np.argwhere(ious >= MATCH_IOU)
         matched_dt, matched_gt = [], []
         for d, g in pairs[np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")].tolist():
             if d not in matched_dt and g not in matched_gt:  # greedy, highest IoU first
@@ -125,7 +124,7 @@ def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
         unmatched = [d for d in range(len(dts)) if d not in matched_dt]
         on_crowd = _ious(coco_eval, [dts[d] for d in unmatched], crowd, segm, iscrowd=1)
         for d, overlap in zip(unmatched, on_crowd.max(axis=1, initial=0.0), strict=True):
-            if overlap < iou:  # a detection on a crowd region is ignored, as COCO does
+            if overlap < MATCH_IOU:  # a detection on a crowd region is ignored, as COCO does
                 matrix[num_classes, dts[d]["category_id"]] += 1
     return matrix
 

@@ -46,11 +46,9 @@ class Embeddings(nn.Module):
         if torch.is_grad_enabled() and table.requires_grad:
             return self._interpolate(grid_h, grid_w)
         key = (grid_h, grid_w, table.device, table.dtype, table._version)
-        cached = self._pe_cache.get(key)
-        if cached is None:
+        if key not in self._pe_cache:  # one entry: the latest grid
             self._pe_cache = {key: self._interpolate(grid_h, grid_w).detach()}
-            cached = self._pe_cache[key]
-        return cached
+        return self._pe_cache[key]
 
     def _interpolate(self, grid_h: int, grid_w: int) -> Tensor:
         table = self.position_embeddings
