@@ -21,7 +21,6 @@ _CAPTION = 26
 class SampleImage:
     """One drawn sample: a PNG of ground truth (left) and predictions (right) side by side."""
 
-    image_id: int
     file_name: str
     png: bytes
     num_gt: int
@@ -66,7 +65,6 @@ def draw_samples(
         canvas.save(buffer, format="PNG", optimize=True)
         samples.append(
             SampleImage(
-                image_id=predictions[index].image_id,
                 file_name=dataset.source.image_path(index).name,
                 png=buffer.getvalue(),
                 num_gt=len(truth),
