@@ -116,7 +116,8 @@ class SetCriterion(nn.Module):
                 elif name == "labels":
                     values = self.loss_labels(layer, targets, indices, normaliser, log=not suffix)
                 else:
-                    values = getattr(self, f"loss_{name}")(layer, targets, indices, normaliser)
+                    loss = self.loss_boxes if name == "boxes" else self.loss_masks
+                    values = loss(layer, targets, indices, normaliser)
                 losses.update({key + suffix: value for key, value in values.items()})
         return losses
 

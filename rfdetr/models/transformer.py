@@ -76,7 +76,6 @@ class Transformer(nn.Module):
         )
         self.d_model = d_model
         self.num_queries = num_queries
-        self.group_detr = group_detr
 
     def select_queries(
         self, memory: Tensor, spatial_shapes: list[tuple[int, int]], groups: int
