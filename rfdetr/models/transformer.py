@@ -39,16 +39,11 @@ def memory_proposals(
     ``spatial_shapes`` ``(h_l, w_l)``, flattened): ``(memory, proposals)``, ``[B, S, C]`` and
     ``[B, S, 4]`` normalised cxcywh, both zeroed for tokens too near the border."""
     batch = memory.shape[0]
+    fp32 = {"dtype": torch.float32, "device": memory.device}
     proposals = []
     for level, (h, w) in enumerate(spatial_shapes):
-        ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32, device=memory.device),
-            torch.arange(w, dtype=torch.float32, device=memory.device),
-            indexing="ij",
-        )
-        centres = (torch.stack([xs, ys], -1) + 0.5) / torch.tensor(
-            [w, h], dtype=torch.float32, device=memory.device
-        )
+        ys, xs = torch.meshgrid(torch.arange(h, **fp32), torch.arange(w, **fp32), indexing="ij")
+        centres = (torch.stack([xs, ys], -1) + 0.5) / torch.tensor([w, h], **fp32)
         sizes = torch.full_like(centres, 0.05 * 2.0**level)
         proposals.append(torch.cat([centres, sizes], -1).reshape(1, h * w, 4))
     boxes = torch.cat(proposals, dim=1).expand(batch, -1, -1)
