@@ -34,7 +34,6 @@ class SetCriterion(nn.Module):
     Args:
         num_classes: number of object classes C; ``pred_logits`` has C or C + 1 columns (the
             head's extra "no-object" column gets only negative supervision, as upstream).
-        matcher: assigns queries to targets.
         weight_dict: loss key -> weight, used by :meth:`total_loss`.
         focal_alpha: alpha of the focal loss, and the exponent mixing score and IoU in the
             IoU-aware BCE target ``t = p^alpha * IoU^(1 - alpha)``.
