@@ -198,12 +198,15 @@ def score_predictions(
     max_dets: int = DEFAULT_MAX_DETS,
     backend: Backend = "auto",
 ) -> EvaluationResult:
-    """Score ``predictions`` (per image, labels as 0-based class ids, pixel xyxy boxes) against a
-    COCO ``ground_truth`` from :func:`~rfdetr.data.coco_ground_truth` (category ids ``0..C-1``,
-    each may carry a ``source_id``: the dataset's id, reported per class, default the id).
-    ``segmentation``: also score masks (each prediction needs ``masks``, the ground truth
-    ``segmentation``); masks then rank the model, the sweep and the confusion matrix. ``max_dets``,
-    ``backend``: see :func:`.cocoeval.run_cocoeval`. ValueError: other ids, or missing masks.
+    """Score detections against a COCO ground truth with 0-based category ids ``0..C-1``.
+
+    Args:
+        ground_truth: from :func:`~rfdetr.data.coco_ground_truth`; each category may carry a
+            ``source_id`` (the dataset's id, reported per class; defaults to the id).
+        predictions: per image, labels as 0-based class ids, pixel xyxy boxes.
+        segmentation: also score masks (each prediction needs ``masks``, the ground truth
+            ``segmentation``); masks then rank the model, the sweep and the confusion matrix.
+        max_dets, backend: see :func:`.cocoeval.run_cocoeval`.
     """
     categories = sorted(ground_truth["categories"], key=lambda c: c["id"])
     if [c["id"] for c in categories] != list(range(len(categories))):

@@ -206,12 +206,16 @@ _PANELS: tuple[tuple[str, str, dict[str, tuple[str, ...]]], ...] = (
 
 
 def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Path:
-    """Write the per-epoch training figure (``metrics_plot.png``) to ``path`` (parent folders
-    created) and return ``path``. ``records``: one dict per epoch, as logged: ``epoch``,
-    ``train_loss`` (or ``loss``), ``lr``, ``map_50_95`` and ``ema_map_50_95`` (or the training
-    log's ``val_`` / ``val_ema_`` keys), optionally ``val_loss``, ``map_50``, ``ema_map_50`` and
-    the ``segm_`` mask mAPs; missing, None or non-finite values are skipped, and a panel without
-    data says so."""
+    """Write the per-epoch training figure (``metrics_plot.png``) and return ``path``.
+
+    Args:
+        records: one dict per epoch, as logged: ``epoch``, ``train_loss`` (or ``loss``),
+            ``lr``, ``map_50_95`` and ``ema_map_50_95`` (or the training log's ``val_`` /
+            ``val_ema_`` keys), optionally ``val_loss``, ``map_50``, ``ema_map_50`` and the
+            ``segm_`` mask mAPs. Missing, None or non-finite values are skipped; a panel
+            without data says so.
+        path: the PNG to write (parent folders are created).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = _figure(15, 4.2, columns=3)

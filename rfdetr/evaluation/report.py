@@ -57,8 +57,11 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``report.md``, ``report.html`` and ``plots/*.png`` into
     ``output_dir`` (created): ``meta`` (model, dataset, split...) at the top and in
-    ``metrics.json``, ``samples`` in the HTML page; the paths, as
-    ``{"metrics": ..., "markdown": ..., "html": ..., <chart name>: ...}``."""
+    ``metrics.json``, ``samples`` in the HTML page.
+
+    Returns:
+        ``{"metrics": ..., "markdown": ..., "html": ..., <chart name>: ...}`` paths.
+    """
     out = Path(output_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
