@@ -31,9 +31,14 @@ def sine_embed_boxes(boxes: Tensor, num_feats: int = 128, temperature: int = 100
 
 
 class DecoderLayer(nn.Module):
-    """Self-attention (``sa_nheads`` heads; in training only within each of the ``group_detr``
-    query groups) -> deformable cross-attention (`MSDeformAttn`: ``ca_nheads``, ``n_levels``,
-    ``n_points``) -> FFN (``dim_feedforward`` wide), each post-norm, on ``d_model`` wide queries.
+    """Self-attention (within query groups) -> deformable cross-attention -> FFN, each post-norm.
+
+    Args:
+        d_model: query width.
+        sa_nheads, ca_nheads: heads of self- and cross-attention.
+        dim_feedforward: FFN hidden width.
+        n_levels, n_points: deformable attention levels and points.
+        group_detr: query groups; in training, queries attend only within their group.
     """
 
     def __init__(
@@ -100,10 +105,18 @@ class Decoder(nn.Module):
         spatial_shapes: list[tuple[int, int]],
         all_layers: bool = True,
     ) -> Tensor:
-        """Decode ``tgt`` ``[B, Q, C]`` content queries against ``memory`` ``[B, S, C]`` (the
-        flattened projector output, levels ``spatial_shapes`` ``(h_l, w_l)``) around
-        ``reference_boxes`` ``[B, Q, 4]`` normalised cxcywh: ``[L, B, Q, C]`` normalised outputs
-        of every layer (training), or with ``all_layers`` False of the last only (``L = 1``)."""
+        """Decode queries against the memory.
+
+        Args:
+            tgt: ``[B, Q, C]`` content queries.
+            memory: ``[B, S, C]`` flattened projector output.
+            reference_boxes: ``[B, Q, 4]`` normalised cxcywh.
+            spatial_shapes: ``(h_l, w_l)`` of each memory level.
+            all_layers: return every layer's output (training) or only the last (inference).
+
+        Returns:
+            ``[L, B, Q, C]`` normalised outputs (``L = 1`` when ``all_layers`` is False).
+        """
         query_pos = self.ref_point_head(sine_embed_boxes(reference_boxes, self.d_model // 2))
         reference = reference_boxes[:, :, None]
         outputs = []

@@ -16,10 +16,17 @@ from rfdetr.models.transformer import Transformer, apply_box_delta
 
 
 class RFDETR(nn.Module):
-    """RF-DETR for detection and, with a ``segmentation_head`` (else None), instance
-    segmentation: ``num_queries`` detection slots per query group (``group_detr`` groups in
-    training; inference keeps group 0), ``num_classes + 1`` logits (the last is never a training
-    target, as upstream)."""
+    """RF-DETR for detection and, with a segmentation head, instance segmentation.
+
+    Args:
+        backbone: encoder + projector.
+        transformer: two-stage selection + decoder.
+        segmentation_head: mask head, or None for detection.
+        num_classes: foreground classes; logits have ``num_classes + 1`` columns (the last is
+            never a training target, as upstream).
+        num_queries: detection slots per group.
+        group_detr: query groups in training; inference keeps group 0.
+    """
 
     def __init__(
         self,

@@ -82,10 +82,15 @@ def _resampler(channels: int, scale: float, layer_norm: bool) -> nn.Sequential:
 
 
 class MultiScaleProjector(nn.Module):
-    """Tapped maps ``[B, C_i, Hp, Wp]`` (``C_i``: ``in_channels``) -> one
-    ``[B, out_channels, h_l, w_l]`` map per level of ``levels`` (ascending; ``["P4"]`` for every
-    current size); ``num_blocks`` bottlenecks per C2f; ``layer_norm``: channel LayerNorm (True in
-    every RF-DETR size), else BatchNorm."""
+    """Tapped maps ``[B, C_i, Hp, Wp]`` -> one ``[B, out_channels, h_l, w_l]`` map per level.
+
+    Args:
+        in_channels: channels of each tapped map.
+        out_channels: decoder width.
+        levels: output levels, ascending (``["P4"]`` for every current size).
+        num_blocks: bottlenecks per C2f.
+        layer_norm: channel LayerNorm (True in every RF-DETR size) instead of BatchNorm.
+    """
 
     def __init__(
         self,

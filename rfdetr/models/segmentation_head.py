@@ -40,8 +40,13 @@ class MLPBlock(nn.Module):
 
 
 class SegmentationHead(nn.Module):
-    """Mask logits for decoder queries (`layer_features`, then `masks_from`), predicted at
-    ``input / downsample_ratio``, ``num_blocks`` depthwise blocks (one per decoder layer)."""
+    """Mask logits for decoder queries (`layer_features`, then `masks_from`).
+
+    Args:
+        dim: decoder width.
+        num_blocks: depthwise blocks, one per decoder layer.
+        downsample_ratio: masks are predicted at ``input / downsample_ratio``.
+    """
 
     def __init__(self, dim: int, num_blocks: int, downsample_ratio: int = 4) -> None:
         super().__init__()
@@ -58,12 +63,18 @@ class SegmentationHead(nn.Module):
     def layer_features(
         self, spatial: Tensor, queries: Tensor, image_size: tuple[int, int], skip_blocks: bool
     ) -> list[tuple[Tensor, Tensor]]:
-        """Pixel maps and query kernels per decoder layer, without forming the masks: ``L``
-        pairs ``(pixels [B, C, H/r, W/r], kernels [B, Q, C])`` (mask logits
-        ``einsum("bchw,bqc->bqhw", pixels, kernels) + bias``) from the ``[B, C, h, w]`` first
-        projector level, the input ``image_size`` ``(H, W)`` in pixels and ``queries``
-        ``[L, B, Q, C]``, the last ``L`` decoder layers' outputs (the pixel map still passes
-        every block) or, with ``skip_blocks``, the encoder queries."""
+        """Pixel maps and query kernels per decoder layer, without forming the masks.
+
+        Args:
+            spatial: ``[B, C, h, w]`` projector output (first level).
+            queries: ``[L, B, Q, C]`` outputs of the last ``L`` decoder layers (the pixel map
+                still passes every block), or with ``skip_blocks`` the encoder queries.
+            image_size: input ``(H, W)`` in pixels.
+
+        Returns:
+            ``L`` pairs ``(pixels [B, C, H/r, W/r], kernels [B, Q, C])``; the mask logits are
+            ``einsum("bchw,bqc->bqhw", pixels, kernels) + bias``.
+        """
         size = (image_size[0] // self.downsample_ratio, image_size[1] // self.downsample_ratio)
         spatial = F.interpolate(spatial, size=size, mode="bilinear", align_corners=False)
         if skip_blocks:

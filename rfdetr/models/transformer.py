@@ -75,10 +75,13 @@ class Transformer(nn.Module):
     def select_queries(
         self, memory: Tensor, spatial_shapes: list[tuple[int, int]], groups: int
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Top-k two-stage selection for the first ``groups`` groups: ``(features, boxes,
-        logits)`` of the selected tokens, groups concatenated along the query axis, ``[B, G*K, C]``
-        (after the group's LayerNorm), ``[B, G*K, 4]`` normalised cxcywh (differentiable) and
-        ``[B, G*K, num_classes + 1]``."""
+        """Top-k two-stage selection for the first ``groups`` groups.
+
+        Returns:
+            ``(features, boxes, logits)`` of the selected tokens, groups concatenated along the
+            query axis: ``[B, G*K, C]`` (after the group's LayerNorm), ``[B, G*K, 4]``
+            normalised cxcywh (differentiable), ``[B, G*K, num_classes + 1]``.
+        """
         memory, proposals = memory_proposals(memory, spatial_shapes)
         top_k = min(self.num_queries, memory.shape[1])
         if groups > 1:
@@ -131,11 +134,18 @@ class Transformer(nn.Module):
         query_feat: Tensor,
         all_layers: bool = True,
     ) -> dict[str, Tensor]:
-        """Select queries in the projector maps ``[B, C, h_l, w_l]`` and decode them, with
-        ``[G*Q, 4]`` learned deltas on the selected boxes and ``[G*Q, C]`` learned content
-        queries: ``hs`` ``[L, B, G*Q, C]`` (every decoder layer with ``all_layers``, else the
-        last), ``reference`` ``[B, G*Q, 4]`` (cxcywh), and the encoder side ``enc_hs``
-        ``[B, G*K, C]``, ``enc_boxes`` ``[B, G*K, 4]``, ``enc_logits``."""
+        """Select queries and decode them.
+
+        Args:
+            features: projector maps ``[B, C, h_l, w_l]``.
+            refpoint_embed: ``[G*Q, 4]`` learned deltas on the selected boxes.
+            query_feat: ``[G*Q, C]`` learned content queries.
+            all_layers: return every decoder layer (training) or the last only.
+
+        Returns:
+            ``hs`` ``[L, B, G*Q, C]``, ``reference`` ``[B, G*Q, 4]`` (cxcywh), and the encoder
+            side ``enc_hs`` ``[B, G*K, C]``, ``enc_boxes`` ``[B, G*K, 4]``, ``enc_logits``.
+        """
         # Python ints even while tracing: export fixes the size, so proposals become constants.
         spatial_shapes = [(int(f.shape[2]), int(f.shape[3])) for f in features]
         memory = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)
