@@ -33,8 +33,8 @@ class ThresholdSweep:
 
     A detection counts when its score is ``>= threshold``. Per class: precision = TP / (TP + FP)
     (0 with no detection), recall = TP / ground truths (0 without ground truth), F1 their
-    harmonic mean. Macro values average the classes that have ground truth. ``best_index``
-    maximises macro F1; ties go to the lowest threshold.
+    harmonic mean. Macro values average the classes that have ground truth (``[C]`` ``num_gt``:
+    non-crowd objects). ``best_index`` maximises macro F1; ties go to the lowest threshold.
     """
 
     thresholds: np.ndarray
@@ -45,6 +45,7 @@ class ThresholdSweep:
     macro_recall: np.ndarray
     macro_f1: np.ndarray
     best_index: int
+    num_gt: np.ndarray
 
     @property
     def best_threshold(self) -> float:
@@ -54,37 +55,29 @@ class ThresholdSweep:
 
 def sweep_thresholds(coco_eval: Any) -> ThresholdSweep:
     """The confidence sweep of :class:`ThresholdSweep` over :data:`SWEEP_STEPS` thresholds."""
-    # per class: scores and TP flags of the non-ignored detections at IoU 0.5, and the number of
-    # non-ignored ground truths, from COCOeval's per-image matching (area ``all``)
     params = coco_eval.params
     t50 = int(np.flatnonzero(np.isclose(params.iouThrs, MATCH_IOU))[0])
-    num_images, num_areas = len(params.imgIds), len(params.areaRng)
-    scores, hits = [], []
-    total_gt = np.zeros(len(params.catIds), dtype=np.int64)
-    for k in range(len(params.catIds)):
+    num_classes, num_images = len(params.catIds), len(params.imgIds)
+    thresholds = np.linspace(0.0, 1.0, SWEEP_STEPS)
+    tp, fp = np.zeros((num_classes, SWEEP_STEPS)), np.zeros((num_classes, SWEEP_STEPS))
+    total_gt = np.zeros(num_classes, dtype=np.int64)
+    for k in range(num_classes):
+        # the class's non-ignored detections (scores, TP flags at IoU 0.5) and ground truths, from
+        # COCOeval's per-image matching (area ``all``: the first of the class's area blocks)
+        start = k * len(params.areaRng) * num_images
         s, h = [np.zeros(0)], [np.zeros(0, dtype=bool)]
-        for i in range(num_images):
-            record = coco_eval.evalImgs[k * num_areas * num_images + i]
+        for record in coco_eval.evalImgs[start : start + num_images]:
             if record is None:
                 continue
             keep = ~np.asarray(record["dtIgnore"])[t50].astype(bool)
             s.append(np.asarray(record["dtScores"], dtype=np.float64)[keep])
             h.append(np.asarray(record["dtMatches"])[t50][keep] > 0)
             total_gt[k] += int(np.sum(np.asarray(record["gtIgnore"]) == 0))
-        scores.append(np.concatenate(s))
-        hits.append(np.concatenate(h))
-    steps = SWEEP_STEPS
-    thresholds = np.linspace(0.0, 1.0, steps)
-    num_classes = len(scores)
-    tp = np.zeros((num_classes, steps))
-    fp = np.zeros((num_classes, steps))
-    for k in range(num_classes):
-        order = np.argsort(scores[k], kind="stable")
-        sorted_scores = scores[k][order]
-        suffix_tp = np.concatenate([np.cumsum(hits[k][order][::-1])[::-1], [0]])
-        suffix_fp = np.concatenate([np.cumsum(~hits[k][order][::-1])[::-1], [0]])
-        first = np.searchsorted(sorted_scores, thresholds, side="left")  # first score >= thr
-        tp[k], fp[k] = suffix_tp[first], suffix_fp[first]
+        scores, hits = np.concatenate(s), np.concatenate(h)
+        order = np.argsort(scores, kind="stable")
+        first = np.searchsorted(scores[order], thresholds, side="left")  # first score >= thr
+        hits_from = np.concatenate([np.cumsum(hits[order][::-1])[::-1], [0]])  # TPs from i on
+        tp[k], fp[k] = hits_from[first], len(scores) - first - hits_from[first]
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         recall = np.where(total_gt[:, None] > 0, tp / np.maximum(total_gt[:, None], 1), 0.0)
@@ -93,9 +86,9 @@ def sweep_thresholds(coco_eval: Any) -> ThresholdSweep:
     if present.any():
         macro = [m[present].mean(axis=0) for m in (precision, recall, f1)]
     else:
-        macro = [np.zeros(steps) for _ in range(3)]
+        macro = [np.zeros(SWEEP_STEPS) for _ in range(3)]
     return ThresholdSweep(
-        thresholds, precision, recall, f1, *macro, best_index=int(np.argmax(macro[2]))
+        thresholds, precision, recall, f1, *macro, int(np.argmax(macro[2])), total_gt
     )
 
 
@@ -109,7 +102,6 @@ def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
     unmatched detection to ``[background, predicted]`` unless it lies on a crowd region
     (COCO's crowd IoU >= 0.5), which COCO ignores too.
     """
-    iou = MATCH_IOU
     num_classes = len(coco_eval.params.catIds)
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     segm = coco_eval.params.iouType == "segm"
@@ -120,7 +112,7 @@ def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
         crowd = [g for g in gts if g.get("iscrowd", 0)]
         gts = [g for g in gts if not g.get("iscrowd", 0)]
         ious = _ious(coco_eval, dts, gts, segm, iscrowd=0)
-        pairs = np.argwhere(ious >= iou)
+        pairs = np.argwhere(ious >= MATCH_IOU)
         matched_dt, matched_gt = [], []
         for d, g in pairs[np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")].tolist():
             if d not in matched_dt and g not in matched_gt:  # greedy, highest IoU first
@@ -132,7 +124,7 @@ def confusion_matrix(coco_eval: Any, threshold: float) -> np.ndarray:
         unmatched = [d for d in range(len(dts)) if d not in matched_dt]
         on_crowd = _ious(coco_eval, [dts[d] for d in unmatched], crowd, segm, iscrowd=1)
         for d, overlap in zip(unmatched, on_crowd.max(axis=1, initial=0.0), strict=True):
-            if overlap < iou:  # a detection on a crowd region is ignored, as COCO does
+            if overlap < MATCH_IOU:  # a detection on a crowd region is ignored, as COCO does
                 matrix[num_classes, dts[d]["category_id"]] += 1
     return matrix
 

@@ -230,7 +230,7 @@ def score_predictions(
     return EvaluationResult(
         bbox=CocoMetrics.from_cocoeval(evals["bbox"]),
         segm=CocoMetrics.from_cocoeval(evals["segm"]) if segmentation else None,
-        per_class=_per_class(categories, ground_truth, evals, sweep),
+        per_class=_per_class(categories, evals, sweep),
         confidence_threshold=sweep.best_threshold,
         precision=float(sweep.macro_precision[best]),
         recall=float(sweep.macro_recall[best]),
@@ -244,24 +244,17 @@ def score_predictions(
 
 
 def _per_class(
-    categories: list[dict[str, Any]],
-    ground_truth: dict[str, Any],
-    evals: dict[str, Any],
-    sweep: analysis.ThresholdSweep,
+    categories: list[dict[str, Any]], evals: dict[str, Any], sweep: analysis.ThresholdSweep
 ) -> tuple[ClassMetrics, ...]:
     box_ap, box_ap50 = analysis.per_class_ap(evals["bbox"])
     mask_ap, mask_ap50 = analysis.per_class_ap(evals["segm"]) if "segm" in evals else (None, None)
-    total_gt = np.zeros(len(categories), dtype=np.int64)  # non-crowd objects per class id
-    for ann in ground_truth["annotations"]:
-        if not ann.get("iscrowd", 0):
-            total_gt[ann["category_id"]] += 1
     best = sweep.best_index
     return tuple(
         ClassMetrics(
             class_id=k,
             category_id=int(c.get("source_id", c["id"])),
             name=str(c["name"]),
-            num_gt=int(total_gt[k]),
+            num_gt=int(sweep.num_gt[k]),
             ap_50_95=box_ap[k],
             ap_50=box_ap50[k],
             mask_ap_50_95=None if mask_ap is None else mask_ap[k],

@@ -62,20 +62,10 @@ def run_cocoeval(
     ``max_dets`` detections per image by score (upstream: 500; at least 100); the COCOeval object.
     """
     name = resolve_backend(backend)
-    if name == "faster-coco-eval":
-        from faster_coco_eval import COCO as coco_cls
-        from faster_coco_eval import COCOeval_faster as eval_cls
-    else:
-        from pycocotools.coco import COCO as coco_cls
-        from pycocotools.cocoeval import COCOeval as eval_cls
-    # pycocotools prints progress to stdout; a library logs instead.
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = _index(coco_cls(), ground_truth)
-        coco_dt = _load_results(coco_cls, coco_gt, results)
-        extra = {"print_function": logger.debug} if name == "faster-coco-eval" else {}
-        coco_eval = eval_cls(coco_gt, coco_dt, iou_type, **extra)
-        if max_dets < 100:
-            raise ValueError(f"max_dets must be at least 100 (AR@100 is reported), got {max_dets}")
+    if max_dets < 100:
+        raise ValueError(f"max_dets must be at least 100 (AR@100 is reported), got {max_dets}")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints; a library logs
+        coco_eval = _cocoeval(name, ground_truth, results, iou_type)
         coco_eval.params.maxDets = sorted({1, 10, 100, max_dets})
         coco_eval.evaluate()
         coco_eval.accumulate()
@@ -96,12 +86,8 @@ def run_matching(
     sweep and the confusion matrix then read this cheaper pass (one IoU, one area range), which
     matches detections exactly as the full evaluation does.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = _index(COCO(), ground_truth)
-        coco_eval = COCOeval(coco_gt, _load_results(COCO, coco_gt, results), iou_type)
+        coco_eval = _cocoeval("pycocotools", ground_truth, results, iou_type)
         coco_eval.params.maxDets = [max_dets]
         coco_eval.params.iouThrs = np.array([0.5])
         coco_eval.params.areaRng = [coco_eval.params.areaRng[0]]
@@ -110,13 +96,21 @@ def run_matching(
     return coco_eval
 
 
-def _load_results(coco_cls: Any, coco_gt: Any, results: list[dict[str, Any]]) -> Any:
+def _cocoeval(backend: str, ground_truth: dict[str, Any], results: list, iou_type: str) -> Any:
+    if backend == "faster-coco-eval":
+        from faster_coco_eval import COCO as coco_cls
+        from faster_coco_eval import COCOeval_faster as eval_cls
+    else:
+        from pycocotools.coco import COCO as coco_cls
+        from pycocotools.cocoeval import COCOeval as eval_cls
+    coco_gt = _index(coco_cls(), ground_truth)
     if results:
-        return coco_gt.loadRes(results)
-    # loadRes cannot take an empty list; an empty result set scores 0 AP on every class.
-    dataset = coco_gt.dataset
-    empty = {"images": list(dataset["images"]), "categories": list(dataset["categories"])}
-    return _index(coco_cls(), {**empty, "annotations": []})
+        coco_dt = coco_gt.loadRes(results)
+    else:  # loadRes cannot take an empty list; an empty result set scores 0 AP on every class.
+        empty = {key: list(coco_gt.dataset[key]) for key in ("images", "categories")}
+        coco_dt = _index(coco_cls(), {**empty, "annotations": []})
+    extra = {"print_function": logger.debug} if backend == "faster-coco-eval" else {}
+    return eval_cls(coco_gt, coco_dt, iou_type, **extra)
 
 
 def _index(coco: Any, dataset: dict[str, Any]) -> Any:

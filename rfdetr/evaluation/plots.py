@@ -35,10 +35,10 @@ def _text(name: str) -> str:  # a "$" would start matplotlib's math mode
     return name.replace("$", r"\$")
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, Any]:
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    return fig
+    return fig, fig.subplots(1, columns)
 
 
 def _png(fig: Figure) -> bytes:
@@ -65,8 +65,7 @@ def per_class_ap_chart(result: EvaluationResult) -> bytes:
         rows.append((c, max(ap or 0.0, 0.0), max(ap50 or 0.0, 0.0), c.num_gt == 0))
     rows.sort(key=lambda r: (r[1], r[2]))
     height = max(4.6, 0.32 * len(rows) + 1.2)
-    fig = _figure(8, height)
-    ax = fig.subplots()
+    fig, ax = _figure(8, height)
     y = np.arange(len(rows))
     ax.barh(y + 0.2, [r[2] for r in rows], height=0.4, color="#c9d6e8", label="AP50")
     colors = [class_color(r[0].class_id) for r in rows]
@@ -86,8 +85,7 @@ def pr_curves_chart(result: EvaluationResult) -> bytes:
     """Precision-recall curves at IoU 0.5, one per class with ground truth, plus their mean."""
     curves = result.curves
     recall = np.asarray(curves.recall_points)
-    fig = _figure(7, 5)
-    ax = fig.subplots()
+    fig, ax = _figure(7, 5)
     valid = []
     for c, precision in zip(result.per_class, curves.pr_precision, strict=True):
         values = np.asarray(precision)
@@ -113,8 +111,7 @@ def f1_confidence_chart(result: EvaluationResult) -> bytes:
     """Macro F1, precision and recall versus confidence, the chosen threshold marked."""
     curves = result.curves
     thresholds = np.asarray(curves.thresholds)
-    fig = _figure(7, 4.5)
-    ax = fig.subplots()
+    fig, ax = _figure(7, 4.5)
     shown = [c for c in result.per_class if c.num_gt > 0]
     for c in shown if len(shown) <= _LEGEND_MAX else []:
         f1 = curves.class_f1[c.class_id]
@@ -153,8 +150,7 @@ def confusion_matrix_chart(result: EvaluationResult) -> bytes:
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     side = min(max(4.5, 0.45 * n + 2.5), 30)
-    fig = _figure(side + 1, side)
-    ax = fig.subplots()
+    fig, ax = _figure(side + 1, side)
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=9)
@@ -222,8 +218,7 @@ def plot_training_curves(records: list[dict[str, Any]], path: Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = _figure(15, 4.2)
-    axes = fig.subplots(1, 3)
+    fig, axes = _figure(15, 4.2, columns=3)
     for ax, (title, ylabel, keys) in zip(axes, _PANELS, strict=True):
         drawn = False
         for label, aliases in keys.items():

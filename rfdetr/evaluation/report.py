@@ -102,7 +102,6 @@ def markdown_report(
     charts: list[tuple[str, str, bytes]] | None = None,
 ) -> str:
     """The summary and per-class tables in Markdown, then ``charts`` (key, title, PNG) inline."""
-    head, *rows = _summary_table(result)
     lines = ["# Evaluation report", ""]
     lines += [f"- **{md_text(k)}**: {md_text(v)}" for k, v in meta.items()]
     lines += [
@@ -113,27 +112,30 @@ def markdown_report(
         "",
         "## COCO metrics",
         "",
-        "| " + " | ".join(head) + " |",
-        "|---|" + "---:|" * (len(head) - 1),
+        *_md_table(_summary_table(result)),
+        "",
+        "## Per class",
+        "",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    header = _class_header(result)
-    lines += ["", "## Per class", "", "| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join("---" if h == "name" else "---:" for h in header) + "|")
-    for c in result.per_class:
-        lines.append("| " + " | ".join(md_text(cell) for cell in _class_cells(result, c)) + " |")
+    classes = [[md_text(cell) for cell in _class_cells(result, c)] for c in result.per_class]
+    lines += _md_table([_class_header(result), *classes], left=2)
     labels = [md_text(n) for n in result.class_names] + ["background"]
     lines += [
         "",
         f"## Confusion matrix (confidence {result.confidence_threshold:.2f}, IoU 0.5)",
         "",
-        "| true \\ predicted | " + " | ".join(labels) + " |",
-        "|---|" + "---:|" * len(labels),
     ]
-    for label, row in zip(labels, result.confusion_matrix, strict=True):
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    rows = zip(labels, result.confusion_matrix, strict=True)
+    lines += _md_table([["true \\ predicted", *labels], *([k, *map(str, r)] for k, r in rows)])
     lines += ["", "## Charts", ""]
     return _with_charts("\n".join(lines), charts or [])
+
+
+def _md_table(table: list[list[str]], left: int = 0) -> list[str]:
+    """Header, rule and rows; column ``left`` is left-aligned, the others right-aligned."""
+    head, *rows = table
+    rule = "|" + "|".join("---" if i == left else "---:" for i in range(len(head))) + "|"
+    return ["| " + " | ".join(head) + " |", rule, *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _with_charts(text: str, charts: list[tuple[str, str, bytes]]) -> str:

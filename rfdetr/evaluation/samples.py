@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import supervision as sv
@@ -21,7 +21,6 @@ _CAPTION = 26
 class SampleImage:
     """One drawn sample: a PNG of ground truth (left) and predictions (right) side by side."""
 
-    image_id: int
     file_name: str
     png: bytes
     num_gt: int
@@ -66,7 +65,6 @@ def draw_samples(
         canvas.save(buffer, format="PNG", optimize=True)
         samples.append(
             SampleImage(
-                image_id=predictions[index].image_id,
                 file_name=dataset.source.image_path(index).name,
                 png=buffer.getvalue(),
                 num_gt=len(truth),
@@ -104,17 +102,8 @@ def _draw(
 
 
 def _scaled(detections: sv.Detections, scale: float, size: tuple[int, int]) -> sv.Detections:
-    mask = None
-    if detections.mask is not None:
-        mask = np.stack(
-            [
-                np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize(size)) > 127
-                for m in detections.mask
-            ]
-        )
-    return sv.Detections(
-        xyxy=detections.xyxy * scale,
-        confidence=detections.confidence,
-        class_id=detections.class_id,
-        mask=mask,
-    )
+    mask = detections.mask
+    if mask is not None:
+        resized = (Image.fromarray(m.astype(np.uint8) * 255).resize(size) for m in mask)
+        mask = np.stack([np.asarray(m) > 127 for m in resized])
+    return replace(detections, xyxy=detections.xyxy * scale, mask=mask)

@@ -10,21 +10,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rfdetr.models.projector import MultiScaleProjector
-from rfdetr.models.vit import Embeddings, ViTBlock, ViTLayers
+from rfdetr.models.vit import Embeddings, ViTBlock
 
 
 class WindowedViT(nn.Module):
-    """DINOv2-style ViT returning the normalised feature maps of the tapped stages.
-
-    Args:
-        width, depth, num_heads, mlp_ratio: transformer size.
-        patch_size: pixels per patch side.
-        pe_size: side of the stored position-embedding grid.
-        num_windows: windows per side for windowed blocks.
-        window_block_indexes: 0-based blocks that attend within windows.
-        out_feature_indexes: stages to return (stage k = output of block k-1).
-        drop_path_rate: stochastic-depth rate of every block.
-        gradient_checkpointing: recompute blocks in backward to save activation memory.
+    """DINOv2-style ViT returning the normalised feature maps of the ``out_feature_indexes``
+    stages (stage k = output of block k-1). ``pe_size``: side of the stored position-embedding
+    grid; ``num_windows`` windows per side for the (0-based) ``window_block_indexes`` blocks;
+    ``gradient_checkpointing`` recomputes blocks in backward to save activation memory.
     """
 
     def __init__(
@@ -44,11 +37,9 @@ class WindowedViT(nn.Module):
     ) -> None:
         super().__init__()
         self.embeddings = Embeddings(width, patch_size, pe_size, num_windows)
-        self.encoder = ViTLayers(
-            [
-                ViTBlock(width, num_heads, mlp_ratio, num_windows, drop_path_rate)
-                for _ in range(depth)
-            ]
+        block = (width, num_heads, mlp_ratio, num_windows, drop_path_rate)
+        self.encoder = nn.ModuleDict(
+            {"layer": nn.ModuleList(ViTBlock(*block) for _ in range(depth))}
         )
         self.layernorm = nn.LayerNorm(width, eps=1e-6)
         self.patch_size = patch_size
@@ -67,8 +58,15 @@ class WindowedViT(nn.Module):
         nn.init.trunc_normal_(self.embeddings.cls_token, std=0.02)
 
     def forward(self, pixels: Tensor) -> list[Tensor]:
-        """``[B, 3, H, W]`` -> one ``[B, width, H/p, W/p]`` map per tapped stage."""
+        """``[B, 3, H, W]`` -> one ``[B, width, H/p, W/p]`` map per tapped stage (ValueError unless
+        H and W are multiples of ``patch_size * num_windows``)."""
         batch, _, height, width_px = pixels.shape
+        block = self.patch_size * self.num_windows
+        if height % block or width_px % block:
+            raise ValueError(
+                f"input size {height}x{width_px} must be divisible by patch_size * num_windows "
+                f"= {block}"
+            )
         grid = (height // self.patch_size, width_px // self.patch_size)
         hidden = self.embeddings(pixels)
         taps = set(self.out_feature_indexes)
@@ -95,31 +93,13 @@ class WindowedViT(nn.Module):
         return tokens.permute(0, 3, 1, 2).contiguous()
 
 
-class WindowedDinoV2(nn.Module):
-    """Checks the input size, then runs the windowed ViT (held as ``encoder``)."""
-
-    def __init__(self, vit: WindowedViT) -> None:
-        super().__init__()
-        self.encoder = vit
-        self.block_size = vit.patch_size * vit.num_windows
-
-    def forward(self, pixels: Tensor) -> list[Tensor]:
-        height, width = pixels.shape[-2:]
-        if height % self.block_size or width % self.block_size:
-            raise ValueError(
-                f"input size {height}x{width} must be divisible by patch_size * num_windows "
-                f"= {self.block_size}"
-            )
-        return self.encoder(pixels)
-
-
 class Backbone(nn.Module):
     """Encoder + projector: ``[B, 3, H, W]`` -> list of ``[B, hidden_dim, h_l, w_l]`` maps."""
 
-    def __init__(self, encoder: WindowedDinoV2, projector: MultiScaleProjector) -> None:
+    def __init__(self, vit: WindowedViT, projector: MultiScaleProjector) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.encoder = nn.ModuleDict({"encoder": vit})  # upstream's `encoder.encoder.` keys
         self.projector = projector
 
     def forward(self, pixels: Tensor) -> list[Tensor]:
-        return self.projector(self.encoder(pixels))
+        return self.projector(self.encoder.encoder(pixels))

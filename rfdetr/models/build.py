@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rfdetr.config import ModelConfig
-from rfdetr.models.backbone import Backbone, WindowedDinoV2, WindowedViT
+from rfdetr.models.backbone import Backbone, WindowedViT
 from rfdetr.models.decoder import Decoder, DecoderLayer
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.projector import MultiScaleProjector
@@ -33,7 +33,7 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
         levels=list(cfg.projector_scale),
         layer_norm=cfg.layer_norm,
     )
-    return Backbone(WindowedDinoV2(vit), projector)
+    return Backbone(vit, projector)
 
 
 def build_transformer(cfg: ModelConfig) -> Transformer:

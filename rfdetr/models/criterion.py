@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rfdetr.models.matcher import HungarianMatcher, MatchIndices
+from rfdetr.models.matcher import FOCAL_GAMMA, HungarianMatcher, MatchIndices
 from rfdetr.models.point_sampling import gather_matched_masks, point_sample, sample_uncertain_points
 from rfdetr.utils.box_ops import (
     box_cxcywh_to_xyxy,
@@ -34,16 +34,14 @@ class SetCriterion(nn.Module):
     Args:
         num_classes: number of object classes C; ``pred_logits`` has C or C + 1 columns (the
             head's extra "no-object" column gets only negative supervision, as upstream).
-        matcher: assigns queries to targets.
         weight_dict: loss key -> weight, used by :meth:`total_loss`.
         focal_alpha: alpha of the focal loss, and the exponent mixing score and IoU in the
             IoU-aware BCE target ``t = p^alpha * IoU^(1 - alpha)``.
         losses: any of ``"labels"``, ``"boxes"``, ``"masks"`` and ``"cardinality"`` (logging only).
         group_detr: number of query groups in training; evaluation (``.eval()``) uses one.
         ia_bce_loss: IoU-aware BCE classification loss; False selects the sigmoid focal loss.
-        focal_gamma: exponent of the negative weight ``p^gamma`` (and of the focal loss).
-        mask_point_sample_ratio: the mask loss uses ``max(h, h * w // ratio)`` points per mask.
-        oversample_ratio, importance_sample_ratio: `sample_uncertain_points` arguments.
+        mask_point_sample_ratio: the mask loss uses ``max(h, h * w // ratio)`` points per mask,
+            chosen by `sample_uncertain_points` (its default ratios, as upstream).
     """
 
     def __init__(
@@ -56,10 +54,7 @@ class SetCriterion(nn.Module):
         group_detr: int = 1,
         *,
         ia_bce_loss: bool = True,
-        focal_gamma: float = 2.0,
         mask_point_sample_ratio: int = 16,
-        oversample_ratio: int = 3,
-        importance_sample_ratio: float = 0.75,
     ) -> None:
         super().__init__()
         unknown = sorted(set(losses) - set(_LOSS_NAMES))
@@ -72,10 +67,7 @@ class SetCriterion(nn.Module):
         self.losses = list(losses)
         self.group_detr = group_detr
         self.ia_bce_loss = ia_bce_loss
-        self.focal_gamma = focal_gamma
         self.mask_point_sample_ratio = mask_point_sample_ratio
-        self.oversample_ratio = oversample_ratio
-        self.importance_sample_ratio = importance_sample_ratio
 
     def forward(
         self,
@@ -118,7 +110,13 @@ class SetCriterion(nn.Module):
         losses: dict[str, Tensor] = {}
         for (suffix, layer), indices in zip(layers, matches, strict=True):
             for name in self.losses:
-                values = self._layer_loss(name, layer, targets, indices, normaliser, not suffix)
+                if name == "cardinality":
+                    values = self.loss_cardinality(layer, targets)
+                elif name == "labels":
+                    values = self.loss_labels(layer, targets, indices, normaliser, log=not suffix)
+                else:
+                    loss = self.loss_boxes if name == "boxes" else self.loss_masks
+                    values = loss(layer, targets, indices, normaliser)
                 losses.update({key + suffix: value for key, value in values.items()})
         return losses
 
@@ -132,23 +130,6 @@ class SetCriterion(nn.Module):
         """Upstream's normaliser: boxes in ``targets`` x active groups, rank-averaged, >= 1."""
         group_detr = self.group_detr if self.training else 1
         return reduce_num_boxes(count_boxes(targets) * group_detr, device)
-
-    def _layer_loss(
-        self,
-        name: str,
-        outputs: dict[str, Any],
-        targets: list[dict[str, Tensor]],
-        indices: MatchIndices,
-        num_boxes: Tensor,
-        log: bool,
-    ) -> dict[str, Tensor]:
-        if name == "labels":
-            return self.loss_labels(outputs, targets, indices, num_boxes, log=log)
-        if name == "boxes":
-            return self.loss_boxes(outputs, targets, indices, num_boxes)
-        if name == "masks":
-            return self.loss_masks(outputs, targets, indices, num_boxes)
-        return self.loss_cardinality(outputs, targets)
 
     def loss_labels(
         self,
@@ -194,7 +175,7 @@ class SetCriterion(nn.Module):
         as upstream, keeps its gradient)."""
         prob = logits.sigmoid()
         pos_weight = torch.zeros_like(logits)
-        neg_weight = prob**self.focal_gamma
+        neg_weight = prob**FOCAL_GAMMA
         alpha = self.focal_alpha
         soft = (prob[positives].pow(alpha) * iou.pow(1 - alpha)).clamp(min=0.01).detach()
         pos_weight[positives] = soft
@@ -210,7 +191,7 @@ class SetCriterion(nn.Module):
         bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
         p_t = prob * onehot + (1 - prob) * (1 - onehot)
         alpha_t = self.focal_alpha * onehot + (1 - self.focal_alpha) * (1 - onehot)
-        return alpha_t * bce * (1 - p_t) ** self.focal_gamma
+        return alpha_t * bce * (1 - p_t) ** FOCAL_GAMMA
 
     def loss_boxes(
         self,
@@ -249,9 +230,7 @@ class SetCriterion(nn.Module):
         height, width = src.shape[-2:]
         num_points = max(height, height * width // self.mask_point_sample_ratio)
         with torch.no_grad():
-            points = sample_uncertain_points(
-                src, num_points, self.oversample_ratio, self.importance_sample_ratio
-            )
+            points = sample_uncertain_points(src, num_points)
             labels = _sample_target_masks(targets, indices, points)
         point_logits = point_sample(src, points).squeeze(1)  # [N, P]
         bce = F.binary_cross_entropy_with_logits(point_logits, labels, reduction="none").mean(1)
@@ -276,16 +255,10 @@ def count_boxes(targets: list[dict[str, Tensor]]) -> int:
 
 
 def reduce_num_boxes(num_boxes: float, device: torch.device) -> Tensor:
-    """Turn a local box count into the loss normaliser: under ``torch.distributed`` the mean
-    over ranks (DDP averages gradients; every rank must call this together), clamped to >= 1.
-
-    Args:
-        num_boxes: local count, already multiplied by ``group_detr`` where that applies.
-        device: device of the returned scalar (the collective's device under NCCL).
-
-    Returns:
-        ``[]`` float32 tensor.
-    """
+    """Turn a local box count (already multiplied by ``group_detr`` where that applies) into the
+    loss normaliser, a ``[]`` float32 tensor on ``device`` (the collective's under NCCL): under
+    ``torch.distributed`` the mean over ranks (DDP averages gradients; every rank must call this
+    together), clamped to >= 1."""
     total = torch.as_tensor(float(num_boxes), dtype=torch.float32, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(total)
@@ -313,21 +286,12 @@ def build_weight_dict(
     mask_ce_loss_coef: float = 5.0,
     mask_dice_loss_coef: float = 5.0,
 ) -> dict[str, float]:
-    """Upstream-style loss weights, replicated for earlier decoder layers and the encoder.
-
-    Args:
-        num_decoder_layers: decoder depth; layers ``0 .. depth-2`` get ``_{i}`` keys.
-        two_stage: add ``_enc`` keys for the encoder proposals.
-        segmentation: add the mask loss weights.
-        aux_loss: add the ``_{i}`` and ``_enc`` copies at all.
-        cls_loss_coef: weight of ``loss_ce``; None means 1.0 for detection and segmentation
-            alike (upstream 1.11.2's ``SegmentationTrainConfig``: the 5.0 activated in v1.7 was a
-            regression; pass 5.0 to reproduce it).
-        bbox_loss_coef, giou_loss_coef, mask_ce_loss_coef, mask_dice_loss_coef: loss weights.
-
-    Returns:
-        Loss key -> weight.
-    """
+    """Upstream-style loss weights (loss key -> weight), with ``aux_loss`` replicated for the
+    earlier decoder layers ``0 .. num_decoder_layers - 2`` (``_{i}`` keys) and, with
+    ``two_stage``, the encoder proposals (``_enc``); ``segmentation`` adds the mask losses.
+    ``cls_loss_coef`` (of ``loss_ce``) None means 1.0 for detection and segmentation alike
+    (upstream 1.11.2's ``SegmentationTrainConfig``: the 5.0 activated in v1.7 was a regression;
+    pass 5.0 to reproduce it)."""
     if cls_loss_coef is None:
         cls_loss_coef = 1.0
     base = {"loss_ce": cls_loss_coef, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}

@@ -17,15 +17,8 @@ from rfdetr.models.layers import MLP
 
 
 def sine_embed_boxes(boxes: Tensor, num_feats: int = 128, temperature: int = 10000) -> Tensor:
-    """Sinusoidal embedding of normalised boxes.
-
-    Args:
-        boxes: ``[B, Q, 4]`` normalised cxcywh.
-        num_feats: features per coordinate.
-
-    Returns:
-        ``[B, Q, 4 * num_feats]``, coordinates in the order y, x, w, h (upstream's order).
-    """
+    """Sinusoidal embedding ``[B, Q, 4 * num_feats]`` of ``[B, Q, 4]`` normalised cxcywh boxes,
+    ``num_feats`` features per coordinate, in upstream's order y, x, w, h."""
     dim_t = torch.arange(num_feats, dtype=boxes.dtype, device=boxes.device)
     dim_t = temperature ** (2 * (dim_t // 2) / num_feats)
 
@@ -46,7 +39,6 @@ class DecoderLayer(nn.Module):
         dim_feedforward: FFN hidden width.
         n_levels, n_points: deformable attention levels and points.
         group_detr: query groups; in training, queries attend only within their group.
-        dropout: dropout on every residual branch (0 in every RF-DETR size).
     """
 
     def __init__(
@@ -58,19 +50,15 @@ class DecoderLayer(nn.Module):
         n_levels: int,
         n_points: int,
         group_detr: int,
-        dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(
-            d_model, sa_nheads, dropout=dropout, batch_first=True
-        )
+        self.self_attn = nn.MultiheadAttention(d_model, sa_nheads, batch_first=True)
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = MSDeformAttn(d_model, n_levels, ca_nheads, n_points)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
         self.group_detr = group_detr
 
     def forward(
@@ -93,11 +81,10 @@ class DecoderLayer(nn.Module):
         attended = self.self_attn(q, q, v, need_weights=False)[0]
         if groups > 1:
             attended = attended.reshape(batch, queries, -1)
-        tgt = self.norm1(tgt + self.dropout(attended))
+        tgt = self.norm1(tgt + attended)
         attended = self.cross_attn(tgt + query_pos, reference_boxes, memory, spatial_shapes)
-        tgt = self.norm2(tgt + self.dropout(attended))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout(ffn))
+        tgt = self.norm2(tgt + attended)
+        return self.norm3(tgt + self.linear2(F.relu(self.linear1(tgt))))
 
 
 class Decoder(nn.Module):

@@ -19,17 +19,10 @@ def ms_deform_attn(
     sampling_locations: Tensor,
     attention_weights: Tensor,
 ) -> Tensor:
-    """Weighted sum of bilinear samples of ``value`` at ``sampling_locations``.
-
-    Args:
-        value: ``[B, S, H, D]`` per-head values of the flattened levels (``S = sum(h_l * w_l)``).
-        spatial_shapes: ``(h_l, w_l)`` of each level, in the order they are flattened.
-        sampling_locations: ``[B, Q, H, L, P, 2]`` normalised ``(x, y)`` in ``[0, 1]``.
-        attention_weights: ``[B, Q, H, L, P]``, summing to 1 over ``L * P``.
-
-    Returns:
-        ``[B, Q, H * D]``.
-    """
+    """``[B, Q, H * D]``: the ``attention_weights`` ``[B, Q, H, L, P]`` (summing to 1 over
+    ``L * P``) sum of bilinear samples of ``value`` ``[B, S, H, D]`` (per-head values of the
+    levels ``spatial_shapes`` ``(h_l, w_l)``, flattened in that order: ``S = sum(h_l * w_l)``) at
+    ``sampling_locations`` ``[B, Q, H, L, P, 2]``, normalised ``(x, y)`` in ``[0, 1]``."""
     batch, _, heads, head_dim = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
     value_levels = value.split([h * w for h, w in spatial_shapes], dim=1)
@@ -51,14 +44,8 @@ def ms_deform_attn(
 
 
 class MSDeformAttn(nn.Module):
-    """Deformable cross-attention from queries to a flattened multi-level memory.
-
-    Args:
-        d_model: feature width.
-        n_levels: memory levels.
-        n_heads: attention heads.
-        n_points: sampling points per head and level.
-    """
+    """Deformable cross-attention (width ``d_model``, ``n_heads`` heads) from queries to a
+    flattened memory of ``n_levels`` levels, ``n_points`` sampling points per head and level."""
 
     def __init__(self, d_model: int = 256, n_levels: int = 1, n_heads: int = 8, n_points: int = 4):
         super().__init__()
@@ -83,10 +70,9 @@ class MSDeformAttn(nn.Module):
             self.sampling_offsets.bias.copy_(rings.flatten())
         nn.init.zeros_(self.attention_weights.weight)
         nn.init.zeros_(self.attention_weights.bias)
-        nn.init.xavier_uniform_(self.value_proj.weight)
-        nn.init.zeros_(self.value_proj.bias)
-        nn.init.xavier_uniform_(self.output_proj.weight)
-        nn.init.zeros_(self.output_proj.bias)
+        for projection in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(projection.weight)
+            nn.init.zeros_(projection.bias)
 
     def forward(
         self,
@@ -95,18 +81,10 @@ class MSDeformAttn(nn.Module):
         memory: Tensor,
         spatial_shapes: list[tuple[int, int]],
     ) -> Tensor:
-        """Attend from ``query`` to ``memory`` around ``reference_boxes``.
-
-        Args:
-            query: ``[B, Q, C]`` (content + positional embedding).
-            reference_boxes: ``[B, Q, 1 or L, 4]`` normalised cxcywh; points are spread over
-                half the box, ``offset / n_points * wh / 2`` around its centre.
-            memory: ``[B, S, C]`` flattened levels.
-            spatial_shapes: ``(h_l, w_l)`` per level.
-
-        Returns:
-            ``[B, Q, C]``.
-        """
+        """``[B, Q, C]``: ``query`` ``[B, Q, C]`` (content + positional embedding) attending to
+        ``memory`` ``[B, S, C]`` (levels ``spatial_shapes`` ``(h_l, w_l)``, flattened) around
+        ``reference_boxes`` ``[B, Q, 1 or L, 4]`` normalised cxcywh: points are spread over half
+        the box, ``offset / n_points * wh / 2`` around its centre."""
         batch, queries, _ = query.shape
         heads, levels, points = self.n_heads, self.n_levels, self.n_points
         value = self.value_proj(memory).view(batch, memory.shape[1], heads, -1)

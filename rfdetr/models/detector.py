@@ -101,16 +101,15 @@ class RFDETR(nn.Module):
         logits = self.class_embed(hs)
         boxes = apply_box_delta(self.bbox_embed(hs), reference)
         masks = self._masks(features[0], hs, images.shape[-2:], skip_blocks=False)
-        out: dict[str, Any] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
-        if masks is not None:
-            out["pred_masks"] = masks[-1]
+
+        def layer(i: int) -> dict[str, Any]:
+            mask = {} if masks is None else {"pred_masks": masks[i]}
+            return {"pred_logits": logits[i], "pred_boxes": boxes[i], **mask}
+
+        out = layer(-1)
         if not with_aux:
             return out
-        out["aux_outputs"] = [
-            {"pred_logits": logits[i], "pred_boxes": boxes[i]}
-            | ({"pred_masks": masks[i]} if masks is not None else {})
-            for i in range(len(hs) - 1)
-        ]
+        out["aux_outputs"] = [layer(i) for i in range(len(hs) - 1)]
         enc = {"pred_logits": decoded["enc_logits"], "pred_boxes": decoded["enc_boxes"]}
         enc_masks = self._masks(features[0], decoded["enc_hs"][None], images.shape[-2:], True)
         if enc_masks is not None:

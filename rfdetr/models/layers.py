@@ -18,12 +18,9 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out, strict=True))
 
     def forward(self, x: Tensor) -> Tensor:
-        last = len(self.layers) - 1
-        for index, layer in enumerate(self.layers):
-            x = layer(x)
-            if index < last:
-                x = F.relu(x)
-        return x
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return self.layers[-1](x)
 
 
 class LayerNorm2d(nn.Module):

@@ -26,20 +26,15 @@ from rfdetr.utils.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 logger = logging.getLogger(__name__)
 
 MatchIndices = list[tuple[Tensor, Tensor]]
+FOCAL_GAMMA = 2.0  # focal exponent of the matching cost and the losses (fixed, as upstream)
 
 
 class HungarianMatcher(nn.Module):
-    """One-to-one assignment of queries to targets, per image and per query group.
-
-    Args:
-        cost_class: weight of the focal classification cost.
-        cost_bbox: weight of the L1 distance between normalised cxcywh boxes.
-        cost_giou: weight of the negative generalised IoU.
-        focal_alpha: focal-loss alpha of the classification cost.
-        focal_gamma: focal-loss gamma of the classification cost.
-        cost_mask_ce, cost_mask_dice: weights of the mask sigmoid-BCE and Dice costs (when
-            masks are present), at ``h * w // mask_point_sample_ratio`` random points of the
-            ``h x w`` mask canvas shared by the batch.
+    """One-to-one assignment of queries to targets, per image and per query group, by the cost
+    ``cost_class`` x focal classification cost (alpha ``focal_alpha``) + ``cost_bbox`` x L1
+    distance of normalised cxcywh boxes - ``cost_giou`` x generalised IoU and, when masks are
+    present, + ``cost_mask_ce`` x sigmoid BCE + ``cost_mask_dice`` x Dice at
+    ``h * w // mask_point_sample_ratio`` random points of the batch's ``h x w`` mask canvas.
     """
 
     def __init__(
@@ -49,7 +44,6 @@ class HungarianMatcher(nn.Module):
         cost_giou: float = 2.0,
         focal_alpha: float = 0.25,
         *,
-        focal_gamma: float = 2.0,
         cost_mask_ce: float = 5.0,
         cost_mask_dice: float = 5.0,
         mask_point_sample_ratio: int = 16,
@@ -61,7 +55,6 @@ class HungarianMatcher(nn.Module):
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou
         self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
         self.cost_mask_ce = cost_mask_ce
         self.cost_mask_dice = cost_mask_dice
         self.mask_point_sample_ratio = mask_point_sample_ratio
@@ -114,8 +107,8 @@ class HungarianMatcher(nn.Module):
         logits = logits.float()[:, labels]  # only the target classes' columns are ever used
         prob = logits.sigmoid()
         # Focal loss of "class c" minus that of "not c"; logsigmoid keeps both finite.
-        pos = self.focal_alpha * (1 - prob) ** self.focal_gamma * -F.logsigmoid(logits)
-        neg = (1 - self.focal_alpha) * prob**self.focal_gamma * -F.logsigmoid(-logits)
+        pos = self.focal_alpha * (1 - prob) ** FOCAL_GAMMA * -F.logsigmoid(logits)
+        neg = (1 - self.focal_alpha) * prob**FOCAL_GAMMA * -F.logsigmoid(-logits)
         class_cost = pos - neg
         boxes, target_boxes = boxes.float(), target_boxes.to(boxes.device).float()
         l1_cost = (boxes[:, None, :] - target_boxes[None, :, :]).abs().sum(-1)
@@ -151,14 +144,10 @@ class HungarianMatcher(nn.Module):
             )
             self._warned_non_finite = True
         top = torch.finfo(cost.dtype).max
-        if bool(finite.any()):
-            valid = cost[finite]
-            # max + max|c| + 1 stays above every finite entry even when they are all negative.
-            replacement = float(valid.max() + valid.abs().max() + 1.0)
-            replacement = min(replacement, top) if np.isfinite(replacement) else top
-        else:
-            replacement = top
-        return torch.where(finite, cost, torch.full_like(cost, replacement))
+        valid = cost[finite]
+        # max + max|c| + 1 stays above every finite entry even when they are all negative.
+        above = float(valid.max() + valid.abs().max() + 1.0) if valid.numel() else top
+        return torch.where(finite, cost, torch.full_like(cost, min(above, top)))
 
 
 def _pairwise_mask_costs(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

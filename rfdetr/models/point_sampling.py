@@ -1,8 +1,8 @@
 """Point sampling for the mask cost and mask loss (PointRend-style, Kirillov et al., 2020).
 
 Mask losses use a few sampled points, not full masks (memory stays flat with thousands of Group
-DETR queries). Points are normalised ``(x, y)`` in ``[0, 1]`` over the canvas, so 1/4-resolution
-predictions and full-resolution targets are sampled at the same places without resizing.
+DETR queries). Points are normalised ``(x, y)`` in ``[0, 1]`` over the canvas (every function
+here), so 1/4-resolution predictions and full-resolution targets are sampled alike, unresized.
 
 `MaskPrediction` is dense ``[B, Q, h, w]`` logits or, as upstream's training forward returns them,
 factored: ``spatial_features`` ``[B, C, h, w]``, ``query_features`` ``[B, Q, C]`` and ``bias``
@@ -18,22 +18,12 @@ from torch import Tensor
 MaskPrediction = Tensor | dict[str, Tensor]
 
 
-def point_sample(
-    features: Tensor, points: Tensor, mode: str = "bilinear", padding_mode: str = "border"
-) -> Tensor:
-    """Sample feature maps at normalised points with ``grid_sample``.
-
-    Args:
-        features: ``[N, C, H, W]`` feature maps.
-        points: ``[N, P, 2]`` normalised ``(x, y)`` points in ``[0, 1]``.
-        mode: ``"bilinear"`` for logits, ``"nearest"`` for binary target masks.
-        padding_mode: ``"border"`` (as upstream) clamps the outer half-pixel to the edge value.
-
-    Returns:
-        ``[N, C, P]`` sampled values.
-    """
+def point_sample(features: Tensor, points: Tensor, mode: str = "bilinear") -> Tensor:
+    """``[N, C, H, W]`` feature maps sampled at ``[N, P, 2]`` points -> ``[N, C, P]``, with
+    ``grid_sample``: ``mode`` ``"bilinear"`` for logits, ``"nearest"`` for binary target masks;
+    ``"border"`` padding (as upstream) clamps the outer half-pixel to the edge value."""
     grid = (2.0 * points - 1.0).unsqueeze(2)  # [N, P, 1, 2] in grid_sample's [-1, 1] convention
-    out = F.grid_sample(features, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    out = F.grid_sample(features, grid, mode=mode, padding_mode="border", align_corners=False)
     return out.squeeze(3)
 
 
@@ -43,21 +33,10 @@ def sample_uncertain_points(
     oversample_ratio: int = 3,
     importance_sample_ratio: float = 0.75,
 ) -> Tensor:
-    """Choose points where the predicted masks are most uncertain, plus uniform random points.
-
-    Of ``num_points * oversample_ratio`` uniform candidates per mask, the
-    ``importance_sample_ratio`` share with the highest uncertainty ``-|logit|`` (of the sampled
-    logit) is kept; fresh uniform points fill the rest.
-
-    Args:
-        mask_logits: ``[N, 1, h, w]`` mask logits.
-        num_points: points per mask, ``P``.
-        oversample_ratio: candidate multiplier, ``>= 1``.
-        importance_sample_ratio: share of points chosen by uncertainty, in ``[0, 1]``.
-
-    Returns:
-        ``[N, P, 2]`` normalised ``(x, y)`` points.
-    """
+    """``[N, P, 2]`` points where the ``[N, 1, h, w]`` mask logits are most uncertain, plus
+    uniform random points: of ``P * oversample_ratio`` (``>= 1``) uniform candidates per mask,
+    the ``importance_sample_ratio`` share (in ``[0, 1]``) with the highest uncertainty
+    ``-|logit|`` (of the sampled logit) is kept; fresh uniform points fill the rest."""
     if oversample_ratio < 1 or not 0.0 <= importance_sample_ratio <= 1.0:
         raise ValueError("need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1")
     n, device = mask_logits.shape[0], mask_logits.device
@@ -74,15 +53,8 @@ def sample_uncertain_points(
 
 
 def mask_logits_at_points(pred_masks: MaskPrediction, points: Tensor) -> Tensor:
-    """Logits of every query's mask at points shared by the whole batch.
-
-    Args:
-        pred_masks: dense ``[B, Q, h, w]`` logits or the factored dict (module docstring).
-        points: ``[P, 2]`` normalised ``(x, y)`` points.
-
-    Returns:
-        ``[B, Q, P]`` mask logits.
-    """
+    """``[B, Q, P]`` logits of every query's mask (`MaskPrediction`) at ``[P, 2]`` points shared
+    by the whole batch."""
     if isinstance(pred_masks, Tensor):
         b, q = pred_masks.shape[:2]
         flat = pred_masks.flatten(0, 1).unsqueeze(1)  # [B*Q, 1, h, w]
@@ -97,16 +69,9 @@ def mask_logits_at_points(pred_masks: MaskPrediction, points: Tensor) -> Tensor:
 def gather_matched_masks(
     pred_masks: MaskPrediction, batch_idx: Tensor, query_idx: Tensor
 ) -> Tensor:
-    """Full-resolution logits of the matched queries' masks.
-
-    Args:
-        pred_masks: dense ``[B, Q, h, w]`` logits or the factored dict (module docstring).
-        batch_idx: ``[N]`` image index of each match, grouped by image in ascending order.
-        query_idx: ``[N]`` query index of each match.
-
-    Returns:
-        ``[N, h, w]`` mask logits, in the order of the matches.
-    """
+    """``[N, h, w]`` full-resolution logits (`MaskPrediction`) of the matched queries' masks,
+    in match order; ``batch_idx`` ``[N]`` (grouped by image, ascending) and ``query_idx`` ``[N]``
+    name each match's image and query."""
     if isinstance(pred_masks, Tensor):
         return pred_masks[batch_idx, query_idx]
     spatial = pred_masks["spatial_features"]

@@ -7,6 +7,8 @@ concatenated along channels and fused by ``C2f(n=3)`` followed by a channel Laye
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import Tensor, nn
 
@@ -39,24 +41,11 @@ class ConvX(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
-class Bottleneck(nn.Module):
-    """Two 3x3 ConvX; residual only when asked and shapes allow."""
-
-    def __init__(self, channels: int, shortcut: bool, layer_norm: bool) -> None:
-        super().__init__()
-        self.cv1 = ConvX(channels, channels, 3, act="silu", layer_norm=layer_norm)
-        self.cv2 = ConvX(channels, channels, 3, act="silu", layer_norm=layer_norm)
-        self.shortcut = shortcut
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.cv2(self.cv1(x))
-        return x + y if self.shortcut else y
-
-
 class C2f(nn.Module):
-    """CSP block with ``n`` bottlenecks whose intermediate outputs are all concatenated.
+    """CSP block with ``n`` bottlenecks (two 3x3 ConvX ``cv1``, ``cv2``; RF-DETR never uses their
+    shortcut) whose intermediate outputs are all concatenated.
 
-    ``[B, in, H, W]`` -> ``[B, out, H, W]``; hidden width is ``out * expansion``.
+    ``[B, in, H, W]`` -> ``[B, out, H, W]``; hidden width is ``out / 2``.
     """
 
     def __init__(
@@ -64,15 +53,17 @@ class C2f(nn.Module):
         in_channels: int,
         out_channels: int,
         n: int = 3,
-        shortcut: bool = False,
-        expansion: float = 0.5,
         layer_norm: bool = True,
     ) -> None:
         super().__init__()
-        self.hidden = int(out_channels * expansion)
+        self.hidden = out_channels // 2
         self.cv1 = ConvX(in_channels, 2 * self.hidden, 1, act="silu", layer_norm=layer_norm)
         self.cv2 = ConvX((2 + n) * self.hidden, out_channels, 1, act="silu", layer_norm=layer_norm)
-        self.m = nn.ModuleList(Bottleneck(self.hidden, shortcut, layer_norm) for _ in range(n))
+
+        def conv() -> ConvX:
+            return ConvX(self.hidden, self.hidden, 3, act="silu", layer_norm=layer_norm)
+
+        self.m = nn.ModuleList(nn.Sequential(OrderedDict(cv1=conv(), cv2=conv())) for _ in range(n))
 
     def forward(self, x: Tensor) -> Tensor:
         parts = list(self.cv1(x).split((self.hidden, self.hidden), dim=1))

@@ -33,13 +33,10 @@ class MLPBlock(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.norm_in = nn.LayerNorm(dim)
-        self.layers = nn.ModuleList([nn.Linear(dim, dim * 4), nn.GELU(), nn.Linear(dim * 4, dim)])
+        self.layers = nn.Sequential(nn.Linear(dim, dim * 4), nn.GELU(), nn.Linear(dim * 4, dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.norm_in(x)
-        for layer in self.layers:
-            y = layer(y)
-        return x + y
+        return x + self.layers(self.norm_in(x))
 
 
 class SegmentationHead(nn.Module):

@@ -17,11 +17,8 @@ from rfdetr.models.layers import MLP
 
 
 def apply_box_delta(delta: Tensor, reference: Tensor) -> Tensor:
-    """Box update ``cxcy = d_xy * wh_ref + cxcy_ref``, ``wh = exp(d_wh) * wh_ref``.
-
-    Args:
-        delta: ``[..., 4]`` raw head output.
-        reference: ``[..., 4]`` normalised cxcywh (broadcastable to ``delta``).
+    """``[..., 4]`` normalised cxcywh ``reference`` boxes (broadcastable) updated by the raw head
+    output ``delta`` ``[..., 4]``: ``cxcy = d_xy * wh_ref + cxcy_ref``, ``wh = exp(d_wh) * wh_ref``.
     """
     cxcy = delta[..., :2] * reference[..., 2:] + reference[..., :2]
     wh = delta[..., 2:].exp() * reference[..., 2:]
@@ -38,27 +35,15 @@ def gather_rows(x: Tensor, index: Tensor) -> Tensor:
 def memory_proposals(
     memory: Tensor, spatial_shapes: list[tuple[int, int]]
 ) -> tuple[Tensor, Tensor]:
-    """Fixed proposal boxes for every memory token; tokens too near the border are zeroed.
-
-    Args:
-        memory: ``[B, S, C]`` flattened levels.
-        spatial_shapes: ``(h_l, w_l)`` of each level.
-
-    Returns:
-        ``(memory, proposals)``: ``[B, S, C]`` with invalid tokens zeroed, and ``[B, S, 4]``
-        normalised cxcywh proposals (zero where invalid).
-    """
+    """Fixed proposal boxes for every token of ``memory`` ``[B, S, C]`` (the levels of
+    ``spatial_shapes`` ``(h_l, w_l)``, flattened): ``(memory, proposals)``, ``[B, S, C]`` and
+    ``[B, S, 4]`` normalised cxcywh, both zeroed for tokens too near the border."""
     batch = memory.shape[0]
+    fp32 = {"dtype": torch.float32, "device": memory.device}
     proposals = []
     for level, (h, w) in enumerate(spatial_shapes):
-        ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32, device=memory.device),
-            torch.arange(w, dtype=torch.float32, device=memory.device),
-            indexing="ij",
-        )
-        centres = (torch.stack([xs, ys], -1) + 0.5) / torch.tensor(
-            [w, h], dtype=torch.float32, device=memory.device
-        )
+        ys, xs = torch.meshgrid(torch.arange(h, **fp32), torch.arange(w, **fp32), indexing="ij")
+        centres = (torch.stack([xs, ys], -1) + 0.5) / torch.tensor([w, h], **fp32)
         sizes = torch.full_like(centres, 0.05 * 2.0**level)
         proposals.append(torch.cat([centres, sizes], -1).reshape(1, h * w, 4))
     boxes = torch.cat(proposals, dim=1).expand(batch, -1, -1)
@@ -68,15 +53,8 @@ def memory_proposals(
 
 
 class Transformer(nn.Module):
-    """Two-stage selection + decoder.
-
-    Args:
-        decoder: the decoder stack.
-        d_model: width.
-        num_queries: queries per group.
-        group_detr: query groups in training (one set of two-stage heads per group).
-        num_classes: foreground classes (heads output ``num_classes + 1`` logits).
-    """
+    """Two-stage selection + ``decoder``: one set of two-stage heads (``num_classes + 1``
+    logits) for each of the ``group_detr`` training query groups of ``num_queries``."""
 
     def __init__(
         self, decoder: Decoder, d_model: int, num_queries: int, group_detr: int, num_classes: int
@@ -93,7 +71,6 @@ class Transformer(nn.Module):
         )
         self.d_model = d_model
         self.num_queries = num_queries
-        self.group_detr = group_detr
 
     def select_queries(
         self, memory: Tensor, spatial_shapes: list[tuple[int, int]], groups: int

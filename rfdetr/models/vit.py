@@ -17,17 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class PatchEmbeddings(nn.Module):
-    """``[B, 3, H, W]`` pixels -> ``[B, H/p * W/p, width]`` patch tokens (row-major)."""
-
-    def __init__(self, width: int, patch_size: int, in_channels: int = 3) -> None:
-        super().__init__()
-        self.projection = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, pixels: Tensor) -> Tensor:
-        return self.projection(pixels).flatten(2).transpose(1, 2)
-
-
 class Embeddings(nn.Module):
     """Patch tokens + CLS token + learned absolute position embedding, then windowing.
 
@@ -41,7 +30,8 @@ class Embeddings(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         # Unused in forward; kept because checkpoints carry it (DINOv2's masked-patch token).
         self.mask_token = nn.Parameter(torch.zeros(1, width))
-        self.patch_embeddings = PatchEmbeddings(width, patch_size)
+        projection = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size)
+        self.patch_embeddings = nn.ModuleDict({"projection": projection})
         self.position_embeddings = nn.Parameter(torch.zeros(1, pe_size * pe_size + 1, width))
         self.patch_size = patch_size
         self.pe_size = pe_size
@@ -56,11 +46,9 @@ class Embeddings(nn.Module):
         if torch.is_grad_enabled() and table.requires_grad:
             return self._interpolate(grid_h, grid_w)
         key = (grid_h, grid_w, table.device, table.dtype, table._version)
-        cached = self._pe_cache.get(key)
-        if cached is None:
+        if key not in self._pe_cache:  # one entry: the latest grid
             self._pe_cache = {key: self._interpolate(grid_h, grid_w).detach()}
-            cached = self._pe_cache[key]
-        return cached
+        return self._pe_cache[key]
 
     def _interpolate(self, grid_h: int, grid_w: int) -> Tensor:
         table = self.position_embeddings
@@ -78,7 +66,8 @@ class Embeddings(nn.Module):
         batch, _, height, width_px = pixels.shape
         # Python ints even while tracing: the cached position table becomes a graph constant.
         grid_h, grid_w = int(height) // self.patch_size, int(width_px) // self.patch_size
-        tokens = self.patch_embeddings(pixels.to(self.patch_embeddings.projection.weight.dtype))
+        projection = self.patch_embeddings.projection  # row-major patch tokens
+        tokens = projection(pixels.to(projection.weight.dtype)).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
         tokens = tokens + self.position_embedding(grid_h, grid_w)
         nw = self.num_windows
@@ -93,28 +82,15 @@ class Embeddings(nn.Module):
         return torch.cat([cls, patches], dim=1)
 
 
-class _QueryKeyValue(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.query = nn.Linear(width, width)
-        self.key = nn.Linear(width, width)
-        self.value = nn.Linear(width, width)
-
-
-class _AttentionOutput(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(width, width)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention over ``[N, T, width]`` with scaled dot-product attention."""
 
     def __init__(self, width: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.attention = _QueryKeyValue(width)
-        self.output = _AttentionOutput(width)
+        qkv = {name: nn.Linear(width, width) for name in ("query", "key", "value")}
+        self.attention = nn.ModuleDict(qkv)
+        self.output = nn.ModuleDict({"dense": nn.Linear(width, width)})
         self.scale: float | None = None  # None: 1 / sqrt(head dim); 1 once folded (`deploy`)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -207,9 +183,3 @@ class ViTBlock(nn.Module):
         x = x + drop_path(self.layer_scale1(attn), self.drop_path_rate, self.training)
         mlp = self.layer_scale2(self.mlp(self.norm2(x)))
         return x + drop_path(mlp, self.drop_path_rate, self.training)
-
-
-class ViTLayers(nn.Module):
-    def __init__(self, blocks: list[ViTBlock]) -> None:
-        super().__init__()
-        self.layer = nn.ModuleList(blocks)
