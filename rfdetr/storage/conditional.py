@@ -24,7 +24,7 @@ from rfdetr.storage.errors import (
     PreconditionFailedError,
     StorageError,
 )
-from rfdetr.storage.upload import SHA256_META, clean_etag, object_uri, resolve_store
+from rfdetr.storage.upload import SHA256_META, clean_etag, object_uri
 from rfdetr.storage.uris import ObjectURI
 
 _REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")  # 412; 409 on AWS under a race
@@ -64,7 +64,7 @@ def create_object(
         StorageError: with ``probe``, the server ignored ``If-None-Match`` (a second create of
             the same key succeeded), so it cannot guarantee a single writer.
     """
-    target, store = object_uri(uri), resolve_store(store)
+    target, store = object_uri(uri), store or ObjectStore.from_env()
     etag = _put(store, target, data, {"If-None-Match": "*"})
     if probe:
         try:
@@ -86,7 +86,7 @@ def replace_object(
     Raises:
         PreconditionFailedError: the object changed (or vanished) since it was read.
     """
-    target, store = object_uri(uri), resolve_store(store)
+    target, store = object_uri(uri), store or ObjectStore.from_env()
     return _put(store, target, data, {"If-Match": f'"{clean_etag(etag)}"'})
 
 
@@ -98,7 +98,7 @@ def read_json_object(
     Raises:
         StorageError: the object is not a JSON object.
     """
-    target, store = object_uri(uri), resolve_store(store)
+    target, store = object_uri(uri), store or ObjectStore.from_env()
     try:
         with open_object(store, target, "reading") as response:
             data = response.read(MAX_SMALL_OBJECT + 1)

@@ -19,7 +19,6 @@ from rfdetr.storage.download import (
 )
 from rfdetr.storage.errors import IntegrityError, StorageError
 from rfdetr.storage.manifest import MANIFEST_NAME, Manifest, ManifestEntry, compare_digests
-from rfdetr.storage.upload import resolve_store
 from rfdetr.storage.uris import ObjectURI, parse_uri
 
 REFERENCE_FORMAT = "rfdetr-prefix-reference"
@@ -69,8 +68,8 @@ def pin_prefix(uri: str | ObjectURI, *, store: ObjectStore | None = None) -> Pre
             the prefix, or the store refused.
         IntegrityError: a listed file is missing, has another size, or an object is not listed.
     """
-    prefix, store = parse_uri(uri), resolve_store(store)
-    listed = {rel: size for _, rel, size in _plan(store, prefix)}  # refuses unsafe keys
+    prefix, store = parse_uri(uri), store or ObjectStore.from_env()
+    listed = _plan(store, prefix)  # refuses unsafe keys
     if MANIFEST_NAME not in listed:
         raise StorageError(
             f"{prefix}: no {MANIFEST_NAME}, so the data cannot be pinned and verified; "
@@ -96,7 +95,7 @@ def download_reference(
         IntegrityError: the manifest is no longer the pinned one, or a file's size or sha256
             differs from the manifest's (checked before the file gets its name).
     """
-    prefix, store, root = parse_uri(ref.uri), resolve_store(store), Path(local_dir)
+    prefix, store, root = parse_uri(ref.uri), store or ObjectStore.from_env(), Path(local_dir)
     manifest, sha = _manifest(store, prefix)
     if sha != ref.manifest_sha256:
         raise IntegrityError(
