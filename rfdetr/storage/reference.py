@@ -103,7 +103,6 @@ def download_reference(
             f"pinned {ref.manifest_sha256[:12]}...); the data must not change during a run"
         )
     jobs = [(prefix.child(e.path), root / e.path, e.size, e.sha256) for e in manifest.files]
-    results = _download_all(store, jobs, workers)
-    digests = {e.path: got for e, got in zip(manifest.files, results, strict=True)}
-    compare_digests(manifest, digests, str(prefix), True)
-    return DownloadResult(str(prefix), root, tuple(digests), manifest.total_bytes, manifest)
+    _download_all(store, jobs, workers)  # each file checked against its size and sha256
+    files = tuple(e.path for e in manifest.files)
+    return DownloadResult(str(prefix), root, files, manifest.total_bytes, manifest)
