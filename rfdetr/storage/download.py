@@ -31,12 +31,7 @@ from rfdetr.storage.manifest import (
     read_local_manifest,
 )
 from rfdetr.storage.traffic import record
-from rfdetr.storage.upload import (
-    SHA256_HEADER,
-    clean_etag,
-    object_uri,
-    require_bucket,
-)
+from rfdetr.storage.upload import SHA256_HEADER, clean_etag, object_uri, require_bucket
 from rfdetr.storage.uris import ObjectURI, is_object_uri, parse_uri, relative_key
 from rfdetr.utils.atomic import write_atomic
 
