@@ -128,11 +128,10 @@ def free_port(preferred: int = 0) -> int:
 
 def _pick_ports(previous: dict[str, int], taken: set[int]) -> dict[str, int]:
     """A free (http, http + 10000) pair per internal component; reuses last run's when free."""
-    rng = random.Random()
     ports: dict[str, int] = {}
     for name in _COMPONENTS:
         candidates = [previous[name]] if name in previous else []
-        candidates += [rng.randrange(20_000, 55_000) for _ in range(200)]
+        candidates += [random.randrange(20_000, 55_000) for _ in range(200)]
         for port in candidates:
             pair = {port, port + _GRPC_OFFSET}
             if not pair & taken and all(_port_free(p) for p in pair):
