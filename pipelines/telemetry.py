@@ -13,6 +13,7 @@ expires groups); the run id is the ``run_id`` label of ``rfdetr_step_info``. Gau
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -165,13 +166,8 @@ class StepMetrics:
 
 
 def _auth_handler() -> Any:
-    from prometheus_client.exposition import basic_auth_handler, default_handler
+    """Basic auth when ``PUSHGATEWAY_USERNAME`` is set (``username=None`` adds no header)."""
+    from prometheus_client.exposition import basic_auth_handler
 
     user, password = os.environ.get("PUSHGATEWAY_USERNAME"), os.environ.get("PUSHGATEWAY_PASSWORD")
-    if not user:
-        return default_handler
-
-    def handler(url: str, method: str, timeout: float | None, headers: list, data: bytes) -> Any:
-        return basic_auth_handler(url, method, timeout, headers, data, user, password or "")
-
-    return handler
+    return functools.partial(basic_auth_handler, username=user or None, password=password or "")
