@@ -26,27 +26,19 @@ from rfdetr.storage.errors import (
 from rfdetr.storage.upload import SHA256_META, clean_etag, object_uri
 from rfdetr.storage.uris import ObjectURI
 
-_REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")  # 412; 409 on AWS under a race
 MAX_SMALL_OBJECT = 1024 * 1024
 
 
 def _put(store: ObjectStore, target: ObjectURI, data: bytes, condition: dict[str, str]) -> str:
     """PUT JSON ``data`` under ``condition``; the ETag returned is checked against its MD5 (no
     read-back, which another writer could change)."""
-    from minio.error import S3Error
-
     headers = {
         "Content-Type": "application/json",
         f"x-amz-meta-{SHA256_META}": hashlib.sha256(data).hexdigest(),
         **condition,
     }
-    with s3_errors(store, "writing", target):  # lets PreconditionFailedError through
-        try:
-            result = store.client._put_object(target.bucket, target.key, data, headers)
-        except S3Error as exc:
-            if exc.code in _REFUSED:
-                raise PreconditionFailedError(f"{target}: {exc.code}") from None
-            raise
+    with s3_errors(store, "writing", target):  # a refused condition: PreconditionFailedError
+        result = store.client._put_object(target.bucket, target.key, data, headers)
     etag = clean_etag(result.etag)
     if len(etag) == 32 and etag != hashlib.md5(data).hexdigest():
         raise IntegrityError(f"{target}: the server's ETag is not the MD5 of the bytes sent")

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from rfdetr.storage.errors import (
     BucketNotFoundError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageAuthError,
     StorageConfigError,
     StorageError,
@@ -253,6 +254,8 @@ def s3_errors(store: ObjectStore, action: str, target: object) -> Iterator[None]
             ) from None
         if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
             raise ObjectNotFoundError(f"{where}: no such object at {store.url}") from None
+        if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):  # 412; 409: AWS race
+            raise PreconditionFailedError(f"{target}: {exc.code}") from None
         if exc.code in _AUTH_CODES:
             raise StorageAuthError(
                 f"{where}: {store.url} rejected the request ({exc.code}); check the keys in "
