@@ -9,7 +9,7 @@ import argparse
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -79,14 +79,6 @@ def _chore(
     return parser
 
 
-def parse_age(text: str) -> timedelta:
-    """``7d`` -> 7 days (:func:`pipelines.cli.duration_s`; the unit is required: it deletes)."""
-    seconds = duration_s(text)
-    if seconds is None or text.strip()[-1:].isdigit():
-        raise UserError(f"--older-than {text!r}: expected a number and a unit s/m/h/d/w")
-    return timedelta(seconds=seconds)
-
-
 def _weights(args: argparse.Namespace) -> int:
     from pipelines.steps.weights import base_url_of, weights_prefix
     from rfdetr import hub
@@ -123,8 +115,10 @@ def _weights(args: argparse.Namespace) -> int:
 def _prune(args: argparse.Namespace) -> int:
     from pipelines.steps.mirror import prune
 
-    age = parse_age(args.older_than)
-    removed = prune(args.uri, age, dry_run=args.dry_run)
+    seconds = duration_s(args.older_than)
+    if seconds is None or args.older_than.strip()[-1:].isdigit():  # a unit is required: it deletes
+        raise UserError(f"--older-than {args.older_than!r}: expected a number and a unit s/m/h/d/w")
+    removed = prune(args.uri, timedelta(seconds=seconds), dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for uri in removed:
         print(f"{verb} {uri}")
@@ -177,7 +171,7 @@ def _objectstore(args: argparse.Namespace) -> int:
     if args.action == "start":
         buckets = tuple(args.bucket or seaweedfs.DEFAULT_BUCKETS)
         info = seaweedfs.start(data_dir, args.port, buckets, timeout=args.timeout)
-        _print_info(info)
+        _print_info(info, info.buckets)
         default = data_dir == seaweedfs.default_data_dir()
         where = "" if default else f" --data-dir {shlex.quote(str(data_dir))}"
         print(f'clients: eval "$(rfdetr-pipeline objectstore env{where})"')
@@ -207,8 +201,7 @@ def _live_buckets(info: ServerInfo) -> list[str]:
         return sorted(bucket.name for bucket in store.client.list_buckets())
 
 
-def _print_info(info: ServerInfo, buckets: list[str] | None = None) -> None:
-    shown = buckets if buckets is not None else list(info.buckets)
+def _print_info(info: ServerInfo, shown: Sequence[str]) -> None:
     print(f"endpoint: {info.url}")
     print(f"pid:      {info.pid}")
     print(f"data:     {info.data_dir}")

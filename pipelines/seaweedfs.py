@@ -117,11 +117,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _all_ports(ports: dict[str, int]) -> set[int]:
-    found = {p for n, p in ports.items() if n in _COMPONENTS}
-    return found | {p + _GRPC_OFFSET for p in found} | {ports.get("s3_grpc")} - {None}
-
-
 def free_port(preferred: int = 0) -> int:
     """``preferred`` when it is free on :data:`HOST`, else a free port the system picks."""
     if preferred and _port_free(preferred):
@@ -133,11 +128,10 @@ def free_port(preferred: int = 0) -> int:
 
 def _pick_ports(previous: dict[str, int], taken: set[int]) -> dict[str, int]:
     """A free (http, http + 10000) pair per internal component; reuses last run's when free."""
-    rng = random.Random()
     ports: dict[str, int] = {}
     for name in _COMPONENTS:
         candidates = [previous[name]] if name in previous else []
-        candidates += [rng.randrange(20_000, 55_000) for _ in range(200)]
+        candidates += [random.randrange(20_000, 55_000) for _ in range(200)]
         for port in candidates:
             pair = {port, port + _GRPC_OFFSET}
             if not pair & taken and all(_port_free(p) for p in pair):
@@ -244,11 +238,9 @@ def start(
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     access, secret, source = local_credentials(data_dir)
     write_security_config(data_dir)  # only S3 with the keys reaches objects
-    ports = _pick_ports(_read_state(data_dir).get("ports", {}), {port, port + _GRPC_OFFSET})
-    s3_grpc = port + _GRPC_OFFSET
-    if s3_grpc > 65535 or s3_grpc in _all_ports(ports) or not _port_free(s3_grpc):
-        s3_grpc = free_port()
-    ports["s3_grpc"] = s3_grpc
+    s3_grpc = port + _GRPC_OFFSET  # reserved first, so no component takes it
+    ports = _pick_ports(_read_state(data_dir).get("ports", {}), {port, s3_grpc})
+    ports["s3_grpc"] = s3_grpc if s3_grpc < 65536 and _port_free(s3_grpc) else free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OBJECTSTORECONFIG_"))}
     env.update(AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)  # weed's S3 admin identity
     with open(data_dir / "weed.log", "ab") as log:
@@ -343,7 +335,10 @@ def stop(data_dir: Path | None = None, timeout: float = 20.0) -> bool:
     (data_dir / "weed.pid").unlink(missing_ok=True)
     # weed names its unix sockets after the ports and leaves some behind at exit
     state = _read_state(data_dir)
-    for used in {state.get("port"), *_all_ports(state.get("ports", {}))} - {None}:
-        for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{used}.sock"):
+    ports = state.get("ports", {})
+    http = {ports[name] for name in _COMPONENTS if name in ports}
+    opened = {state.get("port"), ports.get("s3_grpc"), *http, *(p + _GRPC_OFFSET for p in http)}
+    for port in opened - {None}:
+        for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
             leftover.unlink(missing_ok=True)
     return True

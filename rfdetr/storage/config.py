@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from rfdetr.storage.errors import (
     BucketNotFoundError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageAuthError,
     StorageConfigError,
     StorageError,
@@ -188,36 +189,33 @@ class ObjectStore:
     @classmethod
     def from_config(cls, config: StoreConfig) -> ObjectStore:
         """Connect with explicit settings (the local store manager uses its own keys)."""
-        return cls(_make_client(config), config.url)
-
-
-def _make_client(config: StoreConfig) -> Minio:
-    try:
-        import certifi
-        import urllib3
-        from minio import Minio
-    except ImportError as exc:  # the optional extra is missing
-        raise StorageConfigError(
-            f"object storage needs the 'minio' package ({exc}); pip install 'rfdetr[pipeline]'"
-        ) from None
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
-        maxsize=10,
-        cert_reqs="CERT_REQUIRED",
-        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(
-            total=RETRIES, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]
-        ),
-    )
-    return Minio(
-        config.endpoint,
-        access_key=config.access_key,
-        secret_key=config.secret_key,
-        session_token=config.session_token,
-        secure=config.secure,
-        region=config.region,
-        http_client=http,
-    )
+        try:
+            import certifi
+            import urllib3
+            from minio import Minio
+        except ImportError as exc:  # the optional extra is missing
+            raise StorageConfigError(
+                f"object storage needs the 'minio' package ({exc}); pip install 'rfdetr[pipeline]'"
+            ) from None
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+            maxsize=10,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=urllib3.Retry(
+                total=RETRIES, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]
+            ),
+        )
+        client = Minio(
+            config.endpoint,
+            access_key=config.access_key,
+            secret_key=config.secret_key,
+            session_token=config.session_token,
+            secure=config.secure,
+            region=config.region,
+            http_client=http,
+        )
+        return cls(client, config.url)
 
 
 def _first_line(value: Any) -> str:
@@ -235,9 +233,8 @@ def _retried_status(reason: object) -> str | None:
         return None
     head, _, tail = ResponseError.SPECIFIC_ERROR.partition("{status_code}")
     text = str(reason)
-    if text.startswith(head) and text.endswith(tail):
-        return text[len(head) : len(text) - len(tail)] or "5xx"
-    return "5xx"
+    found = text.startswith(head) and text.endswith(tail)
+    return (found and text[len(head) : len(text) - len(tail)]) or "5xx"
 
 
 @contextmanager
@@ -257,6 +254,8 @@ def s3_errors(store: ObjectStore, action: str, target: object) -> Iterator[None]
             ) from None
         if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
             raise ObjectNotFoundError(f"{where}: no such object at {store.url}") from None
+        if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):  # 412; 409: AWS race
+            raise PreconditionFailedError(f"{target}: {exc.code}") from None
         if exc.code in _AUTH_CODES:
             raise StorageAuthError(
                 f"{where}: {store.url} rejected the request ({exc.code}); check the keys in "

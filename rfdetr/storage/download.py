@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,13 +31,7 @@ from rfdetr.storage.manifest import (
     read_local_manifest,
 )
 from rfdetr.storage.traffic import record
-from rfdetr.storage.upload import (
-    SHA256_HEADER,
-    clean_etag,
-    object_uri,
-    require_bucket,
-    resolve_store,
-)
+from rfdetr.storage.upload import SHA256_HEADER, clean_etag, object_uri, require_bucket
 from rfdetr.storage.uris import ObjectURI, is_object_uri, parse_uri, relative_key
 from rfdetr.utils.atomic import write_atomic
 
@@ -61,17 +56,13 @@ class DownloadResult:
     manifest: Manifest | None
 
 
-def _multipart_matches(path: Path, etag: str) -> bool | None:
-    """Whether a plausible part size reproduces the multipart ``etag`` (None: none fits)."""
+def _multipart_matches(path: Path, etag: str) -> bool:
+    """Whether a plausible part size reproduces the multipart ``etag``."""
     parts = int(etag.rsplit("-", 1)[1])
     size = path.stat().st_size
     candidates = {part_size_for(size), *_COMMON_PART_SIZES, -(-size // parts // MIB) * MIB}
-    tried = False
-    for part in sorted(c for c in candidates if c > 0 and -(-size // c) == parts):
-        tried = True
-        if digest_file(path, part).etag == etag:
-            return True
-    return False if tried else None
+    fitting = sorted(c for c in candidates if c > 0 and -(-size // c) == parts)
+    return any(digest_file(path, part).etag == etag for part in fitting)
 
 
 def _check_etag(etag: str, md5_hex: str, path: Path, headers: Any, where: str) -> str:
@@ -143,7 +134,7 @@ DEFAULT_WORKERS = 8  # the minio client's connection pool holds 10
 
 
 def _download_all(
-    store: ObjectStore, jobs: list[tuple[ObjectURI, Path, int | None, str | None]], workers: int
+    store: ObjectStore, jobs: Sequence[tuple[ObjectURI, Path, int | None, str | None]], workers: int
 ) -> list[tuple[int, str]]:
     """(size, sha256) of :func:`_download_object` for each (uri, dest, size, sha256) job, in
     order, ``workers`` at a time; a failure cancels the jobs not started yet."""
@@ -160,33 +151,29 @@ def download_file(
 ) -> Path:
     """Download the object ``uri`` to ``path`` (verified, atomic); returns the path. With
     ``sha256`` (a manifest's), other bytes are an `IntegrityError` and ``path`` is not written."""
-    _download_object(resolve_store(store), object_uri(uri), Path(path), None, sha256)
+    _download_object(store or ObjectStore.from_env(), object_uri(uri), Path(path), None, sha256)
     return Path(path)
 
 
-def _plan(store: ObjectStore, prefix: ObjectURI) -> list[tuple[str, str, int]]:
-    """(key, relative path, size) of every object under ``prefix``, every key checked."""
+def _plan(store: ObjectStore, prefix: ObjectURI) -> dict[str, int]:
+    """{relative path: size} of every object under ``prefix``, sorted, every key checked."""
     require_bucket(store, prefix)
     with s3_errors(store, "listing", prefix):
-        objects = list(
-            store.client.list_objects(prefix.bucket, prefix=prefix.prefix, recursive=True)
-        )
-    plan = []
-    for obj in objects:
-        key = obj.object_name
-        if key.endswith("/") and not obj.size:  # folder marker written by some tools
-            continue
-        plan.append((key, relative_key(prefix, key), int(obj.size)))
-    rels = {rel for _, rel, _ in plan}
-    for rel in rels:  # "a" and "a/b" cannot both be files
-        parent = next((p for p in map(str, PurePosixPath(rel).parents) if p in rels), None)
+        listing = store.client.list_objects(prefix.bucket, prefix=prefix.prefix, recursive=True)
+        plan = {
+            relative_key(prefix, obj.object_name): int(obj.size)
+            for obj in listing
+            if obj.size or not obj.object_name.endswith("/")  # folder markers of some tools
+        }
+    for rel in plan:  # "a" and "a/b" cannot both be files
+        parent = next((p for p in map(str, PurePosixPath(rel).parents) if p in plan), None)
         if parent is not None:
             raise UnsafeKeyError(f"{prefix}: key {parent!r} is both a file and a folder of {rel!r}")
     if not plan:
         single = bool(prefix.key) and exists(prefix, store=store)
         hint = "; it names one object: use download_file" if single else ""
         raise ObjectNotFoundError(f"{prefix}: no objects under this prefix at {store.url}{hint}")
-    return sorted(plan, key=lambda item: item[1])
+    return dict(sorted(plan.items()))
 
 
 def download_prefix(
@@ -199,29 +186,19 @@ def download_prefix(
     """Download and verify every object under the prefix ``uri`` into ``local_dir``, ``workers``
     at a time (module docstring). A file already there is replaced only by an object of its path.
     """
-    prefix, store, root = parse_uri(uri), resolve_store(store), Path(local_dir)
+    prefix, store, root = parse_uri(uri), store or ObjectStore.from_env(), Path(local_dir)
     plan = _plan(store, prefix)
     root.mkdir(parents=True, exist_ok=True)
-    jobs: list[tuple[ObjectURI, Path, int | None, str | None]] = [
-        (ObjectURI(prefix.scheme, prefix.bucket, key), root / rel, size, None)
-        for key, rel, size in plan
-    ]
-    results = _download_all(store, jobs, workers)
-    digests = {rel: result for (_, rel, _), result in zip(plan, results, strict=True)}
+    jobs = [(prefix.child(rel), root / rel, size, None) for rel, size in plan.items()]
+    digests = dict(zip(plan, _download_all(store, jobs, workers), strict=True))
     manifest = None
     if MANIFEST_NAME in digests:
         manifest = read_local_manifest(root / MANIFEST_NAME)
-        compare_digests(
-            manifest, {k: v for k, v in digests.items() if k != MANIFEST_NAME}, str(prefix), True
-        )
+        files = {rel: got for rel, got in digests.items() if rel != MANIFEST_NAME}
+        compare_digests(manifest, files, str(prefix), True)
     total = sum(size for size, _ in digests.values())
-    logger.info(
-        "downloaded %d object(s), %d bytes, from %s to %s (verified)",
-        len(plan),
-        total,
-        prefix,
-        root,
-    )
+    args = (len(plan), total, prefix, root)
+    logger.info("downloaded %d object(s), %d bytes, from %s to %s (verified)", *args)
     return DownloadResult(str(prefix), root, tuple(digests), total, manifest)
 
 
@@ -229,7 +206,7 @@ def read_bytes(
     uri: str | ObjectURI, *, store: ObjectStore | None = None, max_bytes: int = 64 * MIB
 ) -> bytes:
     """The content of a (small) object, verified like a download."""
-    target, store = object_uri(uri), resolve_store(store)
+    target, store = object_uri(uri), store or ObjectStore.from_env()
     with s3_errors(store, "reading", target):
         size = store.client.stat_object(target.bucket, target.key).size
     if size > max_bytes:
@@ -244,7 +221,7 @@ def read_bytes(
 
 def exists(uri: str | ObjectURI, *, store: ObjectStore | None = None) -> bool:
     """Whether the object ``uri`` exists (its bucket must exist)."""
-    target, store = object_uri(uri), resolve_store(store)
+    target, store = object_uri(uri), store or ObjectStore.from_env()
     try:
         with s3_errors(store, "checking", target):
             store.client.stat_object(target.bucket, target.key)

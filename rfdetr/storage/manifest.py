@@ -52,26 +52,23 @@ def digest_file(path: str | os.PathLike[str], part_size: int | None = None) -> F
     """Hash ``path`` in one pass: sha256, plus the MD5 (single part) or multipart ETag."""
     size = os.path.getsize(path)
     part = part_size or part_size_for(size)
-    sha, whole, part_md5 = hashlib.sha256(), hashlib.md5(), hashlib.md5()
+    sha, part_md5 = hashlib.sha256(), hashlib.md5()
     part_digests: list[bytes] = []
     filled = 0
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
+        while chunk := handle.read(min(CHUNK_SIZE, part - filled)):  # no read crosses a part
             sha.update(chunk)
-            whole.update(chunk)
-            while chunk:  # split chunks at part boundaries
-                take = chunk[: part - filled]
-                part_md5.update(take)
-                filled += len(take)
-                chunk = chunk[len(take) :]
-                if filled == part:
-                    part_digests.append(part_md5.digest())
-                    part_md5, filled = hashlib.md5(), 0
-    if filled:
+            part_md5.update(chunk)
+            filled += len(chunk)
+            if filled == part:
+                part_digests.append(part_md5.digest())
+                part_md5, filled = hashlib.md5(), 0
+    if filled or not part_digests:  # the last part, or the empty file's only one
         part_digests.append(part_md5.digest())
-    # S3's ETag: the MD5 for one part, else ``md5(concat(part MD5s))-N``.
-    etag = f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
-    return FileDigest(size, sha.hexdigest(), whole.hexdigest() if len(part_digests) <= 1 else etag)
+    etag = part_digests[0].hex()  # S3's ETag: the MD5 for one part, else md5(part MD5s)-N
+    if len(part_digests) > 1:
+        etag = f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
+    return FileDigest(size, sha.hexdigest(), etag)
 
 
 @dataclass(frozen=True)
@@ -118,12 +115,8 @@ class Manifest:
             for item in doc["files"]:
                 path, size, sha = item["path"], item["size"], item["sha256"]
                 safe_relative_path(path)
-                if (
-                    not isinstance(size, int)
-                    or size < 0
-                    or len(sha) != 64
-                    or not isinstance(sha, str)
-                ):
+                size_ok = isinstance(size, int) and size >= 0
+                if not size_ok or len(sha) != 64 or not isinstance(sha, str):
                     raise ValueError(f"bad size or sha256 for {path!r}")
                 entries.append(ManifestEntry(path, size, sha.lower()))
             return cls(tuple(sorted(entries, key=lambda e: e.path)), str(doc["created"]))
@@ -149,11 +142,8 @@ def build_manifest(local_dir: str | os.PathLike[str]) -> Manifest:
     root = Path(local_dir)
     if not root.is_dir():
         raise StorageError(f"{root}: not a directory")
-    entries = []
-    for rel in list_files(root):
-        digest = digest_file(root / rel)
-        entries.append(ManifestEntry(rel, digest.size, digest.sha256))
-    return Manifest.from_entries(entries)
+    digests = {rel: digest_file(root / rel) for rel in list_files(root)}
+    return Manifest.from_entries(ManifestEntry(rel, d.size, d.sha256) for rel, d in digests.items())
 
 
 def read_local_manifest(path: str | os.PathLike[str]) -> Manifest:
@@ -193,9 +183,8 @@ def compare_digests(
             f"{path}: not in the manifest" for path in sorted(actual) if path not in listed
         ]
     if problems:
-        shown = "; ".join(problems[:5]) + (
-            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        )
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        shown = "; ".join(problems[:5]) + more
         raise IntegrityError(
             f"{where}: {len(problems)} file(s) do not match {MANIFEST_NAME}: {shown}"
         )
@@ -209,10 +198,8 @@ def verify_manifest(
     first mismatches."""
     root = Path(local_dir)
     manifest = manifest or read_local_manifest(root)
-    actual = {}
-    for rel in list_files(root):
-        if strict or rel in manifest.by_path():
-            digest = digest_file(root / rel)
-            actual[rel] = (digest.size, digest.sha256)
+    listed = manifest.by_path()
+    digests = {rel: digest_file(root / rel) for rel in list_files(root) if strict or rel in listed}
+    actual = {rel: (digest.size, digest.sha256) for rel, digest in digests.items()}
     compare_digests(manifest, actual, str(root), strict)
     return manifest

@@ -19,7 +19,6 @@ from rfdetr.storage.download import (
 )
 from rfdetr.storage.errors import IntegrityError, StorageError
 from rfdetr.storage.manifest import MANIFEST_NAME, Manifest, ManifestEntry, compare_digests
-from rfdetr.storage.upload import resolve_store
 from rfdetr.storage.uris import ObjectURI, parse_uri
 
 REFERENCE_FORMAT = "rfdetr-prefix-reference"
@@ -69,8 +68,8 @@ def pin_prefix(uri: str | ObjectURI, *, store: ObjectStore | None = None) -> Pre
             the prefix, or the store refused.
         IntegrityError: a listed file is missing, has another size, or an object is not listed.
     """
-    prefix, store = parse_uri(uri), resolve_store(store)
-    listed = {rel: size for _, rel, size in _plan(store, prefix)}  # refuses unsafe keys
+    prefix, store = parse_uri(uri), store or ObjectStore.from_env()
+    listed = _plan(store, prefix)  # refuses unsafe keys
     if MANIFEST_NAME not in listed:
         raise StorageError(
             f"{prefix}: no {MANIFEST_NAME}, so the data cannot be pinned and verified; "
@@ -96,7 +95,7 @@ def download_reference(
         IntegrityError: the manifest is no longer the pinned one, or a file's size or sha256
             differs from the manifest's (checked before the file gets its name).
     """
-    prefix, store, root = parse_uri(ref.uri), resolve_store(store), Path(local_dir)
+    prefix, store, root = parse_uri(ref.uri), store or ObjectStore.from_env(), Path(local_dir)
     manifest, sha = _manifest(store, prefix)
     if sha != ref.manifest_sha256:
         raise IntegrityError(
@@ -104,7 +103,6 @@ def download_reference(
             f"pinned {ref.manifest_sha256[:12]}...); the data must not change during a run"
         )
     jobs = [(prefix.child(e.path), root / e.path, e.size, e.sha256) for e in manifest.files]
-    results = _download_all(store, jobs, workers)
-    digests = {e.path: got for e, got in zip(manifest.files, results, strict=True)}
-    compare_digests(manifest, digests, str(prefix), True)
-    return DownloadResult(str(prefix), root, tuple(digests), manifest.total_bytes, manifest)
+    _download_all(store, jobs, workers)  # each file checked against its size and sha256
+    files = tuple(e.path for e in manifest.files)
+    return DownloadResult(str(prefix), root, files, manifest.total_bytes, manifest)

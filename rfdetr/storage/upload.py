@@ -22,7 +22,6 @@ from rfdetr.storage.errors import BucketNotFoundError, IntegrityError, StorageEr
 from rfdetr.storage.manifest import (
     CHUNK_SIZE,
     MANIFEST_NAME,
-    FileDigest,
     Manifest,
     ManifestEntry,
     digest_file,
@@ -47,11 +46,6 @@ class UploadedObject:
     sha256: str
     etag: str
     check: str
-
-
-def resolve_store(store: ObjectStore | None) -> ObjectStore:
-    """``store``, or a connection configured from the environment."""
-    return store if store is not None else ObjectStore.from_env()
 
 
 def object_uri(uri: str | ObjectURI) -> ObjectURI:
@@ -79,7 +73,7 @@ def require_bucket(store: ObjectStore, uri: ObjectURI) -> None:
 
 def ensure_bucket(bucket: str, *, store: ObjectStore | None = None) -> bool:
     """Create ``bucket`` unless it exists; returns True when it was created."""
-    store = resolve_store(store)
+    store = store or ObjectStore.from_env()
     uri = parse_uri(f"s3://{bucket}")
     with s3_errors(store, "creating bucket", uri):
         if store.client.bucket_exists(bucket):
@@ -89,9 +83,8 @@ def ensure_bucket(bucket: str, *, store: ObjectStore | None = None) -> bool:
     return True
 
 
-def _upload_verified(
-    store: ObjectStore, path: Path, target: ObjectURI, digest: FileDigest
-) -> UploadedObject:
+def _upload_verified(store: ObjectStore | None, path: Path, target: ObjectURI) -> UploadedObject:
+    store, digest = store or ObjectStore.from_env(), digest_file(path)
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     with s3_errors(store, "uploading to", target):
         store.client.fput_object(
@@ -133,7 +126,7 @@ def upload_file(
     source, target = Path(path), object_uri(uri)
     if not source.is_file():
         raise StorageError(f"{source}: not a file")
-    return _upload_verified(resolve_store(store), source, target, digest_file(source))
+    return _upload_verified(store, source, target)
 
 
 def upload_bytes(
@@ -144,7 +137,7 @@ def upload_bytes(
     with tempfile.TemporaryDirectory(prefix="rfdetr-upload-") as tmp:
         source = Path(tmp, target.name)
         source.write_bytes(data)
-        return _upload_verified(resolve_store(store), source, target, digest_file(source))
+        return _upload_verified(store, source, target)
 
 
 def upload_dir(
@@ -159,12 +152,11 @@ def upload_dir(
     files = list_files(root)
     if not files:
         raise StorageError(f"{root}: no files to upload")
-    store = resolve_store(store)
+    store = store or ObjectStore.from_env()
     require_bucket(store, prefix)
     entries = []
     for rel in files:
-        source = root / rel
-        done = _upload_verified(store, source, prefix.child(rel), digest_file(source))
+        done = _upload_verified(store, root / rel, prefix.child(rel))
         entries.append(ManifestEntry(rel, done.size, done.sha256))
     manifest = Manifest.from_entries(entries)
     upload_bytes(manifest.to_json().encode("utf-8"), prefix.child(MANIFEST_NAME), store=store)

@@ -6,6 +6,7 @@ address the single endpoint configured in the environment (see :mod:`rfdetr.stor
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -106,7 +107,8 @@ def bucket_name_problem(bucket: str) -> str | None:
         )
     if ".." in bucket:
         return "no two adjacent dots"
-    if _is_ip(bucket):
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(bucket)
         return "not an IP address"
     if bucket.startswith(_RESERVED_PREFIXES) or bucket.endswith(_RESERVED_SUFFIXES):
         return f"no reserved prefix {_RESERVED_PREFIXES} or suffix {_RESERVED_SUFFIXES}"
@@ -120,14 +122,6 @@ def check_bucket_name(bucket: str, what: str = "bucket") -> str:
     if problem:
         raise InvalidURIError(f"{what} {bucket!r}: not a bucket name (S3 rule: {problem})")
     return bucket
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_segments(path: str) -> None:

@@ -3,8 +3,9 @@ read "cannot reach the object store (too many 500 error responses)").
 
 The stand-in answers every request with HTTP 500, as SeaweedFS's S3 gateway does when its volume
 cannot take a write (measured in issue 13 with a full disk) or after its data was deleted under
-it. urllib3 retries a 500 (``status_forcelist`` in ``rfdetr/storage/config.py`` ``_make_client``),
-then gives up with ``MaxRetryError(ResponseError("too many 500 error responses"))``
+it. urllib3 retries a 500 (``status_forcelist`` in ``rfdetr/storage/config.py``
+``ObjectStore.from_config``), then gives up with
+``MaxRetryError(ResponseError("too many 500 error responses"))``
 (urllib3 2.x ``util/retry.py``, ``Retry.increment``).
 """
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import threading
 import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -125,3 +129,57 @@ def test_gauge_rules() -> None:
         metrics.set_gauge("x", 1.0, labels={"step": "y"})
     with pytest.raises(ValueError, match="invalid Prometheus metric name"):
         metrics.set_gauge("bad-name", 1.0)
+
+
+class _AuthRecorder(BaseHTTPRequestHandler):
+    """Answers a push as the Pushgateway does (200) and keeps its ``Authorization`` header."""
+
+    seen: list[str | None]
+
+    def do_PUT(self) -> None:
+        type(self).seen.append(self.headers.get("Authorization"))
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:  # keep pytest's output clean
+        return None
+
+
+@pytest.fixture
+def auth_recorder() -> Iterator[tuple[str, list[str | None]]]:
+    handler = type("Recorder", (_AuthRecorder,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "sent"),
+    [("ci", "s3cret", "ci:s3cret"), ("ci", None, "ci:"), (None, "unused", None)],
+)
+def test_basic_auth_comes_from_the_environment(
+    auth_recorder: tuple[str, list[str | None]],
+    monkeypatch: pytest.MonkeyPatch,
+    user: str | None,
+    password: str | None,
+    sent: str | None,
+) -> None:
+    """``Authorization: Basic base64(user:password)`` (RFC 7617 section 2) only with a user."""
+    url, seen = auth_recorder
+    for name, value in (("PUSHGATEWAY_USERNAME", user), ("PUSHGATEWAY_PASSWORD", password)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    metrics = StepMetrics("tele-auth", "train", gateway=url)
+    metrics.set_epoch(1)
+    assert metrics.push()
+    expected = None if sent is None else "Basic " + base64.b64encode(sent.encode()).decode()
+    assert seen == [expected]
