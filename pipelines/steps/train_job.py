@@ -188,16 +188,9 @@ def train_on_cluster(
     body = render_job(
         engine, name, nodes=nodes, gpus_per_node=gpus_per_node, settings=settings, env=env
     )
-    api = resources or k8s.Resources(k8s.current_namespace())
-    api.create_or_attach(KINDS[engine], body)
-    api.wait(
-        KINDS[engine],
-        name,
-        judge_job(engine),
-        timeout_s=float(settings["timeout_s"]),
-        poll_s=float(settings["poll_s"]),
-        log_selector=RANK0[engine].format(name=name),
-    )
+    api = resources or k8s.Resources()
+    selector = RANK0[engine].format(name=name)
+    api.apply_and_wait(KINDS[engine], body, judge_job(engine), settings, log_selector=selector)
     work = work_folder(output_dir)
     _collect(mirror, work)
     outcome = outcome_from_folder(work, None)
