@@ -180,15 +180,6 @@ def serving_settings(platform: Platform, image: bool = True) -> dict[str, object
     return {"image": step_image(platform, gpu=False), **settings} if image else settings
 
 
-def deadline(task: PipelineTask, platform: Platform, seconds: int | None) -> PipelineTask:
-    """Each attempt's deadline (``activeDeadlineSeconds``); none when ``seconds`` is falsy."""
-    from kfp import kubernetes
-
-    if seconds and not platform.local:
-        kubernetes.set_timeout(task, seconds=seconds)
-    return task
-
-
 def step_image(platform: Platform, gpu: bool) -> str:
     """The image of a step: the GPU image, or for a step without GPUs the CPU image."""
     from components import RFDETR_IMAGE

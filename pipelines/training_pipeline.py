@@ -10,7 +10,7 @@ rfdetr_training`` works); :func:`build_pipeline` makes it for others.
 
 from typing import Any, NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model, PipelineTask
 from kfp.dsl.graph_component import GraphComponent
 
@@ -140,8 +140,9 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
             backoff_factor=p.retry_backoff_factor,
             backoff_max_duration=p.retry_backoff_max,
         )
-    ps.deadline(tasks["trained"], p, p.train_timeout_s)
-    ps.deadline(tasks["evaluated"], p, p.eval_timeout_s)
+    for key, seconds in (("trained", p.train_timeout_s), ("evaluated", p.eval_timeout_s)):
+        if seconds and not p.local:  # each attempt's activeDeadlineSeconds; falsy: none
+            kubernetes.set_timeout(tasks[key], seconds=seconds)
     if "served" in tasks:
         ps.use_object_store(tasks["served"], p)
     for key in ("fetched", "published", "served"):  # they read or write mutable external data
