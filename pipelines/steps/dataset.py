@@ -187,8 +187,7 @@ def report_markdown(report: DatasetReport, title: str) -> str:
             lines.append(f"| {row['id']} | {source_id} | {name} | {counts} |")
         lines.append("")
     if report.problems:
-        lines.append("## Problems")
-        lines.append("")
+        lines += ["## Problems", ""]
         lines += [
             f"- **{p.severity}** {md_text(p.path)}: {md_text(p.message)}"
             for p in report.problems[:200]
