@@ -129,8 +129,9 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     resources |= {"trained": p.light if distributed else p.train, "evaluated": p.evaluate}
     for key, task in tasks.items():
         ps.common(task, p, resources[key])
-    for key in ("fetched", "checked", "trained", "evaluated", "exported", "published"):  # by ref.
-        ps.use_object_store(tasks[key], p)
+    for key in ("fetched", "checked", "trained", "evaluated", "exported", "published", "served"):
+        if key in tasks:  # the dataset by reference, the model's files
+            ps.use_object_store(tasks[key], p)
     ps.use_gpus(tasks["trained"], p, 0 if distributed else p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)
     if p.train_retries > 0:  # each attempt resumes
@@ -143,8 +144,6 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     for key, seconds in (("trained", p.train_timeout_s), ("evaluated", p.eval_timeout_s)):
         if seconds and not p.local:  # each attempt's activeDeadlineSeconds; falsy: none
             kubernetes.set_timeout(tasks[key], seconds=seconds)
-    if "served" in tasks:
-        ps.use_object_store(tasks["served"], p)
     for key in ("fetched", "published", "served"):  # they read or write mutable external data
         if key in tasks:
             tasks[key].set_caching_options(enable_caching=False)
