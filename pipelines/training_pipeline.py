@@ -129,9 +129,10 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     resources |= {"trained": p.light if distributed else p.train, "evaluated": p.evaluate}
     for key, task in tasks.items():
         ps.common(task, p, resources[key])
-    for key in ("fetched", "checked", "trained", "evaluated", "exported", "published", "served"):
-        if key in tasks:  # the dataset by reference, the model's files
-            ps.use_object_store(tasks[key], p)
+        if key not in ("config", "selected"):  # the dataset by reference, the model's files
+            ps.use_object_store(task, p)
+        if key in ("fetched", "published", "served"):  # mutable external data: never cached
+            task.set_caching_options(enable_caching=False)
     ps.use_gpus(tasks["trained"], p, 0 if distributed else p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)
     if p.train_retries > 0:  # each attempt resumes
@@ -144,9 +145,6 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     for key, seconds in (("trained", p.train_timeout_s), ("evaluated", p.eval_timeout_s)):
         if seconds and not p.local:  # each attempt's activeDeadlineSeconds; falsy: none
             kubernetes.set_timeout(tasks[key], seconds=seconds)
-    for key in ("fetched", "published", "served"):  # they read or write mutable external data
-        if key in tasks:
-            tasks[key].set_caching_options(enable_caching=False)
 
 
 rfdetr_training = build_pipeline()
