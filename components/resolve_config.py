@@ -41,23 +41,17 @@ def _declared(p: Param) -> str:
     return f"    {p.name}: {annotation}" + ("" if p.default is REQUIRED else f" = {p.default!r}")
 
 
-def _define(name: str, source: str) -> object:
-    filename = f"<generated {__name__}.{name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"__name__": __name__, "Optional": Optional, "Output": Output, "Artifact": Artifact}
-    exec(compile(source, filename, "exec"), namespace)
-    return namespace[name]
-
-
 _required = [_declared(p) for p in CONFIG_INPUTS if p.default is REQUIRED]
 _optional = [_declared(p) for p in CONFIG_INPUTS if p.default is not REQUIRED]
 _parameters = [*_required, "    run_config: Output[Artifact]", *_optional]  # no default: 2nd
+_source = _SOURCE.format(
+    parameters=",\n".join(_parameters) + ",",
+    args=textwrap.indent(args_section(CONFIG_INPUTS), "    "),
+)
+_filename = f"<generated {__name__}.resolve_config>"
+linecache.cache[_filename] = (len(_source), None, _source.splitlines(True), _filename)
+_namespace = {"__name__": __name__, "Optional": Optional, "Output": Output, "Artifact": Artifact}
+exec(compile(_source, _filename, "exec"), _namespace)
 resolve_config = dsl.component(base_image=RFDETR_IMAGE, install_kfp_package=False)(
-    _define(
-        "resolve_config",
-        _SOURCE.format(
-            parameters=",\n".join(_parameters) + ",",
-            args=textwrap.indent(args_section(CONFIG_INPUTS), "    "),
-        ),
-    )
+    _namespace["resolve_config"]
 )

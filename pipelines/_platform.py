@@ -98,7 +98,7 @@ class Platform:
         return cls(local=True, retry_backoff="1s", display_names=False)
 
 
-def common(task: PipelineTask, platform: Platform, resources: Resources) -> PipelineTask:
+def common(task: PipelineTask, platform: Platform, resources: Resources) -> None:
     """What every step gets: the CPU image (:func:`use_gpus` sets the GPU one), pull secrets, a
     non-root security context (the only fields kfp-kubernetes 2.17 sets; docs/deploy.md,
     "Security"), resources, unbuffered logs, the Pushgateway URL."""
@@ -108,7 +108,7 @@ def common(task: PipelineTask, platform: Platform, resources: Resources) -> Pipe
         task.set_container_image(platform.image)
     task.set_env_variable("PYTHONUNBUFFERED", "1")
     if platform.local:
-        return task
+        return
     task.set_container_image(step_image(platform, gpu=False))
     if platform.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(platform.image_pull_secrets))
@@ -124,10 +124,9 @@ def common(task: PipelineTask, platform: Platform, resources: Resources) -> Pipe
         task.set_memory_limit(resources.memory_limit)
     if platform.pushgateway_url:
         task.set_env_variable("PUSHGATEWAY_URL", platform.pushgateway_url)
-    return task
 
 
-def use_object_store(task: PipelineTask, platform: Platform) -> PipelineTask:
+def use_object_store(task: PipelineTask, platform: Platform) -> None:
     """Object-store credentials from the secret as env vars, and the endpoint."""
     from kfp import kubernetes
 
@@ -138,16 +137,15 @@ def use_object_store(task: PipelineTask, platform: Platform) -> PipelineTask:
         task.set_env_variable("OBJECTSTORECONFIG_HOST", platform.store_host)
         task.set_env_variable("OBJECTSTORECONFIG_PORT", str(platform.store_port))
         task.set_env_variable("OBJECTSTORECONFIG_SECURE", str(platform.store_secure).lower())
-    return task
 
 
-def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask:
+def use_gpus(task: PipelineTask, platform: Platform, count: int) -> None:
     """``count`` GPUs (none: CPU) on GPU nodes; a memory ``/dev/shm`` for DataLoader workers."""
     from kfp import kubernetes
 
     kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", "Memory", size_limit=platform.shm_size)
     if count <= 0:
-        return task
+        return
     if not platform.local:
         task.set_accelerator_type(platform.accelerator_type).set_accelerator_limit(str(count))
         task.set_container_image(step_image(platform, gpu=True))
@@ -155,7 +153,6 @@ def use_gpus(task: PipelineTask, platform: Platform, count: int) -> PipelineTask
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in platform.gpu_tolerations:  # its fields are add_toleration's keywords
         kubernetes.add_toleration(task, **dataclasses.asdict(toleration))
-    return task
 
 
 def train_job_settings(platform: Platform, image: bool = True) -> dict[str, object]:
@@ -178,15 +175,6 @@ def serving_settings(platform: Platform, image: bool = True) -> dict[str, object
     serve = platform.serve
     settings = {"cpu": serve.cpu, "memory": serve.memory, "secret": platform.secret_name}
     return {"image": step_image(platform, gpu=False), **settings} if image else settings
-
-
-def deadline(task: PipelineTask, platform: Platform, seconds: int | None) -> PipelineTask:
-    """Each attempt's deadline (``activeDeadlineSeconds``); none when ``seconds`` is falsy."""
-    from kfp import kubernetes
-
-    if seconds and not platform.local:
-        kubernetes.set_timeout(task, seconds=seconds)
-    return task
 
 
 def step_image(platform: Platform, gpu: bool) -> str:

@@ -85,15 +85,6 @@ def requirements(cpu: str, memory: str, accelerator: str = "", count: int = 0) -
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def current_namespace(default: str = "default") -> str:
-    """The pod's own namespace (its service-account mount), else ``default``."""
-    try:
-        path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-        return path.read_text().strip() or default
-    except OSError:
-        return default
-
-
 def _short(exc: Any) -> str:
     return f"HTTP {exc.status} {api_message(exc.body) or exc.reason}".strip()
 
@@ -102,10 +93,10 @@ EXPECTED = object()  # what Resources._call returns for the API error it was tol
 
 
 class Resources:
-    """Custom objects of one namespace, through the ``kubernetes`` client."""
+    """Custom objects of one namespace (default: the pod's own), through the ``kubernetes``
+    client (``api_client`` default: in-cluster, else ``$KUBECONFIG`` / ~/.kube)."""
 
-    def __init__(self, namespace: str, api_client: Any | None = None) -> None:
-        """``api_client`` default: in-cluster, else ``$KUBECONFIG`` / ~/.kube."""
+    def __init__(self, namespace: str = "", api_client: Any | None = None) -> None:
         from kubernetes import client, config
 
         try:
@@ -115,7 +106,10 @@ class Resources:
                 config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
         except config.ConfigException as exc:
             raise StepError(f"no Kubernetes API access: {' '.join(str(exc).split())}") from None
-        self.namespace = namespace
+        if not namespace:
+            mount = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            namespace = mount.read_text().strip() if mount.is_file() else ""
+        self.namespace = namespace or "default"
         self._client = api_client or client.ApiClient()
         self.custom = client.CustomObjectsApi(self._client)
         self.core = client.CoreV1Api(self._client)
@@ -225,6 +219,22 @@ class Resources:
                     f"{last or 'none'}); it is left running for inspection"
                 )
             time.sleep(poll_s)
+
+    def apply_and_wait(
+        self,
+        kind: Kind,
+        body: dict[str, Any],
+        judge: Judge,
+        settings: dict[str, Any],
+        *,
+        update: bool = False,
+        log_selector: str = "",
+    ) -> dict[str, Any]:
+        """:meth:`create_or_attach` ``body``, then :meth:`wait` for it (``settings``' ``timeout_s``
+        and ``poll_s``); returns the finished object."""
+        self.create_or_attach(kind, body, update=update)
+        timing = {"timeout_s": float(settings["timeout_s"]), "poll_s": float(settings["poll_s"])}
+        return self.wait(kind, body["metadata"]["name"], judge, log_selector=log_selector, **timing)
 
     def _copy_log(self, selector: str) -> None:
         from kubernetes.client.exceptions import ApiException

@@ -1,12 +1,9 @@
-"""Run the training pipeline on this machine with ``kfp.local`` (``rfdetr-pipeline run-local``).
-
-The Kubeflow pipeline built with :meth:`Platform.for_local`, each step a subprocess of this
-interpreter (``kfp.local.SubprocessRunner(use_venv=False)``). Unlike a cluster (kfp.local 2.17):
-artifacts land under ``<pipeline_root>/rfdetr-training-<timestamp>/<task>/<output>`` and are read
-in place; Kubernetes settings are ignored (the object store comes from this environment); a
-retried step reuses its folders, so training resumes from its work folder's ``checkpoint.pth``
-(the mirror is off unless asked for); unset optional parameters must be filled
-(:func:`local_arguments`), as kfp.local fails on None.
+"""Run the training pipeline on this machine with ``kfp.local`` (``rfdetr-pipeline run-local``):
+:meth:`Platform.for_local`, each step a subprocess of this interpreter
+(``kfp.local.SubprocessRunner(use_venv=False)``). Artifacts land under
+``<pipeline_root>/rfdetr-training-<timestamp>/<task>/<output>`` and are read in place; a retried
+step reuses its folders (training resumes from its work folder); kfp.local fails on None, so unset
+optional parameters are filled (:func:`local_arguments`).
 """
 
 from __future__ import annotations
@@ -39,10 +36,9 @@ _ERROR_LINE = re.compile(r"^\s*([\w_]+): error: (.*)$")
 class LocalRunError(RuntimeError):
     """The local run failed; ``task`` is the failed step, the message its error."""
 
-    def __init__(self, message: str, task: str | None, log_path: Path | None) -> None:
+    def __init__(self, message: str, task: str | None) -> None:
         super().__init__(message)
         self.task = task
-        self.log_path = log_path
 
 
 @dataclass
@@ -196,7 +192,7 @@ def run_local(
             name = failed.group(1) if failed else None
             message = tee.step_errors[-1] if tee.step_errors else _ANSI.sub("", str(exc))
             hint = f" (full log: {log})" if log else ""
-            raise LocalRunError(f"{message}{hint}", name, log) from None
+            raise LocalRunError(f"{message}{hint}", name) from None
     out = task.outputs
     model = Path(out["model"].path)
     return LocalRun(
@@ -249,20 +245,14 @@ def add_parser(subparsers: Subparsers) -> None:
     for p in PARAMETERS[1:]:  # --model-size (or --model), --epochs, ... as --param would
         flags = [f"--{p.name.replace('_', '-')}", *(["--model"] if p.name == "model_size" else [])]
         parser.add_argument(*flags, dest=p.name, metavar=p.type.__name__.upper(), help=p.help)
-    parser.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="any pipeline parameter (repeatable; numbers, lists and dicts as "
-        "JSON), e.g. --param 'overrides={\"num_workers\": 0}'",
-    )
+    param = "any pipeline parameter (repeatable; numbers, lists and dicts as JSON), e.g. "
+    param += "--param 'overrides={\"num_workers\": 0}'"
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=param)
     parser.add_argument("--params-file", type=Path, help="JSON or YAML mapping of parameters")
     root_help = "where run folders are written (default ./local_outputs)"
     parser.add_argument("--pipeline-root", type=Path, default=Path(DEFAULT_ROOT), help=root_help)
-    parser.add_argument(
-        "--log", type=Path, help="file for the steps' output (default <pipeline-root>/<time>.log)"
-    )
+    log_help = "file for the steps' output (default <pipeline-root>/<time>.log)"
+    parser.add_argument("--log", type=Path, help=log_help)
     parser.set_defaults(handler=_run)
 
 

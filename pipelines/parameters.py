@@ -1,11 +1,12 @@
 """The training pipeline's parameters, declared once in :data:`PARAMETERS`.
 
-The pipeline's signature and input descriptions, ``resolve_config``'s signature (every ``CONFIG``
-and ``KNOB`` parameter), the knobs ``run-local`` fills and the README table derive from it.
-To add one: a ``Param`` line below; pass it to its step in ``training_pipeline.py``
+The pipeline's signature and input descriptions, ``resolve_config``'s signature (every ``KNOB``,
+``CONFIG`` and ``STEP`` parameter), the knobs ``run-local`` fills and the README table derive
+from it. To add one: a ``Param`` line below; pass it to its step in ``training_pipeline.py``
 (``params["name"]``) unless it is a ``KNOB`` or ``CONFIG`` (those reach ``resolve_config`` by
-themselves; a later step's ``CONFIG`` is only checked there, ``pipelines.steps.config``); then
-``python -m pipelines.parameters README.md``. A ``PLATFORM`` default is the compiled Platform's.
+themselves; a ``STEP`` input reaches it too, only to be checked: ``pipelines.steps.config``);
+then ``python -m pipelines.parameters README.md``. A ``PLATFORM`` default is the compiled
+Platform's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Optional
 REQUIRED: Any = inspect.Parameter.empty
 KNOB = "knob"  # a RunConfig option; None = the model preset's value (resolve_config)
 CONFIG = "config"  # another input of resolve_config
+STEP = "step"  # a later step's input, checked by resolve_config too
 PLATFORM = "platform"  # default: the compiled Platform's field of the same name
 
 
@@ -54,23 +56,24 @@ PARAMETERS: tuple[Param, ...] = (
     Param("early_stopping", bool, None, "stop when validation mAP50:95 stops improving; blank: preset's.", KNOB),
     Param("overrides", dict, None, 'any other training option, e.g. {"train.warmup_epochs": 1}.', CONFIG),
     Param("pretrain_weights", str, "", "empty: official COCO weights (tiny: random); random; or a URI/path.", CONFIG),
-    Param("publish_bucket", str, "mlpipeline", "bucket the model is published to; empty: not published.", CONFIG),
-    Param("model_name", str, "", "the model's folder in the bucket; empty: rfdetr-<model_size>.", CONFIG),
-    Param("model_version", str, "", "the version's folder; empty: YYYYMMDD-HHMMSS-<run id>.", CONFIG),
-    Param("min_map", float, 0.0, "publish only when the evaluation mAP50:95 is at least this.", CONFIG),
+    Param("publish_bucket", str, "mlpipeline", "bucket the model is published to; empty: not published.", STEP),
+    Param("model_name", str, "", "the model's folder in the bucket; empty: rfdetr-<model_size>.", STEP),
+    Param("model_version", str, "", "the version's folder; empty: YYYYMMDD-HHMMSS-<run id>.", STEP),
+    Param("min_map", float, 0.0, "publish only when the evaluation mAP50:95 is at least this.", STEP),
     Param("require_improvement", bool, True, "publish only when it also beats the published model."),
     Param("checkpoint_mirror_uri", str, "s3://mlpipeline/rfdetr/checkpoint-mirror", "where training mirrors its resume files for retries; empty: off."),
-    Param("quantize", str, "", "int8: also an int8 ONNX file calibrated on train images; empty: off.", CONFIG),
+    Param("quantize", str, "", "int8: also an int8 ONNX file calibrated on train images; empty: off.", STEP),
     Param("train_nodes", int, 1, "nodes of a multi-node train (compiled with --train-engine); 1: one pod.", PLATFORM),
     Param("gpus_per_node", int, 1, "GPUs (processes) per node of a multi-node train.", PLATFORM),
-    Param("deploy_name", str, "", "InferenceService name (compiled with --deploy); empty: the model's.", CONFIG),
-    Param("canary_traffic_percent", int, 0, "traffic share of a newly deployed version; 0: all of it.", CONFIG),
+    Param("deploy_name", str, "", "InferenceService name (compiled with --deploy); empty: the model's.", STEP),
+    Param("canary_traffic_percent", int, 0, "traffic share of a newly deployed version; 0: all of it.", STEP),
 )
 # fmt: on
 
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMETERS}
 KNOBS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.kind == KNOB)
-CONFIG_INPUTS: tuple[Param, ...] = tuple(p for p in PARAMETERS if p.kind in (KNOB, CONFIG))
+CONFIG_INPUTS: tuple[Param, ...] = tuple(p for p in PARAMETERS if p.kind in (KNOB, CONFIG, STEP))
+STEP_INPUTS: tuple[str, ...] = tuple(p.name for p in PARAMETERS if p.kind == STEP)
 
 
 def args_section(params: tuple[Param, ...]) -> str:

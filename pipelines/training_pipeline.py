@@ -10,7 +10,7 @@ rfdetr_training`` works); :func:`build_pipeline` makes it for others.
 
 from typing import Any, NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model, PipelineTask
 from kfp.dsl.graph_component import GraphComponent
 
@@ -129,8 +129,10 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
     resources |= {"trained": p.light if distributed else p.train, "evaluated": p.evaluate}
     for key, task in tasks.items():
         ps.common(task, p, resources[key])
-    for key in ("fetched", "checked", "trained", "evaluated", "exported", "published"):  # by ref.
-        ps.use_object_store(tasks[key], p)
+        if key not in ("config", "selected"):  # the dataset by reference, the model's files
+            ps.use_object_store(task, p)
+        if key in ("fetched", "published", "served"):  # mutable external data: never cached
+            task.set_caching_options(enable_caching=False)
     ps.use_gpus(tasks["trained"], p, 0 if distributed else p.train_gpus)
     ps.use_gpus(tasks["evaluated"], p, p.eval_gpus)
     if p.train_retries > 0:  # each attempt resumes
@@ -140,13 +142,9 @@ def _configure(p: Platform, tasks: dict[str, PipelineTask]) -> None:
             backoff_factor=p.retry_backoff_factor,
             backoff_max_duration=p.retry_backoff_max,
         )
-    ps.deadline(tasks["trained"], p, p.train_timeout_s)
-    ps.deadline(tasks["evaluated"], p, p.eval_timeout_s)
-    if "served" in tasks:
-        ps.use_object_store(tasks["served"], p)
-    for key in ("fetched", "published", "served"):  # they read or write mutable external data
-        if key in tasks:
-            tasks[key].set_caching_options(enable_caching=False)
+    for key, seconds in (("trained", p.train_timeout_s), ("evaluated", p.eval_timeout_s)):
+        if seconds and not p.local:  # each attempt's activeDeadlineSeconds; falsy: none
+            kubernetes.set_timeout(tasks[key], seconds=seconds)
 
 
 rfdetr_training = build_pipeline()

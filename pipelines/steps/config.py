@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.parameters import KNOBS
+from pipelines.parameters import KNOBS, STEP_INPUTS
 from pipelines.steps.common import plain_number, step_metrics
 from pipelines.steps.weights import pipeline_weights
 from rfdetr.config import FLAT_KEYS, ConfigError, RunConfig
@@ -37,21 +37,10 @@ def check_conflicts(knobs: Mapping[str, Any], overrides: Mapping[str, Any]) -> N
             )
 
 
-# Inputs of the steps after training that resolve_config checks too: a typo fails in seconds
-# on a CPU pod, not after days of training (or never: min_map 50 meant as a percent).
-STEP_INPUTS = (
-    "publish_bucket",
-    "model_name",
-    "model_version",
-    "min_map",
-    "quantize",
-    "deploy_name",
-    "canary_traffic_percent",
-)
-
-
 def check_step_inputs(values: Mapping[str, Any]) -> None:
-    """Raise what export, publish or deploy would raise on these :data:`STEP_INPUTS` values."""
+    """Raise what export, publish or deploy would raise on these :data:`STEP_INPUTS` values: a
+    typo fails in seconds on a CPU pod, not after days of training (or never: min_map 50 meant as
+    a percent)."""
     from pipelines.steps.deploy import service_name
     from pipelines.steps.publish import check_name
     from rfdetr.export.exporter import QUANTIZE_CHOICES

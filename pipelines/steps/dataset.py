@@ -147,14 +147,13 @@ def validate_fetched(
 
 def report_counts(report: DatasetReport) -> dict[str, float]:
     """Flat numbers for a ``Metrics`` artifact: images/annotations per split, classes, problems."""
-    counts: dict[str, float] = {}
-    for name, split in report.splits.items():
-        counts[f"{name}_images"] = split.images
-        counts[f"{name}_annotations"] = split.annotations
+    counts: dict[str, float] = {
+        f"{name}_{key}": getattr(split, key)
+        for name, split in report.splits.items()
+        for key in ("images", "annotations")
+    }
     counts["classes"] = report.class_map.num_classes if report.class_map else 0
-    counts["errors"] = len(report.errors)
-    counts["warnings"] = len(report.warnings)
-    return counts
+    return counts | {"errors": len(report.errors), "warnings": len(report.warnings)}
 
 
 def report_markdown(report: DatasetReport, title: str) -> str:
@@ -188,8 +187,7 @@ def report_markdown(report: DatasetReport, title: str) -> str:
             lines.append(f"| {row['id']} | {source_id} | {name} | {counts} |")
         lines.append("")
     if report.problems:
-        lines.append("## Problems")
-        lines.append("")
+        lines += ["## Problems", ""]
         lines += [
             f"- **{p.severity}** {md_text(p.path)}: {md_text(p.message)}"
             for p in report.problems[:200]

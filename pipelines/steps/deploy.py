@@ -94,21 +94,19 @@ def render_isvc(
     return ISVC.manifest(name, {"predictor": predictor})
 
 
-def judge_ready(generation: int) -> Any:
-    """Ready for ``generation`` (or later), or failed to load."""
-
-    def judge(obj: dict[str, Any]) -> k8s.Verdict | None:
-        status = obj.get("status") or {}
-        model = status.get("modelStatus") or {}
-        if model.get("transitionStatus") in STUCK:
-            failure = model.get("lastFailureInfo") or {}
-            return k8s.Verdict(True, k8s.reason_of(failure) or model["transitionStatus"])
-        ready = k8s.condition(obj, "Ready")
-        if ready is not None and int(status.get("observedGeneration") or 0) >= generation:
-            return k8s.Verdict(False)
-        return None
-
-    return judge
+def judge_ready(obj: dict[str, Any]) -> k8s.Verdict | None:
+    """Ready for its current spec (``status.observedGeneration`` caught up with
+    ``metadata.generation``), or failed to load."""
+    status = obj.get("status") or {}
+    model = status.get("modelStatus") or {}
+    if model.get("transitionStatus") in STUCK:
+        failure = model.get("lastFailureInfo") or {}
+        return k8s.Verdict(True, k8s.reason_of(failure) or model["transitionStatus"])
+    generation = int(obj["metadata"].get("generation") or 1)
+    ready = k8s.condition(obj, "Ready")
+    if ready is not None and int(status.get("observedGeneration") or 0) >= generation:
+        return k8s.Verdict(False)
+    return None
 
 
 def smoke_request(url: str, timeout_s: float = 60.0) -> tuple[float, list[str]]:
@@ -163,7 +161,7 @@ def deploy_model(
             f"{min_replicas}-{max_replicas} must satisfy 0 <= min <= max, max >= 1"
         )
     service = service_name(model_uri, name)
-    api = resources or k8s.Resources(k8s.current_namespace())
+    api = resources or k8s.Resources()
     body = render_isvc(
         service,
         model_uri,
@@ -172,15 +170,8 @@ def deploy_model(
         max_replicas=max_replicas,
         canary_percent=canary_percent,
     )
-    applied = api.create_or_attach(ISVC, body, update=True)
-    generation = int(applied["metadata"].get("generation") or 1)
-    ready = api.wait(
-        ISVC,
-        service,
-        judge_ready(generation),
-        timeout_s=float(settings["timeout_s"]),
-        poll_s=float(settings["poll_s"]),
-    )
+    ready = api.apply_and_wait(ISVC, body, judge_ready, settings, update=True)
+    generation = int(ready["metadata"].get("generation") or 1)
     status = ready.get("status") or {}
     url = (status.get("address") or {}).get("url") or status.get("url") or ""
     if not url:

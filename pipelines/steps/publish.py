@@ -184,11 +184,9 @@ def upload_version(
     upload it to ``card["uri"]`` and check the store's manifest against it."""
     claim_version(model_root, card["version"], card["run_id"])
     checkpoint, onnx, report_dir = files
-    link_or_copy(checkpoint, staging / checkpoint.name)
-    link_or_copy(onnx, staging / onnx.name)
-    for name in REPORT_FILES:
-        if (report_dir / name).is_file():
-            link_or_copy(report_dir / name, staging / name)
+    reports = [report_dir / name for name in REPORT_FILES if (report_dir / name).is_file()]
+    for file in (checkpoint, onnx, *reports):
+        link_or_copy(file, staging / file.name)
     for plot in sorted((report_dir / "plots").glob("*.png")):
         link_or_copy(plot, staging / "plots" / plot.name)
     (staging / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")

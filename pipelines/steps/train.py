@@ -146,8 +146,7 @@ def train_run(
         StepError: a distributed run failed (its last output lines are in the message).
         StorageError: the mirror or the pretrained weights could not be read.
     """
-    out, work = Path(output_dir), work_folder(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    work = work_folder(output_dir)
     work.mkdir(parents=True, exist_ok=True)
     config = RunConfig.from_file(run_config)
     mirror = CheckpointMirror.of_run(mirror_root, run_id) if mirror_root else None
@@ -164,7 +163,7 @@ def train_run(
         outcome = outcome_from_folder(work, resumed)
         if mirror is not None:
             mirror.finish(work)
-        keep_outputs(work, out)
+        keep_outputs(work, Path(output_dir))
         _record(metrics, outcome)
     return outcome
 

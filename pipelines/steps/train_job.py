@@ -55,17 +55,6 @@ def job_name(run_id: str) -> str:
     return f"rfdetr-{base}-train".replace("--", "-")
 
 
-def _env(settings: dict[str, Any], config_json: str, reference: str, mirror: str) -> list[dict]:
-    return [
-        {"name": ENV_CONFIG, "value": config_json},
-        {"name": ENV_DATASET, "value": reference},
-        {"name": ENV_MIRROR, "value": mirror},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "HOME", "value": "/tmp"},  # writable whatever UID the cluster forces
-        *k8s.object_store_env(settings["secret"]),
-    ]
-
-
 def runtime_ref(runtime: str) -> dict[str, str]:
     """``[TrainingRuntime/]NAME`` -> a TrainJob ``runtimeRef`` (a bare name: the cluster's
     ClusterTrainingRuntime, the Trainer's default kind)."""
@@ -84,29 +73,22 @@ def render_job(
 ) -> dict[str, Any]:
     """The ``TrainJob`` or ``PyTorchJob`` of ``nodes`` x max(1, ``gpus_per_node``) processes."""
     kind, procs = KINDS[engine], max(1, gpus_per_node)
-    command = [sys.executable if settings.get("local") else "python", "-m", __name__]
+    process = {"image": settings["image"], "command": ["python", "-m", __name__], "env": env}
     resources = k8s.requirements(
         settings["cpu"], settings["memory"], settings["accelerator"], gpus_per_node
     )
+    deadline = int(settings["timeout_s"])
     if engine == "trainjob":
+        trainer = {**process, "numNodes": nodes, "numProcPerNode": procs}
         spec: dict[str, Any] = {
             "runtimeRef": runtime_ref(settings["runtime"]),
-            "activeDeadlineSeconds": int(settings["timeout_s"]),
-            "trainer": {
-                "image": settings["image"],
-                "command": command,
-                "env": env,
-                "numNodes": nodes,
-                "numProcPerNode": procs,
-                "resourcesPerNode": resources,
-            },
+            "activeDeadlineSeconds": deadline,
+            "trainer": {**trainer, "resourcesPerNode": resources},
         }
         return kind.manifest(name, spec)
     container = {
         "name": "pytorch",  # the name the Training Operator looks for
-        "image": settings["image"],
-        "command": command,
-        "env": env,
+        **process,
         "resources": resources,
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
@@ -122,15 +104,8 @@ def render_job(
     replicas = {"Master": {"replicas": 1, **replica}}
     if nodes > 1:
         replicas["Worker"] = {"replicas": nodes - 1, **replica}
-    spec = {
-        "nprocPerNode": str(procs),
-        "runPolicy": {
-            "cleanPodPolicy": "Running",
-            "backoffLimit": 3,
-            "activeDeadlineSeconds": int(settings["timeout_s"]),
-        },
-        "pytorchReplicaSpecs": replicas,
-    }
+    policy = {"cleanPodPolicy": "Running", "backoffLimit": 3, "activeDeadlineSeconds": deadline}
+    spec = {"nprocPerNode": str(procs), "runPolicy": policy, "pytorchReplicaSpecs": replicas}
     return kind.manifest(name, spec)
 
 
@@ -184,20 +159,20 @@ def train_on_cluster(
     logger.info("effective batch %d: %d node(s) x %d process(es)", batch, nodes, procs)
     mirror = CheckpointMirror.of_run(mirror_root, run_id)
     name = job_name(run_id)
-    env = _env(settings, config.model_dump_json(), reference.to_json(), str(mirror.uri))
+    env = [
+        {"name": ENV_CONFIG, "value": config.model_dump_json()},
+        {"name": ENV_DATASET, "value": reference.to_json()},
+        {"name": ENV_MIRROR, "value": str(mirror.uri)},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HOME", "value": "/tmp"},  # writable whatever UID the cluster forces
+        *k8s.object_store_env(settings["secret"]),
+    ]
     body = render_job(
         engine, name, nodes=nodes, gpus_per_node=gpus_per_node, settings=settings, env=env
     )
-    api = resources or k8s.Resources(k8s.current_namespace())
-    api.create_or_attach(KINDS[engine], body)
-    api.wait(
-        KINDS[engine],
-        name,
-        judge_job(engine),
-        timeout_s=float(settings["timeout_s"]),
-        poll_s=float(settings["poll_s"]),
-        log_selector=RANK0[engine].format(name=name),
-    )
+    api = resources or k8s.Resources()
+    selector = RANK0[engine].format(name=name)
+    api.apply_and_wait(KINDS[engine], body, judge_job(engine), settings, log_selector=selector)
     work = work_folder(output_dir)
     _collect(mirror, work)
     outcome = outcome_from_folder(work, None)
