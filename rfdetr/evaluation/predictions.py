@@ -15,7 +15,6 @@ from torch import nn
 from rfdetr.data.dataset import DetectionDataset
 from rfdetr.data.loader import build_dataloader
 from rfdetr.data.normalize import normalize_images
-from rfdetr.export.graph import TopKPostProcess
 from rfdetr.models.postprocess import PostProcess, resize_masks
 
 if TYPE_CHECKING:
@@ -156,10 +155,9 @@ def _batch_predictions(
     plain = {k: v for k, v in outputs.items() if k != "pred_masks"}
     results = postprocess(plain, sizes)
     if mask_logits is not None:  # the kept queries' raw masks, in PostProcess's order
-        boxes, logits = outputs["pred_boxes"], outputs["pred_logits"]
-        shape = (*logits.shape[1:], postprocess.class_columns, tuple(mask_logits.shape[-2:]))
-        head = TopKPostProcess(postprocess.num_select, *shape).to(sizes.device)
-        kept = head(boxes, logits, mask_logits, sizes)[3]
+        kept = postprocess.select(
+            outputs["pred_logits"], outputs["pred_boxes"], sizes, mask_logits
+        )[3]
     predictions = []
     for i, (result, target) in enumerate(zip(results, targets, strict=True)):
         masks: list[dict[str, Any]] | None = None

@@ -16,28 +16,6 @@ from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
 
 
-class TopKPostProcess(PostProcess):
-    """`PostProcess.select` on the raw outputs in ONNX order (``dets, labels, masks, orig_size``),
-    for `rfdetr.evaluation.predictions`; the query, logit and mask sizes come from the tensors."""
-
-    def __init__(
-        self,
-        num_select: int,
-        num_queries: int,
-        num_logits: int,
-        class_columns: list[int] | None = None,
-        mask_size: tuple[int, int] | None = None,
-    ) -> None:
-        del num_queries, num_logits, mask_size  # read from the tensors
-        super().__init__(num_select, class_columns)
-
-    def forward(  # type: ignore[override]
-        self, dets: Tensor, labels: Tensor, masks: Tensor | None, orig_size: Tensor
-    ) -> tuple[Tensor, ...]:
-        """Raw outputs + ``orig_size`` -> ``(boxes, scores, class_ids[, masks])``."""
-        return self.select(labels, dets, orig_size, masks)
-
-
 class ExportModule(nn.Module):
     """The inference graph of an `RFDETR` model for one input size (see the module docstring).
 
