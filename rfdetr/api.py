@@ -18,16 +18,7 @@ from rfdetr.config import get_preset
 from rfdetr.config.model import ConfigError
 from rfdetr.config.run import describe_error
 from rfdetr.hub import resolve_pretrained
-from rfdetr.inference import (
-    DEFAULT_THRESHOLD,
-    ImageInput,
-    Thresholds,
-    is_batch,
-    preprocess,
-    resolve_thresholds,
-    to_detections,
-    to_float_chw,
-)
+from rfdetr.inference import DEFAULT_THRESHOLD, ImageInput, Thresholds, predict_images, preprocess
 from rfdetr.models.build import build_model
 from rfdetr.models.detector import RFDETR
 from rfdetr.models.postprocess import PostProcess
@@ -193,22 +184,15 @@ class RFDETRModel:
             ``confidence``, 0-based ``class_id``, ``mask`` (``[N, H, W]`` bool, Seg models) and
             ``data["class_name"]``; a single object for a single image, else a list.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        single = not is_batch(images)
-        items = [images] if single else list(images)
-        tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
-        threshold = resolve_thresholds(threshold, self.class_names)
-        forward = self._forward_for(backend, onnx_path)
-        detections: list[sv.Detections] = []
-        for start in range(0, len(tensors), batch_size):
-            batch, sizes = preprocess(
-                tensors[start : start + batch_size], self.resolution, self.device
-            )
-            with torch.inference_mode():
-                results = self.postprocess(forward(batch), sizes, threshold=threshold)
-            detections.extend(to_detections(result, self.class_names) for result in results)
-        return detections[0] if single else detections
+        return predict_images(
+            images,
+            threshold,
+            batch_size,
+            self.class_names,
+            lambda tensors: preprocess(tensors, self.resolution, self.device),
+            lambda: self._forward_for(backend, onnx_path),
+            self.postprocess,
+        )
 
     def _forward_for(self, backend: str, onnx_path: str | os.PathLike[str] | None) -> Any:
         """The eager model, or a runtime on its export, cached until the weights or file change."""

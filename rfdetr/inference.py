@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +162,32 @@ def to_detections(result: dict[str, torch.Tensor], class_names: list[str]) -> sv
         mask=masks.cpu().numpy() if masks is not None else None,
         data={"class_name": names},
     )
+
+
+def predict_images(
+    images: ImageInput | list[ImageInput],
+    threshold: Thresholds,
+    batch_size: int,
+    class_names: list[str],
+    prepare: Callable[[list[torch.Tensor]], tuple[torch.Tensor, torch.Tensor]],
+    open_model: Callable[[], Callable[[torch.Tensor], Any]],
+    postprocess: Callable[..., list[dict[str, torch.Tensor]]],
+) -> sv.Detections | list[sv.Detections]:
+    """The ``predict`` of `RFDETRModel` and `ONNXRuntimeModel`: inputs checked first, then
+    ``open_model()`` (it may export) and ``batch_size`` images at a time through ``prepare``
+    (``[3, H_i, W_i]`` in [0, 1] -> ``[B, 3, h, w]`` normalised, ``[B, 2]`` sizes), the model
+    and ``postprocess``; one `sv.Detections` for a single image, else a list."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    single = not is_batch(images)
+    items = [images] if single else list(images)
+    tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
+    thresholds = resolve_thresholds(threshold, class_names)
+    forward = open_model()
+    detections = []
+    for start in range(0, len(tensors), batch_size):
+        batch, sizes = prepare(tensors[start : start + batch_size])
+        with torch.inference_mode():
+            results = postprocess(forward(batch), sizes, threshold=thresholds)
+        detections.extend(to_detections(result, class_names) for result in results)
+    return detections[0] if single else detections

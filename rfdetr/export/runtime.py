@@ -15,16 +15,7 @@ import torch
 
 from rfdetr.export.metadata import ExportMetadata, MetadataError
 from rfdetr.export.verify import RAW_NAMES, make_session
-from rfdetr.inference import (
-    DEFAULT_THRESHOLD,
-    ImageInput,
-    Thresholds,
-    is_batch,
-    preprocess,
-    resolve_thresholds,
-    to_detections,
-    to_float_chw,
-)
+from rfdetr.inference import DEFAULT_THRESHOLD, ImageInput, Thresholds, predict_images, preprocess
 from rfdetr.models.postprocess import PostProcess
 
 logger = logging.getLogger(__name__)
@@ -134,13 +125,12 @@ class ONNXRuntimeModel:
         batch_size: int = 8,
     ) -> sv.Detections | list[sv.Detections]:
         """Detect objects; the same inputs and results as ``RFDETRModel.predict()``."""
-        single = not is_batch(images)
-        items = [images] if single else list(images)
-        tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
-        threshold = resolve_thresholds(threshold, self.class_names)
-        detections = []
-        for start in range(0, len(tensors), batch_size):
-            batch, sizes = self.preprocess(tensors[start : start + batch_size])
-            results = self.postprocess(self(batch), sizes, threshold=threshold)
-            detections.extend(to_detections(result, self.class_names) for result in results)
-        return detections[0] if single else detections
+        return predict_images(
+            images,
+            threshold,
+            batch_size,
+            self.class_names,
+            self.preprocess,
+            lambda: self,
+            self.postprocess,
+        )
