@@ -134,7 +134,7 @@ def resolve_pretrained(
             )
         logger.debug("using cached pretrained weights %s", target)
         return target
-    url = url_override or _mirror_url(asset) or asset.url
+    url = url_override or mirror_url(asset) or asset.url
     try:
         download_verified(url, target, md5=asset.md5)
     except (OSError, http.client.HTTPException, ValueError) as err:
@@ -190,6 +190,7 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _mirror_url(asset: PretrainedAsset) -> str | None:
+def mirror_url(asset: PretrainedAsset) -> str | None:
+    """``$RFDETR_WEIGHTS_BASE_URL/<asset's file name>``, or None when that variable is unset."""
     base = os.environ.get(WEIGHTS_BASE_URL_ENV)
     return f"{base.rstrip('/')}/{asset.filename}" if base else None

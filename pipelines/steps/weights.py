@@ -18,7 +18,7 @@ from rfdetr.hub import (
     find_pretrained,
     md5_of,
 )
-from rfdetr.hub import _mirror_url as base_url_of  # $RFDETR_WEIGHTS_BASE_URL/<file>, or None
+from rfdetr.hub import mirror_url as base_url_of  # $RFDETR_WEIGHTS_BASE_URL/<file>, or None
 from rfdetr.storage import download_file, is_object_uri, parse_uri
 from rfdetr.storage.errors import BucketNotFoundError, ObjectNotFoundError
 
