@@ -60,11 +60,6 @@ def in_unit_range(value: Any, what: str) -> float:
     return number
 
 
-def is_batch(images: Any) -> bool:
-    """True when ``images`` is a list or tuple of images rather than one image."""
-    return isinstance(images, list | tuple)
-
-
 def to_float_chw(image: ImageInput, index: int = 0) -> torch.Tensor:
     """Convert one image to a ``[3, H, W]`` float tensor in [0, 1] (RGB).
 
@@ -133,17 +128,9 @@ def preprocess(
     """
     shape = (size, size) if isinstance(size, int) else tuple(size)
     sizes = torch.tensor([list(img.shape[-2:]) for img in images], device=device)
-    batch = torch.stack(
-        [
-            F.interpolate(
-                img.to(device)[None],
-                size=shape,
-                mode="bilinear",
-                align_corners=False,
-                antialias=False,
-            )[0]
-            for img in images
-        ]
+    # PyTorch's defaults are upstream's: align_corners=False, antialias=False.
+    batch = torch.cat(
+        [F.interpolate(img.to(device)[None], shape, mode="bilinear") for img in images]
     )
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -179,7 +166,7 @@ def predict_images(
     and ``postprocess``; one `sv.Detections` for a single image, else a list."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    single = not is_batch(images)
+    single = not isinstance(images, list | tuple)
     items = [images] if single else list(images)
     tensors = [to_float_chw(item, index) for index, item in enumerate(items)]
     thresholds = resolve_thresholds(threshold, class_names)
