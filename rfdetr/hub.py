@@ -83,9 +83,8 @@ PRETRAINED: dict[str, PretrainedAsset] = {
 
 def find_pretrained(name: str) -> PretrainedAsset | None:
     """The published checkpoint called ``name`` (our name or upstream's file name), if any."""
-    if name in PRETRAINED:
-        return PRETRAINED[name]
-    return next((a for a in PRETRAINED.values() if a.filename == name), None)
+    by_file = (a for a in PRETRAINED.values() if a.filename == name)
+    return PRETRAINED.get(name) or next(by_file, None)
 
 
 def default_cache_dir() -> Path:

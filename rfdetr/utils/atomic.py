@@ -43,8 +43,10 @@ def write_atomic(
             os.fsync(handle.fileno())
         os.replace(tmp, dest)
     except (OSError, RuntimeError) as failure:
-        err = _os_error_in(failure)
-        if error is None or err is None:
+        err: BaseException | None = failure  # torch's zip writer wraps the OSError: find it
+        while err is not None and not isinstance(err, OSError):
+            err = err.__cause__ or err.__context__
+        if error is None or not isinstance(err, OSError):
             raise
         code = errno.errorcode.get(err.errno or 0, "error")
         hint = f"; free space in {dest.parent}" if err.errno == errno.ENOSPC else ""
@@ -80,13 +82,3 @@ def link_or_copy(
                 os.fsync(copy.fileno())
 
     return write_atomic(path, fill, what=what, error=error)
-
-
-def _os_error_in(failure: BaseException) -> OSError | None:
-    """The OSError behind ``failure`` (torch's zip writer re-raises it as a RuntimeError)."""
-    seen: BaseException | None = failure
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
