@@ -28,22 +28,17 @@ _LAZY: dict[str, str] = {
     "evaluate": "rfdetr.evaluation.api",
     "plot_training_curves": "rfdetr.evaluation.plots",
     "ONNXRuntimeModel": "rfdetr.export.runtime",
-    **{
-        name: "rfdetr.variants"
-        for name in (
-            "RFDETRNano",
-            "RFDETRSmall",
-            "RFDETRMedium",
-            "RFDETRBase",
-            "RFDETRLarge",
-            "RFDETRSegNano",
-            "RFDETRSegSmall",
-            "RFDETRSegMedium",
-            "RFDETRSegLarge",
-            "RFDETRSegXLarge",
-            "RFDETRSeg2XLarge",
-        )
-    },
+    "RFDETRNano": "rfdetr.variants",
+    "RFDETRSmall": "rfdetr.variants",
+    "RFDETRMedium": "rfdetr.variants",
+    "RFDETRBase": "rfdetr.variants",
+    "RFDETRLarge": "rfdetr.variants",
+    "RFDETRSegNano": "rfdetr.variants",
+    "RFDETRSegSmall": "rfdetr.variants",
+    "RFDETRSegMedium": "rfdetr.variants",
+    "RFDETRSegLarge": "rfdetr.variants",
+    "RFDETRSegXLarge": "rfdetr.variants",
+    "RFDETRSeg2XLarge": "rfdetr.variants",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
