@@ -36,9 +36,7 @@ class UserError(Exception):
 def one_line(text: str) -> str:
     """``text`` with control characters escaped (``\\n``, ``\\x1b``...), so a file name or a
     class name cannot break a message or a report line, or forge one."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def message(error: BaseException) -> str:

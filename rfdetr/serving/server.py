@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent import futures
 from http import HTTPStatus
 from typing import Any
@@ -40,14 +39,11 @@ from kserve.protocol.rest.server import RESTServer
 from kserve.protocol.rest.v2_datamodels import InferenceRequest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive, Scope, Send
 
 from rfdetr.serving.model import RFDETRServedModel
 
 logger = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class BodyLimit:
@@ -80,7 +76,7 @@ class BodyLimit:
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
 
-        async def replay() -> MutableMapping[str, Any]:
+        async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
