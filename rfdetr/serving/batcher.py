@@ -43,27 +43,26 @@ class MicroBatcher:
         """Run ``batch`` ``[b, 3, H, W]``, possibly together with other requests; its outputs."""
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
+            self._worker = asyncio.get_running_loop().create_task(self._run(self._queue))
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         assert self._queue is not None
         await self._queue.put((batch, future))
         return await future
 
-    async def _run(self) -> None:
-        assert self._queue is not None
+    async def _run(self, queue: asyncio.Queue[_Item]) -> None:
         loop = asyncio.get_running_loop()
         pending: _Item | None = None  # a request that did not fit the last batch
         while True:
-            items = [pending if pending is not None else await self._queue.get()]
+            items = [pending if pending is not None else await queue.get()]
             pending, size = None, len(items[0][0])
             deadline = loop.time() + self.max_latency_s
             while size < self.max_batch:
                 left = deadline - loop.time()
                 try:
                     if left > 0:
-                        item = await asyncio.wait_for(self._queue.get(), timeout=left)
+                        item = await asyncio.wait_for(queue.get(), timeout=left)
                     else:
-                        item = self._queue.get_nowait()
+                        item = queue.get_nowait()
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
                 if size + len(item[0]) > self.max_batch:
