@@ -41,7 +41,7 @@ class SetCriterion(nn.Module):
         group_detr: number of query groups in training; evaluation (``.eval()``) uses one.
         ia_bce_loss: IoU-aware BCE classification loss; False selects the sigmoid focal loss.
         mask_point_sample_ratio: the mask loss uses ``max(h, h * w // ratio)`` points per mask,
-            chosen by `sample_uncertain_points` (its default ratios, as upstream).
+            chosen by `sample_uncertain_points` (upstream's ratios).
     """
 
     def __init__(
@@ -292,27 +292,21 @@ def build_weight_dict(
     ``cls_loss_coef`` (of ``loss_ce``) None means 1.0 for detection and segmentation alike
     (upstream 1.11.2's ``SegmentationTrainConfig``: the 5.0 activated in v1.7 was a regression;
     pass 5.0 to reproduce it)."""
-    if cls_loss_coef is None:
-        cls_loss_coef = 1.0
-    base = {"loss_ce": cls_loss_coef, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
+    ce = 1.0 if cls_loss_coef is None else cls_loss_coef
+    base = {"loss_ce": ce, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
     if segmentation:
         base |= {"loss_mask_ce": mask_ce_loss_coef, "loss_mask_dice": mask_dice_loss_coef}
-    weights = dict(base)
+    suffixes = [""]
     if aux_loss:
-        suffixes = [f"_{i}" for i in range(num_decoder_layers - 1)]
+        suffixes += [f"_{i}" for i in range(num_decoder_layers - 1)]
         suffixes += ["_enc"] if two_stage else []
-        for suffix in suffixes:
-            weights.update({key + suffix: value for key, value in base.items()})
-    return weights
+    return {key + suffix: value for suffix in suffixes for key, value in base.items()}
 
 
 def _query_index(indices: MatchIndices, device: torch.device) -> tuple[Tensor, Tensor]:
     """Flatten per-image matches into ``(batch_idx, query_idx)``, both ``[N]``, image-major."""
     batch = [torch.full_like(query, b) for b, (query, _) in enumerate(indices)]
     queries = [query for query, _ in indices]
-    if not queries:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty
     return torch.cat(batch).to(device), torch.cat(queries).to(device)
 
 
@@ -321,10 +315,6 @@ def _matched(
 ) -> Tensor:
     """``targets[b][key][target_idx]`` concatenated in match order."""
     parts = [t[key][tgt.to(t[key].device)] for t, (_, tgt) in zip(targets, indices, strict=True)]
-    if not parts:
-        return torch.zeros(
-            0, dtype=torch.int64 if key == "labels" else torch.float32, device=device
-        )
     return torch.cat(parts).to(device)
 
 

@@ -164,19 +164,12 @@ def _pairwise_mask_costs(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 
 def _solve(cost: np.ndarray, sizes: list[int], group_detr: int) -> MatchIndices:
     group_size = cost.shape[0] // group_detr
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    rows: list[list[np.ndarray]] = [[] for _ in sizes]
-    cols: list[list[np.ndarray]] = [[] for _ in sizes]
-    for g in range(group_detr):
-        group = cost[g * group_size : (g + 1) * group_size]
-        for b in range(len(sizes)):
-            r, c = linear_sum_assignment(group[:, offsets[b] : offsets[b + 1]])
-            rows[b].append(r + g * group_size)
-            cols[b].append(c)
-    return [
-        (
-            torch.as_tensor(np.concatenate(r), dtype=torch.int64),
-            torch.as_tensor(np.concatenate(c), dtype=torch.int64),
+    matches = []
+    for image in np.split(cost, np.cumsum(sizes)[:-1], axis=1):  # [Q, T_b] each
+        groups = [linear_sum_assignment(group) for group in np.split(image, group_detr)]
+        rows = np.concatenate([r + g * group_size for g, (r, _) in enumerate(groups)])
+        cols = np.concatenate([c for _, c in groups])
+        matches.append(
+            (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
         )
-        for r, c in zip(rows, cols, strict=True)
-    ]
+    return matches

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 MaskPrediction = Tensor | dict[str, Tensor]
+OVERSAMPLE_RATIO, IMPORTANCE_SAMPLE_RATIO = 3, 0.75
 
 
 def point_sample(features: Tensor, points: Tensor, mode: str = "bilinear") -> Tensor:
@@ -27,23 +28,15 @@ def point_sample(features: Tensor, points: Tensor, mode: str = "bilinear") -> Te
     return out.squeeze(3)
 
 
-def sample_uncertain_points(
-    mask_logits: Tensor,
-    num_points: int,
-    oversample_ratio: int = 3,
-    importance_sample_ratio: float = 0.75,
-) -> Tensor:
+def sample_uncertain_points(mask_logits: Tensor, num_points: int) -> Tensor:
     """``[N, P, 2]`` points where the ``[N, 1, h, w]`` mask logits are most uncertain, plus
-    uniform random points: of ``P * oversample_ratio`` (``>= 1``) uniform candidates per mask,
-    the ``importance_sample_ratio`` share (in ``[0, 1]``) with the highest uncertainty
-    ``-|logit|`` (of the sampled logit) is kept; fresh uniform points fill the rest."""
-    if oversample_ratio < 1 or not 0.0 <= importance_sample_ratio <= 1.0:
-        raise ValueError("need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1")
+    uniform random points: of ``3 P`` uniform candidates per mask, the ``0.75 P`` with the highest
+    uncertainty ``-|logit|`` (of the sampled logit) are kept; fresh uniform points fill the rest
+    (the ratios of upstream 1.11.2, `rfdetr/models/heads/segmentation.py`)."""
     n, device = mask_logits.shape[0], mask_logits.device
-    num_candidates = int(num_points * oversample_ratio)
-    candidates = torch.rand(n, num_candidates, 2, device=device)
+    candidates = torch.rand(n, num_points * OVERSAMPLE_RATIO, 2, device=device)
     scores = -point_sample(mask_logits, candidates)[:, 0, :].abs()  # [N, candidates]
-    num_uncertain = int(importance_sample_ratio * num_points)
+    num_uncertain = int(IMPORTANCE_SAMPLE_RATIO * num_points)
     top = scores.topk(num_uncertain, dim=1).indices
     chosen = torch.gather(candidates, 1, top[..., None].expand(-1, -1, 2))
     num_random = num_points - num_uncertain

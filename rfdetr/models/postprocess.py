@@ -96,12 +96,11 @@ class PostProcess(nn.Module):
         else:
             keep = scores > threshold
         results = []
-        for i in range(len(scores)):
-            result = {"scores": scores[i][keep[i]], "labels": labels[i][keep[i]]}
-            result["boxes"] = boxes[i][keep[i]]
+        for i, kept in enumerate(keep):
+            result = {"scores": scores[i][kept], "labels": labels[i][kept], "boxes": boxes[i][kept]}
             if picked:
                 size = (int(target_sizes[i, 0]), int(target_sizes[i, 1]))
-                result["masks"] = resize_masks(picked[0][i][keep[i]], size)
+                result["masks"] = resize_masks(picked[0][i][kept], size)
             results.append(result)
         return results
 

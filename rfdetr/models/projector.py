@@ -1,7 +1,7 @@
 """Multi-scale projector: fuses the tapped ViT maps with a C2f block per output level.
 
 Every current RF-DETR size uses the single level P4 (the patch stride): the tapped maps are
-concatenated along channels and fused by ``C2f(n=3)`` followed by a channel LayerNorm. P3
+concatenated along channels and fused by a ``C2f`` block followed by a channel LayerNorm. P3
 (2x up-sampling) and P5 (2x down-sampling) exist for the deprecated large model.
 """
 
@@ -16,6 +16,7 @@ from rfdetr.models.layers import LayerNorm2d
 
 # Output stride of a level relative to the patch stride.
 LEVEL_SCALE = {"P3": 2.0, "P4": 1.0, "P5": 0.5}
+BOTTLENECKS = 3  # per C2f, in every RF-DETR size
 
 
 class ConvX(nn.Module):
@@ -42,20 +43,15 @@ class ConvX(nn.Module):
 
 
 class C2f(nn.Module):
-    """CSP block with ``n`` bottlenecks (two 3x3 ConvX ``cv1``, ``cv2``; RF-DETR never uses their
-    shortcut) whose intermediate outputs are all concatenated.
+    """CSP block with `BOTTLENECKS` bottlenecks (two 3x3 ConvX ``cv1``, ``cv2``; RF-DETR never
+    uses their shortcut) whose intermediate outputs are all concatenated.
 
     ``[B, in, H, W]`` -> ``[B, out, H, W]``; hidden width is ``out / 2``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        n: int = 3,
-        layer_norm: bool = True,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, layer_norm: bool) -> None:
         super().__init__()
+        n = BOTTLENECKS
         self.hidden = out_channels // 2
         self.cv1 = ConvX(in_channels, 2 * self.hidden, 1, act="silu", layer_norm=layer_norm)
         self.cv2 = ConvX((2 + n) * self.hidden, out_channels, 1, act="silu", layer_norm=layer_norm)
@@ -88,7 +84,6 @@ class MultiScaleProjector(nn.Module):
         in_channels: channels of each tapped map.
         out_channels: decoder width.
         levels: output levels, ascending (``["P4"]`` for every current size).
-        num_blocks: bottlenecks per C2f.
         layer_norm: channel LayerNorm (True in every RF-DETR size) instead of BatchNorm.
     """
 
@@ -97,7 +92,6 @@ class MultiScaleProjector(nn.Module):
         in_channels: list[int],
         out_channels: int,
         levels: list[str],
-        num_blocks: int = 3,
         layer_norm: bool = True,
     ) -> None:
         super().__init__()
@@ -107,10 +101,7 @@ class MultiScaleProjector(nn.Module):
             samplers.append(nn.ModuleList(_resampler(c, scale, layer_norm) for c in in_channels))
             fused = sum(c // 2 if scale == 2.0 else c for c in in_channels)
             stages.append(
-                nn.Sequential(
-                    C2f(fused, out_channels, num_blocks, layer_norm=layer_norm),
-                    LayerNorm2d(out_channels),
-                )
+                nn.Sequential(C2f(fused, out_channels, layer_norm), LayerNorm2d(out_channels))
             )
         self.stages_sampling = nn.ModuleList(samplers)
         self.stages = nn.ModuleList(stages)
