@@ -287,11 +287,18 @@ def _score(file: Path) -> float:
     return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
-def select_best(output_dir: str | os.PathLike[str]) -> Path:
+def select_best(
+    output_dir: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
+) -> Path:
     """Write ``checkpoint_best_total.pth`` from the better of the best regular and EMA files.
 
     The EMA file wins only when its mAP is strictly higher (upstream's rule); for pipelines
     that select in a separate step.
+
+    Args:
+        output_dir: the run folder holding the best regular and/or EMA file; not written to
+            when ``dest`` is given.
+        dest: the file to write (default ``output_dir/checkpoint_best_total.pth``).
 
     Raises:
         CheckpointError: neither best file exists, or one cannot be read.
@@ -302,4 +309,4 @@ def select_best(output_dir: str | os.PathLike[str]) -> Path:
         raise CheckpointError(f"{folder}: neither {BEST_REGULAR} nor {BEST_EMA} exists")
     best_file = max(candidates, key=_score)  # the first maximum: regular wins ties
     logger.info("best total checkpoint: %s", best_file.name)
-    return strip_checkpoint(best_file, folder / BEST_TOTAL)
+    return strip_checkpoint(best_file, folder / BEST_TOTAL if dest is None else dest)
