@@ -290,15 +290,11 @@ def _score(file: Path) -> float:
 def select_best(
     output_dir: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Write ``checkpoint_best_total.pth`` from the better of the best regular and EMA files.
+    """Write ``checkpoint_best_total.pth`` from the better of the best regular and EMA files of
+    ``output_dir``, next to them or as the file ``dest`` (``output_dir`` is then not written to).
 
     The EMA file wins only when its mAP is strictly higher (upstream's rule); for pipelines
     that select in a separate step.
-
-    Args:
-        output_dir: the run folder holding the best regular and/or EMA file; not written to
-            when ``dest`` is given.
-        dest: the file to write (default ``output_dir/checkpoint_best_total.pth``).
 
     Raises:
         CheckpointError: neither best file exists, or one cannot be read.
