@@ -287,8 +287,11 @@ def _score(file: Path) -> float:
     return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
-def select_best(output_dir: str | os.PathLike[str]) -> Path:
-    """Write ``checkpoint_best_total.pth`` from the better of the best regular and EMA files.
+def select_best(
+    output_dir: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write ``checkpoint_best_total.pth`` from the better of the best regular and EMA files of
+    ``output_dir``, next to them or as the file ``dest`` (``output_dir`` is then not written to).
 
     The EMA file wins only when its mAP is strictly higher (upstream's rule); for pipelines
     that select in a separate step.
@@ -302,4 +305,4 @@ def select_best(output_dir: str | os.PathLike[str]) -> Path:
         raise CheckpointError(f"{folder}: neither {BEST_REGULAR} nor {BEST_EMA} exists")
     best_file = max(candidates, key=_score)  # the first maximum: regular wins ties
     logger.info("best total checkpoint: %s", best_file.name)
-    return strip_checkpoint(best_file, folder / BEST_TOTAL)
+    return strip_checkpoint(best_file, folder / BEST_TOTAL if dest is None else dest)

@@ -102,9 +102,7 @@ def _fit(
     model = prepare_model(config, model, classes.num_classes).to(device)
     batches = TrainBatches(datasets.train, config, info, device)
     session = _build_session(config, model, datasets, len(batches), device, info)
-    start_epoch = 0
-    if resume is not None:
-        start_epoch = restore(session, resume)
+    start_epoch = restore(session, resume) if resume is not None else 0
     session.run_logger = _start_outputs(config, info, start_epoch)
     stopped, last_epoch = False, start_epoch - 1
     try:

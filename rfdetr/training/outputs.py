@@ -112,8 +112,7 @@ def finish_epoch(
     record["n_parameters"] = sum(p.numel() for p in session.model.parameters())
     if session.run_logger is not None:
         session.run_logger.epoch(record)
-    state = training_state(session, epoch, rng_states, record)
-    state["stopped_early"] = stop
+    state = {**training_state(session, epoch, rng_states, record), "stopped_early": stop}
     files.save_training_checkpoint(out / files.LAST, state)
     if (epoch + 1) % config.train.checkpoint_interval == 0:
         files.save_training_checkpoint(out / files.periodic_name(epoch), state)

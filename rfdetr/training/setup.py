@@ -166,11 +166,7 @@ class TrainBatches:
     """
 
     def __init__(
-        self,
-        dataset: DetectionDataset,
-        config: RunConfig,
-        info: DistInfo,
-        device: torch.device | None = None,
+        self, dataset: DetectionDataset, config: RunConfig, info: DistInfo, device: torch.device
     ) -> None:
         self.seed = config.train.seed
         self.step_images = config.effective_batch_size()
@@ -194,7 +190,7 @@ class TrainBatches:
             self.step_images,
             num_workers=config.data.num_workers,
             # Pinned host memory only helps copies to a GPU; pinning for a CPU run wastes memory.
-            pin_memory=device is not None and device.type == "cuda",
+            pin_memory=device.type == "cuda",
             seed=self.seed,
         )
 

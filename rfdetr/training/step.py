@@ -183,8 +183,7 @@ def accumulate_gradients(
             loss_dict = criterion(outputs, micro_targets, num_boxes=num_boxes)
             loss = criterion.total_loss(loss_dict)
             (scaler.scale(loss) if scaler is not None else loss).backward()
-        sums["loss"] = sums.get("loss", 0) + loss.detach()
-        for key, value in loss_dict.items():
+        for key, value in {"loss": loss, **loss_dict}.items():
             weight = 1.0 / len(step_batches) if key == "class_error" else 1.0
             sums[key] = sums.get(key, 0) + value.detach() * weight
     return sums

@@ -77,6 +77,19 @@ def test_select_best_on_a_damaged_best_file_names_it(
     assert not Path(MARKER).exists()
 
 
+def test_select_best_to_a_dest_leaves_the_run_folder_untouched(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    """``dest`` serves a pipeline step whose run folder is a read-only input artifact."""
+    before = {file.name: file.read_bytes() for file in run_copy.iterdir()}
+    (tmp_path / "out").mkdir()
+    written = files.select_best(run_copy, tmp_path / "out" / files.BEST_TOTAL)
+    assert written == tmp_path / "out" / files.BEST_TOTAL
+    assert {file.name: file.read_bytes() for file in run_copy.iterdir()} == before
+    in_place = files.select_best(run_copy)  # the same choice written next to its inputs
+    assert files.read_checkpoint(written).metrics == files.read_checkpoint(in_place).metrics
+
+
 @pytest.mark.parametrize("damage", [_truncated, _hostile], ids=["truncated", "hostile"])
 def test_resuming_a_finished_run_with_a_damaged_best_file_names_it(
     run_copy: Path, shapes_coco: Path, tiny_config: Callable[..., RunConfig],
