@@ -38,7 +38,6 @@ MIRRORED: tuple[str, ...] = (
     LOG_FILE,
     files.LAST,
 )
-DEFAULT_INTERVAL_S = 60.0
 _PERIODIC_NAME = r"checkpoint_\d+\.pth"
 SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
@@ -74,7 +73,7 @@ class CheckpointMirror:
         interval: seconds between background syncs while training.
     """
 
-    def __init__(self, uri: str, interval: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, uri: str, interval: float = 60.0) -> None:
         self.uri = parse_uri(uri)
         self.interval = interval
         self.store = ObjectStore.from_env()

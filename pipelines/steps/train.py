@@ -152,8 +152,7 @@ def train_run(
     mirror = CheckpointMirror.of_run(mirror_root, run_id) if mirror_root else None
     with step_metrics("train", run_id) as metrics, tempfile.TemporaryDirectory() as tmp:
         with training(config, dataset_dir, work, Path(tmp), mirror) as (config, resumed):
-            gpus = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
-            count = processes or gpus
+            count = processes or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
             if count > 1:
                 run_distributed(config, count, Path(tmp))
             else:
