@@ -112,16 +112,13 @@ class CheckpointMirror:
         folder = Path(run_dir)
         with self._lock, tempfile.TemporaryDirectory(prefix=".mirror-", dir=folder.parent) as tmp:
             snapshot = self._snapshot(folder, Path(tmp))
-            count = 0
-            for name, signature in snapshot:
-                if self._uploaded.get(name) == signature:
-                    continue
+            changed = [(name, sig) for name, sig in snapshot if self._uploaded.get(name) != sig]
+            for name, signature in changed:
                 upload_file(Path(tmp, name), self.uri.child(name), store=self.store)
                 self._uploaded[name] = signature
-                count += 1
-        if count:
-            logger.info("mirrored %d file(s) of %s to %s", count, folder, self.uri)
-        return count
+        if changed:
+            logger.info("mirrored %d file(s) of %s to %s", len(changed), folder, self.uri)
+        return len(changed)
 
     def _snapshot(self, folder: Path, dest: Path) -> list[tuple[str, tuple[int, int]]]:
         """Link the mirrored files into ``dest`` (module docstring)."""

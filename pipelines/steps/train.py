@@ -192,8 +192,7 @@ def training(
             records = read_log(work / LOG_FILE)  # its last epoch is the resume point's
             resumed = int(records[-1]["epoch"]) if records else None
             logger.info("resuming from %s (epoch %s finished)", last, resumed)
-        overrides["pretrain_weights"] = weights
-        config = config.with_overrides(overrides)
+        config = config.with_overrides(overrides, pretrain_weights=weights)
         with mirror.watching(work) if mirror and watch else contextlib.nullcontext():
             yield config, resumed
 
