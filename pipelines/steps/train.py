@@ -73,8 +73,7 @@ class TrainOutcome:
             "stopped_early": float(self.stopped_early),
         }
         for key in ("map_50_95", "map_50", "epoch"):
-            value = plain_number(self.best.get(key))
-            if value is not None:
+            if (value := plain_number(self.best.get(key))) is not None:
                 out[f"best_{key}"] = value
         return out | {f"last_{key}": value for key, value in self.last_epoch.items()}
 
