@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -22,13 +22,11 @@ from pipelines.steps.common import StepError, plain_number, step_metrics
 from pipelines.steps.dataset import dataset_folder
 from pipelines.steps.mirror import CheckpointMirror
 from pipelines.steps.weights import resolve_weights
+from pipelines.telemetry import StepMetrics
 from rfdetr import checkpoints as files
 from rfdetr.config import RunConfig
 from rfdetr.training.loggers import LOG_FILE, read_log
 from rfdetr.utils.atomic import link_or_copy
-
-if TYPE_CHECKING:
-    from pipelines.telemetry import StepMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +39,6 @@ KEPT: tuple[str, ...] = (
     "run.yaml",
     "metrics_plot.png",
 )
-TENSORBOARD_GLOB = "events.out.tfevents.*"  # TensorBoard's log, when that logger is on
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,7 @@ def keep_outputs(work: Path, out: Path) -> None:
     """Link the :data:`KEPT` files (and TensorBoard's) of the run folder into the artifact."""
     out.mkdir(parents=True, exist_ok=True)
     kept = [name for name in KEPT if (work / name).is_file()]
-    kept += sorted(p.name for p in work.glob(TENSORBOARD_GLOB) if p.is_file())
+    kept += sorted(p.name for p in work.glob("events.out.tfevents.*") if p.is_file())
     for name in kept:
         link_or_copy(work / name, out / name)
 
