@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +34,7 @@ def plain_number(value: Any) -> float | None:
     """``value`` as a float when it is a finite real number (metadata must be plain data)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
-    return number if number == number and abs(number) != float("inf") else None
+    return float(value) if math.isfinite(value) else None
 
 
 def single_file(folder: str | Path, pattern: str, what: str) -> Path:

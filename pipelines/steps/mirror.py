@@ -38,7 +38,6 @@ MIRRORED: tuple[str, ...] = (
     LOG_FILE,
     files.LAST,
 )
-DEFAULT_INTERVAL_S = 60.0
 _PERIODIC_NAME = r"checkpoint_\d+\.pth"
 SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
@@ -74,7 +73,7 @@ class CheckpointMirror:
         interval: seconds between background syncs while training.
     """
 
-    def __init__(self, uri: str, interval: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, uri: str, interval: float = 60.0) -> None:
         self.uri = parse_uri(uri)
         self.interval = interval
         self.store = ObjectStore.from_env()
@@ -113,16 +112,13 @@ class CheckpointMirror:
         folder = Path(run_dir)
         with self._lock, tempfile.TemporaryDirectory(prefix=".mirror-", dir=folder.parent) as tmp:
             snapshot = self._snapshot(folder, Path(tmp))
-            count = 0
-            for name, signature in snapshot:
-                if self._uploaded.get(name) == signature:
-                    continue
+            changed = [(name, sig) for name, sig in snapshot if self._uploaded.get(name) != sig]
+            for name, signature in changed:
                 upload_file(Path(tmp, name), self.uri.child(name), store=self.store)
                 self._uploaded[name] = signature
-                count += 1
-        if count:
-            logger.info("mirrored %d file(s) of %s to %s", count, folder, self.uri)
-        return count
+        if changed:
+            logger.info("mirrored %d file(s) of %s to %s", len(changed), folder, self.uri)
+        return len(changed)
 
     def _snapshot(self, folder: Path, dest: Path) -> list[tuple[str, tuple[int, int]]]:
         """Link the mirrored files into ``dest`` (module docstring)."""

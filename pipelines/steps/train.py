@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -22,13 +22,11 @@ from pipelines.steps.common import StepError, plain_number, step_metrics
 from pipelines.steps.dataset import dataset_folder
 from pipelines.steps.mirror import CheckpointMirror
 from pipelines.steps.weights import resolve_weights
+from pipelines.telemetry import StepMetrics
 from rfdetr import checkpoints as files
 from rfdetr.config import RunConfig
 from rfdetr.training.loggers import LOG_FILE, read_log
 from rfdetr.utils.atomic import link_or_copy
-
-if TYPE_CHECKING:
-    from pipelines.telemetry import StepMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +39,6 @@ KEPT: tuple[str, ...] = (
     "run.yaml",
     "metrics_plot.png",
 )
-TENSORBOARD_GLOB = "events.out.tfevents.*"  # TensorBoard's log, when that logger is on
 
 
 @dataclass(frozen=True)
@@ -73,8 +70,7 @@ class TrainOutcome:
             "stopped_early": float(self.stopped_early),
         }
         for key in ("map_50_95", "map_50", "epoch"):
-            value = plain_number(self.best.get(key))
-            if value is not None:
+            if (value := plain_number(self.best.get(key))) is not None:
                 out[f"best_{key}"] = value
         return out | {f"last_{key}": value for key, value in self.last_epoch.items()}
 
@@ -101,7 +97,7 @@ def keep_outputs(work: Path, out: Path) -> None:
     """Link the :data:`KEPT` files (and TensorBoard's) of the run folder into the artifact."""
     out.mkdir(parents=True, exist_ok=True)
     kept = [name for name in KEPT if (work / name).is_file()]
-    kept += sorted(p.name for p in work.glob(TENSORBOARD_GLOB) if p.is_file())
+    kept += sorted(p.name for p in work.glob("events.out.tfevents.*") if p.is_file())
     for name in kept:
         link_or_copy(work / name, out / name)
 
@@ -152,8 +148,7 @@ def train_run(
     mirror = CheckpointMirror.of_run(mirror_root, run_id) if mirror_root else None
     with step_metrics("train", run_id) as metrics, tempfile.TemporaryDirectory() as tmp:
         with training(config, dataset_dir, work, Path(tmp), mirror) as (config, resumed):
-            gpus = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
-            count = processes or gpus
+            count = processes or (torch.cuda.device_count() if torch.cuda.is_available() else 1)
             if count > 1:
                 run_distributed(config, count, Path(tmp))
             else:
@@ -193,8 +188,7 @@ def training(
             records = read_log(work / LOG_FILE)  # its last epoch is the resume point's
             resumed = int(records[-1]["epoch"]) if records else None
             logger.info("resuming from %s (epoch %s finished)", last, resumed)
-        overrides["pretrain_weights"] = weights
-        config = config.with_overrides(overrides)
+        config = config.with_overrides(overrides, pretrain_weights=weights)
         with mirror.watching(work) if mirror and watch else contextlib.nullcontext():
             yield config, resumed
 

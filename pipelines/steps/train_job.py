@@ -21,7 +21,6 @@ from pipelines.steps.common import StepError
 from pipelines.steps.dataset import dataset_reference
 from pipelines.steps.mirror import MIRRORED, CheckpointMirror, mirror_folder
 from pipelines.steps.train import KEPT, TrainOutcome, keep_outputs, outcome_from_folder, work_folder
-from rfdetr import checkpoints as files
 from rfdetr.config import RunConfig
 from rfdetr.storage import download_file, upload_file
 from rfdetr.storage.errors import ObjectNotFoundError
@@ -186,9 +185,7 @@ def train_on_cluster(
 def _collect(mirror: CheckpointMirror, work: Path) -> None:
     """Download what node 0 left in the mirror (all but the resume point) into ``work``."""
     work.mkdir(parents=True, exist_ok=True)
-    for name in (*MIRRORED, *RESULTS):
-        if name == files.LAST:
-            continue
+    for name in (*MIRRORED[:-1], *RESULTS):
         with contextlib.suppress(ObjectNotFoundError):  # no EMA file, no plot
             download_file(mirror.uri.child(name), work / name, store=mirror.store)
 
