@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.steps.common import plain_number, single_file, step_metrics
-from rfdetr.utils.atomic import link_or_copy
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +33,7 @@ class SelectedModel:
 def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedModel:
     """Write :func:`rfdetr.checkpoints.select_best` of the run's best regular and EMA models
     (stripped) as ``dest_dir/checkpoint_best_total.pth``; the run folder, an input artifact, is
-    not written to (the candidates are linked into a scratch folder).
+    not written to.
 
     Raises:
         CheckpointError: the run folder holds neither best file.
@@ -46,16 +43,7 @@ def select_checkpoint(run_dir: str | Path, dest_dir: str | Path) -> SelectedMode
     run, dest = Path(run_dir), Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     with step_metrics("select_checkpoint") as metrics:
-        with tempfile.TemporaryDirectory(prefix=".select-", dir=dest.parent) as tmp:
-            for name in (files.BEST_REGULAR, files.BEST_EMA):
-                if (run / name).is_file():
-                    link_or_copy(run / name, Path(tmp, name))
-            try:
-                chosen = files.select_best(tmp)
-            except files.CheckpointError as err:  # name the run's file, not its scratch link
-                raise files.CheckpointError(str(err).replace(tmp, str(run))) from None
-            target = dest / files.BEST_TOTAL
-            shutil.move(str(chosen), target)
+        target = files.select_best(run, dest / files.BEST_TOTAL)
         checkpoint = files.read_checkpoint(target)
         found = checkpoint.metrics or {}
         selected = SelectedModel(
