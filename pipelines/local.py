@@ -56,17 +56,11 @@ class LocalRun:
 
     @property
     def onnx_file(self) -> Path | None:
-        return next(iter(sorted(self.onnx_model.glob("*.onnx"))), None)
+        return min(self.onnx_model.glob("*.onnx"), default=None)
 
     @property
     def checkpoint(self) -> Path | None:
-        return next(iter(sorted(self.model.glob("*.pth"))), None)
-
-    @property
-    def publish_decision(self) -> dict[str, Any]:
-        """The publish step's ``decision.json``: published or not, and why."""
-        path = self.run_dir / "publish" / "published" / "decision.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return min(self.model.glob("*.pth"), default=None)
 
 
 def local_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,9 +215,10 @@ def summary_lines(run: LocalRun) -> list[str]:
     if run.published_uri:
         root = run.published_uri.rstrip("/").rsplit("/", 1)[0]
         lines.append(f"published:  {run.published_uri}/ (now {root}/latest.json)")
-    else:
-        reason = run.publish_decision.get("reason", "unknown reason")
-        lines.append(f"published:  nothing ({reason})")
+    else:  # the publish step's decision.json says why
+        decision = run.run_dir / "publish" / "published" / "decision.json"
+        doc = json.loads(decision.read_text()) if decision.is_file() else {}
+        lines.append(f"published:  nothing ({doc.get('reason', 'unknown reason')})")
     if run.log_path:
         lines.append(f"log:        {run.log_path}")
     return lines
