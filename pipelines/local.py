@@ -91,7 +91,7 @@ class _ProgressTee(io.TextIOBase):
         self.step_errors: list[str] = []
         self.tasks: list[str] = []
         self._pending = ""
-        self._collecting: list[str] | None = None
+        self._collecting = False  # the last line was (part of) a step's error
         self._started = time.monotonic()
 
     def writable(self) -> bool:
@@ -108,13 +108,12 @@ class _ProgressTee(io.TextIOBase):
     def _line(self, line: str) -> None:
         error = _ERROR_LINE.match(line)
         if error:
-            self._collecting = [f"{error.group(1)}: {error.group(2)}"]
-            self.step_errors.append(self._collecting[0])
-        elif self._collecting is not None and line.startswith("    ") and line.strip():
-            self._collecting.append(line[4:])  # the rest of a multi-line error, unindented
-            self.step_errors[-1] = "\n".join(self._collecting)
+            self.step_errors.append(f"{error.group(1)}: {error.group(2)}")
+            self._collecting = True
+        elif self._collecting and line.startswith("    ") and line.strip():
+            self.step_errors[-1] += "\n" + line[4:]  # the rest of a multi-line error, unindented
         else:
-            self._collecting = None
+            self._collecting = False
         match = _TASK_LINE.search(line)
         if match is None:
             return
