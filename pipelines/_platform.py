@@ -35,11 +35,10 @@ class Toleration:
 
 @dataclass(frozen=True)
 class Resources:
-    """CPU and memory requests (and optional limits) of one kind of step."""
+    """CPU and memory requests (and an optional memory limit) of one kind of step."""
 
     cpu: str
     memory: str
-    cpu_limit: str | None = None
     memory_limit: str | None = None
 
 
@@ -118,8 +117,6 @@ def common(task: PipelineTask, platform: Platform, resources: Resources) -> None
             task, run_as_user=uid, run_as_group=uid, run_as_non_root=True
         )
     task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
-    if resources.cpu_limit:
-        task.set_cpu_limit(resources.cpu_limit)
     if resources.memory_limit:
         task.set_memory_limit(resources.memory_limit)
     if platform.pushgateway_url:

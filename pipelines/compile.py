@@ -220,7 +220,6 @@ def platform_from_args(args: argparse.Namespace) -> Platform:
         changes["train"] = Resources(
             args.train_cpu or base.train.cpu,
             args.train_memory or base.train.memory,
-            base.train.cpu_limit,
             None if args.train_memory else base.train.memory_limit,
         )
     return dataclasses.replace(base, **changes)
@@ -237,10 +236,12 @@ def compile_pipeline(
 
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {}
-    if manifest is not None:
-        options = {"kubernetes_manifest_format": True, "kubernetes_manifest_options": manifest}
-    compiler.Compiler().compile(build_pipeline(platform), str(path), **options)
+    compiler.Compiler().compile(
+        build_pipeline(platform),
+        str(path),
+        kubernetes_manifest_options=manifest,
+        kubernetes_manifest_format=manifest is not None,
+    )
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -27,10 +28,7 @@ DEMO_SPLITS = {"train": 128, "valid": 32, "test": 32}
 TINY_OPTIONS = {"lr": 1e-3, "batch_size": 8, "grad_accum_steps": 1}
 TINY_OVERRIDES = {"lr_encoder": 1.5e-3, "multi_scale": False}
 _STORE_VARS = ("OBJECTSTORECONFIG_", "AWS_", "MINIO_SERVICE_")
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
+_say = functools.partial(print, flush=True)  # each line shows at once, also behind a pipe
 
 
 @contextlib.contextmanager

@@ -119,8 +119,7 @@ def _run_submit(args: argparse.Namespace) -> int:
     from pipelines import kfp_api
 
     client, host, experiment_id, version, params, name = _prepare(args)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    run_name = args.run_name or f"{name} {stamp}"
+    run_name = args.run_name or f"{name} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
     with kfp_api.kfp_errors(host, f"starting run {run_name!r}"):
         run = client.run_pipeline(
             experiment_id=experiment_id,

@@ -89,9 +89,6 @@ def _short(exc: Any) -> str:
     return f"HTTP {exc.status} {api_message(exc.body) or exc.reason}".strip()
 
 
-EXPECTED = object()  # what Resources._call returns for the API error it was told to expect
-
-
 class Resources:
     """Custom objects of one namespace (default: the pod's own), through the ``kubernetes``
     client (``api_client`` default: in-cluster, else ``$KUBECONFIG`` / ~/.kube)."""
@@ -119,7 +116,7 @@ class Resources:
     def _call(
         self, what: str, fn: Callable[..., Any], *args: Any, expect: int = 0, **kwargs: Any
     ) -> Any:
-        """``fn(...)`` with one-line `StepError`s; an API error of status ``expect``: EXPECTED."""
+        """``fn(...)`` with one-line `StepError`s; an API error of status ``expect``: None."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -127,7 +124,7 @@ class Resources:
             return fn(*args, **kwargs)
         except ApiException as exc:
             if exc.status == expect:
-                return EXPECTED
+                return None
             raise StepError(f"{what} in namespace {self.namespace}: {_short(exc)}") from None
         except HTTPError as exc:
             raise StepError(f"{what}: Kubernetes API unreachable ({exc})") from None
@@ -138,8 +135,7 @@ class Resources:
     def get(self, kind: Kind, name: str) -> dict[str, Any] | None:
         """The object, or None when there is none (404)."""
         read = self.custom.get_namespaced_custom_object
-        found = self._call(f"reading {kind.kind} {name}", read, *self._args(kind), name, expect=404)
-        return None if found is EXPECTED else found
+        return self._call(f"reading {kind.kind} {name}", read, *self._args(kind), name, expect=404)
 
     def create_or_attach(
         self, kind: Kind, body: dict[str, Any], *, update: bool = False
@@ -151,7 +147,7 @@ class Resources:
         created = self._call(
             f"creating {kind.kind} {name}", create, *self._args(kind), body, expect=409
         )
-        if created is not EXPECTED:
+        if created is not None:
             logger.info("created %s %s/%s", kind.kind, self.namespace, name)
             return created
         if update:
@@ -172,7 +168,7 @@ class Resources:
         """Delete the object and its dependents (background); False when it was not there."""
         what, delete = f"deleting {kind.kind} {name}", self.custom.delete_namespaced_custom_object
         background = {"propagation_policy": "Background"}
-        if self._call(what, delete, *self._args(kind), name, expect=404, **background) is EXPECTED:
+        if self._call(what, delete, *self._args(kind), name, expect=404, **background) is None:
             return False
         logger.info("deleted %s %s/%s", kind.kind, self.namespace, name)
         return True

@@ -56,17 +56,11 @@ class LocalRun:
 
     @property
     def onnx_file(self) -> Path | None:
-        return next(iter(sorted(self.onnx_model.glob("*.onnx"))), None)
+        return min(self.onnx_model.glob("*.onnx"), default=None)
 
     @property
     def checkpoint(self) -> Path | None:
-        return next(iter(sorted(self.model.glob("*.pth"))), None)
-
-    @property
-    def publish_decision(self) -> dict[str, Any]:
-        """The publish step's ``decision.json``: published or not, and why."""
-        path = self.run_dir / "publish" / "published" / "decision.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return min(self.model.glob("*.pth"), default=None)
 
 
 def local_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,7 +91,7 @@ class _ProgressTee(io.TextIOBase):
         self.step_errors: list[str] = []
         self.tasks: list[str] = []
         self._pending = ""
-        self._collecting: list[str] | None = None
+        self._collecting = False  # the last line was (part of) a step's error
         self._started = time.monotonic()
 
     def writable(self) -> bool:
@@ -114,13 +108,12 @@ class _ProgressTee(io.TextIOBase):
     def _line(self, line: str) -> None:
         error = _ERROR_LINE.match(line)
         if error:
-            self._collecting = [f"{error.group(1)}: {error.group(2)}"]
-            self.step_errors.append(self._collecting[0])
-        elif self._collecting is not None and line.startswith("    ") and line.strip():
-            self._collecting.append(line[4:])  # the rest of a multi-line error, unindented
-            self.step_errors[-1] = "\n".join(self._collecting)
+            self.step_errors.append(f"{error.group(1)}: {error.group(2)}")
+            self._collecting = True
+        elif self._collecting and line.startswith("    ") and line.strip():
+            self.step_errors[-1] += "\n" + line[4:]  # the rest of a multi-line error, unindented
         else:
-            self._collecting = None
+            self._collecting = False
         match = _TASK_LINE.search(line)
         if match is None:
             return
@@ -221,9 +214,10 @@ def summary_lines(run: LocalRun) -> list[str]:
     if run.published_uri:
         root = run.published_uri.rstrip("/").rsplit("/", 1)[0]
         lines.append(f"published:  {run.published_uri}/ (now {root}/latest.json)")
-    else:
-        reason = run.publish_decision.get("reason", "unknown reason")
-        lines.append(f"published:  nothing ({reason})")
+    else:  # the publish step's decision.json says why
+        decision = run.run_dir / "publish" / "published" / "decision.json"
+        doc = json.loads(decision.read_text()) if decision.is_file() else {}
+        lines.append(f"published:  nothing ({doc.get('reason', 'unknown reason')})")
     if run.log_path:
         lines.append(f"log:        {run.log_path}")
     return lines

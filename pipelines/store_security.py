@@ -90,7 +90,7 @@ def _certificates(folder: Path) -> None:
     )
 
 
-def write_security_config(data_dir: Path) -> Path:
+def write_security_config(data_dir: Path) -> None:
     """Write ``data_dir/security.toml`` and ``data_dir/tls/`` (see the module docstring)."""
     tls = data_dir / "tls"
     tls.mkdir(mode=0o700, exist_ok=True)
@@ -104,6 +104,4 @@ def write_security_config(data_dir: Path) -> Path:
         names = f'allowed_commonNames = "{COMMON_NAME}"'
         lines += [f"[grpc.{service}]", f"cert = {cert}", f"key = {key}", names, ""]
     lines += ["[grpc.client]", f"cert = {cert}", f"key = {key}", ""]
-    path = data_dir / "security.toml"
-    write_private(path, "\n".join(lines).encode())
-    return path
+    write_private(data_dir / "security.toml", "\n".join(lines).encode())

@@ -141,6 +141,7 @@ class StepMetrics:
             return False
         try:
             from prometheus_client import CollectorRegistry, push_to_gateway
+            from prometheus_client.exposition import basic_auth_handler
         except ImportError:
             logger.warning(
                 "%s is set but prometheus-client is not installed; metrics not pushed",
@@ -149,6 +150,9 @@ class StepMetrics:
             return False
         registry = CollectorRegistry()
         registry.register(self)
+        user = os.environ.get("PUSHGATEWAY_USERNAME") or None  # None: no basic auth header
+        password = os.environ.get("PUSHGATEWAY_PASSWORD") or ""
+        auth = functools.partial(basic_auth_handler, username=user, password=password)
         try:
             push_to_gateway(
                 self.gateway,
@@ -156,18 +160,10 @@ class StepMetrics:
                 registry=registry,
                 grouping_key={"pipeline": self.pipeline, "step": self.step},
                 timeout=self.timeout,
-                handler=_auth_handler(),
+                handler=auth,
             )
         except Exception as exc:  # any network or HTTP failure: metrics must never fail a step
             logger.warning("pushing metrics of %s to %s failed: %s", group, self.gateway, exc)
             return False
         logger.debug("pushed metrics of %s to %s", group, self.gateway)
         return True
-
-
-def _auth_handler() -> Any:
-    """Basic auth when ``PUSHGATEWAY_USERNAME`` is set (``username=None`` adds no header)."""
-    from prometheus_client.exposition import basic_auth_handler
-
-    user, password = os.environ.get("PUSHGATEWAY_USERNAME"), os.environ.get("PUSHGATEWAY_PASSWORD")
-    return functools.partial(basic_auth_handler, username=user or None, password=password or "")
