@@ -335,7 +335,6 @@ def check_classes(
     Raises:
         EvaluationError: one line naming both sides and the first difference.
     """
-    names = list(names)
     wanted = list(class_map.names)
     if len(names) != len(wanted):
         raise EvaluationError(
