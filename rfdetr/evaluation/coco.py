@@ -184,10 +184,8 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-able); ``segm`` is None for detection models."""
-        data = asdict(self)
-        data["iou_type"] = self.iou_type
-        data["per_class"] = [asdict(c) for c in self.per_class]
-        return data
+        per_class = [asdict(c) for c in self.per_class]
+        return asdict(self) | {"iou_type": self.iou_type, "per_class": per_class}
 
 
 def score_predictions(
@@ -335,7 +333,6 @@ def check_classes(
     Raises:
         EvaluationError: one line naming both sides and the first difference.
     """
-    names = list(names)
     wanted = list(class_map.names)
     if len(names) != len(wanted):
         raise EvaluationError(

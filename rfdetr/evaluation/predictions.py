@@ -135,36 +135,30 @@ def predict_dataset_models(
         sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
         for model, predictions in zip(models, found, strict=True):
             outputs = model(pixels)
-            batch = _batch_predictions(
-                outputs, targets, sizes, postprocess, segmentation, len(predictions)
+            mask_logits = outputs.get("pred_masks") if segmentation else None
+            selected = postprocess.select(
+                outputs["pred_logits"], outputs["pred_boxes"], sizes, mask_logits
             )
-            predictions.extend(batch)
+            predictions.extend(_batch_predictions(selected, targets, sizes, len(predictions)))
     logger.debug("predicted %d images with %d model(s)", len(found[0]), len(models))
     return found
 
 
 def _batch_predictions(
-    outputs: dict[str, torch.Tensor],
+    selected: tuple[torch.Tensor, ...],
     targets: list[dict[str, Any]],
     sizes: torch.Tensor,
-    postprocess: PostProcess,
-    segmentation: bool,
     first_index: int,
 ) -> list[ImagePredictions]:
-    mask_logits = outputs.get("pred_masks") if segmentation else None
-    plain = {k: v for k, v in outputs.items() if k != "pred_masks"}
-    results = postprocess(plain, sizes)
-    if mask_logits is not None:  # the kept queries' raw masks, in PostProcess's order
-        kept = postprocess.select(
-            outputs["pred_logits"], outputs["pred_boxes"], sizes, mask_logits
-        )[3]
+    """`PostProcess.select`'s ``(boxes, scores, labels[, mask logits])`` as one record per image."""
+    boxes, scores, labels, *kept = selected
     predictions = []
-    for i, (result, target) in enumerate(zip(results, targets, strict=True)):
+    for i, target in enumerate(targets):
         masks: list[dict[str, Any]] | None = None
-        if mask_logits is not None:  # chunked: all K x H x W bool masks at once can be gigabytes
-            masks = []
-            for start in range(0, len(kept[i]), _MASK_CHUNK):
-                chunk = resize_masks(kept[i][start : start + _MASK_CHUNK], tuple(sizes[i].tolist()))
+        if kept:  # chunked: all K x H x W bool masks at once can be gigabytes
+            logits, masks = kept[0][i], []
+            for start in range(0, len(logits), _MASK_CHUNK):
+                chunk = resize_masks(logits[start : start + _MASK_CHUNK], tuple(sizes[i].tolist()))
                 masks.extend(encode_masks(chunk.cpu().numpy()))
         height, width = (int(v) for v in target["orig_size"])
         predictions.append(
@@ -173,9 +167,9 @@ def _batch_predictions(
                 image_id=int(target["image_id"]),
                 height=height,
                 width=width,
-                scores=result["scores"].float().cpu().numpy(),
-                labels=result["labels"].cpu().numpy().astype(np.int64),
-                boxes=result["boxes"].float().cpu().numpy(),
+                scores=scores[i].float().cpu().numpy(),
+                labels=labels[i].cpu().numpy().astype(np.int64),
+                boxes=boxes[i].float().cpu().numpy(),
                 masks=masks,
             )
         )

@@ -65,13 +65,10 @@ def write_report(
     out = Path(output_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
-    paths: dict[str, Path] = {}
-    charts: list[tuple[str, str, bytes]] = []
-    for key, title, draw in _CHARTS:
-        png = draw(result)
-        paths[key] = out / "plots" / f"{key}.png"
+    charts = [(key, title, draw(result)) for key, title, draw in _CHARTS]
+    paths = {key: out / "plots" / f"{key}.png" for key, _, _ in charts}
+    for key, _, png in charts:
         paths[key].write_bytes(png)
-        charts.append((key, title, png))
     paths["metrics"] = out / "metrics.json"
     data = result.to_dict()
     for entry in data["per_class"]:  # a class's AP null where COCO reports -1 (no ground truth)

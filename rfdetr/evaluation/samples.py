@@ -82,7 +82,11 @@ def _draw(
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     scene = Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR)
     if len(detections):
-        detections = _scaled(detections, scale, size)
+        mask = detections.mask
+        if mask is not None:
+            resized = (Image.fromarray(m.astype(np.uint8) * 255).resize(size) for m in mask)
+            mask = np.stack([np.asarray(m) > 127 for m in resized])
+        detections = replace(detections, xyxy=detections.xyxy * scale, mask=mask)
         if detections.mask is not None:
             scene = sv.MaskAnnotator(opacity=0.45).annotate(scene, detections)
         scene = sv.BoxAnnotator(thickness=2).annotate(scene, detections)
@@ -99,11 +103,3 @@ def _draw(
         (4, 4), f"{caption} ({len(detections)})", fill=(40, 40, 40), font=font
     )
     return framed
-
-
-def _scaled(detections: sv.Detections, scale: float, size: tuple[int, int]) -> sv.Detections:
-    mask = detections.mask
-    if mask is not None:
-        resized = (Image.fromarray(m.astype(np.uint8) * 255).resize(size) for m in mask)
-        mask = np.stack([np.asarray(m) > 127 for m in resized])
-    return replace(detections, xyxy=detections.xyxy * scale, mask=mask)

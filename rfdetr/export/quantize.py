@@ -3,8 +3,8 @@
 outputs stay fp32 (`FLOAT_OUTPUT_OPS`: quantized outputs made a Nano 384 file 1.4x slower than
 weights only). The sensitivity pass quantizes each module group (`node_groups`) alone and keeps
 in fp32 the worst ``max_excluded`` whose own error exceeds ``tolerance``, only if that lowers the
-whole file's error; every group is measured unless ``budget_s`` runs out, so the file written
-does not depend on the machine's load (benchmarks/int8_accuracy.py: the trained Nano kept none).
+whole file's error; every group is measured, so the file written does not depend on the
+machine's load (benchmarks/int8_accuracy.py: the trained Nano kept none).
 """
 
 from __future__ import annotations
@@ -196,14 +196,15 @@ def quantize_onnx(
     max_excluded: int = 3,
     tolerance: float = DAMAGE_TOLERANCE,
     check_images: int = 4,
-    budget_s: float | None = None,
 ) -> QuantizeResult:
     """Write an int8 QDQ copy of the fp32 file ``source`` to ``output`` (metadata kept).
 
     Calibrated on ``inputs`` (``[1, 3, H, W]``, `preprocessed`), errors measured on the first
-    ``check_images``; ``sensitivity``, ``max_excluded``, ``tolerance``, ``budget_s``: the
-    module docstring's pass.
+    ``check_images``; ``sensitivity``, ``max_excluded``, ``tolerance``: the module docstring's
+    pass.
     """
+    import onnx
+
     started = time.perf_counter()
     source, output = Path(source), Path(output)
     if not inputs:
@@ -218,9 +219,6 @@ def quantize_onnx(
         error_full = output_error(reference, _outputs(full, checks))
         scores: dict[str, float] = {}
         for name, nodes in groups.items() if sensitivity else ():
-            if budget_s is not None and time.perf_counter() - started > budget_s:
-                logger.warning("sensitivity pass: time budget spent, %s and later unmeasured", name)
-                break
             part = _quantize(source, Path(tmp, "part.onnx"), cache, None, nodes_to_quantize=nodes)
             scores[name] = output_error(reference, _outputs(part, checks))
         ranked = sorted(scores, key=scores.__getitem__, reverse=True)
@@ -237,7 +235,10 @@ def quantize_onnx(
         result = QuantizeResult(
             output, len(inputs), excluded, error_full, error, scores, time.perf_counter() - started
         )
-        _finish(chosen, source, output, {"quantization": json.dumps(result.to_dict())})
+        model = onnx.load(str(chosen))
+        props = {"quantization": json.dumps(result.to_dict())}
+        copy_header(onnx.load(str(source), load_external_data=False), model, props)
+        write_atomic(output, model.SerializeToString())
     logger.info(
         "int8: error %.4g (all quantized %.4g), fp32 kept: %s (%.0f s)",
         error,
@@ -246,11 +247,3 @@ def quantize_onnx(
         result.seconds,
     )
     return result
-
-
-def _finish(chosen: Path, source: Path, output: Path, extra: dict[str, str]) -> None:
-    import onnx
-
-    model = onnx.load(str(chosen))
-    copy_header(onnx.load(str(source), load_external_data=False), model, extra)
-    write_atomic(output, model.SerializeToString())

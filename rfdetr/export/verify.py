@@ -10,6 +10,7 @@ neighbour (the two runtimes may order exact ties differently).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -147,7 +148,7 @@ def verify_onnx(
     """
     session = make_session(path)
     extra = selection_output(path)
-    picker = None if extra is None else (make_session(extra[0]), extra[1])
+    picker = None if extra is None else make_session(extra[0])
     inputs = session.get_inputs()
     batch_dim, _, height, width = inputs[0].shape
     sizes = (batch_dim,) if isinstance(batch_dim, int) else (1, 2)
@@ -166,7 +167,12 @@ def verify_onnx(
             orig = torch.randint(32, 1024, (batch, 2), generator=generator)
             feed[inputs[1].name] = orig.numpy()
         got = dict(zip(names, session.run(None, feed), strict=True))
-        reference = _reference(model, images, picker, feed, 10 * atol, selection)
+        selected = contextlib.nullcontext()
+        if picker is not None:
+            index = torch.from_numpy(picker.run([extra[1]], feed)[0])
+            selected = forced_selection(model, index, 10 * atol, selection)
+        with selected, torch.inference_mode():
+            reference = model(images)
         _require_finite(reference, path)
         if len(inputs) > 1:
             _compare_topk(got, reference, orig, postprocess, atol, diffs, scales, mismatched)
@@ -182,23 +188,6 @@ def verify_onnx(
         raise ExportVerificationError(report.summary() + "; the file is kept for inspection")
     logger.info(report.summary())
     return report
-
-
-def _reference(
-    model: RFDETR,
-    images: torch.Tensor,
-    picker: tuple[object, str] | None,
-    feed: dict,
-    tolerance: float,
-    total: SelectionCheck,
-) -> dict:
-    if picker is None:
-        with torch.inference_mode():
-            return model(images)
-    session, name = picker
-    index = torch.from_numpy(session.run([name], feed)[0])
-    with forced_selection(model, index, tolerance, total), torch.inference_mode():
-        return model(images)
 
 
 def _require_finite(reference: dict, path: str | os.PathLike[str]) -> None:
