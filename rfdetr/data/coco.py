@@ -92,24 +92,21 @@ def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
         with open_regular(json_path) as handle:
             data = json.load(handle)
     except FileNotFoundError:
-        log.error(json_path, "annotation file is missing")
-        return None
+        problem = "annotation file is missing"
     except UnicodeDecodeError as exc:
-        log.error(json_path, f"annotation file is not UTF-8 text ({exc.reason})")
-        return None
+        problem = f"annotation file is not UTF-8 text ({exc.reason})"
     except json.JSONDecodeError as exc:
-        log.error(json_path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
-        return None
+        problem = f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
     except RecursionError:
-        log.error(json_path, "malformed JSON: nested too deeply")
-        return None
+        problem = "malformed JSON: nested too deeply"
     except OSError as exc:
-        log.error(json_path, f"cannot read annotation file ({exc.strerror or exc})")
-        return None
-    if not isinstance(data, dict):
-        log.error(json_path, "not a COCO annotation file: the top level must be a JSON object")
-        return None
-    return data
+        problem = f"cannot read annotation file ({exc.strerror or exc})"
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = "not a COCO annotation file: the top level must be a JSON object"
+    log.error(json_path, problem)
+    return None
 
 
 def _is_int(value: Any) -> bool:
