@@ -87,14 +87,13 @@ class DatasetReport(ProblemLog):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as printed by ``rfdetr validate --json``."""
-        skipped = self.class_map.skipped if self.class_map else ()
         return {
             "path": self.path,
             "format": self.format,
             "usable": self.usable,
             "splits": {name: s.to_dict() for name, s in self.splits.items()},
             "classes": self.class_rows(),
-            "skipped_classes": [{"source_id": i, "name": n} for i, n in skipped],
+            "skipped_classes": self.class_map.to_dict()["skipped"] if self.class_map else [],
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "problems": [asdict(p) for p in self.problems],
