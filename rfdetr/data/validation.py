@@ -71,18 +71,15 @@ class DatasetReport(ProblemLog):
         """One row per class: 0-based ``id``, ``source_id``, ``name``, per-split ``counts``."""
         if self.class_map is None:
             return []
+        pairs = zip(self.class_map.source_ids, self.class_map.names, strict=True)
         return [
             {
                 "id": index,
                 "source_id": source_id,
                 "name": name,
-                "counts": {
-                    s: summary.class_counts[source_id] for s, summary in self.splits.items()
-                },
+                "counts": {s: split.class_counts[source_id] for s, split in self.splits.items()},
             }
-            for index, (source_id, name) in enumerate(
-                zip(self.class_map.source_ids, self.class_map.names, strict=True)
-            )
+            for index, (source_id, name) in enumerate(pairs)
         ]
 
     def to_dict(self) -> dict[str, Any]:
