@@ -23,12 +23,9 @@ def coco_ground_truth(dataset: DetectionDataset) -> dict[str, Any]:
         DatasetError: a YOLO label file is invalid.
         OSError: a YOLO image header cannot be read.
     """
-    class_map = dataset.class_map
+    pairs = zip(dataset.class_map.names, dataset.class_map.source_ids, strict=True)
     categories = [
-        {"id": i, "name": name, "source_id": source_id}
-        for i, (name, source_id) in enumerate(
-            zip(class_map.names, class_map.source_ids, strict=True)
-        )
+        {"id": i, "name": name, "source_id": source_id} for i, (name, source_id) in enumerate(pairs)
     ]
     source = dataset.source
     if isinstance(source, CocoSource):
