@@ -92,21 +92,24 @@ def _load_json(json_path: Path, log: ProblemLog) -> dict[str, Any] | None:
         with open_regular(json_path) as handle:
             data = json.load(handle)
     except FileNotFoundError:
-        problem = "annotation file is missing"
+        log.error(json_path, "annotation file is missing")
+        return None
     except UnicodeDecodeError as exc:
-        problem = f"annotation file is not UTF-8 text ({exc.reason})"
+        log.error(json_path, f"annotation file is not UTF-8 text ({exc.reason})")
+        return None
     except json.JSONDecodeError as exc:
-        problem = f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        log.error(json_path, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        return None
     except RecursionError:
-        problem = "malformed JSON: nested too deeply"
+        log.error(json_path, "malformed JSON: nested too deeply")
+        return None
     except OSError as exc:
-        problem = f"cannot read annotation file ({exc.strerror or exc})"
-    else:
-        if isinstance(data, dict):
-            return data
-        problem = "not a COCO annotation file: the top level must be a JSON object"
-    log.error(json_path, problem)
-    return None
+        log.error(json_path, f"cannot read annotation file ({exc.strerror or exc})")
+        return None
+    if not isinstance(data, dict):
+        log.error(json_path, "not a COCO annotation file: the top level must be a JSON object")
+        return None
+    return data
 
 
 def _is_int(value: Any) -> bool:
