@@ -23,12 +23,9 @@ def coco_ground_truth(dataset: DetectionDataset) -> dict[str, Any]:
         DatasetError: a YOLO label file is invalid.
         OSError: a YOLO image header cannot be read.
     """
-    class_map = dataset.class_map
+    pairs = zip(dataset.class_map.names, dataset.class_map.source_ids, strict=True)
     categories = [
-        {"id": i, "name": name, "source_id": source_id}
-        for i, (name, source_id) in enumerate(
-            zip(class_map.names, class_map.source_ids, strict=True)
-        )
+        {"id": i, "name": name, "source_id": source_id} for i, (name, source_id) in enumerate(pairs)
     ]
     source = dataset.source
     if isinstance(source, CocoSource):
@@ -52,20 +49,14 @@ def _from_coco(source: CocoSource, segmentation: bool) -> tuple[list[dict], list
     split = source.split
     images, annotations = [], []
     for i in range(split.num_images):
+        image_id, name = source.image_id(i), str(split.file_names[i])
         width, height = int(split.widths[i]), int(split.heights[i])
-        images.append(
-            {
-                "id": source.image_id(i),
-                "file_name": str(split.file_names[i]),
-                "width": width,
-                "height": height,
-            }
-        )
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
         for a in range(int(split.ann_offsets[i]), int(split.ann_offsets[i + 1])):
             bbox = _clip_xywh(split.ann_boxes[a], width, height)
             ann = {
                 "id": int(split.ann_ids[a]),
-                "image_id": source.image_id(i),
+                "image_id": image_id,
                 "category_id": source.class_map.index_of(int(split.ann_category_ids[a])),
                 "bbox": bbox,
                 "area": float(split.ann_area[a]),

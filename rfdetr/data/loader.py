@@ -12,7 +12,6 @@ from torch.utils.data import (
     Dataset,
     RandomSampler,
     Sampler,
-    SequentialSampler,
     default_collate,
 )
 
@@ -149,7 +148,6 @@ def build_dataloader(
     return _Loader(
         dataset,
         batch_size=batch_size,
-        sampler=SequentialSampler(range(len(dataset))),  # type: ignore[arg-type]
         collate_fn=collate_fn,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),

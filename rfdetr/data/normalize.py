@@ -23,9 +23,6 @@ def one_thread() -> Iterator[None]:
     with another process on the other core, spin-waiting OpenMP threads made item loading 4-6x
     slower (issue 17) unless ``OMP_WAIT_POLICY=PASSIVE`` was set."""
     threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
     torch.set_num_threads(1)
     try:
         yield

@@ -71,30 +71,26 @@ class DatasetReport(ProblemLog):
         """One row per class: 0-based ``id``, ``source_id``, ``name``, per-split ``counts``."""
         if self.class_map is None:
             return []
+        pairs = zip(self.class_map.source_ids, self.class_map.names, strict=True)
         return [
             {
                 "id": index,
                 "source_id": source_id,
                 "name": name,
-                "counts": {
-                    s: summary.class_counts[source_id] for s, summary in self.splits.items()
-                },
+                "counts": {s: split.class_counts[source_id] for s, split in self.splits.items()},
             }
-            for index, (source_id, name) in enumerate(
-                zip(self.class_map.source_ids, self.class_map.names, strict=True)
-            )
+            for index, (source_id, name) in enumerate(pairs)
         ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as printed by ``rfdetr validate --json``."""
-        skipped = self.class_map.skipped if self.class_map else ()
         return {
             "path": self.path,
             "format": self.format,
             "usable": self.usable,
             "splits": {name: s.to_dict() for name, s in self.splits.items()},
             "classes": self.class_rows(),
-            "skipped_classes": [{"source_id": i, "name": n} for i, n in skipped],
+            "skipped_classes": self.class_map.to_dict()["skipped"] if self.class_map else [],
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "problems": [asdict(p) for p in self.problems],

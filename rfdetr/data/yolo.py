@@ -61,8 +61,7 @@ class YoloSplitFiles:
     linked_dirs: list[Path] = field(init=False)
 
     def __post_init__(self) -> None:
-        found = list_images(self.images_dir) if self.images_dir.is_dir() else ([], [])
-        self.images, self.linked_dirs = found
+        self.images, self.linked_dirs = list_images(self.images_dir)
 
     def label_path(self, image: Path) -> Path:
         relative = image.relative_to(self.images_dir)
