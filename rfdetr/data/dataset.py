@@ -297,7 +297,15 @@ def build_dataset(
         len(source),
         source.class_map.num_classes,
     )
-    return DetectionDataset(source, transforms, segmentation, seed, sizes, layout.format, split)
+    return DetectionDataset(
+        source,
+        transforms,
+        segmentation=segmentation,
+        seed=seed,
+        sizes=sizes,
+        format=layout.format,
+        split=split,
+    )
 
 
 def build_source(
